@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create the virtualenv and install what they need (Debian packages as root).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-real lint bench deps clean
+
+$(STAMP): pyproject.toml scripts/debian-packages.txt
+	bash scripts/debian-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+deps: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m dvms.demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check dvms tests bench sim
+	$(PY) -m pytest -q -rs
+
+test-real: $(STAMP)
+	$(PY) -m pytest -q -rs tests/real
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dvms tests bench sim
+	$(VENV)/bin/ruff format --check dvms tests bench sim
+
+bench: $(STAMP)
+	$(PY) bench/overlay.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from dvms.cli.main import main
+
+raise SystemExit(main())

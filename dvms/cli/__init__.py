@@ -1,0 +1,1 @@
+"""Command-line interface. Each command group is one small module with ``register()``."""

@@ -1,0 +1,29 @@
+"""``dvms keygen FILE``: write a new cluster key."""
+
+from __future__ import annotations
+
+import argparse
+
+from dvms.cli.main import UserError
+from dvms.wire.keys import KeyFileError, generate_key, write_key
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "keygen",
+        help="write a new cluster key file",
+        description="Write a new random 256-bit cluster key (hex, mode 0600). Every node of "
+        "a cluster loads the same key; datagrams signed with another key are dropped.",
+    )
+    p.add_argument("file", help="where to write the key")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        path = write_key(args.file, generate_key(), force=args.force)
+    except KeyFileError as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote cluster key to {path}")
+    return 0

@@ -1,0 +1,47 @@
+"""Entry point of the ``dvms`` command.
+
+Each command group lives in its own module exposing ``register(subparsers)``; that
+function adds its sub-parser(s) and sets ``func`` (called with the parsed namespace,
+returns the exit code). Errors meant for the user are raised as ``UserError`` and
+printed as one line on stderr with exit code 1; argparse usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dvms import __version__
+
+# Command-group modules, in the order they appear in `dvms --help`.
+COMMAND_MODULES = ("dvms.cli.keygen",)
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment: printed, never a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dvms",
+        description="Peer-to-peer distributed VM scheduler (Kademlia + Vivaldi + DVMS).",
+    )
+    parser.add_argument("--version", action="version", version=f"dvms {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"dvms: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

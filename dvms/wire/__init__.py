@@ -1,0 +1,1 @@
+"""The peer wire: cluster keys and the authenticated CBOR envelope."""
