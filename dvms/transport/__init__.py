@@ -1,0 +1,43 @@
+"""Datagram transports: the ``Transport`` interface, real UDP and the simulated network.
+
+Layering (each module imports only those above it)::
+
+    base.py      Transport protocol, Datagram, TransportError, registry by name
+    netmodel.py  pure network physics: latency models, loss/duplication/jitter,
+                 partitions, crashed hosts (no trio, no clock; seeded RNG)
+    udp.py       UdpTransport on trio.socket                      registered as "udp"
+    simnet.py    SimNetwork + SimTransport for the faithful Trio mode, registered as "sim"
+
+See ``README.md`` next to this file for the data flow and the rules each one keeps.
+"""
+
+from __future__ import annotations
+
+from dvms.transport.base import Address as Address
+from dvms.transport.base import Datagram as Datagram
+from dvms.transport.base import Transport as Transport
+from dvms.transport.base import TransportError as TransportError
+from dvms.transport.base import TransportFactory as TransportFactory
+from dvms.transport.base import TransportStatistics as TransportStatistics
+from dvms.transport.base import open_transport as open_transport
+from dvms.transport.base import register_transport as register_transport
+from dvms.transport.base import registered_transports as registered_transports
+from dvms.transport.udp import UdpConfig as UdpConfig
+from dvms.transport.udp import UdpTransport as UdpTransport
+
+__all__ = [
+    "Address",
+    "Datagram",
+    "Transport",
+    "TransportError",
+    "TransportFactory",
+    "TransportStatistics",
+    "UdpConfig",
+    "UdpTransport",
+    "open_transport",
+    "register_transport",
+    "registered_transports",
+]
+
+
+register_transport("udp", UdpTransport.bind)
