@@ -22,12 +22,31 @@ from dvms.transport.base import TransportStatistics as TransportStatistics
 from dvms.transport.base import open_transport as open_transport
 from dvms.transport.base import register_transport as register_transport
 from dvms.transport.base import registered_transports as registered_transports
+from dvms.transport.netmodel import DEFAULT_LAN_RTT_S as DEFAULT_LAN_RTT_S
+from dvms.transport.netmodel import ConstantLatency as ConstantLatency
+from dvms.transport.netmodel import LatencyMatrixError as LatencyMatrixError
+from dvms.transport.netmodel import LatencyModel as LatencyModel
+from dvms.transport.netmodel import MatrixLatency as MatrixLatency
+from dvms.transport.netmodel import NetworkConditions as NetworkConditions
+from dvms.transport.netmodel import NetworkModel as NetworkModel
+from dvms.transport.netmodel import NetworkStatistics as NetworkStatistics
+from dvms.transport.netmodel import SitesLatency as SitesLatency
+from dvms.transport.netmodel import parse_latency_matrix as parse_latency_matrix
 from dvms.transport.udp import UdpConfig as UdpConfig
 from dvms.transport.udp import UdpTransport as UdpTransport
 
 __all__ = [
+    "DEFAULT_LAN_RTT_S",
     "Address",
+    "ConstantLatency",
     "Datagram",
+    "LatencyMatrixError",
+    "LatencyModel",
+    "MatrixLatency",
+    "NetworkConditions",
+    "NetworkModel",
+    "NetworkStatistics",
+    "SitesLatency",
     "Transport",
     "TransportError",
     "TransportFactory",
@@ -35,6 +54,7 @@ __all__ = [
     "UdpConfig",
     "UdpTransport",
     "open_transport",
+    "parse_latency_matrix",
     "register_transport",
     "registered_transports",
 ]
