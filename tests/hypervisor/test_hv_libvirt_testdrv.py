@@ -1,0 +1,117 @@
+"""The libvirt backend on test:/// hosts (in-process, no daemon): lifecycle, errors, events."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from dvms.hypervisor import (
+    AlreadyExists,
+    EventKind,
+    InvalidSpec,
+    InvalidState,
+    VmNotFound,
+    VmState,
+    open_hypervisor,
+)
+from dvms.placement.spec import VmSpec
+
+pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvirt-dev)")
+
+NODE_XML = """<node>
+  <cpu><mhz>2000</mhz><model>i686</model><active>{cpus}</active><nodes>1</nodes>
+       <sockets>1</sockets><cores>{cpus}</cores><threads>1</threads></cpu>
+  <memory>{kib}</memory>
+</node>"""
+
+
+@pytest.fixture
+async def hosts(tmp_path):
+    opened = []
+    for i in range(2):
+        path = tmp_path / f"h{i}.xml"
+        path.write_text(NODE_XML.format(cpus=4 + i, kib=(8 + i) * 1024 * 1024))
+        opened.append(open_hypervisor("libvirt", f"test://{path}", host=f"h{i}"))
+    yield opened
+    for hv in opened:
+        await hv.aclose()
+
+
+async def test_create_info_stats_and_independent_hosts(hosts):
+    h0, h1 = hosts
+    info = await h0.create(
+        VmSpec("web1", namespace="red", vcpus=2, memory_mib=256, networks=("a",))
+    )
+    assert (info.name, info.host, info.state, info.vcpus, info.memory_mib, info.namespace) == (
+        "web1",
+        "h0",
+        VmState.RUNNING,
+        2,
+        256,
+        "red",
+    )
+    assert [v.name for v in await h0.list_vms()] == ["web1"]
+    assert await h1.list_vms() == []  # one connection per file = independent hosts
+    stats = await h0.stats()
+    assert (stats.cpus, stats.memory_total_mib, stats.source) == (4, 8192, "libvirt")
+    assert (stats.commit.vms, stats.commit.vcpus, stats.commit.memory_mib, stats.commit.nics) == (
+        1,
+        2,
+        256,
+        1,
+    )
+    assert (await h1.stats()).cpus == 5
+
+
+async def test_errors_are_mapped(hosts):
+    h0, _ = hosts
+    await h0.create(VmSpec("web1", memory_mib=64))
+    with pytest.raises(AlreadyExists):
+        await h0.create(VmSpec("web1", memory_mib=64))
+    with pytest.raises(VmNotFound, match="'nope' on h0"):
+        await h0.info("nope")
+    await h0.destroy("web1")
+    with pytest.raises(InvalidState):
+        await h0.destroy("web1")
+    await h0.undefine("web1")
+    with pytest.raises(InvalidSpec, match="invalid vm name"):
+        await h0.create(VmSpec("x'><devices/>", memory_mib=64))
+    assert await h0.list_vms() == []
+
+
+async def test_migration_is_emulated_by_save_and_restore(hosts):
+    h0, h1 = hosts
+    await h0.create(VmSpec("db1", namespace="blue", memory_mib=128))
+    result = await h0.migrate("db1", h1)
+    assert (result.source, result.destination, result.method) == ("h0", "h1", "save-restore")
+    assert await h0.list_vms() == []
+    moved = await h1.info("db1")
+    assert moved.state is VmState.RUNNING and moved.namespace == "blue"
+    await h1.destroy("db1")  # persistent on the destination (PERSIST_DEST emulated)
+    assert (await h1.info("db1")).state is VmState.SHUTOFF
+
+
+async def test_lifecycle_events_reach_subscribers(hosts):
+    h0, _ = hosts
+    events = h0.events()
+    await h0.create(VmSpec("ev1", memory_mib=64))
+    await h0.destroy("ev1")
+    await h0.undefine("ev1")
+    seen = []
+    with trio.fail_after(5):
+        while len(seen) < 4:
+            seen.append(await events.receive())
+    assert [(e.vm, e.kind) for e in seen] == [
+        ("ev1", EventKind.DEFINED),
+        ("ev1", EventKind.STARTED),
+        ("ev1", EventKind.STOPPED),
+        ("ev1", EventKind.UNDEFINED),
+    ]
+
+
+def test_registry_knows_both_backends():
+    from dvms.hypervisor import available_backends
+
+    assert {"libvirt", "sim"} <= set(available_backends())
+    with pytest.raises(ValueError, match="unknown hypervisor backend"):
+        open_hypervisor("xen")
