@@ -2,8 +2,8 @@
 
 The document is built with ``xml.etree.ElementTree``, never by string formatting, so every
 value (paths, kernel command line, tags) is escaped by the serializer. Names are checked
-first: a VM or namespace name with XML or shell metacharacters is refused with
-``InvalidSpec`` before anything reaches libvirt.
+first with the project-wide rule of ``dvms.names``: a VM or namespace name with XML or
+shell metacharacters is refused with ``InvalidSpec`` before anything reaches libvirt.
 
 Host-side choices that are not part of the user's spec (domain type, emulator, where the
 serial console is logged, which bridge a NIC joins) come from ``DomainConfig``.
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dvms.hypervisor.errors import InvalidSpec
+from dvms.names import InvalidName, validate_namespace_name, validate_vm_name
 from dvms.placement.spec import VmSpec
 
 __all__ = [
@@ -35,40 +36,31 @@ __all__ = [
 #: XML namespace of dvms' <metadata> element (namespace, tags) in the domain definition.
 METADATA_NS = "https://dvms.invalid/xmlns/vm/1"
 
-# The VM-name rule must agree with dvms/names.py (validate_vm_name), which the CLI and
-# vjob parser use: 1-64 chars of [A-Za-z0-9_.-], first char not '-' or '.', not an
-# integer, not the reserved word "all". dvms/names.py was not committed when this module
-# was written, so the rule is restated here; tests/hypervisor/test_domxml.py checks both
-# agree whenever dvms.names is importable.
-_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-_RESERVED = frozenset({"all"})
 #: Linux interface names: at most 15 bytes, no '/', no whitespace, not "." or "..".
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,15}")
 
 
 def check_vm_name(name: object) -> str:
-    """Return ``name`` if it is a valid VM name, else raise ``InvalidSpec``."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise InvalidSpec(
-            f"invalid vm name {name!r}: use 1-64 letters, digits, '-', '_' or '.', "
-            "not starting with '-' or '.' (XML and shell metacharacters are refused)"
-        )
-    if name in _RESERVED:
-        raise InvalidSpec(f"invalid vm name, `{name}` is a reserved word")
-    if name.isdigit():
-        raise InvalidSpec(f"invalid vm name, `{name}` is an integer")
-    return name
+    """Return ``name`` if ``dvms.names.validate_vm_name`` accepts it, else ``InvalidSpec``.
+
+    The same rule as the CLI and the vjob parser: 1-64 of ``A-Za-z0-9_.-``, not starting
+    with ``-`` or ``.``, not an integer, not ``all``; so XML and shell metacharacters
+    never reach a domain definition.
+    """
+    try:
+        return validate_vm_name(name)
+    except InvalidName as exc:
+        raise InvalidSpec(str(exc), vm=name if isinstance(name, str) else "") from None
 
 
 def check_namespace_name(name: object) -> str:
-    """Namespaces: same characters as VM names; the empty string is the default namespace."""
+    """Namespaces follow ``dvms.names``; the empty string is the default namespace."""
     if name == "":
         return ""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise InvalidSpec(
-            f"invalid namespace name {name!r}: use 1-64 letters, digits, '-', '_' or '.'"
-        )
-    return name
+    try:
+        return validate_namespace_name(name)
+    except InvalidName as exc:
+        raise InvalidSpec(str(exc)) from None
 
 
 def check_bridge_name(name: str) -> str:

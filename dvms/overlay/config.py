@@ -1,0 +1,104 @@
+"""Kademlia parameters: one frozen dataclass, every field with its unit and source.
+
+Sources: Maymounkov & Mazieres (IPTPS 2002) for k, alpha and the staleness rule;
+go-libp2p-kad-dht / rust-libp2p for refresh, record TTLs and IP-diversity limits
+(see ../shared/reference/overlay.md section 2). Profiles: ``lan()`` (the default),
+``wan()`` and ``local()`` (fast timers for tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = ["KademliaConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class KademliaConfig:
+    #: Bits in a node id / key (SHA-1 size, as in the paper).
+    id_bits: int = 160
+    #: Bucket size and replication factor (paper, libp2p).
+    k: int = 20
+    #: Parallel RPCs per lookup (paper, rust-libp2p, libp2p spec).
+    alpha: int = 3
+    #: Candidates kept in a full bucket's replacement cache (most recent first).
+    replacement_cache: int = 20
+    #: Consecutive failed RPCs (each already retried) before a contact is stale; a stale
+    #: contact is replaced as soon as a replacement exists (paper section 2.2 keeps stale
+    #: contacts while nothing better is known).
+    stale_after_failures: int = 3
+    #: Failed RPCs after which a contact is removed even without a replacement.
+    drop_after_failures: int = 5
+    #: Ping the least-recently-seen contact of a full bucket before evicting it, but only
+    #: when it has been silent this long (seconds); avoids a ping per newcomer.
+    evict_ping_after_s: float = 30.0
+
+    #: Datagram attempts per RPC (1 + retries). With 5 % loss each way, 4 attempts leave
+    #: a live peer unanswered with probability ~1e-4.
+    rpc_attempts: int = 4
+    #: Timeout of the first attempt to a peer with no RTT history, seconds.
+    rpc_timeout_s: float = 1.0
+    #: Bounds of the adaptive per-peer timeout srtt + 4 * rttvar (RFC 6298 style), seconds.
+    rto_min_s: float = 0.05
+    rto_max_s: float = 5.0
+    #: Multiplier applied to the timeout on each retry.
+    rto_backoff: float = 2.0
+    #: Deadline of a whole lookup, seconds (rust-libp2p query timeout is 60 s).
+    lookup_timeout_s: float = 60.0
+
+    #: Refresh a bucket not used by a lookup for this long, seconds (go-libp2p: 10 min).
+    refresh_interval_s: float = 600.0
+    #: Highest common-prefix length refreshed (go-libp2p-kbucket maxCplForRefresh).
+    refresh_max_cpl: int = 15
+
+    #: Vivaldi probe period once the coordinate has settled, seconds. RTT samples also ride
+    #: on every other RPC; this only guarantees a steady trickle.
+    probe_interval_s: float = 5.0
+    #: Faster probe period while the local coordinate error is above ``probe_fast_error``.
+    probe_fast_interval_s: float = 1.0
+    #: Vivaldi error estimate under which probing relaxes to ``probe_interval_s``.
+    probe_fast_error: float = 0.2
+
+    #: Lifetime of a stored record on a replica, seconds (libp2p MaxRecordAge: 48 h).
+    record_ttl_s: float = 48 * 3600.0
+    #: The publisher re-stores its records this often, seconds (rust-libp2p: 22 h).
+    republish_interval_s: float = 22 * 3600.0
+    #: Most records one node stores for others (memory bound against abuse).
+    max_records: int = 100_000
+    #: Largest record value, bytes.
+    max_record_value: int = 4096
+
+    #: At most this many contacts from one public /24 (IPv4) or /48 (IPv6) per bucket and
+    #: per table (go-libp2p defaults). Loopback, private and link-local addresses are
+    #: exempt: a data-centre cluster legitimately lives in one subnet.
+    max_per_ip_group_bucket: int = 2
+    max_per_ip_group_table: int = 3
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.id_bits <= 256 or self.id_bits % 8:
+            raise ValueError("id_bits must be a multiple of 8 in [8, 256]")
+        if self.k < 1 or self.alpha < 1 or self.rpc_attempts < 1:
+            raise ValueError("k, alpha and rpc_attempts must be >= 1")
+        if self.republish_interval_s >= self.record_ttl_s:
+            raise ValueError("republish_interval_s must be shorter than record_ttl_s")
+
+    @classmethod
+    def lan(cls) -> KademliaConfig:
+        return cls()
+
+    @classmethod
+    def wan(cls) -> KademliaConfig:
+        return replace(cls(), rpc_timeout_s=2.0, rto_min_s=0.2)
+
+    @classmethod
+    def local(cls) -> KademliaConfig:
+        """Fast timers for tests on loopback: short refresh and probe periods."""
+        return replace(
+            cls(),
+            rpc_timeout_s=0.5,
+            rto_min_s=0.02,
+            refresh_interval_s=20.0,
+            probe_interval_s=1.0,
+            probe_fast_interval_s=0.25,
+            evict_ping_after_s=2.0,
+        )

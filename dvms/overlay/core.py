@@ -1,0 +1,544 @@
+"""The Kademlia node as a sans-I/O core.
+
+Inputs (each takes ``now``, seconds on whatever clock the caller runs):
+
+- ``on_message(src, sender, rid, msg, now=)``: a decoded, authenticated datagram;
+- ``on_timer(now=)``: call when ``next_deadline()`` has passed;
+- commands: ``start(seeds)``, ``lookup(target)``, ``get(name)``, ``put(record)``.
+
+Outputs: a list of effects, ``Send`` (a datagram to send) and ``Emit`` (an event for the
+application: ``Joined``, ``LookupDone``, ``PutDone``). The core never awaits, never reads
+a clock and never touches a socket; the Trio runner (``dvms.overlay.node``) and the
+simulator (``dvms.sim``) both drive this same class.
+
+How it works::
+
+    request in  --> table.seen(sender) --> reply (Pong/Nodes/Value/Stored + our coordinate)
+    command     --> Lookup --> up to alpha RPCs --> responses/timeouts --> Lookup --> ...
+    RPC         --> timer (adaptive RTO, retried with backoff, then a failure input)
+    response    --> RTT sample --> routing table (srtt) + Vivaldi update
+
+RTT samples are taken only from RPCs answered on their first attempt (Karn's rule), so a
+retransmission never produces a false sample.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from dvms.effects import Address, Emit, Send
+from dvms.overlay.config import KademliaConfig
+from dvms.overlay.lookup import Lookup, LookupResult
+from dvms.overlay.messages import (
+    Contact,
+    FindNode,
+    FindValue,
+    Nodes,
+    Ping,
+    Pong,
+    Record,
+    Store,
+    Stored,
+    Value,
+)
+from dvms.overlay.records import RecordError, RecordStore, ValidatorRegistry, key_of
+from dvms.overlay.routing import RoutingTable
+
+__all__ = ["Joined", "LookupDone", "OverlayCore", "PutDone"]
+
+# Timer kinds.
+_T_RPC, _T_LOOKUP, _T_PROBE, _T_REFRESH, _T_HOUSEKEEPING, _T_JOIN = range(6)
+# RPC purposes.
+_P_LOOKUP, _P_PROBE, _P_EVICT, _P_SEED, _P_STORE = range(5)
+
+#: Period of record expiry and republish checks, seconds.
+HOUSEKEEPING_S = 60.0
+#: Delay before retrying a join whose seeds all failed, seconds.
+JOIN_RETRY_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The join lookup finished: the node knows its neighbourhood."""
+
+    contacts: int
+
+
+@dataclass(frozen=True, slots=True)
+class LookupDone:
+    result: LookupResult
+    #: For value lookups: the winning valid record, if any replica had one.
+    record: Record | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PutDone:
+    name: str
+    #: Replicas that acknowledged (our own copy included when we are among the k closest).
+    stored: int
+
+
+class _Rpc:
+    __slots__ = ("addr", "attempts", "done", "msg", "peer", "purpose", "ref", "rids", "sent_at")
+
+    def __init__(self, addr: Address, peer: int | None, msg: Any, purpose: int, ref: Any):
+        self.addr = addr
+        self.peer = peer
+        self.msg = msg
+        self.purpose = purpose
+        self.ref = ref
+        self.attempts = 0
+        self.sent_at = 0.0
+        self.rids: list[int] = []
+        self.done = False
+
+
+class _Put:
+    __slots__ = ("pending", "record", "stored")
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.pending = 0
+        self.stored = 0
+
+
+class OverlayCore:
+    def __init__(
+        self,
+        contact: Contact,
+        config: KademliaConfig,
+        rng: random.Random,
+        *,
+        vivaldi: Any | None = None,
+        validators: ValidatorRegistry | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.contact = contact
+        self.node_id = contact.node_id
+        self.config = config
+        self.rng = rng
+        self.vivaldi = vivaldi
+        self.table = RoutingTable(contact.node_id, config, now=now)
+        self.store = RecordStore(
+            validators or ValidatorRegistry(),
+            max_records=config.max_records,
+            max_ttl_s=config.record_ttl_s,
+        )
+        self.joined = False
+        self.stats: Counter[str] = Counter()
+        self._rpcs: dict[int, _Rpc] = {}
+        self._lookups: dict[int, Lookup] = {}
+        self._lookup_kind: dict[int, tuple[str, Any]] = {}
+        self._next_lookup = 1
+        self._timers: list[tuple[float, int, int, Any]] = []
+        self._seq = 0
+        self._published: dict[str, tuple[Record, float]] = {}
+        self._seeds: list[Address] = []
+        self._coord_wire: tuple[float, ...] = ()
+        self._seed_pending = 0
+        self._seed_ok = False
+        self._handlers = {
+            Ping: self._on_ping,
+            FindNode: self._on_find_node,
+            FindValue: self._on_find_value,
+            Store: self._on_store,
+            Pong: self._on_response,
+            Nodes: self._on_response,
+            Value: self._on_response,
+            Stored: self._on_response,
+        }
+        self._update_coord_wire()
+
+    # -- timers ------------------------------------------------------------------------
+
+    def _at(self, when: float, kind: int, ref: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (when, self._seq, kind, ref))
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def on_timer(self, *, now: float) -> list[Any]:
+        out: list[Any] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, ref = heapq.heappop(timers)
+            if kind == _T_RPC:
+                self._rpc_timeout(ref, now, out)
+            elif kind == _T_LOOKUP:
+                lk = self._lookups.get(ref)
+                if lk is not None:
+                    self._finish_lookup(lk, now, out, timed_out=True)
+            elif kind == _T_PROBE:
+                self._probe(now, out)
+            elif kind == _T_REFRESH:
+                self._refresh(now, out)
+            elif kind == _T_HOUSEKEEPING:
+                self._housekeeping(now, out)
+            elif kind == _T_JOIN:
+                self._contact_seeds(now, out)
+        return out
+
+    # -- commands ----------------------------------------------------------------------
+
+    def start(self, seeds: list[Address], *, now: float) -> list[Any]:
+        """Begin life: join through ``seeds`` (addresses; their ids are learned from the
+        replies). With no seeds this node is the first of its cluster."""
+        out: list[Any] = []
+        self._seeds = [s for s in seeds if s != self.contact.addr]
+        jitter = self.rng.random()
+        self._at(now + self.config.probe_fast_interval_s * (0.5 + jitter), _T_PROBE)
+        self._at(now + self.config.refresh_interval_s * (0.5 + jitter / 2), _T_REFRESH)
+        self._at(now + HOUSEKEEPING_S * (0.5 + jitter), _T_HOUSEKEEPING)
+        if not self._seeds:
+            self.joined = True
+            out.append(Emit(Joined(0)))
+        else:
+            self._contact_seeds(now, out)
+        return out
+
+    def lookup(self, target: int, *, now: float, kind: str = "node") -> tuple[int, list[Any]]:
+        """Find the k nodes closest to ``target``; ends with ``Emit(LookupDone)``."""
+        out: list[Any] = []
+        lid = self._start_lookup(kind, target, None, now, out)
+        return lid, out
+
+    def get(self, name: str, *, now: float) -> tuple[int, list[Any]]:
+        """Fetch the record ``name``; ends with ``Emit(LookupDone(record=...))``."""
+        out: list[Any] = []
+        lid = self._start_lookup("value", key_of(name), name, now, out)
+        return lid, out
+
+    def put(self, record: Record, *, now: float) -> list[Any]:
+        """Store ``record`` on the k nodes closest to its key and republish it until
+        ``unpublish``; ends with ``Emit(PutDone)``. Raises RecordError if invalid."""
+        self.store.validators.validate(record)
+        self._published[record.name] = (record, now)
+        out: list[Any] = []
+        self._start_lookup("put", key_of(record.name), _Put(record), now, out)
+        return out
+
+    def unpublish(self, name: str) -> None:
+        self._published.pop(name, None)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def coordinate(self) -> Any | None:
+        return self.vivaldi.coordinate if self.vivaldi is not None else None
+
+    def predicted_rtt(self, node_id: int) -> float | None:
+        """Predicted RTT (seconds) to a peer whose coordinate we know, else None."""
+        e = self.table.get(node_id)
+        if e is None or not e.coord or self.vivaldi is None:
+            return None
+        try:
+            coord = type(self.vivaldi.coordinate).from_wire(e.coord, len(e.coord) - 3)
+        except ValueError:
+            return None
+        return self.vivaldi.coordinate.distance_to(coord)
+
+    def nearest_peers(
+        self, n: int, *, exclude: set[int] | None = None
+    ) -> list[tuple[Contact, float]]:
+        """The ``n`` known peers with the smallest predicted RTT (ties by node id)."""
+        scored: list[tuple[float, int, Contact]] = []
+        for node_id in list(self.table.index):
+            if exclude and node_id in exclude:
+                continue
+            rtt = self.predicted_rtt(node_id)
+            if rtt is not None:
+                scored.append((rtt, node_id, self.table.index[node_id].contact))
+        scored.sort(key=lambda t: (t[0], t[1]))
+        return [(c, rtt) for rtt, _, c in scored[:n]]
+
+    # -- input: messages ---------------------------------------------------------------
+
+    def on_message(self, src: Address, sender: int, rid: int, msg: Any, *, now: float) -> list[Any]:
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            self.stats["unknown_message"] += 1
+            return []
+        out: list[Any] = []
+        handler(src, sender, rid, msg, now, out)
+        return out
+
+    def _note_sender(self, src: Address, sender: int, now: float, out: list[Any]) -> None:
+        e = self.table.get(sender)
+        if e is not None and e.contact.port == src[1] and e.contact.host == src[0]:
+            self.table.seen(e.contact, now)
+            return
+        try:
+            contact = Contact(sender, src[0], src[1])
+        except ValueError:
+            return
+        to_ping = self.table.seen(contact, now)
+        if to_ping is not None:
+            self._request(to_ping.addr, to_ping.node_id, Ping(), _P_EVICT, None, now, out)
+
+    def _on_ping(self, src, sender, rid, msg, now, out) -> None:
+        self._note_sender(src, sender, now, out)
+        out.append(Send(src, rid, Pong(self._coord_wire)))
+
+    def _on_find_node(self, src, sender, rid, msg, now, out) -> None:
+        self._note_sender(src, sender, now, out)
+        contacts = tuple(self.table.closest(msg.target, self.config.k, exclude=sender))
+        out.append(Send(src, rid, Nodes(contacts, self._coord_wire)))
+
+    def _on_find_value(self, src, sender, rid, msg, now, out) -> None:
+        self._note_sender(src, sender, now, out)
+        rec = self.store.get(msg.key, now)
+        contacts = tuple(self.table.closest(msg.key, self.config.k, exclude=sender))
+        out.append(Send(src, rid, Value((rec,) if rec else (), contacts, self._coord_wire)))
+
+    def _on_store(self, src, sender, rid, msg, now, out) -> None:
+        self._note_sender(src, sender, now, out)
+        ok = self.store.put(msg.record, now)
+        out.append(Send(src, rid, Stored(ok, self._coord_wire)))
+
+    def _on_response(self, src, sender, rid, msg, now, out) -> None:
+        rpc = self._rpcs.get(rid)
+        if rpc is None or rpc.addr != src or (rpc.peer is not None and rpc.peer != sender):
+            self.stats["unexpected_response"] += 1
+            return
+        for r in rpc.rids:
+            del self._rpcs[r]
+        rpc.done = True
+        rtt = now - rpc.sent_at if rpc.attempts == 1 and rid == rpc.rids[-1] else None
+        self._learn(src, sender, msg.coord, rtt, now, out)
+        self._rpc_result(rpc, sender, msg, now, out)
+
+    def _learn(self, src, sender, coord, rtt, now, out) -> None:
+        try:
+            contact = Contact(sender, src[0], src[1])
+        except ValueError:
+            return
+        to_ping = self.table.seen(contact, now, rtt)
+        e = self.table.get(sender)
+        if e is not None and coord:
+            e.coord = coord
+        if rtt is not None and coord and self.vivaldi is not None:
+            self._vivaldi_sample(sender, coord, rtt)
+        if to_ping is not None:
+            self._request(to_ping.addr, to_ping.node_id, Ping(), _P_EVICT, None, now, out)
+
+    def _vivaldi_sample(self, sender: int, coord: tuple[float, ...], rtt: float) -> None:
+        viv = self.vivaldi
+        try:
+            peer = type(viv.coordinate).from_wire(coord, len(coord) - 3)
+            viv.update(sender, peer, rtt)
+        except ValueError:
+            self.stats["bad_coordinate"] += 1
+            return
+        self._update_coord_wire()
+
+    def _update_coord_wire(self) -> None:
+        if self.vivaldi is not None:
+            self._coord_wire = tuple(self.vivaldi.coordinate.to_wire())
+
+    # -- RPC machinery -----------------------------------------------------------------
+
+    def _request(self, addr, peer, msg, purpose, ref, now, out) -> _Rpc:
+        rpc = _Rpc(addr, peer, msg, purpose, ref)
+        self._transmit(rpc, now, out)
+        self.stats["rpc"] += 1
+        return rpc
+
+    def _timeout_for(self, rpc: _Rpc) -> float:
+        cfg = self.config
+        base = self.table.rto(rpc.peer) if rpc.peer is not None else None
+        if base is None:
+            base = cfg.rpc_timeout_s
+        return min(cfg.rto_max_s * 2, base * cfg.rto_backoff ** (rpc.attempts - 1))
+
+    def _transmit(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
+        rid = self.rng.getrandbits(64)
+        while rid in self._rpcs:
+            rid = self.rng.getrandbits(64)
+        rpc.attempts += 1
+        rpc.sent_at = now
+        rpc.rids.append(rid)
+        self._rpcs[rid] = rpc
+        self._at(now + self._timeout_for(rpc), _T_RPC, rpc)
+        out.append(Send(rpc.addr, rid, rpc.msg))
+
+    def _rpc_timeout(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
+        if rpc.done:
+            return
+        if rpc.attempts < self.config.rpc_attempts:
+            self.stats["retransmit"] += 1
+            self._transmit(rpc, now, out)
+            return
+        rpc.done = True
+        for r in rpc.rids:
+            del self._rpcs[r]
+        self.stats["rpc_failed"] += 1
+        if rpc.peer is not None:
+            self.table.failed(rpc.peer, now)
+        self._rpc_result(rpc, rpc.peer, None, now, out)
+
+    def _rpc_result(self, rpc: _Rpc, sender, msg, now: float, out: list[Any]) -> None:
+        """Route an RPC outcome (``msg`` None = failed) to whoever asked."""
+        if rpc.purpose == _P_LOOKUP:
+            lk = self._lookups.get(rpc.ref)
+            if lk is None:
+                return
+            if msg is None:
+                lk.failed(rpc.peer)
+            elif isinstance(msg, Value):
+                lk.answered(sender, msg.contacts, self._valid_records(msg.records, lk.target))
+            elif isinstance(msg, Nodes):
+                lk.answered(sender, msg.contacts)
+            else:
+                lk.failed(rpc.peer)
+            self._pump(lk, now, out)
+        elif rpc.purpose == _P_STORE:
+            put: _Put = rpc.ref
+            put.pending -= 1
+            if msg is not None and msg.ok:
+                put.stored += 1
+            if put.pending == 0:
+                out.append(Emit(PutDone(put.record.name, put.stored)))
+        elif rpc.purpose == _P_SEED:
+            self._seed_answered(msg is not None, now, out)
+
+    def _valid_records(self, records, key: int) -> list[Record]:
+        good = []
+        for rec in records:
+            try:
+                if key_of(rec.name) != key:
+                    raise RecordError("record does not belong to the key asked for")
+                self.store.validators.validate(rec)
+            except RecordError:
+                self.stats["bad_record"] += 1
+                continue
+            good.append(rec)
+        return good
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def _start_lookup(self, kind: str, target: int, ref: Any, now: float, out) -> int:
+        lid = self._next_lookup
+        self._next_lookup += 1
+        cfg = self.config
+        seeds = self.table.closest(target, cfg.k)
+        lk = Lookup(
+            lid,
+            kind,
+            target,
+            k=cfg.k,
+            alpha=cfg.alpha,
+            own=self.contact,
+            seeds=seeds,
+            started=now,
+            deadline=now + cfg.lookup_timeout_s,
+        )
+        self._lookups[lid] = lk
+        self._lookup_kind[lid] = (kind, ref)
+        self.table.touch(target, now)
+        self._at(lk.deadline, _T_LOOKUP, lid)
+        self.stats[f"lookup_{kind}"] += 1
+        self._pump(lk, now, out)
+        return lid
+
+    def _pump(self, lk: Lookup, now: float, out: list[Any]) -> None:
+        msg: Any = FindValue(lk.target) if lk.kind == "value" else FindNode(lk.target)
+        for c in lk.next_queries():
+            self._request(c.addr, c.node_id, msg, _P_LOOKUP, lk.lookup_id, now, out)
+        if lk.finished():
+            self._finish_lookup(lk, now, out)
+
+    def _finish_lookup(self, lk: Lookup, now: float, out: list[Any], *, timed_out=False) -> None:
+        del self._lookups[lk.lookup_id]
+        kind, ref = self._lookup_kind.pop(lk.lookup_id)
+        result = lk.result(now, timed_out=timed_out)
+        if kind == "put":
+            self._send_stores(ref, result, now, out)
+        elif kind == "join":
+            self._join_done(result, now, out)
+        elif kind == "value":
+            out.append(Emit(LookupDone(result, self._select(result.records, ref, now))))
+        elif kind != "refresh":
+            out.append(Emit(LookupDone(result)))
+
+    def _select(self, records: tuple[Record, ...], name: str, now: float) -> Record | None:
+        local = self.store.get(key_of(name), now)
+        candidates = [*records, *([local] if local else [])]
+        if not candidates:
+            return None
+        validator = self.store.validators.for_name(name)
+        best = candidates[0]
+        for rec in candidates[1:]:
+            best = validator.select(best, rec)
+        return best
+
+    def _send_stores(self, put: _Put, result: LookupResult, now: float, out) -> None:
+        for c in result.contacts:
+            if c.node_id == self.node_id:
+                if self.store.put(put.record, now):
+                    put.stored += 1
+                continue
+            put.pending += 1
+            self._request(c.addr, c.node_id, Store(put.record), _P_STORE, put, now, out)
+        if put.pending == 0:
+            out.append(Emit(PutDone(put.record.name, put.stored)))
+
+    # -- join, probing, refresh, housekeeping ------------------------------------------
+
+    def _contact_seeds(self, now: float, out: list[Any]) -> None:
+        self._seed_pending = len(self._seeds)
+        self._seed_ok = False
+        for addr in self._seeds:
+            self._request(addr, None, Ping(), _P_SEED, None, now, out)
+
+    def _seed_answered(self, ok: bool, now: float, out: list[Any]) -> None:
+        self._seed_pending -= 1
+        if ok and not self._seed_ok:
+            self._seed_ok = True
+            self._start_lookup("join", self.node_id, None, now, out)
+        elif self._seed_pending == 0 and not self._seed_ok:
+            self.stats["join_retry"] += 1
+            self._at(now + JOIN_RETRY_S, _T_JOIN)
+
+    def _join_done(self, result: LookupResult, now: float, out: list[Any]) -> None:
+        if not self.joined:
+            self.joined = True
+            out.append(Emit(Joined(len(self.table))))
+        # Fill the buckets farther away than our closest neighbour, one lookup each.
+        others = [c for c in result.contacts if c.node_id != self.node_id]
+        if others:
+            top = min(self.table.cpl(others[0].node_id), self.config.refresh_max_cpl)
+            for index in range(top):
+                target = self.table.random_id_in_bucket(index, self.rng)
+                self._start_lookup("refresh", target, None, now, out)
+
+    def _probe(self, now: float, out: list[Any]) -> None:
+        cfg = self.config
+        period = cfg.probe_interval_s
+        viv = self.vivaldi
+        if viv is not None and viv.coordinate.error > cfg.probe_fast_error:
+            period = cfg.probe_fast_interval_s
+        self._at(now + period * (0.9 + 0.2 * self.rng.random()), _T_PROBE)
+        index = self.table.index
+        if index:
+            node_id = self.rng.choice(tuple(index))
+            c = index[node_id].contact
+            self._request(c.addr, node_id, Ping(), _P_PROBE, None, now, out)
+
+    def _refresh(self, now: float, out: list[Any]) -> None:
+        self._at(now + self.config.refresh_interval_s / 4, _T_REFRESH)
+        for index in self.table.stale_buckets(now):
+            target = self.table.random_id_in_bucket(index, self.rng)
+            self._start_lookup("refresh", target, None, now, out)
+
+    def _housekeeping(self, now: float, out: list[Any]) -> None:
+        self._at(now + HOUSEKEEPING_S, _T_HOUSEKEEPING)
+        self.store.expire(now)
+        horizon = now - self.config.republish_interval_s
+        for name, (rec, published) in list(self._published.items()):
+            if published <= horizon:
+                self._published[name] = (rec, now)
+                self._start_lookup("put", key_of(name), _Put(rec), now, out)

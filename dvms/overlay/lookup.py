@@ -1,0 +1,182 @@
+"""One iterative Kademlia lookup (FIND_NODE or FIND_VALUE) as a pure state object.
+
+The core owns RPCs and timers; a ``Lookup`` only decides whom to ask next and when it is
+finished. Candidates are kept sorted by XOR distance to the target. Each is NEW (not asked
+yet), WAIT (asked, no answer yet), DONE (answered) or FAIL (gave up after retries).
+
+Rule (the paper's, made strict): keep up to ``alpha`` RPCs in flight to the closest NEW
+candidates among the ``k`` closest non-failed ones; the lookup ends only when the ``k``
+closest non-failed candidates have all answered. Nodes that fail drop out and the next
+ones move up, so the result is the ``k`` closest nodes that answered. Our own node is a
+candidate that has already answered, so it appears in the result when it belongs there.
+
+``hops`` is the length of the referral chain that led to the closest answering node
+(1 = it was already in our table).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from dvms.overlay.messages import Contact, Record
+
+__all__ = ["Lookup", "LookupResult"]
+
+NEW, WAIT, DONE, FAIL = 0, 1, 2, 3
+
+
+class _Cand:
+    __slots__ = ("contact", "depth", "state")
+
+    def __init__(self, contact: Contact, depth: int, state: int = NEW) -> None:
+        self.contact = contact
+        self.depth = depth
+        self.state = state
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    lookup_id: int
+    kind: str
+    target: int
+    contacts: tuple[Contact, ...]
+    records: tuple[Record, ...]
+    hops: int
+    rpcs: int
+    started: float
+    finished: float
+    timed_out: bool
+
+
+class Lookup:
+    __slots__ = (
+        "alpha",
+        "cands",
+        "deadline",
+        "in_flight",
+        "k",
+        "kind",
+        "lookup_id",
+        "order",
+        "records",
+        "rpcs",
+        "started",
+        "target",
+    )
+
+    def __init__(
+        self,
+        lookup_id: int,
+        kind: str,
+        target: int,
+        *,
+        k: int,
+        alpha: int,
+        own: Contact,
+        seeds: list[Contact],
+        started: float,
+        deadline: float,
+    ) -> None:
+        self.lookup_id = lookup_id
+        self.kind = kind
+        self.target = target
+        self.k = k
+        self.alpha = alpha
+        self.started = started
+        self.deadline = deadline
+        self.cands: dict[int, _Cand] = {}
+        self.order: list[tuple[int, int]] = []  # (distance, node id), ascending
+        self.in_flight = 0
+        self.rpcs = 0
+        self.records: list[Record] = []
+        self._insert(own, 0, DONE)
+        self.add(seeds, 1)
+
+    def _insert(self, contact: Contact, depth: int, state: int = NEW) -> None:
+        node_id = contact.node_id
+        if node_id in self.cands:
+            return
+        self.cands[node_id] = _Cand(contact, depth, state)
+        bisect.insort(self.order, (node_id ^ self.target, node_id))
+
+    def add(self, contacts: list[Contact] | tuple[Contact, ...], depth: int) -> None:
+        for c in contacts:
+            self._insert(c, depth)
+
+    def next_queries(self) -> list[Contact]:
+        """Candidates to ask now (marked WAIT); empty if none is due."""
+        out: list[Contact] = []
+        if self.in_flight >= self.alpha:
+            return out
+        seen = 0
+        cands = self.cands
+        for _, node_id in self.order:
+            c = cands[node_id]
+            if c.state == FAIL:
+                continue
+            seen += 1
+            if c.state == NEW:
+                c.state = WAIT
+                self.in_flight += 1
+                self.rpcs += 1
+                out.append(c.contact)
+                if self.in_flight >= self.alpha:
+                    break
+            if seen >= self.k:
+                break
+        return out
+
+    def answered(self, node_id: int, contacts: tuple[Contact, ...], records=()) -> None:
+        c = self.cands.get(node_id)
+        if c is None or c.state != WAIT:
+            return
+        c.state = DONE
+        self.in_flight -= 1
+        if records:
+            self.records.extend(records)
+        self.add(contacts, c.depth + 1)
+
+    def failed(self, node_id: int) -> None:
+        c = self.cands.get(node_id)
+        if c is None or c.state != WAIT:
+            return
+        c.state = FAIL
+        self.in_flight -= 1
+
+    def finished(self) -> bool:
+        """True when the k closest non-failed candidates have all answered."""
+        seen = 0
+        cands = self.cands
+        for _, node_id in self.order:
+            st = cands[node_id].state
+            if st == FAIL:
+                continue
+            if st != DONE:
+                return False
+            seen += 1
+            if seen >= self.k:
+                return True
+        return self.in_flight == 0
+
+    def result(self, now: float, *, timed_out: bool = False) -> LookupResult:
+        best: list[_Cand] = []
+        for _, node_id in self.order:
+            c = self.cands[node_id]
+            if c.state == DONE:
+                best.append(c)
+                if len(best) >= self.k:
+                    break
+        hops = next((c.depth for c in best if c.depth > 0), 0)
+        return LookupResult(
+            lookup_id=self.lookup_id,
+            kind=self.kind,
+            target=self.target,
+            contacts=tuple(c.contact for c in best),
+            records=tuple(self.records),
+            hops=hops,
+            rpcs=self.rpcs,
+            started=self.started,
+            finished=now,
+            timed_out=timed_out,
+        )

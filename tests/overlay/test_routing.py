@@ -1,0 +1,197 @@
+"""Routing-table invariants: bucket ranges, split rule, LRU order, staleness, diversity."""
+
+import random
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dvms.overlay.config import KademliaConfig
+from dvms.overlay.messages import Contact
+from dvms.overlay.routing import RoutingTable
+
+BITS = 160
+CFG = KademliaConfig(k=4, replacement_cache=3)
+
+
+def contact(node_id: int, host: str | None = None) -> Contact:
+    return Contact(node_id, host or f"h{node_id % 10_000}", 7000)
+
+
+def check_invariants(t: RoutingTable) -> None:
+    assert 1 <= len(t.buckets) <= BITS
+    seen = set()
+    last = len(t.buckets) - 1
+    for i, b in enumerate(t.buckets):
+        assert len(b.entries) <= t.config.k
+        assert len(b.replacements) <= t.config.replacement_cache
+        for node_id, e in b.entries.items():
+            assert e.contact.node_id == node_id
+            cpl = t.cpl(node_id)
+            assert cpl == i if i < last else cpl >= i, (i, cpl)
+            assert node_id != t.own_id
+            seen.add(node_id)
+        for node_id in b.replacements:
+            assert node_id not in b.entries
+    assert seen == set(t.index)
+    # Only the last bucket may be non-full when a deeper one exists? No: but every bucket
+    # before the last was created by splitting, so the table never has two "last" buckets.
+    assert all(t.bucket_index(e) == min(t.cpl(e), last) for e in t.index)
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["seen", "fail", "remove"]), st.integers(0, 2**BITS - 1)),
+    max_size=300,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(own=st.integers(0, 2**BITS - 1), ops=ops, seed=st.integers(0, 1000))
+def test_invariants_under_random_inserts_and_failures(own, ops, seed):
+    t = RoutingTable(own, CFG)
+    rng = random.Random(seed)
+    known: list[int] = []
+    now = 0.0
+    for op, node_id in ops:
+        now += 1.0
+        # Half the time act on an id near our own, so deep buckets and splits get exercised.
+        if rng.random() < 0.5:
+            node_id = own ^ rng.getrandbits(rng.randrange(1, 24))
+        if node_id == own:
+            continue
+        if op == "seen":
+            t.seen(contact(node_id), now)
+            known.append(node_id)
+        elif op == "fail" and known:
+            t.failed(rng.choice(known), now)
+        elif known:
+            t.remove(rng.choice(known))
+        check_invariants(t)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    own=st.integers(0, 2**BITS - 1),
+    ids=st.lists(st.integers(0, 2**BITS - 1), max_size=200, unique=True),
+    target=st.integers(0, 2**BITS - 1),
+    n=st.integers(1, 30),
+)
+def test_closest_matches_brute_force(own, ids, target, n):
+    t = RoutingTable(own, KademliaConfig(k=8))
+    for i, node_id in enumerate(ids):
+        t.seen(contact(node_id), float(i))
+    expected = sorted(t.index, key=lambda i: i ^ target)[:n]
+    assert [c.node_id for c in t.closest(target, n)] == expected
+
+
+def test_only_the_bucket_holding_our_id_splits():
+    own = 0
+    t = RoutingTable(own, CFG)
+    # Five far contacts (cpl 0): the first bucket splits once, then bucket 0 is full and
+    # never splits again, however many far contacts arrive.
+    for i in range(1, 40):
+        t.seen(contact((1 << 159) | i), float(i))
+    assert len(t.buckets[0].entries) == 4
+    assert len(t.buckets) == 2
+    assert len(t.buckets[0].replacements) == 3
+    # Close contacts unfold the table one bucket at a time.
+    for bit in range(10):
+        t.seen(contact(1 << bit), 100.0 + bit)
+    check_invariants(t)
+    assert len(t.buckets) > 2
+
+
+def test_crafted_adjacent_ids_cannot_bloat_the_table():
+    """The PyPI package splits by the members' shared prefix: k+1 adjacent ids gave it
+    160 buckets. Here they all land in bucket 0 (far from us) and nothing splits."""
+    own = 0
+    t = RoutingTable(own, replace(CFG, k=2))
+    base = 0b1011 << 156
+    for i in range(3):
+        t.seen(contact(base | i), float(i))
+    assert len(t.buckets) == 2
+
+
+def test_lru_order_and_ping_before_evict():
+    cfg = replace(CFG, evict_ping_after_s=10.0)
+    t = RoutingTable(0, cfg)
+    far = [(1 << 159) | i for i in range(1, 6)]
+    for i, node_id in enumerate(far[:4]):
+        t.seen(contact(node_id), float(i))
+    # Touch the first one again: it moves to the tail.
+    t.seen(contact(far[0]), 5.0)
+    assert list(t.buckets[0].entries) == [far[1], far[2], far[3], far[0]]
+    # Bucket full, head heard from recently: the newcomer waits, nobody is pinged.
+    assert t.seen(contact(far[4]), 6.0) is None
+    assert far[4] in t.buckets[0].replacements
+    # Later, the head has been silent long enough: the caller is asked to ping it.
+    ping = t.seen(contact(far[4]), 20.0)
+    assert ping is not None and ping.node_id == far[1]
+    # Only one outstanding eviction ping per bucket.
+    assert t.seen(contact(far[4]), 21.0) is None
+    # The head answers: it stays, moves to the tail.
+    t.seen(contact(far[1]), 22.0)
+    assert list(t.buckets[0].entries)[-1] == far[1]
+    assert far[4] not in t.index
+
+
+def test_contact_dropped_only_after_several_consecutive_failures():
+    t = RoutingTable(0, CFG)  # stale after 3, drop after 5
+    far = [(1 << 159) | i for i in range(1, 7)]
+    for i, node_id in enumerate(far[:4]):
+        t.seen(contact(node_id), float(i))
+    victim = far[0]
+    t.failed(victim, 10.0)
+    t.failed(victim, 11.0)
+    t.seen(contact(victim), 12.0)  # an answer resets the count
+    for i in range(4):
+        t.failed(victim, 13.0 + i)
+    assert victim in t.index  # 4 failures, no replacement: still kept
+    t.failed(victim, 20.0)
+    assert victim not in t.index  # 5th: dropped even without a replacement
+
+
+def test_stale_contact_replaced_by_newest_replacement():
+    t = RoutingTable(0, replace(CFG, evict_ping_after_s=1e9))
+    far = [(1 << 159) | i for i in range(1, 8)]
+    for i, node_id in enumerate(far[:4]):
+        t.seen(contact(node_id), float(i))
+    t.seen(contact(far[4]), 5.0)
+    t.seen(contact(far[5]), 6.0)
+    for i in range(3):
+        t.failed(far[2], 7.0 + i)
+    assert far[2] not in t.index
+    assert far[5] in t.index  # the most recently seen replacement is promoted
+    assert far[4] in t.buckets[0].replacements
+    # A newcomer arriving while a stale contact exists replaces it at once.
+    for i in range(3):
+        t.failed(far[1], 20.0 + i)
+    assert far[1] not in t.index  # replaced by far[4]
+    assert far[4] in t.index
+
+
+def test_ip_diversity_limits_public_addresses_only():
+    t = RoutingTable(0, KademliaConfig(k=20))
+    far = [(1 << 159) | i for i in range(1, 10)]
+    for i, node_id in enumerate(far):
+        t.seen(contact(node_id, f"8.8.8.{i + 1}"), float(i))
+    assert sum(1 for e in t.index.values() if e.contact.host.startswith("8.8.8.")) == 2
+    assert t.rejected_by_group == 7
+    t2 = RoutingTable(0, KademliaConfig(k=20))
+    for i, node_id in enumerate(far):
+        t2.seen(contact(node_id, f"10.0.0.{i + 1}"), float(i))
+        t2.seen(contact(node_id + 100, "127.0.0.1"), float(i))
+    assert len(t2) == 18  # private and loopback addresses are exempt
+
+
+@given(own=st.integers(0, 2**BITS - 1), seed=st.integers(0, 10_000))
+@settings(max_examples=50, deadline=None)
+def test_random_id_in_bucket_lands_in_that_bucket(own, seed):
+    t = RoutingTable(own, CFG)
+    rng = random.Random(seed)
+    for i in range(60):
+        t.seen(contact(own ^ rng.getrandbits(rng.randrange(1, 160))), float(i))
+    for index in range(len(t.buckets)):
+        target = t.random_id_in_bucket(index, rng)
+        if target != own:
+            assert t.bucket_index(target) == index
