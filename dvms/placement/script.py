@@ -54,7 +54,7 @@ _UNSUPPORTED_STATEMENTS = {
     "for": "for loops are not supported",
     "if": "if statements are not supported",
 }
-_UNSUPPORTED_OPS = frozenset({"*", "/", "%", "#", "^", "!", "&", "|", "==", "!=", "<=", ">=",
+_UNSUPPORTED_OPS = frozenset({"*", "/", "%", "#", "^", "!", "&", "|", "==", "!=",
                               "&&", "||", "..", "<", ">"})  # fmt: skip
 
 
@@ -264,16 +264,16 @@ class _Parser:
                 self.next()
             self.expect_op(">", "to close the template options (or ',' between options)")
         self.expect_op(";", "after the template declaration")
-        for elem in elems:
+        for token, elem in elems:
             if elem.name in self.templates:
                 line, col = self.templates[elem.name].where
-                raise self.error(f"`{elem.name}` is already declared at {line}:{col}", template)
-            where = self.vms[elem.name] if elem.kind == "vm" else self.nodes[elem.name]
+                raise self.error(f"`{elem.name}` is already declared at {line}:{col}", token)
+            where = (token.line, token.column)
             self.templates[elem.name] = Template(template.text, elem.kind, tuple(options), where)
             if elem.kind == "vm":
                 self.me.append(elem)
 
-    def element_list(self) -> list[Elem]:
+    def element_list(self) -> list[tuple[Token, Elem]]:
         token = self.tok
         if self.is_op("{"):
             self.next()
@@ -285,7 +285,7 @@ class _Parser:
             return elems
         if token.kind in ("ident", "node"):
             self.next()
-            return [self.element(token, name) for name in token.names or (token.text,)]
+            return [(token, self.element(token, name)) for name in token.names or (token.text,)]
         raise self.error(f"expected a VM name or an @node to declare, got {token.describe()}")
 
     def option(self) -> tuple[str, object]:

@@ -35,7 +35,7 @@ _WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 _WORD_START = _WORD - {"-", "."}
 _VAR = _WORD - {"-"}
 _DIGITS = frozenset("0123456789")
-_OPERATORS = ("+=", "-=", ">>", "==", "!=", "<=", ">=", "&&", "||", "..")
+_OPERATORS = ("+=", "-=", ">>", "==", "!=", "&&", "||", "..")
 _SINGLE = "{}(),;:=+-<>*/%#^!&|"
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
 

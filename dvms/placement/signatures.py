@@ -51,6 +51,9 @@ ALIASES = {"capacity": "runningcapacity"}
 #: Names that exist in BtrPlace but not in dvms, with a hint for the error message.
 UNSUPPORTED = {
     "latency": "use among(vms, {group, ...}) (the Entropy 'latency' constraint is among)",
+    "schedule": 'it is a per-VM field: set schedule = "host" on the VM in [[vms]]',
+    "coschedule": "it is a per-VM field: set coschedule = n on the VM in [[vms]]",
+    "colocate": 'it is a per-VM field: set colocate = "vm" on the VM in [[vms]]',
     "split": "",
     "splitamong": "",
     "quarantine": "",

@@ -190,6 +190,7 @@ ERRORS = [
     ("constraints.0", {"vms": "web1"}, "constraints[0].kind", r"missing \(required\)"),
     ("constraints.0", {"kind": "splt"}, "constraints[0].kind", "unknown constraint 'splt'"),
     ("constraints.0", {"kind": "split"}, "constraints[0].kind", "not supported by dvms"),
+    ("constraints.0", {"kind": "colocate"}, "constraints[0].kind", "a per-VM field: set colocate"),
     ("constraints.0", {"kind": "spread", "vm": "a"}, "constraints[0].vm", "did you mean 'vms'"),
     ("constraints.0", {"kind": "spread"}, "constraints[0].vms", "missing: spread\\(vms\\)"),
     ("constraints.0", SPREAD9, "constraints[0].vms", "unknown VM `web9`"),
