@@ -1,0 +1,256 @@
+"""BtrPlace JSON instances (reference btrplace.md §2): import, and plan export.
+
+Nodes and VMs keep their integer ids as names (``"12"``). Each ``shareableResource``
+view becomes an extra resource: node capacities in ``Host.capacity``, VM consumption in
+``Vm.usage`` (defaults applied). minimega's own resources are zeroed so only the views
+count. Action durations come from the VM attributes (``migrate``, ``boot``...;
+default 1 s, as BtrPlace).
+
+Supported constraint ids: ban, fence, spread, gather, among, lonely, root, preserve,
+resourceCapacity, runningCapacity, running, ready, killed (as ready), overbook (a host
+overcommit ratio), quarantine (root + continuous ban), offline (ban every VM; the node
+is emptied but not switched off), online (of an online node: nothing to do). Anything
+else is refused by name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dvms.placement import constraints as c
+from dvms.placement.model import Host, PlacementError, Snapshot, Vm
+from dvms.placement.plan import Action
+
+__all__ = ["Instance", "load_instance", "parse_instance", "plan_actions_json"]
+
+_KINDS = ("migrate", "boot", "shutdown", "allocate")
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    snapshot: Snapshot
+    constraints: tuple[c.Constraint, ...]
+    objective: str = "minimizeMTTR"
+    notes: tuple[str, ...] = field(default=())
+
+
+def load_instance(path: str | Path) -> Instance:
+    """Read a ``.json`` or ``.json.gz`` instance; errors name the file and problem."""
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                text = fh.read()
+        else:
+            text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlacementError(f"{path}: no such file") from None
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise PlacementError(f"{path}: cannot read: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlacementError(
+            f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    return parse_instance(doc, source=str(path))
+
+
+def _get(d: Any, key: str, kind: type, where: str) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise PlacementError(f"{where}: missing {key!r}")
+    value = d[key]
+    if not isinstance(value, kind):
+        raise PlacementError(f"{where}: {key!r} must be a {kind.__name__}")
+    return value
+
+
+def _id(value: Any, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PlacementError(f"{where}: ids must be non-negative integers, got {value!r}")
+    return str(value)
+
+
+def parse_instance(doc: Any, *, source: str = "instance") -> Instance:
+    model = _get(doc, "model", dict, source)
+    mapping = _get(model, "mapping", dict, f"{source}: model")
+    views = model.get("views", [])
+    attrs = model.get("attributes", {}) or {}
+    vm_host, vm_state, online, offline = _mapping(mapping, source)
+    capacity, usage, notes = _views(views, source, set(online) | set(offline), set(vm_state))
+    raw = _get(doc, "constraints", list, source)
+    overbook: dict[str, dict[str, float]] = {}
+    cons: list[c.Constraint] = []
+    for i, item in enumerate(raw):
+        cons.extend(_constraint(item, f"{source}: constraint #{i}", vm_host, online, overbook))
+    hosts = tuple(
+        Host(n, capacity=capacity.get(n, {}), overcommit=overbook.get(n, {}), online=n in online)
+        for n in [*online, *offline]
+    )
+    vm_attrs = attrs.get("vms", {}) if isinstance(attrs, dict) else {}
+    vms = tuple(
+        Vm(
+            key,
+            vcpus=0,
+            memory_mib=0,
+            nics=0,
+            host=vm_host.get(key),
+            state=vm_state[key],
+            usage=usage.get(key, {}),
+            durations=_durations(vm_attrs.get(key, {})),
+        )
+        for key in vm_state
+    )
+    objective = doc.get("objective", {}).get("id", "minimizeMTTR") if isinstance(doc, dict) else ""
+    return Instance(Snapshot(hosts, vms), tuple(cons), str(objective), tuple(notes))
+
+
+def _mapping(mapping: dict, source: str) -> tuple[dict, dict, list, list]:
+    where = f"{source}: mapping"
+    vm_host: dict[str, str] = {}
+    vm_state: dict[str, str] = {}
+
+    def declare(vm: Any, state: str, host: str | None) -> None:
+        key = _id(vm, where)
+        if key in vm_state:
+            raise PlacementError(f"{where}: VM {key} is declared twice")
+        vm_state[key] = state
+        if host is not None:
+            vm_host[key] = host
+
+    online: list[str] = []
+    for node, content in _get(mapping, "onlineNodes", dict, where).items():
+        name = _id(int(node) if str(node).isdigit() else node, where)
+        online.append(name)
+        for vm in content.get("runningVMs", []):
+            declare(vm, "running", name)
+        for vm in content.get("sleepingVMs", []):
+            declare(vm, "sleeping", name)
+    offline = [_id(n, where) for n in mapping.get("offlineNodes", [])]
+    if len(set(online) | set(offline)) != len(online) + len(offline):
+        raise PlacementError(f"{where}: a node is declared twice")
+    for vm in mapping.get("readyVMs", []):
+        declare(vm, "ready", None)
+    return vm_host, vm_state, online, offline
+
+
+def _views(views: Any, source: str, nodes: set[str], vms: set[str]):
+    capacity: dict[str, dict[str, int]] = {}
+    usage: dict[str, dict[str, int]] = {}
+    notes: list[str] = []
+    if not isinstance(views, list):
+        raise PlacementError(f"{source}: model views must be a list")
+    for view in views:
+        kind = view.get("id") if isinstance(view, dict) else None
+        if kind != "shareableResource":
+            notes.append(f"view {kind!r} ignored")
+            continue
+        where = f"{source}: view {view.get('rcId')!r}"
+        rc = _get(view, "rcId", str, where)
+        cap_default = _get(view, "defCapacity", int, where)
+        use_default = _get(view, "defConsumption", int, where)
+        caps, uses = view.get("nodes", {}), view.get("vms", {})
+        for key in set(caps) - nodes:
+            raise PlacementError(f"{where}: unknown node {key}")
+        for key in set(uses) - vms:
+            raise PlacementError(f"{where}: unknown VM {key}")
+        for node in nodes:
+            capacity.setdefault(node, {})[rc] = int(caps.get(node, cap_default))
+        for vm in vms:
+            usage.setdefault(vm, {})[rc] = int(uses.get(vm, use_default))
+    return capacity, usage, notes
+
+
+def _durations(attrs: Mapping[str, Any]) -> dict[str, int]:
+    out = dict.fromkeys(_KINDS, 1)
+    for kind in _KINDS:
+        value = attrs.get(kind)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            out[kind] = value
+    return out
+
+
+def _constraint(
+    item: Any,
+    where: str,
+    vm_host: dict[str, str],
+    online: list[str],
+    overbook: dict[str, dict[str, float]],
+) -> list[c.Constraint]:
+    kind = _get(item, "id", str, where)
+    where = f"{where} ({kind})"
+    cont = bool(item.get("continuous", False))
+    vms = _vms(item, where, vm_host) if ("vm" in item or "vms" in item) else ()
+    nodes = frozenset(_id(n, where) for n in item.get("nodes", []))
+    if kind == "ban":
+        return [c.Ban(vms, nodes, cont)]
+    if kind == "fence":
+        return [c.Fence(vms, nodes, cont)]
+    if kind in ("spread", "gather", "lonely"):
+        return [{"spread": c.Spread, "gather": c.Gather, "lonely": c.Lonely}[kind](vms, cont)]
+    if kind == "among":
+        parts = tuple(frozenset(_id(n, where) for n in p) for p in _get(item, "parts", list, where))
+        return [c.Among(vms, parts, cont)]
+    if kind == "root":
+        return [c.Root(vms)]
+    if kind in ("running", "ready", "killed"):
+        return [c.Running(vms) if kind == "running" else c.Ready(vms)]
+    if kind == "preserve":
+        return [c.Preserve(vms, _get(item, "rc", str, where), _get(item, "amount", int, where))]
+    if kind == "resourceCapacity":
+        rc, amount = _get(item, "rc", str, where), _get(item, "amount", int, where)
+        return [c.ResourceCapacity(nodes, rc, amount, cont)]
+    if kind == "runningCapacity":
+        return [c.RunningCapacity(nodes, _get(item, "amount", int, where))]
+    if kind == "overbook":
+        node = _id(_get(item, "node", int, where), where)
+        ratio = float(_get(item, "ratio", int | float, where))
+        overbook.setdefault(node, {})[_get(item, "rc", str, where)] = ratio
+        return []
+    if kind in ("quarantine", "offline", "online"):
+        node = _id(_get(item, "node", int, where), where)
+        if kind == "online":
+            if node not in online:
+                raise PlacementError(f"{where}: booting node {node} is not supported")
+            return []
+        here = tuple(sorted(k for k, h in vm_host.items() if h == node))
+        others = tuple(sorted(set(vm_host) - set(here)))
+        if kind == "offline":
+            return [c.Ban(tuple(sorted(vm_host)), frozenset({node}))] if vm_host else []
+        return [c.Root(here)] * bool(here) + [c.Ban(others, frozenset({node}), True)] * bool(others)
+    raise PlacementError(f"{where}: unsupported constraint {kind!r}")
+
+
+def _vms(item: dict, where: str, vm_host: dict[str, str]) -> tuple[str, ...]:
+    raw = item["vms"] if "vms" in item else [item["vm"]]
+    return tuple(_id(v, where) for v in raw)
+
+
+def plan_actions_json(actions: list[Action]) -> list[dict]:
+    """Actions in BtrPlace's plan vocabulary (``migrateVM`` with ``from``/``to``...)."""
+    out = []
+    for a in actions:
+        ident = {
+            "migrate": "migrateVM",
+            "boot": "bootVM",
+            "shutdown": "shutdownVM",
+            "allocate": "allocate",
+        }[a.kind]
+        item: dict[str, Any] = {"id": ident, "vm": _num(a.vm), "start": a.start, "end": a.end}
+        if a.kind == "migrate":
+            item.update({"from": _num(a.src), "to": _num(a.dst)})
+        elif a.kind == "allocate":
+            item.update({"on": _num(a.dst), "rc": a.resource, "amount": a.amount})
+        else:
+            item["on"] = _num(a.dst if a.kind == "boot" else a.src)
+        out.append(item)
+    return out
+
+
+def _num(name: str | None) -> int | str | None:
+    return int(name) if name is not None and name.isdigit() else name

@@ -1,0 +1,194 @@
+"""Placement constraints as plain, frozen data, and their construction from user specs.
+
+The solver (``filters.py``) and the independent checker (``checker.py``) each give these
+records their meaning with their own code. VMs are named by key (see ``Vm.key``), hosts
+by name. Semantics (BtrPlace §1.3, minimega §2):
+
+- ``Ban``/``Fence``: a running VM's host is outside / inside ``hosts``.
+- ``Spread``: running members on pairwise distinct hosts. ``Gather``: all on one host.
+- ``Among``: all running members inside one of ``groups`` (disjoint host sets).
+- ``Lonely``: a running member shares its host only with members.
+- ``Root``: a running VM never moves (continuous only).
+- ``ResourceCapacity``: summed ``resource`` use on ``hosts`` <= ``amount``;
+  ``RunningCapacity``: number of running VMs on ``hosts`` <= ``amount``.
+- ``Preserve``: the VM is allocated at least ``amount`` of ``resource`` at the end.
+- ``Running``/``Ready``: forced final state.
+- ``Schedule`` (pin), ``Coschedule`` (at most ``amount`` other VMs on the VM's host),
+  ``Colocate`` (``vm`` shares ``target``'s host): minimega.
+- ``Prefer``: soft spread / gather / fence, scored, never enforced.
+
+``continuous`` constraints also hold at every step of a plan and must already hold in
+the current placement (they preserve, they cannot repair).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "Among",
+    "Ban",
+    "Colocate",
+    "Constraint",
+    "Coschedule",
+    "Fence",
+    "Gather",
+    "Lonely",
+    "Prefer",
+    "Preserve",
+    "Ready",
+    "ResourceCapacity",
+    "Root",
+    "Running",
+    "RunningCapacity",
+    "Schedule",
+    "Spread",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    vms: tuple[str, ...]
+    hosts: frozenset[str]
+    continuous: bool = False
+    kind = "ban"
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    vms: tuple[str, ...]
+    hosts: frozenset[str]
+    continuous: bool = False
+    kind = "fence"
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    vms: tuple[str, ...]
+    continuous: bool = True
+    kind = "spread"
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    vms: tuple[str, ...]
+    continuous: bool = False
+    kind = "gather"
+
+
+@dataclass(frozen=True, slots=True)
+class Among:
+    vms: tuple[str, ...]
+    groups: tuple[frozenset[str], ...]
+    continuous: bool = False
+    kind = "among"
+
+
+@dataclass(frozen=True, slots=True)
+class Lonely:
+    vms: tuple[str, ...]
+    continuous: bool = False
+    kind = "lonely"
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    vms: tuple[str, ...]
+    continuous: bool = True
+    kind = "root"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceCapacity:
+    hosts: frozenset[str]
+    resource: str
+    amount: int
+    continuous: bool = False
+    kind = "resourceCapacity"
+
+
+@dataclass(frozen=True, slots=True)
+class RunningCapacity:
+    hosts: frozenset[str]
+    amount: int
+    continuous: bool = False
+    kind = "runningCapacity"
+
+
+@dataclass(frozen=True, slots=True)
+class Preserve:
+    vms: tuple[str, ...]
+    resource: str
+    amount: int
+    continuous: bool = False
+    kind = "preserve"
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    vms: tuple[str, ...]
+    continuous: bool = False
+    kind = "running"
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    vms: tuple[str, ...]
+    continuous: bool = False
+    kind = "ready"
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    vm: str
+    host: str
+    continuous: bool = False
+    kind = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
+class Coschedule:
+    vms: tuple[str, ...]
+    amount: int
+    continuous: bool = False
+    kind = "coschedule"
+
+
+@dataclass(frozen=True, slots=True)
+class Colocate:
+    vm: str
+    target: str
+    continuous: bool = False
+    kind = "colocate"
+
+
+@dataclass(frozen=True, slots=True)
+class Prefer:
+    """A soft constraint: ``what`` is ``spread``, ``gather`` or ``fence``."""
+
+    what: str
+    vms: tuple[str, ...]
+    hosts: frozenset[str] = frozenset()
+    weight: float = 1.0
+    continuous: bool = False
+    kind = "prefer"
+
+
+Constraint = (
+    Ban
+    | Fence
+    | Spread
+    | Gather
+    | Among
+    | Lonely
+    | Root
+    | ResourceCapacity
+    | RunningCapacity
+    | Preserve
+    | Running
+    | Ready
+    | Schedule
+    | Coschedule
+    | Colocate
+    | Prefer
+)

@@ -1,0 +1,277 @@
+"""Plans: the timed actions that take the current placement to a target one.
+
+``schedule_plan`` is a list scheduler over integer seconds, in the spirit of BtrPlace's
+slices (reference §4.1):
+
+- a migration occupies its source (current demand) *and* its destination (future
+  demand) from its start until its end; a boot occupies its destination from its start;
+  a shutdown frees its host at its end; a growing allocation needs room on its host;
+- an arrival starts only when the destination has room on every resource and every
+  continuous constraint still holds with the VM present on both hosts;
+- at most ``max_migrations_out`` / ``max_migrations_in`` migrations per host at once;
+- arrivals to hosts nobody still has to leave start first, then longer ones;
+- when nothing runs and nothing can start, the remaining moves wait on each other (a
+  cycle): one VM first goes to a *pivot* host with room (an extra migration, which
+  BtrPlace does not do); if no pivot exists the cycle is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from dvms.placement.filters import CapacityOnSet, LonelyFilter, SpreadFilter
+from dvms.placement.workspace import Workspace
+
+__all__ = ["Action", "Plan", "PlanError", "schedule_plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One step: ``migrate`` (src -> dst), ``boot`` (on dst), ``shutdown`` (on src), or
+    ``allocate`` (``resource`` grows to ``amount`` on dst). Times in seconds."""
+
+    kind: str
+    vm: str
+    start: int
+    end: int
+    src: str | None = None
+    dst: str | None = None
+    resource: str | None = None
+    amount: int | None = None
+
+    def __str__(self) -> str:
+        where = {
+            "migrate": f"{self.src} -> {self.dst}",
+            "boot": f"on {self.dst}",
+            "shutdown": f"on {self.src}",
+            "allocate": f"{self.resource}={self.amount} on {self.dst}",
+        }[self.kind]
+        return f"{self.start:>4}:{self.end:<4} {self.kind} {self.vm} {where}"
+
+    def to_dict(self) -> dict:
+        out = {"kind": self.kind, "vm": self.vm, "start": self.start, "end": self.end}
+        for key in ("src", "dst", "resource", "amount"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """``status`` is ``solved`` or ``infeasible``; ``placement`` is the final host of
+    every running VM (the current one when infeasible); ``reason`` explains a failure."""
+
+    status: str
+    actions: tuple[Action, ...] = ()
+    placement: Mapping[str, str] = field(default_factory=dict)
+    reason: str = ""
+    proven: bool = False
+    details: tuple[str, ...] = ()
+
+    @property
+    def migrations(self) -> int:
+        return sum(a.kind == "migrate" for a in self.actions)
+
+    @property
+    def duration(self) -> int:
+        return max((a.end for a in self.actions), default=0)
+
+    def __str__(self) -> str:
+        if self.status != "solved":
+            return f"infeasible: {self.reason}"
+        if not self.actions:
+            return "already viable: empty plan"
+        lines = [f"{len(self.actions)} actions, {self.migrations} migrations, {self.duration} s"]
+        return "\n".join([*lines, *map(str, self.actions)])
+
+
+class PlanError(Exception):
+    """The target cannot be reached step by step (an unbreakable cycle)."""
+
+
+@dataclass(slots=True)
+class _Move:
+    kind: str
+    v: int
+    src: int
+    dst: int
+    dur: int
+    start: int = -1
+    end: int = -1
+
+
+class _Scheduler:
+    def __init__(self, ws: Workspace, target: Sequence[int], origin: Sequence[int]) -> None:
+        self.ws = ws
+        cfg = ws.config
+        self.cap_out, self.cap_in = cfg.max_migrations_out, cfg.max_migrations_in
+        nh = len(ws.hosts)
+        self.occ = [[0.0] * len(ws.resources) for _ in range(nh)]
+        self.present: list[set[int]] = [set() for _ in range(nh)]
+        self.out = [0] * nh
+        self.inc = [0] * nh
+        self.origin = list(origin)
+        for v, h in enumerate(origin):
+            if h != -1:
+                self._add(h, self.ws.cur[v], +1)
+                self.present[h].add(v)
+        self.pending: list[_Move] = []
+        self.running: list[_Move] = []
+        self.done: list[_Move] = []
+        self._collect(target, origin)
+
+    def _add(self, h: int, amount: Sequence[float], sign: int) -> None:
+        row = self.occ[h]
+        for r, a in enumerate(amount):
+            row[r] += sign * a
+
+    def _collect(self, target: Sequence[int], origin: Sequence[int]) -> None:
+        ws = self.ws
+        for v, (src, dst) in enumerate(zip(origin, target, strict=True)):
+            vm = ws.vms[v]
+            if src == dst:
+                if src != -1 and ws.demand[v] != ws.cur[v]:
+                    self.pending.append(
+                        _Move("allocate", v, src, src, vm.duration("allocate", ws.config))
+                    )
+            elif src == -1:
+                self.pending.append(_Move("boot", v, -1, dst, vm.duration("boot", ws.config)))
+            elif dst == -1:
+                m = _Move("shutdown", v, src, -1, vm.duration("shutdown", ws.config))
+                self._start(m, 0)
+            else:
+                self.pending.append(_Move("migrate", v, src, dst, ws.cost[v]))
+
+    # -- feasibility of starting a move now -----------------------------------------
+
+    def _room(self, v: int, h: int, extra: Sequence[float]) -> bool:
+        row, lim = self.occ[h], self.ws.limits[h]
+        return all(row[r] + extra[r] <= lim[r] for r in range(len(row)))
+
+    def _continuous_ok(self, v: int, h: int) -> bool:
+        for f in self.ws.continuous:
+            if isinstance(f, SpreadFilter) and v in f.members:
+                if any(u in f.members and u != v for u in self.present[h]):
+                    return False
+            elif isinstance(f, LonelyFilter):
+                mine = v in f.members
+                if any((u in f.members) != mine for u in self.present[h] if u != v):
+                    return False
+            elif isinstance(f, CapacityOnSet) and h in f.hosts:
+                total = sum(f._use(u) for x in f.hosts for u in self.present[x] if u != v)
+                if total + f._use(v) > f.amount:
+                    return False
+        return True
+
+    def can_start(self, m: _Move) -> bool:
+        v = m.v
+        if m.kind == "allocate":
+            grow = [max(0.0, f - c) for f, c in zip(self.ws.demand[v], self.ws.cur[v], strict=True)]
+            return self._room(v, m.dst, grow)
+        if m.kind == "migrate" and (
+            self.out[m.src] >= self.cap_out or self.inc[m.dst] >= self.cap_in
+        ):
+            return False
+        return self._room(v, m.dst, self._dst_amount(m)) and self._continuous_ok(v, m.dst)
+
+    def _dst_amount(self, m: _Move) -> Sequence[float]:
+        return self.ws.demand[m.v]
+
+    def _src_amount(self, m: _Move) -> Sequence[float]:
+        # a VM that already moved once (pivot) holds its future share
+        return self.ws.demand[m.v] if m.src != self.origin[m.v] else self.ws.cur[m.v]
+
+    # -- running the clock ------------------------------------------------------------
+
+    def _start(self, m: _Move, t: int) -> None:
+        m.start, m.end = t, t + m.dur
+        v = m.v
+        if m.kind == "allocate":
+            grow = [max(0.0, f - c) for f, c in zip(self.ws.demand[v], self.ws.cur[v], strict=True)]
+            self._add(m.dst, grow, +1)
+        elif m.kind in ("migrate", "boot"):
+            self._add(m.dst, self._dst_amount(m), +1)
+            self.present[m.dst].add(v)
+            if m.kind == "migrate":
+                self.out[m.src] += 1
+                self.inc[m.dst] += 1
+        self.running.append(m)
+
+    def _finish(self, m: _Move) -> None:
+        v = m.v
+        if m.kind == "migrate":
+            self._add(m.src, self._src_amount(m), -1)
+            self.present[m.src].discard(v)
+            self.out[m.src] -= 1
+            self.inc[m.dst] -= 1
+        elif m.kind == "shutdown":
+            self._add(m.src, self.ws.cur[v], -1)
+            self.present[m.src].discard(v)
+        self.done.append(m)
+
+    def _priority(self, m: _Move) -> tuple:
+        leaving = any(p.kind == "migrate" and p.src == m.dst for p in self.pending if p is not m)
+        return (leaving, m.kind != "migrate", -m.dur, self.ws.vms[m.v].key)
+
+    def run(self) -> list[_Move]:
+        t = 0
+        while self.pending or self.running:
+            started = True
+            while started:
+                started = False
+                for m in sorted(self.pending, key=self._priority):
+                    if self.can_start(m):
+                        self.pending.remove(m)
+                        self._start(m, t)
+                        started = True
+            if self.running:
+                t = min(m.end for m in self.running)
+                for m in [m for m in self.running if m.end == t]:
+                    self.running.remove(m)
+                    self._finish(m)
+            elif self.pending:
+                self._pivot(t)
+        return self.done
+
+    def _pivot(self, t: int) -> None:
+        ws = self.ws
+        blocked = [m for m in self.pending if m.kind == "migrate"]
+        for m in sorted(blocked, key=lambda m: (sum(ws.demand[m.v]), ws.vms[m.v].key)):
+            for p in ws.ranked():
+                allowed = ws.allowed[m.v]
+                if p in (m.src, m.dst) or (allowed is not None and p not in allowed):
+                    continue
+                hop = _Move("migrate", m.v, m.src, p, m.dur)
+                if self.can_start(hop):
+                    self.pending.remove(m)
+                    self._start(hop, t)
+                    self.pending.append(_Move("migrate", m.v, p, m.dst, m.dur))
+                    return
+        names = ", ".join(
+            f"{ws.vms[m.v].key} ({_name(ws, m.src)} -> {_name(ws, m.dst)})" for m in self.pending
+        )
+        raise PlanError(f"cannot order {names}: they wait on each other and no pivot host has room")
+
+
+def _name(ws: Workspace, h: int) -> str:
+    return ws.hosts[h].name if h != -1 else "-"
+
+
+def schedule_plan(ws: Workspace, origin: Sequence[int], target: Sequence[int]) -> list[Action]:
+    """Timed actions from ``origin`` to ``target`` (host index per VM, -1 = not running).
+    Raises ``PlanError`` when a cycle cannot be broken."""
+    moves = _Scheduler(ws, target, origin).run()
+    out = []
+    for m in sorted(moves, key=lambda m: (m.start, m.end, ws.vms[m.v].key, m.kind)):
+        key = ws.vms[m.v].key
+        src = _name(ws, m.src) if m.src != -1 else None
+        dst = _name(ws, m.dst) if m.dst != -1 else None
+        if m.kind == "allocate":
+            for r, (f, c) in enumerate(zip(ws.demand[m.v], ws.cur[m.v], strict=True)):
+                if f != c:
+                    res = ws.resources[r]
+                    out.append(Action("allocate", key, m.start, m.end, None, dst, res, int(f)))
+        else:
+            out.append(Action(m.kind, key, m.start, m.end, src, dst))
+    return out

@@ -1,0 +1,189 @@
+"""Repair and overload relief: from the current placement to a viable one, cheaply.
+
+    target states (running / ready constraints)
+    continuous constraints must already hold            -> else infeasible (BtrPlace)
+    misplaced VMs = breakers of each constraint + few cheap evictions from hosts over a
+                    capacity, a coschedule limit or a resource/running capacity
+    stage 0: re-place only those (current host first, then least loaded, then search)
+    stage 1: ... plus every movable VM on the hosts involved
+    stage 2: ... plus every movable VM
+    schedule the moves into a timed plan (plan.py)
+
+An already viable placement gives an empty plan. With ``relief=True`` the measured CPU
+demand (``cpu_demand``) is one more capacity: hosts above ``overload_threshold`` shed
+VMs (overload relief, DVMS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dvms.placement import constraints as c
+from dvms.placement.config import PlacementConfig
+from dvms.placement.filters import AmongFilter, GatherFilter
+from dvms.placement.model import PlacementError, Snapshot
+from dvms.placement.plan import Plan, PlanError, schedule_plan
+from dvms.placement.search import place_units
+from dvms.placement.workspace import Workspace
+
+__all__ = ["solve_repair"]
+
+
+def _target_states(snapshot: Snapshot, constraints: Sequence[c.Constraint]) -> dict[str, str]:
+    states = {vm.key: vm.state for vm in snapshot.vms}
+    forced: dict[str, str] = {}
+    for k in constraints:
+        if isinstance(k, c.Running | c.Ready):
+            want = k.kind
+            for key in k.vms:
+                if key not in states:
+                    raise PlacementError(f"{k.kind}: unknown VM {key!r}")
+                if forced.get(key, want) != want:
+                    raise PlacementError(f"vm {key} cannot be both running and ready")
+                if states[key] == "sleeping":
+                    raise PlacementError(f"vm {key} is sleeping: resume is not supported")
+                forced[key] = want
+    return {**states, **forced}
+
+
+def _initial(ws: Workspace, states: dict[str, str]) -> list[int]:
+    """Host index of every VM that runs now (-1 otherwise); places the ones that stay."""
+    origin = [-1] * len(ws.vms)
+    for v, vm in enumerate(ws.vms):
+        if vm.state == "running" and vm.host is not None:
+            origin[v] = ws.h_index[vm.host]
+            if states[vm.key] == "running":
+                ws.place(v, origin[v])
+    return origin
+
+
+def _freeze_continuous(ws: Workspace) -> None:
+    """Continuous gather/among keep what already holds: members running together never
+    move; members inside one group stay inside it."""
+    for f in ws.continuous:
+        placed = {ws.assign[v] for v in f.members or () if ws.assign[v] != -1}
+        if isinstance(f, GatherFilter) and len(placed) == 1:
+            for v in f.members or ():
+                if ws.assign[v] != -1:
+                    ws.movable[v] = False
+        if isinstance(f, AmongFilter) and f.used:
+            group = next(iter(f.used))
+            hosts = frozenset(h for h, g in f.group_of.items() if g == group)
+            for v in f.members or ():
+                allowed = ws.allowed[v]
+                ws.allowed[v] = hosts if allowed is None else allowed & hosts
+
+
+def _broken_continuous(ws: Workspace) -> str | None:
+    for f in ws.continuous:
+        bad = f.misplaced()
+        if bad:
+            who = ", ".join(sorted(ws.vms[v].key for v in bad))
+            return (
+                f"continuous {f.rule} is already violated ({who}); a continuous "
+                "constraint can only be preserved -- make it discrete to repair it"
+            )
+    return None
+
+
+def _misplaced(ws: Workspace) -> set[int]:
+    """VMs to move first: constraint breakers, then evictions that clear every host."""
+    out: set[int] = set()
+    for f in ws.filters:
+        out |= f.misplaced()
+    for h in range(len(ws.hosts)):
+        if not ws.online[h]:
+            out.update(ws.vms_on(h))
+    _lift(ws, out)
+    more: set[int] = set()
+    for h in range(len(ws.hosts)):
+        need = ws.overflow(h)
+        cands = [v for v in ws.vms_on(h) if ws.movable[v]]
+        if any(need):
+            more |= ws.choose_evictions(cands, lambda v: ws.demand[v], need)
+        _lift(ws, more)
+        excess = ws.count[h] - ws.host_limit(h)
+        while ws.host_limit(h) != -1 and excess > 0 and cands:
+            cands = [v for v in ws.vms_on(h) if ws.movable[v]]
+            worst = min(
+                cands, key=lambda v: (ws.cos[v] if ws.cos[v] != -1 else 1 << 30, ws.cost[v])
+            )
+            more.add(worst)
+            _lift(ws, more)
+            excess = ws.count[h] - ws.host_limit(h)
+    for f in ws.filters:  # set capacities, after the removals above
+        more |= f.misplaced()
+    _lift(ws, more)
+    return out | more
+
+
+def _lift(ws: Workspace, vms: set[int]) -> None:
+    for v in sorted(vms):
+        if ws.assign[v] != -1:
+            ws.remove(v)
+
+
+def _units(ws: Workspace, vms: set[int]) -> list[tuple[int, ...]]:
+    """Biggest first (relative to the largest host), most constrained first."""
+    tops = [
+        max((lim[r] for lim in ws.limits if lim[r] != float("inf")), default=0)
+        for r in range(len(ws.resources))
+    ]
+
+    def weight(v: int) -> float:
+        return sum(d / t for d, t in zip(ws.demand[v], tops, strict=True) if t)
+
+    def rank(v: int) -> tuple:
+        allowed = ws.allowed[v]
+        return (len(allowed) if allowed is not None else len(ws.hosts), -weight(v), v)
+
+    return [(v,) for v in sorted(vms, key=rank)]
+
+
+def solve_repair(
+    snapshot: Snapshot,
+    constraints: Sequence[c.Constraint] = (),
+    config: PlacementConfig | None = None,
+    *,
+    relief: bool = False,
+) -> Plan:
+    """A plan that makes ``snapshot`` satisfy ``constraints`` (and, with ``relief``,
+    takes every host below its measured-demand threshold); empty if already viable."""
+    config = config or PlacementConfig()
+    states = _target_states(snapshot, constraints)
+    ws = Workspace(snapshot, constraints, config, relief=relief)
+    origin = _initial(ws, states)
+    current = ws.placement()
+    broken = _broken_continuous(ws)
+    if broken:
+        return Plan("infeasible", (), current, broken, proven=True)
+    _freeze_continuous(ws)
+    boots = {
+        v for v, vm in enumerate(ws.vms) if vm.state == "ready" and states[vm.key] == "running"
+    }
+    first = _misplaced(ws)
+    stages = [first]
+    involved = {origin[v] for v in first if origin[v] != -1}
+    stages.append(first | {v for h in involved for v in ws.vms_on(h) if ws.movable[v]})
+    stages.append(first | {v for v in range(len(ws.vms)) if ws.assign[v] != -1 and ws.movable[v]})
+    last = ""
+    proven = False
+    details: tuple[str, ...] = ()
+    for i, movable in enumerate(stages):
+        if i and movable == stages[i - 1]:
+            continue
+        _lift(ws, movable)
+        outcome = place_units(ws, _units(ws, movable | boots), prefer_current=True)
+        if outcome.ok:
+            target = list(ws.assign)
+            try:
+                actions = schedule_plan(ws, origin, target)
+            except PlanError as exc:
+                last, proven = str(exc), False
+                _lift(ws, movable | boots)
+                continue
+            return Plan("solved", tuple(actions), ws.placement())
+        assert outcome.refusal is not None
+        last, proven = str(outcome.refusal), outcome.proven and i == len(stages) - 1
+        details = tuple(outcome.refusal.details())
+    return Plan("infeasible", (), current, last, proven, details)

@@ -1,0 +1,236 @@
+"""Placing units (a VM, or a VM with its colocate followers) on a ``Workspace``.
+
+Three passes, each only if the previous one failed:
+
+1. **greedy** in the given order (minimega's batch order for launches): every unit goes
+   on the first host of the load order that passes the whole filter pipeline (a full
+   scan ranked by soft score when the unit has preferences; the current host first when
+   repairing).
+2. **greedy, most constrained first**: units with the fewest feasible hosts first.
+3. **backtracking** (depth first, most constrained unit next, forward checking, empty
+   identical hosts tried once). Unbounded for small instances (``exhaustive_hosts`` x
+   ``exhaustive_vms``), so "infeasible" there is a proof; bounded by ``search_budget``
+   nodes otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dvms.placement.explain import Refusal
+from dvms.placement.filters import AmongFilter, CapacityOnSet, StaticFilter
+from dvms.placement.workspace import Workspace
+
+__all__ = ["Outcome", "place_units"]
+
+Unit = tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    refusal: Refusal | None = None
+    proven: bool = False
+    nodes: int = 0
+
+
+class _Budget(Exception):
+    pass
+
+
+class Placer:
+    def __init__(self, ws: Workspace, *, prefer_current: bool = False) -> None:
+        self.ws = ws
+        self.prefer_current = prefer_current
+        self.nodes = 0
+        self.budget: int | None = None
+        self._anonymous = self._anonymous_hosts()
+
+    # -- host choice ----------------------------------------------------------------
+
+    def _current(self, unit: Unit) -> int:
+        host = self.ws.vms[unit[0]].host
+        return self.ws.h_index.get(host, -1) if host is not None else -1
+
+    def _scored(self, unit: Unit) -> bool:
+        return any(self.ws.prefer[v] for v in unit)
+
+    def pick(self, unit: Unit) -> int | None:
+        """The preferred host that takes the whole unit now, or None."""
+        ws = self.ws
+        if self.prefer_current:
+            cur = self._current(unit)
+            if cur != -1 and ws.try_unit(unit, cur, keep=False) is None:
+                return cur
+        if self._scored(unit):
+            ok = [h for h in ws.ranked() if ws.try_unit(unit, h, keep=False) is None]
+            if not ok:
+                return None
+            return min(ok, key=lambda h: (ws.keys[h][0], -self._score(unit, h), ws.keys[h]))
+        allowed = ws.allowed[unit[0]]
+        if allowed is not None and len(allowed) * 8 < len(ws.order):
+            hosts = sorted((h for h in allowed if ws.online[h]), key=lambda h: ws.keys[h])
+        elif len(unit) == 1:
+            hosts = [h for _, h in ws.order]
+            v = unit[0]
+            for h in hosts:
+                if ws.first_failure(v, h) is None:
+                    return h
+            return None
+        else:
+            hosts = [h for _, h in ws.order]
+        for h in hosts:
+            if ws.try_unit(unit, h, keep=False) is None:
+                return h
+        return None
+
+    def _score(self, unit: Unit, h: int) -> float:
+        return sum(self.ws.score(v, h) for v in unit)
+
+    def candidates(self, unit: Unit) -> list[int]:
+        """Every host taking ``unit`` now, preferred first."""
+        ws = self.ws
+        ok = [h for h in ws.ranked() if ws.try_unit(unit, h, keep=False) is None]
+        if self._scored(unit):
+            ok.sort(key=lambda h: (ws.keys[h][0], -self._score(unit, h), ws.keys[h]))
+        if self.prefer_current:
+            cur = self._current(unit)
+            if cur in ok:
+                ok.remove(cur)
+                ok.insert(0, cur)
+        return ok
+
+    # -- passes ---------------------------------------------------------------------
+
+    def greedy(self, units: Sequence[Unit]) -> Refusal | None:
+        """Place units in order; on the first refusal undo everything and return why."""
+        placed: list[Unit] = []
+        for unit in units:
+            h = self.pick(unit)
+            if h is None:
+                refusal = self.ws.refusal(unit)
+                self.undo(placed)
+                return refusal
+            self.ws.try_unit(unit, h)
+            placed.append(unit)
+        return None
+
+    def undo(self, units: Sequence[Unit]) -> None:
+        for unit in reversed(units):
+            for v in reversed(unit):
+                self.ws.remove(v)
+
+    def dfs(self, units: list[Unit]) -> bool:
+        self.nodes += 1
+        if self.budget is not None and self.nodes > self.budget:
+            raise _Budget
+        if not units:
+            return True
+        best: Unit | None = None
+        best_hosts: list[int] = []
+        for unit in units:
+            hosts = self.candidates(unit)
+            if not hosts:
+                return False
+            if best is None or len(hosts) < len(best_hosts):
+                best, best_hosts = unit, hosts
+                if len(hosts) == 1:
+                    break
+        assert best is not None
+        rest = [u for u in units if u is not best]
+        seen: set[tuple] = set()
+        for h in best_hosts:
+            sig = self._signature(h)
+            if sig is not None:
+                if sig in seen:
+                    continue
+                seen.add(sig)
+            if self.ws.try_unit(best, h) is not None:
+                continue
+            if self.dfs(rest):
+                return True
+            self.undo([best])
+        return False
+
+    # -- symmetry -------------------------------------------------------------------
+
+    def _anonymous_hosts(self) -> set[int]:
+        """Hosts no constraint names: empty ones with equal limits are interchangeable."""
+        ws = self.ws
+        named: set[int] = set()
+        for f in ws.filters:
+            if isinstance(f, StaticFilter):
+                named |= f.banned | (f.allowed or frozenset())
+            elif isinstance(f, AmongFilter):
+                named |= set(f.group_of)
+            elif isinstance(f, CapacityOnSet):
+                named |= f.hosts
+        for prefs in ws.prefer:
+            for p in prefs:
+                named |= {ws.h_index[n] for n in p.hosts}
+        if self.prefer_current:
+            named |= {ws.h_index[vm.host] for vm in ws.vms if vm.host is not None}
+        return set(range(len(ws.hosts))) - named
+
+    def _signature(self, h: int) -> tuple | None:
+        ws = self.ws
+        if h not in self._anonymous or ws.count[h]:
+            return None
+        host = ws.hosts[h]
+        return (tuple(ws.limits[h]), host.cpus, host.memory_mib, host.nics)
+
+
+def place_units(
+    ws: Workspace,
+    units: Sequence[Unit],
+    *,
+    prefer_current: bool = False,
+) -> Outcome:
+    """Place every unit (greedy, then harder); on failure the workspace is unchanged."""
+    placer = Placer(ws, prefer_current=prefer_current)
+    refusal = placer.greedy(units)
+    if refusal is None:
+        return Outcome(True)
+    # pass 2: most constrained first, judged from the state before any unit is placed
+    sizes = {u: len(placer.candidates(u)) for u in units}
+    by_size = sorted(units, key=lambda u: sizes[u])
+    if placer.greedy(by_size) is None:
+        return Outcome(True)
+    starved = [u for u in units if sizes[u] == 0]
+    if starved:
+        return Outcome(False, ws.refusal(starved[0]), proven=True)
+    return _backtrack(placer, list(by_size), refusal)
+
+
+def _backtrack(placer: Placer, units: list[Unit], refusal: Refusal) -> Outcome:
+    ws, config = placer.ws, placer.ws.config
+    n_vms = sum(len(u) for u in units)
+    online = sum(ws.online)
+    exhaustive = online <= config.exhaustive_hosts and n_vms <= config.exhaustive_vms
+    placer.budget = None if exhaustive else config.search_budget
+    if not exhaustive and n_vms * online > 400_000:
+        note = "greedy failed; instance too large for backtracking"
+        return Outcome(False, _noted(refusal, note), proven=False)
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, len(units) + 200))
+    try:
+        if placer.dfs(units):
+            return Outcome(True, nodes=placer.nodes)
+        note = f"no placement exists: searched all {placer.nodes} nodes"
+        return Outcome(False, _noted(refusal, note), proven=True, nodes=placer.nodes)
+    except _Budget:
+        # undo the partial assignment left by the interrupted search
+        mine = {v for u in units for v in u}
+        for v in sorted(mine):
+            if ws.assign[v] != -1:
+                ws.remove(v)
+        note = f"search budget of {placer.budget} nodes exhausted"
+        return Outcome(False, _noted(refusal, note), proven=False, nodes=placer.nodes)
+    finally:
+        sys.setrecursionlimit(old_limit)
+
+
+def _noted(refusal: Refusal, note: str) -> Refusal:
+    return Refusal(refusal.vms, refusal.hosts, note)

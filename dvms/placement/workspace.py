@@ -1,0 +1,388 @@
+"""The solver's mutable working state over an immutable ``Snapshot``.
+
+Everything is index based (hosts ``h``, VMs ``v``, resources ``r``) for speed. The
+pipeline for "may v go on h" is fixed here, cheapest test first:
+
+    online -> static (ban/fence/schedule/root) -> capacity per resource
+           -> coschedule (honoured while choosing) -> constraint filters of v
+           -> filters that check every VM (lonely, resource/running capacity)
+
+Hosts are kept in a sorted list by load key (full hosts last, then load, then name), so
+the least loaded host that passes is the first hit of a scan.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from dvms.placement import constraints as c
+from dvms.placement.config import PlacementConfig
+from dvms.placement.explain import HostVerdict, Refusal
+from dvms.placement.filters import (
+    AmongFilter,
+    CapacityOnSet,
+    Filter,
+    GatherFilter,
+    LonelyFilter,
+    SpreadFilter,
+    StaticFilter,
+)
+from dvms.placement.load import make_key
+from dvms.placement.model import MEMORY, PlacementError, Snapshot, Vm
+
+__all__ = ["Workspace", "rule_of"]
+
+Failure = tuple[str, str]
+
+
+def rule_of(resource: str) -> str:
+    """Explanation rule name for a capacity resource."""
+    return "memory" if resource == MEMORY else resource
+
+
+class Workspace:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        constraints: Sequence[c.Constraint],
+        config: PlacementConfig,
+        *,
+        launch: Sequence[Vm] = (),
+        relief: bool = False,
+    ) -> None:
+        self.config = config
+        self.hosts = list(snapshot.hosts)
+        self.h_index = {h.name: i for i, h in enumerate(self.hosts)}
+        self.vms = list(snapshot.vms) + list(launch)
+        self.v_index: dict[str, int] = {}
+        for i, vm in enumerate(self.vms):
+            if vm.key in self.v_index:
+                raise PlacementError(f"duplicate vm {vm.key!r}")
+            self.v_index[vm.key] = i
+        names = set(snapshot.with_vms(launch).resources(relief=relief))
+        names.update(k.resource for k in constraints if isinstance(k, c.ResourceCapacity))
+        self.resources = tuple(sorted(names))
+        self.r_index = {r: i for i, r in enumerate(self.resources)}
+        self.online = [h.online for h in self.hosts]
+        self.limits = [[h.limit(r, config) for r in self.resources] for h in self.hosts]
+        self.cur = [[vm.demand(r) for r in self.resources] for vm in self.vms]
+        self.demand = [list(row) for row in self.cur]
+        self.cost = [vm.duration("migrate", config) for vm in self.vms]
+        self.cos = [vm.coschedule + 1 if vm.coschedule != -1 else -1 for vm in self.vms]
+        self.movable = [True] * len(self.vms)
+        self._init_state()
+        self._build(constraints)
+        self.active = [[r for r, d in enumerate(row) if d > 0] for row in self.demand]
+        self.keyfn = make_key(config.load, self.hosts, self.resources, self.limits)
+        self.keys = [self._key(h) for h in range(len(self.hosts))]
+        self.order = sorted((self.keys[h], h) for h in range(len(self.hosts)) if self.online[h])
+
+    def _init_state(self) -> None:
+        nh, nr = len(self.hosts), len(self.resources)
+        self.assign = [-1] * len(self.vms)
+        self.count = [0] * nh
+        self.used = [[0.0] * nr for _ in range(nh)]
+        self.cos_hist: list[Counter[int]] = [Counter() for _ in range(nh)]
+        self.host_vms: list[set[int]] = [set() for _ in range(nh)]
+        self.allowed: list[frozenset[int] | None] = [None] * len(self.vms)
+        self.statics: list[list[StaticFilter]] = [[] for _ in self.vms]
+        self.vm_filters: list[list[Filter]] = [[] for _ in self.vms]
+        self.vm_hooks: list[list[Filter]] = [[] for _ in self.vms]
+        self.global_checks: list[Filter] = []
+        self.global_hooks: list[Filter] = []
+        self.filters: list[Filter] = []
+        #: filters of continuous constraints (checked at every step of a plan)
+        self.continuous: list[Filter] = []
+        self.prefer: list[list[c.Prefer]] = [[] for _ in self.vms]
+
+    # -- construction -------------------------------------------------------------------
+
+    def vm(self, key: str) -> int:
+        try:
+            return self.v_index[key]
+        except KeyError:
+            raise PlacementError(f"unknown VM {key!r}") from None
+
+    def host(self, name: str) -> int:
+        try:
+            return self.h_index[name]
+        except KeyError:
+            raise PlacementError(f"unknown host {name!r}") from None
+
+    def _hosts(self, names: Iterable[str]) -> frozenset[int]:
+        return frozenset(self.host(n) for n in names)
+
+    def _build(self, constraints: Sequence[c.Constraint]) -> None:
+        for k in constraints:
+            self._add(k)
+
+    def _add(self, k: c.Constraint) -> None:
+        before = len(self.filters)
+        self._add_kind(k)
+        if k.continuous:
+            for f in self.filters[before:]:
+                f.continuous = True
+                self.continuous.append(f)
+
+    def _add_kind(self, k: c.Constraint) -> None:
+        if isinstance(k, c.Ban):
+            self._static("ban", k.vms, banned=self._hosts(k.hosts))
+        elif isinstance(k, c.Fence):
+            self._static("fence", k.vms, allowed=self._hosts(k.hosts))
+        elif isinstance(k, c.Schedule):
+            self._static("schedule", (k.vm,), allowed=self._hosts((k.host,)))
+        elif isinstance(k, c.Root):
+            for key in k.vms:
+                v = self.vm(key)
+                if self.vms[v].host is not None and self.vms[v].state == "running":
+                    self.movable[v] = False
+                    self._static("root", (key,), allowed=self._hosts((self.vms[v].host,)))
+        elif isinstance(k, c.Spread):
+            self._filter(SpreadFilter(self, "spread", map(self.vm, k.vms)))
+        elif isinstance(k, c.Gather):
+            self._filter(GatherFilter(self, "gather", map(self.vm, k.vms)))
+        elif isinstance(k, c.Colocate):
+            self._filter(GatherFilter(self, "colocate", (self.vm(k.vm), self.vm(k.target))))
+        elif isinstance(k, c.Among):
+            groups = [self._hosts(g) for g in k.groups]
+            self._filter(AmongFilter(self, map(self.vm, k.vms), groups))
+        elif isinstance(k, c.Lonely):
+            self._filter(LonelyFilter(self, map(self.vm, k.vms)))
+        elif isinstance(k, c.ResourceCapacity):
+            r = self.r_index[k.resource]
+            self._filter(CapacityOnSet(self, self._hosts(k.hosts), r, k.amount))
+        elif isinstance(k, c.RunningCapacity):
+            self._filter(CapacityOnSet(self, self._hosts(k.hosts), None, k.amount))
+        elif isinstance(k, c.Preserve):
+            self._preserve(k)
+        elif isinstance(k, c.Coschedule):
+            for key in k.vms:
+                v = self.vm(key)
+                lim = k.amount + 1
+                self.cos[v] = lim if self.cos[v] == -1 else min(self.cos[v], lim)
+        elif isinstance(k, c.Prefer):
+            for key in k.vms:
+                self.prefer[self.vm(key)].append(k)
+        # Running / Ready only set target states: the solvers read them.
+
+    def _preserve(self, k: c.Preserve) -> None:
+        r = self.r_index.get(k.resource)
+        if r is None:
+            raise PlacementError(f"preserve: unknown resource {k.resource!r}")
+        for key in k.vms:
+            v = self.vm(key)
+            # "at least amount": never shrink (docs/placement.md, differences)
+            self.demand[v][r] = max(self.demand[v][r], k.amount)
+
+    def _static(
+        self,
+        rule: str,
+        keys: Iterable[str],
+        *,
+        allowed: frozenset[int] | None = None,
+        banned: frozenset[int] = frozenset(),
+    ) -> None:
+        members = [self.vm(k) for k in keys]
+        f = StaticFilter(self, rule, members, allowed=allowed, banned=banned)
+        self.filters.append(f)
+        every = frozenset(range(len(self.hosts)))
+        for v in members:
+            self.statics[v].append(f)
+            cur = self.allowed[v] if self.allowed[v] is not None else every
+            if allowed is not None:
+                cur = cur & allowed
+            self.allowed[v] = cur - banned
+
+    def _filter(self, f: Filter) -> None:
+        self.filters.append(f)
+        if f.check_all:
+            self.global_checks.append(f)
+        if f.hooks_all:
+            self.global_hooks.append(f)
+        for v in f.members or ():
+            if not f.check_all:
+                self.vm_filters[v].append(f)
+            if not f.hooks_all:
+                self.vm_hooks[v].append(f)
+
+    # -- state --------------------------------------------------------------------------
+
+    def _key(self, h: int) -> tuple:
+        return self.keyfn(h, self.used[h], self.count[h], self.host_limit(h))
+
+    def _rekey(self, h: int) -> None:
+        if not self.online[h]:
+            return
+        old = (self.keys[h], h)
+        i = bisect.bisect_left(self.order, old)
+        del self.order[i]
+        self.keys[h] = new = self._key(h)
+        bisect.insort(self.order, (new, h))
+
+    def host_limit(self, h: int) -> int:
+        hist = self.cos_hist[h]
+        return min(hist) if hist else -1
+
+    def place(self, v: int, h: int) -> None:
+        self.assign[v] = h
+        self.count[h] += 1
+        self.host_vms[h].add(v)
+        used, dem = self.used[h], self.demand[v]
+        for r in self.active[v]:
+            used[r] += dem[r]
+        if self.cos[v] != -1:
+            self.cos_hist[h][self.cos[v]] += 1
+        for f in self.vm_hooks[v]:
+            f.place(v, h)
+        for f in self.global_hooks:
+            f.place(v, h)
+        self._rekey(h)
+
+    def remove(self, v: int) -> None:
+        h = self.assign[v]
+        self.assign[v] = -1
+        self.count[h] -= 1
+        self.host_vms[h].discard(v)
+        used, dem = self.used[h], self.demand[v]
+        for r in self.active[v]:
+            used[r] -= dem[r]
+        if self.cos[v] != -1:
+            hist = self.cos_hist[h]
+            hist[self.cos[v]] -= 1
+            if not hist[self.cos[v]]:
+                del hist[self.cos[v]]
+        for f in self.vm_hooks[v]:
+            f.remove(v, h)
+        for f in self.global_hooks:
+            f.remove(v, h)
+        self._rekey(h)
+
+    # -- the filter pipeline ------------------------------------------------------------
+
+    def first_failure(self, v: int, h: int) -> Failure | None:
+        """The first rule refusing ``v`` on ``h`` in the current state, or None."""
+        if not self.online[h]:
+            return ("offline", "host is offline")
+        allowed = self.allowed[v]
+        if allowed is not None and h not in allowed:
+            for f in self.statics[v]:
+                why = f.check(v, h)
+                if why:
+                    return (f.rule, why)
+        used, lim, dem = self.used[h], self.limits[h], self.demand[v]
+        for r in self.active[v]:
+            if used[r] + dem[r] > lim[r]:
+                res = self.resources[r]
+                return (rule_of(res), f"{res} {used[r]:g} + {dem[r]:g} > {lim[r]:g}")
+        why = self._coschedule(v, h)
+        if why:
+            return ("coschedule", why)
+        for f in self.vm_filters[v]:
+            why = f.check(v, h)
+            if why:
+                return (f.rule, why)
+        for f in self.global_checks:
+            why = f.check(v, h)
+            if why:
+                return (f.rule, why)
+        return None
+
+    def _coschedule(self, v: int, h: int) -> str | None:
+        limit, mine = self.host_limit(h), self.cos[v]
+        if mine != -1:
+            limit = mine if limit == -1 else min(limit, mine)
+        if limit != -1 and self.count[h] + 1 > limit:
+            name = self.hosts[h].name
+            return f"too many VMs scheduled on {name} for coschedule requirement of {limit}"
+        return None
+
+    def try_unit(self, unit: Sequence[int], h: int, *, keep: bool = True) -> Failure | None:
+        """Place every VM of ``unit`` on ``h`` (all or nothing). Undone when ``keep`` is
+        False or a member is refused; returns the refusal."""
+        if len(unit) == 1 and not keep:
+            return self.first_failure(unit[0], h)
+        done: list[int] = []
+        failure = None
+        for v in unit:
+            failure = self.first_failure(v, h)
+            if failure:
+                break
+            self.place(v, h)
+            done.append(v)
+        if failure or not keep:
+            for v in reversed(done):
+                self.remove(v)
+        return failure
+
+    def ranked(self) -> Iterator[int]:
+        """Online hosts, least loaded first (a snapshot of the current order)."""
+        return (h for _, h in list(self.order))
+
+    def refusal(self, unit: Sequence[int], note: str = "") -> Refusal:
+        verdicts = []
+        for h in range(len(self.hosts)):
+            failure = self.try_unit(unit, h, keep=False)
+            if failure:
+                verdicts.append(HostVerdict(self.hosts[h].name, *failure))
+        return Refusal(tuple(self.vms[v].key for v in unit), tuple(verdicts), note)
+
+    def score(self, v: int, h: int) -> float:
+        """Soft preferences of ``v`` for ``h`` (higher is better)."""
+        total = 0.0
+        name = self.hosts[h].name
+        for p in self.prefer[v]:
+            if p.what == "fence":
+                total += p.weight * (name in p.hosts)
+            else:
+                on = [self.assign[self.v_index[k]] for k in p.vms if k != self.vms[v].key]
+                placed = [x for x in on if x != -1]
+                if p.what == "spread":
+                    total += p.weight * (h not in placed)
+                else:
+                    total += p.weight * (not placed or h in placed)
+        return total
+
+    # -- helpers for filters and solvers ------------------------------------------------
+
+    def vms_on(self, h: int) -> list[int]:
+        return sorted(self.host_vms[h])
+
+    def host_list(self, hosts: Iterable[int], most: int = 4) -> str:
+        names = sorted(self.hosts[h].name for h in hosts)
+        more = f" and {len(names) - most} more" if len(names) > most else ""
+        return ", ".join(names[:most]) + more
+
+    def placement(self) -> dict[str, str]:
+        return {self.vms[v].key: self.hosts[h].name for v, h in enumerate(self.assign) if h != -1}
+
+    def overflow(self, h: int) -> list[float]:
+        """How far each resource of ``h`` is over its limit (0 when within)."""
+        return [max(0.0, u - lim) for u, lim in zip(self.used[h], self.limits[h], strict=True)]
+
+    def choose_evictions(
+        self,
+        candidates: Sequence[int],
+        use: Callable[[int], Sequence[float]],
+        need: Sequence[float],
+    ) -> set[int]:
+        """Few cheap VMs whose removal brings every ``need`` (excess per dimension) to
+        zero: greedy on relief per second of migration."""
+        need = list(need)
+        left = list(candidates)
+        chosen: set[int] = set()
+
+        def gain(v: int, need: Sequence[float]) -> float:
+            relief = sum(min(u, n) / n for u, n in zip(use(v), need, strict=True) if n > 0)
+            return relief / self.cost[v] if relief else -math.inf
+
+        while any(n > 0 for n in need) and left:
+            best = max(left, key=lambda v: (gain(v, need), -v))
+            if gain(best, need) == -math.inf:
+                break
+            left.remove(best)
+            chosen.add(best)
+            need = [n - u for n, u in zip(need, use(best), strict=True)]
+        return chosen
