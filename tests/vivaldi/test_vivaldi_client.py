@@ -84,6 +84,26 @@ def test_longer_rtt_pushes_client_away_then_set_coordinate():
     assert cl.coordinate.vec[2] == 99.0
 
 
+def test_one_step_by_hand():
+    # Fresh client (error 1.5, height 10 us) and a fresh peer 100 ms up the z axis,
+    # measured RTT 200 ms. Dabek/serf by hand:
+    #   distance  = 0.1 + 2 * 10e-6 = 0.10002          weight w = 1.5 / 3 = 0.5
+    #   wrongness = |0.10002 - 0.2| / 0.2 = 0.4999
+    #   error     = 0.25 * w * 0.4999 + 1.5 * (1 - 0.25 * w) = 1.3749875
+    #   force     = 0.25 * w * (0.2 - 0.10002) = 0.0124975, straight down
+    #   height    = 10e-6 + (10e-6 + 10e-6) * force / 0.1 = 12.4995e-6
+    #   adjustment= (0.2 - (0.1 + force + height + 10e-6)) / (2 * 20)
+    # then gravity pulls towards the origin by ((|vec| + ...) / 150) ** 2, about 1e-8.
+    cl = client()
+    c = cl.update("p", at(0.0, 0.0, 0.1), 0.2)
+    assert c.error == pytest.approx(1.3749875, rel=1e-12)
+    assert c.vec[:2] == (0.0, 0.0)
+    assert -0.0124975 < c.vec[2] < -0.0124975 + 2e-8
+    assert c.height == pytest.approx(12.4995e-6, abs=1e-10)
+    adjustment = (0.2 - (0.1 + 0.0124975 + 12.4995e-6 + 10e-6)) / 40
+    assert c.adjustment == pytest.approx(adjustment, rel=1e-9)
+
+
 def test_shorter_rtt_pulls_client_closer():
     cl = client()
     cl.set_coordinate(at(0.0, 0.0, -0.1))
