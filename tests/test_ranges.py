@@ -161,3 +161,8 @@ def test_compress_of_dense_families_round_trips(pairs):
 def test_compress_is_idempotent_through_expand(names):
     text = compress(names)
     assert compress(expand(text)) == text
+
+
+def test_compress_refuses_non_strings():
+    with pytest.raises(TypeError, match="needs strings, got int"):
+        compress(["a", 1])  # type: ignore[list-item]

@@ -49,7 +49,6 @@ from dvms.placement.spec import (
     DEFAULT_MEMORY_MIB,
     DEFAULT_VCPUS,
     ConstraintSpec,
-    SpecError,
     VjobSpec,
     VmSpec,
 )
@@ -268,10 +267,7 @@ def _load_vm_entry(ctx: _Ctx, base: str, entry: Mapping[str, Any], namespace: st
     for name in names:
         _name(ctx, f"{base}.name", name, validate_vm_name)
     fields = _vm_fields(ctx, base, entry)
-    try:
-        return [VmSpec(name=name, namespace=namespace, **fields) for name in names]
-    except SpecError as exc:  # shape checks are done above; this is a safety net
-        raise ctx.fail(base, str(exc)) from None
+    return [VmSpec(name=name, namespace=namespace, **fields) for name in names]
 
 
 def _positive(ctx: _Ctx, path: str, value: object, minimum: int) -> int:

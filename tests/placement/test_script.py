@@ -85,6 +85,13 @@ def test_sets_unions_differences_and_order():
     assert var("$x = 12;") == 12
 
 
+def test_dash_in_names_and_as_difference():
+    assert var("$a = VM[1..3]; $x = $a-VM1;") == ("VM2", "VM3")
+    assert var("$x = VM[1..3]-VM2;") == ("VM1", "VM3")
+    assert var("$x = web2-web1;") == "web2-web1"
+    assert var("$x = web2 - web1;") == ("web2",)
+
+
 def test_variables_nesting_and_families():
     text = "$R1 = @a[1..2]; $R2 = {@b}; $x = $R[1..2]; $y = {$R1, {}, $R2}; $R1 += @c;"
     result = parse_script(text)
@@ -236,6 +243,7 @@ ERRORS = [
     # variables
     ("$x VM1;", 1, 4, "expected '=' after \\$x, got name VM1"),
     ("$x = VM1", 1, 9, "expected ';' after the value of \\$x, got the end of the script"),
+    ('$x = VM1 "s";', 1, 10, "expected ';' after the value of \\$x, got string 's'"),
     ("$x = $y;", 1, 6, "undefined variable \\$y"),
     ("$x += VM1;", 1, 1, "undefined variable \\$x"),
     ("$a1 = VM1; $x = $a[1..2];", 1, 17, "undefined variable \\$a2"),
