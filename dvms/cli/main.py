@@ -15,7 +15,7 @@ import sys
 from dvms import __version__
 
 # Command-group modules, in the order they appear in `dvms --help`.
-COMMAND_MODULES = ("dvms.cli.keygen",)
+COMMAND_MODULES = ("dvms.cli.keygen", "dvms.cli.solve")
 
 
 class UserError(Exception):

@@ -5,7 +5,8 @@ it never imports the workspace, the filters or the search. It recomputes everyth
 from scratch with the plainest code that states each rule (BtrPlace's
 ``ReconfigurationPlanChecker`` plays the same role): replay the actions in time order
 (ends before starts at equal times), check continuous constraints and capacities after
-every instant, and every constraint on the final state.
+every arrival (a host may start over capacity -- that is what overload relief is for --
+but nothing may arrive on it until it fits), and every constraint on the final state.
 
 A VM that migrates is present on both hosts from start to end: its current allocation
 on the source, its new one (``preserve`` applied) on the destination.
@@ -58,9 +59,14 @@ class _Replay:
 
     # -- rules on one instant -------------------------------------------------------
 
-    def capacity(self, present: Mapping[str, list[tuple[str, dict]]], when: str) -> list[str]:
+    def capacity(
+        self, present: Mapping[str, list[tuple[str, dict]]], when: str, only: set | None = None
+    ) -> list[str]:
+        """Capacities and coschedule limits of every host (or only of ``only``)."""
         out = []
         for host, items in present.items():
+            if only is not None and host not in only:
+                continue
             h = self.hosts[host]
             if items and not h.online:
                 out.append(f"{when}: offline host {host} runs {items[0][0]}")
@@ -238,7 +244,9 @@ def check_plan(
             if a.start == t and a.kind == "migrate":
                 moved.add(a.vm)
         present = _present(rp, acts, where, t)
-        errors += rp.capacity(present, f"t={t}") + rp.rules(
+        # a host may start over capacity (overload); nothing may arrive until it fits
+        arriving = {a.dst for a in acts if a.start == t and a.kind != "shutdown"}
+        errors += rp.capacity(present, f"t={t}", arriving) + rp.rules(
             present, f"t={t}", final=False, moved=moved
         )
     final: dict[str, list[tuple[str, dict]]] = defaultdict(list)

@@ -27,7 +27,7 @@ from dvms.placement.search import place_units
 from dvms.placement.spec import VjobSpec
 from dvms.placement.workspace import Workspace
 
-__all__ = ["LaunchResult", "launch_vjob", "solve_launch"]
+__all__ = ["LaunchResult", "launch_vjob", "solve_launch", "vjob_parts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,16 +135,22 @@ def _units(ws: Workspace, vms: Sequence[Vm], constraints: Sequence[c.Constraint]
     return [unit(vm.key) for batch in batches for vm in batch if vm.key not in floating]
 
 
-def launch_vjob(
-    snapshot: Snapshot, vjob: VjobSpec, config: PlacementConfig | None = None
-) -> LaunchResult:
-    """Launch a user's vjob: VmSpecs -> VMs, scheduling fields and constraint specs ->
-    engine constraints (refusing bad input with minimega's texts), then ``solve_launch``."""
-    _precheck(snapshot, len(vjob.vms))
+def vjob_parts(snapshot: Snapshot, vjob: VjobSpec) -> tuple[list[Vm], list[c.Constraint]]:
+    """The ready VMs and the engine constraints of a vjob (minimega's scheduling fields
+    included), refusing bad input with minimega's texts where it has them."""
     launch = [vm_from_spec(s, namespace=vjob.namespace or s.namespace) for s in vjob.vms]
     keys = [vm.key for vm in snapshot.vms] + [vm.key for vm in launch]
     specs = [*minimega_specs(vjob.vms), *vjob.constraints]
     built = build_constraints(
         specs, vm_keys=keys, hosts=[h.name for h in snapshot.hosts], namespace=vjob.namespace
     )
+    return launch, built
+
+
+def launch_vjob(
+    snapshot: Snapshot, vjob: VjobSpec, config: PlacementConfig | None = None
+) -> LaunchResult:
+    """Launch a user's vjob: ``vjob_parts`` then ``solve_launch``."""
+    _precheck(snapshot, len(vjob.vms))
+    launch, built = vjob_parts(snapshot, vjob)
     return solve_launch(snapshot, launch, built, config)

@@ -1,0 +1,121 @@
+"""``dvms solve``: what would the scheduler do? Offline, on a file.
+
+    dvms solve MODEL.toml [--json]          our model (hosts, their VMs, a vjob)
+    dvms solve --btrplace FILE [--json]     a BtrPlace JSON instance (.json or .json.gz)
+
+Exit status: 0 solved, 3 infeasible, 1 bad input (one line on stderr).
+``viable`` in the output comes from the independent checker, not from the solver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from dvms.cli.main import UserError
+from dvms.placement.btrplace import load_instance, plan_actions_json
+from dvms.placement.checker import check_plan
+from dvms.placement.config import PlacementConfig
+from dvms.placement.model import PlacementError
+from dvms.placement.modelfile import load_model, solve_model
+
+INFEASIBLE = 3
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "solve",
+        help="solve a placement model offline and print the plan",
+        description="Run the placement engine on MODEL.toml (hosts with their VMs plus a "
+        "vjob to launch) or on a BtrPlace JSON instance, and print the plan. Exit status "
+        "0 = solved, 3 = infeasible, 1 = bad input.",
+    )
+    p.add_argument("model", nargs="?", help="MODEL.toml (see docs/placement.md)")
+    p.add_argument("--btrplace", metavar="FILE", help="a BtrPlace instance (.json or .json.gz)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every refused host")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.model) == bool(args.btrplace):
+        raise UserError("solve: give either MODEL.toml or --btrplace FILE")
+    try:
+        out = _btrplace(args.btrplace) if args.btrplace else _model(args.model)
+    except (PlacementError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=False))
+    else:
+        _print_text(out, verbose=args.verbose)
+    return 0 if out["status"] == "solved" else INFEASIBLE
+
+
+def _btrplace(path: str) -> dict[str, Any]:
+    inst = load_instance(path)
+    config = PlacementConfig.btrplace()
+    from dvms.placement.repair import solve_repair
+
+    t0 = time.perf_counter()
+    plan = solve_repair(inst.snapshot, inst.constraints, config)
+    solve_s = time.perf_counter() - t0
+    problems = check_plan(inst.snapshot, inst.constraints, plan.actions, config)
+    running = {k: int(v) if v.isdigit() else v for k, v in plan.placement.items()}
+    return {
+        "status": plan.status,
+        "viable": plan.status == "solved" and not problems,
+        "actions": plan_actions_json(list(plan.actions)),
+        "migrations": plan.migrations,
+        "placement": running,
+        "solve_s": round(solve_s, 6),
+        "duration_s": plan.duration,
+        "reason": plan.reason,
+        "details": list(plan.details),
+        "problems": problems,
+        "notes": list(inst.notes),
+    }
+
+
+def _model(path: str) -> dict[str, Any]:
+    model = load_model(path)
+    t0 = time.perf_counter()
+    outcome = solve_model(model)
+    solve_s = time.perf_counter() - t0
+    return {
+        "status": outcome.status,
+        "viable": outcome.status == "solved" and not outcome.problems,
+        "launched": dict(outcome.launched),
+        "actions": [a.to_dict() for a in outcome.actions],
+        "migrations": sum(a.kind == "migrate" for a in outcome.actions),
+        "placement": dict(outcome.placement),
+        "solve_s": round(solve_s, 6),
+        "reason": outcome.reason,
+        "details": list(outcome.details),
+        "problems": list(outcome.problems),
+    }
+
+
+def _print_text(out: dict[str, Any], *, verbose: bool) -> None:
+    if out["status"] != "solved":
+        print(f"infeasible: {out['reason']}")
+        for line in out["details"] if verbose else []:
+            print(f"  {line}")
+        return
+    viable = "viable" if out["viable"] else "NOT viable (checker disagrees)"
+    print(
+        f"solved in {out['solve_s'] * 1000:.1f} ms: {len(out['actions'])} actions, "
+        f"{out['migrations']} migrations; final placement {viable}"
+    )
+    for a in out["actions"]:
+        kind = a.get("kind") or a.get("id")
+        src = a.get("src", a.get("from"))
+        dst = a.get("dst", a.get("to", a.get("on")))
+        where = f"{src} -> {dst}" if src is not None and dst is not None else f"on {dst or src}"
+        extra = f" {a['rc']}={a['amount']}" if "rc" in a else ""
+        print(f"  {a['start']:>5}-{a['end']:<5} {kind} {a['vm']} {where}{extra}")
+    for problem in out["problems"]:
+        print(f"  checker: {problem}")
+    if out.get("launched"):
+        print("launched: " + ", ".join(f"{k}@{v}" for k, v in sorted(out["launched"].items())))

@@ -1,0 +1,156 @@
+"""BtrPlace instances: import, the three shared instances, bad input."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from dvms.placement import PlacementConfig, PlacementError, check_plan, solve_repair
+from dvms.placement import constraints as c
+from dvms.placement.btrplace import load_instance, parse_instance
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "btrplace"
+CFG = PlacementConfig.btrplace()
+
+
+def _instance(name):
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    return load_instance(path)
+
+
+def test_testfoo_is_the_swap():
+    inst = _instance("IssuesTest.testFoo.json")
+    assert inst.snapshot.placement() == {"0": "0", "1": "1"}
+    assert {k.kind for k in inst.constraints} == {"ban", "preserve"}
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "solved"
+    assert plan.placement == {"0": "1", "1": "0"}
+    moves = sorted((a.vm, a.src, a.dst) for a in plan.actions if a.kind == "migrate")
+    assert moves == [("0", "0", "1"), ("1", "1", "0")]
+    # 2 leaving + 4 arriving = 6 <= 7: both can run at once
+    assert all(a.start == 0 for a in plan.actions)
+    assert check_plan(inst.snapshot, inst.constraints, plan.actions, CFG) == []
+
+
+def test_issue72c_viable_gives_empty_plan():
+    inst = _instance("IssuesTest.issue72c.json")
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "solved" and plan.actions == ()
+    assert plan.placement == inst.snapshot.placement()
+
+
+def test_issue131_plan_exists_and_checks():
+    inst = _instance("issue-131-1.json.gz")
+    assert len(inst.snapshot.vms) == 136 and len(inst.snapshot.hosts) == 8
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "solved" and plan.migrations > 0
+    assert check_plan(inst.snapshot, inst.constraints, plan.actions, CFG) == []
+    # without the plan, the initial placement is not viable
+    assert check_plan(inst.snapshot, inst.constraints, [], CFG) != []
+
+
+def _doc(constraints, running=((0, [0]), (1, [1])), ready=()):
+    return {
+        "model": {
+            "mapping": {
+                "onlineNodes": {
+                    str(n): {"runningVMs": list(vms), "sleepingVMs": []} for n, vms in running
+                },
+                "offlineNodes": [],
+                "readyVMs": list(ready),
+            },
+            "attributes": {"nodes": {}, "vms": {"0": {"migrate": 5}}},
+            "views": [
+                {
+                    "id": "shareableResource",
+                    "rcId": "cpu",
+                    "defCapacity": 8,
+                    "defConsumption": 2,
+                    "nodes": {},
+                    "vms": {"0": 4},
+                }
+            ],
+        },
+        "constraints": constraints,
+        "objective": {"id": "minimizeMTTR"},
+    }
+
+
+def test_reference_example_boots_the_ready_vm_away_from_vm0():
+    doc = _doc(
+        [{"id": "running", "vm": 2}, {"id": "spread", "vms": [0, 2], "continuous": True}],
+        ready=[2],
+    )
+    inst = parse_instance(doc)
+    vm0 = next(v for v in inst.snapshot.vms if v.name == "0")
+    assert vm0.usage == {"cpu": 4} and vm0.durations["migrate"] == 5
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert [(a.kind, a.vm, a.dst) for a in plan.actions] == [("boot", "2", "1")]
+    assert check_plan(inst.snapshot, inst.constraints, plan.actions, CFG) == []
+
+
+def test_continuous_ban_already_violated_is_infeasible():
+    doc = _doc([{"id": "ban", "vm": 0, "nodes": [0], "continuous": True}])
+    inst = parse_instance(doc)
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "infeasible" and "continuous ban" in plan.reason
+    discrete = parse_instance(_doc([{"id": "ban", "vm": 0, "nodes": [0], "continuous": False}]))
+    assert solve_repair(discrete.snapshot, discrete.constraints, CFG).status == "solved"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.pop("model"), "missing 'model'"),
+        (
+            lambda d: d["constraints"].append({"id": "seq", "vms": [0]}),
+            "unsupported constraint 'seq'",
+        ),
+        (lambda d: d["constraints"].append({"id": "ban", "vm": 9, "nodes": [0]}), "unknown VM '9'"),
+        (
+            lambda d: d["constraints"].append({"id": "ban", "vm": 0, "nodes": [7]}),
+            "unknown host '7'",
+        ),
+        (lambda d: d["model"]["mapping"]["readyVMs"].append(0), "VM 0 is declared twice"),
+        (lambda d: d["model"]["views"][0]["vms"].update({"0": -3}), "must be a non-negative"),
+        (lambda d: d["model"]["mapping"]["onlineNodes"]["0"]["runningVMs"].append(-1), "ids must"),
+    ],
+)
+def test_bad_instances_name_the_problem(mutate, message):
+    doc = _doc([])
+    mutate(doc)
+    with pytest.raises(PlacementError, match=message):
+        inst = parse_instance(doc)
+        solve_repair(inst.snapshot, inst.constraints, CFG)
+
+
+def test_gz_and_malformed_files(tmp_path):
+    good = tmp_path / "i.json.gz"
+    with gzip.open(good, "wt") as fh:
+        json.dump(_doc([]), fh)
+    assert len(load_instance(good).snapshot.vms) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": ')
+    with pytest.raises(PlacementError, match=r"bad.json: malformed JSON at line 1"):
+        load_instance(bad)
+    with pytest.raises(PlacementError, match="no such file"):
+        load_instance(tmp_path / "nope.json")
+
+
+def test_overbook_and_quarantine():
+    doc = _doc(
+        [
+            {"id": "overbook", "node": 1, "rc": "cpu", "ratio": 1.5, "continuous": True},
+            {"id": "quarantine", "node": 0},
+        ]
+    )
+    inst = parse_instance(doc)
+    host1 = next(h for h in inst.snapshot.hosts if h.name == "1")
+    assert host1.overcommit == {"cpu": 1.5}
+    kinds = sorted(k.kind for k in inst.constraints)
+    assert kinds == ["ban", "root"]
+    root = next(k for k in inst.constraints if isinstance(k, c.Root))
+    assert root.vms == ("0",)

@@ -1,0 +1,151 @@
+"""``dvms solve``: MODEL.toml and --btrplace, text and JSON, errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dvms.cli.main import main
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "btrplace"
+
+MODEL = """
+relief = true
+
+[config]
+load = "cpucommit"
+
+[[hosts]]
+name = "h1"
+cpus = 4
+memory = 16384
+  [[hosts.vms]]
+  name = "hot1"
+  vcpus = 4
+  memory = 2048
+  cpu_demand = 3.5
+  [[hosts.vms]]
+  name = "hot2"
+  vcpus = 2
+  memory = 2048
+  cpu_demand = 1.5
+
+[[hosts]]
+name = "h2"
+cpus = 4
+memory = 16384
+
+[[hosts]]
+name = "h3"
+cpus = 4
+memory = 16384
+
+[vjob]
+name = "web"
+  [[vjob.vms]]
+  name = "web[1-2]"
+  memory = 1024
+  [[vjob.constraints]]
+  kind = "spread"
+  vms = "web[1-2]"
+"""
+
+
+def run_json(capsys, *argv):
+    code = main(["solve", *argv, "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if captured.out else None, captured.err
+
+
+@pytest.mark.parametrize(
+    ("name", "migrations"),
+    [
+        ("IssuesTest.testFoo.json", 2),
+        ("IssuesTest.issue72c.json", 0),
+        ("issue-131-1.json.gz", None),
+    ],
+)
+def test_btrplace_instances(capsys, name, migrations):
+    path = DATA / name
+    if not path.exists():
+        pytest.skip("shared data not available")
+    code, out, _ = run_json(capsys, "--btrplace", str(path))
+    assert code == 0
+    assert out["status"] == "solved" and out["viable"] is True
+    assert isinstance(out["solve_s"], float)
+    if migrations is not None:
+        assert out["migrations"] == migrations
+    else:
+        assert out["migrations"] > 0 and out["actions"]
+    if name == "IssuesTest.testFoo.json":
+        assert out["placement"] == {"0": 1, "1": 0}
+        assert {(a["vm"], a["from"], a["to"]) for a in out["actions"]} == {(0, 0, 1), (1, 1, 0)}
+    if name == "IssuesTest.issue72c.json":
+        assert out["actions"] == [] and len(out["placement"]) == 20
+
+
+def test_model_launch_then_relief(tmp_path, capsys):
+    path = tmp_path / "model.toml"
+    path.write_text(MODEL)
+    code, out, err = run_json(capsys, str(path))
+    assert code == 0, err
+    assert out["status"] == "solved" and out["viable"] is True
+    launched = out["launched"]
+    assert set(launched) == {"web1", "web2"} and launched["web1"] != launched["web2"]
+    # h1 is overloaded (5 CPUs of demand on 4): one VM leaves it
+    assert out["migrations"] >= 1
+    assert out["placement"]["hot1"] == "h1" or out["placement"]["hot2"] == "h1"
+    kinds = [a["kind"] for a in out["actions"]]
+    assert kinds[:2] == ["boot", "boot"]
+
+
+def test_model_text_output(tmp_path, capsys):
+    path = tmp_path / "model.toml"
+    path.write_text(MODEL)
+    assert main(["solve", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "final placement viable" in text and "launched: web1@" in text
+
+
+def test_model_infeasible_exit_3_and_explains(tmp_path, capsys):
+    path = tmp_path / "model.toml"
+    path.write_text(MODEL.replace('kind = "spread"', 'kind = "fence"\n  hosts = ["h1"]')
+                    .replace('name = "web[1-2]"\n  memory = 1024',
+                             'name = "web[1-2]"\n  memory = 8000'))  # fmt: skip
+    code, out, _ = run_json(capsys, str(path))
+    assert code == 3 and out["status"] == "infeasible"
+    assert out["reason"].startswith("no host fits web")
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (("memory = 16384", "memory = -5"), "hosts[0].memory: expected an integer >= 0"),
+        (('kind = "spread"', 'kind = "sprade"'), "sprade"),
+        (('[[hosts]]\nname = "h2"', '[[hosts]]\nname = "h1"'), "duplicate host 'h1'"),
+        (
+            (
+                "cpus = 4\nmemory = 16384\n  [[hosts.vms]]",
+                "cpus = 4\nmemory = 16384\n  colour = 1\n  [[hosts.vms]]",
+            ),
+            "unknown key 'colour'",
+        ),
+    ],
+)
+def test_model_bad_input(tmp_path, capsys, patch, message):
+    path = tmp_path / "model.toml"
+    text = MODEL.replace(*patch, 1)
+    assert text != MODEL
+    path.write_text(text)
+    assert main(["solve", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
+
+
+def test_usage_errors(tmp_path, capsys):
+    assert main(["solve"]) == 1
+    assert "either MODEL.toml or --btrplace" in capsys.readouterr().err
+    bad = tmp_path / "x.json"
+    bad.write_text("[1, 2")
+    assert main(["solve", "--btrplace", str(bad)]) == 1
+    assert "malformed JSON" in capsys.readouterr().err
