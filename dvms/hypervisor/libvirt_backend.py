@@ -236,6 +236,11 @@ class LibvirtHypervisor(Hypervisor):
         """Open the connection now (otherwise the first call does it)."""
         await self._run(lambda conn: None, "connect")
 
+    async def capabilities(self) -> str:
+        """The host's capabilities XML. On a fresh libvirtd this waits for its QEMU probe
+        (~12 s here), so calling it early keeps that cost out of the first start/migration."""
+        return await self._run(lambda conn: conn.getCapabilities(), "capabilities")
+
     # -- lifecycle ------------------------------------------------------------------------
     async def create(self, spec: VmSpec) -> VmInfo:
         xml = domain_xml(spec, self.domain_config)  # raises InvalidSpec before any I/O

@@ -1,0 +1,152 @@
+"""Two real libvirtds in their own namespaces; a tiny TCG guest live-migrates A -> B -> A.
+
+The guest prints its uptime every second on its serial console (a log file both daemons
+append to); the counter must keep going across both moves (no reboot, no restart). The
+migration time and downtime (libvirt's completed-job statistics) are recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.real.conftest import require_root, require_tools
+
+pytestmark = pytest.mark.real
+
+BOOT_TIMEOUT_S = 90.0
+
+
+def _wait_ticks(log: Path, after: int, timeout: float) -> list[tuple[int, float]]:
+    from dvms.hypervisor.lab.guest import parse_ticks
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ticks = parse_ticks(log.read_text(errors="replace")) if log.exists() else []
+        if ticks and ticks[-1][0] > after:
+            return ticks
+        time.sleep(0.25)
+    tail = log.read_text(errors="replace")[-600:] if log.exists() else "(no log)"
+    raise AssertionError(f"no guest tick after #{after} within {timeout}s; serial log: {tail}")
+
+
+async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
+    from dvms.hypervisor import VmState, open_hypervisor
+    from dvms.hypervisor.domxml import DomainConfig
+    from dvms.hypervisor.libvirt_backend import LibvirtConfig
+    from dvms.placement.spec import VmSpec
+
+    dom_cfg = DomainConfig(serial_log_dir=str(serial_dir), tb_cache_mib=16)
+    hvs = [
+        open_hypervisor(
+            "libvirt",
+            LibvirtConfig(
+                uri=n.uri,
+                host=n.name,
+                peer_uri=n.peer_uri,
+                migration_uri=n.migration_uri,
+                domain=dom_cfg,
+            ),
+        )
+        for n in nodes
+    ]
+    a, b = hvs
+    spec = VmSpec(
+        name="tiny1",
+        memory_mib=128,
+        kernel=str(guest.kernel),
+        initrd=str(guest.initrd),
+        append=guest.cmdline,
+    )
+    log = serial_dir / "tiny1.log"
+    try:
+        async with trio.open_nursery() as nursery:  # both daemons probe QEMU in parallel
+            for hv in hvs:
+                nursery.start_soon(hv.capabilities)
+        info = await a.create(spec)
+        assert info.state is VmState.RUNNING
+        ticks = await trio.to_thread.run_sync(_wait_ticks, log, 2, BOOT_TIMEOUT_S)
+        for src, dst in ((a, b), (b, a)):
+            last_tick, last_uptime = ticks[-1]
+            result = await src.migrate("tiny1", dst)
+            results[f"{src.host}->{dst.host}"] = result
+            assert await src.list_vms() == []
+            assert (await dst.info("tiny1")).state is VmState.RUNNING
+            ticks = await trio.to_thread.run_sync(_wait_ticks, log, last_tick + 1, 30.0)
+            assert ticks[-1][1] > last_uptime, "guest uptime went backwards: it rebooted"
+        text = log.read_text(errors="replace")
+        assert text.count("GUEST UP") == 1, "the guest booted more than once"
+        numbers = [n for n, _ in ticks]
+        uptimes = [u for _, u in ticks]
+        assert uptimes == sorted(uptimes), "uptime counter not monotonic across migrations"
+        assert numbers == sorted(numbers)
+        results["final_tick"] = ticks[-1]
+    finally:
+        for hv in hvs:
+            with contextlib.suppress(Exception):
+                await hv.destroy("tiny1")
+            with contextlib.suppress(Exception):
+                await hv.undefine("tiny1")
+            await hv.aclose()
+
+
+def test_live_migration_a_b_a_keeps_the_guest_running(run_tag, record_property):
+    require_root("network + mount namespaces, libvirtd")
+    require_tools("libvirtd", "virtlogd", "qemu-system-x86_64", "ip", "unshare", "apt-get")
+    pytest.importorskip("libvirt", reason="libvirt-python not installed")
+    from dvms.hypervisor.lab.daemons import (
+        LibvirtdNode,
+        kvm_group_fix,
+        netns_add,
+        netns_del,
+        veth_between,
+    )
+    from dvms.hypervisor.lab.guest import build_tiny_guest
+
+    guest = build_tiny_guest()
+    work = Path(tempfile.mkdtemp(prefix="dvms-real-qemu-"))
+    os.chmod(work, 0o755)
+    serial_dir = work / "serial"
+    serial_dir.mkdir()
+    os.chmod(serial_dir, 0o777)  # QEMU (libvirt-qemu) appends the console log here
+    ns_a, ns_b = f"{run_tag}la", f"{run_tag}lb"
+    nodes = [
+        LibvirtdNode("nodeA", work / "A", ns_a, "10.233.0.1"),
+        LibvirtdNode("nodeB", work / "B", ns_b, "10.233.0.2"),
+    ]
+    results: dict = {}
+    try:
+        with kvm_group_fix():
+            netns_add(ns_a)
+            netns_add(ns_b)
+            veth_between(ns_a, "eth0", "10.233.0.1", ns_b, "eth0", "10.233.0.2")
+            for node in nodes:
+                node.start()
+            for node in nodes:
+                node.wait_ready()
+            trio.run(_scenario, nodes, guest, serial_dir, results)
+    finally:
+        for node in nodes:
+            node.stop()
+        netns_del(ns_a)
+        netns_del(ns_b)
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    for move in ("nodeA->nodeB", "nodeB->nodeA"):
+        r = results[move]
+        record_property(f"{move} duration_s", round(r.duration_s, 3))
+        record_property(f"{move} downtime_ms", r.downtime_ms)
+        print(
+            f"{move}: {r.duration_s:.2f} s, downtime {r.downtime_ms} ms, "
+            f"{r.transferred_mib and round(r.transferred_mib, 1)} MiB"
+        )
+        assert r.method == "live-p2p"
+        assert r.duration_s < 60.0
+        assert r.downtime_ms is not None and 0 < r.downtime_ms < 5000
