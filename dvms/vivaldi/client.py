@@ -8,6 +8,7 @@ runs the serf pipeline::
         |          (else: count, raise SampleRejected, state untouched)
         v
     latency filter   per-peer moving median of the last `latency_filter_size` RTTs
+                     (history kept for the `latency_filter_peers` most recent peers)
         v
     Vivaldi step     Dabek et al.: weight, error estimate, move along the unit vector
         v
@@ -30,7 +31,9 @@ Deviations from serf, all deliberate:
 * a reset also clears the adjustment window (serf keeps it, so a non-finite sample
   in it would trigger a reset on every update until it ages out);
 * a peer coordinate with a negative error or height counts as invalid (see
-  :meth:`Coordinate.is_valid`).
+  :meth:`Coordinate.is_valid`);
+* the latency-filter history is bounded (``latency_filter_peers``, least recently
+  sampled peer dropped first); serf relies on ``ForgetNode`` alone.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class VivaldiClient:
         "_dim",
         "_error_max",
         "_filter",
+        "_filter_peers",
         "_filter_size",
         "_height_min",
         "_n_rejected_coordinate",
@@ -121,8 +125,9 @@ class VivaldiClient:
         self._rtt_max = config.rtt_max
         self._zero = config.zero_threshold
         self._filter_size = config.latency_filter_size
+        self._filter_peers = config.latency_filter_peers
         self._coord = Coordinate.origin(config)
-        self._filter: dict[Hashable, list[float]] = {}
+        self._filter: dict[Hashable, tuple[float, ...]] = {}
         self._adj_samples = [0.0] * config.adjustment_window
         self._adj_index = 0
         self._n_updates = 0
@@ -231,16 +236,22 @@ class VivaldiClient:
     # -- the steps (private; each mirrors one serf function) ----------------------
 
     def _latency_filter(self, peer_key: Hashable, rtt: float) -> float:
-        """serf ``latencyFilter``: median of the peer's last few samples (upper median)."""
-        samples = self._filter.get(peer_key)
+        """serf ``latencyFilter``: median of the peer's last few samples (upper median).
+
+        The dict is kept in least-recently-sampled order (pop and re-insert) and bounded
+        by ``latency_filter_peers``.
+        """
+        history = self._filter
+        samples = history.pop(peer_key, None)
         if samples is None:
-            self._filter[peer_key] = [rtt]
+            if len(history) >= self._filter_peers:
+                del history[next(iter(history))]  # the least recently sampled peer
+            history[peer_key] = (rtt,)
             return rtt
-        samples.append(rtt)
-        if len(samples) > self._filter_size:
-            del samples[0]
-        ordered = sorted(samples)
-        return ordered[len(ordered) // 2]
+        keep = self._filter_size - 1
+        samples = (samples[-keep:] if keep else ()) + (rtt,)
+        history[peer_key] = samples
+        return sorted(samples)[len(samples) // 2]
 
     def _random_unit(self, dim: int) -> list[float]:
         """A random unit vector, for when two positions coincide (serf ``unitVectorAt``)."""

@@ -53,6 +53,12 @@ class VivaldiConfig:
     #: Count. serf ``LatencyFilterSize`` 3.
     latency_filter_size: int = 3
 
+    #: Most peers whose filter history is kept; the least recently sampled is dropped
+    #: first. Count. Ours: serf keeps one entry per member until ``ForgetNode``; the
+    #: bound keeps memory flat when a node samples thousands of distinct peers (10,000-node
+    #: simulations), at the cost of filtering only the 128 most recently sampled peers.
+    latency_filter_peers: int = 128
+
     #: Scale of the gravity that pulls the coordinate towards the origin to stop drift
     #: ([2]); the force is ``(distance_to_origin / gravity_rho) ** 2``. Seconds.
     #: serf ``GravityRho`` 150.0.
@@ -74,13 +80,19 @@ class VivaldiConfig:
                 raise TypeError(f"VivaldiConfig.{f.name} must be a number, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"VivaldiConfig.{f.name} must be finite, got {value!r}")
-        for name in ("dimensionality", "adjustment_window", "latency_filter_size"):
+        ints = (
+            "dimensionality",
+            "adjustment_window",
+            "latency_filter_size",
+            "latency_filter_peers",
+        )
+        for name in ints:
             if not isinstance(getattr(self, name), int):
                 raise TypeError(f"VivaldiConfig.{name} must be an int")
         if self.dimensionality < 1:
             raise ValueError("dimensionality must be >= 1")
-        if self.latency_filter_size < 1:
-            raise ValueError("latency_filter_size must be >= 1")
+        if self.latency_filter_size < 1 or self.latency_filter_peers < 1:
+            raise ValueError("latency_filter_size and latency_filter_peers must be >= 1")
         if self.adjustment_window < 0:
             raise ValueError("adjustment_window must be >= 0")
         if not 0.0 < self.ce <= 1.0 or not 0.0 < self.cc <= 1.0:

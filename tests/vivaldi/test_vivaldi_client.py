@@ -45,6 +45,7 @@ def test_defaults_are_serfs():
         {"dimensionality": 2.0},
         {"dimensionality": True},
         {"latency_filter_size": 0},
+        {"latency_filter_peers": 0},
         {"adjustment_window": -1},
         {"cc": 0.0},
         {"ce": 1.5},
@@ -222,6 +223,25 @@ def test_latency_filter_peers_are_independent_and_forget_drops_history():
     filtered.update("alice", PEER, 0.888)  # no history: used as is
     plain.update("x", PEER, 0.888)
     assert filtered.coordinate == plain.coordinate
+
+
+def test_latency_filter_keeps_only_the_most_recently_sampled_peers():
+    cfg = replace(CFG3, latency_filter_peers=2)
+    filtered, plain = client(cfg), client(replace(cfg, latency_filter_size=1))
+    steps = [
+        ("a", 0.300, 0.300),
+        ("b", 0.100, 0.100),
+        ("a", 0.200, 0.300),  # a: (0.300, 0.200) -> upper median 0.300; a is now newest
+        ("c", 0.150, 0.150),  # third peer: b, the least recently sampled, is dropped
+        ("a", 0.900, 0.300),  # a kept its history: (0.300, 0.200, 0.900) -> 0.300
+        ("b", 0.500, 0.500),  # b starts afresh (c is dropped now)
+        ("b", 0.110, 0.500),  # (0.500, 0.110) -> 0.500: b's old 0.100 is gone
+    ]
+    for key, raw, median in steps:
+        filtered.update(key, PEER, raw)
+        plain.update("x", PEER, median)
+        assert filtered.coordinate == plain.coordinate, key
+        assert filtered.known_peers() <= 2
 
 
 # -- NaN, dimension mismatch, hostile peers (serf TestClient_NaN_Defense) ---------------

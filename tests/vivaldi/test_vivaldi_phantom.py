@@ -29,6 +29,7 @@ from dvms.vivaldi.phantom import (
     generate_split,
     generate_square,
     load_matrix_ms,
+    main,
     make_clients,
     simulate,
 )
@@ -172,3 +173,14 @@ def test_performance_drift():
     simulate(clients, truth, 10000, rng)
     assert centre_error() <= 0.8 * baseline
     assert evaluate(clients, truth).max <= 0.002
+
+
+def test_phantom_main_prints_a_convergence_curve(tmp_path, capsys):
+    truth_ms = generate_grid(9, 10.0)  # 3 x 3 grid, 10 ms spacing
+    path = tmp_path / "grid.csv"
+    path.write_text("\n".join(",".join(f"{x:.3f}" for x in row) for row in truth_ms))
+    assert main([str(path), "--checkpoints", "5,400"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "µs per update" in lines[-1]
+    first, last = (float(line.split("median RE ")[1].split()[0]) for line in lines[:2])
+    assert last < first and last < 0.05
