@@ -32,6 +32,11 @@ from dvms.transport.netmodel import NetworkModel as NetworkModel
 from dvms.transport.netmodel import NetworkStatistics as NetworkStatistics
 from dvms.transport.netmodel import SitesLatency as SitesLatency
 from dvms.transport.netmodel import parse_latency_matrix as parse_latency_matrix
+from dvms.transport.simnet import SimNetConfig as SimNetConfig
+from dvms.transport.simnet import SimNetStatistics as SimNetStatistics
+from dvms.transport.simnet import SimNetwork as SimNetwork
+from dvms.transport.simnet import SimTransport as SimTransport
+from dvms.transport.simnet import open_sim_network as open_sim_network
 from dvms.transport.udp import UdpConfig as UdpConfig
 from dvms.transport.udp import UdpTransport as UdpTransport
 
@@ -46,6 +51,10 @@ __all__ = [
     "NetworkConditions",
     "NetworkModel",
     "NetworkStatistics",
+    "SimNetConfig",
+    "SimNetStatistics",
+    "SimNetwork",
+    "SimTransport",
     "SitesLatency",
     "Transport",
     "TransportError",
@@ -53,6 +62,7 @@ __all__ = [
     "TransportStatistics",
     "UdpConfig",
     "UdpTransport",
+    "open_sim_network",
     "open_transport",
     "parse_latency_matrix",
     "register_transport",
@@ -60,4 +70,9 @@ __all__ = [
 ]
 
 
+async def _open_sim(*, network: SimNetwork, position: int, address: Address) -> Transport:
+    return network.new_transport(position, address)
+
+
 register_transport("udp", UdpTransport.bind)
+register_transport("sim", _open_sim)
