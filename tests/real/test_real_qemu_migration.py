@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,23 +40,10 @@ def _wait_ticks(log: Path, after: int, timeout: float) -> list[tuple[int, float]
 async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
     from dvms.hypervisor import VmState, open_hypervisor
     from dvms.hypervisor.domxml import DomainConfig
-    from dvms.hypervisor.libvirt_backend import LibvirtConfig
     from dvms.placement.spec import VmSpec
 
     dom_cfg = DomainConfig(serial_log_dir=str(serial_dir), tb_cache_mib=16)
-    hvs = [
-        open_hypervisor(
-            "libvirt",
-            LibvirtConfig(
-                uri=n.uri,
-                host=n.name,
-                peer_uri=n.peer_uri,
-                migration_uri=n.migration_uri,
-                domain=dom_cfg,
-            ),
-        )
-        for n in nodes
-    ]
+    hvs = [open_hypervisor("libvirt", n.hypervisor_config(dom_cfg)) for n in nodes]
     a, b = hvs
     spec = VmSpec(
         name="tiny1",
@@ -100,13 +88,7 @@ def test_live_migration_a_b_a_keeps_the_guest_running(run_tag, record_property):
     require_root("network + mount namespaces, libvirtd")
     require_tools("libvirtd", "virtlogd", "qemu-system-x86_64", "ip", "unshare", "apt-get")
     pytest.importorskip("libvirt", reason="libvirt-python not installed")
-    from dvms.hypervisor.lab.daemons import (
-        LibvirtdNode,
-        kvm_group_fix,
-        netns_add,
-        netns_del,
-        veth_between,
-    )
+    from dvms.hypervisor.lab.daemons import libvirtd_pair
     from dvms.hypervisor.lab.guest import build_tiny_guest
 
     guest = build_tiny_guest()
@@ -115,29 +97,11 @@ def test_live_migration_a_b_a_keeps_the_guest_running(run_tag, record_property):
     serial_dir = work / "serial"
     serial_dir.mkdir()
     os.chmod(serial_dir, 0o777)  # QEMU (libvirt-qemu) appends the console log here
-    ns_a, ns_b = f"{run_tag}la", f"{run_tag}lb"
-    nodes = [
-        LibvirtdNode("nodeA", work / "A", ns_a, "10.233.0.1"),
-        LibvirtdNode("nodeB", work / "B", ns_b, "10.233.0.2"),
-    ]
     results: dict = {}
     try:
-        with kvm_group_fix():
-            netns_add(ns_a)
-            netns_add(ns_b)
-            veth_between(ns_a, "eth0", "10.233.0.1", ns_b, "eth0", "10.233.0.2")
-            for node in nodes:
-                node.start()
-            for node in nodes:
-                node.wait_ready()
+        with libvirtd_pair(run_tag, work) as nodes:
             trio.run(_scenario, nodes, guest, serial_dir, results)
     finally:
-        for node in nodes:
-            node.stop()
-        netns_del(ns_a)
-        netns_del(ns_b)
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
     for move in ("nodeA->nodeB", "nodeB->nodeA"):
         r = results[move]

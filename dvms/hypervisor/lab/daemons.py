@@ -29,7 +29,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["LibvirtdNode", "kvm_group_fix", "netns_add", "netns_del", "veth_between"]
+from dvms.hypervisor.domxml import DomainConfig
+from dvms.hypervisor.libvirt_backend import LibvirtConfig
+
+__all__ = [
+    "LibvirtdNode",
+    "kvm_group_fix",
+    "libvirtd_pair",
+    "netns_add",
+    "netns_del",
+    "veth_between",
+]
 
 _BIND = {"run": "/run/libvirt", "varlib": "/var/lib/libvirt", "etc": "/etc/libvirt",
          "log": "/var/log/libvirt", "cache": "/var/cache/libvirt"}  # fmt: skip
@@ -137,6 +147,16 @@ class LibvirtdNode:
     def migration_uri(self) -> str:
         return f"tcp://{self.ip}:{self.migration_port}"
 
+    def hypervisor_config(self, domain: DomainConfig | None = None) -> LibvirtConfig:
+        """The ``libvirt`` backend configuration that drives this node."""
+        return LibvirtConfig(
+            uri=self.uri,
+            host=self.name,
+            peer_uri=self.peer_uri,
+            migration_uri=self.migration_uri,
+            domain=domain,
+        )
+
     def _write_config(self) -> None:
         for sub in _BIND:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -202,3 +222,29 @@ class LibvirtdNode:
             if (pid := _read_pid(run / name)) is not None:
                 _kill_pid(pid)
         self.pid = None
+
+
+@contextlib.contextmanager
+def libvirtd_pair(tag: str, work: Path, subnet: str = "10.233.0") -> Iterator[list[LibvirtdNode]]:
+    """Two ready libvirtd nodes (A, B) in namespaces ``<tag>la``/``<tag>lb`` joined by a
+    veth pair on ``<subnet>.0/24``, with the /dev/kvm fix; everything undone on exit."""
+    ns_a, ns_b = f"{tag}la", f"{tag}lb"
+    nodes = [
+        LibvirtdNode("nodeA", work / "A", ns_a, f"{subnet}.1"),
+        LibvirtdNode("nodeB", work / "B", ns_b, f"{subnet}.2"),
+    ]
+    try:
+        with kvm_group_fix():
+            netns_add(ns_a)
+            netns_add(ns_b)
+            veth_between(ns_a, "eth0", nodes[0].ip, ns_b, "eth0", nodes[1].ip)
+            for node in nodes:
+                node.start()
+            for node in nodes:
+                node.wait_ready()
+            yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        netns_del(ns_a)
+        netns_del(ns_b)

@@ -75,7 +75,18 @@ def _fetch(package: str, cache: Path) -> Path:
         _run(["apt-get", "download", "-q", package], cwd=cache)
         debs = sorted(cache.glob(f"{package}_*.deb"))
     shutil.rmtree(tree, ignore_errors=True)
-    _run(["dpkg-deb", "-x", str(debs[-1]), str(tree)])
+    tree.mkdir()
+    # only what the guest needs: the kernel image (not ~400 MB of modules), busybox
+    wanted = "./boot" if package.startswith("linux-image") else "./bin"
+    tar = subprocess.run(
+        f"dpkg-deb --fsys-tarfile '{debs[-1]}' | tar -x -C '{tree}' '{wanted}'",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if tar.returncode != 0:
+        raise RuntimeError(f"unpacking {debs[-1].name} failed: {tar.stderr.strip()}")
     (tree / ".ok").touch()
     return tree
 
