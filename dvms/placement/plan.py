@@ -173,7 +173,18 @@ class _Scheduler:
             self.out[m.src] >= self.cap_out or self.inc[m.dst] >= self.cap_in
         ):
             return False
-        return self._room(v, m.dst, self._dst_amount(m)) and self._continuous_ok(v, m.dst)
+        return (
+            self._room(v, m.dst, self._dst_amount(m))
+            and self._coschedule_ok(v, m.dst)
+            and self._continuous_ok(v, m.dst)
+        )
+
+    def _coschedule_ok(self, v: int, h: int) -> bool:
+        """Everything present on ``h`` (leaving VMs included) counts against limits."""
+        cos = self.ws.cos
+        here = self.present[h] | {v}
+        limits = [cos[u] for u in here if cos[u] != -1]
+        return not limits or len(here) <= min(limits)
 
     def _dst_amount(self, m: _Move) -> Sequence[float]:
         return self.ws.demand[m.v]
