@@ -1,0 +1,163 @@
+"""Placement engine benchmarks: ``python bench/placement.py [--quick]``.
+
+Prints one table row per case: the measured time, the target, and measured/target
+(below 1.0 = target met). Every result is also verified with the independent checker
+(the ``ok`` column); the checker's time is not counted.
+
+    (a) 10,000 VMs launched on 100 hosts, least load (minimega's benchmark size) <= 1 s
+    (b) overload relief in a 32-host / 320-VM partition with constraints, p50 <= 20 ms
+    (c) 1,000 hosts / 10,000 VMs, 30 % of the VMs under spread or among         <= 5 s
+    (d) each shared BtrPlace instance (../shared/data/btrplace)
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from pathlib import Path
+
+from dvms.placement import (
+    Host,
+    PlacementConfig,
+    Snapshot,
+    Vm,
+    check_placement,
+    check_plan,
+    load_instance,
+    solve_launch,
+    solve_repair,
+)
+from dvms.placement import constraints as c
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btrplace"
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def case_a() -> tuple[float, bool]:
+    hosts = tuple(Host(f"h{i:03}", cpus=64, memory_mib=512 * 1024) for i in range(100))
+    rng = random.Random(1)
+    vms = []
+    for b in range(100):  # 100 batches of 100 equal VMs, as `vm launch kvm 100` x 100
+        vcpus, mem = rng.choice([1, 2, 4]), rng.choice([512, 1024, 2048])
+        vms += [Vm(f"b{b}-{i}", vcpus=vcpus, memory_mib=mem, state="ready") for i in range(100)]
+    cfg = PlacementConfig(cpu_overcommit=None)
+    dt, r = _timed(lambda: solve_launch(Snapshot(hosts), vms, (), cfg))
+    return dt, r.ok and _launch_ok(Snapshot(hosts), vms, (), r.placement, cfg)
+
+
+def _launch_ok(snap, vms, cons, placement, cfg) -> bool:
+    checks = [*cons, c.Running(tuple(vm.key for vm in vms))]
+    return check_placement(snap.with_vms(vms), checks, placement, cfg) == []
+
+
+def partition(seed: int, n_hosts: int = 32, per_host: int = 10):
+    """A partition with some overloaded hosts, spread groups, a ban and an among."""
+    rng = random.Random(seed)
+    hosts = tuple(Host(f"h{i:02}", cpus=32, memory_mib=256 * 1024) for i in range(n_hosts))
+    vms = []
+    for i in range(n_hosts * per_host):
+        host = hosts[i % n_hosts].name
+        hot = i % n_hosts < 3  # three hot hosts
+        demand = rng.uniform(3.0, 4.5) if hot else rng.uniform(0.5, 2.5)
+        vms.append(
+            Vm(
+                f"v{i:03}",
+                vcpus=4,
+                memory_mib=rng.choice([2048, 4096, 8192]),
+                host=host,
+                cpu_demand=demand,
+            )
+        )
+    names = [vm.key for vm in vms]
+    cons: list = []
+    for g in range(16):  # spread groups of 4 VMs already on distinct hosts
+        cons.append(c.Spread(tuple(names[g * 4 + k * 33 % len(names)] for k in range(4))))
+    cons.append(c.Ban(tuple(names[:5]), frozenset({"h31"})))
+    half = frozenset(h.name for h in hosts[:16]), frozenset(h.name for h in hosts[16:])
+    cons.append(c.Among(tuple(names[i] for i in range(0, 64, 32)), half))
+    return Snapshot(hosts, tuple(vms)), cons
+
+
+def case_b(runs: int) -> tuple[float, bool]:
+    cfg = PlacementConfig()
+    times, ok = [], True
+    for seed in range(runs):
+        snap, cons = partition(seed)
+        dt, plan = _timed(lambda: solve_repair(snap, cons, cfg, relief=True))  # noqa: B023
+        times.append(dt)
+        ok &= plan.status == "solved" and plan.migrations > 0
+        ok &= check_plan(snap, cons, plan.actions, cfg, relief=True) == []
+    return statistics.median(times), ok
+
+
+def case_c() -> tuple[float, bool]:
+    rng = random.Random(3)
+    hosts = tuple(Host(f"n{i:04}", cpus=48, memory_mib=384 * 1024) for i in range(1000))
+    racks = tuple(frozenset(h.name for h in hosts[r * 100 : (r + 1) * 100]) for r in range(10))
+    vms = [
+        Vm(
+            f"vm{i:05}",
+            vcpus=rng.choice([1, 2, 4]),
+            memory_mib=rng.choice([1024, 2048, 4096]),
+            state="ready",
+        )
+        for i in range(10_000)
+    ]
+    keys = [vm.key for vm in vms]
+    rng.shuffle(keys)
+    cons: list = []
+    # 30 % of the VMs: 150 spread groups of 10 and 150 among groups of 10
+    for g in range(150):
+        cons.append(c.Spread(tuple(keys[g * 10 : g * 10 + 10])))
+    for g in range(150, 300):
+        cons.append(c.Among(tuple(keys[g * 10 : g * 10 + 10]), racks))
+    cfg = PlacementConfig()
+    dt, r = _timed(lambda: solve_launch(Snapshot(hosts), vms, cons, cfg))
+    return dt, r.ok and _launch_ok(Snapshot(hosts), vms, cons, r.placement, cfg)
+
+
+def case_d(name: str, runs: int) -> tuple[float, bool]:
+    inst = load_instance(DATA / name)
+    cfg = PlacementConfig.btrplace()
+    times = []
+    plan = None
+    for _ in range(runs):
+        dt, plan = _timed(lambda: solve_repair(inst.snapshot, inst.constraints, cfg))
+        times.append(dt)
+    assert plan is not None
+    ok = (
+        plan.status == "solved"
+        and check_plan(inst.snapshot, inst.constraints, plan.actions, cfg) == []
+    )
+    return statistics.median(times), ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    runs = 5 if args.quick else 21
+    rows = [
+        ("(a) launch 10k VMs / 100 hosts", *case_a(), 1.0),
+        ("(b) relief 32 hosts / 320 VMs p50", *case_b(runs), 0.020),
+        ("(c) launch 10k VMs / 1k hosts, 30% spread/among", *case_c(), 5.0),
+    ]
+    for name in ("IssuesTest.testFoo.json", "IssuesTest.issue72c.json", "issue-131-1.json.gz"):
+        if (DATA / name).exists():
+            rows.append((f"(d) btrplace {name} p50", *case_d(name, runs), None))
+    print(f"{'case':<50} {'measured':>10} {'target':>8} {'ratio':>6}  ok")
+    for label, seconds, ok, target in rows:
+        t = f"{target * 1000:.0f} ms" if target is not None else "-"
+        ratio = f"{seconds / target:.2f}" if target else "-"
+        print(f"{label:<50} {seconds * 1000:>7.1f} ms {t:>8} {ratio:>6}  {'yes' if ok else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
