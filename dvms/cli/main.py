@@ -15,7 +15,12 @@ import sys
 from dvms import __version__
 
 # Command-group modules, in the order they appear in `dvms --help`.
-COMMAND_MODULES = ("dvms.cli.keygen", "dvms.cli.solve")
+COMMAND_MODULES = (
+    "dvms.cli.keygen",
+    "dvms.cli.node",
+    "dvms.cli.sim",
+    "dvms.cli.solve",
+)
 
 
 class UserError(Exception):
@@ -28,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Peer-to-peer distributed VM scheduler (Kademlia + Vivaldi + DVMS).",
     )
     parser.add_argument("--version", action="version", version=f"dvms {__version__}")
+    parser.add_argument(
+        "--socket", help="control socket of the node to talk to (default: $DVMS_SOCKET)"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:

@@ -50,14 +50,20 @@ class KademliaConfig:
     refresh_interval_s: float = 600.0
     #: Highest common-prefix length refreshed (go-libp2p-kbucket maxCplForRefresh).
     refresh_max_cpl: int = 15
+    #: A refresh lookup (at join, or of a stale bucket) only needs to meet live nodes in
+    #: the bucket's range, not the exact k closest: it ends once this many of the closest
+    #: have answered (libp2p's "resiliency" beta = 3). About a third of a full lookup.
+    refresh_beta: int = 3
 
     #: Vivaldi probe period once the coordinate has settled, seconds. RTT samples also ride
-    #: on every other RPC; this only guarantees a steady trickle.
-    probe_interval_s: float = 5.0
+    #: on every other RPC; this only guarantees a steady trickle. (Serf probes every 1 s
+    #: for failure detection; our failure detection rides on RPCs, so a slow trickle is
+    #: enough to track a slowly changing network.)
+    probe_interval_s: float = 10.0
     #: Faster probe period while the local coordinate error is above ``probe_fast_error``.
     probe_fast_interval_s: float = 1.0
     #: Vivaldi error estimate under which probing relaxes to ``probe_interval_s``.
-    probe_fast_error: float = 0.2
+    probe_fast_error: float = 0.15
 
     #: Lifetime of a stored record on a replica, seconds (libp2p MaxRecordAge: 48 h).
     record_ttl_s: float = 48 * 3600.0

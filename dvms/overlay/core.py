@@ -47,6 +47,7 @@ from dvms.overlay.messages import (
 )
 from dvms.overlay.records import RecordError, RecordStore, ValidatorRegistry, key_of
 from dvms.overlay.routing import RoutingTable
+from dvms.vivaldi import Coordinate
 
 __all__ = ["Joined", "LookupDone", "OverlayCore", "PutDone"]
 
@@ -59,6 +60,22 @@ _P_LOOKUP, _P_PROBE, _P_EVICT, _P_SEED, _P_STORE = range(5)
 HOUSEKEEPING_S = 60.0
 #: Delay before retrying a join whose seeds all failed, seconds.
 JOIN_RETRY_S = 5.0
+
+
+_COORD_CACHE: dict[tuple[float, ...], Coordinate] = {}
+_COORD_CACHE_MAX = 50_000
+
+
+def _decode_coord(wire: tuple[float, ...], dim: int) -> Coordinate:
+    """Validate a peer's wire coordinate, memoised: the same coordinate reaches many
+    nodes (every reply of its owner until it moves), and decoding is pure."""
+    coord = _COORD_CACHE.get(wire)
+    if coord is None or len(coord.vec) != dim:
+        coord = Coordinate.from_wire(wire, dim)
+        if len(_COORD_CACHE) >= _COORD_CACHE_MAX:
+            _COORD_CACHE.clear()
+        _COORD_CACHE[wire] = coord
+    return coord
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +253,7 @@ class OverlayCore:
         if e is None or not e.coord or self.vivaldi is None:
             return None
         try:
-            coord = type(self.vivaldi.coordinate).from_wire(e.coord, len(e.coord) - 3)
+            coord = _decode_coord(e.coord, self.vivaldi.config.dimensionality)
         except ValueError:
             return None
         return self.vivaldi.coordinate.distance_to(coord)
@@ -312,10 +329,14 @@ class OverlayCore:
         self._rpc_result(rpc, sender, msg, now, out)
 
     def _learn(self, src, sender, coord, rtt, now, out) -> None:
-        try:
-            contact = Contact(sender, src[0], src[1])
-        except ValueError:
-            return
+        e = self.table.get(sender)
+        if e is not None and e.contact.port == src[1] and e.contact.host == src[0]:
+            contact = e.contact
+        else:
+            try:
+                contact = Contact(sender, src[0], src[1])
+            except ValueError:
+                return
         to_ping = self.table.seen(contact, now, rtt)
         e = self.table.get(sender)
         if e is not None and coord:
@@ -328,7 +349,7 @@ class OverlayCore:
     def _vivaldi_sample(self, sender: int, coord: tuple[float, ...], rtt: float) -> None:
         viv = self.vivaldi
         try:
-            peer = type(viv.coordinate).from_wire(coord, len(coord) - 3)
+            peer = _decode_coord(coord, viv.config.dimensionality)
             viv.update(sender, peer, rtt)
         except ValueError:
             self.stats["bad_coordinate"] += 1
@@ -429,7 +450,7 @@ class OverlayCore:
             lid,
             kind,
             target,
-            k=cfg.k,
+            k=cfg.refresh_beta if kind == "refresh" else cfg.k,
             alpha=cfg.alpha,
             own=self.contact,
             seeds=seeds,

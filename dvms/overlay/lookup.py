@@ -101,8 +101,10 @@ class Lookup:
         bisect.insort(self.order, (node_id ^ self.target, node_id))
 
     def add(self, contacts: list[Contact] | tuple[Contact, ...], depth: int) -> None:
+        cands = self.cands
         for c in contacts:
-            self._insert(c, depth)
+            if c.node_id not in cands:
+                self._insert(c, depth)
 
     def next_queries(self) -> list[Contact]:
         """Candidates to ask now (marked WAIT); empty if none is due."""

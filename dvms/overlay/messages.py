@@ -15,6 +15,7 @@ samples ride on the overlay's own round trips. Ids and keys are 160-bit integers
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
@@ -140,6 +141,7 @@ def register_overlay_messages(registry: MessageRegistry) -> MessageRegistry:
     return registry
 
 
+@functools.lru_cache(maxsize=65536)
 def ip_group(host: str) -> str | None:
     """The diversity group of an address: /24 for public IPv4, /48 for public IPv6, None
     (no limit) for loopback, private, link-local and non-IP (simulated) hosts."""

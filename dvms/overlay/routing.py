@@ -22,11 +22,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterator
+from operator import itemgetter
 
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact, ip_group
 
 __all__ = ["Entry", "RoutingTable"]
+
+_first = itemgetter(0)
 
 
 class Entry:
@@ -113,8 +116,9 @@ class RoutingTable:
         while len(found) < n + 1 and j >= 0:
             found.extend(buckets[j].entries.values())
             j -= 1
-        found.sort(key=lambda e: e.contact.node_id ^ target)
-        out = [e.contact for e in found if e.contact.node_id != exclude]
+        keyed = [(e.contact.node_id ^ target, e.contact) for e in found]
+        keyed.sort(key=_first)
+        out = [c for _, c in keyed if c.node_id != exclude]
         return out[:n]
 
     def rto(self, node_id: int) -> float | None:
@@ -272,11 +276,25 @@ class RoutingTable:
         self.buckets[self.bucket_index(target)].last_lookup = now
 
     def stale_buckets(self, now: float) -> list[int]:
-        """Indexes of buckets (up to ``refresh_max_cpl``) not looked up in a refresh
-        interval."""
+        """Indexes of buckets (up to ``refresh_max_cpl``) that need a refresh lookup.
+
+        The paper refreshes every bucket not looked up within the interval. We skip a
+        bucket that is full and whose every contact was heard from within the interval:
+        traffic already keeps it fresh, and a lookup would teach it nothing. In practice
+        that leaves the sparse buckets near our own id, which is where refreshes matter.
+        """
         limit = min(len(self.buckets), self.config.refresh_max_cpl + 1)
         horizon = now - self.config.refresh_interval_s
-        return [i for i in range(limit) if self.buckets[i].last_lookup <= horizon]
+        k = self.config.k
+        out = []
+        for i in range(limit):
+            b = self.buckets[i]
+            if b.last_lookup > horizon:
+                continue
+            if len(b.entries) >= k and next(iter(b.entries.values())).last_seen > horizon:
+                continue
+            out.append(i)
+        return out
 
     def random_id_in_bucket(self, index: int, rng: random.Random) -> int:
         """A random id whose bucket is ``index``: it shares exactly ``index`` leading bits

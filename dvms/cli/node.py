@@ -1,0 +1,97 @@
+"""``dvms node run`` and the node inspection commands (``status``, ``peers``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import trio
+
+from dvms.cli.main import UserError
+from dvms.node.config import ConfigError, load_config
+from dvms.node.control import ControlError, call
+from dvms.wire.keys import KeyFileError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    node = sub.add_parser("node", help="run a node daemon", description="Node daemon commands.")
+    nsub = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
+    run = nsub.add_parser(
+        "run",
+        help="run a node in the foreground",
+        description="Run one dvms node until SIGTERM/SIGINT. Settings come from --config "
+        "(TOML, see dvms/node/config.py) and are overridden by flags.",
+    )
+    run.add_argument("--config", help="TOML configuration file")
+    run.add_argument("--listen", help="UDP address for peers, host:port (port 0 = any)")
+    run.add_argument("--seed", action="append", dest="seeds", help="peer to join, host:port")
+    run.add_argument("--key", dest="key_file", help="cluster key file (dvms keygen)")
+    run.add_argument("--state-dir", help="identity, control socket and journal directory")
+    run.add_argument("--profile", choices=("lan", "wan", "local"), help="Kademlia timers")
+    run.add_argument("--hostname", help="host name shown to users")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    run.set_defaults(func=run_cmd)
+
+    for name, helptext in (("status", "show a node's status"), ("peers", "list a node's peers")):
+        p = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
+        p.set_defaults(func=lambda args, name=name: show(args, name))
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from dvms.node.daemon import run_node
+
+    try:
+        cfg = load_config(
+            args.config,
+            listen=args.listen,
+            seeds=tuple(args.seeds) if args.seeds else None,
+            key_file=args.key_file,
+            state_dir=args.state_dir,
+            profile=args.profile,
+            hostname=args.hostname,
+        )
+        trio.run(run_node, cfg)
+    except (ConfigError, KeyFileError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot start node: {exc.strerror or exc}") from None
+    return 0
+
+
+def socket_path(args: argparse.Namespace) -> str:
+    path = getattr(args, "socket", None) or os.environ.get("DVMS_SOCKET")
+    if not path:
+        raise UserError("no node to talk to: pass --socket PATH or set DVMS_SOCKET")
+    return path
+
+
+def show(args: argparse.Namespace, cmd: str) -> int:
+    try:
+        result: Any = call(socket_path(args), cmd)
+    except ControlError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    elif cmd == "peers":
+        print_table(result, ("node_id", "address", "rtt_ms", "predicted_rtt_ms", "failures"))
+    else:
+        for key, value in result.items():
+            print(f"{key:>16}  {value}")
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    cells = [[str(r.get(c, "")) if r.get(c) is not None else "-" for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

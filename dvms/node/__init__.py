@@ -1,0 +1,1 @@
+"""The node daemon: configuration, the control socket and ``dvms node run``."""
