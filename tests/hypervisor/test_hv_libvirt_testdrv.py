@@ -115,3 +115,24 @@ def test_registry_knows_both_backends():
     assert {"libvirt", "sim"} <= set(available_backends())
     with pytest.raises(ValueError, match="unknown hypervisor backend"):
         open_hypervisor("xen")
+
+
+async def test_stats_with_psutil_keep_libvirt_capacity(tmp_path):
+    from dvms.hypervisor.libvirt_backend import LibvirtConfig
+
+    path = tmp_path / "h.xml"
+    path.write_text(NODE_XML.format(cpus=6, kib=4 * 1024 * 1024))
+    cfg = LibvirtConfig(uri=f"test://{path}", host="h", local_stats=True)
+    hv = open_hypervisor("libvirt", cfg)
+    try:
+        await hv.create(VmSpec("s1", vcpus=3, memory_mib=512))
+        stats = await hv.stats()
+    finally:
+        await hv.aclose()
+    assert stats.source == "psutil+libvirt"
+    assert (stats.cpus, stats.memory_total_mib) == (6, 4096)  # the node's, not this machine's
+    assert stats.memory_available_mib is not None and stats.memory_available_mib > 0
+    assert stats.load_avg is not None and len(stats.load_avg) == 3
+    assert stats.net_rx_bytes is not None
+    assert stats.cpu_commit_ratio == pytest.approx(3 / 6)
+    assert stats.mem_commit_ratio == pytest.approx(512 / 4096)

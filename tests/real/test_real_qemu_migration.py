@@ -1,8 +1,10 @@
 """Two real libvirtds in their own namespaces; a tiny TCG guest live-migrates A -> B -> A.
 
-The guest prints its uptime every second on its serial console (a log file both daemons
-append to); the counter must keep going across both moves (no reboot, no restart). The
-migration time and downtime (libvirt's completed-job statistics) are recorded.
+The guest has one NIC on the namespace bridge the network driver built (VXLAN between the
+two daemons' namespaces); its tap must follow it from host to host. The guest prints its
+uptime every second on its serial console (a log file both daemons append to); the
+counter must keep going across both moves (no reboot, no restart). The migration time and
+downtime (libvirt's completed-job statistics) are recorded.
 """
 
 from __future__ import annotations
@@ -37,9 +39,39 @@ def _wait_ticks(log: Path, after: int, timeout: float) -> list[tuple[int, float]
     raise AssertionError(f"no guest tick after #{after} within {timeout}s; serial log: {tail}")
 
 
+def _taps_on_bridge(netns: str, bridge: str) -> list[str]:
+    """Tap devices (libvirt's vnetN) enslaved to ``bridge`` in ``netns``."""
+    from pyroute2 import NetNS
+
+    with NetNS(netns) as ns:
+        links = list(ns.get_links())
+        index = {m["index"]: m.get("ifname") for m in links}
+        return [
+            m.get("ifname")
+            for m in links
+            if m.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "tun"
+            and index.get(m.get("master")) == bridge
+        ]
+
+
+def _namespace_net(nodes, namespace: str) -> list:
+    """The driver's bridge + VXLAN mesh for ``namespace`` in every node's netns."""
+    from dvms.hypervisor.net import NamespaceNetwork, Reconciler
+    from dvms.hypervisor.net.pyroute2_backend import Pyroute2Backend
+
+    recs = []
+    for node in nodes:
+        peers = frozenset(n.ip for n in nodes if n is not node)
+        rec = Reconciler(Pyroute2Backend(netns=node.netns))
+        rec.apply([NamespaceNetwork(namespace, node.ip, peers)])
+        recs.append(rec)
+    return recs
+
+
 async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
     from dvms.hypervisor import VmState, open_hypervisor
     from dvms.hypervisor.domxml import DomainConfig
+    from dvms.hypervisor.net import bridge_name, namespace_key
     from dvms.placement.spec import VmSpec
 
     dom_cfg = DomainConfig(serial_log_dir=str(serial_dir), tb_cache_mib=16)
@@ -47,18 +79,23 @@ async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
     a, b = hvs
     spec = VmSpec(
         name="tiny1",
+        namespace="red",
+        networks=("lan",),  # one NIC, on the namespace bridge
         memory_mib=128,
         kernel=str(guest.kernel),
         initrd=str(guest.initrd),
         append=guest.cmdline,
     )
     log = serial_dir / "tiny1.log"
+    bridge = bridge_name(namespace_key("red"))
+    recs = _namespace_net(nodes, "red")
     try:
         async with trio.open_nursery() as nursery:  # both daemons probe QEMU in parallel
             for hv in hvs:
                 nursery.start_soon(hv.capabilities)
         info = await a.create(spec)
         assert info.state is VmState.RUNNING
+        assert len(_taps_on_bridge(nodes[0].netns, bridge)) == 1, "VM NIC not on the bridge"
         ticks = await trio.to_thread.run_sync(_wait_ticks, log, 2, BOOT_TIMEOUT_S)
         for src, dst in ((a, b), (b, a)):
             last_tick, last_uptime = ticks[-1]
@@ -66,6 +103,9 @@ async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
             results[f"{src.host}->{dst.host}"] = result
             assert await src.list_vms() == []
             assert (await dst.info("tiny1")).state is VmState.RUNNING
+            here, there = (nodes[0], nodes[1]) if dst is b else (nodes[1], nodes[0])
+            assert len(_taps_on_bridge(there.netns, bridge)) == 1, "NIC not re-attached"
+            assert _taps_on_bridge(here.netns, bridge) == [], "source tap left behind"
             ticks = await trio.to_thread.run_sync(_wait_ticks, log, last_tick + 1, 30.0)
             assert ticks[-1][1] > last_uptime, "guest uptime went backwards: it rebooted"
         text = log.read_text(errors="replace")
@@ -82,12 +122,16 @@ async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
             with contextlib.suppress(Exception):
                 await hv.undefine("tiny1")
             await hv.aclose()
+        for rec in recs:
+            rec.clear("red")
+            rec.backend.close()
 
 
 def test_live_migration_a_b_a_keeps_the_guest_running(run_tag, record_property):
     require_root("network + mount namespaces, libvirtd")
     require_tools("libvirtd", "virtlogd", "qemu-system-x86_64", "ip", "unshare", "apt-get")
     pytest.importorskip("libvirt", reason="libvirt-python not installed")
+    pytest.importorskip("pyroute2", reason="pyroute2 not installed")
     from dvms.hypervisor.lab.daemons import libvirtd_pair
     from dvms.hypervisor.lab.guest import build_tiny_guest
 
