@@ -13,9 +13,10 @@ Scenario (all times virtual seconds):
 
 A lookup is *exact* when the ids it returns equal the true k closest ids among the nodes
 that were live and joined for the whole lookup (computed by brute force); nodes that
-crash or start during a lookup are left out of both sides. Our own node counts as a
-candidate (it is part of the network). ``median_hops`` is the median referral-chain length
-to the closest answering node (see ``dvms.overlay.lookup``).
+crash or join during a lookup may rightly appear or not, so they are left out of both
+sides (the truth then has as many fewer entries as the result holds such nodes). Our own
+node counts as a candidate (it is part of the network). ``median_hops`` is the median
+referral-chain length to the closest answering node (see ``dvms.overlay.lookup``).
 
 ``vivaldi_median_rel_error`` is the median over all pairs of live nodes of
 ``|predicted - true| / true`` at the end of the run, true RTT from the latency model, pairs
@@ -26,6 +27,7 @@ seeded random subset of that many nodes is used (all pairs within it).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import random
 import statistics
@@ -136,7 +138,9 @@ class OverlaySim:
             from dvms.overlay.messages import register_overlay_messages
             from dvms.wire.envelope import MessageRegistry, WireCodec
 
-            key = self.rng.getrandbits(256).to_bytes(32, "big")
+            # Derived from the seed without touching self.rng: the wire option must not
+            # change which node ids or events the run draws.
+            key = hashlib.sha256(f"dvms-sim-cluster-key/{scn.seed}".encode()).digest()
             registry = register_overlay_messages(MessageRegistry())
             codec_factory = lambda: WireCodec(key, registry)  # noqa: E731
         self.engine = Engine(network, on_emit=self._on_emit, codec_factory=codec_factory)
@@ -146,6 +150,7 @@ class OverlaySim:
         self.pending: dict[tuple[int, int], _Lookup] = {}
         self.results: list[tuple[bool, int, float]] = []  # (exact, hops, latency)
         self.timed_out = 0
+        self.aborted = 0
         self.churn_events = 0
         self._generation: dict[int, int] = {}
 
@@ -191,28 +196,32 @@ class OverlaySim:
         self.engine.apply(node, effects)
 
     def _score(self, lk: _Lookup, event: LookupDone, now: float) -> None:
+        """Exact = the returned ids, leaving out nodes whose state changed during the
+        lookup (joined or crashed meanwhile: either answer is right for them), are the
+        closest among the nodes that were live and joined for the whole lookup."""
         res = event.result
         if res.timed_out:
             self.timed_out += 1
-        k = self.scn.kademlia.k
-        eligible = [
-            n.node_id
-            for n in self.engine.nodes
-            if n.alive
-            and self.joined_at.get(n.index, math.inf) <= lk.started
-            and self.died_at.get(n.index, math.inf) > now
-        ]
-        if lk.node.node_id not in eligible:
-            eligible.append(lk.node.node_id)
+        eligible: list[int] = []
+        changed: set[int] = set()
+        for n in self.engine.nodes:
+            joined = self.joined_at.get(n.index, math.inf)
+            died = self.died_at.get(n.index, math.inf)
+            if died <= lk.started:
+                continue
+            if joined <= lk.started and died > now:
+                eligible.append(n.node_id)
+            else:
+                changed.add(n.node_id)
+        origin = lk.node.node_id
+        if origin in changed:  # the origin counts itself even mid-join
+            changed.discard(origin)
+            eligible.append(origin)
         target = lk.target
         eligible.sort(key=lambda i: i ^ target)
-        truth = set(eligible[:k])
-        got = {c.node_id for c in res.contacts}
-        # Nodes that joined during the lookup may legitimately appear: ignore them.
-        got &= {n.node_id for n in self.engine.nodes} - {
-            n.node_id for n in self.engine.nodes if n.index not in self.joined_at
-        }
-        self.results.append((got == truth, res.hops, now - lk.started))
+        got = [c.node_id for c in res.contacts if c.node_id not in changed]
+        truth = eligible[: self.scn.kademlia.k - (len(res.contacts) - len(got))]
+        self.results.append((set(got) == set(truth), res.hops, now - lk.started))
 
     # -- churn -------------------------------------------------------------------------
 
@@ -222,6 +231,9 @@ class OverlaySim:
             return
         victim = live[self.rng.randrange(len(live))]
         self.engine.crash(victim)
+        for key in [k for k in self.pending if k[0] == victim.index]:
+            del self.pending[key]
+            self.aborted += 1
         self.died_at[victim.index] = self.engine.now
         others = [n for n in live if n is not victim]
         seeds = [n.addr for n in self.rng.sample(others, 3)]
@@ -289,6 +301,7 @@ class OverlaySim:
             "churn": scn.churn,
             "lookups": len(self.results),
             "lookups_unfinished": len(self.pending),
+            "lookups_aborted": self.aborted,
             "lookups_timed_out": self.timed_out,
             "lookup_exact_ratio": round(sum(exact) / len(exact), 4) if exact else None,
             "median_hops": statistics.median(hops) if hops else None,
