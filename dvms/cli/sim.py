@@ -45,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ov.add_argument("--lookups", type=int, default=500, help="checked lookups (500)")
     ov.add_argument("--wire", action="store_true", help="encode and sign every message")
     ov.add_argument(
+        "--timings",
+        action="store_true",
+        help="add wall-clock phase timings and peak RSS (these vary between runs)",
+    )
+    ov.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
     )
     ov.set_defaults(func=run_overlay_cmd)
@@ -71,7 +76,7 @@ def run_overlay_cmd(args: argparse.Namespace) -> int:
             lookups=args.lookups,
             wire=args.wire,
         )
-        result = run_overlay(scn)
+        result = run_overlay(scn, timings=args.timings)
     except (ValueError, LatencyMatrixError) as exc:
         raise UserError(str(exc)) from None
     except FileNotFoundError as exc:

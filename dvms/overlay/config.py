@@ -41,8 +41,9 @@ class KademliaConfig:
     #: Bounds of the adaptive per-peer timeout srtt + 4 * rttvar (RFC 6298 style), seconds.
     rto_min_s: float = 0.05
     rto_max_s: float = 5.0
-    #: Multiplier applied to the timeout on each retry.
-    rto_backoff: float = 2.0
+    #: Multiplier applied to the timeout on each retry (1 + 1.5 + 2.25 + 3.4 = 8.1 RTOs
+    #: before a silent peer counts as failed).
+    rto_backoff: float = 1.5
     #: Deadline of a whole lookup, seconds (rust-libp2p query timeout is 60 s).
     lookup_timeout_s: float = 60.0
 

@@ -392,6 +392,11 @@ class OverlayCore:
         if rpc.attempts < self.config.rpc_attempts:
             self.stats["retransmit"] += 1
             self._transmit(rpc, now, out)
+            if rpc.attempts == 2 and rpc.purpose == _P_LOOKUP:
+                lk = self._lookups.get(rpc.ref)
+                if lk is not None:
+                    lk.stalled(rpc.peer)
+                    self._pump(lk, now, out)
             return
         rpc.done = True
         for r in rpc.rids:

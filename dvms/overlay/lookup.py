@@ -61,6 +61,7 @@ class Lookup:
         "order",
         "records",
         "rpcs",
+        "slow",
         "started",
         "target",
     )
@@ -90,6 +91,9 @@ class Lookup:
         self.in_flight = 0
         self.rpcs = 0
         self.records: list[Record] = []
+        #: Candidates that missed their first timeout: still awaited, but they no longer
+        #: hold one of the alpha slots, so a dead node cannot stall the lookup.
+        self.slow: set[int] = set()
         self._insert(own, 0, DONE)
         self.add(seeds, 1)
 
@@ -129,12 +133,25 @@ class Lookup:
                 break
         return out
 
+    def stalled(self, node_id: int) -> None:
+        """The RPC to ``node_id`` timed out once and is being retried: free its slot."""
+        c = self.cands.get(node_id)
+        if c is not None and c.state == WAIT and node_id not in self.slow:
+            self.slow.add(node_id)
+            self.in_flight -= 1
+
+    def _settle(self, c: _Cand) -> None:
+        if c.contact.node_id in self.slow:
+            self.slow.discard(c.contact.node_id)
+        else:
+            self.in_flight -= 1
+
     def answered(self, node_id: int, contacts: tuple[Contact, ...], records=()) -> None:
         c = self.cands.get(node_id)
         if c is None or c.state != WAIT:
             return
         c.state = DONE
-        self.in_flight -= 1
+        self._settle(c)
         if records:
             self.records.extend(records)
         self.add(contacts, c.depth + 1)
@@ -144,7 +161,7 @@ class Lookup:
         if c is None or c.state != WAIT:
             return
         c.state = FAIL
-        self.in_flight -= 1
+        self._settle(c)
 
     def finished(self) -> bool:
         """True when the k closest non-failed candidates have all answered."""
@@ -159,7 +176,7 @@ class Lookup:
             seen += 1
             if seen >= self.k:
                 return True
-        return self.in_flight == 0
+        return self.in_flight == 0 and not self.slow
 
     def result(self, now: float, *, timed_out: bool = False) -> LookupResult:
         best: list[_Cand] = []

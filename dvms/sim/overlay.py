@@ -30,6 +30,7 @@ import gzip
 import hashlib
 import math
 import random
+import resource
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -263,11 +264,20 @@ class OverlaySim:
             seeds.append(node.addr)
 
     def run(self) -> dict[str, Any]:
+        scn = self.scn
         t0 = time.perf_counter()
         self.schedule()
-        self.engine.run_until(self.scn.duration_s)
+        # Phase 1: everybody joins (plus one minute to settle); phase 2: steady state.
+        settle = min(scn.join_window_s + 60.0, scn.duration_s)
+        self.engine.run_until(settle)
+        t1 = time.perf_counter()
+        self.engine.run_until(scn.duration_s)
+        t2 = time.perf_counter()
         # Let lookups still in flight finish (bounded by the lookup deadline).
-        self.engine.run_until(self.scn.duration_s + self.scn.kademlia.lookup_timeout_s)
+        end = scn.duration_s + scn.kademlia.lookup_timeout_s
+        while self.pending and self.engine.now < end:
+            self.engine.run_until(self.engine.now + 1.0)
+        self.phase_wall = (settle, t1 - t0, t2 - t1)
         return self.metrics(time.perf_counter() - t0)
 
     def vivaldi_errors(self) -> np.ndarray:
@@ -276,10 +286,7 @@ class OverlaySim:
             live = random.Random(self.scn.seed + 1).sample(live, self.scn.error_sample)
         coords: list[Coordinate] = [n.core.vivaldi.coordinate for n in live]
         pred = predicted_rtt_matrix(coords)
-        pos = [n.pos for n in live]
-        lat = self.latency
-        truth = np.array([[lat.rtt(a, b) for b in pos] for a in pos])
-        same = np.array([[lat.same_position(a, b) for b in pos] for a in pos])
+        truth, same = truth_matrix(self.latency, [n.pos for n in live])
         iu = np.triu_indices(len(live), k=1)
         mask = ~same[iu]
         t = truth[iu][mask]
@@ -321,6 +328,35 @@ class OverlaySim:
             "wall_s": round(wall, 2),
         }
 
+    def timings(self) -> dict[str, Any]:
+        """Wall-clock measurements (they vary run to run, so they are not in ``metrics``):
+        the join phase (joins + one minute to settle) and the steady state after it."""
+        settle, join_wall, steady_wall = self.phase_wall
+        steady_virtual = self.scn.duration_s - settle
+        return {
+            "join_phase_virtual_s": settle,
+            "join_phase_wall_s": round(join_wall, 2),
+            "steady_virtual_s": steady_virtual,
+            "steady_wall_s": round(steady_wall, 2),
+            "steady_virtual_per_wall": round(steady_virtual / steady_wall, 2)
+            if steady_wall > 0
+            else None,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+
+def truth_matrix(lat: LatencyModel, pos: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """True RTTs between the given network positions, and which pairs share a position
+    (same matrix row: LAN neighbours). Vectorised for matrix models."""
+    if isinstance(lat, MatrixLatency):
+        idx = np.asarray(pos) % lat.size
+        truth = lat.to_array()[np.ix_(idx, idx)]
+        same = idx[:, None] == idx[None, :]
+        return truth, same
+    truth = np.array([[lat.rtt(a, b) for b in pos] for a in pos])
+    same = np.array([[lat.same_position(a, b) for b in pos] for a in pos])
+    return truth, same
+
 
 def _pct(sorted_values: list[float], q: float) -> float | None:
     if not sorted_values:
@@ -329,5 +365,11 @@ def _pct(sorted_values: list[float], q: float) -> float | None:
     return round(sorted_values[i], 4)
 
 
-def run_overlay(scn: OverlayScenario) -> dict[str, Any]:
-    return OverlaySim(scn).run()
+def run_overlay(scn: OverlayScenario, *, timings: bool = False) -> dict[str, Any]:
+    """Run the scenario; with ``timings`` add the wall-clock breakdown (see
+    ``OverlaySim.timings``), which makes the output differ from run to run."""
+    sim = OverlaySim(scn)
+    result = sim.run()
+    if timings:
+        result.update(sim.timings())
+    return result

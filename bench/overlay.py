@@ -1,0 +1,74 @@
+"""Benchmark: how fast the overlay simulator runs the real cores.
+
+    .venv/bin/python bench/overlay.py [--sizes 1000,4000,10000] [--duration 600] [--seed 1]
+
+Each size runs `dvms sim overlay --timings --json` in its own process (so peak RSS is
+per run) with default maintenance traffic (Vivaldi probes, bucket refresh, housekeeping)
+on the embedded WonderNetwork matrix, 5 % loss, 200 checked lookups. Prints a table:
+wall time of the join phase and of the steady state, virtual/wall speed of each, peak RSS,
+and the steady-state speed as a ratio to the target (10x faster than real time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+TARGET_SPEED = 10.0
+
+
+def run(nodes: int, duration: float, seed: int) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "dvms",
+        "sim",
+        "overlay",
+        "--nodes",
+        str(nodes),
+        "--seed",
+        str(seed),
+        "--loss",
+        "0.05",
+        "--duration",
+        str(duration),
+        "--lookups",
+        "200",
+        "--timings",
+        "--json",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,4000,10000")
+    ap.add_argument("--duration", type=float, default=600.0)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    header = (
+        "| nodes | join phase (virtual s / wall s) | steady state (virtual s / wall s) "
+        "| steady speed | whole run speed | msgs/node/s | exact | peak RSS | vs 10x target |"
+    )
+    print(header)
+    print("|" + "---|" * 9)
+    for nodes in (int(s) for s in args.sizes.split(",")):
+        r = run(nodes, args.duration, args.seed)
+        steady = r["steady_virtual_per_wall"]
+        whole = r["virtual_s"] / r["wall_s"]
+        rate = r["messages"] / nodes / r["virtual_s"]
+        print(
+            f"| {nodes} | {r['join_phase_virtual_s']:.0f} / {r['join_phase_wall_s']:.1f} "
+            f"| {r['steady_virtual_s']:.0f} / {r['steady_wall_s']:.1f} | {steady:.1f}x "
+            f"| {whole:.1f}x | {rate:.2f} | {r['lookup_exact_ratio']} "
+            f"| {r['peak_rss_mb']:.0f} MB | {steady / TARGET_SPEED:.2f} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
