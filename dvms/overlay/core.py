@@ -158,6 +158,9 @@ class OverlayCore:
         self._coord_wire: tuple[float, ...] = ()
         self._seed_pending = 0
         self._seed_ok = False
+        self._rtt_samples = 0
+        self._gsrtt = 0.0
+        self._grttvar = 0.0
         self._handlers = {
             Ping: self._on_ping,
             FindNode: self._on_find_node,
@@ -302,13 +305,15 @@ class OverlayCore:
 
     def _on_find_node(self, src, sender, rid, msg, now, out) -> None:
         self._note_sender(src, sender, now, out)
-        contacts = tuple(self.table.closest(msg.target, self.config.k, exclude=sender))
+        contacts = tuple(
+            self.table.closest(msg.target, self.config.k, exclude=sender, healthy=True)
+        )
         out.append(Send(src, rid, Nodes(contacts, self._coord_wire)))
 
     def _on_find_value(self, src, sender, rid, msg, now, out) -> None:
         self._note_sender(src, sender, now, out)
         rec = self.store.get(msg.key, now)
-        contacts = tuple(self.table.closest(msg.key, self.config.k, exclude=sender))
+        contacts = tuple(self.table.closest(msg.key, self.config.k, exclude=sender, healthy=True))
         out.append(Send(src, rid, Value((rec,) if rec else (), contacts, self._coord_wire)))
 
     def _on_store(self, src, sender, rid, msg, now, out) -> None:
@@ -341,8 +346,10 @@ class OverlayCore:
         e = self.table.get(sender)
         if e is not None and coord:
             e.coord = coord
-        if rtt is not None and coord and self.vivaldi is not None:
-            self._vivaldi_sample(sender, coord, rtt)
+        if rtt is not None:
+            self._observe_rtt(rtt)
+            if coord and self.vivaldi is not None:
+                self._vivaldi_sample(sender, coord, rtt)
         if to_ping is not None:
             self._request(to_ping.addr, to_ping.node_id, Ping(), _P_EVICT, None, now, out)
 
@@ -372,8 +379,24 @@ class OverlayCore:
         cfg = self.config
         base = self.table.rto(rpc.peer) if rpc.peer is not None else None
         if base is None:
-            base = cfg.rpc_timeout_s
+            base = self._unknown_rto()
         return min(cfg.rto_max_s * 2, base * cfg.rto_backoff ** (rpc.attempts - 1))
+
+    def _unknown_rto(self) -> float:
+        """Timeout for a peer we never measured: what our RTT samples so far say about
+        the network (srtt + 4 rttvar over all peers), at most ``rpc_timeout_s``."""
+        cfg = self.config
+        if self._rtt_samples < 8:
+            return cfg.rpc_timeout_s
+        return min(cfg.rpc_timeout_s, max(cfg.rto_min_s, self._gsrtt + 4 * self._grttvar))
+
+    def _observe_rtt(self, rtt: float) -> None:
+        self._rtt_samples += 1
+        if self._rtt_samples == 1:
+            self._gsrtt, self._grttvar = rtt, rtt / 2
+        else:
+            self._grttvar += 0.25 * (abs(self._gsrtt - rtt) - self._grttvar)
+            self._gsrtt += 0.125 * (rtt - self._gsrtt)
 
     def _transmit(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
         rid = self.rng.getrandbits(64)

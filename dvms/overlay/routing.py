@@ -100,8 +100,11 @@ class RoutingTable:
         for e in self.index.values():
             yield e.contact
 
-    def closest(self, target: int, n: int, *, exclude: int | None = None) -> list[Contact]:
-        """The ``n`` known contacts closest to ``target`` by XOR distance.
+    def closest(
+        self, target: int, n: int, *, exclude: int | None = None, healthy: bool = False
+    ) -> list[Contact]:
+        """The ``n`` known contacts closest to ``target`` by XOR distance (with
+        ``healthy``, only contacts whose last RPC did not fail: what we tell others).
 
         Buckets are visited in distance order (the target's bucket, then every deeper
         bucket, then shallower buckets one by one) and collection stops once ``n``
@@ -109,12 +112,17 @@ class RoutingTable:
         """
         idx = self.bucket_index(target)
         buckets = self.buckets
-        found: list[Entry] = list(buckets[idx].entries.values())
+
+        def take(j: int) -> list[Entry]:
+            entries = buckets[j].entries.values()
+            return [e for e in entries if not e.failures] if healthy else list(entries)
+
+        found: list[Entry] = take(idx)
         for j in range(idx + 1, len(buckets)):
-            found.extend(buckets[j].entries.values())
+            found.extend(take(j))
         j = idx - 1
         while len(found) < n + 1 and j >= 0:
-            found.extend(buckets[j].entries.values())
+            found.extend(take(j))
             j -= 1
         keyed = [(e.contact.node_id ^ target, e.contact) for e in found]
         keyed.sort(key=_first)

@@ -195,3 +195,14 @@ def test_random_id_in_bucket_lands_in_that_bucket(own, seed):
         target = t.random_id_in_bucket(index, rng)
         if target != own:
             assert t.bucket_index(target) == index
+
+
+def test_replies_leave_out_contacts_whose_last_rpc_failed():
+    t = RoutingTable(0, KademliaConfig(k=20))
+    ids = [(1 << 159) | i for i in range(1, 9)]
+    for i, node_id in enumerate(ids):
+        t.seen(contact(node_id), float(i))
+    t.failed(ids[0], 10.0)
+    assert ids[0] in [c.node_id for c in t.closest(ids[0], 8)]
+    healthy = [c.node_id for c in t.closest(ids[0], 8, healthy=True)]
+    assert ids[0] not in healthy and len(healthy) == 7
