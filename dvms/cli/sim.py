@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
     )
     ov.set_defaults(func=run_overlay_cmd)
+    __import__("dvms.cli.simrun", fromlist=["register"]).register(ssub)
 
 
 def run_overlay_cmd(args: argparse.Namespace) -> int:

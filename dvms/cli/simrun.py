@@ -1,0 +1,198 @@
+"""``dvms sim run`` and ``dvms sim compare``: datacenter scenarios under a scheduler.
+
+    dvms sim run SCENARIO --scheduler S [--seed N] [--solver-time model|measured]
+                 [--json] [--out DIR]
+    dvms sim compare SCENARIO --schedulers a,b,c [--seeds 5] --out DIR
+
+SCENARIO is a TOML path or the name of a shipped scenario (``sim/scenarios``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from dvms.cli.main import UserError
+
+__all__ = ["register"]
+
+
+def register(ssub: argparse._SubParsersAction) -> None:
+    run = ssub.add_parser(
+        "run",
+        help="run a datacenter scenario under one scheduler",
+        description="Simulate a datacenter scenario (VMPlaceS load model) under one "
+        "scheduler and print its metrics (one JSON object with --json).",
+    )
+    run.add_argument("scenario", help="scenario TOML file or shipped name (e.g. vmplaces-64)")
+    run.add_argument("--scheduler", default="centralized", help="scheduler name (centralized)")
+    run.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    _solver_time_arg(run)
+    run.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+    )
+    run.add_argument("--out", metavar="DIR", help="also write result.json and figures here")
+    run.set_defaults(func=run_cmd)
+    cmp = ssub.add_parser(
+        "compare",
+        help="run several schedulers on the same traces and compare",
+        description="Run each scheduler on the same scenario for several seeds (the "
+        "scenario's seed, +1, +2...) and write results.json/csv, table.md and figures.",
+    )
+    cmp.add_argument("scenario", help="scenario TOML file or shipped name")
+    cmp.add_argument("--schedulers", default="static,centralized", help="comma-separated names")
+    cmp.add_argument("--seeds", type=int, default=5, help="number of seeds (5)")
+    _solver_time_arg(cmp)
+    cmp.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    cmp.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print results as JSON"
+    )
+    cmp.set_defaults(func=compare_cmd)
+
+
+def _solver_time_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--solver-time",
+        choices=("model", "measured"),
+        help="charge the solver's cost model (deterministic) or its measured wall time "
+        "(default: the scenario's)",
+    )
+
+
+def _scenario(args: argparse.Namespace, seed: int | None = None):
+    from dvms.sim.scenario import ScenarioError, load_scenario
+
+    try:
+        scn = load_scenario(args.scenario)
+        if seed is not None:
+            scn = replace(scn, seed=seed)
+        if args.solver_time:
+            scn = replace(scn, solver_time=args.solver_time)
+    except ScenarioError as exc:
+        raise UserError(str(exc)) from None
+    return scn
+
+
+def _check_schedulers(names: list[str]) -> None:
+    from dvms.sim.world import load_schedulers
+
+    known = load_schedulers()
+    for name in names:
+        if name not in known:
+            raise UserError(f"unknown scheduler {name!r}; known: {', '.join(sorted(known))}")
+
+
+@contextmanager
+def _progress(enabled: bool, total: float) -> Iterator[Callable[[str, float], None]]:
+    """``update(label, done)``; a rich progress bar on a TTY, nothing otherwise."""
+    if not enabled:
+        yield lambda _label, _done: None
+        return
+    from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        "{task.description}",
+        BarColumn(),
+        "{task.percentage:>3.0f}%",
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("sim", total=total)
+
+        def update(label: str, done: float) -> None:
+            bar.update(task, completed=done, description=label)
+
+        yield update
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    from dvms.sim.report import record_run, write_figures
+    from dvms.sim.world import run_scenario
+
+    scn = _scenario(args, args.seed)
+    _check_schedulers([args.scheduler])
+    show = not args.json and sys.stdout.isatty()
+    with _progress(show, scn.duration_s) as update:
+        label = f"{scn.name} / {args.scheduler}"
+        summary, world = run_scenario(scn, args.scheduler, progress=lambda t: update(label, t))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+        write_figures([record_run(summary, world)], out)
+    if args.json:
+        json.dump(summary, sys.stdout, sort_keys=True)
+        print()
+    else:
+        print_run(summary)
+    return 0
+
+
+def compare_cmd(args: argparse.Namespace) -> int:
+    from dvms.sim.report import format_table, record_run, write_compare
+    from dvms.sim.world import run_scenario
+
+    names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
+    if not names:
+        raise UserError("--schedulers: give at least one scheduler name")
+    if args.seeds < 1:
+        raise UserError("--seeds: must be >= 1")
+    _check_schedulers(names)
+    base = _scenario(args)
+    runs = [(s, base.seed + i) for i in range(args.seeds) for s in names]
+    show = not args.json and sys.stdout.isatty()
+    records = []
+    with _progress(show, len(runs) * base.duration_s) as update:
+        for i, (name, seed) in enumerate(runs):
+            scn = replace(base, seed=seed)
+            label = f"{name} seed {seed} ({i + 1}/{len(runs)})"
+            summary, world = run_scenario(
+                scn,
+                name,
+                progress=lambda t, off=i * scn.duration_s, label=label: update(label, off + t),
+            )
+            records.append(record_run(summary, world))
+            del world
+    written = write_compare(records, Path(args.out))
+    if args.json:
+        json.dump([r.summary for r in records], sys.stdout, sort_keys=True)
+        print()
+    else:
+        print(f"{base.name}: {len(names)} schedulers x {args.seeds} seeds")
+        print(format_table(records))
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def print_run(r: dict) -> None:
+    def f(x: object) -> str:
+        return "n/a" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
+
+    print(
+        f"{r['scenario']} under {r['scheduler']}: {r['hosts']} hosts, {r['vms']} VMs, "
+        f"{f(r['virtual_s'])} virtual s, seed {r['seed']}, solver time {r['solver_time']}"
+    )
+    print(
+        f"  violations     {r['violations']}, cumulated {f(r['cumulated_violation_s'])} s, "
+        f"mean {f(r['mean_violation_s'])} s (detection {f(r['mean_detection_s'])} s, "
+        f"fix {f(r['mean_fix_s'])} s)"
+    )
+    print(
+        f"  migrations     {r['migrations']} (failed {r['migrations_failed']}), "
+        f"mean {f(r['mean_migration_s'])} s, inter-site operations {r['inter_site_operations']}"
+    )
+    print(
+        f"  solver         {f(r['solver_s'])} s over {sum(r['solver_runs'].values())} runs, "
+        f"reconfiguration {f(r['reconfiguration_s'])} s, "
+        f"mean partition {f(r['mean_partition_size'])}"
+    )
+    print(f"  invariants     {r['invariant_violations']} violations")
+    print(
+        f"  wall time      {f(r['wall_s'])} s ({f(r['virtual_per_wall'])}x faster than real time)"
+    )

@@ -1,0 +1,351 @@
+"""Datacenter scenarios for ``dvms sim run``: frozen dataclasses loaded from TOML.
+
+A scenario file has top-level keys (``name``, ``seed``, ``duration_s``,
+``monitor_period_s``, ``solver_time``) and one table per section below. Every key has a
+default, so ``[hosts] count = 8`` alone is a valid scenario. Unknown keys and wrong types
+are errors that name the key (``ScenarioError: hosts.count: expected an integer, got
+'ten'``). The VMPlaceS values come from ``../shared/reference/dvms-isp.md`` §3.3 and §4.1.
+
+    [hosts]     count, cpu_capacity (units; 100 = one vCPU fully busy), memory_mib
+    [vms]       per_host, vcpus, memory_mib, dirty_intensity
+    [load]      model = "vmplaces", mean_interval_per_vm_s, mu, sigma, initial
+    [topology]  kind = "lan" | "sites" | "matrix", lan_rtt_s, sites, wan_rtt_ms,
+                assignment, matrix_file
+    [faults]    message_loss, [[faults.crash]] host/at_s/recover_at_s,
+                [[faults.site_cut]] site/at_s/heal_at_s
+    [scheduler] partition_lease_s, min_partition_size, recruitment,
+                centralized_period_s, centralized_time_limit_s, [scheduler.extra]
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SCENARIO_DIR",
+    "CrashFault",
+    "FaultsConfig",
+    "HostsConfig",
+    "LoadConfig",
+    "Scenario",
+    "ScenarioError",
+    "ScenarioParams",
+    "SiteCut",
+    "TopologyConfig",
+    "VmsConfig",
+    "find_scenario",
+    "load_scenario",
+    "scenario_from_dict",
+]
+
+#: The shipped scenario files (``sim/scenarios`` at the repository root).
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "sim" / "scenarios"
+
+
+class ScenarioError(ValueError):
+    """A scenario file is unreadable or a key is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostsConfig:
+    """Physical hosts. VMPlaceS 2016: 700 units (7 usable cores x 100), 32,768 MiB."""
+
+    count: int = 64
+    #: CPU capacity in units, 100 = one vCPU fully busy; a host is in violation while
+    #: the demand of its VMs is strictly above it (VMPlaceS ``XHost.isViable``).
+    cpu_capacity: int = 700
+    memory_mib: int = 32768
+
+    def check(self) -> None:
+        _positive("hosts.count", self.count)
+        _positive("hosts.cpu_capacity", self.cpu_capacity)
+        _positive("hosts.memory_mib", self.memory_mib)
+
+
+@dataclass(frozen=True, slots=True)
+class VmsConfig:
+    """Identical VMs dealt out evenly (VMPlaceS vm_classes: 1 vCPU, 1,024 MiB)."""
+
+    per_host: int = 10
+    vcpus: int = 1
+    memory_mib: int = 1024
+    #: Dirty-page intensity, fraction of the migration bandwidth (None = the sim
+    #: hypervisor's default 0.45, the middle of VMPlaceS's 10-80 %).
+    dirty_intensity: float | None = None
+
+    def check(self) -> None:
+        if self.per_host < 0:
+            raise ScenarioError(f"vms.per_host: must be >= 0, got {self.per_host}")
+        _positive("vms.vcpus", self.vcpus)
+        _positive("vms.memory_mib", self.memory_mib)
+        if self.dirty_intensity is not None and not 0 <= self.dirty_intensity <= 1:
+            raise ScenarioError("vms.dirty_intensity: must be in [0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig:
+    """VMPlaceS ``Injector.generateLoadQueue``: Poisson load events at total rate
+    N_VM / ``mean_interval_per_vm_s``; each picks a VM uniformly and sets its demand to
+    10 * round(clip(N(mu, sigma^2), 0, 100) / 10) percent of its vCPUs."""
+
+    model: str = "vmplaces"
+    mean_interval_per_vm_s: float = 300.0
+    mu: float = 60.0
+    sigma: float = 20.0
+    #: ``zero`` (VMPlaceS 2015: every VM starts idle) or ``mu`` (later patch: at mu).
+    initial: str = "zero"
+
+    def check(self) -> None:
+        if self.model != "vmplaces":
+            raise ScenarioError(f"load.model: unknown model {self.model!r}; known: vmplaces")
+        _positive("load.mean_interval_per_vm_s", self.mean_interval_per_vm_s)
+        if self.sigma < 0:
+            raise ScenarioError("load.sigma: must be >= 0")
+        if self.initial not in ("zero", "mu"):
+            raise ScenarioError(f"load.initial: expected 'zero' or 'mu', got {self.initial!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TopologyConfig:
+    """Where hosts are. ``lan``: one site, every RTT ``lan_rtt_s`` (VMPlaceS: 50 us).
+    ``sites``: ``sites`` names, ``wan_rtt_ms`` table between them, hosts assigned in
+    contiguous ``blocks`` or ``round_robin``. ``matrix``: an RTT matrix file in ms
+    (relative to the scenario file), host i takes row i mod size; every row is a site."""
+
+    kind: str = "lan"
+    lan_rtt_s: float = 50e-6
+    sites: tuple[str, ...] = ()
+    wan_rtt_ms: tuple[tuple[float, ...], ...] = ()
+    assignment: str = "blocks"
+    matrix_file: str = ""
+
+    def check(self) -> None:
+        if self.kind not in ("lan", "sites", "matrix"):
+            raise ScenarioError(
+                f"topology.kind: expected 'lan', 'sites' or 'matrix', got {self.kind!r}"
+            )
+        if not (math.isfinite(self.lan_rtt_s) and self.lan_rtt_s >= 0):
+            raise ScenarioError("topology.lan_rtt_s: must be a finite number >= 0")
+        if self.assignment not in ("blocks", "round_robin"):
+            raise ScenarioError("topology.assignment: expected 'blocks' or 'round_robin'")
+        if self.kind == "sites":
+            n = len(self.sites)
+            if n < 1:
+                raise ScenarioError("topology.sites: a 'sites' topology needs site names")
+            if len(self.wan_rtt_ms) != n or any(len(r) != n for r in self.wan_rtt_ms):
+                raise ScenarioError(f"topology.wan_rtt_ms: must be a {n} x {n} table (ms)")
+        if self.kind == "matrix" and not self.matrix_file:
+            raise ScenarioError("topology.matrix_file: a 'matrix' topology needs a file")
+
+
+@dataclass(frozen=True, slots=True)
+class CrashFault:
+    """Host ``host`` (index) crashes at ``at_s`` and, if given, recovers at ``recover_at_s``."""
+
+    host: int = 0
+    at_s: float = 0.0
+    recover_at_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteCut:
+    """Site ``site`` (name) loses every link to the other sites from ``at_s`` to ``heal_at_s``."""
+
+    site: str = ""
+    at_s: float = 0.0
+    heal_at_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FaultsConfig:
+    #: Probability that a protocol datagram is lost (migrations are not affected).
+    message_loss: float = 0.0
+    crash: tuple[CrashFault, ...] = ()
+    site_cut: tuple[SiteCut, ...] = ()
+
+    def check(self, hosts: int, sites: tuple[str, ...]) -> None:
+        if not 0 <= self.message_loss < 1:
+            raise ScenarioError("faults.message_loss: must be in [0, 1)")
+        for i, c in enumerate(self.crash):
+            if not 0 <= c.host < hosts:
+                raise ScenarioError(f"faults.crash[{i}].host: {c.host} is not a host index")
+            if c.recover_at_s is not None and c.recover_at_s <= c.at_s:
+                raise ScenarioError(f"faults.crash[{i}].recover_at_s: must be after at_s")
+        for i, cut in enumerate(self.site_cut):
+            if cut.site not in sites:
+                raise ScenarioError(f"faults.site_cut[{i}].site: unknown site {cut.site!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioParams:
+    """Scheduler parameters (the ``[scheduler]`` table); each scheduler reads its own."""
+
+    #: DVMS partition lease, s (VMPlaceS dvms.properties: 4.5; DVMS 2 code: 3.5).
+    partition_lease_s: float = 4.5
+    #: Smallest partition a DVMS leader solves (VMPlaceS: 4; 1 = pure DVMS).
+    min_partition_size: int = 4
+    #: DVMS recruitment: ``vivaldi``, ``ring`` or ``random`` (read by the DVMS scheduler).
+    recruitment: str = "vivaldi"
+    #: Centralized baseline: period start to start, s (VMPlaceS CentralizedResolver: 30).
+    centralized_period_s: float = 30.0
+    #: Centralized solver time limit, s; None = min(30, hosts / 8) (Entropy2RP HEAD).
+    centralized_time_limit_s: float | None = None
+    #: Anything else, for schedulers registered later (``[scheduler.extra]``).
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        _positive("scheduler.partition_lease_s", self.partition_lease_s)
+        _positive("scheduler.min_partition_size", self.min_partition_size)
+        _positive("scheduler.centralized_period_s", self.centralized_period_s)
+        if self.recruitment not in ("vivaldi", "ring", "random"):
+            raise ScenarioError(
+                f"scheduler.recruitment: expected vivaldi, ring or random, got {self.recruitment!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str = "scenario"
+    seed: int = 23
+    duration_s: float = 3600.0
+    #: Period of each host's overload monitor, s (VMPlaceS MonitorProcess: 1 s).
+    monitor_period_s: float = 1.0
+    #: Solver time charged in virtual time: ``model`` (deterministic cost model, see
+    #: dvms/sim/solvercost.py) or ``measured`` (our solver's wall time, as VMPlaceS).
+    solver_time: str = "model"
+    hosts: HostsConfig = field(default_factory=HostsConfig)
+    vms: VmsConfig = field(default_factory=VmsConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
+    scheduler: ScenarioParams = field(default_factory=ScenarioParams)
+    #: Directory relative paths (matrix files) are resolved against.
+    base_dir: str = "."
+
+    def __post_init__(self) -> None:
+        _positive("duration_s", self.duration_s)
+        _positive("monitor_period_s", self.monitor_period_s)
+        if self.solver_time not in ("model", "measured"):
+            raise ScenarioError(
+                f"solver_time: expected 'model' or 'measured', got {self.solver_time!r}"
+            )
+        self.hosts.check()
+        self.vms.check()
+        self.load.check()
+        self.topology.check()
+        self.faults.check(self.hosts.count, self.topology.sites)
+        self.scheduler.check()
+        if self.vms.per_host * self.vms.memory_mib > self.hosts.memory_mib:
+            raise ScenarioError("vms.per_host: the VMs of one host do not fit in its memory")
+
+    @property
+    def n_vms(self) -> int:
+        return self.hosts.count * self.vms.per_host
+
+    @property
+    def centralized_time_limit_s(self) -> float:
+        limit = self.scheduler.centralized_time_limit_s
+        return min(30.0, self.hosts.count / 8) if limit is None else limit
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ScenarioError(f"{key}: must be > 0, got {value!r}")
+
+
+# -- generic TOML -> dataclass conversion ----------------------------------------------
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = next(a for a in args if a is not type(None))
+        return _convert(inner, value, key)
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ScenarioError(f"{key}: expected a table")
+        return _build(tp, value, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ScenarioError(f"{key}: expected an array, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_convert(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is Mapping or tp is Mapping:
+        if not isinstance(value, dict):
+            raise ScenarioError(f"{key}: expected a table")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ScenarioError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ScenarioError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ScenarioError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ScenarioError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: unsupported field type {tp!r}")  # our bug, not the user's
+
+
+def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls) if f.name != "base_dir"}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ScenarioError(
+            f"{where}{unknown[0]}: unknown key; known keys: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in table:
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            kwargs[f.name] = _convert(hints[f.name], table[f.name], key)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ScenarioError(f"{prefix}.{f.name}: missing")
+    return cls(**kwargs)
+
+
+def scenario_from_dict(data: dict[str, Any], *, base_dir: str = ".") -> Scenario:
+    """Build and validate a scenario from parsed TOML (errors name the key)."""
+    scn = _build(Scenario, data, "")
+    return replace(scn, base_dir=base_dir)
+
+
+def find_scenario(spec: str) -> Path:
+    """A path, or the name of a shipped scenario (``vmplaces-64``, ``smoke``...)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = SCENARIO_DIR / f"{spec.removesuffix('.toml')}.toml"
+    if shipped.is_file():
+        return shipped
+    known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")))
+    raise ScenarioError(f"no scenario file {spec!r}; shipped scenarios: {known}")
+
+
+def load_scenario(spec: str | Path) -> Scenario:
+    """Load a scenario from a TOML path or a shipped scenario name."""
+    path = find_scenario(str(spec))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    data.setdefault("name", path.stem)
+    return scenario_from_dict(data, base_dir=str(path.parent))

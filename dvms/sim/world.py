@@ -1,0 +1,524 @@
+"""The simulated datacenter a scheduler runs in: hosts, VMs, load, migrations, metrics.
+
+    Scenario ──> World ──> Engine (one heap, virtual time) <── Scheduler.attach(world)
+                  │           ▲   load events, monitor ticks, migration ends, faults
+                  ├─ SimCluster (hosts, VMs, pre-copy migration model)
+                  ├─ NetworkModel (lan / sites / matrix latency, loss, cuts, crashes)
+                  └─ Metrics (violation accounting, fed by every demand change)
+
+Hosts are engine positions 0..n-1 (a scheduler adds its protocol nodes at those
+positions). VMs are dealt out round-robin, ``per_host`` each (VMPlaceS, balance =
+true). Demand is tracked per VM in *units* (100 = one vCPU fully busy) and summed per
+host incrementally; a host is in violation while its demand is strictly above its
+capacity and it is up. Every load change is O(1); snapshots cost O(hosts asked + their
+VMs).
+
+The overload monitor (``on_overload``) is each host's 1 s monitor (VMPlaceS
+MonitorProcess) without its cost: ticks happen at multiples of ``monitor_period_s`` and
+only while the host is in violation, so a healthy host costs nothing. The first tick of
+a violation marks it detected in the metrics.
+
+A migration (``migrate``) is a pre-copy live migration in ``SimCluster``: the VM keeps
+running (and counting) on its source until the end, its memory is reserved on the
+destination from the start. It can be refused at the start (``on_done(False, 0.0)``);
+once started it completes, even if a host crashes meanwhile (not modelled).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dvms.hypervisor.base import EventKind, LifecycleEvent
+from dvms.hypervisor.errors import HypervisorError
+from dvms.hypervisor.sim import MigrationModel, SimCluster
+from dvms.placement import Host, PlacementConfig, Snapshot, Vm
+from dvms.placement.model import CPU_DEMAND
+from dvms.placement.spec import VmSpec
+from dvms.sim.engine import Engine
+from dvms.sim.metrics import Metrics
+from dvms.sim.scenario import Scenario, ScenarioParams
+from dvms.sim.solvercost import model_solver_time
+from dvms.sim.topology import build_topology
+
+__all__ = [
+    "SCHEDULERS",
+    "SCHEDULER_MODULES",
+    "HostInfo",
+    "Scheduler",
+    "UnknownScheduler",
+    "World",
+    "make_scheduler",
+    "register_scheduler",
+]
+
+
+class Scheduler(Protocol):
+    """A scheduler under test: ``attach`` registers its monitors/timers on the world."""
+
+    name: str
+
+    def attach(self, world: World) -> None: ...
+
+
+SchedulerFactory = Callable[[ScenarioParams], Scheduler]
+SCHEDULERS: dict[str, SchedulerFactory] = {}
+#: Modules that register schedulers when imported; a missing one is skipped, so the
+#: DVMS module can land without touching this file.
+SCHEDULER_MODULES = ("dvms.sim.baselines", "dvms.partition.sim")
+
+
+class UnknownScheduler(ValueError):
+    pass
+
+
+def register_scheduler(name: str, factory: SchedulerFactory) -> None:
+    SCHEDULERS[name] = factory
+
+
+def load_schedulers() -> dict[str, SchedulerFactory]:
+    import importlib
+
+    for module in SCHEDULER_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return SCHEDULERS
+
+
+def make_scheduler(name: str, params: ScenarioParams) -> Scheduler:
+    known = load_schedulers()
+    if name not in known:
+        raise UnknownScheduler(
+            f"unknown scheduler {name!r}; known: {', '.join(sorted(known)) or 'none'}"
+        )
+    return known[name](params)
+
+
+@dataclass(frozen=True, slots=True)
+class HostInfo:
+    """One host: name, engine position (= index), CPU capacity (units), memory, site."""
+
+    name: str
+    index: int
+    cpu_capacity: int
+    memory_mib: int
+    site: int
+    site_name: str
+
+
+class _IndexedCluster(SimCluster):
+    """``SimCluster`` with an O(1) ``locate`` (the base scans every host). A migrating
+    VM is located on its source until it lands, so demand changes go to the copy that
+    the migration carries over."""
+
+    def __init__(self, model: MigrationModel) -> None:
+        super().__init__(model=model)
+        self.where: dict[str, str] = {}
+
+    def locate(self, name: str) -> str | None:
+        return self.where.get(name)
+
+    def create(self, host: str, spec: VmSpec, *, now: float) -> list[LifecycleEvent]:
+        events = super().create(host, spec, now=now)
+        self.where[spec.name] = host
+        return events
+
+    def undefine(self, host: str, name: str, *, now: float) -> list[LifecycleEvent]:
+        events = super().undefine(host, name, now=now)
+        self.where.pop(name, None)
+        return events
+
+    def on_timer(self, *, now: float) -> list[LifecycleEvent]:
+        events = super().on_timer(now=now)
+        for ev in events:
+            if ev.kind is EventKind.MIGRATED_IN:
+                self.where[ev.vm] = ev.host
+        return events
+
+
+class _Periodic:
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+MigrationDone = Callable[[bool, float], None]
+
+
+class World:
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self.duration_s = scenario.duration_s
+        self.period = scenario.monitor_period_s
+        topo = build_topology(scenario)
+        self.sites = topo.site_names
+        self.network = topo.network
+        self.engine = Engine(self.network)
+        n = scenario.hosts.count
+        width = max(3, len(str(n - 1)))
+        self.hosts = [
+            HostInfo(
+                f"h{i:0{width}d}",
+                i,
+                scenario.hosts.cpu_capacity,
+                scenario.hosts.memory_mib,
+                topo.site_of[i],
+                self.sites[topo.site_of[i]],
+            )
+            for i in range(n)
+        ]
+        self.host_index = {h.name: h.index for h in self.hosts}
+        self.site_of = list(topo.site_of)
+        self.cap = [h.cpu_capacity for h in self.hosts]
+        self.host_up = [True] * n
+        self.metrics = Metrics(n, monitor_period_s=self.period, site_of=self.site_of)
+        model = MigrationModel()
+        self.cluster = _IndexedCluster(model)
+        self.placement_config = PlacementConfig(migration_mib_per_s=model.bandwidth_mib_s)
+        self._build_vms()
+        self._monitors: list[Callable[[int, float], None]] = []
+        self._viol_gen = [0] * n
+        self._host_listeners: list[Callable[[int, bool, float], None]] = []
+        self._flights: dict[str, tuple[int, int, float, MigrationDone]] = {}
+        self.incoming_mib = [0] * n
+        self.load_events = 0
+        self._load_rng = random.Random(f"{scenario.seed}:load")
+        self._start_load()
+        self._schedule_faults()
+        self.wall_s = 0.0
+        self.scheduler_name = ""
+
+    # -- building -----------------------------------------------------------------------
+
+    def _build_vms(self) -> None:
+        scn = self.scenario
+        n, per = scn.hosts.count, scn.vms.per_host
+        total = n * per
+        width = max(4, len(str(total - 1)))
+        self.vm_names = [f"vm{j:0{width}d}" for j in range(total)]
+        self.vm_index = {name: j for j, name in enumerate(self.vm_names)}
+        self.vcpus = scn.vms.vcpus
+        self.vm_memory = scn.vms.memory_mib
+        initial = round(scn.load.mu) * self.vcpus if scn.load.initial == "mu" else 0
+        self.vm_units = [initial] * total
+        self.vm_host = [j % n for j in range(total)]  # round-robin: every host gets `per`
+        self.host_vms: list[dict[int, None]] = [{} for _ in range(n)]
+        self.host_demand = [0] * n
+        tags: tuple[tuple[str, str], ...] = ()
+        if scn.vms.dirty_intensity is not None:
+            tags = (("dirty_intensity", str(scn.vms.dirty_intensity)),)
+        for h in self.hosts:
+            self.cluster.add_host(h.name)
+            self.cluster.hosts[h.name] = type(self.cluster.hosts[h.name])(
+                cpus=math.ceil(h.cpu_capacity / 100), memory_mib=h.memory_mib
+            )
+        for j, name in enumerate(self.vm_names):
+            h = self.vm_host[j]
+            spec = VmSpec(name, vcpus=self.vcpus, memory_mib=self.vm_memory, tags=tags)
+            self.cluster.create(self.hosts[h].name, spec, now=0.0)
+            self.host_vms[h][j] = None
+            self.host_demand[h] += initial
+            if initial:
+                self.cluster.set_cpu_demand(name, initial / (100 * self.vcpus), now=0.0)
+        for h in range(n):
+            if self.host_demand[h] > self.cap[h]:
+                self.metrics.set_violation(h, True, 0.0)
+
+    def _start_load(self) -> None:
+        load = self.scenario.load
+        self._rate = len(self.vm_names) / load.mean_interval_per_vm_s
+        if self.vm_names:
+            self.engine.at(self._load_rng.expovariate(self._rate), self._load_event)
+
+    def _load_event(self) -> None:
+        """VMPlaceS injector: one VM, uniformly; new demand from the quantised normal."""
+        rng, load = self._load_rng, self.scenario.load
+        now = self.engine.now
+        v = rng.randrange(len(self.vm_names))
+        pct = 10 * round(min(100.0, max(0.0, rng.gauss(load.mu, load.sigma))) / 10)
+        self.set_vm_units(v, pct * self.vcpus, now)
+        self.load_events += 1
+        nxt = now + rng.expovariate(self._rate)
+        if nxt <= self.duration_s:
+            self.engine.at(nxt, self._load_event)
+
+    def _schedule_faults(self) -> None:
+        faults = self.scenario.faults
+        for c in faults.crash:
+            self.engine.at(c.at_s, self.set_host_up, c.host, False)
+            if c.recover_at_s is not None:
+                self.engine.at(c.recover_at_s, self.set_host_up, c.host, True)
+        for cut in faults.site_cut:
+            s = self.sites.index(cut.site)
+            inside = [h.index for h in self.hosts if h.site == s]
+            outside = [h.index for h in self.hosts if h.site != s]
+            self.engine.at(cut.at_s, self.network.cut, inside, outside)
+            if cut.heal_at_s is not None:
+                self.engine.at(cut.heal_at_s, self.network.heal)
+
+    # -- demand and violations ------------------------------------------------------------
+
+    def set_vm_units(self, v: int, units: int, now: float) -> None:
+        """VM ``v`` now wants ``units`` (100 = one vCPU); O(1)."""
+        h = self.vm_host[v]
+        old = self.host_demand[h]
+        new = old - self.vm_units[v] + units
+        self.vm_units[v] = units
+        self.host_demand[h] = new
+        self.cluster.set_cpu_demand(self.vm_names[v], units / (100 * self.vcpus), now=now)
+        cap = self.cap[h]
+        if (old > cap) != (new > cap) and self.host_up[h]:
+            self._violation_changed(h, new > cap, now)
+
+    def _violation_changed(self, h: int, over: bool, now: float) -> None:
+        self.metrics.set_violation(h, over, now)
+        self._viol_gen[h] += 1
+        if over and self._monitors:
+            k = math.floor(now / self.period) + 1
+            self.engine.at(k * self.period, self._monitor_tick, h, self._viol_gen[h], k)
+
+    def _monitor_tick(self, h: int, gen: int, k: int) -> None:
+        if self._viol_gen[h] != gen or not self.metrics.is_violated(h):
+            return
+        now = self.engine.now
+        self.metrics.detected(h, now)
+        for fn in self._monitors:
+            fn(h, now)
+        if self._viol_gen[h] == gen and self.metrics.is_violated(h):
+            self.engine.at((k + 1) * self.period, self._monitor_tick, h, gen, k + 1)
+
+    def overloaded(self, h: int) -> bool:
+        return self.host_up[h] and self.host_demand[h] > self.cap[h]
+
+    def overloaded_hosts(self) -> list[int]:
+        """Every host in violation now (O(hosts): for periodic schedulers, not per event)."""
+        return [h for h in range(len(self.hosts)) if self.overloaded(h)]
+
+    def set_host_up(self, h: int, up: bool) -> None:
+        """Crash (``up=False``) or recover host ``h``: the network drops its datagrams,
+        its violation stops counting, listeners (``on_host_change``) are told."""
+        if self.host_up[h] == up:
+            return
+        now = self.engine.now
+        over = self.host_demand[h] > self.cap[h]
+        if not up and over:
+            self._violation_changed(h, False, now)
+        self.host_up[h] = up
+        if up:
+            self.network.set_up(h)
+            if over:
+                self._violation_changed(h, True, now)
+        else:
+            self.network.set_down(h)
+        for fn in self._host_listeners:
+            fn(h, up, now)
+
+    # -- what a scheduler uses -------------------------------------------------------------
+
+    def on_overload(self, fn: Callable[[int, float], None]) -> None:
+        """``fn(host, now)`` at every monitor tick while ``host`` is in violation."""
+        if not self._monitors:
+            for h in range(len(self.hosts)):
+                if self.metrics.is_violated(h):
+                    k = math.floor(self.engine.now / self.period) + 1
+                    self.engine.at(k * self.period, self._monitor_tick, h, self._viol_gen[h], k)
+        self._monitors.append(fn)
+
+    def on_host_change(self, fn: Callable[[int, bool, float], None]) -> None:
+        """``fn(host, up, now)`` when a host crashes (up=False) or recovers."""
+        self._host_listeners.append(fn)
+
+    def every(self, period_s: float, fn: Callable[[float], None], *, start_s: float = 0.0):
+        """``fn(now)`` at ``start_s + k * period_s`` until the handle is cancelled."""
+        handle = _Periodic()
+
+        def tick(k: int) -> None:
+            if handle.cancelled:
+                return
+            fn(self.engine.now)
+            self.engine.at(start_s + (k + 1) * period_s, tick, k + 1)
+
+        self.engine.at(start_s, tick, 0)
+        return handle
+
+    def vms_on(self, h: int) -> list[str]:
+        """VMs counted on host ``h`` (a migrating VM stays on its source until it lands)."""
+        return [self.vm_names[v] for v in self.host_vms[h]]
+
+    def migrating(self, vm: str) -> bool:
+        return vm in self._flights
+
+    def snapshot(self, hosts: Iterable[int | str] | None = None) -> Snapshot:
+        """Placement and measured CPU demand of ``hosts`` (indices or names; None = all).
+
+        CPU demand is exact (``usage[cpu_demand]`` in milli-CPUs = units * 10); a host's
+        memory excludes what incoming migrations reserve; migrating VMs appear on their
+        source (pin them with a ``Root`` constraint: see ``migrating``).
+        """
+        if hosts is None:
+            idx: Iterable[int] = range(len(self.hosts))
+        else:
+            idx = [self.host_index[x] if isinstance(x, str) else x for x in hosts]
+        hs, vms = [], []
+        vcpus, mem = self.vcpus, self.vm_memory
+        for h in idx:
+            info = self.hosts[h]
+            hs.append(
+                Host(
+                    info.name,
+                    cpus=math.ceil(info.cpu_capacity / 100),
+                    memory_mib=info.memory_mib - self.incoming_mib[h],
+                    capacity={CPU_DEMAND: info.cpu_capacity * 10},
+                    online=self.host_up[h],
+                )
+            )
+            for v in self.host_vms[h]:
+                u = self.vm_units[v]
+                vms.append(
+                    Vm(
+                        self.vm_names[v],
+                        vcpus=vcpus,
+                        memory_mib=mem,
+                        host=info.name,
+                        cpu_demand=u / 100,
+                        usage={CPU_DEMAND: u * 10},
+                    )
+                )
+        return Snapshot(tuple(hs), tuple(vms))
+
+    def solver_time(self, measured_wall_s: float, problem_size: int) -> float:
+        """Virtual seconds to charge for one solver call on ``problem_size`` VMs."""
+        if self.scenario.solver_time == "measured":
+            return measured_wall_s
+        return model_solver_time(problem_size)
+
+    def migrate(self, vm: str, src: str, dst: str, on_done: MigrationDone) -> bool:
+        """Start a live migration; ``on_done(ok, duration_s)`` is called at its end (or
+        right away through the engine, with ok=False, when it cannot start)."""
+        now = self.engine.now
+        v = self.vm_index.get(vm)
+        hs, hd = self.host_index.get(src), self.host_index.get(dst)
+        problem = (
+            v is None
+            or hs is None
+            or hd is None
+            or self.vm_host[v] != hs
+            or vm in self._flights
+            or not (self.host_up[hs] and self.host_up[hd])
+        )
+        if not problem:
+            try:
+                finish = self.cluster.start_migration(vm, src, dst, now=now)
+            except HypervisorError:
+                problem = True
+        if problem:
+            self.metrics.migration_ended(False, 0.0)
+            self.engine.at(now, on_done, False, 0.0)
+            return False
+        assert hs is not None and hd is not None
+        self._flights[vm] = (hs, hd, now, on_done)
+        self.incoming_mib[hd] += self.vm_memory
+        self.metrics.migration_started(hs, hd)
+        self.engine.at(finish, self._migration_due)
+        return True
+
+    def _migration_due(self) -> None:
+        now = self.engine.now
+        for ev in self.cluster.on_timer(now=now):
+            if ev.kind is EventKind.MIGRATED_IN:
+                self._land(ev.vm, now)
+
+    def _land(self, vm: str, now: float) -> None:
+        hs, hd, started, on_done = self._flights.pop(vm)
+        v = self.vm_index[vm]
+        units = self.vm_units[v]
+        self.incoming_mib[hd] -= self.vm_memory
+        self.set_vm_units(v, 0, now)  # leave the source (its violation may end)
+        del self.host_vms[hs][v]
+        self.vm_host[v] = hd
+        self.host_vms[hd][v] = None
+        self.set_vm_units(v, units, now)  # arrive (may start a violation there)
+        duration = now - started
+        self.metrics.migration_ended(True, duration)
+        on_done(True, duration)
+
+    # -- running ----------------------------------------------------------------------
+
+    def check_invariants(self) -> list[str]:
+        """Every VM on exactly one host (two while migrating), as the world believes."""
+        problems = []
+        copies: dict[str, int] = {}
+        for vms in self.cluster.vms.values():
+            for name in vms:
+                copies[name] = copies.get(name, 0) + 1
+        for v, name in enumerate(self.vm_names):
+            want = 2 if name in self._flights else 1
+            if copies.get(name, 0) != want:
+                problems.append(f"vm {name} has {copies.get(name, 0)} copies, expected {want}")
+            elif name not in self.cluster.vms[self.hosts[self.vm_host[v]].name]:
+                problems.append(f"vm {name} is not on {self.hosts[self.vm_host[v]].name}")
+        if len(copies) != len(self.vm_names):
+            problems.append(f"{len(copies)} VMs in the cluster, {len(self.vm_names)} expected")
+        return problems
+
+    def run(self, progress: Callable[[float], None] | None = None, steps: int = 200) -> None:
+        """Run to the end of the scenario, calling ``progress(now)`` every 1/steps."""
+        t0 = time.perf_counter()
+        for i in range(1, steps + 1):
+            self.engine.run_until(self.duration_s * i / steps)
+            if progress is not None:
+                progress(self.engine.now)
+        self.wall_s += time.perf_counter() - t0
+
+    def summary(self) -> dict:
+        """Close the run (once) and return the result dict (JSON-ready)."""
+        self.metrics.finish(self.duration_s)
+        for problem in self.check_invariants():
+            self.metrics.invariant_violation(problem)
+        self.check_invariants = lambda: []  # type: ignore[method-assign]  # count once
+        scn = self.scenario
+        out = {
+            "scenario": scn.name,
+            "scheduler": self.scheduler_name,
+            "seed": scn.seed,
+            "solver_time": scn.solver_time,
+            "hosts": len(self.hosts),
+            "vms": len(self.vm_names),
+            "sites": len(self.sites),
+            "virtual_s": self.duration_s,
+            "load_events": self.load_events,
+            "engine_events": self.engine.events,
+            "engine_messages": dict(sorted(self.engine.messages.items())),
+            **self.metrics.summary(),
+            "wall_s": round(self.wall_s, 3),
+            "virtual_per_wall": round(self.duration_s / self.wall_s, 2) if self.wall_s else None,
+        }
+        return out
+
+
+def run_scenario(
+    scenario: Scenario,
+    scheduler: str,
+    *,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[dict, World]:
+    """Build the world, attach ``scheduler`` (a registered name), run, summarise."""
+    sched = make_scheduler(scheduler, scenario.scheduler)
+    t0 = time.perf_counter()
+    world = World(scenario)
+    world.scheduler_name = scheduler
+    sched.attach(world)
+    world.wall_s = time.perf_counter() - t0  # building counts in wall time
+    world.run(progress)
+    return world.summary(), world
