@@ -1,0 +1,225 @@
+"""What a command asks the daemon to do, and what it gives back.
+
+The interpreter never acts on hosts. It returns a ``Result``: the new ``State`` and
+``Session``, an output (``Table`` or ``Text``), an error text, and **effects** the daemon
+must carry out on the hosts. Every effect names its namespace; VMs are named by their
+name inside that namespace (the hypervisor key is ``namespace/name``).
+
+After carrying out ``Launch`` the daemon calls ``dvms.namespace.launch_finished`` with
+the VMs that failed; after any effect it may call ``report_vms`` with what hosts report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dvms.namespace.config import VmConfig
+from dvms.namespace.state import State
+from dvms.placement import Host, PlacementConfig, Vm
+
+__all__ = [
+    "SOURCE_MESHAGE",
+    "SOURCE_USER",
+    "ClearNamespace",
+    "Cluster",
+    "Context",
+    "DelBridge",
+    "Effect",
+    "Flush",
+    "Kill",
+    "Launch",
+    "LaunchVm",
+    "Migrate",
+    "Result",
+    "RunOnHosts",
+    "Session",
+    "SetBridge",
+    "Start",
+    "Stop",
+    "Table",
+    "Text",
+]
+
+#: ``Context.source``: typed by a user / sent by another node to run its local part.
+SOURCE_USER = ""
+SOURCE_MESHAGE = "meshage"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """The cluster as the daemon sees it right now.
+
+    ``hosts``: every live node (``Host.cpus``/``memory_mib`` feed the load functions and
+    the capacity checks). ``vms``: every VM running anywhere, in any namespace or none
+    (``Vm.namespace``/``Vm.name``/``Vm.host``), so host load sums over all namespaces as
+    in minimega. ``local``: the node the user talks to (what ``localhost`` means)."""
+
+    hosts: tuple[Host, ...] = ()
+    vms: tuple[Vm, ...] = ()
+    local: str = ""
+
+    def host_names(self) -> frozenset[str]:
+        return frozenset(h.name for h in self.hosts)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Per-client state: the active namespace (minimega keeps it per process)."""
+
+    active: str = "minimega"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything ``execute`` reads. ``now``: seconds since the epoch (for ``ns schedule
+    status``). ``bridge_key``: the tunnel key the next ``ns bridge`` uses (the caller
+    draws it from its seeded random source). ``source``: ``SOURCE_MESHAGE`` when another
+    node sends the command (then ``vm launch`` and ``ns run`` are refused, minimega §3.4).
+    ``placement``: capacity ceilings for dry-run, mv and migrate."""
+
+    state: State
+    cluster: Cluster
+    session: Session = Session()
+    now: float = 0.0
+    bridge_key: int = 0
+    source: str = SOURCE_USER
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """Tabular output: ``header`` names the columns, every row has one cell per column."""
+
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+
+
+# ---------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchVm:
+    name: str
+    host: str
+    vm_type: str
+    config: VmConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """Create ``vms`` on their hosts (each starts BUILDING, i.e. paused). ``schedule`` is
+    the index of the ``ns schedule status`` row to close with ``launch_finished``."""
+
+    namespace: str
+    vms: tuple[LaunchVm, ...]
+    schedule: int
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    namespace: str
+    vms: tuple[tuple[str, str], ...]  # (name, host)
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    namespace: str
+    vms: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    namespace: str
+    vms: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Forget (undefine) quit or errored VMs."""
+
+    namespace: str
+    vms: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Migrate:
+    """Live-migrate ``vm`` from ``src`` to ``dst``."""
+
+    namespace: str
+    vm: str
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetBridge:
+    """Create ``bridge`` on every host and a full mesh of ``kind`` tunnels (key ``key``)."""
+
+    namespace: str
+    bridge: str
+    kind: str
+    key: int
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DelBridge:
+    """Destroy ``bridge`` (and its tunnels) on every host."""
+
+    namespace: str
+    bridge: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClearNamespace:
+    """Destroy a namespace everywhere: kill and flush ``vms`` (name, host), remove its
+    tunnels and taps on every host in ``hosts``, and delete its DHT records."""
+
+    namespace: str
+    vms: tuple[tuple[str, str], ...]
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOnHosts:
+    """``ns run``: run ``command`` on every host of ``hosts`` (with ``SOURCE_MESHAGE`` and
+    the namespace active) and gather the replies."""
+
+    namespace: str
+    hosts: tuple[str, ...]
+    command: tuple[str, ...]
+
+
+Effect = (
+    Launch | Start | Stop | Kill | Flush | Migrate | SetBridge | DelBridge | ClearNamespace
+    | RunOnHosts
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What ``execute`` returns. On error, ``state``/``session`` are the ones passed in
+    (one documented exception: ``ns schedule mv`` keeps the moves made before the target
+    that failed, as minimega does) and ``effects`` is empty."""
+
+    state: State
+    session: Session
+    output: Table | Text | None = None
+    effects: tuple[Effect, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
