@@ -66,7 +66,8 @@ def violation_cdf(durations: Mapping[str, Sequence[float]], path: str | Path) ->
     ax.set_xlabel("violation duration (s)")
     ax.set_ylabel("fraction of violations")
     ax.set_title("CDF of violation durations")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
