@@ -35,12 +35,13 @@ from dvms.namespace.effects import Start as Start
 from dvms.namespace.effects import Stop as Stop
 from dvms.namespace.effects import Table as Table
 from dvms.namespace.effects import Text as Text
+from dvms.namespace.render import Console as Console
 from dvms.namespace.render import render_json as render_json
 from dvms.namespace.render import render_table as render_table
 from dvms.namespace.render import render_text as render_text
-from dvms.namespace.reports import forget_vms as forget_vms
-from dvms.namespace.reports import launch_finished as launch_finished
-from dvms.namespace.reports import report_vms as report_vms
+from dvms.namespace.schedule import forget_vms as forget_vms
+from dvms.namespace.schedule import launch_finished as launch_finished
+from dvms.namespace.schedule import report_vms as report_vms
 from dvms.namespace.state import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE
 from dvms.namespace.state import Namespace as Namespace
 from dvms.namespace.state import State as State
@@ -53,6 +54,7 @@ __all__ = [
     "ClearNamespace",
     "Cluster",
     "CommandError",
+    "Console",
     "Context",
     "DelBridge",
     "Effect",

@@ -31,13 +31,15 @@ from dvms.namespace.effects import (
     Context,
     DelBridge,
     Result,
+    Run,
     RunOnHosts,
     Session,
     SetBridge,
     Table,
     Text,
+    invalid,
+    match,
 )
-from dvms.namespace.run import Run, invalid, match
 from dvms.namespace.state import DEFAULT_NAMESPACE, LOADS, VALID_NAME, Bridge
 from dvms.ranges import RangeError, compress, expand
 

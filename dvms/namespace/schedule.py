@@ -19,13 +19,32 @@ from dataclasses import replace
 from dvms.names import InvalidName, validate_vm_name
 from dvms.namespace.config import CommandError, VmConfig
 from dvms.namespace.effects import Context, Launch, LaunchVm
-from dvms.namespace.state import VALID_NAME, AssignEntry, Batch, Namespace, ScheduleStat, VmRecord
+from dvms.namespace.state import (
+    VALID_NAME,
+    VM_STATES,
+    AssignEntry,
+    Batch,
+    Namespace,
+    ScheduleStat,
+    State,
+    VmRecord,
+    with_vms,
+)
 from dvms.placement import Host, PlacementError, Snapshot, Vm, check_placement, solve_launch
 from dvms.placement import constraints as c
 from dvms.placement.explain import Refusal
 from dvms.ranges import RangeError, expand
 
-__all__ = ["dry_run", "launch", "launch_names", "move", "queue"]
+__all__ = [
+    "dry_run",
+    "forget_vms",
+    "launch",
+    "launch_finished",
+    "launch_names",
+    "move",
+    "queue",
+    "report_vms",
+]
 
 _COUNT = re.compile(r"[+-]?[0-9]+")
 _MAX_COUNT = 2**31 - 1
@@ -310,3 +329,39 @@ def finish(ns: Namespace, schedule: int, failed: Mapping[str, str], now: float) 
                    failures=n_failed)  # fmt: skip
     stats = (*ns.stats[:schedule], done, *ns.stats[schedule + 1 :])
     return replace(ns, stats=stats, vms=tuple(vm for vm in ns.vms if vm.name not in failed))
+
+
+# ------------------------------------------------------------- reports from the daemon
+
+
+def _namespace(state: State, namespace: str):
+    ns = state.get(namespace)
+    if ns is None:
+        raise ValueError(f"unknown namespace: {namespace}")
+    return ns
+
+
+def launch_finished(
+    state: State, namespace: str, schedule: int, failed: Mapping[str, str], *, now: float
+) -> State:
+    """Close the ``ns schedule status`` row of a ``Launch``: every VM of it was created
+    except those in ``failed`` (name -> error), which are dropped from the namespace."""
+    return state.put(finish(_namespace(state, namespace), schedule, failed, now))
+
+
+def report_vms(state: State, namespace: str, reports: Mapping[str, tuple[str, str]]) -> State:
+    """Hosts' word on VMs of ``namespace``: name -> (host, state). Unknown names are
+    ignored (a report may race with ``vm flush``)."""
+    ns = _namespace(state, namespace)
+    for host, vm_state in reports.values():
+        if vm_state not in VM_STATES or not host:
+            raise ValueError(f"bad report ({host!r}, {vm_state!r})")
+    vms = [replace(v, host=reports[v.name][0], state=reports[v.name][1]) if v.name in reports
+           else v for v in ns.vms]  # fmt: skip
+    return state.put(with_vms(ns, vms))
+
+
+def forget_vms(state: State, namespace: str, names: set[str]) -> State:
+    """Drop VMs that vanished from their hosts."""
+    ns = _namespace(state, namespace)
+    return state.put(with_vms(ns, [v for v in ns.vms if v.name not in names]))

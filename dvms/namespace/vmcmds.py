@@ -28,12 +28,14 @@ from dvms.namespace.effects import (
     Flush,
     Kill,
     Migrate,
+    Run,
     Start,
     Stop,
     Table,
     Text,
+    invalid,
+    match,
 )
-from dvms.namespace.run import Run, invalid, match
 from dvms.namespace.state import VM_TYPES, Namespace, VmRecord, with_vms
 from dvms.placement import PlacementError, check_placement, solve_launch
 from dvms.placement import constraints as c

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dvms.namespace import Cluster
-from dvms.namespace.console import Console
+from dvms.namespace import Cluster, Console
 from dvms.placement import Host
 
 

@@ -1,0 +1,83 @@
+"""State records: round trips, validation of corrupt records, invariants."""
+
+from __future__ import annotations
+
+import pytest
+
+from dvms.namespace import Namespace, RecordError, State, VmConfig, VmRecord
+from dvms.namespace.state import AssignEntry, Batch, Bridge, ScheduleStat
+from tests.namespace.conftest import make_console
+
+
+def busy_state() -> State:
+    con = make_console(3)
+    for line in (
+        "namespace foo",
+        "vm config tags role web",
+        "vm config net LAN",
+        "vm launch kvm a",
+        "ns queueing true",
+        "vm config colocate a",
+        "vm launch kvm b[1-2]",
+        "vm launch kvm 2",
+        "ns schedule dry-run",
+        "ns bridge br0 gre",
+        "namespace bar",
+        "vm launch kvm a",
+    ):
+        assert con.execute(line).ok, line
+    return con.state
+
+
+def test_state_round_trips_through_records():
+    state = busy_state()
+    record = state.to_record()
+    assert State.from_record(record) == state
+    for ns in state.namespaces:
+        assert Namespace.from_record(ns.to_record()) == ns
+
+
+def test_records_are_plain_cbor_values():
+    cbor2 = pytest.importorskip("cbor2")
+    record = busy_state().to_record()
+    assert cbor2.loads(cbor2.dumps(record)) == record
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.update(v=9), "unsupported version"),
+        (lambda r: r.update(load="fastest"), "unknown load function"),
+        (lambda r: r.update(queueing="yes"), "queueing must be a bool"),
+        (lambda r: r["vms"][0].update(state="DANCING"), "unknown state"),
+        (lambda r: r["vms"].append(dict(r["vms"][0], id=99)), "share a name"),
+        (lambda r: r["vms"][0].update(id=1000), "not below next_id"),
+        (lambda r: r["queue"][0].update(names=["a"]), "already used"),
+        (lambda r: r["assignment"].pop(), "does not cover the queue"),
+        (lambda r: r["config"].update(vcpus=0), "vcpus must be at least 1"),
+        (lambda r: r["config"].update(schedule="mm1", colocate="x"), "schedule and colocate"),
+        (lambda r: r["config"].update(nope=1), "unknown field"),
+        (lambda r: r["bridges"][0].update(kind="ipip"), "unknown kind"),
+        (lambda r: r.update(name="bad name"), "invalid name"),
+    ],
+)
+def test_corrupt_records_are_refused(mutate, message):
+    record = busy_state().get("foo").to_record()
+    mutate(record)
+    with pytest.raises(RecordError, match=message):
+        Namespace.from_record(record)
+
+
+def test_objects_validate_on_construction():
+    with pytest.raises(RecordError):
+        VmRecord(0, "a", "h1", state="GONE")
+    with pytest.raises(RecordError):
+        Batch("kvm", (), VmConfig())
+    with pytest.raises(RecordError):
+        ScheduleStat(0.0, None, "completed", 0, 0, 0, 0)
+    with pytest.raises(RecordError):
+        Bridge("br", "gre", 2**32, frozenset())
+    with pytest.raises(RecordError):
+        State((Namespace("b"), Namespace("a")))
+    entry = AssignEntry(0, 0, "a", "h1")
+    assert AssignEntry.from_record(entry.to_record()) == entry
