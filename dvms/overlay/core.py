@@ -66,7 +66,7 @@ _COORD_CACHE: dict[tuple[float, ...], Coordinate] = {}
 _COORD_CACHE_MAX = 50_000
 
 
-def _decode_coord(wire: tuple[float, ...], dim: int) -> Coordinate:
+def decode_coord(wire: tuple[float, ...], dim: int) -> Coordinate:
     """Validate a peer's wire coordinate, memoised: the same coordinate reaches many
     nodes (every reply of its owner until it moves), and decoding is pure."""
     coord = _COORD_CACHE.get(wire)
@@ -256,7 +256,7 @@ class OverlayCore:
         if e is None or not e.coord or self.vivaldi is None:
             return None
         try:
-            coord = _decode_coord(e.coord, self.vivaldi.config.dimensionality)
+            coord = decode_coord(e.coord, self.vivaldi.config.dimensionality)
         except ValueError:
             return None
         return self.vivaldi.coordinate.distance_to(coord)
@@ -356,7 +356,7 @@ class OverlayCore:
     def _vivaldi_sample(self, sender: int, coord: tuple[float, ...], rtt: float) -> None:
         viv = self.vivaldi
         try:
-            peer = _decode_coord(coord, viv.config.dimensionality)
+            peer = decode_coord(coord, viv.config.dimensionality)
             viv.update(sender, peer, rtt)
         except ValueError:
             self.stats["bad_coordinate"] += 1
@@ -568,7 +568,10 @@ class OverlayCore:
         cfg = self.config
         period = cfg.probe_interval_s
         viv = self.vivaldi
-        if viv is not None and viv.coordinate.error > cfg.probe_fast_error:
+        if viv is not None and (
+            self._rtt_samples < cfg.probe_fast_samples
+            or viv.coordinate.error > cfg.probe_fast_error
+        ):
             period = cfg.probe_fast_interval_s
         self._at(now + period * (0.9 + 0.2 * self.rng.random()), _T_PROBE)
         index = self.table.index
