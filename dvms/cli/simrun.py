@@ -79,12 +79,12 @@ def _scenario(args: argparse.Namespace, seed: int | None = None):
 
 
 def _check_schedulers(names: list[str]) -> None:
-    from dvms.sim.world import load_schedulers
+    from dvms.sim.world import load_schedulers, unknown_scheduler_message
 
     known = load_schedulers()
     for name in names:
         if name not in known:
-            raise UserError(f"unknown scheduler {name!r}; known: {', '.join(sorted(known))}")
+            raise UserError(unknown_scheduler_message(name))
 
 
 @contextmanager

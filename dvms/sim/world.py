@@ -80,24 +80,38 @@ def register_scheduler(name: str, factory: SchedulerFactory) -> None:
     SCHEDULERS[name] = factory
 
 
+#: Scheduler modules that failed to import, with the error (shown for unknown names).
+LOAD_ERRORS: dict[str, str] = {}
+
+
 def load_schedulers() -> dict[str, SchedulerFactory]:
+    """Import ``SCHEDULER_MODULES`` and return the registry. A module that does not
+    exist is skipped; one that fails to import is recorded in ``LOAD_ERRORS`` (so a
+    broken plug-in never stops the baselines from running)."""
     import importlib
 
     for module in SCHEDULER_MODULES:
         try:
             importlib.import_module(module)
+            LOAD_ERRORS.pop(module, None)
         except ModuleNotFoundError as exc:
             if exc.name != module:
-                raise
+                LOAD_ERRORS[module] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            LOAD_ERRORS[module] = f"{type(exc).__name__}: {exc}"
     return SCHEDULERS
+
+
+def unknown_scheduler_message(name: str) -> str:
+    known = ", ".join(sorted(SCHEDULERS)) or "none"
+    broken = "".join(f"; {m} failed to import ({e})" for m, e in sorted(LOAD_ERRORS.items()))
+    return f"unknown scheduler {name!r}; known: {known}{broken}"
 
 
 def make_scheduler(name: str, params: ScenarioParams) -> Scheduler:
     known = load_schedulers()
     if name not in known:
-        raise UnknownScheduler(
-            f"unknown scheduler {name!r}; known: {', '.join(sorted(known)) or 'none'}"
-        )
+        raise UnknownScheduler(unknown_scheduler_message(name))
     return known[name](params)
 
 

@@ -1,0 +1,85 @@
+"""Benchmark: the datacenter simulator at scale, per scheduler.
+
+    .venv/bin/python bench/sim_scale.py [SCHEDULER ...] [--sizes 1000,4000,10000]
+                                        [--duration 3600] [--seed 23]
+
+Each (size, scheduler) pair runs in its own process (so peak RSS is per run): the
+VMPlaceS scenario (700-unit hosts, 10 VMs of 1 vCPU each, Poisson load at N_VM/300 per
+s, 1 s monitor) with ``size`` hosts for ``duration`` virtual seconds, solver time from
+the cost model. Prints wall time (build + run), peak RSS, virtual/wall speed, load
+events, and the headline metric. Schedulers default to every registered one
+(``dvms.sim.world.load_schedulers``), so a scheduler registered by the DVMS module is
+benchmarked without touching this file; name them to choose (``bench/sim_scale.py dvms
+centralized``). Target (issue 7): 10,000 hosts / 100,000 VMs in <= 10 min and <= 8 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def one(size: int, scheduler: str, duration: float, seed: int) -> dict:
+    """Run in this process and return the measurements (called in a child)."""
+    from dvms.sim.scenario import scenario_from_dict
+    from dvms.sim.world import run_scenario
+
+    scn = scenario_from_dict(
+        {"name": f"vmplaces-{size}", "hosts": {"count": size}, "duration_s": duration, "seed": seed}
+    )
+    t0 = time.perf_counter()
+    summary, _ = run_scenario(scn, scheduler)
+    wall = time.perf_counter() - t0
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "hosts": size,
+        "scheduler": scheduler,
+        "wall_s": round(wall, 1),
+        "peak_rss_mib": round(rss_mib),
+        "virtual_per_wall": round(duration / wall, 1),
+        "load_events": summary["load_events"],
+        "engine_events": summary["engine_events"],
+        "cumulated_violation_s": summary["cumulated_violation_s"],
+        "per_host_violation_s": round(summary["cumulated_violation_s"] / size, 2),
+        "migrations": summary["migrations"],
+        "solver_s": summary["solver_s"],
+        "invariant_violations": summary["invariant_violations"],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("schedulers", nargs="*", help="scheduler names (default: all registered)")
+    p.add_argument("--sizes", default="1000,4000,10000", help="host counts (1000,4000,10000)")
+    p.add_argument("--duration", type=float, default=3600.0, help="virtual seconds (3600)")
+    p.add_argument("--seed", type=int, default=23)
+    p.add_argument("--one", nargs=2, metavar=("SIZE", "SCHEDULER"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(int(args.one[0]), args.one[1], args.duration, args.seed)))
+        return 0
+    from dvms.sim.world import load_schedulers
+
+    names = args.schedulers or sorted(load_schedulers())
+    cols = ("hosts", "scheduler", "wall_s", "peak_rss_mib", "virtual_per_wall", "load_events")
+    cols += ("per_host_violation_s", "migrations", "solver_s", "invariant_violations")
+    print(" ".join(f"{c:>20}" for c in cols), flush=True)
+    for size in (int(s) for s in args.sizes.split(",")):
+        for name in names:
+            cmd = [sys.executable, __file__, "--one", str(size), name]
+            cmd += ["--duration", str(args.duration), "--seed", str(args.seed)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                print(f"{size} {name}: failed\n{res.stderr}", file=sys.stderr)
+                continue
+            row = json.loads(res.stdout)
+            print(" ".join(f"{row[c]!s:>20}" for c in cols), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
