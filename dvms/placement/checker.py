@@ -60,9 +60,14 @@ class _Replay:
     # -- rules on one instant -------------------------------------------------------
 
     def capacity(
-        self, present: Mapping[str, list[tuple[str, dict]]], when: str, only: set | None = None
+        self,
+        present: Mapping[str, list[tuple[str, dict]]],
+        when: str,
+        only: set | None = None,
+        counts: set | None = None,
     ) -> list[str]:
-        """Capacities and coschedule limits of every host (or only of ``only``)."""
+        """Capacities of every host (or of ``only``); coschedule limits of every host
+        (or of ``counts``: where VMs arrive, an allocation adds no VM)."""
         out = []
         for host, items in present.items():
             if only is not None and host not in only:
@@ -74,6 +79,8 @@ class _Replay:
                 total = sum(a[r] for _, a in items)
                 if total > h.limit(r, self.config):
                     out.append(f"{when}: {r} on {host} is {total} > {h.limit(r, self.config)}")
+            if counts is not None and host not in counts:
+                continue
             limits = [self.vms[k].coschedule + 1 for k, _ in items if self.vms[k].coschedule >= 0]
             limits += [
                 k.amount + 1
@@ -245,8 +252,9 @@ def check_plan(
                 moved.add(a.vm)
         present = _present(rp, acts, where, t)
         # a host may start over capacity (overload); nothing may arrive until it fits
-        arriving = {a.dst for a in acts if a.start == t and a.kind != "shutdown"}
-        errors += rp.capacity(present, f"t={t}", arriving) + rp.rules(
+        arriving = {a.dst for a in acts if a.start == t and a.kind in ("migrate", "boot")}
+        growing = {a.dst for a in acts if a.start == t and a.kind == "allocate"}
+        errors += rp.capacity(present, f"t={t}", arriving | growing, arriving) + rp.rules(
             present, f"t={t}", final=False, moved=moved
         )
     final: dict[str, list[tuple[str, dict]]] = defaultdict(list)

@@ -102,19 +102,44 @@ def _misplaced(ws: Workspace) -> set[int]:
         if any(need):
             more |= ws.choose_evictions(cands, lambda v: ws.demand[v], need)
         _lift(ws, more)
-        excess = ws.count[h] - ws.host_limit(h)
-        while ws.host_limit(h) != -1 and excess > 0 and cands:
-            cands = [v for v in ws.vms_on(h) if ws.movable[v]]
-            worst = min(
-                cands, key=lambda v: (ws.cos[v] if ws.cos[v] != -1 else 1 << 30, ws.cost[v])
-            )
-            more.add(worst)
-            _lift(ws, more)
-            excess = ws.count[h] - ws.host_limit(h)
+        more |= _coschedule_evictions(ws, h)
     for f in ws.filters:  # set capacities, after the removals above
         more |= f.misplaced()
     _lift(ws, more)
     return out | more
+
+
+def _coschedule_evictions(ws: Workspace, h: int) -> set[int]:
+    """Lift VMs off ``h`` until its coschedule limit holds: the most demanding limit
+    first (one coschedule-0 VM leaves rather than its five neighbours)."""
+    out: set[int] = set()
+    while True:
+        limit = ws.host_limit(h)
+        cands = [v for v in ws.vms_on(h) if ws.movable[v]]
+        if limit == -1 or ws.count[h] <= limit or not cands:
+            return out
+        worst = min(cands, key=lambda v: (ws.cos[v] if ws.cos[v] != -1 else 1 << 30, ws.cost[v]))
+        out.add(worst)
+        ws.remove(worst)
+
+
+def _residual(ws: Workspace) -> str:
+    """What still breaks the rules after placing (VMs that could not be moved)."""
+    for h in range(len(ws.hosts)):
+        over = [ws.resources[r] for r, x in enumerate(ws.overflow(h)) if x > 0]
+        if over:
+            return (
+                f"{ws.hosts[h].name} stays over its {', '.join(over)} capacity: its VMs cannot move"
+            )
+        limit = ws.host_limit(h)
+        if limit != -1 and ws.count[h] > limit:
+            return f"too many VMs scheduled on {ws.hosts[h].name} for coschedule requirement of {limit}"
+    for f in ws.filters:
+        bad = f.misplaced()
+        if bad:
+            who = ", ".join(sorted(ws.vms[v].key for v in bad))
+            return f"{f.rule} stays violated by {who}: they cannot move"
+    return ""
 
 
 def _lift(ws: Workspace, vms: set[int]) -> None:
@@ -175,6 +200,11 @@ def solve_repair(
         _lift(ws, movable)
         outcome = place_units(ws, _units(ws, movable | boots), prefer_current=True)
         if outcome.ok:
+            residual = _residual(ws)
+            if residual:
+                last, proven = residual, True
+                _lift(ws, movable | boots)
+                continue
             target = list(ws.assign)
             try:
                 actions = schedule_plan(ws, origin, target)

@@ -378,8 +378,11 @@ class Workspace:
             relief = sum(min(u, n) / n for u, n in zip(use(v), need, strict=True) if n > 0)
             return relief / self.cost[v] if relief else -math.inf
 
+        def overshoot(v: int, need: Sequence[float]) -> float:
+            return sum(max(0.0, u - n) / n for u, n in zip(use(v), need, strict=True) if n > 0)
+
         while any(n > 0 for n in need) and left:
-            best = max(left, key=lambda v: (gain(v, need), -v))
+            best = max(left, key=lambda v: (gain(v, need), -overshoot(v, need), -v))
             if gain(best, need) == -math.inf:
                 break
             left.remove(best)

@@ -65,13 +65,19 @@ def _subset(draw, names, least=1):
 def constraint_sets(draw, vm_names, host_names, *, with_colocate=True):
     out = []
     kinds = ["ban", "fence", "spread", "gather", "among", "lonely", "runcap", "rescap", "colocate"]
+    kinds += ["root", "cspread"]
     for kind in draw(st.lists(st.sampled_from(kinds), max_size=4)):
         if kind == "ban":
             out.append(c.Ban(_subset(draw, vm_names), frozenset(_subset(draw, host_names))))
         elif kind == "fence":
             out.append(c.Fence(_subset(draw, vm_names), frozenset(_subset(draw, host_names))))
         elif kind == "spread":
-            out.append(c.Spread(_subset(draw, vm_names, 2) if len(vm_names) > 1 else vm_names))
+            vms = _subset(draw, vm_names, 2) if len(vm_names) > 1 else vm_names
+            out.append(c.Spread(vms, continuous=False))
+        elif kind == "root":
+            out.append(c.Root(_subset(draw, vm_names)))
+        elif kind == "cspread":
+            out.append(c.Spread(_subset(draw, vm_names), continuous=True))
         elif kind == "gather":
             out.append(c.Gather(_subset(draw, vm_names)))
         elif kind == "lonely":
