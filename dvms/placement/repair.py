@@ -133,7 +133,8 @@ def _residual(ws: Workspace) -> str:
             )
         limit = ws.host_limit(h)
         if limit != -1 and ws.count[h] > limit:
-            return f"too many VMs scheduled on {ws.hosts[h].name} for coschedule requirement of {limit}"
+            name = ws.hosts[h].name
+            return f"too many VMs scheduled on {name} for coschedule requirement of {limit}"
     for f in ws.filters:
         bad = f.misplaced()
         if bad:
