@@ -69,9 +69,8 @@ def _freeze_continuous(ws: Workspace) -> None:
         if isinstance(f, AmongFilter) and f.used:
             group = next(iter(f.used))
             hosts = frozenset(h for h, g in f.group_of.items() if g == group)
-            for v in f.members or ():
-                allowed = ws.allowed[v]
-                ws.allowed[v] = hosts if allowed is None else allowed & hosts
+            keys = [ws.vms[v].key for v in sorted(f.members or ())]
+            ws.add_static("among", keys, allowed=hosts)
 
 
 def _broken_continuous(ws: Workspace) -> str | None:

@@ -129,17 +129,17 @@ class Workspace:
 
     def _add_kind(self, k: c.Constraint) -> None:
         if isinstance(k, c.Ban):
-            self._static("ban", k.vms, banned=self._hosts(k.hosts))
+            self.add_static("ban", k.vms, banned=self._hosts(k.hosts))
         elif isinstance(k, c.Fence):
-            self._static("fence", k.vms, allowed=self._hosts(k.hosts))
+            self.add_static("fence", k.vms, allowed=self._hosts(k.hosts))
         elif isinstance(k, c.Schedule):
-            self._static("schedule", (k.vm,), allowed=self._hosts((k.host,)))
+            self.add_static("schedule", (k.vm,), allowed=self._hosts((k.host,)))
         elif isinstance(k, c.Root):
             for key in k.vms:
                 v = self.vm(key)
                 if self.vms[v].host is not None and self.vms[v].state == "running":
                     self.movable[v] = False
-                    self._static("root", (key,), allowed=self._hosts((self.vms[v].host,)))
+                    self.add_static("root", (key,), allowed=self._hosts((self.vms[v].host,)))
         elif isinstance(k, c.Spread):
             self._filter(SpreadFilter(self, "spread", map(self.vm, k.vms)))
         elif isinstance(k, c.Gather):
@@ -177,7 +177,7 @@ class Workspace:
             # "at least amount": never shrink (docs/placement.md, differences)
             self.demand[v][r] = max(self.demand[v][r], k.amount)
 
-    def _static(
+    def add_static(
         self,
         rule: str,
         keys: Iterable[str],
@@ -272,6 +272,7 @@ class Workspace:
                 why = f.check(v, h)
                 if why:
                     return (f.rule, why)
+            return ("static", "host not allowed")  # unreachable: every set has a filter
         used, lim, dem = self.used[h], self.limits[h], self.demand[v]
         for r in self.active[v]:
             if used[r] + dem[r] > lim[r]:

@@ -171,3 +171,17 @@ def test_vm_on_offline_host_is_evacuated():
     hosts = (Host("n0", capacity={"cpu": 4}, online=False), Host("n1", capacity={"cpu": 4}))
     plan = solve_and_check(Snapshot(hosts, (vm("a", "n0", 1),)), [])
     assert [(x.vm, x.dst) for x in plan.actions] == [("a", "n1")]
+
+
+def test_continuous_among_keeps_vms_in_their_group():
+    hosts = cpu_hosts(4, 4, 8, 8)
+    vms = (vm("a", "n0", 3), vm("b", "n0", 3), vm("c", "n1", 1))
+    groups = (frozenset({"n0", "n1"}), frozenset({"n2", "n3"}))
+    cont = [c.Among(("a", "b"), groups, continuous=True)]
+    plan = solve_and_check(Snapshot(hosts, vms), cont)
+    assert [(x.vm, x.dst) for x in plan.actions] == [("b", "n1")] or [
+        (x.vm, x.dst) for x in plan.actions
+    ] == [("a", "n1")]
+    # discrete among may jump groups (the bigger hosts are less loaded)
+    plan = solve_and_check(Snapshot(hosts, vms), [c.Among(("a", "b"), groups)])
+    assert plan.status == "solved"
