@@ -67,6 +67,11 @@ class Engine:
         self.by_addr: dict[Address, SimNode] = {}
         self.on_emit = on_emit
         self.codec_factory = codec_factory
+        #: Handlers for effects other than Send/Emit (e.g. ``Compute``, ``DriverCall``),
+        #: by effect type: ``handler(node, effect, now)``.
+        self.effect_handlers: dict[type, Callable[[SimNode, Any, float], None]] = {}
+        #: Called for every datagram handed to the network: ``observer(src, dst, msg)``.
+        self.message_observer: Callable[[SimNode, SimNode, Any], None] | None = None
         self.messages: Counter[str] = Counter()
         self.events = 0
         self.undeliverable = 0
@@ -112,7 +117,10 @@ class Engine:
                 if self.on_emit is not None:
                     self.on_emit(node, eff.event, now)
             else:
-                raise TypeError(f"unknown effect {eff!r}")
+                handler = self.effect_handlers.get(type(eff))
+                if handler is None:
+                    raise TypeError(f"no handler for effect {eff!r}")
+                handler(node, eff, now)
         deadline = node.core.next_deadline()
         if deadline is not None and deadline < node.timer_at:
             node.timer_at = deadline
@@ -125,6 +133,8 @@ class Engine:
         if dst is None:
             self.undeliverable += 1
             return
+        if self.message_observer is not None:
+            self.message_observer(node, dst, msg)
         delays = self.network.route(node.pos, dst.pos, now)
         if not delays:
             return

@@ -1,0 +1,76 @@
+"""Partition protocol parameters: one frozen dataclass, units and sources per field.
+
+Sources: DVMS 2 (``DvmsActor.scala``) and VMPlaceS (``dvms2``), see
+``../shared/reference/dvms-isp.md`` §3.2; our own additions are marked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = ["RECRUITMENT", "PartitionConfig"]
+
+#: Recruitment strategies: the order in which an ISP visits candidate nodes.
+RECRUITMENT = ("vivaldi", "ring", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionConfig:
+    #: A member dissolves its partition after this long without an update, seconds
+    #: (DVMS 2: 3.5 s; VMPlaceS: 4.5 s).
+    lease_s: float = 3.5
+    #: How often members check their lease, seconds (DVMS 2: 0.5 s).
+    lease_check_s: float = 0.5
+    #: Leader keep-alive period while it solves and acts, seconds (DVMS 2: 0.5 s).
+    keepalive_s: float = 0.5
+    #: Local monitor period: overload checks and retries of pending events, seconds
+    #: (DVMS 2 / VMPlaceS: 1 s).
+    monitor_period_s: float = 1.0
+    #: Recruitment order: "vivaldi" (increasing predicted RTT from the initiator; the
+    #: Euro-Par 2014 locality idea, ours by default), "ring" (node-id successor order, the
+    #: original DVMS) or "random" (a uniformly random non-member, as VMPlaceS).
+    recruitment: str = "vivaldi"
+    #: Partitions smaller than this do not run the solver (VMPlaceS used 4). 2 is the
+    #: smallest size at which a migration can relieve an overload.
+    min_partition_size: int = 2
+    #: Ours: a lap also ends when the partition reaches this size or the ISP has made this
+    #: many hops (DVMS laps visit every node of the ring; on 10,000 nodes an unsolvable
+    #: event would otherwise grow a 10,000-node partition).
+    max_partition_size: int = 64
+    max_hops: int = 256
+    #: Request attempts and first timeout (doubled per retry) for partition RPCs; the
+    #: first timeout follows the overlay's RTT estimate of the peer when it has one.
+    rpc_attempts: int = 4
+    rpc_timeout_s: float = 0.5
+    #: How long a leader waits for member states before dropping silent members, seconds.
+    state_timeout_s: float = 2.0
+    #: How long a leader waits for a started action (a live migration, a VM creation) to
+    #: report its end before counting it failed, seconds (a 1 GiB VM takes ~10 s).
+    action_timeout_s: float = 300.0
+    #: Ask the initiator whether a Blocked partition is still wanted before joining it
+    #: (DVMS 2 does, for Blocked ISPs only).
+    staleness_check: bool = True
+    #: A launch that failed is retried this many times before it is reported failed.
+    launch_attempts: int = 3
+    #: Consolidation on underload (DVMS 1 only); off by default, not implemented yet.
+    underload: bool = False
+
+    def __post_init__(self) -> None:
+        if self.recruitment not in RECRUITMENT:
+            raise ValueError(
+                f"recruitment must be one of {', '.join(RECRUITMENT)}, not {self.recruitment!r}"
+            )
+        if self.min_partition_size < 1 or self.max_partition_size < self.min_partition_size:
+            raise ValueError("need 1 <= min_partition_size <= max_partition_size")
+        if self.underload:
+            raise ValueError("underload consolidation is not implemented yet")
+        for name in ("lease_s", "lease_check_s", "keepalive_s", "monitor_period_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.keepalive_s >= self.lease_s:
+            raise ValueError("keepalive_s must be shorter than lease_s")
+
+    @classmethod
+    def vmplaces(cls) -> PartitionConfig:
+        """The VMPlaceS DVMS settings: lease 4.5 s, min partition 4, random recruitment."""
+        return replace(cls(), lease_s=4.5, min_partition_size=4, recruitment="random")

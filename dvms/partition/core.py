@@ -1,0 +1,986 @@
+"""The DVMS partition protocol (the Iterative Scheduling Procedure) as a sans-I/O core.
+
+Follows DVMS 2 (``../shared/reference/dvms-isp.md`` §2.3); deliberate differences are
+listed in ``docs/partitions.md``. One ``PartitionCore`` per node; it reads (never writes)
+the node's ``OverlayCore`` to pick peers and predict RTTs.
+
+Inputs (all take ``now``):
+    on_message(src, sender, rid, msg)   a partition message from a peer
+    on_timer()                          when next_deadline() has passed
+    on_monitor()                        the host monitor ticked (if the shell runs it)
+    on_computed(token, outcome)         a ``Compute`` effect finished (the solver)
+    on_driver_result(op, ok, reason)    a ``DriverCall`` effect finished
+    launch(vms, constraints)            command: a vjob submitted to this node
+Outputs: ``Send``, ``Emit`` (``EventDone``, ``PartitionChanged``, ``PartitionReleased``),
+``Compute`` (run the solver: the shell may take its time), ``DriverCall`` (create or
+live-migrate a VM on this node's hypervisor).
+
+How an event is handled::
+
+    free node, problem --> partition {me}, Growing, I lead
+    leader: SetPartition -> every member answers MemberState (its host)  [silent: dropped]
+            >= min size?  Compute(solve on exactly the members' hosts)
+            plan found    -> Finishing: DriverCalls via members, Outcome to origin, Dissolve
+            no plan       -> Isp to next candidate (recruit.py); I become a plain member
+    Isp at a free node    --> it joins and leads (Blocked ISP: initiator asked first)
+    Isp at a busy node    --> shortcut: forwarded past its own partition; or, both
+                              Blocked and the ISP's initiator outranks ours: merge
+    no candidate left     --> Isp back to the initiator: Growing -> Blocked, 2nd lap;
+                              Blocked -> dissolve, event fails
+    no update for lease_s --> member frees itself
+
+Peer errors are counted in ``stats`` and dropped; a message for a partition we are not in
+is answered negatively, never trusted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dvms.effects import Address, Emit, Send
+from dvms.overlay.core import OverlayCore
+from dvms.overlay.messages import Contact
+from dvms.partition.config import PartitionConfig
+from dvms.partition.messages import (
+    BLOCKED,
+    FINISHING,
+    GROWING,
+    RESPONSES,
+    ActionAccepted,
+    ActionAck,
+    ActionDone,
+    CanMerge,
+    CreateVm,
+    Dissolve,
+    Event,
+    HostState,
+    Isp,
+    IspAck,
+    KeepAlive,
+    LaunchVm,
+    MemberState,
+    MergeAnswer,
+    MigrateVm,
+    Outcome,
+    OutcomeAck,
+    PartitionView,
+    Placed,
+    SetPartition,
+    StillValid,
+    Valid,
+    WireConstraint,
+)
+from dvms.partition.recruit import next_candidate
+from dvms.partition.solve import SolveOutcome, solve_events
+
+__all__ = [
+    "Compute",
+    "DriverCall",
+    "EventDone",
+    "EventStarted",
+    "PartitionChanged",
+    "PartitionCore",
+    "PartitionReleased",
+    "PlanApplied",
+]
+
+_T_RPC, _T_LEASE, _T_KEEPALIVE, _T_MONITOR, _T_STATES, _T_ACTION = range(6)
+
+
+# -- effects and events ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Compute:
+    """Run ``fn()`` (pure, possibly slow) and feed its result to ``on_computed``.
+    ``size`` (hosts, vms) lets a simulator charge a modelled solver time."""
+
+    token: int
+    fn: Callable[[], Any]
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DriverCall:
+    """Act on this node's hypervisor: ``kind`` is ``migrate`` (args: vm, namespace,
+    dst_host, dst_addr) or ``create`` (args: vm = LaunchVm). Answer with
+    ``on_driver_result(op, ok, reason)``."""
+
+    op: int
+    kind: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventDone:
+    """An event this node originated has ended (at this node: the origin)."""
+
+    event_id: int
+    kind: str
+    ok: bool
+    reason: str
+    started: float
+    finished: float
+    placed: tuple[Placed, ...] = ()
+    partition_size: int = 0
+    migrations: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EventStarted:
+    """This node detected a problem (or accepted a launch) and will handle it."""
+
+    event_id: int
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanApplied:
+    """A leader finished applying a plan (``duration`` from first action to last)."""
+
+    pid: int
+    size: int
+    actions: int
+    migrations: int
+    failed: int
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionChanged:
+    view: PartitionView
+    role: str  # "leader" or "member"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionReleased:
+    pid: int
+    reason: str
+
+
+# -- internal bookkeeping --------------------------------------------------------------
+
+
+class _Rpc:
+    __slots__ = ("attempts", "dst", "msg", "on_reply", "peer", "rids")
+
+    def __init__(self, dst: Address, peer: int | None, msg: Any, on_reply) -> None:
+        self.dst = dst
+        self.peer = peer
+        self.msg = msg
+        self.on_reply = on_reply  # called with (reply msg or None on failure, now, out)
+        self.attempts = 0
+        self.rids: list[int] = []
+
+
+@dataclass
+class _Lead:
+    """What a leader tracks while it holds the partition."""
+
+    phase: str = "collecting"  # collecting -> solving -> acting
+    states: dict[int, HostState] = field(default_factory=dict)
+    waiting: set[int] = field(default_factory=set)
+    token: int = 0
+    ops: dict[int, Any] = field(default_factory=dict)  # op id -> action
+    blocked_by: dict[int, set[int]] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    done_ops: set[int] = field(default_factory=set)
+    started: set[int] = field(default_factory=set)
+    index: dict[int, int] = field(default_factory=dict)  # op id -> position in the plan
+    outcome: SolveOutcome | None = None
+    acting_since: float = 0.0
+
+
+@dataclass
+class _Own:
+    """An event this node originated and still waits on."""
+
+    event: Event
+    started: float
+    attempts: int = 0
+    in_flight: bool = False
+
+
+class PartitionCore:
+    def __init__(
+        self,
+        me: Contact,
+        overlay: OverlayCore,
+        config: PartitionConfig,
+        rng: random.Random,
+        *,
+        local_state: Callable[[], HostState | None],
+        self_monitor: bool = True,
+        now: float = 0.0,
+    ) -> None:
+        """``local_state()`` returns this node's own host as its monitor last saw it (a
+        read-only query: cached host statistics in the daemon, the world in a simulator).
+        With ``self_monitor`` the core checks for overload every ``monitor_period_s``;
+        otherwise the shell calls ``on_monitor`` (a simulator does, only while a host is
+        overloaded, so healthy hosts cost nothing)."""
+        self.me = me
+        self.overlay = overlay
+        self.config = config
+        self.rng = rng
+        self.view: PartitionView | None = None
+        self.lead: _Lead | None = None
+        self.lease_until = 0.0
+        self.locked_for_fusion = False
+        self.local_state = local_state
+        self.self_monitor = self_monitor
+        self.own: dict[int, _Own] = {}
+        self.queue: deque[int] = deque()  # own launch events waiting for us to be free
+        self.stats: Counter[str] = Counter()
+        self._rpcs: dict[int, _Rpc] = {}
+        self._timers: list[tuple[float, int, int, Any]] = []
+        self._seq = 0
+        self._next_token = 1
+        self._driver: dict[int, tuple[Contact, int]] = {}  # running op -> (leader, pid)
+        self._holding: PartitionView | None = None  # an Isp we are passing on
+        self._skip: set[int] = set()  # the ISP's skip set while we lead
+        self._hops = 0
+        self._handlers = {
+            Isp: self._on_isp,
+            SetPartition: self._on_set_partition,
+            KeepAlive: self._on_keepalive,
+            Dissolve: self._on_dissolve,
+            StillValid: self._on_still_valid,
+            CanMerge: self._on_can_merge,
+            MigrateVm: self._on_migrate,
+            CreateVm: self._on_create,
+            Outcome: self._on_outcome,
+            ActionDone: self._on_action_done,
+        }
+        if self_monitor:
+            self._at(now + config.monitor_period_s * (0.5 + rng.random()), _T_MONITOR)
+
+    # -- timers ------------------------------------------------------------------------
+
+    def _at(self, when: float, kind: int, ref: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._timers, (when, self._seq, kind, ref))
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def on_timer(self, *, now: float) -> list[Any]:
+        out: list[Any] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, ref = heapq.heappop(self._timers)
+            if kind == _T_RPC:
+                self._rpc_timeout(ref, now, out)
+            elif kind == _T_LEASE:
+                self._check_lease(ref, now, out)
+            elif kind == _T_KEEPALIVE:
+                self._keepalive(ref, now, out)
+            elif kind == _T_MONITOR:
+                self._monitor(now, out)
+            elif kind == _T_STATES:
+                self._states_timeout(ref, now, out)
+            elif kind == _T_ACTION:
+                self._action_result(ref, False, "member did not report the action's end", now, out)
+        return out
+
+    # -- RPC ---------------------------------------------------------------------------
+
+    def _request(self, peer: Contact, msg: Any, on_reply, now: float, out: list[Any]) -> None:
+        rpc = _Rpc(peer.addr, peer.node_id, msg, on_reply)
+        self._transmit(rpc, now, out)
+
+    def _transmit(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
+        rid = self.rng.getrandbits(64)
+        rpc.attempts += 1
+        rpc.rids.append(rid)
+        self._rpcs[rid] = rpc
+        base = self.overlay.table.rto(rpc.peer) if rpc.peer is not None else None
+        timeout = max(base or 0.0, self.config.rpc_timeout_s) * 2 ** (rpc.attempts - 1)
+        self._at(now + timeout, _T_RPC, rpc)
+        out.append(Send(rpc.dst, rid, rpc.msg))
+
+    def _rpc_timeout(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
+        if not rpc.rids or rpc.rids[-1] not in self._rpcs:
+            return  # answered
+        if rpc.attempts < self.config.rpc_attempts:
+            self._transmit(rpc, now, out)
+            return
+        for r in rpc.rids:
+            self._rpcs.pop(r, None)
+        self.stats["rpc_failed"] += 1
+        rpc.on_reply(None, now, out)
+
+    def _on_reply(self, src, sender, rid, msg, now, out) -> None:
+        rpc = self._rpcs.get(rid)
+        if rpc is None or rpc.dst != src or (rpc.peer is not None and rpc.peer != sender):
+            self.stats["unexpected_response"] += 1
+            return
+        for r in rpc.rids:
+            self._rpcs.pop(r, None)
+        rpc.on_reply(msg, now, out)
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def on_message(self, src: Address, sender: int, rid: int, msg: Any, *, now: float):
+        out: list[Any] = []
+        handler = self._handlers.get(type(msg))
+        if handler is not None:
+            handler(src, sender, rid, msg, now, out)
+        elif type(msg) in RESPONSES:
+            self._on_reply(src, sender, rid, msg, now, out)
+        else:
+            self.stats["unknown_message"] += 1
+        return out
+
+    def on_monitor(self, *, now: float) -> list[Any]:
+        out: list[Any] = []
+        self._start_if_free(now, out)
+        return out
+
+    def launch(
+        self, vms: tuple[LaunchVm, ...], constraints: tuple[WireConstraint, ...], *, now: float
+    ) -> tuple[int, list[Any]]:
+        """Queue a vjob for placement; ends with ``Emit(EventDone)`` for its event id."""
+        event = Event("launch", self.me, self.rng.getrandbits(63), vms, constraints)
+        self.own[event.event_id] = _Own(event, now)
+        self.queue.append(event.event_id)
+        out: list[Any] = [Emit(EventStarted(event.event_id, "launch"))]
+        self._start_if_free(now, out)
+        return event.event_id, out
+
+    def busy(self) -> bool:
+        return self.view is not None
+
+    # -- monitor -----------------------------------------------------------------------
+
+    def _monitor(self, now: float, out: list[Any]) -> None:
+        self._at(now + self.config.monitor_period_s, _T_MONITOR)
+        self._start_if_free(now, out)
+
+    def overloaded(self) -> bool:
+        s = self.local_state()
+        if s is None:
+            return False
+        capacity = s.cpu_milli or s.cpus * 1000
+        return capacity > 0 and sum(round(v.cpu_demand * 1000) for v in s.vms) > capacity
+
+    def _start_if_free(self, now: float, out: list[Any]) -> None:
+        if self.view is not None or self._holding is not None:
+            return
+        if self.queue:
+            event = self.own[self.queue.popleft()].event
+        elif self.overloaded() and not any(
+            o.event.kind == "overload" and o.in_flight for o in self.own.values()
+        ):
+            event = Event("overload", self.me, self.rng.getrandbits(63))
+            self.own[event.event_id] = _Own(event, now)
+            self.stats["overload_detected"] += 1
+            out.append(Emit(EventStarted(event.event_id, "overload")))
+        else:
+            return
+        own = self.own[event.event_id]
+        own.attempts += 1
+        own.in_flight = True
+        coord = self.overlay.coordinate()
+        view = PartitionView(
+            pid=self.rng.getrandbits(64),
+            version=1,
+            initiator=self.me,
+            leader=self.me,
+            members=(self.me,),
+            state=GROWING,
+            events=(event,),
+            origin_coord=tuple(coord.to_wire()) if coord is not None else (),
+        )
+        self.stats["partitions_started"] += 1
+        self._become_leader(view, (), 0, now, out)
+
+    # -- leading -----------------------------------------------------------------------
+
+    def _adopt(self, view: PartitionView, now: float, out: list[Any], role: str) -> None:
+        if self.view is None or self.view.pid != view.pid:
+            self.locked_for_fusion = False
+        self.view = view
+        self.lease_until = now + self.config.lease_s
+        self._at(self.lease_until, _T_LEASE, view.pid)
+        out.append(Emit(PartitionChanged(view, role)))
+
+    def _become_leader(self, view, skip, hops, now, out) -> None:
+        self._skip = set(skip)
+        self._hops = hops
+        self._adopt(view, now, out, "leader")
+        lead = self.lead = _Lead()
+        local = self.local_state()
+        if local is not None:
+            lead.states[self.me.node_id] = local
+        for m in view.members:
+            if m.node_id != self.me.node_id:
+                lead.waiting.add(m.node_id)
+                self._request(m, SetPartition(view), self._member_reply(view.pid, m), now, out)
+        self._at(now + self.config.state_timeout_s, _T_STATES, view.pid)
+        self._keepalive(view.pid, now, out)
+        self._maybe_solve(now, out)
+
+    def _member_reply(self, pid: int, member: Contact):
+        def on_reply(msg, now, out) -> None:
+            lead = self.lead
+            if lead is None or self.view is None or self.view.pid != pid:
+                return
+            if lead.phase != "collecting":
+                return
+            lead.waiting.discard(member.node_id)
+            if msg is None or msg.host is None:
+                self._drop_member(member, "did not answer" if msg is None else "refused", now, out)
+            else:
+                lead.states[member.node_id] = msg.host
+            self._maybe_solve(now, out)
+
+        return on_reply
+
+    def _drop_member(self, member: Contact, why: str, now: float, out: list[Any]) -> None:
+        """A member is gone (crashed or moved on): we, the detector, lead without it."""
+        view = self.view
+        assert view is not None
+        self.stats["member_lost"] += 1
+        if member.node_id == view.initiator.node_id:
+            self._dissolve(f"initiator {why}", now, out, notify=True)
+            return
+        members = tuple(m for m in view.members if m.node_id != member.node_id)
+        self.view = replace(view, members=members, version=view.version + 1)
+        out.append(Emit(PartitionChanged(self.view, "leader")))
+
+    def _states_timeout(self, pid: int, now: float, out: list[Any]) -> None:
+        lead = self.lead
+        if lead is None or self.view is None or self.view.pid != pid:
+            return
+        if lead.phase == "collecting" and lead.waiting:
+            for node_id in list(lead.waiting):
+                member = next((m for m in self.view.members if m.node_id == node_id), None)
+                lead.waiting.discard(node_id)
+                if member is not None and self.view is not None:
+                    self._drop_member(member, "did not report", now, out)
+            self._maybe_solve(now, out)
+
+    def _maybe_solve(self, now: float, out: list[Any]) -> None:
+        lead, view = self.lead, self.view
+        if lead is None or view is None or lead.phase != "collecting" or lead.waiting:
+            return
+        members = [m for m in view.members if m.node_id in lead.states]
+        if len(members) < self.config.min_partition_size:
+            self.stats["below_min_size"] += 1
+            self._pass_on(now, out)
+            return
+        lead.phase = "solving"
+        lead.token = self._next_token
+        self._next_token += 1
+        states = tuple(lead.states[m.node_id] for m in members)
+        events = view.events
+        n_vms = sum(len(s.vms) for s in states) + sum(len(e.vms) for e in events)
+        out.append(Compute(lead.token, lambda: solve_events(states, events), (len(states), n_vms)))
+
+    def on_computed(self, token: int, outcome: SolveOutcome, *, now: float) -> list[Any]:
+        out: list[Any] = []
+        lead, view = self.lead, self.view
+        if lead is None or view is None or lead.token != token or lead.phase != "solving":
+            return out
+        self.stats["solver_runs"] += 1
+        if not outcome.ok:
+            self.stats["no_solution"] += 1
+            lead.phase = "collecting"
+            self._pass_on(now, out, reason=outcome.reason)
+            return out
+        lead.outcome = outcome
+        lead.phase = "acting"
+        lead.acting_since = now
+        self.view = replace(view, state=FINISHING, version=view.version + 1)
+        self._start_actions(outcome, now, out)
+        return out
+
+    # -- acting ------------------------------------------------------------------------
+
+    def _member_for_host(self, host: str) -> Contact | None:
+        lead, view = self.lead, self.view
+        assert lead is not None and view is not None
+        for m in view.members:
+            s = lead.states.get(m.node_id)
+            if s is not None and s.name == host:
+                return m
+        return None
+
+    def _start_actions(self, outcome: SolveOutcome, now: float, out: list[Any]) -> None:
+        lead = self.lead
+        assert lead is not None
+        actions = list(outcome.actions)
+        for i, a in enumerate(actions):
+            op = self.rng.getrandbits(63)
+            lead.ops[op] = a
+            lead.index[op] = i
+            hosts = {a.src, a.dst} - {None}
+            lead.blocked_by[op] = {
+                j
+                for j, b in enumerate(actions)
+                if j != i and b.end <= a.start and hosts & {b.src, b.dst}
+            }
+        self._launch_ready(now, out)
+
+    def _launch_ready(self, now: float, out: list[Any]) -> None:
+        lead = self.lead
+        assert lead is not None
+        finished = {lead.index[op] for op in lead.done_ops}
+        for op, a in list(lead.ops.items()):
+            if op in lead.started or lead.blocked_by[op] - finished:
+                continue
+            lead.started.add(op)
+            self._send_action(op, a, now, out)
+            if self.lead is not lead:
+                return  # the plan finished inside (an action failed synchronously)
+        if len(lead.done_ops) == len(lead.ops):
+            self._finish(now, out)
+
+    def _send_action(self, op: int, a: Any, now: float, out: list[Any]) -> None:
+        view = self.view
+        assert view is not None
+        if a.kind == "migrate":
+            src, dst = self._member_for_host(a.src), self._member_for_host(a.dst)
+            if src is None or dst is None:
+                self._action_result(op, False, f"{a.vm}: host left the partition", now, out)
+                return
+            ns, _, name = a.vm.rpartition("/")
+            msg: Any = MigrateVm(view.pid, op, name, ns, dst, a.dst)
+            target = src
+        else:  # boot (launch)
+            target = self._member_for_host(a.dst)
+            if target is None:
+                self._action_result(op, False, f"{a.vm}: host left the partition", now, out)
+                return
+            msg = CreateVm(view.pid, op, a.launch)
+
+        def on_reply(reply, now, out, op=op) -> None:
+            if reply is None:
+                self._action_result(op, False, "member did not answer", now, out)
+            elif not reply.ok:
+                self._action_result(op, False, reply.reason, now, out)
+            else:  # started: its end comes as ActionDone, or the deadline fails it
+                self._at(now + self.config.action_timeout_s, _T_ACTION, op)
+
+        self._request(target, msg, on_reply, now, out)
+
+    def _on_action_done(self, src, sender, rid, msg: ActionDone, now, out) -> None:
+        out.append(Send(src, rid, ActionAck(msg.op)))
+        if self.lead is not None and self.view is not None and self.view.pid == msg.pid:
+            self._action_result(msg.op, msg.ok, msg.reason, now, out)
+
+    def _action_result(self, op: int, ok: bool, reason: str, now: float, out) -> None:
+        lead = self.lead
+        if lead is None or op in lead.done_ops or op not in lead.ops:
+            return
+        lead.done_ops.add(op)
+        if not ok:
+            lead.failed.append(reason or "action failed")
+            self.stats["action_failed"] += 1
+        else:
+            self.stats["actions"] += 1
+        self._launch_ready(now, out)
+
+    def _finish(self, now: float, out: list[Any]) -> None:
+        lead, view = self.lead, self.view
+        assert lead is not None and view is not None and lead.outcome is not None
+        ok = not lead.failed
+        reason = "; ".join(lead.failed)
+        migrations = sum(a.kind == "migrate" for a in lead.ops.values())
+        out.append(
+            Emit(
+                PlanApplied(
+                    view.pid,
+                    len(view.members),
+                    len(lead.ops),
+                    migrations,
+                    len(lead.failed),
+                    now - lead.acting_since,
+                )
+            )
+        )
+        for event in view.events:
+            names = {(v.namespace, v.name) for v in event.vms}
+            placed = tuple(p for p in lead.outcome.placed if (p.namespace, p.vm) in names)
+            msg = Outcome(event.event_id, ok, reason, placed, len(view.members), migrations)
+            if event.origin.node_id == self.me.node_id:
+                self._outcome(msg, now, out)
+            else:
+                self._request(event.origin, msg, lambda r, n, o: None, now, out)
+        self.stats["partitions_solved" if ok else "partitions_failed_acting"] += 1
+        self._dissolve("solved" if ok else "actions failed", now, out, notify=True)
+
+    # -- passing the ISP on ------------------------------------------------------------
+
+    def _pass_on(self, now: float, out: list[Any], reason: str = "") -> None:
+        """No solution here: hand the ISP to the next candidate; we stay a member."""
+        view = self.view
+        assert view is not None
+        self.lead = None
+        cfg = self.config
+        self._hops += 1
+        lap_over = len(view.members) >= cfg.max_partition_size or self._hops >= cfg.max_hops
+        self._forward(view, self._skip, self._hops, lap_over, now, out)
+
+    def _forward(self, view, skip: set[int], hops: int, lap_over: bool, now, out) -> None:
+        """Send the ISP token on (to a candidate, or home to the initiator at lap end)."""
+        candidate = None
+        if not lap_over:
+            candidate = next_candidate(self.config.recruitment, self.overlay, view, skip, self.rng)
+        if candidate is None:
+            if view.initiator.node_id == self.me.node_id:
+                self._lap_end(view, now, out)
+                return
+            target, msg = view.initiator, Isp(view, tuple(sorted(skip)), hops, True)
+        else:
+            target, msg = candidate, Isp(view, tuple(sorted(skip)), hops, False)
+        self._holding = view
+
+        def on_ack(reply, now, out) -> None:
+            if reply is not None and reply.accepted:
+                self._holding = None
+                self._after_hold(now, out)
+                return
+            if msg.returning:
+                # The initiator is gone or refuses: the partition cannot go on.
+                self._holding = None
+                self._dissolve_view(view, "initiator unreachable", now, out)
+                self._after_hold(now, out)
+                return
+            skip.add(target.node_id)
+            self._forward(view, skip, hops, lap_over, now, out)
+
+        self._request(target, msg, on_ack, now, out)
+        self._keepalive(view.pid, now, out)
+
+    def _after_hold(self, now: float, out: list[Any]) -> None:
+        if self.view is None:
+            self._start_if_free(now, out)
+
+    def _lap_end(self, view: PartitionView, now: float, out: list[Any]) -> None:
+        """The ISP came back to us, its initiator."""
+        if self.view is None or self.view.pid != view.pid:
+            return  # stale: this partition is already gone
+        if view.state == BLOCKED or view.lap >= 2:
+            self.stats["events_failed_two_laps"] += 1
+            self._fail_events(view, "no solution after two laps", now, out)
+            self._dissolve("two laps without a solution", now, out, notify=True)
+            return
+        self.stats["blocked"] += 1
+        blocked = replace(view, state=BLOCKED, lap=2, version=view.version + 1, leader=self.me)
+        for m in blocked.members:
+            if m.node_id != self.me.node_id:
+                self._request(m, SetPartition(blocked), lambda r, n, o: None, now, out)
+        self._adopt(blocked, now, out, "member")
+        self._skip, self._hops = set(), 0
+        self._forward(blocked, set(), 0, False, now, out)
+
+    def _fail_events(self, view: PartitionView, reason: str, now: float, out) -> None:
+        for event in view.events:
+            msg = Outcome(event.event_id, False, reason, (), len(view.members), 0)
+            if event.origin.node_id == self.me.node_id:
+                self._outcome(msg, now, out)
+            else:
+                self._request(event.origin, msg, lambda r, n, o: None, now, out)
+
+    # -- receiving an ISP --------------------------------------------------------------
+
+    def _on_isp(self, src, sender, rid, msg: Isp, now, out) -> None:
+        view = msg.view
+        if msg.returning:
+            out.append(Send(src, rid, IspAck(True)))
+            if view.initiator.node_id == self.me.node_id:
+                self._lap_end(view, now, out)
+            return
+        mine = self.view
+        if mine is None and self._holding is None:
+            out.append(Send(src, rid, IspAck(True)))
+            if view.state == BLOCKED and self.config.staleness_check:
+                self._check_then_join(msg, now, out)
+            else:
+                self._join(msg, now, out)
+            return
+        if mine is not None and mine.pid == view.pid:
+            out.append(Send(src, rid, IspAck(False)))  # already a member: try another
+            return
+        out.append(Send(src, rid, IspAck(True)))
+        if (
+            mine is not None
+            and view.state == BLOCKED
+            and mine.state == BLOCKED
+            and view.initiator.node_id < mine.initiator.node_id
+            and not self.locked_for_fusion
+            and self.lead is None
+        ):
+            self._try_merge(msg, src, sender, now, out)
+            return
+        self.stats["shortcut"] += 1
+        skip = set(msg.skip) | {self.me.node_id}
+        if mine is not None:
+            skip |= mine.member_ids()
+        self._forward_foreign(view, skip, msg.hops + 1, now, out)
+
+    def _forward_foreign(self, view, skip, hops, now, out) -> None:
+        """Pass on an ISP of a partition we are not in (the shortcut)."""
+        lap_over = hops >= self.config.max_hops
+        candidate = None
+        if not lap_over:
+            candidate = next_candidate(self.config.recruitment, self.overlay, view, skip, self.rng)
+        returning = candidate is None
+        target = view.initiator if returning else candidate
+        msg = Isp(view, tuple(sorted(skip)), hops, returning)
+
+        def on_ack(reply, now, out) -> None:
+            if reply is not None and reply.accepted:
+                return
+            if returning:
+                return  # the initiator is gone: its members' leases will expire
+            skip.add(target.node_id)
+            self._forward_foreign(view, skip, hops, now, out)
+
+        self._request(target, msg, on_ack, now, out)
+
+    def _check_then_join(self, msg: Isp, now: float, out: list[Any]) -> None:
+        view = msg.view
+        self._holding = view
+
+        def on_valid(reply, now, out) -> None:
+            self._holding = None
+            if reply is not None and reply.ok and self.view is None:
+                self._join(msg, now, out)
+            else:
+                self.stats["stale_isp"] += 1
+                self._start_if_free(now, out)
+
+        self._request(view.initiator, StillValid(view.pid, view.version), on_valid, now, out)
+
+    def _join(self, msg: Isp, now: float, out: list[Any]) -> None:
+        view = msg.view
+        self.stats["joined"] += 1
+        new = replace(
+            view, version=view.version + 1, leader=self.me, members=(self.me, *view.members)
+        )
+        self._become_leader(new, set(msg.skip), msg.hops, now, out)
+
+    def _on_still_valid(self, src, sender, rid, msg: StillValid, now, out) -> None:
+        ok = self.view is not None and self.view.pid == msg.pid
+        out.append(Send(src, rid, Valid(ok)))
+
+    # -- merging -----------------------------------------------------------------------
+
+    def _try_merge(self, msg: Isp, src: Address, sender: int, now, out) -> None:
+        self.locked_for_fusion = True
+        view = msg.view
+        peer = Contact(sender, src[0], src[1])
+
+        def on_answer(reply, now, out) -> None:
+            mine = self.view
+            if reply is None or not reply.ok or mine is None or mine.state != BLOCKED:
+                self.locked_for_fusion = False
+                skip = set(msg.skip) | {self.me.node_id}
+                if mine is not None:
+                    skip |= mine.member_ids()
+                self._forward_foreign(view, skip, msg.hops + 1, now, out)
+                return
+            self.stats["merges"] += 1
+            others = [m for m in (*mine.members, *view.members) if m.node_id != self.me.node_id]
+            members = tuple(dict.fromkeys([self.me, *others]))
+            merged = replace(
+                mine,
+                pid=self.rng.getrandbits(64),
+                version=1,
+                leader=self.me,
+                members=members,
+                state=GROWING,
+                events=mine.events + view.events,
+                lap=1,
+            )
+            self._become_leader(merged, set(), 0, now, out)
+
+        self._request(peer, CanMerge(view.pid), on_answer, now, out)
+
+    def _on_can_merge(self, src, sender, rid, msg: CanMerge, now, out) -> None:
+        ok = (
+            self.view is not None
+            and self.view.pid == msg.pid
+            and not self.locked_for_fusion
+            and self.lead is None
+        )
+        if ok:
+            self.locked_for_fusion = True
+        out.append(Send(src, rid, MergeAnswer(ok)))
+
+    # -- membership --------------------------------------------------------------------
+
+    def _on_set_partition(self, src, sender, rid, msg: SetPartition, now, out) -> None:
+        view = msg.view
+        mine = self.view
+        same = mine is not None and mine.pid == view.pid
+        # A new pid is adopted when we are free, or when it contains every member of our
+        # current partition (a merge absorbed it); a stale lineage is refused.
+        absorbs = mine is not None and mine.member_ids() <= view.member_ids()
+        if (mine is None and self._holding is None) or same or absorbs:
+            if same and mine is not None and view.version < mine.version:
+                out.append(Send(src, rid, MemberState(view.pid, view.version, self.local_state())))
+                return
+            if self.lead is not None and not same:
+                self.lead = None
+            if same and self.lead is not None and view.leader.node_id != self.me.node_id:
+                self.lead = None
+            self._adopt(view, now, out, "member")
+            out.append(Send(src, rid, MemberState(view.pid, view.version, self.local_state())))
+            return
+        self.stats["refused_membership"] += 1
+        out.append(Send(src, rid, MemberState(view.pid, view.version, None)))
+
+    def _on_keepalive(self, src, sender, rid, msg: KeepAlive, now, out) -> None:
+        if self.view is not None and self.view.pid == msg.pid:
+            self.lease_until = now + self.config.lease_s
+            self._at(self.lease_until, _T_LEASE, msg.pid)
+
+    def _keepalive(self, pid: int, now: float, out: list[Any]) -> None:
+        """Leaders and ISP holders keep members' leases fresh."""
+        view = self.view if self.lead is not None else self._holding
+        if view is None or view.pid != pid:
+            return
+        for m in view.members:
+            if m.node_id != self.me.node_id:
+                out.append(Send(m.addr, 0, KeepAlive(view.pid, view.version)))
+        if self.view is not None and self.view.pid == pid:
+            self.lease_until = now + self.config.lease_s
+            self._at(self.lease_until, _T_LEASE, pid)
+        self._at(now + self.config.keepalive_s, _T_KEEPALIVE, pid)
+
+    def _check_lease(self, pid: int, now: float, out: list[Any]) -> None:
+        view = self.view
+        if view is None or view.pid != pid or now < self.lease_until - 1e-9:
+            return
+        if self.lead is not None or (self._holding is not None and self._holding.pid == pid):
+            return  # we hold it: our own keep-alives run
+        if self._driver:
+            # A migration on this host is still running for this partition: stay busy
+            # until it ends, or another partition could plan with a host in flux.
+            self._at(now + self.config.lease_check_s, _T_LEASE, pid)
+            return
+        self.stats["lease_expired"] += 1
+        self._dissolve("lease expired", now, out, notify=False)
+
+    def _on_dissolve(self, src, sender, rid, msg: Dissolve, now, out) -> None:
+        if self.view is not None and self.view.pid == msg.pid and self.lead is None:
+            self._dissolve(msg.reason, now, out, notify=False)
+
+    def _dissolve_view(self, view: PartitionView, reason: str, now: float, out) -> None:
+        if self.view is not None and self.view.pid == view.pid:
+            self._dissolve(reason, now, out, notify=True)
+
+    def _dissolve(self, reason: str, now: float, out: list[Any], *, notify: bool) -> None:
+        view = self.view
+        if view is None:
+            return
+        if notify:
+            for m in view.members:
+                if m.node_id != self.me.node_id:
+                    out.append(Send(m.addr, 0, Dissolve(view.pid, reason[:256])))
+        self.view = None
+        self.lead = None
+        self.locked_for_fusion = False
+        out.append(Emit(PartitionReleased(view.pid, reason)))
+        # Events we originated in it are now orphaned unless an Outcome arrives.
+        for own in self.own.values():
+            if own.in_flight and any(e.event_id == own.event.event_id for e in view.events):
+                self._orphaned(own, reason, now, out)
+        if self._holding is None:
+            self._start_if_free(now, out)
+
+    def _orphaned(self, own: _Own, reason: str, now: float, out: list[Any]) -> None:
+        """Our event's partition is gone without an outcome: retry or give up."""
+        own.in_flight = False
+        event = own.event
+        if reason == "solved":
+            return  # the Outcome is on its way
+        if event.kind == "launch" and own.attempts < self.config.launch_attempts:
+            self.queue.append(event.event_id)
+            return
+        if event.kind == "overload":
+            del self.own[event.event_id]  # the monitor re-raises it if still true
+            out.append(Emit(EventDone(event.event_id, "overload", False, reason, own.started, now)))
+            return
+        del self.own[event.event_id]
+        out.append(Emit(EventDone(event.event_id, event.kind, False, reason, own.started, now)))
+
+    # -- actions on this node ----------------------------------------------------------
+
+    def _member_of(self, pid: int) -> bool:
+        return self.view is not None and self.view.pid == pid
+
+    def _accept_action(self, src, sender, rid, pid: int, op: int, now, out) -> bool:
+        """Common checks of MigrateVm/CreateVm; True if a new driver call must start."""
+        if op in self._driver:  # a retransmission: it is already running
+            out.append(Send(src, rid, ActionAccepted(op, True)))
+            return False
+        if not self._member_of(pid):
+            out.append(Send(src, rid, ActionAccepted(op, False, "not a member")))
+            return False
+        self._driver[op] = (Contact(sender, src[0], src[1]), pid)
+        out.append(Send(src, rid, ActionAccepted(op, True)))
+        return True
+
+    def _on_migrate(self, src, sender, rid, msg: MigrateVm, now, out) -> None:
+        if self._accept_action(src, sender, rid, msg.pid, msg.op, now, out):
+            args = {
+                "vm": msg.vm,
+                "namespace": msg.namespace,
+                "dst_host": msg.dst_host,
+                "dst_addr": msg.dst.addr,
+            }
+            out.append(DriverCall(msg.op, "migrate", args))
+
+    def _on_create(self, src, sender, rid, msg: CreateVm, now, out) -> None:
+        if self._accept_action(src, sender, rid, msg.pid, msg.op, now, out):
+            out.append(DriverCall(msg.op, "create", {"vm": msg.vm}))
+
+    def on_driver_result(self, op: int, ok: bool, reason: str, *, now: float) -> list[Any]:
+        out: list[Any] = []
+        entry = self._driver.pop(op, None)
+        if entry is not None:
+            leader, pid = entry
+            done = ActionDone(pid, op, ok, reason[:512])
+            self._request(leader, done, lambda r, n, o: None, now, out)
+            if self.view is None:
+                self._start_if_free(now, out)
+        return out
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    def _on_outcome(self, src, sender, rid, msg: Outcome, now, out) -> None:
+        out.append(Send(src, rid, OutcomeAck(msg.event_id)))
+        self._outcome(msg, now, out)
+
+    def _outcome(self, msg: Outcome, now: float, out: list[Any]) -> None:
+        own = self.own.get(msg.event_id)
+        if own is None:
+            return  # a duplicate
+        if not msg.ok and own.event.kind == "launch" and own.attempts < self.config.launch_attempts:
+            own.in_flight = False
+            self.queue.append(msg.event_id)
+            return
+        del self.own[msg.event_id]
+        out.append(
+            Emit(
+                EventDone(
+                    msg.event_id,
+                    own.event.kind,
+                    msg.ok,
+                    msg.reason,
+                    own.started,
+                    now,
+                    msg.placed,
+                    msg.partition_size,
+                    msg.migrations,
+                )
+            )
+        )

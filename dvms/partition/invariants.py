@@ -1,0 +1,75 @@
+"""Safety invariants of the partition protocol, checked while a simulation runs.
+
+Shipped in the package (not only in tests) so every simulation can switch them on:
+
+1. A node belongs to at most one partition: no node is a member of two partitions whose
+   leaders are both applying a plan (acting on a host another partition also acts on).
+2. Every partition is released within ``lease + 1 s`` of its last update: a member that
+   neither leads, nor holds the ISP, nor runs a migration for it must be free by then.
+
+(Every VM on exactly one host is the world's invariant, ``World.check_invariants``; no
+host over capacity and no broken constraint after a plan are checked on the plan itself
+by the independent checker in ``dvms.placement.checker`` before the plan is applied.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from dvms.partition.config import PartitionConfig
+from dvms.partition.messages import PartitionView
+
+__all__ = ["InvariantChecker"]
+
+
+class InvariantChecker:
+    def __init__(self, config: PartitionConfig, report: Callable[[str], None]) -> None:
+        self.config = config
+        self.report = report
+        self.busy: dict[int, tuple[int, float]] = {}  # position -> (pid, last update)
+        self.violations = 0
+
+    def changed(self, pos: int, view: PartitionView, role: str, now: float) -> None:
+        self.busy[pos] = (view.pid, now)
+
+    def released(self, pos: int, pid: int, now: float) -> None:
+        if self.busy.get(pos, (None,))[0] == pid:
+            del self.busy[pos]
+
+    def forget(self, pos: int) -> None:
+        self.busy.pop(pos, None)
+
+    def _fail(self, what: str) -> None:
+        self.violations += 1
+        self.report(what)
+
+    def check(self, nodes: list[Any], now: float) -> None:
+        claimed: dict[int, int] = {}
+        for pos in list(self.busy):
+            node = nodes[pos]
+            part = node.core.partition
+            if not node.alive or part.view is None:
+                self.busy.pop(pos, None)
+                continue
+            self._check_lease(pos, part, now)
+            lead = part.lead
+            if lead is not None and lead.phase == "acting":
+                self._check_disjoint(part.view.pid, part.view.members, claimed)
+
+    def _check_lease(self, pos: int, part: Any, now: float) -> None:
+        holding = part._holding is not None or part._driver or part.lead is not None
+        if holding:
+            return
+        last = part.lease_until - self.config.lease_s
+        if now > last + self.config.lease_s + 1.0:
+            self._fail(
+                f"node at position {pos} still in partition {part.view.pid:x} "
+                f"{now - last:.1f} s after its last update (lease {self.config.lease_s} s)"
+            )
+
+    def _check_disjoint(self, pid: int, members: Iterable[Any], claimed: dict[int, int]) -> None:
+        for m in members:
+            other = claimed.setdefault(m.node_id, pid)
+            if other != pid:
+                self._fail(f"node {m.node_id:x} claimed by partitions {other:x} and {pid:x}")

@@ -1,0 +1,355 @@
+"""DVMS partition protocol messages (type codes 32-63) and the records they carry.
+
+Requests and responses (every request is retried until answered or given up)::
+
+    Isp(view, skip, hops, returning)   -> IspAck(accepted)     the ISP token moves on
+    SetPartition(view)                 -> MemberState(host)    new leader: adopt + report
+    StillValid(pid, version)           -> Valid(ok)            staleness check (initiator)
+    CanMerge(pid)                      -> MergeAnswer(ok)      Blocked/Blocked merge lock
+    MigrateVm(pid, op, vm, dst)        -> ActionAccepted(op)   leader -> source member
+    CreateVm(pid, op, vm)              -> ActionAccepted(op)   leader -> destination member
+    ActionDone(pid, op, ok, reason)    -> ActionAck(op)        member -> leader, at the end
+    Outcome(event_id, ok, ...)         -> OutcomeAck(event_id)  leader -> event origin
+    Dissolve(pid, reason)              (one way; leases clean up if it is lost)
+    KeepAlive(pid, version)            (one way; refreshes members' leases)
+
+Names follow DVMS 2 (``dvms-isp.md`` §2.4) where they have a counterpart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from dvms.overlay.messages import Contact
+from dvms.placement.spec import ConstraintSpec, VmSpec
+from dvms.wire.envelope import MessageRegistry
+from dvms.wire.schema import MaxLen, Range
+
+__all__ = [
+    "PARTITION_MESSAGES",
+    "ActionAccepted",
+    "ActionAck",
+    "ActionDone",
+    "CanMerge",
+    "CreateVm",
+    "Dissolve",
+    "Event",
+    "HostState",
+    "Isp",
+    "IspAck",
+    "KeepAlive",
+    "LaunchVm",
+    "MemberState",
+    "MergeAnswer",
+    "MigrateVm",
+    "Outcome",
+    "OutcomeAck",
+    "PartitionView",
+    "Placed",
+    "SetPartition",
+    "StillValid",
+    "Valid",
+    "VmState",
+    "WireConstraint",
+    "register_partition_messages",
+]
+
+Name = Annotated[str, MaxLen(128)]
+U64 = Annotated[int, Range(0, 2**64 - 1)]
+Coord = Annotated[tuple[float, ...], MaxLen(24)]
+Names = Annotated[tuple[Name, ...], MaxLen(4096)]
+
+#: Partition states (the DVMS 2 machine; see core.py).
+GROWING, BLOCKED, FINISHING = 0, 1, 2
+STATE_NAMES = {GROWING: "growing", BLOCKED: "blocked", FINISHING: "finishing"}
+
+
+@dataclass(frozen=True, slots=True)
+class VmState:
+    """A running VM as its host reports it to a partition leader."""
+
+    name: Name
+    namespace: Name
+    vcpus: Annotated[int, Range(0, 4096)]
+    memory_mib: Annotated[int, Range(0, 2**40)]
+    #: Measured CPU demand in CPUs (1.0 = one full core).
+    cpu_demand: Annotated[float, Range(0.0, 4096.0)]
+    coschedule: Annotated[int, Range(-1, 2**31)] = -1
+
+
+@dataclass(frozen=True, slots=True)
+class HostState:
+    """What a member tells its leader about its host."""
+
+    name: Name
+    cpus: Annotated[int, Range(0, 65536)]
+    memory_mib: Annotated[int, Range(0, 2**40)]
+    vms: Annotated[tuple[VmState, ...], MaxLen(4096)]
+    #: Live migrations in or out of this host still running (it is not "settled").
+    migrating: Annotated[int, Range(0, 4096)] = 0
+    #: CPU capacity in milli-CPUs when it is not ``cpus * 1000`` (0 = cpus * 1000).
+    cpu_milli: Annotated[int, Range(0, 2**40)] = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchVm:
+    """The wire form of a ``VmSpec`` to launch."""
+
+    name: Name
+    namespace: Name
+    vcpus: Annotated[int, Range(1, 4096)]
+    memory_mib: Annotated[int, Range(1, 2**40)]
+    networks: Annotated[tuple[Name, ...], MaxLen(64)] = ()
+    schedule: Name | None = None
+    coschedule: Annotated[int, Range(-1, 2**31)] = -1
+    colocate: Name | None = None
+
+    @classmethod
+    def from_spec(cls, spec: VmSpec) -> LaunchVm:
+        return cls(
+            spec.name,
+            spec.namespace,
+            spec.vcpus,
+            spec.memory_mib,
+            tuple(spec.networks),
+            spec.schedule,
+            spec.coschedule,
+            spec.colocate,
+        )
+
+    def to_spec(self) -> VmSpec:
+        return VmSpec(
+            name=self.name,
+            namespace=self.namespace,
+            vcpus=self.vcpus,
+            memory_mib=self.memory_mib,
+            networks=self.networks,
+            schedule=self.schedule,
+            coschedule=self.coschedule,
+            colocate=self.colocate,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WireConstraint:
+    """The wire form of a ``ConstraintSpec``."""
+
+    kind: Name
+    vms: Names = ()
+    hosts: Names = ()
+    groups: Annotated[tuple[Names, ...], MaxLen(256)] = ()
+    resource: Name | None = None
+    amount: Annotated[int, Range(0, 2**62)] | None = None
+    continuous: bool = True
+    soft: bool = False
+    weight: Annotated[float, Range(0.0, 1e6)] = 1.0
+
+    @classmethod
+    def from_spec(cls, c: ConstraintSpec) -> WireConstraint:
+        return cls(
+            c.kind, c.vms, c.hosts, c.groups, c.resource, c.amount, c.continuous, c.soft, c.weight
+        )
+
+    def to_spec(self) -> ConstraintSpec:
+        return ConstraintSpec(
+            kind=self.kind,
+            vms=self.vms,
+            hosts=self.hosts,
+            groups=self.groups,
+            resource=self.resource,
+            amount=self.amount,
+            continuous=self.continuous,
+            soft=self.soft,
+            weight=self.weight,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A problem a partition exists to solve. ``kind``: ``overload`` (the origin's host
+    demand exceeds its capacity) or ``launch`` (place ``vms`` under ``constraints``)."""
+
+    kind: Annotated[str, MaxLen(16)]
+    origin: Contact
+    event_id: U64
+    vms: Annotated[tuple[LaunchVm, ...], MaxLen(1024)] = ()
+    constraints: Annotated[tuple[WireConstraint, ...], MaxLen(1024)] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionView:
+    """One version of a partition, as its leader publishes it. ``members`` lists the
+    newest member first (the leader is ``members[0]`` except right after a merge)."""
+
+    pid: U64
+    version: U64
+    initiator: Contact
+    leader: Contact
+    members: Annotated[tuple[Contact, ...], MaxLen(1024)]
+    state: Annotated[int, Range(0, 2)]
+    events: Annotated[tuple[Event, ...], MaxLen(64)]
+    #: The initiator's Vivaldi coordinate (wire form): vivaldi recruitment measures
+    #: predicted RTT from it.
+    origin_coord: Coord = ()
+    lap: Annotated[int, Range(1, 2)] = 1
+
+    def member_ids(self) -> set[int]:
+        return {m.node_id for m in self.members}
+
+
+@dataclass(frozen=True, slots=True)
+class Isp:
+    view: PartitionView
+    #: Nodes the ISP must not be sent to in this lap (busy in other partitions, refused,
+    #: or unreachable): the "shortcut" over a foreign partition.
+    skip: Annotated[tuple[Annotated[int, Range(0, 2**160 - 1)], ...], MaxLen(4096)] = ()
+    hops: Annotated[int, Range(0, 2**31)] = 0
+    #: True when the lap is over and the ISP is going back to its initiator.
+    returning: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IspAck:
+    accepted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetPartition:
+    view: PartitionView
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    pid: U64
+    version: U64
+    host: HostState | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    pid: U64
+    version: U64
+
+
+@dataclass(frozen=True, slots=True)
+class Dissolve:
+    pid: U64
+    reason: Annotated[str, MaxLen(256)]
+
+
+@dataclass(frozen=True, slots=True)
+class StillValid:
+    pid: U64
+    version: U64
+
+
+@dataclass(frozen=True, slots=True)
+class Valid:
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CanMerge:
+    pid: U64
+
+
+@dataclass(frozen=True, slots=True)
+class MergeAnswer:
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateVm:
+    pid: U64
+    op: U64
+    vm: Name
+    namespace: Name
+    dst: Contact
+    dst_host: Name
+
+
+@dataclass(frozen=True, slots=True)
+class CreateVm:
+    pid: U64
+    op: U64
+    vm: LaunchVm
+
+
+@dataclass(frozen=True, slots=True)
+class ActionAccepted:
+    """A member's immediate answer to MigrateVm/CreateVm: it started (or refused)."""
+
+    op: U64
+    ok: bool
+    reason: Annotated[str, MaxLen(512)] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDone:
+    """Member -> leader when the driver call ended (retried until acknowledged)."""
+
+    pid: U64
+    op: U64
+    ok: bool
+    reason: Annotated[str, MaxLen(512)] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionAck:
+    op: U64
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    vm: Name
+    namespace: Name
+    host: Name
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The leader tells an event's origin how its event ended."""
+
+    event_id: U64
+    ok: bool
+    reason: Annotated[str, MaxLen(2048)] = ""
+    placed: Annotated[tuple[Placed, ...], MaxLen(1024)] = ()
+    partition_size: Annotated[int, Range(0, 2**31)] = 0
+    migrations: Annotated[int, Range(0, 2**31)] = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeAck:
+    event_id: U64
+
+
+PARTITION_MESSAGES: dict[int, type] = {
+    32: Isp,
+    33: IspAck,
+    34: SetPartition,
+    35: MemberState,
+    36: KeepAlive,
+    37: Dissolve,
+    38: StillValid,
+    39: Valid,
+    40: CanMerge,
+    41: MergeAnswer,
+    42: MigrateVm,
+    43: CreateVm,
+    44: ActionDone,
+    45: Outcome,
+    46: OutcomeAck,
+    47: ActionAccepted,
+    48: ActionAck,
+}
+
+REQUESTS = (Isp, SetPartition, StillValid, CanMerge, MigrateVm, CreateVm, Outcome, ActionDone)
+RESPONSES = (IspAck, MemberState, Valid, MergeAnswer, ActionAccepted, OutcomeAck, ActionAck)
+ONE_WAY = (KeepAlive, Dissolve)
+
+
+def register_partition_messages(registry: MessageRegistry) -> MessageRegistry:
+    for code, cls in PARTITION_MESSAGES.items():
+        registry.register(code, cls)
+    return registry

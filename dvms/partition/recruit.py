@@ -1,0 +1,74 @@
+"""Which node an ISP visits next: the three recruitment strategies.
+
+All three choose among the peers the holder's overlay knows (its routing table), never
+among members of the partition, nodes in the ISP's ``skip`` set (busy elsewhere, refused
+or unreachable during this lap) or the holder itself.
+
+- ``vivaldi`` (default): the known peer with the smallest *predicted RTT from the
+  initiator* (the ISP carries the initiator's coordinate; the holder knows its peers'
+  coordinates from their replies). Every hop therefore recruits the closest remaining node
+  to the problem, so partitions grow in rings of increasing latency around the initiator
+  (the Euro-Par 2014 locality idea). Peers without a known coordinate come last; ties are
+  broken by node id.
+- ``ring``: the known peer whose id follows the holder's id on the 160-bit ring (wrapping
+  around): DVMS's successor order. A busy node forwarding an ISP skips its own partition's
+  members, which is DVMS 2's one-hop "shortcut" past a foreign partition.
+- ``random``: a uniformly random known peer (VMPlaceS's ``SimpleOverlay``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from dvms.overlay.core import OverlayCore, decode_coord
+from dvms.overlay.messages import Contact
+from dvms.partition.messages import PartitionView
+
+__all__ = ["next_candidate"]
+
+_ID_SPACE = 1 << 160
+
+
+def next_candidate(
+    strategy: str,
+    overlay: OverlayCore,
+    view: PartitionView,
+    skip: set[int],
+    rng: random.Random,
+) -> Contact | None:
+    excluded = view.member_ids() | skip
+    excluded.add(overlay.node_id)
+    entries = [e for node_id, e in overlay.table.index.items() if node_id not in excluded]
+    if not entries:
+        return None
+    if strategy == "vivaldi":
+        return _nearest_to_origin(overlay, view, entries)
+    if strategy == "ring":
+        me = overlay.node_id
+        return min(entries, key=lambda e: (e.contact.node_id - me) % _ID_SPACE).contact
+    entries.sort(key=lambda e: e.contact.node_id)
+    return rng.choice(entries).contact
+
+
+def _nearest_to_origin(overlay: OverlayCore, view: PartitionView, entries) -> Contact:
+    dim = overlay.vivaldi.config.dimensionality if overlay.vivaldi is not None else 0
+    origin = None
+    if view.origin_coord and dim:
+        try:
+            origin = decode_coord(view.origin_coord, dim)
+        except ValueError:
+            origin = None
+    best: tuple[float, int] | None = None
+    choice = entries[0].contact
+    for e in entries:
+        rtt = math.inf
+        if origin is not None and e.coord:
+            try:
+                rtt = origin.distance_to(decode_coord(e.coord, dim))
+            except ValueError:
+                rtt = math.inf
+        key = (rtt, e.contact.node_id)
+        if best is None or key < best:
+            best, choice = key, e.contact
+    return choice

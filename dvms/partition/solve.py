@@ -1,0 +1,150 @@
+"""What a partition leader computes: the placement engine on exactly the partition.
+
+``solve_events(states, events)`` is pure (the core hands it to the shell as a ``Compute``
+effect so that a daemon can run it in a worker thread and a simulator can charge its
+time). The snapshot holds the members' hosts and their running VMs with measured CPU
+demand; ``launch`` events add their VMs (with their constraints, host names restricted to
+the partition's hosts), ``overload`` events ask for a relief plan that brings every member
+host under its capacity. One plan answers every event of the partition (a merged
+partition carries several).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from dvms.partition.messages import Event, HostState, LaunchVm, Placed
+from dvms.placement import (
+    Host,
+    PlacementConfig,
+    PlacementError,
+    Snapshot,
+    Vm,
+    check_plan,
+    launch_vjob,
+    solve_repair,
+)
+from dvms.placement.model import CPU_DEMAND
+from dvms.placement.spec import ConstraintSpec, SpecError, VjobSpec
+
+__all__ = ["PlanStep", "SolveOutcome", "snapshot_of", "solve_events"]
+
+#: Constraint kinds whose ``hosts`` may name hosts outside the partition: outside hosts
+#: are simply not candidates here.
+_HOST_SETS = frozenset({"ban", "fence", "among"})
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStep:
+    """One action for the leader to carry out: ``migrate`` (src -> dst) or ``boot``
+    (create ``launch`` on dst). ``start``/``end`` are the plan's estimated seconds; the
+    leader runs a step once every earlier step sharing one of its hosts has ended."""
+
+    kind: str
+    vm: str
+    start: int
+    end: int
+    src: str | None = None
+    dst: str | None = None
+    launch: LaunchVm | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SolveOutcome:
+    ok: bool
+    reason: str = ""
+    actions: tuple[PlanStep, ...] = ()
+    placed: tuple[Placed, ...] = ()
+
+
+def snapshot_of(states: tuple[HostState, ...]) -> Snapshot:
+    hosts = tuple(
+        Host(
+            name=s.name,
+            cpus=s.cpus,
+            memory_mib=s.memory_mib,
+            capacity={CPU_DEMAND: s.cpu_milli} if s.cpu_milli else {},
+        )
+        for s in states
+    )
+    vms = tuple(
+        Vm(
+            name=v.name,
+            namespace=v.namespace,
+            vcpus=v.vcpus,
+            memory_mib=v.memory_mib,
+            host=s.name,
+            cpu_demand=v.cpu_demand,
+            coschedule=v.coschedule,
+        )
+        for s in states
+        for v in s.vms
+    )
+    return Snapshot(hosts, vms)
+
+
+def _restrict(spec: ConstraintSpec, hosts: set[str]) -> ConstraintSpec:
+    if spec.kind not in _HOST_SETS:
+        return spec
+    groups = tuple(tuple(h for h in g if h in hosts) for g in spec.groups)
+    return replace(spec, hosts=tuple(h for h in spec.hosts if h in hosts), groups=groups)
+
+
+def solve_events(
+    states: tuple[HostState, ...],
+    events: tuple[Event, ...],
+    config: PlacementConfig | None = None,
+) -> SolveOutcome:
+    config = config or PlacementConfig()
+    try:
+        snap = snapshot_of(states)
+        steps: list[PlanStep] = []
+        placed: list[Placed] = []
+        launches = [e for e in events if e.kind == "launch"]
+        if launches:
+            snap, boot_steps, placed = _launch(snap, launches, config)
+            steps.extend(boot_steps)
+        if any(e.kind == "overload" for e in events):
+            plan = solve_repair(snap, (), config, relief=True)
+            if plan.status != "solved":
+                return SolveOutcome(False, plan.reason or "no relief plan in this partition")
+            problems = check_plan(snap, (), plan.actions, config, relief=True)
+            if problems:  # the independent checker disagrees with the solver: refuse
+                return SolveOutcome(False, "plan rejected by the checker: " + problems[0])
+            offset = 1 if steps else 0
+            for a in plan.actions:
+                if a.kind == "migrate":
+                    steps.append(
+                        PlanStep("migrate", a.vm, a.start + offset, a.end + offset, a.src, a.dst)
+                    )
+        return SolveOutcome(True, "", tuple(steps), tuple(placed))
+    except (PlacementError, SpecError) as exc:
+        return SolveOutcome(False, str(exc))
+
+
+def _launch(snap: Snapshot, launches: list[Event], config: PlacementConfig):
+    hosts = {h.name for h in snap.hosts}
+    vms = [v for e in launches for v in e.vms]
+    specs = tuple(v.to_spec() for v in vms)
+    constraints = tuple(_restrict(c.to_spec(), hosts) for e in launches for c in e.constraints)
+    result = launch_vjob(snap, VjobSpec(name="launch", vms=specs, constraints=constraints), config)
+    if not result.ok:
+        raise PlacementError(str(result.refusal) if result.refusal else "no placement")
+    steps, placed, new_vms = [], [], []
+    for v in vms:
+        key = f"{v.namespace}/{v.name}" if v.namespace else v.name
+        host = result.placement[key]
+        steps.append(PlanStep("boot", key, 0, 1, None, host, v))
+        placed.append(Placed(v.name, v.namespace, host))
+        new_vms.append(
+            Vm(
+                name=v.name,
+                namespace=v.namespace,
+                vcpus=v.vcpus,
+                memory_mib=v.memory_mib,
+                host=host,
+                coschedule=v.coschedule,
+                cpu_demand=0.0,
+            )
+        )
+    return snap.with_vms(new_vms), steps, placed
