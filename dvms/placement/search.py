@@ -15,6 +15,7 @@ Three passes, each only if the previous one failed:
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class Placer:
         self.nodes = 0
         self.budget: int | None = None
         self._anonymous = self._anonymous_hosts()
+        self._types: dict[Unit, tuple] = {}
+        self._floor: dict[tuple, int] = {}
 
     # -- host choice ----------------------------------------------------------------
 
@@ -123,15 +126,25 @@ class Placer:
                 self.ws.remove(v)
 
     def dfs(self, units: list[Unit]) -> bool:
+        """Depth first: the most constrained unit next; identical units (same type) go
+        to non-decreasing host indices; identical empty hosts are tried once."""
         self.nodes += 1
         if self.budget is not None and self.nodes > self.budget:
             raise _Budget
         if not units:
             return True
+        if not self._bound_ok(units):
+            return False
         best: Unit | None = None
         best_hosts: list[int] = []
+        types: set[tuple] = set()
         for unit in units:
-            hosts = self.candidates(unit)
+            kind = self._type(unit)
+            if kind in types:
+                continue  # an identical unit already stands for it
+            types.add(kind)
+            floor = self._floor.get(kind, 0)
+            hosts = [h for h in self.candidates(unit) if h >= floor]
             if not hosts:
                 return False
             if best is None or len(hosts) < len(best_hosts):
@@ -140,6 +153,8 @@ class Placer:
                     break
         assert best is not None
         rest = [u for u in units if u is not best]
+        kind = self._type(best)
+        old_floor = self._floor.get(kind, 0)
         seen: set[tuple] = set()
         for h in best_hosts:
             sig = self._signature(h)
@@ -149,10 +164,47 @@ class Placer:
                 seen.add(sig)
             if self.ws.try_unit(best, h) is not None:
                 continue
+            self._floor[kind] = h
             if self.dfs(rest):
                 return True
+            self._floor[kind] = old_floor
             self.undo([best])
         return False
+
+    def _bound_ok(self, units: list[Unit]) -> bool:
+        """A relaxation: per capped resource, the remaining VMs need no more than the
+        free total, and no more slots than the hosts could hold of the smallest one."""
+        ws = self.ws
+        online = [h for h in range(len(ws.hosts)) if ws.online[h]]
+        for r in range(len(ws.resources)):
+            if any(ws.limits[h][r] == math.inf for h in online):
+                continue
+            need = [ws.demand[v][r] for u in units for v in u if ws.demand[v][r] > 0]
+            if not need:
+                continue
+            free = [max(0.0, ws.limits[h][r] - ws.used[h][r]) for h in online]
+            smallest = min(need)
+            if sum(need) > sum(free) or sum(f // smallest for f in free) < len(need):
+                return False
+        return True
+
+    def _type(self, unit: Unit) -> tuple:
+        """Units with equal types can swap hosts in any solution."""
+        kind = self._types.get(unit)
+        if kind is None:
+            ws = self.ws
+            members = []
+            for v in unit:
+                vm = ws.vms[v]
+                members.append((
+                    tuple(ws.demand[v]), ws.cos[v], ws.movable[v], ws.allowed[v],
+                    tuple(map(id, ws.vm_filters[v])), tuple(map(id, ws.vm_hooks[v])),
+                    tuple(map(id, ws.prefer[v])),
+                    tuple(v in (f.members or ()) for f in ws.global_checks),
+                    vm.host if self.prefer_current else None,
+                ))  # fmt: skip
+            kind = self._types[unit] = tuple(members)
+        return kind
 
     # -- symmetry -------------------------------------------------------------------
 
