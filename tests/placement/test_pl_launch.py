@@ -259,3 +259,22 @@ def test_soft_preferences_steer_but_do_not_block():
     assert r.placement["a"] != r.placement["b"]
     hard = [c.Ban(("a", "b"), frozenset({"h3"}))]
     assert solve_launch(snap, vms, [*prefer, *hard]).ok
+
+
+def test_search_finds_what_least_load_misses():
+    # least load puts the two 1536 MiB VMs on different hosts, then 2560 fits nowhere
+    snap = Snapshot(tuple(Host(f"h{i}", cpus=4, memory_mib=3072) for i in range(2)))
+    vms = [ready("v0", memory_mib=2560), ready("v1", memory_mib=1536), ready("v2", memory_mib=1536)]
+    r = solve_launch(snap, vms, (), PlacementConfig(cpu_overcommit=None))
+    assert r.ok and r.search_nodes > 0
+    assert r.placement["v1"] == r.placement["v2"] != r.placement["v0"]
+
+
+def test_pigeonhole_is_proven_infeasible_quickly():
+    snap = Snapshot(tuple(Host(f"h{i}", cpus=8, memory_mib=4096 + i) for i in range(8)))
+    vms = [ready(f"v{i}", memory_mib=2100 + 10 * i) for i in range(12)]
+    r = solve_launch(snap, vms)
+    assert not r.ok and r.proven and r.search_nodes < 100
+    same = [ready(f"v{i}", memory_mib=3000) for i in range(9)]
+    r = solve_launch(snap, same, [c.Spread(("v0", "v1"))])
+    assert not r.ok and r.proven and r.search_nodes < 1000
