@@ -124,6 +124,13 @@ def _rule(
     k: c.Constraint, on: Mapping[str, set[str]], present, rp: _Replay, moved: set[str]
 ) -> str | None:
     """The violation of one constraint (None when it holds)."""
+    if isinstance(k, c.Ban | c.Fence | c.Schedule | c.Root):
+        return _rule_hosts(k, on, moved)
+    return _rule_sets(k, on, present, rp)
+
+
+def _rule_hosts(k: c.Constraint, on: Mapping[str, set[str]], moved: set[str]) -> str | None:
+    """Rules on where each VM is: ban, fence, schedule, root."""
     if isinstance(k, c.Ban | c.Fence):
         for key in k.vms:
             bad = (
@@ -140,7 +147,12 @@ def _rule(
         for key in k.vms:
             if key in moved:
                 return f"{key} moved"
-    elif isinstance(k, c.Spread):
+    return None
+
+
+def _rule_sets(k: c.Constraint, on: Mapping[str, set[str]], present, rp: _Replay) -> str | None:
+    """Rules on sets of VMs or hosts, resources and states."""
+    if isinstance(k, c.Spread):
         seen: dict[str, str] = {}
         for key in k.vms:
             for host in on.get(key, ()):
