@@ -54,6 +54,10 @@ class Filter:
     def misplaced(self) -> set[int]:
         return set()
 
+    def violated(self) -> bool:
+        """Does the current state break it (even if nothing can be moved)?"""
+        return bool(self.misplaced())
+
 
 class StaticFilter(Filter):
     """ban / fence / schedule / root: a fixed set of allowed (or banned) hosts per VM."""
@@ -241,6 +245,9 @@ class CapacityOnSet(Filter):
             total = self.total + self._use(v)
             return f"{self.rule}: {what} on its hosts would be {total:g} > {self.amount}"
         return None
+
+    def violated(self) -> bool:
+        return self.total > self.amount
 
     def misplaced(self) -> set[int]:
         over = self.total - self.amount

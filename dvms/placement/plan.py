@@ -17,6 +17,7 @@ slices (reference §4.1):
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -90,7 +91,7 @@ class PlanError(Exception):
     """The target cannot be reached step by step (an unbreakable cycle)."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Move:
     kind: str
     v: int
@@ -221,25 +222,32 @@ class _Scheduler:
             self.present[m.src].discard(v)
         self.done.append(m)
 
-    def _priority(self, m: _Move) -> tuple:
-        leaving = any(p.kind == "migrate" and p.src == m.dst for p in self.pending if p is not m)
-        return (leaving, m.kind != "migrate", -m.dur, self.ws.vms[m.v].key)
+    def _priority(self, m: _Move, leaving: Counter[int]) -> tuple:
+        """Arrivals on hosts nobody still has to leave first, then migrations, then the
+        longest, then by VM key (deterministic)."""
+        return (leaving[m.dst] > 0, m.kind != "migrate", -m.dur, self.ws.vms[m.v].key)
+
+    def _start_what_fits(self, t: int) -> None:
+        while True:
+            leaving = Counter(p.src for p in self.pending if p.kind == "migrate")
+            started: set[int] = set()
+            for m in sorted(self.pending, key=lambda m: self._priority(m, leaving)):
+                if self.can_start(m):
+                    self._start(m, t)
+                    started.add(id(m))
+            if not started:
+                return
+            self.pending = [m for m in self.pending if id(m) not in started]
 
     def run(self) -> list[_Move]:
         t = 0
         while self.pending or self.running:
-            started = True
-            while started:
-                started = False
-                for m in sorted(self.pending, key=self._priority):
-                    if self.can_start(m):
-                        self.pending.remove(m)
-                        self._start(m, t)
-                        started = True
+            self._start_what_fits(t)
             if self.running:
                 t = min(m.end for m in self.running)
-                for m in [m for m in self.running if m.end == t]:
-                    self.running.remove(m)
+                ending = [m for m in self.running if m.end == t]
+                self.running = [m for m in self.running if m.end != t]
+                for m in ending:
                     self._finish(m)
             elif self.pending:
                 self._pivot(t)

@@ -75,9 +75,8 @@ def _freeze_continuous(ws: Workspace) -> None:
 
 def _broken_continuous(ws: Workspace) -> str | None:
     for f in ws.continuous:
-        bad = f.misplaced()
-        if bad:
-            who = ", ".join(sorted(ws.vms[v].key for v in bad))
+        if f.violated():
+            who = ", ".join(sorted(ws.vms[v].key for v in f.misplaced())) or "its hosts"
             return (
                 f"continuous {f.rule} is already violated ({who}); a continuous "
                 "constraint can only be preserved -- make it discrete to repair it"
@@ -135,9 +134,8 @@ def _residual(ws: Workspace) -> str:
             name = ws.hosts[h].name
             return f"too many VMs scheduled on {name} for coschedule requirement of {limit}"
     for f in ws.filters:
-        bad = f.misplaced()
-        if bad:
-            who = ", ".join(sorted(ws.vms[v].key for v in bad))
+        if f.violated():
+            who = ", ".join(sorted(ws.vms[v].key for v in f.misplaced())) or "its VMs"
             return f"{f.rule} stays violated by {who}: they cannot move"
     return ""
 
