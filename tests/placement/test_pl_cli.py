@@ -149,3 +149,46 @@ def test_usage_errors(tmp_path, capsys):
     bad.write_text("[1, 2")
     assert main(["solve", "--btrplace", str(bad)]) == 1
     assert "malformed JSON" in capsys.readouterr().err
+
+
+SCRIPTED = """
+[[hosts]]
+name = "n1"
+cpus = 8
+memory = 16384
+
+[[hosts]]
+name = "n2"
+cpus = 8
+memory = 16384
+
+[[hosts]]
+name = "n3"
+cpus = 8
+memory = 16384
+  [[hosts.vms]]
+  name = "old"
+
+[vjob]
+name = "app"
+script = '''
+ban(web[1..3], {@n1});
+'''
+  [[vjob.vms]]
+  name = "db"
+  schedule = "n2"
+  coschedule = 0
+  [[vjob.vms]]
+  name = "web[1-3]"
+"""
+
+
+def test_model_with_script_and_minimega_fields(tmp_path, capsys):
+    path = tmp_path / "model.toml"
+    path.write_text(SCRIPTED)
+    code, out, err = run_json(capsys, str(path))
+    assert code == 0, err
+    assert out["launched"]["db"] == "n2"
+    # n1 is banned, n2 is reserved by the coschedule-0 db: every web VM lands on n3
+    assert {out["launched"][f"web{i}"] for i in (1, 2, 3)} == {"n3"}
+    assert out["viable"] is True and out["migrations"] == 0
