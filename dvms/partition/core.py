@@ -244,6 +244,12 @@ class PartitionCore:
         self._holding: PartitionView | None = None  # an Isp we are passing on
         self._skip: set[int] = set()  # the ISP's skip set while we lead
         self._hops = 0
+        # Set when an overload event of ours failed: the next one waits for the monitor's
+        # next round. Without it, _dissolve -> _start_if_free re-raised the overload the
+        # instant it failed, so an unsolvable node ran an ISP every few RTTs (40 per
+        # virtual second on a 1 ms LAN), re-recruiting the nodes it had just released.
+        # DVMS: a failed event "will be re-detected later if the overload persists".
+        self._overload_hold = False
         self._handlers = {
             Isp: self._on_isp,
             SetPartition: self._on_set_partition,
@@ -337,6 +343,7 @@ class PartitionCore:
 
     def on_monitor(self, *, now: float) -> list[Any]:
         out: list[Any] = []
+        self._overload_hold = False
         self._start_if_free(now, out)
         return out
 
@@ -358,6 +365,7 @@ class PartitionCore:
 
     def _monitor(self, now: float, out: list[Any]) -> None:
         self._at(now + self.config.monitor_period_s, _T_MONITOR)
+        self._overload_hold = False
         self._start_if_free(now, out)
 
     def overloaded(self) -> bool:
@@ -372,8 +380,12 @@ class PartitionCore:
             return
         if self.queue:
             event = self.own[self.queue.popleft()].event
-        elif self.overloaded() and not any(
-            o.event.kind == "overload" and o.in_flight for o in self.own.values()
+        elif (
+            not self._overload_hold
+            and self.overloaded()
+            and not any(
+                o.event.kind == "overload" and o.in_flight for o in self.own.values()
+            )
         ):
             event = Event("overload", self.me, self.rng.getrandbits(63))
             self.own[event.event_id] = _Own(event, now)
@@ -907,6 +919,7 @@ class PartitionCore:
             return
         if event.kind == "overload":
             del self.own[event.event_id]  # the monitor re-raises it if still true
+            self._overload_hold = True
             out.append(Emit(EventDone(event.event_id, "overload", False, reason, own.started, now)))
             return
         del self.own[event.event_id]
@@ -969,6 +982,8 @@ class PartitionCore:
             self.queue.append(msg.event_id)
             return
         del self.own[msg.event_id]
+        if not msg.ok and own.event.kind == "overload":
+            self._overload_hold = True  # re-detected at the monitor's next round
         out.append(
             Emit(
                 EventDone(
