@@ -508,6 +508,12 @@ class PartitionCore:
         lead.phase = "acting"
         lead.acting_since = now
         self.view = replace(view, state=FINISHING, version=view.version + 1)
+        # Tell the members (DVMS 2 broadcasts Finishing). Without it they kept the old
+        # state: a member still showing Blocked accepted a merge with another Blocked
+        # ISP, whose leader then took this partition over in the middle of its plan.
+        for m in self.view.members:
+            if m.node_id != self.me.node_id:
+                self._request(m, SetPartition(self.view), lambda r, n, o: None, now, out)
         self._start_actions(outcome, now, out)
         return out
 
@@ -901,8 +907,10 @@ class PartitionCore:
         self.lead = None
         self.locked_for_fusion = False
         out.append(Emit(PartitionReleased(view.pid, reason)))
-        # Events we originated in it are now orphaned unless an Outcome arrives.
-        for own in self.own.values():
+        # Events we originated in it are now orphaned unless an Outcome arrives. (A copy:
+        # _orphaned deletes failed events, which raised "dictionary changed size during
+        # iteration" whenever an initiator's lease expired or a Dissolve reached it.)
+        for own in list(self.own.values()):
             if own.in_flight and any(e.event_id == own.event.event_id for e in view.events):
                 self._orphaned(own, reason, now, out)
         if self._holding is None:

@@ -270,7 +270,7 @@ class FakeCluster:
     def crash(self, pos: int) -> None:
         """The node stops; its host is down (its VMs stay on it, unreachable)."""
         self.engine.crash(self.nodes[pos])
-        self.network.set_down([pos])
+        self.network.set_down(pos)
         self.hosts[pos].up = False
         self.checker.forget(pos)
 
