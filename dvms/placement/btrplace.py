@@ -6,7 +6,7 @@ view becomes an extra resource: node capacities in ``Host.capacity``, VM consump
 count. Action durations come from the VM attributes (``migrate``, ``boot``...;
 default 1 s, as BtrPlace).
 
-Supported constraint ids: ban, fence, spread, gather, among, lonely, root, preserve,
+Supported constraint ids: ban, fence, spread, gather, among, lonely, split, root, preserve,
 resourceCapacity, runningCapacity, running, ready, killed (as ready), overbook (a host
 overcommit ratio), quarantine (root + continuous ban), offline (ban every VM; the node
 is emptied but not switched off), online (of an online node: nothing to do). Anything
@@ -87,7 +87,10 @@ def parse_instance(doc: Any, *, source: str = "instance") -> Instance:
     overbook: dict[str, dict[str, float]] = {}
     cons: list[c.Constraint] = []
     for i, item in enumerate(raw):
-        cons.extend(_constraint(item, f"{source}: constraint #{i}", vm_host, online, overbook))
+        where = f"{source}: constraint #{i}"
+        found = _constraint(item, where, vm_host, online, overbook)
+        _check_refs(found, where, set(vm_state), set(online) | set(offline))
+        cons.extend(found)
     hosts = tuple(
         Host(n, capacity=capacity.get(n, {}), overcommit=overbook.get(n, {}), online=n in online)
         for n in [*online, *offline]
@@ -198,6 +201,12 @@ def _constraint(
         return [c.Among(vms, parts, cont)]
     if kind == "root":
         return [c.Root(vms)]
+    if kind == "split":
+        parts = tuple(tuple(_id(v, where) for v in p) for p in _get(item, "parts", list, where))
+        seen = [v for p in parts for v in p]
+        if len(seen) != len(set(seen)):
+            raise PlacementError(f"{where}: parts overlap")
+        return [c.Split(parts, cont)]
     if kind in ("running", "ready", "killed"):
         return [c.Running(vms) if kind == "running" else c.Ready(vms)]
     if kind == "preserve":
@@ -224,6 +233,16 @@ def _constraint(
             return [c.Ban(tuple(sorted(vm_host)), frozenset({node}))] if vm_host else []
         return [c.Root(here)] * bool(here) + [c.Ban(others, frozenset({node}), True)] * bool(others)
     raise PlacementError(f"{where}: unsupported constraint {kind!r}")
+
+
+def _check_refs(found: list[c.Constraint], where: str, vms: set[str], nodes: set[str]) -> None:
+    for k in found:
+        names = set(getattr(k, "vms", ())) | {v for p in getattr(k, "parts", ()) for v in p}
+        for name in sorted(names - vms):
+            raise PlacementError(f"{where} ({k.kind}): unknown VM {name!r}")
+        hosts = set(getattr(k, "hosts", ())) | {n for g in getattr(k, "groups", ()) for n in g}
+        for name in sorted(hosts - nodes):
+            raise PlacementError(f"{where} ({k.kind}): unknown host {name!r}")
 
 
 def _vms(item: dict, where: str, vm_host: dict[str, str]) -> tuple[str, ...]:

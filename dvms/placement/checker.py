@@ -182,6 +182,12 @@ def _rule_sets(k: c.Constraint, on: Mapping[str, set[str]], present, rp: _Replay
             keys = {key for key, _ in items}
             if keys & set(k.vms) and keys - set(k.vms):
                 return f"{host} mixes members and others"
+    elif isinstance(k, c.Split):
+        for host, items in present.items():
+            keys = {key for key, _ in items}
+            touched = [i for i, part in enumerate(k.parts) if keys & set(part)]
+            if len(touched) > 1:
+                return f"{host} runs VMs of parts {touched[0]} and {touched[1]}"
     elif isinstance(k, c.ResourceCapacity | c.RunningCapacity):
         total = 0
         for host in k.hosts:

@@ -8,6 +8,7 @@ by name. Semantics (BtrPlace §1.3, minimega §2):
 - ``Spread``: running members on pairwise distinct hosts. ``Gather``: all on one host.
 - ``Among``: all running members inside one of ``groups`` (disjoint host sets).
 - ``Lonely``: a running member shares its host only with members.
+- ``Split``: no host runs VMs of two different parts.
 - ``Root``: a running VM never moves (continuous only).
 - ``ResourceCapacity``: summed ``resource`` use on ``hosts`` <= ``amount``;
   ``RunningCapacity``: number of running VMs on ``hosts`` <= ``amount``.
@@ -42,6 +43,7 @@ __all__ = [
     "Running",
     "RunningCapacity",
     "Schedule",
+    "Split",
     "Spread",
 ]
 
@@ -89,6 +91,15 @@ class Lonely:
     vms: tuple[str, ...]
     continuous: bool = False
     kind = "lonely"
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """No host runs VMs of two different ``parts`` (BtrPlace ``split``)."""
+
+    parts: tuple[tuple[str, ...], ...]
+    continuous: bool = False
+    kind = "split"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +192,7 @@ Constraint = (
     | Gather
     | Among
     | Lonely
+    | Split
     | Root
     | ResourceCapacity
     | RunningCapacity

@@ -25,6 +25,7 @@ __all__ = [
     "Filter",
     "GatherFilter",
     "LonelyFilter",
+    "SplitFilter",
     "SpreadFilter",
     "StaticFilter",
 ]
@@ -211,6 +212,41 @@ class LonelyFilter(_Counting):
                     else [v for v in ws.vms_on(h) if v not in self.members]
                 )
                 out.update(side)
+        return out
+
+
+class SplitFilter(Filter):
+    """No host holds VMs of two different parts."""
+
+    rule = "split"
+
+    def __init__(self, ws: Workspace, parts: list[list[int]]) -> None:
+        self.ws = ws
+        self.part = {v: i for i, vms in enumerate(parts) for v in vms}
+        self.members = frozenset(self.part)
+        self.on: dict[int, Counter[int]] = {}
+
+    def place(self, v: int, h: int) -> None:
+        self.on.setdefault(h, Counter())[self.part[v]] += 1
+
+    def remove(self, v: int, h: int) -> None:
+        here = self.on[h]
+        here[self.part[v]] -= 1
+        if not here[self.part[v]]:
+            del here[self.part[v]]
+
+    def check(self, v: int, h: int) -> str | None:
+        here = self.on.get(h)
+        if here and any(p != self.part[v] for p in here):
+            return "split: VMs of another part run there"
+        return None
+
+    def misplaced(self) -> set[int]:
+        out: set[int] = set()
+        for h, here in self.on.items():
+            if len(here) > 1:
+                keep = max(here, key=lambda p: (here[p], -p))
+                out.update(v for v in self.ws.vms_on(h) if self.part.get(v, keep) != keep)
         return out
 
 

@@ -255,7 +255,8 @@ class _Scheduler:
 
     def _pivot(self, t: int) -> None:
         ws = self.ws
-        blocked = [m for m in self.pending if m.kind == "migrate"]
+        # a VM takes at most one detour, so this always ends
+        blocked = [m for m in self.pending if m.kind == "migrate" and m.src == self.origin[m.v]]
         for m in sorted(blocked, key=lambda m: (sum(ws.demand[m.v]), ws.vms[m.v].key)):
             for p in ws.ranked():
                 allowed = ws.allowed[m.v]

@@ -27,6 +27,7 @@ from dvms.placement.filters import (
     Filter,
     GatherFilter,
     LonelyFilter,
+    SplitFilter,
     SpreadFilter,
     StaticFilter,
 )
@@ -151,6 +152,8 @@ class Workspace:
             self._filter(AmongFilter(self, map(self.vm, k.vms), groups))
         elif isinstance(k, c.Lonely):
             self._filter(LonelyFilter(self, map(self.vm, k.vms)))
+        elif isinstance(k, c.Split):
+            self._filter(SplitFilter(self, [[self.vm(x) for x in part] for part in k.parts]))
         elif isinstance(k, c.ResourceCapacity):
             r = self.r_index[k.resource]
             self._filter(CapacityOnSet(self, self._hosts(k.hosts), r, k.amount))

@@ -109,10 +109,13 @@ def test_continuous_ban_already_violated_is_infeasible():
             lambda d: d["constraints"].append({"id": "seq", "vms": [0]}),
             "unsupported constraint 'seq'",
         ),
-        (lambda d: d["constraints"].append({"id": "ban", "vm": 9, "nodes": [0]}), "unknown VM '9'"),
+        (
+            lambda d: d["constraints"].append({"id": "ban", "vm": 9, "nodes": [0]}),
+            r"constraint #0 \(ban\): unknown VM '9'",
+        ),
         (
             lambda d: d["constraints"].append({"id": "ban", "vm": 0, "nodes": [7]}),
-            "unknown host '7'",
+            r"constraint #0 \(ban\): unknown host '7'",
         ),
         (lambda d: d["model"]["mapping"]["readyVMs"].append(0), "VM 0 is declared twice"),
         (lambda d: d["model"]["views"][0]["vms"].update({"0": -3}), "must be a non-negative"),
@@ -154,3 +157,18 @@ def test_overbook_and_quarantine():
     assert kinds == ["ban", "root"]
     root = next(k for k in inst.constraints if isinstance(k, c.Root))
     assert root.vms == ("0",)
+
+
+def test_split_keeps_parts_apart():
+    doc = _doc([{"id": "split", "parts": [[0], [1, 2]], "continuous": False}],
+               running=((0, [0, 1]), (1, [2])))  # fmt: skip
+    doc["model"]["mapping"]["onlineNodes"]["2"] = {"runningVMs": [], "sleepingVMs": []}
+    inst = parse_instance(doc)
+    assert inst.constraints == (c.Split((("0",), ("1", "2"))),)
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "solved" and plan.migrations == 1
+    assert plan.placement["1"] != plan.placement["0"]
+    assert check_plan(inst.snapshot, inst.constraints, plan.actions, CFG) == []
+    assert check_plan(inst.snapshot, inst.constraints, [], CFG) != []
+    with pytest.raises(PlacementError, match="parts overlap"):
+        parse_instance(_doc([{"id": "split", "parts": [[0], [0, 1]]}]))

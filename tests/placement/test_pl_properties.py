@@ -65,7 +65,7 @@ def _subset(draw, names, least=1):
 def constraint_sets(draw, vm_names, host_names, *, with_colocate=True):
     out = []
     kinds = ["ban", "fence", "spread", "gather", "among", "lonely", "runcap", "rescap", "colocate"]
-    kinds += ["root", "cspread"]
+    kinds += ["root", "cspread", "split"]
     for kind in draw(st.lists(st.sampled_from(kinds), max_size=4)):
         if kind == "ban":
             out.append(c.Ban(_subset(draw, vm_names), frozenset(_subset(draw, host_names))))
@@ -74,6 +74,9 @@ def constraint_sets(draw, vm_names, host_names, *, with_colocate=True):
         elif kind == "spread":
             vms = _subset(draw, vm_names, 2) if len(vm_names) > 1 else vm_names
             out.append(c.Spread(vms, continuous=False))
+        elif kind == "split" and len(vm_names) > 1:
+            cut = draw(st.integers(1, len(vm_names) - 1))
+            out.append(c.Split((tuple(vm_names[:cut]), tuple(vm_names[cut:]))))
         elif kind == "root":
             out.append(c.Root(_subset(draw, vm_names)))
         elif kind == "cspread":
