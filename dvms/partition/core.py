@@ -491,7 +491,14 @@ class PartitionCore:
         states = tuple(lead.states[m.node_id] for m in members)
         events = view.events
         n_vms = sum(len(s.vms) for s in states) + sum(len(e.vms) for e in events)
-        out.append(Compute(lead.token, lambda: solve_events(states, events), (len(states), n_vms)))
+        target = self.config.relief_target
+        out.append(
+            Compute(
+                lead.token,
+                lambda: solve_events(states, events, target=target),
+                (len(states), n_vms),
+            )
+        )
 
     def on_computed(self, token: int, outcome: SolveOutcome, *, now: float) -> list[Any]:
         out: list[Any] = []

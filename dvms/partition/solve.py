@@ -57,13 +57,26 @@ class SolveOutcome:
     placed: tuple[Placed, ...] = ()
 
 
-def snapshot_of(states: tuple[HostState, ...]) -> Snapshot:
+def _cpu_limit(s: HostState, target: float) -> int:
+    """CPU (milli-CPUs) a plan may leave on host ``s``. With ``target`` < 1 an overloaded
+    host must come down to ``target`` of its capacity (headroom against the next load
+    change); any other host may keep what it has but receive only up to the target."""
+    capacity = s.cpu_milli or s.cpus * 1000
+    if target >= 1.0:
+        return capacity
+    demand = sum(round(v.cpu_demand * 1000) for v in s.vms)
+    goal = int(capacity * target)
+    return goal if demand > capacity else min(capacity, max(goal, demand))
+
+
+def snapshot_of(states: tuple[HostState, ...], target: float = 1.0) -> Snapshot:
+    """The solver's view of the members' hosts (see ``_cpu_limit`` for ``target``)."""
     hosts = tuple(
         Host(
             name=s.name,
             cpus=s.cpus,
             memory_mib=s.memory_mib,
-            capacity={CPU_DEMAND: s.cpu_milli} if s.cpu_milli else {},
+            capacity={CPU_DEMAND: _cpu_limit(s, target)},
         )
         for s in states
     )
@@ -94,10 +107,12 @@ def solve_events(
     states: tuple[HostState, ...],
     events: tuple[Event, ...],
     config: PlacementConfig | None = None,
+    *,
+    target: float = 1.0,
 ) -> SolveOutcome:
     config = config or PlacementConfig()
     try:
-        snap = snapshot_of(states)
+        snap = snapshot_of(states, target)
         steps: list[PlanStep] = []
         placed: list[Placed] = []
         launches = [e for e in events if e.kind == "launch"]
