@@ -56,6 +56,9 @@ class PartitionConfig:
     relief_target: float = 1.0
     #: A launch that failed is retried this many times before it is reported failed.
     launch_attempts: int = 3
+    #: First back-off before a failed launch is retried, seconds; doubled per attempt,
+    #: times a random factor in [0.5, 1.5) (ours: lets contending partitions finish).
+    launch_retry_s: float = 0.05
     #: Consolidation on underload (DVMS 1 only); off by default, not implemented yet.
     underload: bool = False
 

@@ -89,7 +89,7 @@ __all__ = [
     "PlanApplied",
 ]
 
-_T_RPC, _T_LEASE, _T_KEEPALIVE, _T_MONITOR, _T_STATES, _T_ACTION = range(6)
+_T_RPC, _T_LEASE, _T_KEEPALIVE, _T_MONITOR, _T_STATES, _T_ACTION, _T_RETRY = range(7)
 
 
 # -- effects and events ----------------------------------------------------------------
@@ -290,7 +290,18 @@ class PartitionCore:
                 self._states_timeout(ref, now, out)
             elif kind == _T_ACTION:
                 self._action_result(ref, False, "member did not report the action's end", now, out)
+            elif kind == _T_RETRY and ref in self.own and ref not in self.queue:
+                self.queue.append(ref)
+                self._start_if_free(now, out)
         return out
+
+    def _retry_launch(self, own: _Own, now: float) -> None:
+        """Queue a failed launch again after a randomised, doubling back-off. Retrying at
+        once spent every attempt within a few RTTs when many entry nodes launch at the
+        same time: each ISP met only busy nodes, both laps ended at once, and the vjob
+        was reported failed although the cluster had room (20 entry nodes on a LAN)."""
+        backoff = self.config.launch_retry_s * 2 ** (own.attempts - 1)
+        self._at(now + backoff * (0.5 + self.rng.random()), _T_RETRY, own.event.event_id)
 
     # -- RPC ---------------------------------------------------------------------------
 
@@ -470,6 +481,8 @@ class PartitionCore:
             return
         if lead.phase == "collecting" and lead.waiting:
             for node_id in list(lead.waiting):
+                if self.view is None or self.lead is not lead:
+                    return  # dropping the initiator dissolved the partition (was a crash)
                 member = next((m for m in self.view.members if m.node_id == node_id), None)
                 lead.waiting.discard(node_id)
                 if member is not None and self.view is not None:
@@ -658,6 +671,10 @@ class PartitionCore:
             candidate = next_candidate(self.config.recruitment, self.overlay, view, skip, self.rng)
         if candidate is None:
             if view.initiator.node_id == self.me.node_id:
+                # We may be re-forwarding after a refusal, still marked as holding: let
+                # go, or a node whose last candidate was dead stayed "holding" forever
+                # (never free again, its own overloads never raised).
+                self._holding = None
                 self._lap_end(view, now, out)
                 return
             target, msg = view.initiator, Isp(view, tuple(sorted(skip)), hops, True)
@@ -847,7 +864,15 @@ class PartitionCore:
         same = mine is not None and mine.pid == view.pid
         # A new pid is adopted when we are free, or when it contains every member of our
         # current partition (a merge absorbed it); a stale lineage is refused.
-        absorbs = mine is not None and mine.member_ids() <= view.member_ids()
+        # A merge carries both partitions' events, so it must also carry ours: without
+        # that test a late SetPartition of a partition we had just left (reordered behind
+        # its Dissolve) "absorbed" the 1-node partition we had started since, and our own
+        # event stayed in flight forever (never reported, its overload never re-raised).
+        absorbs = (
+            mine is not None
+            and mine.member_ids() <= view.member_ids()
+            and {e.event_id for e in mine.events} <= {e.event_id for e in view.events}
+        )
         if (mine is None and self._holding is None) or same or absorbs:
             if same and mine is not None and view.version < mine.version:
                 out.append(Send(src, rid, MemberState(view.pid, view.version, self.local_state())))
@@ -930,7 +955,7 @@ class PartitionCore:
         if reason == "solved":
             return  # the Outcome is on its way
         if event.kind == "launch" and own.attempts < self.config.launch_attempts:
-            self.queue.append(event.event_id)
+            self._retry_launch(own, now)
             return
         if event.kind == "overload":
             del self.own[event.event_id]  # the monitor re-raises it if still true
@@ -994,7 +1019,7 @@ class PartitionCore:
             return  # a duplicate
         if not msg.ok and own.event.kind == "launch" and own.attempts < self.config.launch_attempts:
             own.in_flight = False
-            self.queue.append(msg.event_id)
+            self._retry_launch(own, now)
             return
         del self.own[msg.event_id]
         if not msg.ok and own.event.kind == "overload":

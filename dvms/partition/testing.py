@@ -20,7 +20,8 @@ What is fake and what is real:
 - Each node's host is a ``FakeHost``: CPU capacity, memory and VMs with a settable CPU
   demand; ``local_state`` answers from it.
 - ``Compute`` effects (the solver) run at once and their result is delivered after
-  ``solve_delay`` virtual seconds (a number, or a function of the node's position).
+  ``solve_delay`` virtual seconds (a number, a function of the node's position, or
+  ``"model"``: the simulator's solver cost model for the snapshot's size).
 - ``DriverCall`` effects take ``driver_delay`` virtual seconds: ``migrate`` moves the VM
   to the destination's fake host (refused when the VM is not on this host or the
   destination is down), ``create`` adds it here. Every creation is counted, so a test
@@ -66,6 +67,7 @@ from dvms.partition.messages import (
     WireConstraint,
 )
 from dvms.sim.engine import Engine, SimNode
+from dvms.sim.solvercost import model_solver_time
 from dvms.transport.netmodel import ConstantLatency, NetworkConditions, NetworkModel
 
 __all__ = ["FakeCluster", "FakeHost", "FakeVm"]
@@ -119,7 +121,9 @@ class FakeHost:
         )
 
 
-Delay = float | Callable[[int], float]
+#: A virtual duration: seconds, or a function of the node's position; for the solver
+#: also "model", the simulator's solver cost model (``dvms.sim.solvercost``).
+Delay = float | str | Callable[[int], float]
 
 
 class FakeCluster:
@@ -391,6 +395,8 @@ class FakeCluster:
     # -- effects -----------------------------------------------------------------------
 
     def _delay(self, d: Delay, pos: int) -> float:
+        if isinstance(d, str):
+            raise ValueError(f"unknown delay {d!r}")
         return d(pos) if callable(d) else d
 
     def _on_emit(self, node: SimNode, event: Any, now: float) -> None:
@@ -412,9 +418,11 @@ class FakeCluster:
 
     def _compute(self, node: SimNode, eff: Compute, now: float) -> None:
         result = eff.fn()
-        self.engine.at(
-            now + self._delay(self.solve_delay, node.pos), self._computed, node, eff, result
-        )
+        if self.solve_delay == "model":
+            delay = model_solver_time(eff.size[1])
+        else:
+            delay = self._delay(self.solve_delay, node.pos)
+        self.engine.at(now + delay, self._computed, node, eff, result)
 
     def _computed(self, node: SimNode, eff: Compute, result: Any) -> None:
         if node.alive:
