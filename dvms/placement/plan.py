@@ -257,7 +257,12 @@ class _Scheduler:
         ws = self.ws
         # a VM takes at most one detour, so this always ends
         blocked = [m for m in self.pending if m.kind == "migrate" and m.src == self.origin[m.v]]
-        for m in sorted(blocked, key=lambda m: (sum(ws.demand[m.v]), ws.vms[m.v].key)):
+        wanted = {p.dst for p in self.pending}
+        # VMs in a cycle first (their host is someone's destination), then the smallest
+        order = sorted(
+            blocked, key=lambda m: (m.src not in wanted, sum(ws.demand[m.v]), ws.vms[m.v].key)
+        )
+        for m in order:
             for p in ws.ranked():
                 allowed = ws.allowed[m.v]
                 if p in (m.src, m.dst) or (allowed is not None and p not in allowed):

@@ -185,3 +185,19 @@ def test_continuous_among_keeps_vms_in_their_group():
     # discrete among may jump groups (the bigger hosts are less loaded)
     plan = solve_and_check(Snapshot(hosts, vms), [c.Among(("a", "b"), groups)])
     assert plan.status == "solved"
+
+
+def test_blocked_plan_ends_even_when_a_detour_does_not_help():
+    # found by hypothesis: pivots used to bounce a VM between hosts forever
+    hosts = (Host("h0", cpus=1, memory_mib=1024), Host("h1", cpus=2, memory_mib=1024))
+    hosts += tuple(Host(f"h{i}", cpus=1, memory_mib=1024) for i in (2, 3, 4))
+    vms = (
+        Vm("r0", vcpus=2, memory_mib=1024, host="h0"),
+        Vm("r1", vcpus=0, memory_mib=512, host="h1"),
+        Vm("r2", vcpus=0, memory_mib=256, host="h2"),
+        Vm("r3", vcpus=0, memory_mib=256, host="h0"),
+    )
+    cfg = PlacementConfig(cpu_overcommit=1.0)
+    plan = solve_and_check(Snapshot(hosts, vms), [c.RunningCapacity(frozenset({"h2"}), 0)], cfg)
+    assert plan.status in ("solved", "infeasible")
+    assert plan.status == "solved" and plan.migrations <= 5
