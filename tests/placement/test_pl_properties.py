@@ -20,6 +20,7 @@ from dvms.placement import (
 from dvms.placement import constraints as c
 
 CFG = PlacementConfig(cpu_overcommit=1.0, memory_overcommit=1.0)
+ROOMY = PlacementConfig(cpu_overcommit=3.0, memory_overcommit=1.0)
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -62,11 +63,11 @@ def _subset(draw, names, least=1):
 
 
 @st.composite
-def constraint_sets(draw, vm_names, host_names, *, with_colocate=True):
+def constraint_sets(draw, vm_names, host_names, *, with_colocate=True, most=4):
     out = []
     kinds = ["ban", "fence", "spread", "gather", "among", "lonely", "runcap", "rescap", "colocate"]
     kinds += ["root", "cspread", "split"]
-    for kind in draw(st.lists(st.sampled_from(kinds), max_size=4)):
+    for kind in draw(st.lists(st.sampled_from(kinds), max_size=most)):
         if kind == "ban":
             out.append(c.Ban(_subset(draw, vm_names), frozenset(_subset(draw, host_names))))
         elif kind == "fence":
@@ -200,3 +201,65 @@ def test_exhaustive_limit_8_hosts_12_vms(data):
         assert check_placement(snap.with_vms(new), checks, result.placement, CFG) == []
     else:
         assert result.proven
+
+
+class _Exhausted(Exception):
+    pass
+
+
+def pruned_brute_force(snap, new, cons, budget, cfg):
+    """Depth-first over the new VMs, pruning with the independent checker (every rule is
+    monotone: a partial placement that breaks one cannot be completed)."""
+    full = snap.with_vms(new)
+    names = [h.name for h in snap.hosts]
+    base = snap.placement()
+    nodes = 0
+
+    def extend(i, placement):
+        nonlocal nodes
+        nodes += 1
+        if nodes > budget:
+            raise _Exhausted
+        if check_placement(full, cons, placement, cfg):
+            return None
+        if i == len(new):
+            return placement
+        for host in names:
+            found = extend(i + 1, {**placement, new[i].key: host})
+            if found:
+                return found
+        return None
+
+    return extend(0, dict(base))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_launch_complete_up_to_8_hosts_12_vms(data):
+    """At the exhaustive size, an infeasible answer is never wrong: a pruned brute force
+    (pruning by the independent checker) finds no placement either."""
+    hosts, running = data.draw(clusters(max_hosts=8, max_running=4, fit=True))
+    assume(len(hosts) >= 4)
+    new = [
+        Vm(
+            f"n{i}",
+            state="ready",
+            vcpus=data.draw(st.integers(1, 2)),
+            memory_mib=data.draw(st.sampled_from([256, 512, 1024])),
+            coschedule=data.draw(st.sampled_from([-1, -1, 0, 1])),
+        )
+        for i in range(data.draw(st.integers(8, 12)))
+    ]
+    snap = Snapshot(hosts, tuple(running))
+    names = tuple(vm.key for vm in new)
+    cons = data.draw(constraint_sets(names, tuple(h.name for h in hosts), most=2))
+    assume(check_placement(snap, cons, snap.placement(), ROOMY) == [])
+    result = solve_launch(snap, new, cons, ROOMY)
+    if result.ok:
+        return  # checked by the other properties
+    assert result.proven
+    try:
+        witness = pruned_brute_force(snap, new, cons, 3000, ROOMY)
+    except _Exhausted:
+        return
+    assert witness is None, f"solver said infeasible ({result}), but {witness} works"
