@@ -196,7 +196,9 @@ def solve_repair(
         if i and movable == stages[i - 1]:
             continue
         _lift(ws, movable)
-        outcome = place_units(ws, _units(ws, movable | boots), prefer_current=True)
+        departing = frozenset(origin[v] for v in movable if origin[v] != -1)
+        units = _units(ws, movable | boots)
+        outcome = place_units(ws, units, prefer_current=True, departing=departing)
         if outcome.ok:
             residual = _residual(ws)
             if residual:

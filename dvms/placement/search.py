@@ -42,9 +42,17 @@ class _Budget(Exception):
 
 
 class Placer:
-    def __init__(self, ws: Workspace, *, prefer_current: bool = False) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        prefer_current: bool = False,
+        departing: frozenset[int] = frozenset(),
+    ) -> None:
         self.ws = ws
         self.prefer_current = prefer_current
+        #: hosts some placed VM will leave (repair): tried after the others
+        self.departing = departing
         self.nodes = 0
         self.budget: int | None = None
         self._anonymous = self._anonymous_hosts()
@@ -75,17 +83,15 @@ class Placer:
         allowed = ws.allowed[unit[0]]
         if allowed is not None and len(allowed) * 8 < len(ws.order):
             hosts = sorted((h for h in allowed if ws.online[h]), key=lambda h: ws.keys[h])
-        elif len(unit) == 1:
-            hosts = [h for _, h in ws.order]
-            v = unit[0]
-            for h in hosts:
-                if ws.first_failure(v, h) is None:
-                    return h
-            return None
         else:
             hosts = [h for _, h in ws.order]
+        away = self.departing  # arrive where nobody has to leave first: fewer waits, no cycles
         for h in hosts:
-            if ws.try_unit(unit, h, keep=False) is None:
+            if h not in away and ws.try_unit(unit, h, keep=False) is None:
+                return h
+        for h in sorted(away, key=lambda h: ws.keys[h]):
+            usable = ws.online[h] and (allowed is None or h in allowed)
+            if usable and ws.try_unit(unit, h, keep=False) is None:
                 return h
         return None
 
@@ -239,9 +245,11 @@ def place_units(
     units: Sequence[Unit],
     *,
     prefer_current: bool = False,
+    departing: frozenset[int] = frozenset(),
 ) -> Outcome:
-    """Place every unit (greedy, then harder); on failure the workspace is unchanged."""
-    placer = Placer(ws, prefer_current=prefer_current)
+    """Place every unit (greedy, then harder); on failure the workspace is unchanged.
+    ``departing`` hosts (repair: VMs will leave them) are tried after the others."""
+    placer = Placer(ws, prefer_current=prefer_current, departing=departing)
     refusal = placer.greedy(units)
     if refusal is None:
         return Outcome(True)

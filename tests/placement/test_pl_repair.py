@@ -51,14 +51,27 @@ def test_capacity_overflow_moves_the_cheapest_vm():
 
 def test_zero_slack_swap_uses_a_pivot_host():
     snap = Snapshot(cpu_hosts(4, 4, 4), (vm("a", "n0", 4), vm("b", "n1", 4)))
-    cons = [c.Ban(("a",), frozenset({"n0", "n2"})), c.Ban(("b",), frozenset({"n1"}))]
+    # n2 must end empty (a discrete cap), so the two VMs must swap; n2 can hold a detour
+    cons = [
+        c.Ban(("a",), frozenset({"n0"})),
+        c.Ban(("b",), frozenset({"n1"})),
+        c.ResourceCapacity(frozenset({"n2"}), "cpu", 0),
+    ]
     plan = solve_and_check(snap, cons)
     assert plan.status == "solved" and plan.migrations == 3
     assert [(a.vm, a.src, a.dst) for a in plan.actions] == [
-        ("b", "n1", "n2"),
-        ("a", "n0", "n1"),
-        ("b", "n2", "n0"),
+        ("a", "n0", "n2"),
+        ("b", "n1", "n0"),
+        ("a", "n2", "n1"),
     ]
+
+
+def test_moves_avoid_hosts_that_must_be_left_first():
+    snap = Snapshot(cpu_hosts(4, 4, 4), (vm("a", "n0", 4), vm("b", "n1", 4)))
+    cons = [c.Ban(("a",), frozenset({"n0", "n2"})), c.Ban(("b",), frozenset({"n1"}))]
+    plan = solve_and_check(snap, cons)
+    # b could take a's place (a cycle: three moves); n2 is free now: two moves
+    assert plan.migrations == 2 and plan.placement == {"a": "n1", "b": "n2"}
 
 
 def test_unbreakable_cycle_is_reported():
