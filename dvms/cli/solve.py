@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", nargs="?", help="MODEL.toml (see docs/placement.md)")
     p.add_argument("--btrplace", metavar="FILE", help="a BtrPlace instance (.json or .json.gz)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    # SUPPRESS: `dvms --json solve ...` (the global flag) works as well
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="print one JSON object")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true", help="list every refused host")
     p.set_defaults(func=run)
 
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         out = _btrplace(args.btrplace) if args.btrplace else _model(args.model)
     except (PlacementError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    if args.json:
+    if getattr(args, "json", False):
         print(json.dumps(out, indent=2, sort_keys=False))
     else:
         _print_text(out, verbose=args.verbose)

@@ -192,3 +192,11 @@ def test_model_with_script_and_minimega_fields(tmp_path, capsys):
     # n1 is banned, n2 is reserved by the coschedule-0 db: every web VM lands on n3
     assert {out["launched"][f"web{i}"] for i in (1, 2, 3)} == {"n3"}
     assert out["viable"] is True and out["migrations"] == 0
+
+
+def test_global_json_flag_works_too(capsys):
+    path = DATA / "IssuesTest.testFoo.json"
+    if not path.exists():
+        pytest.skip("shared data not available")
+    assert main(["--json", "solve", "--btrplace", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "solved"
