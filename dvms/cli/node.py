@@ -33,10 +33,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--state-dir", help="identity, control socket and journal directory")
     run.add_argument("--profile", choices=("lan", "wan", "local"), help="Kademlia timers")
     run.add_argument("--hostname", help="host name shown to users")
+    run.add_argument(
+        "--hypervisor",
+        metavar="URI",
+        help="libvirt URI of this node's hypervisor (default: a test:/// host of its own "
+        "under the state dir)",
+    )
+    run.add_argument(
+        "--recruitment",
+        choices=("vivaldi", "ring", "random"),
+        help="partition recruitment order (default vivaldi)",
+    )
+    run.add_argument("--host-cpus", type=int, help="CPUs of the default test host (8)")
+    run.add_argument("--host-memory", type=int, help="memory of the default test host, MiB")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     run.set_defaults(func=run_cmd)
 
     for name, helptext in (("status", "show a node's status"), ("peers", "list a node's peers")):
+        # `peers` names a peer once this node has heard from it (vm info, rtt, host)
         p = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
         p.set_defaults(func=lambda args, name=name: show(args, name))
 
@@ -58,6 +72,10 @@ def run_cmd(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             profile=args.profile,
             hostname=args.hostname,
+            hypervisor=args.hypervisor,
+            recruitment=args.recruitment,
+            host_cpus=args.host_cpus,
+            host_memory_mib=args.host_memory,
         )
         trio.run(run_node, cfg)
     except (ConfigError, KeyFileError) as exc:
@@ -82,7 +100,9 @@ def show(args: argparse.Namespace, cmd: str) -> int:
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     elif cmd == "peers":
-        print_table(result, ("node_id", "address", "rtt_ms", "predicted_rtt_ms", "failures"))
+        print_table(
+            result, ("name", "node_id", "address", "rtt_ms", "predicted_rtt_ms", "failures")
+        )
     else:
         for key, value in result.items():
             print(f"{key:>16}  {value}")

@@ -8,6 +8,10 @@ Example ``node.toml``::
     state_dir = "/var/lib/dvms"    # identity, control socket, journal
     profile = "lan"                # Kademlia timers: lan | wan | local
     hostname = "node1"             # the name users see (default: the system host name)
+    hypervisor = ""                # libvirt URI; "" = a test:/// host of its own
+    recruitment = "vivaldi"        # partition recruitment: vivaldi | ring | random
+    host_cpus = 8                  # size of the default test:/// host
+    host_memory_mib = 16384
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 __all__ = ["ConfigError", "NodeConfig", "load_config", "parse_hostport"]
 
 PROFILES = ("lan", "wan", "local")
+RECRUITMENT = ("vivaldi", "ring", "random")
 
 
 class ConfigError(ValueError):
@@ -60,6 +65,15 @@ class NodeConfig:
     profile: str = "lan"
     #: Host name shown to users and used in placement (default: the system host name).
     hostname: str = ""
+    #: libvirt URI of this node's hypervisor. "" (default): a ``test:///`` host of its own,
+    #: ``<state_dir>/host.xml`` (written once, ``host_cpus`` x ``host_memory_mib``), so every
+    #: daemon on one machine is an independent simulated host.
+    hypervisor: str = ""
+    #: DVMS partition recruitment order (``dvms.partition.recruit``): vivaldi | ring | random.
+    recruitment: str = "vivaldi"
+    #: Logical CPUs and memory (MiB) of the default test host.
+    host_cpus: int = 8
+    host_memory_mib: int = 16384
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")
@@ -67,6 +81,12 @@ class NodeConfig:
             parse_hostport(s, what="seed")
         if self.profile not in PROFILES:
             raise ConfigError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
+        if self.recruitment not in RECRUITMENT:
+            raise ConfigError(
+                f"recruitment must be one of {', '.join(RECRUITMENT)}, not {self.recruitment!r}"
+            )
+        if self.host_cpus < 1 or self.host_memory_mib < 1:
+            raise ConfigError("host_cpus and host_memory_mib must be at least 1")
 
     @property
     def name(self) -> str:
@@ -75,6 +95,12 @@ class NodeConfig:
     @property
     def control_socket(self) -> Path:
         return Path(self.state_dir) / "dvms.sock"
+
+    @property
+    def hypervisor_uri(self) -> str:
+        if self.hypervisor:
+            return self.hypervisor
+        return f"test://{Path(self.state_dir).resolve() / 'host.xml'}"
 
 
 def load_config(path: str | None, **overrides: Any) -> NodeConfig:
@@ -93,15 +119,16 @@ def load_config(path: str | None, **overrides: Any) -> NodeConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
     for key, value in data.items():
-        expected = tuple if key == "seeds" else str
+        expected = {"seeds": tuple, "host_cpus": int, "host_memory_mib": int}.get(key, str)
         if key == "seeds" and isinstance(value, list):
             value = tuple(value)
-        if not isinstance(value, expected) or (
-            key == "seeds" and not all(isinstance(s, str) for s in value)
+        if (
+            not isinstance(value, expected)
+            or isinstance(value, bool)
+            or (key == "seeds" and not all(isinstance(s, str) for s in value))
         ):
-            raise ConfigError(
-                f"{path}: {key} must be {'a list of strings' if key == 'seeds' else 'a string'}"
-            )
+            what = {tuple: "a list of strings", int: "an integer", str: "a string"}[expected]
+            raise ConfigError(f"{path}: {key} must be {what}")
         data[key] = value
     cfg = NodeConfig(**data)
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,9 +1,11 @@
 """``dvms node run``: one node of a cluster, as a Trio program.
 
 Start-up: create the state directory (0700), load or create the node identity
-(``identity.key``, Ed25519, so the node id survives restarts), load the cluster key, bind
-the UDP transport, write ``node.json`` (id, address, pid) for tools, then run the overlay
-node and the control socket until SIGINT/SIGTERM.
+(``identity.key``, Ed25519, so the node id survives restarts), load the cluster key, open
+the hypervisor (default: a ``test:///`` host of its own, ``host.xml`` in the state dir),
+bind the UDP transport, write ``node.json`` (id, address, pid, name) for tools, then run
+the node runner (overlay + partitions, ``runner.py``) and the control socket
+(``commands.py``) until SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,23 +16,30 @@ import os
 import random
 import signal
 from pathlib import Path
-from typing import Any
 
 import trio
 
+from dvms.hypervisor.base import open_hypervisor
+from dvms.node.commands import Daemon
 from dvms.node.config import NodeConfig, parse_hostport
-from dvms.node.control import ControlError, serve_control
+from dvms.node.control import serve_control
+from dvms.node.core import NodeCore
+from dvms.node.messages import register_node_messages
+from dvms.node.monitor import HostMonitor
+from dvms.node.runner import NodeRunner
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact, register_overlay_messages
-from dvms.overlay.node import OverlayNode
 from dvms.overlay.records import Identity, ValidatorRegistry
-from dvms.transport.udp import UdpTransport
+from dvms.partition.config import PartitionConfig
+from dvms.partition.core import PartitionCore
+from dvms.partition.messages import register_partition_messages
+from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
 from dvms.vivaldi import VivaldiClient, VivaldiConfig
 from dvms.wire.envelope import MessageRegistry, WireCodec
 from dvms.wire.keys import load_key
 
-__all__ = ["load_identity", "run_node"]
+__all__ = ["TEST_HOST_XML", "load_identity", "run_node"]
 
 log = logging.getLogger("dvms.node")
 
@@ -46,68 +55,25 @@ def load_identity(state_dir: Path) -> Identity:
     return ident
 
 
+#: The default hypervisor: a libvirt test-driver host description (CPUs, memory in KiB).
+TEST_HOST_XML = """<node>
+  <cpu><mhz>2000</mhz><model>i686</model><active>{cpus}</active><nodes>1</nodes>
+       <sockets>1</sockets><cores>{cpus}</cores><threads>1</threads></cpu>
+  <memory>{kib}</memory>
+</node>
+"""
+
+
+def _test_host_file(cfg: NodeConfig) -> None:
+    """Write the default test host's description (each start: the flags may change)."""
+    path = Path(cfg.state_dir) / "host.xml"
+    path.write_text(TEST_HOST_XML.format(cpus=cfg.host_cpus, kib=cfg.host_memory_mib * 1024))
+
+
 def _kademlia_profile(name: str) -> KademliaConfig:
     return {"lan": KademliaConfig.lan, "wan": KademliaConfig.wan, "local": KademliaConfig.local}[
         name
     ]()
-
-
-class Daemon:
-    """Owns the node's services and answers control requests."""
-
-    def __init__(self, cfg: NodeConfig, node: OverlayNode, started: float) -> None:
-        self.cfg = cfg
-        self.node = node
-        self.started = started
-        self.commands = {"status": self.status, "peers": self.peers, "lookup": self.lookup}
-
-    async def handle(self, cmd: str, args: dict[str, Any]) -> Any:
-        fn = self.commands.get(cmd)
-        if fn is None:
-            raise ControlError(f"unknown command {cmd!r}")
-        return await fn(args)
-
-    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
-        core = self.node.core
-        coord = core.coordinate()
-        return {
-            "name": self.cfg.name,
-            "node_id": f"{core.node_id:040x}",
-            "address": f"{core.contact.host}:{core.contact.port}",
-            "joined": core.joined,
-            "peers": len(core.table),
-            "uptime_s": round(trio.current_time() - self.started, 1),
-            "dropped": dict(self.node.codec.drops),
-            "accepted": self.node.codec.accepted,
-            "stats": dict(core.stats),
-            "vivaldi_error": round(coord.error, 4) if coord is not None else None,
-        }
-
-    async def peers(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        core = self.node.core
-        now = trio.current_time()
-        out = []
-        for node_id, e in sorted(core.table.index.items()):
-            predicted = core.predicted_rtt(node_id)
-            out.append(
-                {
-                    "node_id": f"{node_id:040x}",
-                    "address": f"{e.contact.host}:{e.contact.port}",
-                    "rtt_ms": round(e.srtt * 1000, 3) if e.srtt is not None else None,
-                    "predicted_rtt_ms": round(predicted * 1000, 3) if predicted else None,
-                    "failures": e.failures,
-                    "last_seen_s": round(now - e.last_seen, 1),
-                }
-            )
-        return out
-
-    async def lookup(self, args: dict[str, Any]) -> list[str]:
-        try:
-            target = int(str(args.get("target", "")), 16)
-        except ValueError:
-            raise ControlError("lookup needs 'target', a hex node id") from None
-        res = await self.node.lookup(target)
-        return [f"{c.node_id:040x}" for c in res.contacts]
 
 
 async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -117,27 +83,50 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     key = load_key(cfg.key_file)
     host, port = parse_hostport(cfg.listen, what="listen")
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
-    transport = await UdpTransport.bind(host, port)
-    async with transport:
+    if not cfg.hypervisor:
+        _test_host_file(cfg)
+    hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name)
+    # 64 KiB datagrams: a partition view carries its events' VMs, a HostReply 512 VMs.
+    transport = await UdpTransport.bind(host, port, config=UdpConfig(max_datagram=MAX_UDP_PAYLOAD))
+    async with transport, hv:
         addr = transport.local_address
         contact = Contact(ident.node_id, addr[0], addr[1])
         rng = random.Random()
-        core = OverlayCore(
+        now = trio.current_time()
+        overlay = OverlayCore(
             contact,
             _kademlia_profile(cfg.profile),
             rng,
             vivaldi=VivaldiClient(VivaldiConfig(), random.Random(rng.getrandbits(64))),
             validators=ValidatorRegistry(),
-            now=trio.current_time(),
+            now=now,
         )
-        codec = WireCodec(key, register_overlay_messages(MessageRegistry()))
-        node = OverlayNode(core, transport, codec)
-        daemon = Daemon(cfg, node, trio.current_time())
-        info = {"node_id": f"{ident.node_id:040x}", "address": f"{addr[0]}:{addr[1]}"}
+        monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri)
+        partition = PartitionCore(
+            contact,
+            overlay,
+            PartitionConfig(recruitment=cfg.recruitment),
+            random.Random(rng.getrandbits(64)),
+            local_state=monitor.state,
+            now=now,
+        )
+        registry = register_node_messages(
+            register_partition_messages(register_overlay_messages(MessageRegistry()))
+        )
+        runner = NodeRunner(
+            NodeCore(overlay, partition), transport, WireCodec(key, registry), monitor
+        )
+        daemon = Daemon(cfg, runner, now)
+        info = {
+            "node_id": f"{ident.node_id:040x}",
+            "address": f"{addr[0]}:{addr[1]}",
+            "name": cfg.name,
+            "hypervisor": cfg.hypervisor_uri,
+        }
         (state / "node.json").write_text(json.dumps({**info, "pid": os.getpid()}) + "\n")
-        log.info("node %s listening on %s:%d", info["node_id"][:12], *addr)
+        log.info("node %s (%s) listening on %s:%d", cfg.name, info["node_id"][:12], *addr)
         async with trio.open_nursery() as nursery:
-            await nursery.start(node.run, seeds)
+            await nursery.start(runner.run, seeds)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
             task_status.started(addr)

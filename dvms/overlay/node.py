@@ -7,6 +7,12 @@
     commands (lookup/get/put) --> core ----------------------------+
     effects: Send -> WireCodec.encode -> transport.send;  Emit -> waiters + listeners
 
+The overlay-only node is the simplest case of the node runner
+(``dvms.node.runner.NodeRunner``): a subclass hands in a ``machine`` (a ``NodeCore``
+that routes messages and merges timers for the overlay and the partition protocol) and
+overrides ``_effect`` for its extra effect types and ``_local_message`` for messages the
+Trio layer answers itself. ``core`` stays the ``OverlayCore`` that commands use.
+
 Two clocks: the core runs on ``trio.current_time()`` (monotonic, virtual under
 ``MockClock``); envelopes carry ``wall()`` (``time.time`` by default) because replay
 windows compare clocks of different hosts. Peer input never raises out of the receive
@@ -43,8 +49,11 @@ class OverlayNode:
         codec: WireCodec,
         *,
         wall: Callable[[], float] = time.time,
+        machine: Any = None,
     ) -> None:
         self.core = core
+        #: what receives messages and timers: ``core`` itself, or a ``NodeCore`` over it
+        self.machine = machine if machine is not None else core
         self.transport = transport
         self.codec = codec
         self.wall = wall
@@ -102,20 +111,22 @@ class OverlayNode:
             decoded = self.codec.decode(dgram.payload, now=self.wall())
             if decoded is None:
                 continue
-            effects = self.core.on_message(
+            if self._local_message(dgram.src, decoded.sender, decoded.rid, decoded.msg):
+                continue
+            effects = self.machine.on_message(
                 dgram.src, decoded.sender, decoded.rid, decoded.msg, now=trio.current_time()
             )
             await self._apply(effects)
 
     async def _timer_loop(self) -> None:
         while True:
-            deadline = self.core.next_deadline()
+            deadline = self.machine.next_deadline()
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await self._wake.wait()
             self._wake = trio.Event()
             now = trio.current_time()
             if deadline is not None and now >= deadline:
-                await self._apply(self.core.on_timer(now=now))
+                await self._apply(self.machine.on_timer(now=now))
 
     # -- effects -----------------------------------------------------------------------
 
@@ -125,8 +136,18 @@ class OverlayNode:
                 await self._send(eff)
             elif type(eff) is Emit:
                 self._emit(eff.event)
+            else:
+                await self._effect(eff)
         # A command or message may have created an earlier deadline.
         self._wake.set()
+
+    async def _effect(self, eff: Any) -> None:
+        """An effect type this runner does not know: a bug in the core that emitted it."""
+        raise TypeError(f"{type(self).__name__} cannot carry out {eff!r}")
+
+    def _local_message(self, src: Any, sender: int, rid: int, msg: Any) -> bool:
+        """True if the Trio layer took ``msg`` itself (the overlay-only node takes none)."""
+        return False
 
     async def _send(self, eff: Send) -> None:
         try:

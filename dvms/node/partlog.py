@@ -1,0 +1,114 @@
+"""What ``dvms partitions`` shows: every partition this node took part in, in flight and
+recent, built from the partition core's events (pure: the runner feeds it).
+
+    PartitionChanged(view, role) -> open or update the record (members, leader, state)
+    PlanApplied(pid, ...)        -> actions and migrations of the plan
+    PartitionReleased(pid, why)  -> ended, with the reason as its outcome ("solved" ...)
+
+A node sees a partition as the members see it: the initiator of a launch sees the final
+view (the leader broadcasts Finishing), a node recruited and released early sees less.
+``merge_rows`` combines the rows several nodes report about the same partition.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from dvms.node.messages import PartitionRow
+from dvms.overlay.messages import Contact
+from dvms.partition.core import PartitionChanged, PartitionReleased, PlanApplied
+from dvms.partition.messages import STATE_NAMES
+
+__all__ = ["PartitionLog", "merge_rows"]
+
+#: Ended partitions kept per node.
+KEEP_ENDED = 100
+
+
+@dataclass
+class _Record:
+    pid: int
+    started: float
+    role: str = "member"
+    leader: Contact | None = None
+    members: tuple[Contact, ...] = ()
+    state: str = ""
+    events: tuple[str, ...] = ()
+    ended: float | None = None
+    outcome: str = ""
+    actions: int = 0
+    migrations: int = 0
+    led: bool = False
+    seen: set[int] = field(default_factory=set)
+
+
+class PartitionLog:
+    def __init__(self) -> None:
+        self._records: OrderedDict[int, _Record] = OrderedDict()
+
+    def on_event(self, event: object, wall: float) -> None:
+        if isinstance(event, PartitionChanged):
+            view = event.view
+            rec = self._records.get(view.pid)
+            if rec is None:
+                rec = self._records[view.pid] = _Record(view.pid, wall)
+            rec.role = event.role
+            rec.led = rec.led or event.role == "leader"
+            rec.leader = view.leader
+            rec.members = view.members
+            rec.state = STATE_NAMES.get(view.state, str(view.state))
+            rec.events = tuple(f"{e.kind}:{e.event_id:x}" for e in view.events)
+        elif isinstance(event, PlanApplied) and event.pid in self._records:
+            rec = self._records[event.pid]
+            rec.actions, rec.migrations = event.actions, event.migrations
+        elif isinstance(event, PartitionReleased) and event.pid in self._records:
+            rec = self._records[event.pid]
+            rec.ended, rec.outcome = wall, event.reason
+            self._trim()
+
+    def _trim(self) -> None:
+        ended = [pid for pid, r in self._records.items() if r.ended is not None]
+        for pid in ended[: max(0, len(ended) - KEEP_ENDED)]:
+            del self._records[pid]
+
+    def rows(self, name_of: Callable[[Contact], str]) -> tuple[PartitionRow, ...]:
+        return tuple(
+            PartitionRow(
+                pid=r.pid,
+                role="leader" if r.led else r.role,
+                leader=name_of(r.leader) if r.leader is not None else "",
+                members=tuple(name_of(m) for m in r.members),
+                state="ended" if r.ended is not None else r.state,
+                events=r.events,
+                started=r.started,
+                ended=r.ended,
+                outcome=r.outcome if r.ended is not None else "in flight",
+                actions=r.actions,
+                migrations=r.migrations,
+            )
+            for r in self._records.values()
+        )
+
+
+def merge_rows(rows: Iterable[PartitionRow]) -> list[PartitionRow]:
+    """One row per partition: an ended view over one in flight (a crashed reporter's row
+    stays "in flight"), the final leader's (it knows the plan) over a member's, else the
+    one with the most members; in flight first, then the most recent."""
+    best: dict[int, PartitionRow] = {}
+    for row in rows:
+        old = best.get(row.pid)
+        if old is None or _rank(row) > _rank(old):
+            best[row.pid] = row
+    return sorted(best.values(), key=lambda r: (r.ended is not None, -(r.ended or r.started)))
+
+
+def _rank(row: PartitionRow) -> tuple[bool, int, bool, int, float]:
+    return (
+        row.ended is not None,
+        row.actions,
+        row.role == "leader",
+        len(row.members),
+        row.ended or 0.0,
+    )
