@@ -18,6 +18,8 @@ from dvms import __version__
 COMMAND_MODULES = (
     "dvms.cli.keygen",
     "dvms.cli.node",
+    "dvms.cli.vm",
+    "dvms.cli.cluster",
     "dvms.cli.sim",
     "dvms.cli.solve",
 )

@@ -1,0 +1,174 @@
+"""Cluster commands sent to any node: ``submit``, ``vm info|kill``, ``host``,
+``partitions``, ``rtt``. The node you talk to gathers the answer from the others."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from dvms.cli.main import UserError
+from dvms.cli.node import print_table, socket_path
+from dvms.node.control import ControlError, call
+
+#: ``submit`` waits this long for the cluster to place and create a vjob, seconds.
+SUBMIT_TIMEOUT_S = 300.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="place and create the VMs of a vjob file",
+        description="Send a vjob (TOML, docs/vjob.md) to the node; it runs a DVMS "
+        "partition to place every VM under the vjob's constraints and returns once the "
+        "VMs are created, or refused (exit 1).",
+    )
+    p.add_argument("vjob", metavar="VJOB_FILE")
+    p.set_defaults(func=submit)
+
+    vm = sub.add_parser("vm", help="VMs across the cluster", description="VM commands.")
+    vsub = vm.add_subparsers(dest="vm_command", metavar="COMMAND", required=True)
+    info = vsub.add_parser(
+        "info", help="every VM with its host", description="List every VM of the cluster."
+    )
+    info.add_argument("--namespace", help="only this namespace")
+    info.set_defaults(func=vm_info)
+    kill = vsub.add_parser(
+        "kill",
+        help="destroy VMs wherever they run",
+        description="Destroy and undefine VMs by name (a range: vm[1-2]) on whichever "
+        "hosts run them. Exit 1 if a name was not found.",
+    )
+    kill.add_argument("names", metavar="NAMES")
+    kill.add_argument("--namespace", help="only VMs of this namespace")
+    kill.set_defaults(func=vm_kill)
+
+    host = sub.add_parser("host", help="every host: size and load", description="List hosts.")
+    host.set_defaults(func=host_cmd)
+    parts = sub.add_parser(
+        "partitions",
+        help="partitions in flight and recent",
+        description="Partitions this node took part in (--all: every node's), with "
+        "members, leader, state and outcome.",
+    )
+    parts.add_argument("--all", action="store_true", help="gather from every node")
+    parts.set_defaults(func=partitions)
+    rtt = sub.add_parser(
+        "rtt",
+        help="round-trip time to a host",
+        description="Measured (3 control-plane pings), smoothed and Vivaldi-predicted RTT.",
+    )
+    rtt.add_argument("host", metavar="HOST", help="host name, host:port or node id")
+    rtt.set_defaults(func=rtt_cmd)
+
+
+def _call(args: argparse.Namespace, cmd: str, body: dict[str, Any], **kw: Any) -> Any:
+    try:
+        return call(socket_path(args), cmd, body, **kw)
+    except ControlError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _json(result: Any) -> None:
+    print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def _warn_unreachable(result: dict[str, Any]) -> None:
+    if result.get("unreachable"):
+        print(f"(no answer from: {', '.join(result['unreachable'])})")
+
+
+def submit(args: argparse.Namespace) -> int:
+    from dvms.node.commands import launch_to_map
+    from dvms.partition.messages import LaunchVm, WireConstraint
+    from dvms.placement.vjob import VjobError, load_vjob
+    from dvms.ranges import RangeError
+
+    try:
+        vjob = load_vjob(args.vjob)
+    except (VjobError, RangeError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    body = launch_to_map(
+        [LaunchVm.from_spec(v) for v in vjob.vms],
+        [WireConstraint.from_spec(c) for c in vjob.constraints],
+    )
+    t0 = time.monotonic()
+    result = _call(args, "submit", body, timeout=SUBMIT_TIMEOUT_S)
+    if args.json:
+        _json(result)
+    elif result["ok"]:
+        print_table(result["placed"], ("name", "host", "namespace"))
+        print(
+            f"{len(result['placed'])} VMs placed by a partition of "
+            f"{result['partition_size']} nodes in {time.monotonic() - t0:.2f} s"
+        )
+    if not result["ok"]:
+        raise UserError(f"vjob {vjob.name} refused: {result['reason']}")
+    return 0
+
+
+def vm_info(args: argparse.Namespace) -> int:
+    result = _call(args, "vm_info", {"namespace": args.namespace})
+    if args.json:
+        _json(result)
+        return 0
+    print_table(result["vms"], ("name", "state", "host", "namespace", "vcpus", "memory"))
+    _warn_unreachable(result)
+    return 0
+
+
+def vm_kill(args: argparse.Namespace) -> int:
+    result = _call(args, "vm_kill", {"names": args.names, "namespace": args.namespace})
+    if args.json:
+        _json(result)
+    else:
+        for row in result["killed"]:
+            print(f"killed {row['name']} on {row['host']}")
+        _warn_unreachable(result)
+    for err in result["errors"]:
+        print(f"E: {err}")
+    if result["not_found"]:
+        raise UserError(f"vm not found: {', '.join(result['not_found'])}")
+    return 1 if result["errors"] else 0
+
+
+def host_cmd(args: argparse.Namespace) -> int:
+    result = _call(args, "host", {})
+    if args.json:
+        _json(result)
+        return 0
+    print_table(result["hosts"], ("name", "cpus", "memory", "vms", "vcpus", "memused", "uri"))
+    _warn_unreachable(result)
+    return 0
+
+
+def partitions(args: argparse.Namespace) -> int:
+    result = _call(args, "partitions", {"all": args.all})
+    if args.json:
+        _json(result)
+        return 0
+    rows = []
+    for p in result["partitions"]:
+        took = p["ended"] - p["started"] if p["ended"] is not None else None
+        rows.append(
+            {
+                **p,
+                "members": ",".join(p["members"]),
+                "events": ",".join(p["events"]),
+                "duration_s": f"{took:.2f}" if took is not None else None,
+            }
+        )
+    cols = ("pid", "state", "leader", "members", "events", "actions", "outcome", "duration_s")
+    print_table(rows, cols)
+    _warn_unreachable(result)
+    return 0
+
+
+def rtt_cmd(args: argparse.Namespace) -> int:
+    result = _call(args, "rtt", {"host": args.host})
+    if args.json:
+        _json(result)
+    else:
+        print_table([result], ("host", "address", "measured_ms", "srtt_ms", "predicted_ms"))
+    return 0

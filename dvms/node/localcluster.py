@@ -1,0 +1,204 @@
+"""A local cluster: N ``dvms node run`` processes on 127.0.0.1 under one directory.
+
+::
+
+    DIR/cluster.key          one cluster key for all nodes
+    DIR/cluster.json         what `up` started: name, pid, socket, address, state dir
+    DIR/nodeI/               node I's state dir: dvms.sock, node.json, host.xml, node.log
+
+``up`` starts node1 first (the seed), then the others through it, and returns once every
+node sees all the others in its routing table. Daemons run in their own session, so they
+outlive the command. ``down`` stops them by the pids in cluster.json (SIGTERM, then
+SIGKILL after a grace period), checking first that each pid still runs ``dvms node run``
+with that state dir (pids are reused), and removes what ``up`` created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dvms.node.control import ControlError, call
+from dvms.wire.keys import generate_key, write_key
+
+__all__ = ["ClusterError", "cluster_down", "cluster_status", "cluster_up", "node_sockets"]
+
+MANIFEST = "cluster.json"
+
+
+class ClusterError(Exception):
+    """A local cluster could not be started, read or stopped; the message says why."""
+
+
+def _start(d: Path, name: str, seed: str | None, extra: list[str]) -> subprocess.Popen:
+    state = d / name
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cmd = [sys.executable, "-m", "dvms", "node", "run", "--listen", "127.0.0.1:0"]
+    cmd += ["--key", str(d / "cluster.key"), "--state-dir", str(state)]
+    cmd += ["--hostname", name, "--log-level", "warning", *extra]
+    if seed:
+        cmd += ["--seed", seed]
+    with open(state / "node.log", "ab") as log:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _wait(pred, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except (ControlError, OSError, ValueError) as exc:
+            last = exc
+        time.sleep(0.1)
+    raise ClusterError(f"timed out waiting for {what} (last: {last})")
+
+
+def cluster_up(
+    d: Path,
+    nodes: int,
+    *,
+    hypervisor: str = "test",
+    profile: str = "local",
+    recruitment: str | None = None,
+    timeout: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Start ``nodes`` daemons under ``d``; returns the manifest rows."""
+    if nodes < 1:
+        raise ClusterError("--nodes must be at least 1")
+    if hypervisor != "test":
+        raise ClusterError(f"hypervisor {hypervisor!r}: only 'test' (libvirt test:/// hosts)")
+    d.mkdir(parents=True, exist_ok=True)
+    if (d / MANIFEST).exists() and any(_alive(r) for r in _manifest(d)):
+        raise ClusterError(f"a cluster is already running in {d} (dvms cluster down --dir {d})")
+    write_key(d / "cluster.key", generate_key())
+    extra = ["--profile", profile]
+    if recruitment:
+        extra += ["--recruitment", recruitment]
+    rows: list[dict[str, Any]] = []
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(_start(d, "node1", None, extra))
+        seed = _wait(lambda: _node_json(d / "node1"), timeout, "node1 to start")["address"]
+        procs += [_start(d, f"node{i}", seed, extra) for i in range(2, nodes + 1)]
+        for i, p in enumerate(procs, 1):
+            name = f"node{i}"
+            info = _wait(lambda name=name: _node_json(d / name), timeout, f"{name} to start")
+            rows.append(
+                {
+                    "name": name,
+                    "pid": p.pid,
+                    "address": info["address"],
+                    "node_id": info["node_id"],
+                    "socket": str(d / name / "dvms.sock"),
+                    "state_dir": str(d / name),
+                }
+            )
+        (d / MANIFEST).write_text(json.dumps(rows, indent=2) + "\n")
+        for r in rows:
+            _wait(
+                lambda r=r: len(call(r["socket"], "peers", timeout=5.0)) >= nodes - 1,
+                timeout,
+                f"{r['name']} to see every other node",
+            )
+    except BaseException:
+        for p in procs:
+            p.kill()
+            p.wait()
+        raise
+    return rows
+
+
+def _node_json(state: Path) -> dict[str, Any] | None:
+    path = state / "node.json"
+    if not path.exists() or not (state / "dvms.sock").exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def _manifest(d: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads((d / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ClusterError(f"no cluster in {d} (no {MANIFEST})") from None
+    except (json.JSONDecodeError, OSError) as exc:
+        raise ClusterError(f"{d / MANIFEST}: {exc}") from None
+
+
+def _alive(row: dict[str, Any]) -> bool:
+    """The pid still runs *our* daemon (its command line names its state dir)."""
+    try:
+        cmdline = Path(f"/proc/{row['pid']}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"dvms" in b" ".join(cmdline) and row["state_dir"].encode() in cmdline
+
+
+def node_sockets(d: Path) -> dict[str, str]:
+    return {r["name"]: r["socket"] for r in _manifest(d)}
+
+
+def cluster_status(d: Path) -> list[dict[str, Any]]:
+    out = []
+    for r in _manifest(d):
+        row = {"name": r["name"], "pid": r["pid"], "address": r["address"], "socket": r["socket"]}
+        if not _alive(r):
+            out.append({**row, "state": "dead"})
+            continue
+        try:
+            st = call(r["socket"], "status", timeout=5.0)
+            out.append(
+                {
+                    **row,
+                    "state": "up",
+                    "peers": st["peers"],
+                    "vms": st["vms"],
+                    "partition": st["partition"],
+                }
+            )
+        except ControlError as exc:
+            out.append({**row, "state": f"not answering: {exc}"})
+    return out
+
+
+def cluster_down(d: Path, *, grace: float = 10.0) -> list[str]:
+    """Stop every node of the cluster in ``d`` and remove its files; returns what it did."""
+    rows = _manifest(d)
+    done = []
+    running = [r for r in rows if _alive(r)]
+    for r in running:
+        os.kill(r["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(_alive(r) for r in running) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for r in running:
+        if _alive(r):
+            os.kill(r["pid"], signal.SIGKILL)
+            done.append(f"{r['name']} (pid {r['pid']}) killed after {grace:g} s")
+        else:
+            done.append(f"{r['name']} (pid {r['pid']}) stopped")
+    for r in rows:
+        if r not in running:
+            done.append(f"{r['name']} (pid {r['pid']}) was not running")
+        shutil.rmtree(r["state_dir"], ignore_errors=True)
+    (d / "cluster.key").unlink(missing_ok=True)
+    (d / MANIFEST).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        d.rmdir()  # only if empty: the user's own files stay
+    return done
