@@ -4,8 +4,20 @@
 Glue only, no protocol: each host of the ``World`` gets a node at its network position;
 the overlay joins during the first seconds; the world's overload monitor pokes the
 partition core of an overloaded host; ``Compute`` effects run the solver and deliver its
-result after the solver time the scenario charges; ``DriverCall`` effects become live
-migrations in the world. Metrics and the invariant checkers listen to the emitted events.
+result after the solver time the scenario charges (``solver_time``: model or measured);
+``DriverCall`` effects become live migrations or VM creations in the world. The world's
+launches (``[[launches]]``) are submitted to the entry node's ``PartitionCore.launch``.
+Metrics and the invariant checkers listen to the emitted events.
+
+Fault hooks (``[[faults.partition_crash]]``): the first partition seen in a phase at or
+after a time loses its leader or a member (see ``PartitionCrash``); the crash is carried
+out by the world (``set_host_up``), so the host's VMs and violation stop counting.
+
+At the end of the run ``overloads_open`` counts overload events still in flight at a
+live origin that started more than ``OPEN_GRACE_S`` before the end (an event neither
+resolved nor failed-and-released: must be 0), ``overloads_lost_with_origin`` those
+whose origin crashed, and ``partitions_open`` live nodes still in a partition whose
+last update is older than the lease.
 """
 
 from __future__ import annotations
@@ -31,11 +43,21 @@ from dvms.partition.core import (
     PlanApplied,
 )
 from dvms.partition.invariants import InvariantChecker
-from dvms.partition.messages import PARTITION_MESSAGES, HostState, VmState
+from dvms.partition.messages import (
+    FINISHING,
+    PARTITION_MESSAGES,
+    CreateVm,
+    HostState,
+    LaunchVm,
+    MigrateVm,
+    SetPartition,
+    VmState,
+    WireConstraint,
+)
 from dvms.sim.engine import SimNode
 from dvms.sim.metrics import SUCCESS
-from dvms.sim.scenario import ScenarioParams
-from dvms.sim.world import World, register_scheduler
+from dvms.sim.scenario import PartitionCrash, ScenarioParams
+from dvms.sim.world import LaunchRequest, World, register_scheduler
 from dvms.vivaldi import VivaldiClient, VivaldiConfig
 
 __all__ = ["DvmsScheduler"]
@@ -44,6 +66,8 @@ _PORT = 7400
 _PARTITION_TYPES = frozenset(PARTITION_MESSAGES.values())
 #: Hosts start their overlay node at this rate (nodes per virtual second) from t = 0.
 JOIN_RATE = 500.0
+#: An overload event still open this long before the end of the run is "stuck".
+OPEN_GRACE_S = 30.0
 
 
 class DvmsScheduler:
@@ -58,6 +82,10 @@ class DvmsScheduler:
         self.kademlia = KademliaConfig()
         self.nodes: list[SimNode] = []
         self.partitions: dict[int, int] = {}  # pid -> size at its last change
+        self.launches: dict[tuple[int, int], int] = {}  # (entry, event id) -> VMs
+        self.create_s: dict[str, float] = {}  # VM name -> creation time
+        self.crashes: list[PartitionCrash] = []
+        self.crashed: list[str] = []  # what the fault hooks did
 
     # -- building ----------------------------------------------------------------------
 
@@ -80,6 +108,9 @@ class DvmsScheduler:
         eng.message_observer = self._observe
         world.on_overload(self._monitor)
         world.on_host_change(self._host_change)
+        world.on_launch(self._launch)
+        world.on_finish(self._finish)
+        self.crashes = list(world.scenario.faults.partition_crash)
         self.checker = InvariantChecker(self.config, world.metrics.invariant_violation)
         world.every(1.0, self._check)
 
@@ -108,8 +139,10 @@ class DvmsScheduler:
         if not w.host_up[h]:
             return None
         vms = tuple(
-            VmState(vm, "", w.vcpus, w.vm_memory, w.vm_units[w.vm_index[vm]] / 100)
-            for vm in w.vms_on(h)
+            VmState(
+                w.vm_names[v], "", w.vm_vcpus[v], w.vm_mem[v], w.vm_units[v] / 100, w.vm_cosched[v]
+            )
+            for v in w.host_vms[h]
         )
         info = w.hosts[h]
         return HostState(
@@ -117,7 +150,7 @@ class DvmsScheduler:
             cpus=max(1, -(-info.cpu_capacity // 100)),
             memory_mib=info.memory_mib - w.incoming_mib[h],
             vms=vms,
-            migrating=sum(w.migrating(vm) for vm in w.vms_on(h)),
+            migrating=sum(w.migrating(w.vm_names[v]) for v in w.host_vms[h]),
             cpu_milli=info.cpu_capacity * 10,
         )
 
@@ -133,14 +166,66 @@ class DvmsScheduler:
             self.world.engine.crash(self.nodes[h])
             self.checker.forget(h)
 
+    def _launch(self, req: LaunchRequest, now: float) -> None:
+        node = self.nodes[req.entry]
+        if not node.alive:
+            self.world.metrics.launch(None, len(req.vms))
+            return
+        vms = tuple(
+            LaunchVm(v.name, "", v.vcpus, v.memory_mib, coschedule=v.coschedule) for v in req.vms
+        )
+        cons = tuple(WireConstraint("spread", group) for group in req.spread)
+        for v in req.vms:
+            self.create_s[v.name] = req.create_s
+        eid, out = node.core.partition.launch(vms, cons, now=now)
+        self.launches[(node.pos, eid)] = len(vms)
+        self.world.engine.apply(node, out)
+
     def _observe(self, src: SimNode, dst: SimNode, msg: Any) -> None:
         if type(msg) in _PARTITION_TYPES:
             site = self.world.site_of
             self.world.metrics.message(site[src.pos], site[dst.pos], type(msg).__name__)
+            if self.crashes:
+                self._fault_hook(src, dst, msg)
+
+    # -- fault hooks -------------------------------------------------------------------
+
+    def _fault_hook(self, src: SimNode, dst: SimNode, msg: Any) -> None:
+        """Carry out a ``PartitionCrash`` on the first message that shows its phase."""
+        now = self.world.engine.now
+        for fault in list(self.crashes):
+            if now < fault.after_s:
+                continue
+            victim = None
+            if fault.phase == "acting" and isinstance(msg, MigrateVm | CreateVm):
+                victim = src if fault.role == "leader" else dst
+            elif fault.phase == "collecting" and isinstance(msg, SetPartition):
+                view = msg.view
+                if (
+                    view.leader.node_id == src.node_id
+                    and dst.node_id != view.initiator.node_id
+                    and view.state != FINISHING
+                ):
+                    victim = dst
+            if victim is not None:
+                self._crash(fault, victim, f"{type(msg).__name__} {src.pos}->{dst.pos}")
+                return
+
+    def _crash(self, fault: PartitionCrash, node: SimNode, why: str) -> None:
+        self.crashes.remove(fault)
+        w = self.world
+        self.crashed.append(
+            f"{fault.role}/{fault.phase}: host {node.pos} at {w.engine.now:.3f} s ({why})"
+        )
+        w.engine.at(w.engine.now, w.set_host_up, node.pos, False)
 
     # -- effects -----------------------------------------------------------------------
 
     def _compute(self, node: SimNode, eff: Compute, now: float) -> None:
+        for fault in self.crashes:
+            if fault.phase == "solving" and now >= fault.after_s:
+                self._crash(fault, node, f"solving on {eff.size[0]} hosts")
+                break
         t0 = time.perf_counter()
         result = eff.fn()
         wall = time.perf_counter() - t0
@@ -155,6 +240,22 @@ class DvmsScheduler:
 
     def _driver(self, node: SimNode, eff: DriverCall, now: float) -> None:
         eng = self.world.engine
+        if eff.kind == "create":
+            vm: LaunchVm = eff.args["vm"]
+
+            def created(ok: bool, reason: str) -> None:
+                self._driven(node, eff.op, ok, reason)
+
+            self.world.create_vm(
+                vm.name,
+                self.world.hosts[node.pos].name,
+                vcpus=vm.vcpus,
+                memory_mib=vm.memory_mib,
+                coschedule=vm.coschedule,
+                create_s=self.create_s.get(vm.name, 0.0),
+                on_done=created,
+            )
+            return
         if eff.kind != "migrate":
             eng.at(now, self._driven, node, eff.op, False, f"{eff.kind} is not simulated")
             return
@@ -182,7 +283,8 @@ class DvmsScheduler:
             if event.kind == "overload":
                 m.overload_outcome(event.ok)
             if event.kind == "launch":
-                m.launch(event.finished - event.started if event.ok else None)
+                vms = self.launches.pop((node.pos, event.event_id), 1)
+                m.launch(event.finished - event.started if event.ok else None, vms)
         elif isinstance(event, PlanApplied):
             m.partition(event.size, SUCCESS if not event.failed else "action_failed")
             m.reconfiguration(event.duration)
@@ -193,6 +295,29 @@ class DvmsScheduler:
 
     def _check(self, now: float) -> None:
         self.checker.check(self.nodes, now)
+
+    def _finish(self, end: float) -> None:
+        """Events and partitions still open at the end (see the module docstring)."""
+        open_, lost, stale = 0, 0, 0
+        for node in self.nodes:
+            part = node.core.partition
+            for own in part.own.values():
+                if own.event.kind != "overload":
+                    continue
+                if not node.alive:
+                    lost += 1
+                elif own.started < end - OPEN_GRACE_S:
+                    open_ += 1
+            if node.alive and part.view is not None and part.lead is None and not part._driver:
+                last = part.lease_until - self.config.lease_s
+                stale += last < end - self.config.lease_s - 1.0
+        self.world.metrics.extra.update(
+            overloads_open=open_,
+            overloads_lost_with_origin=lost,
+            partitions_open=stale,
+            launches_open=sum(1 for (pos, _eid) in self.launches if self.nodes[pos].alive),
+            partition_crashes=list(self.crashed),
+        )
 
 
 def _factory(recruitment: str | None):

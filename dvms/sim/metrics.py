@@ -14,7 +14,8 @@ violation (VMPlaceS: switched-off hosts do not count).
 
 Keys of ``summary()`` a scheduler cannot fill are 0 or null (``None``):
 ``mean_partition_size`` is null without partitions (baselines), the launch latencies are
-null without launches (no shipped scenario has any), ``mean_violation_s`` and
+null without launches (a launch is one vjob; its latency runs from submission to the
+entry node learning that every VM was created), ``mean_violation_s`` and
 ``mean_migration_s`` are null when there was none.
 """
 
@@ -81,6 +82,12 @@ class Metrics:
         self.inter_site_messages = 0
         self.launch_requests = 0
         self.launch_latencies: list[float] = []
+        self.launch_vms = 0
+        self.launch_vms_placed = 0
+        self.constraint_violations = 0
+        self.constraint_examples: list[str] = []
+        #: Scheduler-specific result keys (set by the scheduler, e.g. at the end).
+        self.extra: dict[str, Any] = {}
         self.invariant_violations = 0
         self.invariant_examples: list[str] = []
         self.finished_at: float | None = None
@@ -171,11 +178,20 @@ class Metrics:
         if src_site != dst_site:
             self.inter_site_messages += 1
 
-    def launch(self, latency_s: float | None) -> None:
-        """One launch request; ``latency_s`` is None when it was not placed."""
+    def launch(self, latency_s: float | None, vms: int = 1) -> None:
+        """One launch request (a vjob of ``vms`` VMs); ``latency_s`` is None when it was
+        not placed."""
         self.launch_requests += 1
+        self.launch_vms += vms
         if latency_s is not None:
             self.launch_latencies.append(latency_s)
+            self.launch_vms_placed += vms
+
+    def constraint_violation(self, what: str) -> None:
+        """A placed VM's constraint does not hold (spread, coschedule)."""
+        self.constraint_violations += 1
+        if len(self.constraint_examples) < 10:
+            self.constraint_examples.append(what)
 
     def invariant_violation(self, what: str) -> None:
         self.invariant_violations += 1
@@ -248,5 +264,11 @@ class Metrics:
             "launches_placed": len(lat),
             "launch_latency_p50_s": _r(percentile(lat, 50)),
             "launch_latency_p99_s": _r(percentile(lat, 99)),
+            "launch_vms": self.launch_vms,
+            "launch_vms_placed": self.launch_vms_placed,
+            "constraint_violations": self.constraint_violations,
+            "constraint_examples": list(self.constraint_examples),
+            "invariant_examples": list(self.invariant_examples),
+            **self.extra,
             "monitor_period_s": self.monitor_period_s,
         }

@@ -12,7 +12,10 @@ are errors that name the key (``ScenarioError: hosts.count: expected an integer,
     [topology]  kind = "lan" | "sites" | "matrix", lan_rtt_s, sites, wan_rtt_ms,
                 assignment, matrix_file
     [faults]    message_loss, [[faults.crash]] host/at_s/recover_at_s,
-                [[faults.site_cut]] site/at_s/heal_at_s
+                [[faults.site_cut]] site/at_s/heal_at_s,
+                [[faults.partition_crash]] role/phase/after_s
+    [[launches]] at_s, entries, entry_hosts, vjobs_per_entry, vms, spread, coschedule0,
+                vcpus, memory_mib, create_s
     [scheduler] partition_lease_s, min_partition_size, recruitment,
                 centralized_period_s, centralized_time_limit_s, [scheduler.extra]
 """
@@ -33,7 +36,9 @@ __all__ = [
     "CrashFault",
     "FaultsConfig",
     "HostsConfig",
+    "LaunchConfig",
     "LoadConfig",
+    "PartitionCrash",
     "Scenario",
     "ScenarioError",
     "ScenarioParams",
@@ -163,16 +168,50 @@ class SiteCut:
     heal_at_s: float | None = None
 
 
+#: Roles and phases a ``PartitionCrash`` can target (see its docstring).
+CRASH_TARGETS = {
+    ("leader", "solving"),
+    ("leader", "acting"),
+    ("member", "collecting"),
+    ("member", "acting"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionCrash:
+    """A fault hook the partition scheduler carries out (hosts are only known at run
+    time): the first partition seen in ``phase`` at or after ``after_s`` loses a node.
+
+    ``leader``/``solving``: its leader crashes when it starts the solver.
+    ``leader``/``acting``: its leader crashes right after sending its first action
+    (a plan half applied). ``member``/``collecting``: a member (neither the leader nor
+    the initiator) crashes when the new leader asks it for its state. ``member``/
+    ``acting``: the member asked to carry out the first action crashes. A crashed host
+    stays down for the rest of the run."""
+
+    role: str = "leader"
+    phase: str = "acting"
+    after_s: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class FaultsConfig:
     #: Probability that a protocol datagram is lost (migrations are not affected).
     message_loss: float = 0.0
     crash: tuple[CrashFault, ...] = ()
     site_cut: tuple[SiteCut, ...] = ()
+    partition_crash: tuple[PartitionCrash, ...] = ()
 
     def check(self, hosts: int, sites: tuple[str, ...]) -> None:
         if not 0 <= self.message_loss < 1:
             raise ScenarioError("faults.message_loss: must be in [0, 1)")
+        for i, pc in enumerate(self.partition_crash):
+            if (pc.role, pc.phase) not in CRASH_TARGETS:
+                known = ", ".join(f"{r}/{p}" for r, p in sorted(CRASH_TARGETS))
+                raise ScenarioError(
+                    f"faults.partition_crash[{i}]: unknown role/phase "
+                    f"{pc.role}/{pc.phase}; known: {known}"
+                )
         for i, c in enumerate(self.crash):
             if not 0 <= c.host < hosts:
                 raise ScenarioError(f"faults.crash[{i}].host: {c.host} is not a host index")
@@ -181,6 +220,48 @@ class FaultsConfig:
         for i, cut in enumerate(self.site_cut):
             if cut.site not in sites:
                 raise ScenarioError(f"faults.site_cut[{i}].site: unknown site {cut.site!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchConfig:
+    """A burst of vjob submissions (``[[launches]]``): at ``at_s`` each entry node submits
+    ``vjobs_per_entry`` vjobs of ``vms`` identical VMs at once (they queue at the node).
+    The first ``spread`` VMs of a vjob form one spread group (distinct hosts; < 2 = no
+    group), the last ``coschedule0`` VMs have coschedule 0 (alone on their host). Entry
+    nodes are ``entry_hosts`` (indices) or, if empty, ``entries`` hosts evenly spaced
+    from host 0. Creating a VM takes ``create_s`` (0: the launch latency is the
+    scheduling decision and the protocol, not the boot). VMs start idle."""
+
+    at_s: float = 0.0
+    entries: int = 1
+    entry_hosts: tuple[int, ...] = ()
+    vjobs_per_entry: int = 1
+    vms: int = 1
+    spread: int = 0
+    coschedule0: int = 0
+    vcpus: int = 1
+    memory_mib: int = 1024
+    create_s: float = 0.0
+
+    def check(self, i: int, hosts: int) -> None:
+        key = f"launches[{i}]"
+        if self.at_s < 0 or self.create_s < 0:
+            raise ScenarioError(f"{key}.at_s: at_s and create_s must be >= 0")
+        for name in ("entries", "vjobs_per_entry", "vms", "vcpus", "memory_mib"):
+            _positive(f"{key}.{name}", getattr(self, name))
+        if self.spread < 0 or self.coschedule0 < 0 or self.spread + self.coschedule0 > self.vms:
+            raise ScenarioError(f"{key}.spread: need 0 <= spread, coschedule0 and their sum <= vms")
+        for h in self.entry_hosts:
+            if not 0 <= h < hosts:
+                raise ScenarioError(f"{key}.entry_hosts: {h} is not a host index")
+        if not self.entry_hosts and self.entries > hosts:
+            raise ScenarioError(f"{key}.entries: more entry nodes than hosts")
+
+    def hosts(self, n: int) -> tuple[int, ...]:
+        """The entry nodes' host indices in a datacenter of ``n`` hosts."""
+        if self.entry_hosts:
+            return self.entry_hosts
+        return tuple(k * n // self.entries for k in range(self.entries))
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +306,7 @@ class Scenario:
     load: LoadConfig = field(default_factory=LoadConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    launches: tuple[LaunchConfig, ...] = ()
     scheduler: ScenarioParams = field(default_factory=ScenarioParams)
     #: Directory relative paths (matrix files) are resolved against.
     base_dir: str = "."
@@ -241,6 +323,8 @@ class Scenario:
         self.load.check()
         self.topology.check()
         self.faults.check(self.hosts.count, self.topology.sites)
+        for i, launch in enumerate(self.launches):
+            launch.check(i, self.hosts.count)
         self.scheduler.check()
         if self.vms.per_host * self.vms.memory_mib > self.hosts.memory_mib:
             raise ScenarioError("vms.per_host: the VMs of one host do not fit in its memory")

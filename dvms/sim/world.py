@@ -22,6 +22,14 @@ A migration (``migrate``) is a pre-copy live migration in ``SimCluster``: the VM
 running (and counting) on its source until the end, its memory is reserved on the
 destination from the start. It can be refused at the start (``on_done(False, 0.0)``);
 once started it completes, even if a host crashes meanwhile (not modelled).
+
+Launches (``[[launches]]`` in the scenario): at their time the world hands each vjob to
+the scheduler's launch handler (``on_launch``; without one the vjob counts as not
+placed). The scheduler creates VMs with ``create_vm``; a created VM joins the demand
+accounting, the load model (events pick among all VMs, at N_VM / interval per second),
+the invariant check and the snapshots. ``check_constraints`` (every second and at the
+end) verifies that every placed VM's constraints hold: the VMs of a spread group on
+distinct hosts, a coschedule-n VM with at most n other VMs on its host.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from dvms.hypervisor.base import EventKind, LifecycleEvent
@@ -49,6 +57,7 @@ __all__ = [
     "SCHEDULERS",
     "SCHEDULER_MODULES",
     "HostInfo",
+    "LaunchRequest",
     "Scheduler",
     "UnknownScheduler",
     "World",
@@ -125,6 +134,39 @@ class HostInfo:
     memory_mib: int
     site: int
     site_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchVmSpec:
+    name: str
+    vcpus: int
+    memory_mib: int
+    coschedule: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    """One vjob submitted to host ``entry`` at ``at_s``: its VMs and spread groups."""
+
+    name: str
+    entry: int
+    at_s: float
+    vms: tuple[LaunchVmSpec, ...]
+    spread: tuple[tuple[str, ...], ...] = ()
+    create_s: float = 0.0
+
+
+LaunchHandler = Callable[[LaunchRequest, float], None]
+CreateDone = Callable[[bool, str], None]
+
+
+@dataclass
+class _Constraints:
+    """What ``check_constraints`` verifies: spread groups and coschedule limits."""
+
+    spread: list[tuple[str, ...]] = field(default_factory=list)
+    coschedule: dict[str, int] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)  # each broken rule counted once
 
 
 class _IndexedCluster(SimCluster):
@@ -208,10 +250,19 @@ class World:
         self.incoming_mib = [0] * n
         self.load_events = 0
         self._load_rng = random.Random(f"{scenario.seed}:load")
+        self._load_pending = False
         self._start_load()
         self._schedule_faults()
+        self._launch_handlers: list[LaunchHandler] = []
+        self._constraints = _Constraints()
+        self._creating: set[str] = set()
+        self._finish_hooks: list[Callable[[float], None]] = []
+        self._schedule_launches()
         self.wall_s = 0.0
         self.scheduler_name = ""
+        self.vms_created = 0
+        if scenario.launches:
+            self.every(1.0, self.check_constraints)
 
     # -- building -----------------------------------------------------------------------
 
@@ -226,6 +277,10 @@ class World:
         self.vm_memory = scn.vms.memory_mib
         initial = round(scn.load.mu) * self.vcpus if scn.load.initial == "mu" else 0
         self.vm_units = [initial] * total
+        # per VM: vCPUs, memory and coschedule limit (launched VMs may differ)
+        self.vm_vcpus = [self.vcpus] * total
+        self.vm_mem = [self.vm_memory] * total
+        self.vm_cosched = [-1] * total
         self.vm_host = [j % n for j in range(total)]  # round-robin: every host gets `per`
         self.host_vms: list[dict[int, None]] = [{} for _ in range(n)]
         self.host_demand = [0] * n
@@ -250,10 +305,16 @@ class World:
                 self.metrics.set_violation(h, True, 0.0)
 
     def _start_load(self) -> None:
-        load = self.scenario.load
-        self._rate = len(self.vm_names) / load.mean_interval_per_vm_s
-        if self.vm_names:
-            self.engine.at(self._load_rng.expovariate(self._rate), self._load_event)
+        if self.vm_names and not self._load_pending:
+            self._next_load(self.engine.now)
+
+    def _next_load(self, now: float) -> None:
+        """Poisson at N_VM / interval per second, N_VM counting launched VMs too."""
+        rate = len(self.vm_names) / self.scenario.load.mean_interval_per_vm_s
+        nxt = now + self._load_rng.expovariate(rate)
+        self._load_pending = nxt <= self.duration_s
+        if self._load_pending:
+            self.engine.at(nxt, self._load_event)
 
     def _load_event(self) -> None:
         """VMPlaceS injector: one VM, uniformly; new demand from the quantised normal."""
@@ -261,11 +322,9 @@ class World:
         now = self.engine.now
         v = rng.randrange(len(self.vm_names))
         pct = 10 * round(min(100.0, max(0.0, rng.gauss(load.mu, load.sigma))) / 10)
-        self.set_vm_units(v, pct * self.vcpus, now)
+        self.set_vm_units(v, pct * self.vm_vcpus[v], now)
         self.load_events += 1
-        nxt = now + rng.expovariate(self._rate)
-        if nxt <= self.duration_s:
-            self.engine.at(nxt, self._load_event)
+        self._next_load(now)
 
     def _schedule_faults(self) -> None:
         faults = self.scenario.faults
@@ -281,6 +340,39 @@ class World:
             if cut.heal_at_s is not None:
                 self.engine.at(cut.heal_at_s, self.network.heal)
 
+    def _schedule_launches(self) -> None:
+        n = len(self.hosts)
+        for k, launch in enumerate(self.scenario.launches):
+            for e, entry in enumerate(launch.hosts(n)):
+                for j in range(launch.vjobs_per_entry):
+                    tag = f"l{k}e{e}j{j}"
+                    vms = tuple(
+                        LaunchVmSpec(
+                            f"{tag}-{i}",
+                            launch.vcpus,
+                            launch.memory_mib,
+                            0 if i >= launch.vms - launch.coschedule0 else -1,
+                        )
+                        for i in range(launch.vms)
+                    )
+                    spread = ()
+                    if launch.spread >= 2:
+                        spread = (tuple(v.name for v in vms[: launch.spread]),)
+                    req = LaunchRequest(tag, entry, launch.at_s, vms, spread, launch.create_s)
+                    self.engine.at(launch.at_s, self._submit, req)
+
+    def _submit(self, req: LaunchRequest) -> None:
+        now = self.engine.now
+        cons = self._constraints
+        cons.spread.extend(req.spread)
+        for vm in req.vms:
+            if vm.coschedule >= 0:
+                cons.coschedule[vm.name] = vm.coschedule
+        if not self._launch_handlers:
+            self.metrics.launch(None, len(req.vms))
+        for fn in self._launch_handlers:
+            fn(req, now)
+
     # -- demand and violations ------------------------------------------------------------
 
     def set_vm_units(self, v: int, units: int, now: float) -> None:
@@ -290,7 +382,7 @@ class World:
         new = old - self.vm_units[v] + units
         self.vm_units[v] = units
         self.host_demand[h] = new
-        self.cluster.set_cpu_demand(self.vm_names[v], units / (100 * self.vcpus), now=now)
+        self.cluster.set_cpu_demand(self.vm_names[v], units / (100 * self.vm_vcpus[v]), now=now)
         cap = self.cap[h]
         if (old > cap) != (new > cap) and self.host_up[h]:
             self._violation_changed(h, new > cap, now)
@@ -349,6 +441,94 @@ class World:
                     self.engine.at(k * self.period, self._monitor_tick, h, self._viol_gen[h], k)
         self._monitors.append(fn)
 
+    def on_launch(self, fn: LaunchHandler) -> None:
+        """``fn(request, now)`` when a vjob of the scenario's ``[[launches]]`` is submitted
+        (to host ``request.entry``); the scheduler reports it with ``metrics.launch``."""
+        self._launch_handlers.append(fn)
+
+    def on_finish(self, fn: Callable[[float], None]) -> None:
+        """``fn(end)`` once, when the run is summarised (before the metrics close)."""
+        self._finish_hooks.append(fn)
+
+    def create_vm(
+        self,
+        name: str,
+        host: str,
+        *,
+        vcpus: int,
+        memory_mib: int,
+        coschedule: int = -1,
+        create_s: float = 0.0,
+        on_done: CreateDone,
+    ) -> None:
+        """Define and start VM ``name`` on ``host``; ``on_done(ok, reason)`` after
+        ``create_s`` (through the engine, also when refused). Its memory is reserved on
+        the host meanwhile (``incoming_mib``). Refused when the name exists anywhere, the
+        host is unknown or down, or its memory is short at the end; a VM is never
+        duplicated."""
+        now = self.engine.now
+        h = self.host_index.get(host)
+        problem = ""
+        if name in self.vm_index or name in self._creating:
+            problem = f"vm {name} already exists"
+        elif h is None or not self.host_up[h]:
+            problem = f"host {host} is unknown or down"
+        if problem:
+            self.engine.at(now, on_done, False, problem)
+            return
+        assert h is not None
+        self._creating.add(name)
+        self.incoming_mib[h] += memory_mib
+        spec = VmSpec(name, vcpus=vcpus, memory_mib=memory_mib, coschedule=coschedule)
+        self.engine.at(now + create_s, self._created, h, spec, on_done)
+
+    def _created(self, h: int, spec: VmSpec, on_done: CreateDone) -> None:
+        now = self.engine.now
+        self._creating.discard(spec.name)
+        self.incoming_mib[h] -= spec.memory_mib
+        if not self.host_up[h]:
+            on_done(False, f"host {self.hosts[h].name} went down")
+            return
+        try:
+            self.cluster.create(self.hosts[h].name, spec, now=now)
+        except HypervisorError as exc:
+            on_done(False, str(exc))
+            return
+        v = len(self.vm_names)
+        self.vm_names.append(spec.name)
+        self.vm_index[spec.name] = v
+        self.vm_units.append(0)
+        self.vm_vcpus.append(spec.vcpus)
+        self.vm_mem.append(spec.memory_mib)
+        self.vm_cosched.append(spec.coschedule)
+        self.vm_host.append(h)
+        self.host_vms[h][v] = None
+        self.vms_created += 1
+        self._start_load()
+        on_done(True, "")
+
+    def check_constraints(self, now: float) -> list[str]:
+        """Constraints of placed VMs that do not hold now; each broken rule is reported
+        to the metrics once (``constraint_violations``)."""
+        problems = []
+        cons = self._constraints
+        for group in cons.spread:
+            hosts = [self.vm_host[self.vm_index[n]] for n in group if n in self.vm_index]
+            if len(set(hosts)) != len(hosts):
+                problems.append(f"spread {group[0]}..: {len(hosts)} VMs on {len(set(hosts))} hosts")
+        for name, limit in cons.coschedule.items():
+            v = self.vm_index.get(name)
+            if v is not None and len(self.host_vms[self.vm_host[v]]) > limit + 1:
+                where = self.hosts[self.vm_host[v]].name
+                others = len(self.host_vms[self.vm_host[v]]) - 1
+                problems.append(f"coschedule {limit} of {name}: {others} other VMs on {where}")
+        for p in problems:
+            rule = p.split(":", 1)[0]
+            if rule not in cons.broken:
+                cons.broken.add(rule)
+                self.metrics.constraint_violation(p)
+        return problems
+
     def on_host_change(self, fn: Callable[[int, bool, float], None]) -> None:
         """``fn(host, up, now)`` when a host crashes (up=False) or recovers."""
         self._host_listeners.append(fn)
@@ -385,7 +565,6 @@ class World:
         else:
             idx = [self.host_index[x] if isinstance(x, str) else x for x in hosts]
         hs, vms = [], []
-        vcpus, mem = self.vcpus, self.vm_memory
         for h in idx:
             info = self.hosts[h]
             hs.append(
@@ -402,8 +581,9 @@ class World:
                 vms.append(
                     Vm(
                         self.vm_names[v],
-                        vcpus=vcpus,
-                        memory_mib=mem,
+                        vcpus=self.vm_vcpus[v],
+                        memory_mib=self.vm_mem[v],
+                        coschedule=self.vm_cosched[v],
                         host=info.name,
                         cpu_demand=u / 100,
                         usage={CPU_DEMAND: u * 10},
@@ -440,9 +620,9 @@ class World:
             self.metrics.migration_ended(False, 0.0)
             self.engine.at(now, on_done, False, 0.0)
             return False
-        assert hs is not None and hd is not None
+        assert v is not None and hs is not None and hd is not None
         self._flights[vm] = (hs, hd, now, on_done)
-        self.incoming_mib[hd] += self.vm_memory
+        self.incoming_mib[hd] += self.vm_mem[v]
         self.metrics.migration_started(hs, hd)
         self.engine.at(finish, self._migration_due)
         return True
@@ -457,7 +637,7 @@ class World:
         hs, hd, started, on_done = self._flights.pop(vm)
         v = self.vm_index[vm]
         units = self.vm_units[v]
-        self.incoming_mib[hd] -= self.vm_memory
+        self.incoming_mib[hd] -= self.vm_mem[v]
         self.set_vm_units(v, 0, now)  # leave the source (its violation may end)
         del self.host_vms[hs][v]
         self.vm_host[v] = hd
@@ -497,6 +677,10 @@ class World:
 
     def summary(self) -> dict:
         """Close the run (once) and return the result dict (JSON-ready)."""
+        for hook in self._finish_hooks:
+            hook(self.duration_s)
+        self._finish_hooks = []
+        self.check_constraints(self.duration_s)
         self.metrics.finish(self.duration_s)
         for problem in self.check_invariants():
             self.metrics.invariant_violation(problem)
@@ -509,6 +693,7 @@ class World:
             "solver_time": scn.solver_time,
             "hosts": len(self.hosts),
             "vms": len(self.vm_names),
+            "vms_created": self.vms_created,
             "sites": len(self.sites),
             "virtual_s": self.duration_s,
             "load_events": self.load_events,
