@@ -7,7 +7,9 @@ Cluster-wide commands (``vm info``, ``vm kill``, ``host``, ``partitions --all``)
 peer in this node's routing table with a control-plane query (``node/messages.py``) and
 answer locally too: on a local or LAN cluster the routing table holds every node (a
 Kademlia bucket keeps k = 20 contacts per distance). Peers that do not answer within
-~3 s are listed as ``unreachable``; the command still succeeds with what it got.
+3.5 s (0.5 s, doubled per retry, 3 attempts), and peers that answered once but have
+left the routing table since, are listed as ``unreachable``; the command still succeeds
+with what it got.
 """
 
 from __future__ import annotations
@@ -118,8 +120,6 @@ class Daemon:
 
     async def peers(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         core = self.runner.core
-        if any(node_id not in self.runner.names for node_id in core.table.index):
-            await self.runner.gather(HostQuery(vms=False), timeout=0.3)  # learn names
         now = trio.current_time()
         out = []
         for node_id, e in sorted(core.table.index.items()):

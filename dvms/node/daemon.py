@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from dvms.hypervisor.base import open_hypervisor
+from dvms.hypervisor.base import Hypervisor, open_hypervisor
 from dvms.node.commands import Daemon
 from dvms.node.config import NodeConfig, parse_hostport
 from dvms.node.control import serve_control
@@ -39,7 +39,7 @@ from dvms.vivaldi import VivaldiClient, VivaldiConfig
 from dvms.wire.envelope import MessageRegistry, WireCodec
 from dvms.wire.keys import load_key
 
-__all__ = ["TEST_HOST_XML", "load_identity", "run_node"]
+__all__ = ["TEST_HOST_XML", "build_runner", "load_identity", "run_node", "write_test_host"]
 
 log = logging.getLogger("dvms.node")
 
@@ -64,7 +64,7 @@ TEST_HOST_XML = """<node>
 """
 
 
-def _test_host_file(cfg: NodeConfig) -> None:
+def write_test_host(cfg: NodeConfig) -> None:
     """Write the default test host's description (each start: the flags may change)."""
     path = Path(cfg.state_dir) / "host.xml"
     path.write_text(TEST_HOST_XML.format(cpus=cfg.host_cpus, kib=cfg.host_memory_mib * 1024))
@@ -76,6 +76,37 @@ def _kademlia_profile(name: str) -> KademliaConfig:
     ]()
 
 
+def build_runner(
+    cfg: NodeConfig, ident: Identity, key: bytes, transport: UdpTransport, hv: Hypervisor
+) -> NodeRunner:
+    """The node's cores and their Trio runner (not started) on ``transport`` and ``hv``."""
+    addr = transport.local_address
+    contact = Contact(ident.node_id, addr[0], addr[1])
+    rng = random.Random()
+    now = trio.current_time()
+    overlay = OverlayCore(
+        contact,
+        _kademlia_profile(cfg.profile),
+        rng,
+        vivaldi=VivaldiClient(VivaldiConfig(), random.Random(rng.getrandbits(64))),
+        validators=ValidatorRegistry(),
+        now=now,
+    )
+    monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri)
+    partition = PartitionCore(
+        contact,
+        overlay,
+        PartitionConfig(recruitment=cfg.recruitment),
+        random.Random(rng.getrandbits(64)),
+        local_state=monitor.state,
+        now=now,
+    )
+    registry = register_node_messages(
+        register_partition_messages(register_overlay_messages(MessageRegistry()))
+    )
+    return NodeRunner(NodeCore(overlay, partition), transport, WireCodec(key, registry), monitor)
+
+
 async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     state = Path(cfg.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -84,38 +115,14 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     host, port = parse_hostport(cfg.listen, what="listen")
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
     if not cfg.hypervisor:
-        _test_host_file(cfg)
+        write_test_host(cfg)
     hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name)
     # 64 KiB datagrams: a partition view carries its events' VMs, a HostReply 512 VMs.
     transport = await UdpTransport.bind(host, port, config=UdpConfig(max_datagram=MAX_UDP_PAYLOAD))
     async with transport, hv:
         addr = transport.local_address
-        contact = Contact(ident.node_id, addr[0], addr[1])
-        rng = random.Random()
+        runner = build_runner(cfg, ident, key, transport, hv)
         now = trio.current_time()
-        overlay = OverlayCore(
-            contact,
-            _kademlia_profile(cfg.profile),
-            rng,
-            vivaldi=VivaldiClient(VivaldiConfig(), random.Random(rng.getrandbits(64))),
-            validators=ValidatorRegistry(),
-            now=now,
-        )
-        monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri)
-        partition = PartitionCore(
-            contact,
-            overlay,
-            PartitionConfig(recruitment=cfg.recruitment),
-            random.Random(rng.getrandbits(64)),
-            local_state=monitor.state,
-            now=now,
-        )
-        registry = register_node_messages(
-            register_partition_messages(register_overlay_messages(MessageRegistry()))
-        )
-        runner = NodeRunner(
-            NodeCore(overlay, partition), transport, WireCodec(key, registry), monitor
-        )
         daemon = Daemon(cfg, runner, now)
         info = {
             "node_id": f"{ident.node_id:040x}",

@@ -7,10 +7,11 @@
     DIR/nodeI/               node I's state dir: dvms.sock, node.json, host.xml, node.log
 
 ``up`` starts node1 first (the seed), then the others through it, and returns once every
-node sees all the others in its routing table. Daemons run in their own session, so they
-outlive the command. ``down`` stops them by the pids in cluster.json (SIGTERM, then
-SIGKILL after a grace period), checking first that each pid still runs ``dvms node run``
-with that state dir (pids are reused), and removes what ``up`` created.
+node sees all the others in its routing table and knows their host names. Daemons run
+in their own session, so they outlive the command. ``down`` stops them by the pids in
+cluster.json (SIGTERM, then SIGKILL after a grace period), checking first that each pid
+still runs ``dvms node run`` with that state dir (pids are reused), and removes what
+``up`` created.
 """
 
 from __future__ import annotations
@@ -112,17 +113,19 @@ def cluster_up(
             )
         (d / MANIFEST).write_text(json.dumps(rows, indent=2) + "\n")
         for r in rows:
-            _wait(
-                lambda r=r: len(call(r["socket"], "peers", timeout=5.0)) >= nodes - 1,
-                timeout,
-                f"{r['name']} to see every other node",
-            )
+            _wait(lambda r=r: _sees_all(r["socket"], nodes), timeout, f"{r['name']} to see all")
     except BaseException:
         for p in procs:
             p.kill()
             p.wait()
         raise
     return rows
+
+
+def _sees_all(sock: str, nodes: int) -> bool:
+    """Every other node is in this node's routing table, and it knows their names."""
+    peers = call(sock, "peers", timeout=5.0)
+    return len(peers) >= nodes - 1 and all(p["name"] for p in peers)
 
 
 def _node_json(state: Path) -> dict[str, Any] | None:

@@ -53,6 +53,11 @@ class PartitionLog:
             view = event.view
             rec = self._records.get(view.pid)
             if rec is None:
+                # A node is in one partition at a time: one it was in and did not see end
+                # (it was merged into another, or moved on as the ISP passed) is over for it.
+                for other in self._records.values():
+                    if other.ended is None:
+                        other.ended, other.outcome = wall, "left"
                 rec = self._records[view.pid] = _Record(view.pid, wall)
             rec.role = event.role
             rec.led = rec.led or event.role == "leader"

@@ -82,6 +82,9 @@ class NodeRunner(OverlayNode):
         self.partitions = PartitionLog()
         #: node id -> host name, learnt from every HostReply
         self.names: dict[int, str] = {node.node_id: monitor.name}
+        #: every peer that ever answered a HostQuery: one that left the routing table
+        #: since (crashed, evicted) is reported unreachable by cluster-wide commands
+        self.known: dict[int, Contact] = {}
         self._rng = random.Random()
         self._nursery: trio.Nursery | None = None
         self._rpcs: dict[int, tuple[Address, trio.Event, list[Any]]] = {}
@@ -103,6 +106,7 @@ class NodeRunner(OverlayNode):
             self._nursery = nursery
             await self.monitor.refresh()
             nursery.start_soon(self._monitor_loop)
+            nursery.start_soon(self._names_loop)
             await nursery.start(super().run, seeds)
             task_status.started()
 
@@ -110,6 +114,23 @@ class NodeRunner(OverlayNode):
         while True:
             await trio.sleep(self.monitor_period_s)
             await self.monitor.refresh()
+
+    async def _names_loop(self) -> None:
+        """Learn the host name of every peer that enters the routing table."""
+        asking: set[int] = set()
+
+        async def ask(c: Contact) -> None:
+            try:
+                await self.request(c.addr, HostQuery(vms=False))
+            finally:
+                asking.discard(c.node_id)
+
+        while True:
+            for c in self.peer_contacts():
+                if c.node_id not in self.names and c.node_id not in asking:
+                    asking.add(c.node_id)
+                    self._spawn(ask, c)
+            await trio.sleep(self.monitor_period_s)
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         assert self._nursery is not None, "the runner is not running"
@@ -230,11 +251,14 @@ class NodeRunner(OverlayNode):
     def peer_contacts(self) -> list[Contact]:
         return [e.contact for _, e in sorted(self.core.table.index.items())]
 
-    async def gather(self, msg: Any, timeout: float = 1.0) -> tuple[list[Any], list[Contact]]:
-        """Ask every known peer (the routing table) and answer ``msg`` locally too;
-        returns (replies, peers that did not answer)."""
+    async def gather(self, msg: Any, timeout: float = 0.5) -> tuple[list[Any], list[Contact]]:
+        """Ask every peer of the routing table and answer ``msg`` locally too; returns
+        (replies, peers that did not answer). A peer known before that is no longer in
+        the routing table (the overlay dropped it after failed RPCs) counts as silent
+        without being asked."""
         replies: list[Any] = [await self._answer(msg)]
-        silent: list[Contact] = []
+        table = self.core.table.index
+        silent = [c for node_id, c in self.known.items() if node_id not in table]
 
         async def ask(c: Contact) -> None:
             reply = await self.request(c.addr, msg, timeout=timeout)
@@ -282,6 +306,7 @@ class NodeRunner(OverlayNode):
                 return True
             if isinstance(msg, HostReply):
                 self.names[sender] = msg.name
+                self.known[sender] = Contact(sender, src[0], src[1])
             waiter[2].append(msg)
             waiter[1].set()
             return True
