@@ -1,7 +1,8 @@
 """``make demo``: a local cluster of real daemons and simulations on the embedded defaults.
 
-1. A local cluster: five ``dvms node run`` processes on 127.0.0.1 join through one seed
-   (real UDP, authenticated CBOR); we show one node's peers, then stop them all.
+1. A local cluster: ``dvms cluster up`` starts eight daemons on 127.0.0.1, each its own
+   libvirt test host; a vjob with spread/coschedule/colocate constraints is submitted to
+   node2, then ``vm info``, ``partitions``, ``vm kill`` and ``host`` from other nodes.
 2. The overlay simulation: 1,000 nodes on the embedded WonderNetwork latency matrix with
    5 % loss; lookups checked against brute force, Vivaldi accuracy over all pairs.
 3. The datacenter simulation: the VMPlaceS scenario on 64 hosts / 640 VMs for 20 virtual
@@ -11,64 +12,75 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from dvms.node.control import ControlError, call
-from dvms.wire.keys import generate_key, write_key
+NODES = 8
 
-NODES = 5
+#: The demo vjob: a spread tier, a coscheduled worker pool, a pinned database and a cache
+#: that follows it (docs/vjob.md).
+DEMO_VJOB = """
+name = "demo"
+
+[[vms]]
+name = "web[1-4]"
+vcpus = 2
+memory = 2048
+
+[[vms]]
+name = "worker[1-6]"
+memory = 1024
+coschedule = 2
+
+[[vms]]
+name = "db1"
+vcpus = 4
+memory = 8192
+
+[[vms]]
+name = "cache1"
+memory = 1024
+colocate = "db1"
+
+[[constraints]]
+kind = "spread"
+vms = "web[1-4]"
+"""
 
 
-def _start(tmp: Path, name: str, key: Path, seed: str | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "dvms", "node", "run", "--listen", "127.0.0.1:0"]
-    cmd += ["--key", str(key), "--state-dir", str(tmp / name), "--profile", "local"]
-    cmd += ["--hostname", name, "--log-level", "warning"]
-    if seed:
-        cmd += ["--seed", seed]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _wait(pred, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return True
-        except (ControlError, OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    return False
+def _dvms(*args: str) -> int:
+    print(f"   $ dvms {' '.join(args)}")
+    return subprocess.run([sys.executable, "-m", "dvms", *args]).returncode
 
 
 def local_cluster() -> bool:
-    print(f"== 1. local cluster: {NODES} real daemons on 127.0.0.1 ==")
+    from dvms.node.localcluster import ClusterError, cluster_down, cluster_up
+
+    print(f"== 1. local cluster: {NODES} real daemons on 127.0.0.1, each a libvirt test host ==")
     with tempfile.TemporaryDirectory(prefix="dvms-demo-") as d:
         tmp = Path(d)
-        key = tmp / "cluster.key"
-        write_key(key, generate_key())
-        procs = [_start(tmp, "node1", key, None)]
         try:
-            if not _wait(lambda: (tmp / "node1" / "node.json").exists(), 20):
-                print("   node1 did not start")
-                return False
-            seed = json.loads((tmp / "node1" / "node.json").read_text())["address"]
-            procs += [_start(tmp, f"node{i}", key, seed) for i in range(2, NODES + 1)]
-            socks = [str(tmp / f"node{i}" / "dvms.sock") for i in range(1, NODES + 1)]
-            ok = _wait(lambda: all(len(call(s, "peers")) == NODES - 1 for s in socks), 30)
-            print(f"   every node sees the {NODES - 1} others: {ok}")
-            subprocess.run([sys.executable, "-m", "dvms", "--socket", socks[-1], "peers"])
+            t0 = time.monotonic()
+            rows = cluster_up(tmp / "cluster", NODES)
+            print(f"   {NODES} nodes up, all seeing each other, in {time.monotonic() - t0:.1f} s")
+        except ClusterError as exc:
+            print(f"   cluster did not start: {exc}")
+            return False
+        try:
+            sock = {r["name"]: r["socket"] for r in rows}
+            job = tmp / "demo.toml"
+            job.write_text(DEMO_VJOB)
+            ok = _dvms("--socket", sock["node2"], "submit", str(job)) == 0
+            ok &= _dvms("--socket", sock["node7"], "vm", "info") == 0
+            ok &= _dvms("--socket", sock["node5"], "partitions", "--all") == 0
+            ok &= _dvms("--socket", sock["node1"], "vm", "kill", "worker[1-3]") == 0
+            ok &= _dvms("--socket", sock["node3"], "host") == 0
             return ok
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.wait(timeout=10)
+            cluster_down(tmp / "cluster")
 
 
 def overlay_simulation() -> None:

@@ -79,6 +79,16 @@ def _warn_unreachable(result: dict[str, Any]) -> None:
         print(f"(no answer from: {', '.join(result['unreachable'])})")
 
 
+def qualify(c: Any, namespace: str) -> Any:
+    """A vjob's constraints name its VMs without their namespace; the partition solver
+    sees VMs of any namespace, keyed ``namespace/name``."""
+    from dataclasses import replace
+
+    if not namespace:
+        return c
+    return replace(c, vms=tuple(n if "/" in n else f"{namespace}/{n}" for n in c.vms))
+
+
 def submit(args: argparse.Namespace) -> int:
     from dvms.node.commands import launch_to_map
     from dvms.partition.messages import LaunchVm, WireConstraint
@@ -91,7 +101,7 @@ def submit(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     body = launch_to_map(
         [LaunchVm.from_spec(v) for v in vjob.vms],
-        [WireConstraint.from_spec(c) for c in vjob.constraints],
+        [WireConstraint.from_spec(qualify(c, vjob.namespace)) for c in vjob.constraints],
     )
     t0 = time.monotonic()
     result = _call(args, "submit", body, timeout=SUBMIT_TIMEOUT_S)

@@ -19,6 +19,7 @@ pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvi
 
 VJOB = """
 name = "shop"
+namespace = "shop"
 
 [[vms]]
 name = "vm[1-4]"
@@ -122,7 +123,7 @@ def test_submit_info_kill_partitions_down(cluster, tmp_path):
     info = dvms_json("vm", "info", sock=socks["node3"])
     assert info["unreachable"] == []
     assert {v["name"]: v["host"] for v in info["vms"]} == placed
-    assert {v["state"] for v in info["vms"]} == {"RUNNING"}
+    assert {(v["state"], v["namespace"]) for v in info["vms"]} == {("RUNNING", "shop")}
     check_constraints(info["vms"])
 
     # a refused vjob: exit 1 with the reason, nothing created
