@@ -44,6 +44,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     kill.add_argument("--namespace", help="only VMs of this namespace")
     kill.set_defaults(func=vm_kill)
 
+    for word, helptext in (
+        ("launch", "minimega: vm launch [kvm NAMES|N] (placed through a partition)"),
+        ("config", "minimega: vm config [FIELD [VALUE...]]"),
+    ):
+        p = vsub.add_parser(word, help=helptext, description=helptext)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args, word=word: minimega(args, ["vm", word, *args.rest]))
+    for word, helptext in (
+        ("namespace", "minimega: namespace [NAME [COMMAND...]] (kept by the node)"),
+        ("ns", "minimega: ns hosts|add-hosts|del-hosts|load|queueing|queue|schedule ..."),
+        ("clear", "minimega: clear namespace|vm config ..."),
+    ):
+        p = sub.add_parser(word, help=helptext, description=helptext)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args, word=word: minimega(args, [word, *args.rest]))
+
     host = sub.add_parser("host", help="every host: size and load", description="List hosts.")
     host.set_defaults(func=host_cmd)
     parts = sub.add_parser(
@@ -141,6 +157,15 @@ def vm_kill(args: argparse.Namespace) -> int:
     if result["not_found"]:
         raise UserError(f"vm not found: {', '.join(result['not_found'])}")
     return 1 if result["errors"] else 0
+
+
+def minimega(args: argparse.Namespace, words: list[str]) -> int:
+    result = _call(args, "ns", {"words": words}, timeout=SUBMIT_TIMEOUT_S)
+    if args.json:
+        _json({k: v for k, v in result.items() if k != "text"})
+    else:
+        print(result["text"], end="")
+    return 0 if result["ok"] else 1
 
 
 def host_cmd(args: argparse.Namespace) -> int:

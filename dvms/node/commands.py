@@ -22,6 +22,7 @@ import trio
 from dvms.node.config import NodeConfig
 from dvms.node.control import ControlError
 from dvms.node.messages import HostQuery, HostReply, Killed, KillVms, PartitionsQuery
+from dvms.node.nscmd import NamespaceService
 from dvms.node.partlog import merge_rows
 from dvms.node.runner import NodeRunner
 from dvms.partition.messages import LaunchVm, WireConstraint
@@ -86,7 +87,9 @@ class Daemon:
             "host": self.host,
             "partitions": self.partitions,
             "rtt": self.rtt,
+            "ns": self.ns,
         }
+        self.namespaces = NamespaceService(runner)
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> Any:
         fn = self.commands.get(cmd)
@@ -217,6 +220,13 @@ class Daemon:
             "errors": errors,
             "unreachable": sorted(self.runner.name_of(c) for c in silent),
         }
+
+    async def ns(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One minimega command line (``namespace``, ``ns``, ``vm config|launch``, ...)."""
+        words = args.get("words")
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ControlError("ns needs 'words', a list of strings")
+        return await self.namespaces.execute(words)
 
     # -- partitions and network --------------------------------------------------------
 

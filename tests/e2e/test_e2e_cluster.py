@@ -194,3 +194,24 @@ def test_kill9_of_a_node_leaves_vm_info_working(cluster, tmp_path):
     small.write_text('name = "s"\n[[vms]]\nname = "s[1-2]"\n')
     result = dvms_json("submit", str(small), sock=socks["node2"])
     assert result["ok"] and {p["host"] for p in result["placed"]} <= {"node1", "node2"}
+
+
+def test_minimega_vm_launch_goes_through_a_partition(cluster):
+    socks = cluster[1]
+    node2 = socks["node2"]
+    assert dvms("ns", "hosts", sock=node2).stdout.strip() == "node[1-3]"
+    dvms("vm", "config", "coschedule", "0", sock=node2)
+    dvms("vm", "launch", "kvm", "a[1-3]", sock=node2)
+    info = dvms_json("vm", "info", sock=socks["node3"])["vms"]
+    assert sorted((v["name"], v["namespace"]) for v in info) == [
+        ("a1", "minimega"),
+        ("a2", "minimega"),
+        ("a3", "minimega"),
+    ]
+    assert len({v["host"] for v in info}) == 3  # coschedule 0: one VM per host
+    # no room left under coschedule 0: refused with the interpreter's text, nothing created
+    out = dvms("vm", "launch", "kvm", "a4", sock=node2, check=False)
+    assert out.returncode == 1 and out.stdout.startswith("E: "), out.stdout
+    assert len(dvms_json("vm", "info", sock=socks["node1"])["vms"]) == 3
+    status = dvms("ns", "schedule", "status", sock=node2).stdout
+    assert "completed" in status
