@@ -661,8 +661,38 @@ class PartitionCore:
         self.lead = None
         cfg = self.config
         self._hops += 1
-        lap_over = len(view.members) >= cfg.max_partition_size or self._hops >= cfg.max_hops
+        at_cap = len(view.members) >= cfg.max_partition_size
+        lap_over = self._hops >= cfg.max_hops or (at_cap and view.state != BLOCKED)
+        if at_cap and not lap_over:
+            view = self._slide(view, now, out)
         self._forward(view, self._skip, self._hops, lap_over, now, out)
+
+    def _slide(self, view: PartitionView, now: float, out: list[Any]) -> PartitionView:
+        """In the second lap, the partition reached ``max_partition_size`` without a
+        solution: release every member but the events' origins and us (the holder), keep
+        them out of this lap (``skip``) and go on growing with fresh nodes.
+
+        The cap used to end the second lap too, at once: the Blocked partition still had
+        its 64 first-lap members, so it failed at its first hop, and a retry recruited
+        the same nearest nodes again. An event whose solution lay beyond its 64 nearest
+        free nodes could never be solved although the cluster had room. Seen with 200
+        vjobs (a spread group + one coschedule-0 VM) launched from 20 entry nodes into
+        1,000 empty hosts with a recruitment order shared by every initiator: the 64
+        nearest free hosts all held a VM already, 5 vjobs failed "no solution after two
+        laps" at 65 members while 687 hosts were still empty. The first lap still ends
+        at the cap (Blocked, then merges as in DVMS); in the second the cap bounds the
+        solver's problem and ``max_hops`` bounds the search."""
+        keep = {e.origin.node_id for e in view.events} | {view.initiator.node_id}
+        keep.add(self.me.node_id)
+        members = tuple(m for m in view.members if m.node_id in keep)
+        for m in view.members:
+            if m.node_id not in keep:
+                self._skip.add(m.node_id)
+                out.append(Send(m.addr, 0, Dissolve(view.pid, "partition moved on")))
+        self.stats["slides"] += 1
+        view = replace(view, members=members, version=view.version + 1)
+        self._adopt(view, now, out, "member")
+        return view
 
     def _forward(self, view, skip: set[int], hops: int, lap_over: bool, now, out) -> None:
         """Send the ISP token on (to a candidate, or home to the initiator at lap end)."""
