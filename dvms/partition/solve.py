@@ -138,28 +138,38 @@ def solve_events(
 
 
 def _launch(snap: Snapshot, launches: list[Event], config: PlacementConfig):
+    """Place each launch event's vjob in turn (a merged partition may carry several, from
+    different namespaces); each vjob's constraint names resolve in its own namespace."""
     hosts = {h.name for h in snap.hosts}
-    vms = [v for e in launches for v in e.vms]
-    specs = tuple(v.to_spec() for v in vms)
-    constraints = tuple(_restrict(c.to_spec(), hosts) for e in launches for c in e.constraints)
-    result = launch_vjob(snap, VjobSpec(name="launch", vms=specs, constraints=constraints), config)
-    if not result.ok:
-        raise PlacementError(str(result.refusal) if result.refusal else "no placement")
-    steps, placed, new_vms = [], [], []
-    for v in vms:
-        key = f"{v.namespace}/{v.name}" if v.namespace else v.name
-        host = result.placement[key]
-        steps.append(PlanStep("boot", key, 0, 1, None, host, v))
-        placed.append(Placed(v.name, v.namespace, host))
-        new_vms.append(
-            Vm(
-                name=v.name,
-                namespace=v.namespace,
-                vcpus=v.vcpus,
-                memory_mib=v.memory_mib,
-                host=host,
-                coschedule=v.coschedule,
-                cpu_demand=0.0,
-            )
+    steps, placed = [], []
+    for event in launches:
+        namespaces = {v.namespace for v in event.vms}
+        namespace = namespaces.pop() if len(namespaces) == 1 else ""
+        vjob = VjobSpec(
+            name=f"launch-{event.event_id:x}",
+            vms=tuple(v.to_spec() for v in event.vms),
+            constraints=tuple(_restrict(c.to_spec(), hosts) for c in event.constraints),
+            namespace=namespace,
         )
-    return snap.with_vms(new_vms), steps, placed
+        result = launch_vjob(snap, vjob, config)
+        if not result.ok:
+            raise PlacementError(str(result.refusal) if result.refusal else "no placement")
+        new_vms = []
+        for v in event.vms:
+            key = f"{v.namespace}/{v.name}" if v.namespace else v.name
+            host = result.placement[key]
+            steps.append(PlanStep("boot", key, 0, 1, None, host, v))
+            placed.append(Placed(v.name, v.namespace, host))
+            new_vms.append(
+                Vm(
+                    name=v.name,
+                    namespace=v.namespace,
+                    vcpus=v.vcpus,
+                    memory_mib=v.memory_mib,
+                    host=host,
+                    coschedule=v.coschedule,
+                    cpu_demand=0.0,
+                )
+            )
+        snap = snap.with_vms(new_vms)
+    return snap, steps, placed

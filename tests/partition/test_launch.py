@@ -134,3 +134,22 @@ def test_twenty_entry_nodes_launch_at_once_on_a_lan(seed):
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     print(f"seed {seed}: launch latency p50 {q[49] * 1e3:.1f} ms, p99 {q[98] * 1e3:.1f} ms")
     assert all(c.free())
+
+
+def test_namespaced_vjob_resolves_its_constraint_names_in_its_namespace():
+    """schedule/colocate/spread name VMs without their namespace, as a user writes them."""
+    from dvms.overlay.messages import Contact
+    from dvms.partition.messages import Event, HostState, LaunchVm, WireConstraint
+    from dvms.partition.solve import solve_events
+
+    hosts = tuple(HostState(f"h{i}", 4, 8192, ()) for i in range(3))
+    vms = (
+        LaunchVm("a", "ns", 1, 512),
+        LaunchVm("b", "ns", 1, 512, colocate="a"),
+        LaunchVm("c", "ns", 1, 512, schedule="h2"),
+    )
+    event = Event("launch", Contact(1, "x", 1), 7, vms, (WireConstraint("spread", ("a", "c")),))
+    out = solve_events(hosts, (event,))
+    assert out.ok, out.reason
+    where = {p.vm: p.host for p in out.placed}
+    assert where["a"] == where["b"] and where["c"] == "h2" and where["a"] != "h2"
