@@ -90,6 +90,8 @@ __all__ = [
 ]
 
 _T_RPC, _T_LEASE, _T_KEEPALIVE, _T_MONITOR, _T_STATES, _T_ACTION, _T_RETRY = range(7)
+#: Answers to non-idempotent requests remembered for retransmissions (see _answered).
+_REPLY_CACHE = 4096
 
 
 # -- effects and events ----------------------------------------------------------------
@@ -250,6 +252,7 @@ class PartitionCore:
         # virtual second on a 1 ms LAN), re-recruiting the nodes it had just released.
         # DVMS: a failed event "will be re-detected later if the overload persists".
         self._overload_hold = False
+        self._replies: dict[tuple, Any] = {}  # request key -> our answer (_answered)
         self._handlers = {
             Isp: self._on_isp,
             SetPartition: self._on_set_partition,
@@ -761,25 +764,51 @@ class PartitionCore:
 
     # -- receiving an ISP --------------------------------------------------------------
 
+    def _answered(self, key: tuple, src, rid, out: list[Any]) -> bool:
+        """A retransmitted request we already handled gets the same answer again.
+
+        Each RPC attempt carries a fresh request id, so a request whose answer was lost
+        arrives twice. An Isp handled twice forked the partition's token: the second copy
+        found us a member ("try another") and the sender sent the ISP on to a second
+        node, each copy then recruiting and leading on its own (with 10 % loss: two
+        partitions claiming one node, and 2.7 M Isp messages in 120 s on 64 nodes).
+        A returning Isp handled twice started a second lap twice; a CanMerge handled
+        twice answered "locked" to its own retransmission."""
+        reply = self._replies.get(key)
+        if reply is None:
+            return False
+        self.stats["duplicate_request"] += 1
+        out.append(Send(src, rid, reply))
+        return True
+
+    def _answer(self, key: tuple, src, rid, reply: Any, out: list[Any]) -> None:
+        self._replies[key] = reply
+        if len(self._replies) > _REPLY_CACHE:
+            del self._replies[next(iter(self._replies))]
+        out.append(Send(src, rid, reply))
+
     def _on_isp(self, src, sender, rid, msg: Isp, now, out) -> None:
         view = msg.view
+        key = ("isp", sender, view.pid, view.version, view.state, msg.hops, msg.returning)
+        if self._answered(key, src, rid, out):
+            return
         if msg.returning:
-            out.append(Send(src, rid, IspAck(True)))
+            self._answer(key, src, rid, IspAck(True), out)
             if view.initiator.node_id == self.me.node_id:
                 self._lap_end(view, now, out)
             return
         mine = self.view
         if mine is None and self._holding is None:
-            out.append(Send(src, rid, IspAck(True)))
+            self._answer(key, src, rid, IspAck(True), out)
             if view.state == BLOCKED and self.config.staleness_check:
                 self._check_then_join(msg, now, out)
             else:
                 self._join(msg, now, out)
             return
         if mine is not None and mine.pid == view.pid:
-            out.append(Send(src, rid, IspAck(False)))  # already a member: try another
+            self._answer(key, src, rid, IspAck(False), out)  # already a member: try another
             return
-        out.append(Send(src, rid, IspAck(True)))
+        self._answer(key, src, rid, IspAck(True), out)
         if (
             mine is not None
             and view.state == BLOCKED
@@ -876,6 +905,9 @@ class PartitionCore:
         self._request(peer, CanMerge(view.pid), on_answer, now, out)
 
     def _on_can_merge(self, src, sender, rid, msg: CanMerge, now, out) -> None:
+        key = ("merge", sender, msg.pid)
+        if self._answered(key, src, rid, out):
+            return
         ok = (
             self.view is not None
             and self.view.pid == msg.pid
@@ -884,7 +916,7 @@ class PartitionCore:
         )
         if ok:
             self.locked_for_fusion = True
-        out.append(Send(src, rid, MergeAnswer(ok)))
+        self._answer(key, src, rid, MergeAnswer(ok), out)
 
     # -- membership --------------------------------------------------------------------
 

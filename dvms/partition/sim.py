@@ -13,11 +13,11 @@ Fault hooks (``[[faults.partition_crash]]``): the first partition seen in a phas
 after a time loses its leader or a member (see ``PartitionCrash``); the crash is carried
 out by the world (``set_host_up``), so the host's VMs and violation stop counting.
 
-At the end of the run ``overloads_open`` counts overload events still in flight at a
-live origin that started more than ``OPEN_GRACE_S`` before the end (an event neither
-resolved nor failed-and-released: must be 0), ``overloads_lost_with_origin`` those
-whose origin crashed, and ``partitions_open`` live nodes still in a partition whose
-last update is older than the lease.
+At the end of the run ``overloads_in_flight`` counts overload events still handled at a
+live origin, ``overloads_open`` those of them that started more than ``OPEN_GRACE_S``
+before the end (neither resolved nor failed-and-released: must be 0),
+``overloads_lost_with_origin`` those whose origin crashed, and ``partitions_open`` live
+nodes still in a partition whose last update is older than the lease.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ class DvmsScheduler:
 
     def _finish(self, end: float) -> None:
         """Events and partitions still open at the end (see the module docstring)."""
-        open_, lost, stale = 0, 0, 0
+        open_, lost, stale, flying = 0, 0, 0, 0
         for node in self.nodes:
             part = node.core.partition
             for own in part.own.values():
@@ -306,12 +306,14 @@ class DvmsScheduler:
                     continue
                 if not node.alive:
                     lost += 1
-                elif own.started < end - OPEN_GRACE_S:
-                    open_ += 1
+                else:
+                    flying += 1
+                    open_ += own.started < end - OPEN_GRACE_S
             if node.alive and part.view is not None and part.lead is None and not part._driver:
                 last = part.lease_until - self.config.lease_s
                 stale += last < end - self.config.lease_s - 1.0
         self.world.metrics.extra.update(
+            overloads_in_flight=flying,
             overloads_open=open_,
             overloads_lost_with_origin=lost,
             partitions_open=stale,
