@@ -397,9 +397,7 @@ class PartitionCore:
         elif (
             not self._overload_hold
             and self.overloaded()
-            and not any(
-                o.event.kind == "overload" and o.in_flight for o in self.own.values()
-            )
+            and not any(o.event.kind == "overload" and o.in_flight for o in self.own.values())
         ):
             event = Event("overload", self.me, self.rng.getrandbits(63))
             self.own[event.event_id] = _Own(event, now)
@@ -429,6 +427,8 @@ class PartitionCore:
     def _adopt(self, view: PartitionView, now: float, out: list[Any], role: str) -> None:
         if self.view is None or self.view.pid != view.pid:
             self.locked_for_fusion = False
+            if self.view is not None:  # absorbed by a merge: the old partition ends here
+                out.append(Emit(PartitionReleased(self.view.pid, f"merged into {view.pid:x}")))
         self.view = view
         self.lease_until = now + self.config.lease_s
         self._at(self.lease_until, _T_LEASE, view.pid)
@@ -701,7 +701,7 @@ class PartitionCore:
         """Send the ISP token on (to a candidate, or home to the initiator at lap end)."""
         candidate = None
         if not lap_over:
-            candidate = next_candidate(self.config.recruitment, self.overlay, view, skip, self.rng)
+            candidate = self._next_candidate(view, skip)
         if candidate is None:
             if view.initiator.node_id == self.me.node_id:
                 # We may be re-forwarding after a refusal, still marked as holding: let
@@ -731,6 +731,17 @@ class PartitionCore:
 
         self._request(target, msg, on_ack, now, out)
         self._keepalive(view.pid, now, out)
+
+    def _next_candidate(self, view: PartitionView, skip: set[int]) -> Contact | None:
+        cfg = self.config
+        return next_candidate(
+            cfg.recruitment,
+            self.overlay,
+            view,
+            skip,
+            self.rng,
+            resolution_s=cfg.locality_resolution_s,
+        )
 
     def _after_hold(self, now: float, out: list[Any]) -> None:
         if self.view is None:
@@ -830,7 +841,7 @@ class PartitionCore:
         lap_over = hops >= self.config.max_hops
         candidate = None
         if not lap_over:
-            candidate = next_candidate(self.config.recruitment, self.overlay, view, skip, self.rng)
+            candidate = self._next_candidate(view, skip)
         returning = candidate is None
         target = view.initiator if returning else candidate
         msg = Isp(view, tuple(sorted(skip)), hops, returning)
@@ -1065,6 +1076,18 @@ class PartitionCore:
             leader, pid = entry
             done = ActionDone(pid, op, ok, reason[:512])
             self._request(leader, done, lambda r, n, o: None, now, out)
+            # A member kept past its lease only by this action (its leader crashed while
+            # the migration ran) is free as soon as it ends; it waited for the next lease
+            # check, and the invariant checker could see it held beyond lease + 1 s.
+            if (
+                self.view is not None
+                and not self._driver
+                and self.lead is None
+                and self._holding is None
+                and now >= self.lease_until - 1e-9
+            ):
+                self.stats["lease_expired"] += 1
+                self._dissolve("lease expired", now, out, notify=False)
             if self.view is None:
                 self._start_if_free(now, out)
         return out
