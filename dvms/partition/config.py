@@ -30,6 +30,10 @@ class PartitionConfig:
     #: Euro-Par 2014 locality idea, ours by default), "ring" (node-id successor order, the
     #: original DVMS) or "random" (a uniformly random non-member, as VMPlaceS).
     recruitment: str = "vivaldi"
+    #: Vivaldi recruitment compares predicted RTTs in steps of this size, seconds, and
+    #: draws at random within a step (ours: coordinates cannot rank peers closer than
+    #: their error, ~1 ms on a LAN).
+    locality_resolution_s: float = 0.001
     #: Partitions smaller than this do not run the solver (VMPlaceS used 4). 2 is the
     #: smallest size at which a migration can relieve an overload.
     min_partition_size: int = 2

@@ -6,10 +6,12 @@ or unreachable during this lap) or the holder itself.
 
 - ``vivaldi`` (default): the known peer with the smallest *predicted RTT from the
   initiator* (the ISP carries the initiator's coordinate; the holder knows its peers'
-  coordinates from their replies). Every hop therefore recruits the closest remaining node
-  to the problem, so partitions grow in rings of increasing latency around the initiator
-  (the Euro-Par 2014 locality idea). Peers without a known coordinate come last; ties are
-  broken by node id.
+  coordinates from their replies), RTTs compared in steps of ``locality_resolution_s``
+  (1 ms) with ties drawn at random. Every hop therefore recruits among the closest
+  remaining nodes to the problem, so partitions grow in rings of increasing latency
+  around the initiator (the Euro-Par 2014 locality idea), and on one LAN, where
+  coordinates cannot rank peers, recruitment is random. Peers without a known coordinate
+  come last.
 - ``ring``: the known peer whose id follows the holder's id on the 160-bit ring (wrapping
   around): DVMS's successor order. A busy node forwarding an ISP skips its own partition's
   members, which is DVMS 2's one-hop "shortcut" past a foreign partition.
@@ -36,6 +38,8 @@ def next_candidate(
     view: PartitionView,
     skip: set[int],
     rng: random.Random,
+    *,
+    resolution_s: float = 0.001,
 ) -> Contact | None:
     excluded = view.member_ids() | skip
     excluded.add(overlay.node_id)
@@ -43,7 +47,7 @@ def next_candidate(
     if not entries:
         return None
     if strategy == "vivaldi":
-        return _nearest_to_origin(overlay, view, entries)
+        return _nearest_to_origin(overlay, view, entries, rng, resolution_s)
     if strategy == "ring":
         me = overlay.node_id
         return min(entries, key=lambda e: (e.contact.node_id - me) % _ID_SPACE).contact
@@ -51,7 +55,13 @@ def next_candidate(
     return rng.choice(entries).contact
 
 
-def _nearest_to_origin(overlay: OverlayCore, view: PartitionView, entries) -> Contact:
+def _nearest_to_origin(
+    overlay: OverlayCore, view: PartitionView, entries, rng: random.Random, resolution_s: float
+) -> Contact:
+    """Smallest predicted RTT from the initiator, compared in steps of ``resolution_s``;
+    candidates in the same step are drawn at random. Coordinates cannot rank peers whose
+    RTTs differ by less than their own error: on one LAN, ranking by raw coordinate would
+    send every initiator to the same few "nearest" hosts and overload them."""
     dim = overlay.vivaldi.config.dimensionality if overlay.vivaldi is not None else 0
     origin = None
     if view.origin_coord and dim:
@@ -59,16 +69,16 @@ def _nearest_to_origin(overlay: OverlayCore, view: PartitionView, entries) -> Co
             origin = decode_coord(view.origin_coord, dim)
         except ValueError:
             origin = None
-    best: tuple[float, int] | None = None
+    best: tuple[float, float] | None = None
     choice = entries[0].contact
-    for e in entries:
-        rtt = math.inf
+    for e in sorted(entries, key=lambda e: e.contact.node_id):
+        step = math.inf
         if origin is not None and e.coord:
             try:
-                rtt = origin.distance_to(decode_coord(e.coord, dim))
+                step = math.floor(origin.distance_to(decode_coord(e.coord, dim)) / resolution_s)
             except ValueError:
-                rtt = math.inf
-        key = (rtt, e.contact.node_id)
+                step = math.inf
+        key = (step, rng.random())
         if best is None or key < best:
             best, choice = key, e.contact
     return choice

@@ -2,7 +2,8 @@
 solution lies beyond the ``max_partition_size`` nearest free nodes is still placed.
 
 Reproduces the launch-1000 failure in small: every initiator shares one recruitment
-order (``vivaldi`` without coordinates ranks peers by node id), the nearest hosts all
+order (``ring``: node-id order; ``vivaldi`` used to rank peers without coordinates by id
+too, but now draws among equally near peers at random), the nearest hosts all
 hold a VM, and the vjob has a coschedule-0 VM that needs an empty host. Before the
 second lap slid past its first-lap members, it ended at once at the cap and the launch
 failed "no solution after two laps" on every attempt while 20 hosts were empty.
@@ -32,7 +33,9 @@ def crowded_cluster(seed: int) -> FakeCluster:
         rtt_s=LAN_RTT_S,
         solve_delay="model",
         driver_delay=0.0,
-        config=replace(PartitionConfig(), max_partition_size=CAP, min_partition_size=2),
+        config=replace(
+            PartitionConfig(), max_partition_size=CAP, min_partition_size=2, recruitment="ring"
+        ),
         monitor=False,
     )
     for pos in range(40):
