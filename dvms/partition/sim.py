@@ -15,7 +15,9 @@ out by the world (``set_host_up``), so the host's VMs and violation stop countin
 
 At the end of the run ``overloads_in_flight`` counts overload events still handled at a
 live origin, ``overloads_open`` those of them that started more than ``OPEN_GRACE_S``
-before the end (neither resolved nor failed-and-released: must be 0),
+before the end and that no partition holds any more (neither resolved, nor
+failed-and-released, nor being worked on: must be 0; a partition whose members' leases
+are stale counts in ``partitions_open``),
 ``overloads_lost_with_origin`` those whose origin crashed, and ``partitions_open`` live
 nodes still in a partition whose last update is older than the lease.
 """
@@ -308,7 +310,10 @@ class DvmsScheduler:
                     lost += 1
                 else:
                     flying += 1
-                    open_ += own.started < end - OPEN_GRACE_S
+                    # stuck: old, and no partition holds it (a plan of several
+                    # sequential migrations legitimately runs for a minute)
+                    held = part.view is not None or part._holding is not None
+                    open_ += not held and own.started < end - OPEN_GRACE_S
             if node.alive and part.view is not None and part.lead is None and not part._driver:
                 last = part.lease_until - self.config.lease_s
                 stale += last < end - self.config.lease_s - 1.0
