@@ -126,6 +126,11 @@ def run_cmd(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
         write_figures([record_run(summary, world)], out)
+        if "vivaldi_map" in world.extras:
+            from dvms.sim.figures import vivaldi_map
+
+            coords, parts = world.extras["vivaldi_map"]()
+            vivaldi_map(coords, world.site_of, world.sites, parts, out / "vivaldi_map.png")
     if args.json:
         json.dump(summary, sys.stdout, sort_keys=True)
         print()

@@ -84,6 +84,7 @@ class DvmsScheduler:
         self.kademlia = KademliaConfig()
         self.nodes: list[SimNode] = []
         self.partitions: dict[int, int] = {}  # pid -> size at its last change
+        self._members: dict[int, list[int]] = {}  # pid -> member node ids (for the map)
         self.launches: dict[tuple[int, int], int] = {}  # (entry, event id) -> VMs
         self.create_s: dict[str, float] = {}  # VM name -> creation time
         self.crashes: list[PartitionCrash] = []
@@ -93,6 +94,7 @@ class DvmsScheduler:
 
     def attach(self, world: World) -> None:
         self.world = world
+        world.extras["vivaldi_map"] = self.vivaldi_map_data
         eng = world.engine
         rng = random.Random(f"{world.scenario.seed}:dvms")
         self.rng = rng
@@ -292,8 +294,23 @@ class DvmsScheduler:
             m.reconfiguration(event.duration)
         elif isinstance(event, PartitionChanged):
             self.checker.changed(node.pos, event.view, event.role, now)
+            if event.role == "leader":
+                self._members[event.view.pid] = [m.node_id for m in event.view.members]
         elif isinstance(event, PartitionReleased):
             self.checker.released(node.pos, event.pid, now)
+
+    def vivaldi_map_data(self, last: int = 40):
+        """Final coordinates projected on their two main axes (ms), and the members (host
+        indices, newest first) of the ``last`` partitions, for ``figures.vivaldi_map``."""
+        import numpy as np
+
+        vecs = np.array([n.core.overlay.vivaldi.coordinate.vec for n in self.nodes]) * 1000.0
+        centred = vecs - vecs.mean(axis=0)
+        _, _, axes = np.linalg.svd(centred, full_matrices=False)
+        coords = [tuple(p) for p in (centred @ axes[:2].T).tolist()]
+        pos_of = {n.node_id: n.pos for n in self.nodes}
+        parts = [[pos_of[i] for i in ids if i in pos_of] for ids in self._members.values()]
+        return coords, parts[-last:]
 
     def _check(self, now: float) -> None:
         self.checker.check(self.nodes, now)

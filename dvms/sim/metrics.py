@@ -221,6 +221,9 @@ class Metrics:
             while a < b and n[i]:
                 k = min(int(a // step_s), bins - 1)
                 edge = min(b, (k + 1) * step_s) if k < bins - 1 else b
+                if edge <= a:  # float division put a bin edge in the bin before it
+                    k = min(k + 1, bins - 1)
+                    edge = min(b, (k + 1) * step_s) if k < bins - 1 else b
                 acc[k] += n[i] * (edge - a)
                 a = edge
         return [k * step_s for k in range(bins)], [x / step_s for x in acc]

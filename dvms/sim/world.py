@@ -260,6 +260,9 @@ class World:
         self._schedule_launches()
         self.wall_s = 0.0
         self.scheduler_name = ""
+        #: Scheduler-specific data for reports, e.g. ``"vivaldi_map"`` -> a callable
+        #: returning (2-D coordinates, partitions) for ``figures.vivaldi_map``.
+        self.extras: dict[str, Callable[[], object]] = {}
         self.vms_created = 0
         if scenario.launches:
             self.every(1.0, self.check_constraints)

@@ -46,3 +46,14 @@ def test_same_seed_same_result(scn, runs):
     again = run_scenario(scn, "dvms")[0]
     strip = lambda d: {k: v for k, v in d.items() if k not in WALL}  # noqa: E731
     assert strip(again) == strip(runs["dvms"])
+
+
+def test_dvms_runs_feed_the_vivaldi_map(scn, tmp_path):
+    from dvms.sim.figures import vivaldi_map
+
+    _, world = run_scenario(scn, "dvms")
+    coords, parts = world.extras["vivaldi_map"]()
+    assert len(coords) == len(world.hosts) and all(len(c) == 2 for c in coords)
+    assert parts and all(0 <= h < len(world.hosts) for p in parts for h in p)
+    vivaldi_map(coords, world.site_of, world.sites, parts, tmp_path / "map.png")
+    assert (tmp_path / "map.png").stat().st_size > 1000

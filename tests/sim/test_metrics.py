@@ -127,3 +127,29 @@ def test_empty_summary_uses_null_for_undefined_means() -> None:
 )
 def test_percentile(values: list, q: float, want: float | None) -> None:
     assert percentile(values, q) == want
+
+
+def test_binned_violations_terminates_on_float_bin_edges():
+    """(5 * 0.09) // 0.09 == 4.0: a violation starting exactly on that bin edge made the
+    binning loop forever (it hung `dvms sim run --out`)."""
+    import signal
+
+    m = Metrics(1, monitor_period_s=1.0, site_of=[0])
+    step = 18.0 / 200
+    edge = 5 * step
+    m.set_violation(0, True, edge)
+    m.set_violation(0, False, edge + 3 * step)
+    m.finish(18.0)
+
+    def hung(signum, frame):
+        raise TimeoutError("binned_violations did not terminate")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    try:
+        t, y = m.binned_violations(step, 18.0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(t) == 200
+    assert abs(sum(y) * step - 3 * step) < 1e-9
