@@ -661,6 +661,8 @@ class PartitionCore:
         """No solution here: hand the ISP to the next candidate; we stay a member."""
         view = self.view
         assert view is not None
+        if reason:  # travels with the ISP so that a final failure can say why
+            view = self.view = replace(view, last_reason=reason[:512])
         self.lead = None
         cfg = self.config
         self._hops += 1
@@ -753,7 +755,8 @@ class PartitionCore:
             return  # stale: this partition is already gone
         if view.state == BLOCKED or view.lap >= 2:
             self.stats["events_failed_two_laps"] += 1
-            self._fail_events(view, "no solution after two laps", now, out)
+            why = f": {view.last_reason}" if view.last_reason else ""
+            self._fail_events(view, f"no solution after two laps{why}", now, out)
             self._dissolve("two laps without a solution", now, out, notify=True)
             return
         self.stats["blocked"] += 1

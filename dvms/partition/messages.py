@@ -193,6 +193,8 @@ class PartitionView:
     #: predicted RTT from it.
     origin_coord: Coord = ()
     lap: Annotated[int, Range(1, 2)] = 1
+    #: Why the last leader's solver found no plan (shown to the user if the event fails).
+    last_reason: Annotated[str, MaxLen(512)] = ""
 
     def member_ids(self) -> set[int]:
         return {m.node_id for m in self.members}

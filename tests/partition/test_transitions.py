@@ -54,7 +54,15 @@ def snapshot(c: FakeCluster) -> dict[int, Any]:
 
 
 def done_at(c: FakeCluster, node: int) -> list[tuple[bool, str]]:
-    return [(e.ok, e.reason) for (p, _), e in c.done.items() if p == node - 1]
+    """Outcomes at ``node``; a failure reason is cut before the solver's detail
+    ("no solution after two laps: <why the last leader found no plan>")."""
+    out = []
+    for (p, _), e in c.done.items():
+        if p == node - 1:
+            head, sep, detail = e.reason.partition(": ")
+            assert e.ok or not sep or detail, e.reason  # a detail, when given, is not empty
+            out.append((e.ok, head))
+    return out
 
 
 @dataclass
