@@ -31,6 +31,11 @@ How an event is handled::
 
 Peer errors are counted in ``stats`` and dropped; a message for a partition we are not in
 is answered negatively, never trusted.
+
+This file is the ISP state machine; ``PartitionCore`` also takes the request/retry
+machinery from ``rpc.py``, membership (views, leases, dissolving, orphaned events) from
+``membership.py`` and plan execution (leader and member sides) from ``acting.py``; its
+effects and events are defined in ``events.py``.
 """
 
 from __future__ import annotations
@@ -45,14 +50,23 @@ from typing import Any
 from dvms.effects import Address, Emit, Send
 from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact
+from dvms.partition.acting import Acting
 from dvms.partition.config import PartitionConfig
+from dvms.partition.events import (
+    Compute,
+    DriverCall,
+    EventDone,
+    EventStarted,
+    PartitionChanged,
+    PartitionReleased,
+    PlanApplied,
+)
+from dvms.partition.membership import Membership
 from dvms.partition.messages import (
     BLOCKED,
     FINISHING,
     GROWING,
     RESPONSES,
-    ActionAccepted,
-    ActionAck,
     ActionDone,
     CanMerge,
     CreateVm,
@@ -63,20 +77,27 @@ from dvms.partition.messages import (
     IspAck,
     KeepAlive,
     LaunchVm,
-    MemberState,
     MergeAnswer,
     MigrateVm,
     Outcome,
-    OutcomeAck,
     PartitionView,
-    Placed,
     SetPartition,
     StillValid,
     Valid,
     WireConstraint,
 )
 from dvms.partition.recruit import next_candidate
+from dvms.partition.rpc import PendingRequest, Rpc
 from dvms.partition.solve import SolveOutcome, solve_events
+from dvms.partition.timers import (
+    T_ACTION,
+    T_KEEPALIVE,
+    T_LEASE,
+    T_MONITOR,
+    T_RETRY,
+    T_RPC,
+    T_STATES,
+)
 
 __all__ = [
     "Compute",
@@ -89,95 +110,11 @@ __all__ = [
     "PlanApplied",
 ]
 
-_T_RPC, _T_LEASE, _T_KEEPALIVE, _T_MONITOR, _T_STATES, _T_ACTION, _T_RETRY = range(7)
 #: Answers to non-idempotent requests remembered for retransmissions (see _answered).
 _REPLY_CACHE = 4096
 
 
-# -- effects and events ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Compute:
-    """Run ``fn()`` (pure, possibly slow) and feed its result to ``on_computed``.
-    ``size`` (hosts, vms) lets a simulator charge a modelled solver time."""
-
-    token: int
-    fn: Callable[[], Any]
-    size: tuple[int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class DriverCall:
-    """Act on this node's hypervisor: ``kind`` is ``migrate`` (args: vm, namespace,
-    dst_host, dst_addr) or ``create`` (args: vm = LaunchVm). Answer with
-    ``on_driver_result(op, ok, reason)``."""
-
-    op: int
-    kind: str
-    args: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class EventDone:
-    """An event this node originated has ended (at this node: the origin)."""
-
-    event_id: int
-    kind: str
-    ok: bool
-    reason: str
-    started: float
-    finished: float
-    placed: tuple[Placed, ...] = ()
-    partition_size: int = 0
-    migrations: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class EventStarted:
-    """This node detected a problem (or accepted a launch) and will handle it."""
-
-    event_id: int
-    kind: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlanApplied:
-    """A leader finished applying a plan (``duration`` from first action to last)."""
-
-    pid: int
-    size: int
-    actions: int
-    migrations: int
-    failed: int
-    duration: float
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionChanged:
-    view: PartitionView
-    role: str  # "leader" or "member"
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionReleased:
-    pid: int
-    reason: str
-
-
 # -- internal bookkeeping --------------------------------------------------------------
-
-
-class _Rpc:
-    __slots__ = ("attempts", "dst", "msg", "on_reply", "peer", "rids")
-
-    def __init__(self, dst: Address, peer: int | None, msg: Any, on_reply) -> None:
-        self.dst = dst
-        self.peer = peer
-        self.msg = msg
-        self.on_reply = on_reply  # called with (reply msg or None on failure, now, out)
-        self.attempts = 0
-        self.rids: list[int] = []
 
 
 @dataclass
@@ -208,7 +145,7 @@ class _Own:
     in_flight: bool = False
 
 
-class PartitionCore:
+class PartitionCore(Rpc, Membership, Acting):
     def __init__(
         self,
         me: Contact,
@@ -238,7 +175,7 @@ class PartitionCore:
         self.own: dict[int, _Own] = {}
         self.queue: deque[int] = deque()  # own launch events waiting for us to be free
         self.stats: Counter[str] = Counter()
-        self._rpcs: dict[int, _Rpc] = {}
+        self._rpcs: dict[int, PendingRequest] = {}
         self._timers: list[tuple[float, int, int, Any]] = []
         self._seq = 0
         self._next_token = 1
@@ -266,7 +203,7 @@ class PartitionCore:
             ActionDone: self._on_action_done,
         }
         if self_monitor:
-            self._at(now + config.monitor_period_s * (0.5 + rng.random()), _T_MONITOR)
+            self._at(now + config.monitor_period_s * (0.5 + rng.random()), T_MONITOR)
 
     # -- timers ------------------------------------------------------------------------
 
@@ -281,19 +218,19 @@ class PartitionCore:
         out: list[Any] = []
         while self._timers and self._timers[0][0] <= now:
             _, _, kind, ref = heapq.heappop(self._timers)
-            if kind == _T_RPC:
+            if kind == T_RPC:
                 self._rpc_timeout(ref, now, out)
-            elif kind == _T_LEASE:
+            elif kind == T_LEASE:
                 self._check_lease(ref, now, out)
-            elif kind == _T_KEEPALIVE:
+            elif kind == T_KEEPALIVE:
                 self._keepalive(ref, now, out)
-            elif kind == _T_MONITOR:
+            elif kind == T_MONITOR:
                 self._monitor(now, out)
-            elif kind == _T_STATES:
+            elif kind == T_STATES:
                 self._states_timeout(ref, now, out)
-            elif kind == _T_ACTION:
+            elif kind == T_ACTION:
                 self._action_result(ref, False, "member did not report the action's end", now, out)
-            elif kind == _T_RETRY and ref in self.own and ref not in self.queue:
+            elif kind == T_RETRY and ref in self.own and ref not in self.queue:
                 self.queue.append(ref)
                 self._start_if_free(now, out)
         return out
@@ -304,43 +241,7 @@ class PartitionCore:
         same time: each ISP met only busy nodes, both laps ended at once, and the vjob
         was reported failed although the cluster had room (20 entry nodes on a LAN)."""
         backoff = self.config.launch_retry_s * 2 ** (own.attempts - 1)
-        self._at(now + backoff * (0.5 + self.rng.random()), _T_RETRY, own.event.event_id)
-
-    # -- RPC ---------------------------------------------------------------------------
-
-    def _request(self, peer: Contact, msg: Any, on_reply, now: float, out: list[Any]) -> None:
-        rpc = _Rpc(peer.addr, peer.node_id, msg, on_reply)
-        self._transmit(rpc, now, out)
-
-    def _transmit(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
-        rid = self.rng.getrandbits(64)
-        rpc.attempts += 1
-        rpc.rids.append(rid)
-        self._rpcs[rid] = rpc
-        base = self.overlay.table.rto(rpc.peer) if rpc.peer is not None else None
-        timeout = max(base or 0.0, self.config.rpc_timeout_s) * 2 ** (rpc.attempts - 1)
-        self._at(now + timeout, _T_RPC, rpc)
-        out.append(Send(rpc.dst, rid, rpc.msg))
-
-    def _rpc_timeout(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
-        if not rpc.rids or rpc.rids[-1] not in self._rpcs:
-            return  # answered
-        if rpc.attempts < self.config.rpc_attempts:
-            self._transmit(rpc, now, out)
-            return
-        for r in rpc.rids:
-            self._rpcs.pop(r, None)
-        self.stats["rpc_failed"] += 1
-        rpc.on_reply(None, now, out)
-
-    def _on_reply(self, src, sender, rid, msg, now, out) -> None:
-        rpc = self._rpcs.get(rid)
-        if rpc is None or rpc.dst != src or (rpc.peer is not None and rpc.peer != sender):
-            self.stats["unexpected_response"] += 1
-            return
-        for r in rpc.rids:
-            self._rpcs.pop(r, None)
-        rpc.on_reply(msg, now, out)
+        self._at(now + backoff * (0.5 + self.rng.random()), T_RETRY, own.event.event_id)
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -378,7 +279,7 @@ class PartitionCore:
     # -- monitor -----------------------------------------------------------------------
 
     def _monitor(self, now: float, out: list[Any]) -> None:
-        self._at(now + self.config.monitor_period_s, _T_MONITOR)
+        self._at(now + self.config.monitor_period_s, T_MONITOR)
         self._overload_hold = False
         self._start_if_free(now, out)
 
@@ -431,7 +332,7 @@ class PartitionCore:
                 out.append(Emit(PartitionReleased(self.view.pid, f"merged into {view.pid:x}")))
         self.view = view
         self.lease_until = now + self.config.lease_s
-        self._at(self.lease_until, _T_LEASE, view.pid)
+        self._at(self.lease_until, T_LEASE, view.pid)
         out.append(Emit(PartitionChanged(view, role)))
 
     def _become_leader(self, view, skip, hops, now, out) -> None:
@@ -446,7 +347,7 @@ class PartitionCore:
             if m.node_id != self.me.node_id:
                 lead.waiting.add(m.node_id)
                 self._request(m, SetPartition(view), self._member_reply(view.pid, m), now, out)
-        self._at(now + self.config.state_timeout_s, _T_STATES, view.pid)
+        self._at(now + self.config.state_timeout_s, T_STATES, view.pid)
         self._keepalive(view.pid, now, out)
         self._maybe_solve(now, out)
 
@@ -539,121 +440,6 @@ class PartitionCore:
                 self._request(m, SetPartition(self.view), lambda r, n, o: None, now, out)
         self._start_actions(outcome, now, out)
         return out
-
-    # -- acting ------------------------------------------------------------------------
-
-    def _member_for_host(self, host: str) -> Contact | None:
-        lead, view = self.lead, self.view
-        assert lead is not None and view is not None
-        for m in view.members:
-            s = lead.states.get(m.node_id)
-            if s is not None and s.name == host:
-                return m
-        return None
-
-    def _start_actions(self, outcome: SolveOutcome, now: float, out: list[Any]) -> None:
-        lead = self.lead
-        assert lead is not None
-        actions = list(outcome.actions)
-        for i, a in enumerate(actions):
-            op = self.rng.getrandbits(63)
-            lead.ops[op] = a
-            lead.index[op] = i
-            hosts = {a.src, a.dst} - {None}
-            lead.blocked_by[op] = {
-                j
-                for j, b in enumerate(actions)
-                if j != i and b.end <= a.start and hosts & {b.src, b.dst}
-            }
-        self._launch_ready(now, out)
-
-    def _launch_ready(self, now: float, out: list[Any]) -> None:
-        lead = self.lead
-        assert lead is not None
-        finished = {lead.index[op] for op in lead.done_ops}
-        for op, a in list(lead.ops.items()):
-            if op in lead.started or lead.blocked_by[op] - finished:
-                continue
-            lead.started.add(op)
-            self._send_action(op, a, now, out)
-            if self.lead is not lead:
-                return  # the plan finished inside (an action failed synchronously)
-        if len(lead.done_ops) == len(lead.ops):
-            self._finish(now, out)
-
-    def _send_action(self, op: int, a: Any, now: float, out: list[Any]) -> None:
-        view = self.view
-        assert view is not None
-        if a.kind == "migrate":
-            src, dst = self._member_for_host(a.src), self._member_for_host(a.dst)
-            if src is None or dst is None:
-                self._action_result(op, False, f"{a.vm}: host left the partition", now, out)
-                return
-            ns, _, name = a.vm.rpartition("/")
-            msg: Any = MigrateVm(view.pid, op, name, ns, dst, a.dst)
-            target = src
-        else:  # boot (launch)
-            target = self._member_for_host(a.dst)
-            if target is None:
-                self._action_result(op, False, f"{a.vm}: host left the partition", now, out)
-                return
-            msg = CreateVm(view.pid, op, a.launch)
-
-        def on_reply(reply, now, out, op=op) -> None:
-            if reply is None:
-                self._action_result(op, False, "member did not answer", now, out)
-            elif not reply.ok:
-                self._action_result(op, False, reply.reason, now, out)
-            else:  # started: its end comes as ActionDone, or the deadline fails it
-                self._at(now + self.config.action_timeout_s, _T_ACTION, op)
-
-        self._request(target, msg, on_reply, now, out)
-
-    def _on_action_done(self, src, sender, rid, msg: ActionDone, now, out) -> None:
-        out.append(Send(src, rid, ActionAck(msg.op)))
-        if self.lead is not None and self.view is not None and self.view.pid == msg.pid:
-            self._action_result(msg.op, msg.ok, msg.reason, now, out)
-
-    def _action_result(self, op: int, ok: bool, reason: str, now: float, out) -> None:
-        lead = self.lead
-        if lead is None or op in lead.done_ops or op not in lead.ops:
-            return
-        lead.done_ops.add(op)
-        if not ok:
-            lead.failed.append(reason or "action failed")
-            self.stats["action_failed"] += 1
-        else:
-            self.stats["actions"] += 1
-        self._launch_ready(now, out)
-
-    def _finish(self, now: float, out: list[Any]) -> None:
-        lead, view = self.lead, self.view
-        assert lead is not None and view is not None and lead.outcome is not None
-        ok = not lead.failed
-        reason = "; ".join(lead.failed)
-        migrations = sum(a.kind == "migrate" for a in lead.ops.values())
-        out.append(
-            Emit(
-                PlanApplied(
-                    view.pid,
-                    len(view.members),
-                    len(lead.ops),
-                    migrations,
-                    len(lead.failed),
-                    now - lead.acting_since,
-                )
-            )
-        )
-        for event in view.events:
-            names = {(v.namespace, v.name) for v in event.vms}
-            placed = tuple(p for p in lead.outcome.placed if (p.namespace, p.vm) in names)
-            msg = Outcome(event.event_id, ok, reason, placed, len(view.members), migrations)
-            if event.origin.node_id == self.me.node_id:
-                self._outcome(msg, now, out)
-            else:
-                self._request(event.origin, msg, lambda r, n, o: None, now, out)
-        self.stats["partitions_solved" if ok else "partitions_failed_acting"] += 1
-        self._dissolve("solved" if ok else "actions failed", now, out, notify=True)
 
     # -- passing the ISP on ------------------------------------------------------------
 
@@ -931,199 +717,3 @@ class PartitionCore:
         if ok:
             self.locked_for_fusion = True
         self._answer(key, src, rid, MergeAnswer(ok), out)
-
-    # -- membership --------------------------------------------------------------------
-
-    def _on_set_partition(self, src, sender, rid, msg: SetPartition, now, out) -> None:
-        view = msg.view
-        mine = self.view
-        same = mine is not None and mine.pid == view.pid
-        # A new pid is adopted when we are free, or when it contains every member of our
-        # current partition (a merge absorbed it); a stale lineage is refused.
-        # A merge carries both partitions' events, so it must also carry ours: without
-        # that test a late SetPartition of a partition we had just left (reordered behind
-        # its Dissolve) "absorbed" the 1-node partition we had started since, and our own
-        # event stayed in flight forever (never reported, its overload never re-raised).
-        absorbs = (
-            mine is not None
-            and mine.member_ids() <= view.member_ids()
-            and {e.event_id for e in mine.events} <= {e.event_id for e in view.events}
-        )
-        if (mine is None and self._holding is None) or same or absorbs:
-            if same and mine is not None and view.version < mine.version:
-                out.append(Send(src, rid, MemberState(view.pid, view.version, self.local_state())))
-                return
-            if self.lead is not None and not same:
-                self.lead = None
-            if same and self.lead is not None and view.leader.node_id != self.me.node_id:
-                self.lead = None
-            self._adopt(view, now, out, "member")
-            out.append(Send(src, rid, MemberState(view.pid, view.version, self.local_state())))
-            return
-        self.stats["refused_membership"] += 1
-        out.append(Send(src, rid, MemberState(view.pid, view.version, None)))
-
-    def _on_keepalive(self, src, sender, rid, msg: KeepAlive, now, out) -> None:
-        if self.view is not None and self.view.pid == msg.pid:
-            self.lease_until = now + self.config.lease_s
-            self._at(self.lease_until, _T_LEASE, msg.pid)
-
-    def _keepalive(self, pid: int, now: float, out: list[Any]) -> None:
-        """Leaders and ISP holders keep members' leases fresh."""
-        view = self.view if self.lead is not None else self._holding
-        if view is None or view.pid != pid:
-            return
-        for m in view.members:
-            if m.node_id != self.me.node_id:
-                out.append(Send(m.addr, 0, KeepAlive(view.pid, view.version)))
-        if self.view is not None and self.view.pid == pid:
-            self.lease_until = now + self.config.lease_s
-            self._at(self.lease_until, _T_LEASE, pid)
-        self._at(now + self.config.keepalive_s, _T_KEEPALIVE, pid)
-
-    def _check_lease(self, pid: int, now: float, out: list[Any]) -> None:
-        view = self.view
-        if view is None or view.pid != pid or now < self.lease_until - 1e-9:
-            return
-        if self.lead is not None or (self._holding is not None and self._holding.pid == pid):
-            return  # we hold it: our own keep-alives run
-        if self._driver:
-            # A migration on this host is still running for this partition: stay busy
-            # until it ends, or another partition could plan with a host in flux.
-            self._at(now + self.config.lease_check_s, _T_LEASE, pid)
-            return
-        self.stats["lease_expired"] += 1
-        self._dissolve("lease expired", now, out, notify=False)
-
-    def _on_dissolve(self, src, sender, rid, msg: Dissolve, now, out) -> None:
-        if self.view is not None and self.view.pid == msg.pid and self.lead is None:
-            self._dissolve(msg.reason, now, out, notify=False)
-
-    def _dissolve_view(self, view: PartitionView, reason: str, now: float, out) -> None:
-        if self.view is not None and self.view.pid == view.pid:
-            self._dissolve(reason, now, out, notify=True)
-
-    def _dissolve(self, reason: str, now: float, out: list[Any], *, notify: bool) -> None:
-        view = self.view
-        if view is None:
-            return
-        if notify:
-            for m in view.members:
-                if m.node_id != self.me.node_id:
-                    out.append(Send(m.addr, 0, Dissolve(view.pid, reason[:256])))
-        self.view = None
-        self.lead = None
-        self.locked_for_fusion = False
-        out.append(Emit(PartitionReleased(view.pid, reason)))
-        # Events we originated in it are now orphaned unless an Outcome arrives. (A copy:
-        # _orphaned deletes failed events, which raised "dictionary changed size during
-        # iteration" whenever an initiator's lease expired or a Dissolve reached it.)
-        for own in list(self.own.values()):
-            if own.in_flight and any(e.event_id == own.event.event_id for e in view.events):
-                self._orphaned(own, reason, now, out)
-        if self._holding is None:
-            self._start_if_free(now, out)
-
-    def _orphaned(self, own: _Own, reason: str, now: float, out: list[Any]) -> None:
-        """Our event's partition is gone without an outcome: retry or give up."""
-        own.in_flight = False
-        event = own.event
-        if reason == "solved":
-            return  # the Outcome is on its way
-        if event.kind == "launch" and own.attempts < self.config.launch_attempts:
-            self._retry_launch(own, now)
-            return
-        if event.kind == "overload":
-            del self.own[event.event_id]  # the monitor re-raises it if still true
-            self._overload_hold = True
-            out.append(Emit(EventDone(event.event_id, "overload", False, reason, own.started, now)))
-            return
-        del self.own[event.event_id]
-        out.append(Emit(EventDone(event.event_id, event.kind, False, reason, own.started, now)))
-
-    # -- actions on this node ----------------------------------------------------------
-
-    def _member_of(self, pid: int) -> bool:
-        return self.view is not None and self.view.pid == pid
-
-    def _accept_action(self, src, sender, rid, pid: int, op: int, now, out) -> bool:
-        """Common checks of MigrateVm/CreateVm; True if a new driver call must start."""
-        if op in self._driver:  # a retransmission: it is already running
-            out.append(Send(src, rid, ActionAccepted(op, True)))
-            return False
-        if not self._member_of(pid):
-            out.append(Send(src, rid, ActionAccepted(op, False, "not a member")))
-            return False
-        self._driver[op] = (Contact(sender, src[0], src[1]), pid)
-        out.append(Send(src, rid, ActionAccepted(op, True)))
-        return True
-
-    def _on_migrate(self, src, sender, rid, msg: MigrateVm, now, out) -> None:
-        if self._accept_action(src, sender, rid, msg.pid, msg.op, now, out):
-            args = {
-                "vm": msg.vm,
-                "namespace": msg.namespace,
-                "dst_host": msg.dst_host,
-                "dst_addr": msg.dst.addr,
-            }
-            out.append(DriverCall(msg.op, "migrate", args))
-
-    def _on_create(self, src, sender, rid, msg: CreateVm, now, out) -> None:
-        if self._accept_action(src, sender, rid, msg.pid, msg.op, now, out):
-            out.append(DriverCall(msg.op, "create", {"vm": msg.vm}))
-
-    def on_driver_result(self, op: int, ok: bool, reason: str, *, now: float) -> list[Any]:
-        out: list[Any] = []
-        entry = self._driver.pop(op, None)
-        if entry is not None:
-            leader, pid = entry
-            done = ActionDone(pid, op, ok, reason[:512])
-            self._request(leader, done, lambda r, n, o: None, now, out)
-            # A member kept past its lease only by this action (its leader crashed while
-            # the migration ran) is free as soon as it ends; it waited for the next lease
-            # check, and the invariant checker could see it held beyond lease + 1 s.
-            if (
-                self.view is not None
-                and not self._driver
-                and self.lead is None
-                and self._holding is None
-                and now >= self.lease_until - 1e-9
-            ):
-                self.stats["lease_expired"] += 1
-                self._dissolve("lease expired", now, out, notify=False)
-            if self.view is None:
-                self._start_if_free(now, out)
-        return out
-
-    # -- outcomes ----------------------------------------------------------------------
-
-    def _on_outcome(self, src, sender, rid, msg: Outcome, now, out) -> None:
-        out.append(Send(src, rid, OutcomeAck(msg.event_id)))
-        self._outcome(msg, now, out)
-
-    def _outcome(self, msg: Outcome, now: float, out: list[Any]) -> None:
-        own = self.own.get(msg.event_id)
-        if own is None:
-            return  # a duplicate
-        if not msg.ok and own.event.kind == "launch" and own.attempts < self.config.launch_attempts:
-            own.in_flight = False
-            self._retry_launch(own, now)
-            return
-        del self.own[msg.event_id]
-        if not msg.ok and own.event.kind == "overload":
-            self._overload_hold = True  # re-detected at the monitor's next round
-        out.append(
-            Emit(
-                EventDone(
-                    msg.event_id,
-                    own.event.kind,
-                    msg.ok,
-                    msg.reason,
-                    own.started,
-                    now,
-                    msg.placed,
-                    msg.partition_size,
-                    msg.migrations,
-                )
-            )
-        )

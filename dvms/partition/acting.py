@@ -1,0 +1,198 @@
+"""Carrying out a partition's plan: the leader's side (one action per member, each
+started once every earlier action on one of its hosts has ended) and the member's side
+(a driver call per accepted action, its end reported with a retried ``ActionDone``).
+
+A mixin of ``PartitionCore`` (it uses the core's state, RPCs and timers); split out so
+that ``core.py`` reads as the ISP state machine alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dvms.effects import Emit, Send
+from dvms.overlay.messages import Contact
+from dvms.partition.events import DriverCall, PlanApplied
+from dvms.partition.messages import (
+    ActionAccepted,
+    ActionAck,
+    ActionDone,
+    CreateVm,
+    MigrateVm,
+    Outcome,
+)
+from dvms.partition.solve import SolveOutcome
+from dvms.partition.timers import T_ACTION
+
+__all__ = ["Acting"]
+
+
+class Acting:
+    # -- acting (leader) ------------------------------------------------------------------------
+
+    def _member_for_host(self, host: str) -> Contact | None:
+        lead, view = self.lead, self.view
+        assert lead is not None and view is not None
+        for m in view.members:
+            s = lead.states.get(m.node_id)
+            if s is not None and s.name == host:
+                return m
+        return None
+
+    def _start_actions(self, outcome: SolveOutcome, now: float, out: list[Any]) -> None:
+        lead = self.lead
+        assert lead is not None
+        actions = list(outcome.actions)
+        for i, a in enumerate(actions):
+            op = self.rng.getrandbits(63)
+            lead.ops[op] = a
+            lead.index[op] = i
+            hosts = {a.src, a.dst} - {None}
+            lead.blocked_by[op] = {
+                j
+                for j, b in enumerate(actions)
+                if j != i and b.end <= a.start and hosts & {b.src, b.dst}
+            }
+        self._launch_ready(now, out)
+
+    def _launch_ready(self, now: float, out: list[Any]) -> None:
+        lead = self.lead
+        assert lead is not None
+        finished = {lead.index[op] for op in lead.done_ops}
+        for op, a in list(lead.ops.items()):
+            if op in lead.started or lead.blocked_by[op] - finished:
+                continue
+            lead.started.add(op)
+            self._send_action(op, a, now, out)
+            if self.lead is not lead:
+                return  # the plan finished inside (an action failed synchronously)
+        if len(lead.done_ops) == len(lead.ops):
+            self._finish(now, out)
+
+    def _send_action(self, op: int, a: Any, now: float, out: list[Any]) -> None:
+        view = self.view
+        assert view is not None
+        if a.kind == "migrate":
+            src, dst = self._member_for_host(a.src), self._member_for_host(a.dst)
+            if src is None or dst is None:
+                self._action_result(op, False, f"{a.vm}: host left the partition", now, out)
+                return
+            ns, _, name = a.vm.rpartition("/")
+            msg: Any = MigrateVm(view.pid, op, name, ns, dst, a.dst)
+            target = src
+        else:  # boot (launch)
+            target = self._member_for_host(a.dst)
+            if target is None:
+                self._action_result(op, False, f"{a.vm}: host left the partition", now, out)
+                return
+            msg = CreateVm(view.pid, op, a.launch)
+
+        def on_reply(reply, now, out, op=op) -> None:
+            if reply is None:
+                self._action_result(op, False, "member did not answer", now, out)
+            elif not reply.ok:
+                self._action_result(op, False, reply.reason, now, out)
+            else:  # started: its end comes as ActionDone, or the deadline fails it
+                self._at(now + self.config.action_timeout_s, T_ACTION, op)
+
+        self._request(target, msg, on_reply, now, out)
+
+    def _on_action_done(self, src, sender, rid, msg: ActionDone, now, out) -> None:
+        out.append(Send(src, rid, ActionAck(msg.op)))
+        if self.lead is not None and self.view is not None and self.view.pid == msg.pid:
+            self._action_result(msg.op, msg.ok, msg.reason, now, out)
+
+    def _action_result(self, op: int, ok: bool, reason: str, now: float, out) -> None:
+        lead = self.lead
+        if lead is None or op in lead.done_ops or op not in lead.ops:
+            return
+        lead.done_ops.add(op)
+        if not ok:
+            lead.failed.append(reason or "action failed")
+            self.stats["action_failed"] += 1
+        else:
+            self.stats["actions"] += 1
+        self._launch_ready(now, out)
+
+    def _finish(self, now: float, out: list[Any]) -> None:
+        lead, view = self.lead, self.view
+        assert lead is not None and view is not None and lead.outcome is not None
+        ok = not lead.failed
+        reason = "; ".join(lead.failed)
+        migrations = sum(a.kind == "migrate" for a in lead.ops.values())
+        out.append(
+            Emit(
+                PlanApplied(
+                    view.pid,
+                    len(view.members),
+                    len(lead.ops),
+                    migrations,
+                    len(lead.failed),
+                    now - lead.acting_since,
+                )
+            )
+        )
+        for event in view.events:
+            names = {(v.namespace, v.name) for v in event.vms}
+            placed = tuple(p for p in lead.outcome.placed if (p.namespace, p.vm) in names)
+            msg = Outcome(event.event_id, ok, reason, placed, len(view.members), migrations)
+            if event.origin.node_id == self.me.node_id:
+                self._outcome(msg, now, out)
+            else:
+                self._request(event.origin, msg, lambda r, n, o: None, now, out)
+        self.stats["partitions_solved" if ok else "partitions_failed_acting"] += 1
+        self._dissolve("solved" if ok else "actions failed", now, out, notify=True)
+
+    # -- actions on this node ----------------------------------------------------------
+
+    def _member_of(self, pid: int) -> bool:
+        return self.view is not None and self.view.pid == pid
+
+    def _accept_action(self, src, sender, rid, pid: int, op: int, now, out) -> bool:
+        """Common checks of MigrateVm/CreateVm; True if a new driver call must start."""
+        if op in self._driver:  # a retransmission: it is already running
+            out.append(Send(src, rid, ActionAccepted(op, True)))
+            return False
+        if not self._member_of(pid):
+            out.append(Send(src, rid, ActionAccepted(op, False, "not a member")))
+            return False
+        self._driver[op] = (Contact(sender, src[0], src[1]), pid)
+        out.append(Send(src, rid, ActionAccepted(op, True)))
+        return True
+
+    def _on_migrate(self, src, sender, rid, msg: MigrateVm, now, out) -> None:
+        if self._accept_action(src, sender, rid, msg.pid, msg.op, now, out):
+            args = {
+                "vm": msg.vm,
+                "namespace": msg.namespace,
+                "dst_host": msg.dst_host,
+                "dst_addr": msg.dst.addr,
+            }
+            out.append(DriverCall(msg.op, "migrate", args))
+
+    def _on_create(self, src, sender, rid, msg: CreateVm, now, out) -> None:
+        if self._accept_action(src, sender, rid, msg.pid, msg.op, now, out):
+            out.append(DriverCall(msg.op, "create", {"vm": msg.vm}))
+
+    def on_driver_result(self, op: int, ok: bool, reason: str, *, now: float) -> list[Any]:
+        out: list[Any] = []
+        entry = self._driver.pop(op, None)
+        if entry is not None:
+            leader, pid = entry
+            done = ActionDone(pid, op, ok, reason[:512])
+            self._request(leader, done, lambda r, n, o: None, now, out)
+            # A member kept past its lease only by this action (its leader crashed while
+            # the migration ran) is free as soon as it ends; it waited for the next lease
+            # check, and the invariant checker could see it held beyond lease + 1 s.
+            if (
+                self.view is not None
+                and not self._driver
+                and self.lead is None
+                and self._holding is None
+                and now >= self.lease_until - 1e-9
+            ):
+                self.stats["lease_expired"] += 1
+                self._dissolve("lease expired", now, out, notify=False)
+            if self.view is None:
+                self._start_if_free(now, out)
+        return out

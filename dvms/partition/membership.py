@@ -1,0 +1,169 @@
+"""Partition membership on a member: adopting views, leases and keep-alives, dissolving,
+and what happens to the events a node originated when their partition ends.
+
+A mixin of ``PartitionCore`` (it uses the core's state and timers); split out so that
+``core.py`` reads as the ISP state machine alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dvms.effects import Emit, Send
+from dvms.partition.events import EventDone, PartitionReleased
+from dvms.partition.messages import (
+    Dissolve,
+    KeepAlive,
+    MemberState,
+    Outcome,
+    OutcomeAck,
+    PartitionView,
+    SetPartition,
+)
+from dvms.partition.timers import T_KEEPALIVE, T_LEASE
+
+__all__ = ["Membership"]
+
+
+class Membership:
+    # -- membership --------------------------------------------------------------------
+
+    def _on_set_partition(self, src, sender, rid, msg: SetPartition, now, out) -> None:
+        view = msg.view
+        mine = self.view
+        same = mine is not None and mine.pid == view.pid
+        # A new pid is adopted when we are free, or when it contains every member of our
+        # current partition (a merge absorbed it); a stale lineage is refused.
+        # A merge carries both partitions' events, so it must also carry ours: without
+        # that test a late SetPartition of a partition we had just left (reordered behind
+        # its Dissolve) "absorbed" the 1-node partition we had started since, and our own
+        # event stayed in flight forever (never reported, its overload never re-raised).
+        absorbs = (
+            mine is not None
+            and mine.member_ids() <= view.member_ids()
+            and {e.event_id for e in mine.events} <= {e.event_id for e in view.events}
+        )
+        if (mine is None and self._holding is None) or same or absorbs:
+            if same and mine is not None and view.version < mine.version:
+                out.append(Send(src, rid, MemberState(view.pid, view.version, self.local_state())))
+                return
+            if self.lead is not None and not same:
+                self.lead = None
+            if same and self.lead is not None and view.leader.node_id != self.me.node_id:
+                self.lead = None
+            self._adopt(view, now, out, "member")
+            out.append(Send(src, rid, MemberState(view.pid, view.version, self.local_state())))
+            return
+        self.stats["refused_membership"] += 1
+        out.append(Send(src, rid, MemberState(view.pid, view.version, None)))
+
+    def _on_keepalive(self, src, sender, rid, msg: KeepAlive, now, out) -> None:
+        if self.view is not None and self.view.pid == msg.pid:
+            self.lease_until = now + self.config.lease_s
+            self._at(self.lease_until, T_LEASE, msg.pid)
+
+    def _keepalive(self, pid: int, now: float, out: list[Any]) -> None:
+        """Leaders and ISP holders keep members' leases fresh."""
+        view = self.view if self.lead is not None else self._holding
+        if view is None or view.pid != pid:
+            return
+        for m in view.members:
+            if m.node_id != self.me.node_id:
+                out.append(Send(m.addr, 0, KeepAlive(view.pid, view.version)))
+        if self.view is not None and self.view.pid == pid:
+            self.lease_until = now + self.config.lease_s
+            self._at(self.lease_until, T_LEASE, pid)
+        self._at(now + self.config.keepalive_s, T_KEEPALIVE, pid)
+
+    def _check_lease(self, pid: int, now: float, out: list[Any]) -> None:
+        view = self.view
+        if view is None or view.pid != pid or now < self.lease_until - 1e-9:
+            return
+        if self.lead is not None or (self._holding is not None and self._holding.pid == pid):
+            return  # we hold it: our own keep-alives run
+        if self._driver:
+            # A migration on this host is still running for this partition: stay busy
+            # until it ends, or another partition could plan with a host in flux.
+            self._at(now + self.config.lease_check_s, T_LEASE, pid)
+            return
+        self.stats["lease_expired"] += 1
+        self._dissolve("lease expired", now, out, notify=False)
+
+    def _on_dissolve(self, src, sender, rid, msg: Dissolve, now, out) -> None:
+        if self.view is not None and self.view.pid == msg.pid and self.lead is None:
+            self._dissolve(msg.reason, now, out, notify=False)
+
+    def _dissolve_view(self, view: PartitionView, reason: str, now: float, out) -> None:
+        if self.view is not None and self.view.pid == view.pid:
+            self._dissolve(reason, now, out, notify=True)
+
+    def _dissolve(self, reason: str, now: float, out: list[Any], *, notify: bool) -> None:
+        view = self.view
+        if view is None:
+            return
+        if notify:
+            for m in view.members:
+                if m.node_id != self.me.node_id:
+                    out.append(Send(m.addr, 0, Dissolve(view.pid, reason[:256])))
+        self.view = None
+        self.lead = None
+        self.locked_for_fusion = False
+        out.append(Emit(PartitionReleased(view.pid, reason)))
+        # Events we originated in it are now orphaned unless an Outcome arrives. (A copy:
+        # _orphaned deletes failed events, which raised "dictionary changed size during
+        # iteration" whenever an initiator's lease expired or a Dissolve reached it.)
+        for own in list(self.own.values()):
+            if own.in_flight and any(e.event_id == own.event.event_id for e in view.events):
+                self._orphaned(own, reason, now, out)
+        if self._holding is None:
+            self._start_if_free(now, out)
+
+    def _orphaned(self, own: Any, reason: str, now: float, out: list[Any]) -> None:
+        """Our event's partition is gone without an outcome: retry or give up."""
+        own.in_flight = False
+        event = own.event
+        if reason == "solved":
+            return  # the Outcome is on its way
+        if event.kind == "launch" and own.attempts < self.config.launch_attempts:
+            self._retry_launch(own, now)
+            return
+        if event.kind == "overload":
+            del self.own[event.event_id]  # the monitor re-raises it if still true
+            self._overload_hold = True
+            out.append(Emit(EventDone(event.event_id, "overload", False, reason, own.started, now)))
+            return
+        del self.own[event.event_id]
+        out.append(Emit(EventDone(event.event_id, event.kind, False, reason, own.started, now)))
+
+    # -- outcomes ----------------------------------------------------------------------
+
+    def _on_outcome(self, src, sender, rid, msg: Outcome, now, out) -> None:
+        out.append(Send(src, rid, OutcomeAck(msg.event_id)))
+        self._outcome(msg, now, out)
+
+    def _outcome(self, msg: Outcome, now: float, out: list[Any]) -> None:
+        own = self.own.get(msg.event_id)
+        if own is None:
+            return  # a duplicate
+        if not msg.ok and own.event.kind == "launch" and own.attempts < self.config.launch_attempts:
+            own.in_flight = False
+            self._retry_launch(own, now)
+            return
+        del self.own[msg.event_id]
+        if not msg.ok and own.event.kind == "overload":
+            self._overload_hold = True  # re-detected at the monitor's next round
+        out.append(
+            Emit(
+                EventDone(
+                    msg.event_id,
+                    own.event.kind,
+                    msg.ok,
+                    msg.reason,
+                    own.started,
+                    now,
+                    msg.placed,
+                    msg.partition_size,
+                    msg.migrations,
+                )
+            )
+        )

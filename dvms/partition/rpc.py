@@ -1,0 +1,66 @@
+"""Requests with retries for the partition core: each request gets a fresh request id per
+attempt, a timeout that starts from the overlay's RTT estimate of the peer and doubles,
+and exactly one outcome (the reply, or None once every attempt timed out).
+
+A mixin of ``PartitionCore`` (it uses the core's RNG, timers and overlay).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dvms.effects import Address, Send
+from dvms.overlay.messages import Contact
+from dvms.partition.timers import T_RPC
+
+__all__ = ["PendingRequest", "Rpc"]
+
+
+class PendingRequest:
+    __slots__ = ("attempts", "dst", "msg", "on_reply", "peer", "rids")
+
+    def __init__(self, dst: Address, peer: int | None, msg: Any, on_reply) -> None:
+        self.dst = dst
+        self.peer = peer
+        self.msg = msg
+        self.on_reply = on_reply  # called with (reply msg or None on failure, now, out)
+        self.attempts = 0
+        self.rids: list[int] = []
+
+
+class Rpc:
+    # -- RPC ---------------------------------------------------------------------------
+
+    def _request(self, peer: Contact, msg: Any, on_reply, now: float, out: list[Any]) -> None:
+        rpc = PendingRequest(peer.addr, peer.node_id, msg, on_reply)
+        self._transmit(rpc, now, out)
+
+    def _transmit(self, rpc: PendingRequest, now: float, out: list[Any]) -> None:
+        rid = self.rng.getrandbits(64)
+        rpc.attempts += 1
+        rpc.rids.append(rid)
+        self._rpcs[rid] = rpc
+        base = self.overlay.table.rto(rpc.peer) if rpc.peer is not None else None
+        timeout = max(base or 0.0, self.config.rpc_timeout_s) * 2 ** (rpc.attempts - 1)
+        self._at(now + timeout, T_RPC, rpc)
+        out.append(Send(rpc.dst, rid, rpc.msg))
+
+    def _rpc_timeout(self, rpc: PendingRequest, now: float, out: list[Any]) -> None:
+        if not rpc.rids or rpc.rids[-1] not in self._rpcs:
+            return  # answered
+        if rpc.attempts < self.config.rpc_attempts:
+            self._transmit(rpc, now, out)
+            return
+        for r in rpc.rids:
+            self._rpcs.pop(r, None)
+        self.stats["rpc_failed"] += 1
+        rpc.on_reply(None, now, out)
+
+    def _on_reply(self, src, sender, rid, msg, now, out) -> None:
+        rpc = self._rpcs.get(rid)
+        if rpc is None or rpc.dst != src or (rpc.peer is not None and rpc.peer != sender):
+            self.stats["unexpected_response"] += 1
+            return
+        for r in rpc.rids:
+            self._rpcs.pop(r, None)
+        rpc.on_reply(msg, now, out)
