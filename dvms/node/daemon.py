@@ -43,6 +43,9 @@ __all__ = ["TEST_HOST_XML", "build_runner", "load_identity", "run_node", "write_
 
 log = logging.getLogger("dvms.node")
 
+#: How long SIGTERM waits for a plan being applied on this node before releasing, s.
+STOP_GRACE_S = 30.0
+
 
 def load_identity(state_dir: Path) -> Identity:
     path = state_dir / "identity.key"
@@ -135,14 +138,27 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
         async with trio.open_nursery() as nursery:
             await nursery.start(runner.run, seeds)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)
-            nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner)
             task_status.started(addr)
     log.info("node stopped")
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
+async def _stop_on_signal(scope: trio.CancelScope, runner: NodeRunner) -> None:
+    """First SIGTERM/SIGINT: finish or release partitions, then exit; a second one exits
+    at once."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for sig in signals:
-            log.info("received %s, stopping", signal.Signals(sig).name)
+            log.info("received %s, releasing partitions and stopping", signal.Signals(sig).name)
+            async with trio.open_nursery() as inner:
+
+                async def second_signal() -> None:
+                    async for _ in signals:
+                        log.info("second signal: stopping now")
+                        inner.cancel_scope.cancel()
+                        return
+
+                inner.start_soon(second_signal)
+                await runner.stop(STOP_GRACE_S)
+                inner.cancel_scope.cancel()
             scope.cancel()
             return

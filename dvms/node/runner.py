@@ -110,6 +110,14 @@ class NodeRunner(OverlayNode):
             await nursery.start(super().run, seeds)
             task_status.started()
 
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """SIGTERM: let a plan being applied here finish (at most ``grace_s``), then
+        release the partition (members told at once) and fail our pending events."""
+        with trio.move_on_after(grace_s):
+            while self.partition.acting():
+                await trio.sleep(0.05)
+        await self._apply(self.partition.shutdown(now=trio.current_time()))
+
     async def _monitor_loop(self) -> None:
         while True:
             await trio.sleep(self.monitor_period_s)

@@ -182,6 +182,7 @@ class PartitionCore(Rpc, Membership, Acting):
         self._driver: dict[int, tuple[Contact, int]] = {}  # running op -> (leader, pid)
         self._holding: PartitionView | None = None  # an Isp we are passing on
         self._skip: set[int] = set()  # the ISP's skip set while we lead
+        self.stopping = False  # shutdown() was called: start nothing new
         self._hops = 0
         # Set when an overload event of ours failed: the next one waits for the monitor's
         # next round. Without it, _dissolve -> _start_if_free re-raised the overload the
@@ -291,7 +292,7 @@ class PartitionCore(Rpc, Membership, Acting):
         return capacity > 0 and sum(round(v.cpu_demand * 1000) for v in s.vms) > capacity
 
     def _start_if_free(self, now: float, out: list[Any]) -> None:
-        if self.view is not None or self._holding is not None:
+        if self.view is not None or self._holding is not None or self.stopping:
             return
         if self.queue:
             event = self.own[self.queue.popleft()].event

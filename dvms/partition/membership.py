@@ -167,3 +167,30 @@ class Membership:
                 )
             )
         )
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def acting(self) -> bool:
+        """A plan of ours is being applied, or a driver call runs on this node: a
+        stopping daemon should let it finish (within a grace period) before ``shutdown``."""
+        lead = self.lead
+        return bool(self._driver) or (lead is not None and lead.phase == "acting")
+
+    def shutdown(self, *, now: float) -> list[Any]:
+        """The node stops. A partition it leads or whose ISP it holds is dissolved with
+        every member told (freed now, not after a lease); as a plain member it just
+        leaves (its leader drops it when it stops answering). Events it originated end
+        as failed, and nothing new starts."""
+        out: list[Any] = []
+        self.stopping = True
+        if self.view is not None:
+            holds = self.lead is not None or self._holding is not None
+            self._dissolve("node shutting down", now, out, notify=holds)
+        self.queue.clear()
+        for event_id, own in list(self.own.items()):
+            kind = own.event.kind
+            out.append(
+                Emit(EventDone(event_id, kind, False, "node shutting down", own.started, now))
+            )
+        self.own.clear()
+        return out
