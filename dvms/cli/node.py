@@ -110,8 +110,10 @@ def show(args: argparse.Namespace, cmd: str) -> int:
 
 
 def print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    cells = [[str(r.get(c, "")) if r.get(c) is not None else "-" for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for row in cells:
-        print(" | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    """Print ``rows`` in minimega's table layout (the namespace renderer's), missing
+    values as ``-``; like minimega, an empty table prints nothing."""
+    from dvms.namespace.effects import Table
+    from dvms.namespace.render import render_table
+
+    cells = tuple(tuple("-" if r.get(c) is None else str(r[c]) for c in columns) for r in rows)
+    print(render_table(Table(columns, cells)), end="")
