@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from dvms.node import debugcmd
 from dvms.node.config import NodeConfig
 from dvms.node.control import ControlError
 from dvms.node.messages import HostQuery, HostReply, Killed, KillVms, PartitionsQuery
@@ -89,6 +90,7 @@ class Daemon:
             "rtt": self.rtt,
             "ns": self.ns,
         }
+        self.commands.update(debugcmd.commands(self))
         self.namespaces = NamespaceService(runner)
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> Any:
