@@ -30,6 +30,7 @@ __all__ = [
     "validate_host_name",
     "validate_namespace_name",
     "validate_vm_name",
+    "vm_key",
 ]
 
 #: Longest VM or namespace name accepted.
@@ -97,3 +98,10 @@ def validate_namespace_name(name: object) -> str:
 def validate_host_name(name: object) -> str:
     """Return ``name`` if it is a plausible host name, else raise ``InvalidName``."""
     return _check_chars(name, "host", MAX_HOST_NAME)
+
+
+def vm_key(name: str, namespace: str = "") -> str:
+    """The name a hypervisor knows a VM by: ``NAMESPACE:NAME`` (``:`` is not allowed in
+    VM or namespace names), or ``NAME`` outside namespaces. The same VM name may so
+    exist in two namespaces on one host."""
+    return f"{namespace}:{name}" if namespace else name

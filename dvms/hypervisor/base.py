@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dvms.names import vm_key
+
 if TYPE_CHECKING:
     import trio
 
@@ -36,6 +38,7 @@ __all__ = [
     "available_backends",
     "open_hypervisor",
     "register_backend",
+    "vm_key",
 ]
 
 
@@ -95,6 +98,11 @@ class VmInfo:
     cpu_time_s: float = 0.0
     cpu_demand: float | None = None  # fraction of the VM's vCPUs in use (sim only)
 
+    @property
+    def key(self) -> str:
+        """What to pass to the hypervisor's methods for this VM (``vm_key``)."""
+        return vm_key(self.name, self.namespace)
+
 
 @dataclass(frozen=True, slots=True)
 class MigrationResult:
@@ -137,6 +145,18 @@ class Hypervisor(ABC):
     @abstractmethod
     async def undefine(self, name: str) -> None:
         """Forget an inactive VM's definition."""
+
+    @abstractmethod
+    async def suspend(self, name: str) -> None:
+        """Pause a running VM (minimega ``vm stop``)."""
+
+    @abstractmethod
+    async def resume(self, name: str) -> None:
+        """Run a paused VM again (minimega ``vm start``)."""
+
+    @abstractmethod
+    async def start(self, name: str) -> None:
+        """Boot a defined VM that is shut off (minimega ``vm start`` of a QUIT VM)."""
 
     @abstractmethod
     async def migrate(

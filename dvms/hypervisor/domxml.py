@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dvms.hypervisor.errors import InvalidSpec
-from dvms.names import InvalidName, validate_namespace_name, validate_vm_name
+from dvms.names import InvalidName, validate_namespace_name, validate_vm_name, vm_key
 from dvms.placement.spec import VmSpec
 
 __all__ = [
@@ -177,7 +177,7 @@ def _devices(dom: ET.Element, spec: VmSpec, cfg: DomainConfig) -> None:
         _sub(iface, "model", type=cfg.nic_model)
     if cfg.serial_log_dir:
         serial = _sub(dev, "serial", type="file")
-        path = f"{cfg.serial_log_dir.rstrip('/')}/{spec.name}.log"
+        path = f"{cfg.serial_log_dir.rstrip('/')}/{vm_key(spec.name, spec.namespace)}.log"
         _sub(serial, "source", path=_check_text(path, "serial log path", spec.name), append="on")
         _sub(serial, "target", port="0")
     else:
@@ -195,7 +195,7 @@ def domain_xml(spec: VmSpec, cfg: DomainConfig | None = None) -> str:
     check_vm_name(spec.name)
     check_namespace_name(spec.namespace)
     dom = ET.Element("domain", {"type": cfg.domain_type})
-    _sub(dom, "name", spec.name)
+    _sub(dom, "name", vm_key(spec.name, spec.namespace))
     _sub(dom, "uuid", vm_uuid(spec))
     meta = _sub(dom, "metadata")
     vm_meta = ET.SubElement(meta, f"{{{METADATA_NS}}}vm", {"namespace": spec.namespace})

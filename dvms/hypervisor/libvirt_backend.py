@@ -52,6 +52,7 @@ from dvms.hypervisor.errors import (
     from_libvirt_exception,
 )
 from dvms.hypervisor.stats import HostStats, NodeInfo, commitments, local_stats
+from dvms.names import vm_key
 from dvms.placement.spec import VmSpec
 
 __all__ = ["LibvirtConfig", "LibvirtHypervisor", "open_libvirt"]
@@ -244,13 +245,15 @@ class LibvirtHypervisor(Hypervisor):
     # -- lifecycle ------------------------------------------------------------------------
     async def create(self, spec: VmSpec) -> VmInfo:
         xml = domain_xml(spec, self.domain_config)  # raises InvalidSpec before any I/O
+        key = vm_key(spec.name, spec.namespace)
+        where = f" in namespace {spec.namespace}" if spec.namespace else ""
 
         def create(conn: Any) -> None:
             # defineXML would silently *redefine* an existing VM, so refuse first
-            if spec.name in {d.name() for d in conn.listAllDomains(0)}:
+            if key in {d.name() for d in conn.listAllDomains(0)}:
                 raise AlreadyExists(
                     f"create vm {spec.name!r} on {self.host}: a VM with this name already "
-                    "exists on this host",
+                    f"exists on this host{where}",
                     vm=spec.name,
                     host=self.host,
                 )
@@ -262,7 +265,7 @@ class LibvirtHypervisor(Hypervisor):
                 raise
 
         await self._run(create, "create", spec.name)
-        return await self.info(spec.name)
+        return await self.info(key)
 
     async def shutdown(self, name: str) -> None:
         await self._run(lambda c: c.lookupByName(name).shutdown(), "shut down", name)
@@ -273,12 +276,24 @@ class LibvirtHypervisor(Hypervisor):
     async def undefine(self, name: str) -> None:
         await self._run(lambda c: c.lookupByName(name).undefine(), "undefine", name)
 
+    async def suspend(self, name: str) -> None:
+        await self._run(lambda c: c.lookupByName(name).suspend(), "pause", name)
+
+    async def resume(self, name: str) -> None:
+        await self._run(lambda c: c.lookupByName(name).resume(), "resume", name)
+
+    async def start(self, name: str) -> None:
+        await self._run(lambda c: c.lookupByName(name).create(), "start", name)
+
     # -- queries --------------------------------------------------------------------------
     def _vm_info(self, dom: Any) -> VmInfo:
         state, max_kib, _mem, vcpus, cpu_ns = dom.info()
         namespace, _tags = parse_metadata(dom.XMLDesc(0))
+        name = dom.name()
+        if namespace and name.startswith(namespace + ":"):
+            name = name[len(namespace) + 1 :]
         return VmInfo(
-            name=dom.name(),
+            name=name,
             host=self.host,
             state=_STATES.get(state, VmState.UNKNOWN),
             vcpus=int(vcpus),

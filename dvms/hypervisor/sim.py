@@ -211,6 +211,24 @@ class SimCluster:
         self.where.pop(name, None)
         return [LifecycleEvent(host, name, EventKind.UNDEFINED, at=now)]
 
+    def set_state(self, host: str, name: str, want: VmState, *, now: float) -> list[LifecycleEvent]:
+        """Pause (``PAUSED``), resume or boot (``RUNNING``) a VM."""
+        vm = self._vm(host, name)
+        allowed = {
+            VmState.PAUSED: (VmState.RUNNING,),
+            VmState.RUNNING: (VmState.PAUSED, VmState.SHUTOFF),
+        }[want]
+        if vm.state not in allowed:
+            raise InvalidState(f"vm {name!r} on {host}: {vm.state.value}", vm=name, host=host)
+        kind = {
+            VmState.PAUSED: EventKind.SUSPENDED,
+            VmState.RUNNING: EventKind.RESUMED if vm.state is VmState.PAUSED else EventKind.STARTED,
+        }[want]
+        vm.state = want
+        if want is VmState.PAUSED:
+            vm.cpu_demand = 0.0
+        return [LifecycleEvent(host, name, kind, at=now)]
+
     def set_cpu_demand(self, name: str, demand: float, *, now: float) -> None:
         """Load injector input: fraction (0..1) of the VM's vCPUs it wants."""
         host = self.locate(name)
@@ -351,6 +369,15 @@ class SimHypervisor(Hypervisor):
 
     async def undefine(self, name: str) -> None:
         self._publish(self.cluster.undefine(self.host, name, now=self._now()))
+
+    async def suspend(self, name: str) -> None:
+        self._publish(self.cluster.set_state(self.host, name, VmState.PAUSED, now=self._now()))
+
+    async def resume(self, name: str) -> None:
+        self._publish(self.cluster.set_state(self.host, name, VmState.RUNNING, now=self._now()))
+
+    async def start(self, name: str) -> None:
+        self._publish(self.cluster.set_state(self.host, name, VmState.RUNNING, now=self._now()))
 
     async def migrate(
         self, name: str, dest: Hypervisor, *, copy_storage: bool = False

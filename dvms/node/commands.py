@@ -19,11 +19,13 @@ from typing import Any
 
 import trio
 
+from dvms.hypervisor.net import Reconciler, open_net_backend
 from dvms.node import debugcmd
 from dvms.node.config import NodeConfig
 from dvms.node.control import ControlError
 from dvms.node.messages import HostQuery, HostReply, Killed, KillVms, PartitionsQuery
 from dvms.node.nscmd import NamespaceService
+from dvms.node.nseffects import HostSide
 from dvms.node.partlog import merge_rows
 from dvms.node.runner import NodeRunner
 from dvms.partition.messages import LaunchVm, WireConstraint
@@ -92,6 +94,8 @@ class Daemon:
         }
         self.commands.update(debugcmd.commands(self))
         self.namespaces = NamespaceService(runner)
+        net = Reconciler(open_net_backend(cfg.network_backend))
+        self.host_side = HostSide(runner, self.namespaces, net)
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> Any:
         fn = self.commands.get(cmd)

@@ -12,6 +12,7 @@ Example ``node.toml``::
     recruitment = "vivaldi"        # partition recruitment: vivaldi | ring | random
     host_cpus = 8                  # size of the default test:/// host
     host_memory_mib = 16384
+    network = ""                   # ns bridge backend: pyroute2 | fake; "" = by hypervisor
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = ["ConfigError", "NodeConfig", "load_config", "parse_hostport"]
 
 PROFILES = ("lan", "wan", "local")
 RECRUITMENT = ("vivaldi", "ring", "random")
+NETWORKS = ("", "pyroute2", "fake")
 
 
 class ConfigError(ValueError):
@@ -74,6 +76,10 @@ class NodeConfig:
     #: Logical CPUs and memory (MiB) of the default test host.
     host_cpus: int = 8
     host_memory_mib: int = 16384
+    #: Backend of ``ns bridge`` networks: "pyroute2" (Linux bridges and VXLAN/GRE
+    #: tunnels, needs root) or "fake" (in memory: test hosts touch no real interface).
+    #: "" (default): "fake" on a ``test:///`` hypervisor, else "pyroute2".
+    network: str = ""
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")
@@ -85,6 +91,8 @@ class NodeConfig:
             raise ConfigError(
                 f"recruitment must be one of {', '.join(RECRUITMENT)}, not {self.recruitment!r}"
             )
+        if self.network not in NETWORKS:
+            raise ConfigError(f"network must be pyroute2 or fake, not {self.network!r}")
         if self.host_cpus < 1 or self.host_memory_mib < 1:
             raise ConfigError("host_cpus and host_memory_mib must be at least 1")
 
@@ -95,6 +103,12 @@ class NodeConfig:
     @property
     def control_socket(self) -> Path:
         return Path(self.state_dir) / "dvms.sock"
+
+    @property
+    def network_backend(self) -> str:
+        if self.network:
+            return self.network
+        return "fake" if self.hypervisor_uri.startswith("test:") else "pyroute2"
 
     @property
     def hypervisor_uri(self) -> str:

@@ -24,6 +24,7 @@ from dvms.node.commands import Daemon
 from dvms.node.config import NodeConfig, parse_hostport
 from dvms.node.control import serve_control
 from dvms.node.core import NodeCore
+from dvms.node.dhtstate import state_validators
 from dvms.node.messages import register_node_messages
 from dvms.node.monitor import HostMonitor
 from dvms.node.runner import NodeRunner
@@ -92,7 +93,7 @@ def build_runner(
         _kademlia_profile(cfg.profile),
         rng,
         vivaldi=VivaldiClient(VivaldiConfig(), random.Random(rng.getrandbits(64))),
-        validators=ValidatorRegistry(),
+        validators=state_validators(ValidatorRegistry()),
         now=now,
     )
     monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri)
@@ -107,7 +108,13 @@ def build_runner(
     registry = register_node_messages(
         register_partition_messages(register_overlay_messages(MessageRegistry()))
     )
-    return NodeRunner(NodeCore(overlay, partition), transport, WireCodec(key, registry), monitor)
+    return NodeRunner(
+        NodeCore(overlay, partition),
+        transport,
+        WireCodec(key, registry),
+        monitor,
+        identity=ident,
+    )
 
 
 async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

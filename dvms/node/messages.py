@@ -1,4 +1,4 @@
-"""Node control-plane messages (type codes 64-79): what one daemon asks another on a
+"""Node control-plane messages (type codes 64-95): what one daemon asks another on a
 user's behalf. Unlike the protocol messages these are answered by the Trio layer
 (``dvms.node.runner``), because answering them means asking the hypervisor.
 
@@ -8,6 +8,12 @@ user's behalf. Unlike the protocol messages these are answered by the Trio layer
     KillVms(namespace, names)       -> Killed(host, killed, errors)
     AdoptVm(vm)                     -> Adopted(ok, reason)       migration emulation
     PartitionsQuery()               -> PartitionsReply(host, rows)
+    StateRead(name)                 -> StateValue(record)        the arbiter of a state
+    StateCas(record)                -> StateCasReply(ok, seq)    head (node/dhtstate.py)
+    VmOp(namespace, op, names)      -> VmOpDone(host, done, errors)
+    MoveVm(namespace, name, dst)    -> Adopted(ok, reason)       ``vm migrate``
+    RunCmd(namespace, words)        -> RunOutput(host, ok, text) ``ns run``
+    NetOp(namespace, bridge, ...)   -> VmOpDone                  ``ns bridge``
 
 ``namespace`` None means every namespace. Every request is retried by the asker until
 answered or given up; answering twice is harmless (``KillVms`` of a VM already gone is
@@ -19,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from dvms.overlay.messages import Record
 from dvms.partition.messages import LaunchVm
 from dvms.wire.envelope import MessageRegistry
 from dvms.wire.schema import MaxLen, Range
@@ -31,9 +38,19 @@ __all__ = [
     "HostReply",
     "KillVms",
     "Killed",
+    "MoveVm",
+    "NetOp",
     "PartitionRow",
     "PartitionsQuery",
     "PartitionsReply",
+    "RunCmd",
+    "RunOutput",
+    "StateCas",
+    "StateCasReply",
+    "StateRead",
+    "StateValue",
+    "VmOp",
+    "VmOpDone",
     "VmRow",
     "register_node_messages",
 ]
@@ -126,6 +143,92 @@ class PartitionsReply:
     rows: Annotated[tuple[PartitionRow, ...], MaxLen(256)]
 
 
+@dataclass(frozen=True, slots=True)
+class StateRead:
+    """Ask the arbiter of a state head for its current version."""
+
+    name: Annotated[str, MaxLen(256)]
+
+
+@dataclass(frozen=True, slots=True)
+class StateValue:
+    record: Record | None
+
+
+@dataclass(frozen=True, slots=True)
+class StateCas:
+    """Store ``record`` if the arbiter holds version ``record.seq - 1`` (0: none)."""
+
+    record: Record
+
+
+@dataclass(frozen=True, slots=True)
+class StateCasReply:
+    ok: bool
+    #: the version the arbiter holds after the call
+    seq: Annotated[int, Range(0, 2**63 - 1)]
+    reason: Text = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VmOp:
+    """minimega's VM verbs on this host's VMs of ``namespace``: ``start`` (resume or
+    boot), ``stop`` (pause), ``kill`` (power off, keep the definition: QUIT),
+    ``flush`` (forget QUIT/ERROR VMs), ``clear`` (kill + forget every VM of the
+    namespace here, and its bridges)."""
+
+    namespace: Name
+    op: Annotated[str, MaxLen(8)]
+    names: Annotated[tuple[Name, ...], MaxLen(4096)] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VmOpDone:
+    host: Name
+    done: Annotated[tuple[Name, ...], MaxLen(4096)]
+    errors: Annotated[tuple[Text, ...], MaxLen(64)] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MoveVm:
+    """Migrate ``namespace/name`` from this host to ``dst_host`` at ``dst``; answered
+    with ``Adopted`` once it runs there (or why not)."""
+
+    namespace: Name
+    name: Name
+    dst_host: Name
+    dst_ip: Annotated[str, MaxLen(64)]
+    dst_port: Annotated[int, Range(1, 65535)]
+
+
+@dataclass(frozen=True, slots=True)
+class RunCmd:
+    """``ns run``: run ``words`` here, in ``namespace``, as a command from a peer."""
+
+    namespace: Name
+    words: Annotated[tuple[Text, ...], MaxLen(256)]
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutput:
+    host: Name
+    ok: bool
+    text: Annotated[str, MaxLen(48_000)]
+
+
+@dataclass(frozen=True, slots=True)
+class NetOp:
+    """Make (``delete`` False) or remove this host's part of ``namespace``'s bridge
+    ``bridge``: the bridge plus ``kind`` tunnels (key ``key``) to ``peers``."""
+
+    namespace: Name
+    bridge: Name
+    kind: Annotated[str, MaxLen(8)]
+    key: Annotated[int, Range(0, 2**24 - 1)]
+    peers: Annotated[tuple[Annotated[str, MaxLen(64)], ...], MaxLen(1024)] = ()
+    delete: bool = False
+
+
 NODE_MESSAGES: dict[int, type] = {
     64: HostQuery,
     65: HostReply,
@@ -135,10 +238,24 @@ NODE_MESSAGES: dict[int, type] = {
     69: Adopted,
     70: PartitionsQuery,
     71: PartitionsReply,
+    72: StateRead,
+    73: StateValue,
+    74: StateCas,
+    75: StateCasReply,
+    76: VmOp,
+    77: VmOpDone,
+    78: MoveVm,
+    79: RunCmd,
+    80: RunOutput,
+    81: NetOp,
 }
 
-REQUESTS = (HostQuery, KillVms, AdoptVm, PartitionsQuery)
-RESPONSES = (HostReply, Killed, Adopted, PartitionsReply)
+REQUESTS = (
+    HostQuery, KillVms, AdoptVm, PartitionsQuery, StateRead, StateCas, VmOp, MoveVm, RunCmd, NetOp
+)  # fmt: skip
+RESPONSES = (
+    HostReply, Killed, Adopted, PartitionsReply, StateValue, StateCasReply, VmOpDone, RunOutput
+)  # fmt: skip
 
 
 def register_node_messages(registry: MessageRegistry) -> MessageRegistry:

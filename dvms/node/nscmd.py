@@ -1,18 +1,19 @@
-"""minimega's namespace API on a daemon: ``dvms.namespace.execute`` with the cluster as
-the hypervisors report it, and its effects carried out through partitions.
+"""minimega's namespace API on a daemon: ``dvms.namespace.execute`` over namespace state
+kept in the DHT (``dvms/node/dhtstate.py``), with its effects carried out on the hosts.
 
 ::
 
-    words --gather HostQuery--> Cluster(hosts, vms, local) --execute--> Result
-    Launch(ns, vms on assigned hosts) --> one partition launch event whose VMs are pinned
-        (a fence each) to the interpreter's hosts --> launch_finished(failed=...)
-    Kill(ns, vms)                    --> KillVms to every node
+    words --> names it touches --read (arbiters)--> State --execute(Cluster)--> Result
+          --> changed namespaces written back (compare-and-swap; a lost race re-runs the
+              command on the fresh state) --> effects on the hosts (nseffects.py)
 
-The namespace state (hosts, VM configs, queue, schedule status) and the active namespace
-are kept by the node you talk to, in memory. Not yet: replication of the state in DHT
-records (another node does not see this node's namespaces), and the effects Start, Stop,
-Flush, Migrate, SetBridge, DelBridge, ClearNamespace, RunOnHosts: a command that would
-produce one is refused with its state unchanged.
+State records: ``ns/NAME`` (one ``Namespace.to_record()``; None once cleared) and
+``nsindex/all`` (the sorted names of every namespace). Any node reads and writes them;
+the active namespace is kept by the node you talk to, as minimega keeps it per process.
+
+Before a command runs, the namespace's VM table is brought up to what the hosts report
+(host and state of each VM; VMs gone from every host that answered are forgotten), so a
+VM moved by a DVMS partition shows on its new host.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import trio
+
 from dvms.namespace import (
     Cluster,
     Context,
-    Kill,
-    Launch,
     Result,
     Session,
     State,
@@ -35,27 +36,46 @@ from dvms.namespace import (
     render_json,
     render_text,
 )
-from dvms.node.messages import HostQuery, HostReply, KillVms
+from dvms.namespace.config import RecordError, VmConfig
+from dvms.namespace.effects import SOURCE_MESHAGE, SOURCE_USER
+from dvms.namespace.schedule import forget_vms, report_vms
+from dvms.namespace.state import Namespace, VmRecord, with_vms
+from dvms.node.dhtstate import UNCHANGED, Conflict, StateError
+from dvms.node.messages import HostQuery, HostReply
+from dvms.node.nseffects import EffectRunner, minimega_state
 from dvms.node.runner import NodeRunner
-from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.placement import Host, Vm
+from dvms.ranges import natural_key
 
-__all__ = ["NamespaceService"]
+__all__ = ["INDEX", "NamespaceService", "ns_record"]
 
-_SUPPORTED = (Launch, Kill)
+#: The record listing every namespace name.
+INDEX = "nsindex/all"
+
+
+def ns_record(name: str) -> str:
+    return f"ns/{name}"
 
 
 class NamespaceService:
-    def __init__(self, runner: NodeRunner) -> None:
+    def __init__(self, runner: NodeRunner, *, attempts: int = 8) -> None:
         self.runner = runner
-        self.state = State()
+        self.state = runner.state
         self.session = Session()
+        self.effects = EffectRunner(runner, self)
+        self.attempts = attempts
         self._rng = random.Random()
+        self._reports: dict[tuple[str, str], tuple[str, str, int, int]] = {}
+        #: what ``ns run`` gathered from the hosts during the current command
+        self.run_output = ""
 
-    async def cluster(self) -> Cluster:
+    # -- the cluster as hosts report it ------------------------------------------------
+
+    async def cluster(self) -> tuple[Cluster, set[str]]:
+        """(the cluster, names of the hosts that answered)."""
         replies, _ = await self.runner.gather(HostQuery(None))
         hosts = [r for r in replies if isinstance(r, HostReply)]
-        return Cluster(
+        cluster = Cluster(
             hosts=tuple(Host(h.name, cpus=h.cpus, memory_mib=h.memory_mib) for h in hosts),
             vms=tuple(
                 Vm(v.name, v.namespace, v.vcpus, v.memory_mib, host=h.name)
@@ -64,63 +84,184 @@ class NamespaceService:
             ),
             local=self.runner.monitor.name,
         )
+        reports = {
+            (v.namespace, v.name): (h.name, minimega_state(v.state), v.vcpus, v.memory_mib)
+            for h in hosts
+            for v in h.vms
+        }
+        answered = {h.name for h in hosts if not h.truncated}
+        self._reports = reports
+        return cluster, answered
+
+    # -- reading and writing namespaces ------------------------------------------------
+
+    async def read(self, name: str) -> tuple[Namespace | None, int]:
+        cur = await self.state.read(ns_record(name))
+        if cur.value is None:
+            return None, cur.seq
+        try:
+            return Namespace.from_record(cur.value), cur.seq
+        except RecordError as exc:
+            raise StateError(f"namespace {name}: corrupt record ({exc})") from None
+
+    async def names(self) -> list[str]:
+        cur = await self.state.read(INDEX)
+        return sorted(cur.value or [])
+
+    def _touched(self, words: list[str], known: list[str], session: Session) -> set[str]:
+        names = {session.active}
+        if len(words) >= 2 and words[0] == "namespace":
+            names.add(words[1])
+        if words == ["namespace"] or words[:3] == ["clear", "namespace", "all"]:
+            names |= set(known)
+        if words[:2] == ["clear", "namespace"] and len(words) == 3:
+            names.add(words[2])
+        return names
+
+    # -- one command -------------------------------------------------------------------
 
     async def execute(self, words: list[str]) -> dict[str, Any]:
-        ctx = Context(
-            self.state,
-            await self.cluster(),
-            self.session,
-            now=time.time(),
-            bridge_key=self._rng.getrandbits(24),
-        )
-        result = execute(words, ctx)
-        unsupported = sorted({type(e).__name__ for e in result.effects} - _names(_SUPPORTED))
-        if result.ok and unsupported:
-            result = Result(
-                ctx.state,
-                ctx.session,
-                error=f"not supported by the daemon yet: {', '.join(unsupported)}",
-            )
-        if result.ok:
-            self.state, self.session = result.state, result.session
-        errors: list[str] = []
-        for eff in result.effects:
-            if isinstance(eff, Launch):
-                errors += await self._launch(eff)
-            elif isinstance(eff, Kill):
-                names = tuple(name for name, _host in eff.vms)
-                await self.runner.gather(KillVms(eff.namespace, names))
+        """One command typed by a user on this node (its session: the active namespace)."""
+        session, out = await self._execute(words, self.session, SOURCE_USER, local=False)
+        self.session = session
+        return out
+
+    async def execute_remote(self, namespace: str, words: list[str]) -> dict[str, Any]:
+        """``ns run``'s part on this host: ``words`` in ``namespace``, as sent by a peer
+        (minimega refuses some commands then), on this host's VMs only."""
+        _, out = await self._execute(words, Session(namespace), SOURCE_MESHAGE, local=True)
+        return out
+
+    async def _execute(
+        self, words: list[str], session: Session, source: str, *, local: bool
+    ) -> tuple[Session, dict[str, Any]]:
+        self.run_output = ""
+        try:
+            result = await self._commit(words, session, source, local)
+        except StateError as exc:
+            return session, {"ok": False, "error": str(exc), "text": f"E: {exc}\n", "effects": []}
+        errors = await self.effects.run(result.effects)
         out = render_json(result)
-        out["text"] = render_text(result)
+        out["text"] = render_text(result) + self.run_output
         if errors:
             out["ok"], out["error"] = False, "; ".join(errors)
             out["text"] += "".join(f"E: {e}\n" for e in errors)
-        return out
+        return result.session, out
 
-    async def _launch(self, eff: Launch) -> list[str]:
-        # The interpreter chose each host (colocate and schedule included): pin each VM
-        # there with a fence on its qualified key. (A ``schedule`` field would do, but
-        # dvms/partition/solve.py resolves minimega's fields without the namespace.)
-        vms = tuple(
-            LaunchVm.from_spec(
-                replace(vm.config.spec(vm.name, eff.namespace), schedule=None, colocate=None)
+    async def _commit(self, words: list[str], session: Session, source: str, local: bool) -> Result:
+        """Run ``words`` on fresh state and write what changed; again on a lost race."""
+        cluster, answered = await self.cluster()
+        if local:  # this host's VMs only (``ns run``)
+            here = cluster.local
+            cluster = replace(cluster, vms=tuple(v for v in cluster.vms if v.host == here))
+        for attempt in range(self.attempts):
+            known = await self.names()
+            touched = self._touched(words, known, session)
+            read = {}
+            for name in sorted(touched):
+                read[name] = await self.read(name)
+            spaces = [self._reconcile(ns, answered) for ns, _ in read.values() if ns is not None]
+            if local:
+                here = cluster.local
+                spaces = [with_vms(ns, [v for v in ns.vms if v.host == here]) for ns in spaces]
+            state = State(tuple(sorted(spaces, key=lambda n: n.name)))
+            ctx = Context(
+                state,
+                cluster,
+                session,
+                now=time.time(),
+                bridge_key=self._rng.randint(1, 2**24 - 1),
+                source=source,
             )
-            for vm in eff.vms
+            result = execute(words, ctx)
+            if not result.ok and result.state is state:
+                return result  # refused: nothing to write
+            if local:
+                return result  # ns run: the hosts' word is the state (next reconcile)
+            if await self._write(read, state, result.state, known):
+                return result
+            await trio.sleep(self._rng.uniform(0, 0.02 * (attempt + 1)))
+        raise Conflict(f"namespace changed by other nodes {self.attempts} times in a row")
+
+    async def _write(
+        self,
+        read: dict[str, tuple[Namespace | None, int]],
+        before: State,
+        after: State,
+        known: list[str],
+    ) -> bool:
+        changed = False
+        for name, (_, seq) in sorted(read.items()):
+            old, new = before.get(name), after.get(name)
+            if old == new and (new is None or read[name][0] is not None):
+                continue
+            value = new.to_record() if new is not None else None
+            if read[name][0] is None and new is None:
+                continue
+            if not await self.state.write(ns_record(name), value, seq):
+                return False
+            changed = True
+        names = set(known) - {n for n in read if after.get(n) is None} | set(after.names())
+        if changed and sorted(names) != known:
+            await self.state.update(INDEX, lambda cur: _index(cur, read, after))
+        return True
+
+    def _reconcile(self, ns: Namespace, answered: set[str]) -> Namespace:
+        """The VM table as the hosts report it: each VM's host and state (a paused VM
+        not started yet stays BUILDING), VMs gone from every host that answered are
+        forgotten, and VMs of the namespace created otherwise (``submit``) are adopted."""
+        mine = {name: r for (space, name), r in self._reports.items() if space == ns.name}
+        reports = {}
+        for name, (host, state, _, _) in mine.items():
+            rec = ns.vm(name)
+            if rec is None:
+                continue
+            if rec.state == "BUILDING" and state == "PAUSED":
+                state = "BUILDING"
+            reports[name] = (host, state)
+        gone = {v.name for v in ns.vms if v.host in answered and v.name not in mine}
+        state = State((ns,))
+        if reports:
+            state = report_vms(state, ns.name, reports)
+        if gone:
+            state = forget_vms(state, ns.name, gone)
+        ns = state.get(ns.name) or ns
+        strangers = sorted(
+            (n for n in mine if ns.vm(n) is None and n not in ns.queued_names()), key=natural_key
         )
-        pins = tuple(
-            WireConstraint("fence", (_key(eff.namespace, vm.name),), (vm.host,)) for vm in eff.vms
-        )
-        done = await self.runner.launch(vms, pins)
-        failed = {} if done.ok else {vm.name: done.reason for vm in eff.vms}
-        self.state = launch_finished(
-            self.state, eff.namespace, eff.schedule, failed, now=time.time()
-        )
-        return [f"vm launch: {done.reason}"] if not done.ok else []
+        if strangers:
+            records = list(ns.vms)
+            next_id = ns.next_id
+            for name in strangers:
+                host, vm_state, vcpus, memory = mine[name]
+                config = VmConfig(vcpus=max(vcpus, 1), memory=max(memory, 1))
+                records.append(VmRecord(next_id, name, host, vm_state, "kvm", config))
+                next_id += 1
+            ns = replace(with_vms(ns, records), next_id=next_id)
+        return ns
+
+    # -- reports from effects ----------------------------------------------------------
+
+    async def launched(self, namespace: str, schedule: int, failed: dict[str, str]) -> None:
+        """Close the ``ns schedule status`` row of a launch."""
+
+        def close(cur: Any) -> tuple[Any, None]:
+            if cur is None:
+                return UNCHANGED, None  # cleared meanwhile
+            state = State((Namespace.from_record(cur),))
+            try:
+                state = launch_finished(state, namespace, schedule, failed, now=time.time())
+            except ValueError:
+                return UNCHANGED, None
+            ns = state.get(namespace)
+            return (ns.to_record() if ns is not None else None), None
+
+        await self.state.update(ns_record(namespace), close)
 
 
-def _key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}" if namespace else name
-
-
-def _names(types: tuple[type, ...]) -> set[str]:
-    return {t.__name__ for t in types}
+def _index(cur: Any, read: dict[str, Any], after: State) -> tuple[Any, None]:
+    names = set(cur or [])
+    names -= {n for n in read if after.get(n) is None}
+    names |= set(after.names())
+    new = sorted(names)
+    return (new if new != sorted(cur or []) else UNCHANGED), None

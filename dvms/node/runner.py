@@ -25,7 +25,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -33,7 +33,9 @@ import trio
 from dvms.effects import Address, Send
 from dvms.hypervisor.base import Hypervisor
 from dvms.hypervisor.errors import AlreadyExists, HypervisorError, InvalidState, VmNotFound
+from dvms.names import vm_key
 from dvms.node.core import NodeCore
+from dvms.node.dhtstate import ReplicatedState, answer_state
 from dvms.node.messages import (
     REQUESTS,
     RESPONSES,
@@ -45,11 +47,14 @@ from dvms.node.messages import (
     KillVms,
     PartitionsQuery,
     PartitionsReply,
+    StateCas,
+    StateRead,
 )
 from dvms.node.monitor import HostMonitor
 from dvms.node.partlog import PartitionLog
 from dvms.overlay.messages import Contact
 from dvms.overlay.node import OverlayNode
+from dvms.overlay.records import Identity
 from dvms.partition.core import Compute, DriverCall, EventDone, PartitionCore
 from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.partition.solve import SolveOutcome
@@ -74,6 +79,7 @@ class NodeRunner(OverlayNode):
         *,
         wall: Callable[[], float] = time.time,
         monitor_period_s: float = MONITOR_PERIOD_S,
+        identity: Identity | None = None,
     ) -> None:
         super().__init__(node.overlay, transport, codec, wall=wall, machine=node)
         self.node = node
@@ -89,6 +95,10 @@ class NodeRunner(OverlayNode):
         self._nursery: trio.Nursery | None = None
         self._rpcs: dict[int, tuple[Address, trio.Event, list[Any]]] = {}
         self._events: dict[int, tuple[trio.Event, list[EventDone]]] = {}
+        #: answers to further request types, registered by the daemon's services
+        self.handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {}
+        #: cluster state in DHT records (namespaces, vjobs), written as this identity
+        self.state = ReplicatedState(self, identity or Identity.generate())
 
     @property
     def hv(self) -> Hypervisor:
@@ -192,18 +202,19 @@ class NodeRunner(OverlayNode):
 
     async def _migrate(self, args: dict[str, Any]) -> tuple[bool, str]:
         name, dst = args["vm"], tuple(args["dst_addr"])
+        key = vm_key(name, args.get("namespace", ""))
         spec = self.monitor.spec_of(name)
         if spec is None:
             return False, f"vm {name!r} is not on {self.monitor.name}"
         if not self.monitor.uri.startswith("test:"):
-            return await self._live_migrate(name, dst)
+            return await self._live_migrate(key, dst)
         reply = await self.request(dst, AdoptVm(spec), timeout=10.0, attempts=2)
         if not isinstance(reply, Adopted):
             return False, f"{args['dst_host']} did not answer"
         if not reply.ok:
             return False, reply.reason
         try:
-            await self._remove(name)
+            await self._remove(key, name)
         except HypervisorError as exc:
             return False, f"{name} runs on {args['dst_host']} but stays here: {exc}"
         return True, ""
@@ -221,13 +232,14 @@ class NodeRunner(OverlayNode):
             return False, str(exc)
         finally:
             await dest.aclose()
-        self.monitor.specs.pop(name, None)
+        self.monitor.specs.pop(name.rpartition(":")[2], None)
         return True, ""
 
-    async def _remove(self, name: str) -> None:
+    async def _remove(self, key: str, name: str) -> None:
+        """Destroy and undefine the VM the hypervisor knows as ``key``."""
         with contextlib.suppress(InvalidState):  # not running: undefine is enough
-            await self.hv.destroy(name)
-        await self.hv.undefine(name)
+            await self.hv.destroy(key)
+        await self.hv.undefine(key)
         self.monitor.specs.pop(name, None)
 
     def _emit(self, event: Any) -> None:
@@ -279,6 +291,22 @@ class NodeRunner(OverlayNode):
             for c in self.peer_contacts():
                 nursery.start_soon(ask, c)
         return replies, silent
+
+    def hosts(self) -> dict[str, Contact]:
+        """Host name -> contact of every peer whose name we learnt, and ourselves."""
+        out = {self.names[c.node_id]: c for c in self.peer_contacts() if c.node_id in self.names}
+        out[self.monitor.name] = self.core.contact
+        return out
+
+    async def ask_host(self, host: str, msg: Any, *, timeout: float = 1.0, attempts: int = 3):
+        """``msg`` answered by the node named ``host`` (ourselves included); None if it
+        is unknown or does not answer."""
+        if host == self.monitor.name:
+            return await self._answer(msg)
+        contact = self.hosts().get(host)
+        if contact is None:
+            return None
+        return await self.request(contact.addr, msg, timeout=timeout, attempts=attempts)
 
     def name_of(self, c: Contact) -> str:
         return self.names.get(c.node_id) or f"{c.host}:{c.port}"
@@ -337,8 +365,13 @@ class NodeRunner(OverlayNode):
             ok, reason = await self._create(msg.vm)
             await self.monitor.refresh()
             return Adopted(ok, reason[:512])
+        if isinstance(msg, StateRead | StateCas):
+            return answer_state(self.core.store, msg, self._now())
         if isinstance(msg, PartitionsQuery):
             return PartitionsReply(self.monitor.name, self.partitions.rows(self.name_of)[-256:])
+        handler = self.handlers.get(type(msg))
+        if handler is not None:
+            return await handler(msg)
         raise TypeError(f"no answer for {msg!r}")
 
     async def _kill(self, msg: KillVms) -> Killed:
@@ -346,10 +379,11 @@ class NodeRunner(OverlayNode):
         killed: list[str] = []
         errors: list[str] = []
         for name in msg.names:
-            if self.monitor.find(name, msg.namespace) is None:
+            info = self.monitor.find(name, msg.namespace)
+            if info is None:
                 continue
             try:
-                await self._remove(name)
+                await self._remove(info.key, name)
                 killed.append(name)
             except VmNotFound:
                 pass  # gone meanwhile

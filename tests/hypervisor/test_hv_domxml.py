@@ -77,14 +77,14 @@ def test_every_value_is_escaped_and_round_trips():
     xml = domain_xml(spec, DomainConfig(serial_log_dir="/tmp/logs"))
     assert "<evil/>" not in xml and "</domain><" not in xml
     root = ET.fromstring(xml)  # well-formed despite the payloads
-    assert root.findtext("name") == "vm1"
+    assert root.findtext("name") == "ns1:vm1"  # vm_key: one name per namespace and host
     assert root.findtext("os/kernel") == "/boot/vmlinuz & <x>"
     assert root.findtext("os/initrd") == "/tmp/i'n\"it.gz"
     assert root.findtext("os/cmdline") == nasty
     assert root.find("devices/disk/source").get("file") == "/var/lib/d<1>.qcow2"
     assert root.find("devices/disk/driver").get("type") == "qcow2"
     assert parse_metadata(xml) == ("ns1", spec.tags)
-    assert root.find("devices/serial/source").get("path") == "/tmp/logs/vm1.log"
+    assert root.find("devices/serial/source").get("path") == "/tmp/logs/ns1:vm1.log"
     assert root.find("devices/serial/source").get("append") == "on"
 
 

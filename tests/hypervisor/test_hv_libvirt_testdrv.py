@@ -82,13 +82,14 @@ async def test_errors_are_mapped(hosts):
 async def test_migration_is_emulated_by_save_and_restore(hosts):
     h0, h1 = hosts
     await h0.create(VmSpec("db1", namespace="blue", memory_mib=128))
-    result = await h0.migrate("db1", h1)
+    result = await h0.migrate("blue:db1", h1)  # hypervisors know VMs by vm_key
     assert (result.source, result.destination, result.method) == ("h0", "h1", "save-restore")
     assert await h0.list_vms() == []
-    moved = await h1.info("db1")
+    moved = await h1.info("blue:db1")
     assert moved.state is VmState.RUNNING and moved.namespace == "blue"
-    await h1.destroy("db1")  # persistent on the destination (PERSIST_DEST emulated)
-    assert (await h1.info("db1")).state is VmState.SHUTOFF
+    assert moved.name == "db1"
+    await h1.destroy("blue:db1")  # persistent on the destination (PERSIST_DEST emulated)
+    assert (await h1.info("blue:db1")).state is VmState.SHUTOFF
 
 
 async def test_lifecycle_events_reach_subscribers(hosts):
@@ -136,3 +137,29 @@ async def test_stats_with_psutil_keep_libvirt_capacity(tmp_path):
     assert stats.net_rx_bytes is not None
     assert stats.cpu_commit_ratio == pytest.approx(3 / 6)
     assert stats.mem_commit_ratio == pytest.approx(512 / 4096)
+
+
+async def test_same_name_in_two_namespaces_on_one_host(hosts):
+    h0, _ = hosts
+    await h0.create(VmSpec("vm1", namespace="a", memory_mib=64))
+    await h0.create(VmSpec("vm1", namespace="b", memory_mib=64))
+    await h0.create(VmSpec("vm1", memory_mib=64))
+    listed = sorted((v.namespace, v.name, v.key) for v in await h0.list_vms())
+    assert listed == [("", "vm1", "vm1"), ("a", "vm1", "a:vm1"), ("b", "vm1", "b:vm1")]
+    with pytest.raises(AlreadyExists, match="in namespace a"):
+        await h0.create(VmSpec("vm1", namespace="a", memory_mib=64))
+    await h0.destroy("a:vm1")
+    assert (await h0.info("b:vm1")).state is VmState.RUNNING
+
+
+async def test_pause_resume_and_boot_again(hosts):
+    h0, _ = hosts
+    await h0.create(VmSpec("vm1", namespace="a", memory_mib=64))
+    await h0.suspend("a:vm1")
+    assert (await h0.info("a:vm1")).state is VmState.PAUSED
+    await h0.resume("a:vm1")
+    assert (await h0.info("a:vm1")).state is VmState.RUNNING
+    await h0.destroy("a:vm1")
+    assert (await h0.info("a:vm1")).state is VmState.SHUTOFF
+    await h0.start("a:vm1")
+    assert (await h0.info("a:vm1")).state is VmState.RUNNING

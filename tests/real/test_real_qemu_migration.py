@@ -86,7 +86,7 @@ async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
         initrd=str(guest.initrd),
         append=guest.cmdline,
     )
-    log = serial_dir / "tiny1.log"
+    log = serial_dir / "red:tiny1.log"  # named by vm_key
     bridge = bridge_name(namespace_key("red"))
     recs = _namespace_net(nodes, "red")
     try:
@@ -99,10 +99,10 @@ async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
         ticks = await trio.to_thread.run_sync(_wait_ticks, log, 2, BOOT_TIMEOUT_S)
         for src, dst in ((a, b), (b, a)):
             last_tick, last_uptime = ticks[-1]
-            result = await src.migrate("tiny1", dst)
+            result = await src.migrate("red:tiny1", dst)
             results[f"{src.host}->{dst.host}"] = result
             assert await src.list_vms() == []
-            assert (await dst.info("tiny1")).state is VmState.RUNNING
+            assert (await dst.info("red:tiny1")).state is VmState.RUNNING
             here, there = (nodes[0], nodes[1]) if dst is b else (nodes[1], nodes[0])
             assert len(_taps_on_bridge(there.netns, bridge)) == 1, "NIC not re-attached"
             assert _taps_on_bridge(here.netns, bridge) == [], "source tap left behind"
@@ -118,9 +118,9 @@ async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
     finally:
         for hv in hvs:
             with contextlib.suppress(Exception):
-                await hv.destroy("tiny1")
+                await hv.destroy("red:tiny1")
             with contextlib.suppress(Exception):
-                await hv.undefine("tiny1")
+                await hv.undefine("red:tiny1")
             await hv.aclose()
         for rec in recs:
             rec.clear("red")

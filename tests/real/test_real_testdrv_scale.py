@@ -38,7 +38,7 @@ async def _scenario(tmp_path, timings: dict) -> None:
         t0 = time.perf_counter()
         for k in range(N_VMS):
             src, dst = hosts[k % N_HOSTS], hosts[(k + 1) % N_HOSTS]
-            result = await src.migrate(f"vm{k:03d}", dst)
+            result = await src.migrate(f"ns{k % 7}:vm{k:03d}", dst)  # vm_key
             assert result.destination == dst.host
         timings["migrate"] = time.perf_counter() - t0
         for i, hv in enumerate(hosts):
@@ -48,8 +48,8 @@ async def _scenario(tmp_path, timings: dict) -> None:
         t0 = time.perf_counter()
         for k in range(N_VMS):
             hv = hosts[(k + 1) % N_HOSTS]
-            await hv.destroy(f"vm{k:03d}")
-            await hv.undefine(f"vm{k:03d}")
+            await hv.destroy(f"ns{k % 7}:vm{k:03d}")
+            await hv.undefine(f"ns{k % 7}:vm{k:03d}")
         timings["destroy"] = time.perf_counter() - t0
         for hv in hosts:
             assert await hv.list_vms() == []

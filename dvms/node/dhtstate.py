@@ -1,0 +1,335 @@
+"""Cluster state in DHT records: what minimega keeps on its head node, kept by the
+overlay instead (namespaces, their index, vjobs).
+
+A piece of state is a *head* record (``ns/NAME``, ``vjob/ID``, ``nsindex/all``) whose
+value is small: a version number (the record's ``seq``) and either the state itself,
+compressed, or the hashes of the chunks that hold it (``blob/SHA256``, immutable,
+content-addressed, any replica will do). Heads and blobs are signed by the node that
+wrote them and replicated on the k nodes closest to their key like every DHT record.
+
+Writes are compare-and-swap, serialised by one node per head: the **arbiter**, the
+live node whose id is closest to the head's key (the first of the k closest that
+answers). ``StateCas(record)`` succeeds only if the arbiter holds version
+``record.seq - 1``; so two nodes changing one namespace at once cannot both win: the
+loser re-reads and re-applies its change (``update``). Readers ask the arbiter too.
+Every node can be an arbiter and every head has its own: there is no head node. When
+an arbiter dies the next closest node takes over with its replica, which holds every
+version the writer finished replicating (writes are replicated before ``update``
+returns). What is not covered: an arbiter that dies between accepting a write and the
+writer's replication may lose that last version if no replica got it.
+
+::
+
+    update(name, fn):  read (arbiter) -> fn(value) -> blobs put -> StateCas (arbiter)
+                       -> replicate the head (overlay put) -> done | conflict: retry
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import random
+import zlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import cbor2
+import trio
+
+from dvms.node.messages import StateCas, StateCasReply, StateRead, StateValue
+from dvms.overlay.messages import Contact, Record
+from dvms.overlay.records import Identity, RecordError, Validator, ValidatorRegistry, key_of
+
+if TYPE_CHECKING:
+    from dvms.node.runner import NodeRunner
+
+__all__ = [
+    "BLOB_PREFIX",
+    "HEAD_PREFIXES",
+    "Conflict",
+    "ReplicatedState",
+    "StateConfig",
+    "StateError",
+    "Versioned",
+    "answer_state",
+    "state_validators",
+]
+
+log = logging.getLogger("dvms.node.state")
+
+BLOB_PREFIX = "blob/"
+#: Names of head records (values of the form described above).
+HEAD_PREFIXES = ("ns/", "nsindex/", "vjob/")
+HEAD_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    #: Largest compressed state kept inline in its head record, bytes (a record value
+    #: holds at most 4,096 bytes; the rest of the head is a few dozen bytes).
+    inline_bytes: int = 3_500
+    #: Size of one blob chunk, bytes (same limit).
+    chunk_bytes: int = 3_500
+    #: Lifetime of heads and blobs on replicas, seconds; the writer republishes them
+    #: (overlay ``republish_interval_s``) while it lives.
+    ttl_s: float = 48 * 3600.0
+    #: One arbiter RPC: first timeout, seconds (doubled per attempt).
+    rpc_timeout_s: float = 0.3
+    rpc_attempts: int = 2
+    #: Closest nodes tried as arbiter, in order, before giving up.
+    arbiters: int = 3
+    #: Read-modify-write attempts before ``update`` reports a conflict.
+    update_attempts: int = 8
+    #: Back-off before a retried update: uniform in [0, this * attempt], seconds.
+    backoff_s: float = 0.02
+    #: Blobs kept in memory (they are immutable: a hit saves a DHT lookup).
+    blob_cache: int = 4_096
+
+
+class StateError(Exception):
+    """The state could not be read or written; the message says why."""
+
+
+class Conflict(StateError):
+    """Other nodes kept changing the record: ``update`` gave up after its attempts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A state value and its version (0: never written; ``value`` None then)."""
+
+    value: Any
+    seq: int
+
+
+# ----------------------------------------------------------------------- validation
+
+
+def _check_blob(rec: Record) -> None:
+    digest = rec.name[len(BLOB_PREFIX) :]
+    if hashlib.sha256(rec.value).hexdigest() != digest:
+        raise RecordError(f"record {rec.name!r}: value does not match its hash")
+
+
+def _check_head(rec: Record) -> None:
+    head = _decode_head(rec.value)
+    if head is None:
+        raise RecordError(f"record {rec.name!r}: not a state head")
+
+
+def _decode_head(value: bytes) -> dict[str, Any] | None:
+    try:
+        head = cbor2.loads(value)
+    except Exception:
+        return None
+    if not isinstance(head, dict) or head.get("v") != HEAD_VERSION:
+        return None
+    inline, chunks, size = head.get("inline"), head.get("chunks"), head.get("size")
+    if not isinstance(size, int) or size < 0:
+        return None
+    if inline is not None:
+        return head if isinstance(inline, bytes) and chunks is None else None
+    ok = isinstance(chunks, list) and all(isinstance(c, bytes) and len(c) == 32 for c in chunks)
+    return head if ok else None
+
+
+def state_validators(registry: ValidatorRegistry | None = None) -> ValidatorRegistry:
+    """Register the validators of blobs and heads (on ``registry`` or a new one)."""
+    registry = registry or ValidatorRegistry()
+    registry.register(Validator(BLOB_PREFIX, _check_blob))
+    for prefix in HEAD_PREFIXES:
+        registry.register(Validator(prefix, _check_head))
+    return registry
+
+
+# ------------------------------------------------------------------------ arbiter side
+
+
+def answer_state(store: Any, msg: StateRead | StateCas, now: float) -> StateValue | StateCasReply:
+    """What this node answers as an arbiter (``store``: its overlay ``RecordStore``)."""
+    held = store.get(key_of(msg.name if isinstance(msg, StateRead) else msg.record.name), now)
+    if isinstance(msg, StateRead):
+        return StateValue(held)
+    have = held.seq if held is not None else 0
+    if msg.record.seq != have + 1:
+        return StateCasReply(False, have, "version moved on")
+    if not store.put(msg.record, now):
+        return StateCasReply(False, have, "record refused")
+    return StateCasReply(True, msg.record.seq)
+
+
+# ------------------------------------------------------------------------- the client
+
+
+Update = Callable[[Any], Awaitable[tuple[Any, Any]] | tuple[Any, Any]]
+
+#: ``fn`` returns this as the new value to leave the record as it is.
+UNCHANGED = object()
+
+
+class ReplicatedState:
+    """Read and update head records on behalf of this node (see the module text)."""
+
+    def __init__(
+        self,
+        runner: NodeRunner,
+        identity: Identity,
+        config: StateConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.runner = runner
+        self.identity = identity
+        self.config = config or StateConfig()
+        self._rng = rng or random.Random()
+        self._blobs: OrderedDict[bytes, bytes] = OrderedDict()
+        self.stats = {"reads": 0, "writes": 0, "conflicts": 0, "arbiter_failover": 0}
+
+    # -- public -------------------------------------------------------------------------
+
+    async def read(self, name: str) -> Versioned:
+        rec = await self._read_head(name)
+        if rec is None:
+            return Versioned(None, 0)
+        return Versioned(await self._value_of(rec), rec.seq)
+
+    async def update(self, name: str, fn: Update) -> tuple[Any, Any]:
+        """Read ``name``, call ``fn(value)`` -> (new value or ``UNCHANGED``, result),
+        write the new value if the version did not move meanwhile, else start again.
+        Returns (the value now stored, ``fn``'s result). Raises ``Conflict`` after
+        ``update_attempts`` lost races, ``StateError`` if no arbiter answers."""
+        cfg = self.config
+        for attempt in range(cfg.update_attempts):
+            cur = await self.read(name)
+            out = fn(cur.value)
+            if inspect.isawaitable(out):
+                out = await out
+            new, result = out
+            if new is UNCHANGED:
+                return cur.value, result
+            if await self.write(name, new, cur.seq):
+                return new, result
+            self.stats["conflicts"] += 1
+            await trio.sleep(self._rng.uniform(0, cfg.backoff_s * (attempt + 1)))
+        raise Conflict(f"{name}: changed by other nodes {cfg.update_attempts} times in a row")
+
+    async def write(self, name: str, value: Any, seq: int) -> bool:
+        """Write ``value`` as version ``seq + 1``; False if the version moved on."""
+        rec = await self._head_record(name, value, seq + 1)
+        reply = await self._ask(name, StateCas(rec))
+        if not isinstance(reply, StateCasReply) or not reply.ok:
+            return False
+        self.stats["writes"] += 1
+        await self._replicate(rec)
+        return True
+
+    # -- heads --------------------------------------------------------------------------
+
+    async def _read_head(self, name: str) -> Record | None:
+        reply = await self._ask(name, StateRead(name))
+        self.stats["reads"] += 1
+        return reply.record if isinstance(reply, StateValue) else None
+
+    async def _ask(self, name: str, msg: StateRead | StateCas) -> Any:
+        """Ask the arbiter of ``name`` (the closest live node), failing over."""
+        runner = self.runner
+        for i, contact in enumerate(await self._arbiters(name)):
+            if i:
+                self.stats["arbiter_failover"] += 1
+            if contact.node_id == runner.core.node_id:
+                return answer_state(runner.core.store, msg, trio.current_time())
+            reply = await runner.request(
+                contact.addr,
+                msg,
+                timeout=self.config.rpc_timeout_s,
+                attempts=self.config.rpc_attempts,
+            )
+            if reply is not None:
+                return reply
+        raise StateError(f"{name}: no node holding it answered")
+
+    async def _arbiters(self, name: str) -> list[Contact]:
+        key = key_of(name)
+        me = self.runner.core.contact
+        known = {c.node_id: c for c in self.runner.peer_contacts()}
+        if len(known) + 1 < self.runner.core.config.k:
+            # the routing table is the whole cluster: no lookup needed
+            candidates = [me, *known.values()]
+        else:
+            res = await self.runner.lookup(key)
+            candidates = [me, *res.contacts]
+        unique = {c.node_id: c for c in candidates}
+        ranked = sorted(unique.values(), key=lambda c: c.node_id ^ key)
+        return ranked[: self.config.arbiters]
+
+    async def _replicate(self, rec: Record) -> None:
+        try:
+            await self.runner.put(rec)
+        except RecordError as exc:  # our own validators refused it: a bug, say so
+            log.error("state record %s not replicated: %s", rec.name, exc)
+
+    # -- values -------------------------------------------------------------------------
+
+    async def _head_record(self, name: str, value: Any, seq: int) -> Record:
+        data = zlib.compress(cbor2.dumps(value, canonical=True), 6)
+        head: dict[str, Any] = {"v": HEAD_VERSION, "size": len(data)}
+        if len(data) <= self.config.inline_bytes:
+            head["inline"] = data
+        else:
+            step = self.config.chunk_bytes
+            parts = [data[i : i + step] for i in range(0, len(data), step)]
+            head["chunks"] = [hashlib.sha256(p).digest() for p in parts]
+            async with trio.open_nursery() as nursery:
+                for part in parts:
+                    nursery.start_soon(self._put_blob, part)
+        return self.identity.sign_record(
+            name, cbor2.dumps(head, canonical=True), seq=seq, ttl_s=self.config.ttl_s
+        )
+
+    async def _put_blob(self, part: bytes) -> None:
+        digest = hashlib.sha256(part).digest()
+        self._remember(digest, part)
+        rec = self.identity.sign_record(
+            BLOB_PREFIX + digest.hex(), part, seq=1, ttl_s=self.config.ttl_s
+        )
+        await self.runner.put(rec)
+
+    async def _value_of(self, rec: Record) -> Any:
+        head = _decode_head(rec.value)
+        if head is None:
+            raise StateError(f"{rec.name}: corrupt head record")
+        if head.get("inline") is not None:
+            data = head["inline"]
+        else:
+            parts: dict[bytes, bytes] = {}
+
+            async def fetch(digest: bytes) -> None:
+                parts[digest] = await self._blob(digest, rec.name)
+
+            async with trio.open_nursery() as nursery:
+                for digest in set(head["chunks"]):
+                    nursery.start_soon(fetch, digest)
+            data = b"".join(parts[d] for d in head["chunks"])
+        try:
+            return cbor2.loads(zlib.decompress(data))
+        except Exception as exc:
+            raise StateError(f"{rec.name}: corrupt value ({exc})") from None
+
+    async def _blob(self, digest: bytes, owner: str) -> bytes:
+        hit = self._blobs.get(digest)
+        if hit is not None:
+            self._blobs.move_to_end(digest)
+            return hit
+        rec = await self.runner.get(BLOB_PREFIX + digest.hex())
+        if rec is None or hashlib.sha256(rec.value).digest() != digest:
+            raise StateError(f"{owner}: a chunk of its value is missing from the DHT")
+        self._remember(digest, rec.value)
+        return rec.value
+
+    def _remember(self, digest: bytes, part: bytes) -> None:
+        self._blobs[digest] = part
+        self._blobs.move_to_end(digest)
+        while len(self._blobs) > self.config.blob_cache:
+            self._blobs.popitem(last=False)

@@ -1,0 +1,344 @@
+"""The namespace interpreter's effects, carried out on the hosts.
+
+The node that took the command (``EffectRunner``) sends each host its part; each host
+answers for its own VMs (``HostSide``, registered as runner handlers)::
+
+    Launch(ns, vms)        --> one partition launch event, each VM pinned (a fence) to
+                               the host the interpreter chose; then paused (BUILDING)
+    Start|Stop|Kill|Flush  --> VmOp(ns, verb, names) to each VM's host
+    Migrate(ns, vm, a, b)  --> MoveVm to host a (live on QEMU, emulated on test hosts)
+    ClearNamespace(ns)     --> VmOp(ns, clear) to every host (VMs and bridges there)
+    SetBridge|DelBridge    --> NetOp to every host of the bridge (VXLAN/GRE reconciler)
+    RunOnHosts(ns, words)  --> RunCmd to every host, outputs gathered per host
+
+A host that does not answer is reported by name in the command's errors; the others
+still act (minimega reports per-host errors the same way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from dvms.hypervisor.base import VmState
+from dvms.hypervisor.errors import HypervisorError, InvalidState
+from dvms.hypervisor.net import NamespaceNetwork, NetError, Reconciler, TunnelKind
+from dvms.namespace import (
+    ClearNamespace,
+    DelBridge,
+    Flush,
+    Kill,
+    Launch,
+    Migrate,
+    RunOnHosts,
+    SetBridge,
+    Start,
+    Stop,
+)
+from dvms.node.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
+from dvms.partition.messages import LaunchVm, WireConstraint
+
+if TYPE_CHECKING:
+    from dvms.node.nscmd import NamespaceService
+    from dvms.node.runner import NodeRunner
+
+__all__ = ["VERB_OF", "EffectRunner", "HostSide", "minimega_state"]
+
+log = logging.getLogger("dvms.node.nseffects")
+
+VERB_OF = {Start: "start", Stop: "stop", Kill: "kill", Flush: "flush"}
+
+#: Hypervisor state -> minimega's word (``vm info``).
+_MINIMEGA_STATE = {
+    VmState.BUILDING: "BUILDING",
+    VmState.RUNNING: "RUNNING",
+    VmState.MIGRATING: "RUNNING",
+    VmState.PAUSED: "PAUSED",
+    VmState.SHUTOFF: "QUIT",
+    VmState.CRASHED: "ERROR",
+    VmState.UNKNOWN: "ERROR",
+}
+
+
+def minimega_state(state: str) -> str:
+    """A ``VmRow.state`` (hypervisor word) as minimega prints it."""
+    try:
+        return _MINIMEGA_STATE[VmState(state)]
+    except ValueError:
+        return "ERROR"
+
+
+def _key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else name
+
+
+class EffectRunner:
+    """Carries out a command's effects from the node that took it."""
+
+    def __init__(self, runner: NodeRunner, service: NamespaceService) -> None:
+        self.runner = runner
+        self.service = service
+
+    async def run(self, effects: tuple[Any, ...]) -> list[str]:
+        errors: list[str] = []
+        for eff in effects:
+            if isinstance(eff, Launch):
+                errors += await self._launch(eff)
+            elif type(eff) in VERB_OF:
+                errors += await self._verb(eff.namespace, VERB_OF[type(eff)], eff.vms)
+            elif isinstance(eff, Migrate):
+                errors += await self._migrate(eff)
+            elif isinstance(eff, ClearNamespace):
+                errors += await self._each(eff.hosts, VmOp(eff.namespace, "clear"))
+            elif isinstance(eff, SetBridge | DelBridge):
+                errors += await self._bridge(eff)
+            elif isinstance(eff, RunOnHosts):
+                errors += await self._run_on(eff)
+            else:  # a new effect type the daemon does not know: say so, do not ignore it
+                errors.append(f"effect {type(eff).__name__} is not carried out by the daemon")
+        return errors
+
+    # -- launch ------------------------------------------------------------------------
+
+    async def _launch(self, eff: Launch) -> list[str]:
+        # The interpreter chose each host (colocate and schedule included): pin each VM
+        # there with a fence on its qualified key, and let a partition create them.
+        vms = tuple(
+            LaunchVm.from_spec(
+                replace(vm.config.spec(vm.name, eff.namespace), schedule=None, colocate=None)
+            )
+            for vm in eff.vms
+        )
+        pins = tuple(
+            WireConstraint("fence", (_key(eff.namespace, vm.name),), (vm.host,)) for vm in eff.vms
+        )
+        done = await self.runner.launch(vms, pins)
+        failed = {} if done.ok else {vm.name: done.reason for vm in eff.vms}
+        errors = [f"vm launch: {done.reason}"] if not done.ok else []
+        if done.ok:  # minimega: launched VMs wait in BUILDING (paused) for `vm start`
+            errors += await self._verb(eff.namespace, "stop", [(v.name, v.host) for v in eff.vms])
+        await self.service.launched(eff.namespace, eff.schedule, failed)
+        return errors
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def _verb(self, namespace: str, verb: str, vms: Any) -> list[str]:
+        by_host: dict[str, list[str]] = {}
+        for name, host in vms:
+            by_host.setdefault(host, []).append(name)
+        errors: list[str] = []
+
+        async def one(host: str, names: list[str]) -> None:
+            reply = await self.runner.ask_host(host, VmOp(namespace, verb, tuple(names)))
+            if not isinstance(reply, VmOpDone):
+                errors.append(f"{host}: did not answer (vm {verb} {','.join(names)})")
+            else:
+                errors.extend(f"{host}: {e}" for e in reply.errors)
+
+        async with trio.open_nursery() as nursery:
+            for host, names in sorted(by_host.items()):
+                nursery.start_soon(one, host, names)
+        return errors
+
+    async def _each(self, hosts: tuple[str, ...], msg: Any) -> list[str]:
+        errors: list[str] = []
+
+        async def one(host: str) -> None:
+            reply = await self.runner.ask_host(host, msg)
+            if reply is None:
+                errors.append(f"{host}: did not answer")
+            elif isinstance(reply, VmOpDone):
+                errors.extend(f"{host}: {e}" for e in reply.errors)
+
+        async with trio.open_nursery() as nursery:
+            for host in hosts:
+                nursery.start_soon(one, host)
+        return sorted(errors)
+
+    async def _migrate(self, eff: Migrate) -> list[str]:
+        dst = self.runner.hosts().get(eff.dst)
+        if dst is None:
+            return [f"vm migrate: unknown host {eff.dst}"]
+        msg = MoveVm(eff.namespace, eff.vm, eff.dst, dst.host, dst.port)
+        reply = await self.runner.ask_host(eff.src, msg, timeout=30.0, attempts=1)
+        if not isinstance(reply, Adopted):
+            return [f"vm migrate: {eff.src} did not answer"]
+        return [] if reply.ok else [f"vm migrate {eff.vm}: {reply.reason}"]
+
+    # -- network and ns run ------------------------------------------------------------
+
+    async def _bridge(self, eff: SetBridge | DelBridge) -> list[str]:
+        hosts = self.runner.hosts()
+        errors: list[str] = []
+        for host in eff.hosts:
+            if host not in hosts:
+                errors.append(f"{host}: unknown host")
+        live = [h for h in eff.hosts if h in hosts]
+        ips = {h: hosts[h].host for h in live}
+
+        async def one(host: str) -> None:
+            peers = tuple(sorted({ip for h, ip in ips.items() if h != host} - {ips[host]}))
+            if isinstance(eff, SetBridge):
+                msg = NetOp(eff.namespace, eff.bridge, eff.kind, eff.key, peers)
+            else:
+                msg = NetOp(eff.namespace, eff.bridge, "vxlan", 0, (), delete=True)
+            reply = await self.runner.ask_host(host, msg)
+            if not isinstance(reply, VmOpDone):
+                errors.append(f"{host}: did not answer")
+            else:
+                errors.extend(f"{host}: {e}" for e in reply.errors)
+
+        async with trio.open_nursery() as nursery:
+            for host in live:
+                nursery.start_soon(one, host)
+        return errors
+
+    async def _run_on(self, eff: RunOnHosts) -> list[str]:
+        outputs: dict[str, RunOutput | None] = {}
+
+        async def one(host: str) -> None:
+            msg = RunCmd(eff.namespace, eff.command)
+            outputs[host] = await self.runner.ask_host(host, msg, timeout=10.0, attempts=1)
+
+        async with trio.open_nursery() as nursery:
+            for host in eff.hosts:
+                nursery.start_soon(one, host)
+        errors: list[str] = []
+        texts: list[str] = []
+        for host in sorted(outputs):
+            out = outputs[host]
+            if not isinstance(out, RunOutput):
+                errors.append(f"{host}: did not answer")
+            elif not out.ok:
+                errors.append(f"{host}: {out.text.strip().removeprefix('E: ')}")
+            elif out.text:
+                texts.append(f"{host}:\n{out.text}")
+        self.service.run_output = "".join(texts)
+        return errors
+
+
+class HostSide:
+    """What a host does when a peer (or itself) sends it its part of an effect."""
+
+    def __init__(self, runner: NodeRunner, service: NamespaceService, net: Reconciler) -> None:
+        self.runner = runner
+        self.service = service
+        self.net = net
+        #: (namespace, bridge) -> the network this host should have for it
+        self.networks: dict[tuple[str, str], NamespaceNetwork] = {}
+        runner.handlers[VmOp] = self.vm_op
+        runner.handlers[MoveVm] = self.move
+        runner.handlers[RunCmd] = self.run_cmd
+        runner.handlers[NetOp] = self.net_op
+
+    async def vm_op(self, msg: VmOp) -> VmOpDone:
+        mon = self.runner.monitor
+        await mon.refresh()
+        done: list[str] = []
+        errors: list[str] = []
+        if msg.op == "clear":
+            targets = [v for v in mon.vms if v.namespace == msg.namespace]
+        else:
+            targets = []
+            for name in msg.names:
+                info = mon.find(name, msg.namespace)
+                if info is None:
+                    errors.append(f"vm not found: {name}")
+                else:
+                    targets.append(info)
+        for v in targets:
+            try:
+                if await self._apply(msg.op, v):
+                    done.append(v.name)
+            except HypervisorError as exc:
+                errors.append(str(exc)[:500])
+        if msg.op == "clear":
+            errors += self._set_networks(
+                {k: n for k, n in self.networks.items() if k[0] != msg.namespace}
+            )
+        await mon.refresh()
+        return VmOpDone(mon.name, tuple(done), tuple(errors[:64]))
+
+    async def _apply(self, op: str, v: Any) -> bool:
+        hv, key = self.runner.hv, v.key
+        state = v.state
+        if op == "start":
+            if state is VmState.PAUSED:
+                await hv.resume(key)
+            elif state in (VmState.SHUTOFF, VmState.CRASHED):
+                await hv.start(key)
+            else:
+                return False
+        elif op == "stop":
+            if state is not VmState.RUNNING:
+                return False
+            await hv.suspend(key)
+        elif op == "kill":
+            if state not in (VmState.RUNNING, VmState.PAUSED, VmState.BUILDING):
+                return False
+            await hv.destroy(key)
+        elif op == "flush":
+            if state not in (VmState.SHUTOFF, VmState.CRASHED):
+                return False
+            await hv.undefine(key)
+            self.runner.monitor.specs.pop(v.name, None)
+        elif op == "clear":
+            with contextlib.suppress(InvalidState):
+                await hv.destroy(key)
+            await hv.undefine(key)
+            self.runner.monitor.specs.pop(v.name, None)
+        else:
+            raise HypervisorError(f"unknown vm operation {op!r}")
+        return True
+
+    async def move(self, msg: MoveVm) -> Adopted:
+        args = {
+            "vm": msg.name,
+            "namespace": msg.namespace,
+            "dst_host": msg.dst_host,
+            "dst_addr": (msg.dst_ip, msg.dst_port),
+        }
+        runner = self.runner
+        runner.monitor.migrating += 1
+        try:
+            ok, reason = await runner._migrate(args)
+        finally:
+            runner.monitor.migrating -= 1
+        await runner.monitor.refresh()
+        return Adopted(ok, reason[:512])
+
+    async def run_cmd(self, msg: RunCmd) -> RunOutput:
+        out = await self.service.execute_remote(msg.namespace, list(msg.words))
+        return RunOutput(self.runner.monitor.name, bool(out["ok"]), out["text"][:48_000])
+
+    async def net_op(self, msg: NetOp) -> VmOpDone:
+        want = dict(self.networks)
+        name = (msg.namespace, msg.bridge)
+        if msg.delete:
+            want.pop(name, None)
+        else:
+            try:
+                want[name] = NamespaceNetwork(
+                    namespace=f"{msg.namespace}/{msg.bridge}",
+                    local_ip=self.runner.core.contact.host,
+                    peers=frozenset(msg.peers),
+                    kind=TunnelKind(msg.kind),
+                    key=msg.key or None,
+                )
+            except (ValueError, NetError) as exc:
+                return VmOpDone(self.runner.monitor.name, (), (str(exc)[:500],))
+        errors = self._set_networks(want)
+        done = () if errors else (msg.bridge,)
+        return VmOpDone(self.runner.monitor.name, done, tuple(errors))
+
+    def _set_networks(self, want: dict[tuple[str, str], NamespaceNetwork]) -> list[str]:
+        try:
+            self.net.apply(list(want.values()))
+        except NetError as exc:
+            return [str(exc)[:500]]
+        self.networks = want
+        return []
