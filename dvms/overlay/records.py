@@ -184,6 +184,13 @@ class RecordStore:
         self._items[key] = (rec, now + min(rec.ttl_s, self.max_ttl_s))
         return True
 
+    def records(self, prefix: str, now: float) -> list[Record]:
+        """Every live record held here whose name starts with ``prefix`` (for services
+        that look after the records their node replicates, e.g. unfinished vjobs)."""
+        return [
+            rec for rec, exp in self._items.values() if exp > now and rec.name.startswith(prefix)
+        ]
+
     def expire(self, now: float) -> int:
         dead = [k for k, (_, exp) in self._items.items() if exp <= now]
         for k in dead:
