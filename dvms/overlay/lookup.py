@@ -87,7 +87,9 @@ class Lookup:
         self.started = started
         self.deadline = deadline
         self.cands: dict[int, _Cand] = {}
-        self.order: list[tuple[int, int]] = []  # (distance, node id), ascending
+        #: XOR distances to the target, ascending; ``distance ^ target`` is the node id.
+        #: Plain ints compare much faster than (distance, id) tuples.
+        self.order: list[int] = []
         self.in_flight = 0
         self.rpcs = 0
         self.records: list[Record] = []
@@ -102,13 +104,23 @@ class Lookup:
         if node_id in self.cands:
             return
         self.cands[node_id] = _Cand(contact, depth, state)
-        bisect.insort(self.order, (node_id ^ self.target, node_id))
+        bisect.insort(self.order, node_id ^ self.target)
 
     def add(self, contacts: list[Contact] | tuple[Contact, ...], depth: int) -> None:
         cands = self.cands
+        target = self.target
+        fresh: list[int] = []
         for c in contacts:
-            if c.node_id not in cands:
-                self._insert(c, depth)
+            node_id = c.node_id
+            if node_id not in cands:
+                cands[node_id] = _Cand(c, depth, NEW)
+                fresh.append(node_id ^ target)
+        if fresh:
+            # One C-level sort of the (sorted) order plus the newcomers beats an insort
+            # per contact (timsort merges the two runs).
+            order = self.order
+            order.extend(fresh)
+            order.sort()
 
     def next_queries(self) -> list[Contact]:
         """Candidates to ask now (marked WAIT); empty if none is due."""
@@ -117,8 +129,9 @@ class Lookup:
             return out
         seen = 0
         cands = self.cands
-        for _, node_id in self.order:
-            c = cands[node_id]
+        target = self.target
+        for d in self.order:
+            c = cands[d ^ target]
             if c.state == FAIL:
                 continue
             seen += 1
@@ -167,8 +180,9 @@ class Lookup:
         """True when the k closest non-failed candidates have all answered."""
         seen = 0
         cands = self.cands
-        for _, node_id in self.order:
-            st = cands[node_id].state
+        target = self.target
+        for d in self.order:
+            st = cands[d ^ target].state
             if st == FAIL:
                 continue
             if st != DONE:
@@ -180,8 +194,10 @@ class Lookup:
 
     def result(self, now: float, *, timed_out: bool = False) -> LookupResult:
         best: list[_Cand] = []
-        for _, node_id in self.order:
-            c = self.cands[node_id]
+        cands = self.cands
+        target = self.target
+        for d in self.order:
+            c = cands[d ^ target]
             if c.state == DONE:
                 best.append(c)
                 if len(best) >= self.k:

@@ -22,14 +22,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterator
-from operator import itemgetter
 
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact, ip_group
 
 __all__ = ["Entry", "RoutingTable"]
-
-_first = itemgetter(0)
 
 
 class Entry:
@@ -106,28 +103,35 @@ class RoutingTable:
         """The ``n`` known contacts closest to ``target`` by XOR distance (with
         ``healthy``, only contacts whose last RPC did not fail: what we tell others).
 
-        Buckets are visited in distance order (the target's bucket, then every deeper
-        bucket, then shallower buckets one by one) and collection stops once ``n``
-        contacts are gathered from whole groups, so only those are sorted.
+        Contacts fall into groups whose distances to ``target`` do not overlap, visited
+        nearest first: the target's bucket ``i`` (they share its first ``i + 1`` bits),
+        then every deeper bucket together (they differ from it at bit ``i`` only), then
+        bucket ``i - 1``, ``i - 2``, ... (each differs from it one bit further up). When
+        ``i`` is the last bucket it is the first group alone. Only the groups needed for
+        ``n`` contacts are sorted, so a far target costs one bucket, not the whole table.
         """
         idx = self.bucket_index(target)
         buckets = self.buckets
-
-        def take(j: int) -> list[Entry]:
-            entries = buckets[j].entries.values()
-            return [e for e in entries if not e.failures] if healthy else list(entries)
-
-        found: list[Entry] = take(idx)
-        for j in range(idx + 1, len(buckets)):
-            found.extend(take(j))
-        j = idx - 1
-        while len(found) < n + 1 and j >= 0:
-            found.extend(take(j))
-            j -= 1
-        keyed = [(e.contact.node_id ^ target, e.contact) for e in found]
-        keyed.sort(key=_first)
-        out = [c for _, c in keyed if c.node_id != exclude]
-        return out[:n]
+        index = self.index
+        skip = exclude ^ target if exclude is not None else -1
+        out: list[Contact] = []
+        groups: list[list[_Bucket]] = [[buckets[idx]], buckets[idx + 1 :]]
+        groups.extend([buckets[j]] for j in range(idx - 1, -1, -1))
+        for group in groups:
+            if healthy:
+                dists = [i ^ target for b in group for i, e in b.entries.items() if not e.failures]
+            else:
+                dists = [i ^ target for b in group for i in b.entries]
+            if not dists:
+                continue
+            dists.sort()
+            for d in dists:
+                if d != skip:
+                    out.append(index[d ^ target].contact)
+            if len(out) >= n:
+                del out[n:]
+                break
+        return out
 
     def rto(self, node_id: int) -> float | None:
         e = self.index.get(node_id)
