@@ -1,0 +1,91 @@
+"""HostMonitor: refreshes that overlap share a read, a caller always sees what was done
+before it asked, host size is read rarely, and a synthetic load replaces the (absent)
+measured demand of a test host's VM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from dvms.hypervisor.base import VmInfo, VmState
+from dvms.node.monitor import HOST_SIZE_PERIOD_S, HostMonitor
+from dvms.partition.messages import LaunchVm
+
+
+@dataclass
+class Stats:
+    cpus: int = 8
+    memory_total_mib: int = 16384
+
+
+@dataclass
+class FakeHv:
+    """A host whose listing takes 1 s (virtual) and reflects the VMs at its start."""
+
+    vms: list[VmInfo] = field(default_factory=list)
+    lists: int = 0
+    stats_calls: int = 0
+
+    async def stats(self) -> Stats:
+        self.stats_calls += 1
+        return Stats()
+
+    async def list_vms(self) -> list[VmInfo]:
+        self.lists += 1
+        snapshot = list(self.vms)
+        await trio.sleep(1.0)
+        return snapshot
+
+
+def vm(name: str, vcpus: int = 4, namespace: str = "") -> VmInfo:
+    return VmInfo(name, "h1", VmState.RUNNING, vcpus, 1024, namespace)
+
+
+async def test_overlapping_refreshes_share_reads_and_see_earlier_changes(autojump_clock):
+    hv = FakeHv()
+    mon = HostMonitor(hv, "h1", "test:///")  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mon.refresh)  # read 1 starts with no VM
+        await trio.sleep(0.1)
+        hv.vms.append(vm("a"))  # created during read 1: read 1 cannot show it
+        for _ in range(5):
+            nursery.start_soon(mon.refresh)
+        await trio.sleep(0.1)
+    assert hv.lists == 2  # six refreshes, two reads
+    assert [v.name for v in mon.vms] == ["a"]
+    assert hv.stats_calls == 1
+    await mon.refresh()
+    assert hv.stats_calls == 1  # host size is not read again before HOST_SIZE_PERIOD_S
+    await trio.sleep(HOST_SIZE_PERIOD_S)
+    await mon.refresh()
+    assert hv.stats_calls == 2
+
+
+async def test_a_spec_added_during_a_read_is_kept(autojump_clock):
+    hv = FakeHv()
+    mon = HostMonitor(hv, "h1", "test:///")  # type: ignore[arg-type]
+    spec = LaunchVm("a", "", 4, 1024, coschedule=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mon.refresh)
+        await trio.sleep(0.1)
+        hv.vms.append(vm("a"))
+        mon.specs["a"] = spec  # the runner records it once create returns
+    assert mon.specs == {"a": spec}
+    await mon.refresh()
+    state = mon.state()
+    assert state is not None and state.vms[0].coschedule == 0
+
+
+async def test_synthetic_load_is_capped_at_vcpus_and_cleared_by_zero(autojump_clock):
+    hv = FakeHv(vms=[vm("a", vcpus=4), vm("b", vcpus=2, namespace="ns")])
+    mon = HostMonitor(hv, "h1", "test:///")  # type: ignore[arg-type]
+    await mon.refresh()
+    assert [v.cpu_demand for v in mon.state().vms] == [0.0, 0.0]
+    mon.set_synthetic_load("", "a", 3.5)
+    mon.set_synthetic_load("", "b", 2.0)  # wrong namespace: b is in "ns"
+    mon.set_synthetic_load("ns", "b", 9.0)  # more than b's 2 vCPUs: b uses 2
+    assert [v.cpu_demand for v in mon.state().vms] == [3.5, 2.0]
+    mon.set_synthetic_load("", "a", 0)
+    assert [v.cpu_demand for v in mon.state().vms] == [0.0, 2.0]
+    assert ("", "a") not in mon.synthetic
