@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--dir", required=True, help="directory for keys, sockets and state")
     up.add_argument("--hypervisor", default="test", choices=("test",), help="host kind")
     up.add_argument("--recruitment", choices=("vivaldi", "ring", "random"))
+    up.add_argument("--host-cpus", type=int, help="CPUs of each test host (default 8)")
+    up.add_argument("--host-memory", type=int, help="memory of each test host, MiB (default 16384)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
     up.set_defaults(func=up_cmd)
     status = csub.add_parser("status", help="state of each daemon", description="Show nodes.")
@@ -48,6 +50,8 @@ def up_cmd(args: argparse.Namespace) -> int:
             args.nodes,
             hypervisor=args.hypervisor,
             recruitment=args.recruitment,
+            host_cpus=args.host_cpus,
+            host_memory_mib=args.host_memory,
             timeout=args.timeout,
         )
     except ClusterError as exc:

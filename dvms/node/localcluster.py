@@ -33,16 +33,24 @@ from dvms.wire.keys import generate_key, write_key
 __all__ = ["ClusterError", "cluster_down", "cluster_status", "cluster_up", "node_sockets"]
 
 MANIFEST = "cluster.json"
+#: With ``cprofile=True`` each daemon runs under cProfile and writes ``DIR/nodeI/`` this
+#: file when it exits (``cluster down``); ``down`` leaves such a node's directory.
+PROFILE = "profile.out"
 
 
 class ClusterError(Exception):
     """A local cluster could not be started, read or stopped; the message says why."""
 
 
-def _start(d: Path, name: str, seed: str | None, extra: list[str]) -> subprocess.Popen:
+def _start(
+    d: Path, name: str, seed: str | None, extra: list[str], cprofile: bool = False
+) -> subprocess.Popen:
     state = d / name
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cmd = [sys.executable, "-m", "dvms", "node", "run", "--listen", "127.0.0.1:0"]
+    cmd = [sys.executable]
+    if cprofile:  # the main thread only (solver threads are not seen); written on exit
+        cmd += ["-m", "cProfile", "-o", str(state / PROFILE)]
+    cmd += ["-m", "dvms", "node", "run", "--listen", "127.0.0.1:0"]
     cmd += ["--key", str(d / "cluster.key"), "--state-dir", str(state)]
     cmd += ["--hostname", name, "--log-level", "warning", *extra]
     if seed:
@@ -57,7 +65,8 @@ def _start(d: Path, name: str, seed: str | None, extra: list[str]) -> subprocess
         )
 
 
-def _wait(pred, timeout: float, what: str) -> Any:
+def _wait(pred, timeout: float, what: str, proc: subprocess.Popen | None = None) -> Any:
+    """Poll ``pred`` until it returns something true; fail at once if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -67,8 +76,18 @@ def _wait(pred, timeout: float, what: str) -> Any:
                 return last
         except (ControlError, OSError, ValueError) as exc:
             last = exc
+        if proc is not None and proc.poll() is not None:
+            raise ClusterError(f"{what}: the daemon exited with code {proc.returncode}")
         time.sleep(0.1)
     raise ClusterError(f"timed out waiting for {what} (last: {last})")
+
+
+def _log_tail(state: Path, lines: int = 3) -> str:
+    try:
+        text = (state / "node.log").read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
 
 
 def cluster_up(
@@ -78,11 +97,19 @@ def cluster_up(
     hypervisor: str = "test",
     profile: str = "local",
     recruitment: str | None = None,
+    host_cpus: int | None = None,
+    host_memory_mib: int | None = None,
     timeout: float = 60.0,
+    cprofile: bool = False,
 ) -> list[dict[str, Any]]:
-    """Start ``nodes`` daemons under ``d``; returns the manifest rows."""
+    """Start ``nodes`` daemons under ``d``; returns the manifest rows. ``host_cpus`` and
+    ``host_memory_mib`` (MiB) size every test host (default: the daemon's, 8 and 16384)."""
     if nodes < 1:
         raise ClusterError("--nodes must be at least 1")
+    if host_cpus is not None and host_cpus < 1:
+        raise ClusterError(f"--host-cpus must be at least 1, got {host_cpus}")
+    if host_memory_mib is not None and host_memory_mib < 1:
+        raise ClusterError(f"--host-memory must be at least 1 MiB, got {host_memory_mib}")
     if hypervisor != "test":
         raise ClusterError(f"hypervisor {hypervisor!r}: only 'test' (libvirt test:/// hosts)")
     d.mkdir(parents=True, exist_ok=True)
@@ -92,15 +119,21 @@ def cluster_up(
     extra = ["--profile", profile]
     if recruitment:
         extra += ["--recruitment", recruitment]
+    if host_cpus is not None:
+        extra += ["--host-cpus", str(host_cpus)]
+    if host_memory_mib is not None:
+        extra += ["--host-memory", str(host_memory_mib)]
     rows: list[dict[str, Any]] = []
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(_start(d, "node1", None, extra))
-        seed = _wait(lambda: _node_json(d / "node1"), timeout, "node1 to start")["address"]
-        procs += [_start(d, f"node{i}", seed, extra) for i in range(2, nodes + 1)]
+        procs.append(_start(d, "node1", None, extra, cprofile))
+        seed = _wait(lambda: _node_json(d / "node1"), timeout, "node1 to start", procs[0])
+        procs += [
+            _start(d, f"node{i}", seed["address"], extra, cprofile) for i in range(2, nodes + 1)
+        ]
         for i, p in enumerate(procs, 1):
             name = f"node{i}"
-            info = _wait(lambda name=name: _node_json(d / name), timeout, f"{name} to start")
+            info = _wait(lambda name=name: _node_json(d / name), timeout, f"{name} to start", p)
             rows.append(
                 {
                     "name": name,
@@ -112,14 +145,25 @@ def cluster_up(
                 }
             )
         (d / MANIFEST).write_text(json.dumps(rows, indent=2) + "\n")
-        for r in rows:
-            _wait(lambda r=r: _sees_all(r["socket"], nodes), timeout, f"{r['name']} to see all")
+        for r, p in zip(rows, procs, strict=True):
+            _wait(lambda r=r: _sees_all(r["socket"], nodes), timeout, f"{r['name']} to see all", p)
+    except ClusterError as exc:
+        failed = [f"node{i}" for i, p in enumerate(procs, 1) if p.poll() is not None]
+        _kill_all(procs)
+        if failed:
+            tail = _log_tail(d / failed[0])
+            raise ClusterError(f"{exc}; {failed[0]}/node.log: {tail}") from None
+        raise
     except BaseException:
-        for p in procs:
-            p.kill()
-            p.wait()
+        _kill_all(procs)
         raise
     return rows
+
+
+def _kill_all(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
 
 
 def _sees_all(sock: str, nodes: int) -> bool:
@@ -199,7 +243,8 @@ def cluster_down(d: Path, *, grace: float = 10.0) -> list[str]:
     for r in rows:
         if r not in running:
             done.append(f"{r['name']} (pid {r['pid']}) was not running")
-        shutil.rmtree(r["state_dir"], ignore_errors=True)
+        if not (Path(r["state_dir"]) / PROFILE).exists():
+            shutil.rmtree(r["state_dir"], ignore_errors=True)
     (d / "cluster.key").unlink(missing_ok=True)
     (d / MANIFEST).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
