@@ -1,14 +1,32 @@
 """One node's whole protocol stack as a single sans-I/O core: the overlay (Kademlia +
 Vivaldi) and, when the node hosts VMs, the partition protocol on top of it. Messages
 are routed by type; timers and deadlines are merged. The Trio runner and the simulator
-both drive this object."""
+both drive this object.
+
+It is also the glue between the two cores. The partition core only reads the overlay;
+what it needs done there it returns as effects (``dvms.partition.events
+.OVERLAY_EFFECTS``), which this class carries out before handing the rest on::
+
+    partition effect      --> overlay operation                --> answer
+    ClaimNames            --> get, put claim, get (per name)   --> partition.on_names_claimed
+    RecordLocation        --> get, put hosted record
+    ReleaseNames          --> unpublish claims (get, put free)
+    PeerUnreachable       --> overlay.table.failed(node)
+
+(``dvms.partition.directory`` has the record format and the client.) Shells should
+call the partition commands through the wrappers below (``launch``, ``on_computed``,
+``on_driver_result``, ``on_monitor``, ``shutdown``); a shell that calls the partition
+core directly still gets the same behaviour one timer tick later (the core holds such
+effects and makes its deadline due, and ``on_timer`` comes through here)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from dvms.overlay.core import OverlayCore
+from dvms.overlay.records import Identity
 from dvms.partition.core import PartitionCore
+from dvms.partition.directory import PREFIX, Directory, directory_validator
 from dvms.partition.messages import PARTITION_MESSAGES
 
 __all__ = ["NodeCore"]
@@ -17,20 +35,46 @@ _PARTITION_TYPES = frozenset(PARTITION_MESSAGES.values())
 
 
 class NodeCore:
-    def __init__(self, overlay: OverlayCore, partition: PartitionCore | None = None) -> None:
+    def __init__(
+        self,
+        overlay: OverlayCore,
+        partition: PartitionCore | None = None,
+        *,
+        identity: Identity | None = None,
+    ) -> None:
+        """``identity`` signs this node's directory records (the daemon passes its own
+        key pair). Without one, a key pair is derived from the node id: fine in a
+        simulation, forgeable by anyone who knows the id, so not for a real cluster."""
         self.overlay = overlay
         self.partition = partition
+        self._identity = identity
+        self.directory: Directory | None = None
+        if partition is not None:
+            validators = overlay.store.validators
+            try:
+                validators.for_name(PREFIX)
+            except ValueError:
+                validators.register(directory_validator())
+            self.directory = Directory(overlay, self.identity, self._names_claimed)
 
     @property
     def node_id(self) -> int:
         return self.overlay.node_id
 
+    def identity(self) -> Identity:
+        if self._identity is None:
+            seed = b"dvms-sim-directory:" + self.node_id.to_bytes(20, "big")
+            self._identity = Identity.from_seed(seed)
+        return self._identity
+
+    # -- inputs ------------------------------------------------------------------------
+
     def on_message(self, src, sender: int, rid: int, msg: Any, *, now: float) -> list[Any]:
         if type(msg) in _PARTITION_TYPES:
             if self.partition is None:
                 return []
-            return self.partition.on_message(src, sender, rid, msg, now=now)
-        return self.overlay.on_message(src, sender, rid, msg, now=now)
+            return self._glue(self.partition.on_message(src, sender, rid, msg, now=now), now)
+        return self._glue(self.overlay.on_message(src, sender, rid, msg, now=now), now)
 
     def on_timer(self, *, now: float) -> list[Any]:
         out = self.overlay.on_timer(now=now)
@@ -38,7 +82,7 @@ class NodeCore:
             d = self.partition.next_deadline()
             if d is not None and d <= now:
                 out += self.partition.on_timer(now=now)
-        return out
+        return self._glue(out, now)
 
     def next_deadline(self) -> float | None:
         a = self.overlay.next_deadline()
@@ -46,3 +90,59 @@ class NodeCore:
         if a is None:
             return b
         return a if b is None or a < b else b
+
+    # -- partition commands (glued) ----------------------------------------------------
+
+    def _part(self) -> PartitionCore:
+        if self.partition is None:
+            raise RuntimeError("this node runs no partition protocol")
+        return self.partition
+
+    def launch(self, vms, constraints, *, now: float) -> tuple[int, list[Any]]:
+        part = self._part()
+        event_id, out = part.launch(vms, constraints, now=now)
+        return event_id, self._glue(out + part.take_outbox(), now)
+
+    def on_computed(self, token: int, outcome: Any, *, now: float) -> list[Any]:
+        part = self._part()
+        out = part.on_computed(token, outcome, now=now)
+        return self._glue(out + part.take_outbox(), now)
+
+    def on_driver_result(self, op: int, ok: bool, reason: str, *, now: float) -> list[Any]:
+        part = self._part()
+        out = part.on_driver_result(op, ok, reason, now=now)
+        return self._glue(out + part.take_outbox(), now)
+
+    def on_monitor(self, *, now: float) -> list[Any]:
+        part = self._part()
+        out = part.on_monitor(now=now)
+        return self._glue(out + part.take_outbox(), now)
+
+    def shutdown(self, *, now: float) -> list[Any]:
+        part = self._part()
+        out = part.shutdown(now=now)
+        return self._glue(out + part.take_outbox(), now)
+
+    # -- glue --------------------------------------------------------------------------
+
+    def _names_claimed(self, event_id: int, taken: tuple[str, ...], now: float) -> list[Any]:
+        part = self._part()
+        return part.on_names_claimed(event_id, taken, now=now) + part.take_outbox()
+
+    def _glue(self, effects: list[Any], now: float) -> list[Any]:
+        """Carry out the overlay effects among ``effects`` (and everything they lead
+        to), return the rest for the shell."""
+        d = self.directory
+        if d is None or not any(d.wants(e) for e in effects):
+            return effects
+        out: list[Any] = []
+        queue = list(effects)
+        i = 0
+        while i < len(queue):
+            eff = queue[i]
+            i += 1
+            if d.wants(eff):
+                queue += d.take(eff, now)
+            else:
+                out.append(eff)
+        return out

@@ -12,7 +12,7 @@ from typing import Any
 
 from dvms.effects import Emit, Send
 from dvms.overlay.messages import Contact
-from dvms.partition.events import DriverCall, PlanApplied
+from dvms.partition.events import DriverCall, PlanApplied, RecordLocation
 from dvms.partition.messages import (
     ActionAccepted,
     ActionAck,
@@ -168,15 +168,28 @@ class Acting:
                 "dst_host": msg.dst_host,
                 "dst_addr": msg.dst.addr,
             }
+            self._located[msg.op] = RecordLocation(
+                msg.namespace, msg.vm, msg.dst_host, msg.dst.node_id
+            )
             out.append(DriverCall(msg.op, "migrate", args))
 
     def _on_create(self, src, sender, rid, msg: CreateVm, now, out) -> None:
         if self._accept_action(src, sender, rid, msg.pid, msg.op, now, out):
+            here = self.local_state()
+            if here is not None:
+                self._located[msg.op] = RecordLocation(
+                    msg.vm.namespace, msg.vm.name, here.name, self.me.node_id
+                )
             out.append(DriverCall(msg.op, "create", {"vm": msg.vm}))
 
     def on_driver_result(self, op: int, ok: bool, reason: str, *, now: float) -> list[Any]:
         out: list[Any] = []
         entry = self._driver.pop(op, None)
+        located = self._located.pop(op, None)
+        if ok and located is not None and self.config.directory:
+            # The node that carried the action out writes the directory record, so it
+            # is written even if the leader is gone by now.
+            out.append(located)
         if entry is not None:
             leader, pid = entry
             done = ActionDone(pid, op, ok, reason[:512])
@@ -195,4 +208,4 @@ class Acting:
                 self._dissolve("lease expired", now, out, notify=False)
             if self.view is None:
                 self._start_if_free(now, out)
-        return out
+        return self._deferred(out, now)

@@ -46,6 +46,24 @@ class PartitionConfig:
     #: first timeout follows the overlay's RTT estimate of the peer when it has one.
     rpc_attempts: int = 4
     rpc_timeout_s: float = 0.5
+    #: Attempts for an ISP sent to a recruitment candidate, each after the same timeout
+    #: (``rpc_timeout_s`` or the peer's RTO), not a doubling one (ours): a candidate
+    #: answers at once, so a dead one costs 4 x 0.5 s = 2 s instead of 7.5 s per lap.
+    #: Fewer attempts are not safer: an ISP whose every answer is lost looks like a dead
+    #: candidate although it joined, and forwarding it elsewhere forks the partition
+    #: (2 attempts did under 10 % loss). The ISP going home to its initiator keeps
+    #: ``rpc_attempts`` with back-off.
+    isp_attempts: int = 4
+    #: A peer that let every attempt of a request time out is kept out of recruitment for
+    #: this long, seconds, unless it is heard from again (ours; it is also reported to the
+    #: overlay, which marks the routing-table contact failed).
+    dead_peer_s: float = 30.0
+    #: A member that heard nothing from its partition for this long, seconds, asks the
+    #: leader whether it still holds the partition; if the leader does not answer (after
+    #: ``isp_attempts``) and this member is the first in line, it takes over as leader
+    #: (DVMS 2: "the detecting member makes itself leader"). Must leave the probe time
+    #: within ``lease_s``: 1.0 + 0.5 + 1.0 = 2.5 s < 3.5 s.
+    suspect_s: float = 1.0
     #: How long a leader waits for member states before dropping silent members, seconds.
     state_timeout_s: float = 2.0
     #: How long a leader waits for a started action (a live migration, a VM creation) to
@@ -63,6 +81,10 @@ class PartitionConfig:
     #: First back-off before a failed launch is retried, seconds; doubled per attempt,
     #: times a random factor in [0.5, 1.5) (ours: lets contending partitions finish).
     launch_retry_s: float = 0.05
+    #: Write VM name -> host records to the DHT after each create and migration, and
+    #: claim a launch's VM names there first (unique per namespace) (the issue's
+    #: directory; ours, DVMS has none).
+    directory: bool = True
     #: Consolidation on underload (DVMS 1 only); off by default, not implemented yet.
     underload: bool = False
 
@@ -80,6 +102,8 @@ class PartitionConfig:
                 raise ValueError(f"{name} must be positive")
         if self.keepalive_s >= self.lease_s:
             raise ValueError("keepalive_s must be shorter than lease_s")
+        if self.isp_attempts < 1 or self.rpc_attempts < 1:
+            raise ValueError("isp_attempts and rpc_attempts must be at least 1")
 
     @classmethod
     def vmplaces(cls) -> PartitionConfig:

@@ -53,13 +53,18 @@ from dvms.overlay.messages import Contact
 from dvms.partition.acting import Acting
 from dvms.partition.config import PartitionConfig
 from dvms.partition.events import (
+    OVERLAY_EFFECTS,
+    ClaimNames,
     Compute,
     DriverCall,
     EventDone,
     EventStarted,
     PartitionChanged,
     PartitionReleased,
+    PeerUnreachable,
     PlanApplied,
+    RecordLocation,
+    ReleaseNames,
 )
 from dvms.partition.membership import Membership
 from dvms.partition.messages import (
@@ -91,15 +96,18 @@ from dvms.partition.rpc import PendingRequest, Rpc
 from dvms.partition.solve import SolveOutcome, solve_events
 from dvms.partition.timers import (
     T_ACTION,
+    T_FLUSH,
     T_KEEPALIVE,
     T_LEASE,
     T_MONITOR,
     T_RETRY,
     T_RPC,
     T_STATES,
+    T_SUSPECT,
 )
 
 __all__ = [
+    "ClaimNames",
     "Compute",
     "DriverCall",
     "EventDone",
@@ -107,7 +115,10 @@ __all__ = [
     "PartitionChanged",
     "PartitionCore",
     "PartitionReleased",
+    "PeerUnreachable",
     "PlanApplied",
+    "RecordLocation",
+    "ReleaseNames",
 ]
 
 #: Answers to non-idempotent requests remembered for retransmissions (see _answered).
@@ -180,6 +191,9 @@ class PartitionCore(Rpc, Membership, Acting):
         self._seq = 0
         self._next_token = 1
         self._driver: dict[int, tuple[Contact, int]] = {}  # running op -> (leader, pid)
+        self._located: dict[int, RecordLocation] = {}  # running op -> its directory record
+        self._heard = 0.0  # when our partition last showed it is alive (membership.py)
+        self._probing: int | None = None  # pid whose leader we are probing
         self._holding: PartitionView | None = None  # an Isp we are passing on
         self._skip: set[int] = set()  # the ISP's skip set while we lead
         self.stopping = False  # shutdown() was called: start nothing new
@@ -191,6 +205,12 @@ class PartitionCore(Rpc, Membership, Acting):
         # DVMS: a failed event "will be re-detected later if the overload persists".
         self._overload_hold = False
         self._replies: dict[tuple, Any] = {}  # request key -> our answer (_answered)
+        self._dead: dict[int, float] = {}  # peer -> until when recruitment skips it (rpc.py)
+        # Overlay effects (events.OVERLAY_EFFECTS) produced by a direct call (launch,
+        # on_computed, on_driver_result, on_monitor, shutdown): NodeCore's wrappers take
+        # them at once with take_outbox(); a shell calling the core directly gets them
+        # from the next on_timer (a T_FLUSH timer is due now), through NodeCore.
+        self._outbox: list[Any] = []
         self._handlers = {
             Isp: self._on_isp,
             SetPartition: self._on_set_partition,
@@ -234,7 +254,27 @@ class PartitionCore(Rpc, Membership, Acting):
             elif kind == T_RETRY and ref in self.own and ref not in self.queue:
                 self.queue.append(ref)
                 self._start_if_free(now, out)
+            elif kind == T_SUSPECT:
+                self._suspect(ref, now, out)
+            elif kind == T_FLUSH:
+                out += self.take_outbox()
         return out
+
+    def take_outbox(self) -> list[Any]:
+        """Overlay effects held back from a direct call (see ``_deferred``)."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _deferred(self, out: list[Any], now: float) -> list[Any]:
+        """The result of a direct call: overlay effects are held for ``take_outbox`` (the
+        node glue's wrappers call it at once; otherwise a timer due now hands them out
+        through ``on_timer``, which every shell routes through ``NodeCore``)."""
+        if not any(type(e) in OVERLAY_EFFECTS for e in out):
+            return out
+        if not self._outbox:
+            self._at(now, T_FLUSH)
+        self._outbox += [e for e in out if type(e) in OVERLAY_EFFECTS]
+        return [e for e in out if type(e) not in OVERLAY_EFFECTS]
 
     def _retry_launch(self, own: _Own, now: float) -> None:
         """Queue a failed launch again after a randomised, doubling back-off. Retrying at
@@ -248,6 +288,7 @@ class PartitionCore(Rpc, Membership, Acting):
 
     def on_message(self, src: Address, sender: int, rid: int, msg: Any, *, now: float):
         out: list[Any] = []
+        self._alive(sender)
         handler = self._handlers.get(type(msg))
         if handler is not None:
             handler(src, sender, rid, msg, now, out)
@@ -261,18 +302,45 @@ class PartitionCore(Rpc, Membership, Acting):
         out: list[Any] = []
         self._overload_hold = False
         self._start_if_free(now, out)
-        return out
+        return self._deferred(out, now)
 
     def launch(
         self, vms: tuple[LaunchVm, ...], constraints: tuple[WireConstraint, ...], *, now: float
     ) -> tuple[int, list[Any]]:
-        """Queue a vjob for placement; ends with ``Emit(EventDone)`` for its event id."""
+        """Queue a vjob for placement; ends with ``Emit(EventDone)`` for its event id.
+
+        With ``config.directory`` its VM names are claimed in the DHT directory first
+        (``ClaimNames``; the glue answers ``on_names_claimed``): a name already in use in
+        its namespace refuses the vjob before any partition is built."""
         event = Event("launch", self.me, self.rng.getrandbits(63), vms, constraints)
         self.own[event.event_id] = _Own(event, now)
-        self.queue.append(event.event_id)
         out: list[Any] = [Emit(EventStarted(event.event_id, "launch"))]
+        if self.config.directory and vms:
+            names = tuple(dict.fromkeys((v.namespace, v.name) for v in vms))
+            out.append(ClaimNames(event.event_id, names))
+            return event.event_id, self._deferred(out, now)
+        self.queue.append(event.event_id)
         self._start_if_free(now, out)
-        return event.event_id, out
+        return event.event_id, self._deferred(out, now)
+
+    def on_names_claimed(self, event_id: int, taken: tuple[str, ...], *, now: float) -> list[Any]:
+        """The directory's answer to ``ClaimNames``: ``taken`` lists the names already in
+        use (empty: every name is now held by this event until its VMs' records are
+        written, or it fails and frees them)."""
+        out: list[Any] = []
+        own = self.own.get(event_id)
+        if own is None or own.in_flight or event_id in self.queue:
+            return out
+        if self.stopping:
+            return out  # shutdown() reported the event; its claims are released
+        if taken:
+            shown = ", ".join(taken[:8]) + (" ..." if len(taken) > 8 else "")
+            self.stats["launch_name_taken"] += 1
+            self._end_event(own, False, f"VM name already in use: {shown}", now, out)
+            return self._deferred(out, now)
+        self.queue.append(event_id)
+        self._start_if_free(now, out)
+        return self._deferred(out, now)
 
     def busy(self) -> bool:
         return self.view is not None
@@ -334,6 +402,7 @@ class PartitionCore(Rpc, Membership, Acting):
         self.view = view
         self.lease_until = now + self.config.lease_s
         self._at(self.lease_until, T_LEASE, view.pid)
+        self._heard_from_partition(view.pid, now)
         out.append(Emit(PartitionChanged(view, role)))
 
     def _become_leader(self, view, skip, hops, now, out) -> None:
@@ -440,7 +509,7 @@ class PartitionCore(Rpc, Membership, Acting):
             if m.node_id != self.me.node_id:
                 self._request(m, SetPartition(self.view), lambda r, n, o: None, now, out)
         self._start_actions(outcome, now, out)
-        return out
+        return self._deferred(out, now)
 
     # -- passing the ISP on ------------------------------------------------------------
 
@@ -490,7 +559,7 @@ class PartitionCore(Rpc, Membership, Acting):
         """Send the ISP token on (to a candidate, or home to the initiator at lap end)."""
         candidate = None
         if not lap_over:
-            candidate = self._next_candidate(view, skip)
+            candidate = self._next_candidate(view, skip, now)
         if candidate is None:
             if view.initiator.node_id == self.me.node_id:
                 # We may be re-forwarding after a refusal, still marked as holding: let
@@ -505,7 +574,19 @@ class PartitionCore(Rpc, Membership, Acting):
         self._holding = view
 
         def on_ack(reply, now, out) -> None:
-            if reply is not None and reply.accepted:
+            mine = self.view
+            moved_on = (
+                reply is None
+                and not msg.returning
+                and (mine is None or mine.pid != view.pid or mine.version > view.version)
+            )
+            if moved_on:
+                # Every answer was lost, but the partition moved on (the candidate joined:
+                # its SetPartition came) or has ended meanwhile. Forwarding the ISP again
+                # forked it: under 10 % loss a second copy recruited its own members while
+                # the first applied a plan (one node claimed by both).
+                self.stats["isp_ack_lost"] += 1
+            if (reply is not None and reply.accepted) or moved_on:
                 self._holding = None
                 self._after_hold(now, out)
                 return
@@ -518,16 +599,21 @@ class PartitionCore(Rpc, Membership, Acting):
             skip.add(target.node_id)
             self._forward(view, skip, hops, lap_over, now, out)
 
-        self._request(target, msg, on_ack, now, out)
+        if msg.returning:
+            self._request(target, msg, on_ack, now, out)
+        else:
+            cfg = self.config
+            self._request(target, msg, on_ack, now, out, attempts=cfg.isp_attempts, backoff=False)
         self._keepalive(view.pid, now, out)
 
-    def _next_candidate(self, view: PartitionView, skip: set[int]) -> Contact | None:
+    def _next_candidate(self, view: PartitionView, skip: set[int], now: float) -> Contact | None:
         cfg = self.config
+        dead = self.dead_peers(now)
         return next_candidate(
             cfg.recruitment,
             self.overlay,
             view,
-            skip,
+            skip | dead if dead else skip,
             self.rng,
             resolution_s=cfg.locality_resolution_s,
         )
@@ -631,7 +717,7 @@ class PartitionCore(Rpc, Membership, Acting):
         lap_over = hops >= self.config.max_hops
         candidate = None
         if not lap_over:
-            candidate = self._next_candidate(view, skip)
+            candidate = self._next_candidate(view, skip, now)
         returning = candidate is None
         target = view.initiator if returning else candidate
         msg = Isp(view, tuple(sorted(skip)), hops, returning)
@@ -641,10 +727,32 @@ class PartitionCore(Rpc, Membership, Acting):
                 return
             if returning:
                 return  # the initiator is gone: its members' leases will expire
-            skip.add(target.node_id)
+            if reply is None:
+                self._lost_foreign(view, skip, hops, target, now, out)
+                return
+            skip.add(target.node_id)  # already a member there: try another
             self._forward_foreign(view, skip, hops, now, out)
 
-        self._request(target, msg, on_ack, now, out)
+        if returning:
+            self._request(target, msg, on_ack, now, out)
+        else:
+            cfg = self.config
+            self._request(target, msg, on_ack, now, out, attempts=cfg.isp_attempts, backoff=False)
+
+    def _lost_foreign(self, view, skip, hops, target: Contact, now, out) -> None:
+        """Every answer of ``target`` was lost: it may be dead, or it may have taken the
+        ISP on anyway, and a second copy would fork the partition (seen under 10 % loss:
+        one node claimed by two plans). The initiator adopts every new version, so the
+        ISP is sent on again only if the initiator still holds ``view``'s version."""
+
+        def on_valid(reply, now, out) -> None:
+            if reply is not None and reply.ok:
+                skip.add(target.node_id)
+                self._forward_foreign(view, skip, hops, now, out)
+            else:
+                self.stats["isp_not_resent"] += 1
+
+        self._request(view.initiator, StillValid(view.pid, view.version), on_valid, now, out)
 
     def _check_then_join(self, msg: Isp, now: float, out: list[Any]) -> None:
         view = msg.view
@@ -669,7 +777,13 @@ class PartitionCore(Rpc, Membership, Acting):
         self._become_leader(new, set(msg.skip), msg.hops, now, out)
 
     def _on_still_valid(self, src, sender, rid, msg: StillValid, now, out) -> None:
-        ok = self.view is not None and self.view.pid == msg.pid
+        # VMPlaceS's rule: same partition, and a version not older than ours (a copy of
+        # an ISP from before a later member joined is stale)
+        view = self.view
+        ok = view is not None and view.pid == msg.pid and msg.version >= view.version
+        if msg.leading:
+            holding = self._holding is not None and self._holding.pid == msg.pid
+            ok = holding or (ok and self.lead is not None)
         out.append(Send(src, rid, Valid(ok)))
 
     # -- merging -----------------------------------------------------------------------

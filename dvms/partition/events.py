@@ -14,13 +14,18 @@ from typing import Any
 from dvms.partition.messages import PartitionView, Placed
 
 __all__ = [
+    "OVERLAY_EFFECTS",
+    "ClaimNames",
     "Compute",
     "DriverCall",
     "EventDone",
     "EventStarted",
     "PartitionChanged",
     "PartitionReleased",
+    "PeerUnreachable",
     "PlanApplied",
+    "RecordLocation",
+    "ReleaseNames",
 ]
 
 
@@ -43,6 +48,48 @@ class DriverCall:
     op: int
     kind: str
     args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUnreachable:
+    """A peer let every attempt of a partition request time out: the overlay glue
+    (``dvms.node.core``) marks its routing-table contact failed."""
+
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimNames:
+    """Before a launch event starts: claim its VM names, ``(namespace, name)`` pairs, in
+    the DHT directory (names are unique per namespace). The glue answers with
+    ``PartitionCore.on_names_claimed(event_id, taken)``."""
+
+    event_id: int
+    names: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLocation:
+    """A VM was created on, or migrated to, ``host`` (node ``node_id``): write its
+    directory record."""
+
+    namespace: str
+    name: str
+    host: str
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseNames:
+    """A launch event ended: stop republishing its name claims; with ``free``, a name
+    whose record is still this event's claim is written free again."""
+
+    event_id: int
+    free: bool
+
+
+#: Effects the node glue turns into overlay operations (never reach a shell).
+OVERLAY_EFFECTS = (PeerUnreachable, ClaimNames, RecordLocation, ReleaseNames)
 
 
 @dataclass(frozen=True, slots=True)

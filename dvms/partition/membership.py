@@ -7,11 +7,13 @@ A mixin of ``PartitionCore`` (it uses the core's state and timers); split out so
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from dvms.effects import Emit, Send
-from dvms.partition.events import EventDone, PartitionReleased
+from dvms.partition.events import EventDone, PartitionReleased, ReleaseNames
 from dvms.partition.messages import (
+    FINISHING,
     Dissolve,
     KeepAlive,
     MemberState,
@@ -19,8 +21,9 @@ from dvms.partition.messages import (
     OutcomeAck,
     PartitionView,
     SetPartition,
+    StillValid,
 )
-from dvms.partition.timers import T_KEEPALIVE, T_LEASE
+from dvms.partition.timers import T_KEEPALIVE, T_LEASE, T_SUSPECT
 
 __all__ = ["Membership"]
 
@@ -61,6 +64,60 @@ class Membership:
         if self.view is not None and self.view.pid == msg.pid:
             self.lease_until = now + self.config.lease_s
             self._at(self.lease_until, T_LEASE, msg.pid)
+            self._heard_from_partition(msg.pid, now)
+
+    def _heard_from_partition(self, pid: int, now: float) -> None:
+        self._heard = now
+        self._at(now + self.config.suspect_s, T_SUSPECT, pid)
+
+    # -- leader crash ------------------------------------------------------------------
+
+    def _suspect(self, pid: int, now: float, out: list[Any]) -> None:
+        """Nothing heard from our partition for ``suspect_s``: if we are first in line
+        (the newest member but the leader), ask the leader whether it still leads or
+        holds the ISP; no answer -> we take over (DVMS 2, S4)."""
+        view = self.view
+        if view is None or view.pid != pid or self._probing == pid:
+            return
+        if now < self._heard + self.config.suspect_s - 1e-9:
+            return  # heard since: a later timer is set
+        if self.lead is not None or self._holding is not None or view.state == FINISHING:
+            return  # a plan being applied is not taken over: its lease ends it
+        leader = view.leader
+        line = [m for m in view.members if m.node_id != leader.node_id]
+        if leader.node_id == self.me.node_id or not line or line[0].node_id != self.me.node_id:
+            return
+        self._probing = pid
+        asked = now
+
+        def on_answer(reply, now, out) -> None:
+            self._probing = None
+            mine = self.view
+            if mine is None or mine != view or self._heard > asked:
+                return  # the partition moved on meanwhile
+            if reply is None:
+                self._take_over(mine, leader, now, out)
+            elif reply.ok:  # alive and leading, its keep-alives were lost
+                self.lease_until = now + self.config.lease_s
+                self._at(self.lease_until, T_LEASE, pid)
+                self._heard_from_partition(pid, now)
+            # else: it handed the ISP on; the new leader's SetPartition, or the lease
+
+        probe = StillValid(pid, view.version, leading=True)
+        cfg = self.config
+        self._request(leader, probe, on_answer, now, out, attempts=cfg.isp_attempts, backoff=False)
+
+    def _take_over(self, view: PartitionView, dead: Any, now: float, out: list[Any]) -> None:
+        """The leader is gone: lead the partition without it (its version + 2, so that
+        the view of a candidate the dead leader may just have handed the ISP to, at +1,
+        loses everywhere); an initiator that is gone dissolves it (DVMS 2, S4)."""
+        self.stats["takeovers"] += 1
+        if dead.node_id == view.initiator.node_id:
+            self._dissolve("initiator crashed", now, out, notify=True)
+            return
+        others = [m for m in view.members if m.node_id not in (dead.node_id, self.me.node_id)]
+        new = replace(view, version=view.version + 2, leader=self.me, members=(self.me, *others))
+        self._become_leader(new, {dead.node_id}, len(new.members), now, out)
 
     def _keepalive(self, pid: int, now: float, out: list[Any]) -> None:
         """Leaders and ISP holders keep members' leases fresh."""
@@ -128,12 +185,18 @@ class Membership:
             self._retry_launch(own, now)
             return
         if event.kind == "overload":
-            del self.own[event.event_id]  # the monitor re-raises it if still true
-            self._overload_hold = True
-            out.append(Emit(EventDone(event.event_id, "overload", False, reason, own.started, now)))
-            return
-        del self.own[event.event_id]
-        out.append(Emit(EventDone(event.event_id, event.kind, False, reason, own.started, now)))
+            self._overload_hold = True  # the monitor re-raises it if still true
+        self._end_event(own, False, reason, now, out)
+
+    def _end_event(self, own: Any, ok: bool, reason: str, now: float, out, **done: Any) -> None:
+        """Our event ended for good: report it, and free a launch's name claims."""
+        event = own.event
+        self.own.pop(event.event_id, None)
+        if event.kind == "launch" and self.config.directory and event.vms:
+            out.append(ReleaseNames(event.event_id, free=not ok))
+        out.append(
+            Emit(EventDone(event.event_id, event.kind, ok, reason, own.started, now, **done))
+        )
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -149,23 +212,17 @@ class Membership:
             own.in_flight = False
             self._retry_launch(own, now)
             return
-        del self.own[msg.event_id]
         if not msg.ok and own.event.kind == "overload":
             self._overload_hold = True  # re-detected at the monitor's next round
-        out.append(
-            Emit(
-                EventDone(
-                    msg.event_id,
-                    own.event.kind,
-                    msg.ok,
-                    msg.reason,
-                    own.started,
-                    now,
-                    msg.placed,
-                    msg.partition_size,
-                    msg.migrations,
-                )
-            )
+        self._end_event(
+            own,
+            msg.ok,
+            msg.reason,
+            now,
+            out,
+            placed=msg.placed,
+            partition_size=msg.partition_size,
+            migrations=msg.migrations,
         )
 
     # -- stopping ----------------------------------------------------------------------
@@ -187,10 +244,6 @@ class Membership:
             holds = self.lead is not None or self._holding is not None
             self._dissolve("node shutting down", now, out, notify=holds)
         self.queue.clear()
-        for event_id, own in list(self.own.items()):
-            kind = own.event.kind
-            out.append(
-                Emit(EventDone(event_id, kind, False, "node shutting down", own.started, now))
-            )
-        self.own.clear()
-        return out
+        for own in list(self.own.values()):
+            self._end_event(own, False, "node shutting down", now, out)
+        return self._deferred(out, now)

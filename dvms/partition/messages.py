@@ -4,7 +4,8 @@ Requests and responses (every request is retried until answered or given up)::
 
     Isp(view, skip, hops, returning)   -> IspAck(accepted)     the ISP token moves on
     SetPartition(view)                 -> MemberState(host)    new leader: adopt + report
-    StillValid(pid, version)           -> Valid(ok)            staleness check (initiator)
+    StillValid(pid, version, leading)  -> Valid(ok)            staleness check (initiator),
+                                                               leader-crash probe (leader)
     CanMerge(pid)                      -> MergeAnswer(ok)      Blocked/Blocked merge lock
     MigrateVm(pid, op, vm, dst)        -> ActionAccepted(op)   leader -> source member
     CreateVm(pid, op, vm)              -> ActionAccepted(op)   leader -> destination member
@@ -59,76 +60,12 @@ Name = Annotated[str, MaxLen(128)]
 U64 = Annotated[int, Range(0, 2**64 - 1)]
 Coord = Annotated[tuple[float, ...], MaxLen(24)]
 Names = Annotated[tuple[Name, ...], MaxLen(4096)]
+#: Constraints a VM carries (see ``VmState.constraints``).
+Carried = Annotated[tuple["WireConstraint", ...], MaxLen(64)]
 
 #: Partition states (the DVMS 2 machine; see core.py).
 GROWING, BLOCKED, FINISHING = 0, 1, 2
 STATE_NAMES = {GROWING: "growing", BLOCKED: "blocked", FINISHING: "finishing"}
-
-
-@dataclass(frozen=True, slots=True)
-class VmState:
-    """A running VM as its host reports it to a partition leader."""
-
-    name: Name
-    namespace: Name
-    vcpus: Annotated[int, Range(0, 4096)]
-    memory_mib: Annotated[int, Range(0, 2**40)]
-    #: Measured CPU demand in CPUs (1.0 = one full core).
-    cpu_demand: Annotated[float, Range(0.0, 4096.0)]
-    coschedule: Annotated[int, Range(-1, 2**31)] = -1
-
-
-@dataclass(frozen=True, slots=True)
-class HostState:
-    """What a member tells its leader about its host."""
-
-    name: Name
-    cpus: Annotated[int, Range(0, 65536)]
-    memory_mib: Annotated[int, Range(0, 2**40)]
-    vms: Annotated[tuple[VmState, ...], MaxLen(4096)]
-    #: Live migrations in or out of this host still running (it is not "settled").
-    migrating: Annotated[int, Range(0, 4096)] = 0
-    #: CPU capacity in milli-CPUs when it is not ``cpus * 1000`` (0 = cpus * 1000).
-    cpu_milli: Annotated[int, Range(0, 2**40)] = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LaunchVm:
-    """The wire form of a ``VmSpec`` to launch."""
-
-    name: Name
-    namespace: Name
-    vcpus: Annotated[int, Range(1, 4096)]
-    memory_mib: Annotated[int, Range(1, 2**40)]
-    networks: Annotated[tuple[Name, ...], MaxLen(64)] = ()
-    schedule: Name | None = None
-    coschedule: Annotated[int, Range(-1, 2**31)] = -1
-    colocate: Name | None = None
-
-    @classmethod
-    def from_spec(cls, spec: VmSpec) -> LaunchVm:
-        return cls(
-            spec.name,
-            spec.namespace,
-            spec.vcpus,
-            spec.memory_mib,
-            tuple(spec.networks),
-            spec.schedule,
-            spec.coschedule,
-            spec.colocate,
-        )
-
-    def to_spec(self) -> VmSpec:
-        return VmSpec(
-            name=self.name,
-            namespace=self.namespace,
-            vcpus=self.vcpus,
-            memory_mib=self.memory_mib,
-            networks=self.networks,
-            schedule=self.schedule,
-            coschedule=self.coschedule,
-            colocate=self.colocate,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +99,80 @@ class WireConstraint:
             continuous=self.continuous,
             soft=self.soft,
             weight=self.weight,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VmState:
+    """A running VM as its host reports it to a partition leader."""
+
+    name: Name
+    namespace: Name
+    vcpus: Annotated[int, Range(0, 4096)]
+    memory_mib: Annotated[int, Range(0, 2**40)]
+    #: Measured CPU demand in CPUs (1.0 = one full core).
+    cpu_demand: Annotated[float, Range(0.0, 4096.0)]
+    coschedule: Annotated[int, Range(-1, 2**31)] = -1
+    #: The constraints of the VM's vjob that name it (``LaunchVm.constraints``), so that
+    #: a leader's repair never breaks a running vjob's constraint.
+    constraints: Carried = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HostState:
+    """What a member tells its leader about its host."""
+
+    name: Name
+    cpus: Annotated[int, Range(0, 65536)]
+    memory_mib: Annotated[int, Range(0, 2**40)]
+    vms: Annotated[tuple[VmState, ...], MaxLen(4096)]
+    #: Live migrations in or out of this host still running (it is not "settled").
+    migrating: Annotated[int, Range(0, 4096)] = 0
+    #: CPU capacity in milli-CPUs when it is not ``cpus * 1000`` (0 = cpus * 1000).
+    cpu_milli: Annotated[int, Range(0, 2**40)] = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchVm:
+    """The wire form of a ``VmSpec`` to launch."""
+
+    name: Name
+    namespace: Name
+    vcpus: Annotated[int, Range(1, 4096)]
+    memory_mib: Annotated[int, Range(1, 2**40)]
+    networks: Annotated[tuple[Name, ...], MaxLen(64)] = ()
+    schedule: Name | None = None
+    coschedule: Annotated[int, Range(-1, 2**31)] = -1
+    colocate: Name | None = None
+    #: Set by the leader in ``CreateVm``: the vjob's constraints that name this VM (with
+    #: its schedule as a fence and its colocate as a gather). They stay with the VM (its
+    #: host reports them in ``VmState.constraints``; the daemon's spec travels with a
+    #: migration).
+    constraints: Carried = ()
+
+    @classmethod
+    def from_spec(cls, spec: VmSpec) -> LaunchVm:
+        return cls(
+            spec.name,
+            spec.namespace,
+            spec.vcpus,
+            spec.memory_mib,
+            tuple(spec.networks),
+            spec.schedule,
+            spec.coschedule,
+            spec.colocate,
+        )
+
+    def to_spec(self) -> VmSpec:
+        return VmSpec(
+            name=self.name,
+            namespace=self.namespace,
+            vcpus=self.vcpus,
+            memory_mib=self.memory_mib,
+            networks=self.networks,
+            schedule=self.schedule,
+            coschedule=self.coschedule,
+            colocate=self.colocate,
         )
 
 
@@ -242,8 +253,13 @@ class Dissolve:
 
 @dataclass(frozen=True, slots=True)
 class StillValid:
+    """To the initiator (staleness check): do you still hold partition ``pid``? With
+    ``leading``, to the leader a member last heard of (leader-crash detection): do you
+    lead it or hold its ISP?"""
+
     pid: U64
     version: U64
+    leading: bool = False
 
 
 @dataclass(frozen=True, slots=True)

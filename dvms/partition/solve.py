@@ -7,12 +7,16 @@ demand; ``launch`` events add their VMs (with their constraints, host names rest
 the partition's hosts), ``overload`` events ask for a relief plan that brings every member
 host under its capacity. One plan answers every event of the partition (a merged
 partition carries several).
+
+Running VMs carry their vjobs' constraints (``VmState.constraints``; ``carried.py``
+says what each becomes inside a partition): every plan, repair or launch, honours them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from dvms.partition.carried import carried_by, running_constraints
 from dvms.partition.messages import Event, HostState, LaunchVm, Placed
 from dvms.placement import (
     Host,
@@ -20,10 +24,13 @@ from dvms.placement import (
     PlacementError,
     Snapshot,
     Vm,
+    check_placement,
     check_plan,
-    launch_vjob,
+    solve_launch,
     solve_repair,
 )
+from dvms.placement.constraints import Constraint
+from dvms.placement.launch import vjob_parts
 from dvms.placement.model import CPU_DEMAND
 from dvms.placement.spec import ConstraintSpec, SpecError, VjobSpec
 
@@ -115,15 +122,16 @@ def solve_events(
         snap = snapshot_of(states, target)
         steps: list[PlanStep] = []
         placed: list[Placed] = []
+        running = _running(states, snap)
         launches = [e for e in events if e.kind == "launch"]
         if launches:
-            snap, boot_steps, placed = _launch(snap, launches, config)
+            snap, boot_steps, placed, running = _launch(snap, launches, running, config)
             steps.extend(boot_steps)
         if any(e.kind == "overload" for e in events):
-            plan = solve_repair(snap, (), config, relief=True)
+            plan = solve_repair(snap, running, config, relief=True)
             if plan.status != "solved":
                 return SolveOutcome(False, plan.reason or "no relief plan in this partition")
-            problems = check_plan(snap, (), plan.actions, config, relief=True)
+            problems = check_plan(snap, running, plan.actions, config, relief=True)
             if problems:  # the independent checker disagrees with the solver: refuse
                 return SolveOutcome(False, "plan rejected by the checker: " + problems[0])
             offset = 1 if steps else 0
@@ -137,10 +145,26 @@ def solve_events(
         return SolveOutcome(False, str(exc))
 
 
-def _launch(snap: Snapshot, launches: list[Event], config: PlacementConfig):
+def _running(states: tuple[HostState, ...], snap: Snapshot) -> list[Constraint]:
+    """The running VMs' constraints, minus any the current placement already breaks:
+    the engine can only preserve a continuous constraint, so one broken constraint (a
+    host lost, a VM started by hand) would otherwise fail every event near it."""
+    where = {vm.key: vm.host for vm in snap.vms if vm.host is not None}
+    if not any(v.constraints for s in states for v in s.vms):
+        return []
+    hosts = [h.name for h in snap.hosts]
+    carriers = ((v.namespace, v.name, v.constraints) for s in states for v in s.vms)
+    built, _problems = running_constraints(carriers, where, hosts)
+    baseline = len(check_placement(snap, (), where))
+    return [k for k in built if len(check_placement(snap, (k,), where)) == baseline]
+
+
+def _launch(snap: Snapshot, launches: list[Event], running, config: PlacementConfig):
     """Place each launch event's vjob in turn (a merged partition may carry several, from
-    different namespaces); each vjob's constraint names resolve in its own namespace."""
+    different namespaces); each vjob's constraint names resolve in its own namespace, and
+    every vjob placed before it (and every running VM) keeps its constraints."""
     hosts = {h.name for h in snap.hosts}
+    running = list(running)
     steps, placed = [], []
     for event in launches:
         namespaces = {v.namespace for v in event.vms}
@@ -151,13 +175,18 @@ def _launch(snap: Snapshot, launches: list[Event], config: PlacementConfig):
             constraints=tuple(_restrict(c.to_spec(), hosts) for c in event.constraints),
             namespace=namespace,
         )
-        result = launch_vjob(snap, vjob, config)
+        if not event.vms:
+            raise PlacementError("namespace must contain at least one queued VM to launch VMs")
+        launch, built = vjob_parts(snap, vjob)
+        result = solve_launch(snap, launch, [*built, *running], config)
         if not result.ok:
             raise PlacementError(str(result.refusal) if result.refusal else "no placement")
+        running += built
         new_vms = []
         for v in event.vms:
             key = f"{v.namespace}/{v.name}" if v.namespace else v.name
             host = result.placement[key]
+            v = replace(v, constraints=carried_by(v, event.constraints))
             steps.append(PlanStep("boot", key, 0, 1, None, host, v))
             placed.append(Placed(v.name, v.namespace, host))
             new_vms.append(
@@ -172,4 +201,4 @@ def _launch(snap: Snapshot, launches: list[Event], config: PlacementConfig):
                 )
             )
         snap = snap.with_vms(new_vms)
-    return snap, steps, placed
+    return snap, steps, placed, running

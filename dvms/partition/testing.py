@@ -45,6 +45,7 @@ from dvms.node.core import NodeCore
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact
+from dvms.overlay.records import Validator, key_of
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import (
     Compute,
@@ -56,6 +57,7 @@ from dvms.partition.core import (
     PartitionReleased,
     _Own,
 )
+from dvms.partition.directory import Location, decode_location, record_name
 from dvms.partition.invariants import InvariantChecker
 from dvms.partition.messages import (
     GROWING,
@@ -83,6 +85,7 @@ class FakeVm:
     memory_mib: int = 512
     demand: float = 0.0  # CPUs
     coschedule: int = -1
+    constraints: tuple[WireConstraint, ...] = ()  # carried, as a created VM keeps them
 
     @property
     def key(self) -> str:
@@ -90,7 +93,13 @@ class FakeVm:
 
     def state(self) -> VmState:
         return VmState(
-            self.name, self.namespace, self.vcpus, self.memory_mib, self.demand, self.coschedule
+            self.name,
+            self.namespace,
+            self.vcpus,
+            self.memory_mib,
+            self.demand,
+            self.coschedule,
+            self.constraints,
         )
 
 
@@ -256,7 +265,7 @@ class FakeCluster:
         """The host monitor of ``pos`` runs now."""
         node = self.nodes[pos]
         if node.alive:
-            self.engine.apply(node, self.core(pos).on_monitor(now=self.engine.now))
+            self.engine.apply(node, node.core.on_monitor(now=self.engine.now))
 
     def launch(
         self,
@@ -267,7 +276,7 @@ class FakeCluster:
         vms = tuple(vms)
         for v in vms:
             self.expected_vms.add(f"{v.namespace}/{v.name}" if v.namespace else v.name)
-        eid, out = self.core(pos).launch(vms, tuple(constraints), now=self.engine.now)
+        eid, out = self.nodes[pos].core.launch(vms, tuple(constraints), now=self.engine.now)
         self.engine.apply(self.nodes[pos], out)
         return eid
 
@@ -370,6 +379,18 @@ class FakeCluster:
         """Events started at a live origin that have not ended yet."""
         return [k for k in self.started if k not in self.done and self.nodes[k[0]].alive]
 
+    def directory(self, namespace: str, name: str) -> Location | None:
+        """The directory record of a VM as a reader would find it: the winning version
+        among the copies every live node stores (None: no record)."""
+        key = key_of(record_name(namespace, name))
+        best = None
+        for n in self.nodes:
+            if n.alive:
+                rec = n.core.overlay.store.get(key, self.engine.now)
+                if rec is not None:
+                    best = rec if best is None else Validator.select(best, rec)
+        return decode_location(best.value) if best is not None else None
+
     def host_of(self, key: str) -> list[int]:
         return [i for i, h in enumerate(self.hosts) if key in h.vms]
 
@@ -427,7 +448,7 @@ class FakeCluster:
     def _computed(self, node: SimNode, eff: Compute, result: Any) -> None:
         if node.alive:
             now = self.engine.now
-            self.engine.apply(node, self.core(node.pos).on_computed(eff.token, result, now=now))
+            self.engine.apply(node, node.core.on_computed(eff.token, result, now=now))
 
     def _driver(self, node: SimNode, eff: DriverCall, now: float) -> None:
         host = self.hosts[node.pos]
@@ -461,7 +482,9 @@ class FakeCluster:
         host = self.hosts[node.pos]
         if not host.up:
             return
-        fake = FakeVm(vm.name, vm.namespace, vm.vcpus, vm.memory_mib, 0.0, vm.coschedule)
+        fake = FakeVm(
+            vm.name, vm.namespace, vm.vcpus, vm.memory_mib, 0.0, vm.coschedule, vm.constraints
+        )
         self.created[fake.key] = self.created.get(fake.key, 0) + 1
         host.vms[fake.key] = fake
         self._driven(node, op, True, "")
@@ -469,4 +492,4 @@ class FakeCluster:
     def _driven(self, node: SimNode, op: int, ok: bool, reason: str) -> None:
         if node.alive:
             now = self.engine.now
-            self.engine.apply(node, self.core(node.pos).on_driver_result(op, ok, reason, now=now))
+            self.engine.apply(node, node.core.on_driver_result(op, ok, reason, now=now))

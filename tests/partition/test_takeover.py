@@ -1,0 +1,104 @@
+"""Leader crash (DVMS 2, S4: the detecting member makes itself leader of the partition
+minus the failed node; an initiator crash dissolves it). The member first in line (the
+newest member but the leader) probes a leader it has not heard from for ``suspect_s``
+and takes over when the probe goes unanswered, well within the members' lease; before,
+the partition just expired and its event failed ("lease expired").
+
+Ring clusters as in test_transitions: ids 1..n at positions 0..n-1, 4-CPU hosts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dvms.partition.config import PartitionConfig
+from dvms.partition.events import PartitionChanged
+from dvms.partition.messages import StillValid
+from dvms.partition.testing import FakeCluster
+
+RING = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
+LOAD = {"over": 5, "full": 4, "room": 1}
+
+
+def ring(loads: str, slow: dict[int, float] | None = None, **kw) -> FakeCluster:
+    words = loads.split()
+    slow = slow or {}
+    c = FakeCluster(
+        len(words),
+        seed=3,
+        config=kw.pop("config", RING),
+        ids=range(1, len(words) + 1),
+        solve_delay=lambda p: slow.get(p + 1, 0.01),
+        monitor=False,
+        **kw,
+    )
+    for i, w in enumerate(words):
+        c.add_vms(i, [1.0] * LOAD[w])
+    return c
+
+
+def members(c: FakeCluster, pos: int) -> list[int] | None:
+    v = c.views()[pos]
+    return None if v is None else [m.node_id for m in v.members]
+
+
+def test_the_first_in_line_takes_over_from_a_crashed_leader_and_solves():
+    # 1 overloaded -> 2 (full) joins, no plan -> 3 joins and solves slowly; 3 crashes.
+    c = ring("over full room room", slow={3: 1.0})
+    c.poke(0)
+    c.run_until(0.3)
+    assert members(c, 0) == [3, 2, 1]
+    c.crash(2)
+    c.run_until(2.9)
+    assert c.core(1).stats["takeovers"] == 0  # probing: 1 s of silence + 4 x 0.5 s
+    c.run_until(3.3)
+    assert c.core(1).stats["takeovers"] == 1
+    c.run(3.0)
+    (done,) = c.done.values()
+    assert done.ok, done.reason
+    assert done.partition_size == 3  # {4, 2, 1}: 3 left out, 4 recruited after it
+    assert done.finished < 3.5  # before any lease would have expired
+    assert not c.hosts[0].overloaded()
+    assert [p for p in range(4) if p != 2 and not c.free()[p]] == []
+    probes = [m for _, s, d, m in c.messages if isinstance(m, StillValid) and m.leading]
+    assert {(s, d) for _, s, d, m in c.messages if isinstance(m, StillValid) and m.leading} == {
+        (1, 2)
+    }  # only the first in line asked, and only the dead leader
+    assert len(probes) == 4
+    assert c.violations == [] and c.vm_problems() == []
+
+
+def test_without_takeover_the_same_crash_costs_the_event():
+    """The control: a probe that finds the leader alive and not leading (it handed the
+    ISP on) starts no takeover, and a partition nobody leads expires with its lease."""
+    c = ring("over full room")
+    c.install([1, 0], initiator=0, leader=1)  # 2 is named leader but leads nothing
+    c.run(3.4)
+    assert members(c, 0) == [2, 1] and c.core(0).stats["takeovers"] == 0
+    probes = [(s, d) for _, s, d, m in c.messages if isinstance(m, StillValid) and m.leading]
+    assert probes == [(0, 1)]
+    c.run(0.3)
+    assert members(c, 0) is None and members(c, 1) is None
+    assert [e.reason for e in c.done.values()] == ["lease expired"]
+
+
+def test_a_crashed_leader_that_was_the_initiator_dissolves_at_once():
+    c = ring("over full full")
+    c.install([1, 0], initiator=0, leader=0)  # the initiator leads (as after a lap end)
+    c.crash(0)
+    c.run(3.2)  # 1 s of silence + 2 s of probing < the 3.5 s lease
+    assert c.core(1).stats["takeovers"] == 1
+    assert members(c, 1) is None
+    assert c.violations == []
+
+
+def test_a_takeover_outranks_a_late_view_of_the_old_leader():
+    c = ring("over full room room", slow={3: 1.0})
+    c.poke(0)
+    c.run_until(0.3)
+    old = c.views()[1]
+    c.crash(2)
+    c.run_until(3.1)
+    led = [e for p, e, _ in c.events_of(PartitionChanged) if p == 1 and e.role == "leader"]
+    new = led[-1].view  # the takeover (2 led once before, at version 2)
+    assert new.pid == old.pid and new.version == old.version + 2
+    assert new.leader.node_id == 2 and [m.node_id for m in new.members] == [2, 1]
