@@ -2,7 +2,12 @@
 
 1. A local cluster: ``dvms cluster up`` starts eight daemons on 127.0.0.1, each its own
    libvirt test host; a vjob with spread/coschedule/colocate constraints is submitted to
-   node2, then ``vm info``, ``partitions``, ``vm kill`` and ``host`` from other nodes.
+   node2, then ``vm info`` and ``partitions`` from other nodes. Then an overload: three
+   4-vCPU VMs pinned to a host with no VM yet get a synthetic CPU load (``dvms debug
+   load``: test hosts measure no CPU, so the demo *says* what they use) of 3 CPUs each,
+   9 on 8 CPUs; that host's overload check starts a DVMS partition that migrates one of
+   them away; the demo shows ``partitions``, ``vm info`` and the hosts' demand before and
+   after.
 2. The overlay simulation: 1,000 nodes on the embedded WonderNetwork latency matrix with
    5 % loss; lookups checked against brute force, Vivaldi accuracy over all pairs.
 3. The datacenter simulation: the VMPlaceS scenario on 64 hosts / 640 VMs for 20 virtual
@@ -18,7 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from dvms.node.control import ControlError, call
+
 NODES = 8
+#: The synthetic load per hot VM (CPUs) and how long the demo waits for the partition to
+#: relieve the hot host (seconds).
+HOT_LOAD = 3.0
+RELIEF_TIMEOUT_S = 30.0
 
 #: The demo vjob: a spread tier, a coscheduled worker pool, a pinned database and a cache
 #: that follows it (docs/vjob.md).
@@ -50,9 +61,21 @@ kind = "spread"
 vms = "web[1-4]"
 """
 
+#: Three 4-vCPU VMs pinned to the hot host, in two launches: a launch counts a new VM's
+#: demand as its vCPUs, so one launch never puts more vCPUs than CPUs (8) on a host.
+HOT_VJOB = """
+name = "batch-{part}"
+
+[[vms]]
+name = "{names}"
+vcpus = 4
+memory = 1024
+schedule = "{host}"
+"""
+
 
 def _dvms(*args: str) -> int:
-    print(f"   $ dvms {' '.join(args)}")
+    print(f"   $ dvms {' '.join(args)}", flush=True)
     return subprocess.run([sys.executable, "-m", "dvms", *args]).returncode
 
 
@@ -76,11 +99,76 @@ def local_cluster() -> bool:
             ok = _dvms("--socket", sock["node2"], "submit", str(job)) == 0
             ok &= _dvms("--socket", sock["node7"], "vm", "info") == 0
             ok &= _dvms("--socket", sock["node5"], "partitions", "--all") == 0
-            ok &= _dvms("--socket", sock["node1"], "vm", "kill", "worker[1-3]") == 0
-            ok &= _dvms("--socket", sock["node3"], "host") == 0
-            return ok
+            return ok and overload(tmp, sock)
         finally:
             cluster_down(tmp / "cluster")
+
+
+def _idle_host(sock: dict[str, str]) -> str:
+    """A host with no VM yet (the demo vjob's coschedule-2 workers would refuse company)."""
+    vms = call(sock["node1"], "vm_info", {}, timeout=30.0)["vms"]
+    used = {v["host"] for v in vms}
+    return next((h for h in sock if h not in used), "node8")
+
+
+def overload(tmp: Path, sock: dict[str, str]) -> bool:
+    """Overload an idle host with synthetic load and show the partition relieving it."""
+    cluster = str(tmp / "cluster")
+    host = _idle_host(sock)
+    print(f"\n   -- an overload: three 4-vCPU VMs pinned to {host} (12 vCPUs on 8 CPUs) --")
+    for part, names in (("a", "batch[1-2]"), ("b", "batch3")):
+        job = tmp / f"batch-{part}.toml"
+        job.write_text(HOT_VJOB.format(part=part, names=names, host=host))
+        if _dvms("--socket", sock["node3"], "submit", str(job)) != 0:
+            return False
+    before = _placement(sock)
+    _dvms("--socket", sock["node2"], "vm", "info")
+    print(f"   test hosts measure no CPU: give each a synthetic load of {HOT_LOAD:g} CPUs")
+    print("   (dvms debug, for test hosts only; --dir sets it on every node, so the load")
+    print("   follows a VM that migrates)")
+    ok = True
+    for vm in ("batch1", "batch2", "batch3"):
+        ok &= _dvms("debug", "load", "--dir", cluster, vm, f"{HOT_LOAD:g}") == 0
+    if not ok:
+        return False
+    t0 = time.monotonic()
+    _dvms("debug", "loads", "--dir", cluster)
+    print(f"   waiting for {host}'s overload check and a DVMS partition to relieve it ...")
+    relieved = _wait_relieved(sock, host, t0)  # counted from the last load set
+    if relieved is None:
+        print(f"   {host} still overloaded after {RELIEF_TIMEOUT_S:g} s")
+        _dvms("--socket", sock["node1"], "partitions", "--all")
+        return False
+    after = _placement(sock)
+    moves = [
+        f"{vm}: {before[vm]} -> {after[vm]}"
+        for vm in sorted(after)
+        if after[vm] != before.get(vm, after[vm])
+    ]
+    print(f"   relieved {relieved:.1f} s after the load was set; migrated: {', '.join(moves)}")
+    ok &= _dvms("--socket", sock["node1"], "partitions", "--all") == 0
+    ok &= _dvms("--socket", sock["node6"], "vm", "info") == 0
+    ok &= _dvms("debug", "loads", "--dir", cluster) == 0
+    return ok
+
+
+def _placement(sock: dict[str, str]) -> dict[str, str]:
+    return {v["name"]: v["host"] for v in call(sock["node1"], "vm_info", {}, timeout=30.0)["vms"]}
+
+
+def _wait_relieved(sock: dict[str, str], host: str, t0: float) -> float | None:
+    """Seconds until no host is overloaded and a batch VM has left ``host``, or None."""
+    while time.monotonic() - t0 < RELIEF_TIMEOUT_S:
+        try:
+            hosts = [call(s, "debug_loads", timeout=10.0) for s in sock.values()]
+            hot = next(h for h in hosts if h["host"] == host)
+            left = [v for v in hot["vms"] if not v["here"] and v["vm"].startswith("batch")]
+            if left and not any(h["overloaded"] for h in hosts):
+                return time.monotonic() - t0
+        except ControlError as exc:
+            print(f"   (a node did not answer: {exc})")
+        time.sleep(0.5)
+    return None
 
 
 def overlay_simulation() -> None:
