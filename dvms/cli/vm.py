@@ -25,7 +25,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         "VMs are created, or refused (exit 1).",
     )
     p.add_argument("vjob", metavar="VJOB_FILE")
+    p.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="return as soon as the vjob is accepted (journaled and replicated), with its "
+        "id; follow it with `dvms vjob show ID`",
+    )
     p.set_defaults(func=submit)
+
+    vj = sub.add_parser(
+        "vjob",
+        help="submitted vjobs: list, show",
+        description="Vjobs are journaled by the node that accepted them and kept in the "
+        "DHT; any node can show one, and the cluster finishes a vjob whose node died.",
+    )
+    vjsub = vj.add_subparsers(dest="vjob_command", metavar="COMMAND", required=True)
+    vl = vjsub.add_parser("list", help="vjobs this node knows", description="List vjobs.")
+    vl.set_defaults(func=vjob_list)
+    vs = vjsub.add_parser("show", help="one vjob, from any node", description="Show a vjob.")
+    vs.add_argument("id", metavar="ID")
+    vs.add_argument("--wait", action="store_true", help="wait until it is done or failed")
+    vs.set_defaults(func=vjob_show)
 
     vm = sub.add_parser("vm", help="VMs across the cluster", description="VM commands.")
     vsub = vm.add_subparsers(dest="vm_command", metavar="COMMAND", required=True)
@@ -47,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     for word, helptext in (
         ("launch", "minimega: vm launch [kvm NAMES|N] (placed through a partition)"),
         ("config", "minimega: vm config [FIELD [VALUE...]]"),
+        ("start", "minimega: vm start TARGET (resume or boot VMs of the namespace)"),
+        ("stop", "minimega: vm stop TARGET (pause)"),
+        ("flush", "minimega: vm flush (forget QUIT and ERROR VMs)"),
+        ("migrate", "minimega: vm migrate TARGET [HOST] (live; capacity re-checked)"),
     ):
         p = vsub.add_parser(word, help=helptext, description=helptext)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -119,10 +144,14 @@ def submit(args: argparse.Namespace) -> int:
         [LaunchVm.from_spec(v) for v in vjob.vms],
         [WireConstraint.from_spec(qualify(c, vjob.namespace)) for c in vjob.constraints],
     )
+    body.update(name=vjob.name, namespace=vjob.namespace, wait=args.wait)
     t0 = time.monotonic()
     result = _call(args, "submit", body, timeout=SUBMIT_TIMEOUT_S)
     if args.json:
         _json(result)
+    elif not args.wait:
+        print(f"vjob {result['id']} accepted ({result['vms']} VMs): dvms vjob show {result['id']}")
+        return 0
     elif result["ok"]:
         print_table(result["placed"], ("name", "host", "namespace"))
         print(
@@ -132,6 +161,32 @@ def submit(args: argparse.Namespace) -> int:
     if not result["ok"]:
         raise UserError(f"vjob {vjob.name} refused: {result['reason']}")
     return 0
+
+
+def vjob_list(args: argparse.Namespace) -> int:
+    rows = _call(args, "vjob_list", {})
+    if args.json:
+        _json(rows)
+    else:
+        print_table(rows, ("id", "name", "namespace", "state", "vms", "placed", "owner", "reason"))
+    return 0
+
+
+def vjob_show(args: argparse.Namespace) -> int:
+    timeout = SUBMIT_TIMEOUT_S if args.wait else 30.0
+    rec = _call(args, "vjob_show", {"id": args.id, "wait": args.wait}, timeout=timeout)
+    if args.json:
+        _json(rec)
+        return 0 if rec["state"] != "failed" else 1
+    for key in ("id", "name", "namespace", "state", "reason"):
+        print(f"{key + ':':11}{rec.get(key, '')}")
+    print(f"{'owner:':11}{rec['owner'].get('name')} ({rec['owner'].get('host')}:"
+          f"{rec['owner'].get('port')})")  # fmt: skip
+    for line in rec.get("history", []):
+        print(f"{'':11}{line}")
+    if rec["placed"]:
+        print_table(rec["placed"], ("name", "host", "namespace"))
+    return 0 if rec["state"] != "failed" else 1
 
 
 def vm_info(args: argparse.Namespace) -> int:

@@ -23,11 +23,13 @@ from dvms.hypervisor.net import Reconciler, open_net_backend
 from dvms.node import debugcmd
 from dvms.node.config import NodeConfig
 from dvms.node.control import ControlError
+from dvms.node.dhtstate import StateError
 from dvms.node.messages import HostQuery, HostReply, Killed, KillVms, PartitionsQuery
 from dvms.node.nscmd import NamespaceService
 from dvms.node.nseffects import HostSide
 from dvms.node.partlog import merge_rows
 from dvms.node.runner import NodeRunner
+from dvms.node.vjobs import VjobService
 from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.placement.spec import SpecError
 from dvms.ranges import RangeError, expand, natural_key
@@ -76,15 +78,20 @@ def launch_from_map(
 class Daemon:
     """Owns the node's services and answers control requests."""
 
-    def __init__(self, cfg: NodeConfig, runner: NodeRunner, started: float) -> None:
+    def __init__(
+        self, cfg: NodeConfig, runner: NodeRunner, started: float, vjobs: VjobService
+    ) -> None:
         self.cfg = cfg
         self.runner = runner
         self.started = started
+        self.vjobs = vjobs
         self.commands = {
             "status": self.status,
             "peers": self.peers,
             "lookup": self.lookup,
             "submit": self.submit,
+            "vjob_list": self.vjob_list,
+            "vjob_show": self.vjob_show,
             "vm_info": self.vm_info,
             "vm_kill": self.vm_kill,
             "host": self.host,
@@ -157,18 +164,35 @@ class Daemon:
     # -- VMs ---------------------------------------------------------------------------
 
     async def submit(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Accept a vjob (journaled, replicated in the DHT); with ``wait`` (default)
+        return once it is placed or refused, else at once with its id."""
         vms, constraints = launch_from_map(args)
-        done = await self.runner.launch(vms, constraints)
-        return {
-            "ok": done.ok,
-            "reason": done.reason,
-            "event_id": f"{done.event_id:x}",
-            "placed": [
-                {"name": p.vm, "namespace": p.namespace, "host": p.host} for p in done.placed
-            ],
-            "partition_size": done.partition_size,
-            "duration_s": round(done.finished - done.started, 3),
-        }
+        name = str(args.get("name") or "")
+        namespace = str(args.get("namespace") or "")
+        try:
+            accepted = await self.vjobs.submit(name, namespace, vms, constraints)
+        except StateError as exc:
+            raise ControlError(f"vjob not accepted: {exc}") from None
+        if not args.get("wait", True):
+            return {"ok": True, **accepted}
+        return _submit_result(await self.vjobs.wait(accepted["id"]))
+
+    async def vjob_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return [_vjob_row(v) for v in self.vjobs.list()]
+
+    async def vjob_show(self, args: dict[str, Any]) -> dict[str, Any]:
+        vjob_id = str(args.get("id", ""))
+        try:
+            rec = await self.vjobs.show(vjob_id)
+        except KeyError:
+            raise ControlError(f"no such vjob: {vjob_id}") from None
+        except StateError as exc:
+            raise ControlError(str(exc)) from None
+        if args.get("wait") and rec.get("state") in ("accepted", "placing"):
+            rec = await self.vjobs.wait(vjob_id, timeout=float(args.get("timeout", 300.0)))
+        out = {k: v for k, v in rec.items() if k != "body"}
+        out["placed"] = [{"name": n, "namespace": ns, "host": h} for n, ns, h in rec["placed"]]
+        return out
 
     async def _hosts(self, namespace: str | None) -> tuple[list[HostReply], list[str]]:
         replies, silent = await self.runner.gather(HostQuery(namespace))
@@ -286,6 +310,33 @@ class Daemon:
             ):
                 return c
         return None
+
+
+def _submit_result(rec: dict[str, Any]) -> dict[str, Any]:
+    ok = rec.get("state") == "done"
+    return {
+        "ok": ok,
+        "id": rec.get("id"),
+        "state": rec.get("state"),
+        "reason": rec.get("reason", "") if not ok else "",
+        "placed": [{"name": n, "namespace": ns, "host": h} for n, ns, h in rec.get("placed", [])],
+        "partition_size": rec.get("partition_size", 0),
+        "event_id": rec.get("event_id", ""),
+        "duration_s": round(rec.get("updated", 0) - rec.get("submitted", 0), 3),
+    }
+
+
+def _vjob_row(rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": rec.get("id"),
+        "name": rec.get("name", ""),
+        "namespace": rec.get("namespace", ""),
+        "state": rec.get("state"),
+        "vms": rec.get("vms", len(rec.get("body", {}).get("vms", []))),
+        "placed": len(rec.get("placed", [])),
+        "owner": rec.get("owner", {}).get("name", ""),
+        "reason": rec.get("reason", ""),
+    }
 
 
 def _namespace(args: dict[str, Any]) -> str | None:

@@ -28,6 +28,7 @@ from dvms.node.dhtstate import state_validators
 from dvms.node.messages import register_node_messages
 from dvms.node.monitor import HostMonitor
 from dvms.node.runner import NodeRunner
+from dvms.node.vjobs import VjobService
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact, register_overlay_messages
@@ -133,7 +134,8 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
         addr = transport.local_address
         runner = build_runner(cfg, ident, key, transport, hv)
         now = trio.current_time()
-        daemon = Daemon(cfg, runner, now)
+        vjobs = VjobService(runner, state)
+        daemon = Daemon(cfg, runner, now, vjobs)
         info = {
             "node_id": f"{ident.node_id:040x}",
             "address": f"{addr[0]}:{addr[1]}",
@@ -144,6 +146,7 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
         log.info("node %s (%s) listening on %s:%d", cfg.name, info["node_id"][:12], *addr)
         async with trio.open_nursery() as nursery:
             await nursery.start(runner.run, seeds)
+            await nursery.start(vjobs.run)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner)
             task_status.started(addr)

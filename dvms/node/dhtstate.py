@@ -55,6 +55,7 @@ __all__ = [
     "StateError",
     "Versioned",
     "answer_state",
+    "inline_value",
     "state_validators",
 ]
 
@@ -134,6 +135,17 @@ def _decode_head(value: bytes) -> dict[str, Any] | None:
         return head if isinstance(inline, bytes) and chunks is None else None
     ok = isinstance(chunks, list) and all(isinstance(c, bytes) and len(c) == 32 for c in chunks)
     return head if ok else None
+
+
+def inline_value(rec: Record) -> Any:
+    """The value of a head record when it is held inline, else None."""
+    head = _decode_head(rec.value)
+    if head is None or head.get("inline") is None:
+        return None
+    try:
+        return cbor2.loads(zlib.decompress(head["inline"]))
+    except Exception:
+        return None
 
 
 def state_validators(registry: ValidatorRegistry | None = None) -> ValidatorRegistry:

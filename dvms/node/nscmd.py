@@ -109,9 +109,17 @@ class NamespaceService:
         return sorted(cur.value or [])
 
     def _touched(self, words: list[str], known: list[str], session: Session) -> set[str]:
+        """The namespaces ``words`` reads or changes (output flags such as ``.columns``
+        and a ``namespace NAME`` prefix may come first)."""
         names = {session.active}
-        if len(words) >= 2 and words[0] == "namespace":
-            names.add(words[1])
+        while words:
+            while len(words) >= 2 and words[0].startswith("."):
+                words = words[2:]
+            if len(words) >= 2 and words[0] == "namespace":
+                names.add(words[1])
+                words = words[2:]
+                continue
+            break
         if words == ["namespace"] or words[:3] == ["clear", "namespace", "all"]:
             names |= set(known)
         if words[:2] == ["clear", "namespace"] and len(words) == 3:
@@ -160,7 +168,12 @@ class NamespaceService:
             read = {}
             for name in sorted(touched):
                 read[name] = await self.read(name)
-            spaces = [self._reconcile(ns, answered) for ns, _ in read.values() if ns is not None]
+            spaces = [
+                self._reconcile(ns if ns is not None else Namespace(name, cluster.host_names()),
+                                answered)
+                for name, (ns, _) in read.items()
+                if ns is not None or any(space == name for space, _ in self._reports)
+            ]  # fmt: skip
             if local:
                 here = cluster.local
                 spaces = [with_vms(ns, [v for v in ns.vms if v.host == here]) for ns in spaces]
@@ -201,9 +214,10 @@ class NamespaceService:
             if not await self.state.write(ns_record(name), value, seq):
                 return False
             changed = True
-        names = set(known) - {n for n in read if after.get(n) is None} | set(after.names())
+        dropped = {n for n, (ns, _) in read.items() if ns is not None and after.get(n) is None}
+        names = (set(known) - dropped) | set(after.names())
         if changed and sorted(names) != known:
-            await self.state.update(INDEX, lambda cur: _index(cur, read, after))
+            await self.state.update(INDEX, lambda cur: _index(cur, dropped, after))
         return True
 
     def _reconcile(self, ns: Namespace, answered: set[str]) -> Namespace:
@@ -259,9 +273,7 @@ class NamespaceService:
         await self.state.update(ns_record(namespace), close)
 
 
-def _index(cur: Any, read: dict[str, Any], after: State) -> tuple[Any, None]:
-    names = set(cur or [])
-    names -= {n for n in read if after.get(n) is None}
-    names |= set(after.names())
+def _index(cur: Any, dropped: set[str], after: State) -> tuple[Any, None]:
+    names = (set(cur or []) - dropped) | set(after.names())
     new = sorted(names)
     return (new if new != sorted(cur or []) else UNCHANGED), None

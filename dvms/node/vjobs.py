@@ -1,0 +1,454 @@
+"""Vjobs that survive their entry node: a local journal and a replicated DHT record.
+
+``submit`` to any node::
+
+    validate --> journal "accepted" (fsync) --> record vjob/ID (state accepted, owner:
+    this node) written at its arbiter and replicated --> reply {id} --> partition launch
+    --> record state done|failed (+ where each VM runs) --> journal "done"
+
+A restart of the entry node (even after kill -9) replays its journal: every vjob
+accepted and not done is resumed, unless another node took it over meanwhile.
+
+If the entry node dies for good, the vjob's **keeper** finishes it: the live node whose
+id is closest to the record's key (the record's arbiter, ``dhtstate.py``). Every node
+looks at the unfinished vjob records it replicates every ``keeper_period_s``; the one
+that is the keeper asks the owner (``HostQuery``, ``owner_attempts`` tries); if the
+owner does not answer, the keeper makes itself the owner with a compare-and-swap (so
+two nodes cannot both take over) and resumes the vjob.
+
+Resuming launches only the VMs of the vjob that run nowhere (the hosts are asked), so a
+vjob whose VMs were created just before its owner died is not created twice. A
+constraint over VMs some of which already run is kept for the missing ones, plus for
+``spread``: the missing VMs are banned from the hosts the running ones use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from dvms.node.dhtstate import UNCHANGED, StateError, inline_value
+from dvms.node.messages import HostQuery, HostReply
+from dvms.overlay.messages import Contact
+from dvms.overlay.records import key_of
+from dvms.partition.messages import LaunchVm, WireConstraint
+
+if TYPE_CHECKING:
+    from dvms.node.runner import NodeRunner
+
+__all__ = ["VjobConfig", "VjobService", "vjob_record"]
+
+log = logging.getLogger("dvms.node.vjobs")
+
+#: states of a vjob record
+ACCEPTED, PLACING, DONE, FAILED = "accepted", "placing", "done", "failed"
+UNFINISHED = (ACCEPTED, PLACING)
+
+
+def vjob_record(vjob_id: str) -> str:
+    return f"vjob/{vjob_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class VjobConfig:
+    #: How often a node looks for unfinished vjobs it is the keeper of, seconds.
+    keeper_period_s: float = 2.0
+    #: Tries (0.5 s, then doubled) to reach an owner before taking its vjob over: with
+    #: 3, an owner silent for 3.5 s is considered dead.
+    owner_attempts: int = 3
+    #: Finished vjobs kept in ``vjob list``.
+    keep_finished: int = 1_000
+    #: Longest ``vjob wait``, seconds.
+    wait_timeout_s: float = 600.0
+
+
+class Journal:
+    """Append-only JSON lines in the state directory, fsynced at every entry."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line  # a crash cut the last line: do not glue onto it
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def pending(self) -> dict[str, dict[str, Any]]:
+        """Accepted vjobs with no ``done`` entry (a torn last line is ignored)."""
+        out: dict[str, dict[str, Any]] = {}
+        if not self.path.exists():
+            return out
+        for line in self.path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("journal %s: skipping a torn line", self.path)
+                continue
+            if entry.get("event") == "accepted":
+                out[entry["id"]] = entry
+            elif entry.get("event") == "done":
+                out.pop(entry.get("id"), None)
+        return out
+
+
+class VjobService:
+    def __init__(
+        self,
+        runner: NodeRunner,
+        state_dir: Path,
+        config: VjobConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.runner = runner
+        self.config = config or VjobConfig()
+        self.journal = Journal(state_dir / "vjobs.journal")
+        self._rng = rng or random.Random()
+        #: vjob id -> the latest record value this node wrote or saw
+        self.known: dict[str, dict[str, Any]] = {}
+        self._finished: dict[str, trio.Event] = {}
+        self._active: set[str] = set()
+
+    # -- service -----------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Resume what the journal holds, then look after orphaned vjobs forever."""
+        task_status.started()
+        for vjob_id, entry in sorted(self.journal.pending().items()):
+            self.runner._spawn(self._resume_own, vjob_id, entry)
+        while True:
+            await trio.sleep(self.config.keeper_period_s * (0.5 + self._rng.random()))
+            try:
+                await self._keeper_pass()
+            except StateError as exc:
+                log.info("vjob keeper: %s", exc)
+
+    # -- submit ------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        name: str,
+        namespace: str,
+        vms: tuple[LaunchVm, ...],
+        constraints: tuple[WireConstraint, ...],
+    ) -> dict[str, Any]:
+        """Accept a vjob: journaled and replicated before this returns its id."""
+        vjob_id = f"{self._rng.getrandbits(64):016x}"
+        body = {
+            "vms": [asdict(v) for v in vms],
+            "constraints": [asdict(c) for c in constraints],
+        }
+        self.journal.append(
+            {
+                "event": "accepted",
+                "id": vjob_id,
+                "name": name,
+                "namespace": namespace,
+                "body": body,
+                "at": time.time(),
+            }
+        )
+        contact = self.runner.core.contact
+        record = {
+            "id": vjob_id,
+            "name": name,
+            "namespace": namespace,
+            "state": ACCEPTED,
+            "owner": self._owner_of(contact),
+            "submitted": time.time(),
+            "updated": time.time(),
+            "reason": "",
+            "placed": [],
+            "vms": len(vms),
+            "body": body,
+            "history": [f"accepted by {self.runner.monitor.name}"],
+        }
+        await self.runner.state.update(vjob_record(vjob_id), lambda cur: (record, None))
+        self.known[vjob_id] = record
+        self._finished[vjob_id] = trio.Event()
+        self._active.add(vjob_id)
+        self.runner._spawn(self._place, vjob_id, record, False)
+        return {"id": vjob_id, "state": ACCEPTED, "vms": len(vms)}
+
+    async def wait(self, vjob_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The record once the vjob is done or failed (polls the DHT when another node
+        owns it)."""
+        limit = timeout if timeout is not None else self.config.wait_timeout_s
+        with trio.move_on_after(limit):
+            while True:
+                event = self._finished.get(vjob_id)
+                if event is not None:
+                    await event.wait()
+                    return self.known[vjob_id]
+                rec = await self.show(vjob_id)
+                if rec["state"] not in UNFINISHED:
+                    return rec
+                await trio.sleep(0.25)
+        return await self.show(vjob_id)
+
+    async def show(self, vjob_id: str) -> dict[str, Any]:
+        cur = await self.runner.state.read(vjob_record(vjob_id))
+        if cur.value is None:
+            raise KeyError(vjob_id)
+        return cur.value
+
+    def list(self) -> list[dict[str, Any]]:
+        """Vjobs whose record this node holds (a replica, on a cluster of up to k = 20
+        nodes every node holds every record) and those it submitted."""
+        rows: dict[str, dict[str, Any]] = {}
+        for rec in self.runner.core.store.records("vjob/", trio.current_time()):
+            value = self._decode_local(rec)
+            if value is not None:
+                rows[rec.name.removeprefix("vjob/")] = value
+        for vjob_id, value in self.known.items():
+            rows.setdefault(vjob_id, value)
+        return sorted(rows.values(), key=lambda r: r.get("submitted", 0))
+
+    def _decode_local(self, rec: Any) -> dict[str, Any] | None:
+        """The value of a head held here, when it is inline (else None: its chunks
+        would have to be fetched)."""
+        value = inline_value(rec)
+        return value if isinstance(value, dict) else None
+
+    # -- placing -----------------------------------------------------------------------
+
+    async def _place(self, vjob_id: str, record: dict[str, Any], resume: bool) -> None:
+        from dvms.node.commands import launch_from_map
+
+        try:
+            vms, constraints = launch_from_map(record["body"])
+        except Exception as exc:  # a record we cannot read: fail it, loudly
+            await self._finish(vjob_id, False, f"unreadable vjob: {exc}", [], {})
+            return
+        placed: list[list[str]] = []
+        if resume:
+            running = await self._running(vms)
+            placed = [[v.name, v.namespace, running[(v.namespace, v.name)]] for v in vms
+                      if (v.namespace, v.name) in running]  # fmt: skip
+            vms, constraints = _missing(vms, constraints, running)
+        extra: dict[str, Any] = {"partition_size": 0}
+        if vms:
+            done = await self.runner.launch(vms, constraints)
+            placed += [[p.vm, p.namespace, p.host] for p in done.placed]
+            ok, reason = done.ok, done.reason
+            extra = {"partition_size": done.partition_size, "event_id": f"{done.event_id:x}"}
+        else:
+            ok, reason = True, ""
+        await self._finish(vjob_id, ok, reason, placed, extra)
+
+    async def _running(self, vms: tuple[LaunchVm, ...]) -> dict[tuple[str, str], str]:
+        wanted = {(v.namespace, v.name) for v in vms}
+        replies, _ = await self.runner.gather(HostQuery(None))
+        return {
+            (row.namespace, row.name): h.name
+            for h in replies
+            if isinstance(h, HostReply)
+            for row in h.vms
+            if (row.namespace, row.name) in wanted
+        }
+
+    async def _finish(
+        self, vjob_id: str, ok: bool, reason: str, placed: list, extra: dict[str, Any] | None = None
+    ) -> None:
+        me = self.runner.monitor.name
+
+        def close(cur: Any) -> tuple[Any, None]:
+            if cur is None:
+                return UNCHANGED, None
+            if cur.get("owner", {}).get("id") != self._owner_of(self.runner.core.contact)["id"]:
+                return UNCHANGED, None  # taken over meanwhile: the new owner reports
+            new = dict(cur)
+            new.update(extra or {})
+            new.update(
+                state=DONE if ok else FAILED,
+                reason=reason,
+                placed=sorted(placed),
+                updated=time.time(),
+                history=[*cur.get("history", []), f"{'done' if ok else 'failed'} on {me}"],
+            )
+            return new, None
+
+        try:
+            value, _ = await self.runner.state.update(vjob_record(vjob_id), close)
+        except StateError as exc:
+            log.warning("vjob %s finished but its record was not updated: %s", vjob_id, exc)
+            value = {**self.known.get(vjob_id, {}), "state": DONE if ok else FAILED,
+                     "reason": reason, "placed": sorted(placed)}  # fmt: skip
+        if value is not None:
+            self.known[vjob_id] = value
+        self.journal.append({"event": "done", "id": vjob_id, "ok": ok, "at": time.time()})
+        self._active.discard(vjob_id)
+        self._finished.setdefault(vjob_id, trio.Event()).set()
+        self._trim()
+
+    def _trim(self) -> None:
+        done = [i for i, v in self.known.items() if v.get("state") not in UNFINISHED]
+        for vjob_id in done[: max(0, len(done) - self.config.keep_finished)]:
+            self.known.pop(vjob_id, None)
+            self._finished.pop(vjob_id, None)
+
+    # -- recovery ----------------------------------------------------------------------
+
+    async def _resume_own(self, vjob_id: str, entry: dict[str, Any]) -> None:
+        """After a restart: the journal says we accepted ``vjob_id`` and did not finish."""
+        await self.runner.wait_joined()
+        me = self._owner_of(self.runner.core.contact)
+        try:
+            cur = await self.show(vjob_id)
+        except KeyError:
+            cur = None
+        except StateError as exc:
+            log.warning("vjob %s: record unreadable (%s); resuming from the journal", vjob_id, exc)
+            cur = None
+        if cur is not None and cur.get("owner", {}).get("id") != me["id"]:
+            log.info("vjob %s was taken over by %s", vjob_id, cur["owner"].get("name"))
+            self.journal.append({"event": "done", "id": vjob_id, "ok": None, "at": time.time()})
+            return
+        if cur is not None and cur.get("state") not in UNFINISHED:
+            self.journal.append({"event": "done", "id": vjob_id, "ok": None, "at": time.time()})
+            return
+        record = cur or {
+            "id": vjob_id,
+            "name": entry.get("name", ""),
+            "namespace": entry.get("namespace", ""),
+            "state": PLACING,
+            "owner": me,
+            "submitted": entry.get("at", time.time()),
+            "body": entry["body"],
+            "history": [],
+        }
+
+        def mine(cur: Any) -> tuple[Any, None]:
+            base = cur or record
+            note = f"resumed by {self.runner.monitor.name} after a restart"
+            history = [*base.get("history", []), note]
+            new = {
+                **base,
+                "owner": me,
+                "state": PLACING,
+                "updated": time.time(),
+                "history": history,
+            }
+            return new, None
+
+        try:
+            record, _ = await self.runner.state.update(vjob_record(vjob_id), mine)
+        except StateError as exc:
+            log.warning("vjob %s: %s; resuming anyway", vjob_id, exc)
+        self.known[vjob_id] = record
+        self._finished.setdefault(vjob_id, trio.Event())
+        self._active.add(vjob_id)
+        await self._place(vjob_id, record, True)
+
+    async def _keeper_pass(self) -> None:
+        runner = self.runner
+        for rec in runner.core.store.records("vjob/", trio.current_time()):
+            vjob_id = rec.name.removeprefix("vjob/")
+            if vjob_id in self._active or not self._am_keeper(rec.name):
+                continue
+            value = self._decode_local(rec)
+            if value is None:
+                try:
+                    value = (await runner.state.read(rec.name)).value
+                except StateError:
+                    continue
+            if not value or value.get("state") not in UNFINISHED:
+                continue
+            owner = value.get("owner", {})
+            if owner.get("id") == self._owner_of(runner.core.contact)["id"]:
+                continue  # ours: the journal resumes it
+            if await self._alive(owner):
+                continue
+            await self._take_over(vjob_id, owner)
+
+    async def _take_over(self, vjob_id: str, dead: dict[str, Any]) -> None:
+        me = self._owner_of(self.runner.core.contact)
+
+        def claim(cur: Any) -> tuple[Any, bool]:
+            if cur is None or cur.get("state") not in UNFINISHED:
+                return UNCHANGED, False
+            if cur.get("owner", {}).get("id") != dead.get("id"):
+                return UNCHANGED, False  # someone else claimed it first
+            note = f"taken over by {self.runner.monitor.name} ({dead.get('name')} is silent)"
+            return {**cur, "owner": me, "state": PLACING, "updated": time.time(),
+                    "history": [*cur.get("history", []), note]}, True  # fmt: skip
+
+        value, claimed = await self.runner.state.update(vjob_record(vjob_id), claim)
+        if not claimed:
+            return
+        log.info("vjob %s: taking over from %s", vjob_id, dead.get("name"))
+        self.known[vjob_id] = value
+        self._finished.setdefault(vjob_id, trio.Event())
+        self._active.add(vjob_id)
+        await self._place(vjob_id, value, True)
+
+    def _am_keeper(self, name: str) -> bool:
+        key = key_of(name)
+        me = self.runner.core.node_id
+        return all(me ^ key < c.node_id ^ key for c in self.runner.peer_contacts())
+
+    async def _alive(self, owner: dict[str, Any]) -> bool:
+        try:
+            addr = (str(owner["host"]), int(owner["port"]))
+        except (KeyError, TypeError, ValueError):
+            return False
+        reply = await self.runner.request(
+            addr, HostQuery(vms=False), timeout=0.5, attempts=self.config.owner_attempts
+        )
+        return isinstance(reply, HostReply)
+
+    def _owner_of(self, c: Contact) -> dict[str, Any]:
+        return {
+            "id": f"{c.node_id:040x}",
+            "host": c.host,
+            "port": c.port,
+            "name": self.runner.monitor.name,
+        }
+
+
+def _missing(
+    vms: tuple[LaunchVm, ...],
+    constraints: tuple[WireConstraint, ...],
+    running: dict[tuple[str, str], str],
+) -> tuple[tuple[LaunchVm, ...], tuple[WireConstraint, ...]]:
+    """The VMs still to create and the constraints that still apply to them."""
+    missing = tuple(v for v in vms if (v.namespace, v.name) not in running)
+    keys = {_key(v.namespace, v.name) for v in missing}
+    host_of = {_key(ns, name): host for (ns, name), host in running.items()}
+    out: list[WireConstraint] = []
+    for c in constraints:
+        mine = tuple(k for k in c.vms if k in keys)
+        if not mine:
+            continue
+        if len(mine) == len(c.vms):
+            out.append(c)
+            continue
+        if c.kind in ("spread",):
+            used = tuple(sorted({host_of[k] for k in c.vms if k in host_of}))
+            if len(mine) > 1:
+                out.append(WireConstraint("spread", mine))
+            if used:
+                out.append(WireConstraint("ban", mine, used))
+        elif c.kind in ("ban", "fence", "capacity", "among"):
+            out.append(replace(c, vms=mine))
+        else:
+            log.warning("resuming: constraint %s over running and missing VMs dropped", c.kind)
+    return missing, tuple(out)
+
+
+def _key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else name
