@@ -3,6 +3,7 @@
     dvms sim run SCENARIO --scheduler S [--seed N] [--solver-time model|measured]
                  [--json] [--out DIR]
     dvms sim compare SCENARIO --schedulers a,b,c [--seeds 5] --out DIR
+    dvms sim faithful [--nodes 24] [--seed 23] [--json]
 
 SCENARIO is a TOML path or the name of a shipped scenario (``sim/scenarios``).
 """
@@ -53,6 +54,39 @@ def register(ssub: argparse._SubParsersAction) -> None:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print results as JSON"
     )
     cmp.set_defaults(func=compare_cmd)
+    fa = ssub.add_parser(
+        "faithful",
+        help="full Trio node shells vs the engine path on one script",
+        description="Run one script (an overload, a spread vjob, lookups) on a few dozen "
+        "full node shells (NodeRunner over the simulated network, MockClock) and on the "
+        "engine path, and check that both reach the same outcome (dvms/sim/faithful.py).",
+    )
+    fa.add_argument("--nodes", type=int, default=24, help="nodes (24)")
+    fa.add_argument("--seed", type=int, default=23, help="random seed (23)")
+    fa.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
+    )
+    fa.set_defaults(func=faithful_cmd)
+
+
+def faithful_cmd(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from dvms.sim.faithful import FaithfulConfig, run_engine, run_faithful
+
+    if args.nodes < 8:
+        raise UserError("--nodes: at least 8 (a partition of 4 and a spread vjob of 4)")
+    cfg = FaithfulConfig(nodes=args.nodes, seed=args.seed)
+    engine, trio_ = run_engine(cfg), run_faithful(cfg)
+    agree = engine.outcome_class() == trio_.outcome_class()
+    if getattr(args, "json", False):
+        out = {"engine": asdict(engine), "trio": asdict(trio_), "agree": agree}
+        print(json.dumps(out, indent=2))
+    else:
+        for key in asdict(engine):
+            print(f"{key:22} {getattr(engine, key)!s:>10} {getattr(trio_, key)!s:>10}")
+        print("outcomes agree" if agree else "outcomes DIFFER")
+    return 0 if agree else 1
 
 
 def _solver_time_arg(p: argparse.ArgumentParser) -> None:
