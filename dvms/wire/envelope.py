@@ -14,7 +14,7 @@ Layout of a datagram (bytes)::
 - ``rid`` (uint64): request id. A request carries a fresh random rid; its response echoes it.
 - ``ts`` (float, seconds): the sender's clock when sending. Receivers drop datagrams whose
   ``ts`` is further than ``replay_window_s`` from their own clock (``stale``), and remember
-  (sender, type, rid) for twice that window to drop exact replays (``replayed``). Nodes of a
+  (sender, type, rid, ts) for twice that window to drop exact replays (``replayed``). Nodes of a
   cluster therefore need clocks within ``replay_window_s`` of each other (NTP is plenty).
 - ``body``: the message's fields as a CBOR array (see schema.py), validated per type.
 
@@ -179,7 +179,10 @@ class WireCodec:
         if not abs(now - ts) <= self.config.replay_window_s:
             return self._drop("stale")
         sender_id = int.from_bytes(sender, "big")
-        if not self._remember((sender_id, code, rid), now):
+        # ts is part of the key: one-way messages (keep-alives, Dissolve) all carry rid 0,
+        # and keying on (sender, type, rid) alone dropped every one after the first as a
+        # "replay" for two windows; an exact replay repeats ts too and is still caught.
+        if not self._remember((sender_id, code, rid, ts), now):
             return self._drop("replayed")
         self.accepted += 1
         return Decoded(sender_id, rid, ts, msg)
@@ -197,7 +200,7 @@ class WireCodec:
         self.drops[reason] += 1
         return None
 
-    def _remember(self, key: tuple[int, int, int], now: float) -> bool:
+    def _remember(self, key: tuple[int, int, int, float], now: float) -> bool:
         order = self._seen_order
         horizon = now - 2 * self.config.replay_window_s
         while order and order[0][0] < horizon:

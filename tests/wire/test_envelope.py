@@ -93,6 +93,18 @@ def test_each_drop_reason_is_counted_and_nothing_raises():
     assert set(rx.drops) == set(DROP_REASONS)
 
 
+def test_one_way_messages_with_rid_0_are_not_replays_of_each_other():
+    """Keep-alives and Dissolve are sent with rid 0: each new one must get through, an
+    exact copy of one must not."""
+    rx = codec()
+    first = codec().encode(Ping(), sender=SENDER, rid=0, now=10.0)
+    second = codec().encode(Ping(), sender=SENDER, rid=0, now=10.25)
+    assert rx.decode(first, now=10.0) is not None
+    assert rx.decode(second, now=10.3) is not None
+    assert rx.decode(first, now=10.4) is None
+    assert rx.drops["replayed"] == 1
+
+
 def test_flipping_any_bit_is_detected():
     data = bytearray(codec().encode(FindNode(42), sender=SENDER, rid=5, now=1.0))
     for i in range(0, len(data), 3):
