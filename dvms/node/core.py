@@ -27,6 +27,7 @@ from dvms.overlay.core import OverlayCore
 from dvms.overlay.records import Identity
 from dvms.partition.core import PartitionCore
 from dvms.partition.directory import PREFIX, Directory, directory_validator
+from dvms.partition.events import RecordLocation
 from dvms.partition.messages import PARTITION_MESSAGES
 
 __all__ = ["NodeCore"]
@@ -122,6 +123,26 @@ class NodeCore:
         part = self._part()
         out = part.shutdown(now=now)
         return self._glue(out + part.take_outbox(), now)
+
+    def located(self, namespace: str, name: str, host: str, node_id: int, *, now: float):
+        """VM ``namespace/name`` now runs on ``host`` (node ``node_id``) by a move this
+        node made outside a partition (``vm migrate``): write its directory record."""
+        if self.directory is None:
+            return []
+        return self._glue([RecordLocation(namespace, name, host, node_id)], now)
+
+    def forget_vm(self, namespace: str, name: str, *, now: float) -> list[Any]:
+        """This node removed VM ``namespace/name`` for good: free its directory name."""
+        if self.directory is None:
+            return []
+        return self._glue(self.directory.forget(namespace, name, now), now)
+
+    def vm_gone(self, namespace: str, name: str, *, now: float) -> list[Any]:
+        """A VM of this node was destroyed (``vm kill``): its directory record is written
+        free, so that its name can be launched again."""
+        if self.directory is None:
+            return []
+        return self._glue(self.directory.gone(namespace, name, now), now)
 
     # -- glue --------------------------------------------------------------------------
 

@@ -281,6 +281,39 @@ class Directory:
 
     # -- locations ---------------------------------------------------------------------
 
+    def gone(self, namespace: str, name: str, now: float) -> list[Any]:
+        """A VM was destroyed: write its name free (it may be used again)."""
+        out: list[Any] = []
+        rname = record_name(namespace, name)
+
+        def seen(rec, now, out) -> None:
+            loc = _location(rec)
+            if loc is None or not loc.live():
+                return
+            self.stats["freed"] += 1
+            self._put(rname, Location(FREE), self._next_seq(rname, rec, 2), None, now, out)
+            self.overlay.unpublish(rname)
+
+        self._get(rname, seen, now, out)
+        return out
+
+    def forget(self, namespace: str, vm: str, now: float) -> list[Any]:
+        """A VM is gone for good (``vm flush``, ``clear namespace``, ``vm kill`` outside
+        namespaces): write its name free, unless another VM holds it by now."""
+        name = record_name(namespace, vm)
+        out: list[Any] = []
+
+        def seen(rec, now, out) -> None:
+            loc = _location(rec)
+            if loc is None or loc.state != HOSTED or loc.node_id != self.overlay.node_id:
+                return  # never recorded, or it lives elsewhere now (migrated, re-created)
+            self.stats["freed"] += 1
+            self._put(name, Location(FREE), self._next_seq(name, rec, 1), None, now, out)
+            self.overlay.unpublish(name)
+
+        self._get(name, seen, now, out)
+        return out
+
     def _record(self, eff: RecordLocation, now: float, out: list[Any]) -> None:
         name = record_name(eff.namespace, eff.name)
         loc = Location(HOSTED, eff.host, eff.node_id)

@@ -117,6 +117,22 @@ def test_a_migration_moves_the_record_to_the_new_host():
                 assert loc.node_id == c.nodes[pos].node_id
 
 
+def test_a_destroyed_vm_frees_its_name():
+    c = cluster()
+    eid = c.launch(0, web(1))
+    c.run(3.0)
+    assert c.done[(0, eid)].ok
+    pos = c.host_of("shop/web0")[0]
+    del c.hosts[pos].vms["shop/web0"]  # killed
+    c.engine.apply(c.nodes[pos], c.nodes[pos].core.vm_gone("shop", "web0", now=c.now))
+    c.run(1.0)
+    assert c.directory("shop", "web0").state == FREE
+    again = c.launch(2, web(1))
+    c.run(3.0)
+    assert c.done[(2, again)].ok, c.done[(2, again)].reason
+    assert c.directory("shop", "web0").state == HOSTED
+
+
 def test_the_directory_can_be_switched_off():
     c = cluster(config=PartitionConfig(directory=False))
     eid = c.launch(0, web(2))
