@@ -37,11 +37,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
+from dvms.node.control import ControlError, call
 from dvms.node.localcluster import ClusterError, cluster_down, cluster_up
 
 #: The issue's target: every VM placed and running within this many seconds.
@@ -171,6 +173,15 @@ class Sampler(threading.Thread):
             self.stop.wait(0.25)
 
 
+def datagrams(socks: list[str]) -> int:
+    """Datagrams every daemon has accepted so far (``status``: ``accepted``)."""
+    total = 0
+    for sock in socks:
+        with contextlib.suppress(ControlError):
+            total += call(sock, "status", timeout=10.0)["accepted"]
+    return total
+
+
 def cpu_seconds(procs: list[psutil.Process]) -> list[float]:
     out = []
     for p in procs:
@@ -182,14 +193,19 @@ def cpu_seconds(procs: list[psutil.Process]) -> list[float]:
     return out
 
 
-def violations(vms: list[dict], jobs: list[Vjob], host_memory_mib: int) -> list[str]:
-    """Every broken rule, as text (empty: all constraints hold)."""
+def violations(
+    vms: list[dict], jobs: list[Vjob], host_memory_mib: int, refused: Sequence[Vjob] = ()
+) -> list[str]:
+    """Every broken rule, as text (empty: all constraints hold). A refused vjob must
+    leave no VM behind."""
     problems: list[str] = []
     seen = Counter(v["name"] for v in vms)
     host = {v["name"]: v["host"] for v in vms}
     expected = {n for j in jobs for n in j.all()}
     problems += [f"{n} listed {c} times" for n, c in seen.items() if c > 1]
     problems += [f"{n} missing" for n in sorted(expected - set(host))]
+    left = sorted(n for j in refused for n in j.all() if n in host)
+    problems += [f"{n}: left running by its refused vjob" for n in left]
     problems += [f"{n} not running" for v in vms if (n := v["name"]) and v["state"] != "RUNNING"]
     per_host = Counter(host.values())
     mem = Counter()
@@ -206,14 +222,14 @@ def violations(vms: list[dict], jobs: list[Vjob], host_memory_mib: int) -> list[
     return problems
 
 
-def wait_all_running(sock: str, n: int, timeout: float) -> tuple[float, list[dict]]:
+def wait_all_running(sock: str, names: set[str], timeout: float) -> tuple[float, list[dict]]:
     deadline = time.monotonic() + timeout
     vms: list[dict] = []
     while time.monotonic() < deadline:
         out = dvms("--socket", sock, "--json", "vm", "info")
         if out.returncode == 0:
             vms = json.loads(out.stdout)["vms"]
-            if sum(v["state"] == "RUNNING" for v in vms) >= n:
+            if names <= {v["name"] for v in vms if v["state"] == "RUNNING"}:
                 return time.monotonic(), vms
         time.sleep(0.2)
     return math.nan, vms
@@ -262,6 +278,7 @@ def run(args: argparse.Namespace, d: Path) -> int:
     sampler = Sampler(procs)
     sampler.start()
     cpu0 = cpu_seconds(procs)
+    grams0 = datagrams(socks)
     machine0 = psutil.cpu_times()
     clis0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     threads = [threading.Thread(target=s.run) for s in subs]
@@ -272,6 +289,7 @@ def run(args: argparse.Namespace, d: Path) -> int:
         t.join()
     submitted = max(s.done_at for s in subs) - start
     cpu_submitted = cpu_seconds(procs)
+    grams = datagrams(socks) - grams0
     machine1 = psutil.cpu_times()
     clis1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cli_cpu = clis1.ru_utime + clis1.ru_stime - clis0.ru_utime - clis0.ru_stime
@@ -279,14 +297,16 @@ def run(args: argparse.Namespace, d: Path) -> int:
     busy_share = 1 - (machine1.idle - machine0.idle) / busy if busy else math.nan
     accepted = [j for s in subs for j in s.accepted]
     n_accepted = sum(len(j.all()) for j in accepted)
-    running_at, vms = wait_all_running(socks[0], n_accepted, timeout=30.0)
+    names = {n for j in accepted for n in j.all()}
+    running_at, vms = wait_all_running(socks[0], names, timeout=30.0)
     running = running_at - start
     cpu1 = cpu_seconds(procs)
     sampler.stop.set()
     sampler.join()
     load = os.getloadavg()
     errors = [e for s in subs for e in s.errors]
-    problems = violations(vms, accepted, args.host_memory)
+    refused = [j for j in jobs if j not in accepted]
+    problems = violations(vms, accepted, args.host_memory, refused)
     cpu = [b - a for a, b in zip(cpu0, cpu_submitted, strict=True)]
     per_host = Counter(v["host"] for v in vms)
     sizes = [z for s in subs for z in s.partition_sizes]
@@ -327,6 +347,8 @@ def run(args: argparse.Namespace, d: Path) -> int:
     polled = sum(b - a for a, b in zip(cpu0, cpu1, strict=True))
     print(f"| daemon CPU incl. vm info polling | {polled:.1f} s |")
     print(f"| `dvms submit` processes' CPU, all | {cli_cpu:.1f} s |")
+    per_vm = grams / max(n_accepted, 1)
+    print(f"| UDP datagrams accepted, all daemons | {grams:,} ({per_vm:.0f} per VM) |")
     print(f"| machine CPU busy during submits (all users) | {busy_share:.0%} of {os.cpu_count()} |")
     print(
         f"| peak RSS per daemon | max {max(sampler.peak) / 2**20:.0f} MB, "
