@@ -85,8 +85,20 @@ class PartitionConfig:
     #: claim a launch's VM names there first (unique per namespace) (the issue's
     #: directory; ours, DVMS has none).
     directory: bool = True
-    #: Consolidation on underload (DVMS 1 only); off by default, not implemented yet.
+    #: Consolidation on underload (DVMS 1 only; off by default, as in DVMS 2 and
+    #: VMPlaceS): a host with VMs whose measured CPU demand is at most
+    #: ``underload_cpu`` of its capacity asks a partition to move every VM away (so that
+    #: it could be switched off; switching it off is not ours to do).
     underload: bool = False
+    #: Underload threshold, fraction of CPU capacity (DVMS 1: 20 %).
+    underload_cpu: float = 0.2
+    #: A node waits a random delay in [0, this) before raising an underload event, then
+    #: checks again that it is free and still underloaded, seconds (DVMS 1: 3 s; low
+    #: priority, so that overloads go first).
+    underload_delay_s: float = 3.0
+    #: After a failed underload event the node raises none for this long, seconds
+    #: (DVMS 1: 20,000, most likely ms x 1000).
+    underload_backoff_s: float = 20.0
 
     def __post_init__(self) -> None:
         if self.recruitment not in RECRUITMENT:
@@ -95,8 +107,8 @@ class PartitionConfig:
             )
         if self.min_partition_size < 1 or self.max_partition_size < self.min_partition_size:
             raise ValueError("need 1 <= min_partition_size <= max_partition_size")
-        if self.underload:
-            raise ValueError("underload consolidation is not implemented yet")
+        if not 0.0 <= self.underload_cpu < 1.0:
+            raise ValueError("underload_cpu must be in [0, 1)")
         for name in ("lease_s", "lease_check_s", "keepalive_s", "monitor_period_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -104,6 +104,7 @@ from dvms.partition.timers import (
     T_RPC,
     T_STATES,
     T_SUSPECT,
+    T_UNDERLOAD,
 )
 
 __all__ = [
@@ -204,6 +205,10 @@ class PartitionCore(Rpc, Membership, Acting):
         # virtual second on a 1 ms LAN), re-recruiting the nodes it had just released.
         # DVMS: a failed event "will be re-detected later if the overload persists".
         self._overload_hold = False
+        # Underload (off by default): a pending delayed check, and no new event before
+        # this time after a failed one.
+        self._underload_due = False
+        self._underload_hold_until = 0.0
         self._replies: dict[tuple, Any] = {}  # request key -> our answer (_answered)
         self._dead: dict[int, float] = {}  # peer -> until when recruitment skips it (rpc.py)
         # Overlay effects (events.OVERLAY_EFFECTS) produced by a direct call (launch,
@@ -256,6 +261,9 @@ class PartitionCore(Rpc, Membership, Acting):
                 self._start_if_free(now, out)
             elif kind == T_SUSPECT:
                 self._suspect(ref, now, out)
+            elif kind == T_UNDERLOAD:
+                self._underload_due = False
+                self._start_if_free(now, out, underload_now=True)
             elif kind == T_FLUSH:
                 out += self.take_outbox()
         return out
@@ -359,7 +367,41 @@ class PartitionCore(Rpc, Membership, Acting):
         capacity = s.cpu_milli or s.cpus * 1000
         return capacity > 0 and sum(round(v.cpu_demand * 1000) for v in s.vms) > capacity
 
-    def _start_if_free(self, now: float, out: list[Any]) -> None:
+    def underloaded(self) -> bool:
+        """The host runs VMs whose demand is at most ``underload_cpu`` of its capacity
+        (DVMS 1's CPU rule)."""
+        s = self.local_state()
+        if s is None or not s.vms:
+            return False
+        capacity = s.cpu_milli or s.cpus * 1000
+        demand = sum(round(v.cpu_demand * 1000) for v in s.vms)
+        return capacity > 0 and demand <= capacity * self.config.underload_cpu
+
+    def _raise(self, kind: str, now: float, out: list[Any]) -> Event:
+        event = Event(kind, self.me, self.rng.getrandbits(63))
+        self.own[event.event_id] = _Own(event, now)
+        self.stats[f"{kind}_detected"] += 1
+        out.append(Emit(EventStarted(event.event_id, kind)))
+        return event
+
+    def _underload_check(self, now: float, underload_now: bool) -> bool:
+        """True if an underload event is to be raised now; else maybe arm the random
+        delay of DVMS 1 (low priority: an overload found meanwhile goes first)."""
+        cfg = self.config
+        if not cfg.underload or now < self._underload_hold_until:
+            return False
+        if any(o.event.kind == "underload" for o in self.own.values()):
+            return False
+        if not self.underloaded():
+            return False
+        if underload_now:
+            return True
+        if not self._underload_due:
+            self._underload_due = True
+            self._at(now + self.rng.random() * cfg.underload_delay_s, T_UNDERLOAD)
+        return False
+
+    def _start_if_free(self, now: float, out: list[Any], *, underload_now: bool = False) -> None:
         if self.view is not None or self._holding is not None or self.stopping:
             return
         if self.queue:
@@ -369,10 +411,9 @@ class PartitionCore(Rpc, Membership, Acting):
             and self.overloaded()
             and not any(o.event.kind == "overload" and o.in_flight for o in self.own.values())
         ):
-            event = Event("overload", self.me, self.rng.getrandbits(63))
-            self.own[event.event_id] = _Own(event, now)
-            self.stats["overload_detected"] += 1
-            out.append(Emit(EventStarted(event.event_id, "overload")))
+            event = self._raise("overload", now, out)
+        elif self._underload_check(now, underload_now):
+            event = self._raise("underload", now, out)
         else:
             return
         own = self.own[event.event_id]
@@ -479,10 +520,15 @@ class PartitionCore(Rpc, Membership, Acting):
         events = view.events
         n_vms = sum(len(s.vms) for s in states) + sum(len(e.vms) for e in events)
         target = self.config.relief_target
+        empty = tuple(
+            lead.states[e.origin.node_id].name
+            for e in events
+            if e.kind == "underload" and e.origin.node_id in lead.states
+        )
         out.append(
             Compute(
                 lead.token,
-                lambda: solve_events(states, events, target=target),
+                lambda: solve_events(states, events, target=target, empty=empty),
                 (len(states), n_vms),
             )
         )

@@ -192,6 +192,8 @@ class Membership:
         """Our event ended for good: report it, and free a launch's name claims."""
         event = own.event
         self.own.pop(event.event_id, None)
+        if event.kind == "underload" and not ok:
+            self._underload_hold_until = now + self.config.underload_backoff_s
         if event.kind == "launch" and self.config.directory and event.vms:
             out.append(ReleaseNames(event.event_id, free=not ok))
         out.append(

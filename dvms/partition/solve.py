@@ -29,7 +29,7 @@ from dvms.placement import (
     solve_launch,
     solve_repair,
 )
-from dvms.placement.constraints import Constraint
+from dvms.placement.constraints import Ban, Constraint
 from dvms.placement.launch import vjob_parts
 from dvms.placement.model import CPU_DEMAND
 from dvms.placement.spec import ConstraintSpec, SpecError, VjobSpec
@@ -116,7 +116,10 @@ def solve_events(
     config: PlacementConfig | None = None,
     *,
     target: float = 1.0,
+    empty: tuple[str, ...] = (),
 ) -> SolveOutcome:
+    """One plan for ``events`` on the members' hosts ``states``; ``empty`` names the
+    hosts of ``underload`` events, whose VMs must all move away (consolidation)."""
     config = config or PlacementConfig()
     try:
         snap = snapshot_of(states, target)
@@ -127,7 +130,8 @@ def solve_events(
         if launches:
             snap, boot_steps, placed, running = _launch(snap, launches, running, config)
             steps.extend(boot_steps)
-        if any(e.kind == "overload" for e in events):
+        if any(e.kind in ("overload", "underload") for e in events):
+            running = running + _evacuate(snap, empty)
             plan = solve_repair(snap, running, config, relief=True)
             if plan.status != "solved":
                 return SolveOutcome(False, plan.reason or "no relief plan in this partition")
@@ -143,6 +147,14 @@ def solve_events(
         return SolveOutcome(True, "", tuple(steps), tuple(placed))
     except (PlacementError, SpecError) as exc:
         return SolveOutcome(False, str(exc))
+
+
+def _evacuate(snap: Snapshot, hosts: tuple[str, ...]) -> list[Constraint]:
+    """Underload: every VM on ``hosts`` must end elsewhere, and none may move there (a
+    discrete ban of every VM; without the second half a plan could swap VMs in)."""
+    if not hosts:
+        return []
+    return [Ban(tuple(vm.key for vm in snap.vms), frozenset(hosts), False)]
 
 
 def _running(states: tuple[HostState, ...], snap: Snapshot) -> list[Constraint]:
