@@ -64,6 +64,8 @@ JOIN_RETRY_S = 5.0
 
 _COORD_CACHE: dict[tuple[float, ...], Coordinate] = {}
 _COORD_CACHE_MAX = 50_000
+#: Messages are immutable: one Ping serves every request.
+_PING = Ping()
 
 
 def decode_coord(wire: tuple[float, ...], dim: int) -> Coordinate:
@@ -76,6 +78,16 @@ def decode_coord(wire: tuple[float, ...], dim: int) -> Coordinate:
             _COORD_CACHE.clear()
         _COORD_CACHE[wire] = coord
     return coord
+
+
+def _remember_coord(wire: tuple[float, ...], coord: Coordinate) -> None:
+    """Seed the decode memo with a coordinate we just computed ourselves (finite: the
+    Vivaldi client resets a non-finite one), so peers decoding it need not validate it
+    again. Entries with a negative error or height are left to ``from_wire`` to refuse."""
+    if coord.error >= 0.0 and coord.height >= 0.0:
+        if len(_COORD_CACHE) >= _COORD_CACHE_MAX:
+            _COORD_CACHE.clear()
+        _COORD_CACHE[wire] = coord
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +168,7 @@ class OverlayCore:
         self._published: dict[str, tuple[Record, float]] = {}
         self._seeds: list[Address] = []
         self._coord_wire: tuple[float, ...] = ()
+        self._pong = Pong()
         self._seed_pending = 0
         self._seed_ok = False
         self._rtt_samples = 0
@@ -297,9 +310,9 @@ class OverlayCore:
         return out
 
     def _note_sender(self, src: Address, sender: int, now: float, out: list[Any]) -> None:
-        e = self.table.get(sender)
+        e = self.table.index.get(sender)
         if e is not None and e.contact.port == src[1] and e.contact.host == src[0]:
-            self.table.seen(e.contact, now)
+            self.table.heard(e, now)
             return
         try:
             contact = Contact(sender, src[0], src[1])
@@ -307,11 +320,11 @@ class OverlayCore:
             return
         to_ping = self.table.seen(contact, now)
         if to_ping is not None:
-            self._request(to_ping.addr, to_ping.node_id, Ping(), _P_EVICT, None, now, out)
+            self._request(to_ping.addr, to_ping.node_id, _PING, _P_EVICT, None, now, out)
 
     def _on_ping(self, src, sender, rid, msg, now, out) -> None:
         self._note_sender(src, sender, now, out)
-        out.append(Send(src, rid, Pong(self._coord_wire)))
+        out.append(Send(src, rid, self._pong))
 
     def _on_find_node(self, src, sender, rid, msg, now, out) -> None:
         self._note_sender(src, sender, now, out)
@@ -344,16 +357,18 @@ class OverlayCore:
         self._rpc_result(rpc, sender, msg, now, out)
 
     def _learn(self, src, sender, coord, rtt, now, out) -> None:
-        e = self.table.get(sender)
+        table = self.table
+        e = table.index.get(sender)
         if e is not None and e.contact.port == src[1] and e.contact.host == src[0]:
-            contact = e.contact
+            table.heard(e, now, rtt)
+            to_ping = None
         else:
             try:
                 contact = Contact(sender, src[0], src[1])
             except ValueError:
                 return
-        to_ping = self.table.seen(contact, now, rtt)
-        e = self.table.get(sender)
+            to_ping = table.seen(contact, now, rtt)
+            e = table.index.get(sender)
         if e is not None and coord:
             e.coord = coord
         if rtt is not None:
@@ -361,7 +376,7 @@ class OverlayCore:
             if coord and self.vivaldi is not None:
                 self._vivaldi_sample(sender, coord, rtt)
         if to_ping is not None:
-            self._request(to_ping.addr, to_ping.node_id, Ping(), _P_EVICT, None, now, out)
+            self._request(to_ping.addr, to_ping.node_id, _PING, _P_EVICT, None, now, out)
 
     def _vivaldi_sample(self, sender: int, coord: tuple[float, ...], rtt: float) -> None:
         viv = self.vivaldi
@@ -375,7 +390,11 @@ class OverlayCore:
 
     def _update_coord_wire(self) -> None:
         if self.vivaldi is not None:
-            self._coord_wire = tuple(self.vivaldi.coordinate.to_wire())
+            c = self.vivaldi.coordinate
+            wire = (*c.vec, c.error, c.adjustment, c.height)  # Coordinate.to_wire, as a tuple
+            self._coord_wire = wire
+            self._pong = Pong(wire)
+            _remember_coord(wire, c)
 
     # -- RPC machinery -----------------------------------------------------------------
 
@@ -387,9 +406,13 @@ class OverlayCore:
 
     def _timeout_for(self, rpc: _Rpc) -> float:
         cfg = self.config
-        base = self.table.rto(rpc.peer) if rpc.peer is not None else None
-        if base is None:
+        e = self.table.index.get(rpc.peer) if rpc.peer is not None else None
+        if e is not None and e.srtt is not None:  # RoutingTable.rto, inlined (hot)
+            base = min(cfg.rto_max_s, max(cfg.rto_min_s, e.srtt + 4 * e.rttvar))
+        else:
             base = self._unknown_rto()
+        if rpc.attempts == 1:
+            return base if base < cfg.rto_max_s * 2 else cfg.rto_max_s * 2
         return min(cfg.rto_max_s * 2, base * cfg.rto_backoff ** (rpc.attempts - 1))
 
     def _unknown_rto(self) -> float:
@@ -551,7 +574,7 @@ class OverlayCore:
         self._seed_pending = len(self._seeds)
         self._seed_ok = False
         for addr in self._seeds:
-            self._request(addr, None, Ping(), _P_SEED, None, now, out)
+            self._request(addr, None, _PING, _P_SEED, None, now, out)
 
     def _seed_answered(self, ok: bool, now: float, out: list[Any]) -> None:
         self._seed_pending -= 1
@@ -588,7 +611,7 @@ class OverlayCore:
         if index:
             node_id = self.rng.choice(tuple(index))
             c = index[node_id].contact
-            self._request(c.addr, node_id, Ping(), _P_PROBE, None, now, out)
+            self._request(c.addr, node_id, _PING, _P_PROBE, None, now, out)
 
     def _refresh(self, now: float, out: list[Any]) -> None:
         self._at(now + self.config.refresh_interval_s / 4, _T_REFRESH)

@@ -111,13 +111,10 @@ class RoutingTable:
         ``n`` contacts are sorted, so a far target costs one bucket, not the whole table.
         """
         idx = self.bucket_index(target)
-        buckets = self.buckets
         index = self.index
         skip = exclude ^ target if exclude is not None else -1
         out: list[Contact] = []
-        groups: list[list[_Bucket]] = [[buckets[idx]], buckets[idx + 1 :]]
-        groups.extend([buckets[j]] for j in range(idx - 1, -1, -1))
-        for group in groups:
+        for group in self._distance_groups(idx):
             if healthy:
                 dists = [i ^ target for b in group for i, e in b.entries.items() if not e.failures]
             else:
@@ -132,6 +129,14 @@ class RoutingTable:
                 del out[n:]
                 break
         return out
+
+    def _distance_groups(self, idx: int) -> Iterator[list[_Bucket]]:
+        """The bucket groups of ``closest``, nearest first."""
+        buckets = self.buckets
+        yield buckets[idx : idx + 1]
+        yield buckets[idx + 1 :]
+        for j in range(idx - 1, -1, -1):
+            yield buckets[j : j + 1]
 
     def rto(self, node_id: int) -> float | None:
         e = self.index.get(node_id)
@@ -174,16 +179,23 @@ class RoutingTable:
             e.group = ip_group(contact.host)
             if e.group:
                 self._groups[e.group] += 1
+        self.heard(e, now, rtt)
+
+    def heard(self, e: Entry, now: float, rtt: float | None = None) -> None:
+        """``seen`` for a contact already in the table at the address it has there (the
+        common case, which needs no new ``Contact``): it is alive, most recently seen."""
         e.last_seen = now
         e.failures = 0
         if rtt is not None:
             e.observe_rtt(rtt)
-        b = self.buckets[self.bucket_index(contact.node_id)]
-        if b.pinging == contact.node_id:
+        node_id = e.contact.node_id
+        buckets = self.buckets
+        b = buckets[min(self.bits - (self.own_id ^ node_id).bit_length(), len(buckets) - 1)]
+        if b.pinging == node_id:
             b.pinging = None
-        del b.entries[contact.node_id]
-        b.entries[contact.node_id] = e
-        return None
+        entries = b.entries
+        del entries[node_id]
+        entries[node_id] = e
 
     def _add(self, b: _Bucket, contact: Contact, now: float, rtt: float | None) -> None:
         e = Entry(contact, now)

@@ -17,10 +17,19 @@ With ``wire`` set, every message is really encoded, authenticated and decoded th
 ``dvms.wire`` on its way (slower; used by tests to prove the simulated path and the UDP
 path see identical bytes). Otherwise message objects are handed over directly, which is
 what makes 10,000-node runs affordable.
+
+Garbage collection: a large run holds millions of long-lived objects (routing entries,
+contacts, coordinates), and CPython's cyclic collector rescans them again and again
+although the protocol code frees almost everything by reference counting (measured: 13 %
+of a 2,000-node run's CPU time). ``run_until`` therefore pauses the automatic collector
+and itself collects the young generations every ``GC_EVERY_EVENTS`` events, so cycles
+made during the run are still freed while they are young; the old generation is left to
+the automatic collector, which is back on between ``run_until`` calls.
 """
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 from collections import Counter
@@ -35,6 +44,8 @@ __all__ = ["Engine", "SimNode"]
 
 _DELIVER, _TIMER, _CALL = 0, 1, 2
 _INF = math.inf
+#: Events between two collections of the young generations while ``run_until`` runs.
+GC_EVERY_EVENTS = 1_000_000
 
 
 class SimNode:
@@ -72,11 +83,19 @@ class Engine:
         self.effect_handlers: dict[type, Callable[[SimNode, Any, float], None]] = {}
         #: Called for every datagram handed to the network: ``observer(src, dst, msg)``.
         self.message_observer: Callable[[SimNode, SimNode, Any], None] | None = None
-        self.messages: Counter[str] = Counter()
+        self._sent_by_type: dict[type, int] = {}
         self.events = 0
         self.undeliverable = 0
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
+
+    @property
+    def messages(self) -> Counter[str]:
+        """Datagrams handed to the network, by message type name."""
+        out: Counter[str] = Counter()
+        for t, n in self._sent_by_type.items():
+            out[t.__name__] += n
+        return out
 
     # -- building ----------------------------------------------------------------------
 
@@ -129,7 +148,9 @@ class Engine:
     def _send(self, node: SimNode, eff: Send, now: float) -> None:
         dst = self.by_addr.get(eff.dst)
         msg = eff.msg
-        self.messages[type(msg).__name__] += 1
+        by_type = self._sent_by_type
+        t = type(msg)
+        by_type[t] = by_type.get(t, 0) + 1
         if dst is None:
             self.undeliverable += 1
             return
@@ -143,8 +164,11 @@ class Engine:
             payload = node.codec.encode(msg, sender=node.node_id, rid=eff.rid, now=now)
         else:
             payload = (node.node_id, eff.rid, msg)
+        item = (node.addr, payload)
+        heap = self._heap
         for d in delays:
-            self._push(now + d, _DELIVER, dst, (node.addr, payload))
+            self._seq += 1
+            heapq.heappush(heap, (now + d, self._seq, _DELIVER, dst, item))
 
     # -- running -----------------------------------------------------------------------
 
@@ -153,22 +177,37 @@ class Engine:
 
     def run_until(self, until: float) -> None:
         """Process every event with time <= ``until``; leaves ``now == until``."""
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            self._run_until(until)
+        finally:
+            if gc_was_on:
+                gc.enable()
+        self.now = max(self.now, until)
+
+    def _run_until(self, until: float) -> None:
         heap = self._heap
         pop = heapq.heappop
+        deliver = self._deliver
+        apply = self.apply
+        next_gc = self.events + GC_EVERY_EVENTS
         while heap and heap[0][0] <= until:
             when, _, kind, target, payload = pop(heap)
             self.now = when
             self.events += 1
             if kind == _DELIVER:
-                self._deliver(target, payload, when)
+                deliver(target, payload, when)
             elif kind == _TIMER:
                 if target.timer_at != when or not target.alive:
                     continue
                 target.timer_at = _INF
-                self.apply(target, target.core.on_timer(now=when))
+                apply(target, target.core.on_timer(now=when))
             else:
                 target(*payload)
-        self.now = max(self.now, until)
+            if self.events >= next_gc:
+                next_gc = self.events + GC_EVERY_EVENTS
+                gc.collect(1)
 
     def _deliver(self, node: SimNode, item: tuple[Address, Any], now: float) -> None:
         if not node.alive:
