@@ -80,6 +80,7 @@ class DvmsScheduler:
             lease_s=params.partition_lease_s,
             min_partition_size=params.min_partition_size,
             recruitment=recruitment or params.recruitment,
+            relief_target=params.relief_target,
         )
         self.kademlia = KademliaConfig()
         self.nodes: list[SimNode] = []

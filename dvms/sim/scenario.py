@@ -274,6 +274,9 @@ class ScenarioParams:
     min_partition_size: int = 4
     #: DVMS recruitment: ``vivaldi``, ``ring`` or ``random`` (read by the DVMS scheduler).
     recruitment: str = "vivaldi"
+    #: DVMS relief target, fraction of capacity (``PartitionConfig.relief_target``; 1.0 =
+    #: DVMS/VMPlaceS: just make the partition viable).
+    relief_target: float = 1.0
     #: Centralized baseline: period start to start, s (VMPlaceS CentralizedResolver: 30).
     centralized_period_s: float = 30.0
     #: Centralized solver time limit, s; None = min(30, hosts / 8) (Entropy2RP HEAD).
@@ -285,6 +288,8 @@ class ScenarioParams:
         _positive("scheduler.partition_lease_s", self.partition_lease_s)
         _positive("scheduler.min_partition_size", self.min_partition_size)
         _positive("scheduler.centralized_period_s", self.centralized_period_s)
+        if not 0.0 < self.relief_target <= 1.0:
+            raise ScenarioError("scheduler.relief_target: expected a fraction in (0, 1]")
         if self.recruitment not in ("vivaldi", "ring", "random"):
             raise ScenarioError(
                 f"scheduler.recruitment: expected vivaldi, ring or random, got {self.recruitment!r}"
