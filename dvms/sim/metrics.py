@@ -77,6 +77,7 @@ class Metrics:
         self.migrations_failed = 0
         self.migration_durations = array("d")
         self.inter_site_migrations = 0
+        self.inbound_violations = 0
         self.partitions: dict[str, list[int]] = {}
         self.messages: Counter[str] = Counter()
         self.inter_site_messages = 0
@@ -167,6 +168,11 @@ class Metrics:
         else:
             self.migrations_failed += 1
 
+    def inbound_violation(self) -> None:
+        """A migration's landing put its destination in violation (VMPlaceS trace state
+        ``violation-out``: a violation the scheduler made)."""
+        self.inbound_violations += 1
+
     def partition(self, size: int, outcome: str, **_details: Any) -> None:
         """A DVMS partition ended: ``size`` hosts, ``outcome`` (``SUCCESS`` counts for
         ``mean_partition_size``; any other string is kept for the per-outcome table)."""
@@ -248,6 +254,7 @@ class Metrics:
             "mean_fix_s": _r(self.fix_s / self.detected_count) if self.detected_count else None,
             "violations_detected": self.detected_count,
             "violations_open_at_end": self.open_at_end,
+            "violations_by_inbound_migration": self.inbound_violations,
             "migrations": len(migr),
             "migrations_started": self.migrations_started,
             "migrations_failed": self.migrations_failed,

@@ -645,7 +645,10 @@ class World:
         del self.host_vms[hs][v]
         self.vm_host[v] = hd
         self.host_vms[hd][v] = None
+        was_over = self.metrics.is_violated(hd)
         self.set_vm_units(v, units, now)  # arrive (may start a violation there)
+        if not was_over and self.metrics.is_violated(hd):
+            self.metrics.inbound_violation()
         duration = now - started
         self.metrics.migration_ended(True, duration)
         on_done(True, duration)

@@ -153,7 +153,20 @@ def test_migration_moves_demand_and_violation() -> None:
     assert 8.2 < ended[1] < 16.0  # 1 GiB pre-copy at 125 MiB/s, VM fully busy
     assert (w.host_demand[0], w.host_demand[1]) == (620, 700)
     assert not w.metrics.is_violated(0) and not w.metrics.is_violated(1)
-    assert w.summary()["cumulated_violation_s"] == pytest.approx(1.0 + ended[1])
+    summary = w.summary()
+    assert summary["cumulated_violation_s"] == pytest.approx(1.0 + ended[1])
+    assert summary["violations_by_inbound_migration"] == 0  # h001 reached 700: not over
+
+
+def test_a_landing_that_overloads_its_destination_is_counted() -> None:
+    w = world(hosts={"count": 2}, load={"initial": "mu", **QUIET}, duration_s=60)
+    for v in (0, 2, 4):  # host 0: 720
+        w.set_vm_units(v, 100, 0.0)
+    w.set_vm_units(1, 70, 0.0)  # host 1: 610, +100 -> 710
+    w.engine.at(1.0, w.migrate, "vm0000", "h000", "h001", lambda ok, d: None)
+    w.run()
+    assert w.metrics.is_violated(1) and not w.metrics.is_violated(0)
+    assert w.summary()["violations_by_inbound_migration"] == 1
 
 
 def test_snapshot_of_some_hosts() -> None:
