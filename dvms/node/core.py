@@ -137,18 +137,11 @@ class NodeCore:
             return []
         return self._glue(self.directory.forget(namespace, name, now), now)
 
-    def vm_gone(self, namespace: str, name: str, *, now: float) -> list[Any]:
-        """A VM of this node was destroyed (``vm kill``): its directory record is written
-        free, so that its name can be launched again."""
-        if self.directory is None:
-            return []
-        return self._glue(self.directory.gone(namespace, name, now), now)
-
     # -- glue --------------------------------------------------------------------------
 
-    def _names_claimed(self, event_id: int, taken: tuple[str, ...], now: float) -> list[Any]:
+    def _names_claimed(self, event_id: int, taken, seqs, now: float) -> list[Any]:
         part = self._part()
-        return part.on_names_claimed(event_id, taken, now=now) + part.take_outbox()
+        return part.on_names_claimed(event_id, taken, now=now, seqs=seqs) + part.take_outbox()
 
     def _glue(self, effects: list[Any], now: float) -> list[Any]:
         """Carry out the overlay effects among ``effects`` (and everything they lead

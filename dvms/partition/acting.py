@@ -85,7 +85,7 @@ class Acting:
             if target is None:
                 self._action_result(op, False, f"{a.vm}: host left the partition", now, out)
                 return
-            msg = CreateVm(view.pid, op, a.launch)
+            msg = CreateVm(view.pid, op, a.launch, self._claim_seq(a.launch))
 
         def on_reply(reply, now, out, op=op) -> None:
             if reply is None:
@@ -96,6 +96,15 @@ class Acting:
                 self._at(now + self.config.action_timeout_s, T_ACTION, op)
 
         self._request(target, msg, on_reply, now, out)
+
+    def _claim_seq(self, vm: Any) -> int:
+        """The version of ``vm``'s name claim, from the event that launches it."""
+        assert self.view is not None
+        for event in self.view.events:
+            for v, seq in zip(event.vms, event.claims, strict=False):
+                if (v.namespace, v.name) == (vm.namespace, vm.name):
+                    return seq
+        return 0
 
     def _on_action_done(self, src, sender, rid, msg: ActionDone, now, out) -> None:
         out.append(Send(src, rid, ActionAck(msg.op)))
@@ -178,7 +187,7 @@ class Acting:
             here = self.local_state()
             if here is not None:
                 self._located[msg.op] = RecordLocation(
-                    msg.vm.namespace, msg.vm.name, here.name, self.me.node_id
+                    msg.vm.namespace, msg.vm.name, here.name, self.me.node_id, msg.claim_seq
                 )
             out.append(DriverCall(msg.op, "create", {"vm": msg.vm}))
 

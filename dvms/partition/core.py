@@ -331,14 +331,26 @@ class PartitionCore(Rpc, Membership, Acting):
         self._start_if_free(now, out)
         return event.event_id, self._deferred(out, now)
 
-    def on_names_claimed(self, event_id: int, taken: tuple[str, ...], *, now: float) -> list[Any]:
+    def on_names_claimed(
+        self,
+        event_id: int,
+        taken: tuple[str, ...],
+        *,
+        now: float,
+        seqs: tuple[tuple[str, str, int], ...] = (),
+    ) -> list[Any]:
         """The directory's answer to ``ClaimNames``: ``taken`` lists the names already in
         use (empty: every name is now held by this event until its VMs' records are
-        written, or it fails and frees them)."""
+        written, or it fails and frees them); ``seqs`` (namespace, name, version) are the
+        claims' versions, which travel with the event (``Event.claims``)."""
         out: list[Any] = []
         own = self.own.get(event_id)
         if own is None or own.in_flight or event_id in self.queue:
             return out
+        if seqs:
+            version = {(ns, name): seq for ns, name, seq in seqs}
+            claims = tuple(version.get((v.namespace, v.name), 0) for v in own.event.vms)
+            own.event = replace(own.event, claims=claims)
         if self.stopping:
             return out  # shutdown() reported the event; its claims are released
         if taken:

@@ -19,9 +19,16 @@ Ordering: a record's ``seq`` is one more than the version the writer just read (
 ``get`` before each ``put``), and a ``hosted`` record two more, so that a VM created
 while its failed launch frees its other names is never shown free. Writers of one name
 follow each other (claim, then create, then one migration at a time, each seconds
-apart), so reading the last version first is enough; two simultaneous claims of a free
-name are decided by the overlay's own rule (higher seq, then larger signature), and each
-claimant reads the name back after its put: the loser reports the name as taken.
+apart), so reading the last version first is enough. Two lookups are saved on the
+common path, a launch of new names (each lookup and put reaches k = 20 nodes, in a
+small cluster all of them): a claim is put first, at version 1, and read back; every
+``hosted`` or ``free`` record is at version 2 or more, so the read-back shows an older
+record winning (taken; or freed, then claimed again over it) or ours. Two simultaneous
+claims are decided by the overlay's own rule (higher seq, then larger signature), and
+the loser reads the other's claim back. The claim's version travels with the event
+(``Event.claims``, ``CreateVm.claim_seq``), so the creating node writes ``hosted`` at
+claim + 2 without reading first. Per new VM: 3 lookups (claim put, read-back, location
+put), was 5.
 """
 
 from __future__ import annotations
@@ -126,6 +133,7 @@ class _Claim:
     waiting: int
     taken: list[str] = field(default_factory=list)
     held: dict[str, int] = field(default_factory=dict)  # record name -> our claim's seq
+    names: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (namespace, vm)
 
 
 #: A continuation: (what the overlay answered, now, effects out).
@@ -142,7 +150,7 @@ class Directory:
         self,
         overlay: OverlayCore,
         identity: Callable[[], Identity],
-        answer: Callable[[int, tuple[str, ...], float], list[Any]],
+        answer: Callable[[int, tuple[str, ...], tuple[tuple[str, str, int], ...], float], list],
     ) -> None:
         self.overlay = overlay
         self._identity = identity
@@ -212,22 +220,15 @@ class Directory:
         claim = self._claims[eff.event_id] = _Claim(eff.event_id, len(eff.names))
         self.stats["claims"] += 1
         if not eff.names:
-            out += self._answer(eff.event_id, (), now)
+            out += self._answer(eff.event_id, (), (), now)
         for namespace, vm in eff.names:
             name = record_name(namespace, vm)
-            shown = f"{namespace}/{vm}" if namespace else vm
+            claim.names[name] = (namespace, vm)
+            self._claim_put(claim, name, self._seqs.get(name, 0) + 1, now, out)
 
-            def seen(rec, now, out, name=name, shown=shown) -> None:
-                self._claim_seen(claim, name, shown, rec, now, out)
-
-            self._get(name, seen, now, out)
-
-    def _claim_seen(self, claim: _Claim, name: str, shown: str, rec, now, out) -> None:
-        loc = _location(rec)
-        if loc is not None and loc.live() and not self._ours(loc, claim):
-            self._taken(claim, shown, loc, now, out)
-            return
-        seq = self._next_seq(name, rec, 1)
+    def _claim_put(self, claim: _Claim, name: str, seq: int, now, out) -> None:
+        """Put our claim at ``seq``, then read the name back: ours, taken, or freed by
+        a newer record (then claim again over it)."""
         claim.held[name] = seq
         me = Location(CLAIMED, "", self.overlay.node_id, claim.event_id)
 
@@ -236,10 +237,12 @@ class Directory:
                 won = _location(rec)
                 if won is None or self._ours(won, claim):
                     self._claim_step(claim, now, out)
-                    return
-                claim.held.pop(name, None)
-                self.overlay.unpublish(name)
-                self._taken(claim, shown, won, now, out)
+                elif not won.live():
+                    self._claim_put(claim, name, rec.seq + 1, now, out)
+                else:
+                    claim.held.pop(name, None)
+                    self.overlay.unpublish(name)
+                    self._taken(claim, name, won, now, out)
 
             self._get(name, check, now, out)
 
@@ -249,8 +252,10 @@ class Directory:
     def _ours(loc: Location, claim: _Claim) -> bool:
         return loc.state == CLAIMED and loc.event_id == claim.event_id
 
-    def _taken(self, claim: _Claim, shown: str, loc: Location, now, out) -> None:
+    def _taken(self, claim: _Claim, name: str, loc: Location, now, out) -> None:
         self.stats["taken"] += 1
+        namespace, vm = claim.names[name]
+        shown = f"{namespace}/{vm}" if namespace else vm
         where = f"runs on {loc.host}" if loc.state == HOSTED else "claimed by another launch"
         claim.taken.append(f"{shown} ({where})")
         self._claim_step(claim, now, out)
@@ -258,7 +263,8 @@ class Directory:
     def _claim_step(self, claim: _Claim, now: float, out: list[Any]) -> None:
         claim.waiting -= 1
         if claim.waiting == 0:
-            out += self._answer(claim.event_id, tuple(claim.taken), now)
+            seqs = tuple((*claim.names[n], seq) for n, seq in claim.held.items())
+            out += self._answer(claim.event_id, tuple(claim.taken), seqs, now)
 
     def _release(self, eff: ReleaseNames, now: float, out: list[Any]) -> None:
         claim = self._claims.pop(eff.event_id, None)
@@ -281,22 +287,6 @@ class Directory:
 
     # -- locations ---------------------------------------------------------------------
 
-    def gone(self, namespace: str, name: str, now: float) -> list[Any]:
-        """A VM was destroyed: write its name free (it may be used again)."""
-        out: list[Any] = []
-        rname = record_name(namespace, name)
-
-        def seen(rec, now, out) -> None:
-            loc = _location(rec)
-            if loc is None or not loc.live():
-                return
-            self.stats["freed"] += 1
-            self._put(rname, Location(FREE), self._next_seq(rname, rec, 2), None, now, out)
-            self.overlay.unpublish(rname)
-
-        self._get(rname, seen, now, out)
-        return out
-
     def forget(self, namespace: str, vm: str, now: float) -> list[Any]:
         """A VM is gone for good (``vm flush``, ``clear namespace``, ``vm kill`` outside
         namespaces): write its name free, unless another VM holds it by now."""
@@ -317,6 +307,11 @@ class Directory:
     def _record(self, eff: RecordLocation, now: float, out: list[Any]) -> None:
         name = record_name(eff.namespace, eff.name)
         loc = Location(HOSTED, eff.host, eff.node_id)
+        if eff.after:  # over a claim whose version we know: no need to read it first
+            self.stats["records"] += 1
+            seq = max(eff.after + 2, self._seqs.get(name, 0) + 1)
+            self._put(name, loc, seq, None, now, out)
+            return
 
         def seen(rec, now, out) -> None:
             self.stats["records"] += 1

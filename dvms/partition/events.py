@@ -62,7 +62,7 @@ class PeerUnreachable:
 class ClaimNames:
     """Before a launch event starts: claim its VM names, ``(namespace, name)`` pairs, in
     the DHT directory (names are unique per namespace). The glue answers with
-    ``PartitionCore.on_names_claimed(event_id, taken)``."""
+    ``PartitionCore.on_names_claimed(event_id, taken, seqs=...)``."""
 
     event_id: int
     names: tuple[tuple[str, str], ...]
@@ -77,6 +77,9 @@ class RecordLocation:
     name: str
     host: str
     node_id: int
+    #: The version of the record this one replaces when known (a launch's name claim),
+    #: else 0 and the record is read first.
+    after: int = 0
 
 
 @dataclass(frozen=True, slots=True)

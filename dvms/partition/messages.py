@@ -186,6 +186,10 @@ class Event:
     event_id: U64
     vms: Annotated[tuple[LaunchVm, ...], MaxLen(1024)] = ()
     constraints: Annotated[tuple[WireConstraint, ...], MaxLen(1024)] = ()
+    #: Per VM of ``vms``: the version of its name's claim in the DHT directory (set by
+    #: the entry node; empty without the directory), so that the creating node writes
+    #: the location record over it without reading it first.
+    claims: Annotated[tuple[Annotated[int, Range(0, 2**62)], ...], MaxLen(1024)] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +296,8 @@ class CreateVm:
     pid: U64
     op: U64
     vm: LaunchVm
+    #: The version of the VM's name claim in the directory (``Event.claims``; 0: none).
+    claim_seq: Annotated[int, Range(0, 2**62)] = 0
 
 
 @dataclass(frozen=True, slots=True)

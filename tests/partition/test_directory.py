@@ -124,7 +124,7 @@ def test_a_destroyed_vm_frees_its_name():
     assert c.done[(0, eid)].ok
     pos = c.host_of("shop/web0")[0]
     del c.hosts[pos].vms["shop/web0"]  # killed
-    c.engine.apply(c.nodes[pos], c.nodes[pos].core.vm_gone("shop", "web0", now=c.now))
+    c.engine.apply(c.nodes[pos], c.nodes[pos].core.forget_vm("shop", "web0", now=c.now))
     c.run(1.0)
     assert c.directory("shop", "web0").state == FREE
     again = c.launch(2, web(1))
