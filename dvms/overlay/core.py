@@ -112,9 +112,30 @@ class PutDone:
 
 
 class _Rpc:
-    __slots__ = ("addr", "attempts", "done", "msg", "peer", "purpose", "ref", "rids", "sent_at")
+    __slots__ = (
+        "addr",
+        "attempts",
+        "contact",
+        "done",
+        "msg",
+        "peer",
+        "purpose",
+        "ref",
+        "rids",
+        "sent_at",
+    )
 
-    def __init__(self, addr: Address, peer: int | None, msg: Any, purpose: int, ref: Any):
+    def __init__(
+        self,
+        addr: Address,
+        peer: int | None,
+        msg: Any,
+        purpose: int,
+        ref: Any,
+        contact: Contact | None = None,
+    ) -> None:
+        #: The peer's Contact when we know it already (reused when it answers).
+        self.contact = contact
         self.addr = addr
         self.peer = peer
         self.msg = msg
@@ -320,7 +341,7 @@ class OverlayCore:
             return
         to_ping = self.table.seen(contact, now)
         if to_ping is not None:
-            self._request(to_ping.addr, to_ping.node_id, _PING, _P_EVICT, None, now, out)
+            self._request(to_ping.addr, to_ping.node_id, _PING, _P_EVICT, None, now, out, to_ping)
 
     def _on_ping(self, src, sender, rid, msg, now, out) -> None:
         self._note_sender(src, sender, now, out)
@@ -353,20 +374,28 @@ class OverlayCore:
             del self._rpcs[r]
         rpc.done = True
         rtt = now - rpc.sent_at if rpc.attempts == 1 and rid == rpc.rids[-1] else None
-        self._learn(src, sender, msg.coord, rtt, now, out)
+        self._learn(src, sender, msg.coord, rtt, now, out, rpc.contact)
         self._rpc_result(rpc, sender, msg, now, out)
 
-    def _learn(self, src, sender, coord, rtt, now, out) -> None:
+    def _learn(self, src, sender, coord, rtt, now, out, known: Contact | None = None) -> None:
         table = self.table
         e = table.index.get(sender)
         if e is not None and e.contact.port == src[1] and e.contact.host == src[0]:
             table.heard(e, now, rtt)
             to_ping = None
         else:
-            try:
-                contact = Contact(sender, src[0], src[1])
-            except ValueError:
-                return
+            if (
+                known is not None
+                and known.node_id == sender
+                and known.port == src[1]
+                and known.host == src[0]
+            ):
+                contact = known  # the Contact we asked: no need to build and check another
+            else:
+                try:
+                    contact = Contact(sender, src[0], src[1])
+                except ValueError:
+                    return
             to_ping = table.seen(contact, now, rtt)
             e = table.index.get(sender)
         if e is not None and coord:
@@ -376,7 +405,7 @@ class OverlayCore:
             if coord and self.vivaldi is not None:
                 self._vivaldi_sample(sender, coord, rtt)
         if to_ping is not None:
-            self._request(to_ping.addr, to_ping.node_id, _PING, _P_EVICT, None, now, out)
+            self._request(to_ping.addr, to_ping.node_id, _PING, _P_EVICT, None, now, out, to_ping)
 
     def _vivaldi_sample(self, sender: int, coord: tuple[float, ...], rtt: float) -> None:
         viv = self.vivaldi
@@ -398,8 +427,8 @@ class OverlayCore:
 
     # -- RPC machinery -----------------------------------------------------------------
 
-    def _request(self, addr, peer, msg, purpose, ref, now, out) -> _Rpc:
-        rpc = _Rpc(addr, peer, msg, purpose, ref)
+    def _request(self, addr, peer, msg, purpose, ref, now, out, contact=None) -> _Rpc:
+        rpc = _Rpc(addr, peer, msg, purpose, ref, contact)
         self._transmit(rpc, now, out)
         self.stats["rpc"] += 1
         return rpc
@@ -529,7 +558,7 @@ class OverlayCore:
     def _pump(self, lk: Lookup, now: float, out: list[Any]) -> None:
         msg: Any = FindValue(lk.target) if lk.kind == "value" else FindNode(lk.target)
         for c in lk.next_queries():
-            self._request(c.addr, c.node_id, msg, _P_LOOKUP, lk.lookup_id, now, out)
+            self._request(c.addr, c.node_id, msg, _P_LOOKUP, lk.lookup_id, now, out, c)
         if lk.finished():
             self._finish_lookup(lk, now, out)
 
@@ -611,7 +640,7 @@ class OverlayCore:
         if index:
             node_id = self.rng.choice(tuple(index))
             c = index[node_id].contact
-            self._request(c.addr, node_id, _PING, _P_PROBE, None, now, out)
+            self._request(c.addr, node_id, _PING, _P_PROBE, None, now, out, c)
 
     def _refresh(self, now: float, out: list[Any]) -> None:
         self._at(now + self.config.refresh_interval_s / 4, _T_REFRESH)

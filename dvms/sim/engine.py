@@ -10,8 +10,10 @@ returning ``Send``/``Emit`` effects.
 
 Timers: after every call into a core the engine asks for its next deadline and schedules
 a timer event only when that deadline is earlier than the one already scheduled. A timer
-event that no longer matches the node's scheduled deadline is stale and skipped; a core's
-``on_timer`` must therefore tolerate being called when nothing is due.
+event that no longer matches the node's scheduled deadline is stale and skipped; one
+whose core now reports a later deadline (the RPC it was for got its answer) is moved
+there without calling ``on_timer``. A core's ``on_timer`` must still tolerate being
+called when nothing is due.
 
 With ``wire`` set, every message is really encoded, authenticated and decoded through
 ``dvms.wire`` on its way (slower; used by tests to prove the simulated path and the UDP
@@ -202,7 +204,16 @@ class Engine:
                 if target.timer_at != when or not target.alive:
                     continue
                 target.timer_at = _INF
-                apply(target, target.core.on_timer(now=when))
+                core = target.core
+                due = core.next_deadline()
+                if due is not None and due > when:
+                    # Woken for a deadline that went away (typically an RPC answered
+                    # before its timeout): nothing is due, just wait for the next one.
+                    target.timer_at = due
+                    self._seq += 1
+                    heapq.heappush(heap, (due, self._seq, _TIMER, target, None))
+                    continue
+                apply(target, core.on_timer(now=when))
             else:
                 target(*payload)
             if self.events >= next_gc:

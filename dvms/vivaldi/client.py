@@ -42,6 +42,8 @@ import math
 import random
 from collections.abc import Hashable
 from dataclasses import dataclass
+from itertools import repeat
+from operator import mul, sub
 
 from dvms.vivaldi.config import VivaldiConfig
 from dvms.vivaldi.coordinate import Coordinate, all_finite
@@ -273,7 +275,7 @@ class VivaldiClient:
         height = c.height
         error = c.error
         zero = self._zero
-        diff = [a - b for a, b in zip(vec, pvec, strict=False)]
+        diff = list(map(sub, vec, pvec))  # map over C functions: no per-element frame
         mag = _hypot(*diff)
         raw = mag + (height + pheight)  # the same sums as Coordinate.distance_to
         dist = raw + (c.adjustment + padj)
@@ -330,7 +332,7 @@ class VivaldiClient:
         force = -(scaled * scaled)  # not ** 2: float pow raises OverflowError
         if mag > self._zero:
             scale = 1.0 + force / mag  # vec + force * vec / mag
-            vec = [a * scale for a in vec]
+            vec = list(map(mul, vec, repeat(scale)))
             height = (height + hmin) * force / mag + height
             if height < hmin:
                 height = hmin
