@@ -34,15 +34,7 @@ from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.placement.spec import SpecError
 from dvms.ranges import RangeError, expand, natural_key
 
-__all__ = ["Daemon", "launch_from_map", "launch_to_map"]
-
-
-def launch_to_map(vms: list[LaunchVm], constraints: list[WireConstraint]) -> dict[str, Any]:
-    """The ``submit`` request body (the client turns a ``VjobSpec`` into this)."""
-    return {
-        "vms": [asdict(v) for v in vms],
-        "constraints": [asdict(c) for c in constraints],
-    }
+__all__ = ["Daemon", "launch_from_map"]
 
 
 def launch_from_map(

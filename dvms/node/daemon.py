@@ -110,7 +110,7 @@ def build_runner(
         register_partition_messages(register_overlay_messages(MessageRegistry()))
     )
     return NodeRunner(
-        NodeCore(overlay, partition),
+        NodeCore(overlay, partition, identity=ident),
         transport,
         WireCodec(key, registry),
         monitor,

@@ -86,6 +86,8 @@ class StateConfig:
     update_attempts: int = 8
     #: Back-off before a retried update: uniform in [0, this * attempt], seconds.
     backoff_s: float = 0.02
+    #: A node that did not answer as an arbiter is asked last for this long, seconds.
+    silent_s: float = 30.0
     #: Blobs kept in memory (they are immutable: a hit saves a DHT lookup).
     blob_cache: int = 4_096
 
@@ -197,6 +199,8 @@ class ReplicatedState:
         self.config = config or StateConfig()
         self._rng = rng or random.Random()
         self._blobs: OrderedDict[bytes, bytes] = OrderedDict()
+        #: node id -> until when it is asked last (it did not answer as an arbiter)
+        self._silent: dict[int, float] = {}
         self.stats = {"reads": 0, "writes": 0, "conflicts": 0, "arbiter_failover": 0}
 
     # -- public -------------------------------------------------------------------------
@@ -259,7 +263,9 @@ class ReplicatedState:
                 attempts=self.config.rpc_attempts,
             )
             if reply is not None:
+                self._silent.pop(contact.node_id, None)
                 return reply
+            self._silent[contact.node_id] = trio.current_time() + self.config.silent_s
         raise StateError(f"{name}: no node holding it answered")
 
     async def _arbiters(self, name: str) -> list[Contact]:
@@ -273,8 +279,11 @@ class ReplicatedState:
             res = await self.runner.lookup(key)
             candidates = [me, *res.contacts]
         unique = {c.node_id: c for c in candidates}
-        ranked = sorted(unique.values(), key=lambda c: c.node_id ^ key)
-        return ranked[: self.config.arbiters]
+        ranked = sorted(unique.values(), key=lambda c: c.node_id ^ key)[: self.config.arbiters]
+        # a node that just let us down is asked last (it is likely dead; the overlay
+        # drops it from the routing table only after several failed RPCs)
+        now = trio.current_time()
+        return sorted(ranked, key=lambda c: self._silent.get(c.node_id, 0.0) > now)
 
     async def _replicate(self, rec: Record) -> None:
         try:

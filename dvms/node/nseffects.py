@@ -286,11 +286,13 @@ class HostSide:
                 return False
             await hv.undefine(key)
             self.runner.monitor.specs.pop(v.name, None)
+            await self.runner.forget(v.namespace, v.name)
         elif op == "clear":
             with contextlib.suppress(InvalidState):
                 await hv.destroy(key)
             await hv.undefine(key)
             self.runner.monitor.specs.pop(v.name, None)
+            await self.runner.forget(v.namespace, v.name)
         else:
             raise HypervisorError(f"unknown vm operation {op!r}")
         return True
@@ -309,6 +311,9 @@ class HostSide:
         finally:
             runner.monitor.migrating -= 1
         await runner.monitor.refresh()
+        if ok:
+            dst = runner.hosts().get(msg.dst_host)
+            await runner.located(msg.namespace, msg.name, msg.dst_host, dst.node_id if dst else 0)
         return Adopted(ok, reason[:512])
 
     async def run_cmd(self, msg: RunCmd) -> RunOutput:

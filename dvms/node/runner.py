@@ -54,8 +54,16 @@ from dvms.node.monitor import HostMonitor
 from dvms.node.partlog import PartitionLog
 from dvms.overlay.messages import Contact
 from dvms.overlay.node import OverlayNode
-from dvms.overlay.records import Identity
+from dvms.overlay.records import Identity, RecordError
 from dvms.partition.core import Compute, DriverCall, EventDone, PartitionCore
+from dvms.partition.directory import (
+    CLAIMED,
+    FREE,
+    Location,
+    decode_location,
+    encode_location,
+    record_name,
+)
 from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.partition.solve import SolveOutcome
 from dvms.transport.base import Transport
@@ -374,6 +382,31 @@ class NodeRunner(OverlayNode):
             return await handler(msg)
         raise TypeError(f"no answer for {msg!r}")
 
+    async def forget(self, namespace: str, name: str) -> None:
+        """``namespace/name`` was removed from this host for good: free its name in the
+        DHT directory."""
+        await self._apply(self.node.forget_vm(namespace, name, now=self._now()))
+
+    async def free_claim(self, namespace: str, name: str, claimer: int) -> None:
+        """Free ``namespace/name`` in the DHT directory if node ``claimer`` (dead, its
+        launch lost) still claims it, so that whoever took its vjob over can claim it."""
+        rname = record_name(namespace, name)
+        rec = await self.get(rname)
+        try:
+            loc = decode_location(rec.value) if rec is not None else None
+        except RecordError:
+            return
+        if loc is None or loc.state != CLAIMED or loc.node_id != claimer:
+            return
+        free = self.node.identity().sign_record(
+            rname, encode_location(Location(FREE)), seq=rec.seq + 1, ttl_s=rec.ttl_s
+        )
+        await self.put(free)
+        self.core.unpublish(rname)
+
+    async def located(self, namespace: str, name: str, host: str, node_id: int) -> None:
+        await self._apply(self.node.located(namespace, name, host, node_id, now=self._now()))
+
     async def _kill(self, msg: KillVms) -> Killed:
         await self.monitor.refresh()
         killed: list[str] = []
@@ -384,6 +417,7 @@ class NodeRunner(OverlayNode):
                 continue
             try:
                 await self._remove(info.key, name)
+                await self.forget(info.namespace, name)
                 killed.append(name)
             except VmNotFound:
                 pass  # gone meanwhile

@@ -38,7 +38,8 @@ import trio
 from dvms.node.dhtstate import UNCHANGED, StateError, inline_value
 from dvms.node.messages import HostQuery, HostReply
 from dvms.overlay.messages import Contact
-from dvms.overlay.records import key_of
+from dvms.overlay.records import RecordError, key_of
+from dvms.partition.directory import CLAIMED, HOSTED, Location, decode_location, record_name
 from dvms.partition.messages import LaunchVm, WireConstraint
 
 if TYPE_CHECKING:
@@ -62,8 +63,9 @@ class VjobConfig:
     #: How often a node looks for unfinished vjobs it is the keeper of, seconds.
     keeper_period_s: float = 2.0
     #: Tries (0.5 s, then doubled) to reach an owner before taking its vjob over: with
-    #: 3, an owner silent for 3.5 s is considered dead.
-    owner_attempts: int = 3
+    #: 5, an owner silent for 15.5 s is considered dead. (3 = 3.5 s took over vjobs of
+    #: entry nodes that were only busy, on 16 daemons sharing 2 cores.)
+    owner_attempts: int = 5
     #: Finished vjobs kept in ``vjob list``.
     keep_finished: int = 1_000
     #: Longest ``vjob wait``, seconds.
@@ -226,7 +228,11 @@ class VjobService:
 
     # -- placing -----------------------------------------------------------------------
 
-    async def _place(self, vjob_id: str, record: dict[str, Any], resume: bool) -> None:
+    async def _place(
+        self, vjob_id: str, record: dict[str, Any], resume: bool, previous: str = ""
+    ) -> None:
+        """Launch the vjob's VMs. ``resume``: some may exist already (the previous owner,
+        node id ``previous`` in hex, may have placed them before it died)."""
         from dvms.node.commands import launch_from_map
 
         try:
@@ -235,8 +241,13 @@ class VjobService:
             await self._finish(vjob_id, False, f"unreadable vjob: {exc}", [], {})
             return
         placed: list[list[str]] = []
+        every = vms
         if resume:
-            running = await self._running(vms)
+            try:
+                running = await self._running(vms, previous, record.get("previous_owner"))
+            except _OwnerAlive:
+                await self._give_back(vjob_id, record)
+                return
             placed = [[v.name, v.namespace, running[(v.namespace, v.name)]] for v in vms
                       if (v.namespace, v.name) in running]  # fmt: skip
             vms, constraints = _missing(vms, constraints, running)
@@ -246,20 +257,63 @@ class VjobService:
             placed += [[p.vm, p.namespace, p.host] for p in done.placed]
             ok, reason = done.ok, done.reason
             extra = {"partition_size": done.partition_size, "event_id": f"{done.event_id:x}"}
+            if not ok and resume:
+                # refused on names in use: maybe by the launch we took over, which went
+                # on after all; if every VM of the vjob is placed now, the vjob is done
+                found = await self._running(every, "", None)
+                if len(found) == len(every):
+                    ok, reason = True, ""
+                    placed = [[v.name, v.namespace, found[(v.namespace, v.name)]] for v in every]
         else:
             ok, reason = True, ""
         await self._finish(vjob_id, ok, reason, placed, extra)
 
-    async def _running(self, vms: tuple[LaunchVm, ...]) -> dict[tuple[str, str], str]:
+    async def _running(
+        self, vms: tuple[LaunchVm, ...], previous: str, owner: dict[str, Any] | None
+    ) -> dict[tuple[str, str], str]:
+        """Where the vjob's VMs already are: on a live host (asked), or on a host that is
+        down by now (the DHT directory says hosted: they were placed, and went down with
+        their host). A name the previous owner (node id ``previous``, hex) claimed and
+        never used is freed, once that owner is found silent again (if it answers, its
+        launch is alive: ``_OwnerAlive``)."""
+        claimer = int(previous, 16) if previous else -1
+        checked = False
         wanted = {(v.namespace, v.name) for v in vms}
         replies, _ = await self.runner.gather(HostQuery(None))
-        return {
+        found = {
             (row.namespace, row.name): h.name
             for h in replies
             if isinstance(h, HostReply)
             for row in h.vms
             if (row.namespace, row.name) in wanted
         }
+        for ns, name in sorted(wanted - set(found)):
+            loc = _location(await self.runner.get(record_name(ns, name)))
+            if loc is None:
+                continue
+            if loc.state == HOSTED:
+                found[(ns, name)] = loc.host
+            elif loc.state == CLAIMED and loc.node_id == claimer:
+                if not checked and owner is not None and await self._alive(owner):
+                    raise _OwnerAlive
+                checked = True
+                await self.runner.free_claim(ns, name, claimer)
+        return found
+
+    async def _give_back(self, vjob_id: str, record: dict[str, Any]) -> None:
+        """We took over a vjob whose owner turns out alive: hand it back."""
+        me = self._owner_of(self.runner.core.contact)
+        previous = record.get("previous_owner")
+
+        def undo(cur: Any) -> tuple[Any, None]:
+            if cur is None or cur.get("owner", {}).get("id") != me["id"] or not previous:
+                return UNCHANGED, None
+            note = f"given back to {previous.get('name')} (it answers again)"
+            return {**cur, "owner": previous, "history": [*cur.get("history", []), note]}, None
+
+        value, _ = await self.runner.state.update(vjob_record(vjob_id), undo)
+        self.known[vjob_id] = value
+        self._active.discard(vjob_id)
 
     async def _finish(
         self, vjob_id: str, ok: bool, reason: str, placed: list, extra: dict[str, Any] | None = None
@@ -352,7 +406,7 @@ class VjobService:
         self.known[vjob_id] = record
         self._finished.setdefault(vjob_id, trio.Event())
         self._active.add(vjob_id)
-        await self._place(vjob_id, record, True)
+        await self._place(vjob_id, record, True, me["id"])
 
     async def _keeper_pass(self) -> None:
         runner = self.runner
@@ -384,8 +438,9 @@ class VjobService:
             if cur.get("owner", {}).get("id") != dead.get("id"):
                 return UNCHANGED, False  # someone else claimed it first
             note = f"taken over by {self.runner.monitor.name} ({dead.get('name')} is silent)"
-            return {**cur, "owner": me, "state": PLACING, "updated": time.time(),
-                    "history": [*cur.get("history", []), note]}, True  # fmt: skip
+            history = [*cur.get("history", []), note]
+            new = {**cur, "owner": me, "previous_owner": dead, "state": PLACING}
+            return {**new, "updated": time.time(), "history": history}, True
 
         value, claimed = await self.runner.state.update(vjob_record(vjob_id), claim)
         if not claimed:
@@ -394,7 +449,7 @@ class VjobService:
         self.known[vjob_id] = value
         self._finished.setdefault(vjob_id, trio.Event())
         self._active.add(vjob_id)
-        await self._place(vjob_id, value, True)
+        await self._place(vjob_id, value, True, str(dead.get("id", "")))
 
     def _am_keeper(self, name: str) -> bool:
         key = key_of(name)
@@ -448,6 +503,19 @@ def _missing(
         else:
             log.warning("resuming: constraint %s over running and missing VMs dropped", c.kind)
     return missing, tuple(out)
+
+
+class _OwnerAlive(Exception):
+    """The owner of a vjob we took over answers again."""
+
+
+def _location(rec: Any) -> Location | None:
+    if rec is None:
+        return None
+    try:
+        return decode_location(rec.value)
+    except RecordError:
+        return None
 
 
 def _key(namespace: str, name: str) -> str:
