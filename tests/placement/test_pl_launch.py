@@ -278,3 +278,17 @@ def test_pigeonhole_is_proven_infeasible_quickly():
     same = [ready(f"v{i}", memory_mib=3000) for i in range(9)]
     r = solve_launch(snap, same, [c.Spread(("v0", "v1"))])
     assert not r.ok and r.proven and r.search_nodes < 1000
+
+
+def test_spread_wider_than_the_online_hosts_is_refused_at_once_and_says_why():
+    snap = Snapshot((*hosts(3), Host("h4", cpus=8, memory_mib=65536, online=False)), ())
+    vms = [ready(f"db{i}") for i in range(1, 5)]
+    res = solve_launch(snap, vms, [c.Spread(tuple(v.name for v in vms))])
+    assert not res.ok and res.proven and res.search_nodes == 0
+    assert str(res.refusal) == (
+        "no host fits db1, db2, db3, db4: 3 hosts fail spread "
+        "(spread of 4 VMs needs 4 hosts, 3 online)"
+    )
+    # with the fourth host online the same launch is solved
+    snap = Snapshot(hosts(4), ())
+    assert solve_launch(snap, vms, [c.Spread(tuple(v.name for v in vms))]).ok
