@@ -838,10 +838,12 @@ class PartitionCore(Rpc, Membership, Acting):
         # VMPlaceS's rule: same partition, and a version not older than ours (a copy of
         # an ISP from before a later member joined is stale)
         view = self.view
-        ok = view is not None and view.pid == msg.pid and msg.version >= view.version
-        if msg.leading:
+        same = view is not None and view.pid == msg.pid
+        if msg.leading:  # a member's probe: do we lead it or hold its ISP (any version)?
             holding = self._holding is not None and self._holding.pid == msg.pid
-            ok = holding or (ok and self.lead is not None)
+            ok = holding or (same and self.lead is not None)
+        else:
+            ok = same and view is not None and msg.version >= view.version
         out.append(Send(src, rid, Valid(ok)))
 
     # -- merging -----------------------------------------------------------------------

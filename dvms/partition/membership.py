@@ -75,18 +75,30 @@ class Membership:
     def _suspect(self, pid: int, now: float, out: list[Any]) -> None:
         """Nothing heard from our partition for ``suspect_s``: if we are first in line
         (the newest member but the leader), ask the leader whether it still leads or
-        holds the ISP; no answer -> we take over (DVMS 2, S4)."""
+        holds the ISP; no answer -> we take over (DVMS 2, S4).
+
+        A Finishing partition is not taken over (its lease ends it), but the origin of
+        one of its events asks too, and stays while the leader answers: a leader busy
+        applying the plan (a loaded daemon) let the origin's lease expire, and the vjob
+        was reported refused (or launched again) while its VMs were being created."""
         view = self.view
         if view is None or view.pid != pid or self._probing == pid:
             return
         if now < self._heard + self.config.suspect_s - 1e-9:
             return  # heard since: a later timer is set
-        if self.lead is not None or self._holding is not None or view.state == FINISHING:
-            return  # a plan being applied is not taken over: its lease ends it
-        leader = view.leader
-        line = [m for m in view.members if m.node_id != leader.node_id]
-        if leader.node_id == self.me.node_id or not line or line[0].node_id != self.me.node_id:
+        if self.lead is not None or self._holding is not None:
             return
+        leader = view.leader
+        if leader.node_id == self.me.node_id:
+            return
+        finishing = view.state == FINISHING
+        if finishing:
+            if not any(e.origin.node_id == self.me.node_id for e in view.events):
+                return
+        else:
+            line = [m for m in view.members if m.node_id != leader.node_id]
+            if not line or line[0].node_id != self.me.node_id:
+                return
         self._probing = pid
         asked = now
 
@@ -96,7 +108,8 @@ class Membership:
             if mine is None or mine != view or self._heard > asked:
                 return  # the partition moved on meanwhile
             if reply is None:
-                self._take_over(mine, leader, now, out)
+                if not finishing:
+                    self._take_over(mine, leader, now, out)
             elif reply.ok:  # alive and leading, its keep-alives were lost
                 self.lease_until = now + self.config.lease_s
                 self._at(self.lease_until, T_LEASE, pid)

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from dvms.partition.config import PartitionConfig
 from dvms.partition.events import PartitionChanged
-from dvms.partition.messages import StillValid
+from dvms.partition.messages import LaunchVm, StillValid
 from dvms.partition.testing import FakeCluster
 
 RING = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
@@ -102,3 +102,20 @@ def test_a_takeover_outranks_a_late_view_of_the_old_leader():
     new = led[-1].view  # the takeover (2 led once before, at version 2)
     assert new.pid == old.pid and new.version == old.version + 2
     assert new.leader.node_id == 2 and [m.node_id for m in new.members] == [2, 1]
+
+
+def test_the_origin_stays_while_a_silent_leader_still_applies_its_plan():
+    """A leader too busy to send keep-alives (a loaded daemon) while its VMs are being
+    created: the launch's origin asks it, hears it still leads, and keeps its lease, so
+    the vjob is not reported refused (nor launched again) while its VMs appear."""
+    once = replace(RING, launch_attempts=1)  # a lease expiry would fail it at once
+    c = FakeCluster(4, seed=4, config=once, driver_delay=6.0, monitor=False)
+    for pos in range(4):
+        c.core(pos)._keepalive = lambda pid, now, out: None  # type: ignore[method-assign]
+    eid = c.launch(0, [LaunchVm("w0", "", 1, 512), LaunchVm("w1", "", 1, 512)])
+    c.run(10.0)
+    done = c.done[(0, eid)]
+    assert done.ok, done.reason
+    assert c.created == {"w0": 1, "w1": 1}
+    assert c.core(0).stats["lease_expired"] == 0
+    assert c.violations == [] and c.vm_problems() == []
