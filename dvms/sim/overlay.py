@@ -265,19 +265,20 @@ class OverlaySim:
 
     def run(self) -> dict[str, Any]:
         scn = self.scn
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         self.schedule()
         # Phase 1: everybody joins (plus one minute to settle); phase 2: steady state.
         settle = min(scn.join_window_s + 60.0, scn.duration_s)
         self.engine.run_until(settle)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         self.engine.run_until(scn.duration_s)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         # Let lookups still in flight finish (bounded by the lookup deadline).
         end = scn.duration_s + scn.kademlia.lookup_timeout_s
         while self.pending and self.engine.now < end:
             self.engine.run_until(self.engine.now + 1.0)
         self.phase_wall = (settle, t1 - t0, t2 - t1)
+        self.phase_cpu = (c1 - c0, c2 - c1)
         return self.metrics(time.perf_counter() - t0)
 
     def vivaldi_errors(self) -> np.ndarray:
@@ -332,6 +333,7 @@ class OverlaySim:
         """Wall-clock measurements (they vary run to run, so they are not in ``metrics``):
         the join phase (joins + one minute to settle) and the steady state after it."""
         settle, join_wall, steady_wall = self.phase_wall
+        join_cpu, steady_cpu = self.phase_cpu
         steady_virtual = self.scn.duration_s - settle
         return {
             "join_phase_virtual_s": settle,
@@ -340,6 +342,13 @@ class OverlaySim:
             "steady_wall_s": round(steady_wall, 2),
             "steady_virtual_per_wall": round(steady_virtual / steady_wall, 2)
             if steady_wall > 0
+            else None,
+            # CPU time of the same phases: on a shared machine wall time also counts the
+            # waits for a core, CPU time only this run's own work.
+            "join_phase_cpu_s": round(join_cpu, 2),
+            "steady_cpu_s": round(steady_cpu, 2),
+            "steady_virtual_per_cpu": round(steady_virtual / steady_cpu, 2)
+            if steady_cpu > 0
             else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
