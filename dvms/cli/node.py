@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--host-cpus", type=int, help="CPUs of the default test host (8)")
     run.add_argument("--host-memory", type=int, help="memory of the default test host, MiB")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="text lines, or one JSON object per line (ts, level, logger, msg, node)",
+    )
     run.set_defaults(func=run_cmd)
 
     for name, helptext in (("status", "show a node's status"), ("peers", "list a node's peers")):
@@ -55,12 +61,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=lambda args, name=name: show(args, name))
 
 
+class JsonLines(logging.Formatter):
+    """Structured logs: one JSON object per record, for log shippers."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "node": self.node,
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, sort_keys=True)
+
+
 def run_cmd(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        handler.setFormatter(JsonLines(args.hostname or ""))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     from dvms.node.daemon import run_node
 
     try:
