@@ -1,5 +1,10 @@
 """The lookup state machine on its own: whom to ask, when to stop, what to return."""
 
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dvms.overlay.lookup import Lookup
 from dvms.overlay.messages import Contact
 
@@ -75,3 +80,40 @@ def test_our_own_node_is_part_of_the_result_when_close():
     lk.next_queries()
     lk.answered(5, ())
     assert [x.node_id for x in lk.result(1.0).contacts] == [1, 5]
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 100_000), k=st.integers(1, 8), alpha=st.integers(1, 4))
+def test_random_replies_end_with_the_k_closest_that_answered(seed, k, alpha):
+    """Replies add their contacts in batches: whatever the order of answers, failures and
+    duplicates, candidates stay sorted by distance and the result is the k closest of
+    those that answered (brute force)."""
+    rng = random.Random(seed)
+    target = rng.getrandbits(16)
+    universe = rng.sample(range(1, 1 << 16), 60)
+    dead = set(rng.sample(universe, 15))
+    lk = Lookup(
+        1,
+        "node",
+        target,
+        k=k,
+        alpha=alpha,
+        own=c(0),
+        seeds=[c(i) for i in universe[:3]],
+        started=0.0,
+        deadline=60.0,
+    )
+    waiting: list[int] = []
+    answered = {0}
+    while not lk.finished():
+        waiting += [x.node_id for x in lk.next_queries()]
+        assert waiting, "an unfinished lookup with nothing in flight is stuck"
+        node_id = waiting.pop(rng.randrange(len(waiting)))
+        if node_id in dead:
+            lk.failed(node_id)
+        else:
+            answered.add(node_id)
+            lk.answered(node_id, tuple(c(i) for i in rng.sample(universe, rng.randrange(6))))
+        assert lk.order == sorted(i ^ target for i in lk.cands)
+    expected = sorted(answered, key=lambda i: i ^ target)[:k]
+    assert [x.node_id for x in lk.result(1.0).contacts] == expected

@@ -206,3 +206,31 @@ def test_replies_leave_out_contacts_whose_last_rpc_failed():
     assert ids[0] in [c.node_id for c in t.closest(ids[0], 8)]
     healthy = [c.node_id for c in t.closest(ids[0], 8, healthy=True)]
     assert ids[0] not in healthy and len(healthy) == 7
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    own=st.integers(0, 2**BITS - 1),
+    spans=st.lists(st.integers(1, BITS), min_size=1, max_size=120),
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 30),
+)
+def test_closest_over_deep_tables_with_exclude_and_failures(own, spans, seed, n):
+    """closest() visits bucket groups instead of sorting everything: check it against
+    brute force on tables with many buckets (ids near our own), targets near and far,
+    an excluded asker and contacts whose last RPC failed (left out with healthy=True)."""
+    rng = random.Random(seed)
+    t = RoutingTable(own, KademliaConfig(k=4))
+    for i, span in enumerate(spans):
+        node_id = own ^ rng.getrandbits(span) or 1
+        t.seen(contact(node_id), float(i))
+    for node_id in rng.sample(sorted(t.index), len(t.index) // 3):
+        t.failed(node_id, 1000.0)
+    for _ in range(8):
+        target = own ^ rng.getrandbits(rng.randrange(1, BITS + 1))
+        exclude = rng.choice([None, target, *t.index]) if t.index else None
+        for healthy in (False, True):
+            pool = [i for i in t.index if i != exclude and not (healthy and t.index[i].failures)]
+            expected = sorted(pool, key=lambda i, tg=target: i ^ tg)[:n]
+            got = t.closest(target, n, exclude=exclude, healthy=healthy)
+            assert [c.node_id for c in got] == expected
