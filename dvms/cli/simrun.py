@@ -54,6 +54,16 @@ def register(ssub: argparse._SubParsersAction) -> None:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print results as JSON"
     )
     cmp.set_defaults(func=compare_cmd)
+    sc = ssub.add_parser(
+        "scaling",
+        help="plot violation time per host against hosts from result files",
+        description="Read results (compare's results.json or run --json output, one or "
+        "more files) and plot each scheduler's cumulated violation time per host against "
+        "the number of hosts.",
+    )
+    sc.add_argument("results", nargs="+", help="results.json or run --json files")
+    sc.add_argument("--out", metavar="PNG", required=True, help="figure to write")
+    sc.set_defaults(func=scaling_cmd)
     fa = ssub.add_parser(
         "faithful",
         help="full Trio node shells vs the engine path on one script",
@@ -67,6 +77,27 @@ def register(ssub: argparse._SubParsersAction) -> None:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
     )
     fa.set_defaults(func=faithful_cmd)
+
+
+def scaling_cmd(args: argparse.Namespace) -> int:
+    from dvms.sim.figures import per_host_violation
+
+    rows: list[dict] = []
+    for name in args.results:
+        try:
+            data = json.loads(Path(name).read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{name}: {exc}") from None
+        rows.extend(data if isinstance(data, list) else [data])
+    if not rows or not all(
+        {"scheduler", "hosts", "cumulated_violation_s"} <= r.keys() for r in rows
+    ):
+        raise UserError("each result needs scheduler, hosts and cumulated_violation_s")
+    per_host_violation(rows, args.out)
+    for r in sorted(rows, key=lambda r: (r["scheduler"], r["hosts"], r.get("seed", 0))):
+        per_host = r["cumulated_violation_s"] / r["hosts"]
+        print(f"{r['scheduler']:12} {r['hosts']:>6} seed {r.get('seed')}: {per_host:8.2f} s/host")
+    return 0
 
 
 def faithful_cmd(args: argparse.Namespace) -> int:

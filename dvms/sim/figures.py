@@ -107,14 +107,49 @@ def comparison_bars(rows: Sequence[Mapping], metric: str, path: str | Path) -> N
         vals = [float(r[metric]) for r in rows if r["scheduler"] == name and r[metric] is not None]
         means.append(statistics.fmean(vals) if vals else 0.0)
         errs.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
-    fig, ax = plt.subplots(figsize=(max(4, 1.5 * len(names)), 4))
+    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(names)), 4))
     ax.bar(names, means, yerr=errs, capsize=6, color="tab:blue", alpha=0.8)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} (mean ± std over seeds)")
+    ax.set_title(f"{metric}\n(mean ± std over {max(len(r) for r in _runs(rows, names))} seeds)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def per_host_violation(rows: Sequence[Mapping], path: str | Path) -> None:
+    """Cumulated violation time per host against the number of hosts, one line per
+    scheduler (mean ± std over the runs of each size): flat = scales.
+
+    ``rows`` are run results (``summary()`` dicts with ``scheduler`` and ``hosts``)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in sorted({r["scheduler"] for r in rows}):
+        sizes = sorted({int(r["hosts"]) for r in rows if r["scheduler"] == name})
+        means, errs = [], []
+        for n in sizes:
+            vals = [
+                float(r["cumulated_violation_s"]) / n
+                for r in rows
+                if r["scheduler"] == name and int(r["hosts"]) == n
+            ]
+            means.append(statistics.fmean(vals))
+            errs.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        ax.errorbar(sizes, means, yerr=errs, marker="o", capsize=4, label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("hosts")
+    ax.set_ylabel("cumulated violation per host (s)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Violation time per host as the datacenter grows")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _runs(rows: Sequence[Mapping], names: list[str]) -> list[list[Mapping]]:
+    return [[r for r in rows if r["scheduler"] == n] for n in names]
 
 
 def vivaldi_map(

@@ -114,3 +114,21 @@ def test_compare_writes_results_table_and_figures(tiny: Path, tmp_path: Path, ca
         "cumulated_violation",
     ):
         assert (out_dir / f"{name}.png").stat().st_size > 1000
+
+
+def test_scaling_reads_run_and_compare_results(tmp_path: Path, capsys) -> None:
+    run = {"scheduler": "dvms", "hosts": 1024, "seed": 23, "cumulated_violation_s": 2048.0}
+    rows = [
+        {"scheduler": "dvms", "hosts": 256, "seed": s, "cumulated_violation_s": v}
+        for s, v in ((23, 512.0), (24, 768.0))
+    ]
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+    png = tmp_path / "scaling.png"
+    files = [str(tmp_path / "results.json"), str(tmp_path / "run.json")]
+    assert main(["sim", "scaling", *files, "--out", str(png)]) == 0
+    assert png.stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "256 seed 24:     3.00 s/host" in out and "1024 seed 23:     2.00 s/host" in out
+    (tmp_path / "bad.json").write_text(json.dumps({"scheduler": "dvms"}))
+    assert main(["sim", "scaling", str(tmp_path / "bad.json"), "--out", str(png)]) == 1
