@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from dvms.node.dhtstate import UNCHANGED, StateError, inline_value
-from dvms.node.messages import HostQuery, HostReply
+from dvms.node.messages import HostQuery, HostReply, KillVms
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import RecordError, key_of
 from dvms.partition.directory import CLAIMED, HOSTED, Location, decode_location, record_name
@@ -52,6 +52,9 @@ log = logging.getLogger("dvms.node.vjobs")
 #: states of a vjob record
 ACCEPTED, PLACING, DONE, FAILED = "accepted", "placing", "done", "failed"
 UNFINISHED = (ACCEPTED, PLACING)
+#: How a launch refused on its names starts (``PartitionCore``, before any partition):
+#: those VMs are someone else's, a refused vjob must not remove them.
+NAME_TAKEN = "VM name already in use"
 
 
 def vjob_record(vjob_id: str) -> str:
@@ -66,6 +69,10 @@ class VjobConfig:
     #: 5, an owner silent for 15.5 s is considered dead. (3 = 3.5 s took over vjobs of
     #: entry nodes that were only busy, on 16 daemons sharing 2 cores.)
     owner_attempts: int = 5
+    #: Launch events per vjob before it is refused: a refused launch that left some of
+    #: its VMs created is followed by one for the rest; a vjob still incomplete after
+    #: this many is rolled back (its created VMs removed) and refused.
+    launch_rounds: int = 3
     #: Finished vjobs kept in ``vjob list``.
     keep_finished: int = 1_000
     #: Longest ``vjob wait``, seconds.
@@ -252,21 +259,47 @@ class VjobService:
                       if (v.namespace, v.name) in running]  # fmt: skip
             vms, constraints = _missing(vms, constraints, running)
         extra: dict[str, Any] = {"partition_size": 0}
-        if vms:
+        _, all_constraints = launch_from_map(record["body"])
+        ok, reason = True, ""
+        for attempt in range(self.config.launch_rounds):
+            if not vms:
+                ok, reason = True, ""
+                break
             done = await self.runner.launch(vms, constraints)
-            placed += [[p.vm, p.namespace, p.host] for p in done.placed]
-            ok, reason = done.ok, done.reason
             extra = {"partition_size": done.partition_size, "event_id": f"{done.event_id:x}"}
-            if not ok and resume:
-                # refused on names in use: maybe by the launch we took over, which went
-                # on after all; if every VM of the vjob is placed now, the vjob is done
-                found = await self._running(every, "", None)
-                if len(found) == len(every):
-                    ok, reason = True, ""
-                    placed = [[v.name, v.namespace, found[(v.namespace, v.name)]] for v in every]
-        else:
-            ok, reason = True, ""
+            ok, reason = done.ok, done.reason
+            if ok:
+                placed += [[p.vm, p.namespace, p.host] for p in done.placed]
+                break
+            if not resume and reason.startswith(NAME_TAKEN):
+                break  # the names belong to other VMs: nothing of ours to finish
+            # Refused. Maybe some VMs were created all the same (a partition that lost a
+            # member half-way), or another launch of this vjob placed them (the one we
+            # took over): look, and launch what runs nowhere, or give up cleanly.
+            found = await self._running(every, "", None)
+            placed = [[v.name, v.namespace, found[(v.namespace, v.name)]] for v in every
+                      if (v.namespace, v.name) in found]  # fmt: skip
+            if len(found) == len(every):
+                ok, reason = True, ""
+                break
+            if not found:
+                break  # a clean refusal: nothing to finish or roll back
+            vms, constraints = _missing(every, all_constraints, found)
+            log.info("vjob %s: %d VMs placed, %d left, round %d: %s", vjob_id, len(found),
+                     len(vms), attempt + 2, reason)  # fmt: skip
+        if not ok and placed:
+            # all or nothing: remove what this vjob created so far
+            await self._roll_back(placed)
+            reason = f"{reason} (rolled back {len(placed)} VMs created meanwhile)"
+            placed = []
         await self._finish(vjob_id, ok, reason, placed, extra)
+
+    async def _roll_back(self, placed: list[list[str]]) -> None:
+        by_ns: dict[str, list[str]] = {}
+        for name, namespace, _host in placed:
+            by_ns.setdefault(namespace, []).append(name)
+        for namespace, names in by_ns.items():
+            await self.runner.gather(KillVms(namespace, tuple(sorted(names))))
 
     async def _running(
         self, vms: tuple[LaunchVm, ...], previous: str, owner: dict[str, Any] | None
