@@ -48,7 +48,13 @@ class Membership:
         )
         if (mine is None and self._holding is None) or same or absorbs:
             if same and mine is not None and view.version < mine.version:
-                out.append(Send(src, rid, MemberState(view.pid, view.version, self.local_state())))
+                # An older view: a retransmission of our leader's is answered; one of
+                # another leader (a candidate the old leader handed the ISP to just as
+                # a member took over from it) is refused, so it cannot plan with us.
+                ours = view.leader.node_id == mine.leader.node_id
+                host = self.local_state() if ours else None
+                self.stats["refused_older_view"] += not ours
+                out.append(Send(src, rid, MemberState(view.pid, view.version, host)))
                 return
             if self.lead is not None and not same:
                 self.lead = None
@@ -160,8 +166,15 @@ class Membership:
         self._dissolve("lease expired", now, out, notify=False)
 
     def _on_dissolve(self, src, sender, rid, msg: Dissolve, now, out) -> None:
-        if self.view is not None and self.view.pid == msg.pid and self.lead is None:
-            self._dissolve(msg.reason, now, out, notify=False)
+        view = self.view
+        if view is None or view.pid != msg.pid or self.lead is not None:
+            return
+        if sender not in (view.leader.node_id, view.initiator.node_id):
+            # Not from the partition as we know it (a leader we already replaced, or a
+            # candidate leading a stale copy of it): the lease covers a real end.
+            self.stats["ignored_dissolve"] += 1
+            return
+        self._dissolve(msg.reason, now, out, notify=False)
 
     def _dissolve_view(self, view: PartitionView, reason: str, now: float, out) -> None:
         if self.view is not None and self.view.pid == view.pid:

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from dvms.partition.config import PartitionConfig
 from dvms.partition.events import PartitionChanged
-from dvms.partition.messages import LaunchVm, StillValid
+from dvms.partition.messages import Dissolve, LaunchVm, MemberState, SetPartition, StillValid
 from dvms.partition.testing import FakeCluster
 
 RING = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
@@ -119,3 +119,28 @@ def test_the_origin_stays_while_a_silent_leader_still_applies_its_plan():
     assert c.created == {"w0": 1, "w1": 1}
     assert c.core(0).stats["lease_expired"] == 0
     assert c.violations == [] and c.vm_problems() == []
+
+
+def test_members_refuse_an_older_view_of_another_leader_and_its_dissolve():
+    """After a takeover (version + 2), a candidate the old leader handed the ISP to may
+    still lead the same partition at version + 1: members neither adopt its view nor
+    report their host to it, and ignore its Dissolve; the leader's Dissolve counts."""
+    c = ring("over full room room")
+    view = c.install([1, 0], initiator=0, leader=1)
+    newer = replace(view, version=view.version + 2)  # as a takeover would publish it
+    for p in (0, 1):
+        c.core(p).view = newer
+    stale = replace(
+        view, version=view.version + 1, leader=c.contact(2), members=(c.contact(2), *view.members)
+    )
+    c.deliver(2, 0, SetPartition(stale))
+    c.run(0.01)
+    answers = [m for _, s, d, m in c.messages if s == 0 and d == 2 and isinstance(m, MemberState)]
+    assert len(answers) == 1 and answers[0].host is None
+    assert c.views()[0] == newer and c.core(0).stats["refused_older_view"] == 1
+    c.deliver(2, 0, Dissolve(view.pid, "stale leader"))
+    c.run(0.01)
+    assert c.views()[0] == newer and c.core(0).stats["ignored_dissolve"] == 1
+    c.deliver(1, 0, Dissolve(view.pid, "done"))
+    c.run(0.01)
+    assert c.views()[0] is None
