@@ -63,7 +63,7 @@ async def test_two_nodes_launch_migrate_query_kill(tmp_path):
         )
         assert {v.name for v in await ha.list_vms()} == {"w1", "w2"}
         assert await hb.list_vms() == []
-        assert a.monitor.specs[on_b] == next(v for v in vms if v.name == on_b)
+        assert a.monitor.specs[f"red:{on_b}"] == next(v for v in vms if v.name == on_b)
 
         replies, silent = await b.gather(HostQuery("red"))
         assert silent == []

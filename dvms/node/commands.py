@@ -124,6 +124,8 @@ class Daemon:
             "vms": len(runner.monitor.vms),
             "partition": "busy" if part.busy() else "free",
             "partition_stats": dict(part.stats),
+            # namespace bridges this host has now (``ns bridge``), as NAMESPACE/BRIDGE
+            "bridges": sorted(f"{ns}/{br}" for ns, br in self.host_side.networks),
         }
 
     async def peers(self, args: dict[str, Any]) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ import trio
 
 from dvms.hypervisor.base import Hypervisor, VmInfo, VmState
 from dvms.hypervisor.errors import HypervisorError
+from dvms.names import vm_key
 from dvms.node.messages import MAX_ROWS, HostReply, VmRow
 from dvms.partition.messages import HostState, LaunchVm
 from dvms.partition.messages import VmState as WireVmState
@@ -61,6 +62,7 @@ class HostMonitor:
         # Refreshes asked while one runs share the next one (see refresh)
         self._reading = False
         self._next: trio.Event | None = None
+        #: vm_key (``namespace:name``) -> the spec it was created from here
         self.specs: dict[str, LaunchVm] = {}
         #: (namespace, name) -> synthetic CPU demand in CPUs (``dvms debug load``)
         self.synthetic: dict[tuple[str, str], float] = {}
@@ -104,8 +106,8 @@ class HostMonitor:
             log.warning("host monitor: %s", exc)
             return
         self.vms = tuple(vms)
-        for name in known - {v.name for v in vms}:
-            self.specs.pop(name, None)  # destroyed behind our back, or migrated away
+        for key in known - {v.key for v in vms}:
+            self.specs.pop(key, None)  # destroyed behind our back, or migrated away
         self._state = self._host_state()
         self.refreshed += 1
 
@@ -137,7 +139,7 @@ class HostMonitor:
         for v in self.vms:
             if v.state is VmState.SHUTOFF:
                 continue  # defined but not running: uses nothing
-            spec = self.specs.get(v.name)
+            spec = self.specs.get(v.key)
             rows.append(
                 WireVmState(
                     name=v.name,
@@ -146,16 +148,21 @@ class HostMonitor:
                     memory_mib=v.memory_mib,
                     cpu_demand=self.demand(v),
                     coschedule=spec.coschedule if spec is not None else -1,
+                    # the vjob's constraints travel with the spec (set by the leader at
+                    # creation), so repairs here never break them
+                    constraints=spec.constraints if spec is not None else (),
                 )
             )
         return HostState(self.name, self.cpus, self.memory_mib, tuple(rows), self.migrating)
 
-    def spec_of(self, name: str) -> LaunchVm | None:
-        """The spec to re-create ``name`` elsewhere: as created here, else from libvirt."""
-        if name in self.specs:
-            return self.specs[name]
+    def spec_of(self, name: str, namespace: str = "") -> LaunchVm | None:
+        """The spec to re-create ``namespace/name`` elsewhere: as created here, else
+        from libvirt."""
+        key = vm_key(name, namespace)
+        if key in self.specs:
+            return self.specs[key]
         for v in self.vms:
-            if v.name == name:
+            if v.key == key:
                 return LaunchVm(v.name, v.namespace, max(v.vcpus, 1), max(v.memory_mib, 1))
         return None
 

@@ -40,7 +40,7 @@ from dvms.namespace import (
     Stop,
 )
 from dvms.node.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
-from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.partition.messages import LaunchVm
 
 if TYPE_CHECKING:
     from dvms.node.nscmd import NamespaceService
@@ -105,18 +105,16 @@ class EffectRunner:
     # -- launch ------------------------------------------------------------------------
 
     async def _launch(self, eff: Launch) -> list[str]:
-        # The interpreter chose each host (colocate and schedule included): pin each VM
-        # there with a fence on its qualified key, and let a partition create them.
+        # The interpreter chose each host (colocate and schedule included): launch each
+        # VM there (``schedule``: where to launch, not a pin a later relief must keep) and
+        # let a partition create them.
         vms = tuple(
             LaunchVm.from_spec(
-                replace(vm.config.spec(vm.name, eff.namespace), schedule=None, colocate=None)
+                replace(vm.config.spec(vm.name, eff.namespace), schedule=vm.host, colocate=None)
             )
             for vm in eff.vms
         )
-        pins = tuple(
-            WireConstraint("fence", (_key(eff.namespace, vm.name),), (vm.host,)) for vm in eff.vms
-        )
-        done = await self.runner.launch(vms, pins)
+        done = await self.runner.launch(vms, ())
         failed = {} if done.ok else {vm.name: done.reason for vm in eff.vms}
         errors = [f"vm launch: {done.reason}"] if not done.ok else []
         if done.ok:  # minimega: launched VMs wait in BUILDING (paused) for `vm start`
@@ -285,13 +283,13 @@ class HostSide:
             if state not in (VmState.SHUTOFF, VmState.CRASHED):
                 return False
             await hv.undefine(key)
-            self.runner.monitor.specs.pop(v.name, None)
+            self.runner.monitor.specs.pop(key, None)
             await self.runner.forget(v.namespace, v.name)
         elif op == "clear":
             with contextlib.suppress(InvalidState):
                 await hv.destroy(key)
             await hv.undefine(key)
-            self.runner.monitor.specs.pop(v.name, None)
+            self.runner.monitor.specs.pop(key, None)
             await self.runner.forget(v.namespace, v.name)
         else:
             raise HypervisorError(f"unknown vm operation {op!r}")

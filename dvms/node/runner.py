@@ -200,18 +200,18 @@ class NodeRunner(OverlayNode):
         try:
             await self.hv.create(vm.to_spec())
         except AlreadyExists as exc:
-            if self.monitor.specs.get(vm.name) == vm:
+            if self.monitor.specs.get(vm_key(vm.name, vm.namespace)) == vm:
                 return True, ""  # a retransmitted AdoptVm: it is here already
             return False, str(exc)
         except (HypervisorError, ValueError) as exc:
             return False, str(exc)
-        self.monitor.specs[vm.name] = vm
+        self.monitor.specs[vm_key(vm.name, vm.namespace)] = vm
         return True, ""
 
     async def _migrate(self, args: dict[str, Any]) -> tuple[bool, str]:
         name, dst = args["vm"], tuple(args["dst_addr"])
         key = vm_key(name, args.get("namespace", ""))
-        spec = self.monitor.spec_of(name)
+        spec = self.monitor.spec_of(name, args.get("namespace", ""))
         if spec is None:
             return False, f"vm {name!r} is not on {self.monitor.name}"
         if not self.monitor.uri.startswith("test:"):
@@ -222,7 +222,7 @@ class NodeRunner(OverlayNode):
         if not reply.ok:
             return False, reply.reason
         try:
-            await self._remove(key, name)
+            await self._remove(key)
         except HypervisorError as exc:
             return False, f"{name} runs on {args['dst_host']} but stays here: {exc}"
         return True, ""
@@ -240,15 +240,15 @@ class NodeRunner(OverlayNode):
             return False, str(exc)
         finally:
             await dest.aclose()
-        self.monitor.specs.pop(name.rpartition(":")[2], None)
+        self.monitor.specs.pop(name, None)  # name: the vm_key
         return True, ""
 
-    async def _remove(self, key: str, name: str) -> None:
+    async def _remove(self, key: str) -> None:
         """Destroy and undefine the VM the hypervisor knows as ``key``."""
         with contextlib.suppress(InvalidState):  # not running: undefine is enough
             await self.hv.destroy(key)
         await self.hv.undefine(key)
-        self.monitor.specs.pop(name, None)
+        self.monitor.specs.pop(key, None)
 
     def _emit(self, event: Any) -> None:
         self.partitions.on_event(event, self.wall())
@@ -416,7 +416,7 @@ class NodeRunner(OverlayNode):
             if info is None:
                 continue
             try:
-                await self._remove(info.key, name)
+                await self._remove(info.key)
                 await self.forget(info.namespace, name)
                 killed.append(name)
             except VmNotFound:

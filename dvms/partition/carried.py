@@ -46,10 +46,12 @@ _NOT_CARRIED = frozenset({"resourcecapacity", "runningcapacity"})
 
 def carried_by(vm: LaunchVm, constraints: Iterable[WireConstraint]) -> tuple[WireConstraint, ...]:
     """The constraints ``vm`` keeps once it runs: those of its vjob naming it, plus its
-    schedule (a fence to that host) and colocate (a gather with its target)."""
+    colocate (a gather with its target). Its ``schedule`` is not kept: as in minimega it
+    says where to *launch* the VM (the namespace API pins every VM it launches that way,
+    to the host its least-load rule chose), and a VM that must stay on a host for good
+    gets a ``fence``. Carried as a fence, it froze every VM launched through the
+    namespace API and overload relief could never move them."""
     out = [c for c in constraints if vm.name in c.vms and c.kind.lower() not in _NOT_CARRIED]
-    if vm.schedule is not None:
-        out.append(WireConstraint("fence", (vm.name,), (vm.schedule,)))
     if vm.colocate is not None:
         out.append(WireConstraint("gather", (vm.name, vm.colocate)))
     return tuple(dict.fromkeys(out))

@@ -179,7 +179,9 @@ def test_namespaces_are_separate_and_clear_removes_everything(three):
 
     # a bridge, then clear namespace: VMs, bridges and the record are gone everywhere
     assert shell.run("namespace blue ns bridge br0 vxlan", node="node2") == ""
+    assert all(call(s, "status")["bridges"] == ["blue/br0"] for s in three.values())
     shell.run("clear namespace blue", node="node1")
+    assert all(call(s, "status")["bridges"] == [] for s in three.values())
     info = dvms_json("vm", "info", sock=three["node2"])
     assert {v["namespace"] for v in info["vms"]} == {"red"}
     listed = shell.run(".columns namespace namespace", node="node3")

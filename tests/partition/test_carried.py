@@ -104,10 +104,15 @@ def test_launched_vms_carry_their_vjob_constraints():
     assert carried["shop/db"] == (spread,)
 
 
-def test_carried_by_turns_schedule_into_a_fence_and_skips_host_constraints():
-    vm = LaunchVm("a", "", 1, 512, schedule="h3")
-    cons = [W("spread", ("a", "b")), W("spread", ("b", "c")), W("resourcecapacity", ("a",))]
-    assert carried_by(vm, cons) == (W("spread", ("a", "b")), W("fence", ("a",), ("h3",)))
+def test_carried_by_keeps_fences_not_schedule_and_skips_host_constraints():
+    vm = LaunchVm("a", "", 1, 512, schedule="h3")  # where to launch it, not a pin
+    cons = [
+        W("spread", ("a", "b")),
+        W("spread", ("b", "c")),
+        W("resourcecapacity", ("a",)),
+        W("fence", ("a",), ("h3", "h4")),
+    ]
+    assert carried_by(vm, cons) == (W("spread", ("a", "b")), W("fence", ("a",), ("h3", "h4")))
 
 
 WHERE = {"ns/a": "h0", "ns/b": "h1"}  # ns/c runs outside the partition
