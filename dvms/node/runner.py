@@ -134,7 +134,7 @@ class NodeRunner(OverlayNode):
         with trio.move_on_after(grace_s):
             while self.partition.acting():
                 await trio.sleep(0.05)
-        await self._apply(self.partition.shutdown(now=trio.current_time()))
+        await self._apply(self.node.shutdown(now=trio.current_time()))
 
     async def _monitor_loop(self) -> None:
         while True:
@@ -178,7 +178,7 @@ class NodeRunner(OverlayNode):
         except Exception as exc:  # a solver bug: log it, fail this partition, keep the node
             log.exception("solver failed")
             result = SolveOutcome(False, f"solver error: {exc!r}")
-        await self._apply(self.partition.on_computed(eff.token, result, now=trio.current_time()))
+        await self._apply(self.node.on_computed(eff.token, result, now=trio.current_time()))
 
     async def _drive(self, eff: DriverCall) -> None:
         self.monitor.migrating += eff.kind == "migrate"
@@ -194,7 +194,7 @@ class NodeRunner(OverlayNode):
         await self.monitor.refresh()  # before the core (and the next leader) hears of it
         if not ok:
             log.warning("%s failed: %s", eff.kind, reason)
-        await self._apply(self.partition.on_driver_result(eff.op, ok, reason, now=self._now()))
+        await self._apply(self.node.on_driver_result(eff.op, ok, reason, now=self._now()))
 
     async def _create(self, vm: LaunchVm) -> tuple[bool, str]:
         try:
@@ -268,7 +268,7 @@ class NodeRunner(OverlayNode):
         self, vms: tuple[LaunchVm, ...], constraints: tuple[WireConstraint, ...]
     ) -> EventDone:
         """Place and create ``vms``: a launch event from this node; returns when it ends."""
-        event_id, effects = self.partition.launch(vms, constraints, now=self._now())
+        event_id, effects = self.node.launch(vms, constraints, now=self._now())
         done = trio.Event()
         box: list[EventDone] = []
         self._events[event_id] = (done, box)
