@@ -54,14 +54,14 @@ from dvms.node.monitor import HostMonitor
 from dvms.node.partlog import PartitionLog
 from dvms.overlay.messages import Contact
 from dvms.overlay.node import OverlayNode
-from dvms.overlay.records import Identity, RecordError
+from dvms.overlay.records import Identity
 from dvms.partition.core import Compute, DriverCall, EventDone, PartitionCore
 from dvms.partition.directory import (
     CLAIMED,
     FREE,
     Location,
-    decode_location,
     encode_location,
+    location_of,
     record_name,
 )
 from dvms.partition.messages import LaunchVm, WireConstraint
@@ -392,11 +392,8 @@ class NodeRunner(OverlayNode):
         launch lost) still claims it, so that whoever took its vjob over can claim it."""
         rname = record_name(namespace, name)
         rec = await self.get(rname)
-        try:
-            loc = decode_location(rec.value) if rec is not None else None
-        except RecordError:
-            return
-        if loc is None or loc.state != CLAIMED or loc.node_id != claimer:
+        loc = location_of(rec)
+        if rec is None or loc is None or loc.state != CLAIMED or loc.node_id != claimer:
             return
         free = self.node.identity().sign_record(
             rname, encode_location(Location(FREE)), seq=rec.seq + 1, ttl_s=rec.ttl_s

@@ -38,8 +38,8 @@ import trio
 from dvms.node.dhtstate import UNCHANGED, StateError, inline_value
 from dvms.node.messages import HostQuery, HostReply, KillVms
 from dvms.overlay.messages import Contact
-from dvms.overlay.records import RecordError, key_of
-from dvms.partition.directory import CLAIMED, HOSTED, Location, decode_location, record_name
+from dvms.overlay.records import key_of
+from dvms.partition.directory import CLAIMED, HOSTED, location_of, record_name
 from dvms.partition.messages import LaunchVm, WireConstraint
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ class VjobService:
             if (row.namespace, row.name) in wanted
         }
         for ns, name in sorted(wanted - set(found)):
-            loc = _location(await self.runner.get(record_name(ns, name)))
+            loc = location_of(await self.runner.get(record_name(ns, name)))
             if loc is None:
                 continue
             if loc.state == HOSTED:
@@ -540,15 +540,6 @@ def _missing(
 
 class _OwnerAlive(Exception):
     """The owner of a vjob we took over answers again."""
-
-
-def _location(rec: Any) -> Location | None:
-    if rec is None:
-        return None
-    try:
-        return decode_location(rec.value)
-    except RecordError:
-        return None
 
 
 def _key(namespace: str, name: str) -> str:

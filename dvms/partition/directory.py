@@ -59,6 +59,7 @@ __all__ = [
     "Location",
     "decode_location",
     "directory_validator",
+    "location_of",
     "record_name",
 ]
 
@@ -118,7 +119,8 @@ def directory_validator() -> Validator:
     return Validator(PREFIX, _check)
 
 
-def _location(rec: Record | None) -> Location | None:
+def location_of(rec: Record | None) -> Location | None:
+    """The location a directory record holds; None for no record or a malformed one."""
     if rec is None:
         return None
     try:
@@ -234,7 +236,7 @@ class Directory:
 
         def stored(_count, now, out) -> None:
             def check(rec, now, out) -> None:
-                won = _location(rec)
+                won = location_of(rec)
                 if won is None or self._ours(won, claim):
                     self._claim_step(claim, now, out)
                 elif not won.live():
@@ -276,7 +278,7 @@ class Directory:
                 continue
 
             def seen(rec, now, out, name=name) -> None:
-                loc = _location(rec)
+                loc = location_of(rec)
                 if loc is not None and not self._ours(loc, claim):
                     return  # the VM was created (hosted) or another claim won
                 self.stats["freed"] += 1
@@ -294,7 +296,7 @@ class Directory:
         out: list[Any] = []
 
         def seen(rec, now, out) -> None:
-            loc = _location(rec)
+            loc = location_of(rec)
             if loc is None or loc.state != HOSTED or loc.node_id != self.overlay.node_id:
                 return  # never recorded, or it lives elsewhere now (migrated, re-created)
             self.stats["freed"] += 1
