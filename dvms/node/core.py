@@ -55,7 +55,7 @@ class NodeCore:
             try:
                 validators.for_name(PREFIX)
             except ValueError:
-                validators.register(directory_validator())
+                validators.register(directory_validator(partition.config.directory_replicas))
             self.directory = Directory(overlay, self.identity, self._names_claimed)
 
     @property

@@ -274,7 +274,7 @@ class OverlayCore:
     def get(self, name: str, *, now: float) -> tuple[int, list[Any]]:
         """Fetch the record ``name``; ends with ``Emit(LookupDone(record=...))``."""
         out: list[Any] = []
-        lid = self._start_lookup("value", key_of(name), name, now, out)
+        lid = self._start_lookup("value", key_of(name), name, now, out, self._width(name))
         return lid, out
 
     def put(self, record: Record, *, now: float) -> list[Any]:
@@ -283,7 +283,9 @@ class OverlayCore:
         self.store.validators.validate(record)
         self._published[record.name] = (record, now)
         out: list[Any] = []
-        self._start_lookup("put", key_of(record.name), _Put(record), now, out)
+        self._start_lookup(
+            "put", key_of(record.name), _Put(record), now, out, self._width(record.name)
+        )
         return out
 
     def unpublish(self, name: str) -> None:
@@ -531,7 +533,17 @@ class OverlayCore:
 
     # -- lookups -----------------------------------------------------------------------
 
-    def _start_lookup(self, kind: str, target: int, ref: Any, now: float, out) -> int:
+    def _width(self, name: str) -> int | None:
+        """Replicas of record ``name`` (its validator's, else None: k)."""
+        try:
+            return self.store.validators.for_name(name).replicas
+        except RecordError:
+            return None
+
+    def _start_lookup(
+        self, kind: str, target: int, ref: Any, now: float, out, width: int | None = None
+    ) -> int:
+        """``width``: how many closest nodes the lookup settles on (default k)."""
         lid = self._next_lookup
         self._next_lookup += 1
         cfg = self.config
@@ -540,7 +552,7 @@ class OverlayCore:
             lid,
             kind,
             target,
-            k=cfg.refresh_beta if kind == "refresh" else cfg.k,
+            k=cfg.refresh_beta if kind == "refresh" else min(width or cfg.k, cfg.k),
             alpha=cfg.alpha,
             own=self.contact,
             seeds=seeds,
@@ -655,4 +667,4 @@ class OverlayCore:
         for name, (rec, published) in list(self._published.items()):
             if published <= horizon:
                 self._published[name] = (rec, now)
-                self._start_lookup("put", key_of(name), _Put(rec), now, out)
+                self._start_lookup("put", key_of(name), _Put(rec), now, out, self._width(name))

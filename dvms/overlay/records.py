@@ -104,6 +104,9 @@ class Validator:
     prefix: str
     #: Extra check of the value (raise RecordError to refuse); signature is checked first.
     check: Callable[[Record], None] | None = None
+    #: How many of the nodes closest to a record's key store it, and how far its lookups
+    #: go; None = the overlay's k. Fewer for records their writer keeps rewriting.
+    replicas: int | None = None
 
     def validate(self, rec: Record) -> None:
         verify_signature(rec)

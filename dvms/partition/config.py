@@ -85,6 +85,11 @@ class PartitionConfig:
     #: claim a launch's VM names there first (unique per namespace) (the issue's
     #: directory; ours, DVMS has none).
     directory: bool = True
+    #: Nodes that store each directory record (the closest to its key), and how far its
+    #: lookups go (ours; the overlay's k = 20 elsewhere). A record is rewritten by the
+    #: VM's host at every create and move, so 5 copies suffice, and a lookup that
+    #: settles on 5 nodes instead of 20 makes a new VM cost ~3x fewer datagrams.
+    directory_replicas: int = 5
     #: Consolidation on underload (DVMS 1 only; off by default, as in DVMS 2 and
     #: VMPlaceS): a host with VMs whose measured CPU demand is at most
     #: ``underload_cpu`` of its capacity asks a partition to move every VM away (so that
@@ -114,6 +119,8 @@ class PartitionConfig:
                 raise ValueError(f"{name} must be positive")
         if self.keepalive_s >= self.lease_s:
             raise ValueError("keepalive_s must be shorter than lease_s")
+        if self.directory_replicas < 1:
+            raise ValueError("directory_replicas must be at least 1")
         if self.isp_attempts < 1 or self.rpc_attempts < 1:
             raise ValueError("isp_attempts and rpc_attempts must be at least 1")
 

@@ -114,9 +114,10 @@ def _check(rec: Record) -> None:
     decode_location(rec.value)
 
 
-def directory_validator() -> Validator:
-    """The validator of ``vm/`` records (register it on every node's overlay)."""
-    return Validator(PREFIX, _check)
+def directory_validator(replicas: int | None = None) -> Validator:
+    """The validator of ``vm/`` records (register it on every node's overlay); they are
+    stored on the ``replicas`` nodes closest to their key (None: the overlay's k)."""
+    return Validator(PREFIX, _check, replicas=replicas)
 
 
 def location_of(rec: Record | None) -> Location | None:

@@ -109,6 +109,38 @@ def test_put_then_get_from_another_node_and_newer_seq_wins():
     assert got[-1].record is not None and got[-1].record.value == b"host=node2"
 
 
+def test_a_validator_with_fewer_replicas_stores_on_the_closest_and_gets_find_it():
+    sim = cluster(nodes=40)
+    for n in sim.engine.nodes:
+        n.core.store.validators = ValidatorRegistry(
+            [Validator("vm/", replicas=3), Validator("all/")]
+        )
+    a, b = sim.engine.nodes[3], sim.engine.nodes[17]
+    events = []
+    sim.engine.on_emit = lambda n, ev, now: events.append((n, ev))
+    writer = Identity.from_seed(b"w")
+
+    def put(name: str) -> int:
+        """RPCs the whole cluster sent for one put of ``name``."""
+        before = sum(n.core.stats["rpc"] for n in sim.engine.nodes)
+        rec = writer.sign_record(name, b"h", seq=1, ttl_s=3600.0)
+        sim.engine.apply(a, a.core.put(rec, now=sim.engine.now))
+        sim.engine.run_until(sim.engine.now + 30.0)
+        return sum(n.core.stats["rpc"] for n in sim.engine.nodes) - before
+
+    narrow, wide = put("vm/ns/db1"), put("all/x")
+    assert [ev.stored for n, ev in events if isinstance(ev, PutDone)] == [3, CFG.k]
+    assert narrow < wide
+    key = int.from_bytes(__import__("hashlib").sha1(b"vm/ns/db1").digest())
+    holders = {n.node_id for n in sim.engine.nodes if n.core.store.get(key, sim.engine.now)}
+    assert holders == set(true_closest(sim, key, 3))
+    _lid, eff = b.core.get("vm/ns/db1", now=sim.engine.now)
+    sim.engine.apply(b, eff)
+    sim.engine.run_until(sim.engine.now + 30.0)
+    got = [ev for n, ev in events if n is b and isinstance(ev, LookupDone)]
+    assert got[-1].record is not None and got[-1].record.name == "vm/ns/db1"
+
+
 def test_invalid_records_are_refused_by_replicas_and_writers():
     core = OverlayCore(Contact(1, "a", 1), CFG, random.Random(0), validators=_validators())
     ident = Identity.from_seed(b"w")
