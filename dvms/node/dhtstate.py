@@ -74,6 +74,9 @@ class StateConfig:
     inline_bytes: int = 3_500
     #: Size of one blob chunk, bytes (same limit).
     chunk_bytes: int = 3_500
+    #: Nodes that keep each head and blob: the closest to its key, the arbiter first
+    #: (the overlay's k = 20 elsewhere). A head survives until 5 of them die at once.
+    replicas: int = 5
     #: Lifetime of heads and blobs on replicas, seconds; the writer republishes them
     #: (overlay ``republish_interval_s``) while it lives.
     ttl_s: float = 48 * 3600.0
@@ -150,12 +153,15 @@ def inline_value(rec: Record) -> Any:
         return None
 
 
-def state_validators(registry: ValidatorRegistry | None = None) -> ValidatorRegistry:
+def state_validators(
+    registry: ValidatorRegistry | None = None, config: StateConfig | None = None
+) -> ValidatorRegistry:
     """Register the validators of blobs and heads (on ``registry`` or a new one)."""
     registry = registry or ValidatorRegistry()
-    registry.register(Validator(BLOB_PREFIX, _check_blob))
+    replicas = (config or StateConfig()).replicas
+    registry.register(Validator(BLOB_PREFIX, _check_blob, replicas=replicas))
     for prefix in HEAD_PREFIXES:
-        registry.register(Validator(prefix, _check_head))
+        registry.register(Validator(prefix, _check_head, replicas=replicas))
     return registry
 
 

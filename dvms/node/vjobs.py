@@ -186,7 +186,14 @@ class VjobService:
             "body": body,
             "history": [f"accepted by {self.runner.monitor.name}"],
         }
-        await self.runner.state.update(vjob_record(vjob_id), lambda cur: (record, None))
+        # a fresh random id: version 0, no read first (a clash fails the write)
+        try:
+            if not await self.runner.state.write(vjob_record(vjob_id), record, 0):
+                raise StateError(f"vjob id {vjob_id} already in use")
+        except StateError:
+            # not acknowledged: a restart must not resume it
+            self.journal.append({"event": "done", "id": vjob_id, "ok": None, "at": time.time()})
+            raise
         self.known[vjob_id] = record
         self._finished[vjob_id] = trio.Event()
         self._active.add(vjob_id)
