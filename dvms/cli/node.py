@@ -9,8 +9,6 @@ import os
 import sys
 from typing import Any
 
-import trio
-
 from dvms.cli.main import UserError
 from dvms.node.config import ConfigError, load_config
 from dvms.node.control import ControlError, call
@@ -104,6 +102,8 @@ def run_cmd(args: argparse.Namespace) -> int:
             host_cpus=args.host_cpus,
             host_memory_mib=args.host_memory,
         )
+        import trio
+
         trio.run(run_node, cfg)
     except (ConfigError, KeyFileError) as exc:
         raise UserError(str(exc)) from None

@@ -15,11 +15,6 @@ import time
 from typing import Any
 
 from dvms.cli.main import UserError
-from dvms.placement.btrplace import load_instance, plan_actions_json
-from dvms.placement.checker import check_plan
-from dvms.placement.config import PlacementConfig
-from dvms.placement.model import PlacementError
-from dvms.placement.modelfile import load_model, solve_model
 
 INFEASIBLE = 3
 
@@ -42,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dvms.placement.model import PlacementError  # imported here: every dvms command
+    # builds this parser, and the placement engine costs ~40 ms to import
+
     if bool(args.model) == bool(args.btrplace):
         raise UserError("solve: give either MODEL.toml or --btrplace FILE")
     try:
@@ -56,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _btrplace(path: str) -> dict[str, Any]:
+    from dvms.placement.btrplace import load_instance, plan_actions_json
+    from dvms.placement.checker import check_plan
+    from dvms.placement.config import PlacementConfig
+
     inst = load_instance(path)
     config = PlacementConfig.btrplace()
     from dvms.placement.repair import solve_repair
@@ -81,6 +83,8 @@ def _btrplace(path: str) -> dict[str, Any]:
 
 
 def _model(path: str) -> dict[str, Any]:
+    from dvms.placement.modelfile import load_model, solve_model
+
     model = load_model(path)
     t0 = time.perf_counter()
     outcome = solve_model(model)

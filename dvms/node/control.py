@@ -14,10 +14,12 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cbor2
-import trio
+
+if TYPE_CHECKING:
+    import trio
 
 __all__ = ["MAX_CONTROL_MESSAGE", "ControlError", "call", "serve_control"]
 
@@ -44,8 +46,10 @@ async def _read_exact(stream: trio.SocketStream, n: int) -> bytes:
     return bytes(buf)
 
 
-async def serve_control(path: str, handler: Handler, *, task_status=trio.TASK_STATUS_IGNORED):
+async def serve_control(path: str, handler: Handler, *, task_status: Any = None):
     """Listen on the unix socket ``path`` (replacing a stale one) until cancelled."""
+    import trio  # here: the CLI imports this module for ``call`` and needs no trio
+
     if os.path.exists(path):
         os.unlink(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -84,11 +88,14 @@ async def serve_control(path: str, handler: Handler, *, task_status=trio.TASK_ST
             await _reply(stream, resp)
 
     async with trio.open_nursery() as nursery:
-        task_status.started()
+        if task_status is not None:  # started with nursery.start
+            task_status.started()
         await trio.serve_listeners(serve_one, [listener], handler_nursery=nursery)
 
 
 async def _reply(stream: trio.SocketStream, resp: dict[str, Any]) -> None:
+    import trio
+
     data = cbor2.dumps(resp)
     with contextlib.suppress(trio.BrokenResourceError):
         await stream.send_all(_LEN.pack(len(data)) + data)
