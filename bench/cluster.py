@@ -226,7 +226,7 @@ def wait_all_running(sock: str, names: set[str], timeout: float) -> tuple[float,
     deadline = time.monotonic() + timeout
     vms: list[dict] = []
     while time.monotonic() < deadline:
-        out = dvms("--socket", sock, "--json", "vm", "info")
+        out = dvms("--socket", sock, "--json", "vm", "info", "--all")
         if out.returncode == 0:
             vms = json.loads(out.stdout)["vms"]
             if names <= {v["name"] for v in vms if v["state"] == "RUNNING"}:

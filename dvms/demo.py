@@ -97,7 +97,7 @@ def local_cluster() -> bool:
             job = tmp / "demo.toml"
             job.write_text(DEMO_VJOB)
             ok = _dvms("--socket", sock["node2"], "submit", str(job)) == 0
-            ok &= _dvms("--socket", sock["node7"], "vm", "info") == 0
+            ok &= _dvms("--socket", sock["node7"], "vm", "info", "--all") == 0
             ok &= _dvms("--socket", sock["node5"], "partitions", "--all") == 0
             return ok and overload(tmp, sock)
         finally:
@@ -122,7 +122,7 @@ def overload(tmp: Path, sock: dict[str, str]) -> bool:
         if _dvms("--socket", sock["node3"], "submit", str(job)) != 0:
             return False
     before = _placement(sock)
-    _dvms("--socket", sock["node2"], "vm", "info")
+    _dvms("--socket", sock["node2"], "vm", "info", "--all")
     print(f"   test hosts measure no CPU: give each a synthetic load of {HOT_LOAD:g} CPUs")
     print("   (dvms debug, for test hosts only; --dir sets it on every node, so the load")
     print("   follows a VM that migrates)")
@@ -147,7 +147,7 @@ def overload(tmp: Path, sock: dict[str, str]) -> bool:
     ]
     print(f"   relieved {relieved:.1f} s after the load was set; migrated: {', '.join(moves)}")
     ok &= _dvms("--socket", sock["node1"], "partitions", "--all") == 0
-    ok &= _dvms("--socket", sock["node6"], "vm", "info") == 0
+    ok &= _dvms("--socket", sock["node6"], "vm", "info", "--all") == 0
     ok &= _dvms("debug", "loads", "--dir", cluster) == 0
     return ok
 

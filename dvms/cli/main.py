@@ -47,9 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _minimega_flags(argv: list[str]) -> list[str]:
+    """minimega's output flags lead a command (``.columns name,state vm info``); argparse
+    cannot take them as a command word, so such a line goes to the interpreter whole."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("--"):
+        i += 1 if argv[i] in ("--json",) or "=" in argv[i] else 2
+    if i < len(argv) and argv[i].startswith(".") and len(argv[i]) > 1:
+        return [*argv[:i], "ns-line", *argv[i:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_minimega_flags(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

@@ -120,7 +120,7 @@ def test_submit_info_kill_partitions_down(cluster, tmp_path):
     assert set(placed.values()) <= {"node1", "node2", "node3"}
 
     # node3 lists every VM, on the host the partition chose, constraints satisfied
-    info = dvms_json("vm", "info", sock=socks["node3"])
+    info = dvms_json("vm", "info", "--all", sock=socks["node3"])
     assert info["unreachable"] == []
     assert {v["name"]: v["host"] for v in info["vms"]} == placed
     assert {(v["state"], v["namespace"]) for v in info["vms"]} == {("RUNNING", "shop")}
@@ -131,19 +131,19 @@ def test_submit_info_kill_partitions_down(cluster, tmp_path):
     bad.write_text(IMPOSSIBLE)
     out = dvms("submit", str(bad), sock=socks["node1"], check=False)
     assert out.returncode == 1 and "refused" in out.stderr, out.stderr
-    assert len(dvms_json("vm", "info", sock=socks["node1"])["vms"]) == 7
+    assert len(dvms_json("vm", "info", "--all", sock=socks["node1"])["vms"]) == 7
 
     # kill vm1 and vm2 from a node hosting neither
     outsider = sorted({"node1", "node2", "node3"} - {placed["vm1"], placed["vm2"]})[0]
-    killed = dvms_json("vm", "kill", "vm[1-2]", sock=socks[outsider])
+    killed = dvms_json("vm", "kill", "--all", "vm[1-2]", sock=socks[outsider])
     assert sorted((k["name"], k["host"]) for k in killed["killed"]) == [
         ("vm1", placed["vm1"]),
         ("vm2", placed["vm2"]),
     ]
     assert killed["not_found"] == []
-    left = dvms_json("vm", "info", sock=socks["node1"])["vms"]
+    left = dvms_json("vm", "info", "--all", sock=socks["node1"])["vms"]
     assert sorted(v["name"] for v in left) == ["db1", "db2", "db3", "vm3", "vm4"]
-    out = dvms("vm", "kill", "vm1", sock=socks["node1"], check=False)
+    out = dvms("vm", "kill", "--all", "vm1", sock=socks["node1"], check=False)
     assert out.returncode == 1 and "vm not found: vm1" in out.stderr
 
     # the launch partition, as the entry node saw it
@@ -180,7 +180,7 @@ def test_kill9_of_a_node_leaves_vm_info_working(cluster, tmp_path):
     os.kill(rows[2]["pid"], signal.SIGKILL)  # node3: not the entry node
     t0 = time.monotonic()
     for name in ("node1", "node2"):
-        info = dvms_json("vm", "info", sock=socks[name])
+        info = dvms_json("vm", "info", "--all", sock=socks[name])
         assert info["unreachable"] == ["node3"]
         expected = {n: h for n, h in placed.items() if h != "node3"}
         assert {v["name"]: v["host"] for v in info["vms"]} == expected
@@ -202,7 +202,7 @@ def test_minimega_vm_launch_goes_through_a_partition(cluster):
     assert dvms("ns", "hosts", sock=node2).stdout.strip() == "node[1-3]"
     dvms("vm", "config", "coschedule", "0", sock=node2)
     dvms("vm", "launch", "kvm", "a[1-3]", sock=node2)
-    info = dvms_json("vm", "info", sock=socks["node3"])["vms"]
+    info = dvms_json("vm", "info", "--all", sock=socks["node3"])["vms"]
     assert sorted((v["name"], v["namespace"]) for v in info) == [
         ("a1", "minimega"),
         ("a2", "minimega"),
@@ -212,6 +212,6 @@ def test_minimega_vm_launch_goes_through_a_partition(cluster):
     # no room left under coschedule 0: refused with the interpreter's text, nothing created
     out = dvms("vm", "launch", "kvm", "a4", sock=node2, check=False)
     assert out.returncode == 1 and out.stdout.startswith("E: "), out.stdout
-    assert len(dvms_json("vm", "info", sock=socks["node1"])["vms"]) == 3
+    assert len(dvms_json("vm", "info", "--all", sock=socks["node1"])["vms"]) == 3
     status = dvms("ns", "schedule", "status", sock=node2).stdout
     assert "completed" in status

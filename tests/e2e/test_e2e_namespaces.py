@@ -159,7 +159,7 @@ def test_namespaces_are_separate_and_clear_removes_everything(three):
     for ns in ("red", "blue"):  # the same names in two namespaces, pinned to one host
         shell.run(f"namespace {ns} vm config schedule node2")
         shell.run(f"namespace {ns} vm launch kvm web[1-2]")
-    info = dvms_json("vm", "info", sock=three["node1"])
+    info = dvms_json("vm", "info", "--all", sock=three["node1"])
     rows = sorted((v["namespace"], v["name"], v["host"]) for v in info["vms"])
     assert rows == [(ns, f"web{i}", "node2") for ns in ("blue", "red") for i in (1, 2)]
 
@@ -182,12 +182,12 @@ def test_namespaces_are_separate_and_clear_removes_everything(three):
     assert all(call(s, "status")["bridges"] == ["blue/br0"] for s in three.values())
     shell.run("clear namespace blue", node="node1")
     assert all(call(s, "status")["bridges"] == [] for s in three.values())
-    info = dvms_json("vm", "info", sock=three["node2"])
+    info = dvms_json("vm", "info", "--all", sock=three["node2"])
     assert {v["namespace"] for v in info["vms"]} == {"red"}
     listed = shell.run(".columns namespace namespace", node="node3")
     assert "blue" not in listed and "red" in listed, listed
     shell.reset()
-    assert dvms_json("vm", "info", sock=three["node3"])["vms"] == []
+    assert dvms_json("vm", "info", "--all", sock=three["node3"])["vms"] == []
 
 
 def test_ns_run_gathers_from_every_host_and_follows_minimega_refusals(three):
@@ -259,7 +259,7 @@ def test_submit_on_five_and_kill_9_of_the_entry_node(five, tmp_path):
     job.write_text(VJOB)
     res = dvms_json("submit", str(job), sock=socks["node4"])
     assert res["ok"], res
-    _check_web(dvms_json("vm", "info", sock=socks["node1"])["vms"])
+    _check_web(dvms_json("vm", "info", "--all", sock=socks["node1"])["vms"])
     listed = dvms_json("vjob", "list", sock=socks["node2"])
     assert [(v["name"], v["state"], v["placed"]) for v in listed] == [("web", "done", 8)]
     dvms("vm", "kill", "fe[1-5],db[1-3]", "--namespace", "web", sock=socks["node5"])
@@ -286,3 +286,35 @@ def test_submit_on_five_and_kill_9_of_the_entry_node(five, tmp_path):
     assert set(running) == {(n, h) for n, h in placed.items() if h != "node3"}
     with pytest.raises(ControlError, match="no such vjob"):
         call(socks["node1"], "vjob_show", {"id": "0123456789abcdef"})
+
+
+def test_the_cli_speaks_minimega_flags_vm_verbs_and_scripts(three, tmp_path):
+    shell = Shell(three)
+    shell.reset()
+    sock = three["node2"]
+    dvms("namespace", "cli", sock=sock)
+    dvms("vm", "launch", "kvm", "c[1-2]", sock=sock)
+    out = dvms(".columns", "name,state", "vm", "info", sock=sock).stdout  # minimega flags
+    assert out.split() == ["name", "|", "state", "c1", "|", "BUILDING", "c2", "|", "BUILDING"]
+    dvms("vm", "start", "all", sock=sock)
+    dvms("vm", "kill", "c1", sock=sock)  # minimega's kill: QUIT until flushed
+    out = dvms(".columns", "name,state", "vm", "info", sock=sock).stdout
+    assert out.split() == ["name", "|", "state", "c1", "|", "QUIT", "c2", "|", "RUNNING"]
+    everywhere = dvms_json("vm", "info", "--all", sock=sock)["vms"]
+    assert sorted((v["name"], v["state"]) for v in everywhere) == [
+        ("c1", "SHUTOFF"),
+        ("c2", "RUNNING"),
+    ]
+    script = tmp_path / "flush.mm"
+    script.write_text("# minimega script\nvm flush\n\n.columns name vm info\nvm kill nope\n")
+    out = dvms("script", "--echo", str(script), sock=sock, check=False)
+    assert out.returncode == 1  # one command was refused; the others ran
+    assert out.stdout.splitlines() == [
+        "## vm flush",
+        "## .columns name vm info",
+        "name",
+        "c2",
+        "## vm kill nope",
+        "E: vm not found: nope",
+    ]
+    shell.reset()

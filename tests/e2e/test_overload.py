@@ -94,7 +94,7 @@ def test_synthetic_overload_is_relieved_by_a_migration(cluster, tmp_path):
         job.write_text(text)
         result = dvms_json("submit", str(job), sock=socks[entry])
         assert result["ok"], result
-    before = dvms_json("vm", "info", sock=socks["node2"])["vms"]
+    before = dvms_json("vm", "info", "--all", sock=socks["node2"])["vms"]
     check_constraints(before)
     assert {v["name"] for v in before if v["host"] == "node1"} >= {"hot1", "hot2", "hot3"}
     assert not any(h["overloaded"] for h in loads(d).values())
@@ -115,7 +115,7 @@ def test_synthetic_overload_is_relieved_by_a_migration(cluster, tmp_path):
     # node1 may already be relieving itself: it was overloaded at once, or has moved on
     deadline = time.monotonic() + RELIEF_TIMEOUT_S
     while True:
-        after = dvms_json("vm", "info", sock=socks["node3"])["vms"]
+        after = dvms_json("vm", "info", "--all", sock=socks["node3"])["vms"]
         hosts = loads(d)
         moved = [v for v in after if v["name"].startswith("hot") and v["host"] != "node1"]
         if moved and not any(h["overloaded"] for h in hosts.values()):
