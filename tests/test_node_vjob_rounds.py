@@ -41,6 +41,7 @@ class FakeRunner:
         self.launched: list[tuple[str, ...]] = []
         self.killed: list[tuple[str, ...]] = []
         self.state = FakeState()
+        self.handlers: dict = {}
         self.core = SimpleNamespace(contact=Contact(1, "127.0.0.1", 9))
         self.monitor = SimpleNamespace(name="h1")
 

@@ -172,7 +172,10 @@ class Daemon:
         return _submit_result(await self.vjobs.wait(accepted["id"]))
 
     async def vjob_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return [_vjob_row(v) for v in self.vjobs.list()]
+        """Every vjob of the cluster: each node answers with the records it holds (a
+        vjob record lives on the few nodes closest to its key)."""
+        rows, _truncated = await self.vjobs.gather()
+        return [asdict(r) for r in rows]
 
     async def vjob_show(self, args: dict[str, Any]) -> dict[str, Any]:
         vjob_id = str(args.get("id", ""))
@@ -317,19 +320,6 @@ def _submit_result(rec: dict[str, Any]) -> dict[str, Any]:
         "partition_size": rec.get("partition_size", 0),
         "event_id": rec.get("event_id", ""),
         "duration_s": round(rec.get("updated", 0) - rec.get("submitted", 0), 3),
-    }
-
-
-def _vjob_row(rec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": rec.get("id"),
-        "name": rec.get("name", ""),
-        "namespace": rec.get("namespace", ""),
-        "state": rec.get("state"),
-        "vms": rec.get("vms", len(rec.get("body", {}).get("vms", []))),
-        "placed": len(rec.get("placed", [])),
-        "owner": rec.get("owner", {}).get("name", ""),
-        "reason": rec.get("reason", ""),
     }
 
 

@@ -14,6 +14,7 @@ user's behalf. Unlike the protocol messages these are answered by the Trio layer
     MoveVm(namespace, name, dst)    -> Adopted(ok, reason)       ``vm migrate``
     RunCmd(namespace, words)        -> RunOutput(host, ok, text) ``ns run``
     NetOp(namespace, bridge, ...)   -> VmOpDone                  ``ns bridge``
+    VjobsQuery()                    -> VjobsReply(rows)          ``vjob list``
 
 ``namespace`` None means every namespace. Every request is retried by the asker until
 answered or given up; answering twice is harmless (``KillVms`` of a VM already gone is
@@ -49,6 +50,9 @@ __all__ = [
     "StateCasReply",
     "StateRead",
     "StateValue",
+    "VjobRow",
+    "VjobsQuery",
+    "VjobsReply",
     "VmOp",
     "VmOpDone",
     "VmRow",
@@ -229,6 +233,34 @@ class NetOp:
     delete: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class VjobRow:
+    """One vjob as a node holds its record (``vjob list``)."""
+
+    id: Annotated[str, MaxLen(32)]
+    name: Name
+    namespace: Name
+    state: Annotated[str, MaxLen(16)]
+    vms: Annotated[int, Range(0, 2**31)]
+    placed: Annotated[int, Range(0, 2**31)]
+    owner: Name
+    reason: Text
+    #: when the record was last written (seconds since the epoch): the newest copy wins
+    updated: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class VjobsQuery:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class VjobsReply:
+    rows: Annotated[tuple[VjobRow, ...], MaxLen(MAX_ROWS)]
+    #: True when the node holds more vjobs than one reply carries (the newest are sent)
+    truncated: bool = False
+
+
 NODE_MESSAGES: dict[int, type] = {
     64: HostQuery,
     65: HostReply,
@@ -248,13 +280,17 @@ NODE_MESSAGES: dict[int, type] = {
     79: RunCmd,
     80: RunOutput,
     81: NetOp,
+    82: VjobsQuery,
+    83: VjobsReply,
 }
 
 REQUESTS = (
-    HostQuery, KillVms, AdoptVm, PartitionsQuery, StateRead, StateCas, VmOp, MoveVm, RunCmd, NetOp
+    HostQuery, KillVms, AdoptVm, PartitionsQuery, StateRead, StateCas, VmOp, MoveVm, RunCmd, NetOp,
+    VjobsQuery,
 )  # fmt: skip
 RESPONSES = (
-    HostReply, Killed, Adopted, PartitionsReply, StateValue, StateCasReply, VmOpDone, RunOutput
+    HostReply, Killed, Adopted, PartitionsReply, StateValue, StateCasReply, VmOpDone, RunOutput,
+    VjobsReply,
 )  # fmt: skip
 
 

@@ -36,7 +36,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from dvms.node.dhtstate import UNCHANGED, StateError, inline_value
-from dvms.node.messages import HostQuery, HostReply, KillVms
+from dvms.node.messages import (
+    MAX_ROWS,
+    HostQuery,
+    HostReply,
+    KillVms,
+    VjobRow,
+    VjobsQuery,
+    VjobsReply,
+)
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import key_of
 from dvms.partition.directory import CLAIMED, HOSTED, location_of, record_name
@@ -131,6 +139,7 @@ class VjobService:
         self.known: dict[str, dict[str, Any]] = {}
         self._finished: dict[str, trio.Event] = {}
         self._active: set[str] = set()
+        runner.handlers[VjobsQuery] = self._answer_rows
 
     # -- service -----------------------------------------------------------------------
 
@@ -215,6 +224,31 @@ class VjobService:
                     return rec
                 await trio.sleep(0.25)
         return await self.show(vjob_id)
+
+    async def _answer_rows(self, _msg: VjobsQuery) -> VjobsReply:
+        return self.rows()
+
+    def rows(self) -> VjobsReply:
+        """``vjob list``'s part from this node (answered to ``VjobsQuery``)."""
+        rows = [_row(v) for v in self.list()]
+        rows.sort(key=lambda r: r.updated)
+        return VjobsReply(tuple(rows[-MAX_ROWS:]), len(rows) > MAX_ROWS)
+
+    async def gather(self) -> tuple[list[VjobRow], bool]:
+        """Every vjob any node holds a record of (the newest copy of each); and whether
+        some node had more than one reply carries."""
+        replies, _ = await self.runner.gather(VjobsQuery())
+        best: dict[str, VjobRow] = {}
+        truncated = False
+        for reply in replies:
+            if not isinstance(reply, VjobsReply):
+                continue
+            truncated |= reply.truncated
+            for row in reply.rows:
+                held = best.get(row.id)
+                if held is None or row.updated > held.updated:
+                    best[row.id] = row
+        return sorted(best.values(), key=lambda r: r.updated), truncated
 
     async def show(self, vjob_id: str) -> dict[str, Any]:
         cur = await self.runner.state.read(vjob_record(vjob_id))
@@ -513,6 +547,20 @@ class VjobService:
             "port": c.port,
             "name": self.runner.monitor.name,
         }
+
+
+def _row(rec: dict[str, Any]) -> VjobRow:
+    return VjobRow(
+        id=str(rec.get("id", ""))[:32],
+        name=str(rec.get("name", ""))[:128],
+        namespace=str(rec.get("namespace", ""))[:128],
+        state=str(rec.get("state", ""))[:16],
+        vms=int(rec.get("vms", len(rec.get("body", {}).get("vms", [])))),
+        placed=len(rec.get("placed", [])),
+        owner=str(rec.get("owner", {}).get("name", ""))[:128],
+        reason=str(rec.get("reason", ""))[:512],
+        updated=float(rec.get("updated", rec.get("submitted", 0.0))),
+    )
 
 
 def _missing(
