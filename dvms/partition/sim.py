@@ -88,6 +88,9 @@ class DvmsScheduler:
         self._members: dict[int, list[int]] = {}  # pid -> member node ids (for the map)
         self.launches: dict[tuple[int, int], int] = {}  # (entry, event id) -> VMs
         self.create_s: dict[str, float] = {}  # VM name -> creation time
+        #: VM name -> the constraints it carries (``LaunchVm.constraints``, set by the
+        #: leader that created it): hosts report them, so repairs keep its vjob's rules
+        self.carried: dict[str, tuple] = {}
         self.crashes: list[PartitionCrash] = []
         self.crashed: list[str] = []  # what the fault hooks did
 
@@ -143,9 +146,16 @@ class DvmsScheduler:
         w = self.world
         if not w.host_up[h]:
             return None
+        carried = self.carried
         vms = tuple(
             VmState(
-                w.vm_names[v], "", w.vm_vcpus[v], w.vm_mem[v], w.vm_units[v] / 100, w.vm_cosched[v]
+                w.vm_names[v],
+                "",
+                w.vm_vcpus[v],
+                w.vm_mem[v],
+                w.vm_units[v] / 100,
+                w.vm_cosched[v],
+                carried.get(w.vm_names[v], ()),
             )
             for v in w.host_vms[h]
         )
@@ -249,6 +259,8 @@ class DvmsScheduler:
             vm: LaunchVm = eff.args["vm"]
 
             def created(ok: bool, reason: str) -> None:
+                if ok and vm.constraints:
+                    self.carried[vm.name] = vm.constraints
                 self._driven(node, eff.op, ok, reason)
 
             self.world.create_vm(
