@@ -72,9 +72,10 @@ class PartitionConfig:
     #: Ask the initiator whether a Blocked partition is still wanted before joining it
     #: (DVMS 2 does, for Blocked ISPs only).
     staleness_check: bool = True
-    #: Fraction of each host's CPU capacity a leader's plan must respect. 1.0 is DVMS
-    #: (just make the partition viable); below 1.0 leaves headroom, so that the next load
-    #: change does not put the relieved host straight back into violation (ours).
+    #: Fraction of its CPU capacity a host may be filled to by a leader's plan (an
+    #: overloaded host need only come back under capacity: ``solve._cpu_limit``). 1.0 is
+    #: DVMS (just make the partition viable); below 1.0 leaves destinations headroom, so
+    #: that the next load change does not put them straight into violation (ours).
     relief_target: float = 1.0
     #: A launch that failed is retried this many times before it is reported failed.
     launch_attempts: int = 3
