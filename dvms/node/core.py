@@ -21,18 +21,61 @@ effects and makes its deadline due, and ``on_timer`` comes through here)."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from typing import Any
 
+from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import OverlayCore
-from dvms.overlay.records import Identity
+from dvms.overlay.messages import Contact
+from dvms.overlay.records import Identity, ValidatorRegistry
+from dvms.partition.config import PartitionConfig
 from dvms.partition.core import PartitionCore
 from dvms.partition.directory import PREFIX, Directory, directory_validator
 from dvms.partition.events import RecordLocation
-from dvms.partition.messages import PARTITION_MESSAGES
+from dvms.partition.messages import PARTITION_MESSAGES, HostState
+from dvms.vivaldi import VivaldiClient, VivaldiConfig
 
-__all__ = ["NodeCore"]
+__all__ = ["NodeCore", "build_cores"]
 
 _PARTITION_TYPES = frozenset(PARTITION_MESSAGES.values())
+
+
+def build_cores(
+    contact: Contact,
+    kademlia: KademliaConfig,
+    rng: random.Random,
+    *,
+    vivaldi: VivaldiConfig | None = None,
+    validators: ValidatorRegistry | None = None,
+    partition: PartitionConfig | None = None,
+    local_state: Callable[[], HostState | None] | None = None,
+    self_monitor: bool = True,
+    now: float = 0.0,
+) -> tuple[OverlayCore, PartitionCore | None]:
+    """A node's overlay core (with a Vivaldi client when ``vivaldi`` is given) and, with
+    ``partition``, its partition core, as the daemon, the simulators and the test harness
+    all build them. Random sources come from ``rng`` in one fixed order, so one seed gives
+    the same node everywhere: the overlay uses ``rng`` itself, then Vivaldi and the
+    partition core each get their own ``random.Random`` drawn from it."""
+    client = None
+    if vivaldi is not None:
+        client = VivaldiClient(vivaldi, random.Random(rng.getrandbits(64)))
+    overlay = OverlayCore(contact, kademlia, rng, vivaldi=client, validators=validators, now=now)
+    if partition is None:
+        return overlay, None
+    if local_state is None:
+        raise ValueError("a partition core needs local_state")
+    part = PartitionCore(
+        contact,
+        overlay,
+        partition,
+        random.Random(rng.getrandbits(64)),
+        local_state=local_state,
+        self_monitor=self_monitor,
+        now=now,
+    )
+    return overlay, part
 
 
 class NodeCore:

@@ -23,21 +23,19 @@ from dvms.hypervisor.base import Hypervisor, open_hypervisor
 from dvms.node.commands import Daemon
 from dvms.node.config import NodeConfig, parse_hostport
 from dvms.node.control import serve_control
-from dvms.node.core import NodeCore
+from dvms.node.core import NodeCore, build_cores
 from dvms.node.dhtstate import state_validators
 from dvms.node.messages import register_node_messages
 from dvms.node.monitor import HostMonitor
 from dvms.node.runner import NodeRunner
 from dvms.node.vjobs import VjobService
 from dvms.overlay.config import KademliaConfig
-from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact, register_overlay_messages
 from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.config import PartitionConfig
-from dvms.partition.core import PartitionCore
 from dvms.partition.messages import register_partition_messages
 from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
-from dvms.vivaldi import VivaldiClient, VivaldiConfig
+from dvms.vivaldi import VivaldiConfig
 from dvms.wire.envelope import MessageRegistry, WireCodec
 from dvms.wire.keys import load_key
 
@@ -87,24 +85,16 @@ def build_runner(
     """The node's cores and their Trio runner (not started) on ``transport`` and ``hv``."""
     addr = transport.local_address
     contact = Contact(ident.node_id, addr[0], addr[1])
-    rng = random.Random()
-    now = trio.current_time()
-    overlay = OverlayCore(
+    monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri)
+    overlay, partition = build_cores(
         contact,
         _kademlia_profile(cfg.profile),
-        rng,
-        vivaldi=VivaldiClient(VivaldiConfig(), random.Random(rng.getrandbits(64))),
+        random.Random(),
+        vivaldi=VivaldiConfig(),
         validators=state_validators(ValidatorRegistry()),
-        now=now,
-    )
-    monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri)
-    partition = PartitionCore(
-        contact,
-        overlay,
-        PartitionConfig(recruitment=cfg.recruitment),
-        random.Random(rng.getrandbits(64)),
+        partition=PartitionConfig(recruitment=cfg.recruitment),
         local_state=monitor.state,
-        now=now,
+        now=trio.current_time(),
     )
     registry = register_node_messages(
         register_partition_messages(register_overlay_messages(MessageRegistry()))

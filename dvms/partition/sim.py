@@ -29,9 +29,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from dvms.node.core import NodeCore
+from dvms.node.core import NodeCore, build_cores
 from dvms.overlay.config import KademliaConfig
-from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import (
@@ -40,7 +39,6 @@ from dvms.partition.core import (
     EventDone,
     EventStarted,
     PartitionChanged,
-    PartitionCore,
     PartitionReleased,
     PlanApplied,
 )
@@ -60,7 +58,7 @@ from dvms.sim.engine import SimNode
 from dvms.sim.metrics import SUCCESS
 from dvms.sim.scenario import PartitionCrash, ScenarioParams
 from dvms.sim.world import LaunchRequest, World, register_scheduler
-from dvms.vivaldi import VivaldiClient, VivaldiConfig
+from dvms.vivaldi import VivaldiConfig
 
 __all__ = ["DvmsScheduler"]
 
@@ -126,13 +124,12 @@ class DvmsScheduler:
         node_id = rng.getrandbits(160)
         contact = Contact(node_id, f"h{h}", _PORT)
         node_rng = random.Random(rng.getrandbits(64))
-        vivaldi = VivaldiClient(VivaldiConfig(), random.Random(node_rng.getrandbits(64)))
-        overlay = OverlayCore(contact, self.kademlia, node_rng, vivaldi=vivaldi)
-        part = PartitionCore(
+        overlay, part = build_cores(
             contact,
-            overlay,
-            self.config,
-            random.Random(node_rng.getrandbits(64)),
+            self.kademlia,
+            node_rng,
+            vivaldi=VivaldiConfig(),
+            partition=self.config,
             local_state=lambda h=h, name=name: self._host_state(h, name),
             self_monitor=False,
         )

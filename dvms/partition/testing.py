@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dvms.effects import Emit, Send
-from dvms.node.core import NodeCore
+from dvms.node.core import NodeCore, build_cores
 from dvms.overlay.config import KademliaConfig
-from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import Validator, key_of
 from dvms.partition.config import PartitionConfig
@@ -197,12 +196,11 @@ class FakeCluster:
     def _make_node(self, pos: int, node_id: int) -> SimNode:
         contact = Contact(node_id, f"n{pos}", _PORT)
         node_rng = random.Random(self.rng.getrandbits(64))
-        overlay = OverlayCore(contact, KademliaConfig(), node_rng)
-        part = PartitionCore(
+        overlay, part = build_cores(
             contact,
-            overlay,
-            self.config,
-            random.Random(node_rng.getrandbits(64)),
+            KademliaConfig(),
+            node_rng,
+            partition=self.config,
             local_state=self.hosts[pos].state,
             self_monitor=False,
         )

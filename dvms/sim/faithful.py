@@ -36,23 +36,23 @@ import trio
 import trio.testing
 
 from dvms.hypervisor.sim import SimCluster, SimHostConfig, SimHypervisor
-from dvms.node.core import NodeCore
+from dvms.node.core import NodeCore, build_cores
 from dvms.node.dhtstate import state_validators
 from dvms.node.messages import register_node_messages
 from dvms.node.monitor import HostMonitor
 from dvms.node.runner import NodeRunner
 from dvms.overlay.config import KademliaConfig
-from dvms.overlay.core import LookupDone, OverlayCore
+from dvms.overlay.core import LookupDone
 from dvms.overlay.messages import Contact, register_overlay_messages
 from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.config import PartitionConfig
-from dvms.partition.core import EventDone, PartitionCore
+from dvms.partition.core import EventDone
 from dvms.partition.messages import LaunchVm, WireConstraint, register_partition_messages
 from dvms.placement.spec import VmSpec
 from dvms.sim.scenario import scenario_from_dict
 from dvms.transport import ConstantLatency, NetworkModel
 from dvms.transport.simnet import open_sim_network
-from dvms.vivaldi import VivaldiClient, VivaldiConfig
+from dvms.vivaldi import VivaldiConfig
 from dvms.wire.envelope import MessageRegistry, WireCodec
 
 __all__ = ["FaithfulConfig", "FaithfulResult", "run_engine", "run_faithful"]
@@ -265,24 +265,17 @@ def _build_runner(
     addr = transport.local_address
     contact = Contact(ident.node_id, addr[0], addr[1])
     node_rng = random.Random(rng.getrandbits(64))
-    now = trio.current_time()
-    overlay = OverlayCore(
+    monitor = HostMonitor(SimHypervisor(cluster, name), name, "test:///sim")
+    monitor.synthetic = loads
+    overlay, partition = build_cores(
         contact,
         KademliaConfig(),
         node_rng,
-        vivaldi=VivaldiClient(VivaldiConfig(), random.Random(node_rng.getrandbits(64))),
+        vivaldi=VivaldiConfig(),
         validators=state_validators(ValidatorRegistry()),
-        now=now,
-    )
-    monitor = HostMonitor(SimHypervisor(cluster, name), name, "test:///sim")
-    monitor.synthetic = loads
-    partition = PartitionCore(
-        contact,
-        overlay,
-        cfg.partition_config(),
-        random.Random(node_rng.getrandbits(64)),
+        partition=cfg.partition_config(),
         local_state=monitor.state,
-        now=now,
+        now=trio.current_time(),
     )
     registry = register_node_messages(
         register_partition_messages(register_overlay_messages(MessageRegistry()))

@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from dvms.node.core import build_cores
 from dvms.overlay.config import KademliaConfig
-from dvms.overlay.core import Joined, LookupDone, OverlayCore
+from dvms.overlay.core import Joined, LookupDone
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import Identity
 from dvms.sim.engine import Engine, SimNode
@@ -53,7 +54,7 @@ from dvms.transport.netmodel import (
     NetworkModel,
     parse_latency_matrix,
 )
-from dvms.vivaldi import Coordinate, VivaldiClient, VivaldiConfig, predicted_rtt_matrix
+from dvms.vivaldi import Coordinate, VivaldiConfig, predicted_rtt_matrix
 
 __all__ = ["EMBEDDED_MATRIX", "OverlayScenario", "load_latency", "run_overlay"]
 
@@ -164,9 +165,8 @@ class OverlaySim:
         addr = (f"n{pos}" if gen == 0 else f"n{pos}g{gen}", _PORT)
         contact = Contact(ident.node_id, addr[0], addr[1])
         node_rng = random.Random(self.rng.getrandbits(64))
-        vivaldi = VivaldiClient(self.scn.vivaldi, random.Random(node_rng.getrandbits(64)))
-        core = OverlayCore(
-            contact, self.scn.kademlia, node_rng, vivaldi=vivaldi, now=self.engine.now
+        core, _ = build_cores(
+            contact, self.scn.kademlia, node_rng, vivaldi=self.scn.vivaldi, now=self.engine.now
         )
         node = self.engine.add_node(pos, addr, ident.node_id, core)
         self.started_at[node.index] = self.engine.now
