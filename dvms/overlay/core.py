@@ -632,11 +632,18 @@ class OverlayCore:
             self._at(now + JOIN_RETRY_S, _T_JOIN)
 
     def _join_done(self, result: LookupResult, now: float, out: list[Any]) -> None:
+        others = [c for c in result.contacts if c.node_id != self.node_id]
+        if not others and self._seeds:
+            # Nobody answered the join lookup (its only seed so far lost every attempt):
+            # we know a seed or two but nobody knows us, and the traffic to those seeds
+            # would keep our buckets looking fresh forever. Join again from the seeds.
+            self.stats["join_retry"] += 1
+            self._at(now + JOIN_RETRY_S, _T_JOIN)
+            return
         if not self.joined:
             self.joined = True
             out.append(Emit(Joined(len(self.table))))
         # Fill the buckets farther away than our closest neighbour, one lookup each.
-        others = [c for c in result.contacts if c.node_id != self.node_id]
         if others:
             top = min(self.table.cpl(others[0].node_id), self.config.refresh_max_cpl)
             for index in range(top):

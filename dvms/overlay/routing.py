@@ -19,6 +19,7 @@ is known; it is dropped regardless after ``drop_after_failures``.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -61,6 +62,14 @@ class _Bucket:
         self.replacements: dict[int, Contact] = {}
         self.last_lookup = now
         self.pinging: int | None = None
+
+    @property
+    def last_changed(self) -> float:
+        """When a contact of this bucket was last heard from, added or replaced: entries
+        are kept least recently seen first, so the last one tells."""
+        if not self.entries:
+            return -math.inf
+        return next(reversed(self.entries.values())).last_seen
 
 
 class RoutingTable:
@@ -302,20 +311,20 @@ class RoutingTable:
     def stale_buckets(self, now: float) -> list[int]:
         """Indexes of buckets (up to ``refresh_max_cpl``) that need a refresh lookup.
 
-        The paper refreshes every bucket not looked up within the interval. We skip a
-        bucket that is full and whose every contact was heard from within the interval:
-        traffic already keeps it fresh, and a lookup would teach it nothing. In practice
-        that leaves the sparse buckets near our own id, which is where refreshes matter.
+        A bucket is fresh while a lookup of ours went through its range within the
+        interval (the paper's rule) or while any of its contacts was heard from, added
+        or replaced within it (BitTorrent's "last changed", BEP 5): traffic with the
+        bucket's range already checks that its contacts live and teaches us its
+        newcomers, which is what a refresh lookup is for. What is left is the buckets
+        nobody talked to, empty ones included. Contacts are kept least recently seen
+        first, so the last one tells when the bucket last changed.
         """
         limit = min(len(self.buckets), self.config.refresh_max_cpl + 1)
         horizon = now - self.config.refresh_interval_s
-        k = self.config.k
         out = []
         for i in range(limit):
             b = self.buckets[i]
-            if b.last_lookup > horizon:
-                continue
-            if len(b.entries) >= k and next(iter(b.entries.values())).last_seen > horizon:
+            if b.last_lookup > horizon or b.last_changed > horizon:
                 continue
             out.append(i)
         return out

@@ -182,3 +182,30 @@ def test_requests_are_answered_and_teach_the_table():
     (reply,) = core.on_message(("q", 3), 43, 6, FindNode(40), now=1.0)
     assert isinstance(reply.msg, Nodes)
     assert [c.node_id for c in reply.msg.contacts] == [42]  # never the requester itself
+
+
+def test_a_join_lookup_nobody_answered_is_retried_not_taken_for_joined():
+    """The seed answers the ping, then every attempt of the join lookup's FindNode is
+    lost: the node must not count itself joined (nobody knows it yet), and joins again."""
+    from dvms.overlay.core import JOIN_RETRY_S, Joined
+    from dvms.overlay.messages import FindNode
+
+    core = OverlayCore(Contact(1, "me", 1), CFG, random.Random(0))
+    core.start([("seed", 9)], now=0.0)
+    (rid,) = list(core._rpcs)
+    out = core.on_message(("seed", 9), 5, rid, Pong(()), now=0.1)
+    assert [type(e.msg) for e in out if isinstance(e, Send)] == [FindNode]
+    from dvms.overlay.core import _P_SEED
+
+    emitted, now = [], 0.1
+    while now < 0.1 + CFG.lookup_timeout_s and not core.stats["join_retry"]:
+        now = core.next_deadline()  # and every datagram it sends is lost
+        emitted += [e.event for e in core.on_timer(now=now) if not isinstance(e, Send)]
+    assert core.stats["join_retry"] == 1
+    assert not core.joined and not any(isinstance(e, Joined) for e in emitted)
+    retry_at = now + JOIN_RETRY_S
+    while now < retry_at:
+        now = core.next_deadline()
+        core.on_timer(now=now)
+    seed_pings = [r for r in core._rpcs.values() if r.purpose == _P_SEED]
+    assert seed_pings and seed_pings[0].addr == ("seed", 9)  # it joins again

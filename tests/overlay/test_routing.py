@@ -234,3 +234,40 @@ def test_closest_over_deep_tables_with_exclude_and_failures(own, spans, seed, n)
             expected = sorted(pool, key=lambda i, tg=target: i ^ tg)[:n]
             got = t.closest(target, n, exclude=exclude, healthy=healthy)
             assert [c.node_id for c in got] == expected
+
+
+def _bucket_table(now: float = 0.0) -> RoutingTable:
+    """A table whose buckets 0..3 each hold one contact, all heard at ``now``."""
+    cfg = replace(CFG, refresh_interval_s=600.0, refresh_max_cpl=3)
+    own = 0
+    t = RoutingTable(own, cfg, now=now)
+    for cpl in range(8):  # two contacts per cpl: the last bucket splits down to cpl 7
+        t.seen(contact(1 << (BITS - 1 - cpl)), now)
+        t.seen(contact(1 << (BITS - 1 - cpl) | 1), now)
+    assert len(t.buckets) > 4
+    return t
+
+
+def test_refresh_asks_only_for_buckets_nobody_talked_to():
+    t = _bucket_table()
+    assert t.stale_buckets(599.0) == []
+    # After the interval every bucket up to refresh_max_cpl is due...
+    assert t.stale_buckets(601.0) == [0, 1, 2, 3]
+    # ...except one whose contact was heard from (BEP 5 "last changed")...
+    t.heard(t.get(1 << (BITS - 2)), 500.0)
+    assert t.stale_buckets(1000.0) == [0, 2, 3]
+    # ...or that a lookup of ours went through (the paper's rule).
+    t.touch(1 << (BITS - 3) | 5, 700.0)
+    assert t.stale_buckets(1000.0) == [0, 3]
+    # A contact added to a bucket freshens it too.
+    t.seen(contact(1 << (BITS - 1) | 7), 900.0)
+    assert (1 << (BITS - 1) | 7) in t
+    assert t.stale_buckets(1000.0) == [3]
+
+
+def test_an_empty_bucket_is_always_due_once_the_interval_passed():
+    t = RoutingTable(0, replace(CFG, refresh_interval_s=600.0))
+    t.seen(contact(1 << (BITS - 1)), 0.0)
+    assert t.stale_buckets(10.0) == []  # created now: fresh
+    t.remove(1 << (BITS - 1))
+    assert t.stale_buckets(601.0) == [0]
