@@ -305,7 +305,7 @@ class HostSide:
         runner = self.runner
         runner.monitor.migrating += 1
         try:
-            ok, reason = await runner._migrate(args)
+            ok, reason = await runner.migrate_vm(args)
         finally:
             runner.monitor.migrating -= 1
         await runner.monitor.refresh()

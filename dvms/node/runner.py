@@ -155,10 +155,11 @@ class NodeRunner(OverlayNode):
             for c in self.peer_contacts():
                 if c.node_id not in self.names and c.node_id not in asking:
                     asking.add(c.node_id)
-                    self._spawn(ask, c)
+                    self.spawn(ask, c)
             await trio.sleep(self.monitor_period_s)
 
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task of the running node (for the node's services)."""
         assert self._nursery is not None, "the runner is not running"
         self._nursery.start_soon(fn, *args)
 
@@ -166,9 +167,9 @@ class NodeRunner(OverlayNode):
 
     async def _effect(self, eff: Any) -> None:
         if type(eff) is Compute:
-            self._spawn(self._compute, eff)
+            self.spawn(self._compute, eff)
         elif type(eff) is DriverCall:
-            self._spawn(self._drive, eff)
+            self.spawn(self._drive, eff)
         else:
             await super()._effect(eff)
 
@@ -186,7 +187,7 @@ class NodeRunner(OverlayNode):
             if eff.kind == "create":
                 ok, reason = await self._create(eff.args["vm"])
             elif eff.kind == "migrate":
-                ok, reason = await self._migrate(eff.args)
+                ok, reason = await self.migrate_vm(eff.args)
             else:
                 ok, reason = False, f"unknown driver call {eff.kind!r}"
         finally:
@@ -208,7 +209,10 @@ class NodeRunner(OverlayNode):
         self.monitor.specs[vm_key(vm.name, vm.namespace)] = vm
         return True, ""
 
-    async def _migrate(self, args: dict[str, Any]) -> tuple[bool, str]:
+    async def migrate_vm(self, args: dict[str, Any]) -> tuple[bool, str]:
+        """Move VM ``args["vm"]`` (of ``args["namespace"]``) from this host to the node at
+        ``args["dst_addr"]`` (``args["dst_host"]``): live on QEMU, re-created on test
+        hosts. Returns ``(ok, reason)``."""
         name, dst = args["vm"], tuple(args["dst_addr"])
         key = vm_key(name, args.get("namespace", ""))
         spec = self.monitor.spec_of(name, args.get("namespace", ""))
@@ -355,7 +359,7 @@ class NodeRunner(OverlayNode):
             waiter[1].set()
             return True
         if type(msg) in REQUESTS:
-            self._spawn(self._serve, src, rid, msg)
+            self.spawn(self._serve, src, rid, msg)
             return True
         return False
 

@@ -147,7 +147,7 @@ class VjobService:
         """Resume what the journal holds, then look after orphaned vjobs forever."""
         task_status.started()
         for vjob_id, entry in sorted(self.journal.pending().items()):
-            self.runner._spawn(self._resume_own, vjob_id, entry)
+            self.runner.spawn(self._resume_own, vjob_id, entry)
         while True:
             await trio.sleep(self.config.keeper_period_s * (0.5 + self._rng.random()))
             try:
@@ -206,7 +206,7 @@ class VjobService:
         self.known[vjob_id] = record
         self._finished[vjob_id] = trio.Event()
         self._active.add(vjob_id)
-        self.runner._spawn(self._place, vjob_id, record, False)
+        self.runner.spawn(self._place, vjob_id, record, False)
         return {"id": vjob_id, "state": ACCEPTED, "vms": len(vms)}
 
     async def wait(self, vjob_id: str, timeout: float | None = None) -> dict[str, Any]:
