@@ -189,7 +189,9 @@ class OverlayCore:
         self._published: dict[str, tuple[Record, float]] = {}
         self._seeds: list[Address] = []
         self._coord_wire: tuple[float, ...] = ()
-        self._pong = Pong()
+        #: Our Pong (it carries our coordinate): built on the first Ping after the
+        #: coordinate changed, not at every change (most changes see no Ping).
+        self._pong: Pong | None = Pong()
         self._seed_pending = 0
         self._seed_ok = False
         self._rtt_samples = 0
@@ -347,7 +349,10 @@ class OverlayCore:
 
     def _on_ping(self, src, sender, rid, msg, now, out) -> None:
         self._note_sender(src, sender, now, out)
-        out.append(Send(src, rid, self._pong))
+        pong = self._pong
+        if pong is None:
+            pong = self._pong = Pong(self._coord_wire)
+        out.append(Send(src, rid, pong))
 
     def _on_find_node(self, src, sender, rid, msg, now, out) -> None:
         self._note_sender(src, sender, now, out)
@@ -429,7 +434,7 @@ class OverlayCore:
             # CPU went to decoding again after each emptying)
             _COORD_CACHE.pop(self._coord_wire, None)
             self._coord_wire = wire
-            self._pong = Pong(wire)
+            self._pong = None
             _remember_coord(wire, c)
 
     # -- RPC machinery -----------------------------------------------------------------
@@ -660,11 +665,10 @@ class OverlayCore:
         ):
             period = cfg.probe_fast_interval_s
         self._at(now + period * (0.9 + 0.2 * self.rng.random()), _T_PROBE)
-        index = self.table.index
-        if index:
-            node_id = self.rng.choice(tuple(index))
-            c = index[node_id].contact
-            self._request(c.addr, node_id, _PING, _P_PROBE, None, now, out, c)
+        e = self.table.random_entry(self.rng)
+        if e is not None:
+            c = e.contact
+            self._request(c.addr, c.node_id, _PING, _P_PROBE, None, now, out, c)
 
     def _refresh(self, now: float, out: list[Any]) -> None:
         self._at(now + self.config.refresh_interval_s / 4, _T_REFRESH)

@@ -33,7 +33,7 @@ __all__ = ["Entry", "RoutingTable"]
 class Entry:
     """What we know about one contact in the table."""
 
-    __slots__ = ("contact", "coord", "failures", "group", "last_seen", "rttvar", "srtt")
+    __slots__ = ("contact", "coord", "failures", "group", "last_seen", "rttvar", "slot", "srtt")
 
     def __init__(self, contact: Contact, now: float) -> None:
         self.contact = contact
@@ -44,6 +44,8 @@ class Entry:
         self.group = ip_group(contact.host)
         #: The peer's last Vivaldi coordinate, in wire form (empty if unknown).
         self.coord: tuple[float, ...] = ()
+        #: Position in ``RoutingTable._entries`` (for an O(1) uniform random pick).
+        self.slot = -1
 
     def observe_rtt(self, rtt: float) -> None:
         """RFC 6298 smoothing (alpha 1/8, beta 1/4)."""
@@ -81,6 +83,8 @@ class RoutingTable:
         self.bits = config.id_bits
         self.buckets: list[_Bucket] = [_Bucket(now)]
         self.index: dict[int, Entry] = {}
+        #: The entries of ``index`` in an array, so a random contact costs O(1).
+        self._entries: list[Entry] = []
         self._groups: Counter[str] = Counter()
         #: Contacts refused by the IP-diversity limits.
         self.rejected_by_group = 0
@@ -146,6 +150,11 @@ class RoutingTable:
         yield buckets[idx + 1 :]
         for j in range(idx - 1, -1, -1):
             yield buckets[j : j + 1]
+
+    def random_entry(self, rng: random.Random) -> Entry | None:
+        """A contact drawn uniformly from the table (None if empty), in O(1)."""
+        entries = self._entries
+        return entries[rng.randrange(len(entries))] if entries else None
 
     def rto(self, node_id: int) -> float | None:
         e = self.index.get(node_id)
@@ -213,6 +222,8 @@ class RoutingTable:
         b.entries[contact.node_id] = e
         b.replacements.pop(contact.node_id, None)
         self.index[contact.node_id] = e
+        e.slot = len(self._entries)
+        self._entries.append(e)
         if e.group:
             self._groups[e.group] += 1
 
@@ -270,6 +281,10 @@ class RoutingTable:
     def _remove(self, b: _Bucket, e: Entry) -> None:
         del b.entries[e.contact.node_id]
         del self.index[e.contact.node_id]
+        last = self._entries.pop()
+        if last is not e:  # move the last entry into the freed slot
+            self._entries[e.slot] = last
+            last.slot = e.slot
         self._ungroup(e)
         if b.pinging == e.contact.node_id:
             b.pinging = None

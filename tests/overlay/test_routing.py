@@ -34,6 +34,8 @@ def check_invariants(t: RoutingTable) -> None:
         for node_id in b.replacements:
             assert node_id not in b.entries
     assert seen == set(t.index)
+    assert sorted(e.contact.node_id for e in t._entries) == sorted(t.index)
+    assert all(t._entries[e.slot] is e for e in t.index.values())
     # Only the last bucket may be non-full when a deeper one exists? No: but every bucket
     # before the last was created by splitting, so the table never has two "last" buckets.
     assert all(t.bucket_index(e) == min(t.cpl(e), last) for e in t.index)
@@ -271,3 +273,20 @@ def test_an_empty_bucket_is_always_due_once_the_interval_passed():
     assert t.stale_buckets(10.0) == []  # created now: fresh
     t.remove(1 << (BITS - 1))
     assert t.stale_buckets(601.0) == [0]
+
+
+def test_random_entry_is_uniform_over_the_table_after_removals():
+    t = RoutingTable(0, replace(CFG, k=20))
+    rng = random.Random(4)
+    ids = [rng.getrandbits(BITS) | 1 for _ in range(60)]
+    for i in ids:
+        t.seen(contact(i), 0.0)
+    for i in list(t.index)[::3]:
+        t.remove(i)
+    check_invariants(t)
+    counts = {i: 0 for i in t.index}
+    draws = 400 * len(counts)
+    for _ in range(draws):
+        counts[t.random_entry(rng).contact.node_id] += 1
+    assert min(counts.values()) > 300 and max(counts.values()) < 500
+    assert RoutingTable(0, CFG).random_entry(rng) is None
