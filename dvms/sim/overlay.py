@@ -219,9 +219,11 @@ class OverlaySim:
             changed.discard(origin)
             eligible.append(origin)
         target = lk.target
-        eligible.sort(key=lambda i: i ^ target)
         got = [c.node_id for c in res.contacts if c.node_id not in changed]
-        truth = eligible[: self.scn.kademlia.k - (len(res.contacts) - len(got))]
+        # ids are distinct, so are their XOR distances: sorting the distances themselves
+        # (plain ints, no key function) orders the ids the same way, several times faster
+        dists = sorted([i ^ target for i in eligible])
+        truth = [d ^ target for d in dists[: self.scn.kademlia.k - (len(res.contacts) - len(got))]]
         self.results.append((set(got) == set(truth), res.hops, now - lk.started))
 
     # -- churn -------------------------------------------------------------------------
