@@ -117,6 +117,7 @@ class _Rpc:
         "attempts",
         "contact",
         "done",
+        "limit",
         "msg",
         "peer",
         "purpose",
@@ -133,6 +134,7 @@ class _Rpc:
         purpose: int,
         ref: Any,
         contact: Contact | None = None,
+        limit: int = 1,
     ) -> None:
         #: The peer's Contact when we know it already (reused when it answers).
         self.contact = contact
@@ -142,6 +144,8 @@ class _Rpc:
         self.purpose = purpose
         self.ref = ref
         self.attempts = 0
+        #: Datagram attempts before the RPC counts as failed.
+        self.limit = limit
         self.sent_at = 0.0
         self.rids: list[int] = []
         self.done = False
@@ -439,8 +443,9 @@ class OverlayCore:
 
     # -- RPC machinery -----------------------------------------------------------------
 
-    def _request(self, addr, peer, msg, purpose, ref, now, out, contact=None) -> _Rpc:
-        rpc = _Rpc(addr, peer, msg, purpose, ref, contact)
+    def _request(self, addr, peer, msg, purpose, ref, now, out, contact=None, attempts=0) -> _Rpc:
+        """``attempts``: datagrams before giving up (default ``rpc_attempts``)."""
+        rpc = _Rpc(addr, peer, msg, purpose, ref, contact, attempts or self.config.rpc_attempts)
         self._transmit(rpc, now, out)
         self.stats["rpc"] += 1
         return rpc
@@ -486,7 +491,7 @@ class OverlayCore:
     def _rpc_timeout(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
         if rpc.done:
             return
-        if rpc.attempts < self.config.rpc_attempts:
+        if rpc.attempts < rpc.limit:
             self.stats["retransmit"] += 1
             self._transmit(rpc, now, out)
             if rpc.attempts == 2 and rpc.purpose == _P_LOOKUP:
@@ -510,7 +515,12 @@ class OverlayCore:
             if lk is None:
                 return
             if msg is None:
-                lk.failed(rpc.peer)
+                # A node that was answering until now (its first failure in our table,
+                # or one a peer just vouched for): more likely loss than death, so the
+                # lookup asks it once more.
+                e = self.table.get(rpc.peer)
+                retry = self.config.lookup_retry_attempts > 0 and (e is None or e.failures == 1)
+                lk.failed(rpc.peer, retry=retry)
             elif isinstance(msg, Value):
                 lk.answered(sender, msg.contacts, self._valid_records(msg.records, lk.target))
             elif isinstance(msg, Nodes):
@@ -579,8 +589,10 @@ class OverlayCore:
 
     def _pump(self, lk: Lookup, now: float, out: list[Any]) -> None:
         msg: Any = FindValue(lk.target) if lk.kind == "value" else FindNode(lk.target)
+        retried = lk.retried
         for c in lk.next_queries():
-            self._request(c.addr, c.node_id, msg, _P_LOOKUP, lk.lookup_id, now, out, c)
+            attempts = self.config.lookup_retry_attempts if c.node_id in retried else 0
+            self._request(c.addr, c.node_id, msg, _P_LOOKUP, lk.lookup_id, now, out, c, attempts)
         if lk.finished():
             self._finish_lookup(lk, now, out)
 

@@ -60,6 +60,7 @@ class Lookup:
         "lookup_id",
         "order",
         "records",
+        "retried",
         "rpcs",
         "slow",
         "started",
@@ -96,6 +97,8 @@ class Lookup:
         #: Candidates that missed their first timeout: still awaited, but they no longer
         #: hold one of the alpha slots, so a dead node cannot stall the lookup.
         self.slow: set[int] = set()
+        #: Candidates asked a second time after a failed RPC (see ``failed``).
+        self.retried: set[int] = set()
         self._insert(own, 0, DONE)
         self.add(seeds, 1)
 
@@ -169,12 +172,20 @@ class Lookup:
             self.records.extend(records)
         self.add(contacts, c.depth + 1)
 
-    def failed(self, node_id: int) -> None:
+    def failed(self, node_id: int, *, retry: bool = False) -> None:
+        """The RPC to ``node_id`` failed after all its attempts. With ``retry`` (the
+        caller knows the node was alive until now) it is asked once more, with a fresh
+        RPC: under loss a live node loses all of an RPC's attempts now and then, and
+        leaving it out would make the lookup miss one of the k closest."""
         c = self.cands.get(node_id)
         if c is None or c.state != WAIT:
             return
-        c.state = FAIL
         self._settle(c)
+        if retry and node_id not in self.retried:
+            self.retried.add(node_id)
+            c.state = NEW
+        else:
+            c.state = FAIL
 
     def finished(self) -> bool:
         """True when the k closest non-failed candidates have all answered."""

@@ -209,3 +209,32 @@ def test_a_join_lookup_nobody_answered_is_retried_not_taken_for_joined():
         core.on_timer(now=now)
     seed_pings = [r for r in core._rpcs.values() if r.purpose == _P_SEED]
     assert seed_pings and seed_pings[0].addr == ("seed", 9)  # it joins again
+
+
+def test_long_run_with_refresh_keeps_lookups_exact_and_refreshes_only_silent_buckets():
+    """Nine refresh intervals after the joins, under loss: every lookup stays exact, and
+    a node refreshes only a small share of its buckets per interval (traffic keeps the
+    others fresh; the rule before c619da3 refreshed nearly all of them)."""
+    kad = replace(KademliaConfig(), refresh_interval_s=60.0)
+    scn = OverlayScenario(
+        nodes=150,
+        seed=5,
+        latency="const:20",
+        loss=0.05,
+        duration_s=600.0,
+        lookups=60,
+        kademlia=kad,
+    )
+    sim = OverlaySim(scn)
+    sim.schedule()
+    settled = scn.join_window_s + 60.0
+    sim.engine.run_until(settled)
+    cores = [n.core for n in sim.engine.nodes]
+    assert all(c.joined for c in cores)
+    before = sum(c.stats["lookup_refresh"] for c in cores)
+    sim.engine.run_until(scn.duration_s + kad.lookup_timeout_s)
+    assert len(sim.results) == scn.lookups and all(exact for exact, _, _ in sim.results)
+    later = sum(c.stats["lookup_refresh"] for c in cores) - before
+    bucket_intervals = sum(len(c.table.buckets) for c in cores) * (600.0 - settled) / 60.0
+    print(f"refresh lookups after the joins: {later} for {bucket_intervals:.0f} bucket-intervals")
+    assert 0 < later < 0.25 * bucket_intervals

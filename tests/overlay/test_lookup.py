@@ -117,3 +117,28 @@ def test_random_replies_end_with_the_k_closest_that_answered(seed, k, alpha):
         assert lk.order == sorted(i ^ target for i in lk.cands)
     expected = sorted(answered, key=lambda i: i ^ target)[:k]
     assert [x.node_id for x in lk.result(1.0).contacts] == expected
+
+
+def test_a_failed_node_worth_retrying_is_asked_once_more_then_given_up():
+    lk = make([c(1), c(2), c(3)], k=2, alpha=2)
+    assert [x.node_id for x in lk.next_queries()] == [1, 2]
+    lk.failed(1, retry=True)  # lost every attempt, but was alive: ask again
+    assert [x.node_id for x in lk.next_queries()] == [1]
+    lk.answered(2, ())
+    assert not lk.finished()
+    lk.failed(1, retry=True)  # a second failure is final, retry or not
+    assert [x.node_id for x in lk.next_queries()] == [3]
+    lk.answered(3, ())
+    assert lk.finished()
+    assert [x.node_id for x in lk.result(1.0).contacts] == [2, 3]
+
+
+def test_a_retried_node_that_answers_is_in_the_result():
+    lk = make([c(1), c(2), c(3)], k=2, alpha=2)
+    lk.next_queries()
+    lk.failed(1, retry=True)
+    lk.answered(2, ())
+    assert [x.node_id for x in lk.next_queries()] == [1]
+    lk.answered(1, ())
+    assert lk.finished()
+    assert [x.node_id for x in lk.result(1.0).contacts] == [1, 2]
