@@ -44,6 +44,24 @@ async def test_concurrent_updates_lose_nothing_and_big_values_travel(tmp_path):
         def bump(cur):
             return (cur or 0) + 1, None
 
+        # A race for sure: each node reads, then waits until the other has read too,
+        # so both write on the same version and one of them must lose and retry.
+        have_read = {"a": trio.Event(), "b": trio.Event()}
+
+        def racing_bump(me, other):
+            async def fn(cur):
+                have_read[me].set()
+                await have_read[other].wait()
+                return (cur or 0) + 1, None
+
+            return fn
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(a.state.update, "ns/counter", racing_bump("a", "b"))
+            inner.start_soon(b.state.update, "ns/counter", racing_bump("b", "a"))
+        assert a.state.stats["conflicts"] + b.state.stats["conflicts"] >= 1
+        assert (await c.state.read("ns/counter")).value == 2
+
         async def bumper(runner, n):
             for _ in range(n):
                 await runner.state.update("ns/counter", bump)
@@ -51,9 +69,8 @@ async def test_concurrent_updates_lose_nothing_and_big_values_travel(tmp_path):
         async with trio.open_nursery() as inner:
             inner.start_soon(bumper, a, 10)
             inner.start_soon(bumper, b, 10)
-        assert (await c.state.read("ns/counter")).value == 20
-        assert (await c.state.read("ns/counter")).seq == 20
-        assert a.state.stats["conflicts"] + b.state.stats["conflicts"] > 0  # they did race
+        assert (await c.state.read("ns/counter")).value == 22
+        assert (await c.state.read("ns/counter")).seq == 22
 
         big = [f"vm{i}-{'x' * 40}-{i * 7919 % 10007}" for i in range(3000)]
         await a.state.update("ns/big", lambda cur: (big, None))
