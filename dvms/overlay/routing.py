@@ -176,7 +176,8 @@ class RoutingTable:
             return None
         e = self.index.get(node_id)
         if e is not None:
-            return self._refresh(e, contact, now, rtt)
+            self._refresh(e, contact, now, rtt)
+            return None
         while True:
             b = self.buckets[self.bucket_index(node_id)]
             if len(b.entries) < self.config.k:

@@ -131,8 +131,9 @@ class WireCodec:
         self.config = config or WireConfig()
         self.drops: Counter[str] = Counter()
         self.accepted = 0
-        self._seen: set[tuple[int, int, int]] = set()
-        self._seen_order: deque[tuple[float, tuple[int, int, int]]] = deque()
+        #: Replay memory: (sender, type, rid, ts) of the datagrams accepted recently.
+        self._seen: set[tuple[int, int, int, float]] = set()
+        self._seen_order: deque[tuple[float, tuple[int, int, int, float]]] = deque()
 
     def _tag(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()
