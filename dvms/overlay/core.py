@@ -133,8 +133,8 @@ class _Rpc:
         msg: Any,
         purpose: int,
         ref: Any,
-        contact: Contact | None = None,
-        limit: int = 1,
+        contact: Contact | None,
+        limit: int,
     ) -> None:
         #: The peer's Contact when we know it already (reused when it answers).
         self.contact = contact
@@ -443,7 +443,9 @@ class OverlayCore:
 
     # -- RPC machinery -----------------------------------------------------------------
 
-    def _request(self, addr, peer, msg, purpose, ref, now, out, contact=None, attempts=0) -> _Rpc:
+    def _request(
+        self, addr, peer, msg, purpose, ref, now, out, contact=None, attempts=None
+    ) -> _Rpc:
         """``attempts``: datagrams before giving up (default ``rpc_attempts``)."""
         rpc = _Rpc(addr, peer, msg, purpose, ref, contact, attempts or self.config.rpc_attempts)
         self._transmit(rpc, now, out)
@@ -504,23 +506,24 @@ class OverlayCore:
         for r in rpc.rids:
             del self._rpcs[r]
         self.stats["rpc_failed"] += 1
+        # Was the peer answering until now (no failure in our table yet, or not in it:
+        # a peer just vouched for it)? Then this is more likely loss than death.
+        e = self.table.get(rpc.peer) if rpc.peer is not None else None
+        was_answering = e is None or e.failures == 0
         if rpc.peer is not None:
             self.table.failed(rpc.peer, now)
-        self._rpc_result(rpc, rpc.peer, None, now, out)
+        self._rpc_result(rpc, rpc.peer, None, now, out, was_answering=was_answering)
 
-    def _rpc_result(self, rpc: _Rpc, sender, msg, now: float, out: list[Any]) -> None:
+    def _rpc_result(
+        self, rpc: _Rpc, sender, msg, now: float, out: list[Any], *, was_answering: bool = False
+    ) -> None:
         """Route an RPC outcome (``msg`` None = failed) to whoever asked."""
         if rpc.purpose == _P_LOOKUP:
             lk = self._lookups.get(rpc.ref)
             if lk is None:
                 return
             if msg is None:
-                # A node that was answering until now (its first failure in our table,
-                # or one a peer just vouched for): more likely loss than death, so the
-                # lookup asks it once more.
-                e = self.table.get(rpc.peer)
-                retry = self.config.lookup_retry_attempts > 0 and (e is None or e.failures == 1)
-                lk.failed(rpc.peer, retry=retry)
+                lk.failed(rpc.peer, retry=was_answering and self.config.lookup_retry_attempts > 0)
             elif isinstance(msg, Value):
                 lk.answered(sender, msg.contacts, self._valid_records(msg.records, lk.target))
             elif isinstance(msg, Nodes):
@@ -591,7 +594,7 @@ class OverlayCore:
         msg: Any = FindValue(lk.target) if lk.kind == "value" else FindNode(lk.target)
         retried = lk.retried
         for c in lk.next_queries():
-            attempts = self.config.lookup_retry_attempts if c.node_id in retried else 0
+            attempts = self.config.lookup_retry_attempts if c.node_id in retried else None
             self._request(c.addr, c.node_id, msg, _P_LOOKUP, lk.lookup_id, now, out, c, attempts)
         if lk.finished():
             self._finish_lookup(lk, now, out)

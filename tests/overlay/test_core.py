@@ -236,5 +236,4 @@ def test_long_run_with_refresh_keeps_lookups_exact_and_refreshes_only_silent_buc
     assert len(sim.results) == scn.lookups and all(exact for exact, _, _ in sim.results)
     later = sum(c.stats["lookup_refresh"] for c in cores) - before
     bucket_intervals = sum(len(c.table.buckets) for c in cores) * (600.0 - settled) / 60.0
-    print(f"refresh lookups after the joins: {later} for {bucket_intervals:.0f} bucket-intervals")
     assert 0 < later < 0.25 * bucket_intervals
