@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-real lint bench deps clean
+.PHONY: demo test test-real lint bench accel deps clean
 
 $(STAMP): pyproject.toml scripts/debian-packages.txt
 	bash scripts/debian-deps.sh
@@ -30,8 +30,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check dvms tests bench sim
 	$(VENV)/bin/ruff format --check dvms tests bench sim
 
+# Optional: the simulator's hot path compiled with mypyc (same source; used with
+# DVMS_ACCEL=1, see dvms/accel.py). The benchmarks build it themselves when needed.
+accel: $(STAMP)
+	$(PY) -m dvms.accel build
+
 bench: $(STAMP)
 	$(PY) bench/overlay.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build/accel

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sim_scale.py [SCHEDULER ...] [--sizes 1000,4000,10000]
                                         [--duration 3600] [--seed 23]
+                                        [--build source|compiled|both]
 
 Each (size, scheduler) pair runs in its own process (so peak RSS is per run): the
 VMPlaceS scenario (700-unit hosts, 10 VMs of 1 vCPU each, Poisson load at N_VM/300 per
@@ -11,6 +12,9 @@ events, and the headline metric. Schedulers default to every registered one
 (``dvms.sim.world.load_schedulers``), so a scheduler registered by the DVMS module is
 benchmarked without touching this file; name them to choose (``bench/sim_scale.py dvms
 centralized``). Target (issue 7): 10,000 hosts / 100,000 VMs in <= 10 min and <= 8 GB.
+``--build`` (default ``compiled``) runs the source, the mypyc-compiled hot path
+(``dvms.accel``, built first if needed), or both; the results are identical, only the
+speed differs.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import subprocess
 import sys
 import time
 
+import _builds
+
 
 def one(size: int, scheduler: str, duration: float, seed: int) -> dict:
     """Run in this process and return the measurements (called in a child)."""
+    from dvms import accel
     from dvms.sim.scenario import scenario_from_dict
     from dvms.sim.world import run_scenario
 
@@ -40,6 +47,7 @@ def one(size: int, scheduler: str, duration: float, seed: int) -> dict:
     return {
         "hosts": size,
         "scheduler": scheduler,
+        "build": "compiled" if accel.active() else "source",
         "wall_s": round(wall, 1),
         # On a shared machine wall time includes waiting for a core; CPU time does not.
         "cpu_s": round(cpu, 1),
@@ -62,6 +70,7 @@ def main() -> int:
     p.add_argument("--sizes", default="1000,4000,10000", help="host counts (1000,4000,10000)")
     p.add_argument("--duration", type=float, default=3600.0, help="virtual seconds (3600)")
     p.add_argument("--seed", type=int, default=23)
+    p.add_argument("--build", default="compiled", help="source, compiled or both (compiled)")
     p.add_argument("--one", nargs=2, metavar=("SIZE", "SCHEDULER"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -70,19 +79,27 @@ def main() -> int:
     from dvms.sim.world import load_schedulers
 
     names = args.schedulers or sorted(load_schedulers())
-    cols = ("hosts", "scheduler", "wall_s", "cpu_s", "peak_rss_mib", "virtual_per_wall")
+    builds = _builds.parse(args.build)
+    _builds.prepare(builds)
+    cols = ("hosts", "scheduler", "build", "wall_s", "cpu_s", "peak_rss_mib", "virtual_per_wall")
     cols += ("virtual_per_cpu", "load_events")
     cols += ("per_host_violation_s", "migrations", "solver_s", "invariant_violations")
     print(" ".join(f"{c:>20}" for c in cols), flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
-        for name in names:
+        for name, build in ((n, b) for n in names for b in builds):
             cmd = [sys.executable, __file__, "--one", str(size), name]
             cmd += ["--duration", str(args.duration), "--seed", str(args.seed)]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            res = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, env=_builds.env(build)
+            )
             if res.returncode != 0:
-                print(f"{size} {name}: failed\n{res.stderr}", file=sys.stderr)
+                print(f"{size} {name} ({build}): failed\n{res.stderr}", file=sys.stderr)
                 continue
             row = json.loads(res.stdout)
+            if row["build"] != build:
+                print(f"{size} {name}: asked for {build}, ran {row['build']}", file=sys.stderr)
+                print(res.stderr, file=sys.stderr)
+                continue
             print(" ".join(f"{row[c]!s:>20}" for c in cols), flush=True)
     return 0
 

@@ -13,3 +13,11 @@ Subpackages (each has its own README):
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+if _os.environ.get("DVMS_ACCEL", "") not in ("", "0"):
+    # opt-in compiled build of the simulator's hot path (see dvms.accel)
+    from dvms import accel as _accel
+
+    _accel.enable_from_env()

@@ -420,6 +420,8 @@ class OverlayCore:
 
     def _vivaldi_sample(self, sender: int, coord: tuple[float, ...], rtt: float) -> None:
         viv = self.vivaldi
+        if viv is None:
+            return
         try:
             peer = decode_coord(coord, viv.config.dimensionality)
             viv.update(sender, peer, rtt)
@@ -496,7 +498,7 @@ class OverlayCore:
         if rpc.attempts < rpc.limit:
             self.stats["retransmit"] += 1
             self._transmit(rpc, now, out)
-            if rpc.attempts == 2 and rpc.purpose == _P_LOOKUP:
+            if rpc.attempts == 2 and rpc.purpose == _P_LOOKUP and rpc.peer is not None:
                 lk = self._lookups.get(rpc.ref)
                 if lk is not None:
                     lk.stalled(rpc.peer)
@@ -520,7 +522,7 @@ class OverlayCore:
         """Route an RPC outcome (``msg`` None = failed) to whoever asked."""
         if rpc.purpose == _P_LOOKUP:
             lk = self._lookups.get(rpc.ref)
-            if lk is None:
+            if lk is None or rpc.peer is None:  # a lookup always asks a known id
                 return
             if msg is None:
                 lk.failed(rpc.peer, retry=was_answering and self.config.lookup_retry_attempts > 0)

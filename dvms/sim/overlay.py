@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from dvms import accel
 from dvms.node.core import build_cores
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import Joined, LookupDone
@@ -353,6 +354,8 @@ class OverlaySim:
             if steady_cpu > 0
             else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            # which build ran the hot path: mypyc-compiled (DVMS_ACCEL=1) or the source
+            "compiled": accel.active(),
         }
 
 
