@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,9 @@ HOUSEKEEPING_S = 60.0
 #: Delay before retrying a join whose seeds all failed, seconds.
 JOIN_RETRY_S = 5.0
 
+
+#: A message handler: (src, sender, rid, msg, now, out).
+_Handler = Callable[[Address, int, int, Any, float, list[Any]], None]
 
 _COORD_CACHE: dict[tuple[float, ...], Coordinate] = {}
 _COORD_CACHE_MAX = 50_000
@@ -201,7 +205,7 @@ class OverlayCore:
         self._rtt_samples = 0
         self._gsrtt = 0.0
         self._grttvar = 0.0
-        self._handlers = {
+        self._handlers: dict[type, _Handler] = {
             Ping: self._on_ping,
             FindNode: self._on_find_node,
             FindValue: self._on_find_value,
@@ -351,32 +355,42 @@ class OverlayCore:
         if to_ping is not None:
             self._request(to_ping.addr, to_ping.node_id, _PING, _P_EVICT, None, now, out, to_ping)
 
-    def _on_ping(self, src, sender, rid, msg, now, out) -> None:
+    def _on_ping(
+        self, src: Address, sender: int, rid: int, msg: Ping, now: float, out: list[Any]
+    ) -> None:
         self._note_sender(src, sender, now, out)
         pong = self._pong
         if pong is None:
             pong = self._pong = Pong(self._coord_wire)
         out.append(Send(src, rid, pong))
 
-    def _on_find_node(self, src, sender, rid, msg, now, out) -> None:
+    def _on_find_node(
+        self, src: Address, sender: int, rid: int, msg: FindNode, now: float, out: list[Any]
+    ) -> None:
         self._note_sender(src, sender, now, out)
         contacts = tuple(
             self.table.closest(msg.target, self.config.k, exclude=sender, healthy=True)
         )
         out.append(Send(src, rid, Nodes(contacts, self._coord_wire)))
 
-    def _on_find_value(self, src, sender, rid, msg, now, out) -> None:
+    def _on_find_value(
+        self, src: Address, sender: int, rid: int, msg: FindValue, now: float, out: list[Any]
+    ) -> None:
         self._note_sender(src, sender, now, out)
         rec = self.store.get(msg.key, now)
         contacts = tuple(self.table.closest(msg.key, self.config.k, exclude=sender, healthy=True))
         out.append(Send(src, rid, Value((rec,) if rec else (), contacts, self._coord_wire)))
 
-    def _on_store(self, src, sender, rid, msg, now, out) -> None:
+    def _on_store(
+        self, src: Address, sender: int, rid: int, msg: Store, now: float, out: list[Any]
+    ) -> None:
         self._note_sender(src, sender, now, out)
         ok = self.store.put(msg.record, now)
         out.append(Send(src, rid, Stored(ok, self._coord_wire)))
 
-    def _on_response(self, src, sender, rid, msg, now, out) -> None:
+    def _on_response(
+        self, src: Address, sender: int, rid: int, msg: Any, now: float, out: list[Any]
+    ) -> None:
         rpc = self._rpcs.get(rid)
         if rpc is None or rpc.addr != src or (rpc.peer is not None and rpc.peer != sender):
             self.stats["unexpected_response"] += 1
@@ -388,7 +402,16 @@ class OverlayCore:
         self._learn(src, sender, msg.coord, rtt, now, out, rpc.contact)
         self._rpc_result(rpc, sender, msg, now, out)
 
-    def _learn(self, src, sender, coord, rtt, now, out, known: Contact | None = None) -> None:
+    def _learn(
+        self,
+        src: Address,
+        sender: int,
+        coord: tuple[float, ...],
+        rtt: float | None,
+        now: float,
+        out: list[Any],
+        known: Contact | None = None,
+    ) -> None:
         table = self.table
         e = table.index.get(sender)
         if e is not None and e.contact.port == src[1] and e.contact.host == src[0]:
@@ -446,7 +469,16 @@ class OverlayCore:
     # -- RPC machinery -----------------------------------------------------------------
 
     def _request(
-        self, addr, peer, msg, purpose, ref, now, out, contact=None, attempts=None
+        self,
+        addr: Address,
+        peer: int | None,
+        msg: Any,
+        purpose: int,
+        ref: Any,
+        now: float,
+        out: list[Any],
+        contact: Contact | None = None,
+        attempts: int | None = None,
     ) -> _Rpc:
         """``attempts``: datagrams before giving up (default ``rpc_attempts``)."""
         rpc = _Rpc(addr, peer, msg, purpose, ref, contact, attempts or self.config.rpc_attempts)
@@ -517,7 +549,14 @@ class OverlayCore:
         self._rpc_result(rpc, rpc.peer, None, now, out, was_answering=was_answering)
 
     def _rpc_result(
-        self, rpc: _Rpc, sender, msg, now: float, out: list[Any], *, was_answering: bool = False
+        self,
+        rpc: _Rpc,
+        sender: int | None,
+        msg: Any,
+        now: float,
+        out: list[Any],
+        *,
+        was_answering: bool = False,
     ) -> None:
         """Route an RPC outcome (``msg`` None = failed) to whoever asked."""
         if rpc.purpose == _P_LOOKUP:
@@ -527,9 +566,9 @@ class OverlayCore:
             if msg is None:
                 lk.failed(rpc.peer, retry=was_answering and self.config.lookup_retry_attempts > 0)
             elif isinstance(msg, Value):
-                lk.answered(sender, msg.contacts, self._valid_records(msg.records, lk.target))
+                lk.answered(rpc.peer, msg.contacts, self._valid_records(msg.records, lk.target))
             elif isinstance(msg, Nodes):
-                lk.answered(sender, msg.contacts)
+                lk.answered(rpc.peer, msg.contacts)
             else:
                 lk.failed(rpc.peer)
             self._pump(lk, now, out)
@@ -566,7 +605,13 @@ class OverlayCore:
             return None
 
     def _start_lookup(
-        self, kind: str, target: int, ref: Any, now: float, out, width: int | None = None
+        self,
+        kind: str,
+        target: int,
+        ref: Any,
+        now: float,
+        out: list[Any],
+        width: int | None = None,
     ) -> int:
         """``width``: how many closest nodes the lookup settles on (default k)."""
         lid = self._next_lookup
