@@ -125,3 +125,25 @@ def test_build_for_another_python_is_refused(build: Path, tmp_path: Path) -> Non
     (other / "manifest.json").write_text(json.dumps(manifest))
     state = accel.check(other)
     assert not state.usable and "built for cpython-39" in state.reason
+
+
+HINTS = """
+import dvms.overlay.core, dvms.overlay.messages as m, dataclasses
+from dvms.wire.schema import _type_hints
+classes = [
+    c for c in vars(m).values()
+    if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == m.__name__
+]
+print(all(hasattr(c, "__mypyc_attrs__") for c in classes))
+print(sorted((c.__name__, repr(_type_hints(c))) for c in classes))
+"""
+
+
+def test_wire_schema_of_compiled_messages_is_the_written_one(build: Path) -> None:
+    # mypyc keeps erased runtime annotations (tuple, no MaxLen); the schema must still
+    # see the written ones, or a compiled node would refuse to start or check less
+    source = _run(["-c", HINTS], build, "0").stdout.splitlines()
+    compiled = _run(["-c", HINTS], build, "1").stdout.splitlines()
+    assert source[0] == "False" and compiled[0] == "True"
+    assert "MaxLen(n=40)" in source[1]
+    assert compiled[1] == source[1]

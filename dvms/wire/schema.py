@@ -187,11 +187,29 @@ def _compile_type(tp: Any) -> tuple[Encoder, Decoder]:
 _RECORDS: dict[type, tuple[Encoder, Decoder]] = {}
 
 
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The field annotations of ``cls``, evaluated. A class compiled by mypyc (the
+    optional build of ``dvms.accel``) keeps only erased runtime types (``tuple``, no
+    ``Annotated`` limits), so its annotations are read back from its module's source
+    (which the build's digest ties to the compiled code) and evaluated in the module's
+    namespace, exactly as for the interpreted class."""
+    if not hasattr(cls, "__mypyc_attrs__"):
+        return typing.get_type_hints(cls, include_extras=True)
+    from dvms.accel import source_annotations
+
+    written = source_annotations(cls)
+    proxy = types.new_class(
+        cls.__name__,
+        exec_body=lambda ns: ns.update(__annotations__=written, __module__=cls.__module__),
+    )
+    return typing.get_type_hints(proxy, include_extras=True)
+
+
 def compile_record(cls: type) -> tuple[Encoder, Decoder]:
     """Return (encode, decode) for a dataclass: it travels as an array of its fields."""
     if cls in _RECORDS:
         return _RECORDS[cls]
-    hints = typing.get_type_hints(cls, include_extras=True)
+    hints = _type_hints(cls)
     fields = [f.name for f in dataclasses.fields(cls)]
     codecs = [_compile_type(hints[name]) for name in fields]
     encs = [c[0] for c in codecs]
