@@ -14,11 +14,12 @@ Nothing changes unless asked for:
     DVMS_ACCEL=1 dvms sim overlay ...
 
 The build lives outside the source tree (``build/accel/`` next to the package, or
-``$DVMS_ACCEL_DIR``) with a manifest holding the SHA-256 of every source it compiled.
-With ``DVMS_ACCEL=1``, ``import dvms`` installs an import hook serving those modules from
-the build only if every digest still matches the source and the build is for this
-Python; otherwise it says why on stderr and the source runs. A stale build is never
-used, so editing a module cannot be shadowed by an old compiled copy.
+``$DVMS_ACCEL_DIR``) with a manifest holding the SHA-256 of every module of the package
+(the compiled ones were checked against all the others). With ``DVMS_ACCEL=1``,
+``import dvms`` installs an import hook serving the compiled modules from the build only
+if every digest still matches the source and the build is for this Python; otherwise it
+says why on stderr and the source runs. A stale build is never used, so an edit cannot
+be shadowed by an old compiled copy.
 
 Limits of compiled modules (mypyc): their classes cannot be monkeypatched or subclassed
 from interpreted code. The test suite runs the source; it also passes whole on the
@@ -98,6 +99,14 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _source_digests() -> dict[str, str]:
+    """SHA-256 of every module of the package, by path. The compiled modules were
+    type-checked and compiled against all of them (a changed config class or message
+    type matters as much as a changed hot module), so any change makes a build stale."""
+    pkg = _ROOT / "dvms"
+    return {str(p.relative_to(_ROOT)): _digest(p) for p in sorted(pkg.rglob("*.py"))}
+
+
 @dataclass(frozen=True)
 class BuildState:
     """What :func:`check` found: ``usable`` or the reason it is not."""
@@ -129,12 +138,12 @@ def check(directory: Path | None = None) -> BuildState:
     modules = manifest.get("modules", {})
     if sorted(modules) != sorted(COMPILED_MODULES):
         return BuildState(False, "built for another module list (rebuild: `make accel`)", {})
-    files: dict[str, Path] = {}
-    for name, entry in modules.items():
-        src = _source(name)
-        if not src.exists() or _digest(src) != entry["sha256"]:
-            return BuildState(False, f"stale: {src.name} changed since the build", {})
-        files[name] = directory / entry["file"]
+    built, now = manifest.get("sources", {}), _source_digests()
+    changed = sorted(p for p in built.keys() | now.keys() if built.get(p) != now.get(p))
+    if changed:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        return BuildState(False, f"stale: {changed[0]} changed since the build{more}", {})
+    files = {name: directory / entry["file"] for name, entry in modules.items()}
     runtime = manifest.get("runtime")
     if runtime:
         files[runtime["module"]] = directory / runtime["file"]
@@ -240,7 +249,7 @@ def build(directory: Path | None = None) -> Path:
         raise RuntimeError(
             "mypyc is not installed: `pip install mypy` (make accel does it)"
         ) from exc
-    digests = {m: _digest(_source(m)) for m in COMPILED_MODULES}
+    sources = _source_digests()
     paths = [str(_source(m).relative_to(_ROOT)) for m in COMPILED_MODULES]
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     directory.mkdir(parents=True, exist_ok=True)
@@ -261,11 +270,11 @@ def build(directory: Path | None = None) -> Path:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise RuntimeError(f"mypyc build failed:\n{tail}")
     modules = {}
-    for name, digest in digests.items():
+    for name in COMPILED_MODULES:
         rel = Path(*name.split(".")).with_suffix(suffix)
         if not (directory / rel).exists():
             raise RuntimeError(f"mypyc build produced no {rel}")
-        modules[name] = {"file": str(rel), "sha256": digest}
+        modules[name] = {"file": str(rel)}
     runtimes = list(directory.glob(f"*__mypyc{suffix}"))
     if len(runtimes) > 1:
         raise RuntimeError(f"mypyc build left {len(runtimes)} runtime libraries")
@@ -276,6 +285,7 @@ def build(directory: Path | None = None) -> Path:
         "cache_tag": sys.implementation.cache_tag,
         "modules": modules,
         "runtime": runtime,
+        "sources": sources,
     }
     (directory / _MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return directory

@@ -96,15 +96,26 @@ def test_compiled_modules_are_served(build: Path) -> None:
     assert res.stderr == ""
 
 
-def test_stale_build_is_refused(build: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "edit"),
+    [
+        ("dvms/overlay/routing.py", "changed"),  # a compiled module
+        ("dvms/overlay/config.py", "changed"),  # one they were compiled against
+        ("dvms/overlay/config.py", "new"),  # a module the build never saw
+    ],
+)
+def test_stale_build_is_refused(build: Path, tmp_path: Path, path: str, edit: str) -> None:
     stale = tmp_path / "stale"
     shutil.copytree(build, stale)
     manifest = json.loads((stale / "manifest.json").read_text())
-    manifest["modules"]["dvms.overlay.routing"]["sha256"] = "0" * 64
+    if edit == "changed":
+        manifest["sources"][path] = "0" * 64
+    else:
+        del manifest["sources"][path]
     (stale / "manifest.json").write_text(json.dumps(manifest))
     res = _run(["-c", PROBE], stale, "1")
     assert res.stdout.split()[0] == "False"
-    assert "stale: routing.py changed since the build" in res.stderr
+    assert f"stale: {path} changed since the build" in res.stderr
     assert "running the source" in res.stderr
 
 
