@@ -11,7 +11,11 @@ from dvms.cli.main import UserError
 
 def register(sub: argparse._SubParsersAction) -> None:
     sim = sub.add_parser(
-        "sim", help="simulate a cluster", description="Run the real cores on a virtual network."
+        "sim",
+        help="simulate a cluster",
+        description="Run the real cores on a virtual network.",
+        epilog="Large runs go 1.3-1.5x faster on the compiled hot path, same results: "
+        "build it once with `make accel`, then run with DVMS_ACCEL=1 in the environment.",
     )
     ssub = sim.add_subparsers(dest="sim_command", metavar="COMMAND", required=True)
     ov = ssub.add_parser(
