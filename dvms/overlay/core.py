@@ -400,7 +400,7 @@ class OverlayCore:
         rpc.done = True
         rtt = now - rpc.sent_at if rpc.attempts == 1 and rid == rpc.rids[-1] else None
         self._learn(src, sender, msg.coord, rtt, now, out, rpc.contact)
-        self._rpc_result(rpc, sender, msg, now, out)
+        self._rpc_result(rpc, msg, now, out)
 
     def _learn(
         self,
@@ -546,12 +546,11 @@ class OverlayCore:
         was_answering = e is None or e.failures == 0
         if rpc.peer is not None:
             self.table.failed(rpc.peer, now)
-        self._rpc_result(rpc, rpc.peer, None, now, out, was_answering=was_answering)
+        self._rpc_result(rpc, None, now, out, was_answering=was_answering)
 
     def _rpc_result(
         self,
         rpc: _Rpc,
-        sender: int | None,
         msg: Any,
         now: float,
         out: list[Any],
