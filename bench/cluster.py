@@ -43,8 +43,8 @@ from pathlib import Path
 
 import psutil
 
-from dvms.node.control import ControlError, call
-from dvms.node.localcluster import ClusterError, cluster_down, cluster_up
+from dvms.runtime.client import ControlError, call
+from dvms.runtime.localcluster import ClusterError, cluster_down, cluster_up
 
 #: The issue's target: every VM placed and running within this many seconds.
 TARGET_S = 20.0

@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 
 from dvms.hypervisor import open_hypervisor
-from dvms.hypervisor.sim import MigrationModel, estimate_migration
+from dvms.hypervisor.simulated import MigrationModel, estimate_migration
 from dvms.placement.spec import VmSpec
 
 NODE_XML = """<node><cpu><mhz>2000</mhz><model>i686</model><active>64</active><nodes>1</nodes>

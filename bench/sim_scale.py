@@ -9,8 +9,7 @@ VMPlaceS scenario (700-unit hosts, 10 VMs of 1 vCPU each, Poisson load at N_VM/3
 s, 1 s monitor) with ``size`` hosts for ``duration`` virtual seconds, solver time from
 the cost model. Prints wall time (build + run), peak RSS, virtual/wall speed, load
 events, and the headline metric. Schedulers default to every registered one
-(``dvms.sim.world.load_schedulers``), so a scheduler registered by the DVMS module is
-benchmarked without touching this file; name them to choose (``bench/sim_scale.py dvms
+(``dvms.sim.schedulers.SCHEDULERS``); name them to choose (``bench/sim_scale.py dvms
 centralized``). Target (issue 7): 10,000 hosts / 100,000 VMs in <= 10 min and <= 8 GB.
 ``--build`` (default ``compiled``) runs the source, the mypyc-compiled hot path
 (``dvms.accel``, built first if needed), or both; the results are identical, only the
@@ -32,8 +31,8 @@ import _builds
 def one(size: int, scheduler: str, duration: float, seed: int) -> dict:
     """Run in this process and return the measurements (called in a child)."""
     from dvms import accel
+    from dvms.sim.run import run_scenario
     from dvms.sim.scenario import scenario_from_dict
-    from dvms.sim.world import run_scenario
 
     scn = scenario_from_dict(
         {"name": f"vmplaces-{size}", "hosts": {"count": size}, "duration_s": duration, "seed": seed}
@@ -76,9 +75,9 @@ def main() -> int:
     if args.one:
         print(json.dumps(one(int(args.one[0]), args.one[1], args.duration, args.seed)))
         return 0
-    from dvms.sim.world import load_schedulers
+    from dvms.sim.schedulers import SCHEDULERS
 
-    names = args.schedulers or sorted(load_schedulers())
+    names = args.schedulers or sorted(SCHEDULERS)
     builds = _builds.parse(args.build)
     _builds.prepare(builds)
     cols = ("hosts", "scheduler", "build", "wall_s", "cpu_s", "peak_rss_mib", "virtual_per_wall")

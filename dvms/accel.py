@@ -71,7 +71,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "dvms.vivaldi.client",
     "dvms.vivaldi.coordinate",
     "dvms.transport.netmodel",
-    "dvms.node.core",
+    "dvms.stack.core",
 )
 
 #: Environment variable turning the compiled build on: "1" on, "0" or unset off.

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dvms.node.control import ControlError, call
+from dvms.runtime.client import ControlError, call
 
 NODES = 8
 #: The synthetic load per hot VM (CPUs) and how long the demo waits for the partition to
@@ -80,7 +80,7 @@ def _dvms(*args: str) -> int:
 
 
 def local_cluster() -> bool:
-    from dvms.node.localcluster import ClusterError, cluster_down, cluster_up
+    from dvms.runtime.localcluster import ClusterError, cluster_down, cluster_up
 
     print(f"== 1. local cluster: {NODES} real daemons on 127.0.0.1, each a libvirt test host ==")
     with tempfile.TemporaryDirectory(prefix="dvms-demo-") as d:
@@ -180,8 +180,8 @@ def overlay_simulation() -> None:
 
 
 def datacenter_simulation() -> None:
+    from dvms.sim.run import run_scenario
     from dvms.sim.scenario import load_scenario
-    from dvms.sim.world import run_scenario
 
     print("\n== 3. datacenter simulation: vmplaces-64 (64 hosts, 640 VMs), 1,200 virtual s ==")
     path = Path(__file__).resolve().parents[1] / "sim" / "scenarios" / "vmplaces-64.toml"

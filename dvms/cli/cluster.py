@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table
-from dvms.node.localcluster import ClusterError, cluster_down, cluster_status, cluster_up
+from dvms.runtime.localcluster import ClusterError, cluster_down, cluster_status, cluster_up
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table, socket_path
-from dvms.node.control import ControlError, call
-from dvms.node.localcluster import ClusterError, node_sockets
+from dvms.runtime.client import ControlError, call
+from dvms.runtime.localcluster import ClusterError, node_sockets
 
 FOR_TEST_HOSTS = (
     "For test hosts (libvirt test:///, e.g. `dvms cluster up`), which measure no CPU use: "

@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from dvms.cli.main import UserError
-from dvms.node.config import ConfigError, load_config
-from dvms.node.control import ControlError, call
+from dvms.runtime.client import ControlError, call
+from dvms.runtime.config import ConfigError, load_config
 from dvms.wire.keys import KeyFileError
 
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run",
         help="run a node in the foreground",
         description="Run one dvms node until SIGTERM/SIGINT. Settings come from --config "
-        "(TOML, see dvms/node/config.py) and are overridden by flags.",
+        "(TOML, see dvms/runtime/config.py) and are overridden by flags.",
     )
     run.add_argument("--config", help="TOML configuration file")
     run.add_argument("--listen", help="UDP address for peers, host:port (port 0 = any)")
@@ -86,7 +86,7 @@ def run_cmd(args: argparse.Namespace) -> int:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    from dvms.node.daemon import run_node
+    from dvms.runtime.daemon import run_node
 
     try:
         cfg = load_config(

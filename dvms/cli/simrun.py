@@ -144,11 +144,10 @@ def _scenario(args: argparse.Namespace, seed: int | None = None):
 
 
 def _check_schedulers(names: list[str]) -> None:
-    from dvms.sim.world import load_schedulers, unknown_scheduler_message
+    from dvms.sim.schedulers import SCHEDULERS, unknown_scheduler_message
 
-    known = load_schedulers()
     for name in names:
-        if name not in known:
+        if name not in SCHEDULERS:
             raise UserError(unknown_scheduler_message(name))
 
 
@@ -178,7 +177,7 @@ def _progress(enabled: bool, total: float) -> Iterator[Callable[[str, float], No
 
 def run_cmd(args: argparse.Namespace) -> int:
     from dvms.sim.report import record_run, write_figures
-    from dvms.sim.world import run_scenario
+    from dvms.sim.run import run_scenario
 
     scn = _scenario(args, args.seed)
     _check_schedulers([args.scheduler])
@@ -206,7 +205,7 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 def compare_cmd(args: argparse.Namespace) -> int:
     from dvms.sim.report import format_table, record_run, write_compare
-    from dvms.sim.world import run_scenario
+    from dvms.sim.run import run_scenario
 
     names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
     if not names:

@@ -10,7 +10,7 @@ from typing import Any
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table, socket_path
-from dvms.node.control import ControlError, call
+from dvms.runtime.client import ControlError, call
 
 #: ``submit`` waits this long for the cluster to place and create a vjob, seconds.
 SUBMIT_TIMEOUT_S = 300.0
@@ -158,8 +158,9 @@ def qualify(c: Any, namespace: str) -> Any:
 
 
 def launch_to_map(vms: list[Any], constraints: list[Any]) -> dict[str, Any]:
-    """The ``submit`` request body (``dvms.node.commands.launch_from_map`` reads it). Kept
-    here: importing the daemon's modules cost every ``dvms submit`` 0.3 s."""
+    """The ``submit`` request body (``dvms.runtime.control.commands.launch_from_map``
+    reads it). Kept here: importing the daemon's modules costs every ``dvms submit``
+    0.3 s."""
     from dataclasses import asdict
 
     return {

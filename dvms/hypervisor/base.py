@@ -198,7 +198,7 @@ Factory = Callable[..., Hypervisor]
 #: backend name -> "module:callable" (imported on first use) or a factory already loaded
 _BACKENDS: dict[str, str | Factory] = {
     "libvirt": "dvms.hypervisor.libvirt_backend:open_libvirt",
-    "sim": "dvms.hypervisor.sim:open_sim",
+    "sim": "dvms.hypervisor.simulated:open_sim",
 }
 
 

@@ -8,7 +8,7 @@ Inputs (each takes ``now``, seconds on whatever clock the caller runs):
 
 Outputs: a list of effects, ``Send`` (a datagram to send) and ``Emit`` (an event for the
 application: ``Joined``, ``LookupDone``, ``PutDone``). The core never awaits, never reads
-a clock and never touches a socket; the Trio runner (``dvms.overlay.node``) and the
+a clock and never touches a socket; the Trio runner (``dvms.runtime.shell``) and the
 simulator (``dvms.sim``) both drive this same class.
 
 How it works::

@@ -12,7 +12,7 @@ replica, kept for their TTL and republished by their writer. The value is one
 
 ``Directory`` is the sans-I/O client that turns the partition core's directory effects
 (``ClaimNames``, ``RecordLocation``, ``ReleaseNames``) into overlay gets and puts and
-feeds the answers back (``PartitionCore.on_names_claimed``); ``dvms.node.core.NodeCore``
+feeds the answers back (``PartitionCore.on_names_claimed``); ``dvms.stack.core.NodeCore``
 routes effects through it, so the simulator and the daemon share it.
 
 Ordering: a record's ``seq`` is one more than the version the writer just read (a

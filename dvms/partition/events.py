@@ -53,7 +53,7 @@ class DriverCall:
 @dataclass(frozen=True, slots=True)
 class PeerUnreachable:
     """A peer let every attempt of a partition request time out: the overlay glue
-    (``dvms.node.core``) marks its routing-table contact failed."""
+    (``dvms.stack.core``) marks its routing-table contact failed."""
 
     node_id: int
 

@@ -1,7 +1,7 @@
 """Faithful mode: a few dozen *full* Trio node shells on a simulated network, and the
 same script on the engine path, so that both paths can be compared.
 
-The engine path (``dvms.sim.world`` + ``dvms.partition.sim``) calls the sans-I/O cores
+The engine path (``dvms.sim.world`` + ``dvms.sim.schedulers.dvms``) calls the sans-I/O cores
 directly from one event heap. The faithful path runs what a daemon runs: one
 ``NodeRunner`` per host (overlay receive/timer loops, host monitor, solver in a worker
 thread, driver calls) with its ``WireCodec``, over ``SimNetwork`` datagrams, each host a
@@ -21,7 +21,7 @@ thread, driver calls) with its ``WireCodec``, over ``SimNetwork`` datagrams, eac
 ids of all nodes, by brute force), the overload resolved and no host over capacity at
 the end, the vjob placed on as many distinct hosts as its spread group has VMs, every VM
 on exactly one host. Timings differ on purpose and are not compared: the faithful path
-emulates a migration as a re-creation (``test:`` hosts, see ``dvms.node.runner``) where
+emulates a migration as a re-creation (``test:`` hosts, see ``dvms.runtime.node``) where
 the engine charges a pre-copy migration, and Trio orders simultaneous wake-ups its own
 way (see ``dvms.transport.simnet``).
 """
@@ -35,12 +35,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from dvms.hypervisor.sim import SimCluster, SimHostConfig, SimHypervisor
-from dvms.node.core import NodeCore, build_cores
-from dvms.node.dhtstate import state_validators
-from dvms.node.messages import register_node_messages
-from dvms.node.monitor import HostMonitor
-from dvms.node.runner import NodeRunner
+from dvms.hypervisor.simulated import SimCluster, SimHostConfig, SimHypervisor
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import LookupDone
 from dvms.overlay.messages import Contact, register_overlay_messages
@@ -49,7 +44,12 @@ from dvms.partition.config import PartitionConfig
 from dvms.partition.core import EventDone
 from dvms.partition.messages import LaunchVm, WireConstraint, register_partition_messages
 from dvms.placement.spec import VmSpec
+from dvms.runtime.messages import register_node_messages
+from dvms.runtime.node import NodeRunner
+from dvms.runtime.services.monitor import HostMonitor
+from dvms.runtime.services.state import state_validators
 from dvms.sim.scenario import scenario_from_dict
+from dvms.stack.core import NodeCore, build_cores
 from dvms.transport import ConstantLatency, NetworkModel
 from dvms.transport.simnet import open_sim_network
 from dvms.vivaldi import VivaldiConfig
@@ -150,7 +150,7 @@ def _closest(ids: list[int], target: int, k: int) -> set[int]:
 
 def run_engine(cfg: FaithfulConfig) -> FaithfulResult:
     """The script on the engine path: ``World`` + the ``dvms`` scheduler."""
-    from dvms.partition.sim import DvmsScheduler
+    from dvms.sim.schedulers.dvms import DvmsScheduler
     from dvms.sim.world import World
 
     units = round(cfg.base_demand * 100)
@@ -256,7 +256,7 @@ def _build_runner(
     loads: dict[tuple[str, str], float],
     rng: random.Random,
 ) -> NodeRunner:
-    """One node as the daemon builds it (``dvms.node.daemon.build_runner``), on a
+    """One node as the daemon builds it (``dvms.runtime.daemon.build_runner``), on a
     simulated transport and hypervisor, with seeded randomness. Its monitor reads the
     shared ``loads`` (see ``_populate``)."""
     name = _host_name(i)
@@ -294,7 +294,7 @@ def _build_runner(
 def _populate(cfg: FaithfulConfig) -> tuple[list[SimCluster], dict[tuple[str, str], float]]:
     """One ``SimCluster`` per host, as each daemon has its own libvirt ``test:///``
     host (a migration between them is emulated by re-creation, see
-    ``dvms.node.runner``), and the VMs' CPU demand as the monitors' synthetic load
+    ``dvms.runtime.node``), and the VMs' CPU demand as the monitors' synthetic load
     (``dvms debug load``): one dict shared by every monitor, so that a VM's load
     follows it to whichever host re-creates it."""
     clusters, loads = [], {}

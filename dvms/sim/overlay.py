@@ -41,12 +41,12 @@ from typing import Any
 import numpy as np
 
 from dvms import accel
-from dvms.node.core import build_cores
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import Joined, LookupDone
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import Identity
 from dvms.sim.engine import Engine, SimNode
+from dvms.stack.core import build_cores
 from dvms.transport.netmodel import (
     ConstantLatency,
     LatencyModel,

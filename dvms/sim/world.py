@@ -43,85 +43,31 @@ from typing import Protocol
 
 from dvms.hypervisor.base import EventKind, LifecycleEvent
 from dvms.hypervisor.errors import HypervisorError
-from dvms.hypervisor.sim import MigrationModel, SimCluster
+from dvms.hypervisor.simulated import MigrationModel, SimCluster
 from dvms.placement import Host, PlacementConfig, Snapshot, Vm
 from dvms.placement.model import CPU_DEMAND
 from dvms.placement.spec import VmSpec
 from dvms.sim.engine import Engine
 from dvms.sim.metrics import Metrics
-from dvms.sim.scenario import Scenario, ScenarioParams
+from dvms.sim.scenario import Scenario
 from dvms.sim.solvercost import model_solver_time
 from dvms.sim.topology import build_topology
 
 __all__ = [
-    "SCHEDULERS",
-    "SCHEDULER_MODULES",
     "HostInfo",
     "LaunchRequest",
     "Scheduler",
-    "UnknownScheduler",
     "World",
-    "make_scheduler",
-    "register_scheduler",
 ]
 
 
 class Scheduler(Protocol):
-    """A scheduler under test: ``attach`` registers its monitors/timers on the world."""
+    """A scheduler under test: ``attach`` registers its monitors/timers on the world
+    (``dvms.sim.schedulers`` holds the registry by name)."""
 
     name: str
 
     def attach(self, world: World) -> None: ...
-
-
-SchedulerFactory = Callable[[ScenarioParams], Scheduler]
-SCHEDULERS: dict[str, SchedulerFactory] = {}
-#: Modules that register schedulers when imported; a missing one is skipped, so the
-#: DVMS module can land without touching this file.
-SCHEDULER_MODULES = ("dvms.sim.baselines", "dvms.partition.sim")
-
-
-class UnknownScheduler(ValueError):
-    pass
-
-
-def register_scheduler(name: str, factory: SchedulerFactory) -> None:
-    SCHEDULERS[name] = factory
-
-
-#: Scheduler modules that failed to import, with the error (shown for unknown names).
-LOAD_ERRORS: dict[str, str] = {}
-
-
-def load_schedulers() -> dict[str, SchedulerFactory]:
-    """Import ``SCHEDULER_MODULES`` and return the registry. A module that does not
-    exist is skipped; one that fails to import is recorded in ``LOAD_ERRORS`` (so a
-    broken plug-in never stops the baselines from running)."""
-    import importlib
-
-    for module in SCHEDULER_MODULES:
-        try:
-            importlib.import_module(module)
-            LOAD_ERRORS.pop(module, None)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                LOAD_ERRORS[module] = f"{type(exc).__name__}: {exc}"
-        except Exception as exc:
-            LOAD_ERRORS[module] = f"{type(exc).__name__}: {exc}"
-    return SCHEDULERS
-
-
-def unknown_scheduler_message(name: str) -> str:
-    known = ", ".join(sorted(SCHEDULERS)) or "none"
-    broken = "".join(f"; {m} failed to import ({e})" for m, e in sorted(LOAD_ERRORS.items()))
-    return f"unknown scheduler {name!r}; known: {known}{broken}"
-
-
-def make_scheduler(name: str, params: ScenarioParams) -> Scheduler:
-    known = load_schedulers()
-    if name not in known:
-        raise UnknownScheduler(unknown_scheduler_message(name))
-    return known[name](params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -710,20 +656,3 @@ class World:
             "virtual_per_wall": round(self.duration_s / self.wall_s, 2) if self.wall_s else None,
         }
         return out
-
-
-def run_scenario(
-    scenario: Scenario,
-    scheduler: str,
-    *,
-    progress: Callable[[float], None] | None = None,
-) -> tuple[dict, World]:
-    """Build the world, attach ``scheduler`` (a registered name), run, summarise."""
-    sched = make_scheduler(scheduler, scenario.scheduler)
-    t0 = time.perf_counter()
-    world = World(scenario)
-    world.scheduler_name = scheduler
-    sched.attach(world)
-    world.wall_s = time.perf_counter() - t0  # building counts in wall time
-    world.run(progress)
-    return world.summary(), world

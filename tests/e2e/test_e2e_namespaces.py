@@ -23,7 +23,7 @@ from itertools import cycle
 
 import pytest
 
-from dvms.node.control import ControlError, call
+from dvms.runtime.client import ControlError, call
 from tests.e2e.test_e2e_cluster import dvms, dvms_json
 from tests.namespace import test_ns_scripts as scripts
 

@@ -8,7 +8,7 @@ import trio.testing
 
 from dvms.hypervisor import EventKind, InvalidState, VmState, open_hypervisor
 from dvms.hypervisor.errors import AlreadyExists, MigrationFailed, VmNotFound
-from dvms.hypervisor.sim import (
+from dvms.hypervisor.simulated import (
     MigrationModel,
     SimCluster,
     SimHostConfig,

@@ -17,9 +17,9 @@ from dvms.partition.carried import carried_by, in_partition, running_constraints
 from dvms.partition.config import PartitionConfig
 from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.partition.solve import snapshot_of
-from dvms.partition.testing import FakeCluster, FakeVm
 from dvms.placement import check_placement
 from dvms.placement.spec import ConstraintSpec
+from dvms.testing.cluster import FakeCluster, FakeVm
 
 RING = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
 W = WireConstraint

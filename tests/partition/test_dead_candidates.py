@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from dvms.partition.config import PartitionConfig
 from dvms.partition.messages import Isp
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 RING = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
 

@@ -20,7 +20,7 @@ import pytest
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import PartitionChanged, PartitionReleased
 from dvms.partition.messages import BLOCKED
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 CONFIGS = {
     "ring": replace(PartitionConfig(), recruitment="ring"),

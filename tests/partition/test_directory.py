@@ -22,7 +22,7 @@ from dvms.partition.directory import (
     encode_location,
 )
 from dvms.partition.messages import LaunchVm, WireConstraint
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 LAN_RTT_S = 50e-6
 

@@ -5,7 +5,7 @@ its first answer. Handling an Isp twice forked the partition's ISP token."""
 from __future__ import annotations
 
 from dvms.partition.messages import Isp, IspAck
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 
 def test_a_repeated_isp_gets_the_same_answer_and_no_second_token():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from dvms.sim.run import run_scenario
 from dvms.sim.scenario import load_scenario
-from dvms.sim.world import run_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "sim" / "scenarios"
 WALL = ("wall_s", "virtual_per_wall")

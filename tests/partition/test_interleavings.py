@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from dvms.partition.config import PartitionConfig
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 CHAOS_S = 20.0
 #: Long enough for a lease (3.5 s), an action timeout (5 s here) and RPC give-ups.

@@ -18,7 +18,7 @@ import pytest
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import PartitionChanged
 from dvms.partition.messages import LaunchVm, WireConstraint
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 LAN_RTT_S = 50e-6
 CAP = 8

@@ -12,7 +12,7 @@ from dataclasses import replace
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import PartitionChanged
 from dvms.partition.messages import BLOCKED, Isp, SetPartition
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 RING = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import PartitionReleased
 from dvms.partition.messages import LaunchVm
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 
 def test_leader_shutdown_frees_every_member_within_a_round_trip():

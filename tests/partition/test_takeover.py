@@ -13,7 +13,7 @@ from dataclasses import replace
 from dvms.partition.config import PartitionConfig
 from dvms.partition.events import PartitionChanged
 from dvms.partition.messages import Dissolve, LaunchVm, MemberState, SetPartition, StillValid
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 RING = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
 LOAD = {"over": 5, "full": 4, "room": 1}

@@ -17,7 +17,7 @@ import pytest
 
 from dvms.partition.config import PartitionConfig
 from dvms.partition.messages import BLOCKED, STATE_NAMES, CanMerge, Dissolve, Isp
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 RING = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
 LOAD = {"over": 5, "full": 4, "room": 1, "empty": 0}

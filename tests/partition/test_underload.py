@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dvms.partition.config import PartitionConfig
-from dvms.partition.testing import FakeCluster
+from dvms.testing.cluster import FakeCluster
 
 ON = replace(PartitionConfig(), underload=True, recruitment="ring", min_partition_size=2)
 

@@ -7,14 +7,13 @@ import json
 
 import pytest
 
+from dvms.sim.run import run_scenario
 from dvms.sim.scenario import scenario_from_dict
-from dvms.sim.world import (
+from dvms.sim.schedulers import (
     SCHEDULERS,
     UnknownScheduler,
-    load_schedulers,
     make_scheduler,
     register_scheduler,
-    run_scenario,
 )
 
 SMALL = {"hosts": {"count": 32}, "duration_s": 1200, "seed": 11}
@@ -22,7 +21,7 @@ WALL_KEYS = ("wall_s", "virtual_per_wall")
 
 
 def test_registry_lists_known_schedulers() -> None:
-    assert {"static", "centralized"} <= set(load_schedulers())
+    assert {"static", "centralized", "dvms", "dvms-ring", "dvms-random"} <= set(SCHEDULERS)
     with pytest.raises(UnknownScheduler, match=r"known: .*centralized.*static"):
         make_scheduler("dvms-nope", scenario_from_dict({}).scheduler)
 

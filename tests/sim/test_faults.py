@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from dvms.sim.run import run_scenario
 from dvms.sim.scenario import scenario_from_dict
-from dvms.sim.world import run_scenario
 
 SMALL_SMOKE = {
     "name": "smoke-small",

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from dvms.sim.run import run_scenario
 from dvms.sim.scenario import ScenarioError, scenario_from_dict
-from dvms.sim.world import World, run_scenario
+from dvms.sim.world import World
 
 BURST = {
     "at_s": 5.0,

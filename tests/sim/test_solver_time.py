@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from dvms.sim import world as world_mod
+from dvms.sim.run import run_scenario
 from dvms.sim.scenario import scenario_from_dict
-from dvms.sim.world import run_scenario
 
 WALL = ("wall_s", "virtual_per_wall")
 SMALL = {

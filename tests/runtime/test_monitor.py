@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import trio
 
 from dvms.hypervisor.base import VmInfo, VmState
-from dvms.node.monitor import HOST_SIZE_PERIOD_S, HostMonitor
 from dvms.partition.messages import LaunchVm
+from dvms.runtime.services.monitor import HOST_SIZE_PERIOD_S, HostMonitor
 
 
 @dataclass

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 
 import trio
 
-from dvms.node.dhtstate import UNCHANGED, Versioned
-from dvms.node.messages import HostReply, KillVms, VmRow
-from dvms.node.vjobs import NAME_TAKEN, VjobConfig, VjobService
 from dvms.overlay.messages import Contact
 from dvms.partition.events import EventDone, Placed
 from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.runtime.messages import HostReply, KillVms, VmRow
+from dvms.runtime.services.state import UNCHANGED, Versioned
+from dvms.runtime.services.vjobs import NAME_TAKEN, VjobConfig, VjobService
 
 
 class FakeState:

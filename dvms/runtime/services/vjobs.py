@@ -35,8 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from dvms.node.dhtstate import UNCHANGED, StateError, inline_value
-from dvms.node.messages import (
+from dvms.overlay.messages import Contact
+from dvms.overlay.records import key_of
+from dvms.partition.directory import CLAIMED, HOSTED, location_of, record_name
+from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.runtime.messages import (
     MAX_ROWS,
     HostQuery,
     HostReply,
@@ -45,17 +48,14 @@ from dvms.node.messages import (
     VjobsQuery,
     VjobsReply,
 )
-from dvms.overlay.messages import Contact
-from dvms.overlay.records import key_of
-from dvms.partition.directory import CLAIMED, HOSTED, location_of, record_name
-from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.runtime.services.state import UNCHANGED, StateError, inline_value
 
 if TYPE_CHECKING:
-    from dvms.node.runner import NodeRunner
+    from dvms.runtime.node import NodeRunner
 
 __all__ = ["VjobConfig", "VjobService", "vjob_record"]
 
-log = logging.getLogger("dvms.node.vjobs")
+log = logging.getLogger("dvms.runtime.services.vjobs")
 
 #: states of a vjob record
 ACCEPTED, PLACING, DONE, FAILED = "accepted", "placing", "done", "failed"
@@ -281,7 +281,7 @@ class VjobService:
     ) -> None:
         """Launch the vjob's VMs. ``resume``: some may exist already (the previous owner,
         node id ``previous`` in hex, may have placed them before it died)."""
-        from dvms.node.commands import launch_from_map
+        from dvms.runtime.control.commands import launch_from_map
 
         try:
             vms, constraints = launch_from_map(record["body"])

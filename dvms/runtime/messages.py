@@ -1,6 +1,6 @@
 """Node control-plane messages (type codes 64-95): what one daemon asks another on a
 user's behalf. Unlike the protocol messages these are answered by the Trio layer
-(``dvms.node.runner``), because answering them means asking the hypervisor.
+(``dvms.runtime.node``), because answering them means asking the hypervisor.
 
 ::
 

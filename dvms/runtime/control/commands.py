@@ -20,19 +20,19 @@ from typing import Any
 import trio
 
 from dvms.hypervisor.net import Reconciler, open_net_backend
-from dvms.node import debugcmd
-from dvms.node.config import NodeConfig
-from dvms.node.control import ControlError
-from dvms.node.dhtstate import StateError
-from dvms.node.messages import HostQuery, HostReply, Killed, KillVms, PartitionsQuery
-from dvms.node.nscmd import NamespaceService
-from dvms.node.nseffects import HostSide
-from dvms.node.partlog import merge_rows
-from dvms.node.runner import NodeRunner
-from dvms.node.vjobs import VjobService
 from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.placement.spec import SpecError
 from dvms.ranges import RangeError, expand, natural_key
+from dvms.runtime.client import ControlError
+from dvms.runtime.config import NodeConfig
+from dvms.runtime.control import debug as debugcmd
+from dvms.runtime.messages import HostQuery, HostReply, Killed, KillVms, PartitionsQuery
+from dvms.runtime.node import NodeRunner
+from dvms.runtime.services.hostside import HostSide
+from dvms.runtime.services.namespaces import NamespaceService
+from dvms.runtime.services.partition_log import merge_rows
+from dvms.runtime.services.state import StateError
+from dvms.runtime.services.vjobs import VjobService
 
 __all__ = ["Daemon", "launch_from_map"]
 

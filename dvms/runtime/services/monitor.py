@@ -29,13 +29,13 @@ import trio
 from dvms.hypervisor.base import Hypervisor, VmInfo, VmState
 from dvms.hypervisor.errors import HypervisorError
 from dvms.names import vm_key
-from dvms.node.messages import MAX_ROWS, HostReply, VmRow
 from dvms.partition.messages import HostState, LaunchVm
 from dvms.partition.messages import VmState as WireVmState
+from dvms.runtime.messages import MAX_ROWS, HostReply, VmRow
 
 __all__ = ["HostMonitor"]
 
-log = logging.getLogger("dvms.node.monitor")
+log = logging.getLogger("dvms.runtime.services.monitor")
 
 #: How often the host's size (CPUs, memory) is read again, seconds. It does not change
 #: under a running daemon on our hosts; ``stats()`` dumps and parses every domain's XML,

@@ -16,10 +16,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from dvms.node.messages import PartitionRow
 from dvms.overlay.messages import Contact
 from dvms.partition.core import PartitionChanged, PartitionReleased, PlanApplied
 from dvms.partition.messages import STATE_NAMES
+from dvms.runtime.messages import PartitionRow
 
 __all__ = ["PartitionLog", "merge_rows"]
 

@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 import trio
 
-from dvms.node.messages import StateCas, StateCasReply, StateRead, StateValue
 from dvms.overlay.messages import Contact, Record
 from dvms.overlay.records import Identity, RecordError, Validator, ValidatorRegistry, key_of
+from dvms.runtime.messages import StateCas, StateCasReply, StateRead, StateValue
 
 if TYPE_CHECKING:
-    from dvms.node.runner import NodeRunner
+    from dvms.runtime.node import NodeRunner
 
 __all__ = [
     "BLOB_PREFIX",

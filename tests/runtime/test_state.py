@@ -14,12 +14,12 @@ import time
 
 import pytest
 import trio
+from tests.runtime.test_node import start_node
 
-from dvms.node.dhtstate import UNCHANGED
-from dvms.node.vjobs import Journal, VjobConfig, VjobService, vjob_record
 from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.runtime.services.state import UNCHANGED
+from dvms.runtime.services.vjobs import Journal, VjobConfig, VjobService, vjob_record
 from dvms.wire.keys import generate_key
-from tests.test_node_runner import start_node
 
 pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvirt-dev)")
 

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dvms.effects import Emit, Send
-from dvms.node.core import NodeCore, build_cores
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import Validator, key_of
@@ -57,7 +56,6 @@ from dvms.partition.core import (
     _Own,
 )
 from dvms.partition.directory import Location, decode_location, record_name
-from dvms.partition.invariants import InvariantChecker
 from dvms.partition.messages import (
     GROWING,
     Event,
@@ -68,7 +66,9 @@ from dvms.partition.messages import (
     WireConstraint,
 )
 from dvms.sim.engine import Engine, SimNode
+from dvms.sim.invariants import InvariantChecker
 from dvms.sim.solvercost import model_solver_time
+from dvms.stack.core import NodeCore, build_cores
 from dvms.transport.netmodel import ConstantLatency, NetworkConditions, NetworkModel
 
 __all__ = ["FakeCluster", "FakeHost", "FakeVm"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dvms.node.control import call
+from dvms.runtime.client import call
 from dvms.wire.keys import generate_key, write_key
 
 NODES = 5

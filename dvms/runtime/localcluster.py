@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dvms.node.control import ControlError, call
+from dvms.runtime.client import ControlError, call
 from dvms.wire.keys import generate_key, write_key
 
 __all__ = ["ClusterError", "cluster_down", "cluster_status", "cluster_up", "node_sockets"]

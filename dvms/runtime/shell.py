@@ -8,7 +8,7 @@
     effects: Send -> WireCodec.encode -> transport.send;  Emit -> waiters + listeners
 
 The overlay-only node is the simplest case of the node runner
-(``dvms.node.runner.NodeRunner``): a subclass hands in a ``machine`` (a ``NodeCore``
+(``dvms.runtime.node.NodeRunner``): a subclass hands in a ``machine`` (a ``NodeCore``
 that routes messages and merges timers for the overlay and the partition protocol) and
 overrides ``_effect`` for its extra effect types and ``_local_message`` for messages the
 Trio layer answers itself. ``core`` stays the ``OverlayCore`` that commands use.

@@ -20,20 +20,20 @@ from pathlib import Path
 import trio
 
 from dvms.hypervisor.base import Hypervisor, open_hypervisor
-from dvms.node.commands import Daemon
-from dvms.node.config import NodeConfig, parse_hostport
-from dvms.node.control import serve_control
-from dvms.node.core import NodeCore, build_cores
-from dvms.node.dhtstate import state_validators
-from dvms.node.messages import register_node_messages
-from dvms.node.monitor import HostMonitor
-from dvms.node.runner import NodeRunner
-from dvms.node.vjobs import VjobService
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact, register_overlay_messages
 from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.config import PartitionConfig
 from dvms.partition.messages import register_partition_messages
+from dvms.runtime.config import NodeConfig, parse_hostport
+from dvms.runtime.control.commands import Daemon
+from dvms.runtime.control.server import serve_control
+from dvms.runtime.messages import register_node_messages
+from dvms.runtime.node import NodeRunner
+from dvms.runtime.services.monitor import HostMonitor
+from dvms.runtime.services.state import state_validators
+from dvms.runtime.services.vjobs import VjobService
+from dvms.stack.core import NodeCore, build_cores
 from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
 from dvms.vivaldi import VivaldiConfig
 from dvms.wire.envelope import MessageRegistry, WireCodec

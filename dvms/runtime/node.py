@@ -1,6 +1,6 @@
 """The node runner: the Trio shell around a whole ``NodeCore`` (overlay + partition).
 
-It extends the overlay-only shell (``dvms.overlay.node.OverlayNode``: receive loop,
+It extends the overlay-only shell (``dvms.runtime.shell.OverlayNode``: receive loop,
 timer loop, Send/Emit) with what the partition protocol asks for and with the
 control-plane queries one daemon makes of another::
 
@@ -34,9 +34,20 @@ from dvms.effects import Address, Send
 from dvms.hypervisor.base import Hypervisor
 from dvms.hypervisor.errors import AlreadyExists, HypervisorError, InvalidState, VmNotFound
 from dvms.names import vm_key
-from dvms.node.core import NodeCore
-from dvms.node.dhtstate import ReplicatedState, answer_state
-from dvms.node.messages import (
+from dvms.overlay.messages import Contact
+from dvms.overlay.records import Identity
+from dvms.partition.core import Compute, DriverCall, EventDone, PartitionCore
+from dvms.partition.directory import (
+    CLAIMED,
+    FREE,
+    Location,
+    encode_location,
+    location_of,
+    record_name,
+)
+from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.partition.solve import SolveOutcome
+from dvms.runtime.messages import (
     REQUESTS,
     RESPONSES,
     Adopted,
@@ -50,28 +61,17 @@ from dvms.node.messages import (
     StateCas,
     StateRead,
 )
-from dvms.node.monitor import HostMonitor
-from dvms.node.partlog import PartitionLog
-from dvms.overlay.messages import Contact
-from dvms.overlay.node import OverlayNode
-from dvms.overlay.records import Identity
-from dvms.partition.core import Compute, DriverCall, EventDone, PartitionCore
-from dvms.partition.directory import (
-    CLAIMED,
-    FREE,
-    Location,
-    encode_location,
-    location_of,
-    record_name,
-)
-from dvms.partition.messages import LaunchVm, WireConstraint
-from dvms.partition.solve import SolveOutcome
+from dvms.runtime.services.monitor import HostMonitor
+from dvms.runtime.services.partition_log import PartitionLog
+from dvms.runtime.services.state import ReplicatedState, answer_state
+from dvms.runtime.shell import OverlayNode
+from dvms.stack.core import NodeCore
 from dvms.transport.base import Transport
 from dvms.wire.envelope import WireCodec
 
 __all__ = ["NodeRunner"]
 
-log = logging.getLogger("dvms.node.runner")
+log = logging.getLogger("dvms.runtime.node")
 
 #: How often the host monitor refreshes the cached host state, seconds (DVMS: 1 s).
 MONITOR_PERIOD_S = 1.0

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from dvms.names import InvalidName, validate_namespace_name, validate_vm_name
-from dvms.node.control import ControlError
+from dvms.runtime.client import ControlError
 
 if TYPE_CHECKING:
-    from dvms.node.commands import Daemon
+    from dvms.runtime.control.commands import Daemon
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 

@@ -9,13 +9,13 @@ import pytest
 import trio
 
 from dvms.hypervisor.base import open_hypervisor
-from dvms.node.config import NodeConfig
-from dvms.node.daemon import build_runner, load_identity, write_test_host
-from dvms.node.messages import HostQuery, HostReply, Killed, KillVms, PartitionRow
-from dvms.node.partlog import PartitionLog, merge_rows
 from dvms.overlay.messages import Contact
 from dvms.partition.core import DriverCall, PartitionChanged, PartitionReleased, PlanApplied
 from dvms.partition.messages import GROWING, LaunchVm, PartitionView, WireConstraint
+from dvms.runtime.config import NodeConfig
+from dvms.runtime.daemon import build_runner, load_identity, write_test_host
+from dvms.runtime.messages import HostQuery, HostReply, Killed, KillVms, PartitionRow
+from dvms.runtime.services.partition_log import PartitionLog, merge_rows
 from dvms.transport.udp import UdpTransport
 from dvms.wire.keys import generate_key
 

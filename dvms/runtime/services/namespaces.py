@@ -1,5 +1,5 @@
 """minimega's namespace API on a daemon: ``dvms.namespace.execute`` over namespace state
-kept in the DHT (``dvms/node/dhtstate.py``), with its effects carried out on the hosts.
+kept in the DHT (``dvms/runtime/services/state.py``), with its effects carried out on the hosts.
 
 ::
 
@@ -40,12 +40,12 @@ from dvms.namespace.config import RecordError, VmConfig
 from dvms.namespace.effects import SOURCE_MESHAGE, SOURCE_USER
 from dvms.namespace.schedule import forget_vms, report_vms
 from dvms.namespace.state import Namespace, VmRecord, with_vms
-from dvms.node.dhtstate import UNCHANGED, Conflict, StateError
-from dvms.node.messages import HostQuery, HostReply
-from dvms.node.nseffects import EffectRunner, minimega_state
-from dvms.node.runner import NodeRunner
 from dvms.placement import Host, Vm
 from dvms.ranges import natural_key
+from dvms.runtime.messages import HostQuery, HostReply
+from dvms.runtime.node import NodeRunner
+from dvms.runtime.services.hostside import EffectRunner, minimega_state
+from dvms.runtime.services.state import UNCHANGED, Conflict, StateError
 
 __all__ = ["INDEX", "NamespaceService", "ns_record"]
 

@@ -29,7 +29,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from dvms.node.core import NodeCore, build_cores
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact
 from dvms.partition.config import PartitionConfig
@@ -42,7 +41,6 @@ from dvms.partition.core import (
     PartitionReleased,
     PlanApplied,
 )
-from dvms.partition.invariants import InvariantChecker
 from dvms.partition.messages import (
     FINISHING,
     PARTITION_MESSAGES,
@@ -55,9 +53,11 @@ from dvms.partition.messages import (
     WireConstraint,
 )
 from dvms.sim.engine import SimNode
+from dvms.sim.invariants import InvariantChecker
 from dvms.sim.metrics import SUCCESS
 from dvms.sim.scenario import PartitionCrash, ScenarioParams
-from dvms.sim.world import LaunchRequest, World, register_scheduler
+from dvms.sim.world import LaunchRequest, World
+from dvms.stack.core import NodeCore, build_cores
 from dvms.vivaldi import VivaldiConfig
 
 __all__ = ["DvmsScheduler"]
@@ -352,12 +352,3 @@ class DvmsScheduler:
             launches_open=sum(1 for (pos, _eid) in self.launches if self.nodes[pos].alive),
             partition_crashes=list(self.crashed),
         )
-
-
-def _factory(recruitment: str | None):
-    return lambda params: DvmsScheduler(params, recruitment)
-
-
-register_scheduler("dvms", _factory(None))
-register_scheduler("dvms-ring", _factory("ring"))
-register_scheduler("dvms-random", _factory("random"))

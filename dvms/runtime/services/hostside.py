@@ -39,16 +39,16 @@ from dvms.namespace import (
     Start,
     Stop,
 )
-from dvms.node.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
 from dvms.partition.messages import LaunchVm
+from dvms.runtime.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
 
 if TYPE_CHECKING:
-    from dvms.node.nscmd import NamespaceService
-    from dvms.node.runner import NodeRunner
+    from dvms.runtime.node import NodeRunner
+    from dvms.runtime.services.namespaces import NamespaceService
 
 __all__ = ["VERB_OF", "EffectRunner", "HostSide", "minimega_state"]
 
-log = logging.getLogger("dvms.node.nseffects")
+log = logging.getLogger("dvms.runtime.services.hostside")
 
 VERB_OF = {Start: "start", Stop: "stop", Kill: "kill", Flush: "flush"}
 

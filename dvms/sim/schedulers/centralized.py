@@ -1,4 +1,4 @@
-"""Baseline schedulers: ``centralized`` (VMPlaceS's Entropy loop) and ``static``.
+"""The ``centralized`` scheduler: VMPlaceS's Entropy loop.
 
 ``centralized`` reproduces VMPlaceS ``CentralizedResolver`` + ``Entropy2RP``
 (dvms-isp.md §3.3, §4.1):
@@ -21,8 +21,6 @@ Differences from VMPlaceS, deliberate: when no host is in violation at t0 the so
 not called (outcome ``no_reconfiguration_needed``, 0 s charged); our solver has no time
 limit (it is a heuristic, far under min(30, n/8) s up to 10,000 hosts), a run charged
 more than the limit is counted in ``solver_over_limit`` and still applied.
-
-``static`` does nothing after the balanced initial placement.
 """
 
 from __future__ import annotations
@@ -32,19 +30,9 @@ import time
 
 from dvms.placement import Action, Plan, solve_repair
 from dvms.sim.scenario import ScenarioParams
-from dvms.sim.world import World, register_scheduler
+from dvms.sim.world import World
 
-__all__ = ["Centralized", "Static"]
-
-
-class Static:
-    name = "static"
-
-    def __init__(self, params: ScenarioParams) -> None:
-        self.params = params
-
-    def attach(self, world: World) -> None:
-        self.world = world
+__all__ = ["Centralized"]
 
 
 class Centralized:
@@ -129,7 +117,3 @@ class _PlanRunner:
         self.running -= 1
         bisect.insort(self.finished_ends, action.end)
         self.pump()
-
-
-register_scheduler("static", Static)
-register_scheduler("centralized", Centralized)

@@ -1,1 +1,0 @@
-"""The node daemon: configuration, the control socket and ``dvms node run``."""

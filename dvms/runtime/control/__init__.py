@@ -1,0 +1,1 @@
+"""The control socket: its server and the commands a daemon answers there."""

@@ -1,0 +1,71 @@
+"""The schedulers the simulator compares, registered by name.
+
+    static       nothing moves after the balanced initial placement
+    centralized  VMPlaceS's Entropy loop: one solver over every host, every period
+    dvms         DVMS partitions (the real partition core on simulated nodes);
+                 dvms-ring and dvms-random change only the recruitment order
+
+A scheduler is built from the scenario's ``[scheduler]`` table (``ScenarioParams``)
+and attaches itself to a ``World``. ``register_scheduler`` adds one (a study's own
+variant, a test's probe); the names above are always there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dvms.sim.scenario import ScenarioParams
+from dvms.sim.schedulers.centralized import Centralized
+from dvms.sim.schedulers.dvms import DvmsScheduler
+from dvms.sim.schedulers.static import Static
+from dvms.sim.world import Scheduler
+
+__all__ = [
+    "SCHEDULERS",
+    "Centralized",
+    "DvmsScheduler",
+    "SchedulerFactory",
+    "Static",
+    "UnknownScheduler",
+    "make_scheduler",
+    "register_scheduler",
+    "unknown_scheduler_message",
+]
+
+SchedulerFactory = Callable[[ScenarioParams], Scheduler]
+
+
+def _dvms(recruitment: str | None) -> SchedulerFactory:
+    def factory(params: ScenarioParams) -> Scheduler:
+        return DvmsScheduler(params, recruitment)
+
+    return factory
+
+
+#: Name -> factory. The built-in names; ``register_scheduler`` adds more.
+SCHEDULERS: dict[str, SchedulerFactory] = {
+    "static": Static,
+    "centralized": Centralized,
+    "dvms": _dvms(None),
+    "dvms-ring": _dvms("ring"),
+    "dvms-random": _dvms("random"),
+}
+
+
+class UnknownScheduler(ValueError):
+    """A scheduler name nobody registered."""
+
+
+def register_scheduler(name: str, factory: SchedulerFactory) -> None:
+    SCHEDULERS[name] = factory
+
+
+def unknown_scheduler_message(name: str) -> str:
+    return f"unknown scheduler {name!r}; known: {', '.join(sorted(SCHEDULERS))}"
+
+
+def make_scheduler(name: str, params: ScenarioParams) -> Scheduler:
+    factory = SCHEDULERS.get(name)
+    if factory is None:
+        raise UnknownScheduler(unknown_scheduler_message(name))
+    return factory(params)
