@@ -61,8 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_overlay_cmd(args: argparse.Namespace) -> int:
-    from dvms.sim.overlay import EMBEDDED_MATRIX, OverlayScenario, run_overlay
-    from dvms.transport.netmodel import LatencyMatrixError
+    from dvms.sim.overlay import (
+        EMBEDDED_MATRIX,
+        LatencyMatrixError,
+        OverlayScenario,
+        run_overlay,
+    )
 
     if args.latency_matrix and args.constant_rtt_ms is not None:
         raise UserError("give either --latency-matrix or --constant-rtt-ms, not both")

@@ -10,7 +10,7 @@ from typing import Any
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table, socket_path
-from dvms.runtime.client import ControlError, call
+from dvms.runtime.client import ControlError, call, submit_body
 
 #: ``submit`` waits this long for the cluster to place and create a vjob, seconds.
 SUBMIT_TIMEOUT_S = 300.0
@@ -147,30 +147,7 @@ def _warn_unreachable(result: dict[str, Any]) -> None:
         print(f"(no answer from: {', '.join(result['unreachable'])})")
 
 
-def qualify(c: Any, namespace: str) -> Any:
-    """A vjob's constraints name its VMs without their namespace; the partition solver
-    sees VMs of any namespace, keyed ``namespace/name``."""
-    from dataclasses import replace
-
-    if not namespace:
-        return c
-    return replace(c, vms=tuple(n if "/" in n else f"{namespace}/{n}" for n in c.vms))
-
-
-def launch_to_map(vms: list[Any], constraints: list[Any]) -> dict[str, Any]:
-    """The ``submit`` request body (``dvms.runtime.control.commands.launch_from_map``
-    reads it). Kept here: importing the daemon's modules costs every ``dvms submit``
-    0.3 s."""
-    from dataclasses import asdict
-
-    return {
-        "vms": [asdict(v) for v in vms],
-        "constraints": [asdict(c) for c in constraints],
-    }
-
-
 def submit(args: argparse.Namespace) -> int:
-    from dvms.partition.messages import LaunchVm, WireConstraint
     from dvms.placement.vjob import VjobError, load_vjob
     from dvms.ranges import RangeError
 
@@ -178,11 +155,7 @@ def submit(args: argparse.Namespace) -> int:
         vjob = load_vjob(args.vjob)
     except (VjobError, RangeError, OSError) as exc:
         raise UserError(str(exc)) from None
-    body = launch_to_map(
-        [LaunchVm.from_spec(v) for v in vjob.vms],
-        [WireConstraint.from_spec(qualify(c, vjob.namespace)) for c in vjob.constraints],
-    )
-    body.update(name=vjob.name, namespace=vjob.namespace, wait=args.wait)
+    body = submit_body(vjob, wait=args.wait)
     t0 = time.monotonic()
     result = _call(args, "submit", body, timeout=SUBMIT_TIMEOUT_S)
     if args.json:

@@ -9,9 +9,9 @@ it with ``report_vms`` when a host says otherwise) and returned as effects.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from dvms.namespace import schedule as sched
 from dvms.namespace.config import (
@@ -162,7 +162,7 @@ def status_table(ns: Namespace) -> Table:
 
 
 def _rfc822(seconds: float) -> str:
-    return time.strftime("%d %b %y %H:%M UTC", time.gmtime(seconds))
+    return datetime.fromtimestamp(seconds, UTC).strftime("%d %b %y %H:%M UTC")
 
 
 # --------------------------------------------------------------------------- vm info

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import Any
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 
-__all__ = ["FRAME_HEADER", "MAX_CONTROL_MESSAGE", "ControlError", "call"]
+if TYPE_CHECKING:
+    from dvms.placement.spec import VjobSpec
+
+__all__ = ["FRAME_HEADER", "MAX_CONTROL_MESSAGE", "ControlError", "call", "submit_body"]
 
 #: Largest control message accepted either way, bytes.
 MAX_CONTROL_MESSAGE = 16 * 1024 * 1024
@@ -65,3 +69,23 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
             raise ControlError("node closed the connection early")
         buf += chunk
     return bytes(buf)
+
+
+def submit_body(vjob: VjobSpec, *, wait: bool) -> dict[str, Any]:
+    """The ``submit`` request for ``vjob`` (``dvms.runtime.control.commands
+    .launch_from_map`` reads it): its VMs and constraints in their wire form, the
+    constraints' VM names qualified by the vjob's namespace."""
+    from dvms.partition.messages import LaunchVm, WireConstraint
+
+    ns = vjob.namespace
+    constraints = [
+        c if not ns else replace(c, vms=tuple(n if "/" in n else f"{ns}/{n}" for n in c.vms))
+        for c in vjob.constraints
+    ]
+    return {
+        "vms": [asdict(LaunchVm.from_spec(v)) for v in vjob.vms],
+        "constraints": [asdict(WireConstraint.from_spec(c)) for c in constraints],
+        "name": vjob.name,
+        "namespace": ns,
+        "wait": wait,
+    }

@@ -49,6 +49,7 @@ from dvms.sim.engine import Engine, SimNode
 from dvms.stack.core import build_cores
 from dvms.transport.netmodel import (
     ConstantLatency,
+    LatencyMatrixError,
     LatencyModel,
     MatrixLatency,
     NetworkConditions,
@@ -57,7 +58,13 @@ from dvms.transport.netmodel import (
 )
 from dvms.vivaldi import Coordinate, VivaldiConfig, predicted_rtt_matrix
 
-__all__ = ["EMBEDDED_MATRIX", "OverlayScenario", "load_latency", "run_overlay"]
+__all__ = [
+    "EMBEDDED_MATRIX",
+    "LatencyMatrixError",
+    "OverlayScenario",
+    "load_latency",
+    "run_overlay",
+]
 
 #: The latency matrix shipped in the package (WonderNetwork, 222 sites; see data/README).
 EMBEDDED_MATRIX = "embedded:wondernetwork222"
