@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check dvms tests bench sim
+	$(VENV)/bin/ruff format --check dvms tests bench sim
 	$(PY) -m pytest -q -rs
 
 test-real: $(STAMP)
