@@ -10,7 +10,7 @@ import trio
 
 from dvms.hypervisor.base import VmInfo, VmState
 from dvms.partition.messages import LaunchVm
-from dvms.runtime.services.monitor import HOST_SIZE_PERIOD_S, HostMonitor
+from dvms.runtime.services.monitor import HostMonitor, MonitorConfig
 
 
 @dataclass
@@ -56,8 +56,8 @@ async def test_overlapping_refreshes_share_reads_and_see_earlier_changes(autojum
     assert [v.name for v in mon.vms] == ["a"]
     assert hv.stats_calls == 1
     await mon.refresh()
-    assert hv.stats_calls == 1  # host size is not read again before HOST_SIZE_PERIOD_S
-    await trio.sleep(HOST_SIZE_PERIOD_S)
+    assert hv.stats_calls == 1  # host size is not read again before host_size_period_s
+    await trio.sleep(MonitorConfig().host_size_period_s)
     await mon.refresh()
     assert hv.stats_calls == 2
 

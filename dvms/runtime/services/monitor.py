@@ -2,8 +2,9 @@
 
 ``PartitionCore`` asks ``local_state()`` synchronously (a sans-I/O core cannot await a
 hypervisor), so the runner keeps a cached ``HostState`` here and refreshes it every
-second and right after each driver call, before the core hears the call's result: a
-leader collecting states never sees a host without the VM it has just created.
+``MonitorConfig.period_s`` and right after each driver call, before the core hears the
+call's result: a leader collecting states never sees a host without the VM it has just
+created.
 
 It also remembers the spec of every VM created on this node (``specs``): the test
 driver's domain XML does not carry minimega's scheduling fields (coschedule, colocate),
@@ -33,14 +34,19 @@ from dvms.partition.messages import HostState, LaunchVm
 from dvms.partition.messages import VmState as WireVmState
 from dvms.runtime.messages import MAX_ROWS, HostReply, VmRow
 
-__all__ = ["HostMonitor"]
+__all__ = ["HostMonitor", "MonitorConfig"]
 
 log = logging.getLogger("dvms.runtime.services.monitor")
 
-#: How often the host's size (CPUs, memory) is read again, seconds. It does not change
-#: under a running daemon on our hosts; ``stats()`` dumps and parses every domain's XML,
-#: which cost as much as the VM listing itself on every refresh (ours).
-HOST_SIZE_PERIOD_S = 30.0
+
+@dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    #: How often the node runner refreshes the cached host state, seconds (DVMS: 1 s).
+    period_s: float = 1.0
+    #: How often the host's size (CPUs, memory) is read again, seconds. It does not change
+    #: under a running daemon on our hosts; ``stats()`` dumps and parses every domain's
+    #: XML, which cost as much as the VM listing itself on every refresh (ours).
+    host_size_period_s: float = 30.0
 
 
 @dataclass
@@ -56,6 +62,7 @@ class HostMonitor:
     #: live migrations in or out of this host still running
     migrating: int = 0
     refreshed: int = 0
+    config: MonitorConfig = MonitorConfig()
 
     def __post_init__(self) -> None:
         self._size_at = -math.inf  # trio time of the last stats() read
@@ -97,7 +104,7 @@ class HostMonitor:
         now = trio.current_time()
         known = set(self.specs)  # a VM created while we list keeps its spec
         try:
-            if now - self._size_at >= HOST_SIZE_PERIOD_S or not self.cpus:
+            if now - self._size_at >= self.config.host_size_period_s or not self.cpus:
                 stats = await self.hv.stats()
                 self.cpus, self.memory_mib = stats.cpus, stats.memory_total_mib
                 self._size_at = now
