@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ def _start(
         )
 
 
-def _wait(pred, timeout: float, what: str, proc: subprocess.Popen | None = None) -> Any:
+def _wait(
+    pred: Callable[..., Any], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+) -> Any:
     """Poll ``pred`` until it returns something true; fail at once if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     last: Any = None

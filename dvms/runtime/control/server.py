@@ -33,7 +33,9 @@ async def _read_exact(stream: trio.SocketStream, n: int) -> bytes:
     return bytes(buf)
 
 
-async def serve_control(path: str, handler: Handler, *, task_status: Any = None):
+async def serve_control(
+    path: str, handler: Handler, *, task_status: trio.TaskStatus[None] | None = None
+) -> None:
     """Listen on the unix socket ``path`` (replacing a stale one) until cancelled."""
     if os.path.exists(path):
         os.unlink(path)
