@@ -4,8 +4,12 @@ Start-up: create the state directory (0700), load or create the node identity
 (``identity.key``, Ed25519, so the node id survives restarts), load the cluster key, open
 the hypervisor (default: a ``test:///`` host of its own, ``host.xml`` in the state dir),
 bind the UDP transport, write ``node.json`` (id, address, pid, name) for tools, then run
-the node runner (overlay + partitions, ``runner.py``) and the control socket
-(``commands.py``) until SIGINT/SIGTERM.
+the node runner (overlay + partitions, ``node.py``), its services and the control socket
+(``control/commands.py``) until SIGINT/SIGTERM.
+
+This module composes the node: it builds every service and hands each the capabilities
+of the runner it uses (``capabilities.py``), its config (defaults) and a random source
+seeded from the operating system (``daemon_rng``).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import json
 import logging
 import os
 import random
+import secrets
 import signal
 from pathlib import Path
 
 import trio
 
 from dvms.hypervisor.base import Hypervisor, open_hypervisor
+from dvms.hypervisor.net import Reconciler, open_net_backend
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact, register_overlay_messages
 from dvms.overlay.records import Identity, ValidatorRegistry
@@ -30,21 +36,35 @@ from dvms.runtime.control.commands import Daemon
 from dvms.runtime.control.server import serve_control
 from dvms.runtime.messages import register_node_messages
 from dvms.runtime.node import NodeRunner
+from dvms.runtime.services.hostside import HostSide
 from dvms.runtime.services.monitor import HostMonitor
+from dvms.runtime.services.namespaces import NamespaceService
 from dvms.runtime.services.state import state_validators
-from dvms.runtime.services.vjobs import VjobService
+from dvms.runtime.services.vjobs import VjobConfig, VjobService
 from dvms.stack.core import NodeCore, build_cores
 from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
 from dvms.vivaldi import VivaldiConfig
 from dvms.wire.envelope import MessageRegistry, WireCodec
 from dvms.wire.keys import load_key
 
-__all__ = ["TEST_HOST_XML", "build_runner", "load_identity", "run_node", "write_test_host"]
+__all__ = [
+    "TEST_HOST_XML",
+    "build_daemon",
+    "build_runner",
+    "build_vjobs",
+    "daemon_rng",
+    "load_identity",
+    "run_node",
+    "write_test_host",
+]
 
 log = logging.getLogger("dvms.node")
 
-#: How long SIGTERM waits for a plan being applied on this node before releasing, s.
-STOP_GRACE_S = 30.0
+
+def daemon_rng() -> random.Random:
+    """A daemon's random source: seeded from the operating system, so that two daemons
+    (or two runs of one) draw different request ids, vjob ids and back-offs."""
+    return random.Random(secrets.randbits(128))
 
 
 def load_identity(state_dir: Path) -> Identity:
@@ -80,16 +100,23 @@ def _kademlia_profile(name: str) -> KademliaConfig:
 
 
 def build_runner(
-    cfg: NodeConfig, ident: Identity, key: bytes, transport: UdpTransport, hv: Hypervisor
+    cfg: NodeConfig,
+    ident: Identity,
+    key: bytes,
+    transport: UdpTransport,
+    hv: Hypervisor,
+    rng: random.Random | None = None,
 ) -> NodeRunner:
-    """The node's cores and their Trio runner (not started) on ``transport`` and ``hv``."""
+    """The node's cores and their Trio runner (not started) on ``transport`` and ``hv``;
+    its random sources are drawn from ``rng`` (default: ``daemon_rng()``)."""
+    rng = rng or daemon_rng()
     addr = transport.local_address
     contact = Contact(ident.node_id, addr[0], addr[1])
     monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri)
     overlay, partition = build_cores(
         contact,
         _kademlia_profile(cfg.profile),
-        random.Random(),
+        random.Random(rng.getrandbits(64)),
         vivaldi=VivaldiConfig(),
         validators=state_validators(ValidatorRegistry()),
         partition=PartitionConfig(recruitment=cfg.recruitment),
@@ -104,11 +131,80 @@ def build_runner(
         transport,
         WireCodec(key, registry),
         monitor,
+        rng=random.Random(rng.getrandbits(64)),
         identity=ident,
     )
 
 
-async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+def build_vjobs(
+    runner: NodeRunner,
+    state_dir: Path,
+    config: VjobConfig | None = None,
+    rng: random.Random | None = None,
+) -> VjobService:
+    """The vjob service of ``runner`` (journal in ``state_dir``; not started)."""
+    return VjobService(
+        state_dir,
+        host_name=runner.monitor.name,
+        state=runner.state,
+        requests=runner,
+        peers=runner,
+        dht=runner,
+        launcher=runner,
+        directory=runner,
+        spawn=runner.spawn,
+        handlers=runner.handlers,
+        rng=rng or daemon_rng(),
+        config=config,
+    )
+
+
+def build_daemon(
+    cfg: NodeConfig,
+    runner: NodeRunner,
+    vjobs: VjobService,
+    *,
+    started: float,
+    rng: random.Random | None = None,
+) -> Daemon:
+    """The namespace services of ``runner`` and the control commands over them."""
+    namespaces = NamespaceService(
+        host_name=runner.monitor.name,
+        state=runner.state,
+        requests=runner,
+        peers=runner,
+        launcher=runner,
+        rng=rng or daemon_rng(),
+    )
+    host_side = HostSide(
+        namespaces,
+        Reconciler(open_net_backend(cfg.network_backend)),
+        monitor=runner.monitor,
+        driver=runner.driver,
+        directory=runner,
+        peers=runner,
+        handlers=runner.handlers,
+    )
+    return Daemon(
+        cfg,
+        started=started,
+        overlay=runner.core,
+        codec=runner.codec,
+        partition=runner.partition,
+        partitions=runner.partitions,
+        monitor=runner.monitor,
+        requests=runner,
+        peers=runner,
+        dht=runner,
+        vjobs=vjobs,
+        namespaces=namespaces,
+        host_side=host_side,
+    )
+
+
+async def run_node(
+    cfg: NodeConfig, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
+) -> None:
     state = Path(cfg.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     ident = load_identity(state)
@@ -122,10 +218,12 @@ async def run_node(cfg: NodeConfig, *, task_status=trio.TASK_STATUS_IGNORED) -> 
     transport = await UdpTransport.bind(host, port, config=UdpConfig(max_datagram=MAX_UDP_PAYLOAD))
     async with transport, hv:
         addr = transport.local_address
-        runner = build_runner(cfg, ident, key, transport, hv)
-        now = trio.current_time()
-        vjobs = VjobService(runner, state)
-        daemon = Daemon(cfg, runner, now, vjobs)
+        rng = daemon_rng()
+        runner = build_runner(cfg, ident, key, transport, hv, rng)
+        vjobs = build_vjobs(runner, state, rng=random.Random(rng.getrandbits(64)))
+        daemon = build_daemon(
+            cfg, runner, vjobs, started=trio.current_time(), rng=random.Random(rng.getrandbits(64))
+        )
         info = {
             "node_id": f"{ident.node_id:040x}",
             "address": f"{addr[0]}:{addr[1]}",
@@ -158,7 +256,7 @@ async def _stop_on_signal(scope: trio.CancelScope, runner: NodeRunner) -> None:
                         return
 
                 inner.start_soon(second_signal)
-                await runner.stop(STOP_GRACE_S)
+                await runner.stop()
                 inner.cancel_scope.cancel()
             scope.cancel()
             return

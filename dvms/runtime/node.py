@@ -1,41 +1,47 @@
-"""The node runner: the Trio shell around a whole ``NodeCore`` (overlay + partition).
+"""The node runner: the Trio shell around one ``NodeCore`` (overlay + partition), the only
+code of a node that awaits. It owns the loops and carries out the core's effects; the
+node's services (``services/``) get narrow capabilities of it (``capabilities.py``)::
 
-It extends the overlay-only shell (``dvms.runtime.shell.OverlayNode``: receive loop,
-timer loop, Send/Emit) with what the partition protocol asks for and with the
-control-plane queries one daemon makes of another::
+    transport.receive() -> WireCodec.decode -+-> control-plane reply/request (below)
+                                             +-> core.on_message ----------------+
+    timer loop (sleep until next_deadline, woken when an input moves it) -> on_timer -+
+    commands (lookup/get/put/launch) -> core ----------------------------------------+
+                                                                                     v
+    effects, by type:  Send       -> WireCodec.encode -> transport.send
+                       Emit       -> waiters (lookup, put, join, event) + partition log
+                                     + listeners
+                       Compute    -> trio.to_thread: fn() -> core.on_computed
+                       DriverCall -> VmDriver (hypervisor) -> core.on_driver_result
+    monitor loop (MonitorConfig.period_s) -> HostMonitor.refresh (the core's local_state)
 
-    Compute(token, fn)      --trio.to_thread--> fn()     --> partition.on_computed
-    DriverCall(op, create)  --hypervisor.create(spec)---> monitor.refresh --> on_driver_result
-    DriverCall(op, migrate) --see _migrate------------------^
-    monitor task (1 s)      --hypervisor.stats/list_vms--> HostMonitor (local_state())
-    Emit(EventDone)         --> the submit waiting on it;  Emit(Partition*) --> PartitionLog
-    HostQuery/KillVms/AdoptVm/PartitionsQuery  <--> answered here (node/messages.py)
+Control-plane requests between daemons (``dvms.runtime.messages``) bypass the core: a
+request is answered by the service that registered its type in ``handlers``; a reply
+wakes the ``request`` waiting on its request id. Every ``HostReply`` teaches the node a
+peer's host name; a peer entering the routing table is asked for it.
 
-Migration. On real QEMU hosts the source live-migrates to the destination's advertised
-URI (``HostReply.uri``). Between ``test:///`` hosts in different processes no libvirt
-call can move a domain (the test driver's state lives in each process), so migration is
-*emulated*: the source sends ``AdoptVm(spec)``, the destination creates the VM from its
-spec, then the source destroys and undefines its copy. Guest state is not carried over
-(a cold re-creation); the placement effect, which is what a test host models, is exact.
+Two clocks: the core runs on ``trio.current_time()`` (monotonic, virtual under
+``MockClock``); envelopes carry ``wall()`` (``time.time`` by default) because replay
+windows compare clocks of different hosts. Peer input never raises out of the receive
+loop: the codec drops and counts bad datagrams, and the core counts bad messages.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from dvms.effects import Address, Send
-from dvms.hypervisor.base import Hypervisor
-from dvms.hypervisor.errors import AlreadyExists, HypervisorError, InvalidState, VmNotFound
-from dvms.names import vm_key
-from dvms.overlay.messages import Contact
-from dvms.overlay.records import Identity
+from dvms.effects import Address, Emit, Send
+from dvms.overlay.core import Joined, LookupDone, OverlayCore, PutDone
+from dvms.overlay.lookup import LookupResult
+from dvms.overlay.messages import Contact, Record
+from dvms.overlay.records import Identity, RecordStore
 from dvms.partition.core import Compute, DriverCall, EventDone, PartitionCore
 from dvms.partition.directory import (
     CLAIMED,
@@ -47,37 +53,45 @@ from dvms.partition.directory import (
 )
 from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.partition.solve import SolveOutcome
+from dvms.runtime.capabilities import Handlers
 from dvms.runtime.messages import (
     REQUESTS,
     RESPONSES,
-    Adopted,
-    AdoptVm,
     HostQuery,
     HostReply,
-    Killed,
-    KillVms,
     PartitionsQuery,
     PartitionsReply,
-    StateCas,
-    StateRead,
 )
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.partition_log import PartitionLog
-from dvms.runtime.services.state import ReplicatedState, answer_state
-from dvms.runtime.shell import OverlayNode
+from dvms.runtime.services.state import ReplicatedState, StateConfig
+from dvms.runtime.services.vm_driver import VmDriver, VmDriverConfig
 from dvms.stack.core import NodeCore
-from dvms.transport.base import Transport
+from dvms.transport.base import Transport, TransportError
 from dvms.wire.envelope import WireCodec
 
-__all__ = ["NodeRunner"]
+__all__ = ["NodeRunner", "RunnerConfig"]
 
 log = logging.getLogger("dvms.runtime.node")
 
-#: How often the host monitor refreshes the cached host state, seconds (DVMS: 1 s).
-MONITOR_PERIOD_S = 1.0
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    #: A control-plane request (``request``, ``ask_host``) by default: first timeout,
+    #: seconds (doubled per attempt), and attempts: 1 + 2 + 4 = 7 s before "no answer".
+    request_timeout_s: float = 1.0
+    request_attempts: int = 3
+    #: First timeout per peer of a cluster-wide query (``gather``), seconds: a silent peer
+    #: is reported after 0.5 + 1 + 2 = 3.5 s.
+    gather_timeout_s: float = 0.5
+    #: How long ``stop`` lets a plan being applied here finish before it releases the
+    #: partition, seconds.
+    stop_grace_s: float = 30.0
+    #: Rows of this node's partition log answered to a ``PartitionsQuery``.
+    partition_rows: int = 256
 
 
-class NodeRunner(OverlayNode):
+class NodeRunner:
     def __init__(
         self,
         node: NodeCore,
@@ -85,93 +99,211 @@ class NodeRunner(OverlayNode):
         codec: WireCodec,
         monitor: HostMonitor,
         *,
-        wall: Callable[[], float] = time.time,
-        monitor_period_s: float = MONITOR_PERIOD_S,
+        rng: random.Random,
         identity: Identity | None = None,
+        wall: Callable[[], float] = time.time,
+        config: RunnerConfig | None = None,
+        state_config: StateConfig | None = None,
+        driver_config: VmDriverConfig | None = None,
     ) -> None:
-        super().__init__(node.overlay, transport, codec, wall=wall, machine=node)
+        """``rng`` draws request ids (and seeds the state service's own generator);
+        ``identity`` signs the cluster state this node writes (a fresh one if None)."""
         self.node = node
+        self.core: OverlayCore = node.overlay
+        self.transport = transport
+        self.codec = codec
         self.monitor = monitor
-        self.monitor_period_s = monitor_period_s
+        self.wall = wall
+        self.config = config or RunnerConfig()
+        self.rng = rng
+        #: called with every event the core emits (after the node's own waiters)
+        self.listeners: list[Callable[[Any], None]] = []
         self.partitions = PartitionLog()
         #: node id -> host name, learnt from every HostReply
         self.names: dict[int, str] = {node.node_id: monitor.name}
         #: every peer that ever answered a HostQuery: one that left the routing table
         #: since (crashed, evicted) is reported unreachable by cluster-wide commands
         self.known: dict[int, Contact] = {}
-        self._rng = random.Random()
+        self.send_errors = 0
         self._nursery: trio.Nursery | None = None
-        self._rpcs: dict[int, tuple[Address, trio.Event, list[Any]]] = {}
+        self._wake = trio.Event()
+        self._joined = trio.Event()
+        #: set (and dropped) when the core has taken an input; created by a waiter
+        self._input_taken: trio.Event | None = None
+        #: set when the routing table holds a peer whose name is neither known nor asked
+        self._unnamed = trio.Event()
+        self._asking: set[int] = set()
+        self._lookup_waiters: dict[int, tuple[trio.Event, list[LookupDone]]] = {}
+        self._put_waiters: dict[str, list[tuple[trio.Event, list[PutDone]]]] = {}
         self._events: dict[int, tuple[trio.Event, list[EventDone]]] = {}
-        #: answers to further request types, registered by the daemon's services
-        self.handlers: dict[type, Callable[[Any], Awaitable[Any]]] = {}
+        self._rpcs: dict[int, tuple[Address, trio.Event, list[Any]]] = {}
+        self._effects: dict[type, Callable[[Any], Awaitable[None]]] = {
+            Send: self._send,
+            Emit: self._emit,
+            Compute: self._start_compute,
+            DriverCall: self._start_drive,
+        }
+        self._on_event: dict[type, Callable[[Any], None]] = {
+            LookupDone: self._lookup_done,
+            PutDone: self._put_done,
+            Joined: self._on_joined,
+            EventDone: self._event_done,
+        }
+        #: who answers each control-plane request type (services register themselves)
+        self.handlers = Handlers()
+        self.handlers.register(PartitionsQuery, self._answer_partitions)
         #: cluster state in DHT records (namespaces, vjobs), written as this identity
-        self.state = ReplicatedState(self, identity or Identity.generate())
-
-    @property
-    def hv(self) -> Hypervisor:
-        return self.monitor.hv
+        self.state = ReplicatedState(
+            identity or Identity.generate(),
+            requests=self,
+            dht=self,
+            handlers=self.handlers,
+            config=state_config,
+            rng=random.Random(rng.getrandbits(64)),
+        )
+        #: this host's VMs: the partition core's driver calls and peers' VM queries
+        self.driver = VmDriver(
+            monitor, requests=self, directory=self, handlers=self.handlers, config=driver_config
+        )
 
     @property
     def partition(self) -> PartitionCore:
         assert self.node.partition is not None
         return self.node.partition
 
+    @property
+    def contact(self) -> Contact:
+        return self.core.contact
+
+    @property
+    def store(self) -> RecordStore:
+        return self.core.store
+
     # -- service -----------------------------------------------------------------------
 
-    async def run(self, seeds: list[tuple[str, int]], *, task_status=trio.TASK_STATUS_IGNORED):
+    async def run(
+        self,
+        seeds: list[tuple[str, int]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await self.monitor.refresh()
             nursery.start_soon(self._monitor_loop)
             nursery.start_soon(self._names_loop)
-            await nursery.start(super().run, seeds)
+            nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._timer_loop)
+            await self._apply(self.core.start(seeds, now=trio.current_time()))
             task_status.started()
 
-    async def stop(self, grace_s: float = 30.0) -> None:
-        """SIGTERM: let a plan being applied here finish (at most ``grace_s``), then
-        release the partition (members told at once) and fail our pending events."""
-        with trio.move_on_after(grace_s):
+    async def stop(self, grace_s: float | None = None) -> None:
+        """SIGTERM: let a plan being applied here finish (at most ``grace_s``, default
+        ``RunnerConfig.stop_grace_s``), then release the partition (members told at
+        once) and fail our pending events."""
+        with trio.move_on_after(self.config.stop_grace_s if grace_s is None else grace_s):
             while self.partition.acting():
-                await trio.sleep(0.05)
+                await self._wait_input_taken()
         await self._apply(self.node.shutdown(now=trio.current_time()))
 
-    async def _monitor_loop(self) -> None:
-        while True:
-            await trio.sleep(self.monitor_period_s)
-            await self.monitor.refresh()
+    async def wait_joined(self) -> None:
+        await self._joined.wait()
 
-    async def _names_loop(self) -> None:
-        """Learn the host name of every peer that enters the routing table."""
-        asking: set[int] = set()
-
-        async def ask(c: Contact) -> None:
-            try:
-                await self.request(c.addr, HostQuery(vms=False))
-            finally:
-                asking.discard(c.node_id)
-
-        while True:
-            for c in self.peer_contacts():
-                if c.node_id not in self.names and c.node_id not in asking:
-                    asking.add(c.node_id)
-                    self.spawn(ask, c)
-            await trio.sleep(self.monitor_period_s)
-
-    def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
         """Run ``fn(*args)`` as a task of the running node (for the node's services)."""
         assert self._nursery is not None, "the runner is not running"
         self._nursery.start_soon(fn, *args)
 
+    # -- loops -------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while True:
+            dgram = await self.transport.receive()
+            decoded = self.codec.decode(dgram.payload, now=self.wall())
+            if decoded is None:
+                continue
+            if self._control_message(dgram.src, decoded.sender, decoded.rid, decoded.msg):
+                continue
+            effects = self.node.on_message(
+                dgram.src, decoded.sender, decoded.rid, decoded.msg, now=trio.current_time()
+            )
+            await self._apply(effects)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.node.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            now = trio.current_time()
+            if deadline is not None and now >= deadline:
+                await self._apply(self.node.on_timer(now=now))
+
+    async def _monitor_loop(self) -> None:
+        while True:
+            await trio.sleep(self.monitor.config.period_s)
+            await self.monitor.refresh()
+
+    async def _names_loop(self) -> None:
+        """Ask every peer that enters the routing table for its host name (a peer that
+        does not answer is asked again after the next input that finds it unnamed)."""
+        while True:
+            await self._unnamed.wait()
+            self._unnamed = trio.Event()
+            for c in self.peer_contacts():
+                if c.node_id not in self.names and c.node_id not in self._asking:
+                    self._asking.add(c.node_id)
+                    self.spawn(self._ask_name, c)
+
+    async def _ask_name(self, c: Contact) -> None:
+        try:
+            await self.request(c.addr, HostQuery(vms=False))
+        finally:
+            self._asking.discard(c.node_id)
+
+    async def _wait_input_taken(self) -> None:
+        if self._input_taken is None:
+            self._input_taken = trio.Event()
+        await self._input_taken.wait()
+
     # -- effects -----------------------------------------------------------------------
 
-    async def _effect(self, eff: Any) -> None:
-        if type(eff) is Compute:
-            self.spawn(self._compute, eff)
-        elif type(eff) is DriverCall:
-            self.spawn(self._drive, eff)
-        else:
-            await super()._effect(eff)
+    async def _apply(self, effects: list[Any]) -> None:
+        """Carry out ``effects``, the core's answer to one input."""
+        for eff in effects:
+            carry_out = self._effects.get(type(eff))
+            if carry_out is None:  # the core emitted a type nobody carries out: our bug
+                raise TypeError(f"{type(self).__name__} cannot carry out {eff!r}")
+            await carry_out(eff)
+        # The input may have created an earlier deadline, or changed the routing table.
+        self._wake.set()
+        if self._input_taken is not None:
+            self._input_taken.set()
+            self._input_taken = None
+        if not self.core.table.index.keys() <= self.names.keys() | self._asking:
+            self._unnamed.set()
+
+    async def _send(self, eff: Send) -> None:
+        try:
+            data = self.codec.encode(
+                eff.msg, sender=self.core.node_id, rid=eff.rid, now=self.wall()
+            )
+            await self.transport.send(eff.dst, data)
+        except (TransportError, ValueError) as exc:
+            self.send_errors += 1
+            log.warning("cannot send %s to %s: %s", type(eff.msg).__name__, eff.dst, exc)
+
+    async def _emit(self, eff: Emit) -> None:
+        event = eff.event
+        self.partitions.on_event(event, self.wall())
+        on_event = self._on_event.get(type(event))
+        if on_event is not None:
+            on_event(event)
+        for listener in self.listeners:
+            listener(event)
+
+    async def _start_compute(self, eff: Compute) -> None:
+        self.spawn(self._compute, eff)
 
     async def _compute(self, eff: Compute) -> None:
         try:
@@ -181,98 +313,80 @@ class NodeRunner(OverlayNode):
             result = SolveOutcome(False, f"solver error: {exc!r}")
         await self._apply(self.node.on_computed(eff.token, result, now=trio.current_time()))
 
+    async def _start_drive(self, eff: DriverCall) -> None:
+        self.spawn(self._drive, eff)
+
     async def _drive(self, eff: DriverCall) -> None:
-        self.monitor.migrating += eff.kind == "migrate"
-        try:
-            if eff.kind == "create":
-                ok, reason = await self._create(eff.args["vm"])
-            elif eff.kind == "migrate":
-                ok, reason = await self.migrate_vm(eff.args)
-            else:
-                ok, reason = False, f"unknown driver call {eff.kind!r}"
-        finally:
-            self.monitor.migrating -= eff.kind == "migrate"
-        await self.monitor.refresh()  # before the core (and the next leader) hears of it
-        if not ok:
-            log.warning("%s failed: %s", eff.kind, reason)
-        await self._apply(self.node.on_driver_result(eff.op, ok, reason, now=self._now()))
+        ok, reason = await self.driver.carry_out(eff)
+        await self._apply(self.node.on_driver_result(eff.op, ok, reason, now=trio.current_time()))
 
-    async def _create(self, vm: LaunchVm) -> tuple[bool, str]:
-        try:
-            await self.hv.create(vm.to_spec())
-        except AlreadyExists as exc:
-            if self.monitor.specs.get(vm_key(vm.name, vm.namespace)) == vm:
-                return True, ""  # a retransmitted AdoptVm: it is here already
-            return False, str(exc)
-        except (HypervisorError, ValueError) as exc:
-            return False, str(exc)
-        self.monitor.specs[vm_key(vm.name, vm.namespace)] = vm
-        return True, ""
+    # -- events ------------------------------------------------------------------------
 
-    async def migrate_vm(self, args: dict[str, Any]) -> tuple[bool, str]:
-        """Move VM ``args["vm"]`` (of ``args["namespace"]``) from this host to the node at
-        ``args["dst_addr"]`` (``args["dst_host"]``): live on QEMU, re-created on test
-        hosts. Returns ``(ok, reason)``."""
-        name, dst = args["vm"], tuple(args["dst_addr"])
-        key = vm_key(name, args.get("namespace", ""))
-        spec = self.monitor.spec_of(name, args.get("namespace", ""))
-        if spec is None:
-            return False, f"vm {name!r} is not on {self.monitor.name}"
-        if not self.monitor.uri.startswith("test:"):
-            return await self._live_migrate(key, dst)
-        reply = await self.request(dst, AdoptVm(spec), timeout=10.0, attempts=2)
-        if not isinstance(reply, Adopted):
-            return False, f"{args['dst_host']} did not answer"
-        if not reply.ok:
-            return False, reply.reason
-        try:
-            await self._remove(key)
-        except HypervisorError as exc:
-            return False, f"{name} runs on {args['dst_host']} but stays here: {exc}"
-        return True, ""
+    def _lookup_done(self, event: LookupDone) -> None:
+        waiter = self._lookup_waiters.pop(event.result.lookup_id, None)
+        if waiter is not None:
+            waiter[1].append(event)
+            waiter[0].set()
 
-    async def _live_migrate(self, name: str, dst: tuple[str, int]) -> tuple[bool, str]:
-        from dvms.hypervisor.base import open_hypervisor
+    def _put_done(self, event: PutDone) -> None:
+        waiters = self._put_waiters.get(event.name)
+        if waiters:
+            done, box = waiters.pop(0)
+            box.append(event)
+            done.set()
+            if not waiters:
+                del self._put_waiters[event.name]
 
-        info = await self.request(dst, HostQuery(vms=False), timeout=2.0)
-        if not isinstance(info, HostReply):
-            return False, "destination did not answer"
-        dest = open_hypervisor("libvirt", info.uri, host=info.name)
-        try:
-            await self.hv.migrate(name, dest)
-        except HypervisorError as exc:
-            return False, str(exc)
-        finally:
-            await dest.aclose()
-        self.monitor.specs.pop(name, None)  # name: the vm_key
-        return True, ""
+    def _on_joined(self, event: Joined) -> None:
+        self._joined.set()
 
-    async def _remove(self, key: str) -> None:
-        """Destroy and undefine the VM the hypervisor knows as ``key``."""
-        with contextlib.suppress(InvalidState):  # not running: undefine is enough
-            await self.hv.destroy(key)
-        await self.hv.undefine(key)
-        self.monitor.specs.pop(key, None)
+    def _event_done(self, event: EventDone) -> None:
+        waiter = self._events.pop(event.event_id, None)
+        if waiter is not None:
+            waiter[1].append(event)
+            waiter[0].set()
 
-    def _emit(self, event: Any) -> None:
-        self.partitions.on_event(event, self.wall())
-        if isinstance(event, EventDone):
-            waiter = self._events.pop(event.event_id, None)
-            if waiter is not None:
-                waiter[1].append(event)
-                waiter[0].set()
-        super()._emit(event)
+    # -- overlay commands (Dht) --------------------------------------------------------
 
-    def _now(self) -> float:
-        return trio.current_time()
+    async def lookup(self, target: int) -> LookupResult:
+        lid, effects = self.core.lookup(target, now=trio.current_time())
+        return (await self._await_lookup(lid, effects)).result
 
-    # -- commands ----------------------------------------------------------------------
+    async def get(self, name: str) -> Record | None:
+        lid, effects = self.core.get(name, now=trio.current_time())
+        return (await self._await_lookup(lid, effects)).record
+
+    async def put(self, record: Record) -> int:
+        """Store ``record`` on its k closest nodes; returns how many acknowledged."""
+        done = trio.Event()
+        box: list[PutDone] = []
+        self._put_waiters.setdefault(record.name, []).append((done, box))
+        await self._apply(self.core.put(record, now=trio.current_time()))
+        await done.wait()
+        return box[0].stored
+
+    async def _await_lookup(self, lid: int, effects: list[Any]) -> LookupDone:
+        done = trio.Event()
+        box: list[LookupDone] = []
+        self._lookup_waiters[lid] = (done, box)
+        await self._apply(effects)
+        await done.wait()
+        return box[0]
+
+    async def closest_nodes(self, key: int) -> list[Contact]:
+        known = self.peer_contacts()
+        if len(known) + 1 < self.core.config.k:
+            # the routing table is the whole cluster: no lookup needed
+            return [self.contact, *known]
+        return [self.contact, *(await self.lookup(key)).contacts]
+
+    # -- partition commands (Launcher, VmDirectory) ------------------------------------
 
     async def launch(
         self, vms: tuple[LaunchVm, ...], constraints: tuple[WireConstraint, ...]
     ) -> EventDone:
         """Place and create ``vms``: a launch event from this node; returns when it ends."""
-        event_id, effects = self.node.launch(vms, constraints, now=self._now())
+        event_id, effects = self.node.launch(vms, constraints, now=trio.current_time())
         done = trio.Event()
         box: list[EventDone] = []
         self._events[event_id] = (done, box)
@@ -280,20 +394,85 @@ class NodeRunner(OverlayNode):
         await done.wait()
         return box[0]
 
+    async def forget(self, namespace: str, name: str) -> None:
+        await self._apply(self.node.forget_vm(namespace, name, now=trio.current_time()))
+
+    async def located(self, namespace: str, name: str, host: str, node_id: int) -> None:
+        now = trio.current_time()
+        await self._apply(self.node.located(namespace, name, host, node_id, now=now))
+
+    async def free_claim(self, namespace: str, name: str, claimer: int) -> None:
+        rname = record_name(namespace, name)
+        rec = await self.get(rname)
+        loc = location_of(rec)
+        if rec is None or loc is None or loc.state != CLAIMED or loc.node_id != claimer:
+            return
+        free = self.node.identity().sign_record(
+            rname, encode_location(Location(FREE)), seq=rec.seq + 1, ttl_s=rec.ttl_s
+        )
+        await self.put(free)
+        self.core.unpublish(rname)
+
+    # -- peers (Peers) -----------------------------------------------------------------
+
     def peer_contacts(self) -> list[Contact]:
         return [e.contact for _, e in sorted(self.core.table.index.items())]
 
-    async def gather(self, msg: Any, timeout: float = 0.5) -> tuple[list[Any], list[Contact]]:
+    def hosts(self) -> dict[str, Contact]:
+        out = {self.names[c.node_id]: c for c in self.peer_contacts() if c.node_id in self.names}
+        out[self.monitor.name] = self.core.contact
+        return out
+
+    def host_name(self, node_id: int) -> str | None:
+        return self.names.get(node_id)
+
+    def name_of(self, c: Contact) -> str:
+        return self.names.get(c.node_id) or f"{c.host}:{c.port}"
+
+    # -- control-plane requests (Requester) --------------------------------------------
+
+    async def request(
+        self,
+        dst: Address,
+        msg: Any,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> Any | None:
+        """Send ``msg`` to ``dst`` until answered (timeout doubles per attempt); None if
+        it never is."""
+        dst = (dst[0], dst[1])
+        first = self.config.request_timeout_s if timeout is None else timeout
+        tries = self.config.request_attempts if attempts is None else attempts
+        for attempt in range(tries):
+            rid = self.rng.getrandbits(64)
+            done = trio.Event()
+            box: list[Any] = []
+            self._rpcs[rid] = (dst, done, box)
+            try:
+                await self._send(Send(dst, rid, msg))
+                with trio.move_on_after(first * 2**attempt):
+                    await done.wait()
+            finally:
+                self._rpcs.pop(rid, None)
+            if box:
+                return box[0]
+        return None
+
+    async def gather(
+        self, msg: Any, *, timeout: float | None = None
+    ) -> tuple[list[Any], list[Contact]]:
         """Ask every peer of the routing table and answer ``msg`` locally too; returns
         (replies, peers that did not answer). A peer known before that is no longer in
         the routing table (the overlay dropped it after failed RPCs) counts as silent
         without being asked."""
-        replies: list[Any] = [await self._answer(msg)]
+        first = self.config.gather_timeout_s if timeout is None else timeout
+        replies: list[Any] = [await self.handlers.answer(msg)]
         table = self.core.table.index
         silent = [c for node_id, c in self.known.items() if node_id not in table]
 
         async def ask(c: Contact) -> None:
-            reply = await self.request(c.addr, msg, timeout=timeout)
+            reply = await self.request(c.addr, msg, timeout=first)
             if reply is None:
                 silent.append(c)
             else:
@@ -304,49 +483,24 @@ class NodeRunner(OverlayNode):
                 nursery.start_soon(ask, c)
         return replies, silent
 
-    def hosts(self) -> dict[str, Contact]:
-        """Host name -> contact of every peer whose name we learnt, and ourselves."""
-        out = {self.names[c.node_id]: c for c in self.peer_contacts() if c.node_id in self.names}
-        out[self.monitor.name] = self.core.contact
-        return out
-
-    async def ask_host(self, host: str, msg: Any, *, timeout: float = 1.0, attempts: int = 3):
-        """``msg`` answered by the node named ``host`` (ourselves included); None if it
-        is unknown or does not answer."""
+    async def ask_host(
+        self,
+        host: str,
+        msg: Any,
+        *,
+        timeout: float | None = None,
+        attempts: int | None = None,
+    ) -> Any | None:
         if host == self.monitor.name:
-            return await self._answer(msg)
+            return await self.handlers.answer(msg)
         contact = self.hosts().get(host)
         if contact is None:
             return None
         return await self.request(contact.addr, msg, timeout=timeout, attempts=attempts)
 
-    def name_of(self, c: Contact) -> str:
-        return self.names.get(c.node_id) or f"{c.host}:{c.port}"
-
-    # -- control-plane RPC -------------------------------------------------------------
-
-    async def request(
-        self, dst: Address, msg: Any, *, timeout: float = 1.0, attempts: int = 3
-    ) -> Any | None:
-        """Send ``msg`` to ``dst`` until answered (timeout doubles per attempt); None if
-        it never is."""
-        dst = (dst[0], dst[1])
-        for attempt in range(attempts):
-            rid = self._rng.getrandbits(64)
-            done = trio.Event()
-            box: list[Any] = []
-            self._rpcs[rid] = (dst, done, box)
-            try:
-                await self._send(Send(dst, rid, msg))
-                with trio.move_on_after(timeout * 2**attempt):
-                    await done.wait()
-            finally:
-                self._rpcs.pop(rid, None)
-            if box:
-                return box[0]
-        return None
-
-    def _local_message(self, src: Any, sender: int, rid: int, msg: Any) -> bool:
+    def _control_message(self, src: Address, sender: int, rid: int, msg: Any) -> bool:
+        """True if ``msg`` is a control-plane request or reply (taken here, not by the
+        core)."""
         if type(msg) in RESPONSES:
             waiter = self._rpcs.get(rid)
             if waiter is None or waiter[0] != (src[0], src[1]):
@@ -364,65 +518,8 @@ class NodeRunner(OverlayNode):
         return False
 
     async def _serve(self, src: Address, rid: int, msg: Any) -> None:
-        await self._send(Send(src, rid, await self._answer(msg)))
+        await self._send(Send(src, rid, await self.handlers.answer(msg)))
 
-    async def _answer(self, msg: Any) -> Any:
-        if isinstance(msg, HostQuery):
-            if msg.vms:
-                await self.monitor.refresh()
-            return self.monitor.reply(msg.namespace, msg.vms)
-        if isinstance(msg, KillVms):
-            return await self._kill(msg)
-        if isinstance(msg, AdoptVm):
-            ok, reason = await self._create(msg.vm)
-            await self.monitor.refresh()
-            return Adopted(ok, reason[:512])
-        if isinstance(msg, StateRead | StateCas):
-            return answer_state(self.core.store, msg, self._now())
-        if isinstance(msg, PartitionsQuery):
-            return PartitionsReply(self.monitor.name, self.partitions.rows(self.name_of)[-256:])
-        handler = self.handlers.get(type(msg))
-        if handler is not None:
-            return await handler(msg)
-        raise TypeError(f"no answer for {msg!r}")
-
-    async def forget(self, namespace: str, name: str) -> None:
-        """``namespace/name`` was removed from this host for good: free its name in the
-        DHT directory."""
-        await self._apply(self.node.forget_vm(namespace, name, now=self._now()))
-
-    async def free_claim(self, namespace: str, name: str, claimer: int) -> None:
-        """Free ``namespace/name`` in the DHT directory if node ``claimer`` (dead, its
-        launch lost) still claims it, so that whoever took its vjob over can claim it."""
-        rname = record_name(namespace, name)
-        rec = await self.get(rname)
-        loc = location_of(rec)
-        if rec is None or loc is None or loc.state != CLAIMED or loc.node_id != claimer:
-            return
-        free = self.node.identity().sign_record(
-            rname, encode_location(Location(FREE)), seq=rec.seq + 1, ttl_s=rec.ttl_s
-        )
-        await self.put(free)
-        self.core.unpublish(rname)
-
-    async def located(self, namespace: str, name: str, host: str, node_id: int) -> None:
-        await self._apply(self.node.located(namespace, name, host, node_id, now=self._now()))
-
-    async def _kill(self, msg: KillVms) -> Killed:
-        await self.monitor.refresh()
-        killed: list[str] = []
-        errors: list[str] = []
-        for name in msg.names:
-            info = self.monitor.find(name, msg.namespace)
-            if info is None:
-                continue
-            try:
-                await self._remove(info.key)
-                await self.forget(info.namespace, name)
-                killed.append(name)
-            except VmNotFound:
-                pass  # gone meanwhile
-            except HypervisorError as exc:
-                errors.append(str(exc)[:512])
-        await self.monitor.refresh()
-        return Killed(self.monitor.name, tuple(killed), tuple(errors[:64]))
+    async def _answer_partitions(self, _msg: PartitionsQuery) -> PartitionsReply:
+        rows = self.partitions.rows(self.name_of)[-self.config.partition_rows :]
+        return PartitionsReply(self.monitor.name, rows)

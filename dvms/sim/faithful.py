@@ -21,9 +21,9 @@ thread, driver calls) with its ``WireCodec``, over ``SimNetwork`` datagrams, eac
 ids of all nodes, by brute force), the overload resolved and no host over capacity at
 the end, the vjob placed on as many distinct hosts as its spread group has VMs, every VM
 on exactly one host. Timings differ on purpose and are not compared: the faithful path
-emulates a migration as a re-creation (``test:`` hosts, see ``dvms.runtime.node``) where
-the engine charges a pre-copy migration, and Trio orders simultaneous wake-ups its own
-way (see ``dvms.transport.simnet``).
+emulates a migration as a re-creation (``test:`` hosts, see
+``dvms.runtime.services.vm_driver``) where the engine charges a pre-copy migration, and
+Trio orders simultaneous wake-ups its own way (see ``dvms.transport.simnet``).
 """
 
 from __future__ import annotations
@@ -280,23 +280,22 @@ def _build_runner(
     registry = register_node_messages(
         register_partition_messages(register_overlay_messages(MessageRegistry()))
     )
-    runner = NodeRunner(
+    return NodeRunner(
         NodeCore(overlay, partition),
         transport,
         WireCodec(_KEY, registry),
         monitor,
+        rng=random.Random(node_rng.getrandbits(64)),
         identity=ident,
     )
-    runner._rng = random.Random(node_rng.getrandbits(64))
-    return runner
 
 
 def _populate(cfg: FaithfulConfig) -> tuple[list[SimCluster], dict[tuple[str, str], float]]:
     """One ``SimCluster`` per host, as each daemon has its own libvirt ``test:///``
     host (a migration between them is emulated by re-creation, see
-    ``dvms.runtime.node``), and the VMs' CPU demand as the monitors' synthetic load
-    (``dvms debug load``): one dict shared by every monitor, so that a VM's load
-    follows it to whichever host re-creates it."""
+    ``dvms.runtime.services.vm_driver``), and the VMs' CPU demand as the monitors'
+    synthetic load (``dvms debug load``): one dict shared by every monitor, so that a
+    VM's load follows it to whichever host re-creates it."""
     clusters, loads = [], {}
     for i in range(cfg.nodes):
         cluster = SimCluster()

@@ -14,12 +14,13 @@ import time
 
 import pytest
 import trio
-from tests.runtime.test_node import start_node
 
 from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.runtime.daemon import build_vjobs
 from dvms.runtime.services.state import UNCHANGED
-from dvms.runtime.services.vjobs import Journal, VjobConfig, VjobService, vjob_record
+from dvms.runtime.services.vjobs import Journal, VjobConfig, vjob_record
 from dvms.wire.keys import generate_key
+from tests.runtime.test_node import start_node
 
 pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvirt-dev)")
 
@@ -93,7 +94,7 @@ def _vjob_body():
 async def test_keeper_takes_over_a_vjob_whose_owner_is_dead(tmp_path):
     async with trio.open_nursery() as nursery:
         (a, b, c), hvs = await three_nodes(nursery, tmp_path)
-        services = [VjobService(r, tmp_path / r.monitor.name, FAST) for r in (a, b, c)]
+        services = [build_vjobs(r, tmp_path / r.monitor.name, FAST) for r in (a, b, c)]
         for s in services:
             await nursery.start(s.run)
         dead = {"id": "ff" * 20, "host": "127.0.0.1", "port": 9, "name": "gone"}
@@ -137,7 +138,7 @@ async def test_journal_resume_after_a_crash_places_once(tmp_path):
         journal.append(entry)
         with journal.path.open("a") as f:
             f.write('{"event": "accepted", "id": "torn')  # a write cut by the crash
-        service = VjobService(a, tmp_path / "a", FAST)
+        service = build_vjobs(a, tmp_path / "a", FAST)
         await nursery.start(service.run)
         with trio.fail_after(20):
             while "0000000000c0ffee" not in service.known or service.known["0000000000c0ffee"].get(
@@ -152,7 +153,7 @@ async def test_journal_resume_after_a_crash_places_once(tmp_path):
 
         # resuming again (say the node crashed before writing "done") creates nothing new
         journal.append(entry)
-        again = VjobService(a, tmp_path / "a", FAST)
+        again = build_vjobs(a, tmp_path / "a", FAST)
         await nursery.start(again.run)
         with trio.fail_after(20):
             while journal.pending():

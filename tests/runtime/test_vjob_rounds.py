@@ -1,18 +1,20 @@
 """A vjob is placed whole or not at all (``VjobService._place``), against a scripted
-runner: a refused launch that left some VMs created is followed by a launch of the
-rest; a vjob still incomplete after ``launch_rounds`` is rolled back; a refusal on
-names that belong to other VMs removes nothing."""
+node (``FakeNode`` stands for every capability the service takes): a refused launch
+that left some VMs created is followed by a launch of the rest; a vjob still incomplete
+after ``launch_rounds`` is rolled back; a refusal on names that belong to other VMs
+removes nothing."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict
-from types import SimpleNamespace
 
 import trio
 
 from dvms.overlay.messages import Contact
 from dvms.partition.events import EventDone, Placed
 from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.runtime.capabilities import Handlers
 from dvms.runtime.messages import HostReply, KillVms, VmRow
 from dvms.runtime.services.state import UNCHANGED, Versioned
 from dvms.runtime.services.vjobs import NAME_TAKEN, VjobConfig, VjobService
@@ -32,7 +34,7 @@ class FakeState:
         return self.values.get(name), result
 
 
-class FakeRunner:
+class FakeNode:
     """Hosts h1..h3; ``outcomes`` scripts each launch: (ok, reason, VMs it creates)."""
 
     def __init__(self, outcomes) -> None:
@@ -41,9 +43,7 @@ class FakeRunner:
         self.launched: list[tuple[str, ...]] = []
         self.killed: list[tuple[str, ...]] = []
         self.state = FakeState()
-        self.handlers: dict = {}
-        self.core = SimpleNamespace(contact=Contact(1, "127.0.0.1", 9))
-        self.monitor = SimpleNamespace(name="h1")
+        self.contact = Contact(1, "127.0.0.1", 9)
 
     async def launch(self, vms, constraints):
         self.launched.append(tuple(v.name for v in vms))
@@ -75,15 +75,28 @@ def body(names):
 
 
 async def place(runner, names, tmp_path):
-    service = VjobService(runner, tmp_path, VjobConfig(launch_rounds=3))
-    record = {"id": "j1", "owner": service._owner_of(runner.core.contact), "body": body(names)}
+    service = VjobService(
+        tmp_path,
+        host_name="h1",
+        state=runner.state,
+        requests=runner,
+        peers=runner,
+        dht=runner,
+        launcher=runner,
+        directory=runner,
+        spawn=None,
+        handlers=Handlers(),
+        rng=random.Random(1),
+        config=VjobConfig(launch_rounds=3),
+    )
+    record = {"id": "j1", "owner": service._owner_of(runner.contact), "body": body(names)}
     runner.state.values["vjob/j1"] = {**record, "state": "placing", "history": []}
     await service._place("j1", record, False)
     return runner.state.values["vjob/j1"]
 
 
 def test_a_partly_created_vjob_is_completed_by_a_second_launch(tmp_path):
-    runner = FakeRunner([(False, "lease expired", ["a"]), (True, "", ["b", "c"])])
+    runner = FakeNode([(False, "lease expired", ["a"]), (True, "", ["b", "c"])])
     rec = trio.run(place, runner, ["a", "b", "c"], tmp_path)
     assert rec["state"] == "done", rec
     assert runner.launched == [("a", "b", "c"), ("b", "c")]
@@ -92,7 +105,7 @@ def test_a_partly_created_vjob_is_completed_by_a_second_launch(tmp_path):
 
 
 def test_a_vjob_that_stays_incomplete_is_rolled_back(tmp_path):
-    runner = FakeRunner([(False, "lease expired", ["a"]), (False, "no solution", ["b"])] * 2)
+    runner = FakeNode([(False, "lease expired", ["a"]), (False, "no solution", ["b"])] * 2)
     rec = trio.run(place, runner, ["a", "b", "c"], tmp_path)
     assert rec["state"] == "failed"
     assert len(runner.launched) == 3  # launch_rounds
@@ -102,7 +115,7 @@ def test_a_vjob_that_stays_incomplete_is_rolled_back(tmp_path):
 
 
 def test_a_refusal_on_names_in_use_removes_nothing(tmp_path):
-    runner = FakeRunner([(False, f"{NAME_TAKEN}: ns/a (runs on h2)", [])])
+    runner = FakeNode([(False, f"{NAME_TAKEN}: ns/a (runs on h2)", [])])
     runner.vms["a"] = "h2"  # another vjob's VM of that name
     rec = trio.run(place, runner, ["a", "b"], tmp_path)
     assert rec["state"] == "failed" and rec["reason"].startswith(NAME_TAKEN)

@@ -4,57 +4,65 @@ Every command is a coroutine taking the request's ``args`` map and returning a
 CBOR-friendly result, or raising ``ControlError`` with the text the CLI prints.
 
 Cluster-wide commands (``vm info``, ``vm kill``, ``host``, ``partitions --all``) ask every
-peer in this node's routing table with a control-plane query (``node/messages.py``) and
-answer locally too: on a local or LAN cluster the routing table holds every node (a
+peer in this node's routing table with a control-plane query (``runtime/messages.py``)
+and answer locally too: on a local or LAN cluster the routing table holds every node (a
 Kademlia bucket keeps k = 20 contacts per distance). Peers that do not answer within
-3.5 s (0.5 s, doubled per retry, 3 attempts), and peers that answered once but have
-left the routing table since, are listed as ``unreachable``; the command still succeeds
-with what it got.
+3.5 s (``RunnerConfig.gather_timeout_s`` = 0.5 s, doubled per retry, 3 attempts), and
+peers that answered once but have left the routing table since, are listed as
+``unreachable``; the command still succeeds with what it got.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import trio
 
-from dvms.hypervisor.net import Reconciler, open_net_backend
+from dvms.overlay.core import OverlayCore
+from dvms.overlay.messages import Contact
 from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.placement.spec import SpecError
 from dvms.ranges import RangeError, expand, natural_key
+from dvms.runtime.capabilities import Dht, PartitionStatus, Peers, Requester
 from dvms.runtime.client import ControlError
 from dvms.runtime.config import NodeConfig
 from dvms.runtime.control import debug as debugcmd
-from dvms.runtime.messages import HostQuery, HostReply, Killed, KillVms, PartitionsQuery
-from dvms.runtime.node import NodeRunner
+from dvms.runtime.messages import (
+    HostQuery,
+    HostReply,
+    Killed,
+    KillVms,
+    PartitionsQuery,
+    PartitionsReply,
+)
 from dvms.runtime.services.hostside import HostSide
+from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
-from dvms.runtime.services.partition_log import merge_rows
+from dvms.runtime.services.partition_log import PartitionLog, merge_rows
 from dvms.runtime.services.state import StateError
 from dvms.runtime.services.vjobs import VjobService
+from dvms.wire.envelope import WireCodec
 
-__all__ = ["Daemon", "launch_from_map"]
+__all__ = ["ControlConfig", "Daemon", "launch_from_map"]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    #: ``rtt``: probes sent, and each probe's timeout, seconds (one attempt each).
+    rtt_probes: int = 3
+    rtt_timeout_s: float = 1.0
+    #: ``vjob show --wait`` without a timeout waits this long, seconds.
+    vjob_wait_s: float = 300.0
 
 
 def launch_from_map(
     args: dict[str, Any],
 ) -> tuple[tuple[LaunchVm, ...], tuple[WireConstraint, ...]]:
     try:
-        vms = tuple(
-            LaunchVm(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-            for d in args.get("vms") or ()
-        )
+        vms = tuple(LaunchVm(**_fields(d)) for d in args.get("vms") or ())
         constraints = tuple(
-            WireConstraint(
-                **{
-                    k: (tuple(tuple(g) for g in v) if k == "groups" else tuple(v))
-                    if isinstance(v, list)
-                    else v
-                    for k, v in d.items()
-                }
-            )
-            for d in args.get("constraints") or ()
+            WireConstraint(**_fields(d, nested="groups")) for d in args.get("constraints") or ()
         )
         for v in vms:
             v.to_spec()  # validates names and sizes
@@ -67,17 +75,53 @@ def launch_from_map(
     return vms, constraints
 
 
+def _fields(d: Any, nested: str = "") -> dict[str, Any]:
+    """A CBOR map as dataclass fields: lists become tuples (field ``nested``: of tuples)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, list):
+            v = tuple(tuple(g) for g in v) if k == nested else tuple(v)
+        out[k] = v
+    return out
+
+
 class Daemon:
-    """Owns the node's services and answers control requests."""
+    """Answers control requests with the node's services. ``overlay`` and ``codec`` are
+    only read (status, peers, rtt)."""
 
     def __init__(
-        self, cfg: NodeConfig, runner: NodeRunner, started: float, vjobs: VjobService
+        self,
+        cfg: NodeConfig,
+        *,
+        started: float,
+        overlay: OverlayCore,
+        codec: WireCodec,
+        partition: PartitionStatus,
+        partitions: PartitionLog,
+        monitor: HostMonitor,
+        requests: Requester,
+        peers: Peers,
+        dht: Dht,
+        vjobs: VjobService,
+        namespaces: NamespaceService,
+        host_side: HostSide,
+        config: ControlConfig | None = None,
     ) -> None:
         self.cfg = cfg
-        self.runner = runner
         self.started = started
+        self.overlay = overlay
+        self.codec = codec
+        self.partition = partition
+        self.partition_log = partitions
+        self.monitor = monitor
+        self.requests = requests
+        self.known_peers = peers
+        self.dht = dht
         self.vjobs = vjobs
-        self.commands = {
+        self.namespaces = namespaces
+        self.host_side = host_side
+        self.config = config or ControlConfig()
+        self.commands: dict[str, debugcmd.Handler] = {
             "status": self.status,
             "peers": self.peers,
             "lookup": self.lookup,
@@ -92,9 +136,6 @@ class Daemon:
             "ns": self.ns,
         }
         self.commands.update(debugcmd.commands(self))
-        self.namespaces = NamespaceService(runner)
-        net = Reconciler(open_net_backend(cfg.network_backend))
-        self.host_side = HostSide(runner, self.namespaces, net)
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> Any:
         fn = self.commands.get(cmd)
@@ -105,10 +146,9 @@ class Daemon:
     # -- the node itself ---------------------------------------------------------------
 
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:
-        runner = self.runner
-        core = runner.core
+        core = self.overlay
         coord = core.coordinate()
-        part = runner.partition
+        part = self.partition
         return {
             "name": self.cfg.name,
             "node_id": f"{core.node_id:040x}",
@@ -116,12 +156,12 @@ class Daemon:
             "joined": core.joined,
             "peers": len(core.table),
             "uptime_s": round(trio.current_time() - self.started, 1),
-            "dropped": dict(runner.codec.drops),
-            "accepted": runner.codec.accepted,
+            "dropped": dict(self.codec.drops),
+            "accepted": self.codec.accepted,
             "stats": dict(core.stats),
             "vivaldi_error": round(coord.error, 4) if coord is not None else None,
-            "hypervisor": runner.monitor.uri,
-            "vms": len(runner.monitor.vms),
+            "hypervisor": self.monitor.uri,
+            "vms": len(self.monitor.vms),
             "partition": "busy" if part.busy() else "free",
             "partition_stats": dict(part.stats),
             # namespace bridges this host has now (``ns bridge``), as NAMESPACE/BRIDGE
@@ -129,14 +169,14 @@ class Daemon:
         }
 
     async def peers(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        core = self.runner.core
+        core = self.overlay
         now = trio.current_time()
         out = []
         for node_id, e in sorted(core.table.index.items()):
             predicted = core.predicted_rtt(node_id)
             out.append(
                 {
-                    "name": self.runner.names.get(node_id),
+                    "name": self.known_peers.host_name(node_id),
                     "node_id": f"{node_id:040x}",
                     "address": f"{e.contact.host}:{e.contact.port}",
                     "rtt_ms": round(e.srtt * 1000, 3) if e.srtt is not None else None,
@@ -152,7 +192,7 @@ class Daemon:
             target = int(str(args.get("target", "")), 16)
         except ValueError:
             raise ControlError("lookup needs 'target', a hex node id") from None
-        res = await self.runner.lookup(target)
+        res = await self.dht.lookup(target)
         return [f"{c.node_id:040x}" for c in res.contacts]
 
     # -- VMs ---------------------------------------------------------------------------
@@ -186,15 +226,16 @@ class Daemon:
         except StateError as exc:
             raise ControlError(str(exc)) from None
         if args.get("wait") and rec.get("state") in ("accepted", "placing"):
-            rec = await self.vjobs.wait(vjob_id, timeout=float(args.get("timeout", 300.0)))
+            timeout = float(args.get("timeout", self.config.vjob_wait_s))
+            rec = await self.vjobs.wait(vjob_id, timeout=timeout)
         out = {k: v for k, v in rec.items() if k != "body"}
         out["placed"] = [{"name": n, "namespace": ns, "host": h} for n, ns, h in rec["placed"]]
         return out
 
     async def _hosts(self, namespace: str | None) -> tuple[list[HostReply], list[str]]:
-        replies, silent = await self.runner.gather(HostQuery(namespace))
+        replies, silent = await self.requests.gather(HostQuery(namespace))
         hosts = sorted((r for r in replies if isinstance(r, HostReply)), key=_by_name)
-        return hosts, sorted(self.runner.name_of(c) for c in silent)
+        return hosts, sorted(self.known_peers.name_of(c) for c in silent)
 
     async def vm_info(self, args: dict[str, Any]) -> dict[str, Any]:
         hosts, silent = await self._hosts(_namespace(args))
@@ -210,7 +251,7 @@ class Daemon:
             for h in hosts
             for v in h.vms
         ]
-        rows.sort(key=lambda r: (r["namespace"], natural_key(r["name"])))
+        rows.sort(key=lambda r: (str(r["namespace"]), natural_key(str(r["name"]))))
         truncated = [h.name for h in hosts if h.truncated]
         return {"vms": rows, "unreachable": silent, "truncated": truncated}
 
@@ -237,7 +278,7 @@ class Daemon:
             raise ControlError(str(exc)) from None
         if not names:
             raise ControlError("vm kill needs VM names (a range: vm[1-2])")
-        replies, silent = await self.runner.gather(KillVms(_namespace(args), names))
+        replies, silent = await self.requests.gather(KillVms(_namespace(args), names))
         killed = [(n, r.host) for r in replies if isinstance(r, Killed) for n in r.killed]
         errors = [e for r in replies if isinstance(r, Killed) for e in r.errors]
         found = {n for n, _ in killed}
@@ -245,7 +286,7 @@ class Daemon:
             "killed": [{"name": n, "host": h} for n, h in sorted(killed)],
             "not_found": [n for n in names if n not in found],
             "errors": errors,
-            "unreachable": sorted(self.runner.name_of(c) for c in silent),
+            "unreachable": sorted(self.known_peers.name_of(c) for c in silent),
         }
 
     async def ns(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -259,11 +300,11 @@ class Daemon:
 
     async def partitions(self, args: dict[str, Any]) -> dict[str, Any]:
         if args.get("all"):
-            replies, silent = await self.runner.gather(PartitionsQuery())
-            rows = [row for r in replies for row in r.rows]
-            unreachable = sorted(self.runner.name_of(c) for c in silent)
+            replies, silent = await self.requests.gather(PartitionsQuery())
+            rows = [row for r in replies if isinstance(r, PartitionsReply) for row in r.rows]
+            unreachable = sorted(self.known_peers.name_of(c) for c in silent)
         else:
-            rows, unreachable = list(self.runner.partitions.rows(self.runner.name_of)), []
+            rows, unreachable = list(self.partition_log.rows(self.known_peers.name_of)), []
         out = []
         for r in merge_rows(rows):
             d = asdict(r)
@@ -273,35 +314,34 @@ class Daemon:
 
     async def rtt(self, args: dict[str, Any]) -> dict[str, Any]:
         target = str(args.get("host", ""))
-        runner = self.runner
         contact = self._resolve(target)
         if contact is None:
-            await runner.gather(HostQuery(vms=False))  # learn the peers' host names
+            await self.requests.gather(HostQuery(vms=False))  # learn the peers' host names
             contact = self._resolve(target)
         if contact is None:
             raise ControlError(f"no such host: {target}")
         samples = []
-        for _ in range(3):
+        for _ in range(self.config.rtt_probes):
             t0 = trio.current_time()
-            reply = await runner.request(
-                contact.addr, HostQuery(vms=False), timeout=1.0, attempts=1
+            reply = await self.requests.request(
+                contact.addr, HostQuery(vms=False), timeout=self.config.rtt_timeout_s, attempts=1
             )
             if reply is not None:
                 samples.append(trio.current_time() - t0)
-        entry = runner.core.table.index.get(contact.node_id)
-        predicted = runner.core.predicted_rtt(contact.node_id)
+        entry = self.overlay.table.index.get(contact.node_id)
+        predicted = self.overlay.predicted_rtt(contact.node_id)
         return {
-            "host": runner.name_of(contact),
+            "host": self.known_peers.name_of(contact),
             "address": f"{contact.host}:{contact.port}",
             "measured_ms": round(min(samples) * 1000, 3) if samples else None,
             "srtt_ms": round(entry.srtt * 1000, 3) if entry and entry.srtt is not None else None,
             "predicted_ms": round(predicted * 1000, 3) if predicted else None,
         }
 
-    def _resolve(self, target: str):
-        for c in self.runner.peer_contacts():
+    def _resolve(self, target: str) -> Contact | None:
+        for c in self.known_peers.peer_contacts():
             if target in (
-                self.runner.names.get(c.node_id),
+                self.known_peers.host_name(c.node_id),
                 f"{c.host}:{c.port}",
                 f"{c.node_id:040x}",
             ):

@@ -69,7 +69,7 @@ async def set_load(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
     anywhere = bool(args.get("anywhere"))
     if anywhere and namespace is None:
         raise ControlError("debug load: 'anywhere' needs a namespace ('' for none)")
-    monitor = daemon.runner.monitor
+    monitor = daemon.monitor
     await monitor.refresh()
     here = [v for v in monitor.vms if v.name == name and namespace in (None, v.namespace)]
     if len({v.namespace for v in here}) > 1:
@@ -91,7 +91,7 @@ async def set_load(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def show_loads(daemon: Daemon) -> dict[str, Any]:
-    monitor = daemon.runner.monitor
+    monitor = daemon.monitor
     await monitor.refresh()
     present = {(v.namespace, v.name): v for v in monitor.vms}
     rows = [
@@ -109,13 +109,13 @@ async def show_loads(daemon: Daemon) -> dict[str, Any]:
 
 def _summary(daemon: Daemon) -> dict[str, Any]:
     """The host as its overload check sees it (demand and capacity in CPUs)."""
-    monitor = daemon.runner.monitor
+    monitor = daemon.monitor
     state = monitor.state()
     demand = sum((v.cpu_demand for v in state.vms), 0.0) if state is not None else 0.0
     return {
         "host": monitor.name,
         "capacity": monitor.cpus,
         "demand": round(demand, 3),
-        "overloaded": daemon.runner.partition.overloaded(),
-        "partition": "busy" if daemon.runner.partition.busy() else "free",
+        "overloaded": daemon.partition.overloaded(),
+        "partition": "busy" if daemon.partition.busy() else "free",
     }

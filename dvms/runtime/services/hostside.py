@@ -1,7 +1,7 @@
 """The namespace interpreter's effects, carried out on the hosts.
 
 The node that took the command (``EffectRunner``) sends each host its part; each host
-answers for its own VMs (``HostSide``, registered as runner handlers)::
+answers for its own VMs (``HostSide``, registered in the node's ``Handlers``)::
 
     Launch(ns, vms)        --> one partition launch event, each VM pinned (a fence) to
                                the host the interpreter chose; then paused (BUILDING)
@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from dvms.hypervisor.base import VmState
+from dvms.hypervisor.base import Hypervisor, VmInfo, VmState
 from dvms.hypervisor.errors import HypervisorError, InvalidState
 from dvms.hypervisor.net import NamespaceNetwork, NetError, Reconciler, TunnelKind
 from dvms.namespace import (
@@ -40,13 +41,15 @@ from dvms.namespace import (
     Stop,
 )
 from dvms.partition.messages import LaunchVm
+from dvms.runtime.capabilities import Handlers, Launcher, Peers, Requester, VmDirectory
 from dvms.runtime.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
+from dvms.runtime.services.monitor import HostMonitor
+from dvms.runtime.services.vm_driver import VmDriver
 
 if TYPE_CHECKING:
-    from dvms.runtime.node import NodeRunner
     from dvms.runtime.services.namespaces import NamespaceService
 
-__all__ = ["VERB_OF", "EffectRunner", "HostSide", "minimega_state"]
+__all__ = ["VERB_OF", "EffectRunner", "EffectsConfig", "HostSide", "minimega_state"]
 
 log = logging.getLogger("dvms.runtime.services.hostside")
 
@@ -76,14 +79,38 @@ def _key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}" if namespace else name
 
 
+@dataclass(frozen=True, slots=True)
+class EffectsConfig:
+    """Timeouts of the requests an effect sends to a host (the first, doubled per
+    attempt); the others use the node's ``RunnerConfig`` defaults."""
+
+    #: ``vm migrate``: the source host answers once the VM has moved, seconds.
+    migrate_timeout_s: float = 30.0
+    migrate_attempts: int = 1
+    #: ``ns run``: the host answers once the command has run there, seconds.
+    run_timeout_s: float = 10.0
+    run_attempts: int = 1
+
+
 class EffectRunner:
     """Carries out a command's effects from the node that took it."""
 
-    def __init__(self, runner: NodeRunner, service: NamespaceService) -> None:
-        self.runner = runner
+    def __init__(
+        self,
+        service: NamespaceService,
+        *,
+        requests: Requester,
+        peers: Peers,
+        launcher: Launcher,
+        config: EffectsConfig | None = None,
+    ) -> None:
         self.service = service
+        self.requests = requests
+        self.peers = peers
+        self.launcher = launcher
+        self.config = config or EffectsConfig()
 
-    async def run(self, effects: tuple[Any, ...]) -> list[str]:
+    async def run(self, effects: Iterable[Any]) -> list[str]:
         errors: list[str] = []
         for eff in effects:
             if isinstance(eff, Launch):
@@ -114,7 +141,7 @@ class EffectRunner:
             )
             for vm in eff.vms
         )
-        done = await self.runner.launch(vms, ())
+        done = await self.launcher.launch(vms, ())
         failed = {} if done.ok else {vm.name: done.reason for vm in eff.vms}
         errors = [f"vm launch: {done.reason}"] if not done.ok else []
         if done.ok:  # minimega: launched VMs wait in BUILDING (paused) for `vm start`
@@ -131,7 +158,7 @@ class EffectRunner:
         errors: list[str] = []
 
         async def one(host: str, names: list[str]) -> None:
-            reply = await self.runner.ask_host(host, VmOp(namespace, verb, tuple(names)))
+            reply = await self.requests.ask_host(host, VmOp(namespace, verb, tuple(names)))
             if not isinstance(reply, VmOpDone):
                 errors.append(f"{host}: did not answer (vm {verb} {','.join(names)})")
             else:
@@ -146,7 +173,7 @@ class EffectRunner:
         errors: list[str] = []
 
         async def one(host: str) -> None:
-            reply = await self.runner.ask_host(host, msg)
+            reply = await self.requests.ask_host(host, msg)
             if reply is None:
                 errors.append(f"{host}: did not answer")
             elif isinstance(reply, VmOpDone):
@@ -158,11 +185,14 @@ class EffectRunner:
         return sorted(errors)
 
     async def _migrate(self, eff: Migrate) -> list[str]:
-        dst = self.runner.hosts().get(eff.dst)
+        dst = self.peers.hosts().get(eff.dst)
         if dst is None:
             return [f"vm migrate: unknown host {eff.dst}"]
         msg = MoveVm(eff.namespace, eff.vm, eff.dst, dst.host, dst.port)
-        reply = await self.runner.ask_host(eff.src, msg, timeout=30.0, attempts=1)
+        cfg = self.config
+        reply = await self.requests.ask_host(
+            eff.src, msg, timeout=cfg.migrate_timeout_s, attempts=cfg.migrate_attempts
+        )
         if not isinstance(reply, Adopted):
             return [f"vm migrate: {eff.src} did not answer"]
         return [] if reply.ok else [f"vm migrate {eff.vm}: {reply.reason}"]
@@ -170,7 +200,7 @@ class EffectRunner:
     # -- network and ns run ------------------------------------------------------------
 
     async def _bridge(self, eff: SetBridge | DelBridge) -> list[str]:
-        hosts = self.runner.hosts()
+        hosts = self.peers.hosts()
         errors: list[str] = []
         for host in eff.hosts:
             if host not in hosts:
@@ -184,7 +214,7 @@ class EffectRunner:
                 msg = NetOp(eff.namespace, eff.bridge, eff.kind, eff.key, peers)
             else:
                 msg = NetOp(eff.namespace, eff.bridge, "vxlan", 0, (), delete=True)
-            reply = await self.runner.ask_host(host, msg)
+            reply = await self.requests.ask_host(host, msg)
             if not isinstance(reply, VmOpDone):
                 errors.append(f"{host}: did not answer")
             else:
@@ -200,7 +230,9 @@ class EffectRunner:
 
         async def one(host: str) -> None:
             msg = RunCmd(eff.namespace, eff.command)
-            outputs[host] = await self.runner.ask_host(host, msg, timeout=10.0, attempts=1)
+            outputs[host] = await self.requests.ask_host(
+                host, msg, timeout=self.config.run_timeout_s, attempts=self.config.run_attempts
+            )
 
         async with trio.open_nursery() as nursery:
             for host in eff.hosts:
@@ -222,19 +254,36 @@ class EffectRunner:
 class HostSide:
     """What a host does when a peer (or itself) sends it its part of an effect."""
 
-    def __init__(self, runner: NodeRunner, service: NamespaceService, net: Reconciler) -> None:
-        self.runner = runner
+    def __init__(
+        self,
+        service: NamespaceService,
+        net: Reconciler,
+        *,
+        monitor: HostMonitor,
+        driver: VmDriver,
+        directory: VmDirectory,
+        peers: Peers,
+        handlers: Handlers,
+    ) -> None:
         self.service = service
         self.net = net
+        self.monitor = monitor
+        self.driver = driver
+        self.directory = directory
+        self.peers = peers
         #: (namespace, bridge) -> the network this host should have for it
         self.networks: dict[tuple[str, str], NamespaceNetwork] = {}
-        runner.handlers[VmOp] = self.vm_op
-        runner.handlers[MoveVm] = self.move
-        runner.handlers[RunCmd] = self.run_cmd
-        runner.handlers[NetOp] = self.net_op
+        handlers.register(VmOp, self.vm_op)
+        handlers.register(MoveVm, self.move)
+        handlers.register(RunCmd, self.run_cmd)
+        handlers.register(NetOp, self.net_op)
+
+    @property
+    def hv(self) -> Hypervisor:
+        return self.monitor.hv
 
     async def vm_op(self, msg: VmOp) -> VmOpDone:
-        mon = self.runner.monitor
+        mon = self.monitor
         await mon.refresh()
         done: list[str] = []
         errors: list[str] = []
@@ -261,8 +310,8 @@ class HostSide:
         await mon.refresh()
         return VmOpDone(mon.name, tuple(done), tuple(errors[:64]))
 
-    async def _apply(self, op: str, v: Any) -> bool:
-        hv, key = self.runner.hv, v.key
+    async def _apply(self, op: str, v: VmInfo) -> bool:
+        hv, key = self.hv, v.key
         state = v.state
         if op == "start":
             if state is VmState.PAUSED:
@@ -283,14 +332,14 @@ class HostSide:
             if state not in (VmState.SHUTOFF, VmState.CRASHED):
                 return False
             await hv.undefine(key)
-            self.runner.monitor.specs.pop(key, None)
-            await self.runner.forget(v.namespace, v.name)
+            self.monitor.specs.pop(key, None)
+            await self.directory.forget(v.namespace, v.name)
         elif op == "clear":
             with contextlib.suppress(InvalidState):
                 await hv.destroy(key)
             await hv.undefine(key)
-            self.runner.monitor.specs.pop(key, None)
-            await self.runner.forget(v.namespace, v.name)
+            self.monitor.specs.pop(key, None)
+            await self.directory.forget(v.namespace, v.name)
         else:
             raise HypervisorError(f"unknown vm operation {op!r}")
         return True
@@ -302,21 +351,21 @@ class HostSide:
             "dst_host": msg.dst_host,
             "dst_addr": (msg.dst_ip, msg.dst_port),
         }
-        runner = self.runner
-        runner.monitor.migrating += 1
+        self.monitor.migrating += 1
         try:
-            ok, reason = await runner.migrate_vm(args)
+            ok, reason = await self.driver.migrate_vm(args)
         finally:
-            runner.monitor.migrating -= 1
-        await runner.monitor.refresh()
+            self.monitor.migrating -= 1
+        await self.monitor.refresh()
         if ok:
-            dst = runner.hosts().get(msg.dst_host)
-            await runner.located(msg.namespace, msg.name, msg.dst_host, dst.node_id if dst else 0)
+            dst = self.peers.hosts().get(msg.dst_host)
+            node_id = dst.node_id if dst else 0
+            await self.directory.located(msg.namespace, msg.name, msg.dst_host, node_id)
         return Adopted(ok, reason[:512])
 
     async def run_cmd(self, msg: RunCmd) -> RunOutput:
         out = await self.service.execute_remote(msg.namespace, list(msg.words))
-        return RunOutput(self.runner.monitor.name, bool(out["ok"]), out["text"][:48_000])
+        return RunOutput(self.monitor.name, bool(out["ok"]), out["text"][:48_000])
 
     async def net_op(self, msg: NetOp) -> VmOpDone:
         want = dict(self.networks)
@@ -327,16 +376,16 @@ class HostSide:
             try:
                 want[name] = NamespaceNetwork(
                     namespace=f"{msg.namespace}/{msg.bridge}",
-                    local_ip=self.runner.core.contact.host,
+                    local_ip=self.peers.contact.host,
                     peers=frozenset(msg.peers),
                     kind=TunnelKind(msg.kind),
                     key=msg.key or None,
                 )
             except (ValueError, NetError) as exc:
-                return VmOpDone(self.runner.monitor.name, (), (str(exc)[:500],))
+                return VmOpDone(self.monitor.name, (), (str(exc)[:500],))
         errors = self._set_networks(want)
         done = () if errors else (msg.bridge,)
-        return VmOpDone(self.runner.monitor.name, done, tuple(errors))
+        return VmOpDone(self.monitor.name, done, tuple(errors))
 
     def _set_networks(self, want: dict[tuple[str, str], NamespaceNetwork]) -> list[str]:
         try:

@@ -5,7 +5,7 @@ kept in the DHT (``dvms/runtime/services/state.py``), with its effects carried o
 
     words --> names it touches --read (arbiters)--> State --execute(Cluster)--> Result
           --> changed namespaces written back (compare-and-swap; a lost race re-runs the
-              command on the fresh state) --> effects on the hosts (nseffects.py)
+              command on the fresh state) --> effects on the hosts (hostside.py)
 
 State records: ``ns/NAME`` (one ``Namespace.to_record()``; None once cleared) and
 ``nsindex/all`` (the sorted names of every namespace). Any node reads and writes them;
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -42,12 +42,12 @@ from dvms.namespace.schedule import forget_vms, report_vms
 from dvms.namespace.state import Namespace, VmRecord, with_vms
 from dvms.placement import Host, Vm
 from dvms.ranges import natural_key
+from dvms.runtime.capabilities import Launcher, Peers, Requester, StateStore
 from dvms.runtime.messages import HostQuery, HostReply
-from dvms.runtime.node import NodeRunner
-from dvms.runtime.services.hostside import EffectRunner, minimega_state
+from dvms.runtime.services.hostside import EffectRunner, EffectsConfig, minimega_state
 from dvms.runtime.services.state import UNCHANGED, Conflict, StateError
 
-__all__ = ["INDEX", "NamespaceService", "ns_record"]
+__all__ = ["INDEX", "NamespaceConfig", "NamespaceService", "ns_record"]
 
 #: The record listing every namespace name.
 INDEX = "nsindex/all"
@@ -57,14 +57,40 @@ def ns_record(name: str) -> str:
     return f"ns/{name}"
 
 
+@dataclass(frozen=True, slots=True)
+class NamespaceConfig:
+    #: Runs of a command on fresh state before it reports a conflict (each run lost the
+    #: compare-and-swap of a namespace it changed to another node).
+    attempts: int = 8
+    #: Back-off before a command runs again: uniform in [0, this * run], seconds.
+    backoff_s: float = 0.02
+    #: Timeouts of the effects carried out on the hosts.
+    effects: EffectsConfig = field(default_factory=EffectsConfig)
+
+
 class NamespaceService:
-    def __init__(self, runner: NodeRunner, *, attempts: int = 8) -> None:
-        self.runner = runner
-        self.state = runner.state
+    def __init__(
+        self,
+        *,
+        host_name: str,
+        state: StateStore,
+        requests: Requester,
+        peers: Peers,
+        launcher: Launcher,
+        rng: random.Random,
+        config: NamespaceConfig | None = None,
+    ) -> None:
+        """``host_name``: this node's (the interpreter's local host); ``rng`` draws
+        bridge keys and back-offs."""
+        self.host_name = host_name
+        self.state = state
+        self.requests = requests
+        self.config = config or NamespaceConfig()
         self.session = Session()
-        self.effects = EffectRunner(runner, self)
-        self.attempts = attempts
-        self._rng = random.Random()
+        self.effects = EffectRunner(
+            self, requests=requests, peers=peers, launcher=launcher, config=self.config.effects
+        )
+        self._rng = rng
         self._reports: dict[tuple[str, str], tuple[str, str, int, int]] = {}
         #: what ``ns run`` gathered from the hosts during the current command
         self.run_output = ""
@@ -73,7 +99,7 @@ class NamespaceService:
 
     async def cluster(self) -> tuple[Cluster, set[str]]:
         """(the cluster, names of the hosts that answered)."""
-        replies, _ = await self.runner.gather(HostQuery(None))
+        replies, _ = await self.requests.gather(HostQuery(None))
         hosts = [r for r in replies if isinstance(r, HostReply)]
         cluster = Cluster(
             hosts=tuple(Host(h.name, cpus=h.cpus, memory_mib=h.memory_mib) for h in hosts),
@@ -82,7 +108,7 @@ class NamespaceService:
                 for h in hosts
                 for v in h.vms
             ),
-            local=self.runner.monitor.name,
+            local=self.host_name,
         )
         reports = {
             (v.namespace, v.name): (h.name, minimega_state(v.state), v.vcpus, v.memory_mib)
@@ -162,7 +188,8 @@ class NamespaceService:
         if local:  # this host's VMs only (``ns run``)
             here = cluster.local
             cluster = replace(cluster, vms=tuple(v for v in cluster.vms if v.host == here))
-        for attempt in range(self.attempts):
+        cfg = self.config
+        for attempt in range(cfg.attempts):
             known = await self.names()
             touched = self._touched(words, known, session)
             read = {}
@@ -193,8 +220,8 @@ class NamespaceService:
                 return result  # ns run: the hosts' word is the state (next reconcile)
             if await self._write(read, state, result.state, known):
                 return result
-            await trio.sleep(self._rng.uniform(0, 0.02 * (attempt + 1)))
-        raise Conflict(f"namespace changed by other nodes {self.attempts} times in a row")
+            await trio.sleep(self._rng.uniform(0, cfg.backoff_s * (attempt + 1)))
+        raise Conflict(f"namespace changed by other nodes {cfg.attempts} times in a row")
 
     async def _write(
         self,
@@ -226,13 +253,13 @@ class NamespaceService:
         forgotten, and VMs of the namespace created otherwise (``submit``) are adopted."""
         mine = {name: r for (space, name), r in self._reports.items() if space == ns.name}
         reports = {}
-        for name, (host, state, _, _) in mine.items():
+        for name, (host, reported, _, _) in mine.items():
             rec = ns.vm(name)
             if rec is None:
                 continue
-            if rec.state == "BUILDING" and state == "PAUSED":
-                state = "BUILDING"
-            reports[name] = (host, state)
+            if rec.state == "BUILDING" and reported == "PAUSED":
+                reported = "BUILDING"
+            reports[name] = (host, reported)
         gone = {v.name for v in ns.vms if v.host in answered and v.name not in mine}
         state = State((ns,))
         if reports:

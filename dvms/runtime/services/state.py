@@ -34,17 +34,22 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cbor2
 import trio
 
 from dvms.overlay.messages import Contact, Record
-from dvms.overlay.records import Identity, RecordError, Validator, ValidatorRegistry, key_of
+from dvms.overlay.records import (
+    Identity,
+    RecordError,
+    RecordStore,
+    Validator,
+    ValidatorRegistry,
+    key_of,
+)
+from dvms.runtime.capabilities import Dht, Handlers, Requester
 from dvms.runtime.messages import StateCas, StateCasReply, StateRead, StateValue
-
-if TYPE_CHECKING:
-    from dvms.runtime.node import NodeRunner
 
 __all__ = [
     "BLOB_PREFIX",
@@ -168,7 +173,9 @@ def state_validators(
 # ------------------------------------------------------------------------ arbiter side
 
 
-def answer_state(store: Any, msg: StateRead | StateCas, now: float) -> StateValue | StateCasReply:
+def answer_state(
+    store: RecordStore, msg: StateRead | StateCas, now: float
+) -> StateValue | StateCasReply:
     """What this node answers as an arbiter (``store``: its overlay ``RecordStore``)."""
     held = store.get(key_of(msg.name if isinstance(msg, StateRead) else msg.record.name), now)
     if isinstance(msg, StateRead):
@@ -191,23 +198,36 @@ UNCHANGED = object()
 
 
 class ReplicatedState:
-    """Read and update head records on behalf of this node (see the module text)."""
+    """Read and update head records on behalf of this node (see the module text), and
+    answer as the arbiter of the heads closest to this node (``StateRead``,
+    ``StateCas``)."""
 
     def __init__(
         self,
-        runner: NodeRunner,
         identity: Identity,
+        *,
+        requests: Requester,
+        dht: Dht,
+        handlers: Handlers,
+        rng: random.Random,
         config: StateConfig | None = None,
-        rng: random.Random | None = None,
     ) -> None:
-        self.runner = runner
+        """``identity`` signs the records written; ``rng`` draws the back-off of a
+        retried update."""
+        self.requests = requests
+        self.dht = dht
         self.identity = identity
         self.config = config or StateConfig()
-        self._rng = rng or random.Random()
+        self._rng = rng
         self._blobs: OrderedDict[bytes, bytes] = OrderedDict()
         #: node id -> until when it is asked last (it did not answer as an arbiter)
         self._silent: dict[int, float] = {}
         self.stats = {"reads": 0, "writes": 0, "conflicts": 0, "arbiter_failover": 0}
+        handlers.register(StateRead, self._answer)
+        handlers.register(StateCas, self._answer)
+
+    async def _answer(self, msg: StateRead | StateCas) -> StateValue | StateCasReply:
+        return answer_state(self.dht.store, msg, trio.current_time())
 
     # -- public -------------------------------------------------------------------------
 
@@ -256,13 +276,13 @@ class ReplicatedState:
 
     async def _ask(self, name: str, msg: StateRead | StateCas) -> Any:
         """Ask the arbiter of ``name`` (the closest live node), failing over."""
-        runner = self.runner
+        me = self.dht.contact.node_id
         for i, contact in enumerate(await self._arbiters(name)):
             if i:
                 self.stats["arbiter_failover"] += 1
-            if contact.node_id == runner.core.node_id:
-                return answer_state(runner.core.store, msg, trio.current_time())
-            reply = await runner.request(
+            if contact.node_id == me:
+                return answer_state(self.dht.store, msg, trio.current_time())
+            reply = await self.requests.request(
                 contact.addr,
                 msg,
                 timeout=self.config.rpc_timeout_s,
@@ -276,15 +296,7 @@ class ReplicatedState:
 
     async def _arbiters(self, name: str) -> list[Contact]:
         key = key_of(name)
-        me = self.runner.core.contact
-        known = {c.node_id: c for c in self.runner.peer_contacts()}
-        if len(known) + 1 < self.runner.core.config.k:
-            # the routing table is the whole cluster: no lookup needed
-            candidates = [me, *known.values()]
-        else:
-            res = await self.runner.lookup(key)
-            candidates = [me, *res.contacts]
-        unique = {c.node_id: c for c in candidates}
+        unique = {c.node_id: c for c in await self.dht.closest_nodes(key)}
         ranked = sorted(unique.values(), key=lambda c: c.node_id ^ key)[: self.config.arbiters]
         # a node that just let us down is asked last (it is likely dead; the overlay
         # drops it from the routing table only after several failed RPCs)
@@ -293,7 +305,7 @@ class ReplicatedState:
 
     async def _replicate(self, rec: Record) -> None:
         try:
-            await self.runner.put(rec)
+            await self.dht.put(rec)
         except RecordError as exc:  # our own validators refused it: a bug, say so
             log.error("state record %s not replicated: %s", rec.name, exc)
 
@@ -321,7 +333,7 @@ class ReplicatedState:
         rec = self.identity.sign_record(
             BLOB_PREFIX + digest.hex(), part, seq=1, ttl_s=self.config.ttl_s
         )
-        await self.runner.put(rec)
+        await self.dht.put(rec)
 
     async def _value_of(self, rec: Record) -> Any:
         head = _decode_head(rec.value)
@@ -349,7 +361,7 @@ class ReplicatedState:
         if hit is not None:
             self._blobs.move_to_end(digest)
             return hit
-        rec = await self.runner.get(BLOB_PREFIX + digest.hex())
+        rec = await self.dht.get(BLOB_PREFIX + digest.hex())
         if rec is None or hashlib.sha256(rec.value).digest() != digest:
             raise StateError(f"{owner}: a chunk of its value is missing from the DHT")
         self._remember(digest, rec.value)

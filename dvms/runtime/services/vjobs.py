@@ -31,14 +31,24 @@ import random
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from dvms.overlay.messages import Contact
-from dvms.overlay.records import key_of
+from dvms.overlay.records import Record, key_of
 from dvms.partition.directory import CLAIMED, HOSTED, location_of, record_name
 from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.runtime.capabilities import (
+    Dht,
+    Handlers,
+    Launcher,
+    Peers,
+    Requester,
+    Spawn,
+    StateStore,
+    VmDirectory,
+)
 from dvms.runtime.messages import (
     MAX_ROWS,
     HostQuery,
@@ -49,9 +59,6 @@ from dvms.runtime.messages import (
     VjobsReply,
 )
 from dvms.runtime.services.state import UNCHANGED, StateError, inline_value
-
-if TYPE_CHECKING:
-    from dvms.runtime.node import NodeRunner
 
 __all__ = ["VjobConfig", "VjobService", "vjob_record"]
 
@@ -71,11 +78,14 @@ def vjob_record(vjob_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class VjobConfig:
-    #: How often a node looks for unfinished vjobs it is the keeper of, seconds.
+    #: How often a node looks for unfinished vjobs it is the keeper of, seconds (each
+    #: pass after a uniform [0.5, 1.5) times this, so that keepers do not pace together).
     keeper_period_s: float = 2.0
-    #: Tries (0.5 s, then doubled) to reach an owner before taking its vjob over: with
-    #: 5, an owner silent for 15.5 s is considered dead. (3 = 3.5 s took over vjobs of
-    #: entry nodes that were only busy, on 16 daemons sharing 2 cores.)
+    #: First timeout of a ``HostQuery`` to an owner, seconds (doubled per attempt).
+    owner_timeout_s: float = 0.5
+    #: Tries (``owner_timeout_s``, then doubled) to reach an owner before taking its vjob
+    #: over: with 5, an owner silent for 15.5 s is considered dead. (3 = 3.5 s took over
+    #: vjobs of entry nodes that were only busy, on 16 daemons sharing 2 cores.)
     owner_attempts: int = 5
     #: Launch events per vjob before it is refused: a refused launch that left some of
     #: its VMs created is followed by one for the rest; a vjob still incomplete after
@@ -85,6 +95,8 @@ class VjobConfig:
     keep_finished: int = 1_000
     #: Longest ``vjob wait``, seconds.
     wait_timeout_s: float = 600.0
+    #: ``vjob wait`` on a vjob another node owns reads its record this often, seconds.
+    wait_poll_s: float = 0.25
 
 
 class Journal:
@@ -126,28 +138,46 @@ class Journal:
 class VjobService:
     def __init__(
         self,
-        runner: NodeRunner,
         state_dir: Path,
+        *,
+        host_name: str,
+        state: StateStore,
+        requests: Requester,
+        peers: Peers,
+        dht: Dht,
+        launcher: Launcher,
+        directory: VmDirectory,
+        spawn: Spawn,
+        handlers: Handlers,
+        rng: random.Random,
         config: VjobConfig | None = None,
-        rng: random.Random | None = None,
     ) -> None:
-        self.runner = runner
+        """``host_name``: this node's, as vjob records name owners; ``rng`` draws vjob
+        ids and the keeper's pace."""
+        self.host_name = host_name
+        self.state = state
+        self.requests = requests
+        self.peers = peers
+        self.dht = dht
+        self.launcher = launcher
+        self.directory = directory
+        self.spawn = spawn
         self.config = config or VjobConfig()
         self.journal = Journal(state_dir / "vjobs.journal")
-        self._rng = rng or random.Random()
+        self._rng = rng
         #: vjob id -> the latest record value this node wrote or saw
         self.known: dict[str, dict[str, Any]] = {}
         self._finished: dict[str, trio.Event] = {}
         self._active: set[str] = set()
-        runner.handlers[VjobsQuery] = self._answer_rows
+        handlers.register(VjobsQuery, self._answer_rows)
 
     # -- service -----------------------------------------------------------------------
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Resume what the journal holds, then look after orphaned vjobs forever."""
         task_status.started()
         for vjob_id, entry in sorted(self.journal.pending().items()):
-            self.runner.spawn(self._resume_own, vjob_id, entry)
+            self.spawn(self._resume_own, vjob_id, entry)
         while True:
             await trio.sleep(self.config.keeper_period_s * (0.5 + self._rng.random()))
             try:
@@ -180,8 +210,8 @@ class VjobService:
                 "at": time.time(),
             }
         )
-        contact = self.runner.core.contact
-        record = {
+        contact = self.peers.contact
+        record: dict[str, Any] = {
             "id": vjob_id,
             "name": name,
             "namespace": namespace,
@@ -193,11 +223,11 @@ class VjobService:
             "placed": [],
             "vms": len(vms),
             "body": body,
-            "history": [f"accepted by {self.runner.monitor.name}"],
+            "history": [f"accepted by {self.host_name}"],
         }
         # a fresh random id: version 0, no read first (a clash fails the write)
         try:
-            if not await self.runner.state.write(vjob_record(vjob_id), record, 0):
+            if not await self.state.write(vjob_record(vjob_id), record, 0):
                 raise StateError(f"vjob id {vjob_id} already in use")
         except StateError:
             # not acknowledged: a restart must not resume it
@@ -206,7 +236,7 @@ class VjobService:
         self.known[vjob_id] = record
         self._finished[vjob_id] = trio.Event()
         self._active.add(vjob_id)
-        self.runner.spawn(self._place, vjob_id, record, False)
+        self.spawn(self._place, vjob_id, record, False)
         return {"id": vjob_id, "state": ACCEPTED, "vms": len(vms)}
 
     async def wait(self, vjob_id: str, timeout: float | None = None) -> dict[str, Any]:
@@ -222,7 +252,7 @@ class VjobService:
                 rec = await self.show(vjob_id)
                 if rec["state"] not in UNFINISHED:
                     return rec
-                await trio.sleep(0.25)
+                await trio.sleep(self.config.wait_poll_s)
         return await self.show(vjob_id)
 
     async def _answer_rows(self, _msg: VjobsQuery) -> VjobsReply:
@@ -230,14 +260,14 @@ class VjobService:
 
     def rows(self) -> VjobsReply:
         """``vjob list``'s part from this node (answered to ``VjobsQuery``)."""
-        rows = [_row(v) for v in self.list()]
+        rows = [_row(v) for v in self.held()]
         rows.sort(key=lambda r: r.updated)
         return VjobsReply(tuple(rows[-MAX_ROWS:]), len(rows) > MAX_ROWS)
 
     async def gather(self) -> tuple[list[VjobRow], bool]:
         """Every vjob any node holds a record of (the newest copy of each); and whether
         some node had more than one reply carries."""
-        replies, _ = await self.runner.gather(VjobsQuery())
+        replies, _ = await self.requests.gather(VjobsQuery())
         best: dict[str, VjobRow] = {}
         truncated = False
         for reply in replies:
@@ -251,16 +281,16 @@ class VjobService:
         return sorted(best.values(), key=lambda r: r.updated), truncated
 
     async def show(self, vjob_id: str) -> dict[str, Any]:
-        cur = await self.runner.state.read(vjob_record(vjob_id))
+        cur = await self.state.read(vjob_record(vjob_id))
         if cur.value is None:
             raise KeyError(vjob_id)
         return cur.value
 
-    def list(self) -> list[dict[str, Any]]:
+    def held(self) -> list[dict[str, Any]]:
         """Vjobs whose record this node holds (a replica, on a cluster of up to k = 20
         nodes every node holds every record) and those it submitted."""
         rows: dict[str, dict[str, Any]] = {}
-        for rec in self.runner.core.store.records("vjob/", trio.current_time()):
+        for rec in self.dht.store.records("vjob/", trio.current_time()):
             value = self._decode_local(rec)
             if value is not None:
                 rows[rec.name.removeprefix("vjob/")] = value
@@ -268,7 +298,7 @@ class VjobService:
             rows.setdefault(vjob_id, value)
         return sorted(rows.values(), key=lambda r: r.get("submitted", 0))
 
-    def _decode_local(self, rec: Any) -> dict[str, Any] | None:
+    def _decode_local(self, rec: Record) -> dict[str, Any] | None:
         """The value of a head held here, when it is inline (else None: its chunks
         would have to be fetched)."""
         value = inline_value(rec)
@@ -306,7 +336,7 @@ class VjobService:
             if not vms:
                 ok, reason = True, ""
                 break
-            done = await self.runner.launch(vms, constraints)
+            done = await self.launcher.launch(vms, constraints)
             extra = {"partition_size": done.partition_size, "event_id": f"{done.event_id:x}"}
             ok, reason = done.ok, done.reason
             if ok:
@@ -340,7 +370,7 @@ class VjobService:
         for name, namespace, _host in placed:
             by_ns.setdefault(namespace, []).append(name)
         for namespace, names in by_ns.items():
-            await self.runner.gather(KillVms(namespace, tuple(sorted(names))))
+            await self.requests.gather(KillVms(namespace, tuple(sorted(names))))
 
     async def _running(
         self, vms: tuple[LaunchVm, ...], previous: str, owner: dict[str, Any] | None
@@ -353,7 +383,7 @@ class VjobService:
         claimer = int(previous, 16) if previous else -1
         checked = False
         wanted = {(v.namespace, v.name) for v in vms}
-        replies, _ = await self.runner.gather(HostQuery(None))
+        replies, _ = await self.requests.gather(HostQuery(None))
         found = {
             (row.namespace, row.name): h.name
             for h in replies
@@ -362,7 +392,7 @@ class VjobService:
             if (row.namespace, row.name) in wanted
         }
         for ns, name in sorted(wanted - set(found)):
-            loc = location_of(await self.runner.get(record_name(ns, name)))
+            loc = location_of(await self.dht.get(record_name(ns, name)))
             if loc is None:
                 continue
             if loc.state == HOSTED:
@@ -371,12 +401,12 @@ class VjobService:
                 if not checked and owner is not None and await self._alive(owner):
                     raise _OwnerAlive
                 checked = True
-                await self.runner.free_claim(ns, name, claimer)
+                await self.directory.free_claim(ns, name, claimer)
         return found
 
     async def _give_back(self, vjob_id: str, record: dict[str, Any]) -> None:
         """We took over a vjob whose owner turns out alive: hand it back."""
-        me = self._owner_of(self.runner.core.contact)
+        me = self._owner_of(self.peers.contact)
         previous = record.get("previous_owner")
 
         def undo(cur: Any) -> tuple[Any, None]:
@@ -385,19 +415,24 @@ class VjobService:
             note = f"given back to {previous.get('name')} (it answers again)"
             return {**cur, "owner": previous, "history": [*cur.get("history", []), note]}, None
 
-        value, _ = await self.runner.state.update(vjob_record(vjob_id), undo)
+        value, _ = await self.state.update(vjob_record(vjob_id), undo)
         self.known[vjob_id] = value
         self._active.discard(vjob_id)
 
     async def _finish(
-        self, vjob_id: str, ok: bool, reason: str, placed: list, extra: dict[str, Any] | None = None
+        self,
+        vjob_id: str,
+        ok: bool,
+        reason: str,
+        placed: list[list[str]],
+        extra: dict[str, Any] | None = None,
     ) -> None:
-        me = self.runner.monitor.name
+        me = self.host_name
 
         def close(cur: Any) -> tuple[Any, None]:
             if cur is None:
                 return UNCHANGED, None
-            if cur.get("owner", {}).get("id") != self._owner_of(self.runner.core.contact)["id"]:
+            if cur.get("owner", {}).get("id") != self._owner_of(self.peers.contact)["id"]:
                 return UNCHANGED, None  # taken over meanwhile: the new owner reports
             new = dict(cur)
             new.update(extra or {})
@@ -411,7 +446,7 @@ class VjobService:
             return new, None
 
         try:
-            value, _ = await self.runner.state.update(vjob_record(vjob_id), close)
+            value, _ = await self.state.update(vjob_record(vjob_id), close)
         except StateError as exc:
             log.warning("vjob %s finished but its record was not updated: %s", vjob_id, exc)
             value = {**self.known.get(vjob_id, {}), "state": DONE if ok else FAILED,
@@ -433,8 +468,8 @@ class VjobService:
 
     async def _resume_own(self, vjob_id: str, entry: dict[str, Any]) -> None:
         """After a restart: the journal says we accepted ``vjob_id`` and did not finish."""
-        await self.runner.wait_joined()
-        me = self._owner_of(self.runner.core.contact)
+        await self.launcher.wait_joined()
+        me = self._owner_of(self.peers.contact)
         try:
             cur = await self.show(vjob_id)
         except KeyError:
@@ -462,7 +497,7 @@ class VjobService:
 
         def mine(cur: Any) -> tuple[Any, None]:
             base = cur or record
-            note = f"resumed by {self.runner.monitor.name} after a restart"
+            note = f"resumed by {self.host_name} after a restart"
             history = [*base.get("history", []), note]
             new = {
                 **base,
@@ -474,7 +509,7 @@ class VjobService:
             return new, None
 
         try:
-            record, _ = await self.runner.state.update(vjob_record(vjob_id), mine)
+            record, _ = await self.state.update(vjob_record(vjob_id), mine)
         except StateError as exc:
             log.warning("vjob %s: %s; resuming anyway", vjob_id, exc)
         self.known[vjob_id] = record
@@ -483,40 +518,39 @@ class VjobService:
         await self._place(vjob_id, record, True, me["id"])
 
     async def _keeper_pass(self) -> None:
-        runner = self.runner
-        for rec in runner.core.store.records("vjob/", trio.current_time()):
+        for rec in self.dht.store.records("vjob/", trio.current_time()):
             vjob_id = rec.name.removeprefix("vjob/")
             if vjob_id in self._active or not self._am_keeper(rec.name):
                 continue
             value = self._decode_local(rec)
             if value is None:
                 try:
-                    value = (await runner.state.read(rec.name)).value
+                    value = (await self.state.read(rec.name)).value
                 except StateError:
                     continue
             if not value or value.get("state") not in UNFINISHED:
                 continue
             owner = value.get("owner", {})
-            if owner.get("id") == self._owner_of(runner.core.contact)["id"]:
+            if owner.get("id") == self._owner_of(self.peers.contact)["id"]:
                 continue  # ours: the journal resumes it
             if await self._alive(owner):
                 continue
             await self._take_over(vjob_id, owner)
 
     async def _take_over(self, vjob_id: str, dead: dict[str, Any]) -> None:
-        me = self._owner_of(self.runner.core.contact)
+        me = self._owner_of(self.peers.contact)
 
         def claim(cur: Any) -> tuple[Any, bool]:
             if cur is None or cur.get("state") not in UNFINISHED:
                 return UNCHANGED, False
             if cur.get("owner", {}).get("id") != dead.get("id"):
                 return UNCHANGED, False  # someone else claimed it first
-            note = f"taken over by {self.runner.monitor.name} ({dead.get('name')} is silent)"
+            note = f"taken over by {self.host_name} ({dead.get('name')} is silent)"
             history = [*cur.get("history", []), note]
             new = {**cur, "owner": me, "previous_owner": dead, "state": PLACING}
             return {**new, "updated": time.time(), "history": history}, True
 
-        value, claimed = await self.runner.state.update(vjob_record(vjob_id), claim)
+        value, claimed = await self.state.update(vjob_record(vjob_id), claim)
         if not claimed:
             return
         log.info("vjob %s: taking over from %s", vjob_id, dead.get("name"))
@@ -527,16 +561,17 @@ class VjobService:
 
     def _am_keeper(self, name: str) -> bool:
         key = key_of(name)
-        me = self.runner.core.node_id
-        return all(me ^ key < c.node_id ^ key for c in self.runner.peer_contacts())
+        me = self.peers.contact.node_id
+        return all(me ^ key < c.node_id ^ key for c in self.peers.peer_contacts())
 
     async def _alive(self, owner: dict[str, Any]) -> bool:
         try:
             addr = (str(owner["host"]), int(owner["port"]))
         except (KeyError, TypeError, ValueError):
             return False
-        reply = await self.runner.request(
-            addr, HostQuery(vms=False), timeout=0.5, attempts=self.config.owner_attempts
+        cfg = self.config
+        reply = await self.requests.request(
+            addr, HostQuery(vms=False), timeout=cfg.owner_timeout_s, attempts=cfg.owner_attempts
         )
         return isinstance(reply, HostReply)
 
@@ -545,7 +580,7 @@ class VjobService:
             "id": f"{c.node_id:040x}",
             "host": c.host,
             "port": c.port,
-            "name": self.runner.monitor.name,
+            "name": self.host_name,
         }
 
 

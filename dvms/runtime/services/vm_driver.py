@@ -1,0 +1,198 @@
+"""This host's VMs as the protocols act on them: the partition core's driver calls, and the
+peers' queries about the host (``HostQuery``, ``KillVms``, ``AdoptVm``)::
+
+    DriverCall(op, create)   --hypervisor.create(spec)--> monitor.refresh --> (ok, reason)
+    DriverCall(op, migrate)  --migrate_vm (below)-------------^
+    HostQuery                --> the monitor's view of this host (its VMs if asked)
+    KillVms(ns, names)       --> destroy + undefine here, names freed in the directory
+    AdoptVm(spec)            --> create it here (the destination of an emulated migration)
+
+Migration. On real QEMU hosts the source live-migrates to the destination's advertised
+URI (``HostReply.uri``). Between ``test:///`` hosts in different processes no libvirt
+call can move a domain (the test driver's state lives in each process), so migration is
+*emulated*: the source sends ``AdoptVm(spec)``, the destination creates the VM from its
+spec, then the source destroys and undefines its copy. Guest state is not carried over
+(a cold re-creation); the placement effect, which is what a test host models, is exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dvms.effects import Address
+from dvms.hypervisor.base import Hypervisor, open_hypervisor
+from dvms.hypervisor.errors import AlreadyExists, HypervisorError, InvalidState, VmNotFound
+from dvms.names import vm_key
+from dvms.partition.events import DriverCall
+from dvms.partition.messages import LaunchVm
+from dvms.runtime.capabilities import Handlers, Requester, VmDirectory
+from dvms.runtime.messages import Adopted, AdoptVm, HostQuery, HostReply, Killed, KillVms
+from dvms.runtime.services.monitor import HostMonitor
+
+__all__ = ["VmDriver", "VmDriverConfig"]
+
+log = logging.getLogger("dvms.runtime.services.vm_driver")
+
+#: Opens the hypervisor of a live-migration's destination: (driver name, uri, host name).
+OpenHypervisor = Callable[..., Hypervisor]
+
+
+@dataclass(frozen=True, slots=True)
+class VmDriverConfig:
+    #: An emulated migration's ``AdoptVm``: first timeout, seconds (doubled per attempt),
+    #: and attempts. The destination creates the VM before it answers.
+    adopt_timeout_s: float = 10.0
+    adopt_attempts: int = 2
+    #: A live migration asks the destination for its hypervisor URI: timeout, seconds,
+    #: and attempts.
+    destination_timeout_s: float = 2.0
+    destination_attempts: int = 3
+
+
+class VmDriver:
+    """Creates, moves and removes VMs on this node's hypervisor (``monitor.hv``) and keeps
+    the monitor's specs and refreshes in step with what it did."""
+
+    def __init__(
+        self,
+        monitor: HostMonitor,
+        *,
+        requests: Requester,
+        directory: VmDirectory,
+        handlers: Handlers,
+        config: VmDriverConfig | None = None,
+        open_destination: OpenHypervisor = open_hypervisor,
+    ) -> None:
+        self.monitor = monitor
+        self.requests = requests
+        self.directory = directory
+        self.config = config or VmDriverConfig()
+        self._open_destination = open_destination
+        handlers.register(HostQuery, self._answer_host)
+        handlers.register(KillVms, self._kill)
+        handlers.register(AdoptVm, self._adopt)
+
+    @property
+    def hv(self) -> Hypervisor:
+        return self.monitor.hv
+
+    # -- driver calls ------------------------------------------------------------------
+
+    async def carry_out(self, eff: DriverCall) -> tuple[bool, str]:
+        """Carry out a driver call of the partition core; the monitor is refreshed before
+        this returns, so the core (and the next leader) hears of the result after the
+        host state shows it. Returns ``(ok, reason)``."""
+        migrating = eff.kind == "migrate"
+        self.monitor.migrating += migrating
+        try:
+            if eff.kind == "create":
+                ok, reason = await self.create(eff.args["vm"])
+            elif migrating:
+                ok, reason = await self.migrate_vm(eff.args)
+            else:
+                ok, reason = False, f"unknown driver call {eff.kind!r}"
+        finally:
+            self.monitor.migrating -= migrating
+        await self.monitor.refresh()
+        if not ok:
+            log.warning("%s failed: %s", eff.kind, reason)
+        return ok, reason
+
+    async def create(self, vm: LaunchVm) -> tuple[bool, str]:
+        try:
+            await self.hv.create(vm.to_spec())
+        except AlreadyExists as exc:
+            if self.monitor.specs.get(vm_key(vm.name, vm.namespace)) == vm:
+                return True, ""  # a retransmitted AdoptVm: it is here already
+            return False, str(exc)
+        except (HypervisorError, ValueError) as exc:
+            return False, str(exc)
+        self.monitor.specs[vm_key(vm.name, vm.namespace)] = vm
+        return True, ""
+
+    async def migrate_vm(self, args: dict[str, Any]) -> tuple[bool, str]:
+        """Move VM ``args["vm"]`` (of ``args["namespace"]``) from this host to the node at
+        ``args["dst_addr"]`` (``args["dst_host"]``): live on QEMU, re-created on test
+        hosts. Returns ``(ok, reason)``."""
+        name, dst = args["vm"], (args["dst_addr"][0], args["dst_addr"][1])
+        key = vm_key(name, args.get("namespace", ""))
+        spec = self.monitor.spec_of(name, args.get("namespace", ""))
+        if spec is None:
+            return False, f"vm {name!r} is not on {self.monitor.name}"
+        if not self.monitor.uri.startswith("test:"):
+            return await self._live_migrate(key, dst)
+        cfg = self.config
+        reply = await self.requests.request(
+            dst, AdoptVm(spec), timeout=cfg.adopt_timeout_s, attempts=cfg.adopt_attempts
+        )
+        if not isinstance(reply, Adopted):
+            return False, f"{args['dst_host']} did not answer"
+        if not reply.ok:
+            return False, reply.reason
+        try:
+            await self.remove(key)
+        except HypervisorError as exc:
+            return False, f"{name} runs on {args['dst_host']} but stays here: {exc}"
+        return True, ""
+
+    async def _live_migrate(self, key: str, dst: Address) -> tuple[bool, str]:
+        cfg = self.config
+        info = await self.requests.request(
+            dst,
+            HostQuery(vms=False),
+            timeout=cfg.destination_timeout_s,
+            attempts=cfg.destination_attempts,
+        )
+        if not isinstance(info, HostReply):
+            return False, "destination did not answer"
+        dest = self._open_destination("libvirt", info.uri, host=info.name)
+        try:
+            await self.hv.migrate(key, dest)
+        except HypervisorError as exc:
+            return False, str(exc)
+        finally:
+            await dest.aclose()
+        self.monitor.specs.pop(key, None)
+        return True, ""
+
+    async def remove(self, key: str) -> None:
+        """Destroy and undefine the VM the hypervisor knows as ``key``."""
+        with contextlib.suppress(InvalidState):  # not running: undefine is enough
+            await self.hv.destroy(key)
+        await self.hv.undefine(key)
+        self.monitor.specs.pop(key, None)
+
+    # -- peers' queries ----------------------------------------------------------------
+
+    async def _answer_host(self, msg: HostQuery) -> HostReply:
+        if msg.vms:
+            await self.monitor.refresh()
+        return self.monitor.reply(msg.namespace, msg.vms)
+
+    async def _adopt(self, msg: AdoptVm) -> Adopted:
+        ok, reason = await self.create(msg.vm)
+        await self.monitor.refresh()
+        return Adopted(ok, reason[:512])
+
+    async def _kill(self, msg: KillVms) -> Killed:
+        await self.monitor.refresh()
+        killed: list[str] = []
+        errors: list[str] = []
+        for name in msg.names:
+            info = self.monitor.find(name, msg.namespace)
+            if info is None:
+                continue
+            try:
+                await self.remove(info.key)
+                await self.directory.forget(info.namespace, name)
+                killed.append(name)
+            except VmNotFound:
+                pass  # gone meanwhile
+            except HypervisorError as exc:
+                errors.append(str(exc)[:512])
+        await self.monitor.refresh()
+        return Killed(self.monitor.name, tuple(killed), tuple(errors[:64]))
