@@ -14,12 +14,12 @@ See README.md in this folder for the data flow.
 from __future__ import annotations
 
 from dvms.hypervisor.base import (
+    DomainState,
     EventKind,
     Hypervisor,
     LifecycleEvent,
     MigrationResult,
     VmInfo,
-    VmState,
     available_backends,
     open_hypervisor,
     register_backend,
@@ -40,6 +40,7 @@ from dvms.hypervisor.stats import HostStats, NodeInfo
 __all__ = [
     "AlreadyExists",
     "BackendUnavailable",
+    "DomainState",
     "EventKind",
     "HostStats",
     "HostUnreachable",
@@ -54,7 +55,6 @@ __all__ = [
     "Unsupported",
     "VmInfo",
     "VmNotFound",
-    "VmState",
     "available_backends",
     "open_hypervisor",
     "register_backend",

@@ -29,12 +29,12 @@ if TYPE_CHECKING:
     from dvms.placement.spec import VmSpec
 
 __all__ = [
+    "DomainState",
     "EventKind",
     "Hypervisor",
     "LifecycleEvent",
     "MigrationResult",
     "VmInfo",
-    "VmState",
     "available_backends",
     "open_hypervisor",
     "register_backend",
@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 
-class VmState(enum.Enum):
+class DomainState(enum.Enum):
     """Coarse VM state, the same words minimega prints (upper-cased in its CLI)."""
 
     BUILDING = "building"
@@ -90,7 +90,7 @@ class VmInfo:
 
     name: str
     host: str
-    state: VmState
+    state: DomainState
     vcpus: int
     memory_mib: int
     namespace: str = ""

@@ -36,12 +36,12 @@ from typing import Any, TypeVar
 import trio
 
 from dvms.hypervisor.base import (
+    DomainState,
     EventKind,
     Hypervisor,
     LifecycleEvent,
     MigrationResult,
     VmInfo,
-    VmState,
 )
 from dvms.hypervisor.domxml import DomainConfig, domain_xml, parse_metadata, profile_for_test_uri
 from dvms.hypervisor.errors import (
@@ -61,14 +61,14 @@ T = TypeVar("T")
 
 # virDomainState -> ours
 _STATES = {
-    0: VmState.UNKNOWN,  # NOSTATE
-    1: VmState.RUNNING,
-    2: VmState.RUNNING,  # BLOCKED (on a resource) is still running
-    3: VmState.PAUSED,
-    4: VmState.RUNNING,  # SHUTDOWN in progress
-    5: VmState.SHUTOFF,
-    6: VmState.CRASHED,
-    7: VmState.PAUSED,  # PMSUSPENDED
+    0: DomainState.UNKNOWN,  # NOSTATE
+    1: DomainState.RUNNING,
+    2: DomainState.RUNNING,  # BLOCKED (on a resource) is still running
+    3: DomainState.PAUSED,
+    4: DomainState.RUNNING,  # SHUTDOWN in progress
+    5: DomainState.SHUTOFF,
+    6: DomainState.CRASHED,
+    7: DomainState.PAUSED,  # PMSUSPENDED
 }
 # virDomainEventType -> ours (detail refines STARTED/STOPPED for migration)
 _EVENTS = {
@@ -295,7 +295,7 @@ class LibvirtHypervisor(Hypervisor):
         return VmInfo(
             name=name,
             host=self.host,
-            state=_STATES.get(state, VmState.UNKNOWN),
+            state=_STATES.get(state, DomainState.UNKNOWN),
             vcpus=int(vcpus),
             memory_mib=int(max_kib) // 1024,
             namespace=namespace,

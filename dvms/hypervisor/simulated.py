@@ -23,12 +23,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from dvms.hypervisor.base import (
+    DomainState,
     EventKind,
     Hypervisor,
     LifecycleEvent,
     MigrationResult,
     VmInfo,
-    VmState,
 )
 from dvms.hypervisor.errors import (
     AlreadyExists,
@@ -117,7 +117,7 @@ class SimHostConfig:
 @dataclass(slots=True)
 class _Vm:
     spec: VmSpec
-    state: VmState
+    state: DomainState
     cpu_demand: float = 0.0  # fraction of the VM's vCPUs in use, 0..1
     intensity: float | None = None
 
@@ -183,7 +183,9 @@ class SimCluster:
                 host=host,
             )
         intensity = dict(spec.tags).get("dirty_intensity")
-        vms[spec.name] = _Vm(spec, VmState.RUNNING, 0.0, float(intensity) if intensity else None)
+        vms[spec.name] = _Vm(
+            spec, DomainState.RUNNING, 0.0, float(intensity) if intensity else None
+        )
         self.where[spec.name] = host
         return [
             LifecycleEvent(host, spec.name, EventKind.DEFINED, at=now),
@@ -192,9 +194,9 @@ class SimCluster:
 
     def _stop(self, host: str, name: str, kind: EventKind, now: float) -> list[LifecycleEvent]:
         vm = self._vm(host, name)
-        if vm.state is not VmState.RUNNING:
+        if vm.state is not DomainState.RUNNING:
             raise InvalidState(f"vm {name!r} on {host}: not running ({vm.state.value})", vm=name)
-        vm.state, vm.cpu_demand = VmState.SHUTOFF, 0.0
+        vm.state, vm.cpu_demand = DomainState.SHUTOFF, 0.0
         return [LifecycleEvent(host, name, kind, at=now)]
 
     def shutdown(self, host: str, name: str, *, now: float) -> list[LifecycleEvent]:
@@ -205,27 +207,31 @@ class SimCluster:
 
     def undefine(self, host: str, name: str, *, now: float) -> list[LifecycleEvent]:
         vm = self._vm(host, name)
-        if vm.state is not VmState.SHUTOFF:
+        if vm.state is not DomainState.SHUTOFF:
             raise InvalidState(f"vm {name!r} on {host}: still {vm.state.value}", vm=name)
         del self.vms[host][name]
         self.where.pop(name, None)
         return [LifecycleEvent(host, name, EventKind.UNDEFINED, at=now)]
 
-    def set_state(self, host: str, name: str, want: VmState, *, now: float) -> list[LifecycleEvent]:
+    def set_state(
+        self, host: str, name: str, want: DomainState, *, now: float
+    ) -> list[LifecycleEvent]:
         """Pause (``PAUSED``), resume or boot (``RUNNING``) a VM."""
         vm = self._vm(host, name)
         allowed = {
-            VmState.PAUSED: (VmState.RUNNING,),
-            VmState.RUNNING: (VmState.PAUSED, VmState.SHUTOFF),
+            DomainState.PAUSED: (DomainState.RUNNING,),
+            DomainState.RUNNING: (DomainState.PAUSED, DomainState.SHUTOFF),
         }[want]
         if vm.state not in allowed:
             raise InvalidState(f"vm {name!r} on {host}: {vm.state.value}", vm=name, host=host)
         kind = {
-            VmState.PAUSED: EventKind.SUSPENDED,
-            VmState.RUNNING: EventKind.RESUMED if vm.state is VmState.PAUSED else EventKind.STARTED,
+            DomainState.PAUSED: EventKind.SUSPENDED,
+            DomainState.RUNNING: EventKind.RESUMED
+            if vm.state is DomainState.PAUSED
+            else EventKind.STARTED,
         }[want]
         vm.state = want
-        if want is VmState.PAUSED:
+        if want is DomainState.PAUSED:
             vm.cpu_demand = 0.0
         return [LifecycleEvent(host, name, kind, at=now)]
 
@@ -243,7 +249,7 @@ class SimCluster:
         self._host(destination)
         if source == destination:
             raise MigrationFailed(f"vm {name!r}: source and destination are both {source}")
-        if vm.state is not VmState.RUNNING:
+        if vm.state is not DomainState.RUNNING:
             raise InvalidState(f"vm {name!r} on {source}: not running ({vm.state.value})")
         if vm.spec.memory_mib > self._free_memory(destination):
             raise MigrationFailed(
@@ -252,9 +258,9 @@ class SimCluster:
             )
         intensity = vm.intensity if vm.intensity is not None else self.model.default_intensity
         est = estimate_migration(vm.spec.memory_mib, intensity, vm.cpu_demand, self.model)
-        vm.state = VmState.MIGRATING
+        vm.state = DomainState.MIGRATING
         # the destination reserves the memory for the whole migration (as VMPlaceS does)
-        self.vms[destination][name] = _Vm(vm.spec, VmState.BUILDING)
+        self.vms[destination][name] = _Vm(vm.spec, DomainState.BUILDING)
         self.migrations[name] = _Migration(
             name, source, destination, now, now + est.duration_s, est
         )
@@ -270,7 +276,7 @@ class SimCluster:
                 continue
             del self.migrations[mig.vm]
             vm = self.vms[mig.source].pop(mig.vm)
-            self.vms[mig.destination][mig.vm] = replace(vm, state=VmState.RUNNING)
+            self.vms[mig.destination][mig.vm] = replace(vm, state=DomainState.RUNNING)
             self.where[mig.vm] = mig.destination
             est = mig.estimate
             self.results[mig.vm] = MigrationResult(
@@ -308,14 +314,16 @@ class SimCluster:
         vms = list(self._host(host).values())
         commit = commitments(
             (
-                v.state in (VmState.RUNNING, VmState.MIGRATING),
+                v.state in (DomainState.RUNNING, DomainState.MIGRATING),
                 v.spec.vcpus,
                 v.spec.memory_mib,
                 len(v.spec.networks),
             )
             for v in vms
         )
-        demand = sum(v.cpu_demand * v.spec.vcpus for v in vms if v.state is not VmState.BUILDING)
+        demand = sum(
+            v.cpu_demand * v.spec.vcpus for v in vms if v.state is not DomainState.BUILDING
+        )
         return HostStats(
             host=host,
             cpus=cfg.cpus,
@@ -371,13 +379,13 @@ class SimHypervisor(Hypervisor):
         self._publish(self.cluster.undefine(self.host, name, now=self._now()))
 
     async def suspend(self, name: str) -> None:
-        self._publish(self.cluster.set_state(self.host, name, VmState.PAUSED, now=self._now()))
+        self._publish(self.cluster.set_state(self.host, name, DomainState.PAUSED, now=self._now()))
 
     async def resume(self, name: str) -> None:
-        self._publish(self.cluster.set_state(self.host, name, VmState.RUNNING, now=self._now()))
+        self._publish(self.cluster.set_state(self.host, name, DomainState.RUNNING, now=self._now()))
 
     async def start(self, name: str) -> None:
-        self._publish(self.cluster.set_state(self.host, name, VmState.RUNNING, now=self._now()))
+        self._publish(self.cluster.set_state(self.host, name, DomainState.RUNNING, now=self._now()))
 
     async def migrate(
         self, name: str, dest: Hypervisor, *, copy_storage: bool = False

@@ -7,11 +7,11 @@ import trio
 
 from dvms.hypervisor import (
     AlreadyExists,
+    DomainState,
     EventKind,
     InvalidSpec,
     InvalidState,
     VmNotFound,
-    VmState,
     open_hypervisor,
 )
 from dvms.placement.spec import VmSpec
@@ -45,7 +45,7 @@ async def test_create_info_stats_and_independent_hosts(hosts):
     assert (info.name, info.host, info.state, info.vcpus, info.memory_mib, info.namespace) == (
         "web1",
         "h0",
-        VmState.RUNNING,
+        DomainState.RUNNING,
         2,
         256,
         "red",
@@ -86,10 +86,10 @@ async def test_migration_is_emulated_by_save_and_restore(hosts):
     assert (result.source, result.destination, result.method) == ("h0", "h1", "save-restore")
     assert await h0.list_vms() == []
     moved = await h1.info("blue:db1")
-    assert moved.state is VmState.RUNNING and moved.namespace == "blue"
+    assert moved.state is DomainState.RUNNING and moved.namespace == "blue"
     assert moved.name == "db1"
     await h1.destroy("blue:db1")  # persistent on the destination (PERSIST_DEST emulated)
-    assert (await h1.info("blue:db1")).state is VmState.SHUTOFF
+    assert (await h1.info("blue:db1")).state is DomainState.SHUTOFF
 
 
 async def test_lifecycle_events_reach_subscribers(hosts):
@@ -149,17 +149,17 @@ async def test_same_name_in_two_namespaces_on_one_host(hosts):
     with pytest.raises(AlreadyExists, match="in namespace a"):
         await h0.create(VmSpec("vm1", namespace="a", memory_mib=64))
     await h0.destroy("a:vm1")
-    assert (await h0.info("b:vm1")).state is VmState.RUNNING
+    assert (await h0.info("b:vm1")).state is DomainState.RUNNING
 
 
 async def test_pause_resume_and_boot_again(hosts):
     h0, _ = hosts
     await h0.create(VmSpec("vm1", namespace="a", memory_mib=64))
     await h0.suspend("a:vm1")
-    assert (await h0.info("a:vm1")).state is VmState.PAUSED
+    assert (await h0.info("a:vm1")).state is DomainState.PAUSED
     await h0.resume("a:vm1")
-    assert (await h0.info("a:vm1")).state is VmState.RUNNING
+    assert (await h0.info("a:vm1")).state is DomainState.RUNNING
     await h0.destroy("a:vm1")
-    assert (await h0.info("a:vm1")).state is VmState.SHUTOFF
+    assert (await h0.info("a:vm1")).state is DomainState.SHUTOFF
     await h0.start("a:vm1")
-    assert (await h0.info("a:vm1")).state is VmState.RUNNING
+    assert (await h0.info("a:vm1")).state is DomainState.RUNNING

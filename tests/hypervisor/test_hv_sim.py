@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from dvms.hypervisor import EventKind, InvalidState, VmState, open_hypervisor
+from dvms.hypervisor import DomainState, EventKind, InvalidState, open_hypervisor
 from dvms.hypervisor.errors import AlreadyExists, MigrationFailed, VmNotFound
 from dvms.hypervisor.simulated import (
     MigrationModel,
@@ -60,13 +60,13 @@ def test_pure_cluster_migrates_on_virtual_time():
     assert c.next_deadline() == done and done > 5.0 + 8.19
     assert c.stats("h2").commit.memory_mib == 1024  # reserved during the move
     assert c.on_timer(now=done - 0.001) == []
-    assert c.info("h1", "vm1").state is VmState.MIGRATING
+    assert c.info("h1", "vm1").state is DomainState.MIGRATING
     events = c.on_timer(now=done)
     assert [(e.host, e.kind) for e in events] == [
         ("h1", EventKind.MIGRATED_OUT),
         ("h2", EventKind.MIGRATED_IN),
     ]
-    assert c.locate("vm1") == "h2" and c.info("h2", "vm1").state is VmState.RUNNING
+    assert c.locate("vm1") == "h2" and c.info("h2", "vm1").state is DomainState.RUNNING
     assert c.stats("h2").cpu_demand == pytest.approx(0.6)
     assert c.next_deadline() is None
 

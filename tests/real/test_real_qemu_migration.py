@@ -69,7 +69,7 @@ def _namespace_net(nodes, namespace: str) -> list:
 
 
 async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
-    from dvms.hypervisor import VmState, open_hypervisor
+    from dvms.hypervisor import DomainState, open_hypervisor
     from dvms.hypervisor.domxml import DomainConfig
     from dvms.hypervisor.net import bridge_name, namespace_key
     from dvms.placement.spec import VmSpec
@@ -94,7 +94,7 @@ async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
             for hv in hvs:
                 nursery.start_soon(hv.capabilities)
         info = await a.create(spec)
-        assert info.state is VmState.RUNNING
+        assert info.state is DomainState.RUNNING
         assert len(_taps_on_bridge(nodes[0].netns, bridge)) == 1, "VM NIC not on the bridge"
         ticks = await trio.to_thread.run_sync(_wait_ticks, log, 2, BOOT_TIMEOUT_S)
         for src, dst in ((a, b), (b, a)):
@@ -102,7 +102,7 @@ async def _scenario(nodes, guest, serial_dir: Path, results: dict) -> None:
             result = await src.migrate("red:tiny1", dst)
             results[f"{src.host}->{dst.host}"] = result
             assert await src.list_vms() == []
-            assert (await dst.info("red:tiny1")).state is VmState.RUNNING
+            assert (await dst.info("red:tiny1")).state is DomainState.RUNNING
             here, there = (nodes[0], nodes[1]) if dst is b else (nodes[1], nodes[0])
             assert len(_taps_on_bridge(there.netns, bridge)) == 1, "NIC not re-attached"
             assert _taps_on_bridge(here.netns, bridge) == [], "source tap left behind"

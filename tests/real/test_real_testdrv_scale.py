@@ -16,7 +16,7 @@ N_VMS, N_HOSTS = 200, 4
 
 
 async def _scenario(tmp_path, timings: dict) -> None:
-    from dvms.hypervisor import VmState, open_hypervisor
+    from dvms.hypervisor import DomainState, open_hypervisor
     from dvms.placement.spec import VmSpec
 
     hosts = []
@@ -34,7 +34,7 @@ async def _scenario(tmp_path, timings: dict) -> None:
         for hv in hosts:
             vms = await hv.list_vms()
             assert len(vms) == N_VMS // N_HOSTS
-            assert all(v.state is VmState.RUNNING for v in vms)
+            assert all(v.state is DomainState.RUNNING for v in vms)
         t0 = time.perf_counter()
         for k in range(N_VMS):
             src, dst = hosts[k % N_HOSTS], hosts[(k + 1) % N_HOSTS]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from dvms.hypervisor.base import VmInfo, VmState
+from dvms.hypervisor.base import DomainState, VmInfo
 from dvms.partition.messages import LaunchVm
 from dvms.runtime.services.monitor import HostMonitor, MonitorConfig
 
@@ -39,7 +39,7 @@ class FakeHv:
 
 
 def vm(name: str, vcpus: int = 4, namespace: str = "") -> VmInfo:
-    return VmInfo(name, "h1", VmState.RUNNING, vcpus, 1024, namespace)
+    return VmInfo(name, "h1", DomainState.RUNNING, vcpus, 1024, namespace)
 
 
 async def test_overlapping_refreshes_share_reads_and_see_earlier_changes(autojump_clock):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from dvms.hypervisor.base import Hypervisor, VmInfo, VmState
+from dvms.hypervisor.base import DomainState, Hypervisor, VmInfo
 from dvms.hypervisor.errors import HypervisorError, InvalidState
 from dvms.hypervisor.net import NamespaceNetwork, NetError, Reconciler, TunnelKind
 from dvms.namespace import (
@@ -57,20 +57,20 @@ VERB_OF = {Start: "start", Stop: "stop", Kill: "kill", Flush: "flush"}
 
 #: Hypervisor state -> minimega's word (``vm info``).
 _MINIMEGA_STATE = {
-    VmState.BUILDING: "BUILDING",
-    VmState.RUNNING: "RUNNING",
-    VmState.MIGRATING: "RUNNING",
-    VmState.PAUSED: "PAUSED",
-    VmState.SHUTOFF: "QUIT",
-    VmState.CRASHED: "ERROR",
-    VmState.UNKNOWN: "ERROR",
+    DomainState.BUILDING: "BUILDING",
+    DomainState.RUNNING: "RUNNING",
+    DomainState.MIGRATING: "RUNNING",
+    DomainState.PAUSED: "PAUSED",
+    DomainState.SHUTOFF: "QUIT",
+    DomainState.CRASHED: "ERROR",
+    DomainState.UNKNOWN: "ERROR",
 }
 
 
 def minimega_state(state: str) -> str:
     """A ``VmRow.state`` (hypervisor word) as minimega prints it."""
     try:
-        return _MINIMEGA_STATE[VmState(state)]
+        return _MINIMEGA_STATE[DomainState(state)]
     except ValueError:
         return "ERROR"
 
@@ -314,22 +314,22 @@ class HostSide:
         hv, key = self.hv, v.key
         state = v.state
         if op == "start":
-            if state is VmState.PAUSED:
+            if state is DomainState.PAUSED:
                 await hv.resume(key)
-            elif state in (VmState.SHUTOFF, VmState.CRASHED):
+            elif state in (DomainState.SHUTOFF, DomainState.CRASHED):
                 await hv.start(key)
             else:
                 return False
         elif op == "stop":
-            if state is not VmState.RUNNING:
+            if state is not DomainState.RUNNING:
                 return False
             await hv.suspend(key)
         elif op == "kill":
-            if state not in (VmState.RUNNING, VmState.PAUSED, VmState.BUILDING):
+            if state not in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BUILDING):
                 return False
             await hv.destroy(key)
         elif op == "flush":
-            if state not in (VmState.SHUTOFF, VmState.CRASHED):
+            if state not in (DomainState.SHUTOFF, DomainState.CRASHED):
                 return False
             await hv.undefine(key)
             self.monitor.specs.pop(key, None)

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 
 import trio
 
-from dvms.hypervisor.base import Hypervisor, VmInfo, VmState
+from dvms.hypervisor.base import DomainState, Hypervisor, VmInfo
 from dvms.hypervisor.errors import HypervisorError
 from dvms.names import vm_key
-from dvms.partition.messages import HostState, LaunchVm
-from dvms.partition.messages import VmState as WireVmState
+from dvms.partition.messages import HostState, LaunchVm, VmState
 from dvms.runtime.messages import MAX_ROWS, HostReply, VmRow
 
 __all__ = ["HostMonitor", "MonitorConfig"]
@@ -144,11 +143,11 @@ class HostMonitor:
     def _host_state(self) -> HostState:
         rows = []
         for v in self.vms:
-            if v.state is VmState.SHUTOFF:
+            if v.state is DomainState.SHUTOFF:
                 continue  # defined but not running: uses nothing
             spec = self.specs.get(v.key)
             rows.append(
-                WireVmState(
+                VmState(
                     name=v.name,
                     namespace=v.namespace,
                     vcpus=v.vcpus,
