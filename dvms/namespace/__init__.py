@@ -25,8 +25,8 @@ from dvms.namespace.effects import Effect as Effect
 from dvms.namespace.effects import Flush as Flush
 from dvms.namespace.effects import Kill as Kill
 from dvms.namespace.effects import Launch as Launch
-from dvms.namespace.effects import LaunchVm as LaunchVm
 from dvms.namespace.effects import Migrate as Migrate
+from dvms.namespace.effects import PlacedVm as PlacedVm
 from dvms.namespace.effects import Result as Result
 from dvms.namespace.effects import RunOnHosts as RunOnHosts
 from dvms.namespace.effects import Session as Session
@@ -61,9 +61,9 @@ __all__ = [
     "Flush",
     "Kill",
     "Launch",
-    "LaunchVm",
     "Migrate",
     "Namespace",
+    "PlacedVm",
     "RecordError",
     "Result",
     "RunOnHosts",

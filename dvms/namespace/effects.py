@@ -29,8 +29,8 @@ __all__ = [
     "Flush",
     "Kill",
     "Launch",
-    "LaunchVm",
     "Migrate",
+    "PlacedVm",
     "Result",
     "Run",
     "RunOnHosts",
@@ -113,7 +113,10 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
-class LaunchVm:
+class PlacedVm:
+    """One VM of a ``Launch``: its name, the host the schedule placed it on, its type and
+    config (``config.spec(name, namespace)`` is the ``VmSpec`` to create)."""
+
     name: str
     host: str
     vm_type: str
@@ -126,7 +129,7 @@ class Launch:
     the index of the ``ns schedule status`` row to close with ``launch_finished``."""
 
     namespace: str
-    vms: tuple[LaunchVm, ...]
+    vms: tuple[PlacedVm, ...]
     schedule: int
 
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from dvms.names import InvalidName, validate_vm_name
 from dvms.namespace.config import CommandError, VmConfig
-from dvms.namespace.effects import Context, Launch, LaunchVm
+from dvms.namespace.effects import Context, Launch, PlacedVm
 from dvms.namespace.state import (
     VALID_NAME,
     VM_STATES,
@@ -310,7 +310,7 @@ def launch(ctx: Context, ns: Namespace) -> tuple[Namespace, Launch]:
             name = "" if candidate in taken else candidate
         taken.add(name)
         records.append(VmRecord(next_id, name, entry.host, "BUILDING", batch.vm_type, batch.config))
-        out.append(LaunchVm(name, entry.host, batch.vm_type, batch.config))
+        out.append(PlacedVm(name, entry.host, batch.vm_type, batch.config))
         next_id += 1
     stat = ScheduleStat(ctx.now, None, "running", 0, 0, len(out), len(ns.hosts))
     new = replace(ns, queue=(), assignment=None, vms=tuple(records), stats=(*ns.stats, stat),
