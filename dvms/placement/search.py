@@ -24,13 +24,16 @@ from dvms.placement.explain import Refusal
 from dvms.placement.filters import AmongFilter, CapacityOnSet, StaticFilter
 from dvms.placement.workspace import Workspace
 
-__all__ = ["Outcome", "place_units"]
+__all__ = ["SearchOutcome", "place_units"]
 
 Unit = tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class SearchOutcome:
+    """What ``place_units`` found: ``ok``, or the ``refusal`` and whether the search
+    ``proven`` that no placement exists; ``nodes`` the backtracking visited."""
+
     ok: bool
     refusal: Refusal | None = None
     proven: bool = False
@@ -246,25 +249,25 @@ def place_units(
     *,
     prefer_current: bool = False,
     departing: frozenset[int] = frozenset(),
-) -> Outcome:
+) -> SearchOutcome:
     """Place every unit (greedy, then harder); on failure the workspace is unchanged.
     ``departing`` hosts (repair: VMs will leave them) are tried after the others."""
     placer = Placer(ws, prefer_current=prefer_current, departing=departing)
     refusal = placer.greedy(units)
     if refusal is None:
-        return Outcome(True)
+        return SearchOutcome(True)
     # pass 2: most constrained first, judged from the state before any unit is placed
     sizes = {u: len(placer.candidates(u)) for u in units}
     by_size = sorted(units, key=lambda u: sizes[u])
     if placer.greedy(by_size) is None:
-        return Outcome(True)
+        return SearchOutcome(True)
     starved = [u for u in units if sizes[u] == 0]
     if starved:
-        return Outcome(False, ws.refusal(starved[0]), proven=True)
+        return SearchOutcome(False, ws.refusal(starved[0]), proven=True)
     return _backtrack(placer, list(by_size), refusal)
 
 
-def _backtrack(placer: Placer, units: list[Unit], refusal: Refusal) -> Outcome:
+def _backtrack(placer: Placer, units: list[Unit], refusal: Refusal) -> SearchOutcome:
     ws, config = placer.ws, placer.ws.config
     n_vms = sum(len(u) for u in units)
     online = sum(ws.online)
@@ -272,14 +275,14 @@ def _backtrack(placer: Placer, units: list[Unit], refusal: Refusal) -> Outcome:
     placer.budget = None if exhaustive else config.search_budget
     if not exhaustive and n_vms * online > 400_000:
         note = "greedy failed; instance too large for backtracking"
-        return Outcome(False, _noted(refusal, note), proven=False)
+        return SearchOutcome(False, _noted(refusal, note), proven=False)
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, len(units) + 200))
     try:
         if placer.dfs(units):
-            return Outcome(True, nodes=placer.nodes)
+            return SearchOutcome(True, nodes=placer.nodes)
         note = f"no placement exists: searched all {placer.nodes} nodes"
-        return Outcome(False, _noted(refusal, note), proven=True, nodes=placer.nodes)
+        return SearchOutcome(False, _noted(refusal, note), proven=True, nodes=placer.nodes)
     except _Budget:
         # undo the partial assignment left by the interrupted search
         mine = {v for u in units for v in u}
@@ -287,7 +290,7 @@ def _backtrack(placer: Placer, units: list[Unit], refusal: Refusal) -> Outcome:
             if ws.assign[v] != -1:
                 ws.remove(v)
         note = f"search budget of {placer.budget} nodes exhausted"
-        return Outcome(False, _noted(refusal, note), proven=False, nodes=placer.nodes)
+        return SearchOutcome(False, _noted(refusal, note), proven=False, nodes=placer.nodes)
     finally:
         sys.setrecursionlimit(old_limit)
 
