@@ -26,7 +26,7 @@ from dvms.placement.explain import Refusal as Refusal
 from dvms.placement.launch import LaunchResult as LaunchResult
 from dvms.placement.launch import launch_vjob as launch_vjob
 from dvms.placement.launch import solve_launch as solve_launch
-from dvms.placement.load import HostStats as HostStats
+from dvms.placement.load import HostLoad as HostLoad
 from dvms.placement.load import overloaded_hosts as overloaded_hosts
 from dvms.placement.load import rank_hosts as rank_hosts
 from dvms.placement.model import Host as Host
@@ -43,7 +43,7 @@ __all__ = [
     "Action",
     "Constraint",
     "Host",
-    "HostStats",
+    "HostLoad",
     "HostVerdict",
     "Instance",
     "LaunchResult",

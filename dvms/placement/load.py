@@ -24,9 +24,9 @@ from dvms.placement.config import PlacementConfig
 from dvms.placement.model import CPU_DEMAND, MEMORY, NICS, VCPUS, Host, Snapshot
 
 __all__ = [
-    "HostStats",
+    "HostLoad",
     "host_key",
-    "host_stats",
+    "host_loads",
     "load_value",
     "make_key",
     "measured_load",
@@ -36,8 +36,9 @@ __all__ = [
 
 
 @dataclass(frozen=True, slots=True)
-class HostStats:
-    """minimega's per-host numbers (``host`` command): counts over running VMs."""
+class HostLoad:
+    """minimega's per-host numbers (``host`` command) that the load functions rank:
+    counts over running VMs."""
 
     name: str
     cpus: int
@@ -57,7 +58,7 @@ def _ratio(used: float, total: float) -> float:
     return used / total if total else 0.0
 
 
-def load_value(stats: HostStats, load: str) -> float:
+def load_value(stats: HostLoad, load: str) -> float:
     """The load key of one host (lower = preferred); ``fill`` needs ``make_key``."""
     if load == "cpucommit":
         return _ratio(stats.cpu_commit, stats.cpus)
@@ -68,12 +69,12 @@ def load_value(stats: HostStats, load: str) -> float:
     raise ValueError(f"load function {load!r} needs resource limits; use make_key")
 
 
-def host_key(stats: HostStats, load: str) -> tuple[bool, float, str]:
+def host_key(stats: HostLoad, load: str) -> tuple[bool, float, str]:
     return (stats.full, load_value(stats, load), stats.name)
 
 
-def host_stats(snapshot: Snapshot) -> list[HostStats]:
-    """Stats of every online host from the running VMs of ``snapshot``."""
+def host_loads(snapshot: Snapshot) -> list[HostLoad]:
+    """The load of every online host, from the running VMs of ``snapshot``."""
     acc = {h.name: [0, 0, 0, 0, -1] for h in snapshot.hosts if h.online}
     for vm in snapshot.vms:
         if vm.state != "running" or vm.host not in acc:
@@ -87,13 +88,13 @@ def host_stats(snapshot: Snapshot) -> list[HostStats]:
             lim = vm.coschedule + 1
             row[4] = lim if row[4] == -1 else min(row[4], lim)
     return [
-        HostStats(h.name, h.cpus, h.memory_mib, *acc[h.name])
+        HostLoad(h.name, h.cpus, h.memory_mib, *acc[h.name])
         for h in snapshot.hosts
         if h.name in acc
     ]
 
 
-def rank_hosts(stats: Sequence[HostStats], load: str = "cpucommit") -> list[str]:
+def rank_hosts(stats: Sequence[HostLoad], load: str = "cpucommit") -> list[str]:
     """Host names, most preferred first (the order minimega's heap pops them in)."""
     return [s.name for s in sorted(stats, key=lambda s: host_key(s, load))]
 

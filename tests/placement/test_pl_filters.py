@@ -7,7 +7,7 @@ import pytest
 
 from dvms.placement import Host, PlacementConfig, PlacementError, Snapshot, Vm, build_constraints
 from dvms.placement import constraints as c
-from dvms.placement.load import HostStats, host_stats, rank_hosts
+from dvms.placement.load import HostLoad, host_loads, rank_hosts
 from dvms.placement.spec import ConstraintSpec
 from dvms.placement.workspace import Workspace
 
@@ -139,20 +139,20 @@ def test_host_limits_and_overcommit():
 )
 def test_rank_hosts_minimega_keys(load, order):
     stats = [
-        HostStats("a", cpus=8, memory_mib=1000, vms=1, cpu_commit=2, mem_commit=900, net_commit=1),
-        HostStats("b", cpus=4, memory_mib=4000, vms=1, cpu_commit=2, mem_commit=100, net_commit=5),
-        HostStats("c", cpus=2, memory_mib=1000, vms=1, cpu_commit=0, mem_commit=500, net_commit=9),
-        HostStats("full", cpus=64, memory_mib=10**6, vms=1, limit=1),
+        HostLoad("a", cpus=8, memory_mib=1000, vms=1, cpu_commit=2, mem_commit=900, net_commit=1),
+        HostLoad("b", cpus=4, memory_mib=4000, vms=1, cpu_commit=2, mem_commit=100, net_commit=5),
+        HostLoad("c", cpus=2, memory_mib=1000, vms=1, cpu_commit=0, mem_commit=500, net_commit=9),
+        HostLoad("full", cpus=64, memory_mib=10**6, vms=1, limit=1),
     ]
     assert rank_hosts(stats, load) == order
 
 
 def test_ties_broken_by_name_and_stats_from_snapshot():
-    stats = [HostStats(n, cpus=4, memory_mib=1) for n in ("n3", "n1", "n2")]
+    stats = [HostLoad(n, cpus=4, memory_mib=1) for n in ("n3", "n1", "n2")]
     assert rank_hosts(stats) == ["n1", "n2", "n3"]
     snap = Snapshot(HOSTS[:2], (Vm("a", vcpus=2, nics=2, coschedule=3, host="h0"),
                                 Vm("b", vcpus=1, coschedule=1, host="h0")))  # fmt: skip
-    h0 = host_stats(snap)[0]
+    h0 = host_loads(snap)[0]
     assert (h0.vms, h0.cpu_commit, h0.net_commit, h0.limit, h0.full) == (2, 3, 2, 2, True)
 
 
