@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dvms.namespace.commands import execute as execute
 from dvms.namespace.config import CommandError as CommandError
-from dvms.namespace.config import RecordError as RecordError
+from dvms.namespace.config import NamespaceRecordError as NamespaceRecordError
 from dvms.namespace.config import VmConfig as VmConfig
 from dvms.namespace.effects import SOURCE_MESHAGE as SOURCE_MESHAGE
 from dvms.namespace.effects import SOURCE_USER as SOURCE_USER
@@ -63,8 +63,8 @@ __all__ = [
     "Launch",
     "Migrate",
     "Namespace",
+    "NamespaceRecordError",
     "PlacedVm",
-    "RecordError",
     "Result",
     "RunOnHosts",
     "Session",

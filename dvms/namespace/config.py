@@ -22,7 +22,7 @@ from dvms.placement.spec import VmSpec
 __all__ = [
     "FIELDS",
     "CommandError",
-    "RecordError",
+    "NamespaceRecordError",
     "VmConfig",
     "check_colocate",
     "check_schedule",
@@ -36,7 +36,7 @@ class CommandError(Exception):
     minimega has one). Raised inside the interpreter, never out of ``execute``."""
 
 
-class RecordError(ValueError):
+class NamespaceRecordError(ValueError):
     """A replicated record failed validation in ``from_record``."""
 
 
@@ -68,7 +68,7 @@ class VmConfig:
     def __post_init__(self) -> None:
         problems = _problems(self)
         if problems:
-            raise RecordError(f"vm config: {problems[0]}")
+            raise NamespaceRecordError(f"vm config: {problems[0]}")
 
     def to_record(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -84,11 +84,11 @@ class VmConfig:
     @classmethod
     def from_record(cls, d: Mapping[str, Any]) -> VmConfig:
         if not isinstance(d, Mapping):
-            raise RecordError("vm config: expected a map")
+            raise NamespaceRecordError("vm config: expected a map")
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise RecordError(f"vm config: unknown field {unknown[0]!r}")
+            raise NamespaceRecordError(f"vm config: unknown field {unknown[0]!r}")
         kwargs: dict[str, Any] = {}
         for name, value in d.items():
             default = getattr(_DEFAULT, name)
@@ -96,15 +96,15 @@ class VmConfig:
                 if not isinstance(value, Mapping) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in value.items()
                 ):
-                    raise RecordError("vm config: tags must map strings to strings")
+                    raise NamespaceRecordError("vm config: tags must map strings to strings")
                 value = tuple(sorted(value.items()))
             elif isinstance(default, tuple):
                 strings = isinstance(value, list | tuple) and all(isinstance(x, str) for x in value)
                 if not strings:
-                    raise RecordError(f"vm config: {name} must be a list of strings")
+                    raise NamespaceRecordError(f"vm config: {name} must be a list of strings")
                 value = tuple(value)
             elif type(value) is not type(default):
-                raise RecordError(f"vm config: {name} must be a {type(default).__name__}")
+                raise NamespaceRecordError(f"vm config: {name} must be a {type(default).__name__}")
             kwargs[name] = value
         return cls(**kwargs)
 
@@ -243,7 +243,7 @@ def check_colocate(cfg: VmConfig, target: str) -> None:
 def set_field(cfg: VmConfig, name: str, value: Any) -> VmConfig:
     try:
         return replace(cfg, **{name: value})
-    except RecordError as err:
+    except NamespaceRecordError as err:
         raise CommandError(str(err).removeprefix("vm config: ")) from None
 
 

@@ -11,7 +11,7 @@ replicate it as DHT records (one record per namespace, ``Namespace.to_record()``
                          └─ vms: VmRecord* (what the namespace launched, as reported)
 
 Every constructor validates, so an invalid state cannot be built: a bug raises
-``RecordError`` where it happens, and ``from_record`` refuses a corrupt record.
+``NamespaceRecordError`` where it happens, and ``from_record`` refuses a corrupt record.
 Records hold only CBOR-friendly values (str, int, float, bool, None, list, map).
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dvms.namespace.config import RecordError, VmConfig
+from dvms.namespace.config import NamespaceRecordError, VmConfig
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -55,7 +55,7 @@ RECORD_VERSION = 1
 
 def _need(ok: bool, what: str) -> None:
     if not ok:
-        raise RecordError(what)
+        raise NamespaceRecordError(what)
 
 
 def _str(d: Mapping[str, Any], key: str, what: str) -> str:
@@ -259,7 +259,7 @@ class Namespace:
 
     def __post_init__(self) -> None:
         for problem in _namespace_problems(self):
-            raise RecordError(f"namespace {self.name!r}: {problem}")
+            raise NamespaceRecordError(f"namespace {self.name!r}: {problem}")
 
     # -- lookups ------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dvms.namespace import Namespace, RecordError, State, VmConfig, VmRecord
+from dvms.namespace import Namespace, NamespaceRecordError, State, VmConfig, VmRecord
 from dvms.namespace.state import AssignEntry, Batch, Bridge, ScheduleStat
 from tests.namespace.conftest import make_console
 
@@ -64,20 +64,20 @@ def test_records_are_plain_cbor_values():
 def test_corrupt_records_are_refused(mutate, message):
     record = busy_state().get("foo").to_record()
     mutate(record)
-    with pytest.raises(RecordError, match=message):
+    with pytest.raises(NamespaceRecordError, match=message):
         Namespace.from_record(record)
 
 
 def test_objects_validate_on_construction():
-    with pytest.raises(RecordError):
+    with pytest.raises(NamespaceRecordError):
         VmRecord(0, "a", "h1", state="GONE")
-    with pytest.raises(RecordError):
+    with pytest.raises(NamespaceRecordError):
         Batch("kvm", (), VmConfig())
-    with pytest.raises(RecordError):
+    with pytest.raises(NamespaceRecordError):
         ScheduleStat(0.0, None, "completed", 0, 0, 0, 0)
-    with pytest.raises(RecordError):
+    with pytest.raises(NamespaceRecordError):
         Bridge("br", "gre", 2**32, frozenset())
-    with pytest.raises(RecordError):
+    with pytest.raises(NamespaceRecordError):
         State((Namespace("b"), Namespace("a")))
     entry = AssignEntry(0, 0, "a", "h1")
     assert AssignEntry.from_record(entry.to_record()) == entry

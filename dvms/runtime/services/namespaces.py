@@ -36,7 +36,7 @@ from dvms.namespace import (
     render_json,
     render_text,
 )
-from dvms.namespace.config import RecordError, VmConfig
+from dvms.namespace.config import NamespaceRecordError, VmConfig
 from dvms.namespace.effects import SOURCE_MESHAGE, SOURCE_USER
 from dvms.namespace.schedule import forget_vms, report_vms
 from dvms.namespace.state import Namespace, VmRecord, with_vms
@@ -127,7 +127,7 @@ class NamespaceService:
             return None, cur.seq
         try:
             return Namespace.from_record(cur.value), cur.seq
-        except RecordError as exc:
+        except NamespaceRecordError as exc:
             raise StateError(f"namespace {name}: corrupt record ({exc})") from None
 
     async def names(self) -> list[str]:
