@@ -83,21 +83,13 @@ class HostInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class LaunchVmSpec:
-    name: str
-    vcpus: int
-    memory_mib: int
-    coschedule: int = -1
-
-
-@dataclass(frozen=True, slots=True)
 class LaunchRequest:
     """One vjob submitted to host ``entry`` at ``at_s``: its VMs and spread groups."""
 
     name: str
     entry: int
     at_s: float
-    vms: tuple[LaunchVmSpec, ...]
+    vms: tuple[VmSpec, ...]
     spread: tuple[tuple[str, ...], ...] = ()
     create_s: float = 0.0
 
@@ -296,11 +288,11 @@ class World:
                 for j in range(launch.vjobs_per_entry):
                     tag = f"l{k}e{e}j{j}"
                     vms = tuple(
-                        LaunchVmSpec(
+                        VmSpec(
                             f"{tag}-{i}",
-                            launch.vcpus,
-                            launch.memory_mib,
-                            0 if i >= launch.vms - launch.coschedule0 else -1,
+                            vcpus=launch.vcpus,
+                            memory_mib=launch.memory_mib,
+                            coschedule=0 if i >= launch.vms - launch.coschedule0 else -1,
                         )
                         for i in range(launch.vms)
                     )
