@@ -48,6 +48,9 @@ class VmConfig:
     """minimega's ``vm config`` fields that matter to a distributed scheduler (the rest of
     minimega's KVM knobs are per-host driver details and are not modelled)."""
 
+    # Deliberately not ``VmSpec``: these are minimega's names and the replicated record's
+    # schema; ``spec`` derives the placement ``VmSpec`` from them.
+
     vcpus: int = 1
     memory: int = 2048
     networks: tuple[str, ...] = ()

@@ -117,6 +117,9 @@ class PlacedVm:
     """One VM of a ``Launch``: its name, the host the schedule placed it on, its type and
     config (``config.spec(name, namespace)`` is the ``VmSpec`` to create)."""
 
+    # ``VmRecord`` without the namespace's bookkeeping (id, state): deliberately separate,
+    # it is what a host needs and what ``render_json`` shows of the effect.
+
     name: str
     host: str
     vm_type: str

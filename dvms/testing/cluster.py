@@ -78,6 +78,9 @@ _PORT = 7400
 
 @dataclass
 class FakeVm:
+    """A VM on a fake host, with a demand tests change in place; ``state`` is its wire
+    ``VmState`` (deliberately separate: the wire type is frozen)."""
+
     name: str
     namespace: str = ""
     vcpus: int = 1
@@ -104,6 +107,9 @@ class FakeVm:
 
 @dataclass
 class FakeHost:
+    """A fake host whose VMs tests add, move and load in place; ``state`` is what it
+    reports to its leader (the wire ``HostState``, None while it is down)."""
+
     name: str
     cpus: int = 4
     memory_mib: int = 16384
