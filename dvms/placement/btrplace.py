@@ -61,12 +61,14 @@ def load_instance(path: str | Path) -> Instance:
     return parse_instance(doc, source=str(path))
 
 
-def _get(d: Any, key: str, kind: type, where: str) -> Any:
+def _get(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if not isinstance(d, dict) or key not in d:
         raise PlacementError(f"{where}: missing {key!r}")
     value = d[key]
     if not isinstance(value, kind):
-        raise PlacementError(f"{where}: {key!r} must be a {kind.__name__}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        what = " or ".join(k.__name__ for k in kinds)
+        raise PlacementError(f"{where}: {key!r} must be a {what}")
     return value
 
 
@@ -195,10 +197,12 @@ def _constraint(
     if kind == "fence":
         return [c.Fence(vms, nodes, cont)]
     if kind in ("spread", "gather", "lonely"):
-        return [{"spread": c.Spread, "gather": c.Gather, "lonely": c.Lonely}[kind](vms, cont)]
+        return [c.VM_GROUPS[kind](vms, cont)]
     if kind == "among":
-        parts = tuple(frozenset(_id(n, where) for n in p) for p in _get(item, "parts", list, where))
-        return [c.Among(vms, parts, cont)]
+        groups = tuple(
+            frozenset(_id(n, where) for n in p) for p in _get(item, "parts", list, where)
+        )
+        return [c.Among(vms, groups, cont)]
     if kind == "root":
         return [c.Root(vms)]
     if kind == "split":
@@ -218,7 +222,7 @@ def _constraint(
         return [c.RunningCapacity(nodes, _get(item, "amount", int, where))]
     if kind == "overbook":
         node = _id(_get(item, "node", int, where), where)
-        ratio = float(_get(item, "ratio", int | float, where))
+        ratio = float(_get(item, "ratio", (int, float), where))
         overbook.setdefault(node, {})[_get(item, "rc", str, where)] = ratio
         return []
     if kind in ("quarantine", "offline", "online"):
@@ -231,7 +235,8 @@ def _constraint(
         others = tuple(sorted(set(vm_host) - set(here)))
         if kind == "offline":
             return [c.Ban(tuple(sorted(vm_host)), frozenset({node}))] if vm_host else []
-        return [c.Root(here)] * bool(here) + [c.Ban(others, frozenset({node}), True)] * bool(others)
+        found: list[c.Constraint] = [c.Root(here)] * bool(here)
+        return found + [c.Ban(others, frozenset({node}), True)] * bool(others)
     raise PlacementError(f"{where}: unsupported constraint {kind!r}")
 
 

@@ -84,11 +84,17 @@ def _where(spec: ConstraintSpec) -> str:
     return f"{spec.kind}{loc}"
 
 
-def _need_amount(spec: ConstraintSpec, what: str, *, resource: bool) -> None:
+def _amount(spec: ConstraintSpec, what: str) -> int:
     if spec.amount is None:
         raise PlacementError(f"{what}: needs an amount")
-    if resource and not spec.resource:
+    return spec.amount
+
+
+def _resource_amount(spec: ConstraintSpec, what: str) -> tuple[str, int]:
+    amount = _amount(spec, what)
+    if not spec.resource:
         raise PlacementError(f"{what}: needs a resource name")
+    return spec.resource, amount
 
 
 def _one(spec: ConstraintSpec, r: _Resolver, what: str) -> c.Constraint:
@@ -103,8 +109,7 @@ def _one(spec: ConstraintSpec, r: _Resolver, what: str) -> c.Constraint:
     if kind == "fence":
         return c.Fence(r.vms(spec, what), r.hosts_of(spec.hosts, what), cont)
     if kind in ("spread", "gather", "lonely"):
-        cls = {"spread": c.Spread, "gather": c.Gather, "lonely": c.Lonely}[kind]
-        return cls(r.vms(spec, what), cont)
+        return c.VM_GROUPS[kind](r.vms(spec, what), cont)
     if kind == "among":
         return _among(spec, r, what)
     if kind == "root":
@@ -112,18 +117,17 @@ def _one(spec: ConstraintSpec, r: _Resolver, what: str) -> c.Constraint:
     if kind in ("running", "ready"):
         return (c.Running if kind == "running" else c.Ready)(r.vms(spec, what))
     if kind == "preserve":
-        _need_amount(spec, what, resource=True)
-        return c.Preserve(r.vms(spec, what), spec.resource, spec.amount)  # type: ignore[arg-type]
+        resource, amount = _resource_amount(spec, what)
+        return c.Preserve(r.vms(spec, what), resource, amount)
     if kind == "resourcecapacity":
-        _need_amount(spec, what, resource=True)
-        hosts = r.hosts_of(spec.hosts, what)
-        return c.ResourceCapacity(hosts, spec.resource, spec.amount, cont)  # type: ignore[arg-type]
+        resource, amount = _resource_amount(spec, what)
+        return c.ResourceCapacity(r.hosts_of(spec.hosts, what), resource, amount, cont)
     if kind == "runningcapacity":
-        _need_amount(spec, what, resource=False)
-        return c.RunningCapacity(r.hosts_of(spec.hosts, what), spec.amount, cont)  # type: ignore[arg-type]
+        amount = _amount(spec, what)
+        return c.RunningCapacity(r.hosts_of(spec.hosts, what), amount, cont)
     if kind == "coschedule":
-        _need_amount(spec, what, resource=False)
-        return c.Coschedule(r.vms(spec, what), spec.amount)  # type: ignore[arg-type]
+        amount = _amount(spec, what)
+        return c.Coschedule(r.vms(spec, what), amount)
     raise PlacementError(
         f"unknown constraint kind {spec.kind!r}; expected one of {', '.join(KINDS)}"
     )

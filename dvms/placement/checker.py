@@ -179,13 +179,13 @@ def _rule_sets(k: c.Constraint, on: Mapping[str, set[str]], present, rp: _Replay
             return "VMs are not inside a single group"
     elif isinstance(k, c.Lonely):
         for host, items in present.items():
-            keys = {key for key, _ in items}
-            if keys & set(k.vms) and keys - set(k.vms):
+            here = {key for key, _ in items}
+            if here & set(k.vms) and here - set(k.vms):
                 return f"{host} mixes members and others"
     elif isinstance(k, c.Split):
         for host, items in present.items():
-            keys = {key for key, _ in items}
-            touched = [i for i, part in enumerate(k.parts) if keys & set(part)]
+            here = {key for key, _ in items}
+            touched = [i for i, part in enumerate(k.parts) if here & set(part)]
             if len(touched) > 1:
                 return f"{host} runs VMs of parts {touched[0]} and {touched[1]}"
     elif isinstance(k, c.ResourceCapacity | c.RunningCapacity):
@@ -258,7 +258,7 @@ def check_plan(
     errors = _well_formed(rp, acts, config)
     if errors:
         return errors
-    where = {key: vm.host for key, vm in rp.vms.items() if vm.state == "running"}
+    where = _running(rp)
     times = sorted({a.start for a in acts} | {a.end for a in acts})
     moved: set[str] = set()
     for t in times:
@@ -282,14 +282,30 @@ def check_plan(
     return errors + _kept_states(rp, where)
 
 
+def _running(rp: _Replay) -> dict[str, str]:
+    """VM key -> host of every running VM (the model gives every running VM a host)."""
+    return {
+        key: vm.host for key, vm in rp.vms.items() if vm.state == "running" and vm.host is not None
+    }
+
+
+#: The fields each kind of action must set (``_well_formed`` reports a missing one).
+_NEEDS = {
+    "migrate": ("src", "dst"),
+    "boot": ("dst",),
+    "shutdown": ("src",),
+    "allocate": ("dst", "resource", "amount"),
+}
+
+
 def _finish(rp: _Replay, a: Action, where: dict[str, str]) -> None:
-    if a.kind == "migrate" or a.kind == "boot":
-        where[a.vm] = a.dst  # type: ignore[assignment]
+    if (a.kind == "migrate" or a.kind == "boot") and a.dst is not None:
+        where[a.vm] = a.dst
         rp.alloc[a.vm] = rp.future(a.vm)
     elif a.kind == "shutdown":
         where.pop(a.vm, None)
-    elif a.kind == "allocate":
-        rp.alloc[a.vm][a.resource] = a.amount  # type: ignore[index]
+    elif a.kind == "allocate" and a.resource is not None and a.amount is not None:
+        rp.alloc[a.vm][a.resource] = a.amount
 
 
 def _present(rp: _Replay, acts: Sequence[Action], where: Mapping[str, str], t: int):
@@ -300,10 +316,12 @@ def _present(rp: _Replay, acts: Sequence[Action], where: Mapping[str, str], t: i
     for a in acts:
         if not a.start <= t < a.end:
             continue
+        if a.dst is None:
+            continue  # reported by _well_formed
         if a.kind in ("migrate", "boot"):
-            present[a.dst].append((a.vm, rp.future(a.vm)))  # type: ignore[index]
+            present[a.dst].append((a.vm, rp.future(a.vm)))
         elif a.kind == "allocate":
-            items = present[a.dst]  # type: ignore[index]
+            items = present[a.dst]
             for i, (key, alloc) in enumerate(items):
                 if key == a.vm:
                     items[i] = (key, {**alloc, a.resource: max(alloc[a.resource], a.amount)})
@@ -312,7 +330,7 @@ def _present(rp: _Replay, acts: Sequence[Action], where: Mapping[str, str], t: i
 
 def _well_formed(rp: _Replay, acts: Sequence[Action], config: PlacementConfig) -> list[str]:
     out = []
-    where = {key: vm.host for key, vm in rp.vms.items() if vm.state == "running"}
+    where = _running(rp)
     busy: dict[str, int] = {}
     for a in acts:  # sorted by start
         if a.vm not in rp.vms:
@@ -329,8 +347,11 @@ def _well_formed(rp: _Replay, acts: Sequence[Action], config: PlacementConfig) -
             out.append(f"t={a.start}: shutdown of {a.vm} which is not on {a.src}")
         if a.end <= a.start:
             out.append(f"{a.kind} {a.vm}: end {a.end} <= start {a.start}")
-        if a.kind in ("migrate", "boot"):
-            where[a.vm] = a.dst  # type: ignore[assignment]
+        missing = [name for name in _NEEDS.get(a.kind, ()) if getattr(a, name) is None]
+        if missing:
+            out.append(f"{a.kind} {a.vm}: no {missing[0]}")
+        if a.kind in ("migrate", "boot") and a.dst is not None:
+            where[a.vm] = a.dst
         elif a.kind == "shutdown":
             where.pop(a.vm, None)
     for t in sorted({a.start for a in acts}):

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "VM_GROUPS",
     "Among",
     "Ban",
     "Colocate",
@@ -204,3 +205,10 @@ Constraint = (
     | Colocate
     | Prefer
 )
+
+#: The constraints over a set of VMs alone (``Kind(vms, continuous)``), by kind.
+VM_GROUPS: dict[str, type[Spread | Gather | Lonely]] = {
+    "spread": Spread,
+    "gather": Gather,
+    "lonely": Lonely,
+}

@@ -63,6 +63,8 @@ class Filter:
 class StaticFilter(Filter):
     """ban / fence / schedule / root: a fixed set of allowed (or banned) hosts per VM."""
 
+    members: frozenset[int]
+
     def __init__(
         self,
         ws: Workspace,
@@ -90,6 +92,8 @@ class StaticFilter(Filter):
 
 class _Counting(Filter):
     """Keeps ``on[h]`` = number of placed members on host h."""
+
+    members: frozenset[int]
 
     def __init__(self, ws: Workspace, rule: str, members: Iterable[int]) -> None:
         self.ws, self.rule = ws, rule
@@ -219,6 +223,7 @@ class SplitFilter(Filter):
     """No host holds VMs of two different parts."""
 
     rule = "split"
+    members: frozenset[int]
 
     def __init__(self, ws: Workspace, parts: list[list[int]]) -> None:
         self.ws = ws

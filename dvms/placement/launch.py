@@ -115,8 +115,10 @@ def _units(ws: Workspace, vms: Sequence[Vm], constraints: Sequence[c.Constraint]
             continue
         if target in launching and vm.key not in pins:
             followers.setdefault(target, []).append(vm.key)
-        elif target not in launching and ws.vms[ws.v_index[target]].host is not None:
-            pins.setdefault(vm.key, ws.vms[ws.v_index[target]].host)  # minimega §2.4 step 3
+        elif target not in launching:
+            host = ws.vms[ws.v_index[target]].host
+            if host is not None:
+                pins.setdefault(vm.key, host)  # minimega §2.4 step 3
     floating = {k for ks in followers.values() for k in ks}
 
     def unit(key: str) -> tuple[int, ...]:

@@ -138,9 +138,10 @@ class Workspace:
         elif isinstance(k, c.Root):
             for key in k.vms:
                 v = self.vm(key)
-                if self.vms[v].host is not None and self.vms[v].state == "running":
+                host = self.vms[v].host
+                if host is not None and self.vms[v].state == "running":
                     self.movable[v] = False
-                    self.add_static("root", (key,), allowed=self._hosts((self.vms[v].host,)))
+                    self.add_static("root", (key,), allowed=self._hosts((host,)))
         elif isinstance(k, c.Spread):
             self._filter(SpreadFilter(self, "spread", map(self.vm, k.vms)))
         elif isinstance(k, c.Gather):
@@ -194,7 +195,8 @@ class Workspace:
         every = frozenset(range(len(self.hosts)))
         for v in members:
             self.statics[v].append(f)
-            cur = self.allowed[v] if self.allowed[v] is not None else every
+            before = self.allowed[v]
+            cur = before if before is not None else every
             if allowed is not None:
                 cur = cur & allowed
             self.allowed[v] = cur - banned
@@ -271,10 +273,10 @@ class Workspace:
             return ("offline", "host is offline")
         allowed = self.allowed[v]
         if allowed is not None and h not in allowed:
-            for f in self.statics[v]:
-                why = f.check(v, h)
+            for static in self.statics[v]:
+                why = static.check(v, h)
                 if why:
-                    return (f.rule, why)
+                    return (static.rule, why)
             return ("static", "host not allowed")  # unreachable: every set has a filter
         used, lim, dem = self.used[h], self.limits[h], self.demand[v]
         for r in self.active[v]:
