@@ -85,7 +85,7 @@ class VmConfig:
         return out
 
     @classmethod
-    def from_record(cls, d: Mapping[str, Any]) -> VmConfig:
+    def from_record(cls, d: object) -> VmConfig:
         if not isinstance(d, Mapping):
             raise NamespaceRecordError("vm config: expected a map")
         known = {f.name: f for f in fields(cls)}

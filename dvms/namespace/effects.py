@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from dvms.namespace.config import CommandError, VmConfig
 from dvms.namespace.state import DEFAULT_NAMESPACE, Namespace, State
@@ -283,7 +284,7 @@ class Run:
     def save(self, ns: Namespace) -> None:
         self.state = self.state.put(ns)
 
-    def update(self, **changes: object) -> Namespace:
+    def update(self, **changes: Any) -> Namespace:
         ns = replace(self.ns(), **changes)
         self.save(ns)
         return ns

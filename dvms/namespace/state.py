@@ -60,20 +60,22 @@ def _need(ok: bool, what: str) -> None:
 
 def _str(d: Mapping[str, Any], key: str, what: str) -> str:
     value = d.get(key)
-    _need(isinstance(value, str), f"{what}: {key} must be a string")
+    if not isinstance(value, str):
+        raise NamespaceRecordError(f"{what}: {key} must be a string")
     return value
 
 
 def _int(d: Mapping[str, Any], key: str, what: str, low: int = 0) -> int:
     value = d.get(key)
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    _need(ok, f"{what}: {key} must be an integer >= {low}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise NamespaceRecordError(f"{what}: {key} must be an integer >= {low}")
     return value
 
 
 def _map(d: object, what: str) -> Mapping[str, Any]:
-    _need(isinstance(d, Mapping), f"{what}: expected a map")
-    return d  # type: ignore[return-value]
+    if not isinstance(d, Mapping):
+        raise NamespaceRecordError(f"{what}: expected a map")
+    return d
 
 
 def _list(d: Mapping[str, Any], key: str, what: str) -> list:
@@ -207,7 +209,8 @@ class ScheduleStat:
     def from_record(cls, d: object) -> ScheduleStat:
         m = _map(d, "schedule")
         start, end = m.get("start"), m.get("end")
-        _need(isinstance(start, int | float), "schedule: start must be a number")
+        if not isinstance(start, int | float):
+            raise NamespaceRecordError("schedule: start must be a number")
         _need(end is None or isinstance(end, int | float), "schedule: end must be a number")
         counts = {k: _int(m, k, "schedule") for k in ("launched", "failures", "total", "hosts")}
         end = None if end is None else float(end)
@@ -303,7 +306,8 @@ class Namespace:
         hosts = _list(m, "hosts", "namespace")
         _need(all(isinstance(h, str) and h for h in hosts), "namespace: bad host name")
         queueing = m.get("queueing")
-        _need(isinstance(queueing, bool), "namespace: queueing must be a bool")
+        if not isinstance(queueing, bool):
+            raise NamespaceRecordError("namespace: queueing must be a bool")
         raw_assign = m.get("assignment")
         assignment = None
         if raw_assign is not None:
