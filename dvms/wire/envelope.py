@@ -153,39 +153,47 @@ class WireCodec:
 
     def decode(self, data: bytes, *, now: float) -> Decoded | None:
         """Return the decoded message, or None after counting why it was dropped."""
+        got = self._parse(data, now)
+        if isinstance(got, str):
+            self.drops[got] += 1
+            return None
+        self.accepted += 1
+        return got
+
+    def _parse(self, data: bytes, now: float) -> Decoded | str:
+        """The decoded message, or why the datagram is dropped."""
         reason = self._check_frame(data)
         if reason:
-            return self._drop(reason)
+            return reason
         try:
             frame = cbor2.loads(data[TAG_BYTES:])
         except Exception:  # cbor2 raises several types on garbage; all mean the same
-            return self._drop("malformed")
+            return "malformed"
         if type(frame) is not list or len(frame) != 6:
-            return self._drop("malformed")
+            return "malformed"
         version, code, sender, rid, ts, body = frame
         if version != WIRE_VERSION:
-            return self._drop("bad_version")
+            return "bad_version"
         if type(sender) is not bytes or len(sender) != ID_BYTES:
-            return self._drop("malformed")
+            return "malformed"
         if type(rid) is not int or not 0 <= rid <= _RID_MAX or type(ts) is not float:
-            return self._drop("malformed")
+            return "malformed"
         if type(code) is not int:
-            return self._drop("malformed")
+            return "malformed"
         try:
             msg = self.registry.decode(code, body)
         except KeyError:
-            return self._drop("unknown_type")
+            return "unknown_type"
         except SchemaError:
-            return self._drop("schema")
+            return "schema"
         if not abs(now - ts) <= self.config.replay_window_s:
-            return self._drop("stale")
+            return "stale"
         sender_id = int.from_bytes(sender, "big")
         # ts is part of the key: one-way messages (keep-alives, Dissolve) all carry rid 0,
         # and keying on (sender, type, rid) alone dropped every one after the first as a
         # "replay" for two windows; an exact replay repeats ts too and is still caught.
         if not self._remember((sender_id, code, rid, ts), now):
-            return self._drop("replayed")
-        self.accepted += 1
+            return "replayed"
         return Decoded(sender_id, rid, ts, msg)
 
     def _check_frame(self, data: bytes) -> str | None:
@@ -195,10 +203,6 @@ class WireCodec:
             return "truncated"
         if not hmac.compare_digest(data[:TAG_BYTES], self._tag(data[TAG_BYTES:])):
             return "bad_mac"
-        return None
-
-    def _drop(self, reason: str) -> None:
-        self.drops[reason] += 1
         return None
 
     def _remember(self, key: tuple[int, int, int, float], now: float) -> bool:

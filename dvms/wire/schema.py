@@ -175,11 +175,11 @@ def _compile_type(tp: Any) -> tuple[Encoder, Decoder]:
             raise TypeError(f"only `T | None` unions are supported, got {tp!r}")
         return _optional_codec(args[0] if not meta else typing.Annotated[args[0], *meta])
     if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) != 2 or args[1] is not Ellipsis:
+        params = typing.get_args(tp)
+        if len(params) != 2 or params[1] is not Ellipsis:
             raise TypeError(f"only tuple[T, ...] is supported, got {tp!r}")
-        return _tuple_codec(args[0], meta)
-    if dataclasses.is_dataclass(tp):
+        return _tuple_codec(params[0], meta)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return compile_record(tp)
     return _scalar(tp, meta)
 
