@@ -87,7 +87,7 @@ _STOPPED_MIGRATED = 3  # VIR_DOMAIN_EVENT_STOPPED_MIGRATED
 
 def _libvirt() -> Any:
     try:
-        import libvirt
+        import libvirt  # type: ignore[import-untyped]  # libvirt-python ships no types
     except ImportError as exc:
         raise BackendUnavailable(
             "libvirt-python is not installed (apt-get install libvirt-dev pkg-config, "

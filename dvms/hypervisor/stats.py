@@ -93,12 +93,13 @@ class HostStats:
 
 def local_stats(host: str, commit: Commitments, node: NodeInfo | None = None) -> HostStats:
     """Sample this machine with psutil (blocking but fast: no sleeping interval)."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # its stubs (types-psutil) are not a dependency
 
     vm = psutil.virtual_memory()
     net = psutil.net_io_counters()
     cpus = node.cpus if node else (psutil.cpu_count() or 1)
     total_mib = node.memory_mib if node else vm.total // (1 << 20)
+    load1, load5, load15 = psutil.getloadavg()
     return HostStats(
         host=host,
         cpus=cpus,
@@ -107,7 +108,7 @@ def local_stats(host: str, commit: Commitments, node: NodeInfo | None = None) ->
         source="psutil+libvirt" if node else "psutil",
         cpu_percent=psutil.cpu_percent(interval=None),
         memory_available_mib=vm.available // (1 << 20),
-        load_avg=tuple(psutil.getloadavg()),  # type: ignore[arg-type]
+        load_avg=(load1, load5, load15),
         net_rx_bytes=net.bytes_recv if net else None,
         net_tx_bytes=net.bytes_sent if net else None,
         node=node,

@@ -91,8 +91,8 @@ class FakeNetlink:
                 del self.links[name]
                 self.flood.pop(name, None)
                 if link.kind == "bridge":
-                    for port in [p for p in self.links.values() if p.master == name]:
-                        self.links[port.name] = replace(port, master=None, isolated=False)
+                    for member in [p for p in self.links.values() if p.master == name]:
+                        self.links[member.name] = replace(member, master=None, isolated=False)
             case SetMaster(name, master):
                 link = self._get(name, action)
                 if self._get(master, action).kind != "bridge":

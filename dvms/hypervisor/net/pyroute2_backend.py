@@ -64,7 +64,7 @@ class Pyroute2Backend:
 
     def __init__(self, netns: str | None = None) -> None:
         try:
-            from pyroute2 import IPRoute, NetNS
+            from pyroute2 import IPRoute, NetNS  # type: ignore[import-untyped]  # ships no types
         except ImportError as exc:  # pragma: no cover - dependency declared in pyproject
             raise NetError("pyroute2 is not installed") from exc
         self.netns = netns

@@ -181,14 +181,14 @@ def plan(
                 creates += [FdbDelete(want.name, ip) for ip in sorted(current - net.peers)]
                 creates += [FdbAppend(want.name, ip) for ip in sorted(net.peers - current)]
         for port in sorted(net.ports):
-            link = observed.links.get(port)
-            if link is None:
+            iface = observed.links.get(port)
+            if iface is None:
                 continue  # not there yet (VM not started); the next reconcile attaches it
-            if _owner(link) is not None:
+            if _owner(iface) is not None:
                 raise NetError(f"port {port} is a dvms-made link, not a VM interface")
-            if link.master != br:
+            if iface.master != br:
                 creates.append(SetMaster(port, br))
-            if not link.up:
+            if not iface.up:
                 creates.append(SetUp(port))
     return [*deletes, *creates]
 
