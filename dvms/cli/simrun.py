@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from dvms.cli.main import UserError
@@ -175,6 +176,11 @@ def _progress(enabled: bool, total: float) -> Iterator[Callable[[str, float], No
         yield update
 
 
+def _shifted(update: Callable[[str, float], None], label: str, offset: float, t: float) -> None:
+    """Progress ``t`` of one run among several, shown at ``offset`` on the whole bar."""
+    update(label, offset + t)
+
+
 def run_cmd(args: argparse.Namespace) -> int:
     from dvms.sim.report import record_run, write_figures
     from dvms.sim.run import run_scenario
@@ -222,9 +228,7 @@ def compare_cmd(args: argparse.Namespace) -> int:
             scn = replace(base, seed=seed)
             label = f"{name} seed {seed} ({i + 1}/{len(runs)})"
             summary, world = run_scenario(
-                scn,
-                name,
-                progress=lambda t, off=i * scn.duration_s, label=label: update(label, off + t),
+                scn, name, progress=partial(_shifted, update, label, i * scn.duration_s)
             )
             records.append(record_run(summary, world))
             del world

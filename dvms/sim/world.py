@@ -39,7 +39,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from dvms.hypervisor.base import EventKind, LifecycleEvent
 from dvms.hypervisor.errors import HypervisorError
@@ -199,8 +199,9 @@ class World:
         self.wall_s = 0.0
         self.scheduler_name = ""
         #: Scheduler-specific data for reports, e.g. ``"vivaldi_map"`` -> a callable
-        #: returning (2-D coordinates, partitions) for ``figures.vivaldi_map``.
-        self.extras: dict[str, Callable[[], object]] = {}
+        #: returning (2-D coordinates, partitions) for ``figures.vivaldi_map``; each
+        #: entry's shape is agreed between its scheduler and its reader.
+        self.extras: dict[str, Callable[[], Any]] = {}
         self.vms_created = 0
         if scenario.launches:
             self.every(1.0, self.check_constraints)
@@ -228,10 +229,10 @@ class World:
         tags: tuple[tuple[str, str], ...] = ()
         if scn.vms.dirty_intensity is not None:
             tags = (("dirty_intensity", str(scn.vms.dirty_intensity)),)
-        for h in self.hosts:
-            self.cluster.add_host(h.name)
-            self.cluster.hosts[h.name] = type(self.cluster.hosts[h.name])(
-                cpus=math.ceil(h.cpu_capacity / 100), memory_mib=h.memory_mib
+        for info in self.hosts:
+            self.cluster.add_host(info.name)
+            self.cluster.hosts[info.name] = type(self.cluster.hosts[info.name])(
+                cpus=math.ceil(info.cpu_capacity / 100), memory_mib=info.memory_mib
             )
         for j, name in enumerate(self.vm_names):
             h = self.vm_host[j]
@@ -296,7 +297,7 @@ class World:
                         )
                         for i in range(launch.vms)
                     )
-                    spread = ()
+                    spread: tuple[tuple[str, ...], ...] = ()
                     if launch.spread >= 2:
                         spread = (tuple(v.name for v in vms[: launch.spread]),)
                     req = LaunchRequest(tag, entry, launch.at_s, vms, spread, launch.create_s)
@@ -474,8 +475,11 @@ class World:
         """``fn(host, up, now)`` when a host crashes (up=False) or recovers."""
         self._host_listeners.append(fn)
 
-    def every(self, period_s: float, fn: Callable[[float], None], *, start_s: float = 0.0):
-        """``fn(now)`` at ``start_s + k * period_s`` until the handle is cancelled."""
+    def every(
+        self, period_s: float, fn: Callable[[float], object], *, start_s: float = 0.0
+    ) -> _Periodic:
+        """``fn(now)`` at ``start_s + k * period_s`` until the handle is cancelled (what
+        ``fn`` returns is ignored)."""
         handle = _Periodic()
 
         def tick(k: int) -> None:

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Callable
+from functools import partial
 
 from dvms.placement import Action, Plan, solve_repair
 from dvms.sim.scenario import ScenarioParams
@@ -89,7 +91,7 @@ class _PlanRunner:
     """Starts a plan's migrations in order (see the module docstring); calls ``done``
     when the last one has ended and charges the reconfiguration time."""
 
-    def __init__(self, world: World, actions: list[Action], done) -> None:
+    def __init__(self, world: World, actions: list[Action], done: Callable[[], None]) -> None:
         self.world = world
         self.actions = sorted(actions, key=lambda a: (a.start, a.end, a.vm))
         self.planned_ends = sorted(a.end for a in self.actions)
@@ -108,12 +110,13 @@ class _PlanRunner:
             self.next += 1
             self.running += 1
             assert a.src is not None and a.dst is not None
-            self.world.migrate(a.vm, a.src, a.dst, lambda ok, _d, a=a: self._ended(a))
+            self.world.migrate(a.vm, a.src, a.dst, partial(self._migrated, a))
         if self.running == 0 and self.next == len(self.actions):
             self.world.metrics.reconfiguration(self.world.engine.now - self.started_at)
             self.done()
 
-    def _ended(self, action: Action) -> None:
+    def _migrated(self, action: Action, ok: bool, duration_s: float) -> None:
+        """``World.migrate``'s callback: the migration ended (either way)."""
         self.running -= 1
         bisect.insort(self.finished_ends, action.end)
         self.pump()
