@@ -1,15 +1,25 @@
 """dvms: a peer-to-peer distributed VM scheduler.
 
-Subpackages (each has its own README):
+Layers, bottom up; imports point down (``docs/architecture.md`` draws them,
+``tests/test_layers.py`` holds the rules):
 
-- ``dvms.wire``       versioned, authenticated CBOR envelope for every peer message
-- ``dvms.transport``  the ``Transport`` interface: real UDP and the simulated network
-- ``dvms.overlay``    Kademlia (sans-I/O core + Trio shell)
+- kernel          ``dvms.effects`` (effect values), ``dvms.names``, ``dvms.ranges``
+- ``dvms.wire``       the authenticated CBOR envelope every peer message travels in
 - ``dvms.vivaldi``    Vivaldi network coordinates (pure algorithm)
 - ``dvms.placement``  the placement engine (pure)
-- ``dvms.partition``  DVMS partitions (sans-I/O core)
+- ``dvms.namespace``  minimega's namespace API (pure)
+- ``dvms.transport``  the ``Transport`` interface: real UDP and the simulated network
 - ``dvms.hypervisor`` hypervisor and network drivers
+- ``dvms.overlay``    Kademlia (sans-I/O core)
+- ``dvms.partition``  DVMS partitions (sans-I/O core)
+- ``dvms.stack``      one node's cores composed into a ``NodeCore``
+- ``dvms.runtime``    the Trio daemon: the node shell, services, control socket, client
 - ``dvms.sim``        the discrete-event simulator that drives the same cores
+- ``dvms.testing``    the cluster harness and the invariant checker
+- ``dvms.cli``        the ``dvms`` command
+
+``dvms.accel`` is the optional compiled build of the simulator's hot path
+(``DVMS_ACCEL=1``).
 """
 
 __version__ = "0.1.0"
