@@ -16,7 +16,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "dvms"
 
 #: Modules that import nothing from dvms but each other (``accel``: nothing at all).
-KERNEL = ("dvms.effects", "dvms.names", "dvms.ranges", "dvms.requests", "dvms.accel")
+KERNEL = (
+    "dvms.effects",
+    "dvms.names",
+    "dvms.ranges",
+    "dvms.requests",
+    "dvms.configfile",
+    "dvms.accel",
+)
 #: Pure algorithms and drivers, each over the kernel and the ones listed before it.
 _LIBS: dict[str, tuple[str, ...]] = {
     "dvms.wire": (),

@@ -3,8 +3,9 @@
 A scenario file has top-level keys (``name``, ``seed``, ``duration_s``,
 ``monitor_period_s``, ``solver_time``) and one table per section below. Every key has a
 default, so ``[hosts] count = 8`` alone is a valid scenario. Unknown keys and wrong types
-are errors that name the key (``ScenarioError: hosts.count: expected an integer, got
-'ten'``). The VMPlaceS values come from ``../shared/reference/dvms-isp.md`` §3.3 and §4.1.
+are errors that name the table and the key (``ScenarioError: s.toml: [hosts] count:
+expected an integer, got 'ten'``; ``dvms.configfile`` reads every table). The VMPlaceS
+values come from ``../shared/reference/dvms-isp.md`` §3.3 and §4.1.
 
     [hosts]     count, cpu_capacity (units; 100 = one vCPU fully busy), memory_mib
     [vms]       per_host, vcpus, memory_mib, dirty_intensity
@@ -24,12 +25,12 @@ from __future__ import annotations
 
 import math
 import tomllib
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from dvms.configfile import NOT_IN_FILE, ConfigError, load_table
 
 __all__ = [
     "SCENARIO_DIR",
@@ -54,7 +55,7 @@ __all__ = [
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "sim" / "scenarios"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(ConfigError):
     """A scenario file is unreadable or a key is missing, unknown or of the wrong type."""
 
 
@@ -313,8 +314,8 @@ class Scenario:
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     launches: tuple[LaunchConfig, ...] = ()
     scheduler: ScenarioParams = field(default_factory=ScenarioParams)
-    #: Directory relative paths (matrix files) are resolved against.
-    base_dir: str = "."
+    #: Directory relative paths (matrix files) are resolved against (the file's own).
+    base_dir: str = field(default=".", metadata=NOT_IN_FILE)
 
     def __post_init__(self) -> None:
         _positive("duration_s", self.duration_s)
@@ -349,71 +350,12 @@ def _positive(key: str, value: float) -> None:
         raise ScenarioError(f"{key}: must be > 0, got {value!r}")
 
 
-# -- generic TOML -> dataclass conversion ----------------------------------------------
-
-
-def _convert(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = next(a for a in args if a is not type(None))
-        return _convert(inner, value, key)
-    if is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ScenarioError(f"{key}: expected a table")
-        return _build(tp, value, key)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ScenarioError(f"{key}: expected an array, got {value!r}")
-        inner = typing.get_args(tp)[0]
-        return tuple(_convert(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is Mapping or tp is Mapping:
-        if not isinstance(value, dict):
-            raise ScenarioError(f"{key}: expected a table")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ScenarioError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ScenarioError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ScenarioError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ScenarioError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported field type {tp!r}")  # our bug, not the user's
-
-
-def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls) if f.name != "base_dir"}
-    unknown = sorted(set(table) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ScenarioError(
-            f"{where}{unknown[0]}: unknown key; known keys: {', '.join(sorted(names))}"
-        )
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in table:
-            key = f"{prefix}.{f.name}" if prefix else f.name
-            kwargs[f.name] = _convert(hints[f.name], table[f.name], key)
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise ScenarioError(f"{prefix}.{f.name}: missing")
-    return cls(**kwargs)
-
-
-def scenario_from_dict(data: dict[str, Any], *, base_dir: str = ".") -> Scenario:
-    """Build and validate a scenario from parsed TOML (errors name the key)."""
-    scn = _build(Scenario, data, "")
+def scenario_from_dict(
+    data: Mapping[str, Any], *, base_dir: str = ".", source: str = ""
+) -> Scenario:
+    """Build and validate a scenario from parsed TOML (errors name the table and key;
+    ``source``, the file, leads them)."""
+    scn = load_table(Scenario, data, source=source, error=ScenarioError)
     return replace(scn, base_dir=base_dir)
 
 
@@ -437,4 +379,4 @@ def load_scenario(spec: str | Path) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: {exc}") from None
     data.setdefault("name", path.stem)
-    return scenario_from_dict(data, base_dir=str(path.parent))
+    return scenario_from_dict(data, base_dir=str(path.parent), source=str(path))

@@ -46,11 +46,14 @@ def test_defaults_are_vmplaces() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"hosts": {"count": "ten"}}, "hosts.count: expected an integer"),
-        ({"hosts": {"cnt": 3}}, "hosts.cnt: unknown key"),
-        ({"hostz": {}}, "hostz: unknown key"),
+        ({"hosts": {"count": "ten"}}, "[hosts] count: expected an integer, got 'ten'"),
+        (
+            {"hosts": {"cnt": 3}},
+            "[hosts] unknown key 'cnt' (known: count, cpu_capacity, memory_mib)",
+        ),
+        ({"hostz": {}}, "unknown key 'hostz' (known: duration_s, faults, hosts, launches,"),
         ({"hosts": {"count": 0}}, "hosts.count: must be > 0"),
-        ({"load": {"mu": "high"}}, "load.mu: expected a number"),
+        ({"load": {"mu": "high"}}, "[load] mu: expected a number"),
         ({"load": {"initial": "max"}}, "load.initial"),
         ({"load": {"model": "weibull"}}, "load.model: unknown model"),
         ({"solver_time": "fast"}, "solver_time: expected 'model' or 'measured'"),
