@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table
+from dvms.runtime.config import RECRUITMENT
 from dvms.runtime.localcluster import ClusterError, cluster_down, cluster_status, cluster_up
 
 
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--nodes", type=int, required=True, help="how many daemons")
     up.add_argument("--dir", required=True, help="directory for keys, sockets and state")
     up.add_argument("--hypervisor", default="test", choices=("test",), help="host kind")
-    up.add_argument("--recruitment", choices=("vivaldi", "ring", "random"))
+    up.add_argument("--recruitment", choices=RECRUITMENT, help="partition recruitment order")
     up.add_argument("--host-cpus", type=int, help="CPUs of each test host (default 8)")
     up.add_argument("--host-memory", type=int, help="memory of each test host, MiB (default 16384)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")

@@ -11,7 +11,7 @@ from typing import Any
 
 from dvms.cli.main import UserError
 from dvms.runtime.client import ControlError, call
-from dvms.runtime.config import ConfigError, load_config
+from dvms.runtime.config import PROFILES, RECRUITMENT, ConfigError, load_config
 from dvms.wire.keys import KeyFileError
 
 
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", action="append", dest="seeds", help="peer to join, host:port")
     run.add_argument("--key", dest="key_file", help="cluster key file (dvms keygen)")
     run.add_argument("--state-dir", help="identity, control socket and journal directory")
-    run.add_argument("--profile", choices=("lan", "wan", "local"), help="Kademlia timers")
+    run.add_argument("--profile", choices=PROFILES, help="Kademlia timers")
     run.add_argument("--hostname", help="host name shown to users")
     run.add_argument(
         "--hypervisor",
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--recruitment",
-        choices=("vivaldi", "ring", "random"),
+        choices=RECRUITMENT,
         help="partition recruitment order (default vivaldi)",
     )
     run.add_argument("--host-cpus", type=int, help="CPUs of the default test host (8)")

@@ -6,12 +6,17 @@ Sources: DVMS 2 (``DvmsActor.scala``) and VMPlaceS (``dvms2``), see
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, replace
+from typing import Literal
 
-__all__ = ["RECRUITMENT", "PartitionConfig"]
+__all__ = ["RECRUITMENT", "PartitionConfig", "Recruitment"]
 
-#: Recruitment strategies: the order in which an ISP visits candidate nodes.
-RECRUITMENT = ("vivaldi", "ring", "random")
+#: Recruitment strategies: the order in which an ISP visits candidate nodes
+#: (``PartitionConfig.recruitment``, ``dvms.partition.recruit``).
+Recruitment = Literal["vivaldi", "ring", "random"]
+#: The strategies' names, in that order (for command-line choices and messages).
+RECRUITMENT: tuple[Recruitment, ...] = typing.get_args(Recruitment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +34,7 @@ class PartitionConfig:
     #: Recruitment order: "vivaldi" (increasing predicted RTT from the initiator; the
     #: Euro-Par 2014 locality idea, ours by default), "ring" (node-id successor order, the
     #: original DVMS) or "random" (a uniformly random non-member, as VMPlaceS).
-    recruitment: str = "vivaldi"
+    recruitment: Recruitment = "vivaldi"
     #: Vivaldi recruitment compares predicted RTTs in steps of this size, seconds, and
     #: draws at random within a step (ours: coordinates cannot rank peers closer than
     #: their error, ~1 ms on a LAN).

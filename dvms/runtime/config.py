@@ -23,10 +23,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "NodeConfig", "load_config", "parse_hostport"]
+from dvms.partition.config import RECRUITMENT
+
+__all__ = ["PROFILES", "RECRUITMENT", "ConfigError", "NodeConfig", "load_config", "parse_hostport"]
 
 PROFILES = ("lan", "wan", "local")
-RECRUITMENT = ("vivaldi", "ring", "random")
 NETWORKS = ("", "pyroute2", "fake")
 
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from dvms.partition.config import PartitionConfig
+from dvms.partition.config import RECRUITMENT, PartitionConfig
 from dvms.testing.cluster import FakeCluster
 
 CHAOS_S = 20.0
@@ -42,7 +42,7 @@ def scenarios(draw):
     return {
         "n": n,
         "seed": draw(st.integers(0, 2**32 - 1)),
-        "strategy": draw(st.sampled_from(["vivaldi", "ring", "random"])),
+        "strategy": draw(st.sampled_from(RECRUITMENT)),
         "min_size": draw(st.integers(1, 4)),
         "loads": draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)),
         "solve": draw(st.sampled_from([0.001, 0.05, 0.5, 2.0])),

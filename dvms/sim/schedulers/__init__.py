@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dvms.partition.config import Recruitment
 from dvms.sim.scenario import ScenarioParams
 from dvms.sim.schedulers.centralized import Centralized
 from dvms.sim.schedulers.dvms import DvmsScheduler
@@ -35,7 +36,7 @@ __all__ = [
 SchedulerFactory = Callable[[ScenarioParams], Scheduler]
 
 
-def _dvms(recruitment: str | None) -> SchedulerFactory:
+def _dvms(recruitment: Recruitment | None) -> SchedulerFactory:
     def factory(params: ScenarioParams) -> Scheduler:
         return DvmsScheduler(params, recruitment)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact
-from dvms.partition.config import PartitionConfig
+from dvms.partition.config import PartitionConfig, Recruitment
 from dvms.partition.core import (
     Compute,
     DriverCall,
@@ -71,7 +71,7 @@ OPEN_GRACE_S = 30.0
 
 
 class DvmsScheduler:
-    def __init__(self, params: ScenarioParams, recruitment: str | None = None) -> None:
+    def __init__(self, params: ScenarioParams, recruitment: Recruitment | None = None) -> None:
         self.name = "dvms" if recruitment is None else f"dvms-{recruitment}"
         self.config = replace(
             PartitionConfig(),
