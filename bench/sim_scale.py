@@ -35,7 +35,14 @@ def one(size: int, scheduler: str, duration: float, seed: int) -> dict:
     from dvms.sim.scenario import scenario_from_dict
 
     scn = scenario_from_dict(
-        {"name": f"vmplaces-{size}", "hosts": {"count": size}, "duration_s": duration, "seed": seed}
+        {
+            "name": f"vmplaces-{size}",
+            "hosts": {"count": size},
+            "duration_s": duration,
+            "seed": seed,
+            # VMPlaceS's lease and minimum partition (the numbers in sim/README.md)
+            "scheduler": {"partition": {"lease_s": 4.5, "min_partition_size": 4}},
+        }
     )
     t0 = time.perf_counter()
     c0 = time.process_time()

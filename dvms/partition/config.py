@@ -118,6 +118,8 @@ class PartitionConfig:
             )
         if self.min_partition_size < 1 or self.max_partition_size < self.min_partition_size:
             raise ValueError("need 1 <= min_partition_size <= max_partition_size")
+        if not 0.0 < self.relief_target <= 1.0:
+            raise ValueError("relief_target must be a fraction in (0, 1]")
         if not 0.0 <= self.underload_cpu < 1.0:
             raise ValueError("underload_cpu must be in [0, 1)")
         for name in ("lease_s", "lease_check_s", "keepalive_s", "monitor_period_s"):

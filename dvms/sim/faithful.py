@@ -29,7 +29,7 @@ Trio orders simultaneous wake-ups its own way (see ``dvms.transport.simnet``).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -90,15 +90,9 @@ class FaithfulConfig:
     end_s: float = 90.0
     lan_rtt_s: float = 50e-6
     #: Partition settings shared by both paths (VMPlaceS: lease 4.5 s, min size 4).
-    partition_lease_s: float = 4.5
-    min_partition_size: int = 4
-
-    def partition_config(self) -> PartitionConfig:
-        return replace(
-            PartitionConfig(),
-            lease_s=self.partition_lease_s,
-            min_partition_size=self.min_partition_size,
-        )
+    partition: PartitionConfig = field(
+        default_factory=lambda: PartitionConfig(lease_s=4.5, min_partition_size=4)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +162,6 @@ def run_engine(cfg: FaithfulConfig) -> FaithfulResult:
             # no random load events: the script sets every demand
             "load": {"mean_interval_per_vm_s": 1e12, "mu": units, "initial": "mu"},
             "topology": {"kind": "lan", "lan_rtt_s": cfg.lan_rtt_s},
-            "scheduler": {
-                "partition_lease_s": cfg.partition_lease_s,
-                "min_partition_size": cfg.min_partition_size,
-            },
             "launches": [
                 {
                     "at_s": cfg.launch_at_s,
@@ -182,9 +172,9 @@ def run_engine(cfg: FaithfulConfig) -> FaithfulResult:
             ],
         }
     )
+    scn = replace(scn, scheduler=replace(scn.scheduler, partition=cfg.partition))
     world = World(scn)
     sched = DvmsScheduler(scn.scheduler)
-    sched.config = cfg.partition_config()
     world.scheduler_name = sched.name
     sched.attach(world)
     eng = world.engine
@@ -273,7 +263,7 @@ def _build_runner(
         node_rng,
         vivaldi=VivaldiConfig(),
         validators=state_validators(ValidatorRegistry()),
-        partition=cfg.partition_config(),
+        partition=cfg.partition,
         local_state=monitor.state,
         now=trio.current_time(),
     )

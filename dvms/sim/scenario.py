@@ -17,8 +17,10 @@ values come from ``../shared/reference/dvms-isp.md`` §3.3 and §4.1.
                 [[faults.partition_crash]] role/phase/after_s
     [[launches]] at_s, entries, entry_hosts, vjobs_per_entry, vms, spread, coschedule0,
                 vcpus, memory_mib, create_s
-    [scheduler] partition_lease_s, min_partition_size, recruitment,
-                centralized_period_s, centralized_time_limit_s, [scheduler.extra]
+    [scheduler] centralized_period_s, centralized_time_limit_s,
+                [scheduler.partition] any key of ``PartitionConfig`` (the DVMS protocol),
+                [scheduler.dvms] join_rate_per_s, open_grace_s, check_period_s, port,
+                [scheduler.extra]
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from dvms.configfile import NOT_IN_FILE, ConfigError, load_table
+from dvms.partition.config import PartitionConfig
 
 __all__ = [
     "SCENARIO_DIR",
     "CrashFault",
+    "DvmsSimParams",
     "FaultsConfig",
     "HostsConfig",
     "LaunchConfig",
@@ -266,18 +270,40 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DvmsSimParams:
+    """How the simulator drives the DVMS nodes (``[scheduler.dvms]``); the protocol's
+    own settings are ``[scheduler.partition]``. All ours: VMPlaceS starts every node at
+    once and has no stuck-event count."""
+
+    #: Hosts start their overlay node at random times in ``[0, hosts / join_rate_per_s)``
+    #: (host 0 at t = 0), nodes per virtual second: 1,000 hosts join within 2 s.
+    join_rate_per_s: float = 500.0
+    #: An overload event still open at the end of the run that started more than this
+    #: long before the end, and that no partition holds, counts in ``overloads_open``,
+    #: virtual seconds (a plan of several sequential migrations runs for a minute).
+    open_grace_s: float = 30.0
+    #: Period of the partition invariant checker (``dvms.sim.invariants``), virtual s.
+    check_period_s: float = 1.0
+    #: UDP port in every simulated node's address (``h<index>``, port): the daemon's.
+    port: int = 7400
+
+    def __post_init__(self) -> None:
+        if not self.join_rate_per_s > 0 or not self.check_period_s > 0:
+            raise ValueError("join_rate_per_s and check_period_s must be > 0")
+        if self.open_grace_s < 0:
+            raise ValueError("open_grace_s must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class ScenarioParams:
     """Scheduler parameters (the ``[scheduler]`` table); each scheduler reads its own."""
 
-    #: DVMS partition lease, s (VMPlaceS dvms.properties: 4.5; DVMS 2 code: 3.5).
-    partition_lease_s: float = 4.5
-    #: Smallest partition a DVMS leader solves (VMPlaceS: 4; 1 = pure DVMS).
-    min_partition_size: int = 4
-    #: DVMS recruitment: ``vivaldi``, ``ring`` or ``random`` (read by the DVMS scheduler).
-    recruitment: str = "vivaldi"
-    #: DVMS relief target, fraction of capacity (``PartitionConfig.relief_target``; 1.0 =
-    #: DVMS/VMPlaceS: just make the partition viable).
-    relief_target: float = 1.0
+    #: The DVMS partition protocol (``[scheduler.partition]``, any key of
+    #: ``PartitionConfig`` with its defaults; ``dvms-ring`` and ``dvms-random`` replace
+    #: its recruitment). The shipped scenarios set VMPlaceS's lease of 4.5 s.
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    #: How the simulator drives the DVMS nodes (``[scheduler.dvms]``).
+    dvms: DvmsSimParams = field(default_factory=DvmsSimParams)
     #: Centralized baseline: period start to start, s (VMPlaceS CentralizedResolver: 30).
     centralized_period_s: float = 30.0
     #: Centralized solver time limit, s; None = min(30, hosts / 8) (Entropy2RP HEAD).
@@ -286,15 +312,19 @@ class ScenarioParams:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
-        _positive("scheduler.partition_lease_s", self.partition_lease_s)
-        _positive("scheduler.min_partition_size", self.min_partition_size)
         _positive("scheduler.centralized_period_s", self.centralized_period_s)
-        if not 0.0 < self.relief_target <= 1.0:
-            raise ScenarioError("scheduler.relief_target: expected a fraction in (0, 1]")
-        if self.recruitment not in ("vivaldi", "ring", "random"):
-            raise ScenarioError(
-                f"scheduler.recruitment: expected vivaldi, ring or random, got {self.recruitment!r}"
-            )
+
+
+#: Keys the ``[scheduler]`` table no longer reads, and where they went.
+MOVED_KEYS = {
+    f"scheduler.{old}": f"[scheduler.partition] {new}"
+    for old, new in (
+        ("partition_lease_s", "lease_s"),
+        ("min_partition_size", "min_partition_size"),
+        ("recruitment", "recruitment"),
+        ("relief_target", "relief_target"),
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +385,7 @@ def scenario_from_dict(
 ) -> Scenario:
     """Build and validate a scenario from parsed TOML (errors name the table and key;
     ``source``, the file, leads them)."""
-    scn = load_table(Scenario, data, source=source, error=ScenarioError)
+    scn = load_table(Scenario, data, source=source, moved=MOVED_KEYS, error=ScenarioError)
     return replace(scn, base_dir=base_dir)
 
 

@@ -19,7 +19,7 @@ SMALL_SMOKE = {
     # 660 of 700 units from the start and load events 5x as often as VMPlaceS's:
     # overloads all along the run, some unsolvable
     "load": {"initial": "mu", "mean_interval_per_vm_s": 60.0},
-    "scheduler": {"partition_lease_s": 4.5, "min_partition_size": 4},
+    "scheduler": {"partition": {"lease_s": 4.5, "min_partition_size": 4}},
 }
 
 FAULTS = {

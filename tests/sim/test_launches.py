@@ -26,6 +26,8 @@ def scenario(hosts: int = 40, per_host: int = 0, **extra):
         "hosts": {"count": hosts},
         "vms": {"per_host": per_host},
         "launches": [BURST],
+        # VMPlaceS's lease and minimum partition, as the shipped scenarios
+        "scheduler": {"partition": {"lease_s": 4.5, "min_partition_size": 4}},
         **extra,
     }
     return scenario_from_dict(data)

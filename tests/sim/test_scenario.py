@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dvms.partition.config import PartitionConfig
 from dvms.sim.scenario import (
     SCENARIO_DIR,
     Scenario,
@@ -43,6 +44,19 @@ def test_defaults_are_vmplaces() -> None:
     assert scn.scheduler.centralized_period_s == 30 and scn.solver_time == "model"
 
 
+def test_scheduler_partition_is_the_partition_config() -> None:
+    """One set of defaults: the daemon's; a scenario sets what differs."""
+    assert scenario_from_dict({}).scheduler.partition == PartitionConfig()
+    scn = scenario_from_dict({"scheduler": {"partition": {"lease_s": 4.5, "recruitment": "ring"}}})
+    assert scn.scheduler.partition == PartitionConfig(lease_s=4.5, recruitment="ring")
+
+
+def test_shipped_scenarios_keep_the_vmplaces_partition_settings() -> None:
+    for path in sorted(SCENARIO_DIR.glob("*.toml")):
+        part = load_scenario(path).scheduler.partition
+        assert part.lease_s == 4.5 and part.min_partition_size in (4, 8), path.name
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -66,7 +80,27 @@ def test_defaults_are_vmplaces() -> None:
         ({"faults": {"crash": [{"host": 99}]}, "hosts": {"count": 4}}, "faults.crash[0].host"),
         ({"faults": {"site_cut": [{"site": "x"}]}}, "faults.site_cut[0].site: unknown site"),
         ({"faults": {"message_loss": 1.5}}, "faults.message_loss"),
-        ({"scheduler": {"recruitment": "nearest"}}, "scheduler.recruitment"),
+        (
+            {"scheduler": {"recruitment": "ring"}},
+            "scheduler.recruitment: now [scheduler.partition] recruitment",
+        ),
+        (
+            {"scheduler": {"partition_lease_s": 4.5}},
+            "scheduler.partition_lease_s: now [scheduler.partition] lease_s",
+        ),
+        (
+            {"scheduler": {"partition": {"recruitment": "near"}}},
+            "[scheduler.partition] recruitment: expected one of vivaldi, ring, random, got 'near",
+        ),
+        (
+            {"scheduler": {"partition": {"leese_s": 4.5}}},
+            "[scheduler.partition] unknown key 'leese_s' (known: action_timeout_s,",
+        ),
+        (
+            {"scheduler": {"partition": {"keepalive_s": 5.0}}},
+            "[scheduler.partition] keepalive_s must be shorter than lease_s",
+        ),
+        ({"scheduler": {"dvms": {"join_rate_per_s": 0}}}, "[scheduler.dvms] join_rate_per_s"),
         ({"vms": {"per_host": 40}}, "vms.per_host: the VMs of one host do not fit"),
         ({"duration_s": True}, "duration_s: expected a number"),
     ],

@@ -24,6 +24,7 @@ SMALL = {
     "vms": {"per_host": 11},
     "load": {"initial": "mu", "mean_interval_per_vm_s": 60.0},
     "launches": [{"at_s": 5.0, "entries": 2, "vjobs_per_entry": 2, "vms": 3, "spread": 2}],
+    "scheduler": {"partition": {"lease_s": 4.5, "min_partition_size": 4}},
 }
 
 

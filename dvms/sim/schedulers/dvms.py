@@ -14,8 +14,8 @@ after a time loses its leader or a member (see ``PartitionCrash``); the crash is
 out by the world (``set_host_up``), so the host's VMs and violation stop counting.
 
 At the end of the run ``overloads_in_flight`` counts overload events still handled at a
-live origin, ``overloads_open`` those of them that started more than ``OPEN_GRACE_S``
-before the end and that no partition holds any more (neither resolved, nor
+live origin, ``overloads_open`` those of them that started more than ``open_grace_s``
+(``[scheduler.dvms]``) before the end and that no partition holds any more (neither resolved, nor
 failed-and-released, nor being worked on: must be 0; a partition whose members' leases
 are stale counts in ``partitions_open``),
 ``overloads_lost_with_origin`` those whose origin crashed, and ``partitions_open`` live
@@ -31,7 +31,7 @@ from typing import Any
 
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact
-from dvms.partition.config import PartitionConfig, Recruitment
+from dvms.partition.config import Recruitment
 from dvms.partition.core import (
     Compute,
     DriverCall,
@@ -62,24 +62,18 @@ from dvms.vivaldi import VivaldiConfig
 
 __all__ = ["DvmsScheduler"]
 
-_PORT = 7400
 _PARTITION_TYPES = frozenset(PARTITION_MESSAGES.values())
-#: Hosts start their overlay node at this rate (nodes per virtual second) from t = 0.
-JOIN_RATE = 500.0
-#: An overload event still open this long before the end of the run is "stuck".
-OPEN_GRACE_S = 30.0
 
 
 class DvmsScheduler:
+    """``[scheduler.partition]`` configures every node's partition core (``recruitment``
+    replaces its recruitment order), ``[scheduler.dvms]`` this glue."""
+
     def __init__(self, params: ScenarioParams, recruitment: Recruitment | None = None) -> None:
         self.name = "dvms" if recruitment is None else f"dvms-{recruitment}"
-        self.config = replace(
-            PartitionConfig(),
-            lease_s=params.partition_lease_s,
-            min_partition_size=params.min_partition_size,
-            recruitment=recruitment or params.recruitment,
-            relief_target=params.relief_target,
-        )
+        config = params.partition
+        self.config = config if recruitment is None else replace(config, recruitment=recruitment)
+        self.params = params.dvms
         self.kademlia = KademliaConfig()
         self.nodes: list[SimNode] = []
         self.partitions: dict[int, int] = {}  # pid -> size at its last change
@@ -101,10 +95,11 @@ class DvmsScheduler:
         rng = random.Random(f"{world.scenario.seed}:dvms")
         self.rng = rng
         seeds: list[tuple[str, int]] = []
+        join_rate = self.params.join_rate_per_s
         for h, info in enumerate(world.hosts):
             node = self._make_node(h, info.name, rng)
             self.nodes.append(node)
-            start = 0.0 if h == 0 else rng.uniform(0.0, len(world.hosts) / JOIN_RATE)
+            start = 0.0 if h == 0 else rng.uniform(0.0, len(world.hosts) / join_rate)
             eng.at(start, self._start, node, list(seeds[:3]))
             if len(seeds) < 3:
                 seeds.append(node.addr)
@@ -118,11 +113,11 @@ class DvmsScheduler:
         world.on_finish(self._finish)
         self.crashes = list(world.scenario.faults.partition_crash)
         self.checker = InvariantChecker(self.config, world.metrics.invariant_violation)
-        world.every(1.0, self._check)
+        world.every(self.params.check_period_s, self._check)
 
     def _make_node(self, h: int, name: str, rng: random.Random) -> SimNode:
         node_id = rng.getrandbits(160)
-        contact = Contact(node_id, f"h{h}", _PORT)
+        contact = Contact(node_id, f"h{h}", self.params.port)
         node_rng = random.Random(rng.getrandbits(64))
         overlay, part = build_cores(
             contact,
@@ -340,7 +335,7 @@ class DvmsScheduler:
                     # stuck: old, and no partition holds it (a plan of several
                     # sequential migrations legitimately runs for a minute)
                     held = part.view is not None or part._holding is not None
-                    open_ += not held and own.started < end - OPEN_GRACE_S
+                    open_ += not held and own.started < end - self.params.open_grace_s
             if node.alive and part.view is not None and part.lead is None and not part._driver:
                 last = part.lease_until - self.config.lease_s
                 stale += last < end - self.config.lease_s - 1.0
