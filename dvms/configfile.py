@@ -35,7 +35,7 @@ from dataclasses import MISSING, Field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["NOT_IN_FILE", "ConfigError", "load_table", "read_toml"]
+__all__ = ["NOT_IN_FILE", "ConfigError", "as_table", "load_table", "read_toml"]
 
 T = TypeVar("T")
 
@@ -172,3 +172,27 @@ def _convert(
             raise ConfigError(f"{_where(path)}{key}: expected a string, got {value!r}")
         return value
     raise TypeError(f"{sub}: unsupported field type {tp!r}")  # our bug, not the user's
+
+
+def as_table(obj: Any) -> dict[str, Any]:
+    """The TOML table ``load_table`` reads back as ``obj`` (a dataclass instance): every
+    file-settable field, sub-tables for dataclass fields, arrays for tuples; None values
+    are left out (TOML has no null)."""
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        if f.metadata.get("dvms.configfile.not_in_file"):
+            continue
+        value = _plain(getattr(obj, f.name))
+        if value is not None:
+            out[f.name] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return as_table(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value

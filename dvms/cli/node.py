@@ -21,15 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = nsub.add_parser(
         "run",
         help="run a node in the foreground",
-        description="Run one dvms node until SIGTERM/SIGINT. Settings come from --config "
-        "(TOML, see dvms/runtime/config.py) and are overridden by flags.",
+        description="Run one dvms node until SIGTERM/SIGINT. Settings come from the "
+        "profile, then --config (TOML with [host], [overlay], [vivaldi], [partition] and "
+        "[placement] tables; docs/daemon.md lists every key), then the flags.",
     )
     run.add_argument("--config", help="TOML configuration file")
     run.add_argument("--listen", help="UDP address for peers, host:port (port 0 = any)")
     run.add_argument("--seed", action="append", dest="seeds", help="peer to join, host:port")
     run.add_argument("--key", dest="key_file", help="cluster key file (dvms keygen)")
     run.add_argument("--state-dir", help="identity, control socket and journal directory")
-    run.add_argument("--profile", choices=PROFILES, help="Kademlia timers")
+    run.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="base settings the file changes (default: the file's profile key, else lan; "
+        "local = fast overlay timers for one machine)",
+    )
     run.add_argument("--hostname", help="host name shown to users")
     run.add_argument(
         "--hypervisor",
@@ -40,10 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--recruitment",
         choices=RECRUITMENT,
-        help="partition recruitment order (default vivaldi)",
+        help="partition recruitment order, [partition] recruitment (default vivaldi)",
     )
-    run.add_argument("--host-cpus", type=int, help="CPUs of the default test host (8)")
-    run.add_argument("--host-memory", type=int, help="memory of the default test host, MiB")
+    run.add_argument("--host-cpus", type=int, help="CPUs of the default test host, [host] cpus (8)")
+    run.add_argument(
+        "--host-memory", type=int, help="memory of the default test host, MiB, [host] memory_mib"
+    )
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     run.add_argument(
         "--log-format",
@@ -79,6 +87,21 @@ class JsonLines(logging.Formatter):
         return json.dumps(out, sort_keys=True)
 
 
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of ``node run`` as dotted config keys (None: not given)."""
+    return {
+        "listen": args.listen,
+        "seeds": tuple(args.seeds) if args.seeds else None,
+        "key_file": args.key_file,
+        "state_dir": args.state_dir,
+        "hostname": args.hostname,
+        "hypervisor": args.hypervisor,
+        "partition.recruitment": args.recruitment,
+        "host.cpus": args.host_cpus,
+        "host.memory_mib": args.host_memory,
+    }
+
+
 def run_cmd(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler(sys.stderr)
     if args.log_format == "json":
@@ -89,19 +112,7 @@ def run_cmd(args: argparse.Namespace) -> int:
     from dvms.runtime.daemon import run_node
 
     try:
-        cfg = load_config(
-            args.config,
-            listen=args.listen,
-            seeds=tuple(args.seeds) if args.seeds else None,
-            key_file=args.key_file,
-            state_dir=args.state_dir,
-            profile=args.profile,
-            hostname=args.hostname,
-            hypervisor=args.hypervisor,
-            recruitment=args.recruitment,
-            host_cpus=args.host_cpus,
-            host_memory_mib=args.host_memory,
-        )
+        cfg = load_config(args.config, profile=args.profile, overrides=flag_overrides(args))
         import trio
 
         trio.run(run_node, cfg)

@@ -1,38 +1,67 @@
-"""Node daemon configuration: one frozen dataclass, loaded from TOML, overridden by flags.
+"""Node daemon configuration: one frozen dataclass composing every component's config,
+loaded from TOML by ``dvms.configfile`` and overridden by flags.
 
-Example ``node.toml``::
+``node.toml`` has top-level keys for the node itself and one table per component; a
+table sets only the keys that differ from the profile (``docs/daemon.md`` shows every
+key with its default)::
 
-    listen = "0.0.0.0:7400"        # UDP address for peers (host:port)
-    seeds = ["10.1.0.1:7400"]      # peers to join through; empty = first node
+    profile = "lan"                 # the base: lan | wan | local (NodeConfig.lan() ...)
+    listen = "0.0.0.0:7400"         # UDP address for peers (host:port)
+    seeds = ["10.1.0.1:7400"]       # peers to join through; empty = first node
     key_file = "/etc/dvms/cluster.key"
-    state_dir = "/var/lib/dvms"    # identity, control socket, journal
-    profile = "lan"                # Kademlia timers: lan | wan | local
-    hostname = "node1"             # the name users see (default: the system host name)
-    hypervisor = ""                # libvirt URI; "" = a test:/// host of its own
-    recruitment = "vivaldi"        # partition recruitment: vivaldi | ring | random
-    host_cpus = 8                  # size of the default test:/// host
-    host_memory_mib = 16384
-    network = ""                   # ns bridge backend: pyroute2 | fake; "" = by hypervisor
+    state_dir = "/var/lib/dvms"     # identity, control socket, journal
+    hostname = "node1"              # the name users see (default: the system host name)
+    hypervisor = ""                 # libvirt URI; "" = a test:/// host of its own
+    network = ""                    # ns bridge backend: pyroute2 | fake; "" = by hypervisor
+
+    [host]                          # size of the default test:/// host
+    cpus = 8
+    [overlay]                       # KademliaConfig (dvms/overlay/config.py)
+    rpc_timeout_s = 2.0
+    [vivaldi]                       # VivaldiConfig (dvms/vivaldi/config.py)
+    [partition]                     # PartitionConfig (dvms/partition/config.py)
+    lease_s = 4.5
+    recruitment = "ring"
+    [placement]                     # PlacementConfig (dvms/placement/config.py)
+
+Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
+naming the file, the table and the key.
 """
 
 from __future__ import annotations
 
 import socket
-import tomllib
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dvms.partition.config import RECRUITMENT
+from dvms.configfile import ConfigError, load_table, read_toml
+from dvms.overlay.config import KademliaConfig
+from dvms.partition.config import RECRUITMENT, PartitionConfig
+from dvms.placement.config import PlacementConfig
+from dvms.vivaldi.config import VivaldiConfig
 
-__all__ = ["PROFILES", "RECRUITMENT", "ConfigError", "NodeConfig", "load_config", "parse_hostport"]
+__all__ = [
+    "PROFILES",
+    "RECRUITMENT",
+    "ConfigError",
+    "HostConfig",
+    "NodeConfig",
+    "load_config",
+    "parse_hostport",
+]
 
+#: Named profiles (``NodeConfig.lan()`` ...), the ``profile`` key and ``--profile``.
 PROFILES = ("lan", "wan", "local")
 NETWORKS = ("", "pyroute2", "fake")
 
-
-class ConfigError(ValueError):
-    """A configuration problem, naming the key and what is wrong."""
+#: Keys ``node.toml`` no longer reads at the top level, and where they went.
+MOVED_KEYS = {
+    "recruitment": "[partition] recruitment",
+    "host_cpus": "[host] cpus",
+    "host_memory_mib": "[host] memory_mib",
+}
 
 
 def parse_hostport(text: str, *, what: str = "address") -> tuple[str, int]:
@@ -55,7 +84,25 @@ def parse_hostport(text: str, *, what: str = "address") -> tuple[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
+class HostConfig:
+    """The default hypervisor's host (``[host]``): a libvirt ``test:///`` host of its own,
+    ``<state_dir>/host.xml``, written at each start. Unused with ``hypervisor`` set."""
+
+    #: Logical CPUs (ours: a small server).
+    cpus: int = 8
+    #: Memory, MiB (ours: 16 GiB).
+    memory_mib: int = 16384
+
+    def __post_init__(self) -> None:
+        if self.cpus < 1 or self.memory_mib < 1:
+            raise ValueError("cpus and memory_mib must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
+    """Everything one daemon runs with: its own keys, then one config per component.
+    ``lan()`` (the default), ``wan()`` and ``local()`` differ only in the overlay's."""
+
     #: UDP listen address for peer traffic ("host:port"; port 0 = any free port).
     listen: str = "127.0.0.1:7400"
     #: Peers to join through ("host:port" each); empty for the first node of a cluster.
@@ -64,38 +111,64 @@ class NodeConfig:
     key_file: str = "cluster.key"
     #: Directory for the node identity, control socket and journal (created 0700).
     state_dir: str = "dvms-state"
-    #: Kademlia timer profile: "lan" (default), "wan", "local" (fast timers for tests).
-    profile: str = "lan"
     #: Host name shown to users and used in placement (default: the system host name).
     hostname: str = ""
-    #: libvirt URI of this node's hypervisor. "" (default): a ``test:///`` host of its own,
-    #: ``<state_dir>/host.xml`` (written once, ``host_cpus`` x ``host_memory_mib``), so every
-    #: daemon on one machine is an independent simulated host.
+    #: libvirt URI of this node's hypervisor. "" (default): a ``test:///`` host of its own
+    #: (``[host]``), so every daemon on one machine is an independent simulated host.
     hypervisor: str = ""
-    #: DVMS partition recruitment order (``dvms.partition.recruit``): vivaldi | ring | random.
-    recruitment: str = "vivaldi"
-    #: Logical CPUs and memory (MiB) of the default test host.
-    host_cpus: int = 8
-    host_memory_mib: int = 16384
     #: Backend of ``ns bridge`` networks: "pyroute2" (Linux bridges and VXLAN/GRE
     #: tunnels, needs root) or "fake" (in memory: test hosts touch no real interface).
     #: "" (default): "fake" on a ``test:///`` hypervisor, else "pyroute2".
     network: str = ""
+    #: The default test host (``[host]``).
+    host: HostConfig = field(default_factory=HostConfig)
+    #: Kademlia (``[overlay]``): buckets, RPC timeouts, refresh, records, probes.
+    overlay: KademliaConfig = field(default_factory=KademliaConfig.lan)
+    #: Vivaldi coordinates (``[vivaldi]``), serf's defaults.
+    vivaldi: VivaldiConfig = field(default_factory=VivaldiConfig.serf)
+    #: The DVMS partition protocol (``[partition]``): lease, recruitment, sizes, retries.
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    #: The placement engine (``[placement]``): load function, overcommit, search budget.
+    #: Checked here; the partition solver and the ``ns`` commands build their own
+    #: ``PlacementConfig()`` and do not read it.
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")
         for s in self.seeds:
             parse_hostport(s, what="seed")
-        if self.profile not in PROFILES:
-            raise ConfigError(f"profile must be one of {', '.join(PROFILES)}, not {self.profile!r}")
-        if self.recruitment not in RECRUITMENT:
-            raise ConfigError(
-                f"recruitment must be one of {', '.join(RECRUITMENT)}, not {self.recruitment!r}"
-            )
         if self.network not in NETWORKS:
             raise ConfigError(f"network must be pyroute2 or fake, not {self.network!r}")
-        if self.host_cpus < 1 or self.host_memory_mib < 1:
-            raise ConfigError("host_cpus and host_memory_mib must be at least 1")
+
+    # -- profiles: each composes the components' own profiles -------------------------
+
+    @classmethod
+    def lan(cls) -> NodeConfig:
+        """A data-centre LAN (the default): every component's defaults."""
+        return cls(
+            overlay=KademliaConfig.lan(),
+            vivaldi=VivaldiConfig.serf(),
+            partition=PartitionConfig(),
+            placement=PlacementConfig(),
+        )
+
+    @classmethod
+    def wan(cls) -> NodeConfig:
+        """Nodes across sites: the overlay's longer first timeout and RTO floor."""
+        return replace(cls.lan(), overlay=KademliaConfig.wan())
+
+    @classmethod
+    def local(cls) -> NodeConfig:
+        """Daemons on one machine (tests, ``dvms cluster up``): fast overlay timers."""
+        return replace(cls.lan(), overlay=KademliaConfig.local())
+
+    @classmethod
+    def profile(cls, name: str) -> NodeConfig:
+        if name not in PROFILES:
+            raise ConfigError(f"profile must be one of {', '.join(PROFILES)}, not {name!r}")
+        return {"lan": cls.lan, "wan": cls.wan, "local": cls.local}[name]()
+
+    # -- derived -----------------------------------------------------------------------
 
     @property
     def name(self) -> str:
@@ -118,32 +191,38 @@ class NodeConfig:
         return f"test://{Path(self.state_dir).resolve() / 'host.xml'}"
 
 
-def load_config(path: str | None, **overrides: Any) -> NodeConfig:
-    """Read ``path`` (if given) and apply non-None ``overrides`` (command-line flags)."""
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-    known = {f.name for f in fields(NodeConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
-    for key, value in data.items():
-        expected = {"seeds": tuple, "host_cpus": int, "host_memory_mib": int}.get(key, str)
-        if key == "seeds" and isinstance(value, list):
-            value = tuple(value)
-        if (
-            not isinstance(value, expected)
-            or isinstance(value, bool)
-            or (key == "seeds" and not all(isinstance(s, str) for s in value))
-        ):
-            what = {tuple: "a list of strings", int: "an integer", str: "a string"}[expected]
-            raise ConfigError(f"{path}: {key} must be {what}")
-        data[key] = value
-    cfg = NodeConfig(**data)
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+def load_config(
+    path: str | None,
+    *,
+    profile: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> NodeConfig:
+    """The profile (``profile``, else the file's ``profile`` key, else lan), the file's
+    keys and tables on top, then ``overrides`` (command-line flags, by dotted key:
+    ``{"listen": ..., "partition.recruitment": ...}``; None values are skipped)."""
+    data: dict[str, Any] = dict(read_toml(path)) if path else {}
+    source = str(path or "")
+    in_file = data.pop("profile", "lan")
+    if not isinstance(in_file, str):
+        raise ConfigError(f"{source}: profile: expected a string, got {in_file!r}")
+    try:
+        base = NodeConfig.profile(profile or in_file)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}" if source and not profile else str(exc)) from None
+    cfg = load_table(NodeConfig, data, source=source, base=base, moved=MOVED_KEYS)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not given:
+        return cfg
+    return load_table(NodeConfig, _nest(given), source="command line", base=cfg)
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"partition.lease_s": 4.5}`` -> ``{"partition": {"lease_s": 4.5}}``."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *tables, key = dotted.split(".")
+        table = out
+        for name in tables:
+            table = table.setdefault(name, {})
+        table[key] = value
+    return out

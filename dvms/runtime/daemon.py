@@ -26,11 +26,10 @@ import trio
 
 from dvms.hypervisor.base import Hypervisor, open_hypervisor
 from dvms.hypervisor.net import Reconciler, open_net_backend
-from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact, register_overlay_messages
 from dvms.overlay.records import Identity, ValidatorRegistry
-from dvms.partition.config import PartitionConfig
 from dvms.partition.messages import register_partition_messages
+from dvms.placement.config import PlacementConfig
 from dvms.runtime.config import NodeConfig, parse_hostport
 from dvms.runtime.control.commands import Daemon
 from dvms.runtime.control.server import serve_control
@@ -43,7 +42,6 @@ from dvms.runtime.services.state import state_validators
 from dvms.runtime.services.vjobs import VjobConfig, VjobService
 from dvms.stack.core import NodeCore, build_cores
 from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
-from dvms.vivaldi import VivaldiConfig
 from dvms.wire.envelope import MessageRegistry, WireCodec
 from dvms.wire.keys import load_key
 
@@ -90,13 +88,8 @@ TEST_HOST_XML = """<node>
 def write_test_host(cfg: NodeConfig) -> None:
     """Write the default test host's description (each start: the flags may change)."""
     path = Path(cfg.state_dir) / "host.xml"
-    path.write_text(TEST_HOST_XML.format(cpus=cfg.host_cpus, kib=cfg.host_memory_mib * 1024))
-
-
-def _kademlia_profile(name: str) -> KademliaConfig:
-    return {"lan": KademliaConfig.lan, "wan": KademliaConfig.wan, "local": KademliaConfig.local}[
-        name
-    ]()
+    host = cfg.host
+    path.write_text(TEST_HOST_XML.format(cpus=host.cpus, kib=host.memory_mib * 1024))
 
 
 def build_runner(
@@ -115,11 +108,11 @@ def build_runner(
     monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri)
     overlay, partition = build_cores(
         contact,
-        _kademlia_profile(cfg.profile),
+        cfg.overlay,
         random.Random(rng.getrandbits(64)),
-        vivaldi=VivaldiConfig(),
+        vivaldi=cfg.vivaldi,
         validators=state_validators(ValidatorRegistry()),
-        partition=PartitionConfig(recruitment=cfg.recruitment),
+        partition=cfg.partition,
         local_state=monitor.state,
         now=trio.current_time(),
     )
@@ -211,6 +204,8 @@ async def run_node(
     key = load_key(cfg.key_file)
     host, port = parse_hostport(cfg.listen, what="listen")
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
+    if cfg.placement != PlacementConfig():
+        log.warning("[placement] is not applied: the solver uses the placement defaults")
     if not cfg.hypervisor:
         write_test_host(cfg)
     hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name)

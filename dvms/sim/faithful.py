@@ -193,7 +193,8 @@ def run_engine(cfg: FaithfulConfig) -> FaithfulResult:
     def on_emit(node: Any, event: Any, now: float) -> None:
         if isinstance(event, LookupDone):
             done[(node.pos, event.result.lookup_id)] = event
-        inner(node, event, now)
+        if inner is not None:
+            inner(node, event, now)
 
     eng.on_emit = on_emit
 

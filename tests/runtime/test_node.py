@@ -5,6 +5,8 @@ the control-plane queries see both hosts; the partition log and its merge."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import trio
 
@@ -23,8 +25,8 @@ pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvi
 
 
 async def start_node(nursery, tmp_path, name: str, key: bytes, seeds):
-    cfg = NodeConfig(
-        listen="127.0.0.1:0", state_dir=str(tmp_path / name), hostname=name, profile="local"
+    cfg = replace(
+        NodeConfig.local(), listen="127.0.0.1:0", state_dir=str(tmp_path / name), hostname=name
     )
     (tmp_path / name).mkdir()
     write_test_host(cfg)
