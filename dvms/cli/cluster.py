@@ -9,7 +9,13 @@ from pathlib import Path
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table
 from dvms.runtime.config import RECRUITMENT
-from dvms.runtime.localcluster import ClusterError, cluster_down, cluster_status, cluster_up
+from dvms.runtime.localcluster import (
+    ClusterError,
+    LocalClusterConfig,
+    cluster_down,
+    cluster_status,
+    cluster_up,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--recruitment", choices=RECRUITMENT, help="partition recruitment order")
     up.add_argument("--host-cpus", type=int, help="CPUs of each test host (default 8)")
     up.add_argument("--host-memory", type=int, help="memory of each test host, MiB (default 16384)")
-    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=LocalClusterConfig().start_timeout_s,
+        help="seconds to wait for each node to start and to see the others (60)",
+    )
     up.set_defaults(func=up_cmd)
     status = csub.add_parser("status", help="state of each daemon", description="Show nodes.")
     status.add_argument("--dir", required=True)
@@ -53,7 +64,7 @@ def up_cmd(args: argparse.Namespace) -> int:
             recruitment=args.recruitment,
             host_cpus=args.host_cpus,
             host_memory_mib=args.host_memory,
-            timeout=args.timeout,
+            config=LocalClusterConfig(start_timeout_s=args.timeout),
         )
     except ClusterError as exc:
         raise UserError(str(exc)) from None

@@ -25,13 +25,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dvms.runtime.client import ControlError, call
 from dvms.wire.keys import generate_key, write_key
 
-__all__ = ["ClusterError", "cluster_down", "cluster_status", "cluster_up", "node_sockets"]
+__all__ = [
+    "ClusterError",
+    "LocalClusterConfig",
+    "cluster_down",
+    "cluster_status",
+    "cluster_up",
+    "node_sockets",
+]
 
 MANIFEST = "cluster.json"
 #: With ``cprofile=True`` each daemon runs under cProfile and writes ``DIR/nodeI/`` this
@@ -41,6 +50,23 @@ PROFILE = "profile.out"
 
 class ClusterError(Exception):
     """A local cluster could not be started, read or stopped; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocalClusterConfig:
+    """Timing of ``dvms cluster up|status|down``, wall-clock seconds (ours)."""
+
+    #: ``up`` waits this long for each step: a node to start, a node to see all the
+    #: others (``--timeout``).
+    start_timeout_s: float = 60.0
+    #: Poll period while ``up`` waits.
+    poll_s: float = 0.1
+    #: Timeout of one control-socket query of a node (``peers``, ``status``).
+    query_timeout_s: float = 5.0
+    #: ``down`` sends SIGTERM, then SIGKILL to daemons still running after this long.
+    stop_grace_s: float = 10.0
+    #: Poll period while ``down`` waits for the daemons to exit.
+    stop_poll_s: float = 0.05
 
 
 def _start(
@@ -67,10 +93,13 @@ def _start(
 
 
 def _wait(
-    pred: Callable[..., Any], timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None
+    pred: Callable[[], Any],
+    cfg: LocalClusterConfig,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
 ) -> Any:
     """Poll ``pred`` until it returns something true; fail at once if ``proc`` exits."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + cfg.start_timeout_s
     last: Any = None
     while time.monotonic() < deadline:
         try:
@@ -81,7 +110,7 @@ def _wait(
             last = exc
         if proc is not None and proc.poll() is not None:
             raise ClusterError(f"{what}: the daemon exited with code {proc.returncode}")
-        time.sleep(0.1)
+        time.sleep(cfg.poll_s)
     raise ClusterError(f"timed out waiting for {what} (last: {last})")
 
 
@@ -102,11 +131,12 @@ def cluster_up(
     recruitment: str | None = None,
     host_cpus: int | None = None,
     host_memory_mib: int | None = None,
-    timeout: float = 60.0,
     cprofile: bool = False,
+    config: LocalClusterConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Start ``nodes`` daemons under ``d``; returns the manifest rows. ``host_cpus`` and
     ``host_memory_mib`` (MiB) size every test host (default: the daemon's, 8 and 16384)."""
+    cfg = config or LocalClusterConfig()
     if nodes < 1:
         raise ClusterError("--nodes must be at least 1")
     if host_cpus is not None and host_cpus < 1:
@@ -130,13 +160,13 @@ def cluster_up(
     procs: list[subprocess.Popen] = []
     try:
         procs.append(_start(d, "node1", None, extra, cprofile))
-        seed = _wait(lambda: _node_json(d / "node1"), timeout, "node1 to start", procs[0])
+        seed = _wait(lambda: _node_json(d / "node1"), cfg, "node1 to start", procs[0])
         procs += [
             _start(d, f"node{i}", seed["address"], extra, cprofile) for i in range(2, nodes + 1)
         ]
         for i, p in enumerate(procs, 1):
             name = f"node{i}"
-            info = _wait(lambda name=name: _node_json(d / name), timeout, f"{name} to start", p)
+            info = _wait(lambda name=name: _node_json(d / name), cfg, f"{name} to start", p)
             rows.append(
                 {
                     "name": name,
@@ -149,7 +179,8 @@ def cluster_up(
             )
         (d / MANIFEST).write_text(json.dumps(rows, indent=2) + "\n")
         for r, p in zip(rows, procs, strict=True):
-            _wait(lambda r=r: _sees_all(r["socket"], nodes), timeout, f"{r['name']} to see all", p)
+            sees_all = partial(_sees_all, r["socket"], nodes, cfg.query_timeout_s)
+            _wait(sees_all, cfg, f"{r['name']} to see all", p)
     except ClusterError as exc:
         failed = [f"node{i}" for i, p in enumerate(procs, 1) if p.poll() is not None]
         _kill_all(procs)
@@ -169,9 +200,9 @@ def _kill_all(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
-def _sees_all(sock: str, nodes: int) -> bool:
+def _sees_all(sock: str, nodes: int, timeout: float) -> bool:
     """Every other node is in this node's routing table, and it knows their names."""
-    peers = call(sock, "peers", timeout=5.0)
+    peers = call(sock, "peers", timeout=timeout)
     return len(peers) >= nodes - 1 and all(p["name"] for p in peers)
 
 
@@ -204,7 +235,8 @@ def node_sockets(d: Path) -> dict[str, str]:
     return {r["name"]: r["socket"] for r in _manifest(d)}
 
 
-def cluster_status(d: Path) -> list[dict[str, Any]]:
+def cluster_status(d: Path, config: LocalClusterConfig | None = None) -> list[dict[str, Any]]:
+    cfg = config or LocalClusterConfig()
     out = []
     for r in _manifest(d):
         row = {"name": r["name"], "pid": r["pid"], "address": r["address"], "socket": r["socket"]}
@@ -212,7 +244,7 @@ def cluster_status(d: Path) -> list[dict[str, Any]]:
             out.append({**row, "state": "dead"})
             continue
         try:
-            st = call(r["socket"], "status", timeout=5.0)
+            st = call(r["socket"], "status", timeout=cfg.query_timeout_s)
             out.append(
                 {
                     **row,
@@ -227,8 +259,10 @@ def cluster_status(d: Path) -> list[dict[str, Any]]:
     return out
 
 
-def cluster_down(d: Path, *, grace: float = 10.0) -> list[str]:
+def cluster_down(d: Path, config: LocalClusterConfig | None = None) -> list[str]:
     """Stop every node of the cluster in ``d`` and remove its files; returns what it did."""
+    cfg = config or LocalClusterConfig()
+    grace = cfg.stop_grace_s
     rows = _manifest(d)
     done = []
     running = [r for r in rows if _alive(r)]
@@ -236,7 +270,7 @@ def cluster_down(d: Path, *, grace: float = 10.0) -> list[str]:
         os.kill(r["pid"], signal.SIGTERM)
     deadline = time.monotonic() + grace
     while any(_alive(r) for r in running) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(cfg.stop_poll_s)
     for r in running:
         if _alive(r):
             os.kill(r["pid"], signal.SIGKILL)
