@@ -93,7 +93,7 @@ def _start(
 
 
 def _wait(
-    pred: Callable[[], Any],
+    pred: Callable[..., Any],
     cfg: LocalClusterConfig,
     what: str,
     proc: subprocess.Popen[bytes] | None = None,
