@@ -58,6 +58,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "dvms.cli": (
         "dvms.cli",
         "dvms.runtime.client",
+        "dvms.runtime.choices",
         "dvms.runtime.config",
         "dvms.runtime.daemon",
         "dvms.runtime.localcluster",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table
-from dvms.runtime.config import RECRUITMENT
+from dvms.runtime.choices import RECRUITMENT
 from dvms.runtime.localcluster import (
     ClusterError,
     LocalClusterConfig,

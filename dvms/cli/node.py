@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from dvms.cli.main import UserError
+from dvms.runtime.choices import PROFILES, RECRUITMENT
 from dvms.runtime.client import ControlError, call
-from dvms.runtime.config import PROFILES, RECRUITMENT, ConfigError, load_config
 from dvms.wire.keys import KeyFileError
 
 
@@ -109,6 +109,7 @@ def run_cmd(args: argparse.Namespace) -> int:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    from dvms.runtime.config import ConfigError, load_config
     from dvms.runtime.daemon import run_node
 
     try:

@@ -23,6 +23,8 @@ key with its default)::
     lease_s = 4.5
     recruitment = "ring"
     [placement]                     # PlacementConfig (dvms/placement/config.py)
+    [runner] [monitor] [state] [vjobs] [namespaces] [namespaces.effects] [vm_driver]
+                                    # the daemon's services (dvms/runtime/...)
 
 Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
 naming the file, the table and the key.
@@ -38,8 +40,15 @@ from typing import Any
 
 from dvms.configfile import ConfigError, load_table, read_toml
 from dvms.overlay.config import KademliaConfig
-from dvms.partition.config import RECRUITMENT, PartitionConfig
+from dvms.partition.config import PartitionConfig
 from dvms.placement.config import PlacementConfig
+from dvms.runtime.choices import PROFILES, RECRUITMENT
+from dvms.runtime.node import RunnerConfig
+from dvms.runtime.services.monitor import MonitorConfig
+from dvms.runtime.services.namespaces import NamespaceConfig
+from dvms.runtime.services.state import StateConfig
+from dvms.runtime.services.vjobs import VjobConfig
+from dvms.runtime.services.vm_driver import VmDriverConfig
 from dvms.vivaldi.config import VivaldiConfig
 
 __all__ = [
@@ -52,8 +61,6 @@ __all__ = [
     "parse_hostport",
 ]
 
-#: Named profiles (``NodeConfig.lan()`` ...), the ``profile`` key and ``--profile``.
-PROFILES = ("lan", "wan", "local")
 NETWORKS = ("", "pyroute2", "fake")
 
 #: Keys ``node.toml`` no longer reads at the top level, and where they went.
@@ -100,8 +107,9 @@ class HostConfig:
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    """Everything one daemon runs with: its own keys, then one config per component.
-    ``lan()`` (the default), ``wan()`` and ``local()`` differ only in the overlay's."""
+    """Everything one daemon runs with: its own keys, then one config per component
+    and per service. ``lan()`` (the default), ``wan()`` and ``local()`` differ only in
+    the overlay's."""
 
     #: UDP listen address for peer traffic ("host:port"; port 0 = any free port).
     listen: str = "127.0.0.1:7400"
@@ -132,6 +140,19 @@ class NodeConfig:
     #: Checked here; the partition solver and the ``ns`` commands build their own
     #: ``PlacementConfig()`` and do not read it.
     placement: PlacementConfig = field(default_factory=PlacementConfig)
+    #: The node shell (``[runner]``): control-plane request timeouts, stop grace.
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    #: The host monitor (``[monitor]``): refresh periods.
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    #: Cluster state in DHT records (``[state]``): replicas, arbiter RPCs, retries.
+    state: StateConfig = field(default_factory=StateConfig)
+    #: Vjobs (``[vjobs]``): keeper period, owner timeouts, launch rounds.
+    vjobs: VjobConfig = field(default_factory=VjobConfig)
+    #: Namespace commands (``[namespaces]``, and ``[namespaces.effects]`` for the
+    #: timeouts of their effects on the hosts).
+    namespaces: NamespaceConfig = field(default_factory=NamespaceConfig)
+    #: VM driver calls (``[vm_driver]``): emulated and live migration requests.
+    vm_driver: VmDriverConfig = field(default_factory=VmDriverConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")

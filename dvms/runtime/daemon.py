@@ -105,7 +105,7 @@ def build_runner(
     rng = rng or daemon_rng()
     addr = transport.local_address
     contact = Contact(ident.node_id, addr[0], addr[1])
-    monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri)
+    monitor = HostMonitor(hv, cfg.name, cfg.hypervisor_uri, config=cfg.monitor)
     overlay, partition = build_cores(
         contact,
         cfg.overlay,
@@ -126,6 +126,9 @@ def build_runner(
         monitor,
         rng=random.Random(rng.getrandbits(64)),
         identity=ident,
+        config=cfg.runner,
+        state_config=cfg.state,
+        driver_config=cfg.vm_driver,
     )
 
 
@@ -168,6 +171,7 @@ def build_daemon(
         peers=runner,
         launcher=runner,
         rng=rng or daemon_rng(),
+        config=cfg.namespaces,
     )
     host_side = HostSide(
         namespaces,
@@ -215,7 +219,7 @@ async def run_node(
         addr = transport.local_address
         rng = daemon_rng()
         runner = build_runner(cfg, ident, key, transport, hv, rng)
-        vjobs = build_vjobs(runner, state, rng=random.Random(rng.getrandbits(64)))
+        vjobs = build_vjobs(runner, state, cfg.vjobs, rng=random.Random(rng.getrandbits(64)))
         daemon = build_daemon(
             cfg, runner, vjobs, started=trio.current_time(), rng=random.Random(rng.getrandbits(64))
         )

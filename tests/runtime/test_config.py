@@ -72,6 +72,21 @@ def test_tables_change_the_profile_and_flags_change_the_file(tmp_path: Path) -> 
     assert cfg.host == HostConfig(cpus=2, memory_mib=512) and cfg.listen == "0.0.0.0:7401"
 
 
+def test_service_tables(tmp_path: Path) -> None:
+    text = (
+        "[runner]\nstop_grace_s = 5.0\n[monitor]\nperiod_s = 0.5\n[state]\nreplicas = 3\n"
+        "[vjobs]\nkeeper_period_s = 1\n[namespaces.effects]\nrun_timeout_s = 20.0\n"
+        "[vm_driver]\nadopt_attempts = 4\n"
+    )
+    cfg = load_config(write(tmp_path, text))
+    assert (cfg.runner.stop_grace_s, cfg.monitor.period_s, cfg.state.replicas) == (5.0, 0.5, 3)
+    assert cfg.vjobs.keeper_period_s == 1.0 and isinstance(cfg.vjobs.keeper_period_s, float)
+    assert cfg.namespaces.effects.run_timeout_s == 20.0 and cfg.namespaces.attempts == 8
+    assert cfg.vm_driver.adopt_attempts == 4
+    with pytest.raises(ConfigError, match=r"\[namespaces\.effects\] unknown key 'run_s'"):
+        load_config(write(tmp_path, "[namespaces.effects]\nrun_s = 1\n"))
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

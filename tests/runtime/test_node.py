@@ -33,6 +33,7 @@ async def start_node(nursery, tmp_path, name: str, key: bytes, seeds):
     hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=name)
     transport = await UdpTransport.bind("127.0.0.1", 0)
     runner = build_runner(cfg, load_identity(tmp_path / name), key, transport, hv)
+    assert runner.config is cfg.runner and runner.monitor.config is cfg.monitor
     await nursery.start(runner.run, seeds)
     return runner, transport, hv
 
