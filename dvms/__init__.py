@@ -3,7 +3,8 @@
 Layers, bottom up; imports point down (``docs/architecture.md`` draws them,
 ``tests/test_layers.py`` holds the rules):
 
-- kernel          ``dvms.effects`` (effect values), ``dvms.names``, ``dvms.ranges``
+- kernel          ``dvms.effects`` (effect values), ``dvms.names``, ``dvms.ranges``,
+                  ``dvms.configfile`` (config files: TOML tables -> config dataclasses)
 - ``dvms.wire``       the authenticated CBOR envelope every peer message travels in
 - ``dvms.vivaldi``    Vivaldi network coordinates (pure algorithm)
 - ``dvms.placement``  the placement engine (pure)
