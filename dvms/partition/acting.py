@@ -12,7 +12,7 @@ from typing import Any
 
 from dvms.effects import Emit, Send
 from dvms.overlay.messages import Contact
-from dvms.partition.events import DriverCall, PlanApplied, RecordLocation
+from dvms.partition.events import BootVm, MigrateVmTo, PlanApplied, RecordLocation
 from dvms.partition.messages import (
     ActionAccepted,
     ActionAck,
@@ -171,16 +171,10 @@ class Acting:
 
     def _on_migrate(self, src, sender, rid, msg: MigrateVm, now, out) -> None:
         if self._accept_action(src, sender, rid, msg.pid, msg.op, now, out):
-            args = {
-                "vm": msg.vm,
-                "namespace": msg.namespace,
-                "dst_host": msg.dst_host,
-                "dst_addr": msg.dst.addr,
-            }
             self._located[msg.op] = RecordLocation(
                 msg.namespace, msg.vm, msg.dst_host, msg.dst.node_id
             )
-            out.append(DriverCall(msg.op, "migrate", args))
+            out.append(MigrateVmTo(msg.op, msg.vm, msg.namespace, msg.dst_host, msg.dst.addr))
 
     def _on_create(self, src, sender, rid, msg: CreateVm, now, out) -> None:
         if self._accept_action(src, sender, rid, msg.pid, msg.op, now, out):
@@ -189,7 +183,7 @@ class Acting:
                 self._located[msg.op] = RecordLocation(
                     msg.vm.namespace, msg.vm.name, here.name, self.me.node_id, msg.claim_seq
                 )
-            out.append(DriverCall(msg.op, "create", {"vm": msg.vm}))
+            out.append(BootVm(msg.op, msg.vm))
 
     def on_driver_result(self, op: int, ok: bool, reason: str, *, now: float) -> list[Any]:
         out: list[Any] = []

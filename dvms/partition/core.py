@@ -8,19 +8,19 @@ Inputs (all take ``now``):
     on_message(src, sender, rid, msg)   a partition message from a peer
     on_timer()                          when next_deadline() has passed
     on_monitor()                        the host monitor ticked (if the shell runs it)
-    on_computed(token, outcome)         a ``Compute`` effect finished (the solver)
-    on_driver_result(op, ok, reason)    a ``DriverCall`` effect finished
+    on_computed(token, outcome)         a ``Solve`` effect finished (the solver)
+    on_driver_result(op, ok, reason)    a driver call (``BootVm``/``MigrateVmTo``) finished
     launch(vms, constraints)            command: a vjob submitted to this node
 Outputs: ``Send``, ``Emit`` (``EventDone``, ``PartitionChanged``, ``PartitionReleased``),
-``Compute`` (run the solver: the shell may take its time), ``DriverCall`` (create or
-live-migrate a VM on this node's hypervisor).
+``Solve`` (run the solver: the shell may take its time), ``BootVm``/``MigrateVmTo``
+(create or live-migrate a VM on this node's hypervisor).
 
 How an event is handled::
 
     free node, problem --> partition {me}, Growing, I lead
     leader: SetPartition -> every member answers MemberState (its host)  [silent: dropped]
-            >= min size?  Compute(solve on exactly the members' hosts)
-            plan found    -> Finishing: DriverCalls via members, Outcome to origin, Dissolve
+            >= min size?  Solve(on exactly the members' hosts)
+            plan found    -> Finishing: driver calls via members, Outcome to origin, Dissolve
             no plan       -> Isp to next candidate (recruit.py); I become a plain member
     Isp at a free node    --> it joins and leads (Blocked ISP: initiator asked first)
     Isp at a busy node    --> shortcut: forwarded past its own partition; or, both
@@ -54,17 +54,18 @@ from dvms.partition.acting import Acting
 from dvms.partition.config import PartitionConfig
 from dvms.partition.events import (
     OVERLAY_EFFECTS,
+    BootVm,
     ClaimNames,
-    Compute,
-    DriverCall,
     EventDone,
     EventStarted,
+    MigrateVmTo,
     PartitionChanged,
     PartitionReleased,
     PeerUnreachable,
     PlanApplied,
     RecordLocation,
     ReleaseNames,
+    Solve,
 )
 from dvms.partition.membership import Membership
 from dvms.partition.messages import (
@@ -93,7 +94,7 @@ from dvms.partition.messages import (
 )
 from dvms.partition.recruit import next_candidate
 from dvms.partition.rpc import PendingRequest, Rpc
-from dvms.partition.solve import SolveOutcome, solve_events
+from dvms.partition.solve import SolveOutcome, SolveRequest
 from dvms.partition.timers import (
     T_ACTION,
     T_FLUSH,
@@ -108,11 +109,11 @@ from dvms.partition.timers import (
 )
 
 __all__ = [
+    "BootVm",
     "ClaimNames",
-    "Compute",
-    "DriverCall",
     "EventDone",
     "EventStarted",
+    "MigrateVmTo",
     "PartitionChanged",
     "PartitionCore",
     "PartitionReleased",
@@ -120,6 +121,7 @@ __all__ = [
     "PlanApplied",
     "RecordLocation",
     "ReleaseNames",
+    "Solve",
 ]
 
 #: Answers to non-idempotent requests remembered for retransmissions (see _answered).
@@ -529,21 +531,13 @@ class PartitionCore(Rpc, Membership, Acting):
         lead.token = self._next_token
         self._next_token += 1
         states = tuple(lead.states[m.node_id] for m in members)
-        events = view.events
-        n_vms = sum(len(s.vms) for s in states) + sum(len(e.vms) for e in events)
-        target = self.config.relief_target
         empty = tuple(
             lead.states[e.origin.node_id].name
-            for e in events
+            for e in view.events
             if e.kind == "underload" and e.origin.node_id in lead.states
         )
-        out.append(
-            Compute(
-                lead.token,
-                lambda: solve_events(states, events, target=target, empty=empty),
-                (len(states), n_vms),
-            )
-        )
+        request = SolveRequest(states, view.events, self.config.relief_target, empty)
+        out.append(Solve(lead.token, request))
 
     def on_computed(self, token: int, outcome: SolveOutcome, *, now: float) -> list[Any]:
         out: list[Any] = []

@@ -1,53 +1,77 @@
 """Effects and events of the partition core (what ``PartitionCore`` returns).
 
-Effects ask the shell to do something: ``Compute`` (run the solver, possibly slowly) and
-``DriverCall`` (act on this node's hypervisor); ``Send``/``Emit`` come from
-``dvms.effects``. Events (inside ``Emit``) tell the application what happened.
+Effects ask the shell to do something: ``Solve`` (run the solver, possibly slowly),
+``BootVm`` and ``MigrateVmTo`` (act on this node's hypervisor: the driver calls);
+``Send``/``Emit`` come from ``dvms.effects``; ``PeerUnreachable``, ``ClaimNames``,
+``RecordLocation`` and ``ReleaseNames`` are carried out by the node glue on the overlay.
+``PartitionEffect`` is their union. Events (inside ``Emit``) tell the application what
+happened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from dvms.partition.messages import PartitionView, Placed
+from dvms.effects import Address, Emit, Send
+from dvms.partition.messages import LaunchVm, PartitionView, Placed
+from dvms.partition.solve import SolveRequest
 
 __all__ = [
+    "DRIVER_CALLS",
     "OVERLAY_EFFECTS",
+    "BootVm",
     "ClaimNames",
-    "Compute",
     "DriverCall",
     "EventDone",
     "EventStarted",
+    "MigrateVmTo",
+    "OverlayBound",
     "PartitionChanged",
+    "PartitionEffect",
     "PartitionReleased",
     "PeerUnreachable",
     "PlanApplied",
     "RecordLocation",
     "ReleaseNames",
+    "Solve",
 ]
 
 
 @dataclass(frozen=True, slots=True)
-class Compute:
-    """Run ``fn()`` (pure, possibly slow) and feed its result to ``on_computed``.
-    ``size`` (hosts, vms) lets a simulator charge a modelled solver time."""
+class Solve:
+    """Run ``run_solve(request)`` (pure, possibly slow: ``dvms.partition.solve``) and
+    feed its outcome to ``on_computed(token, outcome)``. ``request.size`` (hosts, vms)
+    lets a simulator charge a modelled solver time."""
 
     token: int
-    fn: Callable[[], Any]
-    size: tuple[int, int]
+    request: SolveRequest
 
 
 @dataclass(frozen=True, slots=True)
-class DriverCall:
-    """Act on this node's hypervisor: ``kind`` is ``migrate`` (args: vm, namespace,
-    dst_host, dst_addr) or ``create`` (args: vm = LaunchVm). Answer with
+class BootVm:
+    """Driver call: create and start ``vm`` on this node's hypervisor. Answer with
     ``on_driver_result(op, ok, reason)``."""
 
     op: int
-    kind: str
-    args: dict[str, Any]
+    vm: LaunchVm
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateVmTo:
+    """Driver call: move VM ``vm`` of ``namespace`` from this node's hypervisor to host
+    ``dst_host``, whose node listens at ``dst_addr``. Answer with
+    ``on_driver_result(op, ok, reason)``."""
+
+    op: int
+    vm: str
+    namespace: str
+    dst_host: str
+    dst_addr: Address
+
+
+#: The driver calls (effects that act on this node's hypervisor).
+DriverCall = BootVm | MigrateVmTo
+DRIVER_CALLS = (BootVm, MigrateVmTo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +116,11 @@ class ReleaseNames:
 
 
 #: Effects the node glue turns into overlay operations (never reach a shell).
+OverlayBound = PeerUnreachable | ClaimNames | RecordLocation | ReleaseNames
 OVERLAY_EFFECTS = (PeerUnreachable, ClaimNames, RecordLocation, ReleaseNames)
+
+#: Everything a partition core returns.
+PartitionEffect = Send | Emit | Solve | BootVm | MigrateVmTo | OverlayBound
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """What a partition leader computes: the placement engine on exactly the partition.
 
-``solve_events(states, events)`` is pure (the core hands it to the shell as a ``Compute``
-effect so that a daemon can run it in a worker thread and a simulator can charge its
-time). The snapshot holds the members' hosts and their running VMs with measured CPU
+``solve_events(states, events)`` is pure. The core does not call it: it returns a
+``Solve`` effect carrying a ``SolveRequest`` (data, no code), and the shell calls
+``run_solve(request)``, so that a daemon can run it in a worker thread and a simulator
+can charge its time. The snapshot holds the members' hosts and their running VMs with measured CPU
 demand; ``launch`` events add their VMs (with their constraints, host names restricted to
 the partition's hosts), ``overload`` events ask for a relief plan that brings every member
 host under its capacity. One plan answers every event of the partition (a merged
@@ -34,7 +35,7 @@ from dvms.placement.launch import vjob_parts
 from dvms.placement.model import CPU_DEMAND
 from dvms.placement.spec import ConstraintSpec, SpecError, VjobSpec
 
-__all__ = ["PlanStep", "SolveOutcome", "snapshot_of", "solve_events"]
+__all__ = ["PlanStep", "SolveOutcome", "SolveRequest", "run_solve", "snapshot_of", "solve_events"]
 
 #: Constraint kinds whose ``hosts`` may name hosts outside the partition: outside hosts
 #: are simply not candidates here.
@@ -62,6 +63,29 @@ class SolveOutcome:
     reason: str = ""
     actions: tuple[PlanStep, ...] = ()
     placed: tuple[Placed, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SolveRequest:
+    """What a leader asks the solver: one plan for ``events`` on exactly the members'
+    hosts ``states``, leaving destinations at most ``target`` of their capacity and
+    emptying the hosts ``empty`` (those of underload events)."""
+
+    states: tuple[HostState, ...]
+    events: tuple[Event, ...]
+    target: float = 1.0
+    empty: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(hosts, VMs) of the problem: the VMs running on ``states`` plus those to launch."""
+        vms = sum(len(s.vms) for s in self.states) + sum(len(e.vms) for e in self.events)
+        return len(self.states), vms
+
+
+def run_solve(request: SolveRequest) -> SolveOutcome:
+    """Solve ``request`` (pure, possibly slow): what a shell does for a ``Solve`` effect."""
+    return solve_events(request.states, request.events, target=request.target, empty=request.empty)
 
 
 def _cpu_limit(s: HostState, target: float) -> int:

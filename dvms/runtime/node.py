@@ -10,8 +10,8 @@ node's services (``services/``) get narrow capabilities of it (``capabilities.py
     effects, by type:  Send       -> WireCodec.encode -> transport.send
                        Emit       -> waiters (lookup, put, join, event) + partition log
                                      + listeners
-                       Compute    -> trio.to_thread: fn() -> core.on_computed
-                       DriverCall -> VmDriver (hypervisor) -> core.on_driver_result
+                       Solve      -> trio.to_thread: run_solve(request) -> core.on_computed
+                       BootVm, MigrateVmTo -> VmDriver (hypervisor) -> core.on_driver_result
     monitor loop (MonitorConfig.period_s) -> HostMonitor.refresh (the core's local_state)
 
 Control-plane requests between daemons (``dvms.runtime.messages``) bypass the core: a
@@ -42,7 +42,7 @@ from dvms.overlay.core import Joined, LookupDone, OverlayCore, PutDone
 from dvms.overlay.lookup import LookupResult
 from dvms.overlay.messages import Contact, Record
 from dvms.overlay.records import Identity, RecordStore
-from dvms.partition.core import Compute, DriverCall, EventDone, PartitionCore
+from dvms.partition.core import BootVm, EventDone, MigrateVmTo, PartitionCore, Solve
 from dvms.partition.directory import (
     CLAIMED,
     FREE,
@@ -52,7 +52,7 @@ from dvms.partition.directory import (
     record_name,
 )
 from dvms.partition.messages import LaunchVm, WireConstraint
-from dvms.partition.solve import SolveOutcome
+from dvms.partition.solve import SolveOutcome, run_solve
 from dvms.runtime.capabilities import Handlers
 from dvms.runtime.messages import (
     REQUESTS,
@@ -140,8 +140,9 @@ class NodeRunner:
         self._effects: dict[type, Callable[[Any], Awaitable[None]]] = {
             Send: self._send,
             Emit: self._emit,
-            Compute: self._start_compute,
-            DriverCall: self._start_drive,
+            Solve: self._start_compute,
+            BootVm: self._start_drive,
+            MigrateVmTo: self._start_drive,
         }
         self._on_event: dict[type, Callable[[Any], None]] = {
             LookupDone: self._lookup_done,
@@ -302,21 +303,21 @@ class NodeRunner:
         for listener in self.listeners:
             listener(event)
 
-    async def _start_compute(self, eff: Compute) -> None:
+    async def _start_compute(self, eff: Solve) -> None:
         self.spawn(self._compute, eff)
 
-    async def _compute(self, eff: Compute) -> None:
+    async def _compute(self, eff: Solve) -> None:
         try:
-            result = await trio.to_thread.run_sync(eff.fn)
+            result = await trio.to_thread.run_sync(run_solve, eff.request)
         except Exception as exc:  # a solver bug: log it, fail this partition, keep the node
             log.exception("solver failed")
             result = SolveOutcome(False, f"solver error: {exc!r}")
         await self._apply(self.node.on_computed(eff.token, result, now=trio.current_time()))
 
-    async def _start_drive(self, eff: DriverCall) -> None:
+    async def _start_drive(self, eff: BootVm | MigrateVmTo) -> None:
         self.spawn(self._drive, eff)
 
-    async def _drive(self, eff: DriverCall) -> None:
+    async def _drive(self, eff: BootVm | MigrateVmTo) -> None:
         ok, reason = await self.driver.carry_out(eff)
         await self._apply(self.node.on_driver_result(eff.op, ok, reason, now=trio.current_time()))
 

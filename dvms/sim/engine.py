@@ -80,7 +80,7 @@ class Engine:
         self.by_addr: dict[Address, SimNode] = {}
         self.on_emit = on_emit
         self.codec_factory = codec_factory
-        #: Handlers for effects other than Send/Emit (e.g. ``Compute``, ``DriverCall``),
+        #: Handlers for effects other than Send/Emit (e.g. ``Solve``, ``BootVm``),
         #: by effect type: ``handler(node, effect, now)``.
         self.effect_handlers: dict[type, Callable[[SimNode, Any, float], None]] = {}
         #: Called for every datagram handed to the network: ``observer(src, dst, msg)``.

@@ -19,12 +19,12 @@ What is fake and what is real:
   peers by node id.
 - Each node's host is a ``FakeHost``: CPU capacity, memory and VMs with a settable CPU
   demand; ``local_state`` answers from it.
-- ``Compute`` effects (the solver) run at once and their result is delivered after
+- ``Solve`` effects (the solver) run at once and their result is delivered after
   ``solve_delay`` virtual seconds (a number, a function of the node's position, or
   ``"model"``: the simulator's solver cost model for the snapshot's size).
-- ``DriverCall`` effects take ``driver_delay`` virtual seconds: ``migrate`` moves the VM
-  to the destination's fake host (refused when the VM is not on this host or the
-  destination is down), ``create`` adds it here. Every creation is counted, so a test
+- Driver calls take ``driver_delay`` virtual seconds: ``MigrateVmTo`` moves the VM to
+  the destination's fake host (refused when the VM is not on this host or the
+  destination is down), ``BootVm`` adds it here. Every creation is counted, so a test
   can prove each VM was created exactly once.
 - The host monitor is the harness's: every ``monitor_period_s`` (or never, with
   ``monitor=False``) it calls ``on_monitor`` on each live node whose host is overloaded,
@@ -46,13 +46,14 @@ from dvms.overlay.messages import Contact
 from dvms.overlay.records import Validator, key_of
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import (
-    Compute,
-    DriverCall,
+    BootVm,
     EventDone,
     EventStarted,
+    MigrateVmTo,
     PartitionChanged,
     PartitionCore,
     PartitionReleased,
+    Solve,
     _Own,
 )
 from dvms.partition.directory import Location, decode_location, record_name
@@ -65,6 +66,7 @@ from dvms.partition.messages import (
     VmState,
     WireConstraint,
 )
+from dvms.partition.solve import run_solve
 from dvms.sim.engine import Engine, SimNode
 from dvms.sim.invariants import InvariantChecker
 from dvms.sim.solvercost import model_solver_time
@@ -168,8 +170,9 @@ class FakeCluster:
         cond = NetworkConditions(loss=loss, jitter=jitter)
         self.network = NetworkModel(ConstantLatency(rtt_s), cond, random.Random(self.rng.random()))
         self.engine = Engine(self.network, on_emit=self._on_emit)
-        self.engine.effect_handlers[Compute] = self._compute
-        self.engine.effect_handlers[DriverCall] = self._driver
+        self.engine.effect_handlers[Solve] = self._compute
+        self.engine.effect_handlers[BootVm] = self._driver
+        self.engine.effect_handlers[MigrateVmTo] = self._driver
         self.engine.message_observer = self._observe
         self.solve_delay = solve_delay
         self.driver_delay = driver_delay
@@ -441,30 +444,27 @@ class FakeCluster:
     def _observe(self, src: SimNode, dst: SimNode, msg: Any) -> None:
         self.messages.append((self.engine.now, src.pos, dst.pos, msg))
 
-    def _compute(self, node: SimNode, eff: Compute, now: float) -> None:
-        result = eff.fn()
+    def _compute(self, node: SimNode, eff: Solve, now: float) -> None:
+        result = run_solve(eff.request)
         if self.solve_delay == "model":
-            delay = model_solver_time(eff.size[1])
+            delay = model_solver_time(eff.request.size[1])
         else:
             delay = self._delay(self.solve_delay, node.pos)
         self.engine.at(now + delay, self._computed, node, eff, result)
 
-    def _computed(self, node: SimNode, eff: Compute, result: Any) -> None:
+    def _computed(self, node: SimNode, eff: Solve, result: Any) -> None:
         if node.alive:
             now = self.engine.now
             self.engine.apply(node, node.core.on_computed(eff.token, result, now=now))
 
-    def _driver(self, node: SimNode, eff: DriverCall, now: float) -> None:
+    def _driver(self, node: SimNode, eff: BootVm | MigrateVmTo, now: float) -> None:
         host = self.hosts[node.pos]
         delay = self._delay(self.driver_delay, node.pos)
-        if eff.kind == "create":
-            vm: LaunchVm = eff.args["vm"]
-            self.engine.at(now + delay, self._created, node, eff.op, vm)
+        if isinstance(eff, BootVm):
+            self.engine.at(now + delay, self._created, node, eff.op, eff.vm)
             return
-        key = (
-            f"{eff.args['namespace']}/{eff.args['vm']}" if eff.args["namespace"] else eff.args["vm"]
-        )
-        dst = next((h for h in self.hosts if h.name == eff.args["dst_host"]), None)
+        key = f"{eff.namespace}/{eff.vm}" if eff.namespace else eff.vm
+        dst = next((h for h in self.hosts if h.name == eff.dst_host), None)
         if key not in host.vms or dst is None:
             self.engine.at(now, self._driven, node, eff.op, False, f"cannot migrate {key}")
             return

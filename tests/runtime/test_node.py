@@ -12,7 +12,7 @@ import trio
 
 from dvms.hypervisor.base import open_hypervisor
 from dvms.overlay.messages import Contact
-from dvms.partition.core import DriverCall, PartitionChanged, PartitionReleased, PlanApplied
+from dvms.partition.core import MigrateVmTo, PartitionChanged, PartitionReleased, PlanApplied
 from dvms.partition.messages import GROWING, LaunchVm, PartitionView, WireConstraint
 from dvms.runtime.config import NodeConfig
 from dvms.runtime.daemon import build_runner, load_identity, write_test_host
@@ -57,13 +57,7 @@ async def test_two_nodes_launch_migrate_query_kill(tmp_path):
 
         # emulated migration: the VM on b moves to a (a re-creates it, b destroys its copy)
         on_b = next(n for n, h in hosts.items() if h == "b")
-        await b._drive(
-            DriverCall(
-                7,
-                "migrate",
-                {"vm": on_b, "namespace": "red", "dst_host": "a", "dst_addr": ta.local_address},
-            )
-        )
+        await b._drive(MigrateVmTo(7, on_b, "red", "a", ta.local_address))
         assert {v.name for v in await ha.list_vms()} == {"w1", "w2"}
         assert await hb.list_vms() == []
         assert a.monitor.specs[f"red:{on_b}"] == next(v for v in vms if v.name == on_b)

@@ -40,6 +40,7 @@ from dvms.namespace import (
     Start,
     Stop,
 )
+from dvms.partition.events import MigrateVmTo
 from dvms.partition.messages import LaunchVm
 from dvms.runtime.capabilities import Handlers, Launcher, Peers, Requester, VmDirectory
 from dvms.runtime.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
@@ -345,15 +346,10 @@ class HostSide:
         return True
 
     async def move(self, msg: MoveVm) -> Adopted:
-        args = {
-            "vm": msg.name,
-            "namespace": msg.namespace,
-            "dst_host": msg.dst_host,
-            "dst_addr": (msg.dst_ip, msg.dst_port),
-        }
+        move = MigrateVmTo(0, msg.name, msg.namespace, msg.dst_host, (msg.dst_ip, msg.dst_port))
         self.monitor.migrating += 1
         try:
-            ok, reason = await self.driver.migrate_vm(args)
+            ok, reason = await self.driver.migrate_vm(move)
         finally:
             self.monitor.migrating -= 1
         await self.monitor.refresh()

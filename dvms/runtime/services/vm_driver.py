@@ -1,8 +1,8 @@
 """This host's VMs as the protocols act on them: the partition core's driver calls, and the
 peers' queries about the host (``HostQuery``, ``KillVms``, ``AdoptVm``)::
 
-    DriverCall(op, create)   --hypervisor.create(spec)--> monitor.refresh --> (ok, reason)
-    DriverCall(op, migrate)  --migrate_vm (below)-------------^
+    BootVm(op, vm)           --hypervisor.create(spec)--> monitor.refresh --> (ok, reason)
+    MigrateVmTo(op, ...)     --migrate_vm (below)-------------^
     HostQuery                --> the monitor's view of this host (its VMs if asked)
     KillVms(ns, names)       --> destroy + undefine here, names freed in the directory
     AdoptVm(spec)            --> create it here (the destination of an emulated migration)
@@ -21,13 +21,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from dvms.effects import Address
 from dvms.hypervisor.base import Hypervisor, open_hypervisor
 from dvms.hypervisor.errors import AlreadyExists, HypervisorError, InvalidState, VmNotFound
 from dvms.names import vm_key
-from dvms.partition.events import DriverCall
+from dvms.partition.events import BootVm, MigrateVmTo
 from dvms.partition.messages import LaunchVm
 from dvms.runtime.capabilities import Handlers, Requester, VmDirectory
 from dvms.runtime.messages import Adopted, AdoptVm, HostQuery, HostReply, Killed, KillVms
@@ -82,24 +81,22 @@ class VmDriver:
 
     # -- driver calls ------------------------------------------------------------------
 
-    async def carry_out(self, eff: DriverCall) -> tuple[bool, str]:
+    async def carry_out(self, eff: BootVm | MigrateVmTo) -> tuple[bool, str]:
         """Carry out a driver call of the partition core; the monitor is refreshed before
         this returns, so the core (and the next leader) hears of the result after the
         host state shows it. Returns ``(ok, reason)``."""
-        migrating = eff.kind == "migrate"
+        migrating = type(eff) is MigrateVmTo
         self.monitor.migrating += migrating
         try:
-            if eff.kind == "create":
-                ok, reason = await self.create(eff.args["vm"])
-            elif migrating:
-                ok, reason = await self.migrate_vm(eff.args)
+            if isinstance(eff, BootVm):
+                ok, reason = await self.create(eff.vm)
             else:
-                ok, reason = False, f"unknown driver call {eff.kind!r}"
+                ok, reason = await self.migrate_vm(eff)
         finally:
             self.monitor.migrating -= migrating
         await self.monitor.refresh()
         if not ok:
-            log.warning("%s failed: %s", eff.kind, reason)
+            log.warning("%s failed: %s", "migrate" if migrating else "create", reason)
         return ok, reason
 
     async def create(self, vm: LaunchVm) -> tuple[bool, str]:
@@ -114,13 +111,13 @@ class VmDriver:
         self.monitor.specs[vm_key(vm.name, vm.namespace)] = vm
         return True, ""
 
-    async def migrate_vm(self, args: dict[str, Any]) -> tuple[bool, str]:
-        """Move VM ``args["vm"]`` (of ``args["namespace"]``) from this host to the node at
-        ``args["dst_addr"]`` (``args["dst_host"]``): live on QEMU, re-created on test
+    async def migrate_vm(self, move: MigrateVmTo) -> tuple[bool, str]:
+        """Move VM ``move.vm`` (of ``move.namespace``) from this host to the node at
+        ``move.dst_addr`` (host ``move.dst_host``): live on QEMU, re-created on test
         hosts. Returns ``(ok, reason)``."""
-        name, dst = args["vm"], (args["dst_addr"][0], args["dst_addr"][1])
-        key = vm_key(name, args.get("namespace", ""))
-        spec = self.monitor.spec_of(name, args.get("namespace", ""))
+        name, dst = move.vm, (move.dst_addr[0], move.dst_addr[1])
+        key = vm_key(name, move.namespace)
+        spec = self.monitor.spec_of(name, move.namespace)
         if spec is None:
             return False, f"vm {name!r} is not on {self.monitor.name}"
         if not self.monitor.uri.startswith("test:"):
@@ -130,13 +127,13 @@ class VmDriver:
             dst, AdoptVm(spec), timeout=cfg.adopt_timeout_s, attempts=cfg.adopt_attempts
         )
         if not isinstance(reply, Adopted):
-            return False, f"{args['dst_host']} did not answer"
+            return False, f"{move.dst_host} did not answer"
         if not reply.ok:
             return False, reply.reason
         try:
             await self.remove(key)
         except HypervisorError as exc:
-            return False, f"{name} runs on {args['dst_host']} but stays here: {exc}"
+            return False, f"{name} runs on {move.dst_host} but stays here: {exc}"
         return True, ""
 
     async def _live_migrate(self, key: str, dst: Address) -> tuple[bool, str]:

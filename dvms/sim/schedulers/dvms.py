@@ -3,11 +3,11 @@
 
 Glue only, no protocol: each host of the ``World`` gets a node at its network position;
 the overlay joins during the first seconds; the world's overload monitor pokes the
-partition core of an overloaded host; ``Compute`` effects run the solver and deliver its
+partition core of an overloaded host; ``Solve`` effects run the solver and deliver its
 result after the solver time the scenario charges (``solver_time``: model or measured);
-``DriverCall`` effects become live migrations or VM creations in the world. The world's
-launches (``[[launches]]``) are submitted to the entry node's ``PartitionCore.launch``.
-Metrics and the invariant checkers listen to the emitted events.
+driver calls (``BootVm``, ``MigrateVmTo``) become VM creations or live migrations in the
+world. The world's launches (``[[launches]]``) are submitted to the entry node's
+``PartitionCore.launch``. Metrics and the invariant checkers listen to the emitted events.
 
 Fault hooks (``[[faults.partition_crash]]``): the first partition seen in a phase at or
 after a time loses its leader or a member (see ``PartitionCrash``); the crash is carried
@@ -33,13 +33,14 @@ from dvms.overlay.config import KademliaConfig
 from dvms.overlay.messages import Contact
 from dvms.partition.config import Recruitment
 from dvms.partition.core import (
-    Compute,
-    DriverCall,
+    BootVm,
     EventDone,
     EventStarted,
+    MigrateVmTo,
     PartitionChanged,
     PartitionReleased,
     PlanApplied,
+    Solve,
 )
 from dvms.partition.messages import (
     FINISHING,
@@ -52,6 +53,7 @@ from dvms.partition.messages import (
     VmState,
     WireConstraint,
 )
+from dvms.partition.solve import run_solve
 from dvms.sim.engine import SimNode
 from dvms.sim.invariants import InvariantChecker
 from dvms.sim.metrics import SUCCESS
@@ -104,8 +106,9 @@ class DvmsScheduler:
             if len(seeds) < 3:
                 seeds.append(node.addr)
         eng.on_emit = self._on_emit
-        eng.effect_handlers[Compute] = self._compute
-        eng.effect_handlers[DriverCall] = self._driver
+        eng.effect_handlers[Solve] = self._compute
+        eng.effect_handlers[BootVm] = self._driver
+        eng.effect_handlers[MigrateVmTo] = self._driver
         eng.message_observer = self._observe
         world.on_overload(self._monitor)
         world.on_host_change(self._host_change)
@@ -228,15 +231,16 @@ class DvmsScheduler:
 
     # -- effects -----------------------------------------------------------------------
 
-    def _compute(self, node: SimNode, eff: Compute, now: float) -> None:
+    def _compute(self, node: SimNode, eff: Solve, now: float) -> None:
+        hosts, vms = eff.request.size
         for fault in self.crashes:
             if fault.phase == "solving" and now >= fault.after_s:
-                self._crash(fault, node, f"solving on {eff.size[0]} hosts")
+                self._crash(fault, node, f"solving on {hosts} hosts")
                 break
         t0 = time.perf_counter()
-        result = eff.fn()
+        result = run_solve(eff.request)
         wall = time.perf_counter() - t0
-        cost = self.world.solver_time(wall, eff.size[1])
+        cost = self.world.solver_time(wall, vms)
         self.world.metrics.solver_run(cost, wall, "SUCCESS" if result.ok else "NO_SOLUTION")
         self.world.engine.at(now + cost, self._computed, node, eff.token, result)
 
@@ -245,10 +249,9 @@ class DvmsScheduler:
             eng = self.world.engine
             eng.apply(node, node.core.partition.on_computed(token, result, now=eng.now))
 
-    def _driver(self, node: SimNode, eff: DriverCall, now: float) -> None:
-        eng = self.world.engine
-        if eff.kind == "create":
-            vm: LaunchVm = eff.args["vm"]
+    def _driver(self, node: SimNode, eff: BootVm | MigrateVmTo, now: float) -> None:
+        if isinstance(eff, BootVm):
+            vm = eff.vm
 
             def created(ok: bool, reason: str) -> None:
                 if ok and vm.constraints:
@@ -265,16 +268,13 @@ class DvmsScheduler:
                 on_done=created,
             )
             return
-        if eff.kind != "migrate":
-            eng.at(now, self._driven, node, eff.op, False, f"{eff.kind} is not simulated")
-            return
         src = self.world.hosts[node.pos].name
-        vm, dst = eff.args["vm"], eff.args["dst_host"]
+        name = eff.vm
 
         def done(ok: bool, duration: float) -> None:
-            self._driven(node, eff.op, ok, "" if ok else f"migration of {vm} refused")
+            self._driven(node, eff.op, ok, "" if ok else f"migration of {name} refused")
 
-        self.world.migrate(vm, src, dst, done)
+        self.world.migrate(name, src, eff.dst_host, done)
 
     def _driven(self, node: SimNode, op: int, ok: bool, reason: str) -> None:
         if node.alive:
