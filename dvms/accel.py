@@ -62,6 +62,7 @@ __all__ = [
 #: compiled message classes is read from their source (``source_annotations``).
 COMPILED_MODULES: tuple[str, ...] = (
     "dvms.effects",
+    "dvms.requests",
     "dvms.sim.engine",
     "dvms.overlay.core",
     "dvms.overlay.routing",

@@ -6,10 +6,10 @@ Inputs (each takes ``now``, seconds on whatever clock the caller runs):
 - ``on_timer(now=)``: call when ``next_deadline()`` has passed;
 - commands: ``start(seeds)``, ``lookup(target)``, ``get(name)``, ``put(record)``.
 
-Outputs: a list of effects, ``Send`` (a datagram to send) and ``Emit`` (an event for the
-application: ``Joined``, ``LookupDone``, ``PutDone``). The core never awaits, never reads
-a clock and never touches a socket; the Trio runner (``dvms.runtime.shell``) and the
-simulator (``dvms.sim``) both drive this same class.
+Outputs: a list of effects (``OverlayEffect``), ``Send`` (a datagram to send) and
+``Emit`` (an event for the application: ``Joined``, ``LookupDone``, ``PutDone``). The
+core never awaits, never reads a clock and never touches a socket; the Trio runner
+(``dvms.runtime.shell``) and the simulator (``dvms.sim``) both drive this same class.
 
 How it works::
 
@@ -17,6 +17,11 @@ How it works::
     command     --> Lookup --> up to alpha RPCs --> responses/timeouts --> Lookup --> ...
     RPC         --> timer (adaptive RTO, retried with backoff, then a failure input)
     response    --> RTT sample --> routing table (srtt) + Vivaldi update
+    timer due   --> its handler, by kind (``_timer_handlers``)
+    RPC outcome --> its purpose (``Purpose``: lookup, probe, evict, seed, store)
+
+Requests and timers live in the kernel's ``RequestTable`` and ``TimerHeap``
+(``dvms.requests``), which the partition core uses too.
 
 RTT samples are taken only from RPCs answered on their first attempt (Karn's rule), so a
 retransmission never produces a false sample.
@@ -24,11 +29,11 @@ retransmission never produces a false sample.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from dvms.effects import Address, Emit, Send
@@ -48,14 +53,43 @@ from dvms.overlay.messages import (
 )
 from dvms.overlay.records import RecordError, RecordStore, ValidatorRegistry, key_of
 from dvms.overlay.routing import RoutingTable
+from dvms.requests import Request, RequestTable, TimerHeap
 from dvms.vivaldi import Coordinate
 
-__all__ = ["Joined", "LookupDone", "OverlayCore", "PutDone"]
+__all__ = [
+    "Joined",
+    "LookupDone",
+    "OverlayCore",
+    "OverlayEffect",
+    "OverlayTimer",
+    "Purpose",
+    "PutDone",
+]
 
-# Timer kinds.
-_T_RPC, _T_LOOKUP, _T_PROBE, _T_REFRESH, _T_HOUSEKEEPING, _T_JOIN = range(6)
-# RPC purposes.
-_P_LOOKUP, _P_PROBE, _P_EVICT, _P_SEED, _P_STORE = range(5)
+#: Everything an overlay core returns.
+OverlayEffect = Send | Emit
+
+
+class OverlayTimer(IntEnum):
+    """What a timer of the overlay core is for (its handler: ``_timer_handlers``)."""
+
+    RPC = 0  # an RPC attempt timed out (ref: the Request)
+    LOOKUP = 1  # a lookup's deadline (ref: lookup id)
+    PROBE = 2  # ping a random contact (Vivaldi sample, liveness)
+    REFRESH = 3  # look up the buckets nobody talked to
+    HOUSEKEEPING = 4  # expire records, republish ours
+    JOIN = 5  # contact the seeds again
+
+
+class Purpose(IntEnum):
+    """Why an RPC was sent: where its outcome goes (``_rpc_result``)."""
+
+    LOOKUP = 0  # a lookup's FindNode/FindValue (ref: lookup id)
+    PROBE = 1  # a periodic Ping
+    EVICT = 2  # a Ping to a full bucket's oldest contact
+    SEED = 3  # a Ping to a seed while joining
+    STORE = 4  # a Store of a put (ref: the _Put)
+
 
 #: Period of record expiry and republish checks, seconds.
 HOUSEKEEPING_S = 60.0
@@ -64,7 +98,9 @@ JOIN_RETRY_S = 5.0
 
 
 #: A message handler: (src, sender, rid, msg, now, out).
-_Handler = Callable[[Address, int, int, Any, float, list[Any]], None]
+_Handler = Callable[[Address, int, int, Any, float, list[OverlayEffect]], None]
+#: A timer handler: (ref, now, out).
+_TimerHandler = Callable[[Any, float, list[OverlayEffect]], None]
 
 _COORD_CACHE: dict[tuple[float, ...], Coordinate] = {}
 _COORD_CACHE_MAX = 50_000
@@ -115,44 +151,19 @@ class PutDone:
     stored: int
 
 
-class _Rpc:
-    __slots__ = (
-        "addr",
-        "attempts",
-        "contact",
-        "done",
-        "limit",
-        "msg",
-        "peer",
-        "purpose",
-        "ref",
-        "rids",
-        "sent_at",
-    )
+class _Ask:
+    """An RPC's continuation: its purpose, the purpose's argument (a lookup id, a _Put)
+    and the peer's Contact when we know it already (reused when it answers)."""
 
-    def __init__(
-        self,
-        addr: Address,
-        peer: int | None,
-        msg: Any,
-        purpose: int,
-        ref: Any,
-        contact: Contact | None,
-        limit: int,
-    ) -> None:
-        #: The peer's Contact when we know it already (reused when it answers).
-        self.contact = contact
-        self.addr = addr
-        self.peer = peer
-        self.msg = msg
+    __slots__ = ("contact", "purpose", "ref")
+
+    def __init__(self, purpose: Purpose, ref: Any, contact: Contact | None) -> None:
         self.purpose = purpose
         self.ref = ref
-        self.attempts = 0
-        #: Datagram attempts before the RPC counts as failed.
-        self.limit = limit
-        self.sent_at = 0.0
-        self.rids: list[int] = []
-        self.done = False
+        self.contact = contact
+
+
+_Rpc = Request[_Ask]
 
 
 class _Put:
@@ -188,12 +199,19 @@ class OverlayCore:
         )
         self.joined = False
         self.stats: Counter[str] = Counter()
-        self._rpcs: dict[int, _Rpc] = {}
+        self.requests: RequestTable[_Ask] = RequestTable(rng)
         self._lookups: dict[int, Lookup] = {}
         self._lookup_kind: dict[int, tuple[str, Any]] = {}
         self._next_lookup = 1
-        self._timers: list[tuple[float, int, int, Any]] = []
-        self._seq = 0
+        self._timers: TimerHeap[OverlayTimer] = TimerHeap()
+        self._timer_handlers: dict[OverlayTimer, _TimerHandler] = {
+            OverlayTimer.RPC: self._rpc_timeout,
+            OverlayTimer.LOOKUP: self._lookup_timeout,
+            OverlayTimer.PROBE: self._probe,
+            OverlayTimer.REFRESH: self._refresh,
+            OverlayTimer.HOUSEKEEPING: self._housekeeping,
+            OverlayTimer.JOIN: self._contact_seeds,
+        }
         self._published: dict[str, tuple[Record, float]] = {}
         self._seeds: list[Address] = []
         self._coord_wire: tuple[float, ...] = ()
@@ -219,80 +237,74 @@ class OverlayCore:
 
     # -- timers ------------------------------------------------------------------------
 
-    def _at(self, when: float, kind: int, ref: Any = None) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (when, self._seq, kind, ref))
-
     def next_deadline(self) -> float | None:
         """The earliest live timer. Timers of RPCs that were answered and of lookups that
         ended are discarded here instead of waking the caller for nothing (most RPCs are
         answered long before their timeout: this halves the events of a simulation)."""
         timers = self._timers
-        while timers:
-            _, _, kind, ref = timers[0]
-            if (kind == _T_RPC and ref.done) or (kind == _T_LOOKUP and ref not in self._lookups):
-                heapq.heappop(timers)
+        entries = timers.entries
+        while entries:
+            _, _, kind, ref = entries[0]
+            if (kind == OverlayTimer.RPC and ref.done) or (
+                kind == OverlayTimer.LOOKUP and ref not in self._lookups
+            ):
+                timers.pop()
                 continue
-            return timers[0][0]
+            return entries[0][0]
         return None
 
-    def on_timer(self, *, now: float) -> list[Any]:
-        out: list[Any] = []
+    def on_timer(self, *, now: float) -> list[OverlayEffect]:
+        out: list[OverlayEffect] = []
         timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, _, kind, ref = heapq.heappop(timers)
-            if kind == _T_RPC:
-                self._rpc_timeout(ref, now, out)
-            elif kind == _T_LOOKUP:
-                lk = self._lookups.get(ref)
-                if lk is not None:
-                    self._finish_lookup(lk, now, out, timed_out=True)
-            elif kind == _T_PROBE:
-                self._probe(now, out)
-            elif kind == _T_REFRESH:
-                self._refresh(now, out)
-            elif kind == _T_HOUSEKEEPING:
-                self._housekeeping(now, out)
-            elif kind == _T_JOIN:
-                self._contact_seeds(now, out)
+        handlers = self._timer_handlers
+        while (timer := timers.pop_due(now)) is not None:
+            handlers[timer[2]](timer[3], now, out)
         return out
+
+    def _lookup_timeout(self, lid: int, now: float, out: list[OverlayEffect]) -> None:
+        lk = self._lookups.get(lid)
+        if lk is not None:
+            self._finish_lookup(lk, now, out, timed_out=True)
 
     # -- commands ----------------------------------------------------------------------
 
-    def start(self, seeds: list[Address], *, now: float) -> list[Any]:
+    def start(self, seeds: list[Address], *, now: float) -> list[OverlayEffect]:
         """Begin life: join through ``seeds`` (addresses; their ids are learned from the
         replies). With no seeds this node is the first of its cluster."""
-        out: list[Any] = []
+        out: list[OverlayEffect] = []
         self._seeds = [s for s in seeds if s != self.contact.addr]
         jitter = self.rng.random()
-        self._at(now + self.config.probe_fast_interval_s * (0.5 + jitter), _T_PROBE)
-        self._at(now + self.config.refresh_interval_s * (0.5 + jitter / 2), _T_REFRESH)
-        self._at(now + HOUSEKEEPING_S * (0.5 + jitter), _T_HOUSEKEEPING)
+        timers = self._timers
+        timers.at(now + self.config.probe_fast_interval_s * (0.5 + jitter), OverlayTimer.PROBE)
+        timers.at(now + self.config.refresh_interval_s * (0.5 + jitter / 2), OverlayTimer.REFRESH)
+        timers.at(now + HOUSEKEEPING_S * (0.5 + jitter), OverlayTimer.HOUSEKEEPING)
         if not self._seeds:
             self.joined = True
             out.append(Emit(Joined(0)))
         else:
-            self._contact_seeds(now, out)
+            self._contact_seeds(None, now, out)
         return out
 
-    def lookup(self, target: int, *, now: float, kind: str = "node") -> tuple[int, list[Any]]:
+    def lookup(
+        self, target: int, *, now: float, kind: str = "node"
+    ) -> tuple[int, list[OverlayEffect]]:
         """Find the k nodes closest to ``target``; ends with ``Emit(LookupDone)``."""
-        out: list[Any] = []
+        out: list[OverlayEffect] = []
         lid = self._start_lookup(kind, target, None, now, out)
         return lid, out
 
-    def get(self, name: str, *, now: float) -> tuple[int, list[Any]]:
+    def get(self, name: str, *, now: float) -> tuple[int, list[OverlayEffect]]:
         """Fetch the record ``name``; ends with ``Emit(LookupDone(record=...))``."""
-        out: list[Any] = []
+        out: list[OverlayEffect] = []
         lid = self._start_lookup("value", key_of(name), name, now, out, self._width(name))
         return lid, out
 
-    def put(self, record: Record, *, now: float) -> list[Any]:
+    def put(self, record: Record, *, now: float) -> list[OverlayEffect]:
         """Store ``record`` on the k nodes closest to its key and republish it until
         ``unpublish``; ends with ``Emit(PutDone)``. Raises RecordError if invalid."""
         self.store.validators.validate(record)
         self._published[record.name] = (record, now)
-        out: list[Any] = []
+        out: list[OverlayEffect] = []
         self._start_lookup(
             "put", key_of(record.name), _Put(record), now, out, self._width(record.name)
         )
@@ -333,16 +345,18 @@ class OverlayCore:
 
     # -- input: messages ---------------------------------------------------------------
 
-    def on_message(self, src: Address, sender: int, rid: int, msg: Any, *, now: float) -> list[Any]:
+    def on_message(
+        self, src: Address, sender: int, rid: int, msg: Any, *, now: float
+    ) -> list[OverlayEffect]:
         handler = self._handlers.get(type(msg))
         if handler is None:
             self.stats["unknown_message"] += 1
             return []
-        out: list[Any] = []
+        out: list[OverlayEffect] = []
         handler(src, sender, rid, msg, now, out)
         return out
 
-    def _note_sender(self, src: Address, sender: int, now: float, out: list[Any]) -> None:
+    def _note_sender(self, src: Address, sender: int, now: float, out: list[OverlayEffect]) -> None:
         e = self.table.index.get(sender)
         if e is not None and e.contact.port == src[1] and e.contact.host == src[0]:
             self.table.heard(e, now)
@@ -353,10 +367,12 @@ class OverlayCore:
             return
         to_ping = self.table.seen(contact, now)
         if to_ping is not None:
-            self._request(to_ping.addr, to_ping.node_id, _PING, _P_EVICT, None, now, out, to_ping)
+            self._request(
+                to_ping.addr, to_ping.node_id, _PING, Purpose.EVICT, None, now, out, to_ping
+            )
 
     def _on_ping(
-        self, src: Address, sender: int, rid: int, msg: Ping, now: float, out: list[Any]
+        self, src: Address, sender: int, rid: int, msg: Ping, now: float, out: list[OverlayEffect]
     ) -> None:
         self._note_sender(src, sender, now, out)
         pong = self._pong
@@ -365,7 +381,13 @@ class OverlayCore:
         out.append(Send(src, rid, pong))
 
     def _on_find_node(
-        self, src: Address, sender: int, rid: int, msg: FindNode, now: float, out: list[Any]
+        self,
+        src: Address,
+        sender: int,
+        rid: int,
+        msg: FindNode,
+        now: float,
+        out: list[OverlayEffect],
     ) -> None:
         self._note_sender(src, sender, now, out)
         contacts = tuple(
@@ -374,7 +396,13 @@ class OverlayCore:
         out.append(Send(src, rid, Nodes(contacts, self._coord_wire)))
 
     def _on_find_value(
-        self, src: Address, sender: int, rid: int, msg: FindValue, now: float, out: list[Any]
+        self,
+        src: Address,
+        sender: int,
+        rid: int,
+        msg: FindValue,
+        now: float,
+        out: list[OverlayEffect],
     ) -> None:
         self._note_sender(src, sender, now, out)
         rec = self.store.get(msg.key, now)
@@ -382,24 +410,21 @@ class OverlayCore:
         out.append(Send(src, rid, Value((rec,) if rec else (), contacts, self._coord_wire)))
 
     def _on_store(
-        self, src: Address, sender: int, rid: int, msg: Store, now: float, out: list[Any]
+        self, src: Address, sender: int, rid: int, msg: Store, now: float, out: list[OverlayEffect]
     ) -> None:
         self._note_sender(src, sender, now, out)
         ok = self.store.put(msg.record, now)
         out.append(Send(src, rid, Stored(ok, self._coord_wire)))
 
     def _on_response(
-        self, src: Address, sender: int, rid: int, msg: Any, now: float, out: list[Any]
+        self, src: Address, sender: int, rid: int, msg: Any, now: float, out: list[OverlayEffect]
     ) -> None:
-        rpc = self._rpcs.get(rid)
-        if rpc is None or rpc.addr != src or (rpc.peer is not None and rpc.peer != sender):
+        rpc = self.requests.match(rid, src, sender)
+        if rpc is None:
             self.stats["unexpected_response"] += 1
             return
-        for r in rpc.rids:
-            del self._rpcs[r]
-        rpc.done = True
         rtt = now - rpc.sent_at if rpc.attempts == 1 and rid == rpc.rids[-1] else None
-        self._learn(src, sender, msg.coord, rtt, now, out, rpc.contact)
+        self._learn(src, sender, msg.coord, rtt, now, out, rpc.then.contact)
         self._rpc_result(rpc, msg, now, out)
 
     def _learn(
@@ -409,7 +434,7 @@ class OverlayCore:
         coord: tuple[float, ...],
         rtt: float | None,
         now: float,
-        out: list[Any],
+        out: list[OverlayEffect],
         known: Contact | None = None,
     ) -> None:
         table = self.table
@@ -439,7 +464,9 @@ class OverlayCore:
             if coord and self.vivaldi is not None:
                 self._vivaldi_sample(sender, coord, rtt)
         if to_ping is not None:
-            self._request(to_ping.addr, to_ping.node_id, _PING, _P_EVICT, None, now, out, to_ping)
+            self._request(
+                to_ping.addr, to_ping.node_id, _PING, Purpose.EVICT, None, now, out, to_ping
+            )
 
     def _vivaldi_sample(self, sender: int, coord: tuple[float, ...], rtt: float) -> None:
         viv = self.vivaldi
@@ -473,15 +500,16 @@ class OverlayCore:
         addr: Address,
         peer: int | None,
         msg: Any,
-        purpose: int,
+        purpose: Purpose,
         ref: Any,
         now: float,
-        out: list[Any],
+        out: list[OverlayEffect],
         contact: Contact | None = None,
         attempts: int | None = None,
     ) -> _Rpc:
         """``attempts``: datagrams before giving up (default ``rpc_attempts``)."""
-        rpc = _Rpc(addr, peer, msg, purpose, ref, contact, attempts or self.config.rpc_attempts)
+        limit = attempts or self.config.rpc_attempts
+        rpc: _Rpc = Request(addr, peer, msg, _Ask(purpose, ref, contact), limit)
         self._transmit(rpc, now, out)
         self.stats["rpc"] += 1
         return rpc
@@ -513,32 +541,25 @@ class OverlayCore:
             self._grttvar += 0.25 * (abs(self._gsrtt - rtt) - self._grttvar)
             self._gsrtt += 0.125 * (rtt - self._gsrtt)
 
-    def _transmit(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
-        rid = self.rng.getrandbits(64)
-        while rid in self._rpcs:
-            rid = self.rng.getrandbits(64)
-        rpc.attempts += 1
-        rpc.sent_at = now
-        rpc.rids.append(rid)
-        self._rpcs[rid] = rpc
-        self._at(now + self._timeout_for(rpc), _T_RPC, rpc)
-        out.append(Send(rpc.addr, rid, rpc.msg))
+    def _transmit(self, rpc: _Rpc, now: float, out: list[OverlayEffect]) -> None:
+        send = self.requests.send(rpc, now)
+        self._timers.at(now + self._timeout_for(rpc), OverlayTimer.RPC, rpc)
+        out.append(send)
 
-    def _rpc_timeout(self, rpc: _Rpc, now: float, out: list[Any]) -> None:
+    def _rpc_timeout(self, rpc: _Rpc, now: float, out: list[OverlayEffect]) -> None:
         if rpc.done:
             return
         if rpc.attempts < rpc.limit:
             self.stats["retransmit"] += 1
             self._transmit(rpc, now, out)
-            if rpc.attempts == 2 and rpc.purpose == _P_LOOKUP and rpc.peer is not None:
-                lk = self._lookups.get(rpc.ref)
+            ask = rpc.then
+            if rpc.attempts == 2 and ask.purpose == Purpose.LOOKUP and rpc.peer is not None:
+                lk = self._lookups.get(ask.ref)
                 if lk is not None:
                     lk.stalled(rpc.peer)
                     self._pump(lk, now, out)
             return
-        rpc.done = True
-        for r in rpc.rids:
-            del self._rpcs[r]
+        self.requests.give_up(rpc)
         self.stats["rpc_failed"] += 1
         # Was the peer answering until now (no failure in our table yet, or not in it:
         # a peer just vouched for it)? Then this is more likely loss than death.
@@ -553,13 +574,15 @@ class OverlayCore:
         rpc: _Rpc,
         msg: Any,
         now: float,
-        out: list[Any],
+        out: list[OverlayEffect],
         *,
         was_answering: bool = False,
     ) -> None:
         """Route an RPC outcome (``msg`` None = failed) to whoever asked."""
-        if rpc.purpose == _P_LOOKUP:
-            lk = self._lookups.get(rpc.ref)
+        ask = rpc.then
+        purpose = ask.purpose
+        if purpose == Purpose.LOOKUP:
+            lk = self._lookups.get(ask.ref)
             if lk is None or rpc.peer is None:  # a lookup always asks a known id
                 return
             if msg is None:
@@ -571,18 +594,18 @@ class OverlayCore:
             else:
                 lk.failed(rpc.peer)
             self._pump(lk, now, out)
-        elif rpc.purpose == _P_STORE:
-            put: _Put = rpc.ref
+        elif purpose == Purpose.STORE:
+            put: _Put = ask.ref
             put.pending -= 1
             if msg is not None and msg.ok:
                 put.stored += 1
             if put.pending == 0:
                 out.append(Emit(PutDone(put.record.name, put.stored)))
-        elif rpc.purpose == _P_SEED:
+        elif purpose == Purpose.SEED:
             self._seed_answered(msg is not None, now, out)
 
-    def _valid_records(self, records, key: int) -> list[Record]:
-        good = []
+    def _valid_records(self, records: tuple[Record, ...], key: int) -> list[Record]:
+        good: list[Record] = []
         for rec in records:
             try:
                 if key_of(rec.name) != key:
@@ -609,7 +632,7 @@ class OverlayCore:
         target: int,
         ref: Any,
         now: float,
-        out: list[Any],
+        out: list[OverlayEffect],
         width: int | None = None,
     ) -> int:
         """``width``: how many closest nodes the lookup settles on (default k)."""
@@ -631,21 +654,25 @@ class OverlayCore:
         self._lookups[lid] = lk
         self._lookup_kind[lid] = (kind, ref)
         self.table.touch(target, now)
-        self._at(lk.deadline, _T_LOOKUP, lid)
+        self._timers.at(lk.deadline, OverlayTimer.LOOKUP, lid)
         self.stats[f"lookup_{kind}"] += 1
         self._pump(lk, now, out)
         return lid
 
-    def _pump(self, lk: Lookup, now: float, out: list[Any]) -> None:
+    def _pump(self, lk: Lookup, now: float, out: list[OverlayEffect]) -> None:
         msg: Any = FindValue(lk.target) if lk.kind == "value" else FindNode(lk.target)
         retried = lk.retried
         for c in lk.next_queries():
             attempts = self.config.lookup_retry_attempts if c.node_id in retried else None
-            self._request(c.addr, c.node_id, msg, _P_LOOKUP, lk.lookup_id, now, out, c, attempts)
+            self._request(
+                c.addr, c.node_id, msg, Purpose.LOOKUP, lk.lookup_id, now, out, c, attempts
+            )
         if lk.finished():
             self._finish_lookup(lk, now, out)
 
-    def _finish_lookup(self, lk: Lookup, now: float, out: list[Any], *, timed_out=False) -> None:
+    def _finish_lookup(
+        self, lk: Lookup, now: float, out: list[OverlayEffect], *, timed_out: bool = False
+    ) -> None:
         del self._lookups[lk.lookup_id]
         kind, ref = self._lookup_kind.pop(lk.lookup_id)
         result = lk.result(now, timed_out=timed_out)
@@ -669,42 +696,44 @@ class OverlayCore:
             best = validator.select(best, rec)
         return best
 
-    def _send_stores(self, put: _Put, result: LookupResult, now: float, out) -> None:
+    def _send_stores(
+        self, put: _Put, result: LookupResult, now: float, out: list[OverlayEffect]
+    ) -> None:
         for c in result.contacts:
             if c.node_id == self.node_id:
                 if self.store.put(put.record, now):
                     put.stored += 1
                 continue
             put.pending += 1
-            self._request(c.addr, c.node_id, Store(put.record), _P_STORE, put, now, out)
+            self._request(c.addr, c.node_id, Store(put.record), Purpose.STORE, put, now, out)
         if put.pending == 0:
             out.append(Emit(PutDone(put.record.name, put.stored)))
 
     # -- join, probing, refresh, housekeeping ------------------------------------------
 
-    def _contact_seeds(self, now: float, out: list[Any]) -> None:
+    def _contact_seeds(self, _ref: None, now: float, out: list[OverlayEffect]) -> None:
         self._seed_pending = len(self._seeds)
         self._seed_ok = False
         for addr in self._seeds:
-            self._request(addr, None, _PING, _P_SEED, None, now, out)
+            self._request(addr, None, _PING, Purpose.SEED, None, now, out)
 
-    def _seed_answered(self, ok: bool, now: float, out: list[Any]) -> None:
+    def _seed_answered(self, ok: bool, now: float, out: list[OverlayEffect]) -> None:
         self._seed_pending -= 1
         if ok and not self._seed_ok:
             self._seed_ok = True
             self._start_lookup("join", self.node_id, None, now, out)
         elif self._seed_pending == 0 and not self._seed_ok:
             self.stats["join_retry"] += 1
-            self._at(now + JOIN_RETRY_S, _T_JOIN)
+            self._timers.at(now + JOIN_RETRY_S, OverlayTimer.JOIN)
 
-    def _join_done(self, result: LookupResult, now: float, out: list[Any]) -> None:
+    def _join_done(self, result: LookupResult, now: float, out: list[OverlayEffect]) -> None:
         others = [c for c in result.contacts if c.node_id != self.node_id]
         if not others and self._seeds:
             # Nobody answered the join lookup (its only seed so far lost every attempt):
             # we know a seed or two but nobody knows us, and the traffic to those seeds
             # would keep our buckets looking fresh forever. Join again from the seeds.
             self.stats["join_retry"] += 1
-            self._at(now + JOIN_RETRY_S, _T_JOIN)
+            self._timers.at(now + JOIN_RETRY_S, OverlayTimer.JOIN)
             return
         if not self.joined:
             self.joined = True
@@ -716,7 +745,7 @@ class OverlayCore:
                 target = self.table.random_id_in_bucket(index, self.rng)
                 self._start_lookup("refresh", target, None, now, out)
 
-    def _probe(self, now: float, out: list[Any]) -> None:
+    def _probe(self, _ref: None, now: float, out: list[OverlayEffect]) -> None:
         cfg = self.config
         period = cfg.probe_interval_s
         viv = self.vivaldi
@@ -725,20 +754,20 @@ class OverlayCore:
             or viv.coordinate.error > cfg.probe_fast_error
         ):
             period = cfg.probe_fast_interval_s
-        self._at(now + period * (0.9 + 0.2 * self.rng.random()), _T_PROBE)
+        self._timers.at(now + period * (0.9 + 0.2 * self.rng.random()), OverlayTimer.PROBE)
         e = self.table.random_entry(self.rng)
         if e is not None:
             c = e.contact
-            self._request(c.addr, c.node_id, _PING, _P_PROBE, None, now, out, c)
+            self._request(c.addr, c.node_id, _PING, Purpose.PROBE, None, now, out, c)
 
-    def _refresh(self, now: float, out: list[Any]) -> None:
-        self._at(now + self.config.refresh_interval_s / 4, _T_REFRESH)
+    def _refresh(self, _ref: None, now: float, out: list[OverlayEffect]) -> None:
+        self._timers.at(now + self.config.refresh_interval_s / 4, OverlayTimer.REFRESH)
         for index in self.table.stale_buckets(now):
             target = self.table.random_id_in_bucket(index, self.rng)
             self._start_lookup("refresh", target, None, now, out)
 
-    def _housekeeping(self, now: float, out: list[Any]) -> None:
-        self._at(now + HOUSEKEEPING_S, _T_HOUSEKEEPING)
+    def _housekeeping(self, _ref: None, now: float, out: list[OverlayEffect]) -> None:
+        self._timers.at(now + HOUSEKEEPING_S, OverlayTimer.HOUSEKEEPING)
         self.store.expire(now)
         horizon = now - self.config.republish_interval_s
         for name, (rec, published) in list(self._published.items()):

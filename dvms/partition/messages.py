@@ -20,6 +20,7 @@ Names follow DVMS 2 (``dvms-isp.md`` §2.4) where they have a counterpart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Annotated
 
 from dvms.overlay.messages import Contact
@@ -46,6 +47,7 @@ __all__ = [
     "MigrateVm",
     "Outcome",
     "OutcomeAck",
+    "PartitionState",
     "PartitionView",
     "Placed",
     "SetPartition",
@@ -63,9 +65,16 @@ Names = Annotated[tuple[Name, ...], MaxLen(4096)]
 #: Constraints a VM carries (see ``VmState.constraints``).
 Carried = Annotated[tuple["WireConstraint", ...], MaxLen(64)]
 
-#: Partition states (the DVMS 2 machine; see core.py).
-GROWING, BLOCKED, FINISHING = 0, 1, 2
-STATE_NAMES = {GROWING: "growing", BLOCKED: "blocked", FINISHING: "finishing"}
+class PartitionState(IntEnum):
+    """The state of a partition (the DVMS 2 machine; see core.py). Travels as its int."""
+
+    GROWING = 0  # first lap: recruiting nodes until a plan is found
+    BLOCKED = 1  # second lap, after the first came back to the initiator without a plan
+    FINISHING = 2  # a plan was found and is being applied
+
+
+GROWING, BLOCKED, FINISHING = PartitionState
+STATE_NAMES = {s: s.name.lower() for s in PartitionState}
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +211,7 @@ class PartitionView:
     initiator: Contact
     leader: Contact
     members: Annotated[tuple[Contact, ...], MaxLen(1024)]
-    state: Annotated[int, Range(0, 2)]
+    state: PartitionState
     events: Annotated[tuple[Event, ...], MaxLen(64)]
     #: The initiator's Vivaldi coordinate (wire form): vivaldi recruitment measures
     #: predicted RTT from it.

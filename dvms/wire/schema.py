@@ -7,6 +7,7 @@ annotations, so adding a message means writing its dataclass and nothing else.
 Supported field types (anything else is a programming error, raised at registration):
 
 - ``int``, ``float``, ``bool``, ``str``, ``bytes``
+- an ``IntEnum`` (sent as its int; decoded to the member, any other value refused)
 - ``Annotated[int, Range(lo, hi)]``, ``Annotated[str | bytes | tuple, MaxLen(n)]``
 - ``Annotated[int, IdBytes(n)]``: an unsigned integer sent as exactly ``n`` big-endian bytes
   (node ids and keys: compact, and CBOR bignums are avoided)
@@ -21,6 +22,7 @@ bad input.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import types
 import typing
@@ -70,6 +72,8 @@ def _scalar(kind: type, meta: list[Any]) -> tuple[Encoder, Decoder]:
     idb = next((m.n for m in meta if isinstance(m, IdBytes)), None)
     if kind is int and idb is not None:
         return _id_codec(idb)
+    if isinstance(kind, type) and issubclass(kind, enum.IntEnum):
+        return _int_enum_codec(kind)
     if kind is bool:
 
         def dec_bool(v: Any, path: str) -> bool:
@@ -116,6 +120,20 @@ def _scalar(kind: type, meta: list[Any]) -> tuple[Encoder, Decoder]:
 
 def _identity(v: Any) -> Any:
     return v
+
+
+def _int_enum_codec(kind: type[enum.IntEnum]) -> tuple[Encoder, Decoder]:
+    members = {int(m): m for m in kind}
+
+    def dec_enum(v: Any, path: str) -> enum.IntEnum:
+        if type(v) is not int:
+            _fail(path, "expected an integer")
+        member = members.get(v)
+        if member is None:
+            _fail(path, f"{v} is not a {kind.__name__}")
+        return member
+
+    return int, dec_enum
 
 
 def _id_codec(n: int) -> tuple[Encoder, Decoder]:

@@ -162,7 +162,7 @@ def test_response_from_the_wrong_address_or_unknown_rid_is_ignored():
     core = OverlayCore(Contact(1, "me", 1), CFG, random.Random(0))
     core.start([("seed", 9)], now=0.0)
     # The seed ping went out with some rid; a forged Pong from elsewhere must not match it.
-    (rid,) = list(core._rpcs)
+    (rid,) = core.requests.ids()
     assert core.on_message(("evil", 6), 5, rid, Pong(()), now=0.1) == []
     assert core.on_message(("seed", 9), 5, rid + 1, Pong(()), now=0.1) == []
     assert core.stats["unexpected_response"] == 2
@@ -192,10 +192,10 @@ def test_a_join_lookup_nobody_answered_is_retried_not_taken_for_joined():
 
     core = OverlayCore(Contact(1, "me", 1), CFG, random.Random(0))
     core.start([("seed", 9)], now=0.0)
-    (rid,) = list(core._rpcs)
+    (rid,) = core.requests.ids()
     out = core.on_message(("seed", 9), 5, rid, Pong(()), now=0.1)
     assert [type(e.msg) for e in out if isinstance(e, Send)] == [FindNode]
-    from dvms.overlay.core import _P_SEED
+    from dvms.overlay.core import Purpose
 
     emitted, now = [], 0.1
     while now < 0.1 + CFG.lookup_timeout_s and not core.stats["join_retry"]:
@@ -207,7 +207,8 @@ def test_a_join_lookup_nobody_answered_is_retried_not_taken_for_joined():
     while now < retry_at:
         now = core.next_deadline()
         core.on_timer(now=now)
-    seed_pings = [r for r in core._rpcs.values() if r.purpose == _P_SEED]
+    pending = [core.requests.get(rid) for rid in core.requests.ids()]
+    seed_pings = [r for r in pending if r is not None and r.then.purpose == Purpose.SEED]
     assert seed_pings and seed_pings[0].addr == ("seed", 9)  # it joins again
 
 
