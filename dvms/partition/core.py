@@ -32,34 +32,48 @@ How an event is handled::
 Peer errors are counted in ``stats`` and dropped; a message for a partition we are not in
 is answered negatively, never trusted.
 
-This file is the ISP state machine; ``PartitionCore`` also takes the request/retry
-machinery from ``rpc.py``, membership (views, leases, dissolving, orphaned events) from
-``membership.py`` and plan execution (leader and member sides) from ``acting.py``; its
-effects and events are defined in ``events.py``.
+This file is the ISP state machine. Every input is dispatched through one table,
+``transitions.TRANSITIONS`` ((node state, message type or timer kind) -> handler). The
+shared state and the request machinery are declared in ``base.CoreBase``; membership
+(views, leases, dissolving, orphaned events) is in ``membership.py`` and plan execution
+(leader and member sides) in ``acting.py``; effects and events are in ``events.py``.
 """
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from dvms.effects import Address, Emit, Send
 from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact
 from dvms.partition.acting import Acting
+from dvms.partition.base import (
+    ActionSent,
+    ForeignIspChecked,
+    ForeignIspSent,
+    IspSent,
+    JoinChecked,
+    Lead,
+    LeaderProbed,
+    LeadPhase,
+    MemberAsked,
+    MergeAsked,
+    Out,
+    OwnEvent,
+    Reply,
+)
 from dvms.partition.config import PartitionConfig
 from dvms.partition.events import (
-    OVERLAY_EFFECTS,
     BootVm,
     ClaimNames,
     EventDone,
     EventStarted,
     MigrateVmTo,
     PartitionChanged,
+    PartitionEffect,
     PartitionReleased,
     PeerUnreachable,
     PlanApplied,
@@ -72,19 +86,15 @@ from dvms.partition.messages import (
     BLOCKED,
     FINISHING,
     GROWING,
-    RESPONSES,
-    ActionDone,
     CanMerge,
-    CreateVm,
     Dissolve,
     Event,
     HostState,
     Isp,
     IspAck,
-    KeepAlive,
     LaunchVm,
+    MemberState,
     MergeAnswer,
-    MigrateVm,
     Outcome,
     PartitionView,
     SetPartition,
@@ -93,29 +103,23 @@ from dvms.partition.messages import (
     WireConstraint,
 )
 from dvms.partition.recruit import next_candidate
-from dvms.partition.rpc import PendingRequest, Rpc
 from dvms.partition.solve import SolveOutcome, SolveRequest
-from dvms.partition.timers import (
-    T_ACTION,
-    T_FLUSH,
-    T_KEEPALIVE,
-    T_LEASE,
-    T_MONITOR,
-    T_RETRY,
-    T_RPC,
-    T_STATES,
-    T_SUSPECT,
-    T_UNDERLOAD,
-)
+from dvms.partition.timers import PartitionTimer
+from dvms.partition.transitions import IGNORED, TRANSITIONS, Input, NodeState
 
 __all__ = [
     "BootVm",
     "ClaimNames",
     "EventDone",
     "EventStarted",
+    "Lead",
+    "LeadPhase",
     "MigrateVmTo",
+    "NodeState",
+    "OwnEvent",
     "PartitionChanged",
     "PartitionCore",
+    "PartitionEffect",
     "PartitionReleased",
     "PeerUnreachable",
     "PlanApplied",
@@ -127,39 +131,12 @@ __all__ = [
 #: Answers to non-idempotent requests remembered for retransmissions (see _answered).
 _REPLY_CACHE = 4096
 
-
-# -- internal bookkeeping --------------------------------------------------------------
-
-
-@dataclass
-class _Lead:
-    """What a leader tracks while it holds the partition."""
-
-    phase: str = "collecting"  # collecting -> solving -> acting
-    states: dict[int, HostState] = field(default_factory=dict)
-    waiting: set[int] = field(default_factory=set)
-    token: int = 0
-    ops: dict[int, Any] = field(default_factory=dict)  # op id -> action
-    blocked_by: dict[int, set[int]] = field(default_factory=dict)
-    failed: list[str] = field(default_factory=list)
-    done_ops: set[int] = field(default_factory=set)
-    started: set[int] = field(default_factory=set)
-    index: dict[int, int] = field(default_factory=dict)  # op id -> position in the plan
-    outcome: SolveOutcome | None = None
-    acting_since: float = 0.0
+#: An input handler: a message's (src, sender, rid, msg, now, out) or a timer's
+#: (ref, now, out).
+_Handler = Callable[..., None]
 
 
-@dataclass
-class _Own:
-    """An event this node originated and still waits on."""
-
-    event: Event
-    started: float
-    attempts: int = 0
-    in_flight: bool = False
-
-
-class PartitionCore(Rpc, Membership, Acting):
+class PartitionCore(Membership, Acting):
     def __init__(
         self,
         me: Contact,
@@ -176,155 +153,103 @@ class PartitionCore(Rpc, Membership, Acting):
         With ``self_monitor`` the core checks for overload every ``monitor_period_s``;
         otherwise the shell calls ``on_monitor`` (a simulator does, only while a host is
         overloaded, so healthy hosts cost nothing)."""
-        self.me = me
-        self.overlay = overlay
-        self.config = config
-        self.rng = rng
-        self.view: PartitionView | None = None
-        self.lead: _Lead | None = None
-        self.lease_until = 0.0
-        self.locked_for_fusion = False
-        self.local_state = local_state
-        self.self_monitor = self_monitor
-        self.own: dict[int, _Own] = {}
-        self.queue: deque[int] = deque()  # own launch events waiting for us to be free
-        self.stats: Counter[str] = Counter()
-        self._rpcs: dict[int, PendingRequest] = {}
-        self._timers: list[tuple[float, int, int, Any]] = []
-        self._seq = 0
-        self._next_token = 1
-        self._driver: dict[int, tuple[Contact, int]] = {}  # running op -> (leader, pid)
-        self._located: dict[int, RecordLocation] = {}  # running op -> its directory record
-        self._heard = 0.0  # when our partition last showed it is alive (membership.py)
-        self._probing: int | None = None  # pid whose leader we are probing
-        self._holding: PartitionView | None = None  # an Isp we are passing on
-        self._skip: set[int] = set()  # the ISP's skip set while we lead
-        self.stopping = False  # shutdown() was called: start nothing new
-        self._hops = 0
-        # Set when an overload event of ours failed: the next one waits for the monitor's
-        # next round. Without it, _dissolve -> _start_if_free re-raised the overload the
-        # instant it failed, so an unsolvable node ran an ISP every few RTTs (40 per
-        # virtual second on a 1 ms LAN), re-recruiting the nodes it had just released.
-        # DVMS: a failed event "will be re-detected later if the overload persists".
-        self._overload_hold = False
-        # Underload (off by default): a pending delayed check, and no new event before
-        # this time after a failed one.
-        self._underload_due = False
-        self._underload_hold_until = 0.0
-        self._replies: dict[tuple, Any] = {}  # request key -> our answer (_answered)
-        self._dead: dict[int, float] = {}  # peer -> until when recruitment skips it (rpc.py)
-        # Overlay effects (events.OVERLAY_EFFECTS) produced by a direct call (launch,
-        # on_computed, on_driver_result, on_monitor, shutdown): NodeCore's wrappers take
-        # them at once with take_outbox(); a shell calling the core directly gets them
-        # from the next on_timer (a T_FLUSH timer is due now), through NodeCore.
-        self._outbox: list[Any] = []
-        self._handlers = {
-            Isp: self._on_isp,
-            SetPartition: self._on_set_partition,
-            KeepAlive: self._on_keepalive,
-            Dissolve: self._on_dissolve,
-            StillValid: self._on_still_valid,
-            CanMerge: self._on_can_merge,
-            MigrateVm: self._on_migrate,
-            CreateVm: self._on_create,
-            Outcome: self._on_outcome,
-            ActionDone: self._on_action_done,
+        super().__init__(me, overlay, config, rng, local_state, self_monitor)
+        #: (node state, input) -> bound handler; an IGNORED pair maps to None.
+        self._dispatch: dict[tuple[NodeState, Input], _Handler | None] = {
+            key: None if name is IGNORED else getattr(self, name)
+            for key, name in TRANSITIONS.items()
+        }
+        self._inputs = frozenset(i for _, i in TRANSITIONS)
+        self._continuations = {
+            IspSent: self._isp_acked,
+            ForeignIspSent: self._foreign_isp_acked,
+            ForeignIspChecked: self._foreign_isp_checked,
+            JoinChecked: self._join_checked,
+            MergeAsked: self._merge_answered,
+            MemberAsked: self._member_replied,
+            ActionSent: self._action_accepted,
+            LeaderProbed: self._probe_answered,
         }
         if self_monitor:
-            self._at(now + config.monitor_period_s * (0.5 + rng.random()), T_MONITOR)
+            self._at(now + config.monitor_period_s * (0.5 + rng.random()), PartitionTimer.MONITOR)
+
+    def node_state(self) -> NodeState:
+        """This node's state in the transition table (``transitions.py``)."""
+        if self.lead is not None:
+            return NodeState.LEADING
+        if self.view is not None:
+            return NodeState.MEMBER
+        if self._holding is not None:
+            return NodeState.PASSING
+        return NodeState.FREE
 
     # -- timers ------------------------------------------------------------------------
 
-    def _at(self, when: float, kind: int, ref: Any = None) -> None:
-        self._seq += 1
-        heapq.heappush(self._timers, (when, self._seq, kind, ref))
-
-    def next_deadline(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
-
-    def on_timer(self, *, now: float) -> list[Any]:
-        out: list[Any] = []
-        while self._timers and self._timers[0][0] <= now:
-            _, _, kind, ref = heapq.heappop(self._timers)
-            if kind == T_RPC:
-                self._rpc_timeout(ref, now, out)
-            elif kind == T_LEASE:
-                self._check_lease(ref, now, out)
-            elif kind == T_KEEPALIVE:
-                self._keepalive(ref, now, out)
-            elif kind == T_MONITOR:
-                self._monitor(now, out)
-            elif kind == T_STATES:
-                self._states_timeout(ref, now, out)
-            elif kind == T_ACTION:
-                self._action_result(ref, False, "member did not report the action's end", now, out)
-            elif kind == T_RETRY and ref in self.own and ref not in self.queue:
-                self.queue.append(ref)
-                self._start_if_free(now, out)
-            elif kind == T_SUSPECT:
-                self._suspect(ref, now, out)
-            elif kind == T_UNDERLOAD:
-                self._underload_due = False
-                self._start_if_free(now, out, underload_now=True)
-            elif kind == T_FLUSH:
-                out += self.take_outbox()
+    def on_timer(self, *, now: float) -> list[PartitionEffect]:
+        out: Out = []
+        timers = self.timers
+        while (timer := timers.pop_due(now)) is not None:
+            _, _, kind, ref = timer
+            handler = self._dispatch[self.node_state(), kind]
+            if handler is not None:
+                handler(ref, now, out)
         return out
 
-    def take_outbox(self) -> list[Any]:
-        """Overlay effects held back from a direct call (see ``_deferred``)."""
-        out, self._outbox = self._outbox, []
-        return out
+    def _retry_due(self, event_id: int, now: float, out: Out) -> None:
+        if event_id in self.own and event_id not in self.queue:
+            self.queue.append(event_id)
+            self._start_if_free(now, out)
 
-    def _deferred(self, out: list[Any], now: float) -> list[Any]:
-        """The result of a direct call: overlay effects are held for ``take_outbox`` (the
-        node glue's wrappers call it at once; otherwise a timer due now hands them out
-        through ``on_timer``, which every shell routes through ``NodeCore``)."""
-        if not any(type(e) in OVERLAY_EFFECTS for e in out):
-            return out
-        if not self._outbox:
-            self._at(now, T_FLUSH)
-        self._outbox += [e for e in out if type(e) in OVERLAY_EFFECTS]
-        return [e for e in out if type(e) not in OVERLAY_EFFECTS]
+    def _underload_due_now(self, _ref: None, now: float, out: Out) -> None:
+        self._underload_due = False
+        self._start_if_free(now, out, underload_now=True)
 
-    def _retry_launch(self, own: _Own, now: float) -> None:
-        """Queue a failed launch again after a randomised, doubling back-off. Retrying at
-        once spent every attempt within a few RTTs when many entry nodes launch at the
-        same time: each ISP met only busy nodes, both laps ended at once, and the vjob
-        was reported failed although the cluster had room (20 entry nodes on a LAN)."""
+    def _flush(self, _ref: None, now: float, out: Out) -> None:
+        out += self.take_outbox()
+
+    def _retry_launch(self, own: OwnEvent, now: float) -> None:
+        """Queue a failed launch again after a randomised, doubling back-off, so that
+        launches from many entry nodes at once do not spend their attempts meeting each
+        other's partitions. Why: tests/partition/test_launch.py::
+        test_twenty_entry_nodes_launch_at_once_on_a_lan"""
         backoff = self.config.launch_retry_s * 2 ** (own.attempts - 1)
-        self._at(now + backoff * (0.5 + self.rng.random()), T_RETRY, own.event.event_id)
+        self._at(
+            now + backoff * (0.5 + self.rng.random()), PartitionTimer.RETRY, own.event.event_id
+        )
 
     # -- inputs ------------------------------------------------------------------------
 
-    def on_message(self, src: Address, sender: int, rid: int, msg: Any, *, now: float):
-        out: list[Any] = []
+    def on_message(
+        self, src: Address, sender: int, rid: int, msg: Any, *, now: float
+    ) -> list[PartitionEffect]:
+        out: Out = []
         self._alive(sender)
-        handler = self._handlers.get(type(msg))
+        kind = type(msg)
+        if kind not in self._inputs:
+            self.stats["unknown_message"] += 1
+            return out
+        handler = self._dispatch[self.node_state(), kind]
         if handler is not None:
             handler(src, sender, rid, msg, now, out)
-        elif type(msg) in RESPONSES:
-            self._on_reply(src, sender, rid, msg, now, out)
-        else:
-            self.stats["unknown_message"] += 1
         return out
 
-    def on_monitor(self, *, now: float) -> list[Any]:
-        out: list[Any] = []
+    def on_monitor(self, *, now: float) -> list[PartitionEffect]:
+        out: Out = []
         self._overload_hold = False
         self._start_if_free(now, out)
         return self._deferred(out, now)
 
     def launch(
         self, vms: tuple[LaunchVm, ...], constraints: tuple[WireConstraint, ...], *, now: float
-    ) -> tuple[int, list[Any]]:
+    ) -> tuple[int, list[PartitionEffect]]:
         """Queue a vjob for placement; ends with ``Emit(EventDone)`` for its event id.
 
         With ``config.directory`` its VM names are claimed in the DHT directory first
         (``ClaimNames``; the glue answers ``on_names_claimed``): a name already in use in
         its namespace refuses the vjob before any partition is built."""
         event = Event("launch", self.me, self.rng.getrandbits(63), vms, constraints)
-        self.own[event.event_id] = _Own(event, now)
-        out: list[Any] = [Emit(EventStarted(event.event_id, "launch"))]
+        self.own[event.event_id] = OwnEvent(event, now)
+        out: Out = [Emit(EventStarted(event.event_id, "launch"))]
         if self.config.directory and vms:
             names = tuple(dict.fromkeys((v.namespace, v.name) for v in vms))
             out.append(ClaimNames(event.event_id, names))
@@ -340,12 +265,12 @@ class PartitionCore(Rpc, Membership, Acting):
         *,
         now: float,
         seqs: tuple[tuple[str, str, int], ...] = (),
-    ) -> list[Any]:
+    ) -> list[PartitionEffect]:
         """The directory's answer to ``ClaimNames``: ``taken`` lists the names already in
         use (empty: every name is now held by this event until its VMs' records are
         written, or it fails and frees them); ``seqs`` (namespace, name, version) are the
         claims' versions, which travel with the event (``Event.claims``)."""
-        out: list[Any] = []
+        out: Out = []
         own = self.own.get(event_id)
         if own is None or own.in_flight or event_id in self.queue:
             return out
@@ -369,8 +294,8 @@ class PartitionCore(Rpc, Membership, Acting):
 
     # -- monitor -----------------------------------------------------------------------
 
-    def _monitor(self, now: float, out: list[Any]) -> None:
-        self._at(now + self.config.monitor_period_s, T_MONITOR)
+    def _monitor(self, _ref: None, now: float, out: Out) -> None:
+        self._at(now + self.config.monitor_period_s, PartitionTimer.MONITOR)
         self._overload_hold = False
         self._start_if_free(now, out)
 
@@ -391,9 +316,9 @@ class PartitionCore(Rpc, Membership, Acting):
         demand = sum(round(v.cpu_demand * 1000) for v in s.vms)
         return capacity > 0 and demand <= capacity * self.config.underload_cpu
 
-    def _raise(self, kind: str, now: float, out: list[Any]) -> Event:
+    def _raise(self, kind: str, now: float, out: Out) -> Event:
         event = Event(kind, self.me, self.rng.getrandbits(63))
-        self.own[event.event_id] = _Own(event, now)
+        self.own[event.event_id] = OwnEvent(event, now)
         self.stats[f"{kind}_detected"] += 1
         out.append(Emit(EventStarted(event.event_id, kind)))
         return event
@@ -412,10 +337,10 @@ class PartitionCore(Rpc, Membership, Acting):
             return True
         if not self._underload_due:
             self._underload_due = True
-            self._at(now + self.rng.random() * cfg.underload_delay_s, T_UNDERLOAD)
+            self._at(now + self.rng.random() * cfg.underload_delay_s, PartitionTimer.UNDERLOAD)
         return False
 
-    def _start_if_free(self, now: float, out: list[Any], *, underload_now: bool = False) -> None:
+    def _start_if_free(self, now: float, out: Out, *, underload_now: bool = False) -> None:
         if self.view is not None or self._holding is not None or self.stopping:
             return
         if self.queue:
@@ -449,50 +374,54 @@ class PartitionCore(Rpc, Membership, Acting):
 
     # -- leading -----------------------------------------------------------------------
 
-    def _adopt(self, view: PartitionView, now: float, out: list[Any], role: str) -> None:
+    def _adopt(self, view: PartitionView, now: float, out: Out, role: str) -> None:
         if self.view is None or self.view.pid != view.pid:
             self.locked_for_fusion = False
             if self.view is not None:  # absorbed by a merge: the old partition ends here
                 out.append(Emit(PartitionReleased(self.view.pid, f"merged into {view.pid:x}")))
         self.view = view
         self.lease_until = now + self.config.lease_s
-        self._at(self.lease_until, T_LEASE, view.pid)
+        self._at(self.lease_until, PartitionTimer.LEASE, view.pid)
         self._heard_from_partition(view.pid, now)
         out.append(Emit(PartitionChanged(view, role)))
 
-    def _become_leader(self, view, skip, hops, now, out) -> None:
+    def _become_leader(
+        self, view: PartitionView, skip: Any, hops: int, now: float, out: Out
+    ) -> None:
+        """Lead ``view``: every other member is asked for its host (SetPartition);
+        ``skip`` and ``hops`` are the ISP's so far."""
         self._skip = set(skip)
         self._hops = hops
         self._adopt(view, now, out, "leader")
-        lead = self.lead = _Lead()
+        lead = self.lead = Lead()
         local = self.local_state()
         if local is not None:
             lead.states[self.me.node_id] = local
         for m in view.members:
             if m.node_id != self.me.node_id:
                 lead.waiting.add(m.node_id)
-                self._request(m, SetPartition(view), self._member_reply(view.pid, m), now, out)
-        self._at(now + self.config.state_timeout_s, T_STATES, view.pid)
+                self._request(m, SetPartition(view), MemberAsked(view.pid, m), now, out)
+        self._at(now + self.config.state_timeout_s, PartitionTimer.STATES, view.pid)
         self._keepalive(view.pid, now, out)
         self._maybe_solve(now, out)
 
-    def _member_reply(self, pid: int, member: Contact):
-        def on_reply(msg, now, out) -> None:
-            lead = self.lead
-            if lead is None or self.view is None or self.view.pid != pid:
-                return
-            if lead.phase != "collecting":
-                return
-            lead.waiting.discard(member.node_id)
-            if msg is None or msg.host is None:
-                self._drop_member(member, "did not answer" if msg is None else "refused", now, out)
-            else:
-                lead.states[member.node_id] = msg.host
-            self._maybe_solve(now, out)
+    def _member_replied(
+        self, then: MemberAsked, reply: MemberState | None, now: float, out: Out
+    ) -> None:
+        lead = self.lead
+        if lead is None or self.view is None or self.view.pid != then.pid:
+            return
+        if lead.phase != LeadPhase.COLLECTING:
+            return
+        member = then.member
+        lead.waiting.discard(member.node_id)
+        if reply is None or reply.host is None:
+            self._drop_member(member, "did not answer" if reply is None else "refused", now, out)
+        else:
+            lead.states[member.node_id] = reply.host
+        self._maybe_solve(now, out)
 
-        return on_reply
-
-    def _drop_member(self, member: Contact, why: str, now: float, out: list[Any]) -> None:
+    def _drop_member(self, member: Contact, why: str, now: float, out: Out) -> None:
         """A member is gone (crashed or moved on): we, the detector, lead without it."""
         view = self.view
         assert view is not None
@@ -504,30 +433,30 @@ class PartitionCore(Rpc, Membership, Acting):
         self.view = replace(view, members=members, version=view.version + 1)
         out.append(Emit(PartitionChanged(self.view, "leader")))
 
-    def _states_timeout(self, pid: int, now: float, out: list[Any]) -> None:
+    def _states_timeout(self, pid: int, now: float, out: Out) -> None:
         lead = self.lead
         if lead is None or self.view is None or self.view.pid != pid:
             return
-        if lead.phase == "collecting" and lead.waiting:
+        if lead.phase == LeadPhase.COLLECTING and lead.waiting:
             for node_id in list(lead.waiting):
                 if self.view is None or self.lead is not lead:
-                    return  # dropping the initiator dissolved the partition (was a crash)
+                    return  # dropping the initiator dissolved the partition
                 member = next((m for m in self.view.members if m.node_id == node_id), None)
                 lead.waiting.discard(node_id)
                 if member is not None and self.view is not None:
                     self._drop_member(member, "did not report", now, out)
             self._maybe_solve(now, out)
 
-    def _maybe_solve(self, now: float, out: list[Any]) -> None:
+    def _maybe_solve(self, now: float, out: Out) -> None:
         lead, view = self.lead, self.view
-        if lead is None or view is None or lead.phase != "collecting" or lead.waiting:
+        if lead is None or view is None or lead.phase != LeadPhase.COLLECTING or lead.waiting:
             return
         members = [m for m in view.members if m.node_id in lead.states]
         if len(members) < self.config.min_partition_size:
             self.stats["below_min_size"] += 1
             self._pass_on(now, out)
             return
-        lead.phase = "solving"
+        lead.phase = LeadPhase.SOLVING
         lead.token = self._next_token
         self._next_token += 1
         states = tuple(lead.states[m.node_id] for m in members)
@@ -539,33 +468,35 @@ class PartitionCore(Rpc, Membership, Acting):
         request = SolveRequest(states, view.events, self.config.relief_target, empty)
         out.append(Solve(lead.token, request))
 
-    def on_computed(self, token: int, outcome: SolveOutcome, *, now: float) -> list[Any]:
-        out: list[Any] = []
+    def on_computed(
+        self, token: int, outcome: SolveOutcome, *, now: float
+    ) -> list[PartitionEffect]:
+        out: Out = []
         lead, view = self.lead, self.view
-        if lead is None or view is None or lead.token != token or lead.phase != "solving":
+        if lead is None or view is None or lead.token != token or lead.phase != LeadPhase.SOLVING:
             return out
         self.stats["solver_runs"] += 1
         if not outcome.ok:
             self.stats["no_solution"] += 1
-            lead.phase = "collecting"
+            lead.phase = LeadPhase.COLLECTING
             self._pass_on(now, out, reason=outcome.reason)
             return out
         lead.outcome = outcome
-        lead.phase = "acting"
+        lead.phase = LeadPhase.ACTING
         lead.acting_since = now
         self.view = replace(view, state=FINISHING, version=view.version + 1)
-        # Tell the members (DVMS 2 broadcasts Finishing). Without it they kept the old
-        # state: a member still showing Blocked accepted a merge with another Blocked
-        # ISP, whose leader then took this partition over in the middle of its plan.
+        # Members learn the Finishing state (DVMS 2 broadcasts it): a Finishing member
+        # takes part in no merge. Why: tests/partition/test_transitions.py::test_transition
+        # [Blocked ISP meets a Finishing partition -> shortcut, the plan is not disturbed]
         for m in self.view.members:
             if m.node_id != self.me.node_id:
-                self._request(m, SetPartition(self.view), lambda r, n, o: None, now, out)
+                self._request(m, SetPartition(self.view), None, now, out)
         self._start_actions(outcome, now, out)
         return self._deferred(out, now)
 
     # -- passing the ISP on ------------------------------------------------------------
 
-    def _pass_on(self, now: float, out: list[Any], reason: str = "") -> None:
+    def _pass_on(self, now: float, out: Out, reason: str = "") -> None:
         """No solution here: hand the ISP to the next candidate; we stay a member."""
         view = self.view
         assert view is not None
@@ -580,21 +511,14 @@ class PartitionCore(Rpc, Membership, Acting):
             view = self._slide(view, now, out)
         self._forward(view, self._skip, self._hops, lap_over, now, out)
 
-    def _slide(self, view: PartitionView, now: float, out: list[Any]) -> PartitionView:
+    def _slide(self, view: PartitionView, now: float, out: Out) -> PartitionView:
         """In the second lap, the partition reached ``max_partition_size`` without a
         solution: release every member but the events' origins and us (the holder), keep
-        them out of this lap (``skip``) and go on growing with fresh nodes.
-
-        The cap used to end the second lap too, at once: the Blocked partition still had
-        its 64 first-lap members, so it failed at its first hop, and a retry recruited
-        the same nearest nodes again. An event whose solution lay beyond its 64 nearest
-        free nodes could never be solved although the cluster had room. Seen with 200
-        vjobs (a spread group + one coschedule-0 VM) launched from 20 entry nodes into
-        1,000 empty hosts with a recruitment order shared by every initiator: the 64
-        nearest free hosts all held a VM already, 5 vjobs failed "no solution after two
-        laps" at 65 members while 687 hosts were still empty. The first lap still ends
-        at the cap (Blocked, then merges as in DVMS); in the second the cap bounds the
-        solver's problem and ``max_hops`` bounds the search."""
+        them out of this lap (``skip``) and go on growing with fresh nodes. The first lap
+        ends at the cap (Blocked, then merges as in DVMS); in the second the cap bounds
+        the solver's problem and ``max_hops`` bounds the search, so an event whose
+        solution lies beyond its nearest free nodes is still solved.
+        Why: tests/partition/test_launch_cap.py::test_a_launch_beyond_the_cap_is_placed"""
         keep = {e.origin.node_id for e in view.events} | {view.initiator.node_id}
         keep.add(self.me.node_id)
         members = tuple(m for m in view.members if m.node_id in keep)
@@ -607,16 +531,19 @@ class PartitionCore(Rpc, Membership, Acting):
         self._adopt(view, now, out, "member")
         return view
 
-    def _forward(self, view, skip: set[int], hops: int, lap_over: bool, now, out) -> None:
+    def _forward(
+        self, view: PartitionView, skip: set[int], hops: int, lap_over: bool, now: float, out: Out
+    ) -> None:
         """Send the ISP token on (to a candidate, or home to the initiator at lap end)."""
         candidate = None
         if not lap_over:
             candidate = self._next_candidate(view, skip, now)
         if candidate is None:
             if view.initiator.node_id == self.me.node_id:
-                # We may be re-forwarding after a refusal, still marked as holding: let
-                # go, or a node whose last candidate was dead stayed "holding" forever
-                # (never free again, its own overloads never raised).
+                # The lap ends here: let go of the ISP even when re-forwarding after a
+                # refusal, or this node is never free again.
+                # Why: tests/partition/test_dead_candidates.py::
+                # test_a_dead_candidate_costs_one_short_retry_and_is_reported
                 self._holding = None
                 self._lap_end(view, now, out)
                 return
@@ -624,39 +551,40 @@ class PartitionCore(Rpc, Membership, Acting):
         else:
             target, msg = candidate, Isp(view, tuple(sorted(skip)), hops, False)
         self._holding = view
-
-        def on_ack(reply, now, out) -> None:
-            mine = self.view
-            moved_on = (
-                reply is None
-                and not msg.returning
-                and (mine is None or mine.pid != view.pid or mine.version > view.version)
-            )
-            if moved_on:
-                # Every answer was lost, but the partition moved on (the candidate joined:
-                # its SetPartition came) or has ended meanwhile. Forwarding the ISP again
-                # forked it: under 10 % loss a second copy recruited its own members while
-                # the first applied a plan (one node claimed by both).
-                self.stats["isp_ack_lost"] += 1
-            if (reply is not None and reply.accepted) or moved_on:
-                self._holding = None
-                self._after_hold(now, out)
-                return
-            if msg.returning:
-                # The initiator is gone or refuses: the partition cannot go on.
-                self._holding = None
-                self._dissolve_view(view, "initiator unreachable", now, out)
-                self._after_hold(now, out)
-                return
-            skip.add(target.node_id)
-            self._forward(view, skip, hops, lap_over, now, out)
-
+        then = IspSent(view, msg, target, skip, hops, lap_over)
         if msg.returning:
-            self._request(target, msg, on_ack, now, out)
+            self._request(target, msg, then, now, out)
         else:
             cfg = self.config
-            self._request(target, msg, on_ack, now, out, attempts=cfg.isp_attempts, backoff=False)
+            self._request(target, msg, then, now, out, attempts=cfg.isp_attempts, backoff=False)
         self._keepalive(view.pid, now, out)
+
+    def _isp_acked(self, then: IspSent, reply: IspAck | None, now: float, out: Out) -> None:
+        view, msg = then.view, then.msg
+        mine = self.view
+        # Every answer lost but the partition moved on (the candidate joined: its
+        # SetPartition came) or ended: the ISP is not sent again, a second copy would
+        # fork the partition. Why: tests/partition/test_interleavings.py::
+        # test_random_interleavings_keep_the_invariants
+        moved_on = (
+            reply is None
+            and not msg.returning
+            and (mine is None or mine.pid != view.pid or mine.version > view.version)
+        )
+        if moved_on:
+            self.stats["isp_ack_lost"] += 1
+        if (reply is not None and reply.accepted) or moved_on:
+            self._holding = None
+            self._after_hold(now, out)
+            return
+        if msg.returning:
+            # The initiator is gone or refuses: the partition cannot go on.
+            self._holding = None
+            self._dissolve_view(view, "initiator unreachable", now, out)
+            self._after_hold(now, out)
+            return
+        then.skip.add(then.target.node_id)
+        self._forward(view, then.skip, then.hops, then.lap_over, now, out)
 
     def _next_candidate(self, view: PartitionView, skip: set[int], now: float) -> Contact | None:
         cfg = self.config
@@ -670,11 +598,11 @@ class PartitionCore(Rpc, Membership, Acting):
             resolution_s=cfg.locality_resolution_s,
         )
 
-    def _after_hold(self, now: float, out: list[Any]) -> None:
+    def _after_hold(self, now: float, out: Out) -> None:
         if self.view is None:
             self._start_if_free(now, out)
 
-    def _lap_end(self, view: PartitionView, now: float, out: list[Any]) -> None:
+    def _lap_end(self, view: PartitionView, now: float, out: Out) -> None:
         """The ISP came back to us, its initiator."""
         if self.view is None or self.view.pid != view.pid:
             return  # stale: this partition is already gone
@@ -688,31 +616,26 @@ class PartitionCore(Rpc, Membership, Acting):
         blocked = replace(view, state=BLOCKED, lap=2, version=view.version + 1, leader=self.me)
         for m in blocked.members:
             if m.node_id != self.me.node_id:
-                self._request(m, SetPartition(blocked), lambda r, n, o: None, now, out)
+                self._request(m, SetPartition(blocked), None, now, out)
         self._adopt(blocked, now, out, "member")
         self._skip, self._hops = set(), 0
         self._forward(blocked, set(), 0, False, now, out)
 
-    def _fail_events(self, view: PartitionView, reason: str, now: float, out) -> None:
+    def _fail_events(self, view: PartitionView, reason: str, now: float, out: Out) -> None:
         for event in view.events:
             msg = Outcome(event.event_id, False, reason, (), len(view.members), 0)
             if event.origin.node_id == self.me.node_id:
                 self._outcome(msg, now, out)
             else:
-                self._request(event.origin, msg, lambda r, n, o: None, now, out)
+                self._request(event.origin, msg, None, now, out)
 
     # -- receiving an ISP --------------------------------------------------------------
 
-    def _answered(self, key: tuple, src, rid, out: list[Any]) -> bool:
-        """A retransmitted request we already handled gets the same answer again.
-
-        Each RPC attempt carries a fresh request id, so a request whose answer was lost
-        arrives twice. An Isp handled twice forked the partition's token: the second copy
-        found us a member ("try another") and the sender sent the ISP on to a second
-        node, each copy then recruiting and leading on its own (with 10 % loss: two
-        partitions claiming one node, and 2.7 M Isp messages in 120 s on 64 nodes).
-        A returning Isp handled twice started a second lap twice; a CanMerge handled
-        twice answered "locked" to its own retransmission."""
+    def _answered(self, key: tuple[Any, ...], src: Address, rid: int, out: Out) -> bool:
+        """A retransmitted request we already handled gets the same answer again (each
+        attempt carries a fresh request id): an Isp, a returning Isp or a CanMerge is
+        handled once. Why: tests/partition/test_duplicate_requests.py::
+        test_a_repeated_isp_gets_the_same_answer_and_no_second_token"""
         reply = self._replies.get(key)
         if reply is None:
             return False
@@ -720,13 +643,13 @@ class PartitionCore(Rpc, Membership, Acting):
         out.append(Send(src, rid, reply))
         return True
 
-    def _answer(self, key: tuple, src, rid, reply: Any, out: list[Any]) -> None:
+    def _answer(self, key: tuple[Any, ...], src: Address, rid: int, reply: Reply, out: Out) -> None:
         self._replies[key] = reply
         if len(self._replies) > _REPLY_CACHE:
             del self._replies[next(iter(self._replies))]
         out.append(Send(src, rid, reply))
 
-    def _on_isp(self, src, sender, rid, msg: Isp, now, out) -> None:
+    def _on_isp(self, src: Address, sender: int, rid: int, msg: Isp, now: float, out: Out) -> None:
         view = msg.view
         key = ("isp", sender, view.pid, view.version, view.state, msg.hops, msg.returning)
         if self._answered(key, src, rid, out):
@@ -764,63 +687,78 @@ class PartitionCore(Rpc, Membership, Acting):
             skip |= mine.member_ids()
         self._forward_foreign(view, skip, msg.hops + 1, now, out)
 
-    def _forward_foreign(self, view, skip, hops, now, out) -> None:
+    def _forward_foreign(
+        self, view: PartitionView, skip: set[int], hops: int, now: float, out: Out
+    ) -> None:
         """Pass on an ISP of a partition we are not in (the shortcut)."""
         lap_over = hops >= self.config.max_hops
         candidate = None
         if not lap_over:
             candidate = self._next_candidate(view, skip, now)
         returning = candidate is None
-        target = view.initiator if returning else candidate
+        target = view.initiator if candidate is None else candidate
         msg = Isp(view, tuple(sorted(skip)), hops, returning)
-
-        def on_ack(reply, now, out) -> None:
-            if reply is not None and reply.accepted:
-                return
-            if returning:
-                return  # the initiator is gone: its members' leases will expire
-            if reply is None:
-                self._lost_foreign(view, skip, hops, target, now, out)
-                return
-            skip.add(target.node_id)  # already a member there: try another
-            self._forward_foreign(view, skip, hops, now, out)
-
+        then = ForeignIspSent(view, target, skip, hops, returning)
         if returning:
-            self._request(target, msg, on_ack, now, out)
+            self._request(target, msg, then, now, out)
         else:
             cfg = self.config
-            self._request(target, msg, on_ack, now, out, attempts=cfg.isp_attempts, backoff=False)
+            self._request(target, msg, then, now, out, attempts=cfg.isp_attempts, backoff=False)
 
-    def _lost_foreign(self, view, skip, hops, target: Contact, now, out) -> None:
+    def _foreign_isp_acked(
+        self, then: ForeignIspSent, reply: IspAck | None, now: float, out: Out
+    ) -> None:
+        if reply is not None and reply.accepted:
+            return
+        if then.returning:
+            return  # the initiator is gone: its members' leases will expire
+        if reply is None:
+            self._lost_foreign(then.view, then.skip, then.hops, then.target, now, out)
+            return
+        then.skip.add(then.target.node_id)  # already a member there: try another
+        self._forward_foreign(then.view, then.skip, then.hops, now, out)
+
+    def _lost_foreign(
+        self,
+        view: PartitionView,
+        skip: set[int],
+        hops: int,
+        target: Contact,
+        now: float,
+        out: Out,
+    ) -> None:
         """Every answer of ``target`` was lost: it may be dead, or it may have taken the
-        ISP on anyway, and a second copy would fork the partition (seen under 10 % loss:
-        one node claimed by two plans). The initiator adopts every new version, so the
-        ISP is sent on again only if the initiator still holds ``view``'s version."""
+        ISP on anyway. The initiator adopts every new version, so the ISP is sent on
+        again only if the initiator still holds ``view``'s version (a second copy would
+        fork the partition). Why: tests/partition/test_interleavings.py::
+        test_random_interleavings_keep_the_invariants"""
+        then = ForeignIspChecked(view, target, skip, hops)
+        self._request(view.initiator, StillValid(view.pid, view.version), then, now, out)
 
-        def on_valid(reply, now, out) -> None:
-            if reply is not None and reply.ok:
-                skip.add(target.node_id)
-                self._forward_foreign(view, skip, hops, now, out)
-            else:
-                self.stats["isp_not_resent"] += 1
+    def _foreign_isp_checked(
+        self, then: ForeignIspChecked, reply: Valid | None, now: float, out: Out
+    ) -> None:
+        if reply is not None and reply.ok:
+            then.skip.add(then.target.node_id)
+            self._forward_foreign(then.view, then.skip, then.hops, now, out)
+        else:
+            self.stats["isp_not_resent"] += 1
 
-        self._request(view.initiator, StillValid(view.pid, view.version), on_valid, now, out)
-
-    def _check_then_join(self, msg: Isp, now: float, out: list[Any]) -> None:
+    def _check_then_join(self, msg: Isp, now: float, out: Out) -> None:
         view = msg.view
         self._holding = view
+        then = JoinChecked(msg)
+        self._request(view.initiator, StillValid(view.pid, view.version), then, now, out)
 
-        def on_valid(reply, now, out) -> None:
-            self._holding = None
-            if reply is not None and reply.ok and self.view is None:
-                self._join(msg, now, out)
-            else:
-                self.stats["stale_isp"] += 1
-                self._start_if_free(now, out)
+    def _join_checked(self, then: JoinChecked, reply: Valid | None, now: float, out: Out) -> None:
+        self._holding = None
+        if reply is not None and reply.ok and self.view is None:
+            self._join(then.msg, now, out)
+        else:
+            self.stats["stale_isp"] += 1
+            self._start_if_free(now, out)
 
-        self._request(view.initiator, StillValid(view.pid, view.version), on_valid, now, out)
-
-    def _join(self, msg: Isp, now: float, out: list[Any]) -> None:
+    def _join(self, msg: Isp, now: float, out: Out) -> None:
         view = msg.view
         self.stats["joined"] += 1
         new = replace(
@@ -828,7 +766,9 @@ class PartitionCore(Rpc, Membership, Acting):
         )
         self._become_leader(new, set(msg.skip), msg.hops, now, out)
 
-    def _on_still_valid(self, src, sender, rid, msg: StillValid, now, out) -> None:
+    def _on_still_valid(
+        self, src: Address, sender: int, rid: int, msg: StillValid, now: float, out: Out
+    ) -> None:
         # VMPlaceS's rule: same partition, and a version not older than ours (a copy of
         # an ISP from before a later member joined is stale)
         view = self.view
@@ -842,38 +782,42 @@ class PartitionCore(Rpc, Membership, Acting):
 
     # -- merging -----------------------------------------------------------------------
 
-    def _try_merge(self, msg: Isp, src: Address, sender: int, now, out) -> None:
+    def _try_merge(self, msg: Isp, src: Address, sender: int, now: float, out: Out) -> None:
         self.locked_for_fusion = True
-        view = msg.view
         peer = Contact(sender, src[0], src[1])
+        self._request(peer, CanMerge(msg.view.pid), MergeAsked(msg), now, out)
 
-        def on_answer(reply, now, out) -> None:
-            mine = self.view
-            if reply is None or not reply.ok or mine is None or mine.state != BLOCKED:
-                self.locked_for_fusion = False
-                skip = set(msg.skip) | {self.me.node_id}
-                if mine is not None:
-                    skip |= mine.member_ids()
-                self._forward_foreign(view, skip, msg.hops + 1, now, out)
-                return
-            self.stats["merges"] += 1
-            others = [m for m in (*mine.members, *view.members) if m.node_id != self.me.node_id]
-            members = tuple(dict.fromkeys([self.me, *others]))
-            merged = replace(
-                mine,
-                pid=self.rng.getrandbits(64),
-                version=1,
-                leader=self.me,
-                members=members,
-                state=GROWING,
-                events=mine.events + view.events,
-                lap=1,
-            )
-            self._become_leader(merged, set(), 0, now, out)
+    def _merge_answered(
+        self, then: MergeAsked, reply: MergeAnswer | None, now: float, out: Out
+    ) -> None:
+        msg = then.msg
+        view = msg.view
+        mine = self.view
+        if reply is None or not reply.ok or mine is None or mine.state != BLOCKED:
+            self.locked_for_fusion = False
+            skip = set(msg.skip) | {self.me.node_id}
+            if mine is not None:
+                skip |= mine.member_ids()
+            self._forward_foreign(view, skip, msg.hops + 1, now, out)
+            return
+        self.stats["merges"] += 1
+        others = [m for m in (*mine.members, *view.members) if m.node_id != self.me.node_id]
+        members = tuple(dict.fromkeys([self.me, *others]))
+        merged = replace(
+            mine,
+            pid=self.rng.getrandbits(64),
+            version=1,
+            leader=self.me,
+            members=members,
+            state=GROWING,
+            events=mine.events + view.events,
+            lap=1,
+        )
+        self._become_leader(merged, set(), 0, now, out)
 
-        self._request(peer, CanMerge(view.pid), on_answer, now, out)
-
-    def _on_can_merge(self, src, sender, rid, msg: CanMerge, now, out) -> None:
+    def _on_can_merge(
+        self, src: Address, sender: int, rid: int, msg: CanMerge, now: float, out: Out
+    ) -> None:
         key = ("merge", sender, msg.pid)
         if self._answered(key, src, rid, out):
             return

@@ -1,8 +1,8 @@
 """Partition membership on a member: adopting views, leases and keep-alives, dissolving,
 and what happens to the events a node originated when their partition ends.
 
-A mixin of ``PartitionCore`` (it uses the core's state and timers); split out so that
-``core.py`` reads as the ISP state machine alone.
+Part of ``PartitionCore``, written against the state ``base.CoreBase`` declares; split
+out so that ``core.py`` reads as the ISP state machine alone.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from dvms.effects import Emit, Send
-from dvms.partition.events import EventDone, PartitionReleased, ReleaseNames
+from dvms.effects import Address, Emit, Send
+from dvms.overlay.messages import Contact
+from dvms.partition.base import CoreBase, LeaderProbed, LeadPhase, Out, OwnEvent
+from dvms.partition.events import EventDone, PartitionEffect, PartitionReleased, ReleaseNames
 from dvms.partition.messages import (
     FINISHING,
     Dissolve,
@@ -22,25 +24,27 @@ from dvms.partition.messages import (
     PartitionView,
     SetPartition,
     StillValid,
+    Valid,
 )
-from dvms.partition.timers import T_KEEPALIVE, T_LEASE, T_SUSPECT
+from dvms.partition.timers import PartitionTimer
 
 __all__ = ["Membership"]
 
 
-class Membership:
+class Membership(CoreBase):
     # -- membership --------------------------------------------------------------------
 
-    def _on_set_partition(self, src, sender, rid, msg: SetPartition, now, out) -> None:
+    def _on_set_partition(
+        self, src: Address, sender: int, rid: int, msg: SetPartition, now: float, out: Out
+    ) -> None:
         view = msg.view
         mine = self.view
         same = mine is not None and mine.pid == view.pid
-        # A new pid is adopted when we are free, or when it contains every member of our
-        # current partition (a merge absorbed it); a stale lineage is refused.
-        # A merge carries both partitions' events, so it must also carry ours: without
-        # that test a late SetPartition of a partition we had just left (reordered behind
-        # its Dissolve) "absorbed" the 1-node partition we had started since, and our own
-        # event stayed in flight forever (never reported, its overload never re-raised).
+        # A new pid is adopted when we are free, or when it contains every member and
+        # every event of our current partition (a merge absorbed it); a stale lineage is
+        # refused. Why (events too: a late SetPartition must not absorb a partition we
+        # started since): tests/partition/test_interleavings.py::
+        # test_random_interleavings_keep_the_invariants
         absorbs = (
             mine is not None
             and mine.member_ids() <= view.member_ids()
@@ -49,8 +53,10 @@ class Membership:
         if (mine is None and self._holding is None) or same or absorbs:
             if same and mine is not None and view.version < mine.version:
                 # An older view: a retransmission of our leader's is answered; one of
-                # another leader (a candidate the old leader handed the ISP to just as
-                # a member took over from it) is refused, so it cannot plan with us.
+                # another leader (a candidate the old leader handed the ISP to just as a
+                # member took over from it) is refused, so it cannot plan with us.
+                # Why: tests/partition/test_takeover.py::
+                # test_members_refuse_an_older_view_of_another_leader_and_its_dissolve
                 ours = view.leader.node_id == mine.leader.node_id
                 host = self.local_state() if ours else None
                 self.stats["refused_older_view"] += not ours
@@ -66,27 +72,29 @@ class Membership:
         self.stats["refused_membership"] += 1
         out.append(Send(src, rid, MemberState(view.pid, view.version, None)))
 
-    def _on_keepalive(self, src, sender, rid, msg: KeepAlive, now, out) -> None:
+    def _on_keepalive(
+        self, src: Address, sender: int, rid: int, msg: KeepAlive, now: float, out: Out
+    ) -> None:
         if self.view is not None and self.view.pid == msg.pid:
             self.lease_until = now + self.config.lease_s
-            self._at(self.lease_until, T_LEASE, msg.pid)
+            self._at(self.lease_until, PartitionTimer.LEASE, msg.pid)
             self._heard_from_partition(msg.pid, now)
 
     def _heard_from_partition(self, pid: int, now: float) -> None:
         self._heard = now
-        self._at(now + self.config.suspect_s, T_SUSPECT, pid)
+        self._at(now + self.config.suspect_s, PartitionTimer.SUSPECT, pid)
 
     # -- leader crash ------------------------------------------------------------------
 
-    def _suspect(self, pid: int, now: float, out: list[Any]) -> None:
+    def _suspect(self, pid: int, now: float, out: Out) -> None:
         """Nothing heard from our partition for ``suspect_s``: if we are first in line
         (the newest member but the leader), ask the leader whether it still leads or
         holds the ISP; no answer -> we take over (DVMS 2, S4).
 
         A Finishing partition is not taken over (its lease ends it), but the origin of
-        one of its events asks too, and stays while the leader answers: a leader busy
-        applying the plan (a loaded daemon) let the origin's lease expire, and the vjob
-        was reported refused (or launched again) while its VMs were being created."""
+        one of its events asks too, and stays while the leader answers, so a leader slow
+        to apply its plan does not lose the event. Why: tests/partition/test_takeover.py::
+        test_the_origin_stays_while_a_silent_leader_still_applies_its_plan"""
         view = self.view
         if view is None or view.pid != pid or self._probing == pid:
             return
@@ -106,27 +114,29 @@ class Membership:
             if not line or line[0].node_id != self.me.node_id:
                 return
         self._probing = pid
-        asked = now
-
-        def on_answer(reply, now, out) -> None:
-            self._probing = None
-            mine = self.view
-            if mine is None or mine != view or self._heard > asked:
-                return  # the partition moved on meanwhile
-            if reply is None:
-                if not finishing:
-                    self._take_over(mine, leader, now, out)
-            elif reply.ok:  # alive and leading, its keep-alives were lost
-                self.lease_until = now + self.config.lease_s
-                self._at(self.lease_until, T_LEASE, pid)
-                self._heard_from_partition(pid, now)
-            # else: it handed the ISP on; the new leader's SetPartition, or the lease
-
         probe = StillValid(pid, view.version, leading=True)
+        then = LeaderProbed(view, leader, finishing, now)
         cfg = self.config
-        self._request(leader, probe, on_answer, now, out, attempts=cfg.isp_attempts, backoff=False)
+        self._request(leader, probe, then, now, out, attempts=cfg.isp_attempts, backoff=False)
 
-    def _take_over(self, view: PartitionView, dead: Any, now: float, out: list[Any]) -> None:
+    def _probe_answered(
+        self, then: LeaderProbed, reply: Valid | None, now: float, out: Out
+    ) -> None:
+        self._probing = None
+        mine = self.view
+        if mine is None or mine != then.view or self._heard > then.asked:
+            return  # the partition moved on meanwhile
+        if reply is None:
+            if not then.finishing:
+                self._take_over(mine, then.leader, now, out)
+        elif reply.ok:  # alive and leading, its keep-alives were lost
+            pid = then.view.pid
+            self.lease_until = now + self.config.lease_s
+            self._at(self.lease_until, PartitionTimer.LEASE, pid)
+            self._heard_from_partition(pid, now)
+        # else: it handed the ISP on; the new leader's SetPartition, or the lease
+
+    def _take_over(self, view: PartitionView, dead: Contact, now: float, out: Out) -> None:
         """The leader is gone: lead the partition without it (its version + 2, so that
         the view of a candidate the dead leader may just have handed the ISP to, at +1,
         loses everywhere); an initiator that is gone dissolves it (DVMS 2, S4)."""
@@ -138,7 +148,7 @@ class Membership:
         new = replace(view, version=view.version + 2, leader=self.me, members=(self.me, *others))
         self._become_leader(new, {dead.node_id}, len(new.members), now, out)
 
-    def _keepalive(self, pid: int, now: float, out: list[Any]) -> None:
+    def _keepalive(self, pid: int, now: float, out: Out) -> None:
         """Leaders and ISP holders keep members' leases fresh."""
         view = self.view if self.lead is not None else self._holding
         if view is None or view.pid != pid:
@@ -148,10 +158,10 @@ class Membership:
                 out.append(Send(m.addr, 0, KeepAlive(view.pid, view.version)))
         if self.view is not None and self.view.pid == pid:
             self.lease_until = now + self.config.lease_s
-            self._at(self.lease_until, T_LEASE, pid)
-        self._at(now + self.config.keepalive_s, T_KEEPALIVE, pid)
+            self._at(self.lease_until, PartitionTimer.LEASE, pid)
+        self._at(now + self.config.keepalive_s, PartitionTimer.KEEPALIVE, pid)
 
-    def _check_lease(self, pid: int, now: float, out: list[Any]) -> None:
+    def _check_lease(self, pid: int, now: float, out: Out) -> None:
         view = self.view
         if view is None or view.pid != pid or now < self.lease_until - 1e-9:
             return
@@ -160,12 +170,14 @@ class Membership:
         if self._driver:
             # A migration on this host is still running for this partition: stay busy
             # until it ends, or another partition could plan with a host in flux.
-            self._at(now + self.config.lease_check_s, T_LEASE, pid)
+            self._at(now + self.config.lease_check_s, PartitionTimer.LEASE, pid)
             return
         self.stats["lease_expired"] += 1
         self._dissolve("lease expired", now, out, notify=False)
 
-    def _on_dissolve(self, src, sender, rid, msg: Dissolve, now, out) -> None:
+    def _on_dissolve(
+        self, src: Address, sender: int, rid: int, msg: Dissolve, now: float, out: Out
+    ) -> None:
         view = self.view
         if view is None or view.pid != msg.pid or self.lead is not None:
             return
@@ -176,11 +188,11 @@ class Membership:
             return
         self._dissolve(msg.reason, now, out, notify=False)
 
-    def _dissolve_view(self, view: PartitionView, reason: str, now: float, out) -> None:
+    def _dissolve_view(self, view: PartitionView, reason: str, now: float, out: Out) -> None:
         if self.view is not None and self.view.pid == view.pid:
             self._dissolve(reason, now, out, notify=True)
 
-    def _dissolve(self, reason: str, now: float, out: list[Any], *, notify: bool) -> None:
+    def _dissolve(self, reason: str, now: float, out: Out, *, notify: bool) -> None:
         view = self.view
         if view is None:
             return
@@ -192,16 +204,15 @@ class Membership:
         self.lead = None
         self.locked_for_fusion = False
         out.append(Emit(PartitionReleased(view.pid, reason)))
-        # Events we originated in it are now orphaned unless an Outcome arrives. (A copy:
-        # _orphaned deletes failed events, which raised "dictionary changed size during
-        # iteration" whenever an initiator's lease expired or a Dissolve reached it.)
+        # Events we originated in it are now orphaned unless an Outcome arrives (over a
+        # copy: _orphaned deletes the events that fail).
         for own in list(self.own.values()):
             if own.in_flight and any(e.event_id == own.event.event_id for e in view.events):
                 self._orphaned(own, reason, now, out)
         if self._holding is None:
             self._start_if_free(now, out)
 
-    def _orphaned(self, own: Any, reason: str, now: float, out: list[Any]) -> None:
+    def _orphaned(self, own: OwnEvent, reason: str, now: float, out: Out) -> None:
         """Our event's partition is gone without an outcome: retry or give up."""
         own.in_flight = False
         event = own.event
@@ -214,7 +225,9 @@ class Membership:
             self._overload_hold = True  # the monitor re-raises it if still true
         self._end_event(own, False, reason, now, out)
 
-    def _end_event(self, own: Any, ok: bool, reason: str, now: float, out, **done: Any) -> None:
+    def _end_event(
+        self, own: OwnEvent, ok: bool, reason: str, now: float, out: Out, **done: Any
+    ) -> None:
         """Our event ended for good: report it, and free a launch's name claims."""
         event = own.event
         self.own.pop(event.event_id, None)
@@ -228,11 +241,13 @@ class Membership:
 
     # -- outcomes ----------------------------------------------------------------------
 
-    def _on_outcome(self, src, sender, rid, msg: Outcome, now, out) -> None:
+    def _on_outcome(
+        self, src: Address, sender: int, rid: int, msg: Outcome, now: float, out: Out
+    ) -> None:
         out.append(Send(src, rid, OutcomeAck(msg.event_id)))
         self._outcome(msg, now, out)
 
-    def _outcome(self, msg: Outcome, now: float, out: list[Any]) -> None:
+    def _outcome(self, msg: Outcome, now: float, out: Out) -> None:
         own = self.own.get(msg.event_id)
         if own is None:
             return  # a duplicate
@@ -259,14 +274,14 @@ class Membership:
         """A plan of ours is being applied, or a driver call runs on this node: a
         stopping daemon should let it finish (within a grace period) before ``shutdown``."""
         lead = self.lead
-        return bool(self._driver) or (lead is not None and lead.phase == "acting")
+        return bool(self._driver) or (lead is not None and lead.phase == LeadPhase.ACTING)
 
-    def shutdown(self, *, now: float) -> list[Any]:
+    def shutdown(self, *, now: float) -> list[PartitionEffect]:
         """The node stops. A partition it leads or whose ISP it holds is dissolved with
         every member told (freed now, not after a lease); as a plain member it just
         leaves (its leader drops it when it stops answering). Events it originated end
         as failed, and nothing new starts."""
-        out: list[Any] = []
+        out: Out = []
         self.stopping = True
         if self.view is not None:
             holds = self.lead is not None or self._holding is not None

@@ -65,6 +65,7 @@ Names = Annotated[tuple[Name, ...], MaxLen(4096)]
 #: Constraints a VM carries (see ``VmState.constraints``).
 Carried = Annotated[tuple["WireConstraint", ...], MaxLen(64)]
 
+
 class PartitionState(IntEnum):
     """The state of a partition (the DVMS 2 machine; see core.py). Travels as its int."""
 

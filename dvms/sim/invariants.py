@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from dvms.partition.base import LeadPhase
 from dvms.partition.config import PartitionConfig
 from dvms.partition.messages import PartitionView
 
@@ -54,7 +55,7 @@ class InvariantChecker:
                 continue
             self._check_lease(pos, part, now)
             lead = part.lead
-            if lead is not None and lead.phase == "acting":
+            if lead is not None and lead.phase == LeadPhase.ACTING:
                 self._check_disjoint(part.view.pid, part.view.members, claimed)
 
     def _check_lease(self, pos: int, part: Any, now: float) -> None:

@@ -121,7 +121,7 @@ class NodeCore:
         return self._glue(self.overlay.on_message(src, sender, rid, msg, now=now), now)
 
     def on_timer(self, *, now: float) -> list[Any]:
-        out = self.overlay.on_timer(now=now)
+        out: list[Any] = self.overlay.on_timer(now=now)
         if self.partition is not None:
             d = self.partition.next_deadline()
             if d is not None and d <= now:

@@ -50,11 +50,11 @@ from dvms.partition.core import (
     EventDone,
     EventStarted,
     MigrateVmTo,
+    OwnEvent,
     PartitionChanged,
     PartitionCore,
     PartitionReleased,
     Solve,
-    _Own,
 )
 from dvms.partition.directory import Location, decode_location, record_name
 from dvms.partition.messages import (
@@ -62,6 +62,7 @@ from dvms.partition.messages import (
     Event,
     HostState,
     LaunchVm,
+    PartitionState,
     PartitionView,
     VmState,
     WireConstraint,
@@ -300,7 +301,7 @@ class FakeCluster:
         *,
         initiator: int,
         leader: int,
-        state: int = GROWING,
+        state: PartitionState = GROWING,
         lap: int = 1,
         overload: bool = True,
     ) -> PartitionView:
@@ -313,7 +314,7 @@ class FakeCluster:
         events: tuple[Event, ...] = ()
         if overload:
             event = Event("overload", ini.me, ini.rng.getrandbits(63))
-            ini.own[event.event_id] = _Own(event, now, attempts=1, in_flight=True)
+            ini.own[event.event_id] = OwnEvent(event, now, attempts=1, in_flight=True)
             self.engine.apply(
                 self.nodes[initiator], [Emit(EventStarted(event.event_id, "overload"))]
             )

@@ -24,6 +24,7 @@ nodes still in a partition whose last update is older than the lease.
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from dataclasses import replace
@@ -128,7 +129,7 @@ class DvmsScheduler:
             node_rng,
             vivaldi=VivaldiConfig(),
             partition=self.config,
-            local_state=lambda h=h, name=name: self._host_state(h, name),
+            local_state=functools.partial(self._host_state, h, name),
             self_monitor=False,
         )
         return self.world.engine.add_node(h, contact.addr, node_id, NodeCore(overlay, part))
