@@ -74,6 +74,11 @@ class PartitionConfig:
     #: How long a leader waits for a started action (a live migration, a VM creation) to
     #: report its end before counting it failed, seconds (a 1 GiB VM takes ~10 s).
     action_timeout_s: float = 300.0
+    #: How long an event's origin waits for the leader's ``Outcome`` once the partition
+    #: dissolved as solved, seconds (ours). The leader gives up on an unanswered Outcome
+    #: after ``rpc_attempts`` (0.5 + 1 + 2 + 4 = 7.5 s by default); past this wait the
+    #: origin ends the event as solved without the leader's report.
+    outcome_wait_s: float = 10.0
     #: Ask the initiator whether a Blocked partition is still wanted before joining it
     #: (DVMS 2 does, for Blocked ISPs only).
     staleness_check: bool = True

@@ -217,13 +217,26 @@ class Membership(CoreBase):
         own.in_flight = False
         event = own.event
         if reason == "solved":
-            return  # the Outcome is on its way
+            # The Outcome is on its way; if every copy is lost, the event still ends.
+            # Why: tests/partition/test_interleavings.py::test_an_outcome_lost_for_good
+            self._at(now + self.config.outcome_wait_s, PartitionTimer.OUTCOME, event.event_id)
+            return
         if event.kind == "launch" and own.attempts < self.config.launch_attempts:
             self._retry_launch(own, now)
             return
         if event.kind == "overload":
             self._overload_hold = True  # the monitor re-raises it if still true
         self._end_event(own, False, reason, now, out)
+
+    def _outcome_overdue(self, event_id: int, now: float, out: Out) -> None:
+        """The leader's Outcome for our solved event never came: the plan was applied
+        (the partition dissolved as solved), so the event ends as solved, without the
+        leader's report of what it placed."""
+        own = self.own.get(event_id)
+        if own is None or own.in_flight or event_id in self.queue:
+            return
+        self.stats["outcome_lost"] += 1
+        self._end_event(own, True, "solved; the leader's report was lost", now, out)
 
     def _end_event(
         self, own: OwnEvent, ok: bool, reason: str, now: float, out: Out, **done: Any

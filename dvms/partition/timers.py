@@ -17,3 +17,4 @@ class PartitionTimer(IntEnum):
     FLUSH = 7  # hand out overlay effects held back from a direct call
     SUSPECT = 8  # nothing heard from our partition: probe its leader (ref: pid)
     UNDERLOAD = 9  # the random delay before an underload event is up
+    OUTCOME = 10  # an origin stops waiting for a solved partition's Outcome (ref: event id)

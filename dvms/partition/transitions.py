@@ -105,6 +105,7 @@ def _build() -> dict[tuple[NodeState, Input], str | None]:
     t |= _rows("_suspect", (MEMBER,), PartitionTimer.SUSPECT)
     t |= _rows(IGNORED, (FREE, PASSING, LEADING), PartitionTimer.SUSPECT)  # leaders don't
     t |= _rows("_underload_due_now", _ALL, PartitionTimer.UNDERLOAD)
+    t |= _rows("_outcome_overdue", _ALL, PartitionTimer.OUTCOME)
     return t
 
 

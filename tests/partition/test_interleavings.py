@@ -129,3 +129,33 @@ def test_random_interleavings_keep_the_invariants(s):
         assert holder is not None and eid in {e.event_id for e in holder.events}, where
     for e in c.done.values():
         assert e.finished >= e.started
+
+
+def test_an_outcome_lost_for_good() -> None:
+    """Under 23 % loss the leader's every copy of the Outcome for n4's overload event
+    was lost after the partition dissolved as solved: the origin waited for it forever
+    and the event never ended. It ends, as solved, once ``outcome_wait_s`` is over."""
+    s = {
+        "n": 8,
+        "seed": 7089,
+        "strategy": "ring",
+        "min_size": 1,
+        "loads": [0, 1, 5, 3, 5, 4, 5, 0],
+        "solve": 0.001,
+        "driver": 0.01,
+        "actions": [
+            (0.0, "loss", 0, 0.234375),
+            (0.0, "overload", 3, 0.0625),
+            (3.0, "crash", 1, 0.0),
+            (6.0, "overload", 4, 0.25),
+            (8.0, "overload", 0, 0.25),
+        ],
+    }
+    c = build(s)
+    c.run_until(CHAOS_S)
+    _calm_all(c)
+    c.run_until(CHAOS_S + QUIET_S)
+    assert c.pending_events() == []
+    assert c.core(4).stats["outcome_lost"] == 1
+    lost = [e for (pos, _), e in c.done.items() if pos == 4 and "report was lost" in e.reason]
+    assert len(lost) == 1 and lost[0].ok and lost[0].kind == "overload"
