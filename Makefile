@@ -22,6 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check dvms tests bench sim
 	$(VENV)/bin/ruff format --check dvms tests bench sim
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -rs
 
 test-real: $(STAMP)
@@ -30,6 +31,7 @@ test-real: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dvms tests bench sim
 	$(VENV)/bin/ruff format --check dvms tests bench sim
+	$(VENV)/bin/mypy
 
 # Optional: the simulator's hot path compiled with mypyc (same source; used with
 # DVMS_ACCEL=1, see dvms/accel.py). The benchmarks build it themselves when needed.

@@ -118,7 +118,7 @@ def _build(
         kwargs[f.name] = _convert(hints[f.name], table[f.name], path, f.name, sub, current, moved)
     try:
         if base is not None:
-            return replace(base, **kwargs)  # type: ignore[no-any-return]
+            return replace(base, **kwargs)
         return cls(**kwargs)
     except ConfigError:
         raise

@@ -18,8 +18,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dvms.cli.main import UserError
+
+if TYPE_CHECKING:
+    from dvms.sim.scenario import Scenario
 
 __all__ = ["register"]
 
@@ -130,7 +134,7 @@ def _solver_time_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _scenario(args: argparse.Namespace, seed: int | None = None):
+def _scenario(args: argparse.Namespace, seed: int | None = None) -> Scenario:
     from dvms.sim.scenario import ScenarioError, load_scenario
 
     try:

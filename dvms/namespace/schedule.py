@@ -334,7 +334,7 @@ def finish(ns: Namespace, schedule: int, failed: Mapping[str, str], now: float) 
 # ------------------------------------------------------------- reports from the daemon
 
 
-def _namespace(state: State, namespace: str):
+def _namespace(state: State, namespace: str) -> Namespace:
     ns = state.get(namespace)
     if ns is None:
         raise ValueError(f"unknown namespace: {namespace}")

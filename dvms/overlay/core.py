@@ -588,7 +588,8 @@ class OverlayCore:
             if msg is None:
                 lk.failed(rpc.peer, retry=was_answering and self.config.lookup_retry_attempts > 0)
             elif isinstance(msg, Value):
-                lk.answered(rpc.peer, msg.contacts, self._valid_records(msg.records, lk.target))
+                records = tuple(self._valid_records(msg.records, lk.target))
+                lk.answered(rpc.peer, msg.contacts, records)
             elif isinstance(msg, Nodes):
                 lk.answered(rpc.peer, msg.contacts)
             else:

@@ -162,7 +162,9 @@ class Lookup:
         else:
             self.in_flight -= 1
 
-    def answered(self, node_id: int, contacts: tuple[Contact, ...], records=()) -> None:
+    def answered(
+        self, node_id: int, contacts: tuple[Contact, ...], records: tuple[Record, ...] = ()
+    ) -> None:
         c = self.cands.get(node_id)
         if c is None or c.state != WAIT:
             return

@@ -30,7 +30,7 @@ runningcapacity
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 
 from dvms.partition.messages import LaunchVm, WireConstraint
@@ -57,7 +57,9 @@ def carried_by(vm: LaunchVm, constraints: Iterable[WireConstraint]) -> tuple[Wir
     return tuple(dict.fromkeys(out))
 
 
-def _stay(names: Iterable[str], key, where: Mapping[str, str]) -> list[ConstraintSpec]:
+def _stay(
+    names: Iterable[str], key: Callable[[str], str], where: Mapping[str, str]
+) -> list[ConstraintSpec]:
     return [ConstraintSpec("fence", vms=(n,), hosts=(where[key(n)],)) for n in names]
 
 

@@ -206,7 +206,9 @@ class Directory:
         self._gets[lid] = then
         out += effects
 
-    def _put(self, name: str, loc: Location, seq: int, then: _Then | None, now, out) -> None:
+    def _put(
+        self, name: str, loc: Location, seq: int, then: _Then | None, now: float, out: list[Any]
+    ) -> None:
         ttl = self.overlay.config.record_ttl_s
         rec = self._identity().sign_record(name, encode_location(loc), seq=seq, ttl_s=ttl)
         self._seqs[name] = max(seq, self._seqs.get(name, 0))
@@ -229,16 +231,16 @@ class Directory:
             claim.names[name] = (namespace, vm)
             self._claim_put(claim, name, self._seqs.get(name, 0) + 1, now, out)
 
-    def _claim_put(self, claim: _Claim, name: str, seq: int, now, out) -> None:
+    def _claim_put(self, claim: _Claim, name: str, seq: int, now: float, out: list[Any]) -> None:
         """Put our claim at ``seq``, then read the name back: ours, taken, or freed by
         a newer record (then claim again over it)."""
         claim.held[name] = seq
         me = Location(CLAIMED, "", self.overlay.node_id, claim.event_id)
 
-        def stored(_count, now, out) -> None:
-            def check(rec, now, out) -> None:
+        def stored(_count: int, now: float, out: list[Any]) -> None:
+            def check(rec: Record | None, now: float, out: list[Any]) -> None:
                 won = location_of(rec)
-                if won is None or self._ours(won, claim):
+                if rec is None or won is None or self._ours(won, claim):
                     self._claim_step(claim, now, out)
                 elif not won.live():
                     self._claim_put(claim, name, rec.seq + 1, now, out)
@@ -255,7 +257,7 @@ class Directory:
     def _ours(loc: Location, claim: _Claim) -> bool:
         return loc.state == CLAIMED and loc.event_id == claim.event_id
 
-    def _taken(self, claim: _Claim, name: str, loc: Location, now, out) -> None:
+    def _taken(self, claim: _Claim, name: str, loc: Location, now: float, out: list[Any]) -> None:
         self.stats["taken"] += 1
         namespace, vm = claim.names[name]
         shown = f"{namespace}/{vm}" if namespace else vm
@@ -278,7 +280,7 @@ class Directory:
             if not eff.free:
                 continue
 
-            def seen(rec, now, out, name=name) -> None:
+            def seen(rec: Record | None, now: float, out: list[Any], name: str = name) -> None:
                 loc = location_of(rec)
                 if loc is not None and not self._ours(loc, claim):
                     return  # the VM was created (hosted) or another claim won
@@ -296,7 +298,7 @@ class Directory:
         name = record_name(namespace, vm)
         out: list[Any] = []
 
-        def seen(rec, now, out) -> None:
+        def seen(rec: Record | None, now: float, out: list[Any]) -> None:
             loc = location_of(rec)
             if loc is None or loc.state != HOSTED or loc.node_id != self.overlay.node_id:
                 return  # never recorded, or it lives elsewhere now (migrated, re-created)
@@ -316,7 +318,7 @@ class Directory:
             self._put(name, loc, seq, None, now, out)
             return
 
-        def seen(rec, now, out) -> None:
+        def seen(rec: Record | None, now: float, out: list[Any]) -> None:
             self.stats["records"] += 1
             self._put(name, loc, self._next_seq(name, rec, 2), None, now, out)
 

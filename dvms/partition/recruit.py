@@ -25,6 +25,7 @@ import random
 
 from dvms.overlay.core import OverlayCore, decode_coord
 from dvms.overlay.messages import Contact
+from dvms.overlay.routing import Entry
 from dvms.partition.messages import PartitionView
 
 __all__ = ["next_candidate"]
@@ -56,7 +57,11 @@ def next_candidate(
 
 
 def _nearest_to_origin(
-    overlay: OverlayCore, view: PartitionView, entries, rng: random.Random, resolution_s: float
+    overlay: OverlayCore,
+    view: PartitionView,
+    entries: list[Entry],
+    rng: random.Random,
+    resolution_s: float,
 ) -> Contact:
     """Smallest predicted RTT from the initiator, compared in steps of ``resolution_s``;
     candidates in the same step are drawn at random. Coordinates cannot rank peers whose

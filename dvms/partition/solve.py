@@ -200,13 +200,16 @@ def _running(states: tuple[HostState, ...], snap: Snapshot) -> list[Constraint]:
     return [k for k in built if len(check_placement(snap, (k,), where)) == baseline]
 
 
-def _launch(snap: Snapshot, launches: list[Event], running, config: PlacementConfig):
+def _launch(
+    snap: Snapshot, launches: list[Event], running: list[Constraint], config: PlacementConfig
+) -> tuple[Snapshot, list[PlanStep], list[Placed], list[Constraint]]:
     """Place each launch event's vjob in turn (a merged partition may carry several, from
     different namespaces); each vjob's constraint names resolve in its own namespace, and
     every vjob placed before it (and every running VM) keeps its constraints."""
     hosts = {h.name for h in snap.hosts}
     running = list(running)
-    steps, placed = [], []
+    steps: list[PlanStep] = []
+    placed: list[Placed] = []
     for event in launches:
         namespaces = {v.namespace for v in event.vms}
         namespace = namespaces.pop() if len(namespaces) == 1 else ""

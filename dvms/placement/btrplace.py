@@ -144,7 +144,9 @@ def _mapping(mapping: dict, source: str) -> tuple[dict, dict, list, list]:
     return vm_host, vm_state, online, offline
 
 
-def _views(views: Any, source: str, nodes: set[str], vms: set[str]):
+def _views(
+    views: Any, source: str, nodes: set[str], vms: set[str]
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]], list[str]]:
     capacity: dict[str, dict[str, int]] = {}
     usage: dict[str, dict[str, int]] = {}
     notes: list[str] = []

@@ -121,7 +121,11 @@ class _Replay:
 
 
 def _rule(
-    k: c.Constraint, on: Mapping[str, set[str]], present, rp: _Replay, moved: set[str]
+    k: c.Constraint,
+    on: Mapping[str, set[str]],
+    present: Mapping[str, list[tuple[str, dict[str, int]]]],
+    rp: _Replay,
+    moved: set[str],
 ) -> str | None:
     """The violation of one constraint (None when it holds)."""
     if isinstance(k, c.Ban | c.Fence | c.Schedule | c.Root):
@@ -150,7 +154,12 @@ def _rule_hosts(k: c.Constraint, on: Mapping[str, set[str]], moved: set[str]) ->
     return None
 
 
-def _rule_sets(k: c.Constraint, on: Mapping[str, set[str]], present, rp: _Replay) -> str | None:
+def _rule_sets(
+    k: c.Constraint,
+    on: Mapping[str, set[str]],
+    present: Mapping[str, list[tuple[str, dict[str, int]]]],
+    rp: _Replay,
+) -> str | None:
     """Rules on sets of VMs or hosts, resources and states."""
     if isinstance(k, c.Spread):
         seen: dict[str, str] = {}
@@ -223,7 +232,7 @@ def check_placement(
         return out
     for key in placement:
         rp.alloc[key] = rp.future(key)
-    present: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    present: dict[str, list[tuple[str, dict[str, int]]]] = defaultdict(list)
     for key, host in placement.items():
         present[host].append((key, rp.alloc[key]))
     moved = {k for k, h in placement.items() if rp.vms[k].host not in (None, h)}
@@ -308,7 +317,9 @@ def _finish(rp: _Replay, a: Action, where: dict[str, str]) -> None:
         rp.alloc[a.vm][a.resource] = a.amount
 
 
-def _present(rp: _Replay, acts: Sequence[Action], where: Mapping[str, str], t: int):
+def _present(
+    rp: _Replay, acts: Sequence[Action], where: Mapping[str, str], t: int
+) -> dict[str, list[tuple[str, dict[str, int]]]]:
     """Host -> [(vm, allocation)] at instant t, counting actions in progress."""
     present: dict[str, list[tuple[str, dict]]] = defaultdict(list)
     for key, host in where.items():

@@ -91,7 +91,9 @@ class Signature:
         return f"{self.spelling}({', '.join(self.params)})"
 
 
-def _sig(kind: str, params: str, *, modes: str = "both", soft: bool = False, spelling: str = ""):
+def _sig(
+    kind: str, params: str, *, modes: str = "both", soft: bool = False, spelling: str = ""
+) -> Signature:
     return Signature(
         kind=kind,
         spelling=spelling or kind,

@@ -25,6 +25,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from dvms.effects import Address
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact
@@ -33,7 +34,7 @@ from dvms.partition.config import PartitionConfig
 from dvms.partition.core import PartitionCore
 from dvms.partition.directory import PREFIX, Directory, directory_validator
 from dvms.partition.events import RecordLocation
-from dvms.partition.messages import PARTITION_MESSAGES, HostState
+from dvms.partition.messages import PARTITION_MESSAGES, HostState, LaunchVm, WireConstraint
 from dvms.vivaldi import VivaldiClient, VivaldiConfig
 
 __all__ = ["NodeCore", "build_cores"]
@@ -113,7 +114,7 @@ class NodeCore:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def on_message(self, src, sender: int, rid: int, msg: Any, *, now: float) -> list[Any]:
+    def on_message(self, src: Address, sender: int, rid: int, msg: Any, *, now: float) -> list[Any]:
         if type(msg) in _PARTITION_TYPES:
             if self.partition is None:
                 return []
@@ -142,7 +143,13 @@ class NodeCore:
             raise RuntimeError("this node runs no partition protocol")
         return self.partition
 
-    def launch(self, vms, constraints, *, now: float) -> tuple[int, list[Any]]:
+    def launch(
+        self,
+        vms: tuple[LaunchVm, ...],
+        constraints: tuple[WireConstraint, ...],
+        *,
+        now: float,
+    ) -> tuple[int, list[Any]]:
         part = self._part()
         event_id, out = part.launch(vms, constraints, now=now)
         return event_id, self._glue(out + part.take_outbox(), now)
@@ -167,7 +174,9 @@ class NodeCore:
         out = part.shutdown(now=now)
         return self._glue(out + part.take_outbox(), now)
 
-    def located(self, namespace: str, name: str, host: str, node_id: int, *, now: float):
+    def located(
+        self, namespace: str, name: str, host: str, node_id: int, *, now: float
+    ) -> list[Any]:
         """VM ``namespace/name`` now runs on ``host`` (node ``node_id``) by a move this
         node made outside a partition (``vm migrate``): write its directory record."""
         if self.directory is None:
@@ -182,7 +191,13 @@ class NodeCore:
 
     # -- glue --------------------------------------------------------------------------
 
-    def _names_claimed(self, event_id: int, taken, seqs, now: float) -> list[Any]:
+    def _names_claimed(
+        self,
+        event_id: int,
+        taken: tuple[str, ...],
+        seqs: tuple[tuple[str, str, int], ...],
+        now: float,
+    ) -> list[Any]:
         part = self._part()
         return part.on_names_claimed(event_id, taken, now=now, seqs=seqs) + part.take_outbox()
 

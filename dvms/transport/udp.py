@@ -107,7 +107,7 @@ class UdpTransport:
         self._sock = sock
         self._raw = raw
         self._config = config
-        self._local: Address = tuple(sock.getsockname()[:2])  # type: ignore[assignment]
+        self._local: Address = tuple(sock.getsockname()[:2])
         self._closed = False
         self._sent = 0
         self._bytes_sent = 0

@@ -305,7 +305,7 @@ class DvmsScheduler:
         elif isinstance(event, PartitionReleased):
             self.checker.released(node.pos, event.pid, now)
 
-    def vivaldi_map_data(self, last: int = 40):
+    def vivaldi_map_data(self, last: int = 40) -> tuple[list[tuple[float, ...]], list[list[int]]]:
         """Final coordinates projected on their two main axes (ms), and the members (host
         indices, newest first) of the ``last`` partitions, for ``figures.vivaldi_map``."""
         import numpy as np
