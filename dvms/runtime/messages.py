@@ -9,7 +9,7 @@ user's behalf. Unlike the protocol messages these are answered by the Trio layer
     AdoptVm(vm)                     -> Adopted(ok, reason)       migration emulation
     PartitionsQuery()               -> PartitionsReply(host, rows)
     StateRead(name)                 -> StateValue(record)        the arbiter of a state
-    StateCas(record)                -> StateCasReply(ok, seq)    head (node/dhtstate.py)
+    StateCas(record)                -> StateCasReply(ok, seq)    head (services/state.py)
     VmOp(namespace, op, names)      -> VmOpDone(host, done, errors)
     MoveVm(namespace, name, dst)    -> Adopted(ok, reason)       ``vm migrate``
     RunCmd(namespace, words)        -> RunOutput(host, ok, text) ``ns run``

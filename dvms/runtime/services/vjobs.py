@@ -10,7 +10,7 @@ A restart of the entry node (even after kill -9) replays its journal: every vjob
 accepted and not done is resumed, unless another node took it over meanwhile.
 
 If the entry node dies for good, the vjob's **keeper** finishes it: the live node whose
-id is closest to the record's key (the record's arbiter, ``dhtstate.py``). Every node
+id is closest to the record's key (the record's arbiter, ``services/state.py``). Every node
 looks at the unfinished vjob records it replicates every ``keeper_period_s``; the one
 that is the keeper asks the owner (``HostQuery``, ``owner_attempts`` tries); if the
 owner does not answer, the keeper makes itself the owner with a compare-and-swap (so
