@@ -51,6 +51,9 @@ class KademliaConfig:
     lookup_retry_attempts: int = 2
     #: Deadline of a whole lookup, seconds (rust-libp2p query timeout is 60 s).
     lookup_timeout_s: float = 60.0
+    #: A join whose seeds all failed, or whose join lookup no other node answered, starts
+    #: again from the seeds after this long, seconds (ours).
+    join_retry_s: float = 5.0
 
     #: Refresh a bucket not used by a lookup for this long, seconds (go-libp2p: 10 min).
     refresh_interval_s: float = 600.0
@@ -81,6 +84,9 @@ class KademliaConfig:
     record_ttl_s: float = 48 * 3600.0
     #: The publisher re-stores its records this often, seconds (rust-libp2p: 22 h).
     republish_interval_s: float = 22 * 3600.0
+    #: Period of the record housekeeping: expire stored records and republish our own
+    #: that are due, seconds (ours).
+    housekeeping_interval_s: float = 60.0
     #: Most records one node stores for others (memory bound against abuse).
     max_records: int = 100_000
     #: Largest record value, bytes.

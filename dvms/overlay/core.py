@@ -91,12 +91,6 @@ class Purpose(IntEnum):
     STORE = 4  # a Store of a put (ref: the _Put)
 
 
-#: Period of record expiry and republish checks, seconds.
-HOUSEKEEPING_S = 60.0
-#: Delay before retrying a join whose seeds all failed, seconds.
-JOIN_RETRY_S = 5.0
-
-
 #: A message handler: (src, sender, rid, msg, now, out).
 _Handler = Callable[[Address, int, int, Any, float, list[OverlayEffect]], None]
 #: A timer handler: (ref, now, out).
@@ -274,10 +268,10 @@ class OverlayCore:
         out: list[OverlayEffect] = []
         self._seeds = [s for s in seeds if s != self.contact.addr]
         jitter = self.rng.random()
-        timers = self._timers
-        timers.at(now + self.config.probe_fast_interval_s * (0.5 + jitter), OverlayTimer.PROBE)
-        timers.at(now + self.config.refresh_interval_s * (0.5 + jitter / 2), OverlayTimer.REFRESH)
-        timers.at(now + HOUSEKEEPING_S * (0.5 + jitter), OverlayTimer.HOUSEKEEPING)
+        timers, cfg = self._timers, self.config
+        timers.at(now + cfg.probe_fast_interval_s * (0.5 + jitter), OverlayTimer.PROBE)
+        timers.at(now + cfg.refresh_interval_s * (0.5 + jitter / 2), OverlayTimer.REFRESH)
+        timers.at(now + cfg.housekeeping_interval_s * (0.5 + jitter), OverlayTimer.HOUSEKEEPING)
         if not self._seeds:
             self.joined = True
             out.append(Emit(Joined(0)))
@@ -725,7 +719,7 @@ class OverlayCore:
             self._start_lookup("join", self.node_id, None, now, out)
         elif self._seed_pending == 0 and not self._seed_ok:
             self.stats["join_retry"] += 1
-            self._timers.at(now + JOIN_RETRY_S, OverlayTimer.JOIN)
+            self._timers.at(now + self.config.join_retry_s, OverlayTimer.JOIN)
 
     def _join_done(self, result: LookupResult, now: float, out: list[OverlayEffect]) -> None:
         others = [c for c in result.contacts if c.node_id != self.node_id]
@@ -734,7 +728,7 @@ class OverlayCore:
             # we know a seed or two but nobody knows us, and the traffic to those seeds
             # would keep our buckets looking fresh forever. Join again from the seeds.
             self.stats["join_retry"] += 1
-            self._timers.at(now + JOIN_RETRY_S, OverlayTimer.JOIN)
+            self._timers.at(now + self.config.join_retry_s, OverlayTimer.JOIN)
             return
         if not self.joined:
             self.joined = True
@@ -768,7 +762,7 @@ class OverlayCore:
             self._start_lookup("refresh", target, None, now, out)
 
     def _housekeeping(self, _ref: None, now: float, out: list[OverlayEffect]) -> None:
-        self._timers.at(now + HOUSEKEEPING_S, OverlayTimer.HOUSEKEEPING)
+        self._timers.at(now + self.config.housekeeping_interval_s, OverlayTimer.HOUSEKEEPING)
         self.store.expire(now)
         horizon = now - self.config.republish_interval_s
         for name, (rec, published) in list(self._published.items()):

@@ -187,7 +187,7 @@ def test_requests_are_answered_and_teach_the_table():
 def test_a_join_lookup_nobody_answered_is_retried_not_taken_for_joined():
     """The seed answers the ping, then every attempt of the join lookup's FindNode is
     lost: the node must not count itself joined (nobody knows it yet), and joins again."""
-    from dvms.overlay.core import JOIN_RETRY_S, Joined
+    from dvms.overlay.core import Joined
     from dvms.overlay.messages import FindNode
 
     core = OverlayCore(Contact(1, "me", 1), CFG, random.Random(0))
@@ -203,7 +203,7 @@ def test_a_join_lookup_nobody_answered_is_retried_not_taken_for_joined():
         emitted += [e.event for e in core.on_timer(now=now) if not isinstance(e, Send)]
     assert core.stats["join_retry"] == 1
     assert not core.joined and not any(isinstance(e, Joined) for e in emitted)
-    retry_at = now + JOIN_RETRY_S
+    retry_at = now + CFG.join_retry_s
     while now < retry_at:
         now = core.next_deadline()
         core.on_timer(now=now)
