@@ -18,7 +18,7 @@ How it works::
     RPC         --> timer (adaptive RTO, retried with backoff, then a failure input)
     response    --> RTT sample --> routing table (srtt) + Vivaldi update
     timer due   --> its handler, by kind (``_timer_handlers``)
-    RPC outcome --> its purpose (``Purpose``: lookup, probe, evict, seed, store)
+    RPC outcome --> its purpose's continuation (``_continuations``: lookup, seed, store)
 
 Requests and timers live in the kernel's ``RequestTable`` and ``TimerHeap``
 (``dvms.requests``), which the partition core uses too.
@@ -82,7 +82,7 @@ class OverlayTimer(IntEnum):
 
 
 class Purpose(IntEnum):
-    """Why an RPC was sent: where its outcome goes (``_rpc_result``)."""
+    """Why an RPC was sent: where its outcome goes (``_continuations``)."""
 
     LOOKUP = 0  # a lookup's FindNode/FindValue (ref: lookup id)
     PROBE = 1  # a periodic Ping
@@ -95,6 +95,8 @@ class Purpose(IntEnum):
 _Handler = Callable[[Address, int, int, Any, float, list[OverlayEffect]], None]
 #: A timer handler: (ref, now, out).
 _TimerHandler = Callable[[Any, float, list[OverlayEffect]], None]
+#: An RPC continuation: (request, reply or None if it failed, was_answering, now, out).
+_Continuation = Callable[["_Rpc", Any, bool, float, list[OverlayEffect]], None]
 
 _COORD_CACHE: dict[tuple[float, ...], Coordinate] = {}
 _COORD_CACHE_MAX = 50_000
@@ -205,6 +207,14 @@ class OverlayCore:
             OverlayTimer.REFRESH: self._refresh,
             OverlayTimer.HOUSEKEEPING: self._housekeeping,
             OverlayTimer.JOIN: self._contact_seeds,
+        }
+        #: What an RPC's outcome leads to, by its purpose (None: nothing more).
+        self._continuations: dict[Purpose, _Continuation | None] = {
+            Purpose.LOOKUP: self._lookup_answered,
+            Purpose.PROBE: None,
+            Purpose.EVICT: None,
+            Purpose.SEED: self._seed_answered,
+            Purpose.STORE: self._store_answered,
         }
         self._published: dict[str, tuple[Record, float]] = {}
         self._seeds: list[Address] = []
@@ -572,32 +582,43 @@ class OverlayCore:
         *,
         was_answering: bool = False,
     ) -> None:
-        """Route an RPC outcome (``msg`` None = failed) to whoever asked."""
-        ask = rpc.then
-        purpose = ask.purpose
-        if purpose == Purpose.LOOKUP:
-            lk = self._lookups.get(ask.ref)
-            if lk is None or rpc.peer is None:  # a lookup always asks a known id
-                return
-            if msg is None:
-                lk.failed(rpc.peer, retry=was_answering and self.config.lookup_retry_attempts > 0)
-            elif isinstance(msg, Value):
-                records = tuple(self._valid_records(msg.records, lk.target))
-                lk.answered(rpc.peer, msg.contacts, records)
-            elif isinstance(msg, Nodes):
-                lk.answered(rpc.peer, msg.contacts)
-            else:
-                lk.failed(rpc.peer)
-            self._pump(lk, now, out)
-        elif purpose == Purpose.STORE:
-            put: _Put = ask.ref
-            put.pending -= 1
-            if msg is not None and msg.ok:
-                put.stored += 1
-            if put.pending == 0:
-                out.append(Emit(PutDone(put.record.name, put.stored)))
-        elif purpose == Purpose.SEED:
-            self._seed_answered(msg is not None, now, out)
+        """Route an RPC outcome (``msg`` None = failed) to the continuation of its
+        purpose; a probe or an eviction ping needs none beyond what every answer and
+        failure does (``_learn``, ``table.failed``)."""
+        then = self._continuations[rpc.then.purpose]
+        if then is not None:
+            then(rpc, msg, was_answering, now, out)
+
+    def _lookup_answered(
+        self, rpc: _Rpc, msg: Any, was_answering: bool, now: float, out: list[OverlayEffect]
+    ) -> None:
+        """A lookup's FindNode/FindValue was answered or failed: tell the lookup, which
+        says whom to ask next."""
+        lk = self._lookups.get(rpc.then.ref)
+        if lk is None or rpc.peer is None:  # a lookup always asks a known id
+            return
+        if msg is None:
+            lk.failed(rpc.peer, retry=was_answering and self.config.lookup_retry_attempts > 0)
+        elif isinstance(msg, Value):
+            records = tuple(self._valid_records(msg.records, lk.target))
+            lk.answered(rpc.peer, msg.contacts, records)
+        elif isinstance(msg, Nodes):
+            lk.answered(rpc.peer, msg.contacts)
+        else:
+            lk.failed(rpc.peer)
+        self._pump(lk, now, out)
+
+    def _store_answered(
+        self, rpc: _Rpc, msg: Any, was_answering: bool, now: float, out: list[OverlayEffect]
+    ) -> None:
+        """A replica answered a put's Store (or never did): the put is done once every
+        Store has an outcome."""
+        put: _Put = rpc.then.ref
+        put.pending -= 1
+        if msg is not None and msg.ok:
+            put.stored += 1
+        if put.pending == 0:
+            out.append(Emit(PutDone(put.record.name, put.stored)))
 
     def _valid_records(self, records: tuple[Record, ...], key: int) -> list[Record]:
         good: list[Record] = []
@@ -712,9 +733,12 @@ class OverlayCore:
         for addr in self._seeds:
             self._request(addr, None, _PING, Purpose.SEED, None, now, out)
 
-    def _seed_answered(self, ok: bool, now: float, out: list[OverlayEffect]) -> None:
+    def _seed_answered(
+        self, rpc: _Rpc, msg: Any, was_answering: bool, now: float, out: list[OverlayEffect]
+    ) -> None:
+        """The first seed to answer starts the join lookup; if none does, join again."""
         self._seed_pending -= 1
-        if ok and not self._seed_ok:
+        if msg is not None and not self._seed_ok:
             self._seed_ok = True
             self._start_lookup("join", self.node_id, None, now, out)
         elif self._seed_pending == 0 and not self._seed_ok:

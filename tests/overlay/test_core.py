@@ -184,6 +184,13 @@ def test_requests_are_answered_and_teach_the_table():
     assert [c.node_id for c in reply.msg.contacts] == [42]  # never the requester itself
 
 
+def test_every_rpc_purpose_has_an_entry_in_the_continuation_table():
+    from dvms.overlay.core import Purpose
+
+    core = OverlayCore(Contact(1, "me", 1), CFG, random.Random(0))
+    assert set(core._continuations) == set(Purpose)
+
+
 def test_a_join_lookup_nobody_answered_is_retried_not_taken_for_joined():
     """The seed answers the ping, then every attempt of the join lookup's FindNode is
     lost: the node must not count itself joined (nobody knows it yet), and joins again."""
