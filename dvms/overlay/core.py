@@ -488,10 +488,10 @@ class OverlayCore:
         if self.vivaldi is not None:
             c = self.vivaldi.coordinate
             wire = (*c.vec, c.error, c.adjustment, c.height)  # Coordinate.to_wire, as a tuple
-            # our previous coordinate is superseded: drop it from the decode memo, which
-            # then holds about one entry per node instead of filling up with every
-            # coordinate a node ever had and being emptied (at 10,000 nodes ~7 % of the
-            # CPU went to decoding again after each emptying)
+            # Our previous coordinate is superseded and leaves the decode memo, so the
+            # memo holds about one coordinate per node, not every one a node ever had
+            # (a full memo is emptied, and every peer's coordinate is decoded again).
+            # Why: tests/overlay/test_core.py::test_a_superseded_coordinate_leaves_the_memo
             _COORD_CACHE.pop(self._coord_wire, None)
             self._coord_wire = wire
             self._pong = None
@@ -748,9 +748,11 @@ class OverlayCore:
     def _join_done(self, result: LookupResult, now: float, out: list[OverlayEffect]) -> None:
         others = [c for c in result.contacts if c.node_id != self.node_id]
         if not others and self._seeds:
-            # Nobody answered the join lookup (its only seed so far lost every attempt):
-            # we know a seed or two but nobody knows us, and the traffic to those seeds
-            # would keep our buckets looking fresh forever. Join again from the seeds.
+            # A join lookup no other node answered leaves us knowing a seed or two while
+            # nobody knows us, and our traffic to those seeds keeps our buckets looking
+            # fresh, so no refresh repairs it: join again from the seeds.
+            # Why: tests/overlay/test_core.py::
+            # test_a_join_lookup_nobody_answered_is_retried_not_taken_for_joined
             self.stats["join_retry"] += 1
             self._timers.at(now + self.config.join_retry_s, OverlayTimer.JOIN)
             return

@@ -5,9 +5,9 @@ as go-libp2p-kbucket does. Bucket ``i`` holds contacts with cpl == i, except the
 bucket, which holds every cpl >= its index. Only the last bucket ever splits ("unfolds"):
 when it is full and a newcomer falls into it, contacts with cpl > its index move to a new
 last bucket. That is the paper's rule (split only the bucket covering our own id) written
-with exact integer ranges, so none of the off-by-one and shared-prefix splitting bugs of
-the PyPI package (overlay.md section 1.4) can occur: ranges are derived from cpl, never
-from the ids a bucket happens to hold.
+with exact integer ranges: a bucket's range is derived from cpl, never from the ids it
+happens to hold, so a split can neither go off by one nor misplace ids that share a
+prefix.
 
 Within a bucket, contacts are kept least-recently-seen first (insertion order of a dict;
 a contact that is seen again moves to the end). A full bucket keeps newcomers in a

@@ -56,7 +56,7 @@ class PartitionConfig:
     #: answers at once, so a dead one costs 4 x 0.5 s = 2 s instead of 7.5 s per lap.
     #: Fewer attempts are not safer: an ISP whose every answer is lost looks like a dead
     #: candidate although it joined, and forwarding it elsewhere forks the partition
-    #: (2 attempts did under 10 % loss). The ISP going home to its initiator keeps
+    #: (2 attempts are too few at 10 % loss). The ISP going home to its initiator keeps
     #: ``rpc_attempts`` with back-off.
     isp_attempts: int = 4
     #: A peer that let every attempt of a request time out is kept out of recruitment for

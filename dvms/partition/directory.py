@@ -28,7 +28,7 @@ claims are decided by the overlay's own rule (higher seq, then larger signature)
 the loser reads the other's claim back. The claim's version travels with the event
 (``Event.claims``, ``CreateVm.claim_seq``), so the creating node writes ``hosted`` at
 claim + 2 without reading first. Per new VM: 3 lookups (claim put, read-back, location
-put), was 5.
+put).
 """
 
 from __future__ import annotations

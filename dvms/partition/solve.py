@@ -89,13 +89,12 @@ def run_solve(request: SolveRequest) -> SolveOutcome:
 
 
 def _cpu_limit(s: HostState, target: float) -> int:
-    """CPU (milli-CPUs) a plan may leave on host ``s``. With ``target`` < 1 a host that is
-    not overloaded may keep what it has but receive only up to ``target`` of its capacity
-    (headroom against the next load change: a destination filled to the brim was the
-    next violation). An overloaded host need only come back under its capacity: pushing
-    it down to the target too moved more and heavier VMs, whose copies are slower
-    (vmplaces-256, seed 23: 5,130 s of violation at 0.95 and 6,074 s at 0.90, against
-    4,151 s with destinations only at 0.90)."""
+    """CPU (milli-CPUs) a plan may leave on host ``s``. With ``target`` < 1, a host that
+    is not overloaded keeps what it has but receives only up to ``target`` of its
+    capacity: headroom against the next load change. An overloaded host need only come
+    back under its capacity, not down to ``target``, which would move more and heavier
+    VMs, whose copies are slower. Why: tests/partition/test_solve.py::
+    test_only_destinations_are_held_to_the_relief_target"""
     capacity = s.cpu_milli or s.cpus * 1000
     if target >= 1.0:
         return capacity

@@ -88,9 +88,10 @@ def solve_launch(
 def _spread_needs_more_hosts(
     ws: Workspace, constraints: Sequence[c.Constraint], online: set[str]
 ) -> Refusal | None:
-    """A spread of more VMs than online hosts cannot hold: say so at once. The search
-    used to prove it by exhausting its budget (0.3-0.9 s at 2-3 hosts for a spread of 4),
-    and a partition grows one node at a time, solving at every size."""
+    """A spread of more VMs than online hosts cannot hold: say so at once, without a
+    search, which could prove it only by exhausting its budget (a partition grows one
+    node at a time and solves at every size). Why: tests/placement/test_pl_launch.py::
+    test_spread_wider_than_the_online_hosts_is_refused_at_once_and_says_why"""
     for k in constraints:
         if not isinstance(k, c.Spread):
             continue

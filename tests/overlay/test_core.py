@@ -184,6 +184,24 @@ def test_requests_are_answered_and_teach_the_table():
     assert [c.node_id for c in reply.msg.contacts] == [42]  # never the requester itself
 
 
+def test_a_superseded_coordinate_leaves_the_memo():
+    """A node's coordinate moves with its RTT samples: the decode memo drops the one it
+    replaces, so it holds about one coordinate per node, not every one a node had."""
+    from dvms.overlay.core import _COORD_CACHE
+    from dvms.vivaldi import Coordinate, VivaldiClient, VivaldiConfig
+
+    viv = VivaldiConfig.serf()
+    client = VivaldiClient(viv, random.Random(1))
+    core = OverlayCore(Contact(1, "me", 1), CFG, random.Random(0), vivaldi=client)
+    before = core._coord_wire
+    core.start([("seed", 9)], now=0.0)
+    (rid,) = core.requests.ids()
+    peer = Coordinate((0.02,) + (0.0,) * (viv.dimensionality - 1), 0.5, 0.0, viv.height_min)
+    core.on_message(("seed", 9), 5, rid, Pong(tuple(peer.to_wire())), now=0.05)
+    assert core._coord_wire != before
+    assert core._coord_wire in _COORD_CACHE and before not in _COORD_CACHE
+
+
 def test_every_rpc_purpose_has_an_entry_in_the_continuation_table():
     from dvms.overlay.core import Purpose
 
