@@ -106,6 +106,7 @@ from dvms.partition.recruit import next_candidate
 from dvms.partition.solve import SolveOutcome, SolveRequest
 from dvms.partition.timers import PartitionTimer
 from dvms.partition.transitions import IGNORED, TRANSITIONS, Input, NodeState
+from dvms.placement import PlacementConfig
 
 __all__ = [
     "BootVm",
@@ -146,14 +147,18 @@ class PartitionCore(Membership, Acting):
         *,
         local_state: Callable[[], HostState | None],
         self_monitor: bool = True,
+        placement: PlacementConfig | None = None,
         now: float = 0.0,
     ) -> None:
         """``local_state()`` returns this node's own host as its monitor last saw it (a
         read-only query: cached host statistics in the daemon, the world in a simulator).
         With ``self_monitor`` the core checks for overload every ``monitor_period_s``;
         otherwise the shell calls ``on_monitor`` (a simulator does, only while a host is
-        overloaded, so healthy hosts cost nothing)."""
+        overloaded, so healthy hosts cost nothing). ``placement``: the placement engine
+        settings this node's solve requests carry when it leads (default: the engine's
+        defaults)."""
         super().__init__(me, overlay, config, rng, local_state, self_monitor)
+        self.placement = placement or PlacementConfig()
         #: (node state, input) -> bound handler; an IGNORED pair maps to None.
         self._dispatch: dict[tuple[NodeState, Input], _Handler | None] = {
             key: None if name is IGNORED else getattr(self, name)
@@ -465,7 +470,9 @@ class PartitionCore(Membership, Acting):
             for e in view.events
             if e.kind == "underload" and e.origin.node_id in lead.states
         )
-        request = SolveRequest(states, view.events, self.config.relief_target, empty)
+        request = SolveRequest(
+            states, view.events, self.config.relief_target, empty, self.placement
+        )
         out.append(Solve(lead.token, request))
 
     def on_computed(

@@ -15,7 +15,7 @@ says what each becomes inside a partition): every plan, repair or launch, honour
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from dvms.partition.carried import carried_by, running_constraints
 from dvms.partition.messages import Event, HostState, LaunchVm, Placed
@@ -69,12 +69,14 @@ class SolveOutcome:
 class SolveRequest:
     """What a leader asks the solver: one plan for ``events`` on exactly the members'
     hosts ``states``, leaving destinations at most ``target`` of their capacity and
-    emptying the hosts ``empty`` (those of underload events)."""
+    emptying the hosts ``empty`` (those of underload events), with the leader's
+    placement engine settings ``placement``."""
 
     states: tuple[HostState, ...]
     events: tuple[Event, ...]
     target: float = 1.0
     empty: tuple[str, ...] = ()
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -85,7 +87,13 @@ class SolveRequest:
 
 def run_solve(request: SolveRequest) -> SolveOutcome:
     """Solve ``request`` (pure, possibly slow): what a shell does for a ``Solve`` effect."""
-    return solve_events(request.states, request.events, target=request.target, empty=request.empty)
+    return solve_events(
+        request.states,
+        request.events,
+        request.placement,
+        target=request.target,
+        empty=request.empty,
+    )
 
 
 def _cpu_limit(s: HostState, target: float) -> int:

@@ -136,9 +136,8 @@ class NodeConfig:
     vivaldi: VivaldiConfig = field(default_factory=VivaldiConfig.serf)
     #: The DVMS partition protocol (``[partition]``): lease, recruitment, sizes, retries.
     partition: PartitionConfig = field(default_factory=PartitionConfig)
-    #: The placement engine (``[placement]``): load function, overcommit, search budget.
-    #: Checked here; the partition solver and the ``ns`` commands build their own
-    #: ``PlacementConfig()`` and do not read it.
+    #: The placement engine (``[placement]``): load function, overcommit, search budget;
+    #: used by the partition solver when this node leads and by the ``ns`` commands.
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     #: The node shell (``[runner]``): control-plane request timeouts, stop grace.
     runner: RunnerConfig = field(default_factory=RunnerConfig)

@@ -29,7 +29,6 @@ from dvms.hypervisor.net import Reconciler, open_net_backend
 from dvms.overlay.messages import Contact, register_overlay_messages
 from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.messages import register_partition_messages
-from dvms.placement.config import PlacementConfig
 from dvms.runtime.config import NodeConfig, parse_hostport
 from dvms.runtime.control.commands import Daemon
 from dvms.runtime.control.server import serve_control
@@ -113,6 +112,7 @@ def build_runner(
         vivaldi=cfg.vivaldi,
         validators=state_validators(ValidatorRegistry()),
         partition=cfg.partition,
+        placement=cfg.placement,
         local_state=monitor.state,
         now=trio.current_time(),
     )
@@ -172,6 +172,7 @@ def build_daemon(
         launcher=runner,
         rng=rng or daemon_rng(),
         config=cfg.namespaces,
+        placement=cfg.placement,
     )
     host_side = HostSide(
         namespaces,
@@ -208,8 +209,6 @@ async def run_node(
     key = load_key(cfg.key_file)
     host, port = parse_hostport(cfg.listen, what="listen")
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
-    if cfg.placement != PlacementConfig():
-        log.warning("[placement] is not applied: the solver uses the placement defaults")
     if not cfg.hypervisor:
         write_test_host(cfg)
     hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name)

@@ -35,6 +35,7 @@ from dvms.partition.core import PartitionCore
 from dvms.partition.directory import PREFIX, Directory, directory_validator
 from dvms.partition.events import RecordLocation
 from dvms.partition.messages import PARTITION_MESSAGES, HostState, LaunchVm, WireConstraint
+from dvms.placement.config import PlacementConfig
 from dvms.vivaldi import VivaldiClient, VivaldiConfig
 
 __all__ = ["NodeCore", "build_cores"]
@@ -50,12 +51,14 @@ def build_cores(
     vivaldi: VivaldiConfig | None = None,
     validators: ValidatorRegistry | None = None,
     partition: PartitionConfig | None = None,
+    placement: PlacementConfig | None = None,
     local_state: Callable[[], HostState | None] | None = None,
     self_monitor: bool = True,
     now: float = 0.0,
 ) -> tuple[OverlayCore, PartitionCore | None]:
     """A node's overlay core (with a Vivaldi client when ``vivaldi`` is given) and, with
-    ``partition``, its partition core, as the daemon, the simulators and the test harness
+    ``partition``, its partition core, whose solver runs with ``placement`` (default:
+    the placement engine's defaults), as the daemon, the simulators and the test harness
     all build them. Random sources come from ``rng`` in one fixed order, so one seed gives
     the same node everywhere: the overlay uses ``rng`` itself, then Vivaldi and the
     partition core each get their own ``random.Random`` drawn from it."""
@@ -74,6 +77,7 @@ def build_cores(
         random.Random(rng.getrandbits(64)),
         local_state=local_state,
         self_monitor=self_monitor,
+        placement=placement,
         now=now,
     )
     return overlay, part

@@ -1,13 +1,22 @@
-"""What a partition leader's solver sees of its hosts (``dvms.partition.solve``): the
-CPU each host may hold under ``relief_target``."""
+"""What a partition leader's solver sees and uses (``dvms.partition.solve``): the CPU
+each host may hold under ``relief_target``, and its node's placement settings."""
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
+
 import pytest
 
-from dvms.partition.messages import HostState, VmState
-from dvms.partition.solve import snapshot_of
+from dvms.overlay.config import KademliaConfig
+from dvms.overlay.messages import Contact
+from dvms.partition.config import PartitionConfig
+from dvms.partition.events import Solve
+from dvms.partition.messages import HostState, LaunchVm, VmState
+from dvms.partition.solve import run_solve, snapshot_of
+from dvms.placement import PlacementConfig
 from dvms.placement.model import CPU_DEMAND
+from dvms.stack.core import NodeCore, build_cores
 
 
 def host(demand: float) -> HostState:
@@ -32,3 +41,36 @@ def test_only_destinations_are_held_to_the_relief_target(
 ) -> None:
     (h,) = snapshot_of((host(demand),), target).hosts
     assert h.capacity[CPU_DEMAND] == limit
+
+
+def test_a_node_solves_with_its_own_placement_config() -> None:
+    """A leader's solve request carries the placement settings its node was built with:
+    a memory ceiling below the VM's size turns a launch that fits by default into a
+    refusal that names the ceiling."""
+    tight = replace(PlacementConfig(), memory_overcommit=0.1)
+    launch = (LaunchVm("big", "ns", 1, 2048),)
+    outcomes = {}
+    for name, placement in (("default", None), ("tight", tight)):
+        me = Contact(1, "10.0.0.1", 7400)
+        overlay, part = build_cores(
+            me,
+            KademliaConfig(),
+            random.Random(1),
+            partition=replace(PartitionConfig(), min_partition_size=1, directory=False),
+            placement=placement,
+            local_state=lambda: HostState("h1", 4, 8192, ()),
+            self_monitor=False,
+        )
+        node = NodeCore(overlay, part)
+        _, out = node.launch(launch, (), now=0.0)
+        now = 0.0
+        while not any(isinstance(e, Solve) for e in out):
+            deadline = node.next_deadline()
+            assert deadline is not None and deadline < 10.0
+            now = deadline
+            out = node.on_timer(now=now)
+        (solve,) = [e for e in out if isinstance(e, Solve)]
+        assert solve.request.placement == (placement or PlacementConfig())
+        outcomes[name] = run_solve(solve.request)
+    assert outcomes["default"].ok
+    assert not outcomes["tight"].ok and "memory" in outcomes["tight"].reason

@@ -40,7 +40,7 @@ from dvms.namespace.config import NamespaceRecordError, VmConfig
 from dvms.namespace.effects import SOURCE_MESHAGE, SOURCE_USER
 from dvms.namespace.schedule import forget_vms, report_vms
 from dvms.namespace.state import Namespace, VmRecord, with_vms
-from dvms.placement import Host, Vm
+from dvms.placement import Host, PlacementConfig, Vm
 from dvms.ranges import natural_key
 from dvms.runtime.capabilities import Launcher, Peers, Requester, StateStore
 from dvms.runtime.messages import HostQuery, HostReply
@@ -79,13 +79,16 @@ class NamespaceService:
         launcher: Launcher,
         rng: random.Random,
         config: NamespaceConfig | None = None,
+        placement: PlacementConfig | None = None,
     ) -> None:
         """``host_name``: this node's (the interpreter's local host); ``rng`` draws
-        bridge keys and back-offs."""
+        bridge keys and back-offs; ``placement``: the placement engine settings of the
+        commands that place VMs here (dry-run, mv and migrate)."""
         self.host_name = host_name
         self.state = state
         self.requests = requests
         self.config = config or NamespaceConfig()
+        self.placement = placement or PlacementConfig()
         self.session = Session()
         self.effects = EffectRunner(
             self, requests=requests, peers=peers, launcher=launcher, config=self.config.effects
@@ -212,6 +215,7 @@ class NamespaceService:
                 now=time.time(),
                 bridge_key=self._rng.randint(1, 2**24 - 1),
                 source=source,
+                placement=self.placement,
             )
             result = execute(words, ctx)
             if not result.ok and result.state is state:

@@ -1,0 +1,34 @@
+"""The daemon builds its node from ``NodeConfig``: each component's table reaches the
+part that uses it. Here ``[placement]``: the partition solver's requests and the
+namespace commands run with the node's ``PlacementConfig``, not the engine's defaults."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from pathlib import Path
+
+from dvms.hypervisor.simulated import SimCluster, SimHostConfig, SimHypervisor
+from dvms.placement import PlacementConfig
+from dvms.runtime.config import NodeConfig
+from dvms.runtime.daemon import build_daemon, build_runner, build_vjobs, load_identity
+from dvms.transport import ConstantLatency, NetworkModel
+from dvms.transport.simnet import open_sim_network
+
+
+async def test_placement_reaches_the_partition_solver_and_the_ns_commands(
+    tmp_path: Path,
+) -> None:
+    placement = replace(PlacementConfig(), memory_overcommit=0.5)
+    cfg = replace(NodeConfig.local(), state_dir=str(tmp_path), hostname="h0", placement=placement)
+    cluster = SimCluster()
+    cluster.add_host("h0", SimHostConfig(cpus=4, memory_mib=8192))
+    rng = random.Random(3)
+    async with open_sim_network(NetworkModel(ConstantLatency(1e-4))) as net:
+        transport = net.new_transport(0, ("10.0.0.1", 7400))
+        hv = SimHypervisor(cluster, "h0")
+        runner = build_runner(cfg, load_identity(tmp_path), bytes(32), transport, hv, rng)
+        vjobs = build_vjobs(runner, tmp_path, cfg.vjobs, rng=rng)
+        daemon = build_daemon(cfg, runner, vjobs, started=0.0, rng=rng)
+    assert runner.partition is not None and runner.partition.placement is placement
+    assert daemon.namespaces.placement is placement
