@@ -19,14 +19,17 @@ Names follow DVMS 2 (``dvms-isp.md`` §2.4) where they have a counterpart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from dvms.overlay.messages import Contact
 from dvms.placement.spec import ConstraintSpec, VmSpec
 from dvms.wire.envelope import MessageRegistry
 from dvms.wire.schema import MaxLen, Range
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "PARTITION_MESSAGES",
@@ -77,10 +80,30 @@ class PartitionState(IntEnum):
 GROWING, BLOCKED, FINISHING = PartitionState
 STATE_NAMES = {s: s.name.lower() for s in PartitionState}
 
+T = TypeVar("T", bound="DataclassInstance")
+
+
+#: (from, to) -> the names of the fields both dataclasses have.
+_SHARED: dict[tuple[type, type], tuple[str, ...]] = {}
+
+
+def _convert(obj: Any, to: type[T]) -> T:
+    """``obj`` as a ``to``: every field the two dataclasses share copied, the others of
+    ``to`` at their defaults. The conversion between a wire record and the placement
+    spec it mirrors (``WireConstraint``/``ConstraintSpec``, ``LaunchVm``/``VmSpec``)."""
+    shared = _SHARED.get((type(obj), to))
+    if shared is None:
+        names = {f.name for f in fields(to)}
+        shared = tuple(f.name for f in fields(obj) if f.name in names)
+        _SHARED[type(obj), to] = shared
+    return to(**{name: getattr(obj, name) for name in shared})
+
 
 @dataclass(frozen=True, slots=True)
 class WireConstraint:
-    """The wire form of a ``ConstraintSpec``."""
+    """The wire form of a ``ConstraintSpec`` (its fields but ``where``). A type of its
+    own so that the wire format changes only when this class does, never with the
+    placement engine's spec."""
 
     kind: Name
     vms: Names = ()
@@ -94,22 +117,10 @@ class WireConstraint:
 
     @classmethod
     def from_spec(cls, c: ConstraintSpec) -> WireConstraint:
-        return cls(
-            c.kind, c.vms, c.hosts, c.groups, c.resource, c.amount, c.continuous, c.soft, c.weight
-        )
+        return _convert(c, cls)
 
     def to_spec(self) -> ConstraintSpec:
-        return ConstraintSpec(
-            kind=self.kind,
-            vms=self.vms,
-            hosts=self.hosts,
-            groups=self.groups,
-            resource=self.resource,
-            amount=self.amount,
-            continuous=self.continuous,
-            soft=self.soft,
-            weight=self.weight,
-        )
+        return _convert(self, ConstraintSpec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +155,9 @@ class HostState:
 
 @dataclass(frozen=True, slots=True)
 class LaunchVm:
-    """The wire form of a ``VmSpec`` to launch."""
+    """The wire form of a ``VmSpec`` to launch: the fields placement and creation need,
+    plus the constraints the VM carries. A type of its own for the same reason as
+    ``WireConstraint``."""
 
     name: Name
     namespace: Name
@@ -162,28 +175,10 @@ class LaunchVm:
 
     @classmethod
     def from_spec(cls, spec: VmSpec) -> LaunchVm:
-        return cls(
-            spec.name,
-            spec.namespace,
-            spec.vcpus,
-            spec.memory_mib,
-            tuple(spec.networks),
-            spec.schedule,
-            spec.coschedule,
-            spec.colocate,
-        )
+        return _convert(spec, cls)
 
     def to_spec(self) -> VmSpec:
-        return VmSpec(
-            name=self.name,
-            namespace=self.namespace,
-            vcpus=self.vcpus,
-            memory_mib=self.memory_mib,
-            networks=self.networks,
-            schedule=self.schedule,
-            coschedule=self.coschedule,
-            colocate=self.colocate,
-        )
+        return _convert(self, VmSpec)
 
 
 @dataclass(frozen=True, slots=True)

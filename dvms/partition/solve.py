@@ -33,6 +33,7 @@ from dvms.placement import (
 from dvms.placement.constraints import Ban, Constraint
 from dvms.placement.launch import vjob_parts
 from dvms.placement.model import CPU_DEMAND
+from dvms.placement.plan import Action
 from dvms.placement.spec import ConstraintSpec, SpecError, VjobSpec
 
 __all__ = ["PlanStep", "SolveOutcome", "SolveRequest", "run_solve", "snapshot_of", "solve_events"]
@@ -43,17 +44,12 @@ _HOST_SETS = frozenset({"ban", "fence", "among"})
 
 
 @dataclass(frozen=True, slots=True)
-class PlanStep:
-    """One action for the leader to carry out: ``migrate`` (src -> dst) or ``boot``
-    (create ``launch`` on dst). ``start``/``end`` are the plan's estimated seconds; the
-    leader runs a step once every earlier step sharing one of its hosts has ended."""
+class PlanStep(Action):
+    """One action of a plan for the leader to carry out: the placement engine's
+    ``Action``, ``migrate`` (src -> dst) or ``boot`` (create ``launch`` on dst).
+    ``start``/``end`` are the plan's estimated seconds; the leader runs a step once
+    every earlier step sharing one of its hosts has ended."""
 
-    kind: str
-    vm: str
-    start: int
-    end: int
-    src: str | None = None
-    dst: str | None = None
     launch: LaunchVm | None = None
 
 
@@ -238,7 +234,7 @@ def _launch(
             key = f"{v.namespace}/{v.name}" if v.namespace else v.name
             host = result.placement[key]
             v = replace(v, constraints=carried_by(v, event.constraints))
-            steps.append(PlanStep("boot", key, 0, 1, None, host, v))
+            steps.append(PlanStep("boot", key, 0, 1, dst=host, launch=v))
             placed.append(Placed(v.name, v.namespace, host))
             new_vms.append(
                 Vm(

@@ -1,0 +1,38 @@
+"""The partition's wire records and the placement specs they mirror: each wire type
+carries every field of its spec but those named here, and converts both ways."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.placement.spec import ConstraintSpec, VmSpec
+
+
+def names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def test_the_wire_types_mirror_their_specs_but_for_the_named_fields() -> None:
+    assert names(ConstraintSpec) - names(WireConstraint) == {"where"}
+    assert names(WireConstraint) - names(ConstraintSpec) == set()
+    local_only = {"disk", "kernel", "initrd", "append", "tags"}  # the host's business
+    assert names(VmSpec) - names(LaunchVm) == local_only
+    assert names(LaunchVm) - names(VmSpec) == {"constraints"}
+
+
+def test_a_spec_survives_the_wire_but_for_its_local_fields() -> None:
+    c = ConstraintSpec(
+        "among", ("a", "b"), groups=(("h1",), ("h2", "h3")), soft=True, weight=2.0, where=(3, 4)
+    )
+    wire = WireConstraint.from_spec(c)
+    assert wire == WireConstraint(
+        "among", ("a", "b"), groups=(("h1",), ("h2", "h3")), soft=True, weight=2.0
+    )
+    assert wire.to_spec() == ConstraintSpec(
+        "among", ("a", "b"), groups=(("h1",), ("h2", "h3")), soft=True, weight=2.0
+    )
+    vm = VmSpec("web", "ns", 2, 1024, ("lan",), disk="d.qcow2", schedule="h1", colocate="db")
+    launch = LaunchVm.from_spec(vm)
+    assert launch == LaunchVm("web", "ns", 2, 1024, ("lan",), "h1", -1, "db")
+    assert launch.to_spec() == VmSpec("web", "ns", 2, 1024, ("lan",), schedule="h1", colocate="db")
