@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from dvms.partition.carried import carried_by, running_constraints
-from dvms.partition.messages import Event, HostState, LaunchVm, Placed
+from dvms.partition.messages import Event, HostState, LaunchVm, Placed, VmState
 from dvms.placement import (
     Host,
     PlacementConfig,
@@ -119,20 +119,21 @@ def snapshot_of(states: tuple[HostState, ...], target: float = 1.0) -> Snapshot:
         )
         for s in states
     )
-    vms = tuple(
-        Vm(
-            name=v.name,
-            namespace=v.namespace,
-            vcpus=v.vcpus,
-            memory_mib=v.memory_mib,
-            host=s.name,
-            cpu_demand=v.cpu_demand,
-            coschedule=v.coschedule,
-        )
-        for s in states
-        for v in s.vms
-    )
+    vms = tuple(_placed_vm(v, s.name, v.cpu_demand) for s in states for v in s.vms)
     return Snapshot(hosts, vms)
+
+
+def _placed_vm(v: VmState | LaunchVm, host: str, cpu_demand: float) -> Vm:
+    """The placement engine's view of a VM that runs (or is to boot) on ``host``."""
+    return Vm(
+        name=v.name,
+        namespace=v.namespace,
+        vcpus=v.vcpus,
+        memory_mib=v.memory_mib,
+        host=host,
+        cpu_demand=cpu_demand,
+        coschedule=v.coschedule,
+    )
 
 
 def _restrict(spec: ConstraintSpec, hosts: set[str]) -> ConstraintSpec:
@@ -236,16 +237,6 @@ def _launch(
             v = replace(v, constraints=carried_by(v, event.constraints))
             steps.append(PlanStep("boot", key, 0, 1, dst=host, launch=v))
             placed.append(Placed(v.name, v.namespace, host))
-            new_vms.append(
-                Vm(
-                    name=v.name,
-                    namespace=v.namespace,
-                    vcpus=v.vcpus,
-                    memory_mib=v.memory_mib,
-                    host=host,
-                    coschedule=v.coschedule,
-                    cpu_demand=0.0,
-                )
-            )
+            new_vms.append(_placed_vm(v, host, 0.0))
         snap = snap.with_vms(new_vms)
     return snap, steps, placed, running
