@@ -25,7 +25,8 @@ What is fake and what is real:
 - Driver calls take ``driver_delay`` virtual seconds: ``MigrateVmTo`` moves the VM to
   the destination's fake host (refused when the VM is not on this host or the
   destination is down), ``BootVm`` adds it here. Every creation is counted, so a test
-  can prove each VM was created exactly once.
+  can prove each VM was created exactly once. ``dvms.sim.partition_glue`` carries out
+  these effects, as it does for the simulated datacenter.
 - The host monitor is the harness's: every ``monitor_period_s`` (or never, with
   ``monitor=False``) it calls ``on_monitor`` on each live node whose host is overloaded,
   like the simulated datacenter does. ``poke`` calls it once, now.
@@ -54,7 +55,6 @@ from dvms.partition.core import (
     PartitionChanged,
     PartitionCore,
     PartitionReleased,
-    Solve,
 )
 from dvms.partition.directory import Location, decode_location, record_name
 from dvms.partition.messages import (
@@ -67,9 +67,9 @@ from dvms.partition.messages import (
     VmState,
     WireConstraint,
 )
-from dvms.partition.solve import run_solve
 from dvms.sim.engine import Engine, SimNode
 from dvms.sim.invariants import InvariantChecker
+from dvms.sim.partition_glue import Done, PartitionGlue
 from dvms.sim.solvercost import model_solver_time
 from dvms.stack.core import NodeCore, build_cores
 from dvms.transport.netmodel import ConstantLatency, NetworkConditions, NetworkModel
@@ -171,9 +171,13 @@ class FakeCluster:
         cond = NetworkConditions(loss=loss, jitter=jitter)
         self.network = NetworkModel(ConstantLatency(rtt_s), cond, random.Random(self.rng.random()))
         self.engine = Engine(self.network, on_emit=self._on_emit)
-        self.engine.effect_handlers[Solve] = self._compute
-        self.engine.effect_handlers[BootVm] = self._driver
-        self.engine.effect_handlers[MigrateVmTo] = self._driver
+        PartitionGlue(
+            self.engine,
+            solve_time=self._solve_time,
+            boot=self._boot,
+            migrate=self._migrate,
+            via_node_core=True,  # as the daemon does: directory effects at once
+        )
         self.engine.message_observer = self._observe
         self.solve_delay = solve_delay
         self.driver_delay = driver_delay
@@ -445,46 +449,39 @@ class FakeCluster:
     def _observe(self, src: SimNode, dst: SimNode, msg: Any) -> None:
         self.messages.append((self.engine.now, src.pos, dst.pos, msg))
 
-    def _compute(self, node: SimNode, eff: Solve, now: float) -> None:
-        result = run_solve(eff.request)
+    def _solve_time(self, node: SimNode, wall: float, size: tuple[int, int]) -> float:
         if self.solve_delay == "model":
-            delay = model_solver_time(eff.request.size[1])
-        else:
-            delay = self._delay(self.solve_delay, node.pos)
-        self.engine.at(now + delay, self._computed, node, eff, result)
+            return model_solver_time(size[1])
+        return self._delay(self.solve_delay, node.pos)
 
-    def _computed(self, node: SimNode, eff: Solve, result: Any) -> None:
-        if node.alive:
-            now = self.engine.now
-            self.engine.apply(node, node.core.on_computed(eff.token, result, now=now))
+    def _boot(self, node: SimNode, eff: BootVm, done: Done) -> None:
+        delay = self._delay(self.driver_delay, node.pos)
+        self.engine.at(self.engine.now + delay, self._created, node.pos, eff.vm, done)
 
-    def _driver(self, node: SimNode, eff: BootVm | MigrateVmTo, now: float) -> None:
+    def _migrate(self, node: SimNode, eff: MigrateVmTo, done: Done) -> None:
         host = self.hosts[node.pos]
         delay = self._delay(self.driver_delay, node.pos)
-        if isinstance(eff, BootVm):
-            self.engine.at(now + delay, self._created, node, eff.op, eff.vm)
-            return
+        now = self.engine.now
         key = f"{eff.namespace}/{eff.vm}" if eff.namespace else eff.vm
         dst = next((h for h in self.hosts if h.name == eff.dst_host), None)
         if key not in host.vms or dst is None:
-            self.engine.at(now, self._driven, node, eff.op, False, f"cannot migrate {key}")
+            self.engine.at(now, done, False, f"cannot migrate {key}")
             return
         host.migrating += 1
         dst.migrating += 1
-        self.engine.at(now + delay, self._migrated, node, eff.op, key, dst)
+        self.engine.at(now + delay, self._migrated, host, key, dst, done)
 
-    def _migrated(self, node: SimNode, op: int, key: str, dst: FakeHost) -> None:
-        src = self.hosts[node.pos]
+    def _migrated(self, src: FakeHost, key: str, dst: FakeHost, done: Done) -> None:
         src.migrating -= 1
         dst.migrating -= 1
         if not (src.up and dst.up) or key not in src.vms:
-            self._driven(node, op, False, f"migration of {key} failed")
+            done(False, f"migration of {key} failed")
             return
         dst.vms[key] = src.vms.pop(key)
-        self._driven(node, op, True, "")
+        done(True, "")
 
-    def _created(self, node: SimNode, op: int, vm: LaunchVm) -> None:
-        host = self.hosts[node.pos]
+    def _created(self, pos: int, vm: LaunchVm, done: Done) -> None:
+        host = self.hosts[pos]
         if not host.up:
             return
         fake = FakeVm(
@@ -492,9 +489,4 @@ class FakeCluster:
         )
         self.created[fake.key] = self.created.get(fake.key, 0) + 1
         host.vms[fake.key] = fake
-        self._driven(node, op, True, "")
-
-    def _driven(self, node: SimNode, op: int, ok: bool, reason: str) -> None:
-        if node.alive:
-            now = self.engine.now
-            self.engine.apply(node, node.core.on_driver_result(op, ok, reason, now=now))
+        done(True, "")

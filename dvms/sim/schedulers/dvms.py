@@ -6,8 +6,9 @@ the overlay joins during the first seconds; the world's overload monitor pokes t
 partition core of an overloaded host; ``Solve`` effects run the solver and deliver its
 result after the solver time the scenario charges (``solver_time``: model or measured);
 driver calls (``BootVm``, ``MigrateVmTo``) become VM creations or live migrations in the
-world. The world's launches (``[[launches]]``) are submitted to the entry node's
-``PartitionCore.launch``. Metrics and the invariant checkers listen to the emitted events.
+world (both through ``dvms.sim.partition_glue``). The world's launches
+(``[[launches]]``) are submitted to the entry node's ``PartitionCore.launch``. Metrics
+and the invariant checkers listen to the emitted events.
 
 Fault hooks (``[[faults.partition_crash]]``): the first partition seen in a phase at or
 after a time loses its leader or a member (see ``PartitionCrash``); the crash is carried
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import random
-import time
 from dataclasses import replace
 from typing import Any
 
@@ -54,10 +54,11 @@ from dvms.partition.messages import (
     VmState,
     WireConstraint,
 )
-from dvms.partition.solve import run_solve
+from dvms.partition.solve import SolveOutcome
 from dvms.sim.engine import SimNode
 from dvms.sim.invariants import InvariantChecker
 from dvms.sim.metrics import SUCCESS
+from dvms.sim.partition_glue import Done, PartitionGlue
 from dvms.sim.scenario import PartitionCrash, ScenarioParams
 from dvms.sim.world import LaunchRequest, World
 from dvms.stack.core import NodeCore, build_cores
@@ -107,9 +108,17 @@ class DvmsScheduler:
             if len(seeds) < 3:
                 seeds.append(node.addr)
         eng.on_emit = self._on_emit
-        eng.effect_handlers[Solve] = self._compute
-        eng.effect_handlers[BootVm] = self._driver
-        eng.effect_handlers[MigrateVmTo] = self._driver
+        PartitionGlue(
+            eng,
+            solve_time=lambda node, wall, size: world.solver_time(wall, size[1]),
+            boot=self._boot,
+            migrate=self._migrate,
+            # Straight to the partition core, like _monitor and _launch: its directory
+            # effects wait for its next timer event (NodeCore's wrappers: at once).
+            via_node_core=False,
+            before_solve=self._solve_fault,
+            solved=self._solved,
+        )
         eng.message_observer = self._observe
         world.on_overload(self._monitor)
         world.on_host_change(self._host_change)
@@ -232,55 +241,41 @@ class DvmsScheduler:
 
     # -- effects -----------------------------------------------------------------------
 
-    def _compute(self, node: SimNode, eff: Solve, now: float) -> None:
-        hosts, vms = eff.request.size
+    def _solve_fault(self, node: SimNode, eff: Solve, now: float) -> None:
+        """A ``solving`` fault due now crashes the node that is about to solve."""
         for fault in self.crashes:
             if fault.phase == "solving" and now >= fault.after_s:
-                self._crash(fault, node, f"solving on {hosts} hosts")
+                self._crash(fault, node, f"solving on {eff.request.size[0]} hosts")
                 break
-        t0 = time.perf_counter()
-        result = run_solve(eff.request)
-        wall = time.perf_counter() - t0
-        cost = self.world.solver_time(wall, vms)
-        self.world.metrics.solver_run(cost, wall, "SUCCESS" if result.ok else "NO_SOLUTION")
-        self.world.engine.at(now + cost, self._computed, node, eff.token, result)
 
-    def _computed(self, node: SimNode, token: int, result: Any) -> None:
-        if node.alive:
-            eng = self.world.engine
-            eng.apply(node, node.core.partition.on_computed(token, result, now=eng.now))
+    def _solved(self, outcome: SolveOutcome, wall: float, cost: float) -> None:
+        self.world.metrics.solver_run(cost, wall, "SUCCESS" if outcome.ok else "NO_SOLUTION")
 
-    def _driver(self, node: SimNode, eff: BootVm | MigrateVmTo, now: float) -> None:
-        if isinstance(eff, BootVm):
-            vm = eff.vm
+    def _boot(self, node: SimNode, eff: BootVm, done: Done) -> None:
+        vm = eff.vm
 
-            def created(ok: bool, reason: str) -> None:
-                if ok and vm.constraints:
-                    self.carried[vm.name] = vm.constraints
-                self._driven(node, eff.op, ok, reason)
+        def created(ok: bool, reason: str) -> None:
+            if ok and vm.constraints:
+                self.carried[vm.name] = vm.constraints
+            done(ok, reason)
 
-            self.world.create_vm(
-                vm.name,
-                self.world.hosts[node.pos].name,
-                vcpus=vm.vcpus,
-                memory_mib=vm.memory_mib,
-                coschedule=vm.coschedule,
-                create_s=self.create_s.get(vm.name, 0.0),
-                on_done=created,
-            )
-            return
-        src = self.world.hosts[node.pos].name
+        self.world.create_vm(
+            vm.name,
+            self.world.hosts[node.pos].name,
+            vcpus=vm.vcpus,
+            memory_mib=vm.memory_mib,
+            coschedule=vm.coschedule,
+            create_s=self.create_s.get(vm.name, 0.0),
+            on_done=created,
+        )
+
+    def _migrate(self, node: SimNode, eff: MigrateVmTo, done: Done) -> None:
         name = eff.vm
 
-        def done(ok: bool, duration: float) -> None:
-            self._driven(node, eff.op, ok, "" if ok else f"migration of {name} refused")
+        def moved(ok: bool, duration: float) -> None:
+            done(ok, "" if ok else f"migration of {name} refused")
 
-        self.world.migrate(name, src, eff.dst_host, done)
-
-    def _driven(self, node: SimNode, op: int, ok: bool, reason: str) -> None:
-        if node.alive:
-            eng = self.world.engine
-            eng.apply(node, node.core.partition.on_driver_result(op, ok, reason, now=eng.now))
+        self.world.migrate(name, self.world.hosts[node.pos].name, eff.dst_host, moved)
 
     # -- metrics -----------------------------------------------------------------------
 
