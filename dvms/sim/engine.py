@@ -42,7 +42,11 @@ from dvms.effects import Address, Emit, Send
 from dvms.transport.netmodel import NetworkModel
 from dvms.wire.envelope import WireCodec
 
-__all__ = ["Engine", "SimNode"]
+__all__ = ["NODE_PORT", "Engine", "SimNode"]
+
+#: UDP port in every simulated node's address (the daemon's default listen port): one
+#: value for the engine's nodes, the faithful mode's and the test harness's.
+NODE_PORT = 7400
 
 _DELIVER, _TIMER, _CALL = 0, 1, 2
 _INF = math.inf

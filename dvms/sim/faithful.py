@@ -48,6 +48,7 @@ from dvms.runtime.messages import register_node_messages
 from dvms.runtime.node import NodeRunner
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.state import state_validators
+from dvms.sim.engine import NODE_PORT
 from dvms.sim.scenario import scenario_from_dict
 from dvms.stack.core import NodeCore, build_cores
 from dvms.transport import ConstantLatency, NetworkModel
@@ -57,7 +58,6 @@ from dvms.wire.envelope import MessageRegistry, WireCodec
 
 __all__ = ["FaithfulConfig", "FaithfulResult", "run_engine", "run_faithful"]
 
-_PORT = 7400
 #: The cluster key of the simulated nodes (a simulation, not a secret).
 _KEY = bytes(32)
 
@@ -252,7 +252,7 @@ def _build_runner(
     shared ``loads`` (see ``_populate``)."""
     name = _host_name(i)
     ident = Identity.from_rng(rng)
-    transport = net.new_transport(i, (f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", _PORT))
+    transport = net.new_transport(i, (f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", NODE_PORT))
     addr = transport.local_address
     contact = Contact(ident.node_id, addr[0], addr[1])
     node_rng = random.Random(rng.getrandbits(64))

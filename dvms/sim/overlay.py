@@ -45,7 +45,7 @@ from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import Joined, LookupDone
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import Identity
-from dvms.sim.engine import Engine, SimNode
+from dvms.sim.engine import NODE_PORT, Engine, SimNode
 from dvms.stack.core import build_cores
 from dvms.transport.netmodel import (
     ConstantLatency,
@@ -68,7 +68,6 @@ __all__ = [
 
 #: The latency matrix shipped in the package (WonderNetwork, 222 sites; see data/README).
 EMBEDDED_MATRIX = "embedded:wondernetwork222"
-_PORT = 7400
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +169,7 @@ class OverlaySim:
         gen = self._generation.get(pos, 0)
         self._generation[pos] = gen + 1
         ident = Identity.from_rng(self.rng)
-        addr = (f"n{pos}" if gen == 0 else f"n{pos}g{gen}", _PORT)
+        addr = (f"n{pos}" if gen == 0 else f"n{pos}g{gen}", NODE_PORT)
         contact = Contact(ident.node_id, addr[0], addr[1])
         node_rng = random.Random(self.rng.getrandbits(64))
         core, _ = build_cores(

@@ -34,6 +34,7 @@ from typing import Any
 
 from dvms.configfile import NOT_IN_FILE, ConfigError, load_table
 from dvms.partition.config import PartitionConfig
+from dvms.sim.engine import NODE_PORT
 
 __all__ = [
     "SCENARIO_DIR",
@@ -285,7 +286,7 @@ class DvmsSimParams:
     #: Period of the partition invariant checker (``dvms.sim.invariants``), virtual s.
     check_period_s: float = 1.0
     #: UDP port in every simulated node's address (``h<index>``, port): the daemon's.
-    port: int = 7400
+    port: int = NODE_PORT
 
     def __post_init__(self) -> None:
         if not self.join_rate_per_s > 0 or not self.check_period_s > 0:

@@ -67,7 +67,7 @@ from dvms.partition.messages import (
     VmState,
     WireConstraint,
 )
-from dvms.sim.engine import Engine, SimNode
+from dvms.sim.engine import NODE_PORT, Engine, SimNode
 from dvms.sim.invariants import InvariantChecker
 from dvms.sim.partition_glue import Done, PartitionGlue
 from dvms.sim.solvercost import model_solver_time
@@ -75,8 +75,6 @@ from dvms.stack.core import NodeCore, build_cores
 from dvms.transport.netmodel import ConstantLatency, NetworkConditions, NetworkModel
 
 __all__ = ["FakeCluster", "FakeHost", "FakeVm"]
-
-_PORT = 7400
 
 
 @dataclass
@@ -208,7 +206,7 @@ class FakeCluster:
     # -- building ----------------------------------------------------------------------
 
     def _make_node(self, pos: int, node_id: int) -> SimNode:
-        contact = Contact(node_id, f"n{pos}", _PORT)
+        contact = Contact(node_id, f"n{pos}", NODE_PORT)
         node_rng = random.Random(self.rng.getrandbits(64))
         overlay, part = build_cores(
             contact,
