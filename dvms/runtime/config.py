@@ -24,7 +24,7 @@ key with its default)::
     recruitment = "ring"
     [placement]                     # PlacementConfig (dvms/placement/config.py)
     [runner] [monitor] [state] [vjobs] [namespaces] [namespaces.effects] [vm_driver]
-                                    # the daemon's services (dvms/runtime/...)
+    [control]                       # the daemon's services (dvms/runtime/...)
 
 Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
 naming the file, the table and the key.
@@ -43,6 +43,7 @@ from dvms.overlay.config import KademliaConfig
 from dvms.partition.config import PartitionConfig
 from dvms.placement.config import PlacementConfig
 from dvms.runtime.choices import PROFILES, RECRUITMENT
+from dvms.runtime.control.commands import ControlConfig
 from dvms.runtime.node import RunnerConfig
 from dvms.runtime.services.monitor import MonitorConfig
 from dvms.runtime.services.namespaces import NamespaceConfig
@@ -152,6 +153,8 @@ class NodeConfig:
     namespaces: NamespaceConfig = field(default_factory=NamespaceConfig)
     #: VM driver calls (``[vm_driver]``): emulated and live migration requests.
     vm_driver: VmDriverConfig = field(default_factory=VmDriverConfig)
+    #: The control commands (``[control]``): ``rtt`` probes, ``vjob show --wait``.
+    control: ControlConfig = field(default_factory=ControlConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")

@@ -197,6 +197,7 @@ def build_daemon(
         vjobs=vjobs,
         namespaces=namespaces,
         host_side=host_side,
+        config=cfg.control,
     )
 
 

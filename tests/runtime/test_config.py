@@ -76,13 +76,14 @@ def test_service_tables(tmp_path: Path) -> None:
     text = (
         "[runner]\nstop_grace_s = 5.0\n[monitor]\nperiod_s = 0.5\n[state]\nreplicas = 3\n"
         "[vjobs]\nkeeper_period_s = 1\n[namespaces.effects]\nrun_timeout_s = 20.0\n"
-        "[vm_driver]\nadopt_attempts = 4\n"
+        "[vm_driver]\nadopt_attempts = 4\n[control]\nrtt_probes = 5\n"
     )
     cfg = load_config(write(tmp_path, text))
     assert (cfg.runner.stop_grace_s, cfg.monitor.period_s, cfg.state.replicas) == (5.0, 0.5, 3)
     assert cfg.vjobs.keeper_period_s == 1.0 and isinstance(cfg.vjobs.keeper_period_s, float)
     assert cfg.namespaces.effects.run_timeout_s == 20.0 and cfg.namespaces.attempts == 8
     assert cfg.vm_driver.adopt_attempts == 4
+    assert cfg.control.rtt_probes == 5 and cfg.control.vjob_wait_s == 300.0
     with pytest.raises(ConfigError, match=r"\[namespaces\.effects\] unknown key 'run_s'"):
         load_config(write(tmp_path, "[namespaces.effects]\nrun_s = 1\n"))
 
@@ -107,7 +108,7 @@ def test_service_tables(tmp_path: Path) -> None:
         ("partition = 3\n", "node.toml: partition: expected a table, got 3"),
         ("seeds = 'a:1'\n", "node.toml: seeds: expected an array, got 'a:1'"),
         ("seeds = ['a']\n", "node.toml: seed 'a' must be host:port"),
-        ("nodes = 3\n", "node.toml: unknown key 'nodes' (known: host, hostname, hypervisor,"),
+        ("nodes = 3\n", "node.toml: unknown key 'nodes' (known: control, host, hostname,"),
         ("recruitment = 'ring'\n", "node.toml: recruitment: now [partition] recruitment"),
         ("host_cpus = 4\n", "node.toml: host_cpus: now [host] cpus"),
         ("profile = 'moon'\n", "node.toml: profile must be one of lan, wan, local, not 'moon'"),

@@ -15,7 +15,7 @@ peers that answered once but have left the routing table since, are listed as
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -26,7 +26,6 @@ from dvms.placement.spec import SpecError
 from dvms.ranges import RangeError, expand, natural_key
 from dvms.runtime.capabilities import Dht, PartitionStatus, Peers, Requester
 from dvms.runtime.client import ControlError
-from dvms.runtime.config import NodeConfig
 from dvms.runtime.control import debug as debugcmd
 from dvms.runtime.messages import (
     HostQuery,
@@ -44,16 +43,27 @@ from dvms.runtime.services.state import StateError
 from dvms.runtime.services.vjobs import VjobService
 from dvms.wire.envelope import WireCodec
 
+if TYPE_CHECKING:  # config.py composes ControlConfig: a runtime import would be a cycle
+    from dvms.runtime.config import NodeConfig
+
 __all__ = ["ControlConfig", "Daemon", "launch_from_map"]
 
 
 @dataclass(frozen=True, slots=True)
 class ControlConfig:
+    """The control commands' own settings (``[control]`` of the node TOML; ours)."""
+
     #: ``rtt``: probes sent, and each probe's timeout, seconds (one attempt each).
     rtt_probes: int = 3
     rtt_timeout_s: float = 1.0
     #: ``vjob show --wait`` without a timeout waits this long, seconds.
     vjob_wait_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.rtt_probes < 1:
+            raise ValueError("rtt_probes must be at least 1")
+        if not (self.rtt_timeout_s > 0 and self.vjob_wait_s > 0):
+            raise ValueError("rtt_timeout_s and vjob_wait_s must be > 0")
 
 
 def launch_from_map(
