@@ -24,7 +24,7 @@ key with its default)::
     recruitment = "ring"
     [placement]                     # PlacementConfig (dvms/placement/config.py)
     [runner] [monitor] [state] [vjobs] [namespaces] [namespaces.effects] [vm_driver]
-    [control]                       # the daemon's services (dvms/runtime/...)
+    [control] [tunnels]             # the daemon's services (dvms/runtime/...)
 
 Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
 naming the file, the table and the key.
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dvms.configfile import ConfigError, load_table, read_toml
+from dvms.hypervisor.net.model import NetConfig
 from dvms.overlay.config import KademliaConfig
 from dvms.partition.config import PartitionConfig
 from dvms.placement.config import PlacementConfig
@@ -155,6 +156,8 @@ class NodeConfig:
     vm_driver: VmDriverConfig = field(default_factory=VmDriverConfig)
     #: The control commands (``[control]``): ``rtt`` probes, ``vjob show --wait``.
     control: ControlConfig = field(default_factory=ControlConfig)
+    #: Tunnels of ``ns bridge`` networks (``[tunnels]``): VXLAN port, MTU, MAC learning.
+    tunnels: NetConfig = field(default_factory=NetConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")

@@ -176,7 +176,7 @@ def build_daemon(
     )
     host_side = HostSide(
         namespaces,
-        Reconciler(open_net_backend(cfg.network_backend)),
+        Reconciler(open_net_backend(cfg.network_backend), cfg.tunnels),
         monitor=runner.monitor,
         driver=runner.driver,
         directory=runner,

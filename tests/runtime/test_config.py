@@ -76,7 +76,7 @@ def test_service_tables(tmp_path: Path) -> None:
     text = (
         "[runner]\nstop_grace_s = 5.0\n[monitor]\nperiod_s = 0.5\n[state]\nreplicas = 3\n"
         "[vjobs]\nkeeper_period_s = 1\n[namespaces.effects]\nrun_timeout_s = 20.0\n"
-        "[vm_driver]\nadopt_attempts = 4\n[control]\nrtt_probes = 5\n"
+        "[vm_driver]\nadopt_attempts = 4\n[control]\nrtt_probes = 5\n[tunnels]\nmtu = 1400\n"
     )
     cfg = load_config(write(tmp_path, text))
     assert (cfg.runner.stop_grace_s, cfg.monitor.period_s, cfg.state.replicas) == (5.0, 0.5, 3)
@@ -84,6 +84,7 @@ def test_service_tables(tmp_path: Path) -> None:
     assert cfg.namespaces.effects.run_timeout_s == 20.0 and cfg.namespaces.attempts == 8
     assert cfg.vm_driver.adopt_attempts == 4
     assert cfg.control.rtt_probes == 5 and cfg.control.vjob_wait_s == 300.0
+    assert cfg.tunnels.mtu == 1400 and cfg.tunnels.vxlan_port == 4789
     with pytest.raises(ConfigError, match=r"\[namespaces\.effects\] unknown key 'run_s'"):
         load_config(write(tmp_path, "[namespaces.effects]\nrun_s = 1\n"))
 
@@ -105,6 +106,7 @@ def test_service_tables(tmp_path: Path) -> None:
             "node.toml: [partition] recruitment: expected one of vivaldi, ring, random",
         ),
         ("[host]\ncpus = 0\n", "node.toml: [host] cpus and memory_mib must be at least 1"),
+        ("[tunnels]\nmtu = 9\n", "node.toml: [tunnels] mtu must be in 68..65535, not 9"),
         ("partition = 3\n", "node.toml: partition: expected a table, got 3"),
         ("seeds = 'a:1'\n", "node.toml: seeds: expected an array, got 'a:1'"),
         ("seeds = ['a']\n", "node.toml: seed 'a' must be host:port"),

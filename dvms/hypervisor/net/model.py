@@ -61,6 +61,12 @@ class NetConfig:
     mtu: int | None = None
     learning: bool = True
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.vxlan_port <= 65535:
+            raise ValueError(f"vxlan_port must be in 1..65535, not {self.vxlan_port}")
+        if self.mtu is not None and not 68 <= self.mtu <= 65535:
+            raise ValueError(f"mtu must be in 68..65535, not {self.mtu}")
+
 
 @dataclass(frozen=True, slots=True)
 class NamespaceNetwork:
