@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from dvms.hypervisor.base import VmInfo
 from dvms.overlay.messages import Record
 from dvms.partition.messages import LaunchVm
 from dvms.wire.envelope import MessageRegistry
@@ -68,11 +69,18 @@ MAX_ROWS = 512
 
 @dataclass(frozen=True, slots=True)
 class VmRow:
+    """One VM of a host on the wire; kept apart from ``VmInfo`` (which grows freely) for
+    wire stability, and built from it only by ``VmRow.of``."""
+
     name: Name
     namespace: Name
     state: Annotated[str, MaxLen(16)]
     vcpus: Annotated[int, Range(0, 4096)]
     memory_mib: Annotated[int, Range(0, 2**40)]
+
+    @classmethod
+    def of(cls, info: VmInfo) -> VmRow:
+        return cls(info.name, info.namespace, info.state.value, info.vcpus, info.memory_mib)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +129,8 @@ class Adopted:
 
 @dataclass(frozen=True, slots=True)
 class PartitionRow:
-    """One partition as this node saw it (members by host name where known)."""
+    """One partition as this node saw it (members by host name where known); the wire
+    form of a partition log record, built only by ``PartitionLog.rows``."""
 
     pid: U64
     role: Annotated[str, MaxLen(16)]

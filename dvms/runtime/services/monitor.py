@@ -180,9 +180,7 @@ class HostMonitor:
 
     def reply(self, namespace: str | None, vms: bool = True) -> HostReply:
         rows = [
-            VmRow(v.name, v.namespace, v.state.value, v.vcpus, v.memory_mib)
-            for v in self.vms
-            if vms and (namespace is None or v.namespace == namespace)
+            VmRow.of(v) for v in self.vms if vms and (namespace is None or v.namespace == namespace)
         ]
         return HostReply(
             self.name,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dvms.overlay.messages import Contact
 from dvms.partition.core import PartitionChanged, PartitionReleased, PlanApplied
@@ -29,6 +29,9 @@ KEEP_ENDED = 100
 
 @dataclass
 class _Record:
+    """What the log gathers about one partition from the core's events; ``row`` turns it
+    into the wire ``PartitionRow`` (contacts become host names when asked)."""
+
     pid: int
     started: float
     role: str = "member"
@@ -41,7 +44,22 @@ class _Record:
     actions: int = 0
     migrations: int = 0
     led: bool = False
-    seen: set[int] = field(default_factory=set)
+
+    def row(self, name_of: Callable[[Contact], str]) -> PartitionRow:
+        ended = self.ended is not None
+        return PartitionRow(
+            pid=self.pid,
+            role="leader" if self.led else self.role,
+            leader=name_of(self.leader) if self.leader is not None else "",
+            members=tuple(name_of(m) for m in self.members),
+            state="ended" if ended else self.state,
+            events=self.events,
+            started=self.started,
+            ended=self.ended,
+            outcome=self.outcome if ended else "in flight",
+            actions=self.actions,
+            migrations=self.migrations,
+        )
 
 
 class PartitionLog:
@@ -79,22 +97,7 @@ class PartitionLog:
             del self._records[pid]
 
     def rows(self, name_of: Callable[[Contact], str]) -> tuple[PartitionRow, ...]:
-        return tuple(
-            PartitionRow(
-                pid=r.pid,
-                role="leader" if r.led else r.role,
-                leader=name_of(r.leader) if r.leader is not None else "",
-                members=tuple(name_of(m) for m in r.members),
-                state="ended" if r.ended is not None else r.state,
-                events=r.events,
-                started=r.started,
-                ended=r.ended,
-                outcome=r.outcome if r.ended is not None else "in flight",
-                actions=r.actions,
-                migrations=r.migrations,
-            )
-            for r in self._records.values()
-        )
+        return tuple(r.row(name_of) for r in self._records.values())
 
 
 def merge_rows(rows: Iterable[PartitionRow]) -> list[PartitionRow]:
