@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import subprocess
 import sys
@@ -26,10 +27,16 @@ from pathlib import Path
 from dvms.runtime.client import ControlError, call
 
 NODES = 8
-#: The synthetic load per hot VM (CPUs) and how long the demo waits for the partition to
-#: relieve the hot host (seconds).
+#: The synthetic load per hot VM, CPUs.
 HOT_LOAD = 3.0
+#: How long the demo waits for the partition to relieve the hot host, seconds
+#: (``--relief-timeout``: a slow machine may need longer); it polls every host's load
+#: meanwhile, each query waiting at most ``RELIEF_QUERY_TIMEOUT_S``.
 RELIEF_TIMEOUT_S = 30.0
+RELIEF_POLL_S = 0.5
+RELIEF_QUERY_TIMEOUT_S = 10.0
+#: Timeout of one ``vm_info`` query of a node, seconds.
+QUERY_TIMEOUT_S = 30.0
 
 #: The demo vjob: a spread tier, a coscheduled worker pool, a pinned database and a cache
 #: that follows it (docs/vjob.md).
@@ -79,7 +86,7 @@ def _dvms(*args: str) -> int:
     return subprocess.run([sys.executable, "-m", "dvms", *args]).returncode
 
 
-def local_cluster() -> bool:
+def local_cluster(relief_timeout_s: float = RELIEF_TIMEOUT_S) -> bool:
     from dvms.runtime.localcluster import ClusterError, cluster_down, cluster_up
 
     print(f"== 1. local cluster: {NODES} real daemons on 127.0.0.1, each a libvirt test host ==")
@@ -99,19 +106,19 @@ def local_cluster() -> bool:
             ok = _dvms("--socket", sock["node2"], "submit", str(job)) == 0
             ok &= _dvms("--socket", sock["node7"], "vm", "info", "--all") == 0
             ok &= _dvms("--socket", sock["node5"], "partitions", "--all") == 0
-            return ok and overload(tmp, sock)
+            return ok and overload(tmp, sock, relief_timeout_s)
         finally:
             cluster_down(tmp / "cluster")
 
 
 def _idle_host(sock: dict[str, str]) -> str:
     """A host with no VM yet (the demo vjob's coschedule-2 workers would refuse company)."""
-    vms = call(sock["node1"], "vm_info", {}, timeout=30.0)["vms"]
+    vms = call(sock["node1"], "vm_info", {}, timeout=QUERY_TIMEOUT_S)["vms"]
     used = {v["host"] for v in vms}
     return next((h for h in sock if h not in used), "node8")
 
 
-def overload(tmp: Path, sock: dict[str, str]) -> bool:
+def overload(tmp: Path, sock: dict[str, str], relief_timeout_s: float = RELIEF_TIMEOUT_S) -> bool:
     """Overload an idle host with synthetic load and show the partition relieving it."""
     cluster = str(tmp / "cluster")
     host = _idle_host(sock)
@@ -134,9 +141,9 @@ def overload(tmp: Path, sock: dict[str, str]) -> bool:
     t0 = time.monotonic()
     _dvms("debug", "loads", "--dir", cluster)
     print(f"   waiting for {host}'s overload check and a DVMS partition to relieve it ...")
-    relieved = _wait_relieved(sock, host, t0)  # counted from the last load set
+    relieved = _wait_relieved(sock, host, t0, relief_timeout_s)  # from the last load set
     if relieved is None:
-        print(f"   {host} still overloaded after {RELIEF_TIMEOUT_S:g} s")
+        print(f"   {host} still overloaded after {relief_timeout_s:g} s")
         _dvms("--socket", sock["node1"], "partitions", "--all")
         return False
     after = _placement(sock)
@@ -153,21 +160,22 @@ def overload(tmp: Path, sock: dict[str, str]) -> bool:
 
 
 def _placement(sock: dict[str, str]) -> dict[str, str]:
-    return {v["name"]: v["host"] for v in call(sock["node1"], "vm_info", {}, timeout=30.0)["vms"]}
+    vms = call(sock["node1"], "vm_info", {}, timeout=QUERY_TIMEOUT_S)["vms"]
+    return {v["name"]: v["host"] for v in vms}
 
 
-def _wait_relieved(sock: dict[str, str], host: str, t0: float) -> float | None:
+def _wait_relieved(sock: dict[str, str], host: str, t0: float, timeout_s: float) -> float | None:
     """Seconds until no host is overloaded and a batch VM has left ``host``, or None."""
-    while time.monotonic() - t0 < RELIEF_TIMEOUT_S:
+    while time.monotonic() - t0 < timeout_s:
         try:
-            hosts = [call(s, "debug_loads", timeout=10.0) for s in sock.values()]
+            hosts = [call(s, "debug_loads", timeout=RELIEF_QUERY_TIMEOUT_S) for s in sock.values()]
             hot = next(h for h in hosts if h["host"] == host)
             left = [v for v in hot["vms"] if not v["here"] and v["vm"].startswith("batch")]
             if left and not any(h["overloaded"] for h in hosts):
                 return time.monotonic() - t0
         except ControlError as exc:
             print(f"   (a node did not answer: {exc})")
-        time.sleep(0.5)
+        time.sleep(RELIEF_POLL_S)
     return None
 
 
@@ -194,8 +202,19 @@ def datacenter_simulation() -> None:
         print(f"   {name:<12}" + "".join(f"{r[k]:>20.1f}" for k in keys))
 
 
-def main() -> int:
-    ok = local_cluster()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dvms.demo", description="make demo: a local cluster and simulations"
+    )
+    parser.add_argument(
+        "--relief-timeout",
+        type=float,
+        default=RELIEF_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"wait this long for the overloaded host's relief ({RELIEF_TIMEOUT_S:g})",
+    )
+    args = parser.parse_args(argv)
+    ok = local_cluster(args.relief_timeout)
     overlay_simulation()
     datacenter_simulation()
     return 0 if ok else 1

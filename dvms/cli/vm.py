@@ -12,8 +12,26 @@ from dvms.cli.main import UserError
 from dvms.cli.node import print_table, socket_path
 from dvms.runtime.client import ControlError, call, submit_body
 
-#: ``submit`` waits this long for the cluster to place and create a vjob, seconds.
+#: How long the CLI waits for the node's answer, seconds, where that may take a
+#: partition (placing and creating VMs): ``submit``, ``vjob show --wait``, ``script`` (per
+#: command) and minimega command lines; ``--timeout`` of the first three.
 SUBMIT_TIMEOUT_S = 300.0
+#: ``vjob show`` without ``--wait`` (reading one record) waits this long, seconds.
+SHOW_TIMEOUT_S = 30.0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _timeout_flag(p: argparse.ArgumentParser, default: float | None, what: str) -> None:
+    p.add_argument("--timeout", type=_seconds, default=default, metavar="SECONDS", help=what)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="return as soon as the vjob is accepted (journaled and replicated), with its "
         "id; follow it with `dvms vjob show ID`",
     )
+    _timeout_flag(p, SUBMIT_TIMEOUT_S, f"wait this long for the answer ({SUBMIT_TIMEOUT_S:g})")
     p.set_defaults(func=submit)
 
     vj = sub.add_parser(
@@ -46,6 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     vs = vjsub.add_parser("show", help="one vjob, from any node", description="Show a vjob.")
     vs.add_argument("id", metavar="ID")
     vs.add_argument("--wait", action="store_true", help="wait until it is done or failed")
+    _timeout_flag(
+        vs,
+        None,
+        f"wait this long for the answer ({SUBMIT_TIMEOUT_S:g} with --wait, else "
+        f"{SHOW_TIMEOUT_S:g})",
+    )
     vs.set_defaults(func=vjob_show)
 
     vm = sub.add_parser("vm", help="VMs across the cluster", description="VM commands.")
@@ -110,6 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     sc.add_argument("file", nargs="?", default="-", metavar="FILE")
     sc.add_argument("--echo", action="store_true", help="print each command before its output")
+    _timeout_flag(sc, SUBMIT_TIMEOUT_S, f"wait this long per command ({SUBMIT_TIMEOUT_S:g})")
     sc.set_defaults(func=script)
 
     host = sub.add_parser("host", help="every host: size and load", description="List hosts.")
@@ -157,7 +183,7 @@ def submit(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     body = submit_body(vjob, wait=args.wait)
     t0 = time.monotonic()
-    result = _call(args, "submit", body, timeout=SUBMIT_TIMEOUT_S)
+    result = _call(args, "submit", body, timeout=args.timeout)
     if args.json:
         _json(result)
     elif not args.wait:
@@ -184,7 +210,7 @@ def vjob_list(args: argparse.Namespace) -> int:
 
 
 def vjob_show(args: argparse.Namespace) -> int:
-    timeout = SUBMIT_TIMEOUT_S if args.wait else 30.0
+    timeout = args.timeout or (SUBMIT_TIMEOUT_S if args.wait else SHOW_TIMEOUT_S)
     rec = _call(args, "vjob_show", {"id": args.id, "wait": args.wait}, timeout=timeout)
     if args.json:
         _json(rec)
@@ -250,7 +276,7 @@ def script(args: argparse.Namespace) -> int:
             continue
         if args.echo:
             print(f"## {line}")
-        result = _call(args, "ns", {"words": words}, timeout=SUBMIT_TIMEOUT_S)
+        result = _call(args, "ns", {"words": words}, timeout=args.timeout)
         print(result["text"], end="")
         failed += not result["ok"]
     return 1 if failed else 0
