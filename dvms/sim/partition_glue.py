@@ -36,10 +36,8 @@ SolveTime = Callable[[SimNode, float, tuple[int, int]], float]
 class PartitionGlue:
     """Registers the ``Solve``, ``BootVm`` and ``MigrateVmTo`` handlers on ``engine``.
 
-    ``via_node_core`` says where results go: True, ``NodeCore.on_computed`` /
-    ``on_driver_result`` (as the daemon does: the directory's overlay effects are
-    carried out at once); False, the partition core directly, which holds those effects
-    until its next timer event (the same virtual time, later in the engine's order)."""
+    Results go to the node through ``NodeCore.on_computed`` / ``on_driver_result``, as
+    in the daemon: the directory's overlay effects are carried out at once."""
 
     def __init__(
         self,
@@ -48,7 +46,6 @@ class PartitionGlue:
         solve_time: SolveTime,
         boot: Callable[[SimNode, BootVm, Done], None],
         migrate: Callable[[SimNode, MigrateVmTo, Done], None],
-        via_node_core: bool,
         before_solve: Callable[[SimNode, Solve, float], None] | None = None,
         solved: Callable[[SolveOutcome, float, float], None] | None = None,
     ) -> None:
@@ -57,7 +54,6 @@ class PartitionGlue:
         self.solve_time = solve_time
         self.boot = boot
         self.migrate = migrate
-        self.via_node_core = via_node_core
         self.before_solve = before_solve
         self.solved = solved
         engine.effect_handlers[Solve] = self._solve
@@ -78,8 +74,7 @@ class PartitionGlue:
     def _computed(self, node: SimNode, token: int, outcome: SolveOutcome) -> None:
         if node.alive:
             now = self.engine.now
-            target = node.core if self.via_node_core else node.core.partition
-            self.engine.apply(node, target.on_computed(token, outcome, now=now))
+            self.engine.apply(node, node.core.on_computed(token, outcome, now=now))
 
     def _drive(self, node: SimNode, eff: BootVm | MigrateVmTo, now: float) -> None:
         done = functools.partial(self._driven, node, eff.op)
@@ -91,5 +86,4 @@ class PartitionGlue:
     def _driven(self, node: SimNode, op: int, ok: bool, reason: str) -> None:
         if node.alive:
             now = self.engine.now
-            target = node.core if self.via_node_core else node.core.partition
-            self.engine.apply(node, target.on_driver_result(op, ok, reason, now=now))
+            self.engine.apply(node, node.core.on_driver_result(op, ok, reason, now=now))

@@ -174,7 +174,6 @@ class FakeCluster:
             solve_time=self._solve_time,
             boot=self._boot,
             migrate=self._migrate,
-            via_node_core=True,  # as the daemon does: directory effects at once
         )
         self.engine.message_observer = self._observe
         self.solve_delay = solve_delay

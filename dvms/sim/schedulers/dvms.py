@@ -2,13 +2,14 @@
 ``dvms-random``): one real ``NodeCore`` (overlay + partition protocol) per host.
 
 Glue only, no protocol: each host of the ``World`` gets a node at its network position;
-the overlay joins during the first seconds; the world's overload monitor pokes the
-partition core of an overloaded host; ``Solve`` effects run the solver and deliver its
-result after the solver time the scenario charges (``solver_time``: model or measured);
-driver calls (``BootVm``, ``MigrateVmTo``) become VM creations or live migrations in the
-world (both through ``dvms.sim.partition_glue``). The world's launches
-(``[[launches]]``) are submitted to the entry node's ``PartitionCore.launch``. Metrics
-and the invariant checkers listen to the emitted events.
+the overlay joins during the first seconds; the world's overload monitor pokes the node
+of an overloaded host (``NodeCore.on_monitor``); ``Solve`` effects run the solver and
+deliver its result after the solver time the scenario charges (``solver_time``: model
+or measured); driver calls (``BootVm``, ``MigrateVmTo``) become VM creations or live
+migrations in the world (both through ``dvms.sim.partition_glue``). The world's
+launches (``[[launches]]``) are submitted to the entry node's ``NodeCore.launch``. Every
+input goes through ``NodeCore``, as in the daemon. Metrics and the invariant checkers
+listen to the emitted events.
 
 Fault hooks (``[[faults.partition_crash]]``): the first partition seen in a phase at or
 after a time loses its leader or a member (see ``PartitionCrash``); the crash is carried
@@ -115,7 +116,6 @@ class DvmsScheduler:
             migrate=self._migrate,
             # Straight to the partition core, like _monitor and _launch: its directory
             # effects wait for its next timer event (NodeCore's wrappers: at once).
-            via_node_core=False,
             before_solve=self._solve_fault,
             solved=self._solved,
         )
@@ -179,7 +179,7 @@ class DvmsScheduler:
     def _monitor(self, h: int, now: float) -> None:
         node = self.nodes[h]
         if node.alive:
-            self.world.engine.apply(node, node.core.partition.on_monitor(now=now))
+            self.world.engine.apply(node, node.core.on_monitor(now=now))
 
     def _host_change(self, h: int, up: bool, now: float) -> None:
         if not up:
@@ -197,7 +197,7 @@ class DvmsScheduler:
         cons = tuple(WireConstraint("spread", group) for group in req.spread)
         for v in req.vms:
             self.create_s[v.name] = req.create_s
-        eid, out = node.core.partition.launch(vms, cons, now=now)
+        eid, out = node.core.launch(vms, cons, now=now)
         self.launches[(node.pos, eid)] = len(vms)
         self.world.engine.apply(node, out)
 
