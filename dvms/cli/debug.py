@@ -19,6 +19,9 @@ from dvms.cli.node import print_table, socket_path
 from dvms.runtime.client import ControlError, call
 from dvms.runtime.localcluster import ClusterError, node_sockets
 
+#: How long a debug command waits for each node's answer, seconds.
+CALL_TIMEOUT_S = 30.0
+
 FOR_TEST_HOSTS = (
     "For test hosts (libvirt test:///, e.g. `dvms cluster up`), which measure no CPU use: "
     "the load is synthetic, what you say, not a measurement."
@@ -77,7 +80,7 @@ def _sockets(d: str) -> dict[str, str]:
 
 def _call(sock: str, cmd: str, args: dict[str, Any]) -> Any:
     try:
-        return call(sock, cmd, args, timeout=30.0)
+        return call(sock, cmd, args, timeout=CALL_TIMEOUT_S)
     except ControlError as exc:
         raise UserError(str(exc)) from None
 
