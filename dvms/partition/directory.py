@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import cbor2
@@ -139,7 +140,8 @@ class _Claim:
     names: dict[str, tuple[str, str]] = field(default_factory=dict)  # -> (namespace, vm)
 
 
-#: A continuation: (what the overlay answered, now, effects out).
+#: A continuation: a named method of ``Directory`` with its first arguments bound
+#: (``functools.partial``), called with (what the overlay answered, now, effects out).
 _Then = Callable[[Any, float, list[Any]], None]
 
 
@@ -236,22 +238,25 @@ class Directory:
         a newer record (then claim again over it)."""
         claim.held[name] = seq
         me = Location(CLAIMED, "", self.overlay.node_id, claim.event_id)
+        self._put(name, me, seq, partial(self._claim_stored, claim, name), now, out)
 
-        def stored(_count: int, now: float, out: list[Any]) -> None:
-            def check(rec: Record | None, now: float, out: list[Any]) -> None:
-                won = location_of(rec)
-                if rec is None or won is None or self._ours(won, claim):
-                    self._claim_step(claim, now, out)
-                elif not won.live():
-                    self._claim_put(claim, name, rec.seq + 1, now, out)
-                else:
-                    claim.held.pop(name, None)
-                    self.overlay.unpublish(name)
-                    self._taken(claim, name, won, now, out)
+    def _claim_stored(
+        self, claim: _Claim, name: str, _count: int, now: float, out: list[Any]
+    ) -> None:
+        self._get(name, partial(self._claim_read_back, claim, name), now, out)
 
-            self._get(name, check, now, out)
-
-        self._put(name, me, seq, stored, now, out)
+    def _claim_read_back(
+        self, claim: _Claim, name: str, rec: Record | None, now: float, out: list[Any]
+    ) -> None:
+        won = location_of(rec)
+        if rec is None or won is None or self._ours(won, claim):
+            self._claim_step(claim, now, out)
+        elif not won.live():
+            self._claim_put(claim, name, rec.seq + 1, now, out)
+        else:
+            claim.held.pop(name, None)
+            self.overlay.unpublish(name)
+            self._taken(claim, name, won, now, out)
 
     @staticmethod
     def _ours(loc: Location, claim: _Claim) -> bool:
@@ -277,18 +282,18 @@ class Directory:
             return
         for name in claim.held:
             self.overlay.unpublish(name)
-            if not eff.free:
-                continue
+            if eff.free:
+                self._get(name, partial(self._free_claim, claim, name), now, out)
 
-            def seen(rec: Record | None, now: float, out: list[Any], name: str = name) -> None:
-                loc = location_of(rec)
-                if loc is not None and not self._ours(loc, claim):
-                    return  # the VM was created (hosted) or another claim won
-                self.stats["freed"] += 1
-                self._put(name, Location(FREE), self._next_seq(name, rec, 1), None, now, out)
-                self.overlay.unpublish(name)  # a free record simply expires
-
-            self._get(name, seen, now, out)
+    def _free_claim(
+        self, claim: _Claim, name: str, rec: Record | None, now: float, out: list[Any]
+    ) -> None:
+        loc = location_of(rec)
+        if loc is not None and not self._ours(loc, claim):
+            return  # the VM was created (hosted) or another claim won
+        self.stats["freed"] += 1
+        self._put(name, Location(FREE), self._next_seq(name, rec, 1), None, now, out)
+        self.overlay.unpublish(name)  # a free record simply expires
 
     # -- locations ---------------------------------------------------------------------
 
@@ -297,17 +302,16 @@ class Directory:
         namespaces): write its name free, unless another VM holds it by now."""
         name = record_name(namespace, vm)
         out: list[Any] = []
-
-        def seen(rec: Record | None, now: float, out: list[Any]) -> None:
-            loc = location_of(rec)
-            if loc is None or loc.state != HOSTED or loc.node_id != self.overlay.node_id:
-                return  # never recorded, or it lives elsewhere now (migrated, re-created)
-            self.stats["freed"] += 1
-            self._put(name, Location(FREE), self._next_seq(name, rec, 1), None, now, out)
-            self.overlay.unpublish(name)
-
-        self._get(name, seen, now, out)
+        self._get(name, partial(self._free_hosted, name), now, out)
         return out
+
+    def _free_hosted(self, name: str, rec: Record | None, now: float, out: list[Any]) -> None:
+        loc = location_of(rec)
+        if loc is None or loc.state != HOSTED or loc.node_id != self.overlay.node_id:
+            return  # never recorded, or it lives elsewhere now (migrated, re-created)
+        self.stats["freed"] += 1
+        self._put(name, Location(FREE), self._next_seq(name, rec, 1), None, now, out)
+        self.overlay.unpublish(name)
 
     def _record(self, eff: RecordLocation, now: float, out: list[Any]) -> None:
         name = record_name(eff.namespace, eff.name)
@@ -318,8 +322,10 @@ class Directory:
             self._put(name, loc, seq, None, now, out)
             return
 
-        def seen(rec: Record | None, now: float, out: list[Any]) -> None:
-            self.stats["records"] += 1
-            self._put(name, loc, self._next_seq(name, rec, 2), None, now, out)
+        self._get(name, partial(self._record_over, name, loc), now, out)
 
-        self._get(name, seen, now, out)
+    def _record_over(
+        self, name: str, loc: Location, rec: Record | None, now: float, out: list[Any]
+    ) -> None:
+        self.stats["records"] += 1
+        self._put(name, loc, self._next_seq(name, rec, 2), None, now, out)
