@@ -14,6 +14,8 @@ seeded from the operating system (``daemon_rng``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -29,7 +31,7 @@ from dvms.hypervisor.net import Reconciler, open_net_backend
 from dvms.overlay.messages import Contact, register_overlay_messages
 from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.messages import register_partition_messages
-from dvms.runtime.config import NodeConfig, parse_hostport
+from dvms.runtime.config import ConfigError, NodeConfig, parse_hostport
 from dvms.runtime.control.commands import Daemon
 from dvms.runtime.control.server import serve_control
 from dvms.runtime.messages import register_node_messages
@@ -46,16 +48,43 @@ from dvms.wire.keys import load_key
 
 __all__ = [
     "TEST_HOST_XML",
+    "StateDirInUse",
     "build_daemon",
     "build_runner",
     "build_vjobs",
     "daemon_rng",
     "load_identity",
+    "lock_state_dir",
     "run_node",
     "write_test_host",
 ]
 
 log = logging.getLogger("dvms.node")
+
+
+class StateDirInUse(ConfigError):
+    """Another running node holds this state directory."""
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Hold ``state_dir`` for this process (an exclusive ``flock`` on ``state_dir/lock``,
+    which also records our pid) and return the lock's file descriptor; the lock ends
+    with it, or with the process. Two nodes on one state dir would share the node id
+    and the control socket, so the second is refused, naming the first's pid."""
+    path = state_dir / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StateDirInUse(
+            f"state dir {state_dir} is in use by another dvms node (pid {holder}); "
+            "give each node its own --state-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def daemon_rng() -> random.Random:
@@ -206,6 +235,17 @@ async def run_node(
 ) -> None:
     state = Path(cfg.state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = lock_state_dir(state)
+    try:
+        await _run_node(cfg, state, task_status)
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(lock)
+
+
+async def _run_node(
+    cfg: NodeConfig, state: Path, task_status: trio.TaskStatus[tuple[str, int]]
+) -> None:
     ident = load_identity(state)
     key = load_key(cfg.key_file)
     host, port = parse_hostport(cfg.listen, what="listen")

@@ -159,3 +159,28 @@ def test_bad_configuration_is_reported_without_a_traceback(tmp_path):
         timeout=30,
     )
     assert out.returncode == 1 and "host:port" in out.stderr
+
+
+def test_a_second_node_on_the_same_state_dir_is_refused(tmp_path):
+    """Two nodes on one state dir would share the node id and the control socket: the
+    second one exits with an error naming the first one's pid, and the first runs on."""
+    key = tmp_path / "k"
+    write_key(key, generate_key())
+    first = start(tmp_path, "solo", key)
+    try:
+        wait_for(lambda: (tmp_path / "solo" / "dvms.sock").exists(), 20, "node")
+        cmd = [sys.executable, "-m", "dvms", "node", "run", "--listen", "127.0.0.1:0"]
+        cmd += ["--key", str(key), "--state-dir", str(tmp_path / "solo"), "--profile", "local"]
+        second = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 1, second.stderr
+        assert f"in use by another dvms node (pid {first.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert call(sock(tmp_path, "solo"), "status")["joined"] is True
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=10)
