@@ -102,7 +102,13 @@ def _flags(words: list[str]) -> tuple[list[str], list[str] | None, bool | None]:
 
 
 def _select(table: Table, columns: list[str] | None, annotate: bool | None) -> Table:
-    names = list(table.header) if columns is None else [c for c in columns if c in table.header]
+    unknown = [c for c in columns or () if c not in table.header]
+    if unknown:
+        raise CommandError(
+            f"unknown column{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"this table has: {', '.join(table.header)}"
+        )
+    names = list(table.header) if columns is None else list(columns)
     if annotate and "host" in table.header and "host" not in names:
         names.insert(0, "host")
     if annotate is False and columns is None and "host" in names:

@@ -388,3 +388,21 @@ def test_host_memory_ceiling_is_honoured_by_dry_run():
     con = Console(type(c)(hosts=(*c.hosts, Host("mm2", cpus=1, memory_mib=4096)), local="mm1"))
     ok(con, "namespace a", "vm config memory 3000", "vm launch kvm a", "vm launch kvm b")
     assert sorted(placement(con).values()) == ["mm1", "mm2"]
+
+
+def test_unknown_columns_are_named_and_change_nothing():
+    """``.columns`` naming only unknown columns crashed the renderer; an unknown one
+    among known ones was silently dropped. Both now refuse, naming the unknown ones."""
+    con = make_console(3)
+    ok(con, "namespace foo", "vm launch kvm a[1-2]")
+    header = ", ".join(con.execute("vm info").output.header)
+    refused(con, ".columns nosuch vm info", f"unknown column nosuch; this table has: {header}")
+    refused(
+        con,
+        ".columns name,bogus,state,other vm info",
+        f"unknown columns bogus, other; this table has: {header}",
+    )
+    assert rows(con, ".columns state,name vm info") == [
+        ("BUILDING", "a1"),
+        ("BUILDING", "a2"),
+    ]
