@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -180,6 +181,21 @@ def _progress(enabled: bool, total: float) -> Iterator[Callable[[str, float], No
         yield update
 
 
+def _out_dir(path: str) -> Path:
+    """The ``--out`` directory, made (with its parents) and checked writable before a
+    simulation spends its time; a problem is a one-line error naming it."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"--out {path}: exists and is not a directory") from None
+    except OSError as exc:
+        raise UserError(f"--out {path}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"--out {path}: not writable")
+    return out
+
+
 def _shifted(update: Callable[[str, float], None], label: str, offset: float, t: float) -> None:
     """Progress ``t`` of one run among several, shown at ``offset`` on the whole bar."""
     update(label, offset + t)
@@ -191,13 +207,12 @@ def run_cmd(args: argparse.Namespace) -> int:
 
     scn = _scenario(args, args.seed)
     _check_schedulers([args.scheduler])
+    out = _out_dir(args.out) if args.out else None
     show = not args.json and sys.stdout.isatty()
     with _progress(show, scn.duration_s) as update:
         label = f"{scn.name} / {args.scheduler}"
         summary, world = run_scenario(scn, args.scheduler, progress=lambda t: update(label, t))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         (out / "result.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
         write_figures([record_run(summary, world)], out)
         if "vivaldi_map" in world.extras:
@@ -224,6 +239,7 @@ def compare_cmd(args: argparse.Namespace) -> int:
         raise UserError("--seeds: must be >= 1")
     _check_schedulers(names)
     base = _scenario(args)
+    out = _out_dir(args.out)
     runs = [(s, base.seed + i) for i in range(args.seeds) for s in names]
     show = not args.json and sys.stdout.isatty()
     records = []
@@ -236,7 +252,7 @@ def compare_cmd(args: argparse.Namespace) -> int:
             )
             records.append(record_run(summary, world))
             del world
-    written = write_compare(records, Path(args.out))
+    written = write_compare(records, out)
     if args.json:
         json.dump([r.summary for r in records], sys.stdout, sort_keys=True)
         print()

@@ -145,7 +145,12 @@ def cluster_up(
         raise ClusterError(f"--host-memory must be at least 1 MiB, got {host_memory_mib}")
     if hypervisor != "test":
         raise ClusterError(f"hypervisor {hypervisor!r}: only 'test' (libvirt test:/// hosts)")
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ClusterError(f"--dir {d} exists and is not a directory") from None
+    except OSError as exc:
+        raise ClusterError(f"--dir {d}: cannot create it ({exc.strerror or exc})") from None
     if (d / MANIFEST).exists() and any(_alive(r) for r in _manifest(d)):
         raise ClusterError(f"a cluster is already running in {d} (dvms cluster down --dir {d})")
     write_key(d / "cluster.key", generate_key())

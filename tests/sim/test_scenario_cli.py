@@ -132,3 +132,26 @@ def test_scaling_reads_run_and_compare_results(tmp_path: Path, capsys) -> None:
     assert "256 seed 24:     3.00 s/host" in out and "1024 seed 23:     2.00 s/host" in out
     (tmp_path / "bad.json").write_text(json.dumps({"scheduler": "dvms"}))
     assert main(["sim", "scaling", str(tmp_path / "bad.json"), "--out", str(png)]) == 1
+
+
+def test_a_bad_out_directory_is_refused_before_the_run(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """``--out`` naming a file was found only after the whole simulation, as a
+    traceback: it is checked first now, and no scenario runs."""
+    import dvms.sim.run
+
+    def no_run(*args: object, **kw: object) -> None:
+        raise AssertionError("the simulation ran before --out was checked")
+
+    monkeypatch.setattr(dvms.sim.run, "run_scenario", no_run)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for cmd in (
+        ["sim", "run", str(tiny), "--scheduler", "static", "--out", str(a_file)],
+        ["sim", "compare", str(tiny), "--schedulers", "static", "--out", str(a_file)],
+        ["sim", "run", str(tiny), "--scheduler", "static", "--out", str(a_file / "sub")],
+    ):
+        assert main(cmd) == 1
+        err = capsys.readouterr().err
+        assert f"--out {cmd[-1]}:" in err and "Traceback" not in err, err
