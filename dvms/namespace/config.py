@@ -153,21 +153,25 @@ _DEFAULT = VmConfig()
 # ------------------------------------------------------------------ parse / print
 
 
+class _BadValue(ValueError):
+    """A ``vm config`` value of the wrong form; the message says what was expected."""
+
+
 def _uint(value: str) -> int:
     if not re.fullmatch(r"\+?[0-9]+", value):
-        raise CommandError(f'strconv.ParseUint: parsing "{value}": invalid syntax')
+        raise _BadValue("a whole number (0 or more)")
     return int(value)
 
 
 def _int(value: str) -> int:
     if not _INT.fullmatch(value):
-        raise CommandError(f'strconv.ParseInt: parsing "{value}": invalid syntax')
+        raise _BadValue("a whole number")
     return int(value)
 
 
 def _bool(value: str) -> bool:
     if value not in ("true", "false"):
-        raise CommandError(f"expected true or false, got `{value}`")
+        raise _BadValue("true or false")
     return value == "true"
 
 
@@ -187,7 +191,14 @@ class Field:
 
 
 def _scalar(name: str, conv: Callable[[str], Any], show: Callable[[Any], str] = str) -> Field:
-    return Field(name, lambda args: conv(_one(args, name)), show)
+    def parse(args: Sequence[str]) -> Any:
+        value = _one(args, name)
+        try:
+            return conv(value)
+        except _BadValue as exc:
+            raise CommandError(f"vm config {name}: expected {exc}, got `{value}`") from None
+
+    return Field(name, parse, show)
 
 
 def _words(name: str) -> Field:

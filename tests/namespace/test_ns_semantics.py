@@ -357,7 +357,16 @@ def test_vm_config_fields_and_clear():
     assert con.run("vm config networks") == "[LAN DMZ]\n"
     assert con.run("vm config disks") == "[a.qcow2]\n"
     assert "VCPUs:            4" in con.run("vm config")
-    refused(con, "vm config vcpus x", 'strconv.ParseUint: parsing "x": invalid syntax')
+    refused(
+        con, "vm config vcpus x", "vm config vcpus: expected a whole number (0 or more), got `x`"
+    )
+    refused(
+        con, "vm config vcpus -1", "vm config vcpus: expected a whole number (0 or more), got `-1`"
+    )
+    refused(
+        con, "vm config coschedule 1.5", "vm config coschedule: expected a whole number, got `1.5`"
+    )
+    refused(con, "vm config snapshot yes", "vm config snapshot: expected true or false, got `yes`")
     refused(con, "vm config vcpus 0", "vcpus must be at least 1")
     refused(con, "vm config coschedule -2", "coschedule must be -1 (no limit) or >= 0")
     ok(con, "vm config schedule localhost")
