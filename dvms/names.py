@@ -26,6 +26,7 @@ __all__ = [
     "MAX_NAME",
     "RESERVED_VM_NAMES",
     "InvalidName",
+    "is_valid_namespace_name",
     "is_valid_vm_name",
     "validate_host_name",
     "validate_namespace_name",
@@ -93,6 +94,15 @@ def is_valid_vm_name(name: object) -> bool:
 def validate_namespace_name(name: object) -> str:
     """Return ``name`` if it is a valid namespace name, else raise ``InvalidName``."""
     return _check_chars(name, "namespace", MAX_NAME)
+
+
+def is_valid_namespace_name(name: object) -> bool:
+    """True when ``validate_namespace_name`` would accept ``name``."""
+    try:
+        validate_namespace_name(name)
+    except InvalidName:
+        return False
+    return True
 
 
 def validate_host_name(name: object) -> str:

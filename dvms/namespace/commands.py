@@ -22,6 +22,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from dvms.names import InvalidName, validate_namespace_name
 from dvms.namespace import schedule as sched
 from dvms.namespace import vmcmds
 from dvms.namespace.config import CommandError, config_dump
@@ -40,12 +41,11 @@ from dvms.namespace.effects import (
     invalid,
     match,
 )
-from dvms.namespace.state import DEFAULT_NAMESPACE, LOADS, VALID_NAME, Bridge
+from dvms.namespace.state import DEFAULT_NAMESPACE, LOADS, Bridge
 from dvms.ranges import RangeError, compress, expand
 
 __all__ = ["execute"]
 
-_NAME_ERR = "invalid name; must only include letters, numbers, hyphens and underscores"
 _NS_RUN_FORBIDDEN = (("read",), ("mesh", "send"), ("ns", "run"), ("vm", "launch"))
 _MAX_DEPTH = 16
 
@@ -126,8 +126,10 @@ def _namespace(run: Run, words: list[str]) -> None:
         run.output = Table(("namespace", "vlans", "active"), tuple(rows))
         return
     name = words[1]
-    if not VALID_NAME.fullmatch(name):
-        raise CommandError(_NAME_ERR)
+    try:
+        validate_namespace_name(name)
+    except InvalidName as err:
+        raise CommandError(str(err)) from None
     if run.state.get(name) is None:
         run.save(run.fresh(name))
     if len(words) == 2:

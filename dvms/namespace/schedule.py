@@ -20,7 +20,6 @@ from dvms.names import InvalidName, validate_vm_name
 from dvms.namespace.config import CommandError, VmConfig
 from dvms.namespace.effects import Context, Launch, PlacedVm
 from dvms.namespace.state import (
-    VALID_NAME,
     VM_STATES,
     AssignEntry,
     Batch,
@@ -48,7 +47,6 @@ __all__ = [
 
 _COUNT = re.compile(r"[+-]?[0-9]+")
 _MAX_COUNT = 2**31 - 1
-_NAME_ERR = "invalid name; must only include letters, numbers, hyphens and underscores"
 
 
 def launch_names(arg: str) -> list[str]:
@@ -85,8 +83,6 @@ def queue(ns: Namespace, arg: str, vm_type: str) -> Namespace:
     for name in names:
         if name in launched:
             raise CommandError(f"vm already exists with name `{name}`")
-        if name and not VALID_NAME.fullmatch(name):
-            raise CommandError(f"{_NAME_ERR}: `{name}`")
         if name:
             try:
                 validate_vm_name(name)

@@ -17,11 +17,11 @@ Records hold only CBOR-friendly values (str, int, float, bool, None, list, map).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dvms.names import is_valid_namespace_name
 from dvms.namespace.config import NamespaceRecordError, VmConfig
 
 __all__ = [
@@ -48,7 +48,6 @@ VM_TYPES = ("kvm", "container")
 BRIDGE_KINDS = ("gre", "vxlan")
 SCHEDULE_STATES = ("running", "completed")
 #: minimega's ``validName`` (VM and namespace names).
-VALID_NAME = re.compile(r"[a-zA-Z0-9\-_.]+")
 
 RECORD_VERSION = 1
 
@@ -330,7 +329,7 @@ class Namespace:
 
 
 def _namespace_problems(ns: Namespace) -> Iterable[str]:
-    if not isinstance(ns.name, str) or not VALID_NAME.fullmatch(ns.name):
+    if not is_valid_namespace_name(ns.name):
         yield "invalid name"
     if ns.load not in LOADS:
         yield f"unknown load function {ns.load!r}"

@@ -415,3 +415,18 @@ def test_unknown_columns_are_named_and_change_nothing():
         ("BUILDING", "a1"),
         ("BUILDING", "a2"),
     ]
+
+
+def test_namespace_names_follow_the_one_naming_rule():
+    """``namespace`` accepted a 300-character name that ``submit`` refused: both use
+    ``dvms.names`` now (letters, digits, '-', '_', '.'; not first '-' or '.'; 64 at
+    most), with the same message."""
+    from dvms.names import InvalidName, validate_namespace_name
+
+    con = make_console(3)
+    for bad in ("x" * 300, ".hidden", "-dash", "sp ace"):
+        with pytest.raises(InvalidName) as err:
+            validate_namespace_name(bad)
+        refused(con, f"namespace {bad!r}" if " " in bad else f"namespace {bad}", str(err.value))
+    ok(con, "namespace a.b-c_d", "namespace " + "y" * 64)
+    assert "a.b-c_d" in {row[0] for row in rows(con, "namespace")}
