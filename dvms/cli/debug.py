@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,19 @@ def load_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask_every_node(socks: dict[str, str], cmd: str) -> tuple[list[Any], list[str]]:
+    """Every node's answer to ``cmd``, and "node: why" for each node that gave none (a
+    node that is down must not hide the others)."""
+    answers: list[Any] = []
+    silent: list[str] = []
+    for name, sock in socks.items():
+        try:
+            answers.append(call(sock, cmd, {}, timeout=CALL_TIMEOUT_S))
+        except ControlError as exc:
+            silent.append(f"{name}: {exc}")
+    return answers, silent
+
+
 def _load_everywhere(socks: dict[str, str], req: dict[str, Any]) -> list[dict[str, Any]]:
     """Find the VM's host (one node's ``vm info`` covers the cluster) and set the load
     there first: it validates, so a refusal changes nothing. Then tell the other nodes
@@ -136,8 +150,15 @@ def _load_everywhere(socks: dict[str, str], req: dict[str, Any]) -> list[dict[st
 
 
 def loads_cmd(args: argparse.Namespace) -> int:
-    socks = list(_sockets(args.dir).values()) if args.dir else [socket_path(args)]
-    hosts = [_call(s, "debug_loads", {}) for s in socks]
+    if not args.dir:
+        hosts = [_call(socket_path(args), "debug_loads", {})]
+        silent: list[str] = []
+    else:
+        hosts, silent = _ask_every_node(_sockets(args.dir), "debug_loads")
+    for line in silent:
+        print(f"no answer from {line}", file=sys.stderr)
+    if not hosts:
+        raise UserError("debug loads: no node of the cluster answered")
     if args.json:
         print(json.dumps(hosts, indent=2))
         return 0
