@@ -5,6 +5,7 @@
     DIR/cluster.key          one cluster key for all nodes
     DIR/cluster.json         what `up` started: name, pid, socket, address, state dir
     DIR/nodeI/               node I's state dir: dvms.sock, node.json, host.xml, node.log
+    DIR/logs/nodeI.log       node I's log once the cluster is down (``down`` keeps them)
 
 ``up`` starts node1 first (the seed), then the others through it, and returns once every
 node sees all the others in its routing table and knows their host names. Daemons run
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 MANIFEST = "cluster.json"
+#: Where ``down`` keeps the node logs, inside the cluster directory.
+LOGS = "logs"
 #: With ``cprofile=True`` each daemon runs under cProfile and writes ``DIR/nodeI/`` this
 #: file when it exits (``cluster down``); ``down`` leaves such a node's directory.
 PROFILE = "profile.out"
@@ -282,13 +285,22 @@ def cluster_down(d: Path, config: LocalClusterConfig | None = None) -> list[str]
             done.append(f"{r['name']} (pid {r['pid']}) killed after {grace:g} s")
         else:
             done.append(f"{r['name']} (pid {r['pid']}) stopped")
+    logs = d / LOGS
+    kept = False
     for r in rows:
         if r not in running:
             done.append(f"{r['name']} (pid {r['pid']}) was not running")
-        if not (Path(r["state_dir"]) / PROFILE).exists():
-            shutil.rmtree(r["state_dir"], ignore_errors=True)
+        state = Path(r["state_dir"])
+        if (state / "node.log").exists():
+            logs.mkdir(exist_ok=True)
+            shutil.move(state / "node.log", logs / f"{r['name']}.log")
+            kept = True
+        if not (state / PROFILE).exists():
+            shutil.rmtree(state, ignore_errors=True)
     (d / "cluster.key").unlink(missing_ok=True)
     (d / MANIFEST).unlink(missing_ok=True)
+    if kept:
+        done.append(f"node logs kept in {logs}/ (NAME.log)")
     with contextlib.suppress(OSError):
         d.rmdir()  # only if empty: the user's own files stay
     return done

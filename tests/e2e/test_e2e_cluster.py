@@ -163,9 +163,12 @@ def test_submit_info_kill_partitions_down(cluster, tmp_path):
     assert rtt["host"] == "node3" and rtt["measured_ms"] is not None
 
     pids = [r["pid"] for r in rows]
-    dvms("cluster", "down", "--dir", str(d))
+    down = dvms("cluster", "down", "--dir", str(d)).stdout
     assert not any(pid_alive(p) for p in pids)
-    assert not d.exists()
+    # only the node logs stay, and the command says where
+    assert f"node logs kept in {d / 'logs'}/" in down
+    assert sorted(p.name for p in d.iterdir()) == ["logs"]
+    assert sorted(p.name for p in (d / "logs").iterdir()) == [f"node{i}.log" for i in (1, 2, 3)]
     out = dvms("cluster", "status", "--dir", str(d), check=False)
     assert out.returncode == 1 and "no cluster" in out.stderr
 
