@@ -1,4 +1,4 @@
-"""``dvms keygen FILE``: write a new cluster key."""
+"""``dvms keygen [FILE]``: write a new cluster key."""
 
 from __future__ import annotations
 
@@ -15,14 +15,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write a new random 256-bit cluster key (hex, mode 0600). Every node of "
         "a cluster loads the same key; datagrams signed with another key are dropped.",
     )
-    p.add_argument("file", help="where to write the key")
+    p.add_argument(
+        "file",
+        nargs="?",
+        help="where to write the key (default: where a node looks for it: "
+        "/etc/dvms/cluster.key as root, else ~/.config/dvms/cluster.key)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        path = write_key(args.file, generate_key(), force=args.force)
+        from dvms.runtime.config import default_key_file
+
+        path = write_key(args.file or default_key_file(), generate_key(), force=args.force)
     except KeyFileError as exc:
         raise UserError(str(exc)) from None
     print(f"wrote cluster key to {path}")

@@ -125,10 +125,20 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 
 def socket_path(args: argparse.Namespace) -> str:
+    """The node to talk to: ``--socket``, else ``$DVMS_SOCKET``, else the control socket
+    of a node run with the platform's default state dir on this machine."""
     path = getattr(args, "socket", None) or os.environ.get("DVMS_SOCKET")
-    if not path:
-        raise UserError("no node to talk to: pass --socket PATH or set DVMS_SOCKET")
-    return path
+    if path:
+        return str(path)
+    from dvms.runtime.config import default_state_dir
+
+    default = default_state_dir() / "dvms.sock"
+    if default.exists():
+        return str(default)
+    raise UserError(
+        f"no node to talk to: pass --socket PATH or set DVMS_SOCKET "
+        f"(no node runs with the default state dir: {default} does not exist)"
+    )
 
 
 def show(args: argparse.Namespace, cmd: str) -> int:

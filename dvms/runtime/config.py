@@ -8,8 +8,8 @@ key with its default)::
     profile = "lan"                 # the base: lan | wan | local (NodeConfig.lan() ...)
     listen = "0.0.0.0:7400"         # UDP address for peers (host:port)
     seeds = ["10.1.0.1:7400"]       # peers to join through; empty = first node
-    key_file = "/etc/dvms/cluster.key"
-    state_dir = "/var/lib/dvms"     # identity, control socket, journal
+    key_file = "/etc/dvms/cluster.key"  # default: this, as root (else ~/.config/dvms/)
+    state_dir = "/var/lib/dvms"     # identity, socket, journal; default: this, as root
     hostname = "node1"              # the name users see (default: the system host name)
     hypervisor = ""                 # libvirt URI; "" = a test:/// host of its own
     network = ""                    # ns bridge backend: pyroute2 | fake; "" = by hypervisor
@@ -32,6 +32,7 @@ naming the file, the table and the key.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -117,10 +118,13 @@ class NodeConfig:
     listen: str = "127.0.0.1:7400"
     #: Peers to join through ("host:port" each); empty for the first node of a cluster.
     seeds: tuple[str, ...] = ()
-    #: Cluster key file written by ``dvms keygen``.
-    key_file: str = "cluster.key"
+    #: Cluster key file written by ``dvms keygen``. "" (default): the platform's place,
+    #: ``default_key_file()`` (``/etc/dvms/cluster.key`` as root).
+    key_file: str = ""
     #: Directory for the node identity, control socket and journal (created 0700).
-    state_dir: str = "dvms-state"
+    #: "" (default): the platform's place, ``default_state_dir()`` (``/var/lib/dvms`` as
+    #: root, the user's data directory otherwise); never the current directory.
+    state_dir: str = ""
     #: Host name shown to users and used in placement (default: the system host name).
     hostname: str = ""
     #: libvirt URI of this node's hypervisor. "" (default): a ``test:///`` host of its own
@@ -201,8 +205,18 @@ class NodeConfig:
         return self.hostname or socket.gethostname()
 
     @property
+    def state_path(self) -> Path:
+        """The state directory: ``state_dir``, else the platform's."""
+        return Path(self.state_dir) if self.state_dir else default_state_dir()
+
+    @property
+    def key_path(self) -> Path:
+        """The cluster key file: ``key_file``, else the platform's."""
+        return Path(self.key_file) if self.key_file else default_key_file()
+
+    @property
     def control_socket(self) -> Path:
-        return Path(self.state_dir) / "dvms.sock"
+        return self.state_path / "dvms.sock"
 
     @property
     def network_backend(self) -> str:
@@ -214,7 +228,31 @@ class NodeConfig:
     def hypervisor_uri(self) -> str:
         if self.hypervisor:
             return self.hypervisor
-        return f"test://{Path(self.state_dir).resolve() / 'host.xml'}"
+        return f"test://{self.state_path.resolve() / 'host.xml'}"
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def default_state_dir() -> Path:
+    """Where a node keeps its state when the config names no ``state_dir``: the system
+    place for a service run as root (``/var/lib/dvms``), otherwise the user's data
+    directory (``$XDG_DATA_HOME/dvms``, by default ``~/.local/share/dvms``)."""
+    if _is_root():
+        return Path("/var/lib/dvms")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "dvms"
+
+
+def default_key_file() -> Path:
+    """Where a node reads the cluster key when the config names no ``key_file``:
+    ``/etc/dvms/cluster.key`` as root, otherwise ``$XDG_CONFIG_HOME/dvms/cluster.key``
+    (by default ``~/.config/dvms/cluster.key``)."""
+    if _is_root():
+        return Path("/etc/dvms/cluster.key")
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "dvms" / "cluster.key"
 
 
 def load_config(

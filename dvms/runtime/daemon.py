@@ -115,7 +115,7 @@ TEST_HOST_XML = """<node>
 
 def write_test_host(cfg: NodeConfig) -> None:
     """Write the default test host's description (each start: the flags may change)."""
-    path = Path(cfg.state_dir) / "host.xml"
+    path = cfg.state_path / "host.xml"
     host = cfg.host
     path.write_text(TEST_HOST_XML.format(cpus=host.cpus, kib=host.memory_mib * 1024))
 
@@ -233,7 +233,7 @@ def build_daemon(
 async def run_node(
     cfg: NodeConfig, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    state = Path(cfg.state_dir)
+    state = cfg.state_path
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = lock_state_dir(state)
     try:
@@ -247,7 +247,7 @@ async def _run_node(
     cfg: NodeConfig, state: Path, task_status: trio.TaskStatus[tuple[str, int]]
 ) -> None:
     ident = load_identity(state)
-    key = load_key(cfg.key_file)
+    key = load_key(cfg.key_path)
     host, port = parse_hostport(cfg.listen, what="listen")
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
     if not cfg.hypervisor:
