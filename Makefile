@@ -20,8 +20,8 @@ demo: $(STAMP)
 	$(PY) -m dvms.demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check dvms tests bench sim
-	$(VENV)/bin/ruff format --check dvms tests bench sim
+	$(VENV)/bin/ruff check dvms tests bench
+	$(VENV)/bin/ruff format --check dvms tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q -rs
 
@@ -29,8 +29,8 @@ test-real: $(STAMP)
 	$(PY) -m pytest -q -rs tests/real
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check dvms tests bench sim
-	$(VENV)/bin/ruff format --check dvms tests bench sim
+	$(VENV)/bin/ruff check dvms tests bench
+	$(VENV)/bin/ruff format --check dvms tests bench
 	$(VENV)/bin/mypy
 
 # Optional: the simulator's hot path compiled with mypyc (same source; used with

@@ -36,7 +36,7 @@ FULL: dict[str, list[str]] = {
         "--latency-matrix", "{matrix}", "--duration", "600", "--json",
     ],
     "smoke seed 7": [
-        "sim", "run", "sim/scenarios/smoke.toml", "--scheduler", "dvms", "--seed", "7",
+        "sim", "run", "smoke", "--scheduler", "dvms", "--seed", "7",
         "--solver-time", "model", "--json",
     ],
     "launch-1000": ["sim", "run", "launch-1000", "--scheduler", "dvms", "--json"],

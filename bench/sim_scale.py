@@ -40,7 +40,7 @@ def one(size: int, scheduler: str, duration: float, seed: int) -> dict:
             "hosts": {"count": size},
             "duration_s": duration,
             "seed": seed,
-            # VMPlaceS's lease and minimum partition (the numbers in sim/README.md)
+            # VMPlaceS's lease and minimum partition (the numbers in docs/simulation.md)
             "scheduler": {"partition": {"lease_s": 4.5, "min_partition_size": 4}},
         }
     )

@@ -189,10 +189,10 @@ def overlay_simulation() -> None:
 
 def datacenter_simulation() -> None:
     from dvms.sim.run import run_scenario
-    from dvms.sim.scenario import load_scenario
+    from dvms.sim.scenario import SCENARIO_DIR, load_scenario
 
     print("\n== 3. datacenter simulation: vmplaces-64 (64 hosts, 640 VMs), 1,200 virtual s ==")
-    path = Path(__file__).resolve().parents[1] / "sim" / "scenarios" / "vmplaces-64.toml"
+    path = SCENARIO_DIR / "vmplaces-64.toml"
     scn = dataclasses.replace(load_scenario(path), duration_s=1200.0)
     keys = ("cumulated_violation_s", "violations", "mean_violation_s", "migrations", "wall_s")
     heads = ("violation time (s)", "violations", "mean (s)", "migrations", "wall (s)")

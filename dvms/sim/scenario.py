@@ -56,8 +56,8 @@ __all__ = [
     "scenario_from_dict",
 ]
 
-#: The shipped scenario files (``sim/scenarios`` at the repository root).
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "sim" / "scenarios"
+#: The shipped scenario files (package data: ``dvms/sim/scenarios``).
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
 
 class ScenarioError(ConfigError):
