@@ -69,6 +69,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "dvms.wire.keys",
         "dvms.names",
         "dvms.ranges",
+        "dvms.accel",
         "dvms",
     ),
     "dvms.demo": (

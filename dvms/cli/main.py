@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "dvms.cli.debug",
     "dvms.cli.sim",
     "dvms.cli.solve",
+    "dvms.cli.version",
 )
 
 
@@ -37,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dvms {__version__}")
     parser.add_argument(
-        "--socket", help="control socket of the node to talk to (default: $DVMS_SOCKET)"
+        "--socket",
+        help="control socket of the node to talk to (default: $DVMS_SOCKET, else the "
+        "socket of a node run with the default state dir)",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -52,15 +55,26 @@ def _minimega_flags(argv: list[str]) -> list[str]:
     cannot take them as a command word, so such a line goes to the interpreter whole."""
     i = 0
     while i < len(argv) and argv[i].startswith("--"):
-        i += 1 if argv[i] in ("--json",) or "=" in argv[i] else 2
+        i += 1 if "=" in argv[i] else 2
     if i < len(argv) and argv[i].startswith(".") and len(argv[i]) > 1:
         return [*argv[:i], "ns-line", *argv[i:]]
     return argv
 
 
+def _take_json(argv: list[str]) -> tuple[list[str], bool]:
+    """``--json`` is accepted anywhere on the line, before or after the subcommand and
+    its arguments (not after ``--``): it is taken out and applied after parsing."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    found = "--json" in argv[:end]
+    return [a for a in argv[:end] if a != "--json"] + argv[end:], found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_minimega_flags(list(sys.argv[1:] if argv is None else argv)))
+    words, as_json = _take_json(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(_minimega_flags(words))
+    if as_json:
+        args.json = True
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

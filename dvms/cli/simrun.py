@@ -5,7 +5,7 @@
     dvms sim compare SCENARIO --schedulers a,b,c [--seeds 5] --out DIR
     dvms sim faithful [--nodes 24] [--seed 23] [--json]
 
-SCENARIO is a TOML path or the name of a shipped scenario (``sim/scenarios``).
+SCENARIO is a TOML path or the name of a shipped scenario (``dvms/sim/scenarios``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ def register(ssub: argparse._SubParsersAction) -> None:
         "scheduler and print its metrics (one JSON object with --json).",
     )
     run.add_argument("scenario", help="scenario TOML file or shipped name (e.g. vmplaces-64)")
-    run.add_argument("--scheduler", default="centralized", help="scheduler name (centralized)")
+    run.add_argument(
+        "--scheduler",
+        default="dvms",
+        help="scheduler: static, centralized, dvms, dvms-ring or dvms-random (default dvms)",
+    )
     run.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     _solver_time_arg(run)
     run.add_argument(
@@ -52,7 +56,11 @@ def register(ssub: argparse._SubParsersAction) -> None:
         "scenario's seed, +1, +2...) and write results.json/csv, table.md and figures.",
     )
     cmp.add_argument("scenario", help="scenario TOML file or shipped name")
-    cmp.add_argument("--schedulers", default="static,centralized", help="comma-separated names")
+    cmp.add_argument(
+        "--schedulers",
+        default="centralized,dvms",
+        help="comma-separated scheduler names (default centralized,dvms)",
+    )
     cmp.add_argument("--seeds", type=int, default=5, help="number of seeds (5)")
     _solver_time_arg(cmp)
     cmp.add_argument("--out", metavar="DIR", required=True, help="output directory")
