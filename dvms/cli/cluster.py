@@ -46,12 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     up.set_defaults(func=up_cmd)
     status = csub.add_parser("status", help="state of each daemon", description="Show nodes.")
-    status.add_argument("--dir", required=True)
+    status.add_argument("--dir", required=True, help="the directory given to `cluster up`")
     status.set_defaults(func=status_cmd)
     down = csub.add_parser(
         "down", help="stop the daemons and clean up", description="Stop by pid, clean up."
     )
-    down.add_argument("--dir", required=True)
+    down.add_argument("--dir", required=True, help="the directory given to `cluster up`")
     down.set_defaults(func=down_cmd)
 
 

@@ -52,7 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--host-memory", type=int, help="memory of the default test host, MiB, [host] memory_mib"
     )
-    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning"),
+        help="least severe log lines printed on stderr (info)",
+    )
     run.add_argument(
         "--log-format",
         default="text",

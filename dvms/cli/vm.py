@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "partition to place every VM under the vjob's constraints and returns once the "
         "VMs are created, or refused (exit 1).",
     )
-    p.add_argument("vjob", metavar="VJOB_FILE")
+    p.add_argument("vjob", metavar="VJOB_FILE", help="the vjob TOML file (docs/vjob.md)")
     p.add_argument(
         "--no-wait",
         dest="wait",
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     vl = vjsub.add_parser("list", help="vjobs this node knows", description="List vjobs.")
     vl.set_defaults(func=vjob_list)
     vs = vjsub.add_parser("show", help="one vjob, from any node", description="Show a vjob.")
-    vs.add_argument("id", metavar="ID")
+    vs.add_argument("id", metavar="ID", help="the vjob id `submit` printed")
     vs.add_argument("--wait", action="store_true", help="wait until it is done or failed")
     _timeout_flag(
         vs,
@@ -95,7 +95,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "NS), destroy and undefine the named VMs (a range: vm[1-2]) wherever they run, in "
         "any namespace (that one); exit 1 if a name was not found.",
     )
-    kill.add_argument("names", metavar="NAMES")
+    kill.add_argument(
+        "names", metavar="NAMES", help="VM name, id, range (vm[1-2]) or `all` to kill"
+    )
     kill.add_argument("--all", action="store_true", help="in every namespace, destroyed")
     kill.add_argument("--namespace", help="only VMs of this namespace, destroyed")
     kill.set_defaults(func=vm_kill)
@@ -109,7 +111,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("migrate", "minimega: vm migrate TARGET [HOST] (live; capacity re-checked)"),
     ):
         p = vsub.add_parser(word, help=helptext, description=helptext)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.add_argument(
+            "rest",
+            nargs=argparse.REMAINDER,
+            metavar="ARG",
+            help=f"the words of minimega's `vm {word}` (docs/namespaces.md)",
+        )
         p.set_defaults(func=lambda args, word=word: minimega(args, ["vm", word, *args.rest]))
     for word, helptext in (
         ("namespace", "minimega: namespace [NAME [COMMAND...]] (kept by the node)"),
@@ -117,13 +124,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("clear", "minimega: clear namespace|vm config ..."),
     ):
         p = sub.add_parser(word, help=helptext, description=helptext)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.add_argument(
+            "rest",
+            nargs=argparse.REMAINDER,
+            metavar="ARG",
+            help=f"the words of minimega's `{word}` command (docs/namespaces.md)",
+        )
         p.set_defaults(func=lambda args, word=word: minimega(args, [word, *args.rest]))
 
     # a minimega line led by output flags (dvms .columns name vm info): main() routes it
     # here; no help= keeps it out of the command list
     line = sub.add_parser("ns-line", description="A minimega command with output flags.")
-    line.add_argument("rest", nargs=argparse.REMAINDER)
+    line.add_argument(
+        "rest", nargs=argparse.REMAINDER, metavar="ARG", help="the minimega command line"
+    )
     line.set_defaults(func=lambda args: minimega(args, args.rest))
     sc = sub.add_parser(
         "script",
@@ -133,7 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "printed as minimega prints it (--echo: after the command, as `## command`); a "
         "refused command prints `E: ...` and the script goes on. Exit 1 if any failed.",
     )
-    sc.add_argument("file", nargs="?", default="-", metavar="FILE")
+    sc.add_argument(
+        "file", nargs="?", default="-", metavar="FILE", help="command file (default: stdin)"
+    )
     sc.add_argument("--echo", action="store_true", help="print each command before its output")
     _timeout_flag(sc, SUBMIT_TIMEOUT_S, f"wait this long per command ({SUBMIT_TIMEOUT_S:g})")
     sc.set_defaults(func=script)
