@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from dvms import __version__
@@ -24,6 +25,7 @@ COMMAND_MODULES = (
     "dvms.cli.sim",
     "dvms.cli.solve",
     "dvms.cli.version",
+    "dvms.cli.completion",
 )
 
 
@@ -71,6 +73,11 @@ def _take_json(argv: list[str]) -> tuple[list[str], bool]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:
+        # the shell asks for completions (dvms completion): answer and exit
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     words, as_json = _take_json(list(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(_minimega_flags(words))
     if as_json:
@@ -84,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `dvms ... | head`: the reader went away; not an error worth a traceback.
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
