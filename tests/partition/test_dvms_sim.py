@@ -2,14 +2,13 @@
 invariants, beats doing nothing, and is deterministic with the solver-time model."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
 from dvms.sim.run import run_scenario
-from dvms.sim.scenario import load_scenario
+from dvms.sim.scenario import SCENARIO_DIR, load_scenario
 
-SCENARIOS = Path(__file__).resolve().parents[2] / "sim" / "scenarios"
+SCENARIOS = SCENARIO_DIR
 WALL = ("wall_s", "virtual_per_wall")
 
 
