@@ -159,8 +159,24 @@ def show(args: argparse.Namespace, cmd: str) -> int:
         )
     else:
         for key, value in result.items():
-            print(f"{key:>16}  {value}")
+            print(f"{key.replace('_', ' '):>16}  {for_people(value)}")
     return 0
+
+
+def for_people(value: Any) -> str:
+    """One status value as a person reads it: yes/no, ``-`` for nothing, ``k=v`` pairs
+    and comma-separated lists instead of Python's reprs."""
+    if value is None or value == "" or value == [] or value == {}:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={for_people(v)}" for k, v in sorted(value.items()))
+    if isinstance(value, list | tuple):
+        return ", ".join(for_people(v) for v in value)
+    return str(value)
 
 
 def print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
