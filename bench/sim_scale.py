@@ -10,7 +10,7 @@ s, 1 s monitor) with ``size`` hosts for ``duration`` virtual seconds, solver tim
 the cost model. Prints wall time (build + run), peak RSS, virtual/wall speed, load
 events, and the headline metric. Schedulers default to every registered one
 (``dvms.sim.schedulers.SCHEDULERS``); name them to choose (``bench/sim_scale.py dvms
-centralized``). Target (issue 7): 10,000 hosts / 100,000 VMs in <= 10 min and <= 8 GB.
+centralized``). Target: 10,000 hosts / 100,000 VMs in <= 10 min and <= 8 GB.
 ``--build`` (default ``compiled``) runs the source, the mypyc-compiled hot path
 (``dvms.accel``, built first if needed), or both; the results are identical, only the
 speed differs.

@@ -2,7 +2,7 @@
 
 Sources: Maymounkov & Mazieres (IPTPS 2002) for k, alpha and the staleness rule;
 go-libp2p-kad-dht / rust-libp2p for refresh, record TTLs and IP-diversity limits
-(see ../shared/reference/overlay.md section 2). Profiles: ``lan()`` (the default),
+(Kademlia and libp2p's parameters, docs/references.md). Profiles: ``lan()`` (the default),
 ``wan()`` and ``local()`` (fast timers for tests).
 """
 

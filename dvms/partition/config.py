@@ -1,7 +1,8 @@
 """Partition protocol parameters: one frozen dataclass, units and sources per field.
 
 Sources: DVMS 2 (``DvmsActor.scala``) and VMPlaceS (``dvms2``), see
-``../shared/reference/dvms-isp.md`` §3.2; our own additions are marked.
+DVMS's published code and VMPlaceS's setup (docs/references.md); our own additions
+are marked.
 """
 
 from __future__ import annotations

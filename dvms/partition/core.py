@@ -1,6 +1,6 @@
 """The DVMS partition protocol (the Iterative Scheduling Procedure) as a sans-I/O core.
 
-Follows DVMS 2 (``../shared/reference/dvms-isp.md`` §2.3); deliberate differences are
+Follows DVMS's Iterative Scheduling Procedure (docs/references.md); deliberate differences are
 listed in ``docs/partitions.md``. One ``PartitionCore`` per node; it reads (never writes)
 the node's ``OverlayCore`` to pick peers and predict RTTs.
 

@@ -19,7 +19,7 @@ class PlacementConfig:
     """Knobs of the placement engine.
 
     Defaults follow minimega's scheduler (load function ``cpucommit``) and BtrPlace's
-    migration model; the capacity ceilings are our addition (minimega issue #1297).
+    migration model; the capacity ceilings are our addition (minimega has none).
     """
 
     #: Least-load comparator: ``cpucommit`` (minimega default: committed vcpus / CPUs),

@@ -5,7 +5,7 @@ A scenario file has top-level keys (``name``, ``seed``, ``duration_s``,
 default, so ``[hosts] count = 8`` alone is a valid scenario. Unknown keys and wrong types
 are errors that name the table and the key (``ScenarioError: s.toml: [hosts] count:
 expected an integer, got 'ten'``; ``dvms.configfile`` reads every table). The VMPlaceS
-values come from ``../shared/reference/dvms-isp.md`` §3.3 and §4.1.
+values come from VMPlaceS's setup (docs/references.md).
 
     [hosts]     count, cpu_capacity (units; 100 = one vCPU fully busy), memory_mib
     [vms]       per_host, vcpus, memory_mib, dirty_intensity
