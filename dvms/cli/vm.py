@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from typing import Any
 
@@ -78,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     info = vsub.add_parser(
         "info",
         help="VMs of the active namespace (--all: every VM of the cluster)",
-        description="minimega's `vm info`: the VMs of the node's active namespace with "
+        description="minimega's `vm info`: the VMs of your active namespace "
+        "($DVMS_NAMESPACE, default minimega) with "
         "minimega's columns (the interpreter's table, brought up to what the hosts report). "
         "--all: every VM of every host and namespace, gathered from the peers; "
         "--namespace NS: the same, one namespace.",
@@ -119,7 +122,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         p.set_defaults(func=lambda args, word=word: minimega(args, ["vm", word, *args.rest]))
     for word, helptext in (
-        ("namespace", "minimega: namespace [NAME [COMMAND...]] (kept by the node)"),
+        (
+            "namespace",
+            "minimega: namespace [NAME [COMMAND...]] (each shell has its own active "
+            "namespace: $DVMS_NAMESPACE)",
+        ),
         ("ns", "minimega: ns hosts|add-hosts|del-hosts|load|queueing|queue|schedule ..."),
         ("clear", "minimega: clear namespace|vm config ..."),
     ):
@@ -273,13 +280,13 @@ def vm_kill(args: argparse.Namespace) -> int:
 
 def script(args: argparse.Namespace) -> int:
     import shlex
-    import sys
 
     try:
         text = sys.stdin.read() if args.file == "-" else open(args.file).read()  # noqa: SIM115
     except OSError as exc:
         raise UserError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     failed = 0
+    active = active_namespace()
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -292,18 +299,45 @@ def script(args: argparse.Namespace) -> int:
             continue
         if args.echo:
             print(f"## {line}")
-        result = _call(args, "ns", {"words": words}, timeout=args.timeout)
+        params = {"words": words, "namespace": active}
+        result = _call(args, "ns", params, timeout=args.timeout)
+        active = result.get("namespace", active)  # `namespace NAME` switches for the script
         print(result["text"], end="")
         failed += not result["ok"]
     return 1 if failed else 0
 
 
+#: The environment variable holding a shell's active namespace (minimega keeps one per
+#: client; for the CLI the client is the shell).
+NAMESPACE_ENV = "DVMS_NAMESPACE"
+DEFAULT_NAMESPACE = "minimega"
+
+
+def active_namespace() -> str:
+    """This shell's active namespace: ``$DVMS_NAMESPACE``, else minimega's default."""
+    from dvms.names import is_valid_namespace_name
+
+    name = os.environ.get(NAMESPACE_ENV) or DEFAULT_NAMESPACE
+    if not is_valid_namespace_name(name):
+        raise UserError(f"{NAMESPACE_ENV}={name!r} is not a valid namespace name")
+    return name
+
+
 def minimega(args: argparse.Namespace, words: list[str]) -> int:
-    result = _call(args, "ns", {"words": words}, timeout=SUBMIT_TIMEOUT_S)
+    active = active_namespace()
+    params = {"words": words, "namespace": active}
+    result = _call(args, "ns", params, timeout=SUBMIT_TIMEOUT_S)
     if args.json:
         _json({k: v for k, v in result.items() if k != "text"})
     else:
         print(result["text"], end="")
+    now = result.get("namespace", active)
+    if now != active and result["ok"]:
+        # `namespace NAME` alone: the node keeps no active namespace; the shell does
+        print(
+            f"dvms: to stay in namespace {now} in this shell: export {NAMESPACE_ENV}={now}",
+            file=sys.stderr,
+        )
     return 0 if result["ok"] else 1
 
 

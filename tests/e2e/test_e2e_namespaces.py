@@ -51,21 +51,20 @@ def five(tmp_path_factory):
 
 
 class Shell:
-    """Sends each command to the next node in turn; the active namespace is per node
-    (as minimega keeps it per process), so every node is first told which one."""
+    """A client that sends each command to the next node in turn, carrying its active
+    namespace from one to the next (nodes keep none)."""
 
     def __init__(self, socks: dict[str, str]) -> None:
         self.socks = socks
         self._next = cycle(sorted(socks))
+        self.namespace = "minimega"
 
     def run(self, line: str, node: str | None = None) -> str:
         node = node or next(self._next)
-        out = call(self.socks[node], "ns", {"words": shlex.split(line)}, timeout=120)
+        params = {"words": shlex.split(line), "namespace": self.namespace}
+        out = call(self.socks[node], "ns", params, timeout=120)
+        self.namespace = out["namespace"]
         return out["text"]
-
-    def everywhere(self, line: str) -> None:
-        for node in self.socks:
-            self.run(line, node)
 
     def replay(self, transcript: str) -> None:
         want = textwrap.dedent(transcript).lstrip("\n").replace("mm", "node")
@@ -77,9 +76,6 @@ class Shell:
             words = line[3:]
             if words.startswith("#"):
                 continue
-            if words.startswith("namespace ") and len(words.split()) == 2:
-                self.everywhere(words)  # the session follows the script on every node
-                continue
             text = self.run(words)
             got += text.splitlines()
 
@@ -90,7 +86,7 @@ class Shell:
 
     def reset(self) -> None:
         self.run("clear namespace all")
-        self.everywhere("clear namespace")  # back to "minimega" on every node
+        self.run("clear namespace")  # back to "minimega"
 
 
 @pytest.mark.parametrize("case", sorted(k for k, (_, hosts) in scripts.CASES.items() if hosts <= 3))
@@ -112,7 +108,7 @@ def test_minimega_ns_hosts_on_five_daemons(five):
 def test_mv_rechecks_constraints_and_failed_schedules_do_not_poison(three):
     shell = Shell(three)
     shell.reset()
-    shell.everywhere("namespace q")
+    shell.run("namespace q")
     shell.run("ns queueing true")
     shell.run("vm config schedule node1")
     shell.run("vm launch kvm pinned")
@@ -193,7 +189,7 @@ def test_namespaces_are_separate_and_clear_removes_everything(three):
 def test_ns_run_gathers_from_every_host_and_follows_minimega_refusals(three):
     shell = Shell(three)
     shell.reset()
-    shell.everywhere("namespace r")
+    shell.run("namespace r")
     shell.run("vm config coschedule 0")
     shell.run("vm launch kvm x[1-3]")
     out = shell.run(".columns name ns run vm info")
@@ -318,3 +314,29 @@ def test_the_cli_speaks_minimega_flags_vm_verbs_and_scripts(three, tmp_path):
         "E: vm not found: nope",
     ]
     shell.reset()
+
+
+def test_the_active_namespace_belongs_to_the_client_not_the_node(three, monkeypatch):
+    a, b = Shell(three), Shell(three)
+    a.reset()
+    a.run("namespace p1", node="node1")
+    assert a.namespace == "p1"
+    a.run("vm launch kvm x1", node="node1")
+    # b talks to the very node a switched on, and is still in minimega's default
+    assert "x1" not in b.run("vm info", node="node1")
+    assert b.namespace == "minimega"
+    assert "x1" in a.run("vm info", node="node2")
+
+    # the CLI's client is the shell: DVMS_NAMESPACE, and the export line to keep one
+    monkeypatch.setenv("DVMS_NAMESPACE", "p1")
+    assert "x1" in dvms("vm", "info", sock=three["node3"]).stdout
+    monkeypatch.delenv("DVMS_NAMESPACE")
+    assert "x1" not in dvms("vm", "info", sock=three["node3"]).stdout
+    switched = dvms("namespace", "p1", sock=three["node3"])
+    assert "export DVMS_NAMESPACE=p1" in switched.stderr
+    assert "x1" not in dvms("vm", "info", sock=three["node3"]).stdout  # the node kept none
+    monkeypatch.setenv("DVMS_NAMESPACE", "no/slash")
+    bad = dvms("vm", "info", sock=three["node3"], check=False)
+    assert bad.returncode == 1 and "DVMS_NAMESPACE" in bad.stderr
+    monkeypatch.delenv("DVMS_NAMESPACE")
+    a.run("clear namespace p1")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from dvms.names import is_valid_namespace_name
 from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact
 from dvms.partition.messages import LaunchVm, WireConstraint
@@ -304,7 +305,10 @@ class Daemon:
         words = args.get("words")
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise ControlError("ns needs 'words', a list of strings")
-        return await self.namespaces.execute(words)
+        active = args.get("namespace", "minimega")
+        if not is_valid_namespace_name(active):
+            raise ControlError(f"invalid active namespace {active!r} (DVMS_NAMESPACE)")
+        return await self.namespaces.execute(words, active)
 
     # -- partitions and network --------------------------------------------------------
 

@@ -9,7 +9,7 @@ kept in the DHT (``dvms/runtime/services/state.py``), with its effects carried o
 
 State records: ``ns/NAME`` (one ``Namespace.to_record()``; None once cleared) and
 ``nsindex/all`` (the sorted names of every namespace). Any node reads and writes them;
-the active namespace is kept by the node you talk to, as minimega keeps it per process.
+the active namespace is the client's: it comes with each command (``execute``).
 
 Before a command runs, the namespace's VM table is brought up to what the hosts report
 (host and state of each VM; VMs gone from every host that answered are forgotten), so a
@@ -89,7 +89,6 @@ class NamespaceService:
         self.requests = requests
         self.config = config or NamespaceConfig()
         self.placement = placement or PlacementConfig()
-        self.session = Session()
         self.effects = EffectRunner(
             self, requests=requests, peers=peers, launcher=launcher, config=self.config.effects
         )
@@ -157,10 +156,13 @@ class NamespaceService:
 
     # -- one command -------------------------------------------------------------------
 
-    async def execute(self, words: list[str]) -> dict[str, Any]:
-        """One command typed by a user on this node (its session: the active namespace)."""
-        session, out = await self._execute(words, self.session, SOURCE_USER, local=False)
-        self.session = session
+    async def execute(self, words: list[str], namespace: str = "minimega") -> dict[str, Any]:
+        """One command of a client whose active namespace is ``namespace``. The node
+        keeps no active namespace of its own: each client does (minimega keeps one per
+        client), and the answer's ``namespace`` is the client's after the command
+        (``namespace NAME`` alone switches it)."""
+        session, out = await self._execute(words, Session(namespace), SOURCE_USER, local=False)
+        out["namespace"] = session.active
         return out
 
     async def execute_remote(self, namespace: str, words: list[str]) -> dict[str, Any]:
