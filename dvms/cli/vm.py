@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from dvms.cli import plan
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table, socket_path
 from dvms.runtime.client import ControlError, call, submit_body
@@ -52,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="return as soon as the vjob is accepted (journaled and replicated), with its "
         "id; follow it with `dvms vjob show ID`",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print where the VMs would go on the hosts as they are now, and create "
+        "nothing (exit 1 if it would be refused, with the reason)",
+    )
     _timeout_flag(p, SUBMIT_TIMEOUT_S, f"wait this long for the answer ({SUBMIT_TIMEOUT_S:g})")
     p.set_defaults(func=submit)
 
@@ -74,6 +81,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"{SHOW_TIMEOUT_S:g})",
     )
     vs.set_defaults(func=vjob_show)
+    va = vjsub.add_parser(
+        "validate",
+        help="check a vjob file, no cluster needed",
+        description="Read a vjob file as `submit` would and say what it asks for (VMs, "
+        "vCPUs, memory, constraints), or the first problem in it, naming the key "
+        "(exit 1). Needs no running node.",
+    )
+    va.add_argument("file", metavar="VJOB_FILE", help="the vjob TOML file (docs/vjob.md)")
+    va.set_defaults(func=lambda args: plan.validate(args))
 
     vm = sub.add_parser("vm", help="VMs across the cluster", description="VM commands.")
     vsub = vm.add_subparsers(dest="vm_command", metavar="COMMAND", required=True)
@@ -197,6 +213,8 @@ def _warn_unreachable(result: dict[str, Any]) -> None:
 
 
 def submit(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return plan.dry_run(args)
     from dvms.placement.vjob import VjobError, load_vjob
     from dvms.ranges import RangeError
 

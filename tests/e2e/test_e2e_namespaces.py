@@ -340,3 +340,22 @@ def test_the_active_namespace_belongs_to_the_client_not_the_node(three, monkeypa
     assert bad.returncode == 1 and "DVMS_NAMESPACE" in bad.stderr
     monkeypatch.delenv("DVMS_NAMESPACE")
     a.run("clear namespace p1")
+
+
+def test_submit_dry_run_plans_over_the_hosts_and_creates_nothing(three, tmp_path):
+    fits = tmp_path / "fits.toml"
+    fits.write_text(
+        'name = "dry"\nnamespace = "dry"\n[[vms]]\nname = "d[1-3]"\nvcpus = 2\n'
+        '[[constraints]]\nkind = "spread"\nvms = "d[1-3]"\n'
+    )
+    plan = dvms_json("submit", "--dry-run", str(fits), sock=three["node2"])
+    assert plan["status"] == "placeable"
+    assert sorted(plan["placement"].values()) == ["node1", "node2", "node3"]
+    everything = dvms_json("vm", "info", "--all", sock=three["node1"])["vms"]
+    assert not [v for v in everything if v["namespace"] == "dry"]  # nothing created
+
+    wide = tmp_path / "wide.toml"
+    wide.write_text(fits.read_text().replace("d[1-3]", "d[1-5]"))
+    out = dvms("submit", "--dry-run", str(wide), sock=three["node2"], check=False)
+    assert out.returncode == 1
+    assert "spread of 5 VMs needs 5 hosts, 3 online" in out.stdout
