@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +61,20 @@ def register(ssub: argparse._SubParsersAction) -> None:
         help="comma-separated scheduler names (default centralized,dvms)",
     )
     cmp.add_argument("--seeds", type=int, default=5, help="number of seeds (5)")
+    cmp.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N simulations at once in local worker processes (default 1; 0 = one "
+        "per CPU); results are the same whichever way they ran",
+    )
+    cmp.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the simulations on an existing Dask cluster (its scheduler's address, "
+        "tcp://host:8786; needs pip install 'dvms[dask]')",
+    )
     _solver_time_arg(cmp)
     cmp.add_argument("--out", metavar="DIR", required=True, help="output directory")
     cmp.add_argument(
@@ -204,11 +217,6 @@ def _out_dir(path: str) -> Path:
     return out
 
 
-def _shifted(update: Callable[[str, float], None], label: str, offset: float, t: float) -> None:
-    """Progress ``t`` of one run among several, shown at ``offset`` on the whole bar."""
-    update(label, offset + t)
-
-
 def run_cmd(args: argparse.Namespace) -> int:
     from dvms.sim.report import record_run, write_figures
     from dvms.sim.run import run_scenario
@@ -237,29 +245,34 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 
 def compare_cmd(args: argparse.Namespace) -> int:
-    from dvms.sim.report import format_table, record_run, write_compare
-    from dvms.sim.run import run_scenario
+    from dvms.sim.campaign import CampaignError, Run, default_jobs, plan_runs, run_all
+    from dvms.sim.report import format_table, write_compare
 
     names = [n.strip() for n in args.schedulers.split(",") if n.strip()]
     if not names:
         raise UserError("--schedulers: give at least one scheduler name")
     if args.seeds < 1:
         raise UserError("--seeds: must be >= 1")
+    if args.jobs < 0:
+        raise UserError("--jobs: must be >= 0 (0 = one per CPU)")
+    if args.jobs not in (0, 1) and args.dask:
+        raise UserError("give --jobs or --dask, not both")
     _check_schedulers(names)
     base = _scenario(args)
     out = _out_dir(args.out)
-    runs = [(s, base.seed + i) for i in range(args.seeds) for s in names]
+    runs = plan_runs(base, names, args.seeds)
+    jobs = args.jobs or default_jobs()
     show = not args.json and sys.stdout.isatty()
-    records = []
-    with _progress(show, len(runs) * base.duration_s) as update:
-        for i, (name, seed) in enumerate(runs):
-            scn = replace(base, seed=seed)
-            label = f"{name} seed {seed} ({i + 1}/{len(runs)})"
-            summary, world = run_scenario(
-                scn, name, progress=partial(_shifted, update, label, i * scn.duration_s)
-            )
-            records.append(record_run(summary, world))
-            del world
+    with _progress(show, len(runs)) as update:
+        update(f"0/{len(runs)} runs done", 0)
+
+        def finished(n: int, run: Run) -> None:
+            update(f"{n}/{len(runs)} runs done (last: {run.label})", n)
+
+        try:
+            records = run_all(runs, jobs=jobs, dask=args.dask, on_done=finished)
+        except CampaignError as exc:
+            raise UserError(str(exc)) from None
     written = write_compare(records, out)
     if args.json:
         json.dump([r.summary for r in records], sys.stdout, sort_keys=True)
