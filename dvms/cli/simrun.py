@@ -231,7 +231,8 @@ def run_cmd(args: argparse.Namespace) -> int:
     if out is not None:
         (out / "result.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
         write_figures([record_run(summary, world)], out)
-        if "vivaldi_map" in world.extras:
+        if "vivaldi_map" in world.extras and len(set(world.site_of)) > 1:
+            # the map tells sites apart; on one site it is a cloud of dots
             from dvms.sim.figures import vivaldi_map
 
             coords, parts = world.extras["vivaldi_map"]()

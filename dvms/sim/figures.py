@@ -97,8 +97,12 @@ def partition_sizes(sizes: Mapping[str, Sequence[int]], path: str | Path) -> Non
     plt.close(fig)
 
 
-def comparison_bars(rows: Sequence[Mapping], metric: str, path: str | Path) -> None:
-    """Mean of ``metric`` per scheduler over its runs, with std-dev error bars.
+def comparison_bars(
+    rows: Sequence[Mapping], metric: str, path: str | Path, *, label: str = ""
+) -> None:
+    """Mean of ``metric`` per scheduler over its runs, with std-dev error bars when
+    there are several runs (one run draws none). ``label``: the metric in words with
+    its unit, for the axis and title.
 
     ``rows`` are run results (``summary()`` dicts with a ``scheduler`` key)."""
     plt = _plt()
@@ -108,10 +112,14 @@ def comparison_bars(rows: Sequence[Mapping], metric: str, path: str | Path) -> N
         vals = [float(r[metric]) for r in rows if r["scheduler"] == name and r[metric] is not None]
         means.append(statistics.fmean(vals) if vals else 0.0)
         errs.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    seeds = max(len(r) for r in _runs(rows, names))
     fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(names)), 4))
-    ax.bar(names, means, yerr=errs, capsize=6, color="tab:blue", alpha=0.8)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric}\n(mean ± std over {max(len(r) for r in _runs(rows, names))} seeds)")
+    ax.bar(names, means, yerr=errs if seeds > 1 else None, capsize=6, color="tab:blue",
+           alpha=0.8)  # fmt: skip
+    words = label or metric
+    ax.set_ylabel(words)
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    ax.set_title(f"{words[0].upper()}{words[1:]} by scheduler\n({spread})")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -136,7 +144,8 @@ def per_host_violation(rows: Sequence[Mapping], path: str | Path) -> None:
             ]
             means.append(statistics.fmean(vals))
             errs.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
-        ax.errorbar(sizes, means, yerr=errs, marker="o", capsize=4, label=name)
+        bars = errs if any(errs) else None  # one seed per size: no error bar to draw
+        ax.errorbar(sizes, means, yerr=bars, marker="o", capsize=4, label=name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("hosts")
     ax.set_ylabel("cumulated violation per host (s)")

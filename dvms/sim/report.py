@@ -48,6 +48,36 @@ TABLE_METRICS = (
 )
 _BINS = 360
 
+#: What each table metric means, in words with its unit (table rows, figure axes).
+METRIC_LABELS = {
+    "cumulated_violation_s": "cumulated violation time (s)",
+    "violations": "violations",
+    "mean_violation_s": "mean violation (s)",
+    "mean_detection_s": "mean detection (s)",
+    "mean_fix_s": "mean fix (s)",
+    "migrations": "migrations",
+    "mean_migration_s": "mean migration (s)",
+    "solver_s": "solver time (s)",
+    "reconfiguration_s": "reconfiguration time (s)",
+    "mean_partition_size": "mean partition size (hosts)",
+    "inter_site_operations": "inter-site operations",
+    "invariant_violations": "invariant violations",
+    "wall_s": "wall time (s)",
+    "virtual_per_wall": "speed (virtual s per wall s)",
+}
+
+
+def for_people(x: float) -> str:
+    """A number as a table shows it: thousands separated, three significant digits
+    below 1,000, whole numbers above (4,316 not 4316.217; 0.493 not 0.49312)."""
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if float(x).is_integer():
+        return f"{x:.0f}"
+    return f"{x:.3g}"
+
 
 @dataclass(slots=True)
 class RunRecord:
@@ -82,7 +112,8 @@ def aggregate(records: list[RunRecord]) -> dict[str, dict[str, tuple[float, floa
 
 
 def format_table(records: list[RunRecord]) -> str:
-    """A Markdown table, one column per scheduler, cells ``mean ± std``."""
+    """A Markdown table, one column per scheduler, cells ``mean ± std`` over its runs
+    (the mean alone for a single run), rounded for people."""
     agg = aggregate(records)
     names = list(agg)
     runs = {n: sum(r.summary["scheduler"] == n for r in records) for n in names}
@@ -92,8 +123,13 @@ def format_table(records: list[RunRecord]) -> str:
         cells = []
         for n in names:
             st = agg[n][k]
-            cells.append("n/a" if st is None else f"{st[0]:.4g} ± {st[1]:.2g}")
-        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+            if st is None:
+                cells.append("n/a")
+            elif runs[n] == 1:
+                cells.append(for_people(st[0]))
+            else:
+                cells.append(f"{for_people(st[0])} ± {for_people(st[1])}")
+        lines.append(f"| {METRIC_LABELS.get(k, k)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -143,5 +179,10 @@ def write_figures(records: list[RunRecord], out: Path) -> list[Path]:
     figures.violation_over_time(series, paths[0])
     figures.violation_cdf(durations, paths[1])
     figures.partition_sizes(sizes, paths[2])
-    figures.comparison_bars([r.summary for r in records], "cumulated_violation_s", paths[3])
+    figures.comparison_bars(
+        [r.summary for r in records],
+        "cumulated_violation_s",
+        paths[3],
+        label=METRIC_LABELS["cumulated_violation_s"],
+    )
     return paths

@@ -94,7 +94,7 @@ def test_compare_writes_results_table_and_figures(tiny: Path, tmp_path: Path, ca
     argv = ["sim", "compare", str(tiny), "--schedulers", "static,centralized", "--seeds", "2"]
     assert main([*argv, "--out", str(out_dir)]) == 0
     text = capsys.readouterr().out
-    assert "| cumulated_violation_s |" in text
+    assert "| cumulated violation time (s) |" in text
     results = json.loads((out_dir / "results.json").read_text())
     assert [(r["scheduler"], r["seed"]) for r in results] == [
         ("static", 4),
