@@ -8,7 +8,7 @@ image directory, shell command lines of helper tools, log lines and range expres
 - the first character is a letter, a digit or ``_`` (never ``-`` or ``.``, so a name is
   never read as a command-line option or a hidden / relative path such as ``..``);
 - not purely an integer: minimega reads integer targets as VM *ids* and refuses such
-  names with ``invalid vm name, `0` is an integer`` (minimega.md §4);
+  names with ``invalid vm name, `0` is an integer`` (minimega);
 - not a reserved word: ``all`` (minimega's only reserved word, it means "every VM").
 
 Namespace names follow minimega's ``validName``: one or more letters, digits, ``-``,

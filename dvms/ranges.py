@@ -1,6 +1,6 @@
 """Name ranges: ``web[1-4]`` <-> ``web1, web2, web3, web4``.
 
-The grammar is minimega's (``pkg/ranges``, reference minimega.md §7.1)::
+The grammar is minimega's (its ``pkg/ranges``)::
 
     list   := item ( "," item )*           ; commas inside [...] do not split
     item   := literal | prefix "[" spec "]" suffix

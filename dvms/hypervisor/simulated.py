@@ -14,7 +14,7 @@ migration bandwidth, scaled by the CPU work the VM does), capped at its memory s
 next round resends what was dirtied. When a round would fit in ``max_downtime_s``, or
 after ``max_rounds``, the VM is paused and the rest is sent (stop-and-copy = downtime).
 1 GiB at 125 MiB/s: 8.2 s bare copy; ~11 s at intensity 45 % and load 60 %, the VMPlaceS
-sample mean being 10.9 s (dvms-isp.md §4).
+sample mean being 10.9 s (VMPlaceS).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     execute("ns add-hosts node[1-3]", ctx) -> Result(state, session, output, effects, error)
 
-Grammar (minimega's, reference §3.1; keywords may be abbreviated to a unique prefix):
+Grammar (minimega's; keywords may be abbreviated to a unique prefix):
 
     namespace [NAME [COMMAND...]]          clear namespace [NAME|all]
     ns hosts | add-hosts R | del-hosts R | load [cpucommit|memcommit|netcommit]

@@ -6,7 +6,7 @@ VALUE...`` and a printer for ``vm config FIELD``. ``schedule`` and ``colocate`` 
 namespace to be checked (minimega's ``validSchedule``/``validColocate``); that is done by
 the interpreter, which calls ``check_schedule``/``check_colocate`` here.
 
-A config is snapshotted into every queued batch when ``vm launch`` runs (minimega §4), so
+A config is snapshotted into every queued batch when ``vm launch`` runs (as minimega does), so
 later ``vm config`` changes never touch queued VMs.
 """
 

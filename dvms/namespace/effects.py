@@ -82,7 +82,7 @@ class Context:
     """Everything ``execute`` reads. ``now``: seconds since the epoch (for ``ns schedule
     status``). ``bridge_key``: the tunnel key the next ``ns bridge`` uses (the caller
     draws it from its seeded random source). ``source``: ``SOURCE_MESHAGE`` when another
-    node sends the command (then ``vm launch`` and ``ns run`` are refused, minimega §3.4).
+    node sends the command (then ``vm launch`` and ``ns run`` are refused, as in minimega).
     ``placement``: capacity ceilings for dry-run, mv and migrate."""
 
     state: State

@@ -177,7 +177,7 @@ def _constraints(ns: Namespace, *, pins: bool) -> list[c.Constraint]:
         if target in queued:
             out.append(c.Colocate(key, _key(ns, target)))
         elif target in launched:
-            # minimega §2.4 step 3: colocating with a launched VM pins to its host
+            # as minimega: colocating with a launched VM pins to its host
             link = c.Colocate(key, _key(ns, target))
             out.append(c.Schedule(key, launched[target]) if pins else link)
     return out

@@ -1,6 +1,6 @@
 """Namespace state: plain frozen records, each with ``to_record()`` / ``from_record()``.
 
-What minimega keeps on its head node (reference §3.2) lives here, so the daemon can
+What minimega keeps on its head node lives here, so the daemon can
 replicate it as DHT records (one record per namespace, ``Namespace.to_record()``):
 
     State ── Namespace* ── hosts, load, queueing, config (current ``vm config``)
@@ -40,7 +40,7 @@ __all__ = [
 
 #: minimega's default namespace.
 DEFAULT_NAMESPACE = "minimega"
-#: ``ns load`` comparators (minimega §2.2).
+#: ``ns load`` comparators (minimega's).
 LOADS = ("cpucommit", "memcommit", "netcommit")
 #: minimega's VM states, as printed by ``vm info``.
 VM_STATES = ("BUILDING", "RUNNING", "PAUSED", "QUIT", "ERROR")
@@ -244,7 +244,7 @@ class Bridge:
 
 @dataclass(frozen=True, slots=True)
 class Namespace:
-    """Everything one namespace owns (minimega §3.2, minus VLANs, captures and cc)."""
+    """Everything one namespace owns (minimega's namespace, minus VLANs, captures and cc)."""
 
     name: str
     hosts: frozenset[str] = frozenset()

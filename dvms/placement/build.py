@@ -2,7 +2,7 @@
 constraints, refusing anything the engine cannot honour with a message naming it.
 
 Names: a VM name in a spec is looked up as written, then as ``namespace/name``.
-minimega's own texts are used where minimega has them (reference §2.6).
+minimega's own texts are used where minimega has them.
 """
 
 from __future__ import annotations

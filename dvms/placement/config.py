@@ -33,7 +33,7 @@ class PlacementConfig:
     #: 1.0 = never overcommit memory (Nova's default is 1.5; swapping VMs is worse).
     memory_overcommit: float | None = 1.0
     #: Overload relief: a host is overloaded when the measured CPU demand of its VMs
-    #: exceeds ``cpus * overload_threshold`` (fraction of the host's CPUs, DVMS §3).
+    #: exceeds ``cpus * overload_threshold`` (fraction of the host's CPUs, as DVMS).
     overload_threshold: float = 1.0
     #: Concurrent outgoing / incoming migrations per host in a plan (BtrPlace mVM and
     #: Nova both default to small caps; 2 keeps a 10 Gb/s link busy without thrashing).

@@ -1,6 +1,6 @@
 """Launch solving: place new (ready) VMs next to the running ones, minimega style.
 
-Order of work (reference §2.3-§2.5, with the §2.8 fixes):
+Order of work (minimega's, with the fixes of docs/namespaces.md):
 
     checks (no host / no VM / pinned host down)      -> PlacementError, minimega's text
     batches = runs of VMs with the same config, sorted:
@@ -119,7 +119,7 @@ def _units(ws: Workspace, vms: Sequence[Vm], constraints: Sequence[c.Constraint]
         elif target not in launching:
             host = ws.vms[ws.v_index[target]].host
             if host is not None:
-                pins.setdefault(vm.key, host)  # minimega §2.4 step 3
+                pins.setdefault(vm.key, host)  # as minimega
     floating = {k for ks in followers.values() for k in ks}
 
     def unit(key: str) -> tuple[int, ...]:

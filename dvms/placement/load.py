@@ -1,4 +1,4 @@
-"""Load functions: how "loaded" a host is, as minimega defines it (reference §2.2).
+"""Load functions: how "loaded" a host is, as minimega defines it.
 
 A host is *full* when it has a coschedule limit (the smallest ``coschedule + 1`` among
 its VMs) and its VM count has reached it. Full hosts always rank after non-full ones;

@@ -1,6 +1,6 @@
 """btrpsl-style constraint scripts: parse, evaluate, and return ``ConstraintSpec``s.
 
-The language is the subset of BtrPlace's btrpsl (reference btrplace.md §3) that dvms
+The language is the subset of BtrPlace's btrpsl that dvms
 needs; the tokens are described in ``script_lexer.py``. Grammar::
 
     script      = [ "namespace" NAME ";" ] { statement } EOF
@@ -13,7 +13,7 @@ needs; the tokens are described in ``script_lexer.py``. Grammar::
     term        = "(" expr ")" | "{" [ expr { "," expr } ] "}" | VAR | VAR[...]
                 | IDENT | IDENT[...] | NODE | NODE[...] | NUMBER | STRING
 
-Semantics (btrpsl's, see btrplace.md §3.3):
+Semantics (btrpsl's):
 
 - a bare name is a VM, ``@name`` a node; sets are homogeneous (VMs, nodes, or sets of
   one kind); ``+`` is union (order of first appearance kept), ``-`` difference; a single

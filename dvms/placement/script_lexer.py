@@ -1,6 +1,6 @@
 """Tokenizer for the btrpsl-style constraint scripts (grammar in ``script.py``).
 
-Lexical rules (reference btrplace.md §3.1, with the dvms choices marked *):
+Lexical rules (btrpsl's, with the dvms choices marked *):
 
 - ``// ...`` and ``/* ... */`` comments; whitespace separates tokens.
 - ``$name``: a variable (letter first, then letters, digits, ``_``, ``.``).

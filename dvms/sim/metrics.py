@@ -1,4 +1,4 @@
-"""VMPlaceS's metrics, recorded incrementally (dvms-isp.md §4.2).
+"""VMPlaceS's metrics, recorded incrementally.
 
 The world tells ``Metrics`` when a host enters or leaves violation (Σ VM CPU demand >
 capacity) and when migrations start and end; schedulers tell it what they noticed and

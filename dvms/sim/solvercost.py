@@ -1,7 +1,7 @@
 """Solver time in virtual time: a deterministic cost model of our placement engine.
 
-VMPlaceS charges every solver call its measured wall time in simulated time (dvms-isp.md
-§4.1). ``--solver-time measured`` does the same with our Python solver; ``model``
+VMPlaceS charges every solver call its measured wall time in simulated time.
+``--solver-time measured`` does the same with our Python solver; ``model``
 (the default) charges
 
     t(V) = C0 + C1 * V + C2 * V**2      seconds, V = VMs in the solver's snapshot

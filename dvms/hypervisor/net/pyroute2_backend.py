@@ -1,7 +1,7 @@
 """The real netlink backend: pyroute2 on the root or a named network namespace.
 
 Blocking (one netlink socket, synchronous calls): the Trio layer runs it in a worker
-thread. Recipes are the ones measured in real-infra.md §3: VXLAN with no remote plus one
+thread. Recipes are the ones measured on this machine: VXLAN with no remote plus one
 all-zero fdb entry per peer (head-end replication), gretap with GRE_KEY flags.
 """
 

@@ -1,7 +1,7 @@
 """The ``centralized`` scheduler: VMPlaceS's Entropy loop.
 
 ``centralized`` reproduces VMPlaceS ``CentralizedResolver`` + ``Entropy2RP``
-(dvms-isp.md §3.3, §4.1):
+(VMPlaceS's):
 
     every period (30 s start to start; back-to-back when a run lasts longer):
       t0: every host in violation is *detected* (trace state violation-det)
