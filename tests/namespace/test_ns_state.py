@@ -81,3 +81,21 @@ def test_objects_validate_on_construction():
         State((Namespace("b"), Namespace("a")))
     entry = AssignEntry(0, 0, "a", "h1")
     assert AssignEntry.from_record(entry.to_record()) == entry
+
+
+def test_adopt_vms_gives_fresh_ids_to_vms_placed_otherwise():
+    from dvms.namespace import adopt_vms
+
+    ns = Namespace("q", hosts=frozenset({"h1"}), vms=(VmRecord(0, "a", "h1"),), next_id=1)
+    big = VmConfig(vcpus=4, memory=8192)
+    placed = {
+        "s10": ("h1", "RUNNING", big),
+        "s9": ("h2", "RUNNING", big),
+        "a": ("h2", "RUNNING", big),
+    }
+    after = adopt_vms(State((ns,)), "q", placed).get("q")
+    assert after is not None
+    assert [(v.id, v.name, v.host) for v in after.vms] == [(0, "a", "h1"), (1, "s9", "h2"),
+                                                          (2, "s10", "h1")]  # fmt: skip
+    assert after.next_id == 3 and after.vm("s9").config == big  # type: ignore[union-attr]
+    assert adopt_vms(State((after,)), "q", placed).get("q") == after  # already there

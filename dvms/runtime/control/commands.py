@@ -41,7 +41,7 @@ from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
 from dvms.runtime.services.partition_log import PartitionLog, merge_rows
 from dvms.runtime.services.state import StateError
-from dvms.runtime.services.vjobs import VjobService
+from dvms.runtime.services.vjobs import NamesInUse, VjobService
 from dvms.wire.envelope import WireCodec
 
 if TYPE_CHECKING:  # config.py composes ControlConfig: a runtime import would be a cycle
@@ -216,7 +216,7 @@ class Daemon:
         namespace = str(args.get("namespace") or "")
         try:
             accepted = await self.vjobs.submit(name, namespace, vms, constraints)
-        except StateError as exc:
+        except (StateError, NamesInUse) as exc:
             raise ControlError(f"vjob not accepted: {exc}") from None
         if not args.get("wait", True):
             return {"ok": True, **accepted}

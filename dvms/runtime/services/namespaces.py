@@ -38,10 +38,10 @@ from dvms.namespace import (
 )
 from dvms.namespace.config import NamespaceRecordError, VmConfig
 from dvms.namespace.effects import SOURCE_MESHAGE, SOURCE_USER
-from dvms.namespace.schedule import forget_vms, report_vms
-from dvms.namespace.state import Namespace, VmRecord, with_vms
+from dvms.namespace.schedule import adopt_vms, forget_vms, report_vms
+from dvms.namespace.state import Namespace, with_vms
+from dvms.partition.messages import LaunchVm
 from dvms.placement import Host, PlacementConfig, Vm
-from dvms.ranges import natural_key
 from dvms.runtime.capabilities import Launcher, Peers, Requester, StateStore
 from dvms.runtime.messages import HostQuery, HostReply
 from dvms.runtime.services.hostside import EffectRunner, EffectsConfig, minimega_state
@@ -272,20 +272,51 @@ class NamespaceService:
             state = report_vms(state, ns.name, reports)
         if gone:
             state = forget_vms(state, ns.name, gone)
-        ns = state.get(ns.name) or ns
-        strangers = sorted(
-            (n for n in mine if ns.vm(n) is None and n not in ns.queued_names()), key=natural_key
-        )
-        if strangers:
-            records = list(ns.vms)
-            next_id = ns.next_id
-            for name in strangers:
-                host, vm_state, vcpus, memory = mine[name]
-                config = VmConfig(vcpus=max(vcpus, 1), memory=max(memory, 1))
-                records.append(VmRecord(next_id, name, host, vm_state, "kvm", config))
-                next_id += 1
-            ns = replace(with_vms(ns, records), next_id=next_id)
-        return ns
+        strangers = {
+            name: (host, vm_state, VmConfig(vcpus=max(vcpus, 1), memory=max(memory, 1)))
+            for name, (host, vm_state, vcpus, memory) in mine.items()
+        }
+        state = adopt_vms(state, ns.name, strangers)
+        return state.get(ns.name) or ns
+
+    # -- VMs placed by ``submit`` --------------------------------------------------------
+
+    async def names_in_use(self, namespace: str, names: list[str]) -> list[str]:
+        """Those of ``names`` the namespace's table holds or queues (``submit`` refuses
+        them, as ``vm launch`` does)."""
+        ns, _ = await self.read(namespace)
+        if ns is None:
+            return []
+        taken = {vm.name for vm in ns.vms} | ns.queued_names()
+        return [n for n in names if n in taken]
+
+    async def adopt(self, namespace: str, placed: list[tuple[LaunchVm, str]]) -> None:
+        """VMs a vjob placed in ``namespace`` (each with its host) join its table, as
+        ``vm launch`` records the VMs it places: the namespace is created (on every
+        host, as ``namespace NAME`` creates one) and listed if it is new."""
+        if not placed:
+            return
+        vms = {v.name: (host, "RUNNING", _config_of(v)) for v, host in placed}
+        hosts: frozenset[str] | None = None
+
+        def add(cur: Any) -> tuple[Any, bool]:
+            if cur is not None:
+                ns = Namespace.from_record(cur)
+            else:
+                ns = Namespace(namespace, hosts or frozenset(h for h, _, _ in vms.values()))
+            after = adopt_vms(State((ns,)), namespace, vms).get(namespace)
+            assert after is not None
+            if cur is not None and after == ns:
+                return UNCHANGED, False
+            return after.to_record(), cur is None
+
+        if (await self.read(namespace))[0] is None:
+            cluster, _ = await self.cluster()
+            hosts = cluster.host_names()
+        _, created = await self.state.update(ns_record(namespace), add)
+        if created:
+            new = State((Namespace(namespace),))
+            await self.state.update(INDEX, lambda cur: _index(cur, set(), new))
 
     # -- reports from effects ----------------------------------------------------------
 
@@ -310,3 +341,15 @@ def _index(cur: Any, dropped: set[str], after: State) -> tuple[Any, None]:
     names = (set(cur or []) - dropped) | set(after.names())
     new = sorted(names)
     return (new if new != sorted(cur or []) else UNCHANGED), None
+
+
+def _config_of(vm: LaunchVm) -> VmConfig:
+    """A vjob VM as ``vm config`` would have described it."""
+    return VmConfig(
+        vcpus=vm.vcpus,
+        memory=vm.memory_mib,
+        networks=tuple(vm.networks),
+        schedule=vm.schedule or "",
+        coschedule=vm.coschedule,
+        colocate="" if vm.schedule else vm.colocate or "",
+    )

@@ -43,6 +43,7 @@ from dvms.runtime.capabilities import (
     Dht,
     Handlers,
     Launcher,
+    NamespaceBook,
     Peers,
     Requester,
     Spawn,
@@ -60,7 +61,7 @@ from dvms.runtime.messages import (
 )
 from dvms.runtime.services.state import UNCHANGED, StateError, inline_value
 
-__all__ = ["VjobConfig", "VjobService", "vjob_record"]
+__all__ = ["NamesInUse", "VjobConfig", "VjobService", "vjob_record"]
 
 log = logging.getLogger("dvms.runtime.services.vjobs")
 
@@ -70,6 +71,10 @@ UNFINISHED = (ACCEPTED, PLACING)
 #: How a launch refused on its names starts (``PartitionCore``, before any partition):
 #: those VMs are someone else's, a refused vjob must not remove them.
 NAME_TAKEN = "VM name already in use"
+
+
+class NamesInUse(Exception):
+    """A vjob names VMs its namespace already holds or queues; nothing was accepted."""
 
 
 def vjob_record(vjob_id: str) -> str:
@@ -169,6 +174,9 @@ class VjobService:
         self.known: dict[str, dict[str, Any]] = {}
         self._finished: dict[str, trio.Event] = {}
         self._active: set[str] = set()
+        #: The namespaces' VM tables (set by the daemon's composition): a vjob's VMs
+        #: join their namespace's table, and names it holds are refused.
+        self.namespaces: NamespaceBook | None = None
         handlers.register(VjobsQuery, self._answer_rows)
 
     # -- service -----------------------------------------------------------------------
@@ -194,7 +202,15 @@ class VjobService:
         vms: tuple[LaunchVm, ...],
         constraints: tuple[WireConstraint, ...],
     ) -> dict[str, Any]:
-        """Accept a vjob: journaled and replicated before this returns its id."""
+        """Accept a vjob: journaled and replicated before this returns its id. Raises
+        ``NamesInUse`` if its namespace holds or queues some of its VM names."""
+        if namespace and self.namespaces is not None:
+            used = await self.namespaces.names_in_use(namespace, [v.name for v in vms])
+            if used:
+                raise NamesInUse(
+                    f"namespace {namespace} already has VM{'s' if len(used) > 1 else ''} "
+                    f"{', '.join(used)} (`dvms namespace {namespace} vm info`)"
+                )
         vjob_id = f"{self._rng.getrandbits(64):016x}"
         body = {
             "vms": [asdict(v) for v in vms],
@@ -363,7 +379,24 @@ class VjobService:
             await self._roll_back(placed)
             reason = f"{reason} (rolled back {len(placed)} VMs created meanwhile)"
             placed = []
+        if ok:
+            await self._adopt(every, placed)
         await self._finish(vjob_id, ok, reason, placed, extra)
+
+    async def _adopt(self, vms: tuple[LaunchVm, ...], placed: list[list[str]]) -> None:
+        """The placed VMs join their namespace's table (``namespace NS vm info``)."""
+        if self.namespaces is None:
+            return
+        spec = {(v.namespace, v.name): v for v in vms}
+        by_ns: dict[str, list[tuple[LaunchVm, str]]] = {}
+        for name, namespace, host in placed:
+            if namespace and (namespace, name) in spec:
+                by_ns.setdefault(namespace, []).append((spec[(namespace, name)], host))
+        for namespace, rows in sorted(by_ns.items()):
+            try:
+                await self.namespaces.adopt(namespace, rows)
+            except StateError as exc:  # the next namespace command adopts them from the hosts
+                log.warning("namespace %s: placed VMs not recorded yet: %s", namespace, exc)
 
     async def _roll_back(self, placed: list[list[str]]) -> None:
         by_ns: dict[str, list[str]] = {}
