@@ -224,7 +224,17 @@ def _refusal_text(ns: Namespace, refusal: Refusal | None) -> str:
     verdicts = sorted(refusal.hosts, key=lambda v: v.host)
     if verdicts and all(v.rule == "coschedule" for v in verdicts):
         return verdicts[0].detail  # minimega's "too many VMs scheduled on H for ..."
-    return str(refusal).replace(f"{ns.name}/", "")
+    named = tuple(_said(key.removeprefix(f"{ns.name}/")) for key in refusal.vms)
+    return str(replace(refusal, vms=named)).replace(f"{ns.name}/", "")
+
+
+def _said(slot: str) -> str:
+    """A queue slot as an operator knows it: its name, or for an unnamed VM of ``vm
+    launch N`` its place in the queue."""
+    if not slot.startswith("#"):
+        return slot
+    batch, _, index = slot[1:].partition(".")
+    return f"unnamed VM {int(index) + 1} of queued launch {int(batch) + 1}"
 
 
 # ------------------------------------------------------------------------------- mv

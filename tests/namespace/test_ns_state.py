@@ -99,3 +99,12 @@ def test_adopt_vms_gives_fresh_ids_to_vms_placed_otherwise():
                                                           (2, "s10", "h1")]  # fmt: skip
     assert after.next_id == 3 and after.vm("s9").config == big  # type: ignore[union-attr]
     assert adopt_vms(State((after,)), "q", placed).get("q") == after  # already there
+
+
+def test_a_refused_unnamed_vm_is_named_by_its_place_in_the_queue():
+    con = make_console(3)
+    assert con.execute("vm config memory 40000").ok
+    refused = con.execute("vm launch kvm 5")
+    assert refused.error is not None and "#" not in refused.error
+    assert refused.error.startswith("no host fits unnamed VM 4 of queued launch 1: 3 hosts fail")
+    assert "mm1, mm2, mm3: needs 40000 MiB of memory, 25536 of 65536 MiB free" in refused.error

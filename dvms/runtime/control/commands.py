@@ -43,6 +43,7 @@ from dvms.runtime.services.partition_log import PartitionLog, merge_rows
 from dvms.runtime.services.state import StateError
 from dvms.runtime.services.vjobs import NamesInUse, VjobService
 from dvms.wire.envelope import WireCodec
+from dvms.wire.schema import SchemaError, compile_record
 
 if TYPE_CHECKING:  # config.py composes ControlConfig: a runtime import would be a cycle
     from dvms.runtime.config import NodeConfig
@@ -77,6 +78,7 @@ def launch_from_map(
         )
         for v in vms:
             v.to_spec()  # validates names and sizes
+            _fits_the_wire(v)
         for c in constraints:
             c.to_spec()
     except (TypeError, AttributeError, SpecError, ValueError) as exc:
@@ -84,6 +86,21 @@ def launch_from_map(
     if not vms:
         raise ControlError("bad vjob: no VMs")
     return vms, constraints
+
+
+def _fits_the_wire(vm: LaunchVm) -> None:
+    """A VM the partition messages cannot carry (``vcpus`` above their limit, ...) is
+    refused here, naming it: a peer would drop the message as malformed."""
+    enc, dec = compile_record(LaunchVm)
+    try:
+        dec(enc(vm), "")
+    except SchemaError as exc:
+        where, _, what = str(exc).partition(": ")
+        field = where.rsplit(".", 1)[-1]
+        value = getattr(vm, field, None)
+        if isinstance(value, int) and what.startswith("integer "):  # "integer V outside [a, b]"
+            what = f"= {value} is outside {what.rpartition(' outside ')[2]}, what peers accept"
+        raise ValueError(f"vm {vm.name}: {field} {what}") from None
 
 
 def _fields(d: Any, nested: str = "") -> dict[str, Any]:
