@@ -41,7 +41,7 @@ from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
 from dvms.runtime.services.partition_log import PartitionLog, merge_rows
 from dvms.runtime.services.state import StateError
-from dvms.runtime.services.vjobs import NamesInUse, VjobService
+from dvms.runtime.services.vjobs import NamesInUse, VjobRefused, VjobService
 from dvms.wire.envelope import WireCodec
 from dvms.wire.schema import SchemaError, compile_record
 
@@ -156,6 +156,8 @@ class Daemon:
             "submit": self.submit,
             "vjob_list": self.vjob_list,
             "vjob_show": self.vjob_show,
+            "vjob_stop": self.vjob_stop,
+            "vjob_remove": self.vjob_remove,
             "vm_info": self.vm_info,
             "vm_kill": self.vm_kill,
             "host": self.host,
@@ -245,8 +247,17 @@ class Daemon:
         rows, _truncated = await self.vjobs.gather()
         return [asdict(r) for r in rows]
 
+    async def _vjob_id(self, args: dict[str, Any]) -> str:
+        """The vjob ``args["id"]`` names: an id, a unique prefix of one, or a name."""
+        try:
+            return await self.vjobs.resolve(str(args.get("id", "")))
+        except VjobRefused as exc:
+            raise ControlError(str(exc)) from None
+        except StateError as exc:
+            raise ControlError(str(exc)) from None
+
     async def vjob_show(self, args: dict[str, Any]) -> dict[str, Any]:
-        vjob_id = str(args.get("id", ""))
+        vjob_id = await self._vjob_id(args)
         try:
             rec = await self.vjobs.show(vjob_id)
         except KeyError:
@@ -256,9 +267,29 @@ class Daemon:
         if args.get("wait") and rec.get("state") in ("accepted", "placing"):
             timeout = float(args.get("timeout", self.config.vjob_wait_s))
             rec = await self.vjobs.wait(vjob_id, timeout=timeout)
-        out = {k: v for k, v in rec.items() if k != "body"}
-        out["placed"] = [{"name": n, "namespace": ns, "host": h} for n, ns, h in rec["placed"]]
-        return out
+        return _vjob_out(rec)
+
+    async def vjob_stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Kill a vjob's VMs wherever they run; the vjob stays listed as stopped."""
+        vjob_id = await self._vjob_id(args)
+        try:
+            rec = await self.vjobs.stop(vjob_id)
+        except KeyError:
+            raise ControlError(f"no such vjob: {vjob_id}") from None
+        except (VjobRefused, StateError) as exc:
+            raise ControlError(str(exc)) from None
+        return {**_vjob_out(rec), "killed": rec["killed"]}
+
+    async def vjob_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Forget a stopped or failed vjob."""
+        vjob_id = await self._vjob_id(args)
+        try:
+            rec = await self.vjobs.remove(vjob_id)
+        except KeyError:
+            raise ControlError(f"no such vjob: {vjob_id}") from None
+        except (VjobRefused, StateError) as exc:
+            raise ControlError(str(exc)) from None
+        return {"id": vjob_id, "name": rec.get("name", ""), "removed": True}
 
     async def _hosts(self, namespace: str | None) -> tuple[list[HostReply], list[str]]:
         replies, silent = await self.requests.gather(HostQuery(namespace))
@@ -378,6 +409,12 @@ class Daemon:
             ):
                 return c
         return None
+
+
+def _vjob_out(rec: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in rec.items() if k != "body"}
+    out["placed"] = [{"name": n, "namespace": ns, "host": h} for n, ns, h in rec["placed"]]
+    return out
 
 
 def _submit_result(rec: dict[str, Any]) -> dict[str, Any]:
