@@ -110,6 +110,16 @@ class Text:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Format:
+    """How a command's output is printed, set by the flags leading the command (minicli):
+    ``.json true`` prints minimega's JSON responses, ``.headers false`` tables without
+    their header line."""
+
+    json: bool = False
+    headers: bool = True
+
+
 # ---------------------------------------------------------------------------- effects
 
 
@@ -230,6 +240,7 @@ class Result:
     output: Table | Text | None = None
     effects: tuple[Effect, ...] = ()
     error: str | None = None
+    format: Format = Format()
 
     @property
     def ok(self) -> bool:
@@ -266,6 +277,8 @@ class Run:
     #: an error that still commits ``state`` (only ``ns schedule mv``, as minimega)
     partial_error: str | None = None
     depth: int = 0
+    #: output flags met so far (``.json``, ``.headers``)
+    format: Format = Format()
 
     def __post_init__(self) -> None:
         self.state = self.ctx.state

@@ -181,7 +181,7 @@ class NamespaceService:
             return session, {"ok": False, "error": str(exc), "text": f"E: {exc}\n", "effects": []}
         errors = await self.effects.run(result.effects)
         out = render_json(result)
-        out["text"] = render_text(result) + self.run_output
+        out["text"] = render_text(result, self.host_name) + self.run_output
         if errors:
             out["ok"], out["error"] = False, "; ".join(errors)
             out["text"] += "".join(f"E: {e}\n" for e in errors)
