@@ -60,11 +60,14 @@ class Cluster:
     ``hosts``: every live node (``Host.cpus``/``memory_mib`` feed the load functions and
     the capacity checks). ``vms``: every VM running anywhere, in any namespace or none
     (``Vm.namespace``/``Vm.name``/``Vm.host``), so host load sums over all namespaces as
-    in minimega. ``local``: the node the user talks to (what ``localhost`` means)."""
+    in minimega. ``local``: the node the user talks to (what ``localhost`` means).
+    ``silent``: hosts known to the daemon that did not answer it this time (down or
+    cut off), so that a command naming one can say so."""
 
     hosts: tuple[Host, ...] = ()
     vms: tuple[Vm, ...] = ()
     local: str = ""
+    silent: frozenset[str] = frozenset()
 
     def host_names(self) -> frozenset[str]:
         return frozenset(h.name for h in self.hosts)

@@ -378,10 +378,18 @@ class Daemon:
         target = str(args.get("host", ""))
         contact = self._resolve(target)
         if contact is None:
-            await self.requests.gather(HostQuery(vms=False))  # learn the peers' host names
+            # learn the peers' host names; a host known before that is silent now is down
+            _, silent = await self.requests.gather(HostQuery(vms=False))
             contact = self._resolve(target)
+            dead = next((c for c in silent if target in self._names(c)), None)
+            if contact is None and dead is not None:
+                raise ControlError(
+                    f"host {target} ({dead.host}:{dead.port}) did not answer: it is down or "
+                    "cut off from this node"
+                )
         if contact is None:
-            raise ControlError(f"no such host: {target}")
+            known = ", ".join(sorted(self.known_peers.hosts(), key=natural_key))
+            raise ControlError(f"no such host: {target} (hosts: {known})")
         samples = []
         for _ in range(self.config.rtt_probes):
             t0 = trio.current_time()
@@ -390,6 +398,12 @@ class Daemon:
             )
             if reply is not None:
                 samples.append(trio.current_time() - t0)
+        if not samples:
+            raise ControlError(
+                f"host {self.known_peers.name_of(contact)} ({contact.host}:{contact.port}) did "
+                f"not answer {self.config.rtt_probes} probes of {self.config.rtt_timeout_s:g} s: "
+                "it is down or cut off from this node"
+            )
         entry = self.overlay.table.index.get(contact.node_id)
         predicted = self.overlay.predicted_rtt(contact.node_id)
         return {
@@ -402,13 +416,13 @@ class Daemon:
 
     def _resolve(self, target: str) -> Contact | None:
         for c in self.known_peers.peer_contacts():
-            if target in (
-                self.known_peers.host_name(c.node_id),
-                f"{c.host}:{c.port}",
-                f"{c.node_id:040x}",
-            ):
+            if target in self._names(c):
                 return c
         return None
+
+    def _names(self, c: Contact) -> tuple[str | None, ...]:
+        """What a user may call peer ``c``: its host name, address or node id."""
+        return (self.known_peers.host_name(c.node_id), f"{c.host}:{c.port}", f"{c.node_id:040x}")
 
 
 def _vjob_out(rec: dict[str, Any]) -> dict[str, Any]:

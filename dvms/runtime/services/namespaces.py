@@ -89,6 +89,7 @@ class NamespaceService:
         self.requests = requests
         self.config = config or NamespaceConfig()
         self.placement = placement or PlacementConfig()
+        self.peers = peers
         self.effects = EffectRunner(
             self, requests=requests, peers=peers, launcher=launcher, config=self.config.effects
         )
@@ -101,8 +102,9 @@ class NamespaceService:
 
     async def cluster(self) -> tuple[Cluster, set[str]]:
         """(the cluster, names of the hosts that answered)."""
-        replies, _ = await self.requests.gather(HostQuery(None))
+        replies, silent = await self.requests.gather(HostQuery(None))
         hosts = [r for r in replies if isinstance(r, HostReply)]
+        answering = {h.name for h in hosts}
         cluster = Cluster(
             hosts=tuple(Host(h.name, cpus=h.cpus, memory_mib=h.memory_mib) for h in hosts),
             vms=tuple(
@@ -111,6 +113,7 @@ class NamespaceService:
                 for v in h.vms
             ),
             local=self.host_name,
+            silent=frozenset(n for c in silent if (n := self.peers.name_of(c)) not in answering),
         )
         reports = {
             (v.namespace, v.name): (h.name, minimega_state(v.state), v.vcpus, v.memory_mib)
