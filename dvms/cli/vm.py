@@ -261,9 +261,17 @@ def submit(args: argparse.Namespace) -> int:
             f"{len(result['placed'])} VMs placed by a partition of "
             f"{result['partition_size']} nodes in {time.monotonic() - t0:.2f} s"
         )
+        print(_where_to_look(vjob.namespace))
     if not result["ok"]:
         raise UserError(f"vjob {vjob.name} refused: {result['reason']}")
     return 0
+
+
+def _where_to_look(namespace: str) -> str:
+    """After ``submit``: where its VMs show (``vm info`` alone shows your namespace's)."""
+    if namespace:
+        return f"they are in namespace {namespace}: dvms namespace {namespace} vm info"
+    return "they are in no namespace: dvms vm info --all"
 
 
 def vjob_list(args: argparse.Namespace) -> int:

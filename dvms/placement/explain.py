@@ -48,12 +48,13 @@ class Refusal:
         said = set()
         for i, (rule, n) in enumerate(self.counts().items()):
             noun = ("host" if n == 1 else "hosts") + " " if i == 0 else ""
+            verb = "fails" if n == 1 else "fail"
             hosts = sorted((v for v in self.hosts if v.rule == rule), key=_by_host)
             named = ", ".join(v.host for v in hosts[:_NAMED])
             more = f" and {len(hosts) - _NAMED} more" if len(hosts) > _NAMED else ""
             detail = hosts[0].detail
             said.add(detail)
-            parts.append(f"{n} {noun}fail {rule} ({named}{more}: {detail})")
+            parts.append(f"{n} {noun}{verb} {rule} ({named}{more}: {detail})")
         text = f"no host fits {who}: " + (", ".join(parts) if parts else "no online host")
         return f"{text} ({self.note})" if self.note and self.note not in said else text
 

@@ -238,7 +238,7 @@ def test_memory_ceiling_and_explanation_counts():
     assert not r.ok
     assert str(r) == (
         "no host fits x: 2 hosts fail memory (h1, h2: needs 2048 MiB of memory, 1096 of "
-        "4096 MiB free), 1 fail coschedule (h3: too many VMs scheduled on h3 for "
+        "4096 MiB free), 1 fails coschedule (h3: too many VMs scheduled on h3 for "
         "coschedule requirement of 1)"
     )
 

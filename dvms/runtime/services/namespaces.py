@@ -290,6 +290,8 @@ class NamespaceService:
         ns, _ = await self.read(namespace)
         if ns is None:
             return []
+        _, answered = await self.cluster()
+        ns = self._reconcile(ns, answered)  # VMs killed since (vjob stop) are gone
         taken = {vm.name for vm in ns.vms} | ns.queued_names()
         return [n for n in names if n in taken]
 
