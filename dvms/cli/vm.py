@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     vj = sub.add_parser(
         "vjob",
-        help="submitted vjobs: list, show, stop, remove",
+        help="vjobs: list, show, stop, remove, validate",
         description="Vjobs are journaled by the node that accepted them and kept in the "
         "DHT; any node can show one, and the cluster finishes a vjob whose node died.",
     )
