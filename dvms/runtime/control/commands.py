@@ -78,9 +78,10 @@ def launch_from_map(
         )
         for v in vms:
             v.to_spec()  # validates names and sizes
-            _fits_the_wire(v)
+            _fits_the_wire(v, f"vm {v.name}")
         for c in constraints:
             c.to_spec()
+            _fits_the_wire(c, f"constraint {c.kind}")
     except (TypeError, AttributeError, SpecError, ValueError) as exc:
         raise ControlError(f"bad vjob: {exc}") from None
     if not vms:
@@ -88,19 +89,19 @@ def launch_from_map(
     return vms, constraints
 
 
-def _fits_the_wire(vm: LaunchVm) -> None:
-    """A VM the partition messages cannot carry (``vcpus`` above their limit, ...) is
-    refused here, naming it: a peer would drop the message as malformed."""
-    enc, dec = compile_record(LaunchVm)
+def _fits_the_wire(item: LaunchVm | WireConstraint, what: str) -> None:
+    """A VM or constraint the partition messages cannot carry (``vcpus`` above their
+    limit, ...) is refused here, naming it: a peer would drop the message as malformed."""
+    enc, dec = compile_record(type(item))
     try:
-        dec(enc(vm), "")
+        dec(enc(item), "")
     except SchemaError as exc:
-        where, _, what = str(exc).partition(": ")
-        field = where.rsplit(".", 1)[-1]
-        value = getattr(vm, field, None)
-        if isinstance(value, int) and what.startswith("integer "):  # "integer V outside [a, b]"
-            what = f"= {value} is outside {what.rpartition(' outside ')[2]}, what peers accept"
-        raise ValueError(f"vm {vm.name}: {field} {what}") from None
+        where, _, why = str(exc).partition(": ")
+        field = where.split(".")[1] if "." in where else where
+        value = getattr(item, field, None)
+        if isinstance(value, int) and why.startswith("integer "):  # "integer V outside [a, b]"
+            why = f"= {value} is outside {why.rpartition(' outside ')[2]}, what peers accept"
+        raise ValueError(f"{what}: {field} {why}") from None
 
 
 def _fields(d: Any, nested: str = "") -> dict[str, Any]:
