@@ -23,6 +23,10 @@ SUBMIT_TIMEOUT_S = 300.0
 SHOW_TIMEOUT_S = 30.0
 
 
+#: How ``vjob show|stop|remove`` name a vjob.
+_VJOB_REF = "the vjob's id (`submit` printed it), a unique prefix of it, or its name"
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -64,15 +68,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     vj = sub.add_parser(
         "vjob",
-        help="submitted vjobs: list, show",
+        help="vjobs: list, show, stop, remove, validate",
         description="Vjobs are journaled by the node that accepted them and kept in the "
         "DHT; any node can show one, and the cluster finishes a vjob whose node died.",
     )
     vjsub = vj.add_subparsers(dest="vjob_command", metavar="COMMAND", required=True)
     vl = vjsub.add_parser("list", help="vjobs this node knows", description="List vjobs.")
     vl.set_defaults(func=vjob_list)
-    vs = vjsub.add_parser("show", help="one vjob, from any node", description="Show a vjob.")
-    vs.add_argument("id", metavar="ID", help="the vjob id `submit` printed")
+    vs = vjsub.add_parser(
+        "show",
+        help="one vjob, from any node",
+        description="Show a vjob: its state, owner, history and where its VMs were placed.",
+    )
+    vs.add_argument("id", metavar="ID|NAME", help=_VJOB_REF)
     vs.add_argument("--wait", action="store_true", help="wait until it is done or failed")
     _timeout_flag(
         vs,
@@ -90,6 +98,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     va.add_argument("file", metavar="VJOB_FILE", help="the vjob TOML file (docs/vjob.md)")
     va.set_defaults(func=lambda args: plan.validate(args))
+    st = vjsub.add_parser(
+        "stop",
+        help="kill a vjob's VMs; it stays listed as stopped",
+        description="Destroy every VM the vjob placed, wherever it runs now (its "
+        "namespace forgets them too); the vjob stays in `vjob list` as stopped until "
+        "`vjob remove`. A vjob still being placed is refused: stop it once it ends.",
+    )
+    st.add_argument("id", metavar="ID|NAME", help=_VJOB_REF)
+    st.set_defaults(func=vjob_stop)
+    rm = vjsub.add_parser(
+        "remove",
+        help="forget a stopped or failed vjob",
+        description="Delete the vjob's record from the cluster, so that it leaves `vjob "
+        "list`. Only a stopped or failed vjob (one with no VMs) is removed.",
+    )
+    rm.add_argument("id", metavar="ID|NAME", help=_VJOB_REF)
+    rm.set_defaults(func=vjob_remove)
 
     vm = sub.add_parser("vm", help="VMs across the cluster", description="VM commands.")
     vsub = vm.add_subparsers(dest="vm_command", metavar="COMMAND", required=True)
@@ -236,9 +261,17 @@ def submit(args: argparse.Namespace) -> int:
             f"{len(result['placed'])} VMs placed by a partition of "
             f"{result['partition_size']} nodes in {time.monotonic() - t0:.2f} s"
         )
+        print(_where_to_look(vjob.namespace))
     if not result["ok"]:
         raise UserError(f"vjob {vjob.name} refused: {result['reason']}")
     return 0
+
+
+def _where_to_look(namespace: str) -> str:
+    """After ``submit``: where its VMs show (``vm info`` alone shows your namespace's)."""
+    if namespace:
+        return f"they are in namespace {namespace}: dvms namespace {namespace} vm info"
+    return "they are in no namespace: dvms vm info --all"
 
 
 def vjob_list(args: argparse.Namespace) -> int:
@@ -265,6 +298,27 @@ def vjob_show(args: argparse.Namespace) -> int:
     if rec["placed"]:
         print_table(rec["placed"], ("name", "host", "namespace"))
     return 0 if rec["state"] != "failed" else 1
+
+
+def vjob_stop(args: argparse.Namespace) -> int:
+    rec = _call(args, "vjob_stop", {"id": args.id}, timeout=SHOW_TIMEOUT_S)
+    if args.json:
+        _json(rec)
+        return 0
+    print(f"vjob {rec['id']} ({rec['name']}) stopped: {len(rec['killed'])} of "
+          f"{len(rec['placed'])} VMs killed")  # fmt: skip
+    for key in rec["killed"]:
+        print(f"killed {key}")
+    return 0
+
+
+def vjob_remove(args: argparse.Namespace) -> int:
+    rec = _call(args, "vjob_remove", {"id": args.id}, timeout=SHOW_TIMEOUT_S)
+    if args.json:
+        _json(rec)
+    else:
+        print(f"vjob {rec['id']} ({rec['name']}) removed")
+    return 0
 
 
 def vm_info(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from dvms.namespace.render import Console as Console
 from dvms.namespace.render import render_json as render_json
 from dvms.namespace.render import render_table as render_table
 from dvms.namespace.render import render_text as render_text
+from dvms.namespace.schedule import adopt_vms as adopt_vms
 from dvms.namespace.schedule import forget_vms as forget_vms
 from dvms.namespace.schedule import launch_finished as launch_finished
 from dvms.namespace.schedule import report_vms as report_vms
@@ -76,6 +77,7 @@ __all__ = [
     "Text",
     "VmConfig",
     "VmRecord",
+    "adopt_vms",
     "execute",
     "forget_vms",
     "launch_finished",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from dataclasses import replace
 
 from dvms.names import InvalidName, validate_namespace_name
 from dvms.namespace import schedule as sched
@@ -59,12 +60,12 @@ def execute(line: str | Sequence[str], ctx: Context) -> Result:
             return Result(ctx.state, ctx.session)
         command(run, words)
     except CommandError as err:
-        return Result(ctx.state, ctx.session, error=str(err))
+        return Result(ctx.state, ctx.session, error=str(err), format=run.format)
     except ValueError as err:  # shlex: unbalanced quotes
-        return Result(ctx.state, ctx.session, error=f"invalid command: {err}")
+        return Result(ctx.state, ctx.session, error=f"invalid command: {err}", format=run.format)
     if run.partial_error is not None:
-        return Result(run.state, ctx.session, error=run.partial_error)
-    return Result(run.state, run.session, run.output, tuple(run.effects))
+        return Result(run.state, ctx.session, error=run.partial_error, format=run.format)
+    return Result(run.state, run.session, run.output, tuple(run.effects), format=run.format)
 
 
 def command(run: Run, words: list[str]) -> None:
@@ -72,7 +73,7 @@ def command(run: Run, words: list[str]) -> None:
     run.depth += 1
     if run.depth > _MAX_DEPTH:
         raise CommandError("command nested too deeply")
-    words, columns, annotate = _flags(words)
+    words, columns, annotate = _flags(run, words)
     if not words:
         raise invalid(words)
     head = match(words[0], ("namespace", "ns", "clear", "vm", "host"), words)
@@ -83,7 +84,10 @@ def command(run: Run, words: list[str]) -> None:
         run.output = _select(run.output, columns, annotate)
 
 
-def _flags(words: list[str]) -> tuple[list[str], list[str] | None, bool | None]:
+def _flags(run: Run, words: list[str]) -> tuple[list[str], list[str] | None, bool | None]:
+    """The output flags leading ``words`` (``.columns``, ``.annotate``; ``.json`` and
+    ``.headers`` go to ``run.format``; ``.compress`` merges identical responses of
+    several hosts, and a dvms command has one response)."""
     columns: list[str] | None = None
     annotate: bool | None = None
     while words and words[0].startswith("."):
@@ -94,10 +98,18 @@ def _flags(words: list[str]) -> tuple[list[str], list[str] | None, bool | None]:
             columns = [c for c in value.split(",") if c]
         elif flag == ".annotate" and value in ("true", "false"):
             annotate = value == "true"
-        elif flag in (".json", ".headers", ".compress") and value in ("true", "false"):
-            continue  # rendering choices of the client, not of the interpreter
+        elif flag == ".json" and value in ("true", "false"):
+            run.format = replace(run.format, json=value == "true")
+        elif flag == ".headers" and value in ("true", "false"):
+            run.format = replace(run.format, headers=value == "true")
+        elif flag == ".compress" and value in ("true", "false"):
+            continue
         else:
             raise invalid([flag, value, *words])
+        if not words:
+            raise CommandError(
+                f"{flag} {value} applies to the command after it, e.g. `{flag} {value} vm info`"
+            )
     return words, columns, annotate
 
 

@@ -60,11 +60,14 @@ class Cluster:
     ``hosts``: every live node (``Host.cpus``/``memory_mib`` feed the load functions and
     the capacity checks). ``vms``: every VM running anywhere, in any namespace or none
     (``Vm.namespace``/``Vm.name``/``Vm.host``), so host load sums over all namespaces as
-    in minimega. ``local``: the node the user talks to (what ``localhost`` means)."""
+    in minimega. ``local``: the node the user talks to (what ``localhost`` means).
+    ``silent``: hosts known to the daemon that did not answer it this time (down or
+    cut off), so that a command naming one can say so."""
 
     hosts: tuple[Host, ...] = ()
     vms: tuple[Vm, ...] = ()
     local: str = ""
+    silent: frozenset[str] = frozenset()
 
     def host_names(self) -> frozenset[str]:
         return frozenset(h.name for h in self.hosts)
@@ -108,6 +111,16 @@ class Table:
 @dataclass(frozen=True, slots=True)
 class Text:
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """How a command's output is printed, set by the flags leading the command (minicli):
+    ``.json true`` prints minimega's JSON responses, ``.headers false`` tables without
+    their header line."""
+
+    json: bool = False
+    headers: bool = True
 
 
 # ---------------------------------------------------------------------------- effects
@@ -230,6 +243,7 @@ class Result:
     output: Table | Text | None = None
     effects: tuple[Effect, ...] = ()
     error: str | None = None
+    format: Format = Format()
 
     @property
     def ok(self) -> bool:
@@ -266,6 +280,8 @@ class Run:
     #: an error that still commits ``state`` (only ``ns schedule mv``, as minimega)
     partial_error: str | None = None
     depth: int = 0
+    #: output flags met so far (``.json``, ``.headers``)
+    format: Format = Format()
 
     def __post_init__(self) -> None:
         self.state = self.ctx.state

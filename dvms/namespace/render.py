@@ -17,6 +17,7 @@ test harness does; ``#`` comment lines and ``shell ...`` lines are echoed, not r
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -33,10 +34,10 @@ __all__ = ["Console", "render_json", "render_table", "render_text"]
 _MIN_WIDTH = 5
 
 
-def render_table(table: Table) -> str:
+def render_table(table: Table, *, headers: bool = True) -> str:
     if not table.rows:
         return ""
-    lines = [table.header, *table.rows]
+    lines = [table.header, *table.rows] if headers else list(table.rows)
     columns = range(len(table.header))
     widths = [max(_MIN_WIDTH, max(len(line[i]) for line in lines) + 1) for i in columns]
     out = []
@@ -46,16 +47,35 @@ def render_table(table: Table) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_text(result: Result) -> str:
-    """What a terminal shows: the output, or ``E: <error>``."""
+def render_text(result: Result, host: str = "") -> str:
+    """What a terminal shows: the output, or ``E: <error>``; with ``.json true``,
+    minimega's JSON: a list of responses (one: dvms merges the hosts' answers), each
+    ``{"Host", "Response", "Header", "Tabular", "Error", "Data"}`` as minicli marshals
+    them (``host``: the node that answered)."""
+    if result.format.json:
+        return _render_minimega_json(result, host)
     if result.error is not None:
         return f"E: {result.error}\n"
     if isinstance(result.output, Table):
-        return render_table(result.output)
+        return render_table(result.output, headers=result.format.headers)
     if isinstance(result.output, Text) and result.output.text:
         text = result.output.text
         return text if text.endswith("\n") else text + "\n"
     return ""
+
+
+def _render_minimega_json(result: Result, host: str) -> str:
+    table = result.output if isinstance(result.output, Table) else None
+    text = result.output.text if isinstance(result.output, Text) else ""
+    response = {
+        "Host": host,
+        "Response": text,
+        "Header": list(table.header) if table is not None and result.format.headers else None,
+        "Tabular": [list(r) for r in table.rows] if table is not None else None,
+        "Error": result.error or "",
+        "Data": None,
+    }
+    return json.dumps([response], separators=(",", ":")) + "\n"
 
 
 def _plain(value: Any) -> Any:

@@ -32,9 +32,10 @@ from dvms.namespace.state import (
 from dvms.placement import Host, PlacementError, Snapshot, Vm, check_placement, solve_launch
 from dvms.placement import constraints as c
 from dvms.placement.explain import Refusal
-from dvms.ranges import RangeError, expand
+from dvms.ranges import RangeError, expand, natural_key
 
 __all__ = [
+    "adopt_vms",
     "dry_run",
     "forget_vms",
     "launch",
@@ -223,7 +224,17 @@ def _refusal_text(ns: Namespace, refusal: Refusal | None) -> str:
     verdicts = sorted(refusal.hosts, key=lambda v: v.host)
     if verdicts and all(v.rule == "coschedule" for v in verdicts):
         return verdicts[0].detail  # minimega's "too many VMs scheduled on H for ..."
-    return str(refusal).replace(f"{ns.name}/", "")
+    named = tuple(_said(key.removeprefix(f"{ns.name}/")) for key in refusal.vms)
+    return str(replace(refusal, vms=named)).replace(f"{ns.name}/", "")
+
+
+def _said(slot: str) -> str:
+    """A queue slot as an operator knows it: its name, or for an unnamed VM of ``vm
+    launch N`` its place in the queue."""
+    if not slot.startswith("#"):
+        return slot
+    batch, _, index = slot[1:].partition(".")
+    return f"unnamed VM {int(index) + 1} of queued launch {int(batch) + 1}"
 
 
 # ------------------------------------------------------------------------------- mv
@@ -355,6 +366,24 @@ def report_vms(state: State, namespace: str, reports: Mapping[str, tuple[str, st
     vms = [replace(v, host=reports[v.name][0], state=reports[v.name][1]) if v.name in reports
            else v for v in ns.vms]  # fmt: skip
     return state.put(with_vms(ns, vms))
+
+
+def adopt_vms(state: State, namespace: str, vms: Mapping[str, tuple[str, str, VmConfig]]) -> State:
+    """VMs of ``namespace`` created by other means than ``vm launch`` (``submit``, or
+    found on the hosts): name -> (host, state, config). Each one the table does not hold
+    yet gets a record with the next free id, in name order; names already in the table
+    or queued are left as they are. ``namespace`` must exist."""
+    ns = _namespace(state, namespace)
+    taken = {vm.name for vm in ns.vms} | ns.queued_names()
+    records, next_id = list(ns.vms), ns.next_id
+    for name in sorted((n for n in vms if n not in taken), key=natural_key):
+        host, vm_state, config = vms[name]
+        records.append(VmRecord(next_id, name, host, vm_state, "kvm", config))
+        next_id += 1
+    if next_id == ns.next_id:
+        return state
+    # one replace: a table with ids at or above next_id is not a valid namespace
+    return state.put(replace(ns, vms=tuple(sorted(records, key=lambda v: v.id)), next_id=next_id))
 
 
 def forget_vms(state: State, namespace: str, names: set[str]) -> State:

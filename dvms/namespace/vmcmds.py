@@ -282,6 +282,8 @@ def _migrate(run: Run, args: list[str], words: list[str]) -> None:
     if not chosen:
         raise CommandError(f"vm not found: {values[0] if values else args[0]}")
     dst = args[1] if len(args) == 2 else None
+    if dst is not None and dst in run.ctx.cluster.silent:
+        raise CommandError(f"host {dst} is unreachable: it did not answer (down or cut off)")
     if dst is not None and dst not in ns.hosts:
         raise CommandError(f"host is not in namespace: {dst}")
     for rec in chosen:

@@ -615,8 +615,7 @@ class PartitionCore(Membership, Acting):
             return  # stale: this partition is already gone
         if view.state == BLOCKED or view.lap >= 2:
             self.stats["events_failed_two_laps"] += 1
-            why = f": {view.last_reason}" if view.last_reason else ""
-            self._fail_events(view, f"no solution after two laps{why}", now, out)
+            self._fail_events(view, self._why_refused(view), now, out)
             self._dissolve("two laps without a solution", now, out, notify=True)
             return
         self.stats["blocked"] += 1
@@ -627,6 +626,19 @@ class PartitionCore(Membership, Acting):
         self._adopt(blocked, now, out, "member")
         self._skip, self._hops = set(), 0
         self._forward(blocked, set(), 0, False, now, out)
+
+    def _why_refused(self, view: PartitionView) -> str:
+        """What an operator is told when no partition placed an event: the last
+        leader's explanation (the placement engine's: VMs, hosts, rule), else why no
+        partition could try."""
+        if view.last_reason:
+            return view.last_reason
+        if len(view.members) < self.config.min_partition_size:
+            return (
+                f"no placement tried: only {len(view.members)} node(s) could be recruited, "
+                f"[partition] min_partition_size is {self.config.min_partition_size}"
+            )
+        return f"no placement found on the {len(view.members)} hosts of the last partition"
 
     def _fail_events(self, view: PartitionView, reason: str, now: float, out: Out) -> None:
         for event in view.events:

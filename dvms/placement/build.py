@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dvms.placement import constraints as c
 from dvms.placement.model import PlacementError
 from dvms.placement.spec import ConstraintSpec, VmSpec
+from dvms.ranges import natural_key
 
 __all__ = ["KINDS", "build_constraints", "check_colocate_cycles", "minimega_specs"]
 
@@ -182,7 +183,12 @@ def _schedule(
         raise PlacementError(f"{_where(spec)}: needs exactly one host")
     host = spec.hosts[0]
     if host not in r.hosts:
-        raise PlacementError(f"host is not in namespace: {host}")
+        known = sorted(r.hosts, key=natural_key)
+        shown = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "")
+        raise PlacementError(
+            f"no host fits {', '.join(spec.vms)}: schedule = {host!r} names no host here "
+            f"(hosts: {shown or 'none'})"
+        )
     out: list[c.Constraint] = []
     for name in r.vms(spec, _where(spec)):
         if name in colocated:

@@ -274,14 +274,14 @@ def _backtrack(placer: Placer, units: list[Unit], refusal: Refusal) -> SearchOut
     exhaustive = online <= config.exhaustive_hosts and n_vms <= config.exhaustive_vms
     placer.budget = None if exhaustive else config.search_budget
     if not exhaustive and n_vms * online > 400_000:
-        note = "greedy failed; instance too large for backtracking"
+        note = "too many VMs and hosts to try every placement; none found"
         return SearchOutcome(False, _noted(refusal, note), proven=False)
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, len(units) + 200))
     try:
         if placer.dfs(units):
             return SearchOutcome(True, nodes=placer.nodes)
-        note = f"no placement exists: searched all {placer.nodes} nodes"
+        note = "no placement exists: every way of placing them was tried"
         return SearchOutcome(False, _noted(refusal, note), proven=True, nodes=placer.nodes)
     except _Budget:
         # undo the partial assignment left by the interrupted search
@@ -289,7 +289,7 @@ def _backtrack(placer: Placer, units: list[Unit], refusal: Refusal) -> SearchOut
         for v in sorted(mine):
             if ws.assign[v] != -1:
                 ws.remove(v)
-        note = f"search budget of {placer.budget} nodes exhausted"
+        note = f"none found in {placer.budget} tries ([placement] search_budget); one may exist"
         return SearchOutcome(False, _noted(refusal, note), proven=False, nodes=placer.nodes)
     finally:
         sys.setrecursionlimit(old_limit)

@@ -32,16 +32,31 @@ from dvms.placement.filters import (
     StaticFilter,
 )
 from dvms.placement.load import make_key
-from dvms.placement.model import MEMORY, PlacementError, Snapshot, Vm
+from dvms.placement.model import CPU_DEMAND, MEMORY, VCPUS, PlacementError, Snapshot, Vm
 
-__all__ = ["Workspace", "rule_of"]
+__all__ = ["Workspace", "rule_of", "shortage"]
 
 Failure = tuple[str, str]
 
 
 def rule_of(resource: str) -> str:
     """Explanation rule name for a capacity resource."""
-    return "memory" if resource == MEMORY else resource
+    return {MEMORY: "memory", CPU_DEMAND: "cpu"}.get(resource, resource)
+
+
+def shortage(resource: str, used: float, demand: float, limit: float) -> str:
+    """Why a VM asking ``demand`` of ``resource`` does not fit a host with ``used`` of
+    ``limit`` taken, in the units an operator sets (MiB, CPUs, vCPUs)."""
+    scale = 1000 if resource == CPU_DEMAND else 1  # milli-CPUs: a launch asks its vcpus
+    need, free, cap = (_num(x / scale) for x in (demand, max(limit - used, 0), limit))
+    if resource == MEMORY:
+        return f"needs {need} MiB of memory, {free} of {cap} MiB free"
+    unit = {CPU_DEMAND: "CPUs", VCPUS: "vCPUs"}.get(resource, resource)
+    return f"needs {need} {unit}, {free} of {cap} free"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.3g}"
 
 
 class Workspace:
@@ -282,7 +297,7 @@ class Workspace:
         for r in self.active[v]:
             if used[r] + dem[r] > lim[r]:
                 res = self.resources[r]
-                return (rule_of(res), f"{res} {used[r]:g} + {dem[r]:g} > {lim[r]:g}")
+                return (rule_of(res), shortage(res, used[r], dem[r], lim[r]))
         why = self._coschedule(v, h)
         if why:
             return ("coschedule", why)

@@ -14,6 +14,7 @@ a test can hand it a small fake instead of a node::
     Launcher       launch events of the partition protocol
     VmDirectory    the DHT directory of VM names (free, claimed, hosted)
     PartitionStatus  the partition protocol's state, read-only
+    NamespaceBook  the namespaces' VM tables, as ``submit`` shares them with ``vm launch``
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "Dht",
     "Handlers",
     "Launcher",
+    "NamespaceBook",
     "PartitionStatus",
     "Peers",
     "Requester",
@@ -212,3 +214,16 @@ class PartitionStatus(Protocol):
     def busy(self) -> bool: ...
 
     def overloaded(self) -> bool: ...
+
+
+class NamespaceBook(Protocol):
+    """The namespaces' VM tables (``services.namespaces``): the one model of which VMs a
+    namespace holds, whether ``vm launch`` or ``submit`` placed them."""
+
+    async def names_in_use(self, namespace: str, names: list[str]) -> list[str]:
+        """Those of ``names`` that ``namespace`` already holds or queues."""
+        ...
+
+    async def adopt(self, namespace: str, placed: list[tuple[LaunchVm, str]]) -> None:
+        """VMs placed in ``namespace`` (each with its host) join its table."""
+        ...

@@ -203,6 +203,7 @@ def build_daemon(
         config=cfg.namespaces,
         placement=cfg.placement,
     )
+    vjobs.namespaces = namespaces  # one model of a namespace's VMs for submit and vm launch
     host_side = HostSide(
         namespaces,
         Reconciler(open_net_backend(cfg.network_backend), cfg.tunnels),

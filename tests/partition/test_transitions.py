@@ -55,7 +55,7 @@ def snapshot(c: FakeCluster) -> dict[int, Any]:
 
 def done_at(c: FakeCluster, node: int) -> list[tuple[bool, str]]:
     """Outcomes at ``node``; a failure reason is cut before the solver's detail
-    ("no solution after two laps: <why the last leader found no plan>")."""
+    ("no host fits VM: <which hosts refused it, by which rule>")."""
     out = []
     for (p, _), e in c.done.items():
         if p == node - 1:
@@ -164,7 +164,7 @@ def merged_then(c: FakeCluster) -> None:
 def unranked_then(c: FakeCluster) -> None:
     assert not [m for _, _, _, m in c.messages if isinstance(m, CanMerge)]
     assert c.core(0).stats["shortcut"] == 1
-    assert done_at(c, 3) == [(False, "no solution after two laps")]
+    assert done_at(c, 3) == [(False, "no placement found on the 2 hosts of the last partition")]
     assert done_at(c, 1) == []
 
 
@@ -189,7 +189,7 @@ ROWS = [
         "Blocked lap end -> dissolved, event failed",
         poke1("over full full", config=replace(RING, max_partition_size=2), slow={3: 1.0}),
         [(1.2, {1: None, 2: None, 3: None})],
-        lambda c: _eq(done_at(c, 1), [(False, "no solution after two laps")]),
+        lambda c: _eq(done_at(c, 1), [(False, "no host fits h0-vm4")]),
     ),
     Row(
         "Blocked meets Blocked, ISP's initiator outranks -> merge (Growing, union)",

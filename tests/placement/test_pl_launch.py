@@ -175,7 +175,11 @@ def test_colocate_with_coschedule_zero_always_fails():
             job(VmSpec("a", colocate="zz"), VmSpec("b", colocate="yy")),
             "nonexistent colocate VMs: [yy, zz]",
         ),
-        (Snapshot(hosts(2)), job(VmSpec("a", schedule="nope")), "host is not in namespace: nope"),
+        (
+            Snapshot(hosts(2)),
+            job(VmSpec("a", schedule="nope")),
+            "no host fits a: schedule = 'nope' names no host here (hosts: h1, h2)",
+        ),
     ],
 )
 def test_minimega_error_texts(snapshot, vjob, text):
@@ -232,7 +236,11 @@ def test_memory_ceiling_and_explanation_counts():
     snap = Snapshot(hosts(3, mem=4096), (*vms, Vm("o3", memory_mib=10, host="h3")))
     r = solve_launch(snap, [ready("x", memory_mib=2048, coschedule=0)])
     assert not r.ok
-    assert str(r).startswith("no host fits x: 2 hosts fail memory, 1 fail coschedule")
+    assert str(r) == (
+        "no host fits x: 2 hosts fail memory (h1, h2: needs 2048 MiB of memory, 1096 of "
+        "4096 MiB free), 1 fails coschedule (h3: too many VMs scheduled on h3 for "
+        "coschedule requirement of 1)"
+    )
 
 
 def test_constraints_in_launch_are_obeyed_and_checked():
@@ -287,7 +295,7 @@ def test_spread_wider_than_the_online_hosts_is_refused_at_once_and_says_why():
     assert not res.ok and res.proven and res.search_nodes == 0
     assert str(res.refusal) == (
         "no host fits db1, db2, db3, db4: 3 hosts fail spread "
-        "(spread of 4 VMs needs 4 hosts, 3 online)"
+        "(h1, h2, h3: spread of 4 VMs needs 4 hosts, 3 online)"
     )
     # with the fourth host online the same launch is solved
     snap = Snapshot(hosts(4), ())

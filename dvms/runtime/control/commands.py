@@ -41,8 +41,9 @@ from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
 from dvms.runtime.services.partition_log import PartitionLog, merge_rows
 from dvms.runtime.services.state import StateError
-from dvms.runtime.services.vjobs import VjobService
+from dvms.runtime.services.vjobs import NamesInUse, VjobRefused, VjobService
 from dvms.wire.envelope import WireCodec
+from dvms.wire.schema import SchemaError, compile_record
 
 if TYPE_CHECKING:  # config.py composes ControlConfig: a runtime import would be a cycle
     from dvms.runtime.config import NodeConfig
@@ -77,13 +78,30 @@ def launch_from_map(
         )
         for v in vms:
             v.to_spec()  # validates names and sizes
+            _fits_the_wire(v, f"vm {v.name}")
         for c in constraints:
             c.to_spec()
+            _fits_the_wire(c, f"constraint {c.kind}")
     except (TypeError, AttributeError, SpecError, ValueError) as exc:
         raise ControlError(f"bad vjob: {exc}") from None
     if not vms:
         raise ControlError("bad vjob: no VMs")
     return vms, constraints
+
+
+def _fits_the_wire(item: LaunchVm | WireConstraint, what: str) -> None:
+    """A VM or constraint the partition messages cannot carry (``vcpus`` above their
+    limit, ...) is refused here, naming it: a peer would drop the message as malformed."""
+    enc, dec = compile_record(type(item))
+    try:
+        dec(enc(item), "")
+    except SchemaError as exc:
+        where, _, why = str(exc).partition(": ")
+        field = where.split(".")[1] if "." in where else where
+        value = getattr(item, field, None)
+        if isinstance(value, int) and why.startswith("integer "):  # "integer V outside [a, b]"
+            why = f"= {value} is outside {why.rpartition(' outside ')[2]}, what peers accept"
+        raise ValueError(f"{what}: {field} {why}") from None
 
 
 def _fields(d: Any, nested: str = "") -> dict[str, Any]:
@@ -139,6 +157,8 @@ class Daemon:
             "submit": self.submit,
             "vjob_list": self.vjob_list,
             "vjob_show": self.vjob_show,
+            "vjob_stop": self.vjob_stop,
+            "vjob_remove": self.vjob_remove,
             "vm_info": self.vm_info,
             "vm_kill": self.vm_kill,
             "host": self.host,
@@ -216,7 +236,7 @@ class Daemon:
         namespace = str(args.get("namespace") or "")
         try:
             accepted = await self.vjobs.submit(name, namespace, vms, constraints)
-        except StateError as exc:
+        except (StateError, NamesInUse) as exc:
             raise ControlError(f"vjob not accepted: {exc}") from None
         if not args.get("wait", True):
             return {"ok": True, **accepted}
@@ -228,8 +248,17 @@ class Daemon:
         rows, _truncated = await self.vjobs.gather()
         return [asdict(r) for r in rows]
 
+    async def _vjob_id(self, args: dict[str, Any]) -> str:
+        """The vjob ``args["id"]`` names: an id, a unique prefix of one, or a name."""
+        try:
+            return await self.vjobs.resolve(str(args.get("id", "")))
+        except VjobRefused as exc:
+            raise ControlError(str(exc)) from None
+        except StateError as exc:
+            raise ControlError(str(exc)) from None
+
     async def vjob_show(self, args: dict[str, Any]) -> dict[str, Any]:
-        vjob_id = str(args.get("id", ""))
+        vjob_id = await self._vjob_id(args)
         try:
             rec = await self.vjobs.show(vjob_id)
         except KeyError:
@@ -239,9 +268,29 @@ class Daemon:
         if args.get("wait") and rec.get("state") in ("accepted", "placing"):
             timeout = float(args.get("timeout", self.config.vjob_wait_s))
             rec = await self.vjobs.wait(vjob_id, timeout=timeout)
-        out = {k: v for k, v in rec.items() if k != "body"}
-        out["placed"] = [{"name": n, "namespace": ns, "host": h} for n, ns, h in rec["placed"]]
-        return out
+        return _vjob_out(rec)
+
+    async def vjob_stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Kill a vjob's VMs wherever they run; the vjob stays listed as stopped."""
+        vjob_id = await self._vjob_id(args)
+        try:
+            rec = await self.vjobs.stop(vjob_id)
+        except KeyError:
+            raise ControlError(f"no such vjob: {vjob_id}") from None
+        except (VjobRefused, StateError) as exc:
+            raise ControlError(str(exc)) from None
+        return {**_vjob_out(rec), "killed": rec["killed"]}
+
+    async def vjob_remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Forget a stopped or failed vjob."""
+        vjob_id = await self._vjob_id(args)
+        try:
+            rec = await self.vjobs.remove(vjob_id)
+        except KeyError:
+            raise ControlError(f"no such vjob: {vjob_id}") from None
+        except (VjobRefused, StateError) as exc:
+            raise ControlError(str(exc)) from None
+        return {"id": vjob_id, "name": rec.get("name", ""), "removed": True}
 
     async def _hosts(self, namespace: str | None) -> tuple[list[HostReply], list[str]]:
         replies, silent = await self.requests.gather(HostQuery(namespace))
@@ -330,10 +379,18 @@ class Daemon:
         target = str(args.get("host", ""))
         contact = self._resolve(target)
         if contact is None:
-            await self.requests.gather(HostQuery(vms=False))  # learn the peers' host names
+            # learn the peers' host names; a host known before that is silent now is down
+            _, silent = await self.requests.gather(HostQuery(vms=False))
             contact = self._resolve(target)
+            dead = next((c for c in silent if target in self._names(c)), None)
+            if contact is None and dead is not None:
+                raise ControlError(
+                    f"host {target} ({dead.host}:{dead.port}) did not answer: it is down or "
+                    "cut off from this node"
+                )
         if contact is None:
-            raise ControlError(f"no such host: {target}")
+            known = ", ".join(sorted(self.known_peers.hosts(), key=natural_key))
+            raise ControlError(f"no such host: {target} (hosts: {known})")
         samples = []
         for _ in range(self.config.rtt_probes):
             t0 = trio.current_time()
@@ -342,6 +399,12 @@ class Daemon:
             )
             if reply is not None:
                 samples.append(trio.current_time() - t0)
+        if not samples:
+            raise ControlError(
+                f"host {self.known_peers.name_of(contact)} ({contact.host}:{contact.port}) did "
+                f"not answer {self.config.rtt_probes} probes of {self.config.rtt_timeout_s:g} s: "
+                "it is down or cut off from this node"
+            )
         entry = self.overlay.table.index.get(contact.node_id)
         predicted = self.overlay.predicted_rtt(contact.node_id)
         return {
@@ -354,13 +417,19 @@ class Daemon:
 
     def _resolve(self, target: str) -> Contact | None:
         for c in self.known_peers.peer_contacts():
-            if target in (
-                self.known_peers.host_name(c.node_id),
-                f"{c.host}:{c.port}",
-                f"{c.node_id:040x}",
-            ):
+            if target in self._names(c):
                 return c
         return None
+
+    def _names(self, c: Contact) -> tuple[str | None, ...]:
+        """What a user may call peer ``c``: its host name, address or node id."""
+        return (self.known_peers.host_name(c.node_id), f"{c.host}:{c.port}", f"{c.node_id:040x}")
+
+
+def _vjob_out(rec: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in rec.items() if k != "body"}
+    out["placed"] = [{"name": n, "namespace": ns, "host": h} for n, ns, h in rec["placed"]]
+    return out
 
 
 def _submit_result(rec: dict[str, Any]) -> dict[str, Any]:

@@ -38,10 +38,10 @@ from dvms.namespace import (
 )
 from dvms.namespace.config import NamespaceRecordError, VmConfig
 from dvms.namespace.effects import SOURCE_MESHAGE, SOURCE_USER
-from dvms.namespace.schedule import forget_vms, report_vms
-from dvms.namespace.state import Namespace, VmRecord, with_vms
+from dvms.namespace.schedule import adopt_vms, forget_vms, report_vms
+from dvms.namespace.state import Namespace, with_vms
+from dvms.partition.messages import LaunchVm
 from dvms.placement import Host, PlacementConfig, Vm
-from dvms.ranges import natural_key
 from dvms.runtime.capabilities import Launcher, Peers, Requester, StateStore
 from dvms.runtime.messages import HostQuery, HostReply
 from dvms.runtime.services.hostside import EffectRunner, EffectsConfig, minimega_state
@@ -89,6 +89,7 @@ class NamespaceService:
         self.requests = requests
         self.config = config or NamespaceConfig()
         self.placement = placement or PlacementConfig()
+        self.peers = peers
         self.effects = EffectRunner(
             self, requests=requests, peers=peers, launcher=launcher, config=self.config.effects
         )
@@ -101,8 +102,9 @@ class NamespaceService:
 
     async def cluster(self) -> tuple[Cluster, set[str]]:
         """(the cluster, names of the hosts that answered)."""
-        replies, _ = await self.requests.gather(HostQuery(None))
+        replies, silent = await self.requests.gather(HostQuery(None))
         hosts = [r for r in replies if isinstance(r, HostReply)]
+        answering = {h.name for h in hosts}
         cluster = Cluster(
             hosts=tuple(Host(h.name, cpus=h.cpus, memory_mib=h.memory_mib) for h in hosts),
             vms=tuple(
@@ -111,6 +113,7 @@ class NamespaceService:
                 for v in h.vms
             ),
             local=self.host_name,
+            silent=frozenset(n for c in silent if (n := self.peers.name_of(c)) not in answering),
         )
         reports = {
             (v.namespace, v.name): (h.name, minimega_state(v.state), v.vcpus, v.memory_mib)
@@ -181,7 +184,7 @@ class NamespaceService:
             return session, {"ok": False, "error": str(exc), "text": f"E: {exc}\n", "effects": []}
         errors = await self.effects.run(result.effects)
         out = render_json(result)
-        out["text"] = render_text(result) + self.run_output
+        out["text"] = render_text(result, self.host_name) + self.run_output
         if errors:
             out["ok"], out["error"] = False, "; ".join(errors)
             out["text"] += "".join(f"E: {e}\n" for e in errors)
@@ -272,20 +275,53 @@ class NamespaceService:
             state = report_vms(state, ns.name, reports)
         if gone:
             state = forget_vms(state, ns.name, gone)
-        ns = state.get(ns.name) or ns
-        strangers = sorted(
-            (n for n in mine if ns.vm(n) is None and n not in ns.queued_names()), key=natural_key
-        )
-        if strangers:
-            records = list(ns.vms)
-            next_id = ns.next_id
-            for name in strangers:
-                host, vm_state, vcpus, memory = mine[name]
-                config = VmConfig(vcpus=max(vcpus, 1), memory=max(memory, 1))
-                records.append(VmRecord(next_id, name, host, vm_state, "kvm", config))
-                next_id += 1
-            ns = replace(with_vms(ns, records), next_id=next_id)
-        return ns
+        strangers = {
+            name: (host, vm_state, VmConfig(vcpus=max(vcpus, 1), memory=max(memory, 1)))
+            for name, (host, vm_state, vcpus, memory) in mine.items()
+        }
+        state = adopt_vms(state, ns.name, strangers)
+        return state.get(ns.name) or ns
+
+    # -- VMs placed by ``submit`` --------------------------------------------------------
+
+    async def names_in_use(self, namespace: str, names: list[str]) -> list[str]:
+        """Those of ``names`` the namespace's table holds or queues (``submit`` refuses
+        them, as ``vm launch`` does)."""
+        ns, _ = await self.read(namespace)
+        if ns is None:
+            return []
+        _, answered = await self.cluster()
+        ns = self._reconcile(ns, answered)  # VMs killed since (vjob stop) are gone
+        taken = {vm.name for vm in ns.vms} | ns.queued_names()
+        return [n for n in names if n in taken]
+
+    async def adopt(self, namespace: str, placed: list[tuple[LaunchVm, str]]) -> None:
+        """VMs a vjob placed in ``namespace`` (each with its host) join its table, as
+        ``vm launch`` records the VMs it places: the namespace is created (on every
+        host, as ``namespace NAME`` creates one) and listed if it is new."""
+        if not placed:
+            return
+        vms = {v.name: (host, "RUNNING", _config_of(v)) for v, host in placed}
+        hosts: frozenset[str] | None = None
+
+        def add(cur: Any) -> tuple[Any, bool]:
+            if cur is not None:
+                ns = Namespace.from_record(cur)
+            else:
+                ns = Namespace(namespace, hosts or frozenset(h for h, _, _ in vms.values()))
+            after = adopt_vms(State((ns,)), namespace, vms).get(namespace)
+            assert after is not None
+            if cur is not None and after == ns:
+                return UNCHANGED, False
+            return after.to_record(), cur is None
+
+        if (await self.read(namespace))[0] is None:
+            cluster, _ = await self.cluster()
+            hosts = cluster.host_names()
+        _, created = await self.state.update(ns_record(namespace), add)
+        if created:
+            new = State((Namespace(namespace),))
+            await self.state.update(INDEX, lambda cur: _index(cur, set(), new))
 
     # -- reports from effects ----------------------------------------------------------
 
@@ -310,3 +346,15 @@ def _index(cur: Any, dropped: set[str], after: State) -> tuple[Any, None]:
     names = (set(cur or []) - dropped) | set(after.names())
     new = sorted(names)
     return (new if new != sorted(cur or []) else UNCHANGED), None
+
+
+def _config_of(vm: LaunchVm) -> VmConfig:
+    """A vjob VM as ``vm config`` would have described it."""
+    return VmConfig(
+        vcpus=vm.vcpus,
+        memory=vm.memory_mib,
+        networks=tuple(vm.networks),
+        schedule=vm.schedule or "",
+        coschedule=vm.coschedule,
+        colocate="" if vm.schedule else vm.colocate or "",
+    )

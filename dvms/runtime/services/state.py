@@ -61,6 +61,7 @@ __all__ = [
     "Versioned",
     "answer_state",
     "inline_value",
+    "is_deleted",
     "state_validators",
 ]
 
@@ -156,6 +157,14 @@ def inline_value(rec: Record) -> Any:
         return cbor2.loads(zlib.decompress(head["inline"]))
     except Exception:
         return None
+
+
+def is_deleted(rec: Record) -> bool:
+    """The head record holds no value: its state was deleted (written as None)."""
+    head = _decode_head(rec.value)
+    if head is None or head.get("inline") is None:
+        return False
+    return inline_value(rec) is None
 
 
 def state_validators(

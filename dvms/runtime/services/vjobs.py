@@ -43,6 +43,7 @@ from dvms.runtime.capabilities import (
     Dht,
     Handlers,
     Launcher,
+    NamespaceBook,
     Peers,
     Requester,
     Spawn,
@@ -53,23 +54,34 @@ from dvms.runtime.messages import (
     MAX_ROWS,
     HostQuery,
     HostReply,
+    Killed,
     KillVms,
     VjobRow,
     VjobsQuery,
     VjobsReply,
 )
-from dvms.runtime.services.state import UNCHANGED, StateError, inline_value
+from dvms.runtime.services.state import UNCHANGED, StateError, inline_value, is_deleted
 
-__all__ = ["VjobConfig", "VjobService", "vjob_record"]
+__all__ = ["NamesInUse", "VjobConfig", "VjobRefused", "VjobService", "vjob_record"]
 
 log = logging.getLogger("dvms.runtime.services.vjobs")
 
-#: states of a vjob record
-ACCEPTED, PLACING, DONE, FAILED = "accepted", "placing", "done", "failed"
+#: states of a vjob record (``stopped``: ``vjob stop`` killed its VMs)
+ACCEPTED, PLACING, DONE, FAILED, STOPPED = "accepted", "placing", "done", "failed", "stopped"
 UNFINISHED = (ACCEPTED, PLACING)
+#: states ``vjob remove`` forgets (the vjob has no VMs of its own)
+REMOVABLE = (FAILED, STOPPED)
 #: How a launch refused on its names starts (``PartitionCore``, before any partition):
 #: those VMs are someone else's, a refused vjob must not remove them.
 NAME_TAKEN = "VM name already in use"
+
+
+class NamesInUse(Exception):
+    """A vjob names VMs its namespace already holds or queues; nothing was accepted."""
+
+
+class VjobRefused(Exception):
+    """``vjob show|stop|remove`` cannot do what was asked; the message says why."""
 
 
 def vjob_record(vjob_id: str) -> str:
@@ -169,6 +181,9 @@ class VjobService:
         self.known: dict[str, dict[str, Any]] = {}
         self._finished: dict[str, trio.Event] = {}
         self._active: set[str] = set()
+        #: The namespaces' VM tables (set by the daemon's composition): a vjob's VMs
+        #: join their namespace's table, and names it holds are refused.
+        self.namespaces: NamespaceBook | None = None
         handlers.register(VjobsQuery, self._answer_rows)
 
     # -- service -----------------------------------------------------------------------
@@ -194,7 +209,15 @@ class VjobService:
         vms: tuple[LaunchVm, ...],
         constraints: tuple[WireConstraint, ...],
     ) -> dict[str, Any]:
-        """Accept a vjob: journaled and replicated before this returns its id."""
+        """Accept a vjob: journaled and replicated before this returns its id. Raises
+        ``NamesInUse`` if its namespace holds or queues some of its VM names."""
+        if namespace and self.namespaces is not None:
+            used = await self.namespaces.names_in_use(namespace, [v.name for v in vms])
+            if used:
+                raise NamesInUse(
+                    f"namespace {namespace} already has VM{'s' if len(used) > 1 else ''} "
+                    f"{', '.join(used)} (`dvms namespace {namespace} vm info`)"
+                )
         vjob_id = f"{self._rng.getrandbits(64):016x}"
         body = {
             "vms": [asdict(v) for v in vms],
@@ -286,16 +309,99 @@ class VjobService:
             raise KeyError(vjob_id)
         return cur.value
 
+    async def resolve(self, ref: str) -> str:
+        """The id of the vjob ``ref`` names: its id, a unique prefix of it, or its name
+        (``VjobRefused`` when none or several match, listing them)."""
+        if not ref:
+            raise VjobRefused("name a vjob: its id, a unique prefix of it, or its name")
+        rows, _ = await self.gather()
+        ids = {r.id for r in rows}
+        if ref in ids:
+            return ref
+        matches = [r for r in rows if r.id.startswith(ref) or r.name == ref]
+        if len(matches) == 1:
+            return matches[0].id
+        if not matches:
+            try:  # a vjob held beyond this node's routing table
+                await self.show(ref)
+            except KeyError:
+                raise VjobRefused(f"no such vjob: {ref} (dvms vjob list)") from None
+            return ref
+        listed = ", ".join(f"{r.id} ({r.name}, {r.state})" for r in matches[:10])
+        more = f" and {len(matches) - 10} more" if len(matches) > 10 else ""
+        raise VjobRefused(f"{ref} names {len(matches)} vjobs: {listed}{more}; give more of the id")
+
+    async def stop(self, vjob_id: str) -> dict[str, Any]:
+        """Kill the VMs a finished vjob placed (wherever they run now) and mark it
+        ``stopped``; a vjob still being placed is refused (stop it once it ends)."""
+        rec = await self.show(vjob_id)
+        if rec.get("state") in UNFINISHED:
+            raise VjobRefused(
+                f"vjob {vjob_id} ({rec.get('name')}) is still being placed; stop it once it "
+                f"is done or failed (dvms vjob show {vjob_id} --wait)"
+            )
+        placed = [list(p) for p in rec.get("placed", [])]
+        killed = await self._kill(placed)
+        me = self.host_name
+
+        def mark(cur: Any) -> tuple[Any, None]:
+            if cur is None:
+                return UNCHANGED, None
+            note = f"stopped on {me}: {len(killed)} of {len(placed)} VMs killed"
+            history = [*cur.get("history", []), note]
+            return {**cur, "state": STOPPED, "updated": time.time(), "history": history}, None
+
+        value, _ = await self.state.update(vjob_record(vjob_id), mark)
+        if value is None:
+            raise KeyError(vjob_id)
+        self.known[vjob_id] = value
+        return {**value, "killed": sorted(killed)}
+
+    async def remove(self, vjob_id: str) -> dict[str, Any]:
+        """Forget a stopped or failed vjob: its record is deleted cluster-wide."""
+        cur = await self.state.read(vjob_record(vjob_id))
+        if cur.value is None:
+            raise KeyError(vjob_id)
+        state = cur.value.get("state")
+        if state not in REMOVABLE:
+            hint = "dvms vjob stop first" if state == DONE else "wait until it is done or failed"
+            raise VjobRefused(
+                f"vjob {vjob_id} ({cur.value.get('name')}) is {state}: only a stopped or "
+                f"failed vjob is removed ({hint})"
+            )
+        if not await self.state.write(vjob_record(vjob_id), None, cur.seq):
+            raise VjobRefused(f"vjob {vjob_id} changed meanwhile; try again")
+        self.known.pop(vjob_id, None)
+        self._finished.pop(vjob_id, None)
+        return cur.value
+
+    async def _kill(self, placed: list[list[str]]) -> list[str]:
+        """Destroy ``placed`` ([name, namespace, host]) wherever they run; the keys of
+        those killed."""
+        by_ns: dict[str, list[str]] = {}
+        for name, namespace, _host in placed:
+            by_ns.setdefault(namespace, []).append(name)
+        killed = []
+        for namespace, names in sorted(by_ns.items()):
+            replies, _ = await self.requests.gather(KillVms(namespace, tuple(sorted(names))))
+            killed += [_key(namespace, n) for r in replies if isinstance(r, Killed)
+                       for n in r.killed]  # fmt: skip
+        return killed
+
     def held(self) -> list[dict[str, Any]]:
         """Vjobs whose record this node holds (a replica, on a cluster of up to k = 20
         nodes every node holds every record) and those it submitted."""
         rows: dict[str, dict[str, Any]] = {}
+        deleted = set()
         for rec in self.dht.store.records("vjob/", trio.current_time()):
+            if is_deleted(rec):
+                deleted.add(rec.name.removeprefix("vjob/"))
             value = self._decode_local(rec)
             if value is not None:
                 rows[rec.name.removeprefix("vjob/")] = value
         for vjob_id, value in self.known.items():
-            rows.setdefault(vjob_id, value)
+            if vjob_id not in deleted:  # removed (vjob remove) on another node
+                rows.setdefault(vjob_id, value)
         return sorted(rows.values(), key=lambda r: r.get("submitted", 0))
 
     def _decode_local(self, rec: Record) -> dict[str, Any] | None:
@@ -363,7 +469,24 @@ class VjobService:
             await self._roll_back(placed)
             reason = f"{reason} (rolled back {len(placed)} VMs created meanwhile)"
             placed = []
+        if ok:
+            await self._adopt(every, placed)
         await self._finish(vjob_id, ok, reason, placed, extra)
+
+    async def _adopt(self, vms: tuple[LaunchVm, ...], placed: list[list[str]]) -> None:
+        """The placed VMs join their namespace's table (``namespace NS vm info``)."""
+        if self.namespaces is None:
+            return
+        spec = {(v.namespace, v.name): v for v in vms}
+        by_ns: dict[str, list[tuple[LaunchVm, str]]] = {}
+        for name, namespace, host in placed:
+            if namespace and (namespace, name) in spec:
+                by_ns.setdefault(namespace, []).append((spec[(namespace, name)], host))
+        for namespace, rows in sorted(by_ns.items()):
+            try:
+                await self.namespaces.adopt(namespace, rows)
+            except StateError as exc:  # the next namespace command adopts them from the hosts
+                log.warning("namespace %s: placed VMs not recorded yet: %s", namespace, exc)
 
     async def _roll_back(self, placed: list[list[str]]) -> None:
         by_ns: dict[str, list[str]] = {}

@@ -1,0 +1,46 @@
+"""A node killed with SIGKILL is reported as not answering, not as unknown: ``rtt`` to
+it and ``vm migrate`` onto it say the host did not answer; a name no node ever had is
+still ``no such host``, listing the hosts there are."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from dvms.runtime.client import call
+from tests.e2e.test_e2e_cluster import dvms, dvms_json, pid_alive
+
+pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvirt-dev)")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    d = tmp_path / "c"
+    dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d), "--timeout", "90")
+    yield d
+    dvms("cluster", "down", "--dir", str(d), check=False)
+
+
+def test_a_dead_node_is_reported_as_not_answering(cluster):
+    rows = {r["name"]: r for r in json.loads((cluster / "cluster.json").read_text())}
+    one, two = rows["node1"]["socket"], rows["node2"]["socket"]
+    assert call(one, "ns", {"words": ["namespace", "d", "vm", "config", "schedule", "node1"]})["ok"]
+    assert call(one, "ns", {"words": ["namespace", "d", "vm", "launch", "kvm", "a"]})["ok"]
+    pid = rows["node3"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(2):  # right away (still in the routing table), and once dropped from it
+        out = dvms("rtt", "node3", sock=two, check=False)
+        assert out.returncode == 1 and "node3" in out.stderr and "did not answer" in out.stderr
+        assert "no such host" not in out.stderr
+        moved = call(one, "ns", {"words": ["namespace", "d", "vm", "migrate", "a", "node3"]})
+        assert not moved["ok"] and "host node3 is unreachable" in moved["error"], moved
+        time.sleep(6)
+    unknown = dvms("rtt", "nosuch", sock=two, check=False)
+    assert unknown.returncode == 1 and "no such host: nosuch (hosts: node1, node2" in unknown.stderr
