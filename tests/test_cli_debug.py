@@ -27,7 +27,7 @@ def test_loads_reports_the_nodes_that_answer_and_names_the_silent_one(
     assert "no answer from node2: node at /s2 is not running" in err
     assert main(["--json", "debug", "loads", "--dir", str(tmp_path)]) == 0
     out, _ = capsys.readouterr()
-    assert [h["host"] for h in json.loads(out)] == ["node1", "node3"]
+    assert [h["host"] for h in json.loads(out)["hosts"]] == ["node1", "node3"]
 
 
 def test_loads_with_no_node_answering_is_an_error(tmp_path, monkeypatch, capsys):

@@ -83,7 +83,7 @@ def test_a_wheel_installs_in_a_fresh_venv_and_works_from_any_directory(tmp_path:
     try:
         status = json.loads(_run([dvms, "cluster", "status", "--dir", cluster, "--json"],
                                  cwd=work, env=env))  # fmt: skip
-        assert [n["state"] for n in status] == ["up", "up"]
+        assert [n["state"] for n in status["nodes"]] == ["up", "up"]
     finally:
         _run([dvms, "cluster", "down", "--dir", cluster], cwd=work, env=env)
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table
+from dvms.cli.output import emit
 from dvms.runtime.choices import RECRUITMENT
 from dvms.runtime.localcluster import (
     ClusterError,
@@ -69,7 +69,7 @@ def up_cmd(args: argparse.Namespace) -> int:
     except ClusterError as exc:
         raise UserError(str(exc)) from None
     if args.json:
-        print(json.dumps(rows, indent=2))
+        emit({"nodes": rows})
     else:
         print_table(rows, ("name", "pid", "address", "socket"))
         print(f"{len(rows)} nodes up; e.g. dvms --socket {rows[-1]['socket']} vm info")
@@ -82,7 +82,7 @@ def status_cmd(args: argparse.Namespace) -> int:
     except ClusterError as exc:
         raise UserError(str(exc)) from None
     if args.json:
-        print(json.dumps(rows, indent=2))
+        emit({"nodes": rows})
     else:
         print_table(rows, ("name", "state", "pid", "address", "peers", "vms", "partition"))
     return 0 if all(r["state"] == "up" for r in rows) else 1
@@ -93,6 +93,9 @@ def down_cmd(args: argparse.Namespace) -> int:
         lines = cluster_down(Path(args.dir))
     except ClusterError as exc:
         raise UserError(str(exc)) from None
-    for line in lines:
-        print(line)
+    if args.json:
+        emit({"dir": str(Path(args.dir).resolve()), "lines": lines})
+    else:
+        for line in lines:
+            print(line)
     return 0

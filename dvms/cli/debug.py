@@ -9,7 +9,6 @@ statement, not a measurement: ``debug loads`` lists it as synthetic.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table, socket_path
+from dvms.cli.output import emit
 from dvms.runtime.client import ControlError, call
 from dvms.runtime.localcluster import ClusterError, node_sockets
 
@@ -94,7 +94,7 @@ def load_cmd(args: argparse.Namespace) -> int:
     else:
         results = _load_everywhere(_sockets(args.dir), req)
     if args.json:
-        print(json.dumps(results, indent=2))
+        emit({"results": results})
     else:
         for r in results:
             if r["here"]:
@@ -160,7 +160,7 @@ def loads_cmd(args: argparse.Namespace) -> int:
     if not hosts:
         raise UserError("debug loads: no node of the cluster answered")
     if args.json:
-        print(json.dumps(hosts, indent=2))
+        emit({"hosts": hosts})
         return 0
     rows = [
         {

@@ -32,5 +32,10 @@ def run(args: argparse.Namespace) -> int:
         path = write_key(args.file or default_key_file(), generate_key(), force=args.force)
     except KeyFileError as exc:
         raise UserError(str(exc)) from None
-    print(f"wrote cluster key to {path}")
+    if getattr(args, "json", False):
+        from dvms.cli.output import emit
+
+        emit({"path": str(path)})
+    else:
+        print(f"wrote cluster key to {path}")
     return 0

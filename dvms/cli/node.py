@@ -152,7 +152,9 @@ def show(args: argparse.Namespace, cmd: str) -> int:
     except ControlError as exc:
         raise UserError(str(exc)) from None
     if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        from dvms.cli.output import emit
+
+        emit({"peers": result} if cmd == "peers" else result)
     elif cmd == "peers":
         print_table(
             result, ("name", "node_id", "address", "rtt_ms", "predicted_rtt_ms", "failures")

@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from dvms.cli.main import UserError
 from dvms.cli.node import socket_path
+from dvms.cli.output import emit
 from dvms.placement.spec import VjobSpec
 from dvms.runtime.client import ControlError, call
 
@@ -50,7 +50,7 @@ def summary(vjob: VjobSpec) -> dict[str, Any]:
 def validate(args: argparse.Namespace) -> int:
     out = summary(load(args.file))
     if args.json:
-        print(json.dumps(out, indent=2, sort_keys=True))
+        emit(out)
         return 0
     names = out["vms"]
     shown = ", ".join(names if len(names) <= 8 else [*names[:6], "...", names[-1]])
@@ -115,7 +115,7 @@ def dry_run(args: argparse.Namespace) -> int:
         out["placement"] = dict(sorted(outcome.launched.items()))
         out["reason"], out["details"] = outcome.reason, list(outcome.details)
     if args.json:
-        print(json.dumps(out, indent=2, sort_keys=True))
+        emit(out)
     elif out["status"] == "placeable":
         print(f"dry run: vjob {vjob.name} fits the {len(hosts)} hosts as they are now "
               "(nothing created):")  # fmt: skip

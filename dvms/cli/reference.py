@@ -18,6 +18,12 @@ default `$DVMS_SOCKET`, else the node run with the default state dir) and `--jso
 JSON document on stdout) are accepted by every command, before or after its words.
 Errors are one line on stderr starting with `dvms:`, exit status 1; a usage error
 exits 2.
+
+With `--json`, every command prints one JSON object on stdout: a list is named by a
+plural key (`{"nodes": [...]}`, `{"vjobs": [...]}`, `{"peers": [...]}`), values are
+typed (numbers, `true`/`false`, lists, objects; units in the key where needed:
+`memory_mib`, `duration_s`), times are ISO-8601 in UTC with milliseconds
+(`"started": "2026-12-06T21:25:01.123Z"`), keys are sorted.
 """
 
 

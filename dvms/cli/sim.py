@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 from dvms.cli.main import UserError
 
@@ -91,7 +89,9 @@ def run_overlay_cmd(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise UserError(f"latency matrix not found: {exc.filename}") from None
     if args.json:
-        json.dump(result, sys.stdout, sort_keys=True)
+        from dvms.cli.output import emit
+
+        emit(result)
         print()
     else:
         print_summary(result)

@@ -115,15 +115,32 @@ def scaling_cmd(args: argparse.Namespace) -> int:
             data = json.loads(Path(name).read_text())
         except (OSError, ValueError) as exc:
             raise UserError(f"{name}: {exc}") from None
+        if isinstance(data, dict) and "runs" in data:  # a `sim compare --json` document
+            data = data["runs"]
         rows.extend(data if isinstance(data, list) else [data])
     if not rows or not all(
         {"scheduler", "hosts", "cumulated_violation_s"} <= r.keys() for r in rows
     ):
         raise UserError("each result needs scheduler, hosts and cumulated_violation_s")
     per_host_violation(rows, args.out)
-    for r in sorted(rows, key=lambda r: (r["scheduler"], r["hosts"], r.get("seed", 0))):
-        per_host = r["cumulated_violation_s"] / r["hosts"]
-        print(f"{r['scheduler']:12} {r['hosts']:>6} seed {r.get('seed')}: {per_host:8.2f} s/host")
+    ordered = sorted(rows, key=lambda r: (r["scheduler"], r["hosts"], r.get("seed", 0)))
+    points = [
+        {
+            "scheduler": r["scheduler"],
+            "hosts": r["hosts"],
+            "seed": r.get("seed"),
+            "violation_per_host_s": r["cumulated_violation_s"] / r["hosts"],
+        }
+        for r in ordered
+    ]
+    if getattr(args, "json", False):
+        from dvms.cli.output import emit
+
+        emit({"figure": str(args.out), "points": points})
+        return 0
+    for p in points:
+        print(f"{p['scheduler']:12} {p['hosts']:>6} seed {p['seed']}: "
+              f"{p['violation_per_host_s']:8.2f} s/host")  # fmt: skip
     return 0
 
 
@@ -138,8 +155,9 @@ def faithful_cmd(args: argparse.Namespace) -> int:
     engine, trio_ = run_engine(cfg), run_faithful(cfg)
     agree = engine.outcome_class() == trio_.outcome_class()
     if getattr(args, "json", False):
-        out = {"engine": asdict(engine), "trio": asdict(trio_), "agree": agree}
-        print(json.dumps(out, indent=2))
+        from dvms.cli.output import emit
+
+        emit({"engine": asdict(engine), "trio": asdict(trio_), "agree": agree})
     else:
         for key in asdict(engine):
             print(f"{key:22} {getattr(engine, key)!s:>10} {getattr(trio_, key)!s:>10}")
@@ -238,8 +256,9 @@ def run_cmd(args: argparse.Namespace) -> int:
             coords, parts = world.extras["vivaldi_map"]()
             vivaldi_map(coords, world.site_of, world.sites, parts, out / "vivaldi_map.png")
     if args.json:
-        json.dump(summary, sys.stdout, sort_keys=True)
-        print()
+        from dvms.cli.output import emit
+
+        emit(summary)
     else:
         print_run(summary)
     return 0
@@ -276,8 +295,9 @@ def compare_cmd(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
     written = write_compare(records, out)
     if args.json:
-        json.dump([r.summary for r in records], sys.stdout, sort_keys=True)
-        print()
+        from dvms.cli.output import emit
+
+        emit({"runs": [r.summary for r in records]})
     else:
         print(f"{base.name}: {len(names)} schedulers x {args.seeds} seeds")
         print(format_table(records))

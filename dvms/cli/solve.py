@@ -10,7 +10,6 @@ Exit status: 0 solved, 3 infeasible, 1 bad input (one line on stderr).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
@@ -47,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     except (PlacementError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if getattr(args, "json", False):
-        print(json.dumps(out, indent=2, sort_keys=False))
+        from dvms.cli.output import emit
+
+        emit(out)
     else:
         _print_text(out, verbose=args.verbose)
     return 0 if out["status"] == "solved" else INFEASIBLE

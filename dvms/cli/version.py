@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 from pathlib import Path
@@ -54,7 +53,9 @@ def info() -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     data = info()
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
+        from dvms.cli.output import emit
+
+        emit(data)
     else:
         print(
             f"dvms {data['version']} (build {data['build']}, Python {data['python']}, "

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from typing import Any
 
-from dvms.cli import plan
+from dvms.cli import output, plan
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table, socket_path
 from dvms.runtime.client import ControlError, call, submit_body
@@ -229,7 +228,7 @@ def _call(args: argparse.Namespace, cmd: str, body: dict[str, Any], **kw: Any) -
 
 
 def _json(result: Any) -> None:
-    print(json.dumps(result, indent=2, sort_keys=True))
+    output.emit(result)
 
 
 def _warn_unreachable(result: dict[str, Any]) -> None:
@@ -277,7 +276,7 @@ def _where_to_look(namespace: str) -> str:
 def vjob_list(args: argparse.Namespace) -> int:
     rows = _call(args, "vjob_list", {})
     if args.json:
-        _json(rows)
+        _json({"vjobs": rows})
     else:
         print_table(rows, ("id", "name", "namespace", "state", "vms", "placed", "owner", "reason"))
     return 0
@@ -359,6 +358,7 @@ def script(args: argparse.Namespace) -> int:
         raise UserError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     failed = 0
     active = active_namespace()
+    done: list[dict[str, Any]] = []  # --json: one entry per command, in order
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -366,16 +366,23 @@ def script(args: argparse.Namespace) -> int:
         try:
             words = shlex.split(line)
         except ValueError as exc:
-            print(f"E: line {n}: {exc}")
             failed += 1
+            done.append({"line": n, "command": line, "ok": False, "error": str(exc)})
+            if not args.json:
+                print(f"E: line {n}: {exc}")
             continue
-        if args.echo:
+        if args.echo and not args.json:
             print(f"## {line}")
         params = {"words": words, "namespace": active}
         result = _call(args, "ns", params, timeout=args.timeout)
         active = result.get("namespace", active)  # `namespace NAME` switches for the script
-        print(result["text"], end="")
         failed += not result["ok"]
+        if args.json:
+            done.append({"line": n, "command": line, **result})
+        else:
+            print(result["text"], end="")
+    if args.json:
+        _json({"commands": done, "failed": failed, "namespace": active})
     return 1 if failed else 0
 
 

@@ -85,7 +85,7 @@ def pid_alive(pid: int) -> bool:
 @pytest.fixture
 def cluster(tmp_path):
     d = tmp_path / "c"
-    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d))
+    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d))["nodes"]
     socks = {r["name"]: r["socket"] for r in rows}
     try:
         yield d, socks, rows
@@ -107,7 +107,7 @@ def check_constraints(vms: list[dict]) -> None:
 def test_submit_info_kill_partitions_down(cluster, tmp_path):
     d, socks, rows = cluster
     assert [r["name"] for r in rows] == ["node1", "node2", "node3"]
-    status = dvms_json("cluster", "status", "--dir", str(d))
+    status = dvms_json("cluster", "status", "--dir", str(d))["nodes"]
     assert [s["state"] for s in status] == ["up"] * 3
     assert all(s["peers"] == 2 for s in status)
 
@@ -190,7 +190,7 @@ def test_kill9_of_a_node_leaves_vm_info_working(cluster, tmp_path):
     assert time.monotonic() - t0 < 30
     out = dvms("--json", "cluster", "status", "--dir", str(d), check=False)
     assert out.returncode == 1  # not every node is up
-    status = {s["name"]: s["state"] for s in json.loads(out.stdout)}
+    status = {s["name"]: s["state"] for s in json.loads(out.stdout)["nodes"]}
     assert status == {"node1": "up", "node2": "up", "node3": "dead"}
     # the survivors still place a new vjob between them
     small = tmp_path / "small.toml"

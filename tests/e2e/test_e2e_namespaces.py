@@ -32,7 +32,8 @@ pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvi
 
 def _up(tmp_path_factory, n: int, *flags: str):
     d = tmp_path_factory.mktemp(f"ns{n}") / "c"
-    rows = dvms_json("cluster", "up", "--nodes", str(n), "--dir", str(d), "--timeout", "90", *flags)
+    up = ("cluster", "up", "--nodes", str(n), "--dir", str(d), "--timeout", "90", *flags)
+    rows = dvms_json(*up)["nodes"]
     return d, {r["name"]: r["socket"] for r in rows}
 
 
@@ -256,7 +257,7 @@ def test_submit_on_five_and_kill_9_of_the_entry_node(five, tmp_path):
     res = dvms_json("submit", str(job), sock=socks["node4"])
     assert res["ok"], res
     _check_web(dvms_json("vm", "info", "--all", sock=socks["node1"])["vms"])
-    listed = dvms_json("vjob", "list", sock=socks["node2"])
+    listed = dvms_json("vjob", "list", sock=socks["node2"])["vjobs"]
     assert [(v["name"], v["state"], v["placed"]) for v in listed] == [("web", "done", 8)]
     dvms("vm", "kill", "fe[1-5],db[1-3]", "--namespace", "web", sock=socks["node5"])
 

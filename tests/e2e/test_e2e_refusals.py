@@ -16,7 +16,7 @@ HOSTS = ("node1", "node2", "node3")
 @pytest.fixture(scope="module")
 def socks(tmp_path_factory):
     d = tmp_path_factory.mktemp("refusals") / "c"
-    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d), "--timeout", "90")
+    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d), "--timeout", "90")["nodes"]
     yield [r["socket"] for r in rows]
     dvms("cluster", "down", "--dir", str(d), check=False)
 

@@ -15,7 +15,7 @@ pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvi
 @pytest.fixture(scope="module")
 def socks(tmp_path_factory):
     d = tmp_path_factory.mktemp("lifecycle") / "c"
-    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d), "--timeout", "90")
+    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d), "--timeout", "90")["nodes"]
     yield [r["socket"] for r in rows]
     dvms("cluster", "down", "--dir", str(d), check=False)
 
@@ -28,7 +28,7 @@ def submit(tmp_path, sock: str, name: str, vms: str, namespace: str = "") -> str
 
 
 def listed(sock: str) -> dict[str, str]:
-    return {r["id"]: r["state"] for r in dvms_json("vjob", "list", sock=sock)}
+    return {r["id"]: r["state"] for r in dvms_json("vjob", "list", sock=sock)["vjobs"]}
 
 
 def test_show_by_prefix_and_name_stop_and_remove(socks, tmp_path):

@@ -19,7 +19,7 @@ pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvi
 @pytest.fixture(scope="module")
 def socks(tmp_path_factory):
     d = tmp_path_factory.mktemp("vjns") / "c"
-    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d), "--timeout", "90")
+    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d), "--timeout", "90")["nodes"]
     yield [r["socket"] for r in rows]
     dvms("cluster", "down", "--dir", str(d), check=False)
 

@@ -66,7 +66,7 @@ RELIEF_TIMEOUT_S = 25.0
 @pytest.fixture
 def cluster(tmp_path):
     d = tmp_path / "c"
-    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d))
+    rows = dvms_json("cluster", "up", "--nodes", "3", "--dir", str(d))["nodes"]
     try:
         yield d, {r["name"]: r["socket"] for r in rows}
     finally:
@@ -84,7 +84,7 @@ def check_constraints(vms: list[dict]) -> None:
 
 
 def loads(d) -> dict[str, dict]:
-    return {h["host"]: h for h in dvms_json("debug", "loads", "--dir", str(d))}
+    return {h["host"]: h for h in dvms_json("debug", "loads", "--dir", str(d))["hosts"]}
 
 
 def test_synthetic_overload_is_relieved_by_a_migration(cluster, tmp_path):

@@ -34,7 +34,7 @@ def _compare(tmp_path: Path, name: str, *flags: str, capsys) -> list[dict]:
     args = ["sim", "compare", str(scn), "--schedulers", "static,dvms", "--seeds", "2",
             "--out", str(tmp_path / name), "--json", *flags]  # fmt: skip
     assert main(args) == 0
-    printed = json.loads(capsys.readouterr().out)
+    printed = json.loads(capsys.readouterr().out)["runs"]
     return [{k: v for k, v in r.items() if k not in WALL_FIELDS} for r in printed]
 
 
