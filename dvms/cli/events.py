@@ -1,6 +1,7 @@
 """``dvms events [--follow] [--all]``: a node's event stream (partitions, migrations,
 vjob state changes, overloads, members joining and failing), like ``kubectl get events
---watch``. ``--follow`` long-polls the node, so an entry shows within a round trip of
+--watch``. ``--json``: one document, or with ``--follow`` one JSON object per line.
+``--follow`` long-polls the node, so an entry shows within a round trip of
 happening; with ``--all`` it polls every node through the asked one."""
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def events_cmd(args: argparse.Namespace) -> int:
 
 def _one(sock: str, follow: bool, as_json: bool) -> None:
     res = call(sock, "events", {})
+    if as_json and not follow:
+        print(json.dumps({"events": res["events"]}, indent=2, sort_keys=True))
+        return
     _show(res["events"], as_json)
     last = res["last"]
     while follow:
@@ -71,6 +75,9 @@ def _all(sock: str, follow: bool, as_json: bool) -> None:
         res = call(sock, "events", {"all": True, "since": since}, timeout=SLACK_S)
         fresh = [e for e in res["events"] if (e["host"], e["seq"]) not in seen]
         seen.update((e["host"], e["seq"]) for e in fresh)
+        if as_json and not follow:
+            print(json.dumps(res, indent=2, sort_keys=True))
+            return
         _show(fresh, as_json)
         if not follow:
             if res["unreachable"] and not as_json:

@@ -30,7 +30,7 @@ import trio
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from dvms.overlay.core import OverlayCore
-from dvms.partition.events import PartitionReleased
+from dvms.partition.events import EventStarted, PartitionReleased
 from dvms.runtime.capabilities import Handlers, PartitionStatus, Peers, Requester
 from dvms.runtime.client import ControlError
 from dvms.runtime.messages import MAX_EVENT_ROWS, EventRow, EventsQuery, EventsReply
@@ -135,6 +135,13 @@ class Observability:
 
     def on_event(self, event: object) -> None:
         self.events.on_event(event)
+        if (
+            isinstance(event, EventStarted)
+            and event.kind == "overload"
+            and self._overloaded_since is None
+        ):
+            # an overload shorter than a sample period is timed from its detection
+            self._overloaded_since = trio.current_time()
         if self.metrics is not None:
             self.metrics.on_event(event)
         if isinstance(event, PartitionReleased):
@@ -167,6 +174,7 @@ class Observability:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """The sampler, and with ``listeners`` the HTTP endpoint, until cancelled."""
+        self._last_tick = trio.current_time()
         async with trio.open_nursery() as nursery:
             if listeners:
                 pages = {"/metrics": self.metrics_page, "/healthz": self.healthz,
