@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from pathlib import Path
 
 import pytest
 import trio
@@ -118,3 +120,30 @@ def test_observe_config_refuses_nonsense():
         ObserveConfig(events_kept=0)
     with pytest.raises(ValueError, match="sample_period_s"):
         ObserveConfig(sample_period_s=0)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def daemon_families() -> set[str]:
+    """The family names the daemon's metrics module defines (counters without _total)."""
+    text = (ROOT / "dvms" / "runtime" / "services" / "metrics.py").read_text()
+    return set(re.findall(r'"(dvms_[a-z_]+)"', text))
+
+
+def base_name(series: str) -> str:
+    return re.sub(r"_(total|bucket|sum|count)$", "", series)
+
+
+def test_the_docs_list_every_family_and_the_dashboard_uses_only_real_ones():
+    families = daemon_families()
+    assert len(families) > 30
+    doc = (ROOT / "docs" / "observability.md").read_text()
+    listed = {base_name(n) for n in re.findall(r"`(dvms_[a-z_]+)`", doc)}
+    assert families <= listed, families - listed
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dvms.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {base_name(n) for e in exprs for n in re.findall(r"dvms_[a-z_]+", e)}
+    assert used <= families, used - families
+    assert {"dvms_violation_active", "dvms_partition_outcome", "dvms_migration_duration_seconds",
+            "dvms_overlay_routing_table_peers"} <= used  # fmt: skip
