@@ -443,8 +443,15 @@ def metrics_cost(args: argparse.Namespace, d: Path) -> int:
             finally:
                 if (sub / "cluster" / "cluster.json").exists():
                     cluster_down(sub / "cluster")
-            results[on].append(numbers)
-    print(f"\n| {args.nodes} nodes, {args.vms} VMs, medians of {args.metrics_cost} | "
+            if numbers and all(math.isfinite(v) for v in numbers.values()):
+                results[on].append(numbers)
+            else:  # a daemon died or a VM never ran: no number to compare
+                print(f"round {i + 1}, metrics {'on' if on else 'off'}: left out")
+    if not results[False] or not results[True]:
+        print("no complete round with metrics off and on")
+        return 1
+    n_off, n_on = len(results[False]), len(results[True])
+    print(f"\n| {args.nodes} nodes, {args.vms} VMs, medians of {n_off} off / {n_on} on | "
           "metrics off | metrics on | on / off |")  # fmt: skip
     print("|---|---|---|---|")
     for key, what in (
