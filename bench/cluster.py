@@ -17,8 +17,14 @@ The cluster is stopped and its directory removed even when a step fails (``--kee
 leaves it up for inspection). ``--profile`` runs the daemons under cProfile and prints
 the top functions of the busiest one.
 
+The daemons serve ``/metrics`` (as ``dvms cluster up`` makes them), scraped every
+``--scrape-s``; ``--no-metrics`` turns both off. ``--metrics-cost N`` measures the cost of
+metrics: N rounds with them off and on, alternating, a fresh cluster each, and prints the
+medians of time and daemon CPU with their ratio.
+
 Usage: ``python bench/cluster.py [--nodes 16] [--vms 1000] [--submitters 4] [--host-cpus 64]
-[--spread 4] [--vjobs-per-submitter 5] [--profile] [--keep] [--dir DIR]``
+[--spread 4] [--vjobs-per-submitter 5] [--profile] [--keep] [--dir DIR] [--no-metrics]
+[--metrics-cost N] [--scrape-s S]``
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ import os
 import pstats
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -247,7 +255,39 @@ def print_profile(d: Path, nodes: int, cpu: list[float]) -> None:
     pstats.Stats(str(path)).sort_stats("cumulative").print_stats(40)
 
 
-def run(args: argparse.Namespace, d: Path) -> int:
+class Scraper(threading.Thread):
+    """What Prometheus would do with metrics on: GET every node's /metrics every
+    ``period_s`` (ours: 1 s, 15x Prometheus' default scrape interval)."""
+
+    def __init__(self, urls: list[str], period_s: float) -> None:
+        super().__init__(daemon=True)
+        self.urls = urls
+        self.period_s = period_s
+        self.scrapes = 0
+        self.failed = 0
+        self.bytes = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for url in self.urls:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as resp:
+                        self.bytes += len(resp.read())
+                    self.scrapes += 1
+                except OSError:
+                    self.failed += 1
+            self.stop.wait(self.period_s)
+
+
+def run(
+    args: argparse.Namespace,
+    d: Path,
+    *,
+    metrics: bool = True,
+    numbers: dict[str, float] | None = None,
+) -> int:
+    """One cluster, one measurement; ``numbers`` (if given) receives the headline ones."""
     n_jobs = args.submitters * args.vjobs_per_submitter
     jobs = make_vjobs(args.vms, n_jobs, args.nodes, args.spread)
     files = []
@@ -266,8 +306,13 @@ def run(args: argparse.Namespace, d: Path) -> int:
         host_cpus=args.host_cpus,
         host_memory_mib=args.host_memory,
         cprofile=args.profile,
+        metrics=metrics,
     )
-    print(f"{args.nodes} nodes up in {time.monotonic() - t0:.1f} s")
+    shown = "on" if metrics else "off"
+    print(f"{args.nodes} nodes up in {time.monotonic() - t0:.1f} s, metrics {shown}")
+    scraper = Scraper([r["metrics"] for r in rows], args.scrape_s) if metrics else None
+    if scraper is not None:
+        scraper.start()
     procs = [psutil.Process(r["pid"]) for r in rows]
     socks = [r["socket"] for r in rows]
     step = max(1, args.nodes // args.submitters)
@@ -303,6 +348,9 @@ def run(args: argparse.Namespace, d: Path) -> int:
     cpu1 = cpu_seconds(procs)
     sampler.stop.set()
     sampler.join()
+    if scraper is not None:
+        scraper.stop.set()
+        scraper.join()
     load = os.getloadavg()
     errors = [e for s in subs for e in s.errors]
     refused = [j for j in jobs if j not in accepted]
@@ -355,6 +403,18 @@ def run(args: argparse.Namespace, d: Path) -> int:
         f"mean {sum(sampler.peak) / len(procs) / 2**20:.0f} MB |"
     )
     print(f"| load average after (1, 5 min) | {load[0]:.2f}, {load[1]:.2f} |")
+    if scraper is not None:
+        print(
+            f"| /metrics scrapes (every {args.scrape_s:g} s per node) | {scraper.scrapes} "
+            f"({scraper.failed} failed), mean {scraper.bytes / max(scraper.scrapes, 1):,.0f} B |"
+        )
+    if numbers is not None:
+        numbers.update(
+            submitted_s=submitted,
+            running_s=running,
+            daemon_cpu_s=sum(cpu),
+            daemon_cpu_polled_s=polled,
+        )
     for p in problems[:20]:
         print(f"  violation: {p}")
     dead = [r["name"] for r, p in zip(rows, procs, strict=True) if not _alive(p)]
@@ -365,6 +425,45 @@ def run(args: argparse.Namespace, d: Path) -> int:
         print_profile(d / "cluster", args.nodes, cpu)
     ok = not problems and not errors and not dead and running <= TARGET_S
     return 0 if ok else 1
+
+
+def metrics_cost(args: argparse.Namespace, d: Path) -> int:
+    """The same measurement with metrics off and on, ``--metrics-cost`` rounds each,
+    alternating which goes first (the machine's load drifts); medians and on/off."""
+    results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    rc = 0
+    for i in range(args.metrics_cost):
+        for on in (False, True) if i % 2 == 0 else (True, False):
+            sub = d / f"round{i + 1}-{'on' if on else 'off'}"
+            sub.mkdir(parents=True, exist_ok=True)
+            print(f"\n## round {i + 1}, metrics {'on' if on else 'off'}")
+            numbers: dict[str, float] = {}
+            try:
+                rc |= run(args, sub, metrics=on, numbers=numbers)
+            finally:
+                if (sub / "cluster" / "cluster.json").exists():
+                    cluster_down(sub / "cluster")
+            if numbers and all(math.isfinite(v) for v in numbers.values()):
+                results[on].append(numbers)
+            else:  # a daemon died or a VM never ran: no number to compare
+                print(f"round {i + 1}, metrics {'on' if on else 'off'}: left out")
+    if not results[False] or not results[True]:
+        print("no complete round with metrics off and on")
+        return 1
+    n_off, n_on = len(results[False]), len(results[True])
+    print(f"\n| {args.nodes} nodes, {args.vms} VMs, medians of {n_off} off / {n_on} on | "
+          "metrics off | metrics on | on / off |")  # fmt: skip
+    print("|---|---|---|---|")
+    for key, what in (
+        ("running_s", "all RUNNING in vm info, s"),
+        ("submitted_s", "last submit returned, s"),
+        ("daemon_cpu_s", "daemon CPU during submits, all daemons, s"),
+        ("daemon_cpu_polled_s", "daemon CPU incl. vm info polling, s"),
+    ):
+        off = statistics.median(r[key] for r in results[False])
+        on = statistics.median(r[key] for r in results[True])
+        print(f"| {what} | {off:.2f} | {on:.2f} | {on / off:.3f} |")
+    return rc
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -397,6 +496,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile the daemons")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running")
     ap.add_argument("--dir", help="work directory (default: a new temporary one)")
+    ap.add_argument(
+        "--no-metrics", dest="metrics", action="store_false", help="daemons without /metrics"
+    )
+    ap.add_argument(
+        "--metrics-cost",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="measure ROUNDS times with metrics off and on (alternating, a fresh cluster "
+        "each) and print the medians and their ratio",
+    )
+    ap.add_argument(
+        "--scrape-s", type=float, default=1.0, help="scrape period with metrics on, s (1)"
+    )
     args = ap.parse_args(argv)
     if min(args.nodes, args.vms, args.submitters, args.vjobs_per_submitter) < 1:
         ap.error("--nodes, --vms, --submitters and --vjobs-per-submitter must be >= 1")
@@ -404,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     d.mkdir(parents=True, exist_ok=True)
     rc = 1
     try:
-        rc = run(args, d)
+        rc = metrics_cost(args, d) if args.metrics_cost else run(args, d, metrics=args.metrics)
         return rc
     except ClusterError as exc:
         print(f"cluster: {exc}", file=sys.stderr)

@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--host-cpus", type=int, help="CPUs of each test host (default 8)")
     up.add_argument("--host-memory", type=int, help="memory of each test host, MiB (default 16384)")
     up.add_argument(
+        "--no-metrics",
+        dest="metrics",
+        action="store_false",
+        help="no /metrics endpoints (default: each node serves one on a free 127.0.0.1 port)",
+    )
+    up.add_argument(
         "--timeout",
         type=float,
         default=LocalClusterConfig().start_timeout_s,
@@ -64,6 +70,7 @@ def up_cmd(args: argparse.Namespace) -> int:
             recruitment=args.recruitment,
             host_cpus=args.host_cpus,
             host_memory_mib=args.host_memory,
+            metrics=args.metrics,
             config=LocalClusterConfig(start_timeout_s=args.timeout),
         )
     except ClusterError as exc:

@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "dvms.cli.node",
     "dvms.cli.vm",
     "dvms.cli.cluster",
+    "dvms.cli.events",
     "dvms.cli.debug",
     "dvms.cli.sim",
     "dvms.cli.solve",

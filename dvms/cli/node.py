@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--host-memory", type=int, help="memory of the default test host, MiB, [host] memory_mib"
     )
     run.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz over HTTP there (port 0 = any "
+        "free port; default: the config's metrics key, else off)",
+    )
+    run.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning"),
@@ -101,6 +107,7 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "state_dir": args.state_dir,
         "hostname": args.hostname,
         "hypervisor": args.hypervisor,
+        "metrics": args.metrics,
         "partition.recruitment": args.recruitment,
         "host.cpus": args.host_cpus,
         "host.memory_mib": args.host_memory,
@@ -109,16 +116,13 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_cmd(args: argparse.Namespace) -> int:
     handler = logging.StreamHandler(sys.stderr)
-    if args.log_format == "json":
-        handler.setFormatter(JsonLines(args.hostname or ""))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     from dvms.runtime.config import ConfigError, load_config
     from dvms.runtime.daemon import run_node
 
     try:
         cfg = load_config(args.config, profile=args.profile, overrides=flag_overrides(args))
+        handler.setFormatter(log_formatter(args.log_format, cfg.name))
         import trio
 
         trio.run(run_node, cfg)
@@ -127,6 +131,14 @@ def run_cmd(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"cannot start node: {exc.strerror or exc}") from None
     return 0
+
+
+def log_formatter(kind: str, node: str) -> logging.Formatter:
+    """Every line names the node (its host name), so merged logs stay readable."""
+    if kind == "json":
+        return JsonLines(node)
+    node = node.replace("%", "%%")
+    return logging.Formatter(f"%(asctime)s %(levelname)s {node} %(name)s: %(message)s")
 
 
 def socket_path(args: argparse.Namespace) -> str:

@@ -46,7 +46,12 @@ def register(ssub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object"
     )
-    run.add_argument("--out", metavar="DIR", help="also write result.json and figures here")
+    run.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write result.json, figures and the daemon's metric families per time "
+        "step (metrics.csv, metrics.prom) here",
+    )
     run.set_defaults(func=run_cmd)
     cmp = ssub.add_parser(
         "compare",
@@ -236,6 +241,7 @@ def _out_dir(path: str) -> Path:
 
 
 def run_cmd(args: argparse.Namespace) -> int:
+    from dvms.sim.promfile import StepWriter
     from dvms.sim.report import record_run, write_figures
     from dvms.sim.run import run_scenario
 
@@ -243,9 +249,17 @@ def run_cmd(args: argparse.Namespace) -> int:
     _check_schedulers([args.scheduler])
     out = _out_dir(args.out) if args.out else None
     show = not args.json and sys.stdout.isatty()
+    steps = StepWriter(out) if out is not None else None
     with _progress(show, scn.duration_s) as update:
         label = f"{scn.name} / {args.scheduler}"
-        summary, world = run_scenario(scn, args.scheduler, progress=lambda t: update(label, t))
+        summary, world = run_scenario(
+            scn,
+            args.scheduler,
+            progress=lambda t: update(label, t),
+            on_step=steps.step if steps is not None else None,
+        )
+    if steps is not None:
+        steps.close()
     if out is not None:
         (out / "result.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
         write_figures([record_run(summary, world)], out)

@@ -244,6 +244,8 @@ class Membership(CoreBase):
         """Our event ended for good: report it, and free a launch's name claims."""
         event = own.event
         self.own.pop(event.event_id, None)
+        if event.event_id in self.queue:  # ended while waiting (a late Outcome): forget it
+            self.queue.remove(event.event_id)
         if event.kind == "underload" and not ok:
             self._underload_hold_until = now + self.config.underload_backoff_s
         if event.kind == "launch" and self.config.directory and event.vms:

@@ -13,6 +13,7 @@ key with its default)::
     hostname = "node1"              # the name users see (default: the system host name)
     hypervisor = ""                 # libvirt URI; "" = a test:/// host of its own
     network = ""                    # ns bridge backend: pyroute2 | fake; "" = by hypervisor
+    metrics = "127.0.0.1:9400"      # /metrics, /healthz, /readyz over HTTP; "" = off
 
     [host]                          # size of the default test:/// host
     cpus = 8
@@ -24,7 +25,7 @@ key with its default)::
     recruitment = "ring"
     [placement]                     # PlacementConfig (dvms/placement/config.py)
     [runner] [monitor] [state] [vjobs] [namespaces] [namespaces.effects] [vm_driver]
-    [control] [tunnels]             # the daemon's services (dvms/runtime/...)
+    [control] [tunnels] [observe]   # the daemon's services (dvms/runtime/...)
 
 Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
 naming the file, the table and the key.
@@ -49,6 +50,7 @@ from dvms.runtime.control.commands import ControlConfig
 from dvms.runtime.node import RunnerConfig
 from dvms.runtime.services.monitor import MonitorConfig
 from dvms.runtime.services.namespaces import NamespaceConfig
+from dvms.runtime.services.observe import ObserveConfig
 from dvms.runtime.services.state import StateConfig
 from dvms.runtime.services.vjobs import VjobConfig
 from dvms.runtime.services.vm_driver import VmDriverConfig
@@ -134,6 +136,9 @@ class NodeConfig:
     #: tunnels, needs root) or "fake" (in memory: test hosts touch no real interface).
     #: "" (default): "fake" on a ``test:///`` hypervisor, else "pyroute2".
     network: str = ""
+    #: HTTP address ("host:port"; port 0 = any free port) of this node's Prometheus
+    #: ``/metrics``, ``/healthz`` and ``/readyz``; "" (default): no metrics, no endpoint.
+    metrics: str = ""
     #: The default test host (``[host]``).
     host: HostConfig = field(default_factory=HostConfig)
     #: Kademlia (``[overlay]``): buckets, RPC timeouts, refresh, records, probes.
@@ -162,9 +167,13 @@ class NodeConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     #: Tunnels of ``ns bridge`` networks (``[tunnels]``): VXLAN port, MTU, MAC learning.
     tunnels: NetConfig = field(default_factory=NetConfig)
+    #: Event stream, metrics sampling, health and readiness (``[observe]``).
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")
+        if self.metrics:
+            parse_hostport(self.metrics, what="metrics")
         for s in self.seeds:
             parse_hostport(s, what="seed")
         if self.network not in NETWORKS:

@@ -37,8 +37,10 @@ from dvms.runtime.control.server import serve_control
 from dvms.runtime.messages import register_node_messages
 from dvms.runtime.node import NodeRunner
 from dvms.runtime.services.hostside import HostSide
+from dvms.runtime.services.http import open_http_listeners
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
+from dvms.runtime.services.observe import Observability
 from dvms.runtime.services.state import state_validators
 from dvms.runtime.services.vjobs import VjobConfig, VjobService
 from dvms.stack.core import NodeCore, build_cores
@@ -50,6 +52,7 @@ __all__ = [
     "TEST_HOST_XML",
     "StateDirInUse",
     "build_daemon",
+    "build_observability",
     "build_runner",
     "build_vjobs",
     "daemon_rng",
@@ -184,6 +187,28 @@ def build_vjobs(
     )
 
 
+def build_observability(cfg: NodeConfig, runner: NodeRunner, vjobs: VjobService) -> Observability:
+    """The event stream and (with ``cfg.metrics``) the metrics of ``runner``, listening
+    to its events and ``vjobs``' changes (not started)."""
+    obs = Observability(
+        name=runner.monitor.name,
+        overlay=runner.core,
+        codec=runner.codec,
+        partition=runner.partition,
+        partitions=runner.partitions,
+        monitor=runner.monitor,
+        requests=runner,
+        peers=runner,
+        handlers=runner.handlers,
+        pending_vms=vjobs.pending_vms,
+        metrics=bool(cfg.metrics),
+        config=cfg.observe,
+    )
+    runner.listeners.append(obs.on_event)
+    vjobs.listeners.append(obs.on_vjob)
+    return obs
+
+
 def build_daemon(
     cfg: NodeConfig,
     runner: NodeRunner,
@@ -264,15 +289,28 @@ async def _run_node(
         daemon = build_daemon(
             cfg, runner, vjobs, started=trio.current_time(), rng=random.Random(rng.getrandbits(64))
         )
+        obs = build_observability(cfg, runner, vjobs)
+        daemon.commands["events"] = obs.command
+        http: list[trio.SocketListener] = []
         info = {
             "node_id": f"{ident.node_id:040x}",
             "address": f"{addr[0]}:{addr[1]}",
             "name": cfg.name,
             "hypervisor": cfg.hypervisor_uri,
         }
+        if cfg.metrics:
+            mhost, mport = parse_hostport(cfg.metrics, what="metrics")
+            http, bound = await open_http_listeners(mhost, mport)
+            shown = f"[{mhost}]" if ":" in mhost else mhost
+            info["metrics"] = f"http://{shown}:{bound}/metrics"
         (state / "node.json").write_text(json.dumps({**info, "pid": os.getpid()}) + "\n")
         log.info("node %s (%s) listening on %s:%d", cfg.name, info["node_id"][:12], *addr)
+        if "metrics" in info:
+            log.info(
+                "metrics, /healthz and /readyz on %s", info["metrics"].removesuffix("/metrics")
+            )
         async with trio.open_nursery() as nursery:
+            await nursery.start(obs.run, http)
             await nursery.start(runner.run, seeds)
             await nursery.start(vjobs.run)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)

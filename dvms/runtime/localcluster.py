@@ -3,7 +3,8 @@
 ::
 
     DIR/cluster.key          one cluster key for all nodes
-    DIR/cluster.json         what `up` started: name, pid, socket, address, state dir
+    DIR/cluster.json         what `up` started: name, pid, socket, address, state dir,
+                             metrics URL (each node serves /metrics on a free port)
     DIR/nodeI/               node I's state dir: dvms.sock, node.json, host.xml, node.log
     DIR/logs/nodeI.log       node I's log once the cluster is down (``down`` keeps them)
 
@@ -135,10 +136,13 @@ def cluster_up(
     host_cpus: int | None = None,
     host_memory_mib: int | None = None,
     cprofile: bool = False,
+    metrics: bool = True,
     config: LocalClusterConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Start ``nodes`` daemons under ``d``; returns the manifest rows. ``host_cpus`` and
-    ``host_memory_mib`` (MiB) size every test host (default: the daemon's, 8 and 16384)."""
+    ``host_memory_mib`` (MiB) size every test host (default: the daemon's, 8 and 16384).
+    With ``metrics`` each node serves ``/metrics`` on a free 127.0.0.1 port (its row's
+    ``metrics`` URL)."""
     cfg = config or LocalClusterConfig()
     if nodes < 1:
         raise ClusterError("--nodes must be at least 1")
@@ -164,6 +168,8 @@ def cluster_up(
         extra += ["--host-cpus", str(host_cpus)]
     if host_memory_mib is not None:
         extra += ["--host-memory", str(host_memory_mib)]
+    if metrics:
+        extra += ["--metrics", "127.0.0.1:0"]
     rows: list[dict[str, Any]] = []
     procs: list[subprocess.Popen] = []
     try:
@@ -183,6 +189,7 @@ def cluster_up(
                     "node_id": info["node_id"],
                     "socket": str(d / name / "dvms.sock"),
                     "state_dir": str(d / name),
+                    "metrics": info.get("metrics", ""),
                 }
             )
         (d / MANIFEST).write_text(json.dumps(rows, indent=2) + "\n")
@@ -247,7 +254,13 @@ def cluster_status(d: Path, config: LocalClusterConfig | None = None) -> list[di
     cfg = config or LocalClusterConfig()
     out = []
     for r in _manifest(d):
-        row = {"name": r["name"], "pid": r["pid"], "address": r["address"], "socket": r["socket"]}
+        row = {
+            "name": r["name"],
+            "pid": r["pid"],
+            "address": r["address"],
+            "socket": r["socket"],
+            "metrics": r.get("metrics", ""),
+        }
         if not _alive(r):
             out.append({**row, "state": "dead"})
             continue

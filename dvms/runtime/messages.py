@@ -15,6 +15,7 @@ user's behalf. Unlike the protocol messages these are answered by the Trio layer
     RunCmd(namespace, words)        -> RunOutput(host, ok, text) ``ns run``
     NetOp(namespace, bridge, ...)   -> VmOpDone                  ``ns bridge``
     VjobsQuery()                    -> VjobsReply(rows)          ``vjob list``
+    EventsQuery(since, limit)       -> EventsReply(host, rows)   ``events --all``
 
 ``namespace`` None means every namespace. Every request is retried by the asker until
 answered or given up; answering twice is harmless (``KillVms`` of a VM already gone is
@@ -36,6 +37,9 @@ __all__ = [
     "NODE_MESSAGES",
     "AdoptVm",
     "Adopted",
+    "EventRow",
+    "EventsQuery",
+    "EventsReply",
     "HostQuery",
     "HostReply",
     "KillVms",
@@ -270,6 +274,41 @@ class VjobsReply:
     truncated: bool = False
 
 
+#: Events per ``EventsReply``: the newest that fit one datagram.
+MAX_EVENT_ROWS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One entry of a node's event stream (``services/events.py``)."""
+
+    #: this node's sequence number of the entry (from 1)
+    seq: U64
+    #: when it happened, seconds since the epoch (this node's clock)
+    ts: float
+    host: Name
+    #: what kind of thing happened (``events.EVENT_TYPES``)
+    type: Annotated[str, MaxLen(32)]
+    #: what it happened to: a partition id, a VM, a vjob id, a host
+    subject: Name
+    message: Annotated[str, MaxLen(256)]
+
+
+@dataclass(frozen=True, slots=True)
+class EventsQuery:
+    """The asked node's events after ``since`` (seconds since the epoch), newest
+    ``limit`` of them."""
+
+    since: float = 0.0
+    limit: Annotated[int, Range(1, MAX_EVENT_ROWS)] = MAX_EVENT_ROWS
+
+
+@dataclass(frozen=True, slots=True)
+class EventsReply:
+    host: Name
+    rows: Annotated[tuple[EventRow, ...], MaxLen(MAX_EVENT_ROWS)]
+
+
 NODE_MESSAGES: dict[int, type] = {
     64: HostQuery,
     65: HostReply,
@@ -291,15 +330,17 @@ NODE_MESSAGES: dict[int, type] = {
     81: NetOp,
     82: VjobsQuery,
     83: VjobsReply,
+    94: EventsQuery,
+    95: EventsReply,
 }
 
 REQUESTS = (
     HostQuery, KillVms, AdoptVm, PartitionsQuery, StateRead, StateCas, VmOp, MoveVm, RunCmd, NetOp,
-    VjobsQuery,
+    VjobsQuery, EventsQuery,
 )  # fmt: skip
 RESPONSES = (
     HostReply, Killed, Adopted, PartitionsReply, StateValue, StateCasReply, VmOpDone, RunOutput,
-    VjobsReply,
+    VjobsReply, EventsReply,
 )  # fmt: skip
 
 

@@ -63,6 +63,7 @@ from dvms.runtime.messages import (
     PartitionsReply,
 )
 from dvms.runtime.services.monitor import HostMonitor
+from dvms.runtime.services.observed import DriverCallDone, SolverRan
 from dvms.runtime.services.partition_log import PartitionLog
 from dvms.runtime.services.state import ReplicatedState, StateConfig
 from dvms.runtime.services.vm_driver import VmDriver, VmDriverConfig
@@ -307,19 +308,36 @@ class NodeRunner:
         self.spawn(self._compute, eff)
 
     async def _compute(self, eff: Solve) -> None:
+        t0 = trio.current_time()
         try:
             result = await trio.to_thread.run_sync(run_solve, eff.request)
         except Exception as exc:  # a solver bug: log it, fail this partition, keep the node
             log.exception("solver failed")
             result = SolveOutcome(False, f"solver error: {exc!r}")
+        hosts, vms = eff.request.size
+        self._observe(SolverRan(hosts, vms, result.ok, trio.current_time() - t0))
         await self._apply(self.node.on_computed(eff.token, result, now=trio.current_time()))
 
     async def _start_drive(self, eff: BootVm | MigrateVmTo) -> None:
         self.spawn(self._drive, eff)
 
     async def _drive(self, eff: BootVm | MigrateVmTo) -> None:
+        t0 = trio.current_time()
         ok, reason = await self.driver.carry_out(eff)
+        took = trio.current_time() - t0
+        if isinstance(eff, BootVm):
+            self._observe(
+                DriverCallDone("boot", eff.vm.name, eff.vm.namespace, "", ok, reason, took)
+            )
+        else:
+            done = DriverCallDone("migrate", eff.vm, eff.namespace, eff.dst_host, ok, reason, took)
+            self._observe(done)
         await self._apply(self.node.on_driver_result(eff.op, ok, reason, now=trio.current_time()))
+
+    def _observe(self, record: object) -> None:
+        """Hand the listeners what the shell itself saw (``services/observed.py``)."""
+        for listener in self.listeners:
+            listener(record)
 
     # -- events ------------------------------------------------------------------------
 

@@ -18,13 +18,27 @@ def run_scenario(
     scheduler: str,
     *,
     progress: Callable[[float], None] | None = None,
+    on_step: Callable[[World, float], None] | None = None,
 ) -> tuple[dict[str, Any], World]:
-    """Build the world, attach ``scheduler`` (a registered name), run, summarise."""
+    """Build the world, attach ``scheduler`` (a registered name), run, summarise.
+    ``on_step(world, now)`` after each of the run's steps (``promfile.StepWriter``)."""
     sched = make_scheduler(scheduler, scenario.scheduler)
     t0 = time.perf_counter()
     world = World(scenario)
     world.scheduler_name = scheduler
     sched.attach(world)
     world.wall_s = time.perf_counter() - t0  # building counts in wall time
-    world.run(progress)
-    return world.summary(), world
+    if on_step is None:
+        world.run(progress)
+        return world.summary(), world
+
+    def step(now: float) -> None:
+        if now < world.duration_s:  # the last step is sampled once the run is closed
+            on_step(world, now)
+        if progress is not None:
+            progress(now)
+
+    world.run(step)
+    summary = world.summary()  # closes the violations still open
+    on_step(world, world.duration_s)
+    return summary, world

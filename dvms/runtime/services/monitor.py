@@ -73,6 +73,8 @@ class HostMonitor:
         #: (namespace, name) -> synthetic CPU demand in CPUs (``dvms debug load``)
         self.synthetic: dict[tuple[str, str], float] = {}
         self._state: HostState | None = None
+        #: trio time of the last read the hypervisor answered (readiness: ``/readyz``)
+        self.refreshed_at = -math.inf
 
     async def refresh(self) -> None:
         """Read the host again. Returns once a read that *started* after the call has
@@ -116,6 +118,7 @@ class HostMonitor:
             self.specs.pop(key, None)  # destroyed behind our back, or migrated away
         self._state = self._host_state()
         self.refreshed += 1
+        self.refreshed_at = now
 
     def state(self) -> HostState | None:
         """The partition core's ``local_state``: None until the first refresh."""

@@ -21,7 +21,7 @@ from dvms.partition.core import PartitionChanged, PartitionReleased, PlanApplied
 from dvms.partition.messages import STATE_NAMES
 from dvms.runtime.messages import PartitionRow
 
-__all__ = ["PartitionLog", "merge_rows"]
+__all__ = ["PartitionLog", "PartitionRecord", "merge_rows"]
 
 #: Ended partitions kept per node.
 KEEP_ENDED = 100
@@ -62,6 +62,10 @@ class _Record:
         )
 
 
+#: One partition as this node saw it (read by the observability service).
+PartitionRecord = _Record
+
+
 class PartitionLog:
     def __init__(self) -> None:
         self._records: OrderedDict[int, _Record] = OrderedDict()
@@ -95,6 +99,14 @@ class PartitionLog:
         ended = [pid for pid, r in self._records.items() if r.ended is not None]
         for pid in ended[: max(0, len(ended) - KEEP_ENDED)]:
             del self._records[pid]
+
+    def get(self, pid: int) -> PartitionRecord | None:
+        """What this node gathered about partition ``pid`` (None once trimmed)."""
+        return self._records.get(pid)
+
+    def leading(self) -> int:
+        """Partitions in flight that this node leads now."""
+        return sum(1 for r in self._records.values() if r.ended is None and r.role == "leader")
 
     def rows(self, name_of: Callable[[Contact], str]) -> tuple[PartitionRow, ...]:
         return tuple(r.row(name_of) for r in self._records.values())

@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,9 @@ class VjobService:
         #: The namespaces' VM tables (set by the daemon's composition): a vjob's VMs
         #: join their namespace's table, and names it holds are refused.
         self.namespaces: NamespaceBook | None = None
+        #: called with a vjob's record each time this node changes its state (accepted,
+        #: done, failed): the event stream and the metrics
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         handlers.register(VjobsQuery, self._answer_rows)
 
     # -- service -----------------------------------------------------------------------
@@ -259,6 +263,7 @@ class VjobService:
         self.known[vjob_id] = record
         self._finished[vjob_id] = trio.Event()
         self._active.add(vjob_id)
+        self._changed(record)
         self.spawn(self._place, vjob_id, record, False)
         return {"id": vjob_id, "state": ACCEPTED, "vms": len(vms)}
 
@@ -576,10 +581,19 @@ class VjobService:
                      "reason": reason, "placed": sorted(placed)}  # fmt: skip
         if value is not None:
             self.known[vjob_id] = value
+            self._changed(value)
         self.journal.append({"event": "done", "id": vjob_id, "ok": ok, "at": time.time()})
         self._active.discard(vjob_id)
         self._finished.setdefault(vjob_id, trio.Event()).set()
         self._trim()
+
+    def _changed(self, record: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            listener(record)
+
+    def pending_vms(self) -> int:
+        """VMs of the vjobs this node is placing now."""
+        return sum(int(self.known.get(i, {}).get("vms", 0)) for i in self._active)
 
     def _trim(self) -> None:
         done = [i for i, v in self.known.items() if v.get("state") not in UNFINISHED]

@@ -1,0 +1,433 @@
+"""A node's Prometheus metrics: one ``CollectorRegistry`` per node (several nodes may
+live in one process), filled from what the node already produces::
+
+    core events (Emit)        -> on_event: counters and histograms of launches, events,
+    shell observations          partitions, solver runs, driver calls, lookups
+    (services/observed.py)
+    vjob state changes        -> on_vjob: launch SLI, unschedulable VMs
+    violation edges           -> violation_ended (the observability service samples)
+    scrape                    -> _Live.collect: gauges and counters read from the node's
+                                 state at that moment (routing table, codec drops, host,
+                                 VMs by state, partitions led, pending VMs)
+
+Gauges are read at scrape time from the state they describe, never incremented and
+decremented, so they cannot drift: once the VMs are gone and the overload has ended they
+read their idle value. Labels take a few fixed values each (``RESULTS``,
+``OUTCOMES``, ``REASONS``, the codec's drop reasons, ``DomainState``); no VM, vjob or
+namespace name is ever a label. Names follow Prometheus' conventions: ``dvms_`` prefix,
+base units (seconds, bytes, cores) in the name, ``_total`` on counters.
+``docs/observability.md`` lists every family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from dvms.hypervisor.base import DomainState
+from dvms.overlay.core import LookupDone, OverlayCore
+from dvms.partition.events import EventDone, EventStarted, PartitionReleased, PlanApplied
+from dvms.runtime.capabilities import PartitionStatus
+from dvms.runtime.services.monitor import HostMonitor
+from dvms.runtime.services.observed import DriverCallDone, SolverRan
+from dvms.runtime.services.partition_log import PartitionLog
+from dvms.wire.envelope import WireCodec
+
+__all__ = ["EVENT_KINDS", "OUTCOMES", "NodeMetrics", "outcome_label", "reason_label"]
+
+# No ``*_created`` series: they double the exposition and no dashboard reads them.
+disable_created_metrics()
+
+MIB = 1024 * 1024
+
+#: Buckets, seconds: scheduling and solver runs (ms to a minute).
+FAST_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Buckets, seconds: partitions, migrations, violations, vjob launches (100 ms to 10 min).
+SLOW_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+#: Buckets: partition sizes (nodes) and lookup hops.
+SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
+
+#: DVMS event kinds (``EventStarted.kind``).
+EVENT_KINDS = ("launch", "overload", "underload")
+
+#: A partition's end (``PartitionReleased.reason``) as a label: first matching prefix.
+OUTCOMES = (
+    ("solved", "solved"),
+    ("actions failed", "actions_failed"),
+    ("lease expired", "lease_expired"),
+    ("merged into", "merged"),
+    ("initiator", "initiator_lost"),
+    ("two laps", "no_solution"),
+    ("node shutting down", "shutdown"),
+)
+
+#: Why a launch was refused (``EventDone.reason``, vjob reasons) as a label: the first
+#: entry whose text occurs in the reason; "other" if none does.
+REASONS = (
+    ("VM name already in use", "name_taken"),
+    ("two laps", "no_solution"),
+    ("no relief plan", "no_solution"),
+    ("no solution", "no_solution"),
+    ("rejected by the checker", "checker"),
+    ("solver error", "solver_error"),
+    ("member", "member_lost"),
+    ("initiator", "member_lost"),
+    ("actions failed", "actions_failed"),
+    ("shutting down", "shutdown"),
+    ("unreadable", "bad_vjob"),
+)
+
+
+def outcome_label(reason: str) -> str:
+    for prefix, label in OUTCOMES:
+        if reason.startswith(prefix):
+            return label
+    return "other"
+
+
+def reason_label(reason: str) -> str:
+    for text, label in REASONS:
+        if text in reason:
+            return label
+    return "other"
+
+
+class NodeMetrics:
+    """The metric families of one node, in their own registry (``exposition`` renders
+    it). ``vjob_pending`` and ``leading`` are read at each scrape."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        overlay: OverlayCore,
+        codec: WireCodec,
+        partition: PartitionStatus,
+        partitions: PartitionLog,
+        monitor: HostMonitor,
+        pending_vms: Callable[[], int] = lambda: 0,
+        loop_lag: Callable[[], float] = lambda: 0.0,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.partitions = partitions
+        r = self.registry
+        # scheduling (kube-scheduler's names)
+        self.attempts = Counter(
+            "dvms_schedule_attempts", "Launch events this node originated, by result "
+            "(scheduled, unschedulable).", ["result"], registry=r,
+        )  # fmt: skip
+        self.attempt_s = Histogram(
+            "dvms_scheduling_attempt_duration_seconds", "From a launch event's start to "
+            "its end at its origin.", ["result"], buckets=FAST_S, registry=r,
+        )  # fmt: skip
+        self.unschedulable = Counter(
+            "dvms_unschedulable_vms", "VMs of vjobs refused, by the rule that refused "
+            "them.", ["reason"], registry=r,
+        )  # fmt: skip
+        self.vjob_launch_s = Histogram(
+            "dvms_vjob_launch_duration_seconds", "Vjob launch SLI: from submit to every "
+            "VM running (vjobs owned by this node).", buckets=SLOW_S, registry=r,
+        )  # fmt: skip
+        # DVMS / VMPlaceS
+        self.events = Counter(
+            "dvms_events", "DVMS events this node raised, by type (launch, overload, "
+            "underload).", ["type"], registry=r,
+        )  # fmt: skip
+        self.events_done = Counter(
+            "dvms_events_done", "DVMS events this node raised that ended, by type and "
+            "result (solved, failed).", ["type", "result"], registry=r,
+        )  # fmt: skip
+        self.violation_s = Histogram(
+            "dvms_violation_duration_seconds", "How long each overload of this host "
+            "lasted (the VMPlaceS violation time).", buckets=SLOW_S, registry=r,
+        )  # fmt: skip
+        self.partition_size = Histogram(
+            "dvms_partition_size", "Members of each partition this node led at its end.",
+            buckets=SIZES, registry=r,
+        )  # fmt: skip
+        self.partition_s = Histogram(
+            "dvms_partition_lifetime_seconds", "From a partition's start (as this node "
+            "saw it) to its end, partitions this node led at their end.",
+            buckets=SLOW_S, registry=r,
+        )  # fmt: skip
+        self.outcomes = Counter(
+            "dvms_partition_outcome", "Partitions this node led at their end, by outcome.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
+        self.solver_s = Histogram(
+            "dvms_solver_duration_seconds", "Solver runs of partitions this node led.",
+            ["result"], buckets=FAST_S, registry=r,
+        )  # fmt: skip
+        self.plan_actions = Counter(
+            "dvms_plan_actions", "Actions of plans this node applied as leader, by result.",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.migrations = Counter(
+            "dvms_migrations", "Migrations from this host, by result (ok, failed).",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.migration_s = Histogram(
+            "dvms_migration_duration_seconds", "Migrations from this host, call to result.",
+            buckets=SLOW_S, registry=r,
+        )  # fmt: skip
+        self.boots = Counter(
+            "dvms_vm_boots", "VMs created on this host by partition plans, by result.",
+            ["result"], registry=r,
+        )  # fmt: skip
+        # overlay (memberlist / serf-like)
+        self.lookup_s = Histogram(
+            "dvms_overlay_lookup_duration_seconds", "Kademlia lookups, start to end.",
+            buckets=FAST_S, registry=r,
+        )  # fmt: skip
+        self.lookup_hops = Histogram(
+            "dvms_overlay_lookup_hops", "Kademlia lookups: hops to the result.",
+            buckets=SIZES, registry=r,
+        )  # fmt: skip
+        # every label value a family can take is there from the start, at 0
+        for result in ("ok", "failed"):
+            for family in (self.migrations, self.boots, self.plan_actions):
+                family.labels(result)
+        for result in ("scheduled", "unschedulable"):
+            self.attempts.labels(result)
+        for kind in EVENT_KINDS:
+            self.events.labels(kind)
+        r.register(
+            _Live(
+                name=name,
+                overlay=overlay,
+                codec=codec,
+                partition=partition,
+                partitions=partitions,
+                monitor=monitor,
+                pending_vms=pending_vms,
+                loop_lag=loop_lag,
+            )
+        )
+        self._on: dict[type, Callable[[Any], None]] = {
+            EventStarted: self._started,
+            EventDone: self._done,
+            PartitionReleased: self._released,
+            PlanApplied: self._plan,
+            SolverRan: self._solver,
+            DriverCallDone: self._driver,
+            LookupDone: self._lookup,
+        }
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format (version 0.0.4)."""
+        return generate_latest(self.registry)
+
+    # -- observations ------------------------------------------------------------------
+
+    def on_event(self, event: object) -> None:
+        on = self._on.get(type(event))
+        if on is not None:
+            on(event)
+
+    def on_vjob(self, record: dict[str, Any]) -> None:
+        state = record.get("state")
+        if state == "done":
+            took = float(record.get("updated", 0.0)) - float(record.get("submitted", 0.0))
+            self.vjob_launch_s.observe(max(0.0, took))
+        elif state == "failed":
+            reason = reason_label(str(record.get("reason", "")))
+            self.unschedulable.labels(reason).inc(int(record.get("vms", 0)))
+
+    def violation_ended(self, duration_s: float) -> None:
+        self.violation_s.observe(duration_s)
+
+    def _started(self, e: EventStarted) -> None:
+        if e.kind in EVENT_KINDS:
+            self.events.labels(e.kind).inc()
+
+    def _done(self, e: EventDone) -> None:
+        if e.kind in EVENT_KINDS:
+            self.events_done.labels(e.kind, "solved" if e.ok else "failed").inc()
+        if e.kind == "launch":
+            result = "scheduled" if e.ok else "unschedulable"
+            self.attempts.labels(result).inc()
+            self.attempt_s.labels(result).observe(max(0.0, e.finished - e.started))
+
+    def _released(self, e: PartitionReleased) -> None:
+        rec = self.partitions.get(e.pid)
+        if rec is None or rec.role != "leader":
+            return  # counted once, by the node leading it at its end
+        self.outcomes.labels(outcome_label(e.reason)).inc()
+        self.partition_size.observe(len(rec.members))
+        if rec.ended is not None:
+            self.partition_s.observe(max(0.0, rec.ended - rec.started))
+
+    def _plan(self, e: PlanApplied) -> None:
+        self.plan_actions.labels("ok").inc(e.actions - e.failed)
+        self.plan_actions.labels("failed").inc(e.failed)
+
+    def _solver(self, e: SolverRan) -> None:
+        self.solver_s.labels("solved" if e.ok else "failed").observe(e.duration_s)
+
+    def _driver(self, e: DriverCallDone) -> None:
+        result = "ok" if e.ok else "failed"
+        if e.call == "migrate":
+            self.migrations.labels(result).inc()
+            self.migration_s.observe(e.duration_s)
+        else:
+            self.boots.labels(result).inc()
+
+    def _lookup(self, e: LookupDone) -> None:
+        res = e.result
+        self.lookup_s.observe(max(0.0, res.finished - res.started))
+        self.lookup_hops.observe(res.hops)
+
+
+class _Live(Collector):
+    """Families read from the node's state at each scrape."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        overlay: OverlayCore,
+        codec: WireCodec,
+        partition: PartitionStatus,
+        partitions: PartitionLog,
+        monitor: HostMonitor,
+        pending_vms: Callable[[], int],
+        loop_lag: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.overlay = overlay
+        self.codec = codec
+        self.partition = partition
+        self.partitions = partitions
+        self.monitor = monitor
+        self.pending_vms = pending_vms
+        self.loop_lag = loop_lag
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._node()
+        yield from self._scheduling()
+        yield from self._overlay()
+        yield from self._host()
+
+    def _node(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily("dvms_node_info", "This node (value 1).", labels=["node"])
+        info.add_metric([self.name], 1.0)
+        yield info
+        yield GaugeMetricFamily(
+            "dvms_event_loop_lag_seconds",
+            "How late the node's event loop last woke a periodic task.",
+            value=self.loop_lag(),
+        )
+
+    def _scheduling(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "dvms_pending_vms", "VMs of vjobs this node is placing now.", value=self.pending_vms()
+        )
+        yield GaugeMetricFamily(
+            "dvms_violation_active",
+            "1 while this host is overloaded (demand above capacity), else 0.",
+            value=1.0 if self.partition.overloaded() else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "dvms_partitions_active", "Partitions in flight that this node leads.",
+            value=self.partitions.leading(),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "dvms_partition_member", "1 while this node is in a partition, else 0.",
+            value=1.0 if self.partition.busy() else 0.0,
+        )  # fmt: skip
+
+    def _overlay(self) -> Iterable[Metric]:
+        core = self.overlay
+        stats = core.stats
+        yield GaugeMetricFamily(
+            "dvms_overlay_joined", "1 once the node joined the overlay.",
+            value=1.0 if core.joined else 0.0,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "dvms_overlay_routing_table_peers", "Peers in the Kademlia routing table.",
+            value=len(core.table),
+        )  # fmt: skip
+        rpcs = CounterMetricFamily(
+            "dvms_overlay_rpcs", "Overlay RPCs: sent, retransmitted, failed (every attempt "
+            "timed out).", labels=["result"],
+        )  # fmt: skip
+        for label, key in (
+            ("sent", "rpc"),
+            ("retransmitted", "retransmit"),
+            ("failed", "rpc_failed"),
+        ):
+            rpcs.add_metric([label], stats.get(key, 0))
+        yield rpcs
+        lookups = CounterMetricFamily(
+            "dvms_overlay_lookups", "Kademlia lookups started, by kind.", labels=["kind"]
+        )
+        for key, n in sorted(stats.items()):
+            if key.startswith("lookup_"):
+                lookups.add_metric([key.removeprefix("lookup_")], n)
+        yield lookups
+        coord = core.coordinate()
+        yield GaugeMetricFamily(
+            "dvms_vivaldi_error_estimate", "The Vivaldi coordinate's own error estimate "
+            "(relative).", value=coord.error if coord is not None else 0.0,
+        )  # fmt: skip
+        rejected = CounterMetricFamily(
+            "dvms_vivaldi_rejected", "Vivaldi samples refused, by reason.", labels=["reason"]
+        )
+        updates = CounterMetricFamily("dvms_vivaldi_updates", "Vivaldi coordinate updates.")
+        viv = core.vivaldi
+        if viv is not None:
+            vs = viv.stats
+            rejected.add_metric(["rtt"], vs.rejected_rtt)
+            rejected.add_metric(["dimension"], vs.rejected_dimension)
+            rejected.add_metric(["coordinate"], vs.rejected_coordinate)
+            updates.add_metric([], vs.updates)
+        yield rejected
+        yield updates
+        dropped = CounterMetricFamily(
+            "dvms_wire_dropped", "Datagrams dropped by the wire codec, by reason.",
+            labels=["reason"],
+        )  # fmt: skip
+        for reason, n in sorted(self.codec.drops.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield CounterMetricFamily(
+            "dvms_wire_accepted", "Datagrams the wire codec accepted.", value=self.codec.accepted
+        )
+
+    def _host(self) -> Iterable[Metric]:
+        m = self.monitor
+        state = m.state()
+        running = state.vms if state is not None else ()
+        yield GaugeMetricFamily("dvms_host_cpu_capacity_cores", "CPUs of this host.", value=m.cpus)
+        yield GaugeMetricFamily(
+            "dvms_host_memory_capacity_bytes", "Memory of this host.", value=m.memory_mib * MIB
+        )
+        yield GaugeMetricFamily(
+            "dvms_host_cpu_committed_cores", "vCPUs of the VMs running on this host.",
+            value=sum(v.vcpus for v in running),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "dvms_host_memory_committed_bytes", "Memory of the VMs running on this host.",
+            value=sum(v.memory_mib for v in running) * MIB,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "dvms_host_cpu_demand_cores", "CPU demand of the VMs on this host, as the "
+            "overload check sees it (measured or synthetic).",
+            value=sum(v.cpu_demand for v in running),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "dvms_host_migrations_in_flight", "Live migrations in or out of this host now.",
+            value=m.migrating,
+        )  # fmt: skip
+        by_state = GaugeMetricFamily("dvms_vms", "VMs on this host, by state.", labels=["state"])
+        counts = dict.fromkeys(DomainState, 0)
+        for v in m.vms:
+            counts[v.state] += 1
+        for st, n in counts.items():
+            by_state.add_metric([st.value], n)
+        yield by_state
