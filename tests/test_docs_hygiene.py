@@ -22,7 +22,8 @@ PAGES = sorted(
 CODE = sorted((ROOT / "dvms").rglob("*.py"))
 
 OUTSIDE = re.compile(r"\.\./shared|shared/(?:reference|data)\b|/work/")
-LINK = re.compile(r"https?://(?!dvms\.invalid/)")
+#: A link to a named host outside (not loopback, localhost or a template like {host}).
+LINK = re.compile(r"https?://(?!dvms\.invalid/)[A-Za-z][\w-]*(?:\.[\w-]+)*\.[A-Za-z]{2,}")
 ISSUE = re.compile(r"\b[Ii]ssues?:? ?#?\d+\b|(?<![\w&/(\[#])#\d+(?![\w.-])")
 HISTORY = re.compile(
     r"\b(?:this|last|previous|earlier|next) session\b|\bsession \d+\b|\bwave \d\b", re.I
@@ -85,6 +86,8 @@ def test_results_tables_are_stamped() -> None:
         ("[vjob files](#1-vjob-toml-files)", False),
         ("a VM named #0.41", False),
         ("https://example.org", True),
+        ("http://127.0.0.1:9400/metrics", False),
+        ('f"http://{host}:{port}/metrics"', False),
     ],
 )
 def test_the_rules_catch_what_they_are_for(text: str, bad: bool) -> None:
