@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from dvms.cli import output, plan
+from dvms.cli import output, plan, show
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table, socket_path
 from dvms.runtime.client import ControlError, call, submit_body
@@ -130,6 +130,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("--namespace", help="every VM of this namespace, from the hosts")
     info.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     info.set_defaults(func=vm_info)
+    vshow = vsub.add_parser(
+        "show",
+        help="one VM: where it runs, its size and recent events",
+        description="Describe one VM (kubectl describe-like), found on whichever host "
+        "runs it: namespace, state, host, size, and the newest events about it from "
+        "every node (created, migrated...).",
+    )
+    vshow.add_argument("name", metavar="NAME", help="the VM's name")
+    vshow.add_argument("--namespace", help="the VM's namespace, when its name is in several")
+    vshow.set_defaults(func=lambda args: show.vm_show(args))
     kill = vsub.add_parser(
         "kill",
         help="minimega: vm kill TARGET (QUIT); --all: destroy VMs of any namespace",
@@ -201,8 +211,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     _timeout_flag(sc, SUBMIT_TIMEOUT_S, f"wait this long per command ({SUBMIT_TIMEOUT_S:g})")
     sc.set_defaults(func=script)
 
-    host = sub.add_parser("host", help="every host: size and load", description="List hosts.")
+    host = sub.add_parser(
+        "host",
+        help="every host: size and load; host show NAME: one host described",
+        description="List the hosts of every node that answers, with their size and what "
+        "their VMs commit; `host show NAME` describes one: its VMs and recent events.",
+    )
     host.set_defaults(func=host_cmd)
+    hsub = host.add_subparsers(dest="host_command", metavar="COMMAND")
+    hshow = hsub.add_parser(
+        "show",
+        help="one host: size, VMs and recent events",
+        description="Describe one host (kubectl describe-like): its size and load, the "
+        "VMs it runs, and the newest events any node recorded on it.",
+    )
+    hshow.add_argument("name", metavar="HOST", help="the host's name")
+    hshow.set_defaults(func=lambda args: show.host_show(args))
     parts = sub.add_parser(
         "partitions",
         help="partitions in flight and recent",

@@ -88,6 +88,8 @@ def test_every_command_prints_one_object_with_iso_times(tmp_path: Path) -> None:
         "vjob show": ["vjob", "show", "shape"],
         "vjob validate": ["vjob", "validate", "v.toml"],
         "vm info": ["vm", "info", "--all"],
+        "vm show": ["vm", "show", "j1", "--namespace", "shape"],
+        "host show": ["host", "show", "node2"],
         "vm config": ["namespace", "shape", "vm", "config", "vcpus", "1"],  # via namespace
         "vm launch": ["vm", "launch", "kvm", "m1"],
         "vm start": ["vm", "start", "m1"],

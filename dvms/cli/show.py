@@ -1,0 +1,117 @@
+"""``dvms vm show NAME`` and ``dvms host show NAME``: one VM or one host described, with
+its recent events, like ``kubectl describe``. Gathered from every node (the VM table,
+the hosts and every node's event stream)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dvms.cli.main import UserError
+from dvms.cli.node import for_people, socket_path
+from dvms.cli.output import emit, iso
+from dvms.runtime.client import ControlError, call
+
+#: How many of the newest events a description shows.
+RECENT_EVENTS = 10
+#: How long the gathering waits for the cluster, seconds.
+GATHER_TIMEOUT_S = 30.0
+
+
+def _call(args: argparse.Namespace, cmd: str, body: dict[str, Any]) -> Any:
+    try:
+        return call(socket_path(args), cmd, body, timeout=GATHER_TIMEOUT_S)
+    except ControlError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _events(args: argparse.Namespace, keep: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """The newest events of every node for which ``keep(event)`` holds, oldest first."""
+    res = _call(args, "events", {"all": True})
+    rows = sorted((e for e in res["events"] if keep(e)), key=lambda e: e["ts"])
+    # one time per event (seconds here; ISO-8601 in --json and on screen)
+    shown = [{**{k: v for k, v in e.items() if k != "time"}} for e in rows[-RECENT_EVENTS:]]
+    return shown, list(res.get("unreachable", []))
+
+
+def vm_show(args: argparse.Namespace) -> int:
+    found = _call(args, "vm_info", {"namespace": args.namespace})
+    matches = [v for v in found["vms"] if v["name"] == args.name]
+    if not matches:
+        where = f" in namespace {args.namespace}" if args.namespace else ""
+        raise UserError(f"no VM {args.name}{where} on any host that answered")
+    if len(matches) > 1:
+        spaces = ", ".join(sorted(v["namespace"] or "-" for v in matches))
+        raise UserError(f"VM {args.name} is in several namespaces ({spaces}): add --namespace")
+    vm = matches[0]
+    subjects = {vm["name"], f"{vm['namespace']}/{vm['name']}"}
+    events, silent = _events(args, lambda e: e["subject"] in subjects)
+    doc = {
+        "vm": vm,
+        "events": events,
+        "unreachable": sorted(set(found["unreachable"]) | set(silent)),
+    }
+    if args.json:
+        emit(_json_doc(doc))
+        return 0
+    _describe(vm, ("name", "namespace", "state", "host", "vcpus", "memory"))
+    _print_events(events)
+    _print_unreachable(doc["unreachable"])
+    return 0
+
+
+def host_show(args: argparse.Namespace) -> int:
+    hosts = _call(args, "host", {})
+    host = next((h for h in hosts["hosts"] if h["name"] == args.name), None)
+    if host is None:
+        known = ", ".join(sorted(h["name"] for h in hosts["hosts"])) or "none"
+        raise UserError(f"no host {args.name} among those that answered (hosts: {known})")
+    vms = [v for v in _call(args, "vm_info", {})["vms"] if v["host"] == args.name]
+    events, silent = _events(args, lambda e: e["host"] == args.name)
+    doc = {"host": host, "vms": vms, "events": events,
+           "unreachable": sorted(set(hosts["unreachable"]) | set(silent))}  # fmt: skip
+    if args.json:
+        emit(_json_doc(doc))
+        return 0
+    _describe(host, ("name", "cpus", "memory", "vcpus", "memused", "vms", "uri"))
+    print("VMs:")
+    for v in sorted(vms, key=lambda v: (v["namespace"], v["name"])):
+        ns = v["namespace"] or "-"
+        print(f"  {v['name']:<20} {ns:<12} {v['state']:<10} {v['vcpus']} vCPU {v['memory']} MiB")
+    if not vms:
+        print("  -")
+    _print_events(events)
+    _print_unreachable(doc["unreachable"])
+    return 0
+
+
+#: Field labels of a description.
+LABELS = {
+    "name": "Name", "namespace": "Namespace", "state": "State", "host": "Host",
+    "vcpus": "vCPUs", "memory": "Memory (MiB)", "cpus": "CPUs", "memused": "Memory used (MiB)",
+    "vms": "VMs", "uri": "Hypervisor",
+}  # fmt: skip
+
+
+def _json_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """Events carry their time once, under ``time`` (``emit`` writes it ISO-8601)."""
+    events = [{**{k: v for k, v in e.items() if k != "ts"}, "time": e["ts"]} for e in doc["events"]]
+    return {**doc, "events": events}
+
+
+def _describe(row: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        print(f"{LABELS.get(key, key) + ':':<19} {for_people(row.get(key))}")
+
+
+def _print_events(events: list[dict[str, Any]]) -> None:
+    print(f"Events (newest {RECENT_EVENTS}, all nodes):")
+    for e in events:
+        print(f"  {iso(e['ts'])}  {e['host']:<10} {e['type']:<14} {e['message']}")
+    if not events:
+        print("  -")
+
+
+def _print_unreachable(names: list[str]) -> None:
+    if names:
+        print(f"(no answer from: {', '.join(names)})")
