@@ -48,6 +48,15 @@ class _Replay:
                 for key in k.vms:
                     old = self.wanted.get((key, k.resource), 0)
                     self.wanted[(key, k.resource)] = max(old, k.amount)
+        # the tightest coschedule limit of each VM (its field, then constraints):
+        # VMs allowed on its host, itself included
+        self.coschedule: dict[str, int] = {
+            key: vm.coschedule + 1 for key, vm in self.vms.items() if vm.coschedule >= 0
+        }
+        for k in self.constraints:
+            if isinstance(k, c.Coschedule):
+                for key in k.vms:
+                    self.coschedule[key] = min(self.coschedule.get(key, k.amount + 1), k.amount + 1)
         # allocation of every VM (current consumption until an action changes it)
         self.alloc = {
             key: {r: vm.demand(r) for r in self.resources} for key, vm in self.vms.items()
@@ -81,14 +90,7 @@ class _Replay:
                     out.append(f"{when}: {r} on {host} is {total} > {h.limit(r, self.config)}")
             if counts is not None and host not in counts:
                 continue
-            limits = [self.vms[k].coschedule + 1 for k, _ in items if self.vms[k].coschedule >= 0]
-            limits += [
-                k.amount + 1
-                for k in self.constraints
-                if isinstance(k, c.Coschedule)
-                for key, _ in items
-                if key in k.vms
-            ]
+            limits = [self.coschedule[key] for key, _ in items if key in self.coschedule]
             if limits and len({k for k, _ in items}) > min(limits):
                 out.append(
                     f"{when}: too many VMs scheduled on {host} for coschedule "
@@ -212,6 +214,10 @@ def _rule_sets(
         for key in k.vms:
             if bool(on.get(key)) != (k.kind == "running"):
                 return f"{key} does not end {k.kind}"
+    elif isinstance(k, c.Offline):
+        for host in sorted(k.hosts):
+            if present.get(host):
+                return f"{host} still runs {present[host][0][0]}"
     return None
 
 

@@ -14,6 +14,7 @@ by name. Semantics (BtrPlace §1.3, minimega §2):
   ``RunningCapacity``: number of running VMs on ``hosts`` <= ``amount``.
 - ``Preserve``: the VM is allocated at least ``amount`` of ``resource`` at the end.
 - ``Running``/``Ready``: forced final state.
+- ``Offline``: no VM runs on ``hosts`` at the end (they are emptied to be switched off).
 - ``Schedule`` (pin), ``Coschedule`` (at most ``amount`` other VMs on the VM's host),
   ``Colocate`` (``vm`` shares ``target``'s host): minimega.
 - ``Prefer``: soft spread / gather / fence, scored, never enforced.
@@ -36,6 +37,7 @@ __all__ = [
     "Fence",
     "Gather",
     "Lonely",
+    "Offline",
     "Prefer",
     "Preserve",
     "Ready",
@@ -151,6 +153,15 @@ class Ready:
 
 
 @dataclass(frozen=True, slots=True)
+class Offline:
+    """No VM runs on ``hosts`` at the end (BtrPlace ``offline``): their VMs leave."""
+
+    hosts: frozenset[str]
+    continuous: bool = False
+    kind = "offline"
+
+
+@dataclass(frozen=True, slots=True)
 class Schedule:
     vm: str
     host: str
@@ -200,6 +211,7 @@ Constraint = (
     | Preserve
     | Running
     | Ready
+    | Offline
     | Schedule
     | Coschedule
     | Colocate

@@ -86,7 +86,11 @@ class StaticFilter(Filter):
         return None
 
     def misplaced(self) -> set[int]:
-        assign = self.ws.assign
+        ws = self.ws
+        if self.allowed is None and len(self.banned) * 4 < len(self.members):
+            # a wide ban: look at the few banned hosts, not at every member
+            return {v for h in self.banned for v in ws.host_vms[h] if v in self.members}
+        assign = ws.assign
         return {v for v in self.members if assign[v] != -1 and self.check(v, assign[v])}
 
 
@@ -150,9 +154,10 @@ class GatherFilter(_Counting):
 class AmongFilter(_Counting):
     """All members inside one host group."""
 
-    def __init__(self, ws: Workspace, members: Iterable[int], groups: list[frozenset[int]]) -> None:
+    def __init__(self, ws: Workspace, members: Iterable[int], group_of: dict[int, int]) -> None:
         super().__init__(ws, "among", members)
-        self.group_of = {h: g for g, hosts in enumerate(groups) for h in hosts}
+        #: host -> group number (shared between filters: never mutated)
+        self.group_of = group_of
         self.used: Counter[int] = Counter()
 
     def place(self, v: int, h: int) -> None:

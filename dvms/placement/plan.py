@@ -117,6 +117,7 @@ class _Scheduler:
             if h != -1:
                 self._add(h, self.ws.cur[v], +1)
                 self.present[h].add(v)
+        self._index_continuous()
         self.pending: list[_Move] = []
         self.running: list[_Move] = []
         self.done: list[_Move] = []
@@ -150,12 +151,24 @@ class _Scheduler:
         row, lim = self.occ[h], self.ws.limits[h]
         return all(row[r] + extra[r] <= lim[r] for r in range(len(row)))
 
-    def _continuous_ok(self, v: int, h: int) -> bool:
+    def _index_continuous(self) -> None:
+        """Continuous spreads by member (thousands of them, a VM is in few); lonely and
+        set capacities concern every VM."""
+        self.spreads: list[list[SpreadFilter]] = [[] for _ in self.ws.vms]
+        self.everyone: list[LonelyFilter | CapacityOnSet] = []
         for f in self.ws.continuous:
-            if isinstance(f, SpreadFilter) and v in f.members:
-                if any(u in f.members and u != v for u in self.present[h]):
-                    return False
-            elif isinstance(f, LonelyFilter):
+            if isinstance(f, SpreadFilter):
+                for v in f.members:
+                    self.spreads[v].append(f)
+            elif isinstance(f, LonelyFilter | CapacityOnSet):
+                self.everyone.append(f)
+
+    def _continuous_ok(self, v: int, h: int) -> bool:
+        for s in self.spreads[v]:
+            if any(u in s.members and u != v for u in self.present[h]):
+                return False
+        for f in self.everyone:
+            if isinstance(f, LonelyFilter):
                 mine = v in f.members
                 if any((u in f.members) != mine for u in self.present[h] if u != v):
                     return False

@@ -60,6 +60,7 @@ def _initial(ws: Workspace, states: dict[str, str]) -> list[int]:
 def _freeze_continuous(ws: Workspace) -> None:
     """Continuous gather/among keep what already holds: members running together never
     move; members inside one group stay inside it."""
+    groups: dict[tuple[int, int], frozenset[int]] = {}  # among filters share group maps
     for f in ws.continuous:
         placed = {ws.assign[v] for v in f.members or () if ws.assign[v] != -1}
         if isinstance(f, GatherFilter) and len(placed) == 1:
@@ -68,7 +69,10 @@ def _freeze_continuous(ws: Workspace) -> None:
                     ws.movable[v] = False
         if isinstance(f, AmongFilter) and f.used:
             group = next(iter(f.used))
-            hosts = frozenset(h for h, g in f.group_of.items() if g == group)
+            hosts = groups.get((id(f.group_of), group))
+            if hosts is None:
+                hosts = frozenset(h for h, g in f.group_of.items() if g == group)
+                groups[(id(f.group_of), group)] = hosts
             keys = [ws.vms[v].key for v in sorted(f.members or ())]
             ws.add_static("among", keys, allowed=hosts)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dvms.placement.explain import Refusal
@@ -84,10 +84,11 @@ class Placer:
                 return None
             return min(ok, key=lambda h: (ws.keys[h][0], -self._score(unit, h), ws.keys[h]))
         allowed = ws.allowed[unit[0]]
+        hosts: Iterable[int]
         if allowed is not None and len(allowed) * 8 < len(ws.order):
             hosts = sorted((h for h in allowed if ws.online[h]), key=lambda h: ws.keys[h])
         else:
-            hosts = [h for _, h in ws.order]
+            hosts = (h for _, h in ws.order)  # nothing moves while we look
         away = self.departing  # arrive where nobody has to leave first: fewer waits, no cycles
         for h in hosts:
             if h not in away and ws.try_unit(unit, h, keep=False) is None:
@@ -221,10 +222,12 @@ class Placer:
         """Hosts no constraint names: empty ones with equal limits are interchangeable."""
         ws = self.ws
         named: set[int] = set()
+        seen: set[int] = set()  # among filters share their host -> group maps
         for f in ws.filters:
             if isinstance(f, StaticFilter):
                 named |= f.banned | (f.allowed or frozenset())
-            elif isinstance(f, AmongFilter):
+            elif isinstance(f, AmongFilter) and id(f.group_of) not in seen:
+                seen.add(id(f.group_of))
                 named |= set(f.group_of)
             elif isinstance(f, CapacityOnSet):
                 named |= f.hosts

@@ -113,6 +113,9 @@ class Workspace:
         #: filters of continuous constraints (checked at every step of a plan)
         self.continuous: list[Filter] = []
         self.prefer: list[list[c.Prefer]] = [[] for _ in self.vms]
+        #: online hosts an ``offline`` constraint empties (``online`` is False for them)
+        self.closing: set[int] = set()
+        self._group_maps: dict[tuple[frozenset[str], ...], dict[int, int]] = {}
 
     # -- construction -------------------------------------------------------------------
 
@@ -164,8 +167,11 @@ class Workspace:
         elif isinstance(k, c.Colocate):
             self._filter(GatherFilter(self, "colocate", (self.vm(k.vm), self.vm(k.target))))
         elif isinstance(k, c.Among):
-            groups = [self._hosts(g) for g in k.groups]
-            self._filter(AmongFilter(self, map(self.vm, k.vms), groups))
+            self._filter(AmongFilter(self, map(self.vm, k.vms), self._groups(k.groups)))
+        elif isinstance(k, c.Offline):
+            for h in self._hosts(k.hosts):
+                self.online[h] = False  # in the target: its VMs are misplaced, none arrive
+                self.closing.add(h)
         elif isinstance(k, c.Lonely):
             self._filter(LonelyFilter(self, map(self.vm, k.vms)))
         elif isinstance(k, c.Split):
@@ -186,6 +192,15 @@ class Workspace:
             for key in k.vms:
                 self.prefer[self.vm(key)].append(k)
         # Running / Ready only set target states: the solvers read them.
+
+    def _groups(self, groups: tuple[frozenset[str], ...]) -> dict[int, int]:
+        """Host index -> group number; shared by every among over the same groups (a
+        datacenter has ~20 racks and thousands of among constraints over them)."""
+        found = self._group_maps.get(groups)
+        if found is None:
+            found = {h: g for g, names in enumerate(groups) for h in self._hosts(names)}
+            self._group_maps[groups] = found
+        return found
 
     def _preserve(self, k: c.Preserve) -> None:
         r = self.r_index.get(k.resource)
@@ -208,13 +223,19 @@ class Workspace:
         f = StaticFilter(self, rule, members, allowed=allowed, banned=banned)
         self.filters.append(f)
         every = frozenset(range(len(self.hosts)))
+        # VMs with the same allowed set before share the one after: a ban of thousands
+        # of VMs computes one set, not one per VM
+        after: dict[int, frozenset[int]] = {}
         for v in members:
             self.statics[v].append(f)
             before = self.allowed[v]
-            cur = before if before is not None else every
-            if allowed is not None:
-                cur = cur & allowed
-            self.allowed[v] = cur - banned
+            cur = after.get(id(before))
+            if cur is None:
+                cur = before if before is not None else every
+                if allowed is not None:
+                    cur = cur & allowed
+                cur = after[id(before)] = cur - banned
+            self.allowed[v] = cur
 
     def _filter(self, f: Filter) -> None:
         self.filters.append(f)
@@ -285,6 +306,8 @@ class Workspace:
     def first_failure(self, v: int, h: int) -> Failure | None:
         """The first rule refusing ``v`` on ``h`` in the current state, or None."""
         if not self.online[h]:
+            if h in self.closing:
+                return ("offline", "host must go offline")
             return ("offline", "host is offline")
         allowed = self.allowed[v]
         if allowed is not None and h not in allowed:

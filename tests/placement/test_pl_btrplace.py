@@ -172,3 +172,24 @@ def test_split_keeps_parts_apart():
     assert check_plan(inst.snapshot, inst.constraints, [], CFG) != []
     with pytest.raises(PlacementError, match="parts overlap"):
         parse_instance(_doc([{"id": "split", "parts": [[0], [0, 1]]}]))
+
+
+def test_offline_node_is_emptied_and_checked():
+    doc = _doc([{"id": "offline", "node": 0}, {"id": "offline", "node": 0}])
+    doc["model"]["mapping"]["onlineNodes"]["2"] = {"runningVMs": [], "sleepingVMs": []}
+    inst = parse_instance(doc)
+    assert inst.constraints == (c.Offline(frozenset({"0"})),) * 2
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "solved" and plan.migrations == 1
+    assert plan.placement["0"] != "0" and plan.placement["1"] == "1"
+    assert check_plan(inst.snapshot, inst.constraints, plan.actions, CFG) == []
+    assert any(
+        "offline 0 still runs 0" in p for p in check_plan(inst.snapshot, inst.constraints, [], CFG)
+    )
+
+
+def test_offline_node_with_a_root_vm_is_infeasible():
+    doc = _doc([{"id": "offline", "node": 0}, {"id": "root", "vm": 0}])
+    inst = parse_instance(doc)
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "infeasible" and "offline" in plan.reason
