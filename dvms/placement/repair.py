@@ -53,7 +53,8 @@ def _initial(ws: Workspace, states: dict[str, str]) -> list[int]:
         if vm.state == "running" and vm.host is not None:
             origin[v] = ws.h_index[vm.host]
             if states[vm.key] == "running":
-                ws.place(v, origin[v])
+                ws.place(v, origin[v], rekey=False)
+    ws.resort()
     return origin
 
 

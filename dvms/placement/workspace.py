@@ -115,6 +115,7 @@ class Workspace:
         self.prefer: list[list[c.Prefer]] = [[] for _ in self.vms]
         #: online hosts an ``offline`` constraint empties (``online`` is False for them)
         self.closing: set[int] = set()
+        self._every = frozenset(range(nh))
         self._group_maps: dict[tuple[frozenset[str], ...], dict[int, int]] = {}
 
     # -- construction -------------------------------------------------------------------
@@ -222,7 +223,7 @@ class Workspace:
         members = [self.vm(k) for k in keys]
         f = StaticFilter(self, rule, members, allowed=allowed, banned=banned)
         self.filters.append(f)
-        every = frozenset(range(len(self.hosts)))
+        every = self._every
         # VMs with the same allowed set before share the one after: a ban of thousands
         # of VMs computes one set, not one per VM
         after: dict[int, frozenset[int]] = {}
@@ -267,7 +268,14 @@ class Workspace:
         hist = self.cos_hist[h]
         return min(hist) if hist else -1
 
-    def place(self, v: int, h: int) -> None:
+    def resort(self) -> None:
+        """Rebuild the load order after ``place(..., rekey=False)`` calls."""
+        self.keys = [self._key(h) for h in range(len(self.hosts))]
+        self.order = sorted((self.keys[h], h) for h in range(len(self.hosts)) if self.online[h])
+
+    def place(self, v: int, h: int, *, rekey: bool = True) -> None:
+        """Count ``v`` on ``h``; ``rekey=False`` (bulk loading) leaves the load order
+        stale until ``resort()``."""
         self.assign[v] = h
         self.count[h] += 1
         self.host_vms[h].add(v)
@@ -280,7 +288,8 @@ class Workspace:
             f.place(v, h)
         for f in self.global_hooks:
             f.place(v, h)
-        self._rekey(h)
+        if rekey:
+            self._rekey(h)
 
     def remove(self, v: int) -> None:
         h = self.assign[v]
