@@ -6,11 +6,11 @@ view becomes an extra resource: node capacities in ``Host.capacity``, VM consump
 count. Action durations come from the VM attributes (``migrate``, ``boot``...;
 default 1 s, as BtrPlace).
 
-Supported constraint ids: ban, fence, spread, gather, among, lonely, split, root, preserve,
-resourceCapacity, runningCapacity, running, ready, killed (as ready), overbook (a host
-overcommit ratio), quarantine (root + continuous ban), offline (the node is emptied: no
-VM may stay or arrive; switching it off is not a plan action), online (of an online
-node: nothing to do). Anything else is refused by name.
+Supported constraint ids: ban, fence, spread, gather, among, lonely, split, splitAmong,
+root, preserve, resourceCapacity, runningCapacity, running, ready, killed (as ready),
+overbook (a host overcommit ratio), quarantine (root + continuous ban), offline (the
+node is emptied: no VM may stay or arrive; switching it off is not a plan action),
+online (of an online node: nothing to do). Anything else is refused by name.
 """
 
 from __future__ import annotations
@@ -250,6 +250,15 @@ def _constraint(
         if len(seen) != len(set(seen)):
             raise PlacementError(f"{where}: parts overlap")
         return [c.Split(parts, cont)]
+    if kind == "splitAmong":
+        parts = tuple(tuple(_id(v, where) for v in p) for p in _get(item, "vParts", list, where))
+        seen = [v for p in parts for v in p]
+        if len(seen) != len(set(seen)):
+            raise PlacementError(f"{where}: vParts overlap")
+        groups = ctx.groups(_get(item, "pParts", list, where), where)
+        if sum(map(len, groups)) != len(frozenset().union(*groups)):
+            raise PlacementError(f"{where}: pParts overlap")
+        return [c.SplitAmong(parts, groups, cont)]
     if kind in ("running", "ready", "killed"):
         return [c.Running(vms) if kind == "running" else c.Ready(vms)]
     if kind == "preserve":

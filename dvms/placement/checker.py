@@ -199,6 +199,21 @@ def _rule_sets(
             touched = [i for i, part in enumerate(k.parts) if here & set(part)]
             if len(touched) > 1:
                 return f"{host} runs VMs of parts {touched[0]} and {touched[1]}"
+    elif isinstance(k, c.SplitAmong):
+        owner: dict[int, int] = {}
+        for i, part in enumerate(k.parts):
+            used = set()
+            for key in part:
+                for host in on.get(key, ()):
+                    inside = [g for g, hosts in enumerate(k.groups) if host in hosts]
+                    if not inside:
+                        return f"{key} runs on {host}, in none of the groups"
+                    used.add(inside[0])
+            if len(used) > 1:
+                return f"part {i} runs in {len(used)} groups"
+            for g in used:
+                if owner.setdefault(g, i) != i:
+                    return f"parts {owner[g]} and {i} share group {g}"
     elif isinstance(k, c.ResourceCapacity | c.RunningCapacity):
         total = 0
         for host in k.hosts:

@@ -9,6 +9,8 @@ by name. Semantics (BtrPlace §1.3, minimega §2):
 - ``Among``: all running members inside one of ``groups`` (disjoint host sets).
 - ``Lonely``: a running member shares its host only with members.
 - ``Split``: no host runs VMs of two different parts.
+- ``SplitAmong``: each part's running VMs inside one of ``groups``, two parts never
+  in the same group (among per part + split over groups).
 - ``Root``: a running VM never moves (continuous only).
 - ``ResourceCapacity``: summed ``resource`` use on ``hosts`` <= ``amount``;
   ``RunningCapacity``: number of running VMs on ``hosts`` <= ``amount``.
@@ -47,6 +49,7 @@ __all__ = [
     "RunningCapacity",
     "Schedule",
     "Split",
+    "SplitAmong",
     "Spread",
 ]
 
@@ -103,6 +106,17 @@ class Split:
     parts: tuple[tuple[str, ...], ...]
     continuous: bool = False
     kind = "split"
+
+
+@dataclass(frozen=True, slots=True)
+class SplitAmong:
+    """Each of ``parts`` inside one of ``groups`` (disjoint host sets), a different
+    group per part (BtrPlace ``splitAmong``)."""
+
+    parts: tuple[tuple[str, ...], ...]
+    groups: tuple[frozenset[str], ...]
+    continuous: bool = False
+    kind = "splitAmong"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +219,7 @@ Constraint = (
     | Among
     | Lonely
     | Split
+    | SplitAmong
     | Root
     | ResourceCapacity
     | RunningCapacity

@@ -25,6 +25,7 @@ __all__ = [
     "Filter",
     "GatherFilter",
     "LonelyFilter",
+    "SplitAmongFilter",
     "SplitFilter",
     "SpreadFilter",
     "StaticFilter",
@@ -258,6 +259,79 @@ class SplitFilter(Filter):
                 keep = max(here, key=lambda p: (here[p], -p))
                 out.update(v for v in self.ws.vms_on(h) if self.part.get(v, keep) != keep)
         return out
+
+
+class SplitAmongFilter(Filter):
+    """Each part inside one host group, two parts never in the same group."""
+
+    rule = "splitAmong"
+    members: frozenset[int]
+
+    def __init__(self, ws: Workspace, parts: list[list[int]], group_of: dict[int, int]) -> None:
+        self.ws = ws
+        self.part = {v: i for i, vms in enumerate(parts) for v in vms}
+        self.members = frozenset(self.part)
+        #: host -> group number (shared between filters: never mutated)
+        self.group_of = group_of
+        #: per part: placed members per group (-1 = a host in no group)
+        self.used: list[Counter[int]] = [Counter() for _ in parts]
+        #: per group: placed members per part
+        self.owners: dict[int, Counter[int]] = {}
+
+    def place(self, v: int, h: int) -> None:
+        p, g = self.part[v], self.group_of.get(h, -1)
+        self.used[p][g] += 1
+        if g != -1:
+            self.owners.setdefault(g, Counter())[p] += 1
+
+    def remove(self, v: int, h: int) -> None:
+        p, g = self.part[v], self.group_of.get(h, -1)
+        self.used[p][g] -= 1
+        if not self.used[p][g]:
+            del self.used[p][g]
+        if g != -1:
+            here = self.owners[g]
+            here[p] -= 1
+            if not here[p]:
+                del here[p]
+
+    def check(self, v: int, h: int) -> str | None:
+        g = self.group_of.get(h)
+        if g is None:
+            return "splitAmong: host is in none of the groups"
+        p = self.part[v]
+        if any(x != g for x in self.used[p]):
+            return "splitAmong: the other VMs of its part run in another group"
+        if any(q != p for q in self.owners.get(g, ())):
+            return "splitAmong: another part runs in this group"
+        return None
+
+    def violated(self) -> bool:
+        return any(len(u) > 1 or -1 in u for u in self.used) or any(
+            len(o) > 1 for o in self.owners.values()
+        )
+
+    def misplaced(self) -> set[int]:
+        """Parts claim groups, biggest first (a part keeps the group holding most of
+        its VMs among those still free); members elsewhere are misplaced."""
+        if not self.violated():
+            return set()
+        ws = self.ws
+        order = sorted(
+            range(len(self.used)), key=lambda p: (-max(self.used[p].values(), default=0), p)
+        )
+        taken: set[int] = set()
+        keep: dict[int, int] = {}
+        for p in order:
+            free = [g for g in self.used[p] if g != -1 and g not in taken]
+            if free:
+                keep[p] = max(free, key=lambda g: (self.used[p][g], -g))
+                taken.add(keep[p])
+        return {
+            v
+            for v, p in self.part.items()
+            if ws.assign[v] != -1 and self.group_of.get(ws.assign[v], -1) != keep.get(p, -2)
+        }
 
 
 class CapacityOnSet(Filter):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from dvms.placement import constraints as c
 from dvms.placement.config import PlacementConfig
-from dvms.placement.filters import AmongFilter, GatherFilter
+from dvms.placement.filters import AmongFilter, GatherFilter, SplitAmongFilter
 from dvms.placement.model import PlacementError, Snapshot
 from dvms.placement.plan import Plan, PlanError, schedule_plan
 from dvms.placement.search import place_units
@@ -59,8 +59,8 @@ def _initial(ws: Workspace, states: dict[str, str]) -> list[int]:
 
 
 def _freeze_continuous(ws: Workspace) -> None:
-    """Continuous gather/among keep what already holds: members running together never
-    move; members inside one group stay inside it."""
+    """Continuous gather/among/splitAmong keep what already holds: members running
+    together never move; members inside one group stay inside it."""
     groups: dict[tuple[int, int], frozenset[int]] = {}  # among filters share group maps
     for f in ws.continuous:
         placed = {ws.assign[v] for v in f.members or () if ws.assign[v] != -1}
@@ -76,6 +76,17 @@ def _freeze_continuous(ws: Workspace) -> None:
                 groups[(id(f.group_of), group)] = hosts
             keys = [ws.vms[v].key for v in sorted(f.members or ())]
             ws.add_static("among", keys, allowed=hosts)
+        if isinstance(f, SplitAmongFilter):
+            for p, used in enumerate(f.used):
+                if not used:
+                    continue
+                group = next(iter(used))
+                hosts = groups.get((id(f.group_of), group))
+                if hosts is None:
+                    hosts = frozenset(h for h, g in f.group_of.items() if g == group)
+                    groups[(id(f.group_of), group)] = hosts
+                keys = [ws.vms[v].key for v, q in sorted(f.part.items()) if q == p]
+                ws.add_static("splitAmong", keys, allowed=hosts)
 
 
 def _broken_continuous(ws: Workspace) -> str | None:

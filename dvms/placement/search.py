@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dvms.placement.explain import Refusal
-from dvms.placement.filters import AmongFilter, CapacityOnSet, StaticFilter
+from dvms.placement.filters import AmongFilter, CapacityOnSet, SplitAmongFilter, StaticFilter
 from dvms.placement.workspace import Workspace
 
 __all__ = ["SearchOutcome", "place_units"]
@@ -226,7 +226,7 @@ class Placer:
         for f in ws.filters:
             if isinstance(f, StaticFilter):
                 named |= f.banned | (f.allowed or frozenset())
-            elif isinstance(f, AmongFilter) and id(f.group_of) not in seen:
+            elif isinstance(f, AmongFilter | SplitAmongFilter) and id(f.group_of) not in seen:
                 seen.add(id(f.group_of))
                 named |= set(f.group_of)
             elif isinstance(f, CapacityOnSet):

@@ -27,6 +27,7 @@ from dvms.placement.filters import (
     Filter,
     GatherFilter,
     LonelyFilter,
+    SplitAmongFilter,
     SplitFilter,
     SpreadFilter,
     StaticFilter,
@@ -177,6 +178,9 @@ class Workspace:
             self._filter(LonelyFilter(self, map(self.vm, k.vms)))
         elif isinstance(k, c.Split):
             self._filter(SplitFilter(self, [[self.vm(x) for x in part] for part in k.parts]))
+        elif isinstance(k, c.SplitAmong):
+            parts = [[self.vm(x) for x in part] for part in k.parts]
+            self._filter(SplitAmongFilter(self, parts, self._groups(k.groups)))
         elif isinstance(k, c.ResourceCapacity):
             r = self.r_index[k.resource]
             self._filter(CapacityOnSet(self, self._hosts(k.hosts), r, k.amount))

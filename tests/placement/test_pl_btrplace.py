@@ -193,3 +193,44 @@ def test_offline_node_with_a_root_vm_is_infeasible():
     inst = parse_instance(doc)
     plan = solve_repair(inst.snapshot, inst.constraints, CFG)
     assert plan.status == "infeasible" and "offline" in plan.reason
+
+
+def _four_nodes(constraints):
+    doc = _doc(constraints)
+    for n in ("2", "3"):
+        doc["model"]["mapping"]["onlineNodes"][n] = {"runningVMs": [], "sleepingVMs": []}
+    return doc
+
+
+def test_split_among_puts_each_part_in_its_own_group():
+    among = {"id": "splitAmong", "vParts": [[0], [1]], "pParts": [[0, 1], [2, 3]]}
+    inst = parse_instance(_four_nodes([among]))
+    groups = (frozenset({"0", "1"}), frozenset({"2", "3"}))
+    assert inst.constraints == (c.SplitAmong((("0",), ("1",)), groups),)
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "solved" and plan.migrations == 1
+    assert {plan.placement["0"] in groups[0], plan.placement["1"] in groups[0]} == {True, False}
+    assert check_plan(inst.snapshot, inst.constraints, plan.actions, CFG) == []
+    assert any("share group" in p for p in check_plan(inst.snapshot, inst.constraints, [], CFG))
+
+
+def test_continuous_split_among_keeps_parts_in_their_groups():
+    among = {"id": "splitAmong", "vParts": [[0], [1]], "pParts": [[0, 2], [1, 3]],
+             "continuous": True}  # fmt: skip
+    ban = {"id": "ban", "vm": 0, "nodes": [0]}
+    inst = parse_instance(_four_nodes([among, ban]))
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "solved" and plan.placement["0"] == "2"
+    assert check_plan(inst.snapshot, inst.constraints, plan.actions, CFG) == []
+    trapped = parse_instance(_four_nodes([among, {**ban, "nodes": [0, 2]}]))
+    assert solve_repair(trapped.snapshot, trapped.constraints, CFG).status == "infeasible"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("vParts", [[0], [0, 1]], "vParts overlap"), ("pParts", [[0, 1], [1]], "pParts overlap")],
+)
+def test_split_among_refuses_overlaps(field, value, message):
+    among = {"id": "splitAmong", "vParts": [[0], [1]], "pParts": [[0], [1]], field: value}
+    with pytest.raises(PlacementError, match=message):
+        parse_instance(_doc([among]))
