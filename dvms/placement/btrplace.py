@@ -8,6 +8,7 @@ default 1 s, as BtrPlace).
 
 Supported constraint ids: ban, fence, spread, gather, among, lonely, split, splitAmong,
 root, preserve, resourceCapacity, runningCapacity, running, ready, killed (as ready),
+sleeping (a running VM is suspended on its host),
 overbook (a host overcommit ratio), quarantine (root + continuous ban), offline (the
 node is emptied: no VM may stay or arrive; switching it off is not a plan action),
 online (of an online node: nothing to do). Anything else is refused by name.
@@ -28,7 +29,7 @@ from dvms.placement.plan import Action
 
 __all__ = ["Instance", "load_instance", "parse_instance", "plan_actions_json"]
 
-_KINDS = ("migrate", "boot", "shutdown", "allocate")
+_KINDS = ("migrate", "boot", "shutdown", "suspend", "allocate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,8 @@ def _constraint(
         if sum(map(len, groups)) != len(frozenset().union(*groups)):
             raise PlacementError(f"{where}: pParts overlap")
         return [c.SplitAmong(parts, groups, cont)]
+    if kind == "sleeping":
+        return [c.Sleeping(vms)]
     if kind in ("running", "ready", "killed"):
         return [c.Running(vms) if kind == "running" else c.Ready(vms)]
     if kind == "preserve":
@@ -321,10 +324,11 @@ def plan_actions_json(actions: list[Action]) -> list[dict]:
             "migrate": "migrateVM",
             "boot": "bootVM",
             "shutdown": "shutdownVM",
+            "suspend": "suspendVM",
             "allocate": "allocate",
         }[a.kind]
         item: dict[str, Any] = {"id": ident, "vm": _num(a.vm), "start": a.start, "end": a.end}
-        if a.kind == "migrate":
+        if a.kind in ("migrate", "suspend"):
             item.update({"from": _num(a.src), "to": _num(a.dst)})
         elif a.kind == "allocate":
             item.update({"on": _num(a.dst), "rc": a.resource, "amount": a.amount})

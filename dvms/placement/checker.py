@@ -57,6 +57,9 @@ class _Replay:
             if isinstance(k, c.Coschedule):
                 for key in k.vms:
                     self.coschedule[key] = min(self.coschedule.get(key, k.amount + 1), k.amount + 1)
+        #: sleeping VMs (snapshot + suspended by the plan); None: not tracked (a final
+        #: placement alone says nothing about how a VM stopped)
+        self.asleep: set[str] | None = None
         # allocation of every VM (current consumption until an action changes it)
         self.alloc = {
             key: {r: vm.demand(r) for r in self.resources} for key, vm in self.vms.items()
@@ -229,6 +232,12 @@ def _rule_sets(
         for key in k.vms:
             if bool(on.get(key)) != (k.kind == "running"):
                 return f"{key} does not end {k.kind}"
+    elif isinstance(k, c.Sleeping):
+        for key in k.vms:
+            if on.get(key):
+                return f"{key} still runs"
+            if rp.asleep is not None and key not in rp.asleep:
+                return f"{key} is not suspended"
     elif isinstance(k, c.Offline):
         for host in sorted(k.hosts):
             if present.get(host):
@@ -265,7 +274,12 @@ def check_placement(
 
 
 def _kept_states(rp: _Replay, placement: Mapping[str, str]) -> list[str]:
-    forced = {key for k in rp.constraints if isinstance(k, c.Running | c.Ready) for key in k.vms}
+    forced = {
+        key
+        for k in rp.constraints
+        if isinstance(k, c.Running | c.Ready | c.Sleeping)
+        for key in k.vms
+    }
     out = []
     for key, vm in rp.vms.items():
         if key not in forced and (vm.state == "running") != (key in placement):
@@ -284,6 +298,7 @@ def check_plan(
     """Replay ``actions`` from ``snapshot``; violations at any instant or at the end."""
     config = config or PlacementConfig()
     rp = _Replay(snapshot, constraints, config, relief)
+    rp.asleep = {key for key, vm in rp.vms.items() if vm.state == "sleeping"}
     acts = sorted(actions, key=lambda a: (a.start, a.end))
     errors = _well_formed(rp, acts, config)
     if errors:
@@ -324,6 +339,7 @@ _NEEDS = {
     "migrate": ("src", "dst"),
     "boot": ("dst",),
     "shutdown": ("src",),
+    "suspend": ("src",),
     "allocate": ("dst", "resource", "amount"),
 }
 
@@ -334,6 +350,10 @@ def _finish(rp: _Replay, a: Action, where: dict[str, str]) -> None:
         rp.alloc[a.vm] = rp.future(a.vm)
     elif a.kind == "shutdown":
         where.pop(a.vm, None)
+    elif a.kind == "suspend":
+        where.pop(a.vm, None)
+        if rp.asleep is not None:
+            rp.asleep.add(a.vm)
     elif a.kind == "allocate" and a.resource is not None and a.amount is not None:
         rp.alloc[a.vm][a.resource] = a.amount
 
@@ -375,8 +395,10 @@ def _well_formed(rp: _Replay, acts: Sequence[Action], config: PlacementConfig) -
             out.append(f"t={a.start}: migrate {a.vm} from {a.src} but it is on {where.get(a.vm)}")
         if a.kind == "boot" and a.vm in where:
             out.append(f"t={a.start}: boot of running {a.vm}")
-        if a.kind == "shutdown" and where.get(a.vm) != a.src:
-            out.append(f"t={a.start}: shutdown of {a.vm} which is not on {a.src}")
+        if a.kind in ("shutdown", "suspend") and where.get(a.vm) != a.src:
+            out.append(f"t={a.start}: {a.kind} of {a.vm} which is not on {a.src}")
+        if a.kind == "suspend" and a.dst not in (None, a.src):
+            out.append(f"t={a.start}: suspend of {a.vm} to another host ({a.dst})")
         if a.end <= a.start:
             out.append(f"{a.kind} {a.vm}: end {a.end} <= start {a.start}")
         missing = [name for name in _NEEDS.get(a.kind, ()) if getattr(a, name) is None]
@@ -384,7 +406,7 @@ def _well_formed(rp: _Replay, acts: Sequence[Action], config: PlacementConfig) -
             out.append(f"{a.kind} {a.vm}: no {missing[0]}")
         if a.kind in ("migrate", "boot") and a.dst is not None:
             where[a.vm] = a.dst
-        elif a.kind == "shutdown":
+        elif a.kind in ("shutdown", "suspend"):
             where.pop(a.vm, None)
     for t in sorted({a.start for a in acts}):
         live = [a for a in acts if a.kind == "migrate" and a.start <= t < a.end]

@@ -15,7 +15,8 @@ by name. Semantics (BtrPlace §1.3, minimega §2):
 - ``ResourceCapacity``: summed ``resource`` use on ``hosts`` <= ``amount``;
   ``RunningCapacity``: number of running VMs on ``hosts`` <= ``amount``.
 - ``Preserve``: the VM is allocated at least ``amount`` of ``resource`` at the end.
-- ``Running``/``Ready``: forced final state.
+- ``Running``/``Ready``/``Sleeping``: forced final state (sleeping: suspended on its
+  host, from running).
 - ``Offline``: no VM runs on ``hosts`` at the end (they are emptied to be switched off).
 - ``Schedule`` (pin), ``Coschedule`` (at most ``amount`` other VMs on the VM's host),
   ``Colocate`` (``vm`` shares ``target``'s host): minimega.
@@ -48,6 +49,7 @@ __all__ = [
     "Running",
     "RunningCapacity",
     "Schedule",
+    "Sleeping",
     "Split",
     "SplitAmong",
     "Spread",
@@ -167,6 +169,15 @@ class Ready:
 
 
 @dataclass(frozen=True, slots=True)
+class Sleeping:
+    """The VMs end suspended on their host (BtrPlace ``sleeping``)."""
+
+    vms: tuple[str, ...]
+    continuous: bool = False
+    kind = "sleeping"
+
+
+@dataclass(frozen=True, slots=True)
 class Offline:
     """No VM runs on ``hosts`` at the end (BtrPlace ``offline``): their VMs leave."""
 
@@ -226,6 +237,7 @@ Constraint = (
     | Preserve
     | Running
     | Ready
+    | Sleeping
     | Offline
     | Schedule
     | Coschedule

@@ -33,14 +33,14 @@ def _target_states(snapshot: Snapshot, constraints: Sequence[c.Constraint]) -> d
     states = {vm.key: vm.state for vm in snapshot.vms}
     forced: dict[str, str] = {}
     for k in constraints:
-        if isinstance(k, c.Running | c.Ready):
+        if isinstance(k, c.Running | c.Ready | c.Sleeping):
             want = k.kind
             for key in k.vms:
                 if key not in states:
                     raise PlacementError(f"{k.kind}: unknown VM {key!r}")
                 if forced.get(key, want) != want:
-                    raise PlacementError(f"vm {key} cannot be both running and ready")
-                if states[key] == "sleeping":
+                    raise PlacementError(f"vm {key} cannot be both {forced[key]} and {want}")
+                if states[key] == "sleeping" and want != "sleeping":
                     raise PlacementError(f"vm {key} is sleeping: resume is not supported")
                 forced[key] = want
     return {**states, **forced}
@@ -191,6 +191,15 @@ def solve_repair(
     config = config or PlacementConfig()
     states = _target_states(snapshot, constraints)
     ws = Workspace(snapshot, constraints, config, relief=relief)
+    suspend = frozenset(
+        v for v, vm in enumerate(ws.vms) if vm.state == "running" and states[vm.key] == "sleeping"
+    )
+    unready = sorted(
+        vm.key for vm in ws.vms if vm.state == "ready" and states[vm.key] == "sleeping"
+    )
+    if unready:
+        reason = f"vm {unready[0]} is ready: only a running VM can be suspended (sleeping)"
+        return Plan("infeasible", (), ws.placement(), reason, proven=True)
     origin = _initial(ws, states)
     current = ws.placement()
     broken = _broken_continuous(ws)
@@ -223,7 +232,7 @@ def solve_repair(
                 continue
             target = list(ws.assign)
             try:
-                actions = schedule_plan(ws, origin, target)
+                actions = schedule_plan(ws, origin, target, suspend)
             except PlanError as exc:
                 last, proven = str(exc), False
                 _lift(ws, movable | boots)

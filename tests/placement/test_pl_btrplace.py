@@ -2,13 +2,14 @@
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from dvms.placement import PlacementConfig, PlacementError, check_plan, solve_repair
 from dvms.placement import constraints as c
-from dvms.placement.btrplace import load_instance, parse_instance
+from dvms.placement.btrplace import load_instance, parse_instance, plan_actions_json
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "btrplace"
 CFG = PlacementConfig.btrplace()
@@ -234,3 +235,32 @@ def test_split_among_refuses_overlaps(field, value, message):
     among = {"id": "splitAmong", "vParts": [[0], [1]], "pParts": [[0], [1]], field: value}
     with pytest.raises(PlacementError, match=message):
         parse_instance(_doc([among]))
+
+
+def test_sleeping_suspends_a_running_vm_on_its_host():
+    doc = _doc([{"id": "sleeping", "vm": 0}, {"id": "running", "vm": 2}], ready=[2])
+    doc["model"]["attributes"]["vms"]["0"]["suspend"] = 3
+    doc["model"]["views"][0]["defCapacity"] = 4  # vm 2 fits on node 0 once vm 0 sleeps
+    doc["model"]["views"][0]["vms"]["2"] = 4
+    inst = parse_instance(doc)
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "solved" and "0" not in plan.placement
+    suspend = next(a for a in plan.actions if a.kind == "suspend")
+    assert (suspend.vm, suspend.src, suspend.dst, suspend.end - suspend.start) == ("0", "0", "0", 3)
+    boot = next(a for a in plan.actions if a.kind == "boot")
+    assert boot.dst == "0" and boot.start >= suspend.end  # room only once it sleeps
+    assert check_plan(inst.snapshot, inst.constraints, plan.actions, CFG) == []
+    shutdown = [replace(a, kind="shutdown", dst=None) if a.kind == "suspend" else a
+                for a in plan.actions]  # fmt: skip
+    assert any(
+        "0 is not suspended" in p
+        for p in check_plan(inst.snapshot, inst.constraints, shutdown, CFG)
+    )
+    assert plan_actions_json([suspend])[0] == {"id": "suspendVM", "vm": 0, "start": suspend.start,
+                                               "end": suspend.end, "from": 0, "to": 0}  # fmt: skip
+
+
+def test_sleeping_of_a_ready_vm_is_infeasible():
+    inst = parse_instance(_doc([{"id": "sleeping", "vm": 2}], ready=[2]))
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "infeasible" and "only a running VM can be suspended" in plan.reason
