@@ -78,12 +78,15 @@ class StaticFilter(Filter):
         self.ws, self.rule = ws, rule
         self.members = frozenset(members)
         self.allowed, self.banned = allowed, banned
+        self._only: str | None = None  # the refusal text, built once (a hot path)
 
     def check(self, v: int, h: int) -> str | None:
         if h in self.banned:
             return f"{self.rule} forbids this host"
         if self.allowed is not None and h not in self.allowed:
-            return f"{self.rule} allows only {self.ws.host_list(self.allowed)}"
+            if self._only is None:
+                self._only = f"{self.rule} allows only {self.ws.host_list(self.allowed)}"
+            return self._only
         return None
 
     def misplaced(self) -> set[int]:

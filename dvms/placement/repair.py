@@ -6,6 +6,8 @@
                     capacity, a coschedule limit or a resource/running capacity
     stage 0: re-place only those (current host first, then least loaded, then search)
     stage 1: ... plus every movable VM on the hosts involved
+    then, if a VM confined to some hosts (fence, continuous among...) found no room:
+             ... plus every movable VM on those hosts
     stage 2: ... plus every movable VM
     schedule the moves into a timed plan (plan.py)
 
@@ -156,6 +158,19 @@ def _residual(ws: Workspace) -> str:
     return ""
 
 
+def _room_for(ws: Workspace, refused: Sequence[str], movable: set[int]) -> set[int] | None:
+    """Before moving every VM: ``movable`` plus the movable VMs of the hosts a refused
+    VM is confined to (its rack under a continuous among, its fence...), so they can
+    make room there. None when the refused VM may go anywhere."""
+    hosts: set[int] = set()
+    for key in refused:
+        allowed = ws.allowed[ws.vm(key)]
+        if allowed is None:
+            return None
+        hosts |= allowed
+    return movable | {v for h in hosts for v in ws.host_vms[h] if ws.movable[v]}
+
+
 def _lift(ws: Workspace, vms: set[int]) -> None:
     for v in sorted(vms):
         if ws.assign[v] != -1:
@@ -210,16 +225,20 @@ def solve_repair(
         v for v, vm in enumerate(ws.vms) if vm.state == "ready" and states[vm.key] == "running"
     }
     first = _misplaced(ws)
-    stages = [first]
     involved = {origin[v] for v in first if origin[v] != -1}
-    stages.append(first | {v for h in involved for v in ws.vms_on(h) if ws.movable[v]})
-    stages.append(first | {v for v in range(len(ws.vms)) if ws.assign[v] != -1 and ws.movable[v]})
+    second = first | {v for h in involved for v in ws.vms_on(h) if ws.movable[v]}
+    everyone = first | {v for v in range(len(ws.vms)) if ws.assign[v] != -1 and ws.movable[v]}
+    # stage 2 counts as the last resort (a proof of infeasibility) only when it frees more
+    # than stage 1 did
+    final = everyone != second
+    queue = [first] + [s for s in (second, everyone) if s != first]
+    queue = [s for i, s in enumerate(queue) if s not in queue[:i]]
     last = ""
     proven = False
     details: tuple[str, ...] = ()
-    for i, movable in enumerate(stages):
-        if i and movable == stages[i - 1]:
-            continue
+    widened = False
+    while queue:
+        movable = queue.pop(0)
         _lift(ws, movable)
         departing = frozenset(origin[v] for v in movable if origin[v] != -1)
         units = _units(ws, movable | boots)
@@ -239,6 +258,11 @@ def solve_repair(
                 continue
             return Plan("solved", tuple(actions), ws.placement())
         assert outcome.refusal is not None
-        last, proven = str(outcome.refusal), outcome.proven and i == len(stages) - 1
+        last, proven = str(outcome.refusal), outcome.proven and movable is everyone and final
         details = tuple(outcome.refusal.details())
+        if queue == [everyone] and not widened:  # once
+            widened = True
+            wider = _room_for(ws, outcome.refusal.vms, movable)
+            if wider and wider != everyone and wider != movable:
+                queue.insert(0, wider)
     return Plan("infeasible", (), current, last, proven, details)

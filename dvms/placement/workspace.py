@@ -96,6 +96,9 @@ class Workspace:
         self.keyfn = make_key(config.load, self.hosts, self.resources, self.limits)
         self.keys = [self._key(h) for h in range(len(self.hosts))]
         self.order = sorted((self.keys[h], h) for h in range(len(self.hosts)) if self.online[h])
+        self.departing: frozenset[int] | None = None
+        self.order_stay: list[tuple[tuple, int]] = []
+        self.order_away: list[tuple[tuple, int]] = []
 
     def _init_state(self) -> None:
         nh, nr = len(self.hosts), len(self.resources)
@@ -267,6 +270,22 @@ class Workspace:
         del self.order[i]
         self.keys[h] = new = self._key(h)
         bisect.insort(self.order, (new, h))
+        if self.departing:
+            side = self.order_away if h in self.departing else self.order_stay
+            del side[bisect.bisect_left(side, old)]
+            bisect.insort(side, (new, h))
+
+    def split_order(self, departing: frozenset[int] | None) -> None:
+        """Keep two more load orders, of the online hosts in ``departing`` (hosts VMs
+        will leave) and of the others, so a search can try the others first without
+        scanning past thousands of departing hosts; None stops it. With no departing
+        host both stay empty: use ``order``."""
+        self.departing = departing
+        if not departing:  # nothing to split: ``order`` says it all
+            self.order_stay, self.order_away = [], []
+            return
+        self.order_stay = [(k, h) for k, h in self.order if h not in departing]
+        self.order_away = [(k, h) for k, h in self.order if h in departing]
 
     def host_limit(self, h: int) -> int:
         hist = self.cos_hist[h]
@@ -276,6 +295,7 @@ class Workspace:
         """Rebuild the load order after ``place(..., rekey=False)`` calls."""
         self.keys = [self._key(h) for h in range(len(self.hosts))]
         self.order = sorted((self.keys[h], h) for h in range(len(self.hosts)) if self.online[h])
+        self.split_order(self.departing)
 
     def place(self, v: int, h: int, *, rekey: bool = True) -> None:
         """Count ``v`` on ``h``; ``rekey=False`` (bulk loading) leaves the load order

@@ -264,3 +264,22 @@ def test_sleeping_of_a_ready_vm_is_infeasible():
     inst = parse_instance(_doc([{"id": "sleeping", "vm": 2}], ready=[2]))
     plan = solve_repair(inst.snapshot, inst.constraints, CFG)
     assert plan.status == "infeasible" and "only a running VM can be suspended" in plan.reason
+
+
+def test_a_full_rack_makes_room_before_everything_moves():
+    """A VM confined to its rack (continuous among) must leave a node going offline and
+    its rack is full: the VMs of that rack make room, the other rack is left alone."""
+    racks = [[0, 1], [2, 3]]
+    doc = _four_nodes([
+        {"id": "offline", "node": 0},
+        {"id": "among", "vms": [0], "parts": racks, "continuous": True},
+    ])  # fmt: skip
+    mapping = doc["model"]["mapping"]["onlineNodes"]
+    mapping["1"]["runningVMs"] = [1, 4]
+    mapping["2"]["runningVMs"] = [5]
+    doc["model"]["views"][0]["vms"] = {"0": 4, "1": 4, "4": 4, "5": 4}
+    inst = parse_instance(doc)
+    plan = solve_repair(inst.snapshot, inst.constraints, CFG)
+    assert plan.status == "solved" and plan.placement["0"] == "1"
+    assert plan.placement["5"] == "2"  # the other rack's VM did not move
+    assert check_plan(inst.snapshot, inst.constraints, plan.actions, CFG) == []
