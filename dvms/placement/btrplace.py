@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dvms.placement import constraints as c
-from dvms.placement.model import Host, PlacementError, Snapshot, Vm
+from dvms.placement.model import Host, PlacementError, Snapshot, Vm, paused_gc
 from dvms.placement.plan import Action
 
 __all__ = ["Instance", "load_instance", "parse_instance", "plan_actions_json"]
@@ -59,7 +59,8 @@ def load_instance(path: str | Path) -> Instance:
         raise PlacementError(
             f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
-    return parse_instance(doc, source=str(path))
+    with paused_gc():
+        return parse_instance(doc, source=str(path))
 
 
 def _get(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:

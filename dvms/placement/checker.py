@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dvms.placement import constraints as c
 from dvms.placement.config import PlacementConfig
-from dvms.placement.model import CPU_DEMAND, MEMORY, NICS, VCPUS, Snapshot, Vm
+from dvms.placement.model import CPU_DEMAND, MEMORY, NICS, VCPUS, Snapshot, Vm, paused_gc
 from dvms.placement.plan import Action
 
 __all__ = ["check_placement", "check_plan"]
@@ -296,7 +296,17 @@ def check_plan(
     relief: bool = False,
 ) -> list[str]:
     """Replay ``actions`` from ``snapshot``; violations at any instant or at the end."""
-    config = config or PlacementConfig()
+    with paused_gc():
+        return _check_plan(snapshot, constraints, actions, config or PlacementConfig(), relief)
+
+
+def _check_plan(
+    snapshot: Snapshot,
+    constraints: Sequence[c.Constraint],
+    actions: Iterable[Action],
+    config: PlacementConfig,
+    relief: bool,
+) -> list[str]:
     rp = _Replay(snapshot, constraints, config, relief)
     rp.asleep = {key for key, vm in rp.vms.items() if vm.state == "sleeping"}
     acts = sorted(actions, key=lambda a: (a.start, a.end))

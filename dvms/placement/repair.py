@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dvms.placement import constraints as c
 from dvms.placement.config import PlacementConfig
 from dvms.placement.filters import AmongFilter, GatherFilter, SplitAmongFilter
-from dvms.placement.model import PlacementError, Snapshot
+from dvms.placement.model import PlacementError, Snapshot, paused_gc
 from dvms.placement.plan import Plan, PlanError, schedule_plan
 from dvms.placement.search import place_units
 from dvms.placement.workspace import Workspace
@@ -203,7 +203,13 @@ def solve_repair(
 ) -> Plan:
     """A plan that makes ``snapshot`` satisfy ``constraints`` (and, with ``relief``,
     takes every host below its measured-demand threshold); empty if already viable."""
-    config = config or PlacementConfig()
+    with paused_gc():
+        return _solve_repair(snapshot, constraints, config or PlacementConfig(), relief)
+
+
+def _solve_repair(
+    snapshot: Snapshot, constraints: Sequence[c.Constraint], config: PlacementConfig, relief: bool
+) -> Plan:
     states = _target_states(snapshot, constraints)
     ws = Workspace(snapshot, constraints, config, relief=relief)
     suspend = frozenset(
