@@ -10,13 +10,27 @@ Prints one table row per case: the measured time, the target, and measured/targe
     (d) each shared BtrPlace instance (../shared/data/btrplace)
     (e) a TDSC-sized repair: 5,000 nodes / 30,000 VMs after a load spike on 25 % of
         the VMs, 30 % of the VMs in spread triples (BtrPlace reports ~3 min, TDSC 2013)
+    (f) each shared instance of BtrPlace's TDSC benchmark (../shared/data/btrplace/tdsc),
+        through the whole command ``dvms solve --btrplace FILE --json`` in a child
+        process: solve_s (the engine) <= 10 s, total_s (reading the file, solving,
+        checking, printing) <= 60 s, peak RSS <= 2 GB, viable per the checker. read_s
+        is the time to decompress and parse the file alone, measured in the same run:
+        total_s / read_s says how the whole command compares with merely reading it,
+        whatever the machine's load.
+
+``--tdsc only`` runs (f) alone, ``--tdsc no`` leaves it out (it takes a minute or two).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +47,11 @@ from dvms.placement import (
 )
 from dvms.placement import constraints as c
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "btrplace"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "btrplace"
+TDSC = DATA / "tdsc"
+#: Targets of (f): engine time, whole command, peak memory.
+TDSC_SOLVE_S, TDSC_TOTAL_S, TDSC_RSS_MB = 10.0, 60.0, 2048.0
 
 
 def _timed(fn):
@@ -174,10 +192,58 @@ def case_e() -> tuple[float, bool]:
     return dt, plan.status == "solved" and check_plan(snap, cons, plan.actions, cfg) == []
 
 
+#: ``dvms`` in the child, then its peak RSS (VmHWM: this program's own, unlike the
+#: rusage of a child, which counts the parent's memory at fork) as the last stderr line.
+_CHILD = (
+    "import sys; from dvms.cli.main import main; rc = main(sys.argv[1:]); "
+    "print(*[x for x in open('/proc/self/status') if x.startswith('VmHWM')], "
+    "file=sys.stderr, end=''); sys.exit(rc)"
+)
+
+
+def case_f(path: Path) -> dict:
+    """One TDSC instance through ``dvms solve --btrplace`` in a child process."""
+    t0 = time.perf_counter()
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        json.load(fh)
+    read_s = time.perf_counter() - t0
+    cmd = [sys.executable, "-c", _CHILD, "solve", "--btrplace", str(path), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    child = subprocess.run(cmd, capture_output=True, env=env, check=False)
+    total_s = time.perf_counter() - t0
+    lines = child.stderr.decode().splitlines()
+    if child.returncode not in (0, 3) or not lines or not lines[-1].startswith("VmHWM:"):
+        raise SystemExit(f"{path.name}: dvms solve failed: {child.stderr.decode().strip()}")
+    rss_mb = int(lines[-1].split()[1]) / 1024  # kB
+    doc = json.loads(child.stdout)
+    return {
+        "instance": path.name.removesuffix(".json.gz"),
+        "solve_s": doc["solve_s"],
+        "total_s": total_s,
+        "read_s": read_s,
+        "rss_mb": rss_mb,
+        "actions": len(doc["actions"]),
+        "migrations": doc["migrations"],
+        "duration_s": doc["duration_s"],
+        "viable": bool(doc["viable"]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--tdsc", choices=("yes", "no", "only"), default="yes", help="the TDSC rows (f)"
+    )
     args = parser.parse_args()
+    if args.tdsc != "only":
+        _main_cases(args)
+    if args.tdsc != "no":
+        _tdsc_rows()
+
+
+def _main_cases(args: argparse.Namespace) -> None:
     runs = 5 if args.quick else 21
     rows = [
         ("(a) launch 10k VMs / 100 hosts", *case_a(), 1.0),
@@ -193,6 +259,30 @@ def main() -> None:
         t = f"{target * 1000:.0f} ms" if target is not None else "-"
         ratio = f"{seconds / target:.2f}" if target else "-"
         print(f"{label:<50} {seconds * 1000:>7.1f} ms {t:>8} {ratio:>6}  {'yes' if ok else 'NO'}")
+
+
+def _tdsc_rows() -> None:
+    files = sorted(TDSC.glob("*.json.gz"))
+    if not files:
+        print(f"(f) no TDSC instance in {TDSC}")
+        return
+    print()
+    head = (
+        f"{'(f) TDSC instance':<20} {'solve_s':>8} {'/10s':>5} {'total_s':>8} {'/60s':>5} "
+        f"{'read_s':>7} {'tot/read':>8} {'RSS MB':>7} {'/2GB':>5} {'actions':>7} "
+        f"{'migr':>5} {'plan_s':>6}  viable"
+    )
+    print(head)
+    for path in files:
+        r = case_f(path)
+        print(
+            f"{r['instance']:<20} {r['solve_s']:>8.2f} {r['solve_s'] / TDSC_SOLVE_S:>5.2f} "
+            f"{r['total_s']:>8.2f} {r['total_s'] / TDSC_TOTAL_S:>5.2f} {r['read_s']:>7.2f} "
+            f"{r['total_s'] / r['read_s']:>8.1f} {r['rss_mb']:>7.0f} "
+            f"{r['rss_mb'] / TDSC_RSS_MB:>5.2f} {r['actions']:>7} {r['migrations']:>5} "
+            f"{r['duration_s']:>6}  {'yes' if r['viable'] else 'NO'}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

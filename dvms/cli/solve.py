@@ -119,7 +119,8 @@ def _print_text(out: dict[str, Any], *, verbose: bool) -> None:
         kind = a.get("kind") or a.get("id")
         src = a.get("src", a.get("from"))
         dst = a.get("dst", a.get("to", a.get("on")))
-        where = f"{src} -> {dst}" if src is not None and dst is not None else f"on {dst or src}"
+        moves = src is not None and dst is not None and src != dst
+        where = f"{src} -> {dst}" if moves else f"on {dst or src}"
         extra = f" {a['rc']}={a['amount']}" if "rc" in a else ""
         print(f"  {a['start']:>5}-{a['end']:<5} {kind} {a['vm']} {where}{extra}")
     for problem in out["problems"]:

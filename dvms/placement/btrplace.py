@@ -6,11 +6,12 @@ view becomes an extra resource: node capacities in ``Host.capacity``, VM consump
 count. Action durations come from the VM attributes (``migrate``, ``boot``...;
 default 1 s, as BtrPlace).
 
-Supported constraint ids: ban, fence, spread, gather, among, lonely, split, root, preserve,
-resourceCapacity, runningCapacity, running, ready, killed (as ready), overbook (a host
-overcommit ratio), quarantine (root + continuous ban), offline (ban every VM; the node
-is emptied but not switched off), online (of an online node: nothing to do). Anything
-else is refused by name.
+Supported constraint ids: ban, fence, spread, gather, among, lonely, split, splitAmong,
+root, preserve, resourceCapacity, runningCapacity, running, ready, killed (as ready),
+sleeping (a running VM is suspended on its host),
+overbook (a host overcommit ratio), quarantine (root + continuous ban), offline (the
+node is emptied: no VM may stay or arrive; switching it off is not a plan action),
+online (of an online node: nothing to do). Anything else is refused by name.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from dvms.placement import constraints as c
-from dvms.placement.model import Host, PlacementError, Snapshot, Vm
+from dvms.placement.model import Host, PlacementError, Snapshot, Vm, paused_gc
 from dvms.placement.plan import Action
 
 __all__ = ["Instance", "load_instance", "parse_instance", "plan_actions_json"]
 
-_KINDS = ("migrate", "boot", "shutdown", "allocate")
+_KINDS = ("migrate", "boot", "shutdown", "suspend", "allocate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,8 @@ def load_instance(path: str | Path) -> Instance:
         raise PlacementError(
             f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
-    return parse_instance(doc, source=str(path))
+    with paused_gc():
+        return parse_instance(doc, source=str(path))
 
 
 def _get(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -88,10 +90,14 @@ def parse_instance(doc: Any, *, source: str = "instance") -> Instance:
     raw = _get(doc, "constraints", list, source)
     overbook: dict[str, dict[str, float]] = {}
     cons: list[c.Constraint] = []
+    # built once: an instance has ~10,000 node-state constraints over ~30,000 VMs
+    known_vms, known_nodes = set(vm_state), set(online) | set(offline)
+    ctx = _Context(vm_host, set(online))
+    checked: set[int] = set()
     for i, item in enumerate(raw):
         where = f"{source}: constraint #{i}"
-        found = _constraint(item, where, vm_host, online, overbook)
-        _check_refs(found, where, set(vm_state), set(online) | set(offline))
+        found = _constraint(item, where, ctx, overbook)
+        _check_refs(found, where, known_vms, known_nodes, checked)
         cons.extend(found)
     hosts = tuple(
         Host(n, capacity=capacity.get(n, {}), overcommit=overbook.get(n, {}), online=n in online)
@@ -182,17 +188,53 @@ def _durations(attrs: Mapping[str, Any]) -> dict[str, int]:
     return out
 
 
+class _Context:
+    """What node-state constraints look up: the online nodes, the VMs of each node."""
+
+    def __init__(self, vm_host: dict[str, str], online: set[str]) -> None:
+        self.vm_host, self.online = vm_host, online
+        self._on: dict[str, list[str]] | None = None
+        self._keys: tuple[str, ...] | None = None
+        self._groups: dict[tuple, tuple[frozenset[str], ...]] = {}
+
+    def groups(self, parts: list, where: str) -> tuple[frozenset[str], ...]:
+        """Node groups of an ``among``, built once per distinct list (thousands of
+        constraints choose among the same racks)."""
+        try:
+            raw = tuple(tuple(p) for p in parts)
+            found = self._groups.get(raw)
+        except TypeError:  # unhashable junk: let _id name it
+            raw, found = None, None
+        if found is None:
+            found = tuple(frozenset(_id(n, where) for n in p) for p in parts)
+            if raw is not None:
+                self._groups[raw] = found
+        return found
+
+    def running(self) -> tuple[str, ...]:
+        """Every VM with a host, sorted."""
+        if self._keys is None:
+            self._keys = tuple(sorted(self.vm_host))
+        return self._keys
+
+    def vms_on(self, node: str) -> tuple[str, ...]:
+        if self._on is None:
+            self._on = {}
+            for key, host in sorted(self.vm_host.items()):
+                self._on.setdefault(host, []).append(key)
+        return tuple(self._on.get(node, ()))
+
+
 def _constraint(
     item: Any,
     where: str,
-    vm_host: dict[str, str],
-    online: list[str],
+    ctx: _Context,
     overbook: dict[str, dict[str, float]],
 ) -> list[c.Constraint]:
     kind = _get(item, "id", str, where)
     where = f"{where} ({kind})"
     cont = bool(item.get("continuous", False))
-    vms = _vms(item, where, vm_host) if ("vm" in item or "vms" in item) else ()
+    vms = _vms(item, where) if ("vm" in item or "vms" in item) else ()
     nodes = frozenset(_id(n, where) for n in item.get("nodes", []))
     if kind == "ban":
         return [c.Ban(vms, nodes, cont)]
@@ -201,10 +243,7 @@ def _constraint(
     if kind in ("spread", "gather", "lonely"):
         return [c.VM_GROUPS[kind](vms, cont)]
     if kind == "among":
-        groups = tuple(
-            frozenset(_id(n, where) for n in p) for p in _get(item, "parts", list, where)
-        )
-        return [c.Among(vms, groups, cont)]
+        return [c.Among(vms, ctx.groups(_get(item, "parts", list, where), where), cont)]
     if kind == "root":
         return [c.Root(vms)]
     if kind == "split":
@@ -213,6 +252,17 @@ def _constraint(
         if len(seen) != len(set(seen)):
             raise PlacementError(f"{where}: parts overlap")
         return [c.Split(parts, cont)]
+    if kind == "splitAmong":
+        parts = tuple(tuple(_id(v, where) for v in p) for p in _get(item, "vParts", list, where))
+        seen = [v for p in parts for v in p]
+        if len(seen) != len(set(seen)):
+            raise PlacementError(f"{where}: vParts overlap")
+        groups = ctx.groups(_get(item, "pParts", list, where), where)
+        if sum(map(len, groups)) != len(frozenset().union(*groups)):
+            raise PlacementError(f"{where}: pParts overlap")
+        return [c.SplitAmong(parts, groups, cont)]
+    if kind == "sleeping":
+        return [c.Sleeping(vms)]
     if kind in ("running", "ready", "killed"):
         return [c.Running(vms) if kind == "running" else c.Ready(vms)]
     if kind == "preserve":
@@ -230,29 +280,39 @@ def _constraint(
     if kind in ("quarantine", "offline", "online"):
         node = _id(_get(item, "node", int, where), where)
         if kind == "online":
-            if node not in online:
+            if node not in ctx.online:
                 raise PlacementError(f"{where}: booting node {node} is not supported")
             return []
-        here = tuple(sorted(k for k, h in vm_host.items() if h == node))
-        others = tuple(sorted(set(vm_host) - set(here)))
         if kind == "offline":
-            return [c.Ban(tuple(sorted(vm_host)), frozenset({node}))] if vm_host else []
+            return [c.Offline(frozenset({node}))]
+        here = ctx.vms_on(node)
+        mine = set(here)
+        others = tuple(k for k in ctx.running() if k not in mine)
         found: list[c.Constraint] = [c.Root(here)] * bool(here)
         return found + [c.Ban(others, frozenset({node}), True)] * bool(others)
     raise PlacementError(f"{where}: unsupported constraint {kind!r}")
 
 
-def _check_refs(found: list[c.Constraint], where: str, vms: set[str], nodes: set[str]) -> None:
+def _check_refs(
+    found: list[c.Constraint], where: str, vms: set[str], nodes: set[str], checked: set[int]
+) -> None:
+    """Every VM and node a constraint names exists (shared group tuples, whose ids are
+    in ``checked``, are looked at once)."""
     for k in found:
         names = set(getattr(k, "vms", ())) | {v for p in getattr(k, "parts", ()) for v in p}
         for name in sorted(names - vms):
             raise PlacementError(f"{where} ({k.kind}): unknown VM {name!r}")
-        hosts = set(getattr(k, "hosts", ())) | {n for g in getattr(k, "groups", ()) for n in g}
+        hosts = set(getattr(k, "hosts", ()))
+        groups = getattr(k, "groups", ())
+        if id(groups) not in checked:
+            hosts.update(n for g in groups for n in g)
         for name in sorted(hosts - nodes):
             raise PlacementError(f"{where} ({k.kind}): unknown host {name!r}")
+        if groups:
+            checked.add(id(groups))
 
 
-def _vms(item: dict, where: str, vm_host: dict[str, str]) -> tuple[str, ...]:
+def _vms(item: dict, where: str) -> tuple[str, ...]:
     raw = item["vms"] if "vms" in item else [item["vm"]]
     return tuple(_id(v, where) for v in raw)
 
@@ -265,10 +325,11 @@ def plan_actions_json(actions: list[Action]) -> list[dict]:
             "migrate": "migrateVM",
             "boot": "bootVM",
             "shutdown": "shutdownVM",
+            "suspend": "suspendVM",
             "allocate": "allocate",
         }[a.kind]
         item: dict[str, Any] = {"id": ident, "vm": _num(a.vm), "start": a.start, "end": a.end}
-        if a.kind == "migrate":
+        if a.kind in ("migrate", "suspend"):
             item.update({"from": _num(a.src), "to": _num(a.dst)})
         elif a.kind == "allocate":
             item.update({"on": _num(a.dst), "rc": a.resource, "amount": a.amount})

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dvms.placement import constraints as c
 from dvms.placement.config import PlacementConfig
-from dvms.placement.model import CPU_DEMAND, MEMORY, NICS, VCPUS, Snapshot, Vm
+from dvms.placement.model import CPU_DEMAND, MEMORY, NICS, VCPUS, Snapshot, Vm, paused_gc
 from dvms.placement.plan import Action
 
 __all__ = ["check_placement", "check_plan"]
@@ -48,6 +48,18 @@ class _Replay:
                 for key in k.vms:
                     old = self.wanted.get((key, k.resource), 0)
                     self.wanted[(key, k.resource)] = max(old, k.amount)
+        # the tightest coschedule limit of each VM (its field, then constraints):
+        # VMs allowed on its host, itself included
+        self.coschedule: dict[str, int] = {
+            key: vm.coschedule + 1 for key, vm in self.vms.items() if vm.coschedule >= 0
+        }
+        for k in self.constraints:
+            if isinstance(k, c.Coschedule):
+                for key in k.vms:
+                    self.coschedule[key] = min(self.coschedule.get(key, k.amount + 1), k.amount + 1)
+        #: sleeping VMs (snapshot + suspended by the plan); None: not tracked (a final
+        #: placement alone says nothing about how a VM stopped)
+        self.asleep: set[str] | None = None
         # allocation of every VM (current consumption until an action changes it)
         self.alloc = {
             key: {r: vm.demand(r) for r in self.resources} for key, vm in self.vms.items()
@@ -81,14 +93,7 @@ class _Replay:
                     out.append(f"{when}: {r} on {host} is {total} > {h.limit(r, self.config)}")
             if counts is not None and host not in counts:
                 continue
-            limits = [self.vms[k].coschedule + 1 for k, _ in items if self.vms[k].coschedule >= 0]
-            limits += [
-                k.amount + 1
-                for k in self.constraints
-                if isinstance(k, c.Coschedule)
-                for key, _ in items
-                if key in k.vms
-            ]
+            limits = [self.coschedule[key] for key, _ in items if key in self.coschedule]
             if limits and len({k for k, _ in items}) > min(limits):
                 out.append(
                     f"{when}: too many VMs scheduled on {host} for coschedule "
@@ -197,6 +202,21 @@ def _rule_sets(
             touched = [i for i, part in enumerate(k.parts) if here & set(part)]
             if len(touched) > 1:
                 return f"{host} runs VMs of parts {touched[0]} and {touched[1]}"
+    elif isinstance(k, c.SplitAmong):
+        owner: dict[int, int] = {}
+        for i, part in enumerate(k.parts):
+            used = set()
+            for key in part:
+                for host in on.get(key, ()):
+                    inside = [g for g, hosts in enumerate(k.groups) if host in hosts]
+                    if not inside:
+                        return f"{key} runs on {host}, in none of the groups"
+                    used.add(inside[0])
+            if len(used) > 1:
+                return f"part {i} runs in {len(used)} groups"
+            for g in used:
+                if owner.setdefault(g, i) != i:
+                    return f"parts {owner[g]} and {i} share group {g}"
     elif isinstance(k, c.ResourceCapacity | c.RunningCapacity):
         total = 0
         for host in k.hosts:
@@ -212,6 +232,16 @@ def _rule_sets(
         for key in k.vms:
             if bool(on.get(key)) != (k.kind == "running"):
                 return f"{key} does not end {k.kind}"
+    elif isinstance(k, c.Sleeping):
+        for key in k.vms:
+            if on.get(key):
+                return f"{key} still runs"
+            if rp.asleep is not None and key not in rp.asleep:
+                return f"{key} is not suspended"
+    elif isinstance(k, c.Offline):
+        for host in sorted(k.hosts):
+            if present.get(host):
+                return f"{host} still runs {present[host][0][0]}"
     return None
 
 
@@ -244,7 +274,12 @@ def check_placement(
 
 
 def _kept_states(rp: _Replay, placement: Mapping[str, str]) -> list[str]:
-    forced = {key for k in rp.constraints if isinstance(k, c.Running | c.Ready) for key in k.vms}
+    forced = {
+        key
+        for k in rp.constraints
+        if isinstance(k, c.Running | c.Ready | c.Sleeping)
+        for key in k.vms
+    }
     out = []
     for key, vm in rp.vms.items():
         if key not in forced and (vm.state == "running") != (key in placement):
@@ -261,8 +296,19 @@ def check_plan(
     relief: bool = False,
 ) -> list[str]:
     """Replay ``actions`` from ``snapshot``; violations at any instant or at the end."""
-    config = config or PlacementConfig()
+    with paused_gc():
+        return _check_plan(snapshot, constraints, actions, config or PlacementConfig(), relief)
+
+
+def _check_plan(
+    snapshot: Snapshot,
+    constraints: Sequence[c.Constraint],
+    actions: Iterable[Action],
+    config: PlacementConfig,
+    relief: bool,
+) -> list[str]:
     rp = _Replay(snapshot, constraints, config, relief)
+    rp.asleep = {key for key, vm in rp.vms.items() if vm.state == "sleeping"}
     acts = sorted(actions, key=lambda a: (a.start, a.end))
     errors = _well_formed(rp, acts, config)
     if errors:
@@ -303,6 +349,7 @@ _NEEDS = {
     "migrate": ("src", "dst"),
     "boot": ("dst",),
     "shutdown": ("src",),
+    "suspend": ("src",),
     "allocate": ("dst", "resource", "amount"),
 }
 
@@ -313,6 +360,10 @@ def _finish(rp: _Replay, a: Action, where: dict[str, str]) -> None:
         rp.alloc[a.vm] = rp.future(a.vm)
     elif a.kind == "shutdown":
         where.pop(a.vm, None)
+    elif a.kind == "suspend":
+        where.pop(a.vm, None)
+        if rp.asleep is not None:
+            rp.asleep.add(a.vm)
     elif a.kind == "allocate" and a.resource is not None and a.amount is not None:
         rp.alloc[a.vm][a.resource] = a.amount
 
@@ -354,8 +405,10 @@ def _well_formed(rp: _Replay, acts: Sequence[Action], config: PlacementConfig) -
             out.append(f"t={a.start}: migrate {a.vm} from {a.src} but it is on {where.get(a.vm)}")
         if a.kind == "boot" and a.vm in where:
             out.append(f"t={a.start}: boot of running {a.vm}")
-        if a.kind == "shutdown" and where.get(a.vm) != a.src:
-            out.append(f"t={a.start}: shutdown of {a.vm} which is not on {a.src}")
+        if a.kind in ("shutdown", "suspend") and where.get(a.vm) != a.src:
+            out.append(f"t={a.start}: {a.kind} of {a.vm} which is not on {a.src}")
+        if a.kind == "suspend" and a.dst not in (None, a.src):
+            out.append(f"t={a.start}: suspend of {a.vm} to another host ({a.dst})")
         if a.end <= a.start:
             out.append(f"{a.kind} {a.vm}: end {a.end} <= start {a.start}")
         missing = [name for name in _NEEDS.get(a.kind, ()) if getattr(a, name) is None]
@@ -363,7 +416,7 @@ def _well_formed(rp: _Replay, acts: Sequence[Action], config: PlacementConfig) -
             out.append(f"{a.kind} {a.vm}: no {missing[0]}")
         if a.kind in ("migrate", "boot") and a.dst is not None:
             where[a.vm] = a.dst
-        elif a.kind == "shutdown":
+        elif a.kind in ("shutdown", "suspend"):
             where.pop(a.vm, None)
     for t in sorted({a.start for a in acts}):
         live = [a for a in acts if a.kind == "migrate" and a.start <= t < a.end]

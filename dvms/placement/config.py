@@ -42,6 +42,10 @@ class PlacementConfig:
     #: Live-migration throughput used to estimate a migration's duration when the VM
     #: has no explicit ``migrate`` duration (MiB/s; ~10 Gb/s link).
     migration_mib_per_s: float = 1024.0
+    #: The second greedy pass places units with the fewest feasible hosts first,
+    #: counting at most this many per unit (units with more are equally unconstrained):
+    #: it bounds that pass at units x cap checks in a datacenter-sized problem.
+    constrained_cap: int = 256
     #: Backtracking budget (search nodes) for instances larger than ``exhaustive_*``.
     search_budget: int = 20_000
     #: Instances with at most this many hosts and VMs to place are searched without

@@ -9,11 +9,15 @@ by name. Semantics (BtrPlace §1.3, minimega §2):
 - ``Among``: all running members inside one of ``groups`` (disjoint host sets).
 - ``Lonely``: a running member shares its host only with members.
 - ``Split``: no host runs VMs of two different parts.
+- ``SplitAmong``: each part's running VMs inside one of ``groups``, two parts never
+  in the same group (among per part + split over groups).
 - ``Root``: a running VM never moves (continuous only).
 - ``ResourceCapacity``: summed ``resource`` use on ``hosts`` <= ``amount``;
   ``RunningCapacity``: number of running VMs on ``hosts`` <= ``amount``.
 - ``Preserve``: the VM is allocated at least ``amount`` of ``resource`` at the end.
-- ``Running``/``Ready``: forced final state.
+- ``Running``/``Ready``/``Sleeping``: forced final state (sleeping: suspended on its
+  host, from running).
+- ``Offline``: no VM runs on ``hosts`` at the end (they are emptied to be switched off).
 - ``Schedule`` (pin), ``Coschedule`` (at most ``amount`` other VMs on the VM's host),
   ``Colocate`` (``vm`` shares ``target``'s host): minimega.
 - ``Prefer``: soft spread / gather / fence, scored, never enforced.
@@ -36,6 +40,7 @@ __all__ = [
     "Fence",
     "Gather",
     "Lonely",
+    "Offline",
     "Prefer",
     "Preserve",
     "Ready",
@@ -44,7 +49,9 @@ __all__ = [
     "Running",
     "RunningCapacity",
     "Schedule",
+    "Sleeping",
     "Split",
+    "SplitAmong",
     "Spread",
 ]
 
@@ -104,6 +111,17 @@ class Split:
 
 
 @dataclass(frozen=True, slots=True)
+class SplitAmong:
+    """Each of ``parts`` inside one of ``groups`` (disjoint host sets), a different
+    group per part (BtrPlace ``splitAmong``)."""
+
+    parts: tuple[tuple[str, ...], ...]
+    groups: tuple[frozenset[str], ...]
+    continuous: bool = False
+    kind = "splitAmong"
+
+
+@dataclass(frozen=True, slots=True)
 class Root:
     vms: tuple[str, ...]
     continuous: bool = True
@@ -151,6 +169,24 @@ class Ready:
 
 
 @dataclass(frozen=True, slots=True)
+class Sleeping:
+    """The VMs end suspended on their host (BtrPlace ``sleeping``)."""
+
+    vms: tuple[str, ...]
+    continuous: bool = False
+    kind = "sleeping"
+
+
+@dataclass(frozen=True, slots=True)
+class Offline:
+    """No VM runs on ``hosts`` at the end (BtrPlace ``offline``): their VMs leave."""
+
+    hosts: frozenset[str]
+    continuous: bool = False
+    kind = "offline"
+
+
+@dataclass(frozen=True, slots=True)
 class Schedule:
     vm: str
     host: str
@@ -194,12 +230,15 @@ Constraint = (
     | Among
     | Lonely
     | Split
+    | SplitAmong
     | Root
     | ResourceCapacity
     | RunningCapacity
     | Preserve
     | Running
     | Ready
+    | Sleeping
+    | Offline
     | Schedule
     | Coschedule
     | Colocate

@@ -25,6 +25,7 @@ __all__ = [
     "Filter",
     "GatherFilter",
     "LonelyFilter",
+    "SplitAmongFilter",
     "SplitFilter",
     "SpreadFilter",
     "StaticFilter",
@@ -77,16 +78,23 @@ class StaticFilter(Filter):
         self.ws, self.rule = ws, rule
         self.members = frozenset(members)
         self.allowed, self.banned = allowed, banned
+        self._only: str | None = None  # the refusal text, built once (a hot path)
 
     def check(self, v: int, h: int) -> str | None:
         if h in self.banned:
             return f"{self.rule} forbids this host"
         if self.allowed is not None and h not in self.allowed:
-            return f"{self.rule} allows only {self.ws.host_list(self.allowed)}"
+            if self._only is None:
+                self._only = f"{self.rule} allows only {self.ws.host_list(self.allowed)}"
+            return self._only
         return None
 
     def misplaced(self) -> set[int]:
-        assign = self.ws.assign
+        ws = self.ws
+        if self.allowed is None and len(self.banned) * 4 < len(self.members):
+            # a wide ban: look at the few banned hosts, not at every member
+            return {v for h in self.banned for v in ws.host_vms[h] if v in self.members}
+        assign = ws.assign
         return {v for v in self.members if assign[v] != -1 and self.check(v, assign[v])}
 
 
@@ -150,9 +158,10 @@ class GatherFilter(_Counting):
 class AmongFilter(_Counting):
     """All members inside one host group."""
 
-    def __init__(self, ws: Workspace, members: Iterable[int], groups: list[frozenset[int]]) -> None:
+    def __init__(self, ws: Workspace, members: Iterable[int], group_of: dict[int, int]) -> None:
         super().__init__(ws, "among", members)
-        self.group_of = {h: g for g, hosts in enumerate(groups) for h in hosts}
+        #: host -> group number (shared between filters: never mutated)
+        self.group_of = group_of
         self.used: Counter[int] = Counter()
 
     def place(self, v: int, h: int) -> None:
@@ -253,6 +262,79 @@ class SplitFilter(Filter):
                 keep = max(here, key=lambda p: (here[p], -p))
                 out.update(v for v in self.ws.vms_on(h) if self.part.get(v, keep) != keep)
         return out
+
+
+class SplitAmongFilter(Filter):
+    """Each part inside one host group, two parts never in the same group."""
+
+    rule = "splitAmong"
+    members: frozenset[int]
+
+    def __init__(self, ws: Workspace, parts: list[list[int]], group_of: dict[int, int]) -> None:
+        self.ws = ws
+        self.part = {v: i for i, vms in enumerate(parts) for v in vms}
+        self.members = frozenset(self.part)
+        #: host -> group number (shared between filters: never mutated)
+        self.group_of = group_of
+        #: per part: placed members per group (-1 = a host in no group)
+        self.used: list[Counter[int]] = [Counter() for _ in parts]
+        #: per group: placed members per part
+        self.owners: dict[int, Counter[int]] = {}
+
+    def place(self, v: int, h: int) -> None:
+        p, g = self.part[v], self.group_of.get(h, -1)
+        self.used[p][g] += 1
+        if g != -1:
+            self.owners.setdefault(g, Counter())[p] += 1
+
+    def remove(self, v: int, h: int) -> None:
+        p, g = self.part[v], self.group_of.get(h, -1)
+        self.used[p][g] -= 1
+        if not self.used[p][g]:
+            del self.used[p][g]
+        if g != -1:
+            here = self.owners[g]
+            here[p] -= 1
+            if not here[p]:
+                del here[p]
+
+    def check(self, v: int, h: int) -> str | None:
+        g = self.group_of.get(h)
+        if g is None:
+            return "splitAmong: host is in none of the groups"
+        p = self.part[v]
+        if any(x != g for x in self.used[p]):
+            return "splitAmong: the other VMs of its part run in another group"
+        if any(q != p for q in self.owners.get(g, ())):
+            return "splitAmong: another part runs in this group"
+        return None
+
+    def violated(self) -> bool:
+        return any(len(u) > 1 or -1 in u for u in self.used) or any(
+            len(o) > 1 for o in self.owners.values()
+        )
+
+    def misplaced(self) -> set[int]:
+        """Parts claim groups, biggest first (a part keeps the group holding most of
+        its VMs among those still free); members elsewhere are misplaced."""
+        if not self.violated():
+            return set()
+        ws = self.ws
+        order = sorted(
+            range(len(self.used)), key=lambda p: (-max(self.used[p].values(), default=0), p)
+        )
+        taken: set[int] = set()
+        keep: dict[int, int] = {}
+        for p in order:
+            free = [g for g in self.used[p] if g != -1 and g not in taken]
+            if free:
+                keep[p] = max(free, key=lambda g: (self.used[p][g], -g))
+                taken.add(keep[p])
+        return {
+            v
+            for v, p in self.part.items()
+            if ws.assign[v] != -1 and self.group_of.get(ws.assign[v], -1) != keep.get(p, -2)
+        }
 
 
 class CapacityOnSet(Filter):

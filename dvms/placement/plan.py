@@ -29,8 +29,9 @@ __all__ = ["Action", "Plan", "PlanError", "schedule_plan"]
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One step: ``migrate`` (src -> dst), ``boot`` (on dst), ``shutdown`` (on src), or
-    ``allocate`` (``resource`` grows to ``amount`` on dst). Times in seconds."""
+    """One step: ``migrate`` (src -> dst), ``boot`` (on dst), ``shutdown`` (on src),
+    ``suspend`` (on src, where it then sleeps: src = dst), or ``allocate`` (``resource``
+    grows to ``amount`` on dst). Times in seconds."""
 
     kind: str
     vm: str
@@ -46,6 +47,7 @@ class Action:
             "migrate": f"{self.src} -> {self.dst}",
             "boot": f"on {self.dst}",
             "shutdown": f"on {self.src}",
+            "suspend": f"on {self.src}",
             "allocate": f"{self.resource}={self.amount} on {self.dst}",
         }[self.kind]
         return f"{self.start:>4}:{self.end:<4} {self.kind} {self.vm} {where}"
@@ -103,8 +105,16 @@ class _Move:
 
 
 class _Scheduler:
-    def __init__(self, ws: Workspace, target: Sequence[int], origin: Sequence[int]) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        target: Sequence[int],
+        origin: Sequence[int],
+        suspend: frozenset[int] = frozenset(),
+    ) -> None:
         self.ws = ws
+        #: VMs that stop by suspending on their host (``sleeping``), not by shutting down
+        self.suspend = suspend
         cfg = ws.config
         self.cap_out, self.cap_in = cfg.max_migrations_out, cfg.max_migrations_in
         nh = len(ws.hosts)
@@ -117,6 +127,7 @@ class _Scheduler:
             if h != -1:
                 self._add(h, self.ws.cur[v], +1)
                 self.present[h].add(v)
+        self._index_continuous()
         self.pending: list[_Move] = []
         self.running: list[_Move] = []
         self.done: list[_Move] = []
@@ -139,7 +150,8 @@ class _Scheduler:
             elif src == -1:
                 self.pending.append(_Move("boot", v, -1, dst, vm.duration("boot", ws.config)))
             elif dst == -1:
-                m = _Move("shutdown", v, src, -1, vm.duration("shutdown", ws.config))
+                kind = "suspend" if v in self.suspend else "shutdown"
+                m = _Move(kind, v, src, -1, vm.duration(kind, ws.config))
                 self._start(m, 0)
             else:
                 self.pending.append(_Move("migrate", v, src, dst, ws.cost[v]))
@@ -150,12 +162,24 @@ class _Scheduler:
         row, lim = self.occ[h], self.ws.limits[h]
         return all(row[r] + extra[r] <= lim[r] for r in range(len(row)))
 
-    def _continuous_ok(self, v: int, h: int) -> bool:
+    def _index_continuous(self) -> None:
+        """Continuous spreads by member (thousands of them, a VM is in few); lonely and
+        set capacities concern every VM."""
+        self.spreads: list[list[SpreadFilter]] = [[] for _ in self.ws.vms]
+        self.everyone: list[LonelyFilter | CapacityOnSet] = []
         for f in self.ws.continuous:
-            if isinstance(f, SpreadFilter) and v in f.members:
-                if any(u in f.members and u != v for u in self.present[h]):
-                    return False
-            elif isinstance(f, LonelyFilter):
+            if isinstance(f, SpreadFilter):
+                for v in f.members:
+                    self.spreads[v].append(f)
+            elif isinstance(f, LonelyFilter | CapacityOnSet):
+                self.everyone.append(f)
+
+    def _continuous_ok(self, v: int, h: int) -> bool:
+        for s in self.spreads[v]:
+            if any(u in s.members and u != v for u in self.present[h]):
+                return False
+        for f in self.everyone:
+            if isinstance(f, LonelyFilter):
                 mine = v in f.members
                 if any((u in f.members) != mine for u in self.present[h] if u != v):
                     return False
@@ -217,7 +241,7 @@ class _Scheduler:
             self.present[m.src].discard(v)
             self.out[m.src] -= 1
             self.inc[m.dst] -= 1
-        elif m.kind == "shutdown":
+        elif m.kind in ("shutdown", "suspend"):
             self._add(m.src, self.ws.cur[v], -1)
             self.present[m.src].discard(v)
         self.done.append(m)
@@ -283,10 +307,16 @@ def _name(ws: Workspace, h: int) -> str:
     return ws.hosts[h].name if h != -1 else "-"
 
 
-def schedule_plan(ws: Workspace, origin: Sequence[int], target: Sequence[int]) -> list[Action]:
-    """Timed actions from ``origin`` to ``target`` (host index per VM, -1 = not running).
-    Raises ``PlanError`` when a cycle cannot be broken."""
-    moves = _Scheduler(ws, target, origin).run()
+def schedule_plan(
+    ws: Workspace,
+    origin: Sequence[int],
+    target: Sequence[int],
+    suspend: frozenset[int] = frozenset(),
+) -> list[Action]:
+    """Timed actions from ``origin`` to ``target`` (host index per VM, -1 = not running;
+    the VMs in ``suspend`` stop by suspending). Raises ``PlanError`` when a cycle cannot
+    be broken."""
+    moves = _Scheduler(ws, target, origin, suspend).run()
     out = []
     for m in sorted(moves, key=lambda m: (m.start, m.end, ws.vms[m.v].key, m.kind)):
         key = ws.vms[m.v].key
@@ -297,6 +327,8 @@ def schedule_plan(ws: Workspace, origin: Sequence[int], target: Sequence[int]) -
                 if f != c:
                     res = ws.resources[r]
                     out.append(Action("allocate", key, m.start, m.end, None, dst, res, int(f)))
+        elif m.kind == "suspend":
+            out.append(Action("suspend", key, m.start, m.end, src, src))
         else:
             out.append(Action(m.kind, key, m.start, m.end, src, dst))
     return out

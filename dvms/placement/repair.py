@@ -6,6 +6,8 @@
                     capacity, a coschedule limit or a resource/running capacity
     stage 0: re-place only those (current host first, then least loaded, then search)
     stage 1: ... plus every movable VM on the hosts involved
+    then, if a VM confined to some hosts (fence, continuous among...) found no room:
+             ... plus every movable VM on those hosts
     stage 2: ... plus every movable VM
     schedule the moves into a timed plan (plan.py)
 
@@ -20,8 +22,8 @@ from collections.abc import Sequence
 
 from dvms.placement import constraints as c
 from dvms.placement.config import PlacementConfig
-from dvms.placement.filters import AmongFilter, GatherFilter
-from dvms.placement.model import PlacementError, Snapshot
+from dvms.placement.filters import AmongFilter, GatherFilter, SplitAmongFilter
+from dvms.placement.model import PlacementError, Snapshot, paused_gc
 from dvms.placement.plan import Plan, PlanError, schedule_plan
 from dvms.placement.search import place_units
 from dvms.placement.workspace import Workspace
@@ -33,14 +35,14 @@ def _target_states(snapshot: Snapshot, constraints: Sequence[c.Constraint]) -> d
     states = {vm.key: vm.state for vm in snapshot.vms}
     forced: dict[str, str] = {}
     for k in constraints:
-        if isinstance(k, c.Running | c.Ready):
+        if isinstance(k, c.Running | c.Ready | c.Sleeping):
             want = k.kind
             for key in k.vms:
                 if key not in states:
                     raise PlacementError(f"{k.kind}: unknown VM {key!r}")
                 if forced.get(key, want) != want:
-                    raise PlacementError(f"vm {key} cannot be both running and ready")
-                if states[key] == "sleeping":
+                    raise PlacementError(f"vm {key} cannot be both {forced[key]} and {want}")
+                if states[key] == "sleeping" and want != "sleeping":
                     raise PlacementError(f"vm {key} is sleeping: resume is not supported")
                 forced[key] = want
     return {**states, **forced}
@@ -53,13 +55,15 @@ def _initial(ws: Workspace, states: dict[str, str]) -> list[int]:
         if vm.state == "running" and vm.host is not None:
             origin[v] = ws.h_index[vm.host]
             if states[vm.key] == "running":
-                ws.place(v, origin[v])
+                ws.place(v, origin[v], rekey=False)
+    ws.resort()
     return origin
 
 
 def _freeze_continuous(ws: Workspace) -> None:
-    """Continuous gather/among keep what already holds: members running together never
-    move; members inside one group stay inside it."""
+    """Continuous gather/among/splitAmong keep what already holds: members running
+    together never move; members inside one group stay inside it."""
+    groups: dict[tuple[int, int], frozenset[int]] = {}  # among filters share group maps
     for f in ws.continuous:
         placed = {ws.assign[v] for v in f.members or () if ws.assign[v] != -1}
         if isinstance(f, GatherFilter) and len(placed) == 1:
@@ -68,9 +72,23 @@ def _freeze_continuous(ws: Workspace) -> None:
                     ws.movable[v] = False
         if isinstance(f, AmongFilter) and f.used:
             group = next(iter(f.used))
-            hosts = frozenset(h for h, g in f.group_of.items() if g == group)
+            hosts = groups.get((id(f.group_of), group))
+            if hosts is None:
+                hosts = frozenset(h for h, g in f.group_of.items() if g == group)
+                groups[(id(f.group_of), group)] = hosts
             keys = [ws.vms[v].key for v in sorted(f.members or ())]
             ws.add_static("among", keys, allowed=hosts)
+        if isinstance(f, SplitAmongFilter):
+            for p, used in enumerate(f.used):
+                if not used:
+                    continue
+                group = next(iter(used))
+                hosts = groups.get((id(f.group_of), group))
+                if hosts is None:
+                    hosts = frozenset(h for h, g in f.group_of.items() if g == group)
+                    groups[(id(f.group_of), group)] = hosts
+                keys = [ws.vms[v].key for v, q in sorted(f.part.items()) if q == p]
+                ws.add_static("splitAmong", keys, allowed=hosts)
 
 
 def _broken_continuous(ws: Workspace) -> str | None:
@@ -140,6 +158,19 @@ def _residual(ws: Workspace) -> str:
     return ""
 
 
+def _room_for(ws: Workspace, refused: Sequence[str], movable: set[int]) -> set[int] | None:
+    """Before moving every VM: ``movable`` plus the movable VMs of the hosts a refused
+    VM is confined to (its rack under a continuous among, its fence...), so they can
+    make room there. None when the refused VM may go anywhere."""
+    hosts: set[int] = set()
+    for key in refused:
+        allowed = ws.allowed[ws.vm(key)]
+        if allowed is None:
+            return None
+        hosts |= allowed
+    return movable | {v for h in hosts for v in ws.host_vms[h] if ws.movable[v]}
+
+
 def _lift(ws: Workspace, vms: set[int]) -> None:
     for v in sorted(vms):
         if ws.assign[v] != -1:
@@ -172,9 +203,24 @@ def solve_repair(
 ) -> Plan:
     """A plan that makes ``snapshot`` satisfy ``constraints`` (and, with ``relief``,
     takes every host below its measured-demand threshold); empty if already viable."""
-    config = config or PlacementConfig()
+    with paused_gc():
+        return _solve_repair(snapshot, constraints, config or PlacementConfig(), relief)
+
+
+def _solve_repair(
+    snapshot: Snapshot, constraints: Sequence[c.Constraint], config: PlacementConfig, relief: bool
+) -> Plan:
     states = _target_states(snapshot, constraints)
     ws = Workspace(snapshot, constraints, config, relief=relief)
+    suspend = frozenset(
+        v for v, vm in enumerate(ws.vms) if vm.state == "running" and states[vm.key] == "sleeping"
+    )
+    unready = sorted(
+        vm.key for vm in ws.vms if vm.state == "ready" and states[vm.key] == "sleeping"
+    )
+    if unready:
+        reason = f"vm {unready[0]} is ready: only a running VM can be suspended (sleeping)"
+        return Plan("infeasible", (), ws.placement(), reason, proven=True)
     origin = _initial(ws, states)
     current = ws.placement()
     broken = _broken_continuous(ws)
@@ -185,16 +231,20 @@ def solve_repair(
         v for v, vm in enumerate(ws.vms) if vm.state == "ready" and states[vm.key] == "running"
     }
     first = _misplaced(ws)
-    stages = [first]
     involved = {origin[v] for v in first if origin[v] != -1}
-    stages.append(first | {v for h in involved for v in ws.vms_on(h) if ws.movable[v]})
-    stages.append(first | {v for v in range(len(ws.vms)) if ws.assign[v] != -1 and ws.movable[v]})
+    second = first | {v for h in involved for v in ws.vms_on(h) if ws.movable[v]}
+    everyone = first | {v for v in range(len(ws.vms)) if ws.assign[v] != -1 and ws.movable[v]}
+    # stage 2 counts as the last resort (a proof of infeasibility) only when it frees more
+    # than stage 1 did
+    final = everyone != second
+    queue = [first] + [s for s in (second, everyone) if s != first]
+    queue = [s for i, s in enumerate(queue) if s not in queue[:i]]
     last = ""
     proven = False
     details: tuple[str, ...] = ()
-    for i, movable in enumerate(stages):
-        if i and movable == stages[i - 1]:
-            continue
+    widened = False
+    while queue:
+        movable = queue.pop(0)
         _lift(ws, movable)
         departing = frozenset(origin[v] for v in movable if origin[v] != -1)
         units = _units(ws, movable | boots)
@@ -207,13 +257,18 @@ def solve_repair(
                 continue
             target = list(ws.assign)
             try:
-                actions = schedule_plan(ws, origin, target)
+                actions = schedule_plan(ws, origin, target, suspend)
             except PlanError as exc:
                 last, proven = str(exc), False
                 _lift(ws, movable | boots)
                 continue
             return Plan("solved", tuple(actions), ws.placement())
         assert outcome.refusal is not None
-        last, proven = str(outcome.refusal), outcome.proven and i == len(stages) - 1
+        last, proven = str(outcome.refusal), outcome.proven and movable is everyone and final
         details = tuple(outcome.refusal.details())
+        if queue == [everyone] and not widened:  # once
+            widened = True
+            wider = _room_for(ws, outcome.refusal.vms, movable)
+            if wider and wider != everyone and wider != movable:
+                queue.insert(0, wider)
     return Plan("infeasible", (), current, last, proven, details)

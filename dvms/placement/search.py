@@ -6,7 +6,8 @@ Three passes, each only if the previous one failed:
    on the first host of the load order that passes the whole filter pipeline (a full
    scan ranked by soft score when the unit has preferences; the current host first when
    repairing).
-2. **greedy, most constrained first**: units with the fewest feasible hosts first.
+2. **greedy, most constrained first**: units with the fewest feasible hosts first
+   (counted up to ``constrained_cap``; units with more are equally unconstrained).
 3. **backtracking** (depth first, most constrained unit next, forward checking, empty
    identical hosts tried once). Unbounded for small instances (``exhaustive_hosts`` x
    ``exhaustive_vms``), so "infeasible" there is a proof; bounded by ``search_budget``
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dvms.placement.explain import Refusal
-from dvms.placement.filters import AmongFilter, CapacityOnSet, StaticFilter
+from dvms.placement.filters import AmongFilter, CapacityOnSet, SplitAmongFilter, StaticFilter
 from dvms.placement.workspace import Workspace
 
 __all__ = ["SearchOutcome", "place_units"]
@@ -84,22 +85,45 @@ class Placer:
                 return None
             return min(ok, key=lambda h: (ws.keys[h][0], -self._score(unit, h), ws.keys[h]))
         allowed = ws.allowed[unit[0]]
+        away = self.departing  # arrive where nobody has to leave first: fewer waits, no cycles
         if allowed is not None and len(allowed) * 8 < len(ws.order):
             hosts = sorted((h for h in allowed if ws.online[h]), key=lambda h: ws.keys[h])
-        else:
-            hosts = [h for _, h in ws.order]
-        away = self.departing  # arrive where nobody has to leave first: fewer waits, no cycles
-        for h in hosts:
-            if h not in away and ws.try_unit(unit, h, keep=False) is None:
+            for h in hosts:
+                if h not in away and ws.try_unit(unit, h, keep=False) is None:
+                    return h
+            for h in hosts:
+                if h in away and ws.try_unit(unit, h, keep=False) is None:
+                    return h
+            return None
+        # the workspace keeps the load order split by ``departing`` (see place_units):
+        # nothing moves while we look
+        for _, h in ws.order_stay if away else ws.order:
+            if ws.try_unit(unit, h, keep=False) is None:
                 return h
-        for h in sorted(away, key=lambda h: ws.keys[h]):
-            usable = ws.online[h] and (allowed is None or h in allowed)
-            if usable and ws.try_unit(unit, h, keep=False) is None:
+        for _, h in ws.order_away:
+            if (allowed is None or h in allowed) and ws.try_unit(unit, h, keep=False) is None:
                 return h
         return None
 
     def _score(self, unit: Unit, h: int) -> float:
         return sum(self.ws.score(v, h) for v in unit)
+
+    def count(self, unit: Unit, cap: int) -> int:
+        """How many hosts take ``unit`` now, counted up to ``cap``."""
+        ws = self.ws
+        allowed = ws.allowed[unit[0]]
+        hosts: Iterable[int]
+        if allowed is not None and len(allowed) < len(ws.order):
+            hosts = sorted(h for h in allowed if ws.online[h])
+        else:
+            hosts = (h for _, h in ws.order)
+        n = 0
+        for h in hosts:
+            if ws.try_unit(unit, h, keep=False) is None:
+                n += 1
+                if n >= cap:
+                    break
+        return n
 
     def candidates(self, unit: Unit) -> list[int]:
         """Every host taking ``unit`` now, preferred first."""
@@ -221,10 +245,12 @@ class Placer:
         """Hosts no constraint names: empty ones with equal limits are interchangeable."""
         ws = self.ws
         named: set[int] = set()
+        seen: set[int] = set()  # among filters share their host -> group maps
         for f in ws.filters:
             if isinstance(f, StaticFilter):
                 named |= f.banned | (f.allowed or frozenset())
-            elif isinstance(f, AmongFilter):
+            elif isinstance(f, AmongFilter | SplitAmongFilter) and id(f.group_of) not in seen:
+                seen.add(id(f.group_of))
                 named |= set(f.group_of)
             elif isinstance(f, CapacityOnSet):
                 named |= f.hosts
@@ -252,12 +278,21 @@ def place_units(
 ) -> SearchOutcome:
     """Place every unit (greedy, then harder); on failure the workspace is unchanged.
     ``departing`` hosts (repair: VMs will leave them) are tried after the others."""
-    placer = Placer(ws, prefer_current=prefer_current, departing=departing)
+    ws.split_order(departing)
+    try:
+        return _place(ws, units, Placer(ws, prefer_current=prefer_current, departing=departing))
+    finally:
+        ws.split_order(None)
+
+
+def _place(ws: Workspace, units: Sequence[Unit], placer: Placer) -> SearchOutcome:
     refusal = placer.greedy(units)
     if refusal is None:
         return SearchOutcome(True)
     # pass 2: most constrained first, judged from the state before any unit is placed
-    sizes = {u: len(placer.candidates(u)) for u in units}
+    # (counted up to a cap: units x hosts checks would grow quadratically)
+    cap = ws.config.constrained_cap
+    sizes = {u: placer.count(u, cap) for u in units}
     by_size = sorted(units, key=lambda u: sizes[u])
     if placer.greedy(by_size) is None:
         return SearchOutcome(True)

@@ -48,26 +48,29 @@ __all__ = [
 
 #: Old (Entropy-era) names accepted as synonyms.
 ALIASES = {"capacity": "runningcapacity"}
+_BTRPLACE_ONLY = "it is read from BtrPlace instances only (dvms solve --btrplace)"
+_NO_POWER = "plans have no node power actions (a partition leader does not switch hosts off)"
+_NO_ORDER = "plans are ordered by room and migration caps, not by ordering constraints"
 #: Names that exist in BtrPlace but not in dvms, with a hint for the error message.
 UNSUPPORTED = {
     "latency": "use among(vms, {group, ...}) (the Entropy 'latency' constraint is among)",
     "schedule": 'it is a per-VM field: set schedule = "host" on the VM in [[vms]]',
     "coschedule": "it is a per-VM field: set coschedule = n on the VM in [[vms]]",
     "colocate": 'it is a per-VM field: set colocate = "vm" on the VM in [[vms]]',
-    "split": "",
-    "splitamong": "",
-    "quarantine": "",
+    "split": _BTRPLACE_ONLY,
+    "splitamong": _BTRPLACE_ONLY,
+    "quarantine": _BTRPLACE_ONLY,
     "overbook": "set overcommit ratios on the hosts instead",
-    "sleeping": "",
+    "sleeping": _BTRPLACE_ONLY,
     "killed": "",
     "online": "",
-    "offline": "",
-    "maxonline": "",
-    "seq": "",
-    "nodelay": "",
-    "before": "",
-    "serialize": "",
-    "sync": "",
+    "offline": _BTRPLACE_ONLY,
+    "maxonline": _NO_POWER,
+    "seq": _NO_ORDER,
+    "nodelay": _NO_ORDER,
+    "before": _NO_ORDER,
+    "serialize": _NO_ORDER,
+    "sync": _NO_ORDER,
 }
 
 

@@ -27,6 +27,7 @@ from dvms.placement.filters import (
     Filter,
     GatherFilter,
     LonelyFilter,
+    SplitAmongFilter,
     SplitFilter,
     SpreadFilter,
     StaticFilter,
@@ -95,6 +96,9 @@ class Workspace:
         self.keyfn = make_key(config.load, self.hosts, self.resources, self.limits)
         self.keys = [self._key(h) for h in range(len(self.hosts))]
         self.order = sorted((self.keys[h], h) for h in range(len(self.hosts)) if self.online[h])
+        self.departing: frozenset[int] | None = None
+        self.order_stay: list[tuple[tuple, int]] = []
+        self.order_away: list[tuple[tuple, int]] = []
 
     def _init_state(self) -> None:
         nh, nr = len(self.hosts), len(self.resources)
@@ -113,6 +117,10 @@ class Workspace:
         #: filters of continuous constraints (checked at every step of a plan)
         self.continuous: list[Filter] = []
         self.prefer: list[list[c.Prefer]] = [[] for _ in self.vms]
+        #: online hosts an ``offline`` constraint empties (``online`` is False for them)
+        self.closing: set[int] = set()
+        self._every = frozenset(range(nh))
+        self._group_maps: dict[tuple[frozenset[str], ...], dict[int, int]] = {}
 
     # -- construction -------------------------------------------------------------------
 
@@ -164,12 +172,18 @@ class Workspace:
         elif isinstance(k, c.Colocate):
             self._filter(GatherFilter(self, "colocate", (self.vm(k.vm), self.vm(k.target))))
         elif isinstance(k, c.Among):
-            groups = [self._hosts(g) for g in k.groups]
-            self._filter(AmongFilter(self, map(self.vm, k.vms), groups))
+            self._filter(AmongFilter(self, map(self.vm, k.vms), self._groups(k.groups)))
+        elif isinstance(k, c.Offline):
+            for h in self._hosts(k.hosts):
+                self.online[h] = False  # in the target: its VMs are misplaced, none arrive
+                self.closing.add(h)
         elif isinstance(k, c.Lonely):
             self._filter(LonelyFilter(self, map(self.vm, k.vms)))
         elif isinstance(k, c.Split):
             self._filter(SplitFilter(self, [[self.vm(x) for x in part] for part in k.parts]))
+        elif isinstance(k, c.SplitAmong):
+            parts = [[self.vm(x) for x in part] for part in k.parts]
+            self._filter(SplitAmongFilter(self, parts, self._groups(k.groups)))
         elif isinstance(k, c.ResourceCapacity):
             r = self.r_index[k.resource]
             self._filter(CapacityOnSet(self, self._hosts(k.hosts), r, k.amount))
@@ -186,6 +200,15 @@ class Workspace:
             for key in k.vms:
                 self.prefer[self.vm(key)].append(k)
         # Running / Ready only set target states: the solvers read them.
+
+    def _groups(self, groups: tuple[frozenset[str], ...]) -> dict[int, int]:
+        """Host index -> group number; shared by every among over the same groups (a
+        datacenter has ~20 racks and thousands of among constraints over them)."""
+        found = self._group_maps.get(groups)
+        if found is None:
+            found = {h: g for g, names in enumerate(groups) for h in self._hosts(names)}
+            self._group_maps[groups] = found
+        return found
 
     def _preserve(self, k: c.Preserve) -> None:
         r = self.r_index.get(k.resource)
@@ -207,14 +230,20 @@ class Workspace:
         members = [self.vm(k) for k in keys]
         f = StaticFilter(self, rule, members, allowed=allowed, banned=banned)
         self.filters.append(f)
-        every = frozenset(range(len(self.hosts)))
+        every = self._every
+        # VMs with the same allowed set before share the one after: a ban of thousands
+        # of VMs computes one set, not one per VM
+        after: dict[int, frozenset[int]] = {}
         for v in members:
             self.statics[v].append(f)
             before = self.allowed[v]
-            cur = before if before is not None else every
-            if allowed is not None:
-                cur = cur & allowed
-            self.allowed[v] = cur - banned
+            cur = after.get(id(before))
+            if cur is None:
+                cur = before if before is not None else every
+                if allowed is not None:
+                    cur = cur & allowed
+                cur = after[id(before)] = cur - banned
+            self.allowed[v] = cur
 
     def _filter(self, f: Filter) -> None:
         self.filters.append(f)
@@ -241,12 +270,36 @@ class Workspace:
         del self.order[i]
         self.keys[h] = new = self._key(h)
         bisect.insort(self.order, (new, h))
+        if self.departing:
+            side = self.order_away if h in self.departing else self.order_stay
+            del side[bisect.bisect_left(side, old)]
+            bisect.insort(side, (new, h))
+
+    def split_order(self, departing: frozenset[int] | None) -> None:
+        """Keep two more load orders, of the online hosts in ``departing`` (hosts VMs
+        will leave) and of the others, so a search can try the others first without
+        scanning past thousands of departing hosts; None stops it. With no departing
+        host both stay empty: use ``order``."""
+        self.departing = departing
+        if not departing:  # nothing to split: ``order`` says it all
+            self.order_stay, self.order_away = [], []
+            return
+        self.order_stay = [(k, h) for k, h in self.order if h not in departing]
+        self.order_away = [(k, h) for k, h in self.order if h in departing]
 
     def host_limit(self, h: int) -> int:
         hist = self.cos_hist[h]
         return min(hist) if hist else -1
 
-    def place(self, v: int, h: int) -> None:
+    def resort(self) -> None:
+        """Rebuild the load order after ``place(..., rekey=False)`` calls."""
+        self.keys = [self._key(h) for h in range(len(self.hosts))]
+        self.order = sorted((self.keys[h], h) for h in range(len(self.hosts)) if self.online[h])
+        self.split_order(self.departing)
+
+    def place(self, v: int, h: int, *, rekey: bool = True) -> None:
+        """Count ``v`` on ``h``; ``rekey=False`` (bulk loading) leaves the load order
+        stale until ``resort()``."""
         self.assign[v] = h
         self.count[h] += 1
         self.host_vms[h].add(v)
@@ -259,7 +312,8 @@ class Workspace:
             f.place(v, h)
         for f in self.global_hooks:
             f.place(v, h)
-        self._rekey(h)
+        if rekey:
+            self._rekey(h)
 
     def remove(self, v: int) -> None:
         h = self.assign[v]
@@ -285,6 +339,8 @@ class Workspace:
     def first_failure(self, v: int, h: int) -> Failure | None:
         """The first rule refusing ``v`` on ``h`` in the current state, or None."""
         if not self.online[h]:
+            if h in self.closing:
+                return ("offline", "host must go offline")
             return ("offline", "host is offline")
         allowed = self.allowed[v]
         if allowed is not None and h not in allowed:

@@ -276,7 +276,12 @@ ERRORS = [
     (">> $x;", 1, 4, "expected a constraint name, got variable \\$x"),
     ("spred(VM1);", 1, 1, "unknown constraint 'spred' \\(known: ban, fence, spread"),
     ("latency(VM1, {{@a}});", 1, 1, "not supported by dvms: use among"),
-    ("split({{VM1}});", 1, 1, "constraint 'split' is not supported by dvms$"),
+    (
+        "split({{VM1}});",
+        1,
+        1,
+        "'split' is not supported by dvms: it is read from BtrPlace instances only",
+    ),
     ("spread VM1;", 1, 8, "expected '\\(' after the constraint name spread, got name VM1"),
     ("spread(VM1;", 1, 11, "expected '\\)' to close the arguments of spread"),
     ("spread(VM1)", 1, 12, "expected ';' after spread\\(...\\), got the end of the script"),
