@@ -1,0 +1,89 @@
+"""The file store on disk: adding, preallocated partial files with their bitmap,
+eviction between the watermarks that never removes a pinned file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dvms.files import FilesConfig, Manifest
+from dvms.runtime.services.files_store import Store, StoreError
+
+CHUNK = 64 * 1024
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def _file(tmp: Path, name: str, size: int) -> Path:
+    path = tmp / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+def _store(tmp: Path, **kw: object) -> Store:
+    args: dict[str, object] = {"chunk_bytes": CHUNK, "reserve_bytes": 0, **kw}
+    cfg = replace(FilesConfig(), **args)  # type: ignore[arg-type]
+    return Store(tmp / "state", cfg, Clock())
+
+
+def test_add_is_content_addressed_and_copied_once(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    src = _file(tmp_path, "a", 3 * CHUNK + 5)
+    m = store.add(src, CHUNK, "img")
+    assert m.chunks == 4 and store.complete(m.root)
+    assert store.path(m.root).read_bytes() == src.read_bytes()
+    assert store.add(src, CHUNK).root == m.root and store.names() == {"img": m.root.hex()}
+    assert store.read_chunk(m.root, 3) == src.read_bytes()[3 * CHUNK :]
+
+
+def test_partial_file_is_preallocated_and_resumes_from_its_bitmap(tmp_path: Path) -> None:
+    src = _file(tmp_path, "a", 4 * CHUNK)
+    data = src.read_bytes()
+    m = _store(tmp_path / "other").add(src, CHUNK)
+    store = _store(tmp_path)
+    p = store.begin(m)
+    assert (store.partial / m.root.hex()).stat().st_size == m.size
+    store.write_chunk(p, 2, data[2 * CHUNK : 3 * CHUNK])
+    store.close(p)
+    assert store.read_chunk(m.root, 2) is not None and store.read_chunk(m.root, 1) is None
+    again = _store(tmp_path).begin(m)  # a restarted daemon
+    assert again.resumed == 1 and 2 in again.have
+    for i in (0, 1, 3):
+        store.write_chunk(again, i, data[i * CHUNK : (i + 1) * CHUNK])
+    assert store.finish(again).read_bytes() == data
+    assert store.complete(m.root) and store.partial_roots() == []
+
+
+def test_eviction_never_removes_a_pinned_file(tmp_path: Path) -> None:
+    store = _store(tmp_path, capacity_bytes=10 * CHUNK, high_watermark=0.9, low_watermark=0.5)
+    pinned = store.add(_file(tmp_path, "p", 3 * CHUNK), CHUNK)
+    store.pin(pinned.root, "ns/vm1")
+    old = store.add(_file(tmp_path, "o", 3 * CHUNK), CHUNK)
+    newer = store.add(_file(tmp_path, "n", 2 * CHUNK), CHUNK)
+    latest = store.add(_file(tmp_path, "l", 3 * CHUNK), CHUNK)  # 11 > 9: evict to <= 5
+    assert store.complete(pinned.root) and store.complete(latest.root)
+    assert not store.complete(old.root) and not store.complete(newer.root)
+    with pytest.raises(StoreError, match="file store full"):
+        store.add(_file(tmp_path, "big", 8 * CHUNK), CHUNK)  # 3 pinned + 8 > 10
+    assert store.complete(pinned.root)
+
+
+def test_no_disk_space_is_an_error_before_anything_is_written(tmp_path: Path) -> None:
+    store = _store(tmp_path, reserve_bytes=2**62)
+    src = _file(tmp_path, "a", CHUNK)
+    with pytest.raises(StoreError, match="not enough disk space"):
+        store.add(src, CHUNK)
+    m = Manifest.decode(_store(tmp_path / "o").add(src, CHUNK).encode())
+    with pytest.raises(StoreError, match="not enough disk space"):
+        store.begin(m)
+    assert list(store.objects.iterdir()) == [] and list(store.partial.iterdir()) == []
