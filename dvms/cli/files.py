@@ -27,12 +27,6 @@ def _call(args: argparse.Namespace, cmd: str, body: dict[str, Any], timeout: flo
         raise UserError(str(exc)) from None
 
 
-def _json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
-    )
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser(
         "file",
@@ -44,13 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fsub = f.add_subparsers(dest="file_command", metavar="COMMAND", required=True)
     p = fsub.add_parser("add", help="add a local file (prints name, root, size)")
-    p.add_argument("path", metavar="PATH")
+    p.add_argument("path", metavar="PATH", help="the local file to add (read by the node)")
     p.add_argument("--name", default="", help="publish it under this name (republish: new root)")
-    p.add_argument("--timeout", type=float, default=LONG_TIMEOUT_S, help=argparse.SUPPRESS)
-    _json_flag(p)
+    p.add_argument(
+        "--timeout", type=float, default=LONG_TIMEOUT_S, help="wait this long, seconds (3600)"
+    )
     p.set_defaults(func=file_add)
     p = fsub.add_parser("get", help="fetch a file from the peers (NAME or ROOT)")
-    p.add_argument("ref", metavar="NAME|ROOT")
+    p.add_argument("ref", metavar="NAME|ROOT", help="a file name, or a root (64 hex digits)")
     p.add_argument(
         "--wait", action="store_true", help="return when it is complete: its local path, root"
     )
@@ -62,22 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--timeout", type=float, default=LONG_TIMEOUT_S, help="with --wait, seconds (3600)"
     )
-    _json_flag(p)
     p.set_defaults(func=file_get)
     for word, helptext, func in (
         ("list", "files held here (complete and partial)", file_list),
         ("status", "transfers: chunks done/total, bytes/s, peers, bad chunks", file_status),
     ):
         p = fsub.add_parser(word, help=helptext, description=helptext)
-        _json_flag(p)
         p.set_defaults(func=func)
     p = fsub.add_parser("delete", help="delete the local copy (NAME or ROOT); stop providing")
-    p.add_argument("ref", metavar="NAME|ROOT")
-    _json_flag(p)
+    p.add_argument("ref", metavar="NAME|ROOT", help="a file name, or a root (64 hex digits)")
     p.set_defaults(func=file_delete)
     p = fsub.add_parser("providers", help="the nodes that hold a file (NAME or ROOT)")
-    p.add_argument("ref", metavar="NAME|ROOT")
-    _json_flag(p)
+    p.add_argument("ref", metavar="NAME|ROOT", help="a file name, or a root (64 hex digits)")
     p.set_defaults(func=file_providers)
 
 
