@@ -52,6 +52,15 @@ class FilesConfig:
     #: Upload rate of this node, bytes/s, shared by all its streams; 0 = unlimited
     #: (tests and benchmarks use it to model a host's link on loopback).
     upload_bytes_s: float = 0.0
+    #: Chunks this node sends at once; more requests wait their turn (BitTorrent's 4
+    #: upload slots): a few chunks finish fast and spread, rather than all finishing late.
+    upload_slots: int = 4
+    #: Chunk requests that may wait for an upload slot; one more is answered "busy" at
+    #: once (BitTorrent's choking): the asker fetches that chunk elsewhere, or asks
+    #: again after ``busy_backoff_s``, so a seed's link carries chunks the swarm lacks
+    #: rather than a long queue of chunks others could have sent.
+    upload_queue: int = 0
+    busy_backoff_s: float = 0.1
     #: Stream listener: host ("" = the node's overlay address) and port (0 = any).
     listen_host: str = ""
     listen_port: int = 0
@@ -68,6 +77,8 @@ class FilesConfig:
             raise ValueError("capacity_bytes, reserve_bytes and upload_bytes_s must be >= 0")
         if min(self.per_peer_inflight, self.total_inflight, self.ban_after_bad) < 1:
             raise ValueError("per_peer_inflight, total_inflight and ban_after_bad must be >= 1")
+        if self.upload_slots < 1 or self.upload_queue < 0 or self.busy_backoff_s <= 0:
+            raise ValueError("need upload_slots >= 1, upload_queue >= 0, busy_backoff_s > 0")
         if self.provider_replicas < 1 or self.max_providers < 1:
             raise ValueError("provider_replicas and max_providers must be >= 1")
         if not 0 < self.republish_s < self.provider_ttl_s:

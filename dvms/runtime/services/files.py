@@ -91,6 +91,8 @@ class Transfer:
     path: str = ""
     resumed: int = 0
     fetched: int = 0
+    #: chunk requests a peer answered "busy"
+    busy: int = 0
     bytes: int = 0
     finished: float = 0.0
     done: trio.Event = field(default_factory=trio.Event)
@@ -115,6 +117,7 @@ class Transfer:
             "peers": len(self.peers_used),
             "inflight": s.inflight if s else 0,
             "bad_chunks": s.bad_chunks if s else 0,
+            "busy": self.busy,
             "banned": len(s.banned()) if s else 0,
             "path": self.path,
             "elapsed_s": round(elapsed, 3),
@@ -150,7 +153,9 @@ class FileService:
         self.wall = wall
         self.store = Store(state_dir, self.config, wall)
         self.table = ProviderTable(max_ttl_s=self.config.provider_ttl_s, max_records=100_000)
-        self.limiter = Limiter(self.config.upload_bytes_s)
+        self.limiter = Limiter(
+            self.config.upload_bytes_s, self.config.upload_slots, self.config.upload_queue
+        )
         self.transfers: dict[bytes, Transfer] = {}
         self.port = 0
         self.served_chunks = 0
@@ -530,12 +535,9 @@ class FileService:
         cfg = self.config
         providers: dict[int, Provider] = {}
         running: dict[int, int] = {}
-        changed = trio.Event()
-        last_find = -float("inf")
-        no_peer_since: float | None = None
+        wake = [trio.Event()]  # set when a chunk is in or a worker ends
 
         async def worker(prov: Provider) -> None:
-            nonlocal changed
             peer = prov.node_id
             try:
                 conn = await self._connect(prov)
@@ -544,13 +546,19 @@ class FileService:
                 self._dead[peer] = trio.current_time() + cfg.find_period_s * 5
                 swarm.drop_peer(peer)
                 running[peer] -= 1
-                changed.set()
+                wake[0].set()
                 return
             index: int | None = None
             try:
                 while (index := swarm.assign(peer)) is not None:
                     data = await conn.chunk(t.root, index, m.chunk)
-                    if data is None:
+                    if data == "busy":
+                        swarm.release(peer, index)
+                        index = None
+                        t.busy += 1
+                        await trio.sleep(cfg.busy_backoff_s)
+                        continue
+                    if isinstance(data, str):
                         swarm.missing_at(peer, index)
                         index = None
                         continue
@@ -568,7 +576,7 @@ class FileService:
                             prov.host,
                             cfg.ban_after_bad,
                         )
-                    changed.set()
+                    wake[0].set()
             except StreamError as exc:
                 log.info("file %s: provider %s: %s", t.root.hex()[:12], prov.host, exc)
                 if index is not None:
@@ -578,9 +586,32 @@ class FileService:
                     swarm.drop_peer(peer)
             finally:
                 running[peer] -= 1
-                changed.set()
+                wake[0].set()
                 await trio.aclose_forcefully(conn.stream)
 
+        polls: dict[int, FileConn] = {}
+        try:
+            await self._swarm_loop(t, m, swarm, providers, running, polls, worker, wake)
+        finally:
+            for conn in polls.values():
+                await trio.aclose_forcefully(conn.stream)
+
+    async def _swarm_loop(
+        self,
+        t: Transfer,
+        m: Manifest,
+        swarm: Swarm,
+        providers: dict[int, Provider],
+        running: dict[int, int],
+        polls: dict[int, FileConn],
+        worker: Callable[[Provider], Awaitable[None]],
+        wake: list[trio.Event],
+    ) -> None:
+        """Find providers, poll the partial ones, start the workers ``swarm.slots()``
+        asks for; until the file is complete or no provider is left."""
+        cfg = self.config
+        last_find = last_poll = -float("inf")
+        no_peer_since: float | None = None
         async with trio.open_nursery() as nursery:
             while not swarm.done:
                 now = trio.current_time()
@@ -592,7 +623,9 @@ class FileService:
                         providers[prov.node_id] = prov
                         if prov.complete:
                             swarm.add_peer(prov.node_id, self.rtt(prov.node_id), None)
-                await self._poll_partials(t.root, m, swarm, providers, running)
+                if now - last_poll >= cfg.have_poll_s:
+                    last_poll = now
+                    await self._poll_partials(t.root, m, swarm, providers, polls)
                 plan = swarm.slots()
                 for peer, want in plan.items():
                     while running.get(peer, 0) < want and peer in providers:
@@ -608,8 +641,8 @@ class FileService:
                 else:
                     no_peer_since = None
                 with trio.move_on_after(cfg.have_poll_s):
-                    await changed.wait()
-                changed = trio.Event()
+                    await wake[0].wait()
+                wake[0] = trio.Event()
             nursery.cancel_scope.cancel()
 
     async def _poll_partials(
@@ -618,18 +651,21 @@ class FileService:
         m: Manifest,
         swarm: Swarm,
         providers: dict[int, Provider],
-        running: dict[int, int],
+        conns: dict[int, FileConn],
     ) -> None:
-        """Ask partial providers without a running worker which chunks they hold now."""
+        """Ask every partial provider which chunks it holds now (on one stream kept per
+        provider for this)."""
 
         async def poll(prov: Provider) -> None:
             try:
-                conn = await self._connect(prov)
-                try:
-                    have = await conn.have(root)
-                finally:
-                    await trio.aclose_forcefully(conn.stream)
+                conn = conns.get(prov.node_id)
+                if conn is None:
+                    conn = conns[prov.node_id] = await self._connect(prov)
+                have = await conn.have(root)
             except StreamError:
+                dead = conns.pop(prov.node_id, None)
+                if dead is not None:
+                    await trio.aclose_forcefully(dead.stream)
                 self._dead[prov.node_id] = trio.current_time() + self.config.find_period_s * 5
                 swarm.drop_peer(prov.node_id)
                 providers.pop(prov.node_id, None)
@@ -645,7 +681,7 @@ class FileService:
 
         async with trio.open_nursery() as nursery:
             for prov in list(providers.values()):
-                if not prov.complete and running.get(prov.node_id, 0) == 0:
+                if not prov.complete and prov.node_id not in swarm.banned():
                     nursery.start_soon(poll, prov)
 
     # -- control commands -------------------------------------------------------------------
@@ -677,7 +713,11 @@ class FileService:
         return {"files": await self.listing()}
 
     async def _cmd_status(self, args: dict[str, Any]) -> Any:
-        return {"transfers": self.status(), "served_chunks": self.served_chunks}
+        return {
+            "transfers": self.status(),
+            "served_chunks": self.served_chunks,
+            "busy_answers": self.limiter.busy,
+        }
 
     async def _cmd_delete(self, args: dict[str, Any]) -> Any:
         return await self.delete(str(args.get("ref", "")))

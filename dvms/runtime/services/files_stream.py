@@ -13,6 +13,7 @@ carries data is followed by exactly ``size`` raw bytes::
 
     {op: "manifest", root}        -> {ok, size} + manifest bytes
     {op: "chunk", root, index}    -> {ok, size} + chunk bytes | {ok: false, missing: true}
+                                     | {ok: false, busy: true} (upload slots and queue full)
     {op: "have", root}            -> {ok, complete, bits}
 """
 
@@ -57,12 +58,22 @@ def _mac(key: bytes, label: bytes, a: bytes, b: bytes) -> bytes:
 
 
 class Limiter:
-    """This node's upload rate, shared by its streams (0: unlimited): each piece waits
-    until the link would have sent the pieces before it."""
+    """This node's uploads, shared by its streams: at most ``slots`` chunks sent at once
+    (``slots`` the semaphore), and a rate (0: unlimited): each piece waits until the link
+    would have sent the pieces before it."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, slots: int, queue: int) -> None:
         self.rate = rate
+        self.slots = trio.Semaphore(slots)
+        #: requests waiting for a slot, and how many may
+        self.waiting = 0
+        self.queue = queue
+        self.busy = 0
         self._next = -math.inf
+
+    def full(self) -> bool:
+        """Every slot busy and the queue full: a new chunk request is turned away."""
+        return self.slots.value == 0 and self.waiting >= self.queue
 
     async def take(self, n: int) -> None:
         if self.rate <= 0:
@@ -200,8 +211,20 @@ async def _answer(
     if data is None:
         await _send_frame(stream, {"ok": False, "missing": True})
         return
-    await _send_frame(stream, {"ok": True, "size": len(data)})
-    await _send_data(stream, data, limiter)
+    if op == "chunk" and limiter.full():
+        limiter.busy += 1
+        await _send_frame(stream, {"ok": False, "busy": True})
+        return
+    limiter.waiting += 1
+    try:
+        await limiter.slots.acquire()
+    finally:
+        limiter.waiting -= 1
+    try:
+        await _send_frame(stream, {"ok": True, "size": len(data)})
+        await _send_data(stream, data, limiter)
+    finally:
+        limiter.slots.release()
     if on_served is not None:
         on_served(len(data))
 
@@ -239,9 +262,13 @@ class FileConn:
         head, data = await self._ask({"op": "manifest", "root": root}, self.max_frame)
         return data if head.get("ok") else None
 
-    async def chunk(self, root: bytes, index: int, max_size: int) -> bytes | None:
+    async def chunk(self, root: bytes, index: int, max_size: int) -> bytes | str:
+        """Chunk ``index``'s bytes (unchecked), else "missing" (the peer does not hold
+        it) or "busy" (its uploads are full: ask again later or elsewhere)."""
         head, data = await self._ask({"op": "chunk", "root": root, "index": index}, max_size)
-        return data if head.get("ok") else None
+        if head.get("ok"):
+            return data
+        return "busy" if head.get("busy") else "missing"
 
     async def have(self, root: bytes) -> tuple[bool, bytes] | None:
         head, _ = await self._ask({"op": "have", "root": root}, 0)
