@@ -61,6 +61,9 @@ class FilesConfig:
     #: rather than a long queue of chunks others could have sent.
     upload_queue: int = 0
     busy_backoff_s: float = 0.1
+    #: A VM's ``file:`` disk, kernel or initrd: how long its host waits for the fetch
+    #: before the creation fails, seconds.
+    vm_fetch_timeout_s: float = 1800.0
     #: Stream listener: host ("" = the node's overlay address) and port (0 = any).
     listen_host: str = ""
     listen_port: int = 0

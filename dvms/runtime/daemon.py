@@ -315,6 +315,7 @@ async def _run_node(
         http: list[trio.SocketListener] = []
         files = build_files(cfg, runner, key, ident, random.Random(rng.getrandbits(64)))
         daemon.commands.update(files.commands())
+        runner.driver.prepare = files.prepare_vm
         info = {
             "node_id": f"{ident.node_id:040x}",
             "address": f"{addr[0]}:{addr[1]}",

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from dvms.runtime.client import ControlError, call
+from dvms.placement.vjob import vjob_from_dict
+from dvms.runtime.client import ControlError, call, submit_body
 from dvms.runtime.localcluster import cluster_down, cluster_up, restart_node
 
 pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvirt-dev)")
@@ -152,6 +153,37 @@ def test_a_peer_serving_corrupt_chunks_is_banned_and_the_file_completes(
     got = _call(cluster["node3"], "file_get", ref="corrupt-me", wait=True)
     assert _sha(got["path"]) == digest
     assert got["banned"] == 1 and got["bad_chunks"] >= 3
+
+
+def test_a_vjob_whose_disk_is_a_file_lands_on_a_host_that_fetches_it_first(
+    cluster: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    digest = _random_file(tmp_path / "disk", 5 * MIB)
+    added = _call(cluster["node1"], "file_add", path=str(tmp_path / "disk"), name="img/web")
+    vjob = vjob_from_dict(
+        {
+            "name": "web",
+            "namespace": "files",
+            "vms": [{"name": "web1", "disk": "file:img/web", "schedule": "node7"}],
+        },
+        where="test",
+    )
+    done = _call(cluster["node2"], "submit", **submit_body(vjob, wait=True))
+    assert done["ok"], done
+    assert done["placed"] == [{"name": "web1", "namespace": "files", "host": "node7"}]
+    held = {e["root"]: e for e in _call(cluster["node7"], "file_list")["files"]}
+    entry = held[added["root"]]
+    assert entry["complete"] and entry["pinned"] == ["files/web1"]
+    assert _sha(entry["path"]) == digest
+    with pytest.raises(ControlError, match="pinned by files/web1"):
+        _call(cluster["node7"], "file_delete", ref="img/web")
+    # a VM naming a file nobody added is refused on its host, with the reason
+    missing = vjob_from_dict(
+        {"name": "bad", "vms": [{"name": "bad1", "disk": "file:img/none", "schedule": "node7"}]},
+        where="test",
+    )
+    refused = _call(cluster["node2"], "submit", **submit_body(missing, wait=True))
+    assert not refused["ok"] and "disk file:img/none: no such file" in refused["reason"]
 
 
 def test_a_store_too_small_is_a_clear_error_and_no_complete_file(tmp_path: Path) -> None:

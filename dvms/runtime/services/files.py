@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from dvms.files.manifest import parse_root, validate_file_name
 from dvms.files.providers import Provider, read_provider
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import Identity, key_of
+from dvms.placement.spec import VmSpec
 from dvms.runtime.capabilities import Dht, Handlers, Requester, StateStore
 from dvms.runtime.client import ControlError
 from dvms.runtime.services.files_messages import (
@@ -63,12 +64,15 @@ from dvms.runtime.services.files_stream import (
 )
 from dvms.runtime.services.state import StateError
 
-__all__ = ["NAME_PREFIX", "FileError", "FileService", "Transfer"]
+__all__ = ["FILE_PREFIX", "NAME_PREFIX", "FileError", "FileService", "Transfer"]
 
 log = logging.getLogger("dvms.node.files")
 
 #: Head records of file names in the replicated state.
 NAME_PREFIX = "file/"
+#: A VM's disk, kernel or initrd written ``file:NAME`` (or ``file:ROOT``) is fetched from
+#: the peers by the host that creates the VM (minimega's prefix).
+FILE_PREFIX = "file:"
 
 
 class FileError(Exception):
@@ -383,6 +387,23 @@ class FileService:
             await trio.to_thread.run_sync(self.store.pin, root, pin)
         await self.get(root.hex(), wait=True, timeout=timeout)
         return self.store.path(root)
+
+    async def prepare_vm(self, spec: VmSpec) -> tuple[VmSpec | None, str]:
+        """``spec`` with each ``file:REF`` of its disk, kernel and initrd fetched here and
+        replaced by its local path, pinned for the VM; (None, reason) if one cannot be."""
+        changes: dict[str, Any] = {}
+        holder = f"{spec.namespace}/{spec.name}"
+        for fld in ("disk", "kernel", "initrd"):
+            value = getattr(spec, fld)
+            if not isinstance(value, str) or not value.startswith(FILE_PREFIX):
+                continue
+            ref = value[len(FILE_PREFIX) :]
+            try:
+                path = await self.ensure(ref, timeout=self.config.vm_fetch_timeout_s, pin=holder)
+            except FileError as exc:
+                return None, f"vm {spec.name}: {fld} {value}: {exc}"
+            changes[fld] = str(path)
+        return (replace(spec, **changes) if changes else spec), ""
 
     async def listing(self) -> list[dict[str, Any]]:
         entries = await trio.to_thread.run_sync(self.store.entries)
