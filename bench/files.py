@@ -21,7 +21,7 @@ from the original (``bad_chunks_accepted``, every copy is hashed chunk by chunk)
 chunks held before the kill but fetched again after the restart
 (``resumed_chunks_refetched``).
 
-Usage: ``python bench/files.py [--json] [--size-mib 256] [--nodes 8] [--upload-mib-s 64]
+Usage: ``python bench/files.py [--json] [--size-mib 256] [--nodes 8] [--upload-mib-s 16]
 [--chunk-mib 4] [--dir DIR] [--keep]``
 """
 
@@ -178,7 +178,7 @@ def main() -> int:
     p.add_argument("--size-mib", type=int, default=256, help="file size, MiB (256)")
     p.add_argument("--nodes", type=int, default=8, help="daemons, one adds the file (8)")
     p.add_argument(
-        "--upload-mib-s", type=float, default=64.0, help="each daemon's upload, MiB/s (64)"
+        "--upload-mib-s", type=float, default=16.0, help="each daemon's upload, MiB/s (16)"
     )
     p.add_argument("--chunk-mib", type=int, default=4, help="chunk size, MiB (4)")
     p.add_argument("--dir", help="work directory (default: a new temporary one)")

@@ -64,6 +64,10 @@ class FilesConfig:
     #: A VM's ``file:`` disk, kernel or initrd: how long its host waits for the fetch
     #: before the creation fails, seconds.
     vm_fetch_timeout_s: float = 1800.0
+    #: How often the pins of VMs not defined on this host are dropped, seconds, and how
+    #: long a new pin is kept before its VM must exist (creation follows the fetch).
+    pin_check_s: float = 10.0
+    pin_grace_s: float = 60.0
     #: Stream listener: host ("" = the node's overlay address) and port (0 = any).
     listen_host: str = ""
     listen_port: int = 0
@@ -88,5 +92,7 @@ class FilesConfig:
             raise ValueError("need 0 < republish_s < provider_ttl_s")
         if min(self.find_period_s, self.have_poll_s, self.stream_timeout_s) <= 0:
             raise ValueError("find_period_s, have_poll_s and stream_timeout_s must be > 0")
+        if min(self.vm_fetch_timeout_s, self.pin_check_s, self.pin_grace_s) <= 0:
+            raise ValueError("vm_fetch_timeout_s, pin_check_s and pin_grace_s must be > 0")
         if not 0 <= self.listen_port <= 65535:
             raise ValueError("listen_port must be in 0..65535")

@@ -274,6 +274,7 @@ def build_files(
         joined=runner.wait_joined,
         rng=rng,
         config=cfg.files,
+        defined=lambda: set(runner.monitor.specs) | {v.key for v in runner.monitor.vms},
     )
 
 

@@ -38,6 +38,8 @@ sync_chunks = false
 upload_bytes_s = 50331648.0
 find_period_s = 0.5
 stream_timeout_s = 10.0
+pin_check_s = 0.2
+pin_grace_s = 1.0
 """
 WAIT_S = 120.0
 
@@ -173,10 +175,20 @@ def test_a_vjob_whose_disk_is_a_file_lands_on_a_host_that_fetches_it_first(
     assert done["placed"] == [{"name": "web1", "namespace": "files", "host": "node7"}]
     held = {e["root"]: e for e in _call(cluster["node7"], "file_list")["files"]}
     entry = held[added["root"]]
-    assert entry["complete"] and entry["pinned"] == ["files/web1"]
+    assert entry["complete"] and entry["pinned"] == ["files:web1"]
     assert _sha(entry["path"]) == digest
-    with pytest.raises(ControlError, match="pinned by files/web1"):
+    with pytest.raises(ControlError, match="pinned by files:web1"):
         _call(cluster["node7"], "file_delete", ref="img/web")
+    # the VM is destroyed: its pin goes, and the file may be deleted
+    killed = _call(cluster["node3"], "vm_kill", names="web1", namespace="files")
+    assert killed["killed"] == [{"name": "web1", "host": "node7"}]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        held = {e["root"]: e for e in _call(cluster["node7"], "file_list")["files"]}
+        if not held[added["root"]]["pinned"]:
+            break
+        time.sleep(0.1)
+    assert _call(cluster["node7"], "file_delete", ref="img/web")["root"] == added["root"]
     # a VM naming a file nobody added is refused on its host, with the reason
     missing = vjob_from_dict(
         {"name": "bad", "vms": [{"name": "bad1", "disk": "file:img/none", "schedule": "node7"}]},

@@ -20,6 +20,7 @@ whoever still holds it.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ from dvms.files import (
 )
 from dvms.files.manifest import parse_root, validate_file_name
 from dvms.files.providers import Provider, read_provider
+from dvms.names import vm_key
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import Identity, key_of
 from dvms.placement.spec import VmSpec
@@ -144,7 +146,10 @@ class FileService:
         rng: random.Random,
         config: FilesConfig | None = None,
         wall: Callable[[], float] = time.time,
+        defined: Callable[[], set[str]] = set,
     ) -> None:
+        """``defined()``: the VMs defined on this host (hypervisor keys), whose files stay
+        pinned (``check_pins``)."""
         self.config = config or FilesConfig()
         self.key = key
         self.identity = identity
@@ -155,6 +160,9 @@ class FileService:
         self.joined = joined
         self.rng = rng
         self.wall = wall
+        self.defined = defined
+        #: holder -> when this daemon pinned a file for it
+        self._pinned_at: dict[str, float] = {}
         self.store = Store(state_dir, self.config, wall)
         self.table = ProviderTable(max_ttl_s=self.config.provider_ttl_s, max_records=100_000)
         self.limiter = Limiter(
@@ -193,6 +201,7 @@ class FileService:
             self._nursery = nursery
             nursery.start_soon(trio.serve_listeners, serve, listeners)
             nursery.start_soon(self._republish_loop)
+            nursery.start_soon(self._pins_loop)
             for root in self.store.partial_roots():
                 self._start(root, "")
             task_status.started()
@@ -208,6 +217,26 @@ class FileService:
                     await self.announce(bytes.fromhex(e["root"]), complete=True)
             self.table.expire(trio.current_time())
             await trio.sleep(self.config.republish_s)
+
+    async def _pins_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.pin_check_s)
+            defined, now = self.defined(), trio.current_time()
+            await trio.to_thread.run_sync(self.check_pins, defined, now)
+
+    def check_pins(self, defined: set[str], now: float) -> list[str]:
+        """Drop the pins of VMs not defined here (destroyed, migrated away, or never
+        created), except those taken less than ``pin_grace_s`` ago (the VM may be being
+        created); returns the holders dropped. ``defined``: the VMs defined here; ``now``:
+        the daemon's clock (this runs in a worker thread)."""
+        dropped: set[str] = set()
+        for e in self.store.entries():
+            for holder in e["pinned"]:
+                young = now - self._pinned_at.get(holder, -math.inf) < self.config.pin_grace_s
+                if holder not in defined and not young:
+                    self.store.unpin(bytes.fromhex(e["root"]), holder)
+                    dropped.add(holder)
+        return sorted(dropped)
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -383,16 +412,17 @@ class FileService:
         """The local path of ``ref``, fetched first if needed (``file:NAME``); pinned for
         ``pin`` (a VM) if given."""
         root, _ = await self.resolve(ref)
-        if pin:
-            await trio.to_thread.run_sync(self.store.pin, root, pin)
         await self.get(root.hex(), wait=True, timeout=timeout)
+        if pin:
+            self._pinned_at[pin] = trio.current_time()
+            await trio.to_thread.run_sync(self.store.pin, root, pin)
         return self.store.path(root)
 
     async def prepare_vm(self, spec: VmSpec) -> tuple[VmSpec | None, str]:
         """``spec`` with each ``file:REF`` of its disk, kernel and initrd fetched here and
         replaced by its local path, pinned for the VM; (None, reason) if one cannot be."""
         changes: dict[str, Any] = {}
-        holder = f"{spec.namespace}/{spec.name}"
+        holder = vm_key(spec.name, spec.namespace)
         for fld in ("disk", "kernel", "initrd"):
             value = getattr(spec, fld)
             if not isinstance(value, str) or not value.startswith(FILE_PREFIX):

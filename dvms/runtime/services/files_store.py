@@ -350,9 +350,13 @@ class Store:
         return self.path(p.root)
 
     def close(self, p: Partial) -> None:
-        for fd in (p.fd, p.bits_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Close ``p``'s files, once (a second close of a reused fd number would close
+        another file of the daemon)."""
+        fds, p.fd, p.bits_fd = (p.fd, p.bits_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _drop_partial(self, root: bytes) -> None:
         for suffix in ("", ".bits", ".mf"):
