@@ -198,6 +198,21 @@ def test_a_vjob_whose_disk_is_a_file_lands_on_a_host_that_fetches_it_first(
     assert not refused["ok"] and "disk file:img/none: no such file" in refused["reason"]
 
 
+def test_a_qcow2_file_is_fetched_with_its_backing_file(
+    cluster: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    from test_store import qcow2_with_backing
+
+    base_digest = _random_file(tmp_path / "base.img", 3 * MIB)
+    qcow2_with_backing(tmp_path / "overlay.qcow2", "base.img", size=2 * MIB)
+    added = _call(cluster["node1"], "file_add", path=str(tmp_path / "overlay.qcow2"), name="ov")
+    got = _call(cluster["node8"], "file_get", ref="ov", wait=True)
+    assert got["root"] == added["root"]
+    # the backing file came too, and sits where qemu looks for it
+    link = Path(got["path"]).parent / "base.img"
+    assert _sha(str(link)) == base_digest
+
+
 def test_a_store_too_small_is_a_clear_error_and_no_complete_file(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (mounts a small tmpfs)")

@@ -87,3 +87,33 @@ def test_no_disk_space_is_an_error_before_anything_is_written(tmp_path: Path) ->
     with pytest.raises(StoreError, match="not enough disk space"):
         store.begin(m)
     assert list(store.objects.iterdir()) == [] and list(store.partial.iterdir()) == []
+
+
+def qcow2_with_backing(path: Path, backing: str, size: int = 4 * CHUNK) -> Path:
+    """A file with a qcow2 header naming ``backing`` (only the header is qcow2-like; the
+    store reads no further)."""
+    head = bytearray(os.urandom(size))
+    head[:4] = b"QFI\xfb"
+    head[8:16] = (512).to_bytes(8, "big")
+    head[16:20] = len(backing).to_bytes(4, "big")
+    head[512 : 512 + len(backing)] = backing.encode()
+    path.write_bytes(bytes(head))
+    return path
+
+
+def test_a_qcow2_file_brings_its_backing_files(tmp_path: Path) -> None:
+    base = _file(tmp_path, "base.raw", 2 * CHUNK)
+    mid = qcow2_with_backing(tmp_path / "mid.qcow2", "base.raw")
+    top = qcow2_with_backing(tmp_path / "top.qcow2", "mid.qcow2")
+    store = _store(tmp_path)
+    m = store.add(top, CHUNK, "top")
+    assert m.format == "qcow2" and m.backing is not None
+    mid_m = store.manifest(m.backing)
+    assert mid_m is not None and mid_m.backing is not None
+    assert store.path(mid_m.backing).read_bytes() == base.read_bytes()
+    # qemu finds each backing file beside its overlay, by the name in the header
+    assert (store.objects / "mid.qcow2").resolve() == store.path(m.backing).resolve()
+    assert (store.objects / "base.raw").read_bytes() == base.read_bytes()
+    assert mid.exists()
+    with pytest.raises(StoreError, match=r"backing file gone\.raw is not found"):
+        store.add(qcow2_with_backing(tmp_path / "orphan.qcow2", "gone.raw"), CHUNK)

@@ -383,6 +383,11 @@ class FileService:
             raise FileError(str(exc)) from None
         seq = await self._publish_name(name, m) if name else 0
         await self.announce(m.root, complete=True)
+        backing = m.backing
+        while backing is not None:  # a qcow2 file's backing files were added too
+            await self.announce(backing, complete=True)
+            bm = await trio.to_thread.run_sync(self.store.manifest, backing)
+            backing = bm.backing if bm is not None else None
         return {
             "name": name,
             "root": m.root.hex(),
@@ -517,13 +522,17 @@ class FileService:
 
     async def _fetch(self, t: Transfer) -> None:
         if await trio.to_thread.run_sync(self.store.complete, t.root):
-            t.manifest = self.store.manifest(t.root)
+            t.manifest = m = self.store.manifest(t.root)
+            if m is not None and m.backing is not None:
+                await self._fetch_backing(m.backing)
             t.path = str(self.store.path(t.root))
             await trio.to_thread.run_sync(self.store.touch, t.root)
             return
         m = await trio.to_thread.run_sync(self.store.manifest, t.root)
         if m is None:
             m = await self._fetch_manifest(t.root)
+        if m.backing is not None:  # qcow2: its backing file first, recursively
+            await self._fetch_backing(m.backing)
         if m.chunk > self.config.max_chunk_bytes:
             raise FileError(f"chunks of {m.chunk} bytes exceed max_chunk_bytes")
         t.manifest = m
@@ -544,7 +553,14 @@ class FileService:
             self._nursery_spawn(self.announce, t.root, complete=False)
         await self._swarm(t, m, p, t.swarm)
         t.path = str(await trio.to_thread.run_sync(self.store.finish, p))
+        await trio.to_thread.run_sync(self.store.link_backing, t.root)
         await self.announce(t.root, complete=True)
+
+    async def _fetch_backing(self, root: bytes) -> None:
+        b = self._start(root, "")
+        await b.done.wait()
+        if b.state != "done":
+            raise FileError(f"backing file {root.hex()}: {b.error}")
 
     def _nursery_spawn(self, fn: Callable[..., Awaitable[object]], *args: Any, **kw: Any) -> None:
         async def call() -> None:

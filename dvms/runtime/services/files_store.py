@@ -8,6 +8,7 @@
                                 each chunk's data, so a restarted daemon resumes
     files/partial/<root>.mf     its manifest
     files/index.json            names this node knows, pins, last use of each root
+    files/objects/NAME -> ROOT  a qcow2 file's backing file, by the name in its header
 
 Space is checked before anything is written: the store's capacity (evicting unpinned
 files least-recently-used between the watermarks) and the disk's free space; the data
@@ -28,11 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from dvms.files import Bitmap, FilesConfig, Manifest, ManifestError, StoredFile, choose_victims
-from dvms.files.manifest import detect_format
+from dvms.files.manifest import detect_format, parse_root, qcow2_backing_name
 
 __all__ = ["Partial", "Store", "StoreError"]
 
 COPY_BLOCK = 1024 * 1024
+#: Bytes of a file read to find its format and a qcow2 backing file name.
+HEADER_BYTES = 64 * 1024
+#: Backing files followed from one qcow2 file (qemu's own limit is far higher; a chain
+#: this long is a mistake).
+MAX_BACKING_DEPTH = 16
 
 
 class StoreError(Exception):
@@ -252,45 +258,78 @@ class Store:
 
     # -- adding a local file ---------------------------------------------------------------
 
-    def add(self, src: Path, chunk: int, name: str = "") -> Manifest:
+    def add(self, src: Path, chunk: int, name: str = "", *, depth: int = 0) -> Manifest:
         """Hash ``src`` into a manifest and copy it into the store (once: a root already
-        held is not copied again)."""
+        held is not copied again). A qcow2 file's backing file (named in its header,
+        relative to its directory) is added first, and its root goes in the manifest."""
         try:
             size = src.stat().st_size
             with open(src, "rb") as f:
-                fmt = detect_format(f.read(4))
+                head = f.read(HEADER_BYTES)
                 f.seek(0)
                 hashes = []
                 while block := f.read(chunk):
                     hashes.append(hashlib.sha256(block).digest())
         except OSError as exc:
             raise StoreError(f"cannot read {src}: {exc.strerror or exc}") from None
-        m = Manifest(size, chunk, tuple(hashes), fmt)
+        fmt = detect_format(head)
+        backing = None
+        bname = qcow2_backing_name(head) if fmt == "qcow2" else None
+        if bname:
+            if depth >= MAX_BACKING_DEPTH:
+                raise StoreError(f"{src}: more than {MAX_BACKING_DEPTH} backing files deep")
+            bpath = Path(bname) if os.path.isabs(bname) else src.parent / bname
+            if not bpath.is_file():
+                raise StoreError(f"{src}: its backing file {bname} is not found ({bpath})")
+            backing = self.add(bpath, chunk, depth=depth + 1).root
+        m = Manifest(size, chunk, tuple(hashes), fmt, backing)
         root = m.root
         if not self.complete(root):
-            self._make_room(size, self.objects)
-            tmp = self.objects / f"{root.hex()}.tmp"
-            try:
-                with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                    self._preallocate(fout.fileno(), size, tmp)
-                    shutil.copyfileobj(fin, fout, COPY_BLOCK)
-                    fout.flush()
-                    os.fsync(fout.fileno())
-                if tmp.stat().st_size != size:
-                    raise StoreError(f"{src} changed while it was added")
-                self._verify(tmp, m)
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                raise StoreError(f"cannot copy {src} into the store: {exc}") from None
-            except StoreError:
-                tmp.unlink(missing_ok=True)
-                raise
-            (self.objects / f"{root.hex()}.mf").write_bytes(m.encode())
-            os.replace(tmp, self.path(root))
+            self._copy_in(src, m)
+        self.link_backing(root)
         if name:
             self.set_name(name, root)
         self.touch(root)
         return m
+
+    def _copy_in(self, src: Path, m: Manifest) -> None:
+        root, size = m.root, m.size
+        self._make_room(size, self.objects)
+        tmp = self.objects / f"{root.hex()}.tmp"
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                self._preallocate(fout.fileno(), size, tmp)
+                shutil.copyfileobj(fin, fout, COPY_BLOCK)
+                fout.flush()
+                os.fsync(fout.fileno())
+            if tmp.stat().st_size != size:
+                raise StoreError(f"{src} changed while it was added")
+            self._verify(tmp, m)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot copy {src} into the store: {exc}") from None
+        except StoreError:
+            tmp.unlink(missing_ok=True)
+            raise
+        (self.objects / f"{root.hex()}.mf").write_bytes(m.encode())
+        os.replace(tmp, self.path(root))
+
+    def link_backing(self, root: bytes) -> str:
+        """Make the backing file a complete qcow2 file names findable where qemu looks
+        (beside it, under the name in its header): a symlink to the backing root. Only
+        for a plain relative name; returns it ("" if none was made)."""
+        m = self.manifest(root)
+        if m is None or m.backing is None or not self.complete(root):
+            return ""
+        with open(self.path(root), "rb") as f:
+            bname = qcow2_backing_name(f.read(HEADER_BYTES)) or ""
+        plain = bname and "/" not in bname and not bname.startswith(".")
+        if not plain or bname.endswith((".mf", ".tmp")) or parse_root(bname) is not None:
+            return ""
+        link = self.objects / bname
+        with contextlib.suppress(FileExistsError):
+            os.symlink(m.backing.hex(), link)
+        return bname
 
     def _verify(self, path: Path, m: Manifest) -> None:
         with open(path, "rb") as f:
