@@ -10,9 +10,11 @@ long enough to kill a node in the middle of it, as on a real link."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -129,11 +131,24 @@ def test_a_republished_name_resolves_to_the_new_root_and_the_old_root_still_down
 ) -> None:
     first = _random_file(tmp_path / "v1", 3 * MIB)
     second = _random_file(tmp_path / "v2", 2 * MIB + 7)
-    v1 = _call(cluster["node1"], "file_add", path=str(tmp_path / "v1"), name="os/base")
+    cli = [sys.executable, "-m", "dvms", "--socket", cluster["node1"]["socket"], "file"]
+    added = subprocess.run(
+        [*cli, "add", str(tmp_path / "v1"), "--name", "os/base", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    v1 = json.loads(added.stdout)
+    assert (v1["name"], v1["size"]) == ("os/base", 3 * MIB)
     v2 = _call(cluster["node2"], "file_add", path=str(tmp_path / "v2"), name="os/base")
     assert v1["root"] != v2["root"] and v2["version"] > v1["version"]
     new = _call(cluster["node5"], "file_get", ref="os/base", wait=True)
     assert new["root"] == v2["root"] and _sha(new["path"]) == second
+    cli5 = [sys.executable, "-m", "dvms", "--socket", cluster["node5"]["socket"], "file"]
+    text = subprocess.run(
+        [*cli5, "get", "os/base", "--wait"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert text == [new["path"], v2["root"]]  # its local path and root
     old = _call(cluster["node5"], "file_get", ref=v1["root"], wait=True)
     assert _sha(old["path"]) == first
     with pytest.raises(ControlError, match="no such file: os/none"):
@@ -189,6 +204,11 @@ def test_a_vjob_whose_disk_is_a_file_lands_on_a_host_that_fetches_it_first(
             break
         time.sleep(0.1)
     assert _call(cluster["node7"], "file_delete", ref="img/web")["root"] == added["root"]
+    # withdrawn at once: the others no longer list node7 as a provider
+    providers = _call(cluster["node3"], "file_providers", ref="img/web")["providers"]
+    node7_id = cluster["node7"]["node_id"]
+    assert node7_id not in {p["node_id"] for p in providers}
+    assert cluster["node1"]["node_id"] in {p["node_id"] for p in providers}
     # a VM naming a file nobody added is refused on its host, with the reason
     missing = vjob_from_dict(
         {"name": "bad", "vms": [{"name": "bad1", "disk": "file:img/none", "schedule": "node7"}]},
@@ -233,7 +253,9 @@ def test_a_store_too_small_is_a_clear_error_and_no_complete_file(tmp_path: Path)
         finally:
             cluster_down(mnt / "c")
     finally:
-        subprocess.run(["umount", str(mnt)], check=False)
+        # the daemons have exited (cluster_down waits); lazily if a file is still open
+        if subprocess.run(["umount", str(mnt)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_provider_killed_mid_transfer_the_others_finish_it(
