@@ -34,8 +34,9 @@ class FilesConfig:
     republish_s: float = 3600.0
     #: Nodes closest to a root that keep its provider records.
     provider_replicas: int = 5
-    #: Provider records answered per lookup.
+    #: Provider records answered per lookup, and kept by one node in all.
     max_providers: int = 64
+    max_provider_records: int = 100_000
     #: Chunks in flight from one peer, and in total for one transfer.
     per_peer_inflight: int = 4
     total_inflight: int = 16
@@ -86,8 +87,10 @@ class FilesConfig:
             raise ValueError("per_peer_inflight, total_inflight and ban_after_bad must be >= 1")
         if self.upload_slots < 1 or self.upload_queue < 0 or self.busy_backoff_s <= 0:
             raise ValueError("need upload_slots >= 1, upload_queue >= 0, busy_backoff_s > 0")
-        if self.provider_replicas < 1 or self.max_providers < 1:
-            raise ValueError("provider_replicas and max_providers must be >= 1")
+        if min(self.provider_replicas, self.max_providers, self.max_provider_records) < 1:
+            raise ValueError(
+                "provider_replicas, max_providers and max_provider_records must be >= 1"
+            )
         if not 0 < self.republish_s < self.provider_ttl_s:
             raise ValueError("need 0 < republish_s < provider_ttl_s")
         if min(self.find_period_s, self.have_poll_s, self.stream_timeout_s) <= 0:

@@ -275,7 +275,13 @@ def build_files(
         rng=rng,
         config=cfg.files,
         defined=lambda: set(runner.monitor.specs) | {v.key for v in runner.monitor.vms},
+        address_of=lambda node_id: _peer_host(runner, node_id),
     )
+
+
+def _peer_host(runner: NodeRunner, node_id: int) -> str | None:
+    entry = runner.core.table.index.get(node_id)
+    return entry.contact.host if entry is not None else None
 
 
 async def run_node(

@@ -147,9 +147,11 @@ class FileService:
         config: FilesConfig | None = None,
         wall: Callable[[], float] = time.time,
         defined: Callable[[], set[str]] = set,
+        address_of: Callable[[int], str | None] = lambda node_id: None,
     ) -> None:
         """``defined()``: the VMs defined on this host (hypervisor keys), whose files stay
-        pinned (``check_pins``)."""
+        pinned (``check_pins``). ``address_of(node_id)``: the host the overlay reaches a
+        peer at, if known."""
         self.config = config or FilesConfig()
         self.key = key
         self.identity = identity
@@ -161,10 +163,13 @@ class FileService:
         self.rng = rng
         self.wall = wall
         self.defined = defined
+        self.address_of = address_of
         #: holder -> when this daemon pinned a file for it
         self._pinned_at: dict[str, float] = {}
         self.store = Store(state_dir, self.config, wall)
-        self.table = ProviderTable(max_ttl_s=self.config.provider_ttl_s, max_records=100_000)
+        self.table = ProviderTable(
+            max_ttl_s=self.config.provider_ttl_s, max_records=self.config.max_provider_records
+        )
         self.limiter = Limiter(
             self.config.upload_bytes_s, self.config.upload_slots, self.config.upload_queue
         )
@@ -202,9 +207,15 @@ class FileService:
             nursery.start_soon(trio.serve_listeners, serve, listeners)
             nursery.start_soon(self._republish_loop)
             nursery.start_soon(self._pins_loop)
-            for root in self.store.partial_roots():
-                self._start(root, "")
+            nursery.start_soon(self._resume)
             task_status.started()
+
+    async def _resume(self) -> None:
+        """Every transfer a previous run left unfinished, once the node has joined (its
+        providers are found through the overlay)."""
+        await self.joined()
+        for root in await trio.to_thread.run_sync(self.store.partial_roots):
+            self._start(root, "")
 
     def _on_served(self, n: int) -> None:
         self.served_chunks += 1
@@ -589,8 +600,10 @@ class FileService:
         raise FileError(f"cannot get the manifest of {root.hex()}: {last}")
 
     async def _connect(self, p: Provider) -> FileConn:
+        # the address the overlay knows the provider by (where its datagrams come from)
+        # beats the one it wrote in its record, which may be a wildcard or private name
         return await open_file_conn(
-            p.host,
+            self.address_of(p.node_id) or p.host,
             p.port,
             self.key,
             timeout=self.config.stream_timeout_s,
