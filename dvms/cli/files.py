@@ -5,12 +5,12 @@ delete|status``) plus ``add`` and ``providers``. Files are addressed by name or 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table, socket_path
+from dvms.cli.output import emit
 from dvms.runtime.client import ControlError, call
 
 #: ``file add`` (hashing and copying a large image) and ``file get --wait`` wait this
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _print(args: argparse.Namespace, result: Any) -> bool:
     if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        emit(result)
     return bool(args.json)
 
 
