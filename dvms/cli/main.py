@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "dvms.cli.keygen",
     "dvms.cli.node",
     "dvms.cli.vm",
+    "dvms.cli.files",
     "dvms.cli.cluster",
     "dvms.cli.events",
     "dvms.cli.debug",

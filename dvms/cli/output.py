@@ -21,7 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 #: Keys whose numeric values are times (seconds since the epoch on the control socket).
-TIME_KEYS = frozenset({"started", "ended", "submitted", "updated", "created", "ts", "time"})
+TIME_KEYS = frozenset(
+    {"started", "ended", "submitted", "updated", "created", "ts", "time", "last_used"}
+)
 
 
 def iso(t: float) -> str:

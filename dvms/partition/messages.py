@@ -172,6 +172,11 @@ class LaunchVm:
     #: host reports them in ``VmState.constraints``; the daemon's spec travels with a
     #: migration).
     constraints: Carried = ()
+    #: Files the VM boots from: local paths, or ``file:NAME`` / ``file:ROOT`` that the
+    #: host creating the VM fetches from its peers first (``docs/files.md``).
+    disk: Annotated[str, MaxLen(512)] | None = None
+    kernel: Annotated[str, MaxLen(512)] | None = None
+    initrd: Annotated[str, MaxLen(512)] | None = None
 
     @classmethod
     def from_spec(cls, spec: VmSpec) -> LaunchVm:

@@ -26,6 +26,7 @@ key with its default)::
     [placement]                     # PlacementConfig (dvms/placement/config.py)
     [runner] [monitor] [state] [vjobs] [namespaces] [namespaces.effects] [vm_driver]
     [control] [tunnels] [observe]   # the daemon's services (dvms/runtime/...)
+    [files]                         # FilesConfig (dvms/files/config.py)
 
 Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
 naming the file, the table and the key.
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from dvms.configfile import ConfigError, load_table, read_toml
+from dvms.files.config import FilesConfig
 from dvms.hypervisor.net.model import NetConfig
 from dvms.overlay.config import KademliaConfig
 from dvms.partition.config import PartitionConfig
@@ -169,6 +171,9 @@ class NodeConfig:
     tunnels: NetConfig = field(default_factory=NetConfig)
     #: Event stream, metrics sampling, health and readiness (``[observe]``).
     observe: ObserveConfig = field(default_factory=ObserveConfig)
+    #: Files shared between peers (``[files]``): chunk size, store capacity and
+    #: watermarks, provider records, swarm limits (dvms/files/config.py).
+    files: FilesConfig = field(default_factory=FilesConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")

@@ -36,6 +36,7 @@ from dvms.runtime.control.commands import Daemon
 from dvms.runtime.control.server import serve_control
 from dvms.runtime.messages import register_node_messages
 from dvms.runtime.node import NodeRunner
+from dvms.runtime.services.files import FileService
 from dvms.runtime.services.hostside import HostSide
 from dvms.runtime.services.http import open_http_listeners
 from dvms.runtime.services.monitor import HostMonitor
@@ -52,6 +53,7 @@ __all__ = [
     "TEST_HOST_XML",
     "StateDirInUse",
     "build_daemon",
+    "build_files",
     "build_observability",
     "build_runner",
     "build_vjobs",
@@ -256,6 +258,32 @@ def build_daemon(
     )
 
 
+def build_files(
+    cfg: NodeConfig, runner: NodeRunner, key: bytes, ident: Identity, rng: random.Random
+) -> FileService:
+    """The file service of ``runner`` (store under the state dir; not started)."""
+    return FileService(
+        Path(cfg.state_dir),
+        key=key,
+        identity=ident,
+        dht=runner,
+        requests=runner,
+        state=runner.state,
+        handlers=runner.handlers,
+        rtt=runner.core.predicted_rtt,
+        joined=runner.wait_joined,
+        rng=rng,
+        config=cfg.files,
+        defined=lambda: set(runner.monitor.specs) | {v.key for v in runner.monitor.vms},
+        address_of=lambda node_id: _peer_host(runner, node_id),
+    )
+
+
+def _peer_host(runner: NodeRunner, node_id: int) -> str | None:
+    entry = runner.core.table.index.get(node_id)
+    return entry.contact.host if entry is not None else None
+
+
 async def run_node(
     cfg: NodeConfig, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -292,6 +320,9 @@ async def _run_node(
         obs = build_observability(cfg, runner, vjobs)
         daemon.commands["events"] = obs.command
         http: list[trio.SocketListener] = []
+        files = build_files(cfg, runner, key, ident, random.Random(rng.getrandbits(64)))
+        daemon.commands.update(files.commands())
+        runner.driver.prepare = files.prepare_vm
         info = {
             "node_id": f"{ident.node_id:040x}",
             "address": f"{addr[0]}:{addr[1]}",
@@ -313,6 +344,7 @@ async def _run_node(
             await nursery.start(obs.run, http)
             await nursery.start(runner.run, seeds)
             await nursery.start(vjobs.run)
+            await nursery.start(files.run)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner)
             task_status.started(addr)

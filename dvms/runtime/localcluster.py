@@ -42,6 +42,7 @@ __all__ = [
     "cluster_status",
     "cluster_up",
     "node_sockets",
+    "restart_node",
 ]
 
 MANIFEST = "cluster.json"
@@ -138,11 +139,12 @@ def cluster_up(
     cprofile: bool = False,
     metrics: bool = True,
     config: LocalClusterConfig | None = None,
+    config_file: str | None = None,
 ) -> list[dict[str, Any]]:
     """Start ``nodes`` daemons under ``d``; returns the manifest rows. ``host_cpus`` and
     ``host_memory_mib`` (MiB) size every test host (default: the daemon's, 8 and 16384).
     With ``metrics`` each node serves ``/metrics`` on a free 127.0.0.1 port (its row's
-    ``metrics`` URL)."""
+    ``metrics`` URL); ``config_file``: a node TOML every daemon reads (``--config``)."""
     cfg = config or LocalClusterConfig()
     if nodes < 1:
         raise ClusterError("--nodes must be at least 1")
@@ -170,6 +172,8 @@ def cluster_up(
         extra += ["--host-memory", str(host_memory_mib)]
     if metrics:
         extra += ["--metrics", "127.0.0.1:0"]
+    if config_file is not None:
+        extra += ["--config", str(Path(config_file).resolve())]
     rows: list[dict[str, Any]] = []
     procs: list[subprocess.Popen] = []
     try:
@@ -183,6 +187,7 @@ def cluster_up(
             info = _wait(lambda name=name: _node_json(d / name), cfg, f"{name} to start", p)
             rows.append(
                 {
+                    "extra": extra,
                     "name": name,
                     "pid": p.pid,
                     "address": info["address"],
@@ -207,6 +212,27 @@ def cluster_up(
         _kill_all(procs)
         raise
     return rows
+
+
+def restart_node(d: Path, name: str, config: LocalClusterConfig | None = None) -> dict[str, Any]:
+    """Start node ``name`` of the cluster in ``d`` again (after it died or was killed),
+    with its state dir and flags, through another node; returns its new manifest row."""
+    cfg = config or LocalClusterConfig()
+    rows = _manifest(d)
+    row = next((r for r in rows if r["name"] == name), None)
+    if row is None:
+        raise ClusterError(f"no node {name} in {d}")
+    if _alive(row):
+        raise ClusterError(f"{name} (pid {row['pid']}) is still running")
+    seed = next((r["address"] for r in rows if r["name"] != name and _alive(r)), None)
+    (Path(row["state_dir"]) / "node.json").unlink(missing_ok=True)
+    proc = _start(d, name, seed, list(row.get("extra", [])))
+    info = _wait(lambda: _node_json(Path(row["state_dir"])), cfg, f"{name} to start", proc)
+    row.update(pid=proc.pid, address=info["address"])
+    (d / MANIFEST).write_text(json.dumps(rows, indent=2) + "\n")
+    sees_all = partial(_sees_all, row["socket"], len(rows), cfg.query_timeout_s)
+    _wait(sees_all, cfg, f"{name} to see all", proc)
+    return row
 
 
 def _kill_all(procs: list[subprocess.Popen]) -> None:

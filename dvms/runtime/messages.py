@@ -30,6 +30,7 @@ from typing import Annotated
 from dvms.hypervisor.base import VmInfo
 from dvms.overlay.messages import Record
 from dvms.partition.messages import LaunchVm
+from dvms.runtime.services.files_messages import FILE_MESSAGES, FILE_REQUESTS, FILE_RESPONSES
 from dvms.wire.envelope import MessageRegistry
 from dvms.wire.schema import MaxLen, Range
 
@@ -336,15 +337,16 @@ NODE_MESSAGES: dict[int, type] = {
 
 REQUESTS = (
     HostQuery, KillVms, AdoptVm, PartitionsQuery, StateRead, StateCas, VmOp, MoveVm, RunCmd, NetOp,
-    VjobsQuery, EventsQuery,
+    VjobsQuery, EventsQuery, *FILE_REQUESTS,
 )  # fmt: skip
 RESPONSES = (
     HostReply, Killed, Adopted, PartitionsReply, StateValue, StateCasReply, VmOpDone, RunOutput,
-    VjobsReply, EventsReply,
+    VjobsReply, EventsReply, *FILE_RESPONSES,
 )  # fmt: skip
 
 
 def register_node_messages(registry: MessageRegistry) -> MessageRegistry:
-    for code, cls in NODE_MESSAGES.items():
+    # registered one by one: a code used twice is refused (ValueError), never overwritten
+    for code, cls in [*NODE_MESSAGES.items(), *FILE_MESSAGES.items()]:
         registry.register(code, cls)
     return registry

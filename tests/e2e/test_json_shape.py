@@ -76,6 +76,7 @@ def test_every_command_prints_one_object_with_iso_times(tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(TINY)
     (tmp_path / "v.toml").write_text(VJOB)
     (tmp_path / "s.mm").write_text("vm config memory 256\nvm info\n")
+    (tmp_path / "f.bin").write_bytes(bytes(range(256)) * 4096)
     model = ROOT / "examples" / "models" / "overload.toml"
     c = str(tmp_path / "c")
     runs = {
@@ -115,6 +116,12 @@ def test_every_command_prints_one_object_with_iso_times(tmp_path: Path) -> None:
         "sim run": ["sim", "run", "tiny.toml"],
         "sim compare": ["sim", "compare", "tiny.toml", "--seeds", "1", "--out", "cmp"],
         "sim scaling": ["sim", "scaling", "cmp/results.json", "--out", "s.png"],
+        "file add": ["file", "add", "f.bin", "--name", "shape/f"],
+        "file get": ["file", "get", "shape/f", "--wait"],
+        "file list": ["file", "list"],
+        "file status": ["file", "status"],
+        "file providers": ["file", "providers", "shape/f"],
+        "file delete": ["file", "delete", "shape/f"],
         "cluster down": ["cluster", "down", "--dir", c],
     }
     missing = _leaves() - set(runs) - set(NOT_RUN)

@@ -68,8 +68,9 @@ __all__ = [
 log = logging.getLogger("dvms.node.state")
 
 BLOB_PREFIX = "blob/"
-#: Names of head records (values of the form described above).
-HEAD_PREFIXES = ("ns/", "nsindex/", "vjob/")
+#: Names of head records (values of the form described above); ``file/``: file names
+#: (``services/files.py``).
+HEAD_PREFIXES = ("ns/", "nsindex/", "vjob/", "file/")
 HEAD_VERSION = 1
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dvms.effects import Address
@@ -28,6 +28,7 @@ from dvms.hypervisor.errors import AlreadyExists, HypervisorError, InvalidState,
 from dvms.names import vm_key
 from dvms.partition.events import BootVm, MigrateVmTo
 from dvms.partition.messages import LaunchVm
+from dvms.placement.spec import VmSpec
 from dvms.runtime.capabilities import Handlers, Requester, VmDirectory
 from dvms.runtime.messages import Adopted, AdoptVm, HostQuery, HostReply, Killed, KillVms
 from dvms.runtime.services.monitor import HostMonitor
@@ -38,6 +39,9 @@ log = logging.getLogger("dvms.runtime.services.vm_driver")
 
 #: Opens the hypervisor of a live-migration's destination: (driver name, uri, host name).
 OpenHypervisor = Callable[..., Hypervisor]
+#: Makes the files a VM boots from local before it is created (``file:NAME``): the spec
+#: with local paths, or "" and the reason it cannot be.
+Prepare = Callable[[VmSpec], Awaitable[tuple[VmSpec | None, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,8 @@ class VmDriver:
         self.directory = directory
         self.config = config or VmDriverConfig()
         self._open_destination = open_destination
+        #: set by the file service (``services/files.py``); None: paths are used as given
+        self.prepare: Prepare | None = None
         handlers.register(HostQuery, self._answer_host)
         handlers.register(KillVms, self._kill)
         handlers.register(AdoptVm, self._adopt)
@@ -100,8 +106,14 @@ class VmDriver:
         return ok, reason
 
     async def create(self, vm: LaunchVm) -> tuple[bool, str]:
+        spec: VmSpec | None = vm.to_spec()
+        if self.prepare is not None and spec is not None:
+            spec, reason = await self.prepare(spec)
+            if spec is None:
+                return False, reason
+        assert spec is not None
         try:
-            await self.hv.create(vm.to_spec())
+            await self.hv.create(spec)
         except AlreadyExists as exc:
             if self.monitor.specs.get(vm_key(vm.name, vm.namespace)) == vm:
                 return True, ""  # a retransmitted AdoptVm: it is here already
