@@ -4,7 +4,12 @@ holds only part of the cluster, as on a cluster of thousands with k = 20.
 
 `host`, `vm info --all`, `vjob list` and `members` from every node see every node, VM
 and vjob (the nodes are found by a crawl of the overlay); a node killed with SIGKILL is
-named: `unreachable` in the views, `failed` in `members`. About 40 s on 2 cores."""
+named: `unreachable` in the views, `failed` in `members`. About 40 s on 2 cores.
+
+Large namespaces on 3 daemons: one `vm launch` of 400 VMs (launched 100 per partition
+event; as one event its messages did not fit a datagram), shown from another node and
+cleared; a vjob's `colocate` inside a namespace, with a VM of the same vjob and with one
+an earlier vjob placed. About 40 s."""
 
 from __future__ import annotations
 
@@ -38,8 +43,9 @@ vms = "v[1-3]"
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def large(tmp_path_factory):
+    """24 daemons, down again before the next test (they load the machine)."""
     d = tmp_path_factory.mktemp("large") / "c"
     up = ("cluster", "up", "--nodes", str(NODES), "--overlay-k", "4", "--dir", str(d))
     rows = dvms_json(*up, "--timeout", "120")["nodes"]
@@ -103,3 +109,66 @@ def test_every_view_is_complete_from_every_node_then_names_a_dead_node(large, tm
     states = {m["name"]: m["state"] for m in members}
     assert states.pop(victim) == "failed"
     assert set(states.values()) == {"alive"} and len(states) == NODES - 1
+
+
+@pytest.fixture(scope="module")
+def three_big(tmp_path_factory):
+    d = tmp_path_factory.mktemp("threebig") / "c"
+    up = ("cluster", "up", "--nodes", "3", "--dir", str(d), "--host-cpus", "1024")
+    rows = dvms_json(*up, "--host-memory", "1000000", "--timeout", "90")["nodes"]
+    try:
+        yield {r["name"]: r["socket"] for r in rows}
+    finally:
+        dvms("cluster", "down", "--dir", str(d), check=False)
+
+
+def ns(sock: str, line: str) -> dict:
+    """One minimega command line in namespace ``big`` (the client keeps the namespace)."""
+    return call(sock, "ns", {"words": line.split(), "namespace": "big"}, timeout=300)
+
+
+def test_a_launch_of_400_vms_in_a_namespace_shows_everywhere_and_clears(three_big):
+    socks = three_big
+    assert ns(socks["node1"], "vm config memory 1")["ok"]
+    out = ns(socks["node1"], "vm launch kvm 400")
+    assert out["ok"], out["text"][-500:]
+    text = ns(socks["node2"], ".columns name,state,host vm info")["text"]
+    assert text.count("BUILDING") == 400, text[-500:]
+    hosts = call(socks["node3"], "host")["hosts"]
+    assert sum(h["vms"] for h in hosts) == 400 and all(h["vms"] > 100 for h in hosts)
+    assert ns(socks["node3"], "clear namespace big")["ok"]
+    assert sum(h["vms"] for h in call(socks["node1"], "host")["hosts"]) == 0
+
+
+COLOCATE = """
+name = "{name}"
+namespace = "q"
+
+[[vms]]
+name = "{db}"
+memory = 256
+
+[[vms]]
+name = "{web}"
+memory = 128
+colocate = "{target}"
+"""
+
+
+def test_colocate_in_a_vjob_of_a_namespace(three_big, tmp_path):
+    socks = three_big
+    first = tmp_path / "first.toml"
+    first.write_text(COLOCATE.format(name="first", db="db1", web="web[1-3]", target="db1"))
+    res = dvms_json("submit", str(first), sock=socks["node2"])
+    assert res["ok"], res
+    where = {p["name"]: p["host"] for p in res["placed"]}
+    assert {where[f"web{i}"] for i in (1, 2, 3)} == {where["db1"]}
+    # colocate with a VM an earlier vjob placed in the namespace
+    second = tmp_path / "second.toml"
+    second.write_text(COLOCATE.format(name="second", db="db2", web="app[1-2]", target="db1"))
+    res = dvms_json("submit", str(second), sock=socks["node3"])
+    assert res["ok"], res
+    placed = {p["name"]: p["host"] for p in res["placed"]}
+    assert placed["app1"] == placed["app2"] == where["db1"]
+    info = call(socks["node1"], "vm_info", {"namespace": "q"})["vms"]
+    assert len(info) == 7 and all(v["namespace"] == "q" for v in info)
