@@ -136,7 +136,8 @@ def test_a_launch_of_400_vms_in_a_namespace_shows_everywhere_and_clears(three_bi
     assert text.count("BUILDING") == 400, text[-500:]
     hosts = call(socks["node3"], "host")["hosts"]
     assert sum(h["vms"] for h in hosts) == 400 and all(h["vms"] > 100 for h in hosts)
-    assert ns(socks["node3"], "clear namespace big")["ok"]
+    out = ns(socks["node3"], "clear namespace big")
+    assert out["ok"], out["text"][-500:]
     assert sum(h["vms"] for h in call(socks["node1"], "host")["hosts"]) == 0
 
 
