@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="no /metrics endpoints (default: each node serves one on a free 127.0.0.1 port)",
     )
     up.add_argument(
+        "--overlay-k",
+        type=int,
+        metavar="K",
+        help="bucket size of every node's overlay (default 20); a small K makes a few "
+        "daemons behave as a large cluster does: no routing table holds every node",
+    )
+    up.add_argument(
         "--timeout",
         type=float,
         default=LocalClusterConfig().start_timeout_s,
@@ -71,6 +78,7 @@ def up_cmd(args: argparse.Namespace) -> int:
             host_cpus=args.host_cpus,
             host_memory_mib=args.host_memory,
             metrics=args.metrics,
+            overlay_k=args.overlay_k,
             config=LocalClusterConfig(start_timeout_s=args.timeout),
         )
     except ClusterError as exc:

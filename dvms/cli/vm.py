@@ -1,5 +1,6 @@
 """Cluster commands sent to any node: ``submit``, ``vm info|kill``, ``host``,
-``partitions``, ``rtt``. The node you talk to gathers the answer from the others."""
+``partitions``, ``rtt``, ``members``. The node you talk to gathers the answer from the
+others."""
 
 from __future__ import annotations
 
@@ -72,7 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "DHT; any node can show one, and the cluster finishes a vjob whose node died.",
     )
     vjsub = vj.add_subparsers(dest="vjob_command", metavar="COMMAND", required=True)
-    vl = vjsub.add_parser("list", help="vjobs this node knows", description="List vjobs.")
+    vl = vjsub.add_parser(
+        "list",
+        help="every vjob of the cluster",
+        description="Every vjob of the cluster, gathered from every node (found by a "
+        "crawl of the overlay); names the nodes that did not answer.",
+    )
     vl.set_defaults(func=vjob_list)
     vs = vjsub.add_parser(
         "show",
@@ -242,6 +248,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     rtt.add_argument("host", metavar="HOST", help="host name, host:port or node id")
     rtt.set_defaults(func=rtt_cmd)
+    members = sub.add_parser(
+        "members",
+        help="the cluster's members as this node sees them",
+        description="Every node of the cluster, found by a crawl of the overlay (routing "
+        "tables read until no new node appears): name, address, state (alive; suspect: "
+        "this node's last RPCs to it failed, or the crawl's deadline came first; failed: "
+        "named by a routing table or known before, and silent) and the RTT Vivaldi "
+        "predicts from this node.",
+    )
+    members.set_defaults(func=members_cmd)
 
 
 def _call(args: argparse.Namespace, cmd: str, body: dict[str, Any], **kw: Any) -> Any:
@@ -298,11 +314,15 @@ def _where_to_look(namespace: str) -> str:
 
 
 def vjob_list(args: argparse.Namespace) -> int:
-    rows = _call(args, "vjob_list", {})
+    result = _call(args, "vjob_list", {})
     if args.json:
-        _json({"vjobs": rows})
-    else:
-        print_table(rows, ("id", "name", "namespace", "state", "vms", "placed", "owner", "reason"))
+        _json(result)
+        return 0
+    cols = ("id", "name", "namespace", "state", "vms", "placed", "owner", "reason")
+    print_table(result["vjobs"], cols)
+    if result["truncated"]:
+        print("(some node holds more vjobs than one reply carries: only its newest are shown)")
+    _warn_unreachable(result)
     return 0
 
 
@@ -473,6 +493,23 @@ def partitions(args: argparse.Namespace) -> int:
     cols = ("pid", "state", "leader", "members", "events", "actions", "outcome", "duration_s")
     print_table(rows, cols)
     _warn_unreachable(result)
+    return 0
+
+
+def members_cmd(args: argparse.Namespace) -> int:
+    result = _call(args, "members", {})
+    if args.json:
+        _json(result)
+        return 0
+    print_table(result["members"], ("name", "address", "state", "rtt_ms"))
+    states = [m["state"] for m in result["members"]]
+    crawl = result["crawl"]
+    summary = ", ".join(
+        f"{states.count(s)} {s}" for s in ("alive", "suspect", "failed") if s in states
+    )
+    print(
+        f"{len(states)} members ({summary}); crawl: {crawl['rpcs']} RPCs in {crawl['duration_s']} s"
+    )
     return 0
 
 

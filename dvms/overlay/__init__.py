@@ -3,10 +3,11 @@ and the simulator drive it): routing, lookups and the signed DHT records the lay
 above keep their state in.
 
 - ``core``      ``OverlayCore``: ``on_message`` / ``on_timer`` / commands in, ``Send`` and
-  ``Emit`` (``Joined``, ``LookupDone``, ``PutDone``) out
+  ``Emit`` (``Joined``, ``LookupDone``, ``PutDone``, ``CrawlDone``) out
 - ``config``    ``KademliaConfig`` with its ``lan``/``wan``/``local`` profiles
 - ``messages``  the wire messages (``Ping``, ``FindNode``, ``FindValue``, ``Store``, ...)
 - ``routing``   the routing table; ``lookup``: one iterative lookup
+- ``crawl``     every node of the overlay, by reading routing tables (cluster-wide views)
 - ``records``   node identities, signature checks and validators of records
   (``RecordError``), the local record store
 

@@ -55,6 +55,14 @@ class KademliaConfig:
     #: again from the seeds after this long, seconds (ours).
     join_retry_s: float = 5.0
 
+    #: A crawl (``crawl.py``: every node of the overlay, for cluster-wide views) keeps at
+    #: most this many FindNode RPCs in flight (ours; the libp2p crawler runs 1,000
+    #: workers against the public DHT, we keep a cluster's own traffic modest).
+    crawl_parallelism: int = 32
+    #: Deadline of a whole crawl, seconds (ours): nodes not read by then are reported
+    #: as unfinished. A 10,000-node crawl is ~100,000 RPCs: ~3 s at 1 ms per RPC.
+    crawl_timeout_s: float = 30.0
+
     #: Refresh a bucket not used by a lookup for this long, seconds (go-libp2p: 10 min).
     refresh_interval_s: float = 600.0
     #: Highest common-prefix length refreshed (go-libp2p-kbucket maxCplForRefresh).
@@ -103,8 +111,8 @@ class KademliaConfig:
             raise ValueError("id_bits must be a multiple of 8 in [8, 256]")
         if self.lookup_retry_attempts < 0:
             raise ValueError("lookup_retry_attempts must be >= 0")
-        if self.k < 1 or self.alpha < 1 or self.rpc_attempts < 1:
-            raise ValueError("k, alpha and rpc_attempts must be >= 1")
+        if self.k < 1 or self.alpha < 1 or self.rpc_attempts < 1 or self.crawl_parallelism < 1:
+            raise ValueError("k, alpha, rpc_attempts and crawl_parallelism must be >= 1")
         if self.republish_interval_s >= self.record_ttl_s:
             raise ValueError("republish_interval_s must be shorter than record_ttl_s")
 

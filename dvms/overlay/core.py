@@ -4,12 +4,14 @@ Inputs (each takes ``now``, seconds on whatever clock the caller runs):
 
 - ``on_message(src, sender, rid, msg, now=)``: a decoded, authenticated datagram;
 - ``on_timer(now=)``: call when ``next_deadline()`` has passed;
-- commands: ``start(seeds)``, ``lookup(target)``, ``get(name)``, ``put(record)``.
+- commands: ``start(seeds)``, ``lookup(target)``, ``get(name)``, ``put(record)``,
+  ``crawl()``.
 
 Outputs: a list of effects (``OverlayEffect``), ``Send`` (a datagram to send) and
-``Emit`` (an event for the application: ``Joined``, ``LookupDone``, ``PutDone``). The
-core never awaits, never reads a clock and never touches a socket; the Trio runner
-(``dvms.runtime.shell``) and the simulator (``dvms.sim``) both drive this same class.
+``Emit`` (an event for the application: ``Joined``, ``LookupDone``, ``PutDone``,
+``CrawlDone``). The core never awaits, never reads a clock and never touches a socket;
+the Trio runner (``dvms.runtime.node``) and the simulator (``dvms.sim``) both drive this
+same class.
 
 How it works::
 
@@ -38,6 +40,7 @@ from typing import Any
 
 from dvms.effects import Address, Emit, Send
 from dvms.overlay.config import KademliaConfig
+from dvms.overlay.crawl import Crawl, CrawlResult
 from dvms.overlay.lookup import Lookup, LookupResult
 from dvms.overlay.messages import (
     Contact,
@@ -57,6 +60,7 @@ from dvms.requests import Request, RequestTable, TimerHeap
 from dvms.vivaldi import Coordinate
 
 __all__ = [
+    "CrawlDone",
     "Joined",
     "LookupDone",
     "OverlayCore",
@@ -79,6 +83,7 @@ class OverlayTimer(IntEnum):
     REFRESH = 3  # look up the buckets nobody talked to
     HOUSEKEEPING = 4  # expire records, republish ours
     JOIN = 5  # contact the seeds again
+    CRAWL = 6  # a crawl's deadline (ref: crawl id)
 
 
 class Purpose(IntEnum):
@@ -89,6 +94,7 @@ class Purpose(IntEnum):
     EVICT = 2  # a Ping to a full bucket's oldest contact
     SEED = 3  # a Ping to a seed while joining
     STORE = 4  # a Store of a put (ref: the _Put)
+    CRAWL = 5  # a crawl's FindNode (ref: crawl id)
 
 
 #: A message handler: (src, sender, rid, msg, now, out).
@@ -138,6 +144,13 @@ class LookupDone:
     result: LookupResult
     #: For value lookups: the winning valid record, if any replica had one.
     record: Record | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlDone:
+    """A crawl of the overlay ended (``OverlayCore.crawl``)."""
+
+    result: CrawlResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +212,7 @@ class OverlayCore:
         self._lookups: dict[int, Lookup] = {}
         self._lookup_kind: dict[int, tuple[str, Any]] = {}
         self._next_lookup = 1
+        self._crawls: dict[int, Crawl] = {}
         self._timers: TimerHeap[OverlayTimer] = TimerHeap()
         self._timer_handlers: dict[OverlayTimer, _TimerHandler] = {
             OverlayTimer.RPC: self._rpc_timeout,
@@ -207,6 +221,7 @@ class OverlayCore:
             OverlayTimer.REFRESH: self._refresh,
             OverlayTimer.HOUSEKEEPING: self._housekeeping,
             OverlayTimer.JOIN: self._contact_seeds,
+            OverlayTimer.CRAWL: self._crawl_timeout,
         }
         #: What an RPC's outcome leads to, by its purpose (None: nothing more).
         self._continuations: dict[Purpose, _Continuation | None] = {
@@ -215,6 +230,7 @@ class OverlayCore:
             Purpose.EVICT: None,
             Purpose.SEED: self._seed_answered,
             Purpose.STORE: self._store_answered,
+            Purpose.CRAWL: self._crawl_answered,
         }
         self._published: dict[str, tuple[Record, float]] = {}
         self._seeds: list[Address] = []
@@ -249,8 +265,10 @@ class OverlayCore:
         entries = timers.entries
         while entries:
             _, _, kind, ref = entries[0]
-            if (kind == OverlayTimer.RPC and ref.done) or (
-                kind == OverlayTimer.LOOKUP and ref not in self._lookups
+            if (
+                (kind == OverlayTimer.RPC and ref.done)
+                or (kind == OverlayTimer.LOOKUP and ref not in self._lookups)
+                or (kind == OverlayTimer.CRAWL and ref not in self._crawls)
             ):
                 timers.pop()
                 continue
@@ -314,6 +332,30 @@ class OverlayCore:
         )
         return out
 
+    def crawl(self, *, now: float) -> tuple[int, list[OverlayEffect]]:
+        """Find every node of the overlay by reading routing tables (``crawl.py``);
+        ends with ``Emit(CrawlDone)``, at the latest after ``crawl_timeout_s``."""
+        out: list[OverlayEffect] = []
+        cid = self._next_lookup
+        self._next_lookup += 1
+        cfg = self.config
+        cr = Crawl(
+            cid,
+            own=self.contact,
+            seeds=list(self.table.contacts()),
+            k=cfg.k,
+            bits=cfg.id_bits,
+            parallelism=cfg.crawl_parallelism,
+            rng=self.rng,
+            started=now,
+            deadline=now + cfg.crawl_timeout_s,
+        )
+        self._crawls[cid] = cr
+        self._timers.at(cr.deadline, OverlayTimer.CRAWL, cid)
+        self.stats["crawl"] += 1
+        self._pump_crawl(cr, now, out)
+        return cid, out
+
     def unpublish(self, name: str) -> None:
         self._published.pop(name, None)
 
@@ -329,6 +371,17 @@ class OverlayCore:
             return None
         try:
             coord = decode_coord(e.coord, self.vivaldi.config.dimensionality)
+        except ValueError:
+            return None
+        return self.vivaldi.coordinate.distance_to(coord)
+
+    def rtt_to_coord(self, wire: tuple[float, ...]) -> float | None:
+        """Predicted RTT (seconds) to a node whose coordinate is ``wire`` (as a reply
+        carries it), else None."""
+        if not wire or self.vivaldi is None:
+            return None
+        try:
+            coord = decode_coord(wire, self.vivaldi.config.dimensionality)
         except ValueError:
             return None
         return self.vivaldi.coordinate.distance_to(coord)
@@ -724,6 +777,39 @@ class OverlayCore:
             self._request(c.addr, c.node_id, Store(put.record), Purpose.STORE, put, now, out)
         if put.pending == 0:
             out.append(Emit(PutDone(put.record.name, put.stored)))
+
+    # -- crawls -------------------------------------------------------------------------
+
+    def _pump_crawl(self, cr: Crawl, now: float, out: list[OverlayEffect]) -> None:
+        for c, target in cr.next_queries():
+            self._request(
+                c.addr, c.node_id, FindNode(target), Purpose.CRAWL, cr.crawl_id, now, out, c
+            )
+        if cr.finished():
+            self._finish_crawl(cr, now, out)
+
+    def _crawl_answered(
+        self, rpc: _Rpc, msg: Any, was_answering: bool, now: float, out: list[OverlayEffect]
+    ) -> None:
+        cr = self._crawls.get(rpc.then.ref)
+        if cr is None or rpc.peer is None:
+            return
+        if isinstance(msg, Nodes):
+            cr.answered(rpc.peer, msg.contacts, msg.coord)
+        else:
+            cr.failed(rpc.peer)
+        self._pump_crawl(cr, now, out)
+
+    def _crawl_timeout(self, cid: int, now: float, out: list[OverlayEffect]) -> None:
+        cr = self._crawls.get(cid)
+        if cr is not None:
+            self._finish_crawl(cr, now, out, timed_out=True)
+
+    def _finish_crawl(
+        self, cr: Crawl, now: float, out: list[OverlayEffect], *, timed_out: bool = False
+    ) -> None:
+        del self._crawls[cr.crawl_id]
+        out.append(Emit(CrawlDone(cr.result(now, timed_out=timed_out))))
 
     # -- join, probing, refresh, housekeeping ------------------------------------------
 

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dvms.effects import Address
+from dvms.overlay.crawl import CrawlResult
 from dvms.overlay.lookup import LookupResult
 from dvms.overlay.messages import Contact, Record
 from dvms.overlay.records import RecordStore
@@ -99,7 +100,9 @@ class Requester(Protocol):
     async def gather(
         self, msg: Any, *, timeout: float | None = None
     ) -> tuple[list[Any], list[Contact]]:
-        """``msg`` answered by every peer and by this node: (replies, silent peers)."""
+        """``msg`` answered by every node of the cluster (found by a crawl of the
+        overlay, not only this node's routing table) and by this node: (replies, nodes
+        that did not answer)."""
         ...
 
     async def ask_host(
@@ -116,10 +119,20 @@ class Requester(Protocol):
 
 
 class Peers(Protocol):
-    """Who this node knows: the contacts of its routing table and their host names."""
+    """Who this node knows: the contacts of its routing table and their host names, and
+    every node of the cluster by a crawl."""
 
     @property
     def contact(self) -> Contact: ...
+
+    async def crawl(self) -> CrawlResult:
+        """Every node of the overlay, found by reading routing tables: those that
+        answered and those some table names that did not."""
+        ...
+
+    def known(self) -> dict[int, Contact]:
+        """Every peer that ever told this node its host name (live or not)."""
+        ...
 
     def peer_contacts(self) -> list[Contact]: ...
 

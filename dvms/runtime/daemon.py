@@ -46,7 +46,7 @@ from dvms.runtime.services.state import state_validators
 from dvms.runtime.services.vjobs import VjobConfig, VjobService
 from dvms.stack.core import NodeCore, build_cores
 from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
-from dvms.wire.envelope import MessageRegistry, WireCodec
+from dvms.wire.envelope import MessageRegistry, WireCodec, WireConfig
 from dvms.wire.keys import load_key
 
 __all__ = [
@@ -156,7 +156,9 @@ def build_runner(
     return NodeRunner(
         NodeCore(overlay, partition, identity=ident),
         transport,
-        WireCodec(key, registry),
+        # as large as the transport carries (64 KiB on UDP): a partition's messages
+        # carry its events' VMs and its members' host states
+        WireCodec(key, registry, WireConfig(max_datagram=transport.max_datagram)),
         monitor,
         rng=random.Random(rng.getrandbits(64)),
         identity=ident,

@@ -5,11 +5,15 @@
     DIR/cluster.key          one cluster key for all nodes
     DIR/cluster.json         what `up` started: name, pid, socket, address, state dir,
                              metrics URL (each node serves /metrics on a free port)
+    DIR/node.toml            settings every node reads (``overlay_k``), if any
     DIR/nodeI/               node I's state dir: dvms.sock, node.json, host.xml, node.log
     DIR/logs/nodeI.log       node I's log once the cluster is down (``down`` keeps them)
 
 ``up`` starts node1 first (the seed), then the others through it, and returns once every
-node sees all the others in its routing table and knows their host names. Daemons run
+node sees all the others in its routing table and knows their host names. With a small
+bucket size (``overlay_k``: a few daemons then behave as a large cluster does, no
+routing table holds everyone) it returns once every node's crawl of the overlay
+(``members``) finds all the others alive and named. Daemons run
 in their own session, so they outlive the command. ``down`` stops them by the pids in
 cluster.json (SIGTERM, then SIGKILL after a grace period), checking first that each pid
 still runs ``dvms node run`` with that state dir (pids are reused), and removes what
@@ -32,6 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from dvms.overlay.messages import MAX_CONTACTS
 from dvms.runtime.client import ControlError, call
 from dvms.wire.keys import generate_key, write_key
 
@@ -46,6 +51,8 @@ __all__ = [
 ]
 
 MANIFEST = "cluster.json"
+#: Settings every node reads (``--config``), written by ``up`` when it has any.
+NODE_TOML = "node.toml"
 #: Where ``down`` keeps the node logs, inside the cluster directory.
 LOGS = "logs"
 #: With ``cprofile=True`` each daemon runs under cProfile and writes ``DIR/nodeI/`` this
@@ -138,13 +145,16 @@ def cluster_up(
     host_memory_mib: int | None = None,
     cprofile: bool = False,
     metrics: bool = True,
+    overlay_k: int | None = None,
     config: LocalClusterConfig | None = None,
     config_file: str | None = None,
 ) -> list[dict[str, Any]]:
     """Start ``nodes`` daemons under ``d``; returns the manifest rows. ``host_cpus`` and
     ``host_memory_mib`` (MiB) size every test host (default: the daemon's, 8 and 16384).
     With ``metrics`` each node serves ``/metrics`` on a free 127.0.0.1 port (its row's
-    ``metrics`` URL); ``config_file``: a node TOML every daemon reads (``--config``)."""
+    ``metrics`` URL); ``config_file``: a node TOML every daemon reads (``--config``);
+    ``overlay_k``: every node's bucket size (default the overlay's, 20), not with
+    ``config_file`` (set ``[overlay] k`` there)."""
     cfg = config or LocalClusterConfig()
     if nodes < 1:
         raise ClusterError("--nodes must be at least 1")
@@ -152,6 +162,8 @@ def cluster_up(
         raise ClusterError(f"--host-cpus must be at least 1, got {host_cpus}")
     if host_memory_mib is not None and host_memory_mib < 1:
         raise ClusterError(f"--host-memory must be at least 1 MiB, got {host_memory_mib}")
+    if overlay_k is not None and not 1 <= overlay_k <= MAX_CONTACTS:
+        raise ClusterError(f"--overlay-k must be in [1, {MAX_CONTACTS}], got {overlay_k}")
     if hypervisor != "test":
         raise ClusterError(f"hypervisor {hypervisor!r}: only 'test' (libvirt test:/// hosts)")
     try:
@@ -172,8 +184,13 @@ def cluster_up(
         extra += ["--host-memory", str(host_memory_mib)]
     if metrics:
         extra += ["--metrics", "127.0.0.1:0"]
+    if config_file is not None and overlay_k is not None:
+        raise ClusterError("give the bucket size in the config file ([overlay] k), not both")
     if config_file is not None:
         extra += ["--config", str(Path(config_file).resolve())]
+    if overlay_k is not None:
+        (d / NODE_TOML).write_text(f"[overlay]\nk = {overlay_k}\n")
+        extra += ["--config", str(d / NODE_TOML)]
     rows: list[dict[str, Any]] = []
     procs: list[subprocess.Popen] = []
     try:
@@ -199,7 +216,8 @@ def cluster_up(
             )
         (d / MANIFEST).write_text(json.dumps(rows, indent=2) + "\n")
         for r, p in zip(rows, procs, strict=True):
-            sees_all = partial(_sees_all, r["socket"], nodes, cfg.query_timeout_s)
+            check = _sees_all if overlay_k is None else _crawl_finds_all
+            sees_all = partial(check, r["socket"], nodes, cfg.query_timeout_s)
             _wait(sees_all, cfg, f"{r['name']} to see all", p)
     except ClusterError as exc:
         failed = [f"node{i}" for i, p in enumerate(procs, 1) if p.poll() is not None]
@@ -245,6 +263,12 @@ def _sees_all(sock: str, nodes: int, timeout: float) -> bool:
     """Every other node is in this node's routing table, and it knows their names."""
     peers = call(sock, "peers", timeout=timeout)
     return len(peers) >= nodes - 1 and all(p["name"] for p in peers)
+
+
+def _crawl_finds_all(sock: str, nodes: int, timeout: float) -> bool:
+    """This node's crawl finds every node alive and it knows their names."""
+    members = call(sock, "members", timeout=timeout)["members"]
+    return len(members) == nodes and all(m["state"] == "alive" and m["name"] for m in members)
 
 
 def _node_json(state: Path) -> dict[str, Any] | None:
@@ -337,6 +361,7 @@ def cluster_down(d: Path, config: LocalClusterConfig | None = None) -> list[str]
         if not (state / PROFILE).exists():
             shutil.rmtree(state, ignore_errors=True)
     (d / "cluster.key").unlink(missing_ok=True)
+    (d / NODE_TOML).unlink(missing_ok=True)
     (d / MANIFEST).unlink(missing_ok=True)
     if kept:
         done.append(f"node logs kept in {logs}/ (NAME.log)")

@@ -38,7 +38,8 @@ from typing import Any
 import trio
 
 from dvms.effects import Address, Emit, Send
-from dvms.overlay.core import Joined, LookupDone, OverlayCore, PutDone
+from dvms.overlay.core import CrawlDone, Joined, LookupDone, OverlayCore, PutDone
+from dvms.overlay.crawl import CrawlResult
 from dvms.overlay.lookup import LookupResult
 from dvms.overlay.messages import Contact, Record
 from dvms.overlay.records import Identity, RecordStore
@@ -85,6 +86,9 @@ class RunnerConfig:
     #: First timeout per peer of a cluster-wide query (``gather``), seconds: a silent peer
     #: is reported after 0.5 + 1 + 2 = 3.5 s.
     gather_timeout_s: float = 0.5
+    #: Peers a cluster-wide query asks at once (ours: a 10,000-node cluster is asked in
+    #: rounds, not with 10,000 datagrams in one burst).
+    gather_parallelism: int = 64
     #: How long ``stop`` lets a plan being applied here finish before it releases the
     #: partition, seconds.
     stop_grace_s: float = 30.0
@@ -122,9 +126,9 @@ class NodeRunner:
         self.partitions = PartitionLog()
         #: node id -> host name, learnt from every HostReply
         self.names: dict[int, str] = {node.node_id: monitor.name}
-        #: every peer that ever answered a HostQuery: one that left the routing table
-        #: since (crashed, evicted) is reported unreachable by cluster-wide commands
-        self.known: dict[int, Contact] = {}
+        #: every peer that ever answered a HostQuery: one that no routing table names any
+        #: more (crashed, evicted) is reported unreachable by cluster-wide commands
+        self.answered: dict[int, Contact] = {}
         self.send_errors = 0
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
@@ -135,6 +139,7 @@ class NodeRunner:
         self._unnamed = trio.Event()
         self._asking: set[int] = set()
         self._lookup_waiters: dict[int, tuple[trio.Event, list[LookupDone]]] = {}
+        self._crawl_waiters: dict[int, tuple[trio.Event, list[CrawlDone]]] = {}
         self._put_waiters: dict[str, list[tuple[trio.Event, list[PutDone]]]] = {}
         self._events: dict[int, tuple[trio.Event, list[EventDone]]] = {}
         self._rpcs: dict[int, tuple[Address, trio.Event, list[Any]]] = {}
@@ -147,6 +152,7 @@ class NodeRunner:
         }
         self._on_event: dict[type, Callable[[Any], None]] = {
             LookupDone: self._lookup_done,
+            CrawlDone: self._crawl_done,
             PutDone: self._put_done,
             Joined: self._on_joined,
             EventDone: self._event_done,
@@ -347,6 +353,12 @@ class NodeRunner:
             waiter[1].append(event)
             waiter[0].set()
 
+    def _crawl_done(self, event: CrawlDone) -> None:
+        waiter = self._crawl_waiters.pop(event.result.crawl_id, None)
+        if waiter is not None:
+            waiter[1].append(event)
+            waiter[0].set()
+
     def _put_done(self, event: PutDone) -> None:
         waiters = self._put_waiters.get(event.name)
         if waiters:
@@ -391,6 +403,17 @@ class NodeRunner:
         await self._apply(effects)
         await done.wait()
         return box[0]
+
+    async def crawl(self) -> CrawlResult:
+        """Every node of the overlay: those that answered (this one first) and those
+        some routing table names that did not (``dvms.overlay.crawl``)."""
+        cid, effects = self.core.crawl(now=trio.current_time())
+        done = trio.Event()
+        box: list[CrawlDone] = []
+        self._crawl_waiters[cid] = (done, box)
+        await self._apply(effects)
+        await done.wait()
+        return box[0].result
 
     async def closest_nodes(self, key: int) -> list[Contact]:
         known = self.peer_contacts()
@@ -438,9 +461,16 @@ class NodeRunner:
         return [e.contact for _, e in sorted(self.core.table.index.items())]
 
     def hosts(self) -> dict[str, Contact]:
-        out = {self.names[c.node_id]: c for c in self.peer_contacts() if c.node_id in self.names}
+        """Host name -> contact of every peer that told us its name (its current
+        address if it is in the routing table), and of this node."""
+        names = self.names
+        out = {names[i]: c for i, c in self.answered.items() if i in names}
+        out.update((names[c.node_id], c) for c in self.peer_contacts() if c.node_id in names)
         out[self.monitor.name] = self.core.contact
         return out
+
+    def known(self) -> dict[int, Contact]:
+        return dict(self.answered)
 
     def host_name(self, node_id: int) -> str | None:
         return self.names.get(node_id)
@@ -481,25 +511,32 @@ class NodeRunner:
     async def gather(
         self, msg: Any, *, timeout: float | None = None
     ) -> tuple[list[Any], list[Contact]]:
-        """Ask every peer of the routing table and answer ``msg`` locally too; returns
-        (replies, peers that did not answer). A peer known before that is no longer in
-        the routing table (the overlay dropped it after failed RPCs) counts as silent
-        without being asked."""
+        """Ask every node of the cluster and answer ``msg`` locally too; returns
+        (replies, nodes that did not answer). The nodes are found by a crawl of the
+        overlay (not this node's routing table, which holds only part of a large
+        cluster); nodes that a routing table names but that did not answer the crawl,
+        and peers that answered before but that no table names any more (crashed,
+        evicted), count as silent without being asked."""
         first = self.config.gather_timeout_s if timeout is None else timeout
+        found = await self.crawl()
         replies: list[Any] = [await self.handlers.answer(msg)]
-        table = self.core.table.index
-        silent = [c for node_id, c in self.known.items() if node_id not in table]
+        silent = [*found.failed, *found.unfinished]
+        named = {c.node_id for c in (*found.answered, *silent)}
+        silent += [c for node_id, c in self.answered.items() if node_id not in named]
+        limit = trio.CapacityLimiter(self.config.gather_parallelism)
 
         async def ask(c: Contact) -> None:
-            reply = await self.request(c.addr, msg, timeout=first)
+            async with limit:
+                reply = await self.request(c.addr, msg, timeout=first)
             if reply is None:
                 silent.append(c)
             else:
                 replies.append(reply)
 
         async with trio.open_nursery() as nursery:
-            for c in self.peer_contacts():
-                nursery.start_soon(ask, c)
+            for c in found.answered:
+                if c.node_id != self.core.node_id:
+                    nursery.start_soon(ask, c)
         return replies, silent
 
     async def ask_host(
@@ -527,7 +564,7 @@ class NodeRunner:
                 return True
             if isinstance(msg, HostReply):
                 self.names[sender] = msg.name
-                self.known[sender] = Contact(sender, src[0], src[1])
+                self.answered[sender] = Contact(sender, src[0], src[1])
             waiter[2].append(msg)
             waiter[1].set()
             return True

@@ -257,8 +257,9 @@ def test_submit_on_five_and_kill_9_of_the_entry_node(five, tmp_path):
     res = dvms_json("submit", str(job), sock=socks["node4"])
     assert res["ok"], res
     _check_web(dvms_json("vm", "info", "--all", sock=socks["node1"])["vms"])
-    listed = dvms_json("vjob", "list", sock=socks["node2"])["vjobs"]
-    assert [(v["name"], v["state"], v["placed"]) for v in listed] == [("web", "done", 8)]
+    listed = dvms_json("vjob", "list", sock=socks["node2"])
+    assert [(v["name"], v["state"], v["placed"]) for v in listed["vjobs"]] == [("web", "done", 8)]
+    assert listed["unreachable"] == [] and listed["truncated"] is False
     dvms("vm", "kill", "fe[1-5],db[1-3]", "--namespace", "web", sock=socks["node5"])
 
     # accepted (journaled, in the DHT), then the entry node is killed while the 123 VMs

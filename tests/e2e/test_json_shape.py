@@ -105,6 +105,7 @@ def test_every_command_prints_one_object_with_iso_times(tmp_path: Path) -> None:
         "partitions": ["partitions", "--all"],
         "events": ["events", "--all"],
         "rtt": ["rtt", "node2"],
+        "members": ["members"],
         "cluster status": ["cluster", "status", "--dir", c],
         "debug load": ["debug", "load", "--dir", c, "j1", "0.5", "--namespace", "shape"],
         "debug loads": ["debug", "loads", "--dir", c],

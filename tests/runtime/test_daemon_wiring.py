@@ -13,7 +13,7 @@ from dvms.placement import PlacementConfig
 from dvms.runtime.config import NodeConfig
 from dvms.runtime.daemon import build_daemon, build_runner, build_vjobs, load_identity
 from dvms.transport import ConstantLatency, NetworkModel
-from dvms.transport.simnet import open_sim_network
+from dvms.transport.simnet import SimNetConfig, open_sim_network
 
 
 async def test_placement_reaches_the_partition_solver_and_the_ns_commands(
@@ -32,3 +32,24 @@ async def test_placement_reaches_the_partition_solver_and_the_ns_commands(
         daemon = build_daemon(cfg, runner, vjobs, started=0.0, rng=rng)
     assert runner.partition is not None and runner.partition.placement is placement
     assert daemon.namespaces.placement is placement
+
+
+async def test_the_codec_carries_what_the_transport_does(tmp_path: Path) -> None:
+    """A partition member reports its host's VMs in one MemberState: with 8 KiB
+    datagrams a host with more than ~300 VMs could never join a partition."""
+    from dvms.partition.messages import HostState, MemberState, VmState
+
+    cfg = replace(NodeConfig.local(), state_dir=str(tmp_path), hostname="h0")
+    cluster = SimCluster()
+    cluster.add_host("h0", SimHostConfig(cpus=4, memory_mib=8192))
+    net_cfg = SimNetConfig(max_datagram=65507)
+    async with open_sim_network(NetworkModel(ConstantLatency(1e-4)), config=net_cfg) as net:
+        transport = net.new_transport(0, ("10.0.0.1", 7400))
+        hv = SimHypervisor(cluster, "h0")
+        runner = build_runner(
+            cfg, load_identity(tmp_path), bytes(32), transport, hv, random.Random(1)
+        )
+    assert runner.codec.config.max_datagram == transport.max_datagram == 65507
+    vms = tuple(VmState(f"vm-{i}", "big", 1, 1, 0.0) for i in range(1000))
+    msg = MemberState(1, 1, HostState("h0", 1024, 1 << 20, vms))
+    assert 8192 < len(runner.codec.encode(msg, sender=1, rid=1, now=0.0)) <= 65507

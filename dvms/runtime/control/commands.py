@@ -3,13 +3,16 @@
 Every command is a coroutine taking the request's ``args`` map and returning a
 CBOR-friendly result, or raising ``ControlError`` with the text the CLI prints.
 
-Cluster-wide commands (``vm info``, ``vm kill``, ``host``, ``partitions --all``) ask every
-peer in this node's routing table with a control-plane query (``runtime/messages.py``)
-and answer locally too: on a local or LAN cluster the routing table holds every node (a
-Kademlia bucket keeps k = 20 contacts per distance). Peers that do not answer within
-3.5 s (``RunnerConfig.gather_timeout_s`` = 0.5 s, doubled per retry, 3 attempts), and
-peers that answered once but have left the routing table since, are listed as
-``unreachable``; the command still succeeds with what it got.
+Cluster-wide commands (``vm info``, ``vm kill``, ``host``, ``partitions --all``, ``vjob
+list``) ask every node of the cluster with a control-plane query (``runtime/messages.py``)
+and answer locally too. The nodes are found by a crawl of the overlay
+(``dvms/overlay/crawl.py``: routing tables read bucket by bucket until no new node
+appears), so the answer is complete at any size, although a routing table holds only
+k = 20 contacts per distance. Nodes a routing table names that do not answer the crawl,
+nodes that do not answer the query within 3.5 s (``RunnerConfig.gather_timeout_s`` =
+0.5 s, doubled per retry, 3 attempts), and peers that answered once but that no table
+names any more are listed as ``unreachable``; the command still succeeds with what it
+got. ``members`` shows the crawl itself.
 """
 
 from __future__ import annotations
@@ -60,12 +63,16 @@ class ControlConfig:
     rtt_timeout_s: float = 1.0
     #: ``vjob show --wait`` without a timeout waits this long, seconds.
     vjob_wait_s: float = 300.0
+    #: ``members``: nodes asked their host name at once (those that never told it).
+    members_parallelism: int = 64
 
     def __post_init__(self) -> None:
         if self.rtt_probes < 1:
             raise ValueError("rtt_probes must be at least 1")
         if not (self.rtt_timeout_s > 0 and self.vjob_wait_s > 0):
             raise ValueError("rtt_timeout_s and vjob_wait_s must be > 0")
+        if self.members_parallelism < 1:
+            raise ValueError("members_parallelism must be at least 1")
 
 
 def launch_from_map(
@@ -153,6 +160,7 @@ class Daemon:
         self.commands: dict[str, debugcmd.Handler] = {
             "status": self.status,
             "peers": self.peers,
+            "members": self.members,
             "lookup": self.lookup,
             "submit": self.submit,
             "vjob_list": self.vjob_list,
@@ -218,6 +226,57 @@ class Daemon:
             )
         return out
 
+    async def members(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The cluster's members as this node sees them, found by a crawl: ``alive``
+        (answered), ``suspect`` (answered the crawl, but this node's own last RPCs to
+        it failed; or found but not asked before the crawl's deadline), ``failed`` (a
+        routing table names it, or it answered this node before, and it does not
+        answer). With the Vivaldi-predicted RTT from this node."""
+        peers, core = self.known_peers, self.overlay
+        found = await peers.crawl()
+        unnamed = [c for c in found.answered if peers.host_name(c.node_id) is None]
+        limit = trio.CapacityLimiter(self.config.members_parallelism)
+
+        async def ask_name(c: Contact) -> None:
+            async with limit:
+                await self.requests.request(c.addr, HostQuery(vms=False))
+
+        async with trio.open_nursery() as nursery:
+            for c in unnamed:
+                nursery.start_soon(ask_name, c)
+        me = core.node_id
+        rows: dict[int, dict[str, Any]] = {}
+
+        def row(c: Contact, state: str) -> None:
+            rtt = core.rtt_to_coord(found.coords.get(c.node_id, ()))
+            rows[c.node_id] = {
+                "name": peers.host_name(c.node_id) or "",
+                "address": f"{c.host}:{c.port}",
+                "state": state,
+                "rtt_ms": round(rtt * 1000, 3) if rtt is not None and c.node_id != me else None,
+                "node_id": f"{c.node_id:040x}",
+            }
+
+        for c in found.answered:
+            e = core.table.get(c.node_id)
+            row(c, "suspect" if e is not None and e.failures else "alive")
+        for c in found.unfinished:
+            row(c, "suspect")
+        for c in found.failed:
+            row(c, "failed")
+        for node_id, c in peers.known().items():
+            if node_id not in rows:
+                row(c, "failed")
+        out = sorted(rows.values(), key=lambda r: natural_key(str(r["name"] or r["address"])))
+        return {
+            "members": out,
+            "crawl": {
+                "rpcs": found.rpcs,
+                "duration_s": round(found.finished - found.started, 3),
+                "timed_out": found.timed_out,
+            },
+        }
+
     async def lookup(self, args: dict[str, Any]) -> list[str]:
         try:
             target = int(str(args.get("target", "")), 16)
@@ -242,11 +301,17 @@ class Daemon:
             return {"ok": True, **accepted}
         return _submit_result(await self.vjobs.wait(accepted["id"]))
 
-    async def vjob_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+    async def vjob_list(self, args: dict[str, Any]) -> dict[str, Any]:
         """Every vjob of the cluster: each node answers with the records it holds (a
-        vjob record lives on the few nodes closest to its key)."""
-        rows, _truncated = await self.vjobs.gather()
-        return [asdict(r) for r in rows]
+        vjob record lives on the few nodes closest to its key); ``unreachable``: the
+        nodes that did not answer, ``truncated``: whether a node held more vjobs than
+        one reply carries."""
+        rows, truncated, silent = await self.vjobs.gather()
+        return {
+            "vjobs": [asdict(r) for r in rows],
+            "unreachable": sorted(self.known_peers.name_of(c) for c in silent),
+            "truncated": truncated,
+        }
 
     async def _vjob_id(self, args: dict[str, Any]) -> str:
         """The vjob ``args["id"]`` names: an id, a unique prefix of one, or a name."""

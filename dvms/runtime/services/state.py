@@ -7,6 +7,17 @@ compressed, or the hashes of the chunks that hold it (``blob/SHA256``, immutable
 content-addressed, any replica will do). Heads and blobs are signed by the node that
 wrote them and replicated on the k nodes closest to their key like every DHT record.
 
+A head holds at most ``head_chunks`` = 100 hashes; a larger value gets a tree of
+chunks: the hashes of its data chunks are themselves cut into index chunks (109 hashes
+each), as often as needed, and the head names the top ones and the number of index
+``levels``::
+
+    head {chunks: [h1..hn], levels: 2} -> index blobs -> index blobs -> data blobs
+
+One level covers 100 x 3,500 B = 350 KB compressed, two 38 MB; a value larger than
+``max_value_bytes`` (64 MiB compressed) is refused with a ``StateError`` naming its
+size (a namespace of 20,000 VMs is about 0.1-1 MB).
+
 Writes are compare-and-swap, serialised by one node per head: the **arbiter**, the
 live node whose id is closest to the head's key (the first of the k closest that
 answers). ``StateCas(record)`` succeeds only if the arbiter holds version
@@ -72,6 +83,11 @@ BLOB_PREFIX = "blob/"
 #: (``services/files.py``).
 HEAD_PREFIXES = ("ns/", "nsindex/", "vjob/", "file/")
 HEAD_VERSION = 1
+#: Size of a chunk hash (SHA-256) in an index chunk, bytes.
+HASH_BYTES = 32
+#: Most index levels a head may name (the writer's ``max_value_bytes`` needs 2; a
+#: reader accepts a few more, never an unbounded walk).
+MAX_LEVELS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +97,12 @@ class StateConfig:
     inline_bytes: int = 3_500
     #: Size of one blob chunk, bytes (same limit).
     chunk_bytes: int = 3_500
+    #: Most chunk hashes a head record holds (32 bytes each, inside its 4,096 bytes);
+    #: more make a tree of index chunks (module text).
+    head_chunks: int = 100
+    #: Largest compressed state written, bytes (ours: a bound on what one write may put
+    #: in the DHT; 19,000 blobs).
+    max_value_bytes: int = 64 * 1024 * 1024
     #: Nodes that keep each head and blob: the closest to its key, the arbiter first
     #: (the overlay's k = 20 elsewhere). A head survives until 5 of them die at once.
     replicas: int = 5
@@ -100,6 +122,8 @@ class StateConfig:
     silent_s: float = 30.0
     #: Blobs kept in memory (they are immutable: a hit saves a DHT lookup).
     blob_cache: int = 4_096
+    #: Blobs fetched or put at once by one read or write (a large value is hundreds).
+    fetch_parallelism: int = 64
 
 
 class StateError(Exception):
@@ -141,11 +165,16 @@ def _decode_head(value: bytes) -> dict[str, Any] | None:
     if not isinstance(head, dict) or head.get("v") != HEAD_VERSION:
         return None
     inline, chunks, size = head.get("inline"), head.get("chunks"), head.get("size")
+    levels = head.get("levels", 0)
     if not isinstance(size, int) or size < 0:
+        return None
+    if not isinstance(levels, int) or isinstance(levels, bool) or not 0 <= levels <= MAX_LEVELS:
         return None
     if inline is not None:
         return head if isinstance(inline, bytes) and chunks is None else None
-    ok = isinstance(chunks, list) and all(isinstance(c, bytes) and len(c) == 32 for c in chunks)
+    ok = isinstance(chunks, list) and all(
+        isinstance(c, bytes) and len(c) == HASH_BYTES for c in chunks
+    )
     return head if ok else None
 
 
@@ -322,28 +351,55 @@ class ReplicatedState:
     # -- values -------------------------------------------------------------------------
 
     async def _head_record(self, name: str, value: Any, seq: int) -> Record:
+        cfg = self.config
         data = zlib.compress(cbor2.dumps(value, canonical=True), 6)
+        if len(data) > cfg.max_value_bytes:
+            raise StateError(
+                f"{name}: too large to write ({len(data):,} bytes compressed; the limit is "
+                f"{cfg.max_value_bytes:,}, [state] max_value_bytes)"
+            )
         head: dict[str, Any] = {"v": HEAD_VERSION, "size": len(data)}
-        if len(data) <= self.config.inline_bytes:
+        if len(data) <= cfg.inline_bytes:
             head["inline"] = data
         else:
-            step = self.config.chunk_bytes
-            parts = [data[i : i + step] for i in range(0, len(data), step)]
-            head["chunks"] = [hashlib.sha256(p).digest() for p in parts]
+            blobs, hashes, levels = self._chunk_tree(data)
+            head["chunks"] = hashes
+            if levels:
+                head["levels"] = levels
+            limit = trio.CapacityLimiter(cfg.fetch_parallelism)
             async with trio.open_nursery() as nursery:
-                for part in parts:
-                    nursery.start_soon(self._put_blob, part)
+                for part in blobs:
+                    nursery.start_soon(self._put_blob, part, limit)
         return self.identity.sign_record(
-            name, cbor2.dumps(head, canonical=True), seq=seq, ttl_s=self.config.ttl_s
+            name, cbor2.dumps(head, canonical=True), seq=seq, ttl_s=cfg.ttl_s
         )
 
-    async def _put_blob(self, part: bytes) -> None:
+    def _chunk_tree(self, data: bytes) -> tuple[list[bytes], list[bytes], int]:
+        """(every blob to put, the hashes the head names, the index levels above the
+        data chunks)."""
+        cfg = self.config
+        step = cfg.chunk_bytes
+        per_index = step - step % HASH_BYTES
+        parts = [data[i : i + step] for i in range(0, len(data), step)]
+        blobs = list(parts)
+        hashes = [hashlib.sha256(p).digest() for p in parts]
+        levels = 0
+        while len(hashes) > cfg.head_chunks:
+            index = b"".join(hashes)
+            parts = [index[i : i + per_index] for i in range(0, len(index), per_index)]
+            blobs += parts
+            hashes = [hashlib.sha256(p).digest() for p in parts]
+            levels += 1
+        return blobs, hashes, levels
+
+    async def _put_blob(self, part: bytes, limit: trio.CapacityLimiter) -> None:
         digest = hashlib.sha256(part).digest()
         self._remember(digest, part)
         rec = self.identity.sign_record(
             BLOB_PREFIX + digest.hex(), part, seq=1, ttl_s=self.config.ttl_s
         )
-        await self.dht.put(rec)
+        async with limit:
+            await self.dht.put(rec)
 
     async def _value_of(self, rec: Record) -> Any:
         head = _decode_head(rec.value)
@@ -352,28 +408,50 @@ class ReplicatedState:
         if head.get("inline") is not None:
             data = head["inline"]
         else:
-            parts: dict[bytes, bytes] = {}
-
-            async def fetch(digest: bytes) -> None:
-                parts[digest] = await self._blob(digest, rec.name)
-
-            async with trio.open_nursery() as nursery:
-                for digest in set(head["chunks"]):
-                    nursery.start_soon(fetch, digest)
-            data = b"".join(parts[d] for d in head["chunks"])
+            hashes = head["chunks"]
+            for _ in range(head.get("levels", 0)):
+                index = await self._fetch(hashes, rec.name)
+                if len(index) % HASH_BYTES:
+                    raise StateError(f"{rec.name}: corrupt index chunk")
+                hashes = [index[i : i + HASH_BYTES] for i in range(0, len(index), HASH_BYTES)]
+            data = await self._fetch(hashes, rec.name)
+            if len(data) != head["size"]:
+                raise StateError(
+                    f"{rec.name}: corrupt value (size {len(data)}, not {head['size']})"
+                )
         try:
             return cbor2.loads(zlib.decompress(data))
         except Exception as exc:
             raise StateError(f"{rec.name}: corrupt value ({exc})") from None
 
-    async def _blob(self, digest: bytes, owner: str) -> bytes:
+    async def _fetch(self, hashes: list[bytes], owner: str) -> bytes:
+        """The blobs ``hashes`` name, concatenated (at most ``fetch_parallelism`` asked
+        at once)."""
+        parts: dict[bytes, bytes] = {}
+        limit = trio.CapacityLimiter(self.config.fetch_parallelism)
+
+        async def fetch(digest: bytes) -> None:
+            async with limit:
+                blob = await self._blob(digest)
+            if blob is not None:
+                parts[digest] = blob
+
+        async with trio.open_nursery() as nursery:
+            for digest in set(hashes):
+                nursery.start_soon(fetch, digest)
+        if len(parts) < len(set(hashes)):
+            raise StateError(f"{owner}: a chunk of its value is missing from the DHT")
+        return b"".join(parts[d] for d in hashes)
+
+    async def _blob(self, digest: bytes) -> bytes | None:
+        """The blob ``digest`` names (None if no replica holds it)."""
         hit = self._blobs.get(digest)
         if hit is not None:
             self._blobs.move_to_end(digest)
             return hit
         rec = await self.dht.get(BLOB_PREFIX + digest.hex())
         if rec is None or hashlib.sha256(rec.value).digest() != digest:
-            raise StateError(f"{owner}: a chunk of its value is missing from the DHT")
+            return None
         self._remember(digest, rec.value)
         return rec.value
 

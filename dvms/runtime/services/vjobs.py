@@ -292,10 +292,10 @@ class VjobService:
         rows.sort(key=lambda r: r.updated)
         return VjobsReply(tuple(rows[-MAX_ROWS:]), len(rows) > MAX_ROWS)
 
-    async def gather(self) -> tuple[list[VjobRow], bool]:
-        """Every vjob any node holds a record of (the newest copy of each); and whether
-        some node had more than one reply carries."""
-        replies, _ = await self.requests.gather(VjobsQuery())
+    async def gather(self) -> tuple[list[VjobRow], bool, list[Contact]]:
+        """Every vjob any node holds a record of (the newest copy of each); whether
+        some node had more than one reply carries; the nodes that did not answer."""
+        replies, silent = await self.requests.gather(VjobsQuery())
         best: dict[str, VjobRow] = {}
         truncated = False
         for reply in replies:
@@ -306,7 +306,7 @@ class VjobService:
                 held = best.get(row.id)
                 if held is None or row.updated > held.updated:
                     best[row.id] = row
-        return sorted(best.values(), key=lambda r: r.updated), truncated
+        return sorted(best.values(), key=lambda r: r.updated), truncated, silent
 
     async def show(self, vjob_id: str) -> dict[str, Any]:
         cur = await self.state.read(vjob_record(vjob_id))
@@ -319,7 +319,7 @@ class VjobService:
         (``VjobRefused`` when none or several match, listing them)."""
         if not ref:
             raise VjobRefused("name a vjob: its id, a unique prefix of it, or its name")
-        rows, _ = await self.gather()
+        rows, _, _ = await self.gather()
         ids = {r.id for r in rows}
         if ref in ids:
             return ref
@@ -327,7 +327,7 @@ class VjobService:
         if len(matches) == 1:
             return matches[0].id
         if not matches:
-            try:  # a vjob held beyond this node's routing table
+            try:  # a vjob held only by nodes that did not answer
                 await self.show(ref)
             except KeyError:
                 raise VjobRefused(f"no such vjob: {ref} (dvms vjob list)") from None
