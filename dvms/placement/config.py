@@ -58,7 +58,7 @@ class PlacementConfig:
             raise ValueError(
                 f"unknown load function {self.load!r}; expected one of {', '.join(LOAD_FUNCTIONS)}"
             )
-        for name in ("max_migrations_out", "max_migrations_in"):
+        for name in ("max_migrations_out", "max_migrations_in", "constrained_cap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.migration_mib_per_s <= 0 or self.overload_threshold <= 0:
