@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "dvms.cli.vm",
     "dvms.cli.cluster",
     "dvms.cli.events",
+    "dvms.cli.lab",
     "dvms.cli.debug",
     "dvms.cli.sim",
     "dvms.cli.solve",

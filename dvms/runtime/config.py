@@ -26,6 +26,7 @@ key with its default)::
     [placement]                     # PlacementConfig (dvms/placement/config.py)
     [runner] [monitor] [state] [vjobs] [namespaces] [namespaces.effects] [vm_driver]
     [control] [tunnels] [observe]   # the daemon's services (dvms/runtime/...)
+    [guests]                        # VM definitions on a real hypervisor (GuestSettings)
 
 Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
 naming the file, the table and the key.
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from dvms.configfile import ConfigError, load_table, read_toml
+from dvms.hypervisor.domxml import GuestSettings
 from dvms.hypervisor.net.model import NetConfig
 from dvms.overlay.config import KademliaConfig
 from dvms.partition.config import PartitionConfig
@@ -169,6 +171,9 @@ class NodeConfig:
     tunnels: NetConfig = field(default_factory=NetConfig)
     #: Event stream, metrics sampling, health and readiness (``[observe]``).
     observe: ObserveConfig = field(default_factory=ObserveConfig)
+    #: How a real (QEMU) hypervisor defines VMs (``[guests]``): console log directory,
+    #: TCG cache, domain type.
+    guests: GuestSettings = field(default_factory=GuestSettings)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")

@@ -278,7 +278,11 @@ async def _run_node(
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
     if not cfg.hypervisor:
         write_test_host(cfg)
-    hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name)
+    if cfg.hypervisor_uri.startswith("test:"):
+        hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name)
+    else:
+        domain = cfg.guests.domain_config()
+        hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name, domain=domain)
     # 64 KiB datagrams: a partition view carries its events' VMs, a HostReply 512 VMs.
     transport = await UdpTransport.bind(host, port, config=UdpConfig(max_datagram=MAX_UDP_PAYLOAD))
     async with transport, hv:

@@ -16,7 +16,8 @@ def names(cls: type) -> set[str]:
 def test_the_wire_types_mirror_their_specs_but_for_the_named_fields() -> None:
     assert names(ConstraintSpec) - names(WireConstraint) == {"where"}
     assert names(WireConstraint) - names(ConstraintSpec) == set()
-    local_only = {"disk", "kernel", "initrd", "append", "tags"}  # the host's business
+    # the boot image travels with the VM: whichever host a partition picks must boot it
+    local_only = {"tags"}
     assert names(VmSpec) - names(LaunchVm) == local_only
     assert names(LaunchVm) - names(VmSpec) == {"constraints"}
 
@@ -34,5 +35,7 @@ def test_a_spec_survives_the_wire_but_for_its_local_fields() -> None:
     )
     vm = VmSpec("web", "ns", 2, 1024, ("lan",), disk="d.qcow2", schedule="h1", colocate="db")
     launch = LaunchVm.from_spec(vm)
-    assert launch == LaunchVm("web", "ns", 2, 1024, ("lan",), "h1", -1, "db")
-    assert launch.to_spec() == VmSpec("web", "ns", 2, 1024, ("lan",), schedule="h1", colocate="db")
+    assert launch == LaunchVm("web", "ns", 2, 1024, ("lan",), "h1", -1, "db", disk="d.qcow2")
+    assert launch.to_spec() == VmSpec(
+        "web", "ns", 2, 1024, ("lan",), disk="d.qcow2", schedule="h1", colocate="db"
+    )
