@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--host-cpus",
         type=float,
         default=LabConfig().host_cpus,
-        help="CPU capacity each host reports to the partitions, in CPUs (1.0)",
+        help="CPU capacity each host reports to the partitions, in CPUs (2.0)",
     )
     up.add_argument(
         "--timeout",

@@ -237,6 +237,7 @@ def build_daemon(
         directory=runner,
         peers=runner,
         handlers=runner.handlers,
+        requests=runner,
     )
     return Daemon(
         cfg,
@@ -318,6 +319,7 @@ async def _run_node(
             await nursery.start(runner.run, seeds)
             await nursery.start(vjobs.run)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)
+            await nursery.start(daemon.host_side.run)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner)
             task_status.started(addr)
     log.info("node stopped")

@@ -52,13 +52,20 @@ from dvms.runtime.client import ControlError, call
 from dvms.wire.keys import generate_key, write_key
 
 __all__ = [
+    "GUEST_SUBNET",
+    "PROBE_IP",
     "LabConfig",
     "LabError",
+    "guest_command",
+    "guest_ip",
+    "host_netns",
     "lab_down",
     "lab_leftovers",
     "lab_status",
     "lab_tag",
     "lab_up",
+    "lab_vjob",
+    "probe_attach",
 ]
 
 MANIFEST = "lab.json"
@@ -81,7 +88,7 @@ class LabConfig:
     #: CPU capacity each host's monitor reports to the partitions, in CPUs (0 = the
     #: machine's CPUs). The lab's hosts share one machine: a small capacity makes a
     #: guest that burns CPU overload its host.
-    host_cpus: float = 1.0
+    host_cpus: float = 2.0
     #: TCG translation-block cache of every guest, MiB (keeps a guest's QEMU at ~150 MB).
     tb_cache_mib: int = 16
     #: Wall-clock seconds ``up`` waits for each step (a libvirtd, its QEMU probe, a
@@ -460,3 +467,89 @@ def lab_leftovers(d: Path, lab: dict[str, Any]) -> list[str]:
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, timeout=30)
     out += [f"link {ln.split(':')[1].strip()}" for ln in links.stdout.splitlines() if tag in ln]
     return out
+
+
+# -- guests of the lab ---------------------------------------------------------------------
+
+#: Guest network of the lab vjobs: guest I gets ``<GUEST_SUBNET>.I/24``; a probe address
+#: on a host's namespace bridge (``probe_attach``) is ``<GUEST_SUBNET>.254``.
+GUEST_SUBNET = "10.77.0"
+PROBE_IP = f"{GUEST_SUBNET}.254"
+
+
+def guest_ip(i: int) -> str:
+    return f"{GUEST_SUBNET}.{i}"
+
+
+def lab_vjob(
+    kernel: str,
+    initrd: str,
+    guests: int,
+    *,
+    name: str = "lab",
+    namespace: str = "lab",
+    memory_mib: int = 96,
+    spread: bool = True,
+    disk: str | None = None,
+) -> str:
+    """A vjob file (TOML) of ``guests`` lab guests ``g1..gN`` on one network, guest I
+    at ``guest_ip(I)`` pinging all the others. ``spread``: g1..g3 on three different
+    hosts and g4.. away from g1 (a strict spread of 4 VMs needs 4 hosts)."""
+    from dvms.hypervisor.lab.guest import lab_cmdline
+
+    ips = [guest_ip(i) for i in range(1, guests + 1)]
+    lines = [f'name = "{name}"', f'namespace = "{namespace}"']
+    for i in range(1, guests + 1):
+        peers = tuple(ip for ip in ips if ip != guest_ip(i))
+        append = lab_cmdline(f"g{i}", f"{guest_ip(i)}/24", peers)
+        lines += [
+            "[[vms]]",
+            f'name = "g{i}"',
+            "vcpus = 1",
+            f"memory = {memory_mib}",
+            f'kernel = "{kernel}"',
+            f'initrd = "{initrd}"',
+            f'append = "{append}"',
+            'networks = ["lan"]',
+        ]
+        if disk:
+            lines.append(f'disk = "{disk}"')
+    if spread and guests > 1:
+        first = [f"g{i}" for i in range(1, min(guests, 3) + 1)]
+        lines += ["[[constraints]]", 'kind = "spread"', f"vms = {json.dumps(first)}"]
+        for i in range(4, guests + 1):
+            lines += ["[[constraints]]", 'kind = "spread"', f'vms = ["g1", "g{i}"]']
+    return "\n".join(lines) + "\n"
+
+
+def host_netns(d: Path, host: str) -> str:
+    """The network namespace of lab host ``host``."""
+    for h in _read_manifest(d.resolve())["hosts"]:
+        if h["name"] == host:
+            return str(h["netns"])
+    raise LabError(f"no host {host!r} in the lab in {d}")
+
+
+def probe_attach(netns: str, namespace: str, ip: str = PROBE_IP) -> None:
+    """Give ``namespace``'s VM bridge in ``netns`` the address ``ip``/24: from that lab
+    host, a tool can then reach every guest of the namespace (over the mesh)."""
+    from dvms.hypervisor.net.naming import bridge_name, namespace_key
+
+    bridge = bridge_name(namespace_key(namespace or "default"))
+    sh("ip", "-n", netns, "addr", "replace", f"{ip}/24", "dev", bridge)
+
+
+def guest_command(netns: str, ip: str, command: str, timeout: float = 10.0) -> str:
+    """Send one line to the lab guest at ``ip`` (its command server: ``burn P``,
+    ``uptime``, ``write TEXT``, ``read``) from lab host ``netns``; its answer."""
+    from dvms.hypervisor.lab.guest import DEFAULT_CACHE, LAB_CONTROL_PORT
+
+    busybox = str(DEFAULT_CACHE / "busybox-static" / "bin" / "busybox")
+    proc = subprocess.run(
+        ["ip", "netns", "exec", netns, busybox, "nc", "-w", "3", ip, str(LAB_CONTROL_PORT)],
+        input=command + "\n",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc.stdout.strip()

@@ -159,11 +159,12 @@ def parse_ticks(log: str) -> list[tuple[int, float]]:
 
 # -- the lab guest -------------------------------------------------------------------------
 
-#: Kernel modules the lab guest loads, in load order (Debian builds virtio as modules):
+#: Kernel modules the lab guest loads, in dependency order (Debian builds virtio as
+#: modules; the order is their ``depends=``):
 #: the virtio PCI transport, virtio-net (with its failover helpers) and virtio-blk.
 LAB_MODULES = (
-    "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_pci_legacy_dev.ko",
     "drivers/virtio/virtio_pci_modern_dev.ko",
     "drivers/virtio/virtio_pci.ko",
@@ -185,10 +186,12 @@ mkdir -p /proc /sys /tmp
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-for m in $(cat /lib/modules.order); do insmod /lib/$m 2>/dev/null; done
+for m in $(cat /lib/modules.order); do insmod "/lib/$m" || echo "module $m: not loaded"; done
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}";; esac; done; }
 NAME=$(arg dvms.name); IP=$(arg dvms.ip); PEERS=$(arg dvms.peers); BURN=$(arg dvms.burn)
 ip link set lo up
+n=0
+while [ -n "$IP" ] && [ ! -e /sys/class/net/eth0 ] && [ $n -lt 20 ]; do sleep 0.5; n=$((n+1)); done
 if [ -n "$IP" ]; then
   ip link set eth0 up && ip addr add "$IP" dev eth0 || echo "NIC eth0: not configured"
 fi

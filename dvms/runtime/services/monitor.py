@@ -120,6 +120,9 @@ class HostMonitor:
         #: vm_key -> the measured demand reported now, CPUs
         self.measured: dict[str, float] = {}
         self._measure = not uri_is_test(self.uri)
+        #: CPU capacity reported to the partitions, CPUs (0 = the host's); starts at
+        #: ``config.capacity_cpus``, changed by ``set_capacity`` (``dvms debug capacity``)
+        self.capacity_cpus = self.config.capacity_cpus
 
     async def refresh(self) -> None:
         """Read the host again. Returns once a read that *started* after the call has
@@ -204,6 +207,17 @@ class HostMonitor:
         if self._state is not None:
             self._state = self._host_state()
 
+    def set_capacity(self, cpus: float) -> None:
+        """Report ``cpus`` CPUs of capacity from now on (0: the host's CPUs)."""
+        self.capacity_cpus = cpus
+        if self._state is not None:
+            self._state = self._host_state()
+
+    @property
+    def capacity(self) -> float | int:
+        """The CPU capacity the partitions see, CPUs (the host's count when not set)."""
+        return self.capacity_cpus or self.cpus
+
     def demand(self, v: VmInfo) -> float:
         """CPU demand of ``v`` in CPUs: the synthetic one if set, else the measured one."""
         synthetic = self.synthetic.get((v.namespace, v.name))
@@ -234,7 +248,7 @@ class HostMonitor:
                     constraints=spec.constraints if spec is not None else (),
                 )
             )
-        milli = round(self.config.capacity_cpus * 1000)
+        milli = round(self.capacity_cpus * 1000)
         return HostState(
             self.name, self.cpus, self.memory_mib, tuple(rows), self.migrating, cpu_milli=milli
         )
@@ -247,7 +261,12 @@ class HostMonitor:
             return self.specs[key]
         for v in self.vms:
             if v.key == key:
-                return LaunchVm(v.name, v.namespace, max(v.vcpus, 1), max(v.memory_mib, 1))
+                # a VM that came here by live migration: libvirt tells its size and how
+                # many NICs it has (they join its namespace's bridge, whatever their name)
+                nets = tuple(f"nic{i}" for i in range(v.nics))
+                return LaunchVm(
+                    v.name, v.namespace, max(v.vcpus, 1), max(v.memory_mib, 1), networks=nets
+                )
         return None
 
     def find(self, name: str, namespace: str | None) -> VmInfo | None:

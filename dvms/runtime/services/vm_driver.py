@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from dvms.effects import Address
 from dvms.hypervisor.base import Hypervisor, open_hypervisor
@@ -38,6 +39,14 @@ log = logging.getLogger("dvms.runtime.services.vm_driver")
 
 #: Opens the hypervisor of a live-migration's destination: (driver name, uri, host name).
 OpenHypervisor = Callable[..., Hypervisor]
+
+
+class NetworkHooks(Protocol):
+    """What the VM networks (``vmnet.VmNetworks``) do around creations and migrations."""
+
+    async def prepare(self, namespace: str, peers: tuple[str, ...] = ()) -> list[str]: ...
+
+    async def before_migration(self, namespace: str, dst_host: str, dst_ip: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,9 @@ class VmDriver:
         self.directory = directory
         self.config = config or VmDriverConfig()
         self._open_destination = open_destination
+        #: Set by the host side on real hypervisors: a VM's namespace bridge exists
+        #: before the VM is created or migrated onto a host.
+        self.networks: NetworkHooks | None = None
         handlers.register(HostQuery, self._answer_host)
         handlers.register(KillVms, self._kill)
         handlers.register(AdoptVm, self._adopt)
@@ -100,6 +112,10 @@ class VmDriver:
         return ok, reason
 
     async def create(self, vm: LaunchVm) -> tuple[bool, str]:
+        if vm.networks and self.networks is not None:
+            errors = await self.networks.prepare(vm.namespace)
+            if errors:
+                return False, f"vm {vm.name}: namespace network: {errors[0]}"
         try:
             await self.hv.create(vm.to_spec())
         except AlreadyExists as exc:
@@ -121,7 +137,11 @@ class VmDriver:
         if spec is None:
             return False, f"vm {name!r} is not on {self.monitor.name}"
         if not self.monitor.uri.startswith("test:"):
-            return await self._live_migrate(key, dst)
+            if spec.networks and self.networks is not None:
+                await self.networks.before_migration(move.namespace, move.dst_host, dst[0])
+            info = self.monitor.find(name, move.namespace)
+            local_disk = spec.disk is not None or (info is not None and info.disks > 0)
+            return await self._live_migrate(key, dst, copy_storage=local_disk)
         cfg = self.config
         reply = await self.requests.request(
             dst, AdoptVm(spec), timeout=cfg.adopt_timeout_s, attempts=cfg.adopt_attempts
@@ -136,7 +156,9 @@ class VmDriver:
             return False, f"{name} runs on {move.dst_host} but stays here: {exc}"
         return True, ""
 
-    async def _live_migrate(self, key: str, dst: Address) -> tuple[bool, str]:
+    async def _live_migrate(
+        self, key: str, dst: Address, *, copy_storage: bool = False
+    ) -> tuple[bool, str]:
         cfg = self.config
         info = await self.requests.request(
             dst,
@@ -148,7 +170,7 @@ class VmDriver:
             return False, "destination did not answer"
         dest = self._open_destination("libvirt", info.uri, host=info.name)
         try:
-            await self.hv.migrate(key, dest)
+            await self.hv.migrate(key, dest, copy_storage=copy_storage)
         except HypervisorError as exc:
             return False, str(exc)
         finally:
