@@ -56,16 +56,22 @@ __all__ = [
     "PROBE_IP",
     "LabConfig",
     "LabError",
+    "console_text",
+    "every_pair_pings",
     "guest_command",
     "guest_ip",
     "host_netns",
+    "lab_call",
     "lab_down",
     "lab_leftovers",
+    "lab_socket",
     "lab_status",
     "lab_tag",
     "lab_up",
     "lab_vjob",
+    "pings",
     "probe_attach",
+    "wait_until",
 ]
 
 MANIFEST = "lab.json"
@@ -553,3 +559,53 @@ def guest_command(netns: str, ip: str, command: str, timeout: float = 10.0) -> s
         timeout=timeout,
     )
     return proc.stdout.strip()
+
+
+# -- scenario helpers (tests, bench/lab.py, make lab) --------------------------------------
+
+
+def lab_socket(d: Path, host: str) -> str:
+    """The control socket of lab host ``host``'s daemon."""
+    for h in _read_manifest(d.resolve())["hosts"]:
+        if h["name"] == host:
+            return str(h["socket"])
+    raise LabError(f"no host {host!r} in the lab in {d}")
+
+
+def lab_call(
+    d: Path, host: str, cmd: str, args: dict[str, Any] | None = None, timeout: float = 60.0
+) -> Any:
+    """One control command on lab host ``host``'s daemon."""
+    return call(lab_socket(d, host), cmd, args or {}, timeout=timeout)
+
+
+def console_text(d: Path, namespace: str, name: str) -> str:
+    """Guest ``namespace/name``'s serial console so far ("" before it boots)."""
+    path = d / "console" / f"{namespace}:{name}.log" if namespace else d / "console" / f"{name}.log"
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.5) -> Any:
+    """Poll ``pred`` until it returns something true; ``LabError`` after ``timeout`` s."""
+    return _wait(pred, timeout, what, poll)
+
+
+def pings(d: Path, namespace: str, guests: int) -> dict[str, dict[str, bool]]:
+    """Guest gI -> peer address -> whether gI's last ping of it (console) succeeded."""
+    from dvms.hypervisor.lab.guest import parse_pings
+
+    return {f"g{i}": parse_pings(console_text(d, namespace, f"g{i}")) for i in range(1, guests + 1)}
+
+
+def every_pair_pings(d: Path, namespace: str, guests: int) -> bool:
+    """Every guest's last ping to every other guest succeeded."""
+    seen = pings(d, namespace, guests)
+    return all(
+        seen[f"g{i}"].get(guest_ip(j)) is True
+        for i in range(1, guests + 1)
+        for j in range(1, guests + 1)
+        if i != j
+    )

@@ -220,10 +220,13 @@ LAB_BURN = """#!/bin/sh
 if [ -f /tmp/burn.pids ]; then kill -9 $(cat /tmp/burn.pids) 2>/dev/null; rm -f /tmp/burn.pids; fi
 P=${1:-0}
 if [ "$P" -gt 0 ] 2>/dev/null; then
-  (while :; do :; done) &
+  # detached from the caller's stdout (the command server's socket stays closable)
+  (while :; do :; done) </dev/null >/dev/null 2>&1 &
   b=$!
   if [ "$P" -lt 100 ]; then
-    (while :; do usleep $((P*1000)); kill -STOP $b; usleep $(((100-P)*1000)); kill -CONT $b; done) &
+    on=$((P*1000)); off=$(((100-P)*1000))
+    (while :; do usleep $on; kill -STOP $b; usleep $off; kill -CONT $b; done) \
+      </dev/null >/dev/null 2>&1 &
     echo "$! $b" > /tmp/burn.pids
   else
     echo "$b" > /tmp/burn.pids
