@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from dvms.hypervisor.base import DomainState, Hypervisor, VmInfo
-from dvms.hypervisor.errors import HypervisorError, InvalidState
+from dvms.hypervisor.errors import HypervisorError, InvalidState, VmNotFound
 from dvms.hypervisor.net import NamespaceNetwork, NetError, Reconciler, TunnelKind
 from dvms.namespace import (
     ClearNamespace,
@@ -313,6 +313,12 @@ class HostSide:
             try:
                 if await self._apply(msg.op, v):
                     done.append(v.name)
+            except VmNotFound:
+                # gone since the listing: a retransmitted request already removed it
+                if msg.op in ("clear", "kill", "flush"):
+                    done.append(v.name)
+                else:
+                    errors.append(f"vm not found: {v.name}")
             except HypervisorError as exc:
                 errors.append(str(exc)[:500])
         if msg.op == "clear":
