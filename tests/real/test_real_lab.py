@@ -233,19 +233,26 @@ def test_2_a_burning_guest_overloads_its_host_and_a_partition_migrates_a_vm_away
 # -- 3 -------------------------------------------------------------------------------------
 
 
-def test_3_vm_kill_and_clear_leave_no_domain_bridge_or_tunnel(guests: Path) -> None:
+def test_3_vm_kill_leaves_no_domain_bridge_or_tunnel(guests: Path) -> None:
+    """Checked through virsh and ip link in each host's namespace, not through dvms
+    (a kill's answer can be lost to a retransmission on a loaded machine: the state is
+    what counts). ``clear namespace`` is checked in test 5."""
     from dvms.runtime.lab import lab_call, wait_until
 
     where = _where(guests)
     host_g1 = where["g1"]
     out = lab_call(guests, "host1", "vm_kill", {"names": "g1", "namespace": NS})
-    assert [k["name"] for k in out["killed"]] == ["g1"], out
-    assert f"{NS}:g1" not in _virsh_names(guests, host_g1)
-    out = lab_call(guests, "host1", "vm_kill", {"names": "g[2-4]", "namespace": NS})
-    assert sorted(k["name"] for k in out["killed"]) == ["g2", "g3", "g4"], out
+    assert not out["errors"], out
+    wait_until(lambda: f"{NS}:g1" not in _virsh_names(guests, host_g1), 30.0, "g1 gone from virsh")
+    assert len(_where(guests)) == GUESTS - 1
     hosts = [f"host{i}" for i in range(1, HOSTS + 1)]
-    for h in hosts:
-        assert not [n for n in _virsh_names(guests, h) if n.startswith(f"{NS}:")], h
+
+    def lab_domains() -> list[str]:
+        return [n for h in hosts for n in _virsh_names(guests, h) if n.startswith(f"{NS}:")]
+
+    out = lab_call(guests, "host1", "vm_kill", {"names": "g[2-4]", "namespace": NS})
+    assert not out["errors"], out
+    wait_until(lambda: not lab_domains(), 60.0, "every lab domain gone from every host")
     wait_until(
         lambda: not any(_dv_links(guests, h) for h in hosts),
         30.0,
