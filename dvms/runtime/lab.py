@@ -551,13 +551,16 @@ def guest_command(netns: str, ip: str, command: str, timeout: float = 10.0) -> s
     from dvms.hypervisor.lab.guest import DEFAULT_CACHE, LAB_CONTROL_PORT
 
     busybox = str(DEFAULT_CACHE / "busybox-static" / "bin" / "busybox")
-    proc = subprocess.run(
-        ["ip", "netns", "exec", netns, busybox, "nc", "-w", "3", ip, str(LAB_CONTROL_PORT)],
-        input=command + "\n",
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    try:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", netns, busybox, "nc", "-w", "3", ip, str(LAB_CONTROL_PORT)],
+            input=command + "\n",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
     return proc.stdout.strip()
 
 
