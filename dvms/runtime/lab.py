@@ -71,6 +71,7 @@ __all__ = [
     "lab_vjob",
     "pings",
     "probe_attach",
+    "settle_then_overload",
     "wait_until",
 ]
 
@@ -612,3 +613,32 @@ def every_pair_pings(d: Path, namespace: str, guests: int) -> bool:
         for j in range(1, guests + 1)
         if i != j
     )
+
+
+def settle_then_overload(
+    d: Path, host: str, burn: Callable[[], None], *, rise: float = 0.04, timeout: float = 90.0
+) -> tuple[float, float, float]:
+    """Make lab host ``host`` overloaded by measured demand: read its idle demand (the
+    lowest of a few readings: guests that just booted still settle), call ``burn`` (a
+    guest starts burning CPU), wait until the measured demand has risen by ``rise`` CPUs,
+    then set the host's capacity halfway between the two. How much CPU a burning TCG
+    guest gets depends on what else this machine runs (a whole core when idle, 0.1 CPU
+    under a load of 15), so the capacity is placed where the burn actually lands.
+    Returns (idle demand, burning demand, capacity)."""
+    readings = []
+    for _ in range(3):
+        readings.append(float(lab_call(d, host, "debug_loads")["demand"]))
+        time.sleep(3.0)
+    idle = min(readings)
+    burn()
+    burning = float(
+        _wait(
+            lambda: (v := float(lab_call(d, host, "debug_loads")["demand"])) >= idle + rise and v,
+            timeout,
+            f"{host}'s measured demand to rise above {idle + rise:.3f} CPUs",
+            poll=1.0,
+        )
+    )
+    capacity = round((idle + burning) / 2, 3)
+    lab_call(d, host, "debug_capacity", {"cpus": capacity})
+    return idle, burning, capacity
