@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--json", dest="lab_json", action="store_true", help="JSON output")
     up.set_defaults(func=up_cmd)
     status = lsub.add_parser("status", help="each lab host", description="Show the hosts.")
-    status.add_argument("--dir", required=True)
+    status.add_argument("--dir", required=True, help="the lab's directory (as given to up)")
     status.add_argument("--json", dest="lab_json", action="store_true", help="JSON output")
     status.set_defaults(func=status_cmd)
     down = lsub.add_parser(
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="stop every process, delete every namespace, link and file of the lab",
         description="Stop by pid, delete namespaces and files; prints what is left (nothing).",
     )
-    down.add_argument("--dir", required=True)
+    down.add_argument("--dir", required=True, help="the lab's directory (as given to up)")
     down.set_defaults(func=down_cmd)
 
 
