@@ -193,7 +193,7 @@ def _wait(pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.2)
     raise LabError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last})")
 
 
-def _probe(uri: str, timeout: float, errors: list[str]) -> None:
+def _probe(uri: str, errors: list[str]) -> None:
     """Ask a fresh libvirtd for its capabilities: its first QEMU probe (~12 s) happens
     here, not in the first VM start or migration."""
     try:
@@ -271,7 +271,7 @@ def _up(d: Path, hosts: int, cfg: LabConfig, lab: dict[str, Any]) -> None:
         )
         _write_manifest(d, lab)
     errors: list[str] = []
-    probes = [threading.Thread(target=_probe, args=(n.uri, 0, errors)) for n in nodes]
+    probes = [threading.Thread(target=_probe, args=(n.uri, errors)) for n in nodes]
     for t in probes:
         t.start()
     for t in probes:
