@@ -17,10 +17,8 @@ Steps and what is measured (wall clock, this machine):
    overloaded) to its measured demand back under its capacity (a partition has
    live-migrated a VM away); ``burn_to_overload_s`` is how long the measurement took to
    show the burn. ``downtime_ms``: the longest gap between answers to pings
-   sent every 10 ms, from a probe address on a lab host, to the guest that moved
-   (baseline: libvirt's own downtime figure of the migration, ``libvirt_downtime_ms``,
-   when the daemon logged it; else None). ``uptime_continued``: the moved guest booted
-   once and its uptime counter went on.
+   sent every 10 ms, from a probe address on a lab host, to the guest that moved.
+   ``uptime_continued``: the moved guest booted once and its uptime counter went on.
 4. ``dvms lab down``: ``leftovers`` (namespaces, processes, links, files left).
 
 Targets on a 2-core machine with TCG: submit to running <= 10 s for 4 guests, overload

@@ -216,6 +216,10 @@ def test_2_a_burning_guest_overloads_its_host_and_a_partition_migrates_a_vm_away
         60.0,
         f"{name} to tick on after the migration",
     )
+    # the vjob's spread constraints travel with the running guests: the relief kept them
+    after = _where(guests)
+    assert len({after["g1"], after["g2"], after["g3"]}) == 3, after
+    assert after["g4"] != after["g1"], after
     text = console_text(guests, NS, name)
     assert text.count("GUEST UP") == 1, f"{name} booted again"
     uptimes = [u for _, u in parse_ticks(text)]
