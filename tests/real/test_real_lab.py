@@ -32,7 +32,7 @@ GUESTS = 4
 NS = "lab"
 #: A TCG guest's boot, on a loaded 2-core machine: seconds.
 BOOT_TIMEOUT_S = 300.0
-#: The issue's bound from "overloaded" to "a VM moved away" (30 s), with room for a
+#: The bound from "overloaded" to "a VM moved away" (30 s), with room for a
 #: loaded machine.
 OVERLOAD_TIMEOUT_S = 60.0
 

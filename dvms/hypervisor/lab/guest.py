@@ -251,7 +251,7 @@ esac
 #: Kernel command line of the lab guest (``lab_cmdline`` adds the per-VM words).
 LAB_CMDLINE = "console=ttyS0 panic=-1 quiet loglevel=3"
 
-#: RAM of a lab guest, MiB. 64 MiB does not boot the stock kernel (real-infra §2).
+#: RAM of a lab guest, MiB. 64 MiB does not boot the stock kernel (measured here).
 LAB_MEMORY_MIB = 96
 
 
