@@ -187,7 +187,7 @@ def capacity_cmd(args: argparse.Namespace) -> int:
     cpus = _parse_cpus(args.cpus)
     r = _call(socket_path(args), "debug_capacity", {"cpus": cpus})
     if args.json:
-        print(json.dumps(r, indent=2))
+        emit(r)
     else:
         print(f"{r['host']}: capacity {r['capacity']:g} CPUs, demand {r['demand']:g}")
     return 0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from dvms.cli.main import UserError
 from dvms.cli.node import print_table
+from dvms.cli.output import emit
 from dvms.runtime.lab import LabConfig, LabError, lab_down, lab_status, lab_up
 
 
@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Stop by pid, delete namespaces and files; prints what is left (nothing).",
     )
     down.add_argument("--dir", required=True, help="the lab's directory (as given to up)")
+    down.add_argument("--json", dest="lab_json", action="store_true", help="JSON output")
     down.set_defaults(func=down_cmd)
 
 
@@ -68,7 +69,7 @@ def up_cmd(args: argparse.Namespace) -> int:
     except LabError as exc:
         raise UserError(str(exc)) from None
     if _json(args):
-        print(json.dumps(rows, indent=2))
+        emit({"hosts": rows})
     else:
         print_table(rows, ("name", "netns", "address", "socket"))
         print(f"{len(rows)} hosts up; e.g. virsh -c '{rows[0]['libvirt_uri']}' list")
@@ -81,7 +82,7 @@ def status_cmd(args: argparse.Namespace) -> int:
     except LabError as exc:
         raise UserError(str(exc)) from None
     if _json(args):
-        print(json.dumps(rows, indent=2))
+        emit({"hosts": rows})
     else:
         print_table(rows, ("name", "netns", "address", "daemon", "libvirtd", "vms", "socket"))
     return 0 if all(r["daemon"] and r["libvirtd"] for r in rows) else 1
@@ -92,6 +93,9 @@ def down_cmd(args: argparse.Namespace) -> int:
         left = lab_down(Path(args.dir))
     except LabError as exc:
         raise UserError(str(exc)) from None
+    if _json(args):
+        emit({"dir": str(Path(args.dir).resolve()), "left": left})
+        return 1 if left else 0
     for line in left:
         print(f"left: {line}")
     if left:
