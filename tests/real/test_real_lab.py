@@ -318,7 +318,13 @@ def test_5_a_guest_with_a_local_disk_migrates_with_what_it_wrote(guests: Path) -
     probe = host_netns(d, "host1")
     probe_attach(probe, ns)
     mark = f"written-before-{int(time.time())}"
-    assert guest_command(probe, guest_ip(5), f"write {mark}") == "ok"
+    # the command server starts right after GUEST UP: give a slow guest a moment
+    wait_until(
+        lambda: guest_command(probe, guest_ip(5), f"write {mark}") == "ok",
+        60.0,
+        "d1 to take the write command",
+        poll=1.0,
+    )
     assert mark in guest_command(probe, guest_ip(5), "read")
     t0 = time.monotonic()
     _dvms(d, "host1", "namespace", ns, "vm", "migrate", "d1", "host2")
