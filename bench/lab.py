@@ -16,8 +16,9 @@ Steps and what is measured (wall clock, this machine):
    load: ``settle_then_overload``). ``overload_to_relieved_s``: from then (the host is
    overloaded) to its measured demand back under its capacity (a partition has
    live-migrated a VM away); ``burn_to_overload_s`` is how long the measurement took to
-   show the burn. ``downtime_ms``: the longest gap between answers to pings
-   sent every 10 ms, from a probe address on a lab host, to the guest that moved.
+   show the burn. ``spread_held``: the vjob's spread constraints still hold afterwards.
+   ``downtime_ms``: the longest gap between answers to pings sent every 10 ms, from a
+   probe address on a lab host, to the guest that moved.
    ``uptime_continued``: the moved guest booted once and its uptime counter went on.
 4. ``dvms lab down``: ``leftovers`` (namespaces, processes, links, files left).
 
@@ -222,6 +223,10 @@ def run(args: argparse.Namespace, d: Path) -> dict[str, Any]:
     time.sleep(2.0)
     gaps = {n: max_gap_ms(p) for n, p in pingers.items()}
     guest_command(probe_ns, guest_ip(4), "burn 0")
+    after = where(d)
+    result["spread_held"] = len({after["g1"], after["g2"], after["g3"]}) == 3 and (
+        after["g4"] != after["g1"]
+    )
     parts = lab_call(d, "host1", "partitions", {"all": True})["partitions"]
     over = [p for p in parts if any(e.startswith("overload:") for e in p["events"])]
     result["migrations"] = sum(p["migrations"] for p in over)
