@@ -16,9 +16,9 @@ def names(cls: type) -> set[str]:
 def test_the_wire_types_mirror_their_specs_but_for_the_named_fields() -> None:
     assert names(ConstraintSpec) - names(WireConstraint) == {"where"}
     assert names(WireConstraint) - names(ConstraintSpec) == set()
-    # the host's business; the files a VM boots from travel, so that the host creating
-    # it can fetch them (file:NAME)
-    local_only = {"append", "tags"}
+    # the host's business; the files a VM boots from travel with it, so that whichever host
+    # a partition picks can fetch (file:NAME) and boot them
+    local_only = {"tags"}
     assert names(VmSpec) - names(LaunchVm) == local_only
     assert names(LaunchVm) - names(VmSpec) == {"constraints"}
 
