@@ -38,7 +38,7 @@ def test_a_spec_survives_the_wire_but_for_its_local_fields() -> None:
         "web", "ns", 2, 1024, ("lan",), disk="d.qcow2", schedule="h1", colocate="db", append="x"
     )
     launch = LaunchVm.from_spec(vm)
-    assert launch == LaunchVm("web", "ns", 2, 1024, ("lan",), "h1", -1, "db", disk="d.qcow2")
-    assert launch.to_spec() == VmSpec(
-        "web", "ns", 2, 1024, ("lan",), disk="d.qcow2", schedule="h1", colocate="db"
+    assert launch == LaunchVm(
+        "web", "ns", 2, 1024, ("lan",), "h1", -1, "db", disk="d.qcow2", append="x"
     )
+    assert launch.to_spec() == vm  # the boot files and kernel line travel with the VM
