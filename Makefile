@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-real lint bench accel deps clean
+.PHONY: demo lab test test-real lint bench accel deps clean
 
 $(STAMP): pyproject.toml scripts/debian-packages.txt
 	bash scripts/debian-deps.sh
@@ -18,6 +18,11 @@ deps: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m dvms.demo
+
+# The real-hypervisor demo (root): 3 lab hosts in network namespaces, 4 TCG guests on
+# one network, a burning guest live-migrated away by a DVMS partition, lab down.
+lab: $(STAMP)
+	$(PY) bench/lab.py --hosts 3 --demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check dvms tests bench

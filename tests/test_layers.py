@@ -63,6 +63,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "dvms.runtime.config",
         "dvms.runtime.daemon",
         "dvms.runtime.localcluster",
+        "dvms.runtime.lab",
         "dvms.sim",
         "dvms.placement",
         "dvms.namespace.render",

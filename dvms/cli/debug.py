@@ -60,6 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     loads.add_argument("--dir", help="a local cluster's directory: ask every node")
     loads.set_defaults(func=loads_cmd)
+    capacity = dsub.add_parser(
+        "capacity",
+        help="set the CPU capacity this host reports to the partitions",
+        description="From now on the node (--socket) reports CPUS CPUs of capacity to the "
+        "partition protocol (0: its host's own CPUs). Demand stays what it is (measured on "
+        "a QEMU host): a host made small this way is overloaded as soon as its VMs use more.",
+    )
+    capacity.add_argument("cpus", metavar="CPUS", help="capacity in CPUs, e.g. 0.8 (0: the host's)")
+    capacity.set_defaults(func=capacity_cmd)
 
 
 def _parse_cpus(text: str) -> float:
@@ -171,4 +180,14 @@ def loads_cmd(args: argparse.Namespace) -> int:
         for h in hosts
     ]
     print_table(rows, ("host", "capacity", "demand", "overloaded", "partition", "synthetic"))
+    return 0
+
+
+def capacity_cmd(args: argparse.Namespace) -> int:
+    cpus = _parse_cpus(args.cpus)
+    r = _call(socket_path(args), "debug_capacity", {"cpus": cpus})
+    if args.json:
+        emit(r)
+    else:
+        print(f"{r['host']}: capacity {r['capacity']:g} CPUs, demand {r['demand']:g}")
     return 0

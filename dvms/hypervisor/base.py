@@ -97,6 +97,10 @@ class VmInfo:
     uuid: str = ""
     cpu_time_s: float = 0.0
     cpu_demand: float | None = None  # fraction of the VM's vCPUs in use (sim only)
+    #: Network interfaces (libvirt: from the domain definition; 0 when unknown).
+    nics: int = 0
+    #: Disks backed by a file on the host (libvirt; 0 when unknown).
+    disks: int = 0
 
     @property
     def key(self) -> str:

@@ -24,6 +24,7 @@ from dvms.placement.spec import VmSpec
 __all__ = [
     "METADATA_NS",
     "DomainConfig",
+    "GuestSettings",
     "check_bridge_name",
     "check_namespace_name",
     "check_vm_name",
@@ -121,6 +122,36 @@ class DomainConfig:
     nic_model: str = "virtio"
     bridge_for: Callable[[VmSpec, str], str] = _default_bridge
     graphics: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GuestSettings:
+    """The daemon's ``[guests]`` table: how a node's real (QEMU) hypervisor defines the
+    VMs it creates. Unused on ``test:///`` hosts.
+
+    - ``console_dir``: directory where each VM's serial console is appended to
+      ``<namespace>:<name>.log`` (on every host the VM visits: a shared or identical
+      path keeps one log across migrations); "" (default) = a pty, no log file.
+    - ``tb_cache_mib``: TCG translation-block cache, MiB; 0 (default) = QEMU's own.
+    - ``domain_type``: ``qemu`` (TCG, the default) or ``kvm``.
+    """
+
+    console_dir: str = ""
+    tb_cache_mib: int = 0
+    domain_type: str = "qemu"
+
+    def __post_init__(self) -> None:
+        if self.domain_type not in ("qemu", "kvm"):
+            raise ValueError(f"domain_type must be qemu or kvm, not {self.domain_type!r}")
+        if self.tb_cache_mib < 0:
+            raise ValueError(f"tb_cache_mib must be >= 0, not {self.tb_cache_mib}")
+
+    def domain_config(self) -> DomainConfig:
+        return DomainConfig(
+            domain_type=self.domain_type,
+            serial_log_dir=self.console_dir or None,
+            tb_cache_mib=self.tb_cache_mib or None,
+        )
 
 
 def profile_for_test_uri() -> DomainConfig:

@@ -11,7 +11,7 @@ URIs:
   on the destination, undefine on the source (a cold move; its "downtime" is all of it).
 - ``qemu:///system``, ``qemu+unix:///system?socket=...``, ``qemu+tcp://h/system``: real
   QEMU. ``migrate`` is live and peer-to-peer (``migrateToURI3`` with LIVE | PEER2PEER |
-  PERSIST_DEST | UNDEFINE_SOURCE, plus NON_SHARED_DISK for ``copy_storage``); the
+  PERSIST_DEST | UNDEFINE_SOURCE, plus NON_SHARED_INC for ``copy_storage``); the
   destination daemon is reached at the destination's ``peer_uri`` *from the source daemon*,
   and the memory stream goes to its ``migration_uri``.
 
@@ -288,7 +288,11 @@ class LibvirtHypervisor(Hypervisor):
     # -- queries --------------------------------------------------------------------------
     def _vm_info(self, dom: Any) -> VmInfo:
         state, max_kib, _mem, vcpus, cpu_ns = dom.info()
-        namespace, _tags = parse_metadata(dom.XMLDesc(0))
+        xml = dom.XMLDesc(0)
+        namespace, _tags = parse_metadata(xml)
+        root = ET.fromstring(xml)
+        nics = len(root.findall("devices/interface"))
+        disks = len(root.findall("devices/disk[@device='disk'][@type='file']"))
         name = dom.name()
         if namespace and name.startswith(namespace + ":"):
             name = name[len(namespace) + 1 :]
@@ -301,6 +305,8 @@ class LibvirtHypervisor(Hypervisor):
             namespace=namespace,
             uuid=dom.UUIDString(),
             cpu_time_s=cpu_ns / 1e9,
+            nics=nics,
+            disks=disks,
         )
 
     async def info(self, name: str) -> VmInfo:
@@ -388,7 +394,9 @@ class LibvirtHypervisor(Hypervisor):
             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
         )
         if copy_storage:
-            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            # incremental: only the top image of each local disk travels; the destination
+            # holds the same backing file (an image without one is copied whole)
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
         params: dict[str, Any] = {}
         if dest.config.migration_uri:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = dest.config.migration_uri

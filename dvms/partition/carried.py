@@ -51,10 +51,19 @@ def carried_by(vm: LaunchVm, constraints: Iterable[WireConstraint]) -> tuple[Wir
     to the host its least-load rule chose), and a VM that must stay on a host for good
     gets a ``fence``. Carried as a fence, it froze every VM launched through the
     namespace API and overload relief could never move them."""
-    out = [c for c in constraints if vm.name in c.vms and c.kind.lower() not in _NOT_CARRIED]
+    # a vjob submitted in a namespace names its VMs qualified (``ns/name``)
+    names = {vm.name, _qualified(vm.name, vm.namespace)}
+    out = [
+        c for c in constraints if names.intersection(c.vms) and c.kind.lower() not in _NOT_CARRIED
+    ]
     if vm.colocate is not None:
         out.append(WireConstraint("gather", (vm.name, vm.colocate)))
     return tuple(dict.fromkeys(out))
+
+
+def _qualified(name: str, namespace: str) -> str:
+    """A VM's key in ``where``: ``namespace/name``, unless ``name`` is qualified already."""
+    return name if "/" in name or not namespace else f"{namespace}/{name}"
 
 
 def _stay(
@@ -73,7 +82,7 @@ def in_partition(
     run where ``where`` says (VM key -> host) on ``hosts`` (see the module's table)."""
 
     def key(name: str) -> str:
-        return f"{namespace}/{name}" if namespace else name
+        return _qualified(name, namespace)
 
     kind = spec.kind.lower()
     present = tuple(n for n in spec.vms if key(n) in where)

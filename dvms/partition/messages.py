@@ -65,6 +65,8 @@ Name = Annotated[str, MaxLen(128)]
 U64 = Annotated[int, Range(0, 2**64 - 1)]
 Coord = Annotated[tuple[float, ...], MaxLen(24)]
 Names = Annotated[tuple[Name, ...], MaxLen(4096)]
+#: A file path on the hosts (an image, a kernel).
+Path = Annotated[str, MaxLen(1024)]
 #: Constraints a VM carries (see ``VmState.constraints``).
 Carried = Annotated[tuple["WireConstraint", ...], MaxLen(64)]
 
@@ -172,11 +174,13 @@ class LaunchVm:
     #: host reports them in ``VmState.constraints``; the daemon's spec travels with a
     #: migration).
     constraints: Carried = ()
-    #: Files the VM boots from: local paths, or ``file:NAME`` / ``file:ROOT`` that the
-    #: host creating the VM fetches from its peers first (``docs/files.md``).
-    disk: Annotated[str, MaxLen(512)] | None = None
-    kernel: Annotated[str, MaxLen(512)] | None = None
-    initrd: Annotated[str, MaxLen(512)] | None = None
+    #: How the host boots it: disk image, direct kernel boot. Local paths, or
+    #: ``file:NAME`` / ``file:ROOT`` that the host creating the VM fetches from its peers
+    #: first (``docs/files.md``).
+    disk: Path | None = None
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: Annotated[str, MaxLen(2048)] | None = None
 
     @classmethod
     def from_spec(cls, spec: VmSpec) -> LaunchVm:

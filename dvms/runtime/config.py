@@ -27,6 +27,7 @@ key with its default)::
     [runner] [monitor] [state] [vjobs] [namespaces] [namespaces.effects] [vm_driver]
     [control] [tunnels] [observe]   # the daemon's services (dvms/runtime/...)
     [files]                         # FilesConfig (dvms/files/config.py)
+    [guests]                        # VM definitions on a real hypervisor (GuestSettings)
 
 Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
 naming the file, the table and the key.
@@ -43,6 +44,7 @@ from typing import Any
 
 from dvms.configfile import ConfigError, load_table, read_toml
 from dvms.files.config import FilesConfig
+from dvms.hypervisor.domxml import GuestSettings
 from dvms.hypervisor.net.model import NetConfig
 from dvms.overlay.config import KademliaConfig
 from dvms.partition.config import PartitionConfig
@@ -174,6 +176,9 @@ class NodeConfig:
     #: Files shared between peers (``[files]``): chunk size, store capacity and
     #: watermarks, provider records, swarm limits (dvms/files/config.py).
     files: FilesConfig = field(default_factory=FilesConfig)
+    #: How a real (QEMU) hypervisor defines VMs (``[guests]``): console log directory,
+    #: TCG cache, domain type.
+    guests: GuestSettings = field(default_factory=GuestSettings)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")

@@ -241,6 +241,7 @@ def build_daemon(
         directory=runner,
         peers=runner,
         handlers=runner.handlers,
+        requests=runner,
     )
     return Daemon(
         cfg,
@@ -308,7 +309,11 @@ async def _run_node(
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
     if not cfg.hypervisor:
         write_test_host(cfg)
-    hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name)
+    if cfg.hypervisor_uri.startswith("test:"):
+        hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name)
+    else:
+        domain = cfg.guests.domain_config()
+        hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name, domain=domain)
     # 64 KiB datagrams: a partition view carries its events' VMs, a HostReply 512 VMs.
     transport = await UdpTransport.bind(host, port, config=UdpConfig(max_datagram=MAX_UDP_PAYLOAD))
     async with transport, hv:
@@ -348,6 +353,7 @@ async def _run_node(
             await nursery.start(vjobs.run)
             await nursery.start(files.run)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)
+            await nursery.start(daemon.host_side.run)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner)
             task_status.started(addr)
     log.info("node stopped")

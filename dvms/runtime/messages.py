@@ -82,10 +82,20 @@ class VmRow:
     state: Annotated[str, MaxLen(16)]
     vcpus: Annotated[int, Range(0, 4096)]
     memory_mib: Annotated[int, Range(0, 2**40)]
+    #: Network interfaces: a host with a VM of a namespace that has some is on the
+    #: namespace's tunnel mesh.
+    nics: Annotated[int, Range(0, 1024)] = 0
 
     @classmethod
     def of(cls, info: VmInfo) -> VmRow:
-        return cls(info.name, info.namespace, info.state.value, info.vcpus, info.memory_mib)
+        return cls(
+            info.name,
+            info.namespace,
+            info.state.value,
+            info.vcpus,
+            info.memory_mib,
+            min(info.nics, 1024),
+        )
 
 
 @dataclass(frozen=True, slots=True)

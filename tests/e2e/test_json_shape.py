@@ -28,6 +28,9 @@ NOT_RUN = {
     "completion": "prints shell code for the shell to evaluate",
     "sim faithful": "a 24-node faithful run takes ~10 s; it emits through the same function",
     "sim overlay": "a network simulation; tests/sim/test_overlay_sim.py parses its --json",
+    "lab up": "starts real hypervisor hosts (root, ~20 s); emits through the same function",
+    "lab status": "needs a lab (root); emits through the same function",
+    "lab down": "needs a lab (root); emits through the same function",
 }
 
 TINY = 'name = "tiny"\nseed = 4\nduration_s = 120\n[hosts]\ncount = 12\n'
@@ -109,6 +112,7 @@ def test_every_command_prints_one_object_with_iso_times(tmp_path: Path) -> None:
         "cluster status": ["cluster", "status", "--dir", c],
         "debug load": ["debug", "load", "--dir", c, "j1", "0.5", "--namespace", "shape"],
         "debug loads": ["debug", "loads", "--dir", c],
+        "debug capacity": ["debug", "capacity", "0"],
         "vjob stop": ["vjob", "stop", "shape"],
         "vjob remove": ["vjob", "remove", "shape"],
         "clear": ["clear", "namespace", "shape"],

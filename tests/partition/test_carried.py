@@ -141,3 +141,21 @@ IN_PARTITION = [
 @pytest.mark.parametrize("spec,expected", IN_PARTITION, ids=[s.kind for s, _ in IN_PARTITION])
 def test_in_partition(spec, expected):
     assert in_partition(spec, "ns", WHERE, HOSTS) == expected
+
+
+def test_a_namespaced_vjobs_qualified_names_are_carried_and_kept() -> None:
+    """``dvms submit`` of a vjob in namespace ``lab`` names its VMs ``lab/g1``...: each VM
+    still carries the constraints naming it, and a partition builds them."""
+    spread = W("spread", ("lab/g1", "lab/g2", "lab/g3"))
+    g2 = LaunchVm("g2", "lab", 1, 96)
+    assert carried_by(g2, [spread, W("spread", ("lab/g4", "lab/g5"))]) == (spread,)
+    where = {"lab/g1": "h1", "lab/g2": "h2", "lab/g3": "h3"}
+    built, problems = running_constraints([("lab", "g2", (spread,))], where, ["h1", "h2", "h3"])
+    assert problems == [] and len(built) == 1
+    # g2 moved onto g3's host breaks it
+    from dvms.placement import Host, Snapshot, Vm
+
+    hosts = tuple(Host(h, cpus=2, memory_mib=1024) for h in ("h1", "h2", "h3"))
+    vms = tuple(Vm(k.split("/")[1], "lab", 1, 96, host=h) for k, h in where.items())
+    moved = {**where, "lab/g2": "h3"}
+    assert check_placement(Snapshot(hosts, vms), built, moved)

@@ -16,9 +16,9 @@ def names(cls: type) -> set[str]:
 def test_the_wire_types_mirror_their_specs_but_for_the_named_fields() -> None:
     assert names(ConstraintSpec) - names(WireConstraint) == {"where"}
     assert names(WireConstraint) - names(ConstraintSpec) == set()
-    # the host's business; the files a VM boots from travel, so that the host creating
-    # it can fetch them (file:NAME)
-    local_only = {"append", "tags"}
+    # the host's business; the files a VM boots from travel with it, so that whichever host
+    # a partition picks can fetch (file:NAME) and boot them
+    local_only = {"tags"}
     assert names(VmSpec) - names(LaunchVm) == local_only
     assert names(LaunchVm) - names(VmSpec) == {"constraints"}
 
@@ -38,7 +38,7 @@ def test_a_spec_survives_the_wire_but_for_its_local_fields() -> None:
         "web", "ns", 2, 1024, ("lan",), disk="d.qcow2", schedule="h1", colocate="db", append="x"
     )
     launch = LaunchVm.from_spec(vm)
-    assert launch == LaunchVm("web", "ns", 2, 1024, ("lan",), "h1", -1, "db", disk="d.qcow2")
-    assert launch.to_spec() == VmSpec(
-        "web", "ns", 2, 1024, ("lan",), disk="d.qcow2", schedule="h1", colocate="db"
+    assert launch == LaunchVm(
+        "web", "ns", 2, 1024, ("lan",), "h1", -1, "db", disk="d.qcow2", append="x"
     )
+    assert launch.to_spec() == vm  # the boot files and kernel line travel with the VM

@@ -89,3 +89,75 @@ async def test_synthetic_load_is_capped_at_vcpus_and_cleared_by_zero(autojump_cl
     mon.set_synthetic_load("", "a", 0)
     assert [v.cpu_demand for v in mon.state().vms] == [0.0, 2.0]
     assert ("", "a") not in mon.synthetic
+
+
+@dataclass
+class CpuHv:
+    """A QEMU-like host whose VMs use ``rate[name]`` CPUs from now on."""
+
+    rate: dict[str, float]
+    vcpus: int = 1
+    used: dict[str, float] = field(default_factory=dict)
+    last: float = 0.0
+
+    async def stats(self) -> Stats:
+        return Stats(cpus=2)
+
+    async def list_vms(self) -> list[VmInfo]:
+        now = trio.current_time()
+        for n, r in self.rate.items():
+            self.used[n] = self.used.get(n, 0.0) + r * (now - self.last)
+        self.last = now
+        return [
+            VmInfo(n, "h1", DomainState.RUNNING, self.vcpus, 96, "ns", cpu_time_s=self.used[n])
+            for n in sorted(self.rate)
+        ]
+
+
+async def _run_for(mon: HostMonitor, seconds: float) -> None:
+    end = trio.current_time() + seconds
+    while trio.current_time() < end:
+        await mon.refresh()
+        await trio.sleep(mon.config.period_s)
+
+
+def _demands(mon: HostMonitor) -> dict[str, float]:
+    state = mon.state()
+    assert state is not None
+    return {v.name: v.cpu_demand for v in state.vms}
+
+
+async def test_a_qemu_hosts_demand_is_cpu_time_over_the_window(autojump_clock):
+    hv = CpuHv({"burn": 0.9, "idle": 0.04})
+    mon = HostMonitor(hv, "h1", "qemu+tcp://10.0.0.1/system")  # type: ignore[arg-type]
+    await mon.refresh()
+    assert _demands(mon) == {"burn": 0.0, "idle": 0.0}  # one sample: nothing measured yet
+    await _run_for(mon, MonitorConfig().demand_window_s + 1)
+    assert _demands(mon) == {"burn": 0.9, "idle": 0.04}
+    # a small change stays under the hysteresis, a large one is reported within a window
+    hv.rate["burn"] = 0.93
+    await _run_for(mon, MonitorConfig().demand_window_s + 1)
+    assert _demands(mon)["burn"] == 0.9
+    hv.rate["burn"] = 0.2
+    await _run_for(mon, MonitorConfig().demand_window_s + 1)
+    assert _demands(mon)["burn"] == 0.2
+
+
+async def test_measured_demand_is_capped_at_vcpus_and_capacity_is_reported(autojump_clock):
+    hv = CpuHv({"a": 1.7})
+    cfg = MonitorConfig(capacity_cpus=0.5)
+    mon = HostMonitor(hv, "h1", "qemu:///system", config=cfg)  # type: ignore[arg-type]
+    await _run_for(mon, 7)
+    state = mon.state()
+    assert state is not None and state.vms[0].cpu_demand == 1.0  # 1 vCPU: at most 1 CPU
+    assert state.cpu_milli == 500 and mon.capacity == 0.5
+    mon.set_capacity(0.0)
+    state = mon.state()
+    assert state is not None and state.cpu_milli == 0 and mon.capacity == 2
+
+
+async def test_test_hosts_are_never_measured(autojump_clock):
+    hv = CpuHv({"a": 1.0})  # the test driver reports wall time as CPU time
+    mon = HostMonitor(hv, "h1", "test:///h1.xml")  # type: ignore[arg-type]
+    await _run_for(mon, 7)
+    assert _demands(mon) == {"a": 0.0} and mon.measured == {}

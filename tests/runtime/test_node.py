@@ -48,7 +48,8 @@ async def test_two_nodes_launch_migrate_query_kill(tmp_path):
                 await trio.sleep(0.05)
 
         vms = tuple(LaunchVm(f"w{i}", "red", 1, 256) for i in (1, 2))
-        done = await a.launch(vms, (WireConstraint("spread", ("red/w1", "red/w2")),))
+        spread = WireConstraint("spread", ("red/w1", "red/w2"))
+        done = await a.launch(vms, (spread,))
         assert done.ok, done.reason
         hosts = {p.vm: p.host for p in done.placed}
         assert sorted(hosts.values()) == ["a", "b"]  # spread: one each
@@ -60,7 +61,9 @@ async def test_two_nodes_launch_migrate_query_kill(tmp_path):
         await b._drive(MigrateVmTo(7, on_b, "red", "a", ta.local_address))
         assert {v.name for v in await ha.list_vms()} == {"w1", "w2"}
         assert await hb.list_vms() == []
-        assert a.monitor.specs[f"red:{on_b}"] == next(v for v in vms if v.name == on_b)
+        # the spec moved with the VM, carrying the vjob's constraint that names it
+        launched = next(v for v in vms if v.name == on_b)
+        assert a.monitor.specs[f"red:{on_b}"] == replace(launched, constraints=(spread,))
 
         replies, silent = await b.gather(HostQuery("red"))
         assert silent == []

@@ -173,6 +173,9 @@ class LibvirtdNode:
         # no security driver: AppArmor/SELinux profiles are not set up in a private /etc.
         (etc / "qemu.conf").write_text(
             'cgroup_controllers = [ ]\nsecurity_driver = "none"\n'
+            # the address a source is told to send the memory stream to: a daemon that
+            # migrates through this one without naming a migration URI reaches it
+            f'migration_host = "{self.ip}"\n'
             f"migration_port_min = {self.migration_port}\n"
             f"migration_port_max = {self.migration_port + 15}\n"
         )

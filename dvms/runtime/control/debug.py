@@ -10,7 +10,11 @@ coroutines taking the request's ``args``, as ``Daemon.commands`` does.
   the entry waits for a VM of that name to arrive (the CLI's ``--dir`` sets it on every
   node so that the load follows a migrated VM).
 - ``debug_loads``: this host's capacity, total demand, overload flag and the VMs with a
-  synthetic demand (those waiting for a VM too).
+  synthetic demand (those waiting for a VM too), and each VM's measured demand on a
+  real hypervisor (``measured``: vm -> CPUs).
+- ``debug_capacity {cpus}``: the CPU capacity this host reports to the partitions from
+  now on, in CPUs (0: the host's own CPUs): an operator reserving CPU, or a lab host made
+  small so that a guest burning CPU overloads it. Not a load: demand stays measured.
 """
 
 from __future__ import annotations
@@ -38,7 +42,16 @@ def commands(daemon: Daemon) -> dict[str, Handler]:
     async def loads(args: dict[str, Any]) -> dict[str, Any]:
         return await show_loads(daemon)
 
-    return {"debug_load": load, "debug_loads": loads}
+    async def capacity(args: dict[str, Any]) -> dict[str, Any]:
+        cpus = args.get("cpus")
+        if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not math.isfinite(cpus):
+            raise ControlError(f"debug capacity: CPUS must be a number, got {cpus!r}")
+        if not 0 <= cpus <= MAX_LOAD_CPUS:
+            raise ControlError(f"debug capacity: CPUS must be between 0 and {MAX_LOAD_CPUS:g}")
+        daemon.monitor.set_capacity(float(cpus))
+        return _summary(daemon)
+
+    return {"debug_load": load, "debug_loads": loads, "debug_capacity": capacity}
 
 
 def _cpus(value: Any) -> float:
@@ -104,7 +117,8 @@ async def show_loads(daemon: Daemon) -> dict[str, Any]:
         }
         for (ns, name), cpus in sorted(monitor.synthetic.items())
     ]
-    return {**_summary(daemon), "vms": rows}
+    measured = {key: cpus for key, cpus in sorted(monitor.measured.items())}
+    return {**_summary(daemon), "vms": rows, "measured": measured}
 
 
 def _summary(daemon: Daemon) -> dict[str, Any]:
@@ -114,7 +128,7 @@ def _summary(daemon: Daemon) -> dict[str, Any]:
     demand = sum((v.cpu_demand for v in state.vms), 0.0) if state is not None else 0.0
     return {
         "host": monitor.name,
-        "capacity": monitor.cpus,
+        "capacity": monitor.capacity,
         "demand": round(demand, 3),
         "overloaded": daemon.partition.overloaded(),
         "partition": "busy" if daemon.partition.busy() else "free",

@@ -47,6 +47,7 @@ from dvms.runtime.capabilities import Handlers, Launcher, Peers, Requester, VmDi
 from dvms.runtime.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.vm_driver import VmDriver
+from dvms.runtime.services.vmnet import VM_BRIDGE, VmNetConfig, VmNetworks
 
 if TYPE_CHECKING:
     from dvms.runtime.services.namespaces import NamespaceService
@@ -301,6 +302,8 @@ class HostSide:
         directory: VmDirectory,
         peers: Peers,
         handlers: Handlers,
+        requests: Requester | None = None,
+        vm_net: VmNetConfig | None = None,
     ) -> None:
         self.service = service
         self.net = net
@@ -314,6 +317,14 @@ class HostSide:
         handlers.register(MoveVm, self.move)
         handlers.register(RunCmd, self.run_cmd)
         handlers.register(NetOp, self.net_op)
+        #: The namespaces' VM networks (tunnels follow the VMs; real hypervisors only)
+        self.vm_networks = VmNetworks(self, monitor, requests=requests, peers=peers, config=vm_net)
+        if self.vm_networks.enabled:
+            driver.networks = self.vm_networks
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The VM networks' rounds (returns at once on test hosts)."""
+        await self.vm_networks.run(task_status=task_status)
 
     @property
     def hv(self) -> Hypervisor:
@@ -338,12 +349,19 @@ class HostSide:
             try:
                 if await self._apply(msg.op, v):
                     done.append(v.name)
+            except VmNotFound:
+                # gone since the listing: a retransmitted request already removed it
+                if msg.op in ("clear", "kill", "flush"):
+                    done.append(v.name)
+                else:
+                    errors.append(f"vm not found: {v.name}")
             except HypervisorError as exc:
                 errors.append(str(exc)[:500])
         if msg.op == "clear":
             errors += self._set_networks(
                 {k: n for k, n in self.networks.items() if k[0] != msg.namespace}
             )
+            errors += self.vm_networks.forget(msg.namespace)
         await mon.refresh()
         return VmOpDone(mon.name, tuple(done), tuple(errors[:64]))
 
@@ -401,6 +419,9 @@ class HostSide:
         return RunOutput(self.monitor.name, bool(out["ok"]), out["text"][:48_000])
 
     async def net_op(self, msg: NetOp) -> VmOpDone:
+        if msg.bridge == VM_BRIDGE and not msg.delete:  # a VM of the namespace is coming
+            errors = await self.vm_networks.prepare(msg.namespace, msg.peers)
+            return VmOpDone(self.monitor.name, () if errors else (msg.namespace,), tuple(errors))
         want = dict(self.networks)
         name = (msg.namespace, msg.bridge)
         if msg.delete:
@@ -422,8 +443,12 @@ class HostSide:
 
     def _set_networks(self, want: dict[tuple[str, str], NamespaceNetwork]) -> list[str]:
         try:
-            self.net.apply(list(want.values()))
+            self.net.apply([*want.values(), *self.vm_networks.want.values()])
         except NetError as exc:
             return [str(exc)[:500]]
         self.networks = want
         return []
+
+    def apply_networks(self) -> list[str]:
+        """Apply the ``ns bridge`` networks and the VM networks as they are now."""
+        return self._set_networks(dict(self.networks))

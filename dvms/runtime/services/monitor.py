@@ -17,12 +17,33 @@ the measured one while a VM of that name runs here (capped at its vCPUs); it is 
 user *said*, never a measurement, and ``dvms debug loads`` lists it as such. An entry
 for a VM that is not here waits for it: set on every node, the load follows the VM when
 the partition migrates it.
+
+Measured load (real hypervisors). On a QEMU host each VM's CPU demand is measured:
+libvirt reports the CPU time a domain's QEMU process has used (``VmInfo.cpu_time_s``),
+and the monitor samples it at every refresh (``period_s``, 1 s). A VM's demand, in
+CPUs, is the CPU time it used over the last ``demand_window_s`` (5 s) divided by the
+wall time between the two samples that bound the window, capped at its vCPUs. A VM seen
+for less than ``demand_min_span_s`` (2 s: just created or migrated in) keeps its last
+demand (0 at first). Why a window: one 1 s delta of a TCG guest swings by tens of per
+cent with the host's scheduling, and an overload decision taken on one noisy sample
+would start partitions for nothing; 5 s is short enough that a guest that starts
+burning overloads its host within ~6 s. Hysteresis: the demand the partitions see
+changes only when the windowed value moves more than ``demand_hysteresis_cpus`` (0.05
+CPU) from the one reported, so a host sitting near its capacity does not flip between
+overloaded and not on noise. A VM whose CPU time goes backwards (its QEMU restarted)
+starts a new window. ``test:///`` hosts report wall-clock time as CPU time, so they are
+never measured (their demand is 0 unless synthetic).
+
+Capacity: ``capacity_cpus`` (0 = the host's CPUs) is what the partitions compare the
+demand with (``HostState.cpu_milli``): lab hosts that share one machine are given a
+small one.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import trio
@@ -33,9 +54,14 @@ from dvms.names import vm_key
 from dvms.partition.messages import HostState, LaunchVm, VmState
 from dvms.runtime.messages import MAX_ROWS, HostReply, VmRow
 
-__all__ = ["HostMonitor", "MonitorConfig"]
+__all__ = ["HostMonitor", "MonitorConfig", "uri_is_test"]
 
 log = logging.getLogger("dvms.runtime.services.monitor")
+
+
+def uri_is_test(uri: str) -> bool:
+    """A libvirt ``test:///`` host: nothing on it is measured."""
+    return uri.startswith("test:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +72,20 @@ class MonitorConfig:
     #: under a running daemon on our hosts; ``stats()`` dumps and parses every domain's
     #: XML, which cost as much as the VM listing itself on every refresh (ours).
     host_size_period_s: float = 30.0
+    #: Measured demand (real hypervisors): CPU time over this window, seconds (ours).
+    demand_window_s: float = 5.0
+    #: A VM seen for less than this keeps its previous demand, seconds (ours).
+    demand_min_span_s: float = 2.0
+    #: The reported demand moves only by more than this, CPUs (ours).
+    demand_hysteresis_cpus: float = 0.05
+    #: CPU capacity the partitions compare demand with, CPUs; 0 = the host's CPUs.
+    capacity_cpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.demand_window_s <= 0 or self.demand_min_span_s < 0:
+            raise ValueError("demand_window_s must be > 0 and demand_min_span_s >= 0")
+        if self.demand_hysteresis_cpus < 0 or self.capacity_cpus < 0:
+            raise ValueError("demand_hysteresis_cpus and capacity_cpus must be >= 0")
 
 
 @dataclass
@@ -75,6 +115,14 @@ class HostMonitor:
         self._state: HostState | None = None
         #: trio time of the last read the hypervisor answered (readiness: ``/readyz``)
         self.refreshed_at = -math.inf
+        #: vm_key -> (trio time, CPU time s) samples of the last window (real hosts)
+        self._samples: dict[str, deque[tuple[float, float]]] = {}
+        #: vm_key -> the measured demand reported now, CPUs
+        self.measured: dict[str, float] = {}
+        self._measure = not uri_is_test(self.uri)
+        #: CPU capacity reported to the partitions, CPUs (0 = the host's); starts at
+        #: ``config.capacity_cpus``, changed by ``set_capacity`` (``dvms debug capacity``)
+        self.capacity_cpus = self.config.capacity_cpus
 
     async def refresh(self) -> None:
         """Read the host again. Returns once a read that *started* after the call has
@@ -114,11 +162,36 @@ class HostMonitor:
             log.warning("host monitor: %s", exc)
             return
         self.vms = tuple(vms)
+        if self._measure:
+            self._sample(now, vms)
         for key in known - {v.key for v in vms}:
             self.specs.pop(key, None)  # destroyed behind our back, or migrated away
         self._state = self._host_state()
         self.refreshed += 1
         self.refreshed_at = now
+
+    def _sample(self, now: float, vms: list[VmInfo]) -> None:
+        """Add one CPU time sample per running VM; update ``measured`` (see the module
+        docstring: window, minimum span, hysteresis)."""
+        cfg = self.config
+        running = {v.key: v for v in vms if v.state is DomainState.RUNNING}
+        for key in set(self._samples) - set(running):
+            del self._samples[key]  # gone, stopped or paused: no demand
+            self.measured.pop(key, None)
+        for key, v in running.items():
+            window = self._samples.setdefault(key, deque())
+            if window and v.cpu_time_s < window[-1][1]:
+                window.clear()  # CPU time went backwards: a new QEMU process
+            window.append((now, v.cpu_time_s))
+            while len(window) > 2 and window[1][0] <= now - cfg.demand_window_s:
+                window.popleft()
+            (t0, c0), (t1, c1) = window[0], window[-1]
+            if t1 - t0 < max(cfg.demand_min_span_s, 1e-9):
+                continue
+            value = min(max((c1 - c0) / (t1 - t0), 0.0), float(max(v.vcpus, 1)))
+            old = self.measured.get(key)
+            if old is None or abs(value - old) > cfg.demand_hysteresis_cpus:
+                self.measured[key] = round(value, 3)
 
     def state(self) -> HostState | None:
         """The partition core's ``local_state``: None until the first refresh."""
@@ -134,13 +207,26 @@ class HostMonitor:
         if self._state is not None:
             self._state = self._host_state()
 
+    def set_capacity(self, cpus: float) -> None:
+        """Report ``cpus`` CPUs of capacity from now on (0: the host's CPUs)."""
+        self.capacity_cpus = cpus
+        if self._state is not None:
+            self._state = self._host_state()
+
+    @property
+    def capacity(self) -> float | int:
+        """The CPU capacity the partitions see, CPUs (the host's count when not set)."""
+        return self.capacity_cpus or self.cpus
+
     def demand(self, v: VmInfo) -> float:
         """CPU demand of ``v`` in CPUs: the synthetic one if set, else the measured one."""
         synthetic = self.synthetic.get((v.namespace, v.name))
         if synthetic is not None:
             return min(synthetic, float(v.vcpus))
-        # test:/// hosts measure nothing; a libvirt host's demand would come from
-        # cpu_time deltas (not yet: demand 0 means no overload events)
+        measured = self.measured.get(v.key)
+        if measured is not None:
+            return measured
+        # test:/// hosts measure nothing (the simulator's VMs carry their own demand)
         return v.cpu_demand * v.vcpus if v.cpu_demand is not None else 0.0
 
     def _host_state(self) -> HostState:
@@ -162,7 +248,10 @@ class HostMonitor:
                     constraints=spec.constraints if spec is not None else (),
                 )
             )
-        return HostState(self.name, self.cpus, self.memory_mib, tuple(rows), self.migrating)
+        milli = round(self.capacity_cpus * 1000)
+        return HostState(
+            self.name, self.cpus, self.memory_mib, tuple(rows), self.migrating, cpu_milli=milli
+        )
 
     def spec_of(self, name: str, namespace: str = "") -> LaunchVm | None:
         """The spec to re-create ``namespace/name`` elsewhere: as created here, else
@@ -172,7 +261,12 @@ class HostMonitor:
             return self.specs[key]
         for v in self.vms:
             if v.key == key:
-                return LaunchVm(v.name, v.namespace, max(v.vcpus, 1), max(v.memory_mib, 1))
+                # a VM that came here by live migration: libvirt tells its size and how
+                # many NICs it has (they join its namespace's bridge, whatever their name)
+                nets = tuple(f"nic{i}" for i in range(v.nics))
+                return LaunchVm(
+                    v.name, v.namespace, max(v.vcpus, 1), max(v.memory_mib, 1), networks=nets
+                )
         return None
 
     def find(self, name: str, namespace: str | None) -> VmInfo | None:

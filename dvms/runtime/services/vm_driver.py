@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from dvms.effects import Address
 from dvms.hypervisor.base import Hypervisor, open_hypervisor
@@ -42,6 +43,14 @@ OpenHypervisor = Callable[..., Hypervisor]
 #: Makes the files a VM boots from local before it is created (``file:NAME``): the spec
 #: with local paths, or "" and the reason it cannot be.
 Prepare = Callable[[VmSpec], Awaitable[tuple[VmSpec | None, str]]]
+
+
+class NetworkHooks(Protocol):
+    """What the VM networks (``vmnet.VmNetworks``) do around creations and migrations."""
+
+    async def prepare(self, namespace: str, peers: tuple[str, ...] = ()) -> list[str]: ...
+
+    async def before_migration(self, namespace: str, dst_host: str, dst_ip: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,9 @@ class VmDriver:
         self._open_destination = open_destination
         #: set by the file service (``services/files.py``); None: paths are used as given
         self.prepare: Prepare | None = None
+        #: Set by the host side on real hypervisors: a VM's namespace bridge exists
+        #: before the VM is created or migrated onto a host.
+        self.networks: NetworkHooks | None = None
         handlers.register(HostQuery, self._answer_host)
         handlers.register(KillVms, self._kill)
         handlers.register(AdoptVm, self._adopt)
@@ -112,6 +124,10 @@ class VmDriver:
             if spec is None:
                 return False, reason
         assert spec is not None
+        if vm.networks and self.networks is not None:
+            errors = await self.networks.prepare(vm.namespace)
+            if errors:
+                return False, f"vm {vm.name}: namespace network: {errors[0]}"
         try:
             await self.hv.create(spec)
         except AlreadyExists as exc:
@@ -133,7 +149,11 @@ class VmDriver:
         if spec is None:
             return False, f"vm {name!r} is not on {self.monitor.name}"
         if not self.monitor.uri.startswith("test:"):
-            return await self._live_migrate(key, dst)
+            if spec.networks and self.networks is not None:
+                await self.networks.before_migration(move.namespace, move.dst_host, dst[0])
+            info = self.monitor.find(name, move.namespace)
+            local_disk = spec.disk is not None or (info is not None and info.disks > 0)
+            return await self._live_migrate(key, dst, copy_storage=local_disk)
         cfg = self.config
         reply = await self.requests.request(
             dst, AdoptVm(spec), timeout=cfg.adopt_timeout_s, attempts=cfg.adopt_attempts
@@ -148,7 +168,9 @@ class VmDriver:
             return False, f"{name} runs on {move.dst_host} but stays here: {exc}"
         return True, ""
 
-    async def _live_migrate(self, key: str, dst: Address) -> tuple[bool, str]:
+    async def _live_migrate(
+        self, key: str, dst: Address, *, copy_storage: bool = False
+    ) -> tuple[bool, str]:
         cfg = self.config
         info = await self.requests.request(
             dst,
@@ -160,7 +182,7 @@ class VmDriver:
             return False, "destination did not answer"
         dest = self._open_destination("libvirt", info.uri, host=info.name)
         try:
-            await self.hv.migrate(key, dest)
+            await self.hv.migrate(key, dest, copy_storage=copy_storage)
         except HypervisorError as exc:
             return False, str(exc)
         finally:
