@@ -5,7 +5,7 @@
 2. Real QEMU (root only): a tiny TCG guest (128 MiB, Debian kernel + busybox) on two
    namespaced libvirtds, live-migrated back and forth ``--rounds`` times; migration time
    (wall, ``migrateToURI3``) and downtime (libvirt's completed-job statistics).
-   Expected on the reference machine: ~2 s and 150-250 ms (real-infra.md §2).
+   Expected on the reference machine: ~2 s and 150-250 ms (measured earlier on this machine).
 3. The sim model: migration time of 1 GiB at 125 MiB/s over the VMPlaceS intensity range.
 
 Usage: ``python bench/drivers.py [--vms 500] [--rounds 3] [--skip-qemu]``

@@ -21,7 +21,12 @@ PAGES = sorted(
 #: Code, whose comments, docstrings and help texts are read too.
 CODE = sorted((ROOT / "dvms").rglob("*.py"))
 
-OUTSIDE = re.compile(r"\.\./shared|shared/(?:reference|data)\b|/work/")
+OUTSIDE = re.compile(
+    r"\.\./shared|shared/(?:reference|data)\b|/work/"
+    # the research notes the project started from, and their section numbers
+    r"|\b(?:real-infra|dvms-isp|btrplace|minimega|overlay|peer-schedulers|style-anchors)\.md\b"
+    r"|\b(?:reference|minimega|BtrPlace|DVMS) §"
+)
 #: A link to a named host outside (not loopback, localhost or a template like {host}).
 LINK = re.compile(r"https?://(?!dvms\.invalid/)[A-Za-z][\w-]*(?:\.[\w-]+)*\.[A-Za-z]{2,}")
 ISSUE = re.compile(r"\b[Ii]ssues?:? ?#?\d+\b|(?<![\w&/(\[#])#\d+(?![\w.-])")
@@ -83,6 +88,9 @@ def test_results_tables_are_stamped() -> None:
         ("Issue: #5. Measurements", True),
         ("fixed in the last session", True),
         ("(minimega issue #1298)", True),
+        ("the recipe of real-infra.md §2", True),
+        ("minimega §2.4 step 3", True),
+        ("see §2 of this page", False),
         ("[vjob files](#1-vjob-toml-files)", False),
         ("a VM named #0.41", False),
         ("https://example.org", True),

@@ -75,7 +75,7 @@ def vm_uuid(spec: VmSpec) -> str:
     """A stable UUID per (namespace, name): the same VM gets the same UUID on every host.
 
     uuid5 of a dvms-specific namespace, so it never equals the test driver's built-in
-    ``test`` domain UUID (real-infra.md §1).
+    ``test`` domain UUID.
     """
     return str(
         uuidlib.uuid5(
@@ -96,7 +96,7 @@ class DomainConfig:
     """Host-side parts of a domain definition.
 
     - ``domain_type``: libvirt ``<domain type>``; ``"qemu"`` = TCG (the only type that boots
-      a Linux guest on this machine's KVM-PVM, real-infra.md §2), ``"kvm"``, or ``"test"``
+      a Linux guest on this machine's KVM-PVM), ``"kvm"``, or ``"test"``
       for the test:/// driver. Default ``"qemu"``.
     - ``arch`` / ``machine``: guest architecture and machine type; defaults ``x86_64`` /
       ``None`` (libvirt picks its default machine, ``pc`` for QEMU 7.2).
@@ -105,7 +105,7 @@ class DomainConfig:
     - ``serial_log_dir``: when set, the serial console is appended to
       ``<dir>/<name>.log`` (append='on', so a migrated guest keeps one log); else a pty.
     - ``tb_cache_mib``: TCG translation-block cache size (MiB); None = QEMU's default.
-      16 MiB keeps a 96-128 MiB guest at ~157 MB RSS (real-infra.md §2).
+      16 MiB keeps a 96-128 MiB guest at ~157 MB RSS (measured here).
     - ``nic_model``: NIC device model; default ``virtio``.
     - ``bridge_for``: which host bridge a VM's network ``n`` joins; default: the
       namespace bridge of ``dvms.hypervisor.net`` for the VM's namespace.

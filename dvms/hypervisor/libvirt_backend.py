@@ -7,7 +7,7 @@ into our classes with a readable sentence.
 URIs:
 - ``test:///path/hostN.xml``: libvirt's in-process test driver, independent state per
   connection, so N connections = N simulated hosts in one process. It has no migration
-  API (real-infra.md §1), so ``migrate`` is emulated: save on the source, define + restore
+  API, so ``migrate`` is emulated: save on the source, define + restore
   on the destination, undefine on the source (a cold move; its "downtime" is all of it).
 - ``qemu:///system``, ``qemu+unix:///system?socket=...``, ``qemu+tcp://h/system``: real
   QEMU. ``migrate`` is live and peer-to-peer (``migrateToURI3`` with LIVE | PEER2PEER |

@@ -14,7 +14,7 @@ Requests and responses (every request is retried until answered or given up)::
     Dissolve(pid, reason)              (one way; leases clean up if it is lost)
     KeepAlive(pid, version)            (one way; refreshes members' leases)
 
-Names follow DVMS 2 (``dvms-isp.md`` §2.4) where they have a counterpart.
+Names follow DVMS's published code where they have a counterpart.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""BtrPlace JSON instances (reference btrplace.md §2): import, and plan export.
+"""BtrPlace JSON instances: import, and plan export.
 
 Nodes and VMs keep their integer ids as names (``"12"``). Each ``shareableResource``
 view becomes an extra resource: node capacities in ``Host.capacity``, VM consumption in

@@ -2,7 +2,7 @@
 
 The solver (``filters.py``) and the independent checker (``checker.py``) each give these
 records their meaning with their own code. VMs are named by key (see ``Vm.key``), hosts
-by name. Semantics (BtrPlace §1.3, minimega §2):
+by name. Semantics (BtrPlace's and minimega's):
 
 - ``Ban``/``Fence``: a running VM's host is outside / inside ``hosts``.
 - ``Spread``: running members on pairwise distinct hosts. ``Gather``: all on one host.

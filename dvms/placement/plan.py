@@ -1,7 +1,7 @@
 """Plans: the timed actions that take the current placement to a target one.
 
 ``schedule_plan`` is a list scheduler over integer seconds, in the spirit of BtrPlace's
-slices (reference §4.1):
+slices (as BtrPlace's plans):
 
 - a migration occupies its source (current demand) *and* its destination (future
   demand) from its start until its end; a boot occupies its destination from its start;

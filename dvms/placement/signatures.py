@@ -2,7 +2,7 @@
 
 Shared by the btrpsl-style script parser (``script.py``) and the TOML vjob loader
 (``vjob.py``) so both formats accept exactly the same constraints with the same rules.
-Semantics follow BtrPlace (reference btrplace.md §1.3 and §3.3):
+Semantics follow BtrPlace's constraint catalogue:
 
 ========================  ========================================  ==========  =========
 kind (script spelling)    arguments                                 modes       default

@@ -1,6 +1,6 @@
 """Real libvirtd daemons side by side on one machine, each in its own namespaces.
 
-The recipe of real-infra.md §2: every node gets a network namespace (joined to the others
+The recipe measured on this machine: every node gets a network namespace (joined to the others
 by veth pairs), a private mount namespace in which a private directory is bind-mounted
 over ``/run/libvirt``, ``/var/lib/libvirt``, ``/etc/libvirt``, ``/var/log/libvirt`` and
 ``/var/cache/libvirt``, its own ``host_uuid`` (otherwise libvirt refuses "migrate to the
