@@ -144,3 +144,25 @@ def test_any_mix_of_launches_outcomes_and_host_reports_keeps_the_table_valid(ste
         assert Namespace.from_record(ns.to_record()) == ns
     if not any(s.state == "running" for s in state.namespaces[0].stats):
         assert {n for n, _ in clear(state).vms} == {v.name for v in state.namespaces[0].vms}
+
+
+def test_vms_a_running_launch_is_creating_keep_their_record():
+    """A command of another client while a launch runs (its VMs not on their hosts
+    yet) keeps their records: the same ids, type and config once the hosts report
+    them. Those whose event failed and that never appeared go when the launch ends."""
+    state = execute("vm config net 100", Context(State(), cluster(3), Session("foo"))).state
+    state, effect = launch(state, "vm launch container 4")
+    before = state.get("foo")
+    assert before is not None and before.scheduling()
+    state = reconciled(service({}), state)  # nothing created yet
+    assert state.get("foo") == before
+    failed = {"vm-3": "lease expired"}
+    state = launch_finished(state, "foo", effect.schedule, failed, now=1.0)
+    created = {("foo", vm.name): vm.host for vm in effect.vms if vm.name not in failed}
+    after = reconciled(service(created), state).get("foo")
+    assert after is not None
+    assert [(v.id, v.name, v.vm_type, v.config.networks) for v in after.vms] == [
+        (i, f"vm-{i}", "container", ("100",)) for i in range(3)
+    ]
+    # a VM the hosts no longer report is forgotten once no launch runs
+    assert [v.name for v in reconciled(service({}), state).get("foo").vms] == []  # type: ignore[union-attr]
