@@ -86,3 +86,27 @@ def test_queued_names_are_refused_to_submit(socks, tmp_path):
     same = dvms("submit", vjob(tmp_path, "queued", "q3", "k1"), sock=c, check=False)
     assert same.returncode == 1 and "namespace q3 already has VM k1" in same.stderr
     assert ns(a, "clear namespace q3")["ok"]
+
+
+def test_partly_failed_launch_then_submit_then_clear(socks, tmp_path):
+    """A launch whose first event fails (50 one-vCPU VMs pinned to one 8-CPU host: the
+    namespace scheduler overcommits vCPUs, the partition does not) keeps what its other
+    event created; VMs a vjob places next to them join the table; ``clear namespace``
+    takes all of them."""
+    a, b, c = socks
+    queue = ["ns queueing true", "vm config memory 16", "vm config schedule node1"]
+    queue += ["vm launch kvm 50", "vm config schedule node3", "vm launch kvm p[1-3]"]
+    for line in queue:
+        assert ns(a, f"namespace q4 {line}")["ok"], line
+    out = ns(b, "namespace q4 vm launch")
+    assert not out["ok"] and "node1" in out["error"], out
+    assert table(c, "q4") == {"p1": "node3", "p2": "node3", "p3": "node3"}
+    status = ns(a, ".columns launched,failures namespace q4 ns schedule status")["rows"]
+    assert status == [["3", "50"]], status
+    dvms("submit", vjob(tmp_path, "next", "q4", "s[1-2]"), sock=c)
+    ids = ns(a, ".columns name,id namespace q4 vm info")["rows"]
+    assert sorted(n for n, _ in ids) == ["p1", "p2", "p3", "s1", "s2"], ids
+    assert len({i for _, i in ids}) == 5, ids
+    out = ns(b, "clear namespace q4")
+    assert out["ok"], out
+    assert cluster_vms(a, "q4") == set()

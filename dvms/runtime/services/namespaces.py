@@ -12,8 +12,9 @@ State records: ``ns/NAME`` (one ``Namespace.to_record()``; None once cleared) an
 the active namespace is the client's: it comes with each command (``execute``).
 
 Before a command runs, the namespace's VM table is brought up to what the hosts report
-(host and state of each VM; VMs gone from every host that answered are forgotten), so a
-VM moved by a DVMS partition shows on its new host.
+(host and state of each VM; VMs gone from every host that answered are forgotten, except
+those a running launch is still creating; VMs placed otherwise are adopted), so a VM
+moved by a DVMS partition shows on its new host.
 """
 
 from __future__ import annotations
@@ -259,7 +260,8 @@ class NamespaceService:
     def _reconcile(self, ns: Namespace, answered: set[str]) -> Namespace:
         """The VM table as the hosts report it: each VM's host and state (a paused VM
         not started yet stays BUILDING), VMs gone from every host that answered are
-        forgotten, and VMs of the namespace created otherwise (``submit``) are adopted."""
+        forgotten (not those a running launch is creating), and VMs of the namespace
+        created otherwise (``submit``) are adopted."""
         mine = {name: r for (space, name), r in self._reports.items() if space == ns.name}
         reports = {}
         for name, (host, reported, _, _) in mine.items():
@@ -269,7 +271,13 @@ class NamespaceService:
             if rec.state == "BUILDING" and reported == "PAUSED":
                 reported = "BUILDING"
             reports[name] = (host, reported)
-        gone = {v.name for v in ns.vms if v.host in answered and v.name not in mine}
+        # while a launch runs, a BUILDING VM its host does not report yet is still being
+        # created (events go out one after the other), not gone: forgetting it would
+        # bring it back as a stranger, with a new id and without its launch config (the
+        # end of the launch drops those whose event failed)
+        launching = ns.scheduling()
+        gone = {v.name for v in ns.vms if v.host in answered and v.name not in mine
+                and not (launching and v.state == "BUILDING")}  # fmt: skip
         state = State((ns,))
         if reports:
             state = report_vms(state, ns.name, reports)
