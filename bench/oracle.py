@@ -153,6 +153,8 @@ def solve(
     for k in constraints:
         _constraint(m, k, x, v_of, h_of, hosts, vms, by_host)
     moved = _moved(m, x, vms, h_of)
+    for h, k in _must_leave(hosts, vms, domain, h_of, resources, config).items():
+        m.add(sum(moved[v] for v in moved if h_of[vms[v].host] == h) >= k)  # redundant
     if max_migrations is not None:
         m.add(sum(moved.values()) <= max_migrations)
     for key, name in (hint or {}).items():
@@ -185,6 +187,31 @@ def solve(
     if name == "unknown":
         return OracleResult(name, None, math.ceil(solver.best_objective_bound - 1e-6), secs, {})
     return OracleResult(name, None, None, secs, {})
+
+
+def _must_leave(hosts, vms, domain, h_of, resources, config) -> dict[int, int]:
+    """Per host, a lower bound of how many of its VMs leave: the ones banned from it,
+    then the fewest (largest first) that bring each resource under its limit."""
+    out: dict[int, int] = {}
+    for h, host in enumerate(hosts):
+        here = [v for v, vm in enumerate(vms) if vm.host == host.name and vm.state == "running"]
+        forced = [v for v in here if h not in domain[v]]
+        stay = [v for v in here if h in domain[v]]
+        k = 0
+        for r in resources:
+            lim = host.limit(r, config)
+            if lim == math.inf:
+                continue
+            excess = sum(vms[v].demand(r) for v in stay) - lim
+            sizes = sorted((vms[v].demand(r) for v in stay), reverse=True)
+            n = 0
+            while excess > 0 and n < len(sizes):
+                excess -= sizes[n]
+                n += 1
+            k = max(k, n)
+        if forced or k:
+            out[h] = len(forced) + k
+    return out
 
 
 def _moved(m, x, vms, h_of) -> dict[int, cp_model.IntVar]:
@@ -260,6 +287,12 @@ def _mttr(m, x, vms, h_of, moved, cost, config, hosts, resources, upper) -> cp_m
     for h in range(n):
         if work_out[h]:
             m.add(config.max_migrations_out * d >= sum(work_out[h]))
+            # rounds: at most max_migrations_out start within any window of the shortest
+            # duration, so n migrations out of h need ceil(n / cap) such windows
+            here = [v for v in moved if h_of[vms[v].host] == h]
+            rounds = m.new_int_var(0, len(here), f"rounds{h}")
+            m.add(config.max_migrations_out * rounds >= sum(moved[v] for v in here))
+            m.add(d >= min(cost[v] for v in here) * rounds)
         if work_in[h]:
             m.add(config.max_migrations_in * d >= sum(work_in[h]))
     for h in range(n):
