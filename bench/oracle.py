@@ -32,7 +32,7 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ortools.sat.python import cp_model
 
@@ -59,6 +59,7 @@ _KNOWN = (
     c.ResourceCapacity,
     c.Schedule,
     c.Colocate,
+    c.Preserve,
 )
 
 
@@ -111,6 +112,21 @@ def solve(
             for key in k.vms:
                 states[key] = k.kind
     vms = [vm for vm in snapshot.vms if states[vm.key] == "running"]
+    # ``preserve``: the end state allocates at least ``amount`` (never less than now);
+    # the step-by-step model keeps today's use, which only makes it more optimistic
+    grow: dict[str, dict[str, int]] = {}
+    for k in constraints:
+        if isinstance(k, c.Preserve):
+            for key in k.vms:
+                grow.setdefault(key, {})[k.resource] = k.amount
+    future = [
+        replace(
+            vm, usage={**vm.usage, **{r: max(a, vm.demand(r)) for r, a in grow[vm.key].items()}}
+        )
+        if vm.key in grow
+        else vm
+        for vm in vms
+    ]
     v_of = {vm.key: i for i, vm in enumerate(vms)}
     domain: list[set[int]] = [{i for i, h in enumerate(hosts) if h.online} for _ in vms]
     for vm_i, vm in enumerate(vms):
@@ -147,13 +163,13 @@ def solve(
             lim = host.limit(r, config)
             if lim == math.inf:
                 continue
-            terms = [(vms[v].demand(r), x[v, h]) for v in by_host[h] if vms[v].demand(r)]
+            terms = [(future[v].demand(r), x[v, h]) for v in by_host[h] if future[v].demand(r)]
             if terms and sum(d for d, _ in terms) > lim:
                 m.add(sum(d * b for d, b in terms) <= int(lim))
     for k in constraints:
-        _constraint(m, k, x, v_of, h_of, hosts, vms, by_host)
+        _constraint(m, k, x, v_of, h_of, hosts, future, by_host)
     moved = _moved(m, x, vms, h_of)
-    for h, k in _must_leave(hosts, vms, domain, h_of, resources, config).items():
+    for h, k in _must_leave(hosts, future, domain, h_of, resources, config).items():
         m.add(sum(moved[v] for v in moved if h_of[vms[v].host] == h) >= k)  # redundant
     if max_migrations is not None:
         m.add(sum(moved.values()) <= max_migrations)
