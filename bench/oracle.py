@@ -24,8 +24,9 @@ The optimum of the end-state model is itself a lower bound of what a plan can ac
 (a plan may need extra pivot migrations to break cycles), so every ratio reported
 against it is conservative. ``solve`` returns the value and whether CP-SAT proved it
 optimal within the time cap; when it did not, ``bound`` is a proven lower bound (CP-SAT's,
-or for ``mttr`` one known without search: the VMs that must leave a host, in rounds of
-``max_migrations_out``, each at least its shortest migration).
+or one known without search: the VMs that must leave each host for ``migrations``; for
+``mttr`` those VMs in rounds of ``max_migrations_out``, each at least its shortest
+migration).
 """
 
 from __future__ import annotations
@@ -189,7 +190,9 @@ def solve(
     else:
         m.minimize(_mttr(m, x, vms, h_of, moved, cost, config, hosts, resources, upper))
     floor = 0  # a bound known without search, for when CP-SAT stops early
-    if objective == "mttr":
+    if objective == "migrations":
+        floor = sum(leave.values())
+    elif objective == "mttr":
         cost_on = {}
         for v, vm in enumerate(vms):
             if vm.host is not None:
