@@ -10,6 +10,7 @@ workspace's whole filter pipeline):
     home      a moved VM goes back to its current host              (one migration less)
     trade     a VM staying on a host leaves instead of k >= 2 moved ones (k - 1 less)
     relocate  a moved VM goes to another host that sheds nothing     (shorter plan)
+    eject     ... after the VM moved there goes on to a third such host (shorter plan)
 
 and keeps a move when the re-scheduled plan (plan.py) is better on (migrations,
 duration, MiB moved). Deterministic, no clock: the budget is a number of plan
@@ -125,6 +126,26 @@ class _Search:
 
         return change
 
+    def eject(self, v: int, h: int, w: int) -> Change:
+        """``w`` (moved to ``h``) makes room by going to another host that sheds nothing,
+        then ``v`` takes its place on ``h``."""
+
+        def change() -> Undo | None:
+            undo: Undo = []
+            shedding = self._shedding()
+            for h2 in list(self.ws.ranked()):
+                if h2 in shedding or h2 in (h, self.origin[w]):
+                    continue
+                if self._move(w, h2, undo):
+                    if self._move(v, h, undo):
+                        return undo
+                    self._restore(undo)
+                    undo = []
+            self._restore(undo)
+            return None
+
+        return change
+
     def _shedding(self) -> set[int]:
         return {self.origin[v] for v in self.moved()}
 
@@ -178,3 +199,10 @@ def _candidates(search: _Search) -> Iterator[Change]:
         for h in ws.ranked():
             if h not in shedding and h not in (ws.assign[v], search.origin[v]):
                 yield search.relocate(v, h)
+    for v in moved:  # ejection chains: only for VMs whose arrival waits
+        if ws.assign[v] not in shedding:
+            continue
+        for w in moved:
+            h = ws.assign[w]
+            if w != v and h not in shedding and h != search.origin[v]:
+                yield search.eject(v, h, w)
