@@ -52,6 +52,10 @@ class PlacementConfig:
     #: a budget: "infeasible" is then a proof.
     exhaustive_hosts: int = 8
     exhaustive_vms: int = 12
+    #: Local search after a repair (localsearch.py): at most this many re-scheduled plans
+    #: are evaluated to cut migrations, then plan duration. 0 = off (the greedy plan).
+    #: A count, not seconds: the engine reads no clock and one seed gives one result.
+    local_search_evals: int = 0
 
     def __post_init__(self) -> None:
         if self.load not in LOAD_FUNCTIONS:
@@ -61,6 +65,8 @@ class PlacementConfig:
         for name in ("max_migrations_out", "max_migrations_in", "constrained_cap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.local_search_evals < 0:
+            raise ValueError("local_search_evals must be >= 0")
         if self.migration_mib_per_s <= 0 or self.overload_threshold <= 0:
             raise ValueError("migration_mib_per_s and overload_threshold must be > 0")
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dvms.placement import constraints as c
 from dvms.placement.config import PlacementConfig
 from dvms.placement.filters import AmongFilter, GatherFilter, SplitAmongFilter
+from dvms.placement.localsearch import improve_plan
 from dvms.placement.model import PlacementError, Snapshot, paused_gc
 from dvms.placement.plan import Plan, PlanError, schedule_plan
 from dvms.placement.search import place_units
@@ -262,6 +263,8 @@ def _solve_repair(
                 last, proven = str(exc), False
                 _lift(ws, movable | boots)
                 continue
+            if config.local_search_evals:
+                actions = improve_plan(ws, origin, actions, config.local_search_evals, suspend)
             return Plan("solved", tuple(actions), ws.placement())
         assert outcome.refusal is not None
         last, proven = str(outcome.refusal), outcome.proven and movable is everyone and final

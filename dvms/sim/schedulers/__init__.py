@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dvms.partition.config import Recruitment
+from dvms.placement import PlacementConfig
 from dvms.sim.scenario import ScenarioParams
 from dvms.sim.schedulers.centralized import Centralized
 from dvms.sim.schedulers.dvms import DvmsScheduler
@@ -43,6 +44,17 @@ def _dvms(recruitment: Recruitment | None) -> SchedulerFactory:
     return factory
 
 
+def _dvms_local_search(params: ScenarioParams) -> Scheduler:
+    """DVMS whose leaders run the local search pass after each repair
+    (``PlacementConfig.local_search_evals``): its plans against the greedy ones."""
+    placement = PlacementConfig(local_search_evals=LOCAL_SEARCH_EVALS)
+    return DvmsScheduler(params, placement=placement, name="dvms-localsearch")
+
+
+#: Plans a ``dvms-localsearch`` leader evaluates per repair (bench/plan_quality.py).
+LOCAL_SEARCH_EVALS = 100
+
+
 #: Name -> factory. The built-in names; ``register_scheduler`` adds more.
 SCHEDULERS: dict[str, SchedulerFactory] = {
     "static": Static,
@@ -50,6 +62,7 @@ SCHEDULERS: dict[str, SchedulerFactory] = {
     "dvms": _dvms(None),
     "dvms-ring": _dvms("ring"),
     "dvms-random": _dvms("random"),
+    "dvms-localsearch": _dvms_local_search,
 }
 
 

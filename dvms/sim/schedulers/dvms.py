@@ -56,6 +56,7 @@ from dvms.partition.messages import (
     WireConstraint,
 )
 from dvms.partition.solve import SolveOutcome
+from dvms.placement import PlacementConfig
 from dvms.sim.engine import SimNode
 from dvms.sim.invariants import InvariantChecker
 from dvms.sim.metrics import SUCCESS
@@ -74,8 +75,17 @@ class DvmsScheduler:
     """``[scheduler.partition]`` configures every node's partition core (``recruitment``
     replaces its recruitment order), ``[scheduler.dvms]`` this glue."""
 
-    def __init__(self, params: ScenarioParams, recruitment: Recruitment | None = None) -> None:
-        self.name = "dvms" if recruitment is None else f"dvms-{recruitment}"
+    def __init__(
+        self,
+        params: ScenarioParams,
+        recruitment: Recruitment | None = None,
+        *,
+        placement: PlacementConfig | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or ("dvms" if recruitment is None else f"dvms-{recruitment}")
+        #: the leaders' placement engine settings (None: the engine's defaults)
+        self.placement = placement
         config = params.partition
         self.config = config if recruitment is None else replace(config, recruitment=recruitment)
         self.params = params.dvms
@@ -138,6 +148,7 @@ class DvmsScheduler:
             node_rng,
             vivaldi=VivaldiConfig(),
             partition=self.config,
+            placement=self.placement,
             local_state=functools.partial(self._host_state, h, name),
             self_monitor=False,
         )

@@ -1,0 +1,341 @@
+"""Plan quality: the engine's repair plans against the optimum of an exact CP model.
+
+    python bench/plan_quality.py [--json] [--quick] [--sizes 8,16,32,64] [--per-mix N]
+                                 [--time-limit S] [--local-search-evals N] [--tdsc FILE]
+
+Instances are overload-relief repairs of one DVMS partition (8, 16, 32, 64 hosts) with
+VMPlaceS loads: hosts of 7 cores (700 units) and 32 GiB, 10 VMs of 1 vCPU / 1 GiB, each
+VM's demand drawn from N(60, 20^2) clipped to [0, 100] and rounded to tens; one host in
+eight is overloaded (above 90 % of its capacity, the simulator's ``relief_target``), the
+others are not. Constraint mixes: ``none``, ``spread`` (groups of 2-4 VMs on distinct
+hosts), ``among`` (groups of VMs kept inside one half of the partition), ``ban`` and
+``fence`` (some VMs must leave some hosts), ``mix`` (all of them). Migrations take
+memory / 125 MiB/s (1 Gb/s, the simulator's link): 9 s for 1 GiB.
+
+Each instance is solved by ``solve_repair(relief=True)`` (checked by ``check_plan``) and
+by ``bench/oracle.py`` (OR-Tools CP-SAT, one solve per objective: migrations, memory
+moved, plan duration). The engine's value over the optimum is its ratio (1.0 = optimal);
+an oracle solve that hits its time cap is compared with a proven lower bound, so ratios
+never flatter the engine (and an engine value equal to that bound counts as optimal).
+Times are wall seconds, both measured in the same run (the engine is single-threaded,
+CP-SAT runs 2 workers): on a loaded machine both grow. With ``--local-search-evals N``
+the engine also runs its local search pass (``PlacementConfig.local_search_evals``) and
+both rows are printed.
+With ``--tdsc FILE`` each size also gets sub-problems cut from a TDSC instance
+(``tdsc_cuts``; repair, not relief; ``preserve`` raises demands). Only migrations are
+compared there: the engine times the ``allocate`` actions of growing VMs and the oracle
+does not, and TDSC VMs carry memory as a BtrPlace view, not as MiB to move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.oracle import OBJECTIVES, engine_cost, solve
+from dvms.placement import Host, PlacementConfig, Snapshot, Vm, check_plan, solve_repair
+from dvms.placement import constraints as c
+
+MIXES = ("none", "spread", "among", "ban", "fence", "mix")
+CAPACITY = 700  # VMPlaceS: 7 usable cores x 100
+THRESHOLD = 0.9  # vmplaces scenarios: relief_target
+PER_HOST = 10
+TARGET_RATIO = 1.10
+TARGET_SPEEDUP = 100.0
+#: objectives reported: each optimum alone, and the plan duration at no more
+#: migrations than the engine made (the engine's own priority: few migrations first)
+REPORTED = (*OBJECTIVES, "mttr_same_migrations")
+
+
+def _demands(rng: random.Random, hot: bool) -> list[int]:
+    """Ten VMPlaceS demands (units of 1/100 core) for a host that is (not) overloaded."""
+    limit = CAPACITY * THRESHOLD
+    while True:
+        d = [min(100, max(0, round(rng.gauss(60, 20) / 10) * 10)) for _ in range(PER_HOST)]
+        if (sum(d) > limit) == hot:
+            return d
+
+
+def instance(size: int, mix: str, seed: int) -> tuple[Snapshot, list[c.Constraint]]:
+    """One partition of ``size`` hosts under VMPlaceS load with constraint mix ``mix``."""
+    rng = random.Random(f"{size}-{mix}-{seed}")
+    hosts = tuple(Host(f"h{i:02}", cpus=7, memory_mib=32768) for i in range(size))
+    hot = set(rng.sample(range(size), max(1, size // 8)))
+    vms: list[Vm] = []
+    for h in range(size):
+        for k, d in enumerate(_demands(rng, h in hot)):
+            vms.append(Vm(f"v{h:02}-{k}", vcpus=1, memory_mib=1024, host=hosts[h].name,
+                          cpu_demand=d / 100))  # fmt: skip
+    return Snapshot(hosts, tuple(vms)), _constraints(rng, mix, hosts, vms)
+
+
+def _constraints(rng: random.Random, mix: str, hosts, vms: list[Vm]) -> list[c.Constraint]:
+    names = [h.name for h in hosts]
+    out: list[c.Constraint] = []
+    on = {h: [vm.key for vm in vms if vm.host == h] for h in names}
+    if mix in ("spread", "mix"):  # vjobs of 2-4 VMs already on distinct hosts
+        for _ in range(max(2, len(hosts) // 2)):
+            k = rng.randint(2, min(4, len(hosts)))
+            out.append(c.Spread(tuple(rng.choice(on[h]) for h in rng.sample(names, k))))
+    if mix in ("among", "mix"):  # VMs kept inside one half (they are now)
+        half = len(names) // 2
+        groups = (frozenset(names[:half]), frozenset(names[half:]))
+        for _ in range(max(1, len(hosts) // 8)):
+            g = rng.choice(groups)
+            out.append(c.Among(tuple(rng.choice(on[h]) for h in rng.sample(sorted(g), 2)), groups))
+    if mix in ("ban", "mix"):  # a host being drained of a few VMs
+        h = rng.choice(names)
+        out.append(c.Ban(tuple(rng.sample(on[h], 2)), frozenset({h})))
+    if mix in ("fence", "mix"):  # a few VMs must end on a quarter of the hosts
+        zone = frozenset(rng.sample(names, max(2, len(names) // 4)))
+        picks = rng.sample([vm.key for vm in vms], max(2, len(hosts) // 8))
+        out.append(c.Fence(tuple(picks), zone))
+    return out
+
+
+def tdsc_cuts(path: str, size: int, count: int) -> list[tuple[Snapshot, list[c.Constraint]]]:
+    """``count`` sub-problems of ``size`` hosts cut from a TDSC instance: an overloaded
+    node (its ``preserve`` demands exceed a capacity) and the next nodes by id (a rack
+    of the benchmark is a range of ids), their VMs, and every constraint restricted to
+    them (spread and among members inside the cut, among groups cut to its nodes)."""
+    inst = _load(path)
+    snap = inst.snapshot
+    hosts = sorted(snap.hosts, key=lambda h: (len(h.name), h.name))
+    on: dict[str, list[Vm]] = {}
+    for vm in snap.vms:
+        if vm.host is not None:
+            on.setdefault(vm.host, []).append(vm)
+    need: dict[tuple[str, str], int] = {}
+    for k in inst.constraints:
+        if isinstance(k, c.Preserve):
+            for key in k.vms:
+                need[key, k.resource] = k.amount
+
+    def over(h: Host) -> bool:
+        return any(
+            sum(max(vm.demand(r), need.get((vm.key, r), 0)) for vm in on.get(h.name, ())) > cap
+            for r, cap in h.capacity.items()
+        )
+
+    seeds = [i for i, h in enumerate(hosts) if over(h)]
+    rng = random.Random(f"tdsc-{size}")
+    out = []
+    for i in rng.sample(seeds, min(count, len(seeds))):
+        part = hosts[max(0, min(i - size // 2, len(hosts) - size)) :][:size]
+        names = {h.name for h in part}
+        vms = tuple(vm for vm in snap.vms if vm.host in names)
+        out.append((Snapshot(tuple(part), vms), _restrict(inst.constraints, vms, names)))
+    return out
+
+
+_LOADED: dict[str, object] = {}
+
+
+def _load(path: str):
+    from dvms.placement import load_instance
+
+    if path not in _LOADED:
+        _LOADED[path] = load_instance(path)
+    return _LOADED[path]
+
+
+def _restrict(constraints, vms, names: set[str]) -> list[c.Constraint]:
+    keys = {vm.key for vm in vms}
+    out: list[c.Constraint] = []
+    for k in constraints:
+        members = tuple(v for v in getattr(k, "vms", ()) if v in keys)
+        if isinstance(k, c.Spread) and len(members) >= 2:
+            out.append(replace(k, vms=members))
+        elif isinstance(k, c.Among) and members:
+            groups = tuple(g & names for g in k.groups if g & names)
+            if groups:
+                out.append(replace(k, vms=members, groups=groups))
+        elif isinstance(k, c.Preserve) and members:
+            out.append(replace(k, vms=members))
+    return out
+
+
+def _config(local_search_evals: int) -> PlacementConfig:
+    cfg = PlacementConfig(migration_mib_per_s=125.0, overload_threshold=THRESHOLD)
+    if local_search_evals:
+        cfg = replace(cfg, local_search_evals=local_search_evals)
+    return cfg
+
+
+def run_one(snap, cons, cfg, time_limit: float, cache: dict, *, relief: bool = True) -> dict | None:
+    """Engine and oracle on one instance; ``cache`` keeps oracle answers across engine
+    variants (the optimum does not depend on the engine; ``upper`` and ``hint`` from
+    any engine plan only narrow the search)."""
+    t0 = time.perf_counter()
+    plan = solve_repair(snap, cons, cfg, relief=relief)
+    engine_s = time.perf_counter() - t0
+    got = engine_cost(plan, snap) if plan.status == "solved" else {}
+    hint = dict(plan.placement) if plan.status == "solved" else None
+
+    def oracle_of(objective: str, cap: int | None = None):
+        key = (objective, cap)
+        if key not in cache:
+            upper = got.get(objective)
+            cache[key] = solve(snap, cons, cfg, relief=relief, objective=objective,
+                               time_limit_s=time_limit, upper=upper, max_migrations=cap,
+                               hint=hint)  # fmt: skip
+        return cache[key]
+
+    oracle = {o: oracle_of(o) for o in OBJECTIVES}
+    if got:  # the plan duration at no more migrations than the engine's
+        oracle["mttr_same_migrations"] = oracle_of("mttr", got["migrations"])
+        got["mttr_same_migrations"] = got["mttr"]
+    if oracle["migrations"].status == "infeasible":
+        return {"feasible": False, "engine": plan.status, "engine_s": engine_s,
+                "oracle_s": oracle["migrations"].seconds}  # fmt: skip
+    if plan.status != "solved":
+        return {"feasible": True, "engine": plan.status, "engine_s": engine_s,
+                "oracle_s": oracle["migrations"].seconds}  # fmt: skip
+    problems = check_plan(snap, cons, plan.actions, cfg, relief=relief)
+    if problems:
+        raise SystemExit(f"checker rejects an engine plan: {problems[0]}")
+    row: dict = {"feasible": True, "engine": "solved", "engine_s": engine_s}
+    for o in REPORTED:
+        r = oracle[o]
+        best = r.value if r.status == "optimal" else r.bound
+        assert best is not None, (o, r.status)
+        # the engine at a proven lower bound is optimal too
+        proven = r.status == "optimal" or got[o] == best
+        row[o] = {"engine": got[o], "optimum": best, "proven": proven,
+                  "oracle_s": r.seconds}  # fmt: skip
+    row["oracle_s"] = oracle["migrations"].seconds
+    return row
+
+
+def _ratio(engine: int, optimum: int) -> float:
+    if optimum == 0:
+        return 1.0 if engine == 0 else math.inf
+    return engine / optimum
+
+
+def _p95(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, math.ceil(0.95 * len(xs)) - 1)]
+
+
+def summarise(size: int, rows: list[dict]) -> dict:
+    solved = [r for r in rows if r["feasible"] and r["engine"] == "solved"]
+    out: dict = {
+        "hosts": size,
+        "instances": len(rows),
+        "feasible": sum(r["feasible"] for r in rows),
+        "engine_solved": len(solved),
+        "engine_missed": sum(r["feasible"] and r["engine"] != "solved" for r in rows),
+        "engine_ms_mean": round(1e3 * statistics.mean(r["engine_s"] for r in rows), 2),
+        "oracle_ms_mean": round(1e3 * statistics.mean(r["oracle_s"] for r in rows), 1),
+    }
+    mttr_s = [r["mttr"]["oracle_s"] for r in solved]
+    out["oracle_mttr_ms_mean"] = round(1e3 * statistics.mean(mttr_s), 1) if mttr_s else None
+    out["speedup"] = round(out["oracle_ms_mean"] / max(out["engine_ms_mean"], 1e-3), 1)
+    for o in REPORTED:
+        ratios = [_ratio(r[o]["engine"], r[o]["optimum"]) for r in solved]
+        if not ratios:
+            continue
+        out[o] = {
+            "optimal_share": round(sum(x <= 1.0 for x in ratios) / len(ratios), 3),
+            "ratio_mean": round(statistics.mean(ratios), 3),
+            "ratio_p95": round(_p95(ratios), 3),
+            "oracle_proven_share": round(sum(r[o]["proven"] for r in solved) / len(solved), 3),
+        }
+    return out
+
+
+def _stamp() -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip()  # fmt: skip
+    load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
+    return (
+        f"commit {commit} · {platform.machine()} Python {platform.python_version()} · load {load}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--quick", action="store_true", help="2 instances per mix, 5 s cap")
+    ap.add_argument("--sizes", default="8,16,32,64", help="partition sizes (hosts)")
+    ap.add_argument("--per-mix", type=int, default=3, help="instances per size and mix")
+    ap.add_argument("--time-limit", type=float, default=20.0, help="oracle cap per solve, s")
+    ap.add_argument("--tdsc", metavar="FILE", help="also cut sub-problems from this TDSC instance")
+    ap.add_argument("--tdsc-cuts", type=int, default=6, help="sub-problems per size (6)")
+    ap.add_argument("--local-search-evals", type=int, default=0,
+                    help="also run the engine with this local search budget (plans)")  # fmt: skip
+    args = ap.parse_args()
+    per_mix = 2 if args.quick else args.per_mix
+    limit = 5.0 if args.quick else args.time_limit
+    variants = {"engine": 0}
+    if args.local_search_evals:
+        variants["engine+local-search"] = args.local_search_evals
+    report: dict = {"stamp": _stamp(), "target_ratio_p95": TARGET_RATIO,
+                    "target_speedup": TARGET_SPEEDUP, "rows": []}  # fmt: skip
+    for size in (int(s) for s in args.sizes.split(",")):
+        rows: dict[str, list[dict]] = {name: [] for name in variants}
+        for mix in MIXES:
+            for seed in range(per_mix):
+                snap, cons = instance(size, mix, seed)
+                cache: dict = {}
+                for name, budget in variants.items():
+                    row = run_one(snap, cons, _config(budget), limit, cache)
+                    if row is not None:
+                        rows[name].append(row)
+        _report(report, args.json, size, "", rows)
+        if args.tdsc:
+            rows = {name: [] for name in variants}
+            for snap, cons in tdsc_cuts(args.tdsc, size, args.tdsc_cuts):
+                cache = {}
+                for name, budget in variants.items():
+                    cfg = replace(PlacementConfig.btrplace(), local_search_evals=budget)
+                    row = run_one(snap, cons, cfg, limit, cache, relief=False)
+                    if row is not None:
+                        rows[name].append(row)
+            _report(report, args.json, size, " tdsc", rows)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(report["stamp"])
+
+
+def _report(report: dict, quiet: bool, size: int, suffix: str, rows: dict) -> None:
+    for name, found in rows.items():
+        if found:
+            summary = {"variant": name + suffix, **summarise(size, found)}
+            if suffix:  # migrations only (see the module docstring)
+                for key in ("memory", "mttr", "mttr_same_migrations"):
+                    summary.pop(key, None)
+            report["rows"].append(summary)
+            if not quiet:
+                print(_line(summary), flush=True)
+
+
+def _line(s: dict) -> str:
+    parts = [
+        f"{s['variant']:<20} {s['hosts']:>3} hosts {s['engine_solved']}/{s['feasible']} solved"
+    ]
+    for o in REPORTED:
+        if o in s:
+            q = s[o]
+            parts.append(f"{o}: opt {q['optimal_share']:.0%} mean {q['ratio_mean']:.2f} "
+                         f"p95 {q['ratio_p95']:.2f}")  # fmt: skip
+    parts.append(f"engine {s['engine_ms_mean']} ms oracle {s['oracle_ms_mean']} ms "
+                 f"x{s['speedup']}")  # fmt: skip
+    return " | ".join(parts)
+
+
+if __name__ == "__main__":
+    main()
