@@ -13,7 +13,7 @@ from typing import Any
 
 from dvms.cli.main import UserError
 from dvms.cli.node import socket_path
-from dvms.cli.output import emit, shaped
+from dvms.cli.output import emit, event_doc, shaped
 from dvms.runtime.client import ControlError, call
 
 #: ``--follow``: the node holds each request this long when nothing happens, seconds.
@@ -58,7 +58,7 @@ def events_cmd(args: argparse.Namespace) -> int:
 def _one(sock: str, follow: bool, as_json: bool) -> None:
     res = call(sock, "events", {})
     if as_json and not follow:
-        emit({"events": [_doc(e) for e in res["events"]]})
+        emit({"events": [event_doc(e) for e in res["events"]]})
         return
     _show(res["events"], as_json)
     last = res["last"]
@@ -77,7 +77,7 @@ def _all(sock: str, follow: bool, as_json: bool) -> None:
         fresh = [e for e in res["events"] if (e["host"], e["seq"]) not in seen]
         seen.update((e["host"], e["seq"]) for e in fresh)
         if as_json and not follow:
-            emit({**res, "events": [_doc(e) for e in res["events"]]})
+            emit({**res, "events": [event_doc(e) for e in res["events"]]})
             return
         _show(fresh, as_json)
         if not follow:
@@ -89,17 +89,10 @@ def _all(sock: str, follow: bool, as_json: bool) -> None:
         time.sleep(ALL_POLL_S)
 
 
-def _doc(event: dict[str, Any]) -> dict[str, Any]:
-    """An event as --json shows it: its time once, ISO-8601 (``emit`` writes it)."""
-    out = {k: v for k, v in event.items() if k not in ("ts", "time")}
-    out["time"] = event["ts"]
-    return out
-
-
 def _show(events: list[dict[str, Any]], as_json: bool) -> None:
     for e in events:
         if as_json:
-            print(json.dumps(shaped(_doc(e)), sort_keys=True), flush=True)
+            print(json.dumps(shaped(event_doc(e)), sort_keys=True), flush=True)
         else:
             print(f"{e['time']}  {e['host']}  {e['type']:<14} {e['subject']}  {e['message']}",
                   flush=True)  # fmt: skip

@@ -158,6 +158,15 @@ def socket_path(args: argparse.Namespace) -> str:
     )
 
 
+def node_call(args: argparse.Namespace, cmd: str, body: dict[str, Any], **kw: Any) -> Any:
+    """``cmd`` on the node of ``--socket``/``$DVMS_SOCKET``; a refusal or an unreachable
+    node is a one-line ``UserError``."""
+    try:
+        return call(socket_path(args), cmd, body, **kw)
+    except ControlError as exc:
+        raise UserError(str(exc)) from None
+
+
 def show(args: argparse.Namespace, cmd: str) -> int:
     try:
         result: Any = call(socket_path(args), cmd)

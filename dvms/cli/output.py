@@ -43,6 +43,14 @@ def shaped(value: Any, key: str = "") -> Any:
     return value
 
 
+def event_doc(event: Mapping[str, Any]) -> dict[str, Any]:
+    """A node event (``dvms events``) as --json shows it: its time once, under ``time``
+    (the control socket sends seconds as ``ts`` and a text copy as ``time``)."""
+    out = {k: v for k, v in event.items() if k not in ("ts", "time")}
+    out["time"] = event["ts"]
+    return out
+
+
 def emit(document: Mapping[str, Any]) -> None:
     """Print one command's JSON document (see the module docstring)."""
     if not isinstance(document, Mapping):  # a list must be named by its command

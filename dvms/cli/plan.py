@@ -8,10 +8,9 @@ import argparse
 from typing import Any
 
 from dvms.cli.main import UserError
-from dvms.cli.node import socket_path
+from dvms.cli.node import node_call
 from dvms.cli.output import emit
 from dvms.placement.spec import VjobSpec
-from dvms.runtime.client import ControlError, call
 
 #: How long a dry run waits for the cluster's hosts and VMs, seconds.
 GATHER_TIMEOUT_S = 30.0
@@ -63,11 +62,8 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def _gather(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list]:
-    try:
-        hosts = call(socket_path(args), "host", {}, timeout=GATHER_TIMEOUT_S)
-        vms = call(socket_path(args), "vm_info", {}, timeout=GATHER_TIMEOUT_S)
-    except ControlError as exc:
-        raise UserError(str(exc)) from None
+    hosts = node_call(args, "host", {}, timeout=GATHER_TIMEOUT_S)
+    vms = node_call(args, "vm_info", {}, timeout=GATHER_TIMEOUT_S)
     unreachable = sorted(set(hosts.get("unreachable", [])) | set(vms.get("unreachable", [])))
     return hosts["hosts"], vms["vms"], unreachable
 

@@ -8,9 +8,8 @@ import argparse
 from typing import Any
 
 from dvms.cli.main import UserError
-from dvms.cli.node import for_people, socket_path
-from dvms.cli.output import emit, iso
-from dvms.runtime.client import ControlError, call
+from dvms.cli.node import for_people, node_call
+from dvms.cli.output import emit, event_doc, iso
 
 #: How many of the newest events a description shows.
 RECENT_EVENTS = 10
@@ -19,19 +18,14 @@ GATHER_TIMEOUT_S = 30.0
 
 
 def _call(args: argparse.Namespace, cmd: str, body: dict[str, Any]) -> Any:
-    try:
-        return call(socket_path(args), cmd, body, timeout=GATHER_TIMEOUT_S)
-    except ControlError as exc:
-        raise UserError(str(exc)) from None
+    return node_call(args, cmd, body, timeout=GATHER_TIMEOUT_S)
 
 
 def _events(args: argparse.Namespace, keep: Any) -> tuple[list[dict[str, Any]], list[str]]:
     """The newest events of every node for which ``keep(event)`` holds, oldest first."""
     res = _call(args, "events", {"all": True})
     rows = sorted((e for e in res["events"] if keep(e)), key=lambda e: e["ts"])
-    # one time per event (seconds here; ISO-8601 in --json and on screen)
-    shown = [{**{k: v for k, v in e.items() if k != "time"}} for e in rows[-RECENT_EVENTS:]]
-    return shown, list(res.get("unreachable", []))
+    return [event_doc(e) for e in rows[-RECENT_EVENTS:]], list(res.get("unreachable", []))
 
 
 def vm_show(args: argparse.Namespace) -> int:
@@ -52,7 +46,7 @@ def vm_show(args: argparse.Namespace) -> int:
         "unreachable": sorted(set(found["unreachable"]) | set(silent)),
     }
     if args.json:
-        emit(_json_doc(doc))
+        emit(doc)
         return 0
     _describe(vm, ("name", "namespace", "state", "host", "vcpus", "memory"))
     _print_events(events)
@@ -71,7 +65,7 @@ def host_show(args: argparse.Namespace) -> int:
     doc = {"host": host, "vms": vms, "events": events,
            "unreachable": sorted(set(hosts["unreachable"]) | set(silent))}  # fmt: skip
     if args.json:
-        emit(_json_doc(doc))
+        emit(doc)
         return 0
     _describe(host, ("name", "cpus", "memory", "vcpus", "memused", "vms", "uri"))
     print("VMs:")
@@ -93,12 +87,6 @@ LABELS = {
 }  # fmt: skip
 
 
-def _json_doc(doc: dict[str, Any]) -> dict[str, Any]:
-    """Events carry their time once, under ``time`` (``emit`` writes it ISO-8601)."""
-    events = [{**{k: v for k, v in e.items() if k != "ts"}, "time": e["ts"]} for e in doc["events"]]
-    return {**doc, "events": events}
-
-
 def _describe(row: dict[str, Any], keys: tuple[str, ...]) -> None:
     for key in keys:
         print(f"{LABELS.get(key, key) + ':':<19} {for_people(row.get(key))}")
@@ -107,7 +95,7 @@ def _describe(row: dict[str, Any], keys: tuple[str, ...]) -> None:
 def _print_events(events: list[dict[str, Any]]) -> None:
     print(f"Events (newest {RECENT_EVENTS}, all nodes):")
     for e in events:
-        print(f"  {iso(e['ts'])}  {e['host']:<10} {e['type']:<14} {e['message']}")
+        print(f"  {iso(e['time'])}  {e['host']:<10} {e['type']:<14} {e['message']}")
     if not events:
         print("  -")
 

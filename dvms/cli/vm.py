@@ -12,8 +12,8 @@ from typing import Any
 
 from dvms.cli import output, plan, show
 from dvms.cli.main import UserError
-from dvms.cli.node import print_table, socket_path
-from dvms.runtime.client import ControlError, call, submit_body
+from dvms.cli.node import node_call, print_table
+from dvms.runtime.client import submit_body
 
 #: How long the CLI waits for the node's answer, seconds, where that may take a
 #: partition (placing and creating VMs): ``submit``, ``vjob show --wait``, ``script`` (per
@@ -260,11 +260,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     members.set_defaults(func=members_cmd)
 
 
-def _call(args: argparse.Namespace, cmd: str, body: dict[str, Any], **kw: Any) -> Any:
-    try:
-        return call(socket_path(args), cmd, body, **kw)
-    except ControlError as exc:
-        raise UserError(str(exc)) from None
+_call = node_call
 
 
 def _json(result: Any) -> None:
