@@ -164,6 +164,8 @@ def cluster_up(
         raise ClusterError(f"--host-memory must be at least 1 MiB, got {host_memory_mib}")
     if overlay_k is not None and not 1 <= overlay_k <= MAX_CONTACTS:
         raise ClusterError(f"--overlay-k must be in [1, {MAX_CONTACTS}], got {overlay_k}")
+    if config_file is not None and overlay_k is not None:
+        raise ClusterError("give the bucket size in the config file ([overlay] k), not both")
     if hypervisor != "test":
         raise ClusterError(f"hypervisor {hypervisor!r}: only 'test' (libvirt test:/// hosts)")
     try:
@@ -184,8 +186,6 @@ def cluster_up(
         extra += ["--host-memory", str(host_memory_mib)]
     if metrics:
         extra += ["--metrics", "127.0.0.1:0"]
-    if config_file is not None and overlay_k is not None:
-        raise ClusterError("give the bucket size in the config file ([overlay] k), not both")
     if config_file is not None:
         extra += ["--config", str(Path(config_file).resolve())]
     if overlay_k is not None:
