@@ -5,7 +5,9 @@ nodes over loopback UDP (each with its own libvirt test:/// host).
   no update; a value larger than a record travels in chunks and reads back elsewhere;
 - a vjob whose owner is dead is taken over by its keeper and placed, once;
 - a node restarted with an unfinished vjob in its journal resumes it, and a resume
-  does not create a VM twice."""
+  does not create a VM twice;
+- an arbiter that lost its records (restarted with an empty store) answers with the
+  replicas' latest version, and the next write continues from it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 import pytest
 import trio
 
+from dvms.overlay.records import key_of
 from dvms.partition.messages import LaunchVm, WireConstraint
 from dvms.runtime.daemon import build_vjobs
 from dvms.runtime.services.state import UNCHANGED
@@ -80,6 +83,30 @@ async def test_concurrent_updates_lose_nothing_and_big_values_travel(tmp_path):
         before = (await b.state.read("ns/big")).seq
         await b.state.update("ns/big", lambda cur: (UNCHANGED, None))
         assert (await b.state.read("ns/big")).seq == before
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_arbiter_that_lost_its_records_answers_with_the_replicas_version(tmp_path):
+    """A restarted node keeps its identity but not its record store. When it is the
+    closest node to a head's key, it is that head's arbiter again at once: it answered
+    "nothing here" (a file name not found for as long as its table said so) and would
+    have accepted a first version over the replicas' latest."""
+    async with trio.open_nursery() as nursery:
+        nodes, _ = await three_nodes(nursery, tmp_path)
+        for _ in range(5):
+            await nodes[0].state.update("ns/kept", lambda cur: ((cur or 0) + 1, None))
+        key = key_of("ns/kept")
+        arbiter = min(nodes, key=lambda r: r.core.contact.node_id ^ key)
+        reader = next(r for r in nodes if r is not arbiter)
+        store = arbiter.store
+        store._items.pop(key)  # what a restart leaves: the identity, no records
+        assert store.get(key, trio.current_time()) is None
+        got = await reader.state.read("ns/kept")
+        assert (got.value, got.seq) == (5, 5)
+        assert arbiter.state.stats["caught_up"] == 1
+        await reader.state.update("ns/kept", lambda cur: (cur + 1, None))
+        got = await arbiter.state.read("ns/kept")
+        assert (got.value, got.seq) == (6, 6)
         nursery.cancel_scope.cancel()
 
 

@@ -261,12 +261,30 @@ class ReplicatedState:
         self._blobs: OrderedDict[bytes, bytes] = OrderedDict()
         #: node id -> until when it is asked last (it did not answer as an arbiter)
         self._silent: dict[int, float] = {}
-        self.stats = {"reads": 0, "writes": 0, "conflicts": 0, "arbiter_failover": 0}
+        self.stats = {
+            "reads": 0,
+            "writes": 0,
+            "conflicts": 0,
+            "arbiter_failover": 0,
+            "caught_up": 0,
+        }
         handlers.register(StateRead, self._answer)
         handlers.register(StateCas, self._answer)
 
     async def _answer(self, msg: StateRead | StateCas) -> StateValue | StateCasReply:
+        await self._catch_up(msg.name if isinstance(msg, StateRead) else msg.record.name)
         return answer_state(self.dht.store, msg, trio.current_time())
+
+    async def _catch_up(self, name: str) -> None:
+        """Before answering as the arbiter of ``name`` without holding it, fetch it from
+        the other replicas: a node restarted with an empty store, or one that joined
+        closer to the key than the old arbiter, must not answer "no such record" (nor
+        accept a first version) while the replicas hold the latest one."""
+        if self.dht.store.get(key_of(name), trio.current_time()) is not None:
+            return
+        rec = await self.dht.get(name)
+        if rec is not None and self.dht.store.put(rec, trio.current_time()):
+            self.stats["caught_up"] += 1
 
     # -- public -------------------------------------------------------------------------
 
@@ -320,7 +338,7 @@ class ReplicatedState:
             if i:
                 self.stats["arbiter_failover"] += 1
             if contact.node_id == me:
-                return answer_state(self.dht.store, msg, trio.current_time())
+                return await self._answer(msg)
             reply = await self.requests.request(
                 contact.addr,
                 msg,
