@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check dvms tests bench
 	$(VENV)/bin/ruff format --check dvms tests bench
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=25
 
 test-real: $(STAMP)
 	$(PY) -m pytest -q -rs tests/real
