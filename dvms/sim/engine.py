@@ -20,6 +20,17 @@ With ``wire`` set, every message is really encoded, authenticated and decoded th
 path see identical bytes). Otherwise message objects are handed over directly, which is
 what makes 10,000-node runs affordable.
 
+Faults a node can suffer besides a crash (``crash``): a *freeze* (``freeze``/``thaw``, a
+SIGSTOPped daemon) stops its timers and holds its inputs; datagrams wait in its socket
+buffer, up to ``FROZEN_BUFFER`` of them (later ones are dropped and counted), and are
+handed over in arrival order when it thaws, together with the shell's own inputs that
+came meanwhile (``input``: a solver result, a driver result). A *clock offset*
+(``set_clock``) shifts every ``now`` the node's core sees, and the deadlines it returns
+back, by a constant: cores must only ever compare times of their own clock. The same
+offset applies to the envelope's timestamp, so datagrams between two nodes whose clocks
+differ by more than the envelope's ``replay_window_s`` are dropped as ``stale`` (really
+decoded with ``wire``; otherwise the same test is made on the two clocks).
+
 Garbage collection: a large run holds millions of long-lived objects (routing entries,
 contacts, coordinates), and CPython's cyclic collector rescans them again and again
 although the protocol code frees almost everything by reference counting (measured: 13 %
@@ -40,9 +51,9 @@ from typing import Any
 
 from dvms.effects import Address, Emit, Send
 from dvms.transport.netmodel import NetworkModel
-from dvms.wire.envelope import WireCodec
+from dvms.wire.envelope import WireCodec, WireConfig
 
-__all__ = ["NODE_PORT", "Engine", "SimNode"]
+__all__ = ["FROZEN_BUFFER", "NODE_PORT", "Engine", "SimNode"]
 
 #: UDP port in every simulated node's address (the daemon's default listen port): one
 #: value for the engine's nodes, the faithful mode's and the test harness's.
@@ -52,12 +63,27 @@ _DELIVER, _TIMER, _CALL = 0, 1, 2
 _INF = math.inf
 #: Events between two collections of the young generations while ``run_until`` runs.
 GC_EVERY_EVENTS = 1_000_000
+#: Datagrams a frozen node's socket buffer holds: Linux's default receive buffer (208 KiB,
+#: ``net.core.rmem_default``) over about 200 bytes per protocol datagram.
+FROZEN_BUFFER = 1000
 
 
 class SimNode:
     """One simulated node: a core bound to an address and a network position."""
 
-    __slots__ = ("addr", "alive", "codec", "core", "index", "node_id", "pos", "timer_at")
+    __slots__ = (
+        "addr",
+        "alive",
+        "clock",
+        "codec",
+        "core",
+        "frozen",
+        "held",
+        "index",
+        "node_id",
+        "pos",
+        "timer_at",
+    )
 
     def __init__(self, index: int, pos: int, addr: Address, node_id: int, core: Any) -> None:
         self.index = index
@@ -66,8 +92,18 @@ class SimNode:
         self.node_id = node_id
         self.core = core
         self.alive = True
+        #: engine time -> timer events, in engine time (``timer_at``)
         self.timer_at = _INF
         self.codec: WireCodec | None = None
+        #: the node's clock offset: its core sees ``engine.now + clock`` (``set_clock``)
+        self.clock = 0.0
+        self.frozen = False
+        #: inputs that came while frozen: ``(fn, args)``, replayed in order on thaw
+        self.held: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+
+    def local(self, now: float) -> float:
+        """Engine time ``now`` on this node's clock (what its core is given)."""
+        return now + self.clock
 
 
 class Engine:
@@ -77,8 +113,13 @@ class Engine:
         *,
         on_emit: Callable[[SimNode, Any, float], None] | None = None,
         codec_factory: Callable[[], WireCodec] | None = None,
+        replay_window_s: float | None = None,
     ) -> None:
         self.network = network
+        #: the envelope's accepted clock difference (``WireConfig``), for ``set_clock``
+        self.replay_window_s = (
+            WireConfig().replay_window_s if replay_window_s is None else replay_window_s
+        )
         self.now = 0.0
         self.nodes: list[SimNode] = []
         self.by_addr: dict[Address, SimNode] = {}
@@ -92,6 +133,11 @@ class Engine:
         self._sent_by_type: dict[type, int] = {}
         self.events = 0
         self.undeliverable = 0
+        #: datagrams dropped because the two clocks differ by more than the window
+        self.stale = 0
+        #: datagrams dropped because a frozen node's buffer was full
+        self.frozen_dropped = 0
+        self._skewed = False  # some node's clock is off: check every datagram
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
 
@@ -119,6 +165,42 @@ class Engine:
         """The node stops: it sends and receives nothing more, its timers never fire."""
         node.alive = False
         node.timer_at = _INF
+        node.held.clear()
+
+    def freeze(self, node: SimNode) -> None:
+        """The node stops processing: no timers, inputs held until ``thaw``."""
+        node.frozen = True
+        node.timer_at = _INF
+
+    def thaw(self, node: SimNode) -> None:
+        """The node runs again with its old state: what it was sent meanwhile first, in
+        order, then its timers (overdue ones fire at once)."""
+        if not node.frozen:
+            return
+        node.frozen = False
+        held, node.held = node.held, []
+        for fn, args in held:
+            if not node.alive or node.frozen:
+                break
+            fn(*args)
+        if node.alive and not node.frozen:
+            self.apply(node, [])  # schedules its next deadline
+
+    def input(self, node: SimNode, fn: Callable[..., Any], *args: Any) -> None:
+        """A shell input for ``node`` (a solver or driver result): ``fn(*args)`` now,
+        held until it thaws if it is frozen, dropped if it crashed."""
+        if not node.alive:
+            return
+        if node.frozen:
+            node.held.append((fn, args))
+            return
+        fn(*args)
+
+    def set_clock(self, node: SimNode, offset_s: float) -> None:
+        """``node``'s clock runs ``offset_s`` ahead of the engine's (negative: behind).
+        Set it before the node's first input: a core's clock never jumps."""
+        node.clock = offset_s
+        self._skewed = self._skewed or offset_s != 0.0
 
     # -- scheduling --------------------------------------------------------------------
 
@@ -146,10 +228,16 @@ class Engine:
                 if handler is None:
                     raise TypeError(f"no handler for effect {eff!r}")
                 handler(node, eff, now)
+        if node.frozen:
+            return
         deadline = node.core.next_deadline()
-        if deadline is not None and deadline < node.timer_at:
-            node.timer_at = deadline
-            self._push(deadline, _TIMER, node, None)
+        if deadline is not None:
+            deadline -= node.clock
+            if deadline < node.timer_at:
+                if deadline < self.now:  # overdue: the node was frozen past it
+                    deadline = self.now
+                node.timer_at = deadline
+                self._push(deadline, _TIMER, node, None)
 
     def _send(self, node: SimNode, eff: Send, now: float) -> None:
         dst = self.by_addr.get(eff.dst)
@@ -165,9 +253,13 @@ class Engine:
         delays = self.network.route(node.pos, dst.pos, now)
         if not delays:
             return
+        if self._skewed and node.codec is None:
+            delays = self._fresh(node, dst, delays)
+            if not delays:
+                return
         payload: Any
         if node.codec is not None:
-            payload = node.codec.encode(msg, sender=node.node_id, rid=eff.rid, now=now)
+            payload = node.codec.encode(msg, sender=node.node_id, rid=eff.rid, now=now + node.clock)
         else:
             payload = (node.node_id, eff.rid, msg)
         item = (node.addr, payload)
@@ -175,6 +267,15 @@ class Engine:
         for d in delays:
             self._seq += 1
             heapq.heappush(heap, (now + d, self._seq, _DELIVER, dst, item))
+
+    def _fresh(self, src: SimNode, dst: SimNode, delays: tuple[float, ...]) -> tuple[float, ...]:
+        """The copies the receiver's envelope accepts: sent at the sender's clock,
+        received at the receiver's, at most ``replay_window_s`` apart."""
+        skew = src.clock - dst.clock
+        window = self.replay_window_s
+        kept = tuple(d for d in delays if abs(skew - d) <= window)
+        self.stale += len(delays) - len(kept)
+        return kept
 
     # -- running -----------------------------------------------------------------------
 
@@ -210,14 +311,16 @@ class Engine:
                 target.timer_at = _INF
                 core = target.core
                 due = core.next_deadline()
-                if due is not None and due > when:
-                    # Woken for a deadline that went away (typically an RPC answered
-                    # before its timeout): nothing is due, just wait for the next one.
-                    target.timer_at = due
-                    self._seq += 1
-                    heapq.heappush(heap, (due, self._seq, _TIMER, target, None))
-                    continue
-                apply(target, core.on_timer(now=when))
+                if due is not None:
+                    due -= target.clock
+                    if due > when:
+                        # Woken for a deadline that went away (typically an RPC answered
+                        # before its timeout): nothing is due, just wait for the next one.
+                        target.timer_at = due
+                        self._seq += 1
+                        heapq.heappush(heap, (due, self._seq, _TIMER, target, None))
+                        continue
+                apply(target, core.on_timer(now=when + target.clock))
             else:
                 target(*payload)
             if self.events >= next_gc:
@@ -227,12 +330,31 @@ class Engine:
     def _deliver(self, node: SimNode, item: tuple[Address, Any], now: float) -> None:
         if not node.alive:
             return
+        if node.frozen:
+            if len(node.held) < FROZEN_BUFFER:
+                node.held.append((self._deliver_held, (node, item, now)))
+            else:
+                self.frozen_dropped += 1
+            return
         src, payload = item
+        local = now + node.clock
         if node.codec is not None:
-            decoded = node.codec.decode(payload, now=now)
+            decoded = node.codec.decode(payload, now=local)
             if decoded is None:
                 return
             sender, rid, msg = decoded.sender, decoded.rid, decoded.msg
         else:
             sender, rid, msg = payload
-        self.apply(node, node.core.on_message(src, sender, rid, msg, now=now))
+        self.apply(node, node.core.on_message(src, sender, rid, msg, now=local))
+
+    def _deliver_held(self, node: SimNode, item: tuple[Address, Any], arrived: float) -> None:
+        """A datagram that waited in a frozen node's buffer; without ``wire`` its age is
+        checked as the envelope would (from its arrival: the delay is negligible)."""
+        now = self.now
+        if node.codec is None:
+            src = self.by_addr.get(item[0])
+            sent = arrived + (src.clock if src is not None else 0.0)
+            if abs(sent - node.local(now)) > self.replay_window_s:
+                self.stale += 1
+                return
+        self._deliver(node, item, now)

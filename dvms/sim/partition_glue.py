@@ -8,7 +8,8 @@ datacenter, the in-memory test harness)::
     MigrateVmTo(op, ...)    migrate(node, effect, done)  calls done(ok, reason) once
                             --> on_driver_result(op, ok, reason)
 
-A result reaches its node only while the node runs (a crashed node gets nothing). What
+A result reaches its node only while the node runs (a crashed node gets nothing, a
+frozen one gets it when it thaws: ``Engine.input``), on the node's clock. What
 differs between shells is passed in: the solver's virtual time, what a host does for a
 boot and a migration, and hooks (``before_solve``: fault injection; ``solved``:
 metrics). Each host callable schedules its own engine events and calls ``done`` from
@@ -69,12 +70,13 @@ class PartitionGlue:
         cost = self.solve_time(node, wall, eff.request.size)
         if self.solved is not None:
             self.solved(outcome, wall, cost)
-        self.engine.at(now + cost, self._computed, node, eff.token, outcome)
+        self.engine.at(
+            now + cost, self.engine.input, node, self._computed, node, eff.token, outcome
+        )
 
     def _computed(self, node: SimNode, token: int, outcome: SolveOutcome) -> None:
-        if node.alive:
-            now = self.engine.now
-            self.engine.apply(node, node.core.on_computed(token, outcome, now=now))
+        now = node.local(self.engine.now)
+        self.engine.apply(node, node.core.on_computed(token, outcome, now=now))
 
     def _drive(self, node: SimNode, eff: BootVm | MigrateVmTo, now: float) -> None:
         done = functools.partial(self._driven, node, eff.op)
@@ -84,6 +86,8 @@ class PartitionGlue:
             self.migrate(node, eff, done)
 
     def _driven(self, node: SimNode, op: int, ok: bool, reason: str) -> None:
-        if node.alive:
-            now = self.engine.now
-            self.engine.apply(node, node.core.on_driver_result(op, ok, reason, now=now))
+        self.engine.input(node, self._driver_result, node, op, ok, reason)
+
+    def _driver_result(self, node: SimNode, op: int, ok: bool, reason: str) -> None:
+        now = node.local(self.engine.now)
+        self.engine.apply(node, node.core.on_driver_result(op, ok, reason, now=now))

@@ -13,6 +13,11 @@ values come from VMPlaceS's setup (docs/references.md).
     [topology]  kind = "lan" | "sites" | "matrix", lan_rtt_s, sites, wan_rtt_ms,
                 assignment, matrix_file
     [faults]    message_loss, [[faults.crash]] host/at_s/recover_at_s,
+                [[faults.freeze]] host/at_s/resume_at_s,
+                [[faults.loss_burst]] at_s/until_s/loss,
+                [[faults.dup_reorder]] at_s/until_s/duplicate/reorder_s,
+                [[faults.split]] hosts/at_s/heal_at_s,
+                [[faults.clock]] host/offset_s,
                 [[faults.site_cut]] site/at_s/heal_at_s,
                 [[faults.partition_crash]] role/phase/after_s
     [[launches]] at_s, entries, entry_hosts, vjobs_per_entry, vms, spread, coschedule0,
@@ -38,17 +43,22 @@ from dvms.sim.engine import NODE_PORT
 
 __all__ = [
     "SCENARIO_DIR",
+    "ClockOffset",
     "CrashFault",
+    "DupReorder",
     "DvmsSimParams",
     "FaultsConfig",
+    "Freeze",
     "HostsConfig",
     "LaunchConfig",
     "LoadConfig",
+    "LossBurst",
     "PartitionCrash",
     "Scenario",
     "ScenarioError",
     "ScenarioParams",
     "SiteCut",
+    "Split",
     "TopologyConfig",
     "VmsConfig",
     "find_scenario",
@@ -158,11 +168,71 @@ class TopologyConfig:
 
 @dataclass(frozen=True, slots=True)
 class CrashFault:
-    """Host ``host`` (index) crashes at ``at_s`` and, if given, recovers at ``recover_at_s``."""
+    """Host ``host`` (index) crashes at ``at_s`` and, if given, recovers at
+    ``recover_at_s``: its daemon restarts with the same node id and no protocol state
+    and joins the overlay again (its VMs stayed on the host, unreachable meanwhile)."""
 
     host: int = 0
     at_s: float = 0.0
     recover_at_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Freeze:
+    """Host ``host``'s daemon stops processing at ``at_s`` (a SIGSTOP, a long GC pause)
+    and, if given, resumes at ``resume_at_s`` with its old state. Its VMs run on;
+    datagrams sent to it wait in its socket buffer (``dvms.sim.engine.FROZEN_BUFFER``
+    of them, later ones are dropped) and are processed in order when it resumes, where
+    the envelope drops those older than its replay window; its timers fire late."""
+
+    host: int = 0
+    at_s: float = 0.0
+    resume_at_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LossBurst:
+    """From ``at_s`` to ``until_s`` every protocol datagram is lost with probability
+    ``loss`` (the highest of the bursts under way and ``message_loss``)."""
+
+    at_s: float = 0.0
+    until_s: float = 0.0
+    loss: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class DupReorder:
+    """From ``at_s`` to ``until_s`` a datagram arrives twice with probability
+    ``duplicate`` and each copy is held back by a uniform extra delay in
+    ``[0, reorder_s)``, so datagrams sent closer than that arrive in any order."""
+
+    at_s: float = 0.0
+    until_s: float = 0.0
+    duplicate: float = 0.0
+    reorder_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A network split: hosts ``hosts`` (indices) lose every link to the other hosts
+    from ``at_s`` until ``heal_at_s`` (None: the rest of the run); links inside each
+    side keep working."""
+
+    hosts: tuple[int, ...] = ()
+    at_s: float = 0.0
+    heal_at_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClockOffset:
+    """Host ``host``'s clock runs ``offset_s`` seconds ahead of true time (negative:
+    behind) for the whole run. Its cores see every time shifted (cores only compare
+    times of their own clock), and so does the envelope's timestamp: two nodes whose
+    clocks differ by more than the envelope's replay window (60 s) drop each other's
+    datagrams as stale."""
+
+    host: int = 0
+    offset_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,12 +275,32 @@ class FaultsConfig:
     #: Probability that a protocol datagram is lost (migrations are not affected).
     message_loss: float = 0.0
     crash: tuple[CrashFault, ...] = ()
+    freeze: tuple[Freeze, ...] = ()
+    loss_burst: tuple[LossBurst, ...] = ()
+    dup_reorder: tuple[DupReorder, ...] = ()
+    split: tuple[Split, ...] = ()
+    clock: tuple[ClockOffset, ...] = ()
     site_cut: tuple[SiteCut, ...] = ()
     partition_crash: tuple[PartitionCrash, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """Fault entries per kind (``message_loss`` is not one: it is a rate)."""
+        return {
+            "crash": len(self.crash),
+            "freeze": len(self.freeze),
+            "loss_burst": len(self.loss_burst),
+            "dup_reorder": len(self.dup_reorder),
+            "split": len(self.split),
+            "clock": len(self.clock),
+            "site_cut": len(self.site_cut),
+            "partition_crash": len(self.partition_crash),
+        }
 
     def check(self, hosts: int, sites: tuple[str, ...]) -> None:
         if not 0 <= self.message_loss < 1:
             raise ScenarioError("faults.message_loss: must be in [0, 1)")
+        self._check_daemons(hosts)
+        self._check_network(hosts)
         for i, pc in enumerate(self.partition_crash):
             if (pc.role, pc.phase) not in CRASH_TARGETS:
                 known = ", ".join(f"{r}/{p}" for r, p in sorted(CRASH_TARGETS))
@@ -226,6 +316,66 @@ class FaultsConfig:
         for i, cut in enumerate(self.site_cut):
             if cut.site not in sites:
                 raise ScenarioError(f"faults.site_cut[{i}].site: unknown site {cut.site!r}")
+
+    def _check_daemons(self, hosts: int) -> None:
+        for i, f in enumerate(self.freeze):
+            key = f"faults.freeze[{i}]"
+            _host_index(f"{key}.host", f.host, hosts)
+            _time(f"{key}.at_s", f.at_s)
+            if f.resume_at_s is not None and not f.resume_at_s > f.at_s:
+                raise ScenarioError(f"{key}.resume_at_s: must be after at_s")
+        seen: set[int] = set()
+        for i, c in enumerate(self.clock):
+            key = f"faults.clock[{i}]"
+            _host_index(f"{key}.host", c.host, hosts)
+            if not math.isfinite(c.offset_s):
+                raise ScenarioError(f"{key}.offset_s: must be a finite number of seconds")
+            if c.host in seen:
+                raise ScenarioError(f"{key}.host: host {c.host} already has a clock offset")
+            seen.add(c.host)
+
+    def _check_network(self, hosts: int) -> None:
+        for i, b in enumerate(self.loss_burst):
+            key = f"faults.loss_burst[{i}]"
+            _window(key, b.at_s, b.until_s)
+            if not 0 <= b.loss <= 1:
+                raise ScenarioError(f"{key}.loss: must be in [0, 1], got {b.loss!r}")
+        for i, d in enumerate(self.dup_reorder):
+            key = f"faults.dup_reorder[{i}]"
+            _window(key, d.at_s, d.until_s)
+            if not 0 <= d.duplicate <= 1:
+                raise ScenarioError(f"{key}.duplicate: must be in [0, 1], got {d.duplicate!r}")
+            if not (math.isfinite(d.reorder_s) and d.reorder_s >= 0):
+                raise ScenarioError(f"{key}.reorder_s: must be a finite number >= 0")
+        for i, sp in enumerate(self.split):
+            key = f"faults.split[{i}]"
+            if not sp.hosts:
+                raise ScenarioError(f"{key}.hosts: name at least one host index")
+            for h in sp.hosts:
+                _host_index(f"{key}.hosts", h, hosts)
+            if len(set(sp.hosts)) != len(sp.hosts):
+                raise ScenarioError(f"{key}.hosts: a host index is listed twice")
+            if len(sp.hosts) >= hosts:
+                raise ScenarioError(f"{key}.hosts: every host is on one side; nothing is cut")
+            _time(f"{key}.at_s", sp.at_s)
+            if sp.heal_at_s is not None and not sp.heal_at_s > sp.at_s:
+                raise ScenarioError(f"{key}.heal_at_s: must be after at_s")
+
+
+def _host_index(key: str, h: int, hosts: int) -> None:
+    if not 0 <= h < hosts:
+        raise ScenarioError(f"{key}: {h} is not a host index (0..{hosts - 1})")
+
+
+def _time(key: str, t: float) -> None:
+    if not (math.isfinite(t) and t >= 0):
+        raise ScenarioError(f"{key}: must be a time >= 0 s, got {t!r}")
+
+
+def _window(key: str, start: float, end: float) -> None:
+    _time(f"{key}.at_s", start)
+    if not (math.isfinite(end) and end > start):
+        raise ScenarioError(f"{key}.until_s: must be after at_s, got {end!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,9 +49,10 @@ from dvms.placement.model import CPU_DEMAND
 from dvms.placement.spec import VmSpec
 from dvms.sim.engine import Engine
 from dvms.sim.metrics import Metrics
-from dvms.sim.scenario import Scenario
+from dvms.sim.scenario import DupReorder, LossBurst, Scenario
 from dvms.sim.solvercost import model_solver_time
 from dvms.sim.topology import build_topology
+from dvms.transport.netmodel import NetworkConditions
 
 __all__ = [
     "HostInfo",
@@ -176,6 +177,14 @@ class World:
         self.site_of = list(topo.site_of)
         self.cap = [h.cpu_capacity for h in self.hosts]
         self.host_up = [True] * n
+        #: hosts whose daemon is frozen (``[[faults.freeze]]``; its VMs run on)
+        self.frozen = [False] * n
+        #: each host's clock offset, s (``[[faults.clock]]``; schedulers apply it)
+        self.clock_offset = [0.0] * n
+        for c in scenario.faults.clock:
+            self.clock_offset[c.host] = c.offset_s
+        self._windows: list[LossBurst | DupReorder] = []
+        self._freeze_listeners: list[Callable[[int, bool, float], None]] = []
         self.metrics = Metrics(n, monitor_period_s=self.period, site_of=self.site_of)
         model = MigrationModel()
         self.cluster = _IndexedCluster(model)
@@ -270,17 +279,52 @@ class World:
 
     def _schedule_faults(self) -> None:
         faults = self.scenario.faults
+        at = self.engine.at
         for c in faults.crash:
-            self.engine.at(c.at_s, self.set_host_up, c.host, False)
+            at(c.at_s, self.set_host_up, c.host, False)
             if c.recover_at_s is not None:
-                self.engine.at(c.recover_at_s, self.set_host_up, c.host, True)
+                at(c.recover_at_s, self.set_host_up, c.host, True)
+        for f in faults.freeze:
+            at(f.at_s, self.set_frozen, f.host, True)
+            if f.resume_at_s is not None:
+                at(f.resume_at_s, self.set_frozen, f.host, False)
         for cut in faults.site_cut:
             s = self.sites.index(cut.site)
             inside = [h.index for h in self.hosts if h.site == s]
             outside = [h.index for h in self.hosts if h.site != s]
-            self.engine.at(cut.at_s, self.network.cut, inside, outside)
-            if cut.heal_at_s is not None:
-                self.engine.at(cut.heal_at_s, self.network.heal)
+            self._schedule_cut(inside, outside, cut.at_s, cut.heal_at_s)
+        for sp in faults.split:
+            inside = list(sp.hosts)
+            outside = sorted(set(range(len(self.hosts))) - set(inside))
+            self._schedule_cut(inside, outside, sp.at_s, sp.heal_at_s)
+        windows: list[LossBurst | DupReorder] = [*faults.loss_burst, *faults.dup_reorder]
+        for window in windows:
+            at(window.at_s, self._net_window, window, True)
+            at(window.until_s, self._net_window, window, False)
+
+    def _schedule_cut(
+        self, inside: list[int], outside: list[int], at_s: float, heal_s: float | None
+    ) -> None:
+        self.engine.at(at_s, self.network.cut, inside, outside)
+        if heal_s is not None:
+            self.engine.at(heal_s, self.network.uncut, inside, outside)
+
+    def _net_window(self, window: LossBurst | DupReorder, start: bool) -> None:
+        """A loss burst or a duplication/reordering window starts or ends: the network's
+        conditions become the worst of the windows under way (``message_loss`` at least)."""
+        if start:
+            self._windows.append(window)
+        else:
+            self._windows.remove(window)
+        bursts = [w.loss for w in self._windows if isinstance(w, LossBurst)]
+        disorder = [w for w in self._windows if isinstance(w, DupReorder)]
+        self.network.set_conditions(
+            NetworkConditions(
+                loss=max([self.scenario.faults.message_loss, *bursts]),
+                duplicate=max([0.0, *(w.duplicate for w in disorder)]),
+                reorder_s=max([0.0, *(w.reorder_s for w in disorder)]),
+            )
+        )
 
     def _schedule_launches(self) -> None:
         n = len(self.hosts)
@@ -363,6 +407,7 @@ class World:
         if not up and over:
             self._violation_changed(h, False, now)
         self.host_up[h] = up
+        self.frozen[h] = False  # a crash ends a freeze; a restarted daemon runs
         if up:
             self.network.set_up(h)
             if over:
@@ -372,7 +417,22 @@ class World:
         for fn in self._host_listeners:
             fn(h, up, now)
 
+    def set_frozen(self, h: int, frozen: bool) -> None:
+        """Freeze (``frozen=True``) or resume host ``h``'s daemon: its VMs run on and
+        count, listeners (``on_freeze``) stop or resume its node. A down host's daemon
+        is not running, so neither happens to it."""
+        if self.frozen[h] == frozen or (frozen and not self.host_up[h]):
+            return
+        self.frozen[h] = frozen
+        now = self.engine.now
+        for fn in self._freeze_listeners:
+            fn(h, frozen, now)
+
     # -- what a scheduler uses -------------------------------------------------------------
+
+    def on_freeze(self, fn: Callable[[int, bool, float], None]) -> None:
+        """``fn(host, frozen, now)`` when a host's daemon freezes or resumes."""
+        self._freeze_listeners.append(fn)
 
     def on_overload(self, fn: Callable[[int, float], None]) -> None:
         """``fn(host, now)`` at every monitor tick while ``host`` is in violation."""

@@ -19,8 +19,8 @@ that two distinct nodes share one modelled slot (the same matrix row, the same e
 ``site_of``), so their RTT is a stand-in and metrics should leave the pair out.
 
 ``NetworkModel`` adds what happens to one datagram: a one-way delay of rtt/2 with
-relative jitter, independent loss and duplication, partitions (``cut``/``heal``) and
-crashed hosts (``set_down``/``set_up``).
+relative jitter, independent loss and duplication, an optional reordering delay,
+partitions (``cut``/``uncut``/``heal``) and crashed hosts (``set_down``/``set_up``).
 """
 
 from __future__ import annotations
@@ -313,14 +313,20 @@ class NetworkConditions:
     """Relative standard deviation of the one-way delay: delay ~ N(d, (jitter*d)^2) with
     d = rtt/2, clamped at 0 so it is never negative. 0.02 matches the median per-pair
     std-dev / mean of the WonderNetwork data (3.5 ms / 141 ms)."""
+    reorder_s: float = 0.0
+    """Each copy is held back by an extra delay drawn uniformly from [0, reorder_s)
+    seconds, so datagrams sent less than that apart may arrive in either order (a
+    relative ``jitter`` on a 50 us LAN reorders almost nothing). 0 = no extra delay."""
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], not {value!r}")
-        if not (math.isfinite(self.jitter) and self.jitter >= 0.0):
-            raise ValueError(f"jitter must be a finite number >= 0, not {self.jitter!r}")
+        for name in ("jitter", "reorder_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0.0):
+                raise ValueError(f"{name} must be a finite number >= 0, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,12 +430,18 @@ class NetworkModel:
             self._duplicated += 1
             self._delivered += 2
             if jitter:
-                return (self._jittered(one_way, jitter), self._jittered(one_way, jitter))
-            return (one_way, one_way)
+                pair = (self._jittered(one_way, jitter), self._jittered(one_way, jitter))
+            else:
+                pair = (one_way, one_way)
+            if cond.reorder_s:
+                r = cond.reorder_s
+                return (pair[0] + rng.random() * r, pair[1] + rng.random() * r)
+            return pair
         self._delivered += 1
-        if jitter:
-            return (self._jittered(one_way, jitter),)
-        return (one_way,)
+        delay = self._jittered(one_way, jitter) if jitter else one_way
+        if cond.reorder_s:
+            return (delay + rng.random() * cond.reorder_s,)
+        return (delay,)
 
     def _jittered(self, mean: float, jitter: float) -> float:
         """``mean * (1 + jitter * z)`` for a standard normal z, clamped at 0.
@@ -460,6 +472,13 @@ class NetworkModel:
     def heal(self) -> None:
         """Remove every cut."""
         self._cuts.clear()
+
+    def uncut(self, group_a: Iterable[int], group_b: Iterable[int]) -> None:
+        """Remove the one cut made by ``cut(group_a, group_b)`` (others stay); a cut
+        that is not there is ignored."""
+        key = (frozenset(group_a), frozenset(group_b))
+        if key in self._cuts:
+            self._cuts.remove(key)
 
     def is_cut(self, src: int, dst: int) -> bool:
         """True if a cut separates ``src`` and ``dst`` (either direction)."""

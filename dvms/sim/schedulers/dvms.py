@@ -11,6 +11,12 @@ launches (``[[launches]]``) are submitted to the entry node's ``NodeCore.launch`
 input goes through ``NodeCore``, as in the daemon. Metrics and the invariant checkers
 listen to the emitted events.
 
+Host faults: a crashed host's node stops; when the host recovers its daemon restarts,
+a fresh ``NodeCore`` with the same node id that joins the overlay again. A frozen
+daemon's node stops processing (``Engine.freeze``) and resumes with its old state; its
+host's monitor does not run meanwhile. A host's clock offset shifts its node's clock
+(``Engine.set_clock``); the checks below compare each node's times on its own clock.
+
 Fault hooks (``[[faults.partition_crash]]``): the first partition seen in a phase at or
 after a time loses its leader or a member (see ``PartitionCrash``); the crash is carried
 out by the world (``set_host_up``), so the host's VMs and violation stop counting.
@@ -100,6 +106,8 @@ class DvmsScheduler:
         self.carried: dict[str, tuple] = {}
         self.crashes: list[PartitionCrash] = []
         self.crashed: list[str] = []  # what the fault hooks did
+        self.restarts = 0
+        self.seeds: list[tuple[str, int]] = []
 
     # -- building ----------------------------------------------------------------------
 
@@ -109,10 +117,10 @@ class DvmsScheduler:
         eng = world.engine
         rng = random.Random(f"{world.scenario.seed}:dvms")
         self.rng = rng
-        seeds: list[tuple[str, int]] = []
+        seeds = self.seeds
         join_rate = self.params.join_rate_per_s
         for h, info in enumerate(world.hosts):
-            node = self._make_node(h, info.name, rng)
+            node = self._make_node(h, info.name, rng, rng.getrandbits(160))
             self.nodes.append(node)
             start = 0.0 if h == 0 else rng.uniform(0.0, len(world.hosts) / join_rate)
             eng.at(start, self._start, node, list(seeds[:3]))
@@ -132,14 +140,14 @@ class DvmsScheduler:
         eng.message_observer = self._observe
         world.on_overload(self._monitor)
         world.on_host_change(self._host_change)
+        world.on_freeze(self._freeze)
         world.on_launch(self._launch)
         world.on_finish(self._finish)
         self.crashes = list(world.scenario.faults.partition_crash)
         self.checker = InvariantChecker(self.config, world.metrics.invariant_violation)
         world.every(self.params.check_period_s, self._check)
 
-    def _make_node(self, h: int, name: str, rng: random.Random) -> SimNode:
-        node_id = rng.getrandbits(160)
+    def _make_node(self, h: int, name: str, rng: random.Random, node_id: int) -> SimNode:
         contact = Contact(node_id, f"h{h}", self.params.port)
         node_rng = random.Random(rng.getrandbits(64))
         overlay, part = build_cores(
@@ -152,11 +160,17 @@ class DvmsScheduler:
             local_state=functools.partial(self._host_state, h, name),
             self_monitor=False,
         )
-        return self.world.engine.add_node(h, contact.addr, node_id, NodeCore(overlay, part))
+        eng = self.world.engine
+        node = eng.add_node(h, contact.addr, node_id, NodeCore(overlay, part))
+        eng.set_clock(node, self.world.clock_offset[h])
+        return node
 
     def _start(self, node: SimNode, seeds: list[tuple[str, int]]) -> None:
+        self.world.engine.input(node, self._started, node, seeds)
+
+    def _started(self, node: SimNode, seeds: list[tuple[str, int]]) -> None:
         eng = self.world.engine
-        eng.apply(node, node.core.overlay.start(seeds, now=eng.now))
+        eng.apply(node, node.core.overlay.start(seeds, now=node.local(eng.now)))
 
     def _host_state(self, h: int, name: str) -> HostState | None:
         w = self.world
@@ -189,19 +203,42 @@ class DvmsScheduler:
 
     def _monitor(self, h: int, now: float) -> None:
         node = self.nodes[h]
-        if node.alive:
-            self.world.engine.apply(node, node.core.on_monitor(now=now))
+        if node.alive and not node.frozen:  # the monitor is the daemon's own loop
+            self.world.engine.apply(node, node.core.on_monitor(now=node.local(now)))
 
     def _host_change(self, h: int, up: bool, now: float) -> None:
         if not up:
             self.world.engine.crash(self.nodes[h])
             self.checker.forget(h)
+        elif not self.nodes[h].alive:
+            self._restart(h)
+
+    def _restart(self, h: int) -> None:
+        """The recovered host's daemon starts again: same node id, no protocol state."""
+        old = self.nodes[h]
+        self.restarts += 1
+        rng = random.Random(f"{self.world.scenario.seed}:restart:{h}:{self.restarts}")
+        node = self._make_node(h, self.world.hosts[h].name, rng, old.node_id)
+        self.nodes[h] = node
+        self._start(node, [a for a in self.seeds if a != node.addr])
+
+    def _freeze(self, h: int, frozen: bool, now: float) -> None:
+        eng = self.world.engine
+        if frozen:
+            eng.freeze(self.nodes[h])
+        else:
+            eng.thaw(self.nodes[h])
 
     def _launch(self, req: LaunchRequest, now: float) -> None:
         node = self.nodes[req.entry]
         if not node.alive:
             self.world.metrics.launch(None, len(req.vms))
             return
+        # a frozen daemon takes the submission when it resumes (the CLI waits)
+        self.world.engine.input(node, self._submit, node, req)
+
+    def _submit(self, node: SimNode, req: LaunchRequest) -> None:
+        now = node.local(self.world.engine.now)
         vms = tuple(
             LaunchVm(v.name, "", v.vcpus, v.memory_mib, coschedule=v.coschedule) for v in req.vms
         )
@@ -209,7 +246,7 @@ class DvmsScheduler:
         for v in req.vms:
             self.create_s[v.name] = req.create_s
         eid, out = node.core.launch(vms, cons, now=now)
-        self.launches[(node.pos, eid)] = len(vms)
+        self.launches[(node.index, eid)] = len(vms)
         self.world.engine.apply(node, out)
 
     def _observe(self, src: SimNode, dst: SimNode, msg: Any) -> None:
@@ -299,7 +336,7 @@ class DvmsScheduler:
             if event.kind == "overload":
                 m.overload_outcome(event.ok)
             if event.kind == "launch":
-                vms = self.launches.pop((node.pos, event.event_id), 1)
+                vms = self.launches.pop((node.index, event.event_id), 1)
                 m.launch(event.finished - event.started if event.ok else None, vms)
         elif isinstance(event, PlanApplied):
             m.partition(event.size, SUCCESS if not event.failed else "action_failed")
@@ -332,6 +369,7 @@ class DvmsScheduler:
         open_, lost, stale, flying = 0, 0, 0, 0
         for node in self.nodes:
             part = node.core.partition
+            local_end = node.local(end)
             for own in part.own.values():
                 if own.event.kind != "overload":
                     continue
@@ -342,15 +380,15 @@ class DvmsScheduler:
                     # stuck: old, and no partition holds it (a plan of several
                     # sequential migrations legitimately runs for a minute)
                     held = part.view is not None or part._holding is not None
-                    open_ += not held and own.started < end - self.params.open_grace_s
+                    open_ += not held and own.started < local_end - self.params.open_grace_s
             if node.alive and part.view is not None and part.lead is None and not part._driver:
                 last = part.lease_until - self.config.lease_s
-                stale += last < end - self.config.lease_s - 1.0
+                stale += last < local_end - self.config.lease_s - 1.0
         self.world.metrics.extra.update(
             overloads_in_flight=flying,
             overloads_open=open_,
             overloads_lost_with_origin=lost,
             partitions_open=stale,
-            launches_open=sum(1 for (pos, _eid) in self.launches if self.nodes[pos].alive),
+            launches_open=sum(1 for (i, _eid) in self.launches if self.world.engine.nodes[i].alive),
             partition_crashes=list(self.crashed),
         )
