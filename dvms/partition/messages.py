@@ -181,6 +181,7 @@ class LaunchVm:
     kernel: Path | None = None
     initrd: Path | None = None
     append: Annotated[str, MaxLen(2048)] | None = None
+    cdrom: Path | None = None
 
     @classmethod
     def from_spec(cls, spec: VmSpec) -> LaunchVm:

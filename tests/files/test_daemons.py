@@ -218,6 +218,41 @@ def test_a_vjob_whose_disk_is_a_file_lands_on_a_host_that_fetches_it_first(
     assert not refused["ok"] and "disk file:img/none: no such file" in refused["reason"]
 
 
+def test_a_cdrom_file_travels_with_vm_config_and_with_a_vjob(
+    cluster: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    digest = _random_file(tmp_path / "boot.iso", 3 * MIB)
+    added = _call(cluster["node1"], "file_add", path=str(tmp_path / "boot.iso"), name="img/iso")
+
+    def ns(node: str, line: str) -> dict[str, Any]:
+        out = _call(cluster[node], "ns", words=line.split(), namespace="cd")
+        assert out["ok"], out
+        return dict(out)
+
+    # minimega's way: vm config cdrom file:NAME, then vm launch from another node
+    ns("node2", "vm config cdrom file:img/iso")
+    ns("node2", "vm config schedule node6")
+    ns("node3", "vm launch kvm cd1")
+    held = {e["root"]: e for e in _call(cluster["node6"], "file_list")["files"]}
+    assert held[added["root"]]["complete"] and held[added["root"]]["pinned"] == ["cd:cd1"]
+    assert _sha(held[added["root"]]["path"]) == digest
+    # a vjob's cdrom key travels the same way
+    vjob = vjob_from_dict(
+        {"name": "iso", "vms": [{"name": "cd2", "cdrom": "file:img/iso", "schedule": "node5"}]},
+        where="test",
+    )
+    done = _call(cluster["node4"], "submit", **submit_body(vjob, wait=True))
+    assert done["ok"], done
+    held = {e["root"]: e for e in _call(cluster["node5"], "file_list")["files"]}
+    assert held[added["root"]]["complete"] and held[added["root"]]["pinned"] == ["cd2"]
+    missing = vjob_from_dict(
+        {"name": "noiso", "vms": [{"name": "cd3", "cdrom": "file:img/nope", "schedule": "node5"}]},
+        where="test",
+    )
+    refused = _call(cluster["node4"], "submit", **submit_body(missing, wait=True))
+    assert not refused["ok"] and "cdrom file:img/nope: no such file" in refused["reason"]
+
+
 def test_a_qcow2_file_is_fetched_with_its_backing_file(
     cluster: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -72,7 +72,7 @@ log = logging.getLogger("dvms.node.files")
 
 #: Head records of file names in the replicated state.
 NAME_PREFIX = "file/"
-#: A VM's disk, kernel or initrd written ``file:NAME`` (or ``file:ROOT``) is fetched from
+#: A VM's disk, kernel, initrd or cdrom written ``file:NAME`` (or ``file:ROOT``) is fetched from
 #: the peers by the host that creates the VM (minimega's prefix).
 FILE_PREFIX = "file:"
 
@@ -435,11 +435,11 @@ class FileService:
         return self.store.path(root)
 
     async def prepare_vm(self, spec: VmSpec) -> tuple[VmSpec | None, str]:
-        """``spec`` with each ``file:REF`` of its disk, kernel and initrd fetched here and
+        """``spec`` with each ``file:REF`` of its disk, kernel, initrd and cdrom fetched here and
         replaced by its local path, pinned for the VM; (None, reason) if one cannot be."""
         changes: dict[str, Any] = {}
         holder = vm_key(spec.name, spec.namespace)
-        for fld in ("disk", "kernel", "initrd"):
+        for fld in ("disk", "kernel", "initrd", "cdrom"):
             value = getattr(spec, fld)
             if not isinstance(value, str) or not value.startswith(FILE_PREFIX):
                 continue
