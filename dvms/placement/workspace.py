@@ -33,6 +33,7 @@ from dvms.placement.filters import (
     StaticFilter,
 )
 from dvms.placement.load import make_key
+from dvms.placement.locality import LocalityNote, locality_score
 from dvms.placement.model import CPU_DEMAND, MEMORY, VCPUS, PlacementError, Snapshot, Vm
 
 __all__ = ["Workspace", "rule_of", "shortage"]
@@ -99,6 +100,17 @@ class Workspace:
         self.departing: frozenset[int] | None = None
         self.order_stay: list[tuple[tuple, int]] = []
         self.order_away: list[tuple[tuple, int]] = []
+        #: image locality (locality.py): per VM, host -> score > 0 (empty: no image held)
+        self.locality: list[dict[int, float]] = [self._locality(vm) for vm in self.vms]
+        #: choices the score changed, by the first VM of the unit (launch.py keeps those
+        #: still true at the end)
+        self.locality_notes: dict[int, LocalityNote] = {}
+
+    def _locality(self, vm: Vm) -> dict[int, float]:
+        if not vm.images or not self.config.image_locality_weight:
+            return {}
+        scores = ((h, locality_score(vm, host, self.config)) for h, host in enumerate(self.hosts))
+        return {h: s for h, s in scores if s > 0}
 
     def _init_state(self) -> None:
         nh, nr = len(self.hosts), len(self.resources)
