@@ -46,6 +46,7 @@ from dvms.files.providers import Provider, read_provider
 from dvms.names import vm_key
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import Identity, key_of
+from dvms.partition.messages import HeldImage, LaunchVm
 from dvms.placement.spec import VmSpec
 from dvms.runtime.capabilities import Dht, Handlers, Requester, StateStore
 from dvms.runtime.client import ControlError
@@ -180,6 +181,8 @@ class FileService:
         #: node id -> when a provider that failed may be tried again
         self._dead: dict[int, float] = {}
         self._nursery: trio.Nursery | None = None
+        #: told what this store holds (``HostMonitor.set_images``), every ``held_refresh_s``
+        self.on_held: Callable[[tuple[HeldImage, ...]], None] = lambda held: None
         handlers.register(ProvideFile, self._answer_provide)
         handlers.register(FindProviders, self._answer_find)
 
@@ -208,6 +211,7 @@ class FileService:
             nursery.start_soon(self._republish_loop)
             nursery.start_soon(self._pins_loop)
             nursery.start_soon(self._resume)
+            nursery.start_soon(self._held_loop)
             task_status.started()
 
     async def _resume(self) -> None:
@@ -216,6 +220,32 @@ class FileService:
         await self.joined()
         for root in await trio.to_thread.run_sync(self.store.partial_roots):
             self._start(root, "")
+
+    async def _held_loop(self) -> None:
+        while True:
+            entries = await trio.to_thread.run_sync(self.store.entries)
+            self.on_held(held_images(entries, self.config.placement_images))
+            await trio.sleep(self.config.held_refresh_s)
+
+    async def with_images(self, vms: tuple[LaunchVm, ...]) -> tuple[LaunchVm, ...]:
+        """``vms`` with the roots of their ``file:`` images, for the leader's
+        image-locality score; each name resolved once, and one that does not resolve now
+        is left out (the host that creates the VM reports why)."""
+        found: dict[str, bytes | None] = {}
+        out = []
+        for vm in vms:
+            roots: list[bytes] = []
+            for ref in vm.to_spec().file_refs():
+                if ref not in found:
+                    try:
+                        found[ref] = (await self.resolve(ref))[0]
+                    except FileError:
+                        found[ref] = None
+                root = found[ref]
+                if root is not None and root not in roots:
+                    roots.append(root)
+            out.append(replace(vm, images=tuple(roots)) if roots else vm)
+        return tuple(out)
 
     def _on_served(self, n: int) -> None:
         self.served_chunks += 1
@@ -818,6 +848,19 @@ def _user_errors(
             raise ControlError(str(exc)) from None
 
     return call
+
+
+def held_images(entries: list[dict[str, Any]], most: int) -> tuple[HeldImage, ...]:
+    """The ``most`` files of ``Store.entries()`` with the most bytes held (each chunk
+    counted at the file's mean chunk size), largest first, then by root."""
+    rows = []
+    for e in entries:
+        if not e["size"] or not e["chunks"] or not e["chunks_held"]:
+            continue
+        held = e["size"] if e["complete"] else e["size"] * e["chunks_held"] // e["chunks"]
+        rows.append(HeldImage(bytes.fromhex(e["root"]), held, e["size"]))
+    rows.sort(key=lambda i: (-i.held, i.root))
+    return tuple(rows[:most])
 
 
 def _ms(rtt: float | None) -> float | None:
