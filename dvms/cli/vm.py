@@ -336,7 +336,18 @@ def vjob_show(args: argparse.Namespace) -> int:
         print(f"{'':11}{line}")
     if rec["placed"]:
         print_table(rec["placed"], ("name", "host", "namespace"))
+    if rec.get("fetches"):
+        print("waiting for files:")
+        rows = [{**f, "progress": _progress(f)} for f in rec["fetches"]]
+        print_table(rows, ("name", "host", "file", "progress", "state"))
     return 0 if rec["state"] != "failed" else 1
+
+
+def _progress(fetch: dict) -> str:
+    done, total = fetch["done_bytes"], fetch["total_bytes"]
+    if not total:
+        return "-"
+    return f"{done / 2**20:,.1f} of {total / 2**20:,.1f} MiB ({done / total:.0%})"
 
 
 def vjob_stop(args: argparse.Namespace) -> int:

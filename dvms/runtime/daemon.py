@@ -332,6 +332,7 @@ async def _run_node(
         runner.driver.prepare = files.prepare_vm
         runner.image_roots = files.with_images
         files.on_held = runner.monitor.set_images
+        files.host_name = runner.monitor.name
         info = {
             "node_id": f"{ident.node_id:040x}",
             "address": f"{addr[0]}:{addr[1]}",

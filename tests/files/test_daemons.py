@@ -253,6 +253,35 @@ def test_a_cdrom_file_travels_with_vm_config_and_with_a_vjob(
     assert not refused["ok"] and "cdrom file:img/nope: no such file" in refused["reason"]
 
 
+def test_vjob_show_shows_the_fetch_a_launch_waits_for(
+    cluster: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    size = 160 * MIB  # ~3 s from one provider at the test's 48 MiB/s upload limit
+    _random_file(tmp_path / "big", size)
+    added = _call(cluster["node1"], "file_add", path=str(tmp_path / "big"), name="img/big")
+    vjob = vjob_from_dict(
+        {"name": "slow", "vms": [{"name": "slow1", "disk": "file:img/big", "schedule": "node4"}]},
+        where="test",
+    )
+    started = _call(cluster["node2"], "submit", **submit_body(vjob, wait=False))
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        shown = _call(cluster["node3"], "vjob_show", id=started["id"])
+        if shown["state"] not in ("accepted", "placing"):
+            break
+        seen += shown["fetches"]
+        time.sleep(0.05)
+    assert shown["state"] == "done" and shown["fetches"] == [], shown
+    fetching = [f for f in seen if f["state"] == "fetching"]
+    assert fetching, seen
+    row = fetching[0]
+    assert (row["name"], row["host"], row["file"]) == ("slow1", "node4", "disk file:img/big")
+    assert row["root"] == added["root"] and row["total_bytes"] == size
+    done = [f["done_bytes"] for f in fetching]
+    assert done == sorted(done) and any(0 < d < size for d in done), done
+
+
 def test_a_qcow2_file_is_fetched_with_its_backing_file(
     cluster: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -51,6 +51,10 @@ from dvms.placement.spec import VmSpec
 from dvms.runtime.capabilities import Dht, Handlers, Requester, StateStore
 from dvms.runtime.client import ControlError
 from dvms.runtime.services.files_messages import (
+    MAX_FETCH_ROWS,
+    FetchesQuery,
+    FetchesReply,
+    FetchRow,
     FileAck,
     FindProviders,
     ProvideFile,
@@ -185,6 +189,12 @@ class FileService:
         self.on_held: Callable[[tuple[HeldImage, ...]], None] = lambda held: None
         handlers.register(ProvideFile, self._answer_provide)
         handlers.register(FindProviders, self._answer_find)
+        handlers.register(FetchesQuery, self._answer_fetches)
+        #: this host's name (``FetchRow.host``), set by the daemon
+        self.host_name = ""
+        #: VM key -> (its VM's name and namespace, field, ``file:`` ref, root once
+        #: resolved): the creations waiting here for a file (``vjob show``)
+        self.waiting: dict[str, tuple[str, str, str, str, bytes]] = {}
 
     # -- service ---------------------------------------------------------------------------
 
@@ -458,6 +468,8 @@ class FileService:
         """The local path of ``ref``, fetched first if needed (``file:NAME``); pinned for
         ``pin`` (a VM) if given."""
         root, _ = await self.resolve(ref)
+        if pin in self.waiting:
+            self.waiting[pin] = (*self.waiting[pin][:4], root)
         await self.get(root.hex(), wait=True, timeout=timeout)
         if pin:
             self._pinned_at[pin] = trio.current_time()
@@ -474,12 +486,34 @@ class FileService:
             if not isinstance(value, str) or not value.startswith(FILE_PREFIX):
                 continue
             ref = value[len(FILE_PREFIX) :]
+            self.waiting[holder] = (spec.name, spec.namespace, fld, ref, b"")
             try:
                 path = await self.ensure(ref, timeout=self.config.vm_fetch_timeout_s, pin=holder)
             except FileError as exc:
                 return None, f"vm {spec.name}: {fld} {value}: {exc}"
+            finally:
+                self.waiting.pop(holder, None)
             changes[fld] = str(path)
         return (replace(spec, **changes) if changes else spec), ""
+
+    async def _answer_fetches(self, _msg: FetchesQuery) -> FetchesReply:
+        return FetchesReply(tuple(self.fetch_rows()[:MAX_FETCH_ROWS]))
+
+    def fetch_rows(self) -> list[FetchRow]:
+        """The VMs waiting here for a file, with the transfer's progress."""
+        rows = []
+        for name, namespace, fld, ref, root in self.waiting.values():
+            t = self.transfers.get(root) if root else None
+            m = t.manifest if t is not None else None
+            state = "resolving" if not root else (t.state if t is not None else "finding")
+            total = m.size if m is not None else 0
+            done = 0
+            if t is not None and m is not None:
+                have = t.swarm.have.count if t.swarm is not None else 0
+                done = total if t.state == "done" else min(total, have * m.chunk)
+            rows.append(FetchRow(name, namespace, self.host_name, fld, ref, root, done, total,
+                                 state))  # fmt: skip
+        return rows
 
     async def listing(self) -> list[dict[str, Any]]:
         entries = await trio.to_thread.run_sync(self.store.entries)
