@@ -83,7 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     vs = vjsub.add_parser(
         "show",
         help="one vjob, from any node",
-        description="Show a vjob: its state, owner, history and where its VMs were placed.",
+        description="Show a vjob: its state, owner, history and where its VMs were placed; "
+        "while it is placed, the VMs whose hosts are fetching their file: images, with the "
+        "bytes fetched.",
     )
     vs.add_argument("id", metavar="ID|NAME", help=_VJOB_REF)
     vs.add_argument("--wait", action="store_true", help="wait until it is done or failed")
