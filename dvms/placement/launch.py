@@ -87,9 +87,9 @@ def solve_launch(
         return LaunchResult(False, {}, outcome.refusal, outcome.proven, outcome.nodes)
     placement = {vm.key: ws.hosts[ws.assign[ws.v_index[vm.key]]].name for vm in vms}
     notes = tuple(
-        note
-        for v, note in sorted(ws.locality_notes.items())
-        if all(placement.get(k) == note.host for k in note.vms)
+        ws.locality_note(unit, chosen, plain, local)
+        for _, (unit, chosen, plain, local) in sorted(ws.locality_notes.items())
+        if all(ws.assign[v] == chosen for v in unit)
     )
     return LaunchResult(True, placement, None, False, outcome.nodes, notes)
 

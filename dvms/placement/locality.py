@@ -53,7 +53,7 @@ class LocalityNote:
     """A launch where the image-locality score changed the host: ``vms`` (a unit: a VM
     and its colocate followers) went to ``host`` (score ``score``) instead of
     ``instead``, the least loaded host that took them; ``holders`` lists the hosts that
-    took them and hold some of their images: (host, fraction of the images' bytes held,
+    hold some of their images (the best 8): (host, fraction of the images' bytes held,
     score), best first."""
 
     vms: tuple[str, ...]

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from dvms.placement.explain import Refusal
 from dvms.placement.filters import AmongFilter, CapacityOnSet, SplitAmongFilter, StaticFilter
-from dvms.placement.locality import LocalityNote, held_bytes
 from dvms.placement.workspace import Workspace
 
 __all__ = ["SearchOutcome", "place_units"]
@@ -152,25 +151,13 @@ class Placer:
 
     def _note(self, unit: Unit, chosen: int, ok: Sequence[int], local: dict[int, float]) -> int:
         """Record for ``dvms solve`` when the image-locality score changed the choice
-        (``ok``: hosts taking the unit, among them the one chosen without the score)."""
-        ws = self.ws
+        (``ok``: hosts taking the unit, among them the one chosen without the score);
+        the note itself is written only for the choices that last (``locality_note``)."""
         plain = min(ok, key=self._rank(unit, {}))
         if plain == chosen:
-            ws.locality_notes.pop(unit[0], None)
-            return chosen
-        holders = []
-        for h in sorted(local, key=lambda h: (-local[h], h)):
-            if h == chosen or ws.try_unit(unit, h, keep=False) is None:
-                held = sum(held_bytes(ws.vms[v], ws.hosts[h]) for v in unit)
-                total = sum(sum(ws.vms[v].images.values()) for v in unit)
-                holders.append((ws.hosts[h].name, held / total if total else 0.0, local[h]))
-        ws.locality_notes[unit[0]] = LocalityNote(
-            tuple(ws.vms[v].key for v in unit),
-            ws.hosts[chosen].name,
-            ws.hosts[plain].name,
-            local.get(chosen, 0.0),
-            tuple(holders),
-        )
+            self.ws.locality_notes.pop(unit[0], None)
+        else:
+            self.ws.locality_notes[unit[0]] = (unit, chosen, plain, local)
         return chosen
 
     def count(self, unit: Unit, cap: int) -> int:
