@@ -101,6 +101,19 @@ def _model(path: str) -> dict[str, Any]:
         "reason": outcome.reason,
         "details": list(outcome.details),
         "problems": list(outcome.problems),
+        "locality_notes": [
+            {
+                "vms": list(n.vms),
+                "host": n.host,
+                "instead": n.instead,
+                "score": round(n.score, 3),
+                "holders": [
+                    {"host": h, "held": round(frac, 3), "score": round(score, 3)}
+                    for h, frac, score in n.holders
+                ],
+            }
+            for n in outcome.locality
+        ],
     }
 
 
@@ -127,3 +140,11 @@ def _print_text(out: dict[str, Any], *, verbose: bool) -> None:
         print(f"  checker: {problem}")
     if out.get("launched"):
         print("launched: " + ", ".join(f"{k}@{v}" for k, v in sorted(out["launched"].items())))
+    for n in out.get("locality_notes", ()):
+        held = ", ".join(
+            f"{h['host']} ({h['held']:.0%} held, score {h['score']:.2f})" for h in n["holders"]
+        )
+        print(
+            f"image locality: {', '.join(n['vms'])} on {n['host']} (score {n['score']:.2f}),"
+            f" not {n['instead']} (load alone); image held by {held}"
+        )

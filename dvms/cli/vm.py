@@ -83,7 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     vs = vjsub.add_parser(
         "show",
         help="one vjob, from any node",
-        description="Show a vjob: its state, owner, history and where its VMs were placed.",
+        description="Show a vjob: its state, owner, history and where its VMs were placed; "
+        "while it is placed, the VMs whose hosts are fetching their file: images, with the "
+        "bytes fetched.",
     )
     vs.add_argument("id", metavar="ID|NAME", help=_VJOB_REF)
     vs.add_argument("--wait", action="store_true", help="wait until it is done or failed")
@@ -336,7 +338,18 @@ def vjob_show(args: argparse.Namespace) -> int:
         print(f"{'':11}{line}")
     if rec["placed"]:
         print_table(rec["placed"], ("name", "host", "namespace"))
+    if rec.get("fetches"):
+        print("waiting for files:")
+        rows = [{**f, "progress": _progress(f)} for f in rec["fetches"]]
+        print_table(rows, ("name", "host", "file", "progress", "state"))
     return 0 if rec["state"] != "failed" else 1
+
+
+def _progress(fetch: dict) -> str:
+    done, total = fetch["done_bytes"], fetch["total_bytes"]
+    if not total:
+        return "-"
+    return f"{done / 2**20:,.1f} of {total / 2**20:,.1f} MiB ({done / total:.0%})"
 
 
 def vjob_stop(args: argparse.Namespace) -> int:

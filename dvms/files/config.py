@@ -69,6 +69,11 @@ class FilesConfig:
     #: long a new pin is kept before its VM must exist (creation follows the fetch).
     pin_check_s: float = 10.0
     pin_grace_s: float = 60.0
+    #: Image locality (docs/placement.md): this host tells its partition leaders about
+    #: at most this many files it holds, the largest held first (each costs ~60 bytes of
+    #: the member's state message), refreshed every ``held_refresh_s`` seconds.
+    placement_images: int = 32
+    held_refresh_s: float = 2.0
     #: Stream listener: host ("" = the node's overlay address) and port (0 = any).
     listen_host: str = ""
     listen_port: int = 0
@@ -97,5 +102,7 @@ class FilesConfig:
             raise ValueError("find_period_s, have_poll_s and stream_timeout_s must be > 0")
         if min(self.vm_fetch_timeout_s, self.pin_check_s, self.pin_grace_s) <= 0:
             raise ValueError("vm_fetch_timeout_s, pin_check_s and pin_grace_s must be > 0")
+        if not 0 <= self.placement_images <= 256 or self.held_refresh_s <= 0:
+            raise ValueError("need 0 <= placement_images <= 256 and held_refresh_s > 0")
         if not 0 <= self.listen_port <= 65535:
             raise ValueError("listen_port must be in 0..65535")

@@ -201,6 +201,12 @@ def _devices(dom: ET.Element, spec: VmSpec, cfg: DomainConfig) -> None:
         _sub(disk, "driver", name="qemu", type=fmt)
         _sub(disk, "source", file=_check_text(spec.disk, "disk path", spec.name))
         _sub(disk, "target", dev="vda", bus="virtio")
+    if spec.cdrom:
+        cdrom = _sub(dev, "disk", type="file", device="cdrom")
+        _sub(cdrom, "driver", name="qemu", type="raw")
+        _sub(cdrom, "source", file=_check_text(spec.cdrom, "cdrom path", spec.name))
+        _sub(cdrom, "target", dev="sda", bus="sata")
+        _sub(cdrom, "readonly")
     for network in spec.networks:
         _check_text(network, "network name", spec.name)
         iface = _sub(dev, "interface", type="bridge")

@@ -123,6 +123,7 @@ class VmConfig:
             kernel=self.kernel or None,
             initrd=self.initrd or None,
             append=" ".join(self.append) or None,
+            cdrom=self.cdrom or None,
             schedule=self.schedule or None,
             coschedule=self.coschedule,
             colocate=self.colocate or None,

@@ -40,6 +40,7 @@ __all__ = [
     "CreateVm",
     "Dissolve",
     "Event",
+    "HeldImage",
     "HostState",
     "Isp",
     "IspAck",
@@ -67,6 +68,8 @@ Coord = Annotated[tuple[float, ...], MaxLen(24)]
 Names = Annotated[tuple[Name, ...], MaxLen(4096)]
 #: A file path on the hosts (an image, a kernel).
 Path = Annotated[str, MaxLen(1024)]
+#: The content root of a file shared between peers (the SHA-256 of its manifest).
+Root = Annotated[bytes, MaxLen(32)]
 #: Constraints a VM carries (see ``VmState.constraints``).
 Carried = Annotated[tuple["WireConstraint", ...], MaxLen(64)]
 
@@ -142,6 +145,18 @@ class VmState:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldImage:
+    """A file (VM image) a member's store holds, whole or in part: what the leader's
+    image-locality score reads (``docs/placement.md``)."""
+
+    root: Root
+    #: bytes of it held here (the chunks complete)
+    held: U64
+    #: the file's size in bytes
+    size: U64
+
+
+@dataclass(frozen=True, slots=True)
 class HostState:
     """What a member tells its leader about its host."""
 
@@ -153,6 +168,8 @@ class HostState:
     migrating: Annotated[int, Range(0, 4096)] = 0
     #: CPU capacity in milli-CPUs when it is not ``cpus * 1000`` (0 = cpus * 1000).
     cpu_milli: Annotated[int, Range(0, 2**40)] = 0
+    #: Files this host holds, largest held first (at most ``[files] placement_images``).
+    images: Annotated[tuple[HeldImage, ...], MaxLen(256)] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +198,10 @@ class LaunchVm:
     kernel: Path | None = None
     initrd: Path | None = None
     append: Annotated[str, MaxLen(2048)] | None = None
+    cdrom: Path | None = None
+    #: Roots of the ``file:`` images above, resolved by the node the launch started on
+    #: (none when it could not): hosts holding them score higher (image locality).
+    images: Annotated[tuple[Root, ...], MaxLen(8)] = ()
 
     @classmethod
     def from_spec(cls, spec: VmSpec) -> LaunchVm:

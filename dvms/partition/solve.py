@@ -116,6 +116,7 @@ def snapshot_of(states: tuple[HostState, ...], target: float = 1.0) -> Snapshot:
             cpus=s.cpus,
             memory_mib=s.memory_mib,
             capacity={CPU_DEMAND: _cpu_limit(s, target)},
+            images={i.root.hex(): min(1.0, i.held / i.size) for i in s.images if i.size},
         )
         for s in states
     )
@@ -161,7 +162,7 @@ def solve_events(
         running = _running(states, snap)
         launches = [e for e in events if e.kind == "launch"]
         if launches:
-            snap, boot_steps, placed, running = _launch(snap, launches, running, config)
+            snap, boot_steps, placed, running = _launch(snap, launches, running, config, states)
             steps.extend(boot_steps)
         if any(e.kind in ("overload", "underload") for e in events):
             running = running + _evacuate(snap, empty)
@@ -204,13 +205,24 @@ def _running(states: tuple[HostState, ...], snap: Snapshot) -> list[Constraint]:
     return [k for k in built if len(check_placement(snap, (k,), where)) == baseline]
 
 
+def _with_images(vm: Vm, launch: LaunchVm, sizes: dict[str, int]) -> Vm:
+    """``vm`` with the sizes of its images that some member holds (image locality)."""
+    images = {r.hex(): sizes[r.hex()] for r in launch.images if r.hex() in sizes}
+    return replace(vm, images=images) if images else vm
+
+
 def _launch(
-    snap: Snapshot, launches: list[Event], running: list[Constraint], config: PlacementConfig
+    snap: Snapshot,
+    launches: list[Event],
+    running: list[Constraint],
+    config: PlacementConfig,
+    states: tuple[HostState, ...] = (),
 ) -> tuple[Snapshot, list[PlanStep], list[Placed], list[Constraint]]:
     """Place each launch event's vjob in turn (a merged partition may carry several, from
     different namespaces); each vjob's constraint names resolve in its own namespace, and
     every vjob placed before it (and every running VM) keeps its constraints."""
     hosts = {h.name for h in snap.hosts}
+    sizes = {i.root.hex(): i.size for s in states for i in s.images if i.size}
     running = list(running)
     steps: list[PlanStep] = []
     placed: list[Placed] = []
@@ -226,6 +238,7 @@ def _launch(
         if not event.vms:
             raise PlacementError("namespace must contain at least one queued VM to launch VMs")
         launch, built = vjob_parts(snap, vjob)
+        launch = [_with_images(vm, v, sizes) for vm, v in zip(launch, event.vms, strict=True)]
         result = solve_launch(snap, launch, [*built, *running], config)
         if not result.ok:
             raise PlacementError(str(result.refusal) if result.refusal else "no placement")

@@ -29,6 +29,8 @@ from dvms.placement.launch import solve_launch as solve_launch
 from dvms.placement.load import HostLoad as HostLoad
 from dvms.placement.load import overloaded_hosts as overloaded_hosts
 from dvms.placement.load import rank_hosts as rank_hosts
+from dvms.placement.locality import LocalityNote as LocalityNote
+from dvms.placement.locality import locality_score as locality_score
 from dvms.placement.model import Host as Host
 from dvms.placement.model import PlacementError as PlacementError
 from dvms.placement.model import Snapshot as Snapshot
@@ -47,6 +49,7 @@ __all__ = [
     "HostVerdict",
     "Instance",
     "LaunchResult",
+    "LocalityNote",
     "PlacementConfig",
     "PlacementError",
     "Plan",
@@ -58,6 +61,7 @@ __all__ = [
     "check_plan",
     "launch_vjob",
     "load_instance",
+    "locality_score",
     "minimega_specs",
     "overloaded_hosts",
     "rank_hosts",

@@ -56,6 +56,19 @@ class PlacementConfig:
     #: are evaluated to cut migrations, then plan duration. 0 = off (the greedy plan).
     #: A count, not seconds: the engine reads no clock and one seed gives one result.
     local_search_evals: int = 0
+    #: Image locality (kube-scheduler's ImageLocality score): at launch, a host already
+    #: holding the images a VM boots from ranks as if its load were lower by up to this
+    #: much, in the load function's units (``cpucommit``: vCPUs committed per CPU, so
+    #: 0.5 = a host holding the whole image wins over one half a vCPU per CPU less
+    #: committed). Only hosts that pass every hard constraint are ranked. 0 = off.
+    image_locality_weight: float = 0.5
+    #: A VM's images smaller than this in all count for nothing (kube-scheduler's
+    #: threshold: 23 MB), so a kernel or an initrd alone does not pull VMs together.
+    image_locality_min_mib: int = 23
+    #: Image size per image from which holding all of it scores 1 (kube-scheduler: 1000
+    #: MB per container image); between the two the score is scaled down linearly,
+    #: and a partial copy scores by the fraction it holds.
+    image_locality_max_mib: int = 1000
 
     def __post_init__(self) -> None:
         if self.load not in LOAD_FUNCTIONS:
@@ -67,6 +80,10 @@ class PlacementConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.local_search_evals < 0:
             raise ValueError("local_search_evals must be >= 0")
+        if self.image_locality_weight < 0:
+            raise ValueError("image_locality_weight must be >= 0")
+        if not 0 <= self.image_locality_min_mib < self.image_locality_max_mib:
+            raise ValueError("need 0 <= image_locality_min_mib < image_locality_max_mib")
         if self.migration_mib_per_s <= 0 or self.overload_threshold <= 0:
             raise ValueError("migration_mib_per_s and overload_threshold must be > 0")
 

@@ -22,6 +22,7 @@ from dvms.placement import constraints as c
 from dvms.placement.build import build_constraints, minimega_specs
 from dvms.placement.config import PlacementConfig
 from dvms.placement.explain import HostVerdict, Refusal
+from dvms.placement.locality import LocalityNote
 from dvms.placement.model import PlacementError, Snapshot, Vm, vm_from_spec
 from dvms.placement.search import place_units
 from dvms.placement.spec import VjobSpec
@@ -40,6 +41,9 @@ class LaunchResult:
     refusal: Refusal | None = None
     proven: bool = False
     search_nodes: int = 0
+    #: launches the image-locality score sent to another host than the least loaded
+    #: one (locality.py), in placement order of their first VM
+    locality: tuple[LocalityNote, ...] = ()
 
     def __str__(self) -> str:
         return "ok" if self.ok else str(self.refusal)
@@ -82,7 +86,12 @@ def solve_launch(
     if not outcome.ok:
         return LaunchResult(False, {}, outcome.refusal, outcome.proven, outcome.nodes)
     placement = {vm.key: ws.hosts[ws.assign[ws.v_index[vm.key]]].name for vm in vms}
-    return LaunchResult(True, placement, None, False, outcome.nodes)
+    notes = tuple(
+        ws.locality_note(unit, chosen, plain, local)
+        for _, (unit, chosen, plain, local) in sorted(ws.locality_notes.items())
+        if all(ws.assign[v] == chosen for v in unit)
+    )
+    return LaunchResult(True, placement, None, False, outcome.nodes, notes)
 
 
 def _spread_needs_more_hosts(

@@ -75,6 +75,10 @@ class Host:
     capacity: Mapping[str, int] = field(default_factory=dict)
     overcommit: Mapping[str, float] = field(default_factory=dict)
     online: bool = True
+    #: Images (files a VM boots from, by id: a content root or a name) this host holds,
+    #: as the fraction of each one's bytes held here (a partial copy counts in part).
+    #: Only the image-locality score reads it (``PlacementConfig.image_locality_weight``).
+    images: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -92,6 +96,14 @@ class Host:
             if not isinstance(ratio, int | float) or ratio < 1.0:
                 raise PlacementError(
                     f"host {self.name}: overcommit ratio for {res!r} must be >= 1.0, got {ratio!r}"
+                )
+        for image, held in self.images.items():
+            if not isinstance(image, str) or not image:
+                raise PlacementError(f"host {self.name}: image ids must be non-empty strings")
+            if isinstance(held, bool) or not isinstance(held, int | float) or not 0 <= held <= 1:
+                raise PlacementError(
+                    f"host {self.name}: image {image!r} held must be a fraction in [0, 1], "
+                    f"got {held!r}"
                 )
 
     def limit(self, resource: str, config: PlacementConfig) -> float:
@@ -136,6 +148,9 @@ class Vm:
     coschedule: int = -1
     usage: Mapping[str, int] = field(default_factory=dict)
     durations: Mapping[str, int] = field(default_factory=dict)
+    #: Images the VM boots from (id -> size in bytes): hosts holding them score higher
+    #: at launch (image locality, ``docs/placement.md``); they are no constraint.
+    images: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -158,6 +173,7 @@ class Vm:
             raise PlacementError(f"vm {self.name}: cpu_demand must be >= 0")
         _check_amounts(f"vm {self.name}", "usage", self.usage)
         _check_amounts(f"vm {self.name}", "duration", self.durations)
+        _check_amounts(f"vm {self.name}", "image size", self.images)
 
     @property
     def key(self) -> str:

@@ -17,6 +17,7 @@
     labels = { rack = "r1" }      # optional
     capacity = { gpu = 2 }        # optional extra resources
     overcommit = { vcpus = 4.0 }  # optional per-resource ratios
+    images = { debian-12 = 1.0 }  # optional: fraction of each image held here
 
       [[hosts.vms]]               # VMs running on h1 now
       name = "db1"
@@ -29,6 +30,9 @@
       usage = { gpu = 1 }         # optional
       migrate = 4                 # optional migration seconds
 
+    [images]                      # optional: image sizes in MiB, for image locality:
+    debian-12 = 2048              # a vjob VM naming file:debian-12 prefers its holders
+
     [vjob]                        # optional: VMs to launch + constraints (docs/vjob.md)
     name = "web"
     ...
@@ -40,7 +44,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +52,17 @@ from dvms.placement import constraints as c
 from dvms.placement.checker import check_plan
 from dvms.placement.config import PlacementConfig
 from dvms.placement.launch import solve_launch, vjob_parts
+from dvms.placement.locality import LocalityNote
 from dvms.placement.model import Host, PlacementError, Snapshot, Vm
 from dvms.placement.plan import Action, Plan
 from dvms.placement.repair import solve_repair
-from dvms.placement.spec import VjobSpec
+from dvms.placement.spec import VjobSpec, VmSpec
 
 __all__ = ["Model", "ModelOutcome", "load_model", "model_from_dict", "solve_model"]
 
-_TOP = ("config", "hosts", "vjob", "relief")
-_HOST = ("name", "cpus", "memory", "nics", "online", "labels", "capacity", "overcommit", "vms")
+_TOP = ("config", "hosts", "vjob", "relief", "images")
+_HOST = ("name", "cpus", "memory", "nics", "online", "labels", "capacity", "overcommit", "images",
+         "vms")  # fmt: skip
 _VM = ("name", "namespace", "vcpus", "memory", "nics", "cpu_demand", "coschedule", "usage",
        "migrate", "state")  # fmt: skip
 
@@ -67,6 +73,9 @@ class Model:
     config: PlacementConfig
     vjob: VjobSpec | None = None
     relief: bool = False
+    #: image sizes in bytes (``[images]``, given in MiB): the vjob's VMs that name one
+    #: as ``file:NAME`` score its holders higher (image locality)
+    images: Mapping[str, int] = field(default_factory=dict)
 
 
 def load_model(path: str | Path) -> Model:
@@ -146,6 +155,7 @@ def _host(where: str, table: Any) -> tuple[Host, list[Vm]]:
             capacity=dict(t.get("capacity", {})),
             overcommit=dict(t.get("overcommit", {})),
             online=bool(t.get("online", True)),
+            images=_held(f"{where}.images", t.get("images", {})),
         )
     except PlacementError as exc:
         raise PlacementError(f"{where}: {exc}") from None
@@ -166,6 +176,11 @@ def model_from_dict(d: Mapping[str, Any], *, where: str) -> Model:
         host, on = _host(f"{where}: hosts[{i}]", table)
         hosts.append(host)
         vms.extend(on)
+    images = _images(f"{where}: images", d.get("images", {}))
+    for i, host in enumerate(hosts):
+        unknown = sorted(set(host.images) - set(images))
+        if unknown:
+            raise PlacementError(f"{where}: hosts[{i}].images: {unknown[0]!r} is not in [images]")
     snapshot = Snapshot(tuple(hosts), tuple(vms))
     vjob = None
     if "vjob" in d:
@@ -175,7 +190,29 @@ def model_from_dict(d: Mapping[str, Any], *, where: str) -> Model:
     relief = d.get("relief", False)
     if not isinstance(relief, bool):
         raise PlacementError(f"{where}: relief: expected true or false")
-    return Model(snapshot, config, vjob, relief)
+    return Model(snapshot, config, vjob, relief, images)
+
+
+def _held(where: str, table: Any) -> dict[str, float]:
+    if not isinstance(table, Mapping):
+        raise PlacementError(f"{where}: expected a table of fractions held")
+    return dict(table)
+
+
+def _images(where: str, table: Any) -> dict[str, int]:
+    if not isinstance(table, Mapping):
+        raise PlacementError(f"{where}: expected a table of sizes in MiB")
+    return {name: _int(f"{where}.{name}", mib, minimum=1) << 20 for name, mib in table.items()}
+
+
+def with_images(vms: list[Vm], specs: tuple[VmSpec, ...], sizes: Mapping[str, int]) -> list[Vm]:
+    """The launched VMs with the sizes of the images they name (``file:NAME``) that
+    ``sizes`` knows: what the image-locality score reads."""
+    out = []
+    for vm, spec in zip(vms, specs, strict=True):
+        images = {ref: sizes[ref] for ref in spec.file_refs() if ref in sizes}
+        out.append(replace(vm, images=images) if images else vm)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +229,8 @@ class ModelOutcome:
     problems: tuple[str, ...]
     reason: str = ""
     details: tuple[str, ...] = ()
+    #: launches the image-locality score sent elsewhere than the least loaded host
+    locality: tuple[LocalityNote, ...] = ()
 
 
 def solve_model(model: Model) -> ModelOutcome:
@@ -200,14 +239,17 @@ def solve_model(model: Model) -> ModelOutcome:
     new_vms: list[Vm] = []
     cons: list[c.Constraint] = []
     launched: dict[str, str] = {}
+    locality: tuple[LocalityNote, ...] = ()
     if model.vjob is not None:
         new_vms, cons = vjob_parts(snap, model.vjob)
+        new_vms = with_images(new_vms, model.vjob.vms, model.images)
         result = solve_launch(snap, new_vms, cons, config)
         if not result.ok:
             assert result.refusal is not None
             return ModelOutcome("infeasible", {}, None, (), snap.placement(), (),
                                 str(result.refusal), tuple(result.refusal.details()))  # fmt: skip
         launched = dict(result.placement)
+        locality = result.locality
     running = tuple(replace(vm, state="running", host=launched[vm.key]) for vm in new_vms)
     plan = solve_repair(snap.with_vms(running), cons, config, relief=model.relief)
     boots = [
@@ -225,8 +267,10 @@ def solve_model(model: Model) -> ModelOutcome:
     if plan.status != "solved":
         where = full_placement(snap, launched)
         return ModelOutcome(plan.status, launched, plan, tuple(boots), where,
-                            tuple(problems), plan.reason, plan.details)  # fmt: skip
-    return ModelOutcome("solved", launched, plan, actions, plan.placement, tuple(problems))
+                            tuple(problems), plan.reason, plan.details, locality)  # fmt: skip
+    return ModelOutcome(
+        "solved", launched, plan, actions, plan.placement, tuple(problems), locality=locality
+    )
 
 
 def full_placement(snap: Snapshot, launched: Mapping[str, str]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from dvms.placement.explain import Refusal
@@ -79,11 +79,28 @@ class Placer:
             cur = self._current(unit)
             if cur != -1 and ws.try_unit(unit, cur, keep=False) is None:
                 return cur
+        local = self._local(unit)
         if self._scored(unit):
             ok = [h for h in ws.ranked() if ws.try_unit(unit, h, keep=False) is None]
             if not ok:
                 return None
+            if local:
+                return self._note(unit, min(ok, key=self._rank(unit, local)), ok, local)
             return min(ok, key=lambda h: (ws.keys[h][0], -self._score(unit, h), ws.keys[h]))
+        least = self._least(unit)
+        if least is None or not local:
+            return least
+        # image locality: only hosts holding the images can beat the least loaded one
+        key = self._rank(unit, local)
+        best, best_key = least, key(least)
+        for h in sorted(local):
+            if h != least and key(h) < best_key and ws.try_unit(unit, h, keep=False) is None:
+                best, best_key = h, key(h)
+        return self._note(unit, best, [least], local)
+
+    def _least(self, unit: Unit) -> int | None:
+        """The least loaded host that takes the whole unit now (no soft score)."""
+        ws = self.ws
         allowed = ws.allowed[unit[0]]
         away = self.departing  # arrive where nobody has to leave first: fewer waits, no cycles
         if allowed is not None and len(allowed) * 8 < len(ws.order):
@@ -108,6 +125,41 @@ class Placer:
     def _score(self, unit: Unit, h: int) -> float:
         return sum(self.ws.score(v, h) for v in unit)
 
+    def _local(self, unit: Unit) -> dict[int, float]:
+        """Image-locality score of each host holding some of the unit's images."""
+        maps = [self.ws.locality[v] for v in unit if self.ws.locality[v]]
+        if len(maps) <= 1:
+            return maps[0] if maps else {}
+        out: dict[int, float] = {}
+        for m in maps:
+            for h, score in m.items():
+                out[h] = out.get(h, 0.0) + score
+        return out
+
+    def _rank(self, unit: Unit, local: dict[int, float]) -> Callable[[int], tuple]:
+        """Sort key of a host for ``unit``: full hosts last, soft preferences, then the
+        load lowered by the image-locality score (locality.py), then the name."""
+        ws, weight = self.ws, self.ws.config.image_locality_weight
+        scored = self._scored(unit)
+
+        def key(h: int) -> tuple:
+            full, load, name = ws.keys[h]
+            prefer = -self._score(unit, h) if scored else 0.0
+            return (full, prefer, load - weight * local.get(h, 0.0), name)
+
+        return key
+
+    def _note(self, unit: Unit, chosen: int, ok: Sequence[int], local: dict[int, float]) -> int:
+        """Record for ``dvms solve`` when the image-locality score changed the choice
+        (``ok``: hosts taking the unit, among them the one chosen without the score);
+        the note itself is written only for the choices that last (``locality_note``)."""
+        plain = min(ok, key=self._rank(unit, {}))
+        if plain == chosen:
+            self.ws.locality_notes.pop(unit[0], None)
+        else:
+            self.ws.locality_notes[unit[0]] = (unit, chosen, plain, local)
+        return chosen
+
     def count(self, unit: Unit, cap: int) -> int:
         """How many hosts take ``unit`` now, counted up to ``cap``."""
         ws = self.ws
@@ -129,7 +181,10 @@ class Placer:
         """Every host taking ``unit`` now, preferred first."""
         ws = self.ws
         ok = [h for h in ws.ranked() if ws.try_unit(unit, h, keep=False) is None]
-        if self._scored(unit):
+        local = self._local(unit)
+        if local:
+            ok.sort(key=self._rank(unit, local))
+        elif self._scored(unit):
             ok.sort(key=lambda h: (ws.keys[h][0], -self._score(unit, h), ws.keys[h]))
         if self.prefer_current:
             cur = self._current(unit)
@@ -232,7 +287,7 @@ class Placer:
                 members.append((
                     tuple(ws.demand[v]), ws.cos[v], ws.movable[v], ws.allowed[v],
                     tuple(map(id, ws.vm_filters[v])), tuple(map(id, ws.vm_hooks[v])),
-                    tuple(map(id, ws.prefer[v])),
+                    tuple(map(id, ws.prefer[v])), tuple(sorted(ws.locality[v].items())),
                     tuple(v in (f.members or ()) for f in ws.global_checks),
                     vm.host if self.prefer_current else None,
                 ))  # fmt: skip
@@ -259,6 +314,8 @@ class Placer:
                 named |= {ws.h_index[n] for n in p.hosts}
         if self.prefer_current:
             named |= {ws.h_index[vm.host] for vm in ws.vms if vm.host is not None}
+        for scores in ws.locality:
+            named |= set(scores)
         return set(range(len(ws.hosts))) - named
 
     def _signature(self, h: int) -> tuple | None:

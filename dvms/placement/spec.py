@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_MEMORY_MIB", "ConstraintSpec", "SpecError", "VjobSpec", "VmSpec"]
+__all__ = ["DEFAULT_MEMORY_MIB", "FILE_PREFIX", "ConstraintSpec", "SpecError", "VjobSpec", "VmSpec"]
 
 #: minimega's default ``vm config memory`` (MiB).
 DEFAULT_MEMORY_MIB = 2048
 #: minimega's default ``vm config vcpus``.
 DEFAULT_VCPUS = 1
+#: A path written ``file:NAME`` (or ``file:ROOT``) names a file shared between peers
+#: (docs/files.md): the host that creates the VM fetches it first.
+FILE_PREFIX = "file:"
 
 
 class SpecError(ValueError):
@@ -43,6 +46,8 @@ class VmSpec:
     kernel: str | None = None
     initrd: str | None = None
     append: str | None = None
+    #: An ISO image attached as a read-only CD-ROM (minimega's ``vm config cdrom``).
+    cdrom: str | None = None
     schedule: str | None = None
     coschedule: int = -1
     colocate: str | None = None
@@ -62,6 +67,12 @@ class VmSpec:
                 f"vm {self.name}: coschedule must be -1 (unlimited) or >= 0, "
                 f"got {self.coschedule!r}"
             )
+
+    def file_refs(self) -> tuple[str, ...]:
+        """The ``file:REF`` names of the files this VM boots from (disk, kernel, initrd,
+        cdrom), without the prefix: what its host fetches from its peers first."""
+        paths = (self.disk, self.kernel, self.initrd, self.cdrom)
+        return tuple(p[len(FILE_PREFIX) :] for p in paths if p and p.startswith(FILE_PREFIX))
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ VM_KEYS = (
     "image",
     "kernel",
     "initrd",
+    "cdrom",
     "append",
     "networks",
     "schedule",
@@ -287,7 +288,8 @@ def _vm_fields(ctx: _Ctx, base: str, entry: Mapping[str, Any]) -> dict[str, Any]
     if "disk" in entry and "image" in entry:
         raise ctx.fail(f"{base}.image", "give either disk or image (synonyms), not both")
     for key, target in (("disk", "disk"), ("image", "disk"), ("kernel", "kernel"),
-                        ("initrd", "initrd"), ("append", "append")):  # fmt: skip
+                        ("initrd", "initrd"), ("cdrom", "cdrom"),
+                        ("append", "append")):  # fmt: skip
         if key in entry:
             fields[target] = _typed(ctx, f"{base}.{key}", entry[key], str)
     networks = _typed(ctx, f"{base}.networks", get("networks", []), list)

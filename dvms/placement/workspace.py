@@ -33,11 +33,14 @@ from dvms.placement.filters import (
     StaticFilter,
 )
 from dvms.placement.load import make_key
+from dvms.placement.locality import LocalityNote, held_bytes, locality_score
 from dvms.placement.model import CPU_DEMAND, MEMORY, VCPUS, PlacementError, Snapshot, Vm
 
 __all__ = ["Workspace", "rule_of", "shortage"]
 
 Failure = tuple[str, str]
+#: Holders a ``LocalityNote`` names (the best scores first).
+NOTE_HOLDERS = 8
 
 
 def rule_of(resource: str) -> str:
@@ -99,6 +102,33 @@ class Workspace:
         self.departing: frozenset[int] | None = None
         self.order_stay: list[tuple[tuple, int]] = []
         self.order_away: list[tuple[tuple, int]] = []
+        #: image locality (locality.py): per VM, host -> score > 0 (empty: no image held)
+        self.locality = self._localities()
+        #: choices the score changed, by the first VM of the unit: (unit, host chosen,
+        #: host chosen by load alone, scores); launch.py keeps those still true at the end
+        self.locality_notes: dict[int, tuple[tuple[int, ...], int, int, dict[int, float]]] = {}
+
+    def _localities(self) -> list[dict[int, float]]:
+        """Per VM, the image-locality score of each host holding some of its images;
+        VMs with the same images share one (read-only) map."""
+        none: dict[int, float] = {}
+        if not self.config.image_locality_weight or not any(vm.images for vm in self.vms):
+            return [none] * len(self.vms)
+        holders: dict[str, set[int]] = {}
+        for h, host in enumerate(self.hosts):
+            for image in host.images:
+                holders.setdefault(image, set()).add(h)
+        shared: dict[tuple[tuple[str, int], ...], dict[int, float]] = {}
+        out = []
+        for vm in self.vms:
+            sig = tuple(sorted(vm.images.items()))
+            scores = shared.get(sig)
+            if scores is None:
+                hosts = sorted({h for image in vm.images for h in holders.get(image, ())})
+                each = ((h, locality_score(vm, self.hosts[h], self.config)) for h in hosts)
+                scores = shared[sig] = {h: s for h, s in each if s > 0}
+            out.append(scores if scores else none)
+        return out
 
     def _init_state(self) -> None:
         nh, nr = len(self.hosts), len(self.resources)
@@ -421,6 +451,24 @@ class Workspace:
                 else:
                     total += p.weight * (not placed or h in placed)
         return total
+
+    def locality_note(
+        self, unit: tuple[int, ...], chosen: int, plain: int, local: dict[int, float]
+    ) -> LocalityNote:
+        """Why ``unit`` went to ``chosen`` rather than ``plain``: the hosts holding its
+        images (the best ``NOTE_HOLDERS``), with the fraction held and their score."""
+        total = sum(sum(self.vms[v].images.values()) for v in unit)
+        holders = []
+        for h in sorted(local, key=lambda h: (-local[h], h))[:NOTE_HOLDERS]:
+            held = sum(held_bytes(self.vms[v], self.hosts[h]) for v in unit)
+            holders.append((self.hosts[h].name, held / total if total else 0.0, local[h]))
+        return LocalityNote(
+            tuple(self.vms[v].key for v in unit),
+            self.hosts[chosen].name,
+            self.hosts[plain].name,
+            local.get(chosen, 0.0),
+            tuple(holders),
+        )
 
     # -- helpers for filters and solvers ------------------------------------------------
 

@@ -330,6 +330,9 @@ async def _run_node(
         files = build_files(cfg, runner, key, ident, random.Random(rng.getrandbits(64)))
         daemon.commands.update(files.commands())
         runner.driver.prepare = files.prepare_vm
+        runner.image_roots = files.with_images
+        files.on_held = runner.monitor.set_images
+        files.host_name = runner.monitor.name
         info = {
             "node_id": f"{ident.node_id:040x}",
             "address": f"{addr[0]}:{addr[1]}",

@@ -142,6 +142,11 @@ class NodeRunner:
         self._crawl_waiters: dict[int, tuple[trio.Event, list[CrawlDone]]] = {}
         self._put_waiters: dict[str, list[tuple[trio.Event, list[PutDone]]]] = {}
         self._events: dict[int, tuple[trio.Event, list[EventDone]]] = {}
+        #: set by the file service: a VM with the roots of its ``file:`` images, for the
+        #: leader's image-locality score (None: launched as given)
+        self.image_roots: (
+            Callable[[tuple[LaunchVm, ...]], Awaitable[tuple[LaunchVm, ...]]] | None
+        ) = None
         self._rpcs: dict[int, tuple[Address, trio.Event, list[Any]]] = {}
         self._effects: dict[type, Callable[[Any], Awaitable[None]]] = {
             Send: self._send,
@@ -428,6 +433,8 @@ class NodeRunner:
         self, vms: tuple[LaunchVm, ...], constraints: tuple[WireConstraint, ...]
     ) -> EventDone:
         """Place and create ``vms``: a launch event from this node; returns when it ends."""
+        if self.image_roots is not None:
+            vms = await self.image_roots(vms)
         event_id, effects = self.node.launch(vms, constraints, now=trio.current_time())
         done = trio.Event()
         box: list[EventDone] = []

@@ -22,6 +22,7 @@ values come from VMPlaceS's setup (docs/references.md).
                 [[faults.partition_crash]] role/phase/after_s
     [[launches]] at_s, entries, entry_hosts, vjobs_per_entry, vms, spread, coschedule0,
                 vcpus, memory_mib, create_s
+    [images]    count, size_mib, seeds, bandwidth_mib_s, wan_bandwidth_mib_s, cache_mib
     [scheduler] centralized_period_s, centralized_time_limit_s,
                 [scheduler.partition] any key of ``PartitionConfig`` (the DVMS protocol),
                 [scheduler.dvms] join_rate_per_s, open_grace_s, check_period_s, port,
@@ -50,6 +51,7 @@ __all__ = [
     "FaultsConfig",
     "Freeze",
     "HostsConfig",
+    "ImagesConfig",
     "LaunchConfig",
     "LoadConfig",
     "LossBurst",
@@ -421,6 +423,44 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ImagesConfig:
+    """Images the launched VMs boot from (``file:NAME``, docs/files.md), and what
+    fetching one costs. With ``count`` = 0 (the default) nothing is modelled.
+
+    Vjob j of a launch boots every VM from image ``j mod count`` (``img0``...), each
+    ``size_mib``; at the start ``seeds`` hosts hold each image (evenly spaced, image i
+    shifted by i). A VM created on a host without its image waits for one transfer
+    from a holder, then for its ``create_s``: the holder whose transfer would end first
+    (its uplink sends one image at a time, at the link's bandwidth: ``bandwidth_mib_s``
+    within a site, ``wan_bandwidth_mib_s`` between sites), plus the link's RTT. VMs
+    created on that host meanwhile wait for the same transfer. A host keeps what it
+    fetched (a cache of ``cache_mib``, least recently used first evicted, never an
+    image a VM on it boots from). One source per transfer is pessimistic next to the
+    daemon's swarm, which takes chunks from every holder at once."""
+
+    count: int = 0
+    size_mib: int = 2048
+    seeds: int = 4
+    #: 1 Gb/s within a site, 100 Mb/s between sites (MiB/s)
+    bandwidth_mib_s: float = 119.0
+    wan_bandwidth_mib_s: float = 11.9
+    cache_mib: int = 8192
+
+    def check(self, hosts: int) -> None:
+        if self.count < 0:
+            raise ScenarioError(f"images.count: must be >= 0, got {self.count}")
+        if not self.count:
+            return  # nothing modelled
+        _positive("images.size_mib", self.size_mib)
+        _positive("images.bandwidth_mib_s", self.bandwidth_mib_s)
+        _positive("images.wan_bandwidth_mib_s", self.wan_bandwidth_mib_s)
+        if not 1 <= self.seeds <= hosts:
+            raise ScenarioError(f"images.seeds: must be in 1..{hosts}, got {self.seeds}")
+        if self.cache_mib < self.size_mib:
+            raise ScenarioError("images.cache_mib: must hold at least one image (size_mib)")
+
+
+@dataclass(frozen=True, slots=True)
 class DvmsSimParams:
     """How the simulator drives the DVMS nodes (``[scheduler.dvms]``); the protocol's
     own settings are ``[scheduler.partition]``. All ours: VMPlaceS starts every node at
@@ -494,6 +534,7 @@ class Scenario:
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     launches: tuple[LaunchConfig, ...] = ()
+    images: ImagesConfig = field(default_factory=ImagesConfig)
     scheduler: ScenarioParams = field(default_factory=ScenarioParams)
     #: Directory relative paths (matrix files) are resolved against (the file's own).
     base_dir: str = field(default=".", metadata=NOT_IN_FILE)
@@ -512,6 +553,7 @@ class Scenario:
         self.faults.check(self.hosts.count, self.topology.sites)
         for i, launch in enumerate(self.launches):
             launch.check(i, self.hosts.count)
+        self.images.check(self.hosts.count)
         self.scheduler.check()
         if self.vms.per_host * self.vms.memory_mib > self.hosts.memory_mib:
             raise ScenarioError("vms.per_host: the VMs of one host do not fit in its memory")

@@ -48,7 +48,8 @@ from dvms.placement import Host, PlacementConfig, Snapshot, Vm
 from dvms.placement.model import CPU_DEMAND
 from dvms.placement.spec import VmSpec
 from dvms.sim.engine import Engine
-from dvms.sim.metrics import Metrics
+from dvms.sim.images import ImageModel
+from dvms.sim.metrics import Metrics, percentile
 from dvms.sim.scenario import DupReorder, LossBurst, Scenario
 from dvms.sim.solvercost import model_solver_time
 from dvms.sim.topology import build_topology
@@ -190,6 +191,11 @@ class World:
         self.cluster = _IndexedCluster(model)
         self.placement_config = PlacementConfig(migration_mib_per_s=model.bandwidth_mib_s)
         self._build_vms()
+        #: image transfers (``[images]``; None when the scenario has none)
+        self.images = ImageModel(self, scenario.images) if scenario.images.count else None
+        #: launched VM name -> when its vjob was submitted (VM start latency)
+        self._submitted: dict[str, float] = {}
+        self.vm_start_latencies: list[float] = []
         self._monitors: list[Callable[[int, float], None]] = []
         self._viol_gen = [0] * n
         self._host_listeners: list[Callable[[int, bool, float], None]] = []
@@ -328,16 +334,20 @@ class World:
 
     def _schedule_launches(self) -> None:
         n = len(self.hosts)
+        vjobs = 0
         for k, launch in enumerate(self.scenario.launches):
             for e, entry in enumerate(launch.hosts(n)):
                 for j in range(launch.vjobs_per_entry):
                     tag = f"l{k}e{e}j{j}"
+                    disk = f"file:{self.images.image_of_vjob(vjobs)}" if self.images else None
+                    vjobs += 1
                     vms = tuple(
                         VmSpec(
                             f"{tag}-{i}",
                             vcpus=launch.vcpus,
                             memory_mib=launch.memory_mib,
                             coschedule=0 if i >= launch.vms - launch.coschedule0 else -1,
+                            disk=disk,
                         )
                         for i in range(launch.vms)
                     )
@@ -354,6 +364,8 @@ class World:
         for vm in req.vms:
             if vm.coschedule >= 0:
                 cons.coschedule[vm.name] = vm.coschedule
+            if self.images is not None:
+                self._submitted[vm.name] = now
         if not self._launch_handlers:
             self.metrics.launch(None, len(req.vms))
         for fn in self._launch_handlers:
@@ -461,13 +473,15 @@ class World:
         memory_mib: int,
         coschedule: int = -1,
         create_s: float = 0.0,
+        image: str = "",
         on_done: CreateDone,
     ) -> None:
         """Define and start VM ``name`` on ``host``; ``on_done(ok, reason)`` after
         ``create_s`` (through the engine, also when refused). Its memory is reserved on
         the host meanwhile (``incoming_mib``). Refused when the name exists anywhere, the
         host is unknown or down, or its memory is short at the end; a VM is never
-        duplicated."""
+        duplicated. A VM booting from ``image`` (``[images]``) first waits for its host
+        to hold it (``dvms.sim.images``)."""
         now = self.engine.now
         h = self.host_index.get(host)
         problem = ""
@@ -482,10 +496,26 @@ class World:
         self._creating.add(name)
         self.incoming_mib[h] += memory_mib
         spec = VmSpec(name, vcpus=vcpus, memory_mib=memory_mib, coschedule=coschedule)
+        if image and self.images is not None:
+            model = self.images
+
+            def fetched(ok: bool) -> None:
+                if not ok:
+                    model.created(h, image)
+                    self._creating.discard(name)
+                    self.incoming_mib[h] -= memory_mib
+                    on_done(False, f"no host up holds image {image}")
+                    return
+                self.engine.at(self.engine.now + create_s, self._created, h, spec, on_done, image)
+
+            model.before_create(h, name, image, fetched)
+            return
         self.engine.at(now + create_s, self._created, h, spec, on_done)
 
-    def _created(self, h: int, spec: VmSpec, on_done: CreateDone) -> None:
+    def _created(self, h: int, spec: VmSpec, on_done: CreateDone, image: str = "") -> None:
         now = self.engine.now
+        if image and self.images is not None:
+            self.images.created(h, image)
         self._creating.discard(spec.name)
         self.incoming_mib[h] -= spec.memory_mib
         if not self.host_up[h]:
@@ -506,6 +536,9 @@ class World:
         self.vm_host.append(h)
         self.host_vms[h][v] = None
         self.vms_created += 1
+        submitted = self._submitted.pop(spec.name, None)
+        if submitted is not None:
+            self.vm_start_latencies.append(now - submitted)
         self._start_load()
         on_done(True, "")
 
@@ -693,6 +726,14 @@ class World:
         for problem in self.check_invariants():
             self.metrics.invariant_violation(problem)
         self.check_invariants = lambda: []  # type: ignore[method-assign]  # count once
+        if self.images is not None:
+            lat = self.vm_start_latencies
+            self.metrics.extra.update(
+                vm_start_p50_s=_round(percentile(lat, 50)),
+                vm_start_p99_s=_round(percentile(lat, 99)),
+                vm_start_mean_s=_round(sum(lat) / len(lat)) if lat else None,
+                **self.images.summary(),
+            )
         scn = self.scenario
         out = {
             "scenario": scn.name,
@@ -712,3 +753,7 @@ class World:
             "virtual_per_wall": round(self.duration_s / self.wall_s, 2) if self.wall_s else None,
         }
         return out
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)

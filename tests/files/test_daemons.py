@@ -218,6 +218,70 @@ def test_a_vjob_whose_disk_is_a_file_lands_on_a_host_that_fetches_it_first(
     assert not refused["ok"] and "disk file:img/none: no such file" in refused["reason"]
 
 
+def test_a_cdrom_file_travels_with_vm_config_and_with_a_vjob(
+    cluster: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    digest = _random_file(tmp_path / "boot.iso", 3 * MIB)
+    added = _call(cluster["node1"], "file_add", path=str(tmp_path / "boot.iso"), name="img/iso")
+
+    def ns(node: str, line: str) -> dict[str, Any]:
+        out = _call(cluster[node], "ns", words=line.split(), namespace="cd")
+        assert out["ok"], out
+        return dict(out)
+
+    # minimega's way: vm config cdrom file:NAME, then vm launch from another node
+    ns("node2", "vm config cdrom file:img/iso")
+    ns("node2", "vm config schedule node6")
+    ns("node3", "vm launch kvm cd1")
+    held = {e["root"]: e for e in _call(cluster["node6"], "file_list")["files"]}
+    assert held[added["root"]]["complete"] and held[added["root"]]["pinned"] == ["cd:cd1"]
+    assert _sha(held[added["root"]]["path"]) == digest
+    # a vjob's cdrom key travels the same way
+    vjob = vjob_from_dict(
+        {"name": "iso", "vms": [{"name": "cd2", "cdrom": "file:img/iso", "schedule": "node5"}]},
+        where="test",
+    )
+    done = _call(cluster["node4"], "submit", **submit_body(vjob, wait=True))
+    assert done["ok"], done
+    held = {e["root"]: e for e in _call(cluster["node5"], "file_list")["files"]}
+    assert held[added["root"]]["complete"] and held[added["root"]]["pinned"] == ["cd2"]
+    missing = vjob_from_dict(
+        {"name": "noiso", "vms": [{"name": "cd3", "cdrom": "file:img/nope", "schedule": "node5"}]},
+        where="test",
+    )
+    refused = _call(cluster["node4"], "submit", **submit_body(missing, wait=True))
+    assert not refused["ok"] and "cdrom file:img/nope: no such file" in refused["reason"]
+
+
+def test_vjob_show_shows_the_fetch_a_launch_waits_for(
+    cluster: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    size = 160 * MIB  # ~3 s from one provider at the test's 48 MiB/s upload limit
+    _random_file(tmp_path / "big", size)
+    added = _call(cluster["node1"], "file_add", path=str(tmp_path / "big"), name="img/big")
+    vjob = vjob_from_dict(
+        {"name": "slow", "vms": [{"name": "slow1", "disk": "file:img/big", "schedule": "node4"}]},
+        where="test",
+    )
+    started = _call(cluster["node2"], "submit", **submit_body(vjob, wait=False))
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        shown = _call(cluster["node3"], "vjob_show", id=started["id"])
+        if shown["state"] not in ("accepted", "placing"):
+            break
+        seen += shown["fetches"]
+        time.sleep(0.05)
+    assert shown["state"] == "done" and shown["fetches"] == [], shown
+    fetching = [f for f in seen if f["state"] == "fetching"]
+    assert fetching, seen
+    row = fetching[0]
+    assert (row["name"], row["host"], row["file"]) == ("slow1", "node4", "disk file:img/big")
+    assert row["root"] == added["root"] and row["total_bytes"] == size
+    done = [f["done_bytes"] for f in fetching]
+    assert done == sorted(done) and any(0 < d < size for d in done), done
+
+
 def test_a_qcow2_file_is_fetched_with_its_backing_file(
     cluster: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:

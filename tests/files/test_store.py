@@ -117,3 +117,19 @@ def test_a_qcow2_file_brings_its_backing_files(tmp_path: Path) -> None:
     assert mid.exists()
     with pytest.raises(StoreError, match=r"backing file gone\.raw is not found"):
         store.add(qcow2_with_backing(tmp_path / "orphan.qcow2", "gone.raw"), CHUNK)
+
+
+def test_the_held_summary_is_bounded_and_largest_first() -> None:
+    """What a member tells its partition leaders it holds (image locality): the files
+    with the most bytes held first, partial ones by their chunks, at most ``most``."""
+    from dvms.runtime.services.files import held_images
+
+    def entry(root: int, size: int, chunks: int, held: int) -> dict:
+        return {"root": f"{root:064x}", "size": size, "chunks": chunks,
+                "chunks_held": held, "complete": held == chunks}  # fmt: skip
+
+    entries = [entry(1, 100, 10, 10), entry(2, 1000, 10, 5), entry(3, 50, 5, 0),
+               entry(4, 400, 4, 4)]  # fmt: skip
+    got = held_images(entries, 2)
+    assert [(i.root[-1], i.held, i.size) for i in got] == [(2, 500, 1000), (4, 400, 400)]
+    assert len(held_images(entries, 8)) == 3  # nothing held: not reported

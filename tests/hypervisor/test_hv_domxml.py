@@ -88,6 +88,16 @@ def test_every_value_is_escaped_and_round_trips():
     assert root.find("devices/serial/source").get("append") == "on"
 
 
+def test_a_cdrom_is_a_read_only_disk_beside_the_boot_disk():
+    spec = VmSpec(name="vm1", disk="/d.img", cdrom="/store/<iso>")
+    root = ET.fromstring(domain_xml(spec))
+    cdroms = root.findall("devices/disk[@device='cdrom']")
+    assert len(cdroms) == 1 and cdroms[0].find("source").get("file") == "/store/<iso>"
+    assert cdroms[0].find("readonly") is not None
+    assert cdroms[0].find("target").get("dev") != root.find("devices/disk/target").get("dev")
+    assert not ET.fromstring(domain_xml(VmSpec(name="vm2"))).findall("devices/disk")
+
+
 def test_control_characters_are_refused():
     with pytest.raises(InvalidSpec, match="control character"):
         domain_xml(VmSpec(name="vm1", kernel="/k", append="a\x01b"))

@@ -74,3 +74,40 @@ def test_a_node_solves_with_its_own_placement_config() -> None:
         outcomes[name] = run_solve(solve.request)
     assert outcomes["default"].ok
     assert not outcomes["tight"].ok and "memory" in outcomes["tight"].reason
+
+
+def test_a_launch_prefers_the_member_that_holds_its_image_and_the_wire_carries_it() -> None:
+    """Members report the files they hold (``HostState.images``) and a launched VM names
+    its images' roots (``LaunchVm.images``): the leader's solve sends the VM to the
+    holder, and to the least loaded member when nobody holds it or weight is 0."""
+    from dvms.partition.messages import Event, HeldImage
+    from dvms.partition.solve import solve_events
+    from dvms.wire.envelope import MessageRegistry
+
+    root = bytes(range(32))
+    size = 4 << 30
+    states = (
+        HostState("h1", 8, 32768, ()),
+        HostState(
+            "h2",
+            8,
+            32768,
+            (VmState("busy", "", 1, 1024, 0.0),),
+            images=(HeldImage(root, size // 2, size),),
+        ),
+    )
+    vm = LaunchVm("web", "ns", 1, 1024, disk="file:deb", images=(root,))
+    event = Event("launch", Contact(1, "10.0.0.1", 7400), 7, (vm,))
+    placed = solve_events(states, (event,)).placed
+    assert [(p.vm, p.host) for p in placed] == [("web", "h2")]
+    off = replace(PlacementConfig(), image_locality_weight=0.0)
+    assert [p.host for p in solve_events(states, (event,), off).placed] == ["h1"]
+    plain = Event("launch", event.origin, 8, (replace(vm, images=()),))
+    assert [p.host for p in solve_events(states, (plain,)).placed] == ["h1"]
+    # the fields survive the wire
+    from dvms.partition.messages import MemberState, register_partition_messages
+
+    reg = MessageRegistry()
+    register_partition_messages(reg)
+    msg = MemberState(1, 2, states[1])
+    assert reg.decode(*reg.encode(msg)) == msg

@@ -20,7 +20,8 @@ def test_the_wire_types_mirror_their_specs_but_for_the_named_fields() -> None:
     # a partition picks can fetch (file:NAME) and boot them
     local_only = {"tags"}
     assert names(VmSpec) - names(LaunchVm) == local_only
-    assert names(LaunchVm) - names(VmSpec) == {"constraints"}
+    # set on the way: the constraints by the leader, the images' roots by the entry node
+    assert names(LaunchVm) - names(VmSpec) == {"constraints", "images"}
 
 
 def test_a_spec_survives_the_wire_but_for_its_local_fields() -> None:

@@ -39,6 +39,7 @@ from dvms.runtime.messages import (
     PartitionsQuery,
     PartitionsReply,
 )
+from dvms.runtime.services.files_messages import FetchesQuery, FetchesReply
 from dvms.runtime.services.hostside import HostSide
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
@@ -333,7 +334,32 @@ class Daemon:
         if args.get("wait") and rec.get("state") in ("accepted", "placing"):
             timeout = float(args.get("timeout", self.config.vjob_wait_s))
             rec = await self.vjobs.wait(vjob_id, timeout=timeout)
-        return _vjob_out(rec)
+        out = _vjob_out(rec)
+        out["fetches"] = []
+        if rec.get("state") in ("accepted", "placing"):
+            out["fetches"] = await self._fetches(rec)
+        return out
+
+    async def _fetches(self, rec: dict[str, Any]) -> list[dict[str, Any]]:
+        """The vjob's VMs whose hosts wait for their files, with the progress."""
+        vms = rec.get("body", {}).get("vms") or []
+        keys = {(str(v.get("namespace", "")), str(v.get("name", ""))) for v in vms}
+        replies, _ = await self.requests.gather(FetchesQuery())
+        rows = [r for reply in replies if isinstance(reply, FetchesReply) for r in reply.rows]
+        return [
+            {
+                "name": r.vm,
+                "namespace": r.namespace,
+                "host": r.host,
+                "file": f"{r.field} file:{r.ref}",
+                "root": r.root.hex(),
+                "done_bytes": r.done,
+                "total_bytes": r.total,
+                "state": r.state,
+            }
+            for r in sorted(rows, key=lambda r: (r.namespace, r.vm, r.field))
+            if (r.namespace, r.vm) in keys
+        ]
 
     async def vjob_stop(self, args: dict[str, Any]) -> dict[str, Any]:
         """Kill a vjob's VMs wherever they run; the vjob stays listed as stopped."""

@@ -46,10 +46,15 @@ from dvms.files.providers import Provider, read_provider
 from dvms.names import vm_key
 from dvms.overlay.messages import Contact
 from dvms.overlay.records import Identity, key_of
+from dvms.partition.messages import HeldImage, LaunchVm
 from dvms.placement.spec import VmSpec
 from dvms.runtime.capabilities import Dht, Handlers, Requester, StateStore
 from dvms.runtime.client import ControlError
 from dvms.runtime.services.files_messages import (
+    MAX_FETCH_ROWS,
+    FetchesQuery,
+    FetchesReply,
+    FetchRow,
     FileAck,
     FindProviders,
     ProvideFile,
@@ -72,7 +77,7 @@ log = logging.getLogger("dvms.node.files")
 
 #: Head records of file names in the replicated state.
 NAME_PREFIX = "file/"
-#: A VM's disk, kernel or initrd written ``file:NAME`` (or ``file:ROOT``) is fetched from
+#: A VM's disk, kernel, initrd or cdrom written ``file:NAME`` (or ``file:ROOT``) is fetched from
 #: the peers by the host that creates the VM (minimega's prefix).
 FILE_PREFIX = "file:"
 
@@ -180,8 +185,16 @@ class FileService:
         #: node id -> when a provider that failed may be tried again
         self._dead: dict[int, float] = {}
         self._nursery: trio.Nursery | None = None
+        #: told what this store holds (``HostMonitor.set_images``), every ``held_refresh_s``
+        self.on_held: Callable[[tuple[HeldImage, ...]], None] = lambda held: None
         handlers.register(ProvideFile, self._answer_provide)
         handlers.register(FindProviders, self._answer_find)
+        handlers.register(FetchesQuery, self._answer_fetches)
+        #: this host's name (``FetchRow.host``), set by the daemon
+        self.host_name = ""
+        #: VM key -> (its VM's name and namespace, field, ``file:`` ref, root once
+        #: resolved): the creations waiting here for a file (``vjob show``)
+        self.waiting: dict[str, tuple[str, str, str, str, bytes]] = {}
 
     # -- service ---------------------------------------------------------------------------
 
@@ -208,6 +221,7 @@ class FileService:
             nursery.start_soon(self._republish_loop)
             nursery.start_soon(self._pins_loop)
             nursery.start_soon(self._resume)
+            nursery.start_soon(self._held_loop)
             task_status.started()
 
     async def _resume(self) -> None:
@@ -216,6 +230,32 @@ class FileService:
         await self.joined()
         for root in await trio.to_thread.run_sync(self.store.partial_roots):
             self._start(root, "")
+
+    async def _held_loop(self) -> None:
+        while True:
+            entries = await trio.to_thread.run_sync(self.store.entries)
+            self.on_held(held_images(entries, self.config.placement_images))
+            await trio.sleep(self.config.held_refresh_s)
+
+    async def with_images(self, vms: tuple[LaunchVm, ...]) -> tuple[LaunchVm, ...]:
+        """``vms`` with the roots of their ``file:`` images, for the leader's
+        image-locality score; each name resolved once, and one that does not resolve now
+        is left out (the host that creates the VM reports why)."""
+        found: dict[str, bytes | None] = {}
+        out = []
+        for vm in vms:
+            roots: list[bytes] = []
+            for ref in vm.to_spec().file_refs():
+                if ref not in found:
+                    try:
+                        found[ref] = (await self.resolve(ref))[0]
+                    except FileError:
+                        found[ref] = None
+                root = found[ref]
+                if root is not None and root not in roots:
+                    roots.append(root)
+            out.append(replace(vm, images=tuple(roots)) if roots else vm)
+        return tuple(out)
 
     def _on_served(self, n: int) -> None:
         self.served_chunks += 1
@@ -428,6 +468,8 @@ class FileService:
         """The local path of ``ref``, fetched first if needed (``file:NAME``); pinned for
         ``pin`` (a VM) if given."""
         root, _ = await self.resolve(ref)
+        if pin in self.waiting:
+            self.waiting[pin] = (*self.waiting[pin][:4], root)
         await self.get(root.hex(), wait=True, timeout=timeout)
         if pin:
             self._pinned_at[pin] = trio.current_time()
@@ -435,21 +477,43 @@ class FileService:
         return self.store.path(root)
 
     async def prepare_vm(self, spec: VmSpec) -> tuple[VmSpec | None, str]:
-        """``spec`` with each ``file:REF`` of its disk, kernel and initrd fetched here and
+        """``spec`` with each ``file:REF`` of its disk, kernel, initrd and cdrom fetched here and
         replaced by its local path, pinned for the VM; (None, reason) if one cannot be."""
         changes: dict[str, Any] = {}
         holder = vm_key(spec.name, spec.namespace)
-        for fld in ("disk", "kernel", "initrd"):
+        for fld in ("disk", "kernel", "initrd", "cdrom"):
             value = getattr(spec, fld)
             if not isinstance(value, str) or not value.startswith(FILE_PREFIX):
                 continue
             ref = value[len(FILE_PREFIX) :]
+            self.waiting[holder] = (spec.name, spec.namespace, fld, ref, b"")
             try:
                 path = await self.ensure(ref, timeout=self.config.vm_fetch_timeout_s, pin=holder)
             except FileError as exc:
                 return None, f"vm {spec.name}: {fld} {value}: {exc}"
+            finally:
+                self.waiting.pop(holder, None)
             changes[fld] = str(path)
         return (replace(spec, **changes) if changes else spec), ""
+
+    async def _answer_fetches(self, _msg: FetchesQuery) -> FetchesReply:
+        return FetchesReply(tuple(self.fetch_rows()[:MAX_FETCH_ROWS]))
+
+    def fetch_rows(self) -> list[FetchRow]:
+        """The VMs waiting here for a file, with the transfer's progress."""
+        rows = []
+        for name, namespace, fld, ref, root in self.waiting.values():
+            t = self.transfers.get(root) if root else None
+            m = t.manifest if t is not None else None
+            state = "resolving" if not root else (t.state if t is not None else "finding")
+            total = m.size if m is not None else 0
+            done = 0
+            if t is not None and m is not None:
+                have = t.swarm.have.count if t.swarm is not None else 0
+                done = total if t.state == "done" else min(total, have * m.chunk)
+            rows.append(FetchRow(name, namespace, self.host_name, fld, ref, root, done, total,
+                                 state))  # fmt: skip
+        return rows
 
     async def listing(self) -> list[dict[str, Any]]:
         entries = await trio.to_thread.run_sync(self.store.entries)
@@ -818,6 +882,19 @@ def _user_errors(
             raise ControlError(str(exc)) from None
 
     return call
+
+
+def held_images(entries: list[dict[str, Any]], most: int) -> tuple[HeldImage, ...]:
+    """The ``most`` files of ``Store.entries()`` with the most bytes held (each chunk
+    counted at the file's mean chunk size), largest first, then by root."""
+    rows = []
+    for e in entries:
+        if not e["size"] or not e["chunks"] or not e["chunks_held"]:
+            continue
+        held = e["size"] if e["complete"] else e["size"] * e["chunks_held"] // e["chunks"]
+        rows.append(HeldImage(bytes.fromhex(e["root"]), held, e["size"]))
+    rows.sort(key=lambda i: (-i.held, i.root))
+    return tuple(rows[:most])
 
 
 def _ms(rtt: float | None) -> float | None:

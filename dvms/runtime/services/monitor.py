@@ -51,7 +51,7 @@ import trio
 from dvms.hypervisor.base import DomainState, Hypervisor, VmInfo
 from dvms.hypervisor.errors import HypervisorError
 from dvms.names import vm_key
-from dvms.partition.messages import HostState, LaunchVm, VmState
+from dvms.partition.messages import HeldImage, HostState, LaunchVm, VmState
 from dvms.runtime.messages import MAX_ROWS, HostReply, VmRow
 
 __all__ = ["HostMonitor", "MonitorConfig", "uri_is_test"]
@@ -123,6 +123,16 @@ class HostMonitor:
         #: CPU capacity reported to the partitions, CPUs (0 = the host's); starts at
         #: ``config.capacity_cpus``, changed by ``set_capacity`` (``dvms debug capacity``)
         self.capacity_cpus = self.config.capacity_cpus
+        #: the files this host holds (set by the file service; none without it)
+        self.images: tuple[HeldImage, ...] = ()
+
+    def set_images(self, images: tuple[HeldImage, ...]) -> None:
+        """What the file service holds now: reported to the partitions (image locality)."""
+        if images == self.images:
+            return
+        self.images = images
+        if self._state is not None:
+            self._state = self._host_state()
 
     async def refresh(self) -> None:
         """Read the host again. Returns once a read that *started* after the call has
@@ -250,7 +260,13 @@ class HostMonitor:
             )
         milli = round(self.capacity_cpus * 1000)
         return HostState(
-            self.name, self.cpus, self.memory_mib, tuple(rows), self.migrating, cpu_milli=milli
+            self.name,
+            self.cpus,
+            self.memory_mib,
+            tuple(rows),
+            self.migrating,
+            cpu_milli=milli,
+            images=self.images,
         )
 
     def spec_of(self, name: str, namespace: str = "") -> LaunchVm | None:

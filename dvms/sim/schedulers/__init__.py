@@ -3,7 +3,9 @@
     static       nothing moves after the balanced initial placement
     centralized  VMPlaceS's Entropy loop: one solver over every host, every period
     dvms         DVMS partitions (the real partition core on simulated nodes);
-                 dvms-ring and dvms-random change only the recruitment order
+                 dvms-ring and dvms-random change only the recruitment order;
+                 dvms-localsearch adds the local search after repairs;
+                 dvms-nolocality ignores where images are (no image-locality score)
 
 A scheduler is built from the scenario's ``[scheduler]`` table (``ScenarioParams``)
 and attaches itself to a ``World``. ``register_scheduler`` adds one (a study's own
@@ -51,6 +53,13 @@ def _dvms_local_search(params: ScenarioParams) -> Scheduler:
     return DvmsScheduler(params, placement=placement, name="dvms-localsearch")
 
 
+def _dvms_no_locality(params: ScenarioParams) -> Scheduler:
+    """DVMS whose leaders ignore where images are (``image_locality_weight`` = 0): the
+    baseline of the image-locality score (scenario ``image-launch``)."""
+    placement = PlacementConfig(image_locality_weight=0.0)
+    return DvmsScheduler(params, placement=placement, name="dvms-nolocality")
+
+
 #: Plans a ``dvms-localsearch`` leader evaluates per repair (bench/plan_quality.py).
 LOCAL_SEARCH_EVALS = 100
 
@@ -63,6 +72,7 @@ SCHEDULERS: dict[str, SchedulerFactory] = {
     "dvms-ring": _dvms("ring"),
     "dvms-random": _dvms("random"),
     "dvms-localsearch": _dvms_local_search,
+    "dvms-nolocality": _dvms_no_locality,
 }
 
 

@@ -64,6 +64,7 @@ from dvms.partition.messages import (
 from dvms.partition.solve import SolveOutcome
 from dvms.placement import PlacementConfig
 from dvms.sim.engine import SimNode
+from dvms.sim.images import image_root
 from dvms.sim.invariants import InvariantChecker
 from dvms.sim.metrics import SUCCESS
 from dvms.sim.partition_glue import Done, PartitionGlue
@@ -197,6 +198,7 @@ class DvmsScheduler:
             vms=vms,
             migrating=sum(w.migrating(w.vm_names[v]) for v in w.host_vms[h]),
             cpu_milli=info.cpu_capacity * 10,
+            images=w.images.reported(h) if w.images is not None else (),
         )
 
     # -- world events ------------------------------------------------------------------
@@ -240,7 +242,16 @@ class DvmsScheduler:
     def _submit(self, node: SimNode, req: LaunchRequest) -> None:
         now = node.local(self.world.engine.now)
         vms = tuple(
-            LaunchVm(v.name, "", v.vcpus, v.memory_mib, coschedule=v.coschedule) for v in req.vms
+            LaunchVm(
+                v.name,
+                "",
+                v.vcpus,
+                v.memory_mib,
+                coschedule=v.coschedule,
+                disk=v.disk,
+                images=tuple(image_root(ref) for ref in v.file_refs()),
+            )
+            for v in req.vms
         )
         cons = tuple(WireConstraint("spread", group) for group in req.spread)
         for v in req.vms:
@@ -314,6 +325,7 @@ class DvmsScheduler:
             memory_mib=vm.memory_mib,
             coschedule=vm.coschedule,
             create_s=self.create_s.get(vm.name, 0.0),
+            image=next(iter(vm.to_spec().file_refs()), ""),
             on_done=created,
         )
 
