@@ -41,7 +41,9 @@ from dvms.namespace.render import render_table as render_table
 from dvms.namespace.render import render_text as render_text
 from dvms.namespace.schedule import adopt_vms as adopt_vms
 from dvms.namespace.schedule import forget_vms as forget_vms
+from dvms.namespace.schedule import interrupt as interrupt
 from dvms.namespace.schedule import launch_finished as launch_finished
+from dvms.namespace.schedule import launch_token as launch_token
 from dvms.namespace.schedule import report_vms as report_vms
 from dvms.namespace.state import DEFAULT_NAMESPACE as DEFAULT_NAMESPACE
 from dvms.namespace.state import Namespace as Namespace
@@ -80,7 +82,9 @@ __all__ = [
     "adopt_vms",
     "execute",
     "forget_vms",
+    "interrupt",
     "launch_finished",
+    "launch_token",
     "render_json",
     "render_table",
     "render_text",

@@ -319,7 +319,8 @@ def launch(ctx: Context, ns: Namespace) -> tuple[Namespace, Launch]:
         records.append(VmRecord(next_id, name, entry.host, "BUILDING", batch.vm_type, batch.config))
         out.append(PlacedVm(name, entry.host, batch.vm_type, batch.config))
         next_id += 1
-    stat = ScheduleStat(ctx.now, None, "running", 0, 0, len(out), len(ns.hosts))
+    stat = ScheduleStat(ctx.now, None, "running", 0, 0, len(out), len(ns.hosts),
+                        launcher=ctx.cluster.local)  # fmt: skip
     new = replace(ns, queue=(), assignment=None, vms=tuple(records), stats=(*ns.stats, stat),
                   next_name=counter, next_id=next_id)  # fmt: skip
     return new, Launch(ns.name, tuple(out), len(new.stats) - 1)
@@ -336,6 +337,21 @@ def finish(ns: Namespace, schedule: int, failed: Mapping[str, str], now: float) 
                    failures=n_failed)  # fmt: skip
     stats = (*ns.stats[:schedule], done, *ns.stats[schedule + 1 :])
     return replace(ns, stats=stats, vms=tuple(vm for vm in ns.vms if vm.name not in failed))
+
+
+def launch_token(namespace: str, start: float) -> str:
+    """What names one launch between nodes: its namespace and its status row's start."""
+    return f"{namespace}@{start:.6f}"
+
+
+def interrupt(ns: Namespace, schedule: int, reported: set[str], now: float) -> Namespace:
+    """Close running row ``schedule`` whose launcher stopped before finishing it: the VMs
+    of the namespace still BUILDING that no host reports (``reported``) were not created
+    and are dropped, as ``finish`` drops a failed launch's VMs."""
+    launcher = ns.stats[schedule].launcher
+    failed = {vm.name: f"launch interrupted: {launcher} stopped before creating it"
+              for vm in ns.vms if vm.state == "BUILDING" and vm.name not in reported}  # fmt: skip
+    return finish(ns, schedule, failed, now)
 
 
 # ------------------------------------------------------------- reports from the daemon

@@ -177,7 +177,10 @@ class AssignEntry:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleStat:
-    """One row of ``ns schedule status``; times are seconds since the epoch (UTC)."""
+    """One row of ``ns schedule status``; times are seconds since the epoch (UTC).
+    ``launcher``: the host whose node carries the launch out ("" in records that do not
+    name it); a running row whose launcher no longer runs it is closed by
+    ``interrupt``."""
 
     start: float
     end: float | None
@@ -186,6 +189,7 @@ class ScheduleStat:
     failures: int
     total: int
     hosts: int
+    launcher: str = ""
 
     def __post_init__(self) -> None:
         _need(self.state in SCHEDULE_STATES, f"schedule: unknown state {self.state!r}")
@@ -202,6 +206,7 @@ class ScheduleStat:
             "failures": self.failures,
             "total": self.total,
             "hosts": self.hosts,
+            "launcher": self.launcher,
         }
 
     @classmethod
@@ -213,7 +218,9 @@ class ScheduleStat:
         _need(end is None or isinstance(end, int | float), "schedule: end must be a number")
         counts = {k: _int(m, k, "schedule") for k in ("launched", "failures", "total", "hosts")}
         end = None if end is None else float(end)
-        return cls(float(start), end, _str(m, "state", "schedule"), **counts)
+        launcher = m.get("launcher", "")
+        _need(isinstance(launcher, str), "schedule: launcher must be a string")
+        return cls(float(start), end, _str(m, "state", "schedule"), **counts, launcher=launcher)
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,6 +231,7 @@ def build_daemon(
         rng=rng or daemon_rng(),
         config=cfg.namespaces,
         placement=cfg.placement,
+        launches=runner.monitor.launches,
     )
     vjobs.namespaces = namespaces  # one model of a namespace's VMs for submit and vm launch
     host_side = HostSide(

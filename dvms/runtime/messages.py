@@ -114,6 +114,9 @@ class HostReply:
     vms: Annotated[tuple[VmRow, ...], MaxLen(MAX_ROWS)] = ()
     #: True when the host has more VMs than one reply carries.
     truncated: bool = False
+    #: The namespace launches this node is carrying out (``launch_token``): a running
+    #: ``ns schedule status`` row its launcher does not list here was interrupted.
+    launches: Annotated[tuple[Text, ...], MaxLen(64)] = ()
 
 
 @dataclass(frozen=True, slots=True)

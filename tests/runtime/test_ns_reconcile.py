@@ -13,7 +13,7 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dvms.namespace import Context, State, execute, launch_finished
+from dvms.namespace import Context, State, execute, launch_finished, launch_token
 from dvms.namespace.effects import ClearNamespace, Launch, Session
 from dvms.namespace.state import Namespace
 from dvms.runtime.services.namespaces import NamespaceService
@@ -34,6 +34,9 @@ def service(reports: dict[tuple[str, str], str]) -> NamespaceService:
         rng=random.Random(0),
     )
     svc._reports = {key: (host, "PAUSED", 1, 512) for key, host in reports.items()}
+    # no word from any launcher yet (silent, still in the routing table): running
+    # launches stay running; the tests of interrupted launches say otherwise
+    svc._silent = frozenset(HOSTS)
     return svc
 
 
@@ -166,3 +169,60 @@ def test_vms_a_running_launch_is_creating_keep_their_record():
     ]
     # a VM the hosts no longer report is forgotten once no launch runs
     assert [v.name for v in reconciled(service({}), state).get("foo").vms] == []  # type: ignore[union-attr]
+
+
+def _running_launch() -> tuple[State, Launch]:
+    state, effect = launch(State(), "vm launch kvm 4")
+    ns = state.get("foo")
+    assert ns is not None and ns.scheduling() and ns.stats[-1].launcher == "mm1"
+    return state, effect
+
+
+def _clear_error(state: State) -> str:
+    result = execute("clear namespace foo", Context(state, cluster(3), Session()))
+    return "" if result.ok else result.error
+
+
+def test_a_launch_whose_launcher_restarted_is_closed_and_clear_works_again():
+    """A node that died (or restarted) during ``vm launch`` left its status row
+    ``running`` for ever, and ``clear namespace`` refused with "scheduler still running
+    for namespace" on every node. A row whose launcher answers without listing the
+    launch is closed: the VMs it created stay, the others are dropped."""
+    state, effect = _running_launch()
+    assert _clear_error(state) == "scheduler still running for namespace"
+    created = {vm.name: vm.host for vm in effect.vms[:2]}
+    svc = service({("foo", n): h for n, h in created.items()})
+    svc._launching, svc._silent = {h: frozenset() for h in HOSTS}, frozenset()
+    after = reconciled(svc, state)
+    ns = after.get("foo")
+    assert ns is not None and not ns.scheduling()
+    stat = ns.stats[-1]
+    assert (stat.state, stat.launched, stat.failures) == ("completed", 2, 2)
+    assert sorted(v.name for v in ns.vms) == sorted(created)
+    assert _clear_error(after) == ""
+
+
+def test_a_launch_its_launcher_still_carries_out_stays_running():
+    state, _ = _running_launch()
+    start = state.get("foo").stats[-1].start  # type: ignore[union-attr]
+    svc = service({})
+    svc._launching, svc._silent = {"mm1": frozenset({launch_token("foo", start)})}, frozenset()
+    assert reconciled(svc, state).get("foo").scheduling()  # type: ignore[union-attr]
+    # silent but still in the routing table: it may be launching
+    svc._launching, svc._silent = {}, frozenset({"mm1"})
+    assert reconciled(svc, state).get("foo").scheduling()  # type: ignore[union-attr]
+    # silent and dropped from the routing table: it died
+    svc._silent = frozenset()
+    assert not reconciled(svc, state).get("foo").scheduling()  # type: ignore[union-attr]
+
+
+def test_a_launch_row_names_its_launcher_in_the_record():
+    state, _ = _running_launch()
+    ns = state.get("foo")
+    assert ns is not None
+    assert Namespace.from_record(ns.to_record()).stats[-1].launcher == "mm1"
+    # records written without it still read (and are never closed as interrupted)
+    old = ns.to_record()
+    for row in old["stats"]:
+        row.pop("launcher")
+    assert Namespace.from_record(old).stats[-1].launcher == ""

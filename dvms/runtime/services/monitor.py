@@ -123,6 +123,9 @@ class HostMonitor:
         #: CPU capacity reported to the partitions, CPUs (0 = the host's); starts at
         #: ``config.capacity_cpus``, changed by ``set_capacity`` (``dvms debug capacity``)
         self.capacity_cpus = self.config.capacity_cpus
+        #: the namespace launches this node carries out now (``launch_token``s; the
+        #: namespace service keeps it, ``reply`` reports it)
+        self.launches: set[str] = set()
         #: the files this host holds (set by the file service; none without it)
         self.images: tuple[HeldImage, ...] = ()
 
@@ -302,4 +305,5 @@ class HostMonitor:
             self.uri,
             tuple(rows[:MAX_ROWS]),
             len(rows) > MAX_ROWS,
+            tuple(sorted(self.launches)),
         )

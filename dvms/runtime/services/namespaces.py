@@ -19,6 +19,7 @@ moved by a DVMS partition shows on its new host.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass, field, replace
@@ -33,12 +34,14 @@ from dvms.namespace import (
     Session,
     State,
     execute,
+    interrupt,
     launch_finished,
+    launch_token,
     render_json,
     render_text,
 )
 from dvms.namespace.config import NamespaceRecordError, VmConfig
-from dvms.namespace.effects import SOURCE_MESHAGE, SOURCE_USER
+from dvms.namespace.effects import SOURCE_MESHAGE, SOURCE_USER, Launch
 from dvms.namespace.schedule import adopt_vms, forget_vms, report_vms
 from dvms.namespace.state import Namespace, with_vms
 from dvms.partition.messages import LaunchVm
@@ -49,6 +52,8 @@ from dvms.runtime.services.hostside import EffectRunner, EffectsConfig, minimega
 from dvms.runtime.services.state import UNCHANGED, Conflict, StateError
 
 __all__ = ["INDEX", "NamespaceConfig", "NamespaceService", "ns_record"]
+
+log = logging.getLogger("dvms.node.namespaces")
 
 #: The record listing every namespace name.
 INDEX = "nsindex/all"
@@ -81,11 +86,14 @@ class NamespaceService:
         rng: random.Random,
         config: NamespaceConfig | None = None,
         placement: PlacementConfig | None = None,
+        launches: set[str] | None = None,
     ) -> None:
         """``host_name``: this node's (the interpreter's local host); ``rng`` draws
         bridge keys and back-offs; ``placement``: the placement engine settings of the
-        commands that place VMs here (dry-run, mv and migrate)."""
+        commands that place VMs here (dry-run, mv and migrate); ``launches``: where this
+        node lists the launches it carries out (what its host replies report)."""
         self.host_name = host_name
+        self.launches = launches if launches is not None else set()
         self.state = state
         self.requests = requests
         self.config = config or NamespaceConfig()
@@ -96,6 +104,11 @@ class NamespaceService:
         )
         self._rng = rng
         self._reports: dict[tuple[str, str], tuple[str, str, int, int]] = {}
+        #: host -> the launches its node carries out, as its last reply said; and the
+        #: hosts that did not answer but that the routing table still holds (a node that
+        #: stops answering is dropped from it after a few failed RPCs)
+        self._launching: dict[str, frozenset[str]] = {}
+        self._silent: frozenset[str] = frozenset()
         #: what ``ns run`` gathered from the hosts during the current command
         self.run_output = ""
 
@@ -123,6 +136,10 @@ class NamespaceService:
         }
         answered = {h.name for h in hosts if not h.truncated}
         self._reports = reports
+        self._launching = {h.name: frozenset(h.launches) for h in hosts}
+        self._launching[self.host_name] = frozenset(self.launches)
+        in_table = {self.peers.name_of(c) for c in self.peers.peer_contacts()}
+        self._silent = frozenset(n for n in cluster.silent if n in in_table)
         return cluster, answered
 
     # -- reading and writing namespaces ------------------------------------------------
@@ -214,22 +231,33 @@ class NamespaceService:
                 here = cluster.local
                 spaces = [with_vms(ns, [v for v in ns.vms if v.host == here]) for ns in spaces]
             state = State(tuple(sorted(spaces, key=lambda n: n.name)))
+            now = time.time()
             ctx = Context(
                 state,
                 cluster,
                 session,
-                now=time.time(),
+                now=now,
                 bridge_key=self._rng.randint(1, 2**24 - 1),
                 source=source,
                 placement=self.placement,
             )
-            result = execute(words, ctx)
-            if not result.ok and result.state is state:
-                return result  # refused: nothing to write
-            if local:
-                return result  # ns run: the hosts' word is the state (next reconcile)
-            if await self._write(read, state, result.state, known):
-                return result
+            # a launch this command opens is listed before its status row is written:
+            # a peer reading the row meanwhile must find its launcher carrying it out
+            opened = {launch_token(name, now) for name in touched} - self.launches
+            self.launches |= opened
+            kept: set[str] = set()
+            try:
+                result = execute(words, ctx)
+                if not result.ok and result.state is state:
+                    return result  # refused: nothing to write
+                if local:
+                    return result  # ns run: the hosts' word is the state (next reconcile)
+                if await self._write(read, state, result.state, known):
+                    kept = {launch_token(e.namespace, now) for e in result.effects
+                            if isinstance(e, Launch)}  # fmt: skip
+                    return result
+            finally:
+                self.launches -= opened - kept
             await trio.sleep(self._rng.uniform(0, cfg.backoff_s * (attempt + 1)))
         raise Conflict(f"namespace changed by other nodes {cfg.attempts} times in a row")
 
@@ -263,6 +291,7 @@ class NamespaceService:
         forgotten (not those a running launch is creating), and VMs of the namespace
         created otherwise (``submit``) are adopted."""
         mine = {name: r for (space, name), r in self._reports.items() if space == ns.name}
+        ns = self._close_interrupted(ns, set(mine))
         reports = {}
         for name, (host, reported, _, _) in mine.items():
             rec = ns.vm(name)
@@ -289,6 +318,29 @@ class NamespaceService:
         }
         state = adopt_vms(state, ns.name, strangers)
         return state.get(ns.name) or ns
+
+    def _close_interrupted(self, ns: Namespace, reported: set[str]) -> Namespace:
+        """Close the running status rows whose launcher no longer carries the launch out:
+        it answered without listing it (it restarted, or its launch task died), or it
+        did not answer and the routing table dropped it (it died). A launcher that did not
+        answer but is still in the table may be launching: its row stays open."""
+        for i, stat in enumerate(ns.stats):
+            if stat.state != "running" or not stat.launcher:
+                continue
+            token = launch_token(ns.name, stat.start)
+            held = self._launching.get(stat.launcher)
+            if held is not None and token in held:
+                continue
+            if held is None and stat.launcher in self._silent:
+                continue
+            log.warning(
+                "namespace %s: the launch of %s by %s was interrupted; closing its status row",
+                ns.name,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stat.start)),
+                stat.launcher,
+            )
+            ns = interrupt(ns, i, reported, time.time())
+        return ns
 
     # -- VMs placed by ``submit`` --------------------------------------------------------
 
@@ -334,20 +386,30 @@ class NamespaceService:
     # -- reports from effects ----------------------------------------------------------
 
     async def launched(self, namespace: str, schedule: int, failed: dict[str, str]) -> None:
-        """Close the ``ns schedule status`` row of a launch."""
+        """Close the ``ns schedule status`` row of a launch (and stop listing it)."""
+        started: list[float] = []
 
         def close(cur: Any) -> tuple[Any, None]:
             if cur is None:
                 return UNCHANGED, None  # cleared meanwhile
-            state = State((Namespace.from_record(cur),))
+            ns = Namespace.from_record(cur)
+            if 0 <= schedule < len(ns.stats):
+                started.append(ns.stats[schedule].start)
+            state = State((ns,))
             try:
                 state = launch_finished(state, namespace, schedule, failed, now=time.time())
             except ValueError:
                 return UNCHANGED, None
-            ns = state.get(namespace)
-            return (ns.to_record() if ns is not None else None), None
+            after = state.get(namespace)
+            return (after.to_record() if after is not None else None), None
 
-        await self.state.update(ns_record(namespace), close)
+        try:
+            await self.state.update(ns_record(namespace), close)
+        finally:
+            if started:
+                self.launches.discard(launch_token(namespace, started[0]))
+            else:  # the namespace was cleared meanwhile: nothing of it is launching
+                self.launches -= {t for t in self.launches if t.startswith(f"{namespace}@")}
 
 
 def _index(cur: Any, dropped: set[str], after: State) -> tuple[Any, None]:
