@@ -22,7 +22,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from dvms.overlay.messages import Record
+from dvms.overlay.messages import Leave, Record
 
 __all__ = [
     "Identity",
@@ -32,6 +32,7 @@ __all__ = [
     "ValidatorRegistry",
     "key_of",
     "node_id_of",
+    "verify_leave",
 ]
 
 
@@ -81,9 +82,28 @@ class Identity:
     def from_private_bytes(cls, data: bytes) -> Identity:
         return cls(Ed25519PrivateKey.from_private_bytes(data))
 
+    def sign_leave(self, at: float) -> Leave:
+        """This node's notice that it leaves the overlay at wall time ``at``."""
+        return Leave(at, self.public, self._private.sign(_leave_bytes(at)))
+
     def sign_record(self, name: str, value: bytes, *, seq: int, ttl_s: float) -> Record:
         sig = self._private.sign(_signed_bytes(name, value, seq, ttl_s))
         return Record(name=name, value=value, publisher=self.public, seq=seq, ttl_s=ttl_s, sig=sig)
+
+
+def _leave_bytes(at: float) -> bytes:
+    return cbor2.dumps(["dvms-leave-v1", at])
+
+
+def verify_leave(msg: Leave, sender: int) -> bool:
+    """Whether ``msg`` was signed by the key of node ``sender``."""
+    if len(msg.public) != 32 or len(msg.sig) != 64 or node_id_of(msg.public) != sender:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(msg.public).verify(msg.sig, _leave_bytes(msg.at))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def verify_signature(rec: Record) -> None:
