@@ -129,3 +129,31 @@ def test_a_node_alone_leaves_at_once_and_left_memory_is_bounded():
         ident = Identity.from_seed(b"m%d" % i)
         r.on_message((f"m{i}", 1), ident.node_id, i, ident.sign_leave(1.0), now=float(i))
     assert len(r.left) == 2 and r.stats["peer_left"] == 4
+
+
+def test_a_record_checked_once_is_not_checked_again_and_a_forgery_still_fails(monkeypatch):
+    import dataclasses
+
+    import pytest
+
+    from dvms.overlay import records
+    from dvms.overlay.records import RecordError, verify_signature
+
+    ident = Identity.from_seed(b"memo")
+    rec = ident.sign_record("vm/x/y", b"v", seq=1, ttl_s=60.0)
+    monkeypatch.setattr(records, "_VERIFIED", {})
+    calls = []
+    real = records.Ed25519PublicKey.from_public_bytes
+
+    def counting(data: bytes):
+        calls.append(data)
+        return real(data)
+
+    monkeypatch.setattr(records.Ed25519PublicKey, "from_public_bytes", counting)
+    verify_signature(rec)
+    verify_signature(dataclasses.replace(rec))  # an equal copy, as a reply decodes it
+    assert len(calls) == 1
+    for _ in range(2):  # a refusal is not remembered
+        with pytest.raises(RecordError, match="bad signature"):
+            verify_signature(dataclasses.replace(rec, value=b"w"))
+    assert len(calls) == 3
