@@ -19,12 +19,13 @@ the top functions of the busiest one.
 
 The daemons serve ``/metrics`` (as ``dvms cluster up`` makes them), scraped every
 ``--scrape-s``; ``--no-metrics`` turns both off. ``--metrics-cost N`` measures the cost of
-metrics: N rounds with them off and on, alternating, a fresh cluster each, and prints the
-medians of time and daemon CPU with their ratio.
+metrics: N pairs of runs with them off and on (ABBA order, a fresh cluster each), and
+prints the medians of time and daemon CPU and the per-pair ratio with its spread;
+``--idle-s S`` adds S seconds at rest after each launch, the daemons' CPU measured alone.
 
 Usage: ``python bench/cluster.py [--nodes 16] [--vms 1000] [--submitters 4] [--host-cpus 64]
 [--spread 4] [--vjobs-per-submitter 5] [--profile] [--keep] [--dir DIR] [--no-metrics]
-[--metrics-cost N] [--scrape-s S]``
+[--metrics-cost N] [--scrape-s S] [--idle-s S]``
 """
 
 from __future__ import annotations
@@ -346,6 +347,10 @@ def run(
     running_at, vms = wait_all_running(socks[0], names, timeout=30.0)
     running = running_at - start
     cpu1 = cpu_seconds(procs)
+    idle_cpu = math.nan
+    if args.idle_s > 0:  # the cluster at rest (scraped when metrics are on)
+        time.sleep(args.idle_s)
+        idle_cpu = sum(cpu_seconds(procs)) - sum(cpu1)
     sampler.stop.set()
     sampler.join()
     if scraper is not None:
@@ -402,6 +407,8 @@ def run(
         f"| peak RSS per daemon | max {max(sampler.peak) / 2**20:.0f} MB, "
         f"mean {sum(sampler.peak) / len(procs) / 2**20:.0f} MB |"
     )
+    if args.idle_s > 0:
+        print(f"| daemon CPU, {args.idle_s:g} s at rest after the launch | {idle_cpu:.2f} s |")
     print(f"| load average after (1, 5 min) | {load[0]:.2f}, {load[1]:.2f} |")
     if scraper is not None:
         print(
@@ -414,6 +421,8 @@ def run(
             running_s=running,
             daemon_cpu_s=sum(cpu),
             daemon_cpu_polled_s=polled,
+            idle_cpu_s=idle_cpu if args.idle_s > 0 else 0.0,
+            load_1min=load[0],
         )
     for p in problems[:20]:
         print(f"  violation: {p}")
@@ -428,15 +437,21 @@ def run(
 
 
 def metrics_cost(args: argparse.Namespace, d: Path) -> int:
-    """The same measurement with metrics off and on, ``--metrics-cost`` rounds each,
-    alternating which goes first (the machine's load drifts); medians and on/off."""
-    results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    """The same measurement with metrics off and on, ``--metrics-cost`` pairs: each pair
+    runs both modes back to back on fresh clusters, alternating which goes first (ABBA:
+    the machine's load drifts), and after the launch each cluster sits ``--idle-s`` with
+    the scraper running (metrics on) or not, its daemon CPU measured alone. The ratio
+    on/off is taken per pair, then summarised: median, lowest, highest. Daemon CPU
+    (psutil, user + system of the daemon processes) is what other jobs on a shared
+    machine disturb least; wall times are printed beside it."""
+    pairs: list[dict[bool, dict[str, float]]] = []
     rc = 0
     for i in range(args.metrics_cost):
+        pair: dict[bool, dict[str, float]] = {}
         for on in (False, True) if i % 2 == 0 else (True, False):
-            sub = d / f"round{i + 1}-{'on' if on else 'off'}"
+            sub = d / f"pair{i + 1}-{'on' if on else 'off'}"
             sub.mkdir(parents=True, exist_ok=True)
-            print(f"\n## round {i + 1}, metrics {'on' if on else 'off'}")
+            print(f"\n## pair {i + 1}, metrics {'on' if on else 'off'}")
             numbers: dict[str, float] = {}
             try:
                 rc |= run(args, sub, metrics=on, numbers=numbers)
@@ -444,25 +459,37 @@ def metrics_cost(args: argparse.Namespace, d: Path) -> int:
                 if (sub / "cluster" / "cluster.json").exists():
                     cluster_down(sub / "cluster")
             if numbers and all(math.isfinite(v) for v in numbers.values()):
-                results[on].append(numbers)
+                pair[on] = numbers
             else:  # a daemon died or a VM never ran: no number to compare
-                print(f"round {i + 1}, metrics {'on' if on else 'off'}: left out")
-    if not results[False] or not results[True]:
-        print("no complete round with metrics off and on")
+                print(f"pair {i + 1}, metrics {'on' if on else 'off'}: left out")
+        if len(pair) == 2:
+            pairs.append(pair)
+    if not pairs:
+        print("no complete pair with metrics off and on")
         return 1
-    n_off, n_on = len(results[False]), len(results[True])
-    print(f"\n| {args.nodes} nodes, {args.vms} VMs, medians of {n_off} off / {n_on} on | "
-          "metrics off | metrics on | on / off |")  # fmt: skip
-    print("|---|---|---|---|")
+    loads = [p[m]["load_1min"] for p in pairs for m in (False, True)]
+    print(
+        f"\n`python bench/cluster.py --nodes {args.nodes} --vms {args.vms} --metrics-cost "
+        f"{args.metrics_cost} --scrape-s {args.scrape_s:g} --idle-s {args.idle_s:g}`: "
+        f"{len(pairs)} complete pairs, load average (1 min) {min(loads):.2f}-{max(loads):.2f}"
+    )
+    print("\n| measure | metrics off, median | metrics on, median | on / off per pair: "
+          "median (lowest-highest) |")  # fmt: skip
+    print("|---|---:|---:|---:|")
     for key, what in (
-        ("running_s", "all RUNNING in vm info, s"),
+        ("daemon_cpu_s", f"daemon CPU during submits, all {args.nodes} daemons, s"),
+        ("daemon_cpu_polled_s", "daemon CPU until all RUNNING (vm info polling incl.), s"),
+        ("idle_cpu_s", f"daemon CPU, {args.idle_s:g} s idle after the launch, s"),
         ("submitted_s", "last submit returned, s"),
-        ("daemon_cpu_s", "daemon CPU during submits, all daemons, s"),
-        ("daemon_cpu_polled_s", "daemon CPU incl. vm info polling, s"),
+        ("running_s", "all RUNNING in vm info, s"),
     ):
-        off = statistics.median(r[key] for r in results[False])
-        on = statistics.median(r[key] for r in results[True])
-        print(f"| {what} | {off:.2f} | {on:.2f} | {on / off:.3f} |")
+        off = statistics.median(p[False][key] for p in pairs)
+        on = statistics.median(p[True][key] for p in pairs)
+        ratios = sorted(p[True][key] / p[False][key] for p in pairs if p[False][key] > 0)
+        spread = (
+            f"{statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})" if ratios else "-"
+        )
+        print(f"| {what} | {off:.2f} | {on:.2f} | {spread} |")
     return rc
 
 
@@ -509,6 +536,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--scrape-s", type=float, default=1.0, help="scrape period with metrics on, s (1)"
+    )
+    ap.add_argument(
+        "--idle-s",
+        type=float,
+        default=0.0,
+        help="after the launch, measure the daemons' CPU over this many seconds at rest "
+        "(scraped when metrics are on); 0: skip",
     )
     args = ap.parse_args(argv)
     if min(args.nodes, args.vms, args.submitters, args.vjobs_per_submitter) < 1:

@@ -75,6 +75,7 @@ class Request(Generic[T]):
         "attempts",
         "backoff",
         "done",
+        "first_sent",
         "limit",
         "msg",
         "peer",
@@ -101,6 +102,8 @@ class Request(Generic[T]):
         #: Whether each attempt's timeout doubles the last (the core applies it).
         self.backoff = backoff
         self.attempts = 0
+        #: When the first and the latest attempt went out.
+        self.first_sent = 0.0
         self.sent_at = 0.0
         #: Every attempt's request id, the latest last.
         self.rids: list[int] = []
@@ -122,6 +125,8 @@ class RequestTable(Generic[T]):
         rid = self._rng.getrandbits(64)
         while rid in pending:
             rid = self._rng.getrandbits(64)
+        if not req.attempts:
+            req.first_sent = now
         req.attempts += 1
         req.sent_at = now
         req.rids.append(rid)

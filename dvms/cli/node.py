@@ -1,4 +1,5 @@
-"""``dvms node run`` and the node inspection commands (``status``, ``peers``)."""
+"""``dvms node run``, ``dvms node leave`` and the node inspection commands (``status``,
+``peers``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from dvms.cli.main import UserError
@@ -71,6 +73,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="text lines, or one JSON object per line (ts, level, logger, msg, node)",
     )
     run.set_defaults(func=run_cmd)
+    leave = nsub.add_parser(
+        "leave",
+        help="stop a node cleanly, telling its peers it leaves",
+        description="Ask the node of --socket to stop as on SIGTERM: it finishes or "
+        "releases its partition, tells the peers of its routing table (signed) that it "
+        "leaves, so `dvms members` on the others shows it left, not failed, and exits. "
+        "Waits until its control socket is gone.",
+    )
+    leave.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the node to exit (60); it keeps stopping after that",
+    )
+    leave.set_defaults(func=leave_cmd)
 
     for name, helptext in (("status", "show a node's status"), ("peers", "list a node's peers")):
         # `peers` names a peer once this node has heard from it (vm info, rtt, host)
@@ -131,6 +148,29 @@ def run_cmd(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UserError(f"cannot start node: {exc.strerror or exc}") from None
     return 0
+
+
+def leave_cmd(args: argparse.Namespace) -> int:
+    path = socket_path(args)
+    result = node_call(args, "leave", {})
+    deadline = time.monotonic() + args.timeout
+    stopped = False
+    while time.monotonic() < deadline:
+        try:
+            call(path, "status", timeout=5.0)
+        except ControlError:
+            stopped = True
+            break
+        time.sleep(0.1)
+    if args.json:
+        from dvms.cli.output import emit
+
+        emit({"name": result["name"], "stopped": stopped})
+    elif stopped:
+        print(f"{result['name']} left the cluster and stopped")
+    else:
+        print(f"{result['name']} is leaving; still running after {args.timeout:g} s")
+    return 0 if stopped else 1
 
 
 def log_formatter(kind: str, node: str) -> logging.Formatter:

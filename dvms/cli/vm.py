@@ -255,9 +255,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the cluster's members as this node sees them",
         description="Every node of the cluster, found by a crawl of the overlay (routing "
         "tables read until no new node appears): name, address, state (alive; suspect: "
-        "this node's last RPCs to it failed, or the crawl's deadline came first; failed: "
-        "named by a routing table or known before, and silent) and the RTT Vivaldi "
-        "predicts from this node.",
+        "this node's last RPCs to it failed, or the crawl's deadline came first; left: "
+        "it told this node it stopped cleanly; failed: named by a routing table or known "
+        "before, and silent) and the RTT Vivaldi predicts from this node.",
     )
     members.set_defaults(func=members_cmd)
 
@@ -514,7 +514,7 @@ def members_cmd(args: argparse.Namespace) -> int:
     states = [m["state"] for m in result["members"]]
     crawl = result["crawl"]
     summary = ", ".join(
-        f"{states.count(s)} {s}" for s in ("alive", "suspect", "failed") if s in states
+        f"{states.count(s)} {s}" for s in ("alive", "suspect", "left", "failed") if s in states
     )
     print(
         f"{len(states)} members ({summary}); crawl: {crawl['rpcs']} RPCs in {crawl['duration_s']} s"

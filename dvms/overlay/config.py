@@ -63,6 +63,13 @@ class KademliaConfig:
     #: as unfinished. A 10,000-node crawl is ~100,000 RPCs: ~3 s at 1 ms per RPC.
     crawl_timeout_s: float = 30.0
 
+    #: A node stopping cleanly tells every peer of its routing table (``Leave``); the
+    #: datagram attempts per peer (ours: the stop should not wait long for a dead peer).
+    leave_attempts: int = 2
+    #: Peers remembered as left (a clean stop) until heard from again, the oldest
+    #: forgotten first (ours; serf keeps left members as tombstones for 24 h).
+    left_memory: int = 1024
+
     #: Refresh a bucket not used by a lookup for this long, seconds (go-libp2p: 10 min).
     refresh_interval_s: float = 600.0
     #: Highest common-prefix length refreshed (go-libp2p-kbucket maxCplForRefresh).
@@ -113,6 +120,8 @@ class KademliaConfig:
             raise ValueError("lookup_retry_attempts must be >= 0")
         if self.k < 1 or self.alpha < 1 or self.rpc_attempts < 1 or self.crawl_parallelism < 1:
             raise ValueError("k, alpha, rpc_attempts and crawl_parallelism must be >= 1")
+        if self.leave_attempts < 1 or self.left_memory < 0:
+            raise ValueError("leave_attempts must be >= 1 and left_memory >= 0")
         if self.republish_interval_s >= self.record_ttl_s:
             raise ValueError("republish_interval_s must be shorter than record_ttl_s")
 

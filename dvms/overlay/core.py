@@ -5,13 +5,13 @@ Inputs (each takes ``now``, seconds on whatever clock the caller runs):
 - ``on_message(src, sender, rid, msg, now=)``: a decoded, authenticated datagram;
 - ``on_timer(now=)``: call when ``next_deadline()`` has passed;
 - commands: ``start(seeds)``, ``lookup(target)``, ``get(name)``, ``put(record)``,
-  ``crawl()``.
+  ``crawl()``, ``leave(notice)``.
 
 Outputs: a list of effects (``OverlayEffect``), ``Send`` (a datagram to send) and
 ``Emit`` (an event for the application: ``Joined``, ``LookupDone``, ``PutDone``,
-``CrawlDone``). The core never awaits, never reads a clock and never touches a socket;
-the Trio runner (``dvms.runtime.node``) and the simulator (``dvms.sim``) both drive this
-same class.
+``CrawlDone``, ``LeaveDone``, ``PeerLeft``). The core never awaits, never reads a clock
+and never touches a socket; the Trio runner (``dvms.runtime.node``) and the simulator
+(``dvms.sim``) both drive this same class.
 
 How it works::
 
@@ -21,6 +21,11 @@ How it works::
     response    --> RTT sample --> routing table (srtt) + Vivaldi update
     timer due   --> its handler, by kind (``_timer_handlers``)
     RPC outcome --> its purpose's continuation (``_continuations``: lookup, seed, store)
+                    + ``rpc_stats`` (result and latency by request type)
+    leave       --> Leave (signed) to every routing-table peer; then only their answers
+                    are taken --> LeaveDone
+    Leave in    --> checked signature --> peer out of the table, into ``left``, Pong,
+                    PeerLeft (hearing from it again makes it a live peer again)
 
 Requests and timers live in the kernel's ``RequestTable`` and ``TimerHeap``
 (``dvms.requests``), which the partition core uses too.
@@ -43,9 +48,11 @@ from dvms.overlay.config import KademliaConfig
 from dvms.overlay.crawl import Crawl, CrawlResult
 from dvms.overlay.lookup import Lookup, LookupResult
 from dvms.overlay.messages import (
+    REQUESTS,
     Contact,
     FindNode,
     FindValue,
+    Leave,
     Nodes,
     Ping,
     Pong,
@@ -54,18 +61,27 @@ from dvms.overlay.messages import (
     Stored,
     Value,
 )
-from dvms.overlay.records import RecordError, RecordStore, ValidatorRegistry, key_of
+from dvms.overlay.records import (
+    RecordError,
+    RecordStore,
+    ValidatorRegistry,
+    key_of,
+    verify_leave,
+)
 from dvms.overlay.routing import RoutingTable
+from dvms.overlay.rpcstats import RpcStats
 from dvms.requests import Request, RequestTable, TimerHeap
 from dvms.vivaldi import Coordinate
 
 __all__ = [
     "CrawlDone",
     "Joined",
+    "LeaveDone",
     "LookupDone",
     "OverlayCore",
     "OverlayEffect",
     "OverlayTimer",
+    "PeerLeft",
     "Purpose",
     "PutDone",
 ]
@@ -95,6 +111,7 @@ class Purpose(IntEnum):
     SEED = 3  # a Ping to a seed while joining
     STORE = 4  # a Store of a put (ref: the _Put)
     CRAWL = 5  # a crawl's FindNode (ref: crawl id)
+    LEAVE = 6  # our Leave to a peer, as this node stops
 
 
 #: A message handler: (src, sender, rid, msg, now, out).
@@ -154,6 +171,22 @@ class CrawlDone:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaveDone:
+    """Every peer told of our leave answered or timed out (``OverlayCore.leave``)."""
+
+    told: int
+    acknowledged: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    """A peer said it stops cleanly (a signed ``Leave``): it is out of the routing table
+    and in ``OverlayCore.left``."""
+
+    contact: Contact
+
+
+@dataclass(frozen=True, slots=True)
 class PutDone:
     name: str
     #: Replicas that acknowledged (our own copy included when we are among the k closest).
@@ -208,6 +241,13 @@ class OverlayCore:
         )
         self.joined = False
         self.stats: Counter[str] = Counter()
+        #: Outcomes and latencies of our RPCs by request type (read by the metrics).
+        self.rpc_stats = RpcStats()
+        #: Peers that left cleanly (a signed Leave), oldest first: node id -> (contact,
+        #: when). A peer leaves it when we hear from it again.
+        self.left: dict[int, tuple[Contact, float]] = {}
+        #: Set once ``leave`` ran: [peers told, outcomes so far, acknowledged so far].
+        self._leaving: list[int] | None = None
         self.requests: RequestTable[_Ask] = RequestTable(rng)
         self._lookups: dict[int, Lookup] = {}
         self._lookup_kind: dict[int, tuple[str, Any]] = {}
@@ -231,6 +271,7 @@ class OverlayCore:
             Purpose.SEED: self._seed_answered,
             Purpose.STORE: self._store_answered,
             Purpose.CRAWL: self._crawl_answered,
+            Purpose.LEAVE: self._leave_answered,
         }
         self._published: dict[str, tuple[Record, float]] = {}
         self._seeds: list[Address] = []
@@ -248,6 +289,7 @@ class OverlayCore:
             FindNode: self._on_find_node,
             FindValue: self._on_find_value,
             Store: self._on_store,
+            Leave: self._on_leave,
             Pong: self._on_response,
             Nodes: self._on_response,
             Value: self._on_response,
@@ -280,6 +322,8 @@ class OverlayCore:
         timers = self._timers
         handlers = self._timer_handlers
         while (timer := timers.pop_due(now)) is not None:
+            if self._leaving is not None and timer[2] != OverlayTimer.RPC:
+                continue  # a leaving node starts nothing new
             handlers[timer[2]](timer[3], now, out)
         return out
 
@@ -356,6 +400,23 @@ class OverlayCore:
         self._pump_crawl(cr, now, out)
         return cid, out
 
+    def leave(self, notice: Leave, *, now: float) -> list[OverlayEffect]:
+        """This node stops cleanly: send ``notice`` (signed by the node's key) to every
+        peer of the routing table, ``leave_attempts`` datagrams each; ends with
+        ``Emit(LeaveDone)``. From now on the core answers no request and starts nothing
+        (a peer hearing from us again would take us back as alive)."""
+        out: list[OverlayEffect] = []
+        peers = list(self.table.contacts())
+        self._leaving = [len(peers), 0, 0]
+        for c in peers:
+            self._request(
+                c.addr, c.node_id, notice, Purpose.LEAVE, None, now, out, c,
+                self.config.leave_attempts,
+            )  # fmt: skip
+        if not peers:
+            out.append(Emit(LeaveDone(0, 0)))
+        return out
+
     def unpublish(self, name: str) -> None:
         self._published.pop(name, None)
 
@@ -409,6 +470,9 @@ class OverlayCore:
         if handler is None:
             self.stats["unknown_message"] += 1
             return []
+        if self._leaving is not None and type(msg) in REQUESTS:
+            self.stats["ignored_leaving"] += 1
+            return []
         out: list[OverlayEffect] = []
         handler(src, sender, rid, msg, now, out)
         return out
@@ -422,6 +486,8 @@ class OverlayCore:
             contact = Contact(sender, src[0], src[1])
         except ValueError:
             return
+        if self.left:
+            self.left.pop(sender, None)  # it is back
         to_ping = self.table.seen(contact, now)
         if to_ping is not None:
             self._request(
@@ -473,6 +539,31 @@ class OverlayCore:
         ok = self.store.put(msg.record, now)
         out.append(Send(src, rid, Stored(ok, self._coord_wire)))
 
+    def _on_leave(
+        self, src: Address, sender: int, rid: int, msg: Leave, now: float, out: list[OverlayEffect]
+    ) -> None:
+        """A peer stops cleanly: forget it as a contact, remember it as left, answer."""
+        if not verify_leave(msg, sender):
+            self.stats["bad_leave"] += 1
+            return
+        e = self.table.get(sender)
+        try:
+            contact = e.contact if e is not None else Contact(sender, src[0], src[1])
+        except ValueError:
+            return
+        self.table.gone(sender, now)
+        left = self.left
+        left.pop(sender, None)
+        left[sender] = (contact, now)
+        while len(left) > self.config.left_memory:
+            del left[next(iter(left))]
+        self.stats["peer_left"] += 1
+        pong = self._pong
+        if pong is None:
+            pong = self._pong = Pong(self._coord_wire)
+        out.append(Send(src, rid, pong))
+        out.append(Emit(PeerLeft(contact)))
+
     def _on_response(
         self, src: Address, sender: int, rid: int, msg: Any, now: float, out: list[OverlayEffect]
     ) -> None:
@@ -481,6 +572,7 @@ class OverlayCore:
             self.stats["unexpected_response"] += 1
             return
         rtt = now - rpc.sent_at if rpc.attempts == 1 and rid == rpc.rids[-1] else None
+        self.rpc_stats.answered(rpc.msg, msg, now - rpc.first_sent)
         self._learn(src, sender, msg.coord, rtt, now, out, rpc.then.contact)
         self._rpc_result(rpc, msg, now, out)
 
@@ -512,6 +604,8 @@ class OverlayCore:
                     contact = Contact(sender, src[0], src[1])
                 except ValueError:
                     return
+            if self.left:
+                self.left.pop(sender, None)  # it is back
             to_ping = table.seen(contact, now, rtt)
             e = table.index.get(sender)
         if e is not None and coord:
@@ -608,6 +702,7 @@ class OverlayCore:
             return
         if rpc.attempts < rpc.limit:
             self.stats["retransmit"] += 1
+            self.rpc_stats.retransmitted(rpc.msg)
             self._transmit(rpc, now, out)
             ask = rpc.then
             if rpc.attempts == 2 and ask.purpose == Purpose.LOOKUP and rpc.peer is not None:
@@ -618,6 +713,7 @@ class OverlayCore:
             return
         self.requests.give_up(rpc)
         self.stats["rpc_failed"] += 1
+        self.rpc_stats.timed_out(rpc.msg)
         # Was the peer answering until now (no failure in our table yet, or not in it:
         # a peer just vouched for it)? Then this is more likely loss than death.
         e = self.table.get(rpc.peer) if rpc.peer is not None else None
@@ -672,6 +768,18 @@ class OverlayCore:
             put.stored += 1
         if put.pending == 0:
             out.append(Emit(PutDone(put.record.name, put.stored)))
+
+    def _leave_answered(
+        self, rpc: _Rpc, msg: Any, was_answering: bool, now: float, out: list[OverlayEffect]
+    ) -> None:
+        leaving = self._leaving
+        if leaving is None:
+            return
+        leaving[1] += 1
+        if msg is not None:
+            leaving[2] += 1
+        if leaving[1] == leaving[0]:
+            out.append(Emit(LeaveDone(leaving[0], leaving[2])))
 
     def _valid_records(self, records: tuple[Record, ...], key: int) -> list[Record]:
         good: list[Record] = []

@@ -6,6 +6,7 @@ Requests and their responses::
     FindNode(target)       -> Nodes(contacts, coord)
     FindValue(key)         -> Value(records, contacts, coord)
     Store(record)          -> Stored(ok, coord)
+    Leave(at, public, sig) -> Pong(coord)          (the sender stops; see ``Leave``)
 
 Every response carries the responder's Vivaldi coordinate (``coord``, the wire form of
 ``dvms.vivaldi.Coordinate``; empty when the responder runs without coordinates), so RTT
@@ -28,6 +29,7 @@ __all__ = [
     "Contact",
     "FindNode",
     "FindValue",
+    "Leave",
     "Nodes",
     "Ping",
     "Pong",
@@ -119,6 +121,19 @@ class Stored:
     coord: Coord = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """The sender is stopping cleanly: receivers drop it from their routing tables and
+    remember it as left (not failed) until they hear from it again. Signed by the
+    sender's node key (``Identity.sign_leave`` in ``records.py``): ``public`` is its Ed25519
+    key, whose SHA-1 is the sender's id, and ``sig`` signs ``at``, the sender's wall
+    clock when it left (seconds since the epoch), so no other member can forge it."""
+
+    at: Annotated[float, Range(0.0, 2.0**40)]
+    public: Annotated[bytes, MaxLen(32)]
+    sig: Annotated[bytes, MaxLen(64)]
+
+
 #: Type codes of the overlay's messages.
 OVERLAY_MESSAGES: dict[int, type] = {
     1: Ping,
@@ -129,9 +144,10 @@ OVERLAY_MESSAGES: dict[int, type] = {
     6: Value,
     7: Store,
     8: Stored,
+    9: Leave,
 }
 
-REQUESTS = (Ping, FindNode, FindValue, Store)
+REQUESTS = (Ping, FindNode, FindValue, Store, Leave)
 RESPONSES = (Pong, Nodes, Value, Stored)
 
 

@@ -270,6 +270,16 @@ class RoutingTable:
         if e is not None:
             self._remove(self.buckets[self.bucket_index(node_id)], e)
 
+    def gone(self, node_id: int, now: float) -> None:
+        """``node_id`` left the overlay: out of the table and of every replacement
+        cache; its bucket takes a replacement if it has one."""
+        b = self.buckets[self.bucket_index(node_id)]
+        b.replacements.pop(node_id, None)
+        e = self.index.get(node_id)
+        if e is not None:
+            self._remove(b, e)
+            self._promote(b, now)
+
     def _promote(self, b: _Bucket, now: float) -> None:
         while b.replacements and len(b.entries) < self.config.k:
             node_id = next(reversed(b.replacements))

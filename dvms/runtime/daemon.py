@@ -23,6 +23,7 @@ import random
 import secrets
 import signal
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -327,6 +328,13 @@ async def _run_node(
         )
         obs = build_observability(cfg, runner, vjobs)
         daemon.commands["events"] = obs.command
+        leave_asked = trio.Event()
+
+        async def leave(_args: dict[str, Any]) -> dict[str, Any]:
+            leave_asked.set()  # the stop runs beside, as on SIGTERM; this answer goes first
+            return {"name": cfg.name, "leaving": True}
+
+        daemon.commands["leave"] = leave
         http: list[trio.SocketListener] = []
         files = build_files(cfg, runner, key, ident, random.Random(rng.getrandbits(64)))
         daemon.commands.update(files.commands())
@@ -358,27 +366,41 @@ async def _run_node(
             await nursery.start(files.run)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)
             await nursery.start(daemon.host_side.run)
-            nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner)
+            nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner, leave_asked)
             task_status.started(addr)
     log.info("node stopped")
 
 
-async def _stop_on_signal(scope: trio.CancelScope, runner: NodeRunner) -> None:
-    """First SIGTERM/SIGINT: finish or release partitions, then exit; a second one exits
+async def _stop_on_signal(scope: trio.CancelScope, runner: NodeRunner, asked: trio.Event) -> None:
+    """First SIGTERM/SIGINT, or ``asked`` (``dvms node leave``): finish or release
+    partitions, tell the routing table's peers we leave, then exit; a second signal exits
     at once."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for sig in signals:
-            log.info("received %s, releasing partitions and stopping", signal.Signals(sig).name)
-            async with trio.open_nursery() as inner:
+        async with trio.open_nursery() as first:
 
-                async def second_signal() -> None:
-                    async for _ in signals:
-                        log.info("second signal: stopping now")
-                        inner.cancel_scope.cancel()
-                        return
+            async def by_signal() -> None:
+                async for sig in signals:
+                    name = signal.Signals(sig).name
+                    log.info("received %s, releasing partitions and stopping", name)
+                    break
+                first.cancel_scope.cancel()
 
-                inner.start_soon(second_signal)
-                await runner.stop()
-                inner.cancel_scope.cancel()
-            scope.cancel()
-            return
+            async def by_request() -> None:
+                await asked.wait()
+                log.info("asked to leave: releasing partitions and stopping")
+                first.cancel_scope.cancel()
+
+            first.start_soon(by_signal)
+            first.start_soon(by_request)
+        async with trio.open_nursery() as inner:
+
+            async def second_signal() -> None:
+                async for _ in signals:
+                    log.info("second signal: stopping now")
+                    inner.cancel_scope.cancel()
+                    return
+
+            inner.start_soon(second_signal)
+            await runner.stop()
+            inner.cancel_scope.cancel()
+        scope.cancel()

@@ -38,7 +38,7 @@ from typing import Any
 import trio
 
 from dvms.effects import Address, Emit, Send
-from dvms.overlay.core import CrawlDone, Joined, LookupDone, OverlayCore, PutDone
+from dvms.overlay.core import CrawlDone, Joined, LeaveDone, LookupDone, OverlayCore, PutDone
 from dvms.overlay.crawl import CrawlResult
 from dvms.overlay.lookup import LookupResult
 from dvms.overlay.messages import Contact, Record
@@ -92,6 +92,9 @@ class RunnerConfig:
     #: How long ``stop`` lets a plan being applied here finish before it releases the
     #: partition, seconds.
     stop_grace_s: float = 30.0
+    #: Then how long ``stop`` waits for the routing table's peers to acknowledge our
+    #: leave (``OverlayCore.leave``), seconds.
+    leave_timeout_s: float = 3.0
     #: Rows of this node's partition log answered to a ``PartitionsQuery``.
     partition_rows: int = 256
 
@@ -141,6 +144,8 @@ class NodeRunner:
         self._lookup_waiters: dict[int, tuple[trio.Event, list[LookupDone]]] = {}
         self._crawl_waiters: dict[int, tuple[trio.Event, list[CrawlDone]]] = {}
         self._put_waiters: dict[str, list[tuple[trio.Event, list[PutDone]]]] = {}
+        self._left = trio.Event()
+        self._leave_done: list[LeaveDone] = []
         self._events: dict[int, tuple[trio.Event, list[EventDone]]] = {}
         #: set by the file service: a VM with the roots of its ``file:`` images, for the
         #: leader's image-locality score (None: launched as given)
@@ -160,6 +165,7 @@ class NodeRunner:
             CrawlDone: self._crawl_done,
             PutDone: self._put_done,
             Joined: self._on_joined,
+            LeaveDone: self._on_left,
             EventDone: self._event_done,
         }
         #: who answers each control-plane request type (services register themselves)
@@ -213,11 +219,27 @@ class NodeRunner:
     async def stop(self, grace_s: float | None = None) -> None:
         """SIGTERM: let a plan being applied here finish (at most ``grace_s``, default
         ``RunnerConfig.stop_grace_s``), then release the partition (members told at
-        once) and fail our pending events."""
+        once), fail our pending events, and leave the overlay (``leave``)."""
         with trio.move_on_after(self.config.stop_grace_s if grace_s is None else grace_s):
             while self.partition.acting():
                 await self._wait_input_taken()
         await self._apply(self.node.shutdown(now=trio.current_time()))
+        await self.leave()
+
+    async def leave(self) -> LeaveDone | None:
+        """Tell the routing table's peers, signed, that this node stops (they show it
+        ``left``, not ``failed``); wait for their answers at most
+        ``RunnerConfig.leave_timeout_s``. None if they did not all answer in time."""
+        await self._apply(self.node.leave(at=self.wall(), now=trio.current_time()))
+        with trio.move_on_after(self.config.leave_timeout_s):
+            await self._left.wait()
+        done = self._leave_done[0] if self._leave_done else None
+        if done is not None:
+            log.info("left the overlay: %d of %d peers acknowledged", done.acknowledged,
+                     done.told)  # fmt: skip
+        else:
+            log.info("left the overlay: not every peer answered in time")
+        return done
 
     async def wait_joined(self) -> None:
         await self._joined.wait()
@@ -375,6 +397,10 @@ class NodeRunner:
 
     def _on_joined(self, event: Joined) -> None:
         self._joined.set()
+
+    def _on_left(self, event: LeaveDone) -> None:
+        self._leave_done.append(event)
+        self._left.set()
 
     def _event_done(self, event: EventDone) -> None:
         waiter = self._events.pop(event.event_id, None)

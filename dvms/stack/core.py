@@ -178,6 +178,13 @@ class NodeCore:
         out = part.shutdown(now=now)
         return self._glue(out + part.take_outbox(), now)
 
+    def leave(self, *, at: float, now: float) -> list[Any]:
+        """This node stops cleanly: a Leave signed by its identity (``at``: wall clock,
+        seconds) to every routing-table peer (``OverlayCore.leave``). Peers check the
+        signature against the node id, so only a node whose id is its identity's (the
+        daemon's) is believed."""
+        return self.overlay.leave(self.identity().sign_leave(at), now=now)
+
     def located(
         self, namespace: str, name: str, host: str, node_id: int, *, now: float
     ) -> list[Any]:

@@ -1,7 +1,8 @@
 """The runner as a shell, on a simulated network under the autojump clock (no libvirt):
 requests are answered by whichever service registered their type; a peer's host name is
 learnt as soon as it enters the routing table; ``stop`` releases at once when no plan is
-being applied; an effect type nobody carries out is our bug and says so."""
+being applied, and its peers take its signed leave within a round trip; an effect type
+nobody carries out is our bug and says so."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def _runner(i: int, net, rng: random.Random) -> NodeRunner:
         register_partition_messages(register_overlay_messages(MessageRegistry()))
     )
     return NodeRunner(
-        NodeCore(overlay, partition),
+        NodeCore(overlay, partition, identity=ident),  # as the daemon: the id is the key's
         transport,
         WireCodec(bytes(32), registry),
         monitor,
@@ -92,6 +93,7 @@ async def test_names_are_learnt_on_join_and_stop_releases_at_once(autojump_clock
         with trio.fail_after(0.001):
             await a.stop()
         assert a.partition.stopping
+        assert a.core.contact.node_id in b.core.left and a.core.node_id not in b.core.table
 
         with pytest.raises(TypeError, match="cannot carry out"):
             await a._apply([object()])

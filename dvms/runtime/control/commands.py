@@ -230,9 +230,10 @@ class Daemon:
     async def members(self, args: dict[str, Any]) -> dict[str, Any]:
         """The cluster's members as this node sees them, found by a crawl: ``alive``
         (answered), ``suspect`` (answered the crawl, but this node's own last RPCs to
-        it failed; or found but not asked before the crawl's deadline), ``failed`` (a
-        routing table names it, or it answered this node before, and it does not
-        answer). With the Vivaldi-predicted RTT from this node."""
+        it failed; or found but not asked before the crawl's deadline), ``left`` (it
+        told this node it stopped cleanly, and has not been heard from since),
+        ``failed`` (a routing table names it, or it answered this node before, and it
+        does not answer). With the Vivaldi-predicted RTT from this node."""
         peers, core = self.known_peers, self.overlay
         found = await peers.crawl()
         unnamed = [c for c in found.answered if peers.host_name(c.node_id) is None]
@@ -261,13 +262,17 @@ class Daemon:
         for c in found.answered:
             e = core.table.get(c.node_id)
             row(c, "suspect" if e is not None and e.failures else "alive")
+        left = core.left
         for c in found.unfinished:
-            row(c, "suspect")
+            row(c, "left" if c.node_id in left else "suspect")
         for c in found.failed:
-            row(c, "failed")
+            row(c, "left" if c.node_id in left else "failed")
         for node_id, c in peers.known().items():
             if node_id not in rows:
-                row(c, "failed")
+                row(c, "left" if node_id in left else "failed")
+        for node_id, (c, _) in left.items():
+            if node_id not in rows:
+                row(c, "left")
         out = sorted(rows.values(), key=lambda r: natural_key(str(r["name"] or r["address"])))
         return {
             "members": out,

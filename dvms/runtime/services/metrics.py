@@ -13,9 +13,10 @@ live in one process), filled from what the node already produces::
 Gauges are read at scrape time from the state they describe, never incremented and
 decremented, so they cannot drift: once the VMs are gone and the overload has ended they
 read their idle value. Labels take a few fixed values each (``RESULTS``,
-``OUTCOMES``, ``REASONS``, the codec's drop reasons, ``DomainState``); no VM, vjob or
-namespace name is ever a label. Names follow Prometheus' conventions: ``dvms_`` prefix,
-base units (seconds, bytes, cores) in the name, ``_total`` on counters.
+``OUTCOMES``, ``REASONS``, the codec's drop reasons, ``DomainState``, the overlay's
+request types); no VM, vjob or namespace name is ever a label. Names follow
+Prometheus' conventions: ``dvms_`` prefix, base units (seconds, bytes, cores) in the
+name, ``_total`` on counters.
 ``docs/observability.md`` lists every family.
 """
 
@@ -25,12 +26,19 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from dvms.hypervisor.base import DomainState
 from dvms.overlay.core import LookupDone, OverlayCore
+from dvms.overlay.rpcstats import RESULTS as RPC_RESULTS
+from dvms.overlay.rpcstats import RpcStats
 from dvms.partition.events import EventDone, EventStarted, PartitionReleased, PlanApplied
 from dvms.runtime.capabilities import PartitionStatus
 from dvms.runtime.services.monitor import HostMonitor
@@ -352,17 +360,7 @@ class _Live(Collector):
             "dvms_overlay_routing_table_peers", "Peers in the Kademlia routing table.",
             value=len(core.table),
         )  # fmt: skip
-        rpcs = CounterMetricFamily(
-            "dvms_overlay_rpcs", "Overlay RPCs: sent, retransmitted, failed (every attempt "
-            "timed out).", labels=["result"],
-        )  # fmt: skip
-        for label, key in (
-            ("sent", "rpc"),
-            ("retransmitted", "retransmit"),
-            ("failed", "rpc_failed"),
-        ):
-            rpcs.add_metric([label], stats.get(key, 0))
-        yield rpcs
+        yield from self._rpcs(core.rpc_stats)
         lookups = CounterMetricFamily(
             "dvms_overlay_lookups", "Kademlia lookups started, by kind.", labels=["kind"]
         )
@@ -398,6 +396,31 @@ class _Live(Collector):
         yield CounterMetricFamily(
             "dvms_wire_accepted", "Datagrams the wire codec accepted.", value=self.codec.accepted
         )
+
+    def _rpcs(self, rs: RpcStats) -> Iterable[Metric]:
+        """This node's overlay RPCs by request type: outcomes, retransmissions, latency
+        (``dvms.overlay.rpcstats``)."""
+        rpcs = CounterMetricFamily(
+            "dvms_overlay_rpcs", "Overlay RPCs this node sent that ended, by request type "
+            "and result (ok; error: refused or a wrong answer; timeout: every attempt "
+            "timed out).", labels=["type", "result"],
+        )  # fmt: skip
+        retrans = CounterMetricFamily(
+            "dvms_overlay_rpc_retransmits", "Overlay RPC attempts sent again after a "
+            "timeout, by request type.", labels=["type"],
+        )  # fmt: skip
+        latency = HistogramMetricFamily(
+            "dvms_overlay_rpc_duration_seconds", "Overlay RPCs answered, from the first "
+            "attempt to the answer, by request type.", labels=["type"],
+        )  # fmt: skip
+        for kind, k in rs.kinds():
+            for result in RPC_RESULTS:
+                rpcs.add_metric([kind, result], k.count(result))
+            retrans.add_metric([kind], k.retransmits)
+            latency.add_metric([kind], rs.histogram(k), k.sum_s)
+        yield rpcs
+        yield retrans
+        yield latency
 
     def _host(self) -> Iterable[Metric]:
         m = self.monitor

@@ -225,8 +225,8 @@ class Observability:
             self.events.add("member", shown, f"{shown} joined this node's routing table")
         for node_id in [i for i in self._members if i not in table]:
             shown = self._members.pop(node_id)
-            self.events.add("member", shown, f"{shown} left this node's routing table "
-                            "(failed or evicted)")  # fmt: skip
+            why = "it stopped cleanly" if node_id in self.overlay.left else "failed or evicted"
+            self.events.add("member", shown, f"{shown} left this node's routing table ({why})")
         for node_id in [i for i in self._new if i not in table]:
             del self._new[node_id]
 
