@@ -38,7 +38,15 @@ from typing import Any
 import trio
 
 from dvms.effects import Address, Emit, Send
-from dvms.overlay.core import CrawlDone, Joined, LeaveDone, LookupDone, OverlayCore, PutDone
+from dvms.overlay.core import (
+    CrawlDone,
+    Joined,
+    LeaveDone,
+    LookupDone,
+    OverlayCore,
+    PeerLeft,
+    PutDone,
+)
 from dvms.overlay.crawl import CrawlResult
 from dvms.overlay.lookup import LookupResult
 from dvms.overlay.messages import Contact, Record
@@ -166,6 +174,7 @@ class NodeRunner:
             PutDone: self._put_done,
             Joined: self._on_joined,
             LeaveDone: self._on_left,
+            PeerLeft: self._on_peer_left,
             EventDone: self._event_done,
         }
         #: who answers each control-plane request type (services register themselves)
@@ -401,6 +410,11 @@ class NodeRunner:
     def _on_left(self, event: LeaveDone) -> None:
         self._leave_done.append(event)
         self._left.set()
+
+    def _on_peer_left(self, event: PeerLeft) -> None:
+        # a node that stopped cleanly is not "unreachable" in cluster-wide answers
+        # (it is back in them once it answers a HostQuery again)
+        self.answered.pop(event.contact.node_id, None)
 
     def _event_done(self, event: EventDone) -> None:
         waiter = self._events.pop(event.event_id, None)

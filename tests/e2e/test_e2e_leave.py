@@ -7,7 +7,8 @@ a node that stops cleanly is shown ``left`` by the others, one killed with SIGKI
 ``ok`` with their latency, and every (type, result) pair is there; then node5 runs
 `dvms node leave`, node4 gets SIGTERM, node3 SIGKILL: within a few seconds `dvms members`
 on node1 shows node4 and node5 ``left`` and node3 ``failed`` (node2 too), node1 took
-both leaves, and its event stream says node4 stopped cleanly."""
+both leaves, its event stream says node4 stopped cleanly, and `vm info --all` names
+only node3 unreachable."""
 
 from __future__ import annotations
 
@@ -85,3 +86,6 @@ def test_rpcs_by_type_and_a_clean_stop_is_left_a_crash_failed(cluster):
     assert "2 alive, 2 left, 1 failed" in table
     events = json.dumps(dvms_json("events", sock=one["socket"]))
     assert "node4 left this node's routing table (it stopped cleanly)" in events
+    # cluster-wide answers name the crashed node unreachable, not those that left
+    unreachable = dvms_json("vm", "info", "--all", sock=one["socket"])["unreachable"]
+    assert unreachable == ["node3"], unreachable
