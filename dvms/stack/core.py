@@ -205,6 +205,18 @@ class NodeCore:
         daemon's) is believed."""
         return self.overlay.leave(self.identity().sign_leave(at), now=now)
 
+    def ha_adopt(self, vm: LaunchVm, *, now: float) -> list[Any]:
+        """This host now runs HA VM ``vm`` (created, restarted or migrated in here)."""
+        if self.ha is None:
+            return []
+        return self._glue(self.ha.adopt(vm, now=now), now)
+
+    def ha_release(self, namespace: str, name: str, *, retire: bool, now: float) -> list[Any]:
+        """This host no longer runs HA VM ``namespace/name`` (``retire``: for good)."""
+        if self.ha is None:
+            return []
+        return self._glue(self.ha.release(namespace, name, retire=retire, now=now), now)
+
     def located(
         self, namespace: str, name: str, host: str, node_id: int, *, now: float
     ) -> list[Any]:
