@@ -51,9 +51,7 @@ def shrink(scn: Scenario, hosts: int | None, duration: float | None) -> Scenario
     crash = tuple(c for c in faults.crash if c.host < n and c.at_s < end)
     faults = replace(faults, crash=crash)
     for name in ("freeze", "split"):
-        items = getattr(faults, name, None)
-        if items is None:
-            continue
+        items = getattr(faults, name)
         kept = []
         for f in items:
             if f.at_s >= end:

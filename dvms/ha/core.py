@@ -43,7 +43,16 @@ from typing import Any, ClassVar
 
 from dvms.effects import Address, Emit, Send
 from dvms.ha.config import HaConfig
-from dvms.ha.messages import HA_MESSAGES, Propose, Renew, RenewAck, Retire, StaleVm, Vote
+from dvms.ha.messages import (
+    HA_MESSAGES,
+    Propose,
+    Release,
+    Renew,
+    RenewAck,
+    Retire,
+    StaleVm,
+    Vote,
+)
 from dvms.overlay.messages import Contact
 from dvms.partition.messages import HaTag, LaunchVm, WireConstraint
 from dvms.placement.hapolicy import priority_rank
@@ -140,6 +149,8 @@ class _Owned:
     acks: dict[int, set[int]] = field(default_factory=dict)  # round -> guardian ids
     last_ack: dict[int, float] = field(default_factory=dict)
     fenced: bool = False
+    #: the first round that carried the current guardian set (commits a replacement)
+    set_round: int = 0
 
 
 @dataclass(slots=True)
@@ -170,11 +181,42 @@ def _gen(vm: LaunchVm) -> int:
 
 
 def _guardians(vm: LaunchVm) -> tuple[Contact, ...]:
-    return vm.ha.guardians if vm.ha is not None else ()
+    """Every guardian a message about ``vm`` goes to: its set, and the set before
+    while a replacement is not committed."""
+    if vm.ha is None:
+        return ()
+    if not vm.ha.previous:
+        return vm.ha.guardians
+    ids = {g.node_id for g in vm.ha.guardians}
+    return vm.ha.guardians + tuple(g for g in vm.ha.previous if g.node_id not in ids)
 
 
 def _majority(n: int) -> int:
     return n // 2 + 1
+
+
+def _quorum(vm: LaunchVm, ids: set[int]) -> bool:
+    """``ids`` hold a majority of the VM's guardians (and of the set before, while a
+    replacement is under way: joint majorities, so any two quorums intersect)."""
+    tag = vm.ha
+    if tag is None:
+        return False
+    for group in (tag.guardians, tag.previous):
+        if group and sum(g.node_id in ids for g in group) < _majority(len(group)):
+            return False
+    return True
+
+
+def _beaten(vm: LaunchVm, ids: set[int]) -> bool:
+    """``ids`` deny a quorum for good (too many of one set said no)."""
+    tag = vm.ha
+    if tag is None:
+        return True
+    for group in (tag.guardians, tag.previous):
+        n = len(group)
+        if group and sum(g.node_id in ids for g in group) > n - _majority(n):
+            return True
+    return False
 
 
 class HaCore:
@@ -222,11 +264,9 @@ class HaCore:
         if vm.ha is None:
             raise ValueError(f"vm {vm.name}: adopt needs an HA tag")
         key = (vm.namespace, vm.name)
-        others = tuple(g for g in vm.ha.guardians if g.node_id != self.me.node_id)
-        if len(others) < len(vm.ha.guardians) or not others:
-            # never our own guardian: we would fail together
-            vm = replace(vm, ha=replace(vm.ha, guardians=self._choose(key, others)))
-        self.owned[key] = _Owned(vm, now + self.config.lease_s, now)
+        if not vm.ha.guardians:
+            vm = replace(vm, ha=replace(vm.ha, guardians=self._choose(key, ())))
+        self.owned[key] = _Owned(vm, now + self.config.lease_s, now, set_round=self.round + 1)
         out: list[Any] = [Emit(HaEvent("adopted", vm.namespace, vm.name, _gen(vm)))]
         self._fence_timer(key, now)
         self._renew_soon(now)
@@ -246,6 +286,17 @@ class HaCore:
                 out.append(Send(g.addr, self._rid(), msg))
             out.append(Emit(HaEvent("retired", namespace, name, _gen(o.vm))))
         self._arm(out)
+        return out
+
+    def stopped(self, namespace: str, name: str, *, now: float) -> list[Any]:
+        """The host's watchdog stopped this copy: it is fenced, renewals stop (the
+        guardians restart it once the lease runs out)."""
+        o = self.owned.get((namespace, name))
+        out: list[Any] = []
+        if o is not None and not o.fenced:
+            o.fenced = True
+            out.append(Emit(HaEvent("fenced", namespace, name, _gen(o.vm), "watchdog")))
+            self._arm(out)
         return out
 
     def status(self, namespace: str, name: str, *, now: float) -> HaStatus | None:
@@ -273,6 +324,10 @@ class HaCore:
             self._on_propose(src, sender, rid, msg, now, out)
         elif t is Vote:
             self._on_vote(sender, msg, now, out)
+        elif t is Release:
+            h = self.held.get((msg.namespace, msg.name))
+            if h is not None and h.promised == msg.generation and h.promised_to == sender:
+                h.promised, h.promised_to, h.promised_until = 0, 0, 0.0
         elif t is Retire:
             h = self.held.get((msg.namespace, msg.name))
             if h is not None and _gen(h.vm) <= msg.generation:
@@ -327,11 +382,13 @@ class HaCore:
     def _rid(self) -> int:
         return self.rng.getrandbits(63)
 
-    def _choose(self, key: Key, keep: tuple[Contact, ...]) -> tuple[Contact, ...]:
+    def _choose(
+        self, key: Key, keep: tuple[Contact, ...], avoid: frozenset[int] = frozenset()
+    ) -> tuple[Contact, ...]:
         k = self.config.guardians
         target = vm_key(*key)
         chosen = list(keep)
-        ids = {c.node_id for c in chosen} | {self.me.node_id}
+        ids = {c.node_id for c in chosen} | {self.me.node_id} | avoid
         for c in self.closest(target, k + len(ids)):
             if len(chosen) >= k:
                 break
@@ -371,15 +428,23 @@ class HaCore:
         self.timers.at(self._renew_at, _T.RENEW)
 
     def _replace_silent(self, key: Key, o: _Owned, now: float) -> None:
-        """Swap out guardians silent for ``replace_after_s`` for the next closest."""
+        """Swap out guardians silent for ``replace_after_s`` for the next closest. The
+        old set stays in the tag (``previous``) until a majority of both sets has
+        acknowledged a renewal carrying the new one: an owner cut off from most of its
+        guardians cannot escape its lease by picking new ones."""
+        tag = o.vm.ha
+        if tag is None or tag.previous:
+            return  # one replacement at a time
         limit = self.config.replace_after_s
-        gs = _guardians(o.vm)
+        gs = tag.guardians
         keep = tuple(g for g in gs if now - o.last_ack.get(g.node_id, o.since) <= limit)
         if len(keep) == len(gs):
             return
-        new = self._choose(key, keep)
-        if {g.node_id for g in new} != {g.node_id for g in gs} and o.vm.ha is not None:
-            o.vm = replace(o.vm, ha=replace(o.vm.ha, guardians=new))
+        silent = frozenset(g.node_id for g in gs) - {g.node_id for g in keep}
+        new = self._choose(key, keep, silent)
+        if {g.node_id for g in new} != {g.node_id for g in gs}:
+            o.vm = replace(o.vm, ha=replace(tag, guardians=new, previous=gs))
+            o.set_round = self.round
             for g in new:
                 o.last_ack.setdefault(g.node_id, now)
 
@@ -397,7 +462,6 @@ class HaCore:
             refused.add(key)
             if s.started and not o.fenced:
                 self._fence(key, o, f"generation {s.generation} runs elsewhere", out)
-        majority_of = _majority
         for key in keys:
             o = self.owned.get(key)
             if key in refused or o is None or o.fenced:
@@ -407,10 +471,13 @@ class HaCore:
             o.last_ack[sender] = now
             acks = o.acks.setdefault(msg.round, set())
             acks.add(sender)
-            if len(acks) >= majority_of(len(_guardians(o.vm))):
+            if _quorum(o.vm, acks):
                 o.lease_until = max(o.lease_until, sent + self.config.lease_s)
                 for old in [x for x in o.acks if x < msg.round]:
                     del o.acks[old]
+                tag = o.vm.ha
+                if tag is not None and tag.previous and msg.round >= o.set_round:
+                    o.vm = replace(o.vm, ha=replace(tag, previous=()))  # committed
         self._arm(out)
 
     def _fence_timer(self, key: Key, now: float) -> None:
@@ -438,7 +505,9 @@ class HaCore:
 
     def _arm(self, out: list[Any]) -> None:
         live = [o.lease_until for o in self.owned.values() if not o.fenced]
-        until = min(live) - self.config.fence_margin_s if live else None
+        # half the margin: the core's own fence of one VM comes first, the watchdog
+        # (every HA guest of the host) only if the daemon did not act
+        until = min(live) - self.config.fence_margin_s / 2 if live else None
         if until != self._watchdog:
             self._watchdog = until
             out.append(ArmWatchdog(until))
@@ -478,7 +547,8 @@ class HaCore:
 
     def _rank(self, h: _Held) -> int | None:
         target = vm_key(h.vm.namespace, h.vm.name)
-        order = sorted(_guardians(h.vm), key=lambda c: c.node_id ^ target)
+        tag = h.vm.ha
+        order = sorted(tag.guardians if tag is not None else (), key=lambda c: c.node_id ^ target)
         for i, c in enumerate(order):
             if c.node_id == self.me.node_id:
                 return i
@@ -532,7 +602,12 @@ class HaCore:
             newest = _gen(h.vm)
         elif now < h.lease_until:
             newest = 0
-        elif h.promised >= msg.generation and h.promised_to != sender and now < h.promised_until:
+        elif (
+            h.promised >= msg.generation
+            and h.promised_to != sender
+            and now < h.promised_until
+            and not self._give_way(key, h, sender, msg.generation, out)
+        ):
             newest = h.promised
         else:
             yes = True
@@ -542,6 +617,26 @@ class HaCore:
             if mine is not None and mine.state == "voting" and mine.gen <= msg.generation:
                 del self.restarts[key]  # we give way to the other proposal
         out.append(Send(src, rid, Vote(msg.namespace, msg.name, msg.generation, yes, newest)))
+
+    def _give_way(self, key: Key, h: _Held, sender: int, gen: int, out: list[Any]) -> bool:
+        """Two guardians propose at once: the one farther from the key withdraws its
+        own proposal (still being voted) and gives its votes back, so they never both
+        wait for each other."""
+        mine = self.restarts.get(key)
+        if mine is None or mine.state != "voting" or h.promised_to != self.me.node_id:
+            return False
+        target = vm_key(*key)
+        if (sender ^ target) >= (self.me.node_id ^ target) or mine.gen > gen:
+            return False
+        del self.restarts[key]
+        self._release(key, h.vm, mine.gen, out)
+        return True
+
+    def _release(self, key: Key, vm: LaunchVm, gen: int, out: list[Any]) -> None:
+        msg = Release(key[0], key[1], gen)
+        for g in _guardians(vm):
+            if g.node_id != self.me.node_id:
+                out.append(Send(g.addr, self._rid(), msg))
 
     def _on_vote(self, sender: int, msg: Vote, now: float, out: list[Any]) -> None:
         key = (msg.namespace, msg.name)
@@ -558,19 +653,18 @@ class HaCore:
         self._tally(key, r, now, out)
 
     def _tally(self, key: Key, r: _Restart, now: float, out: list[Any]) -> None:
-        n = len(_guardians(r.vm))
-        need = _majority(n)
-        if len(r.yes) >= need:
+        if _quorum(r.vm, r.yes):
             r.state = "queued"
             out.append(Emit(HaEvent("agreed", key[0], key[1], r.gen)))
             if self._batch_at is None:
                 self._batch_at = now + self.config.batch_window_s
                 self.timers.at(self._batch_at, _T.BATCH)
-        elif len(r.no) > n - need:
-            self._lost_vote(key, r, now)
+        elif _beaten(r.vm, r.no):
+            self._lost_vote(key, r, now, out)
 
-    def _lost_vote(self, key: Key, r: _Restart, now: float) -> None:
+    def _lost_vote(self, key: Key, r: _Restart, now: float, out: list[Any]) -> None:
         del self.restarts[key]
+        self._release(key, r.vm, r.gen, out)
         h = self.held.get(key)
         if h is None:
             return
@@ -583,13 +677,14 @@ class HaCore:
                 del self.held[key]
                 return
         delay = self.config.propose_retry_s * min(8, 2 ** max(0, h.refused - 1))
-        self.timers.at(now + delay, _T.EXPIRE, key)
+        rank = self._rank(h) or 0
+        self.timers.at(now + delay + rank * self.config.propose_stagger_s, _T.EXPIRE, key)
 
     def _voting_timeout(self, ref: tuple[Key, int], now: float, out: list[Any]) -> None:
         key, gen = ref
         r = self.restarts.get(key)
         if r is not None and r.gen == gen and r.state == "voting":
-            self._lost_vote(key, r, now)
+            self._lost_vote(key, r, now, out)
 
     def _batch(self, _ref: None, now: float, out: list[Any]) -> None:
         self._batch_at = None
@@ -654,9 +749,8 @@ def tag_for(policy: Any, generation: int = 1) -> HaTag:
     """The ``HaTag`` a new HA VM of ``policy`` (an ``HaPolicy``) starts with."""
     return HaTag(
         generation,
-        (),
-        policy.priority,
-        policy.fence,
-        policy.restart_attempts,
-        float(policy.restart_backoff_s),
+        priority=policy.priority,
+        fence=policy.fence,
+        attempts=policy.restart_attempts,
+        backoff_s=float(policy.restart_backoff_s),
     )

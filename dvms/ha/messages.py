@@ -2,6 +2,7 @@
 
     Renew(round, owner, vms)          -> RenewAck(round, stale)   owner -> each guardian
     Propose(ns, name, generation)     -> Vote(ns, name, gen, yes)  guardian -> guardians
+    Release(ns, name, generation)     (one way) a proposer that lost gives its votes back
     Retire(ns, name, generation)      (one way) the owner removed the VM for good
 
 A renewal carries the whole record of each VM (its ``LaunchVm`` with the ``HaTag``), so
@@ -23,6 +24,7 @@ from dvms.wire.schema import MaxLen, Range
 __all__ = [
     "HA_MESSAGES",
     "Propose",
+    "Release",
     "Renew",
     "RenewAck",
     "Retire",
@@ -80,6 +82,15 @@ class Vote:
 
 
 @dataclass(frozen=True, slots=True)
+class Release:
+    """The proposer of ``generation`` will not start it: voters drop their promise."""
+
+    namespace: Name
+    name: Name
+    generation: Gen
+
+
+@dataclass(frozen=True, slots=True)
 class Retire:
     namespace: Name
     name: Name
@@ -92,6 +103,7 @@ HA_MESSAGES: dict[int, type] = {
     114: Propose,
     115: Vote,
     116: Retire,
+    117: Release,
 }
 
 

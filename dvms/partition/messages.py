@@ -182,6 +182,9 @@ class HaTag:
 
     generation: Annotated[int, Range(1, 2**62)]
     guardians: Annotated[tuple[Contact, ...], MaxLen(16)] = ()
+    #: While the owner replaces guardians: the set before (a lease, a vote needs a
+    #: majority of both sets until a majority of both acknowledged the new one).
+    previous: Annotated[tuple[Contact, ...], MaxLen(16)] = ()
     priority: Annotated[str, MaxLen(16)] = "medium"
     fence: Annotated[str, MaxLen(16)] = "destroy"
     attempts: Annotated[int, Range(1, 100)] = 3

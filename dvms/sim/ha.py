@@ -73,12 +73,7 @@ class HaSim:
         w, eng = self.world, self.world.engine
         rng = random.Random(f"{w.scenario.seed}:ha")
         for node in self.sched.nodes:
-            node.core.ha = HaCore(
-                node.core.overlay.contact,
-                functools.partial(node.core.overlay.table.closest, healthy=True),
-                self.cfg.protocol,
-                random.Random(rng.getrandbits(64)),
-            )
+            self.add_core(node, random.Random(rng.getrandbits(64)))
         eng.effect_handlers[Fence] = self._fence
         eng.effect_handlers[ArmWatchdog] = self._arm
         total = len(w.vm_names)
@@ -91,11 +86,20 @@ class HaSim:
             eng.at(self.cfg.start_s, self._adopt_initial, v, prio)
         w.on_host_change(self._host_change)
         faults = w.scenario.faults
-        for fz in getattr(faults, "freeze", ()):
+        for fz in faults.freeze:
             eng.at(fz.at_s, self._fault, (fz.host,))
-        for sp in getattr(faults, "split", ()):
+        for sp in faults.split:
             eng.at(sp.at_s, self._fault, tuple(sp.hosts))
         w.on_finish(self._finish)
+
+    def add_core(self, node: SimNode, rng: random.Random) -> None:
+        """Give ``node`` its HA core (at the start, and when a host's daemon restarts)."""
+        node.core.ha = HaCore(
+            node.core.overlay.contact,
+            functools.partial(node.core.overlay.table.closest, healthy=True),
+            self.cfg.protocol,
+            rng,
+        )
 
     def _adopt_initial(self, v: int, priority: str) -> None:
         w = self.world
@@ -110,15 +114,11 @@ class HaSim:
     def _call(self, node: SimNode, fn: Any) -> None:
         """``fn(node_core, now)`` as a shell input of ``node`` (held while it is frozen,
         dropped if it crashed), its effects carried out."""
+        self.world.engine.input(node, self._run, node, fn)
+
+    def _run(self, node: SimNode, fn: Any) -> None:
         eng = self.world.engine
-        if not node.alive:
-            return
-        if getattr(node, "frozen", False):
-            held = getattr(node, "held", None)
-            if held is not None:
-                held.append((self._call, (node, fn)))
-            return
-        eng.apply(node, fn(node.core, eng.now + getattr(node, "clock", 0.0)))
+        eng.apply(node, fn(node.core, node.local(eng.now)))
 
     # -- hooks from the dvms scheduler -------------------------------------------------
 
@@ -167,7 +167,7 @@ class HaSim:
     def _arm(self, node: SimNode, eff: ArmWatchdog, now: float) -> None:
         until = eff.until
         if until is not None:
-            until -= getattr(node, "clock", 0.0)  # the host's clock -> engine time
+            until -= node.clock  # the host's clock -> engine time
         self.watchdog[node.pos] = until
         if until is not None:
             self.world.engine.at(until, self._watchdog_due, node.pos, until)
@@ -176,11 +176,13 @@ class HaSim:
         if self.watchdog.get(h) != until or not self.world.host_up[h]:
             return
         now = self.world.engine.now
+        node = self.sched.nodes[h]
         for name, copies in list(self.copies.items()):
             for wname, host in list(copies.items()):
                 if host == h:
                     self.fenced += 1
                     self._remove(name, wname, now)
+                    self._call(node, lambda core, t, n=name: core.ha_stopped("", n, now=t))
 
     # -- faults and accounting ---------------------------------------------------------
 

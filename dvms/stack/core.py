@@ -217,6 +217,12 @@ class NodeCore:
             return []
         return self._glue(self.ha.release(namespace, name, retire=retire, now=now), now)
 
+    def ha_stopped(self, namespace: str, name: str, *, now: float) -> list[Any]:
+        """The host's watchdog stopped HA VM ``namespace/name``."""
+        if self.ha is None:
+            return []
+        return self._glue(self.ha.stopped(namespace, name, now=now), now)
+
     def located(
         self, namespace: str, name: str, host: str, node_id: int, *, now: float
     ) -> list[Any]:

@@ -23,17 +23,20 @@ def _small(seed: int = 5) -> Scenario:
                     {"host": 3, "at_s": 30.0},
                     {"host": 17, "at_s": 60.0},
                     {"host": 40, "at_s": 61.0},
-                ]
+                ],
+                "freeze": [{"host": 8, "at_s": 40.0, "resume_at_s": 70.0}],
+                "split": [{"hosts": [50, 51, 52, 53, 54], "at_s": 80.0, "heal_at_s": 120.0}],
             },
         }
     )
 
 
-def test_crashed_hosts_ha_vms_run_again_once_within_20_s() -> None:
+def test_failed_hosts_ha_vms_run_again_once_within_20_s() -> None:
     summary, _ = run_scenario(_small(), "dvms")
     assert summary["ha_vms"] == 60
-    assert summary["host_failures"] == 3
+    assert summary["host_failures"] == 3 + 1 + 5
     assert summary["ha_restarts"] >= 1
+    assert summary["ha_fenced"] >= 1  # the frozen host's watchdog, the split-off owners
     assert summary["ha_lost"] == 0
     assert summary["ha_double_run_s"] == 0
     assert summary["ha_restart_p99_s"] <= 20

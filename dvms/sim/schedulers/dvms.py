@@ -228,6 +228,8 @@ class DvmsScheduler:
         rng = random.Random(f"{self.world.scenario.seed}:restart:{h}:{self.restarts}")
         node = self._make_node(h, self.world.hosts[h].name, rng, old.node_id)
         self.nodes[h] = node
+        if self.ha is not None:
+            self.ha.add_core(node, random.Random(rng.getrandbits(64)))
         self._start(node, [a for a in self.seeds if a != node.addr])
 
     def _freeze(self, h: int, frozen: bool, now: float) -> None:
