@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dvms.sim.run import run_scenario
 from dvms.sim.scenario import Scenario, load_scenario, scenario_from_dict
 
@@ -9,26 +11,7 @@ HA_KEYS = ("ha_vms", "ha_restarts", "ha_lost", "ha_double_run_s", "ha_fenced", "
 
 
 def _small(seed: int = 5) -> Scenario:
-    return scenario_from_dict(
-        {
-            "name": "ha-small",
-            "seed": seed,
-            "duration_s": 150.0,
-            "hosts": {"count": 60},
-            "vms": {"per_host": 5},
-            "ha": {"fraction": 0.2, "start_s": 10.0},
-            "scheduler": {"partition": {"lease_s": 4.5, "min_partition_size": 4}},
-            "faults": {
-                "crash": [
-                    {"host": 3, "at_s": 30.0},
-                    {"host": 17, "at_s": 60.0},
-                    {"host": 40, "at_s": 61.0},
-                ],
-                "freeze": [{"host": 8, "at_s": 40.0, "resume_at_s": 70.0}],
-                "split": [{"hosts": [50, 51, 52, 53, 54], "at_s": 80.0, "heal_at_s": 120.0}],
-            },
-        }
-    )
+    return replace(load_scenario("ha-small"), seed=seed)
 
 
 def test_failed_hosts_ha_vms_run_again_once_within_20_s() -> None:
