@@ -64,8 +64,8 @@ from dvms.partition.messages import (
 from dvms.partition.solve import SolveOutcome
 from dvms.placement import PlacementConfig
 from dvms.sim.engine import SimNode
-from dvms.sim.images import image_root
 from dvms.sim.ha import HaSim
+from dvms.sim.images import image_root
 from dvms.sim.invariants import InvariantChecker
 from dvms.sim.metrics import SUCCESS
 from dvms.sim.partition_glue import Done, PartitionGlue
