@@ -37,7 +37,15 @@ _LIBS: dict[str, tuple[str, ...]] = {
 #: I/O and are used only by the runtime and the simulator.
 _LOWER = ("dvms.wire", "dvms.vivaldi", "dvms.placement", "dvms.namespace")
 _DRIVERS = ("dvms.transport", "dvms.hypervisor")
-_CORES = (*KERNEL, *_LOWER, "dvms.overlay", "dvms.partition", "dvms.files", "dvms.stack")
+_CORES = (
+    *KERNEL,
+    *_LOWER,
+    "dvms.overlay",
+    "dvms.partition",
+    "dvms.files",
+    "dvms.ha",
+    "dvms.stack",
+)
 
 #: Package (or module) -> what it may import from dvms, by prefix. The most specific
 #: entry for a module applies.
@@ -48,6 +56,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "dvms.overlay": (*KERNEL, *_LOWER),
     "dvms.partition": (*KERNEL, *_LOWER, "dvms.overlay"),
     "dvms.files": (*KERNEL, *_LOWER, "dvms.overlay"),
+    "dvms.ha": (*KERNEL, *_LOWER, "dvms.overlay", "dvms.partition"),
     "dvms.stack": _CORES,
     "dvms.runtime": (*_CORES, *_DRIVERS),
     "dvms.sim": (*_CORES, *_DRIVERS),

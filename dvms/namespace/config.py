@@ -17,6 +17,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from dvms.placement.hapolicy import (
+    FENCES,
+    MAX_BACKOFF_S,
+    MODES,
+    PRIORITIES,
+    HaPolicy,
+    HaPolicyError,
+)
 from dvms.placement.spec import VmSpec
 
 __all__ = [
@@ -67,6 +75,12 @@ class VmConfig:
     filesystem: str = ""
     backchannel: bool = True
     tags: tuple[tuple[str, str], ...] = ()
+    #: High availability (``dvms.placement.hapolicy``, docs/ha.md): off or restart.
+    ha: str = "off"
+    ha_priority: str = "medium"
+    ha_restart_attempts: int = 3
+    ha_restart_backoff_s: float = 5.0
+    ha_fence: str = "destroy"
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -128,6 +142,16 @@ class VmConfig:
             coschedule=self.coschedule,
             colocate=self.colocate or None,
             tags=self.tags,
+            ha_policy=self.ha_policy() if self.ha == "restart" else None,
+        )
+
+    def ha_policy(self) -> HaPolicy:
+        return HaPolicy(
+            mode=self.ha,
+            priority=self.ha_priority,
+            restart_attempts=self.ha_restart_attempts,
+            restart_backoff_s=float(self.ha_restart_backoff_s),
+            fence=self.ha_fence,
         )
 
 
@@ -146,6 +170,11 @@ def _problems(cfg: VmConfig) -> list[str]:
             out.append("coschedule must be -1 (no limit) or >= 0")
     if cfg.schedule and cfg.colocate:
         out.append("cannot specify schedule and colocate in the same config")
+    if not out:
+        try:
+            cfg.ha_policy()
+        except HaPolicyError as exc:
+            out.append(str(exc))
     return out
 
 
@@ -174,6 +203,25 @@ def _bool(value: str) -> bool:
     if value not in ("true", "false"):
         raise _BadValue("true or false")
     return value == "true"
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    def conv(value: str) -> str:
+        if value not in allowed:
+            raise _BadValue("one of " + ", ".join(allowed))
+        return value
+
+    return conv
+
+
+def _seconds(value: str) -> float:
+    try:
+        out = float(value)
+    except ValueError:
+        raise _BadValue("a number of seconds") from None
+    if not 0 <= out <= MAX_BACKOFF_S:
+        raise _BadValue(f"seconds from 0 to {MAX_BACKOFF_S:g}")
+    return out
 
 
 def _one(args: Sequence[str], name: str) -> str:
@@ -233,6 +281,11 @@ FIELDS: dict[str, Field] = {
         _scalar("filesystem", str),
         _scalar("backchannel", _bool, _show_bool),
         Field("tags", _parse_tags, lambda v: "".join(f"{k} -> {x}\n" for k, x in v)),
+        _scalar("ha", _choice(MODES)),
+        _scalar("ha_priority", _choice(PRIORITIES)),
+        _scalar("ha_restart_attempts", _uint),
+        _scalar("ha_restart_backoff_s", _seconds),
+        _scalar("ha_fence", _choice(FENCES)),
     )
 }
 
@@ -289,6 +342,8 @@ def config_dump(cfg: VmConfig) -> str:
         ("Kernel Append:", " ".join(cfg.append)),
         ("Filesystem Path:", cfg.filesystem),
     ]
+    if cfg.ha != "off":
+        rows.append(("HA:", f"{cfg.ha} priority={cfg.ha_priority} fence={cfg.ha_fence}"))
     width = max(len(label) for label, _ in rows) + 1
     lines = ["VM configuration:"] + [f"{label:<{width}}{value}".rstrip() for label, value in rows]
     return "\n".join(lines) + "\n"

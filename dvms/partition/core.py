@@ -245,17 +245,24 @@ class PartitionCore(Membership, Acting):
         return self._deferred(out, now)
 
     def launch(
-        self, vms: tuple[LaunchVm, ...], constraints: tuple[WireConstraint, ...], *, now: float
+        self,
+        vms: tuple[LaunchVm, ...],
+        constraints: tuple[WireConstraint, ...],
+        *,
+        now: float,
+        claim: bool = True,
     ) -> tuple[int, list[PartitionEffect]]:
         """Queue a vjob for placement; ends with ``Emit(EventDone)`` for its event id.
 
         With ``config.directory`` its VM names are claimed in the DHT directory first
         (``ClaimNames``; the glue answers ``on_names_claimed``): a name already in use in
-        its namespace refuses the vjob before any partition is built."""
+        its namespace refuses the vjob before any partition is built. ``claim=False``
+        skips the claim: a high-availability restart relaunches names its guardians
+        hold (the VM's generation, not the directory, decides which copy is the VM)."""
         event = Event("launch", self.me, self.rng.getrandbits(63), vms, constraints)
         self.own[event.event_id] = OwnEvent(event, now)
         out: Out = [Emit(EventStarted(event.event_id, "launch"))]
-        if self.config.directory and vms:
+        if self.config.directory and vms and claim:
             names = tuple(dict.fromkeys((v.namespace, v.name) for v in vms))
             out.append(ClaimNames(event.event_id, names))
             return event.event_id, self._deferred(out, now)

@@ -40,6 +40,7 @@ __all__ = [
     "CreateVm",
     "Dissolve",
     "Event",
+    "HaTag",
     "HeldImage",
     "HostState",
     "Isp",
@@ -173,6 +174,24 @@ class HostState:
 
 
 @dataclass(frozen=True, slots=True)
+class HaTag:
+    """A VM's high-availability record as it travels with the VM (``dvms.ha``): the
+    generation of this copy (every restart adds one; a host holding an older one fences
+    its copy), the guardians holding its lease, and its policy (``HaPolicy``'s fields).
+    The partition protocol passes it through untouched."""
+
+    generation: Annotated[int, Range(1, 2**62)]
+    guardians: Annotated[tuple[Contact, ...], MaxLen(16)] = ()
+    #: While the owner replaces guardians: the set before (a lease, a vote needs a
+    #: majority of both sets until a majority of both acknowledged the new one).
+    previous: Annotated[tuple[Contact, ...], MaxLen(16)] = ()
+    priority: Annotated[str, MaxLen(16)] = "medium"
+    fence: Annotated[str, MaxLen(16)] = "destroy"
+    attempts: Annotated[int, Range(1, 100)] = 3
+    backoff_s: Annotated[float, Range(0.0, 3600.0)] = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchVm:
     """The wire form of a ``VmSpec`` to launch: the fields placement and creation need,
     plus the constraints the VM carries. A type of its own for the same reason as
@@ -202,6 +221,9 @@ class LaunchVm:
     #: Roots of the ``file:`` images above, resolved by the node the launch started on
     #: (none when it could not): hosts holding them score higher (image locality).
     images: Annotated[tuple[Root, ...], MaxLen(8)] = ()
+    #: Set for a VM under high availability (``dvms.ha``): the host that creates it
+    #: becomes its owner and renews its lease with the guardians.
+    ha: HaTag | None = None
 
     @classmethod
     def from_spec(cls, spec: VmSpec) -> LaunchVm:

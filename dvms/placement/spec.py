@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dvms.placement.hapolicy import HaPolicy
+
 __all__ = ["DEFAULT_MEMORY_MIB", "FILE_PREFIX", "ConstraintSpec", "SpecError", "VjobSpec", "VmSpec"]
 
 #: minimega's default ``vm config memory`` (MiB).
@@ -52,6 +54,9 @@ class VmSpec:
     coschedule: int = -1
     colocate: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    #: High availability (``ha = "restart"`` and its keys; None: off). See
+    #: ``dvms.placement.hapolicy`` and docs/ha.md.
+    ha_policy: HaPolicy | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

@@ -14,6 +14,9 @@
     coschedule = 3                          # minimega's per-VM fields
     schedule = "host1"
     colocate = "db1"
+    ha = "restart"                          # high availability (docs/ha.md):
+    ha_priority = "high"                    # high | medium | low
+    ha_fence = "destroy"                    # destroy | pause
 
     [[constraints]]
     kind = "spread"
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from dvms.names import InvalidName, validate_host_name, validate_namespace_name, validate_vm_name
+from dvms.placement.hapolicy import HA_KEYS, HaPolicyError, parse_policy
 from dvms.placement.script import ScriptError, ScriptResult, parse_script
 from dvms.placement.signatures import (
     SignatureError,
@@ -72,6 +76,7 @@ VM_KEYS = (
     "coschedule",
     "colocate",
     "tags",
+    *HA_KEYS,
 )
 CONSTRAINT_KEYS = (
     "kind",
@@ -308,6 +313,14 @@ def _vm_fields(ctx: _Ctx, base: str, entry: Mapping[str, Any]) -> dict[str, Any]
     if "colocate" in entry:
         target = _typed(ctx, f"{base}.colocate", entry["colocate"], str)
         fields["colocate"] = _name(ctx, f"{base}.colocate", target, validate_vm_name)
+    if any(key in entry for key in HA_KEYS):
+        try:
+            policy = parse_policy(entry)
+        except HaPolicyError as exc:
+            key, _, problem = str(exc).partition(": ")
+            raise ctx.fail(f"{base}.{key}", problem) from None
+        if policy.enabled:
+            fields["ha_policy"] = policy
     return fields
 
 

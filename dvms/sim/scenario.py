@@ -20,6 +20,7 @@ values come from VMPlaceS's setup (docs/references.md).
                 [[faults.clock]] host/offset_s,
                 [[faults.site_cut]] site/at_s/heal_at_s,
                 [[faults.partition_crash]] role/phase/after_s
+    [ha]        fraction, start_s, fence, [ha.protocol] any key of ``HaConfig``
     [[launches]] at_s, entries, entry_hosts, vjobs_per_entry, vms, spread, coschedule0,
                 vcpus, memory_mib, create_s
     [images]    count, size_mib, seeds, bandwidth_mib_s, wan_bandwidth_mib_s, cache_mib
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from dvms.configfile import NOT_IN_FILE, ConfigError, load_table
+from dvms.ha.config import HaConfig
 from dvms.partition.config import PartitionConfig
 from dvms.sim.engine import NODE_PORT
 
@@ -50,6 +52,7 @@ __all__ = [
     "DvmsSimParams",
     "FaultsConfig",
     "Freeze",
+    "HaSimConfig",
     "HostsConfig",
     "ImagesConfig",
     "LaunchConfig",
@@ -461,6 +464,28 @@ class ImagesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HaSimConfig:
+    """High availability in the ``dvms`` scheduler (``[ha]``, ``docs/ha.md``): a
+    ``fraction`` of the initial VMs (drawn with the seed) run under ``ha = "restart"``,
+    priorities dealt high, medium, low in turn, fenced by ``fence``; their owners start
+    renewing at ``start_s`` (the overlay has joined). ``[ha.protocol]``: any key of
+    ``HaConfig``. Without ``[ha]`` (fraction 0) no HA core runs at all."""
+
+    fraction: float = 0.0
+    start_s: float = 10.0
+    fence: str = "destroy"
+    protocol: HaConfig = field(default_factory=HaConfig)
+
+    def check(self) -> None:
+        if not 0 <= self.fraction <= 1:
+            raise ScenarioError("ha.fraction: must be in [0, 1]")
+        if self.fence not in ("destroy", "pause"):
+            raise ScenarioError(f"ha.fence: expected 'destroy' or 'pause', got {self.fence!r}")
+        if self.start_s < 0:
+            raise ScenarioError("ha.start_s: must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class DvmsSimParams:
     """How the simulator drives the DVMS nodes (``[scheduler.dvms]``); the protocol's
     own settings are ``[scheduler.partition]``. All ours: VMPlaceS starts every node at
@@ -536,6 +561,7 @@ class Scenario:
     launches: tuple[LaunchConfig, ...] = ()
     images: ImagesConfig = field(default_factory=ImagesConfig)
     scheduler: ScenarioParams = field(default_factory=ScenarioParams)
+    ha: HaSimConfig = field(default_factory=HaSimConfig)
     #: Directory relative paths (matrix files) are resolved against (the file's own).
     base_dir: str = field(default=".", metadata=NOT_IN_FILE)
 
@@ -555,6 +581,7 @@ class Scenario:
             launch.check(i, self.hosts.count)
         self.images.check(self.hosts.count)
         self.scheduler.check()
+        self.ha.check()
         if self.vms.per_host * self.vms.memory_mib > self.hosts.memory_mib:
             raise ScenarioError("vms.per_host: the VMs of one host do not fit in its memory")
 

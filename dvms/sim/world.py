@@ -218,6 +218,8 @@ class World:
         #: entry's shape is agreed between its scheduler and its reader.
         self.extras: dict[str, Callable[[], Any]] = {}
         self.vms_created = 0
+        #: VMs removed (``remove_vm``): their index stays, they count nowhere
+        self.removed: set[int] = set()
         if scenario.launches:
             self.every(1.0, self.check_constraints)
 
@@ -279,7 +281,8 @@ class World:
         now = self.engine.now
         v = rng.randrange(len(self.vm_names))
         pct = 10 * round(min(100.0, max(0.0, rng.gauss(load.mu, load.sigma))) / 10)
-        self.set_vm_units(v, pct * self.vm_vcpus[v], now)
+        if v not in self.removed:
+            self.set_vm_units(v, pct * self.vm_vcpus[v], now)
         self.load_events += 1
         self._next_load(now)
 
@@ -542,6 +545,26 @@ class World:
         self._start_load()
         on_done(True, "")
 
+    def remove_vm(self, name: str, now: float) -> bool:
+        """VM ``name`` stops for good (fenced, or killed with its host): it leaves its
+        host, the demand accounting and the snapshots; its name may be created again.
+        False (nothing done) when it is unknown or migrating."""
+        v = self.vm_index.get(name)
+        if v is None or name in self._flights:
+            return False
+        h = self.vm_host[v]
+        if self.host_up[h]:
+            self.set_vm_units(v, 0, now)
+        else:
+            self.host_demand[h] -= self.vm_units[v]
+            self.vm_units[v] = 0
+        del self.host_vms[h][v]
+        del self.vm_index[name]
+        self.removed.add(v)
+        self.cluster.destroy(self.hosts[h].name, name, now=now)
+        self.cluster.undefine(self.hosts[h].name, name, now=now)
+        return True
+
     def check_constraints(self, now: float) -> list[str]:
         """Constraints of placed VMs that do not hold now; each broken rule is reported
         to the metrics once (``constraint_violations``)."""
@@ -698,13 +721,16 @@ class World:
             for name in vms:
                 copies[name] = copies.get(name, 0) + 1
         for v, name in enumerate(self.vm_names):
+            if v in self.removed:
+                continue
             want = 2 if name in self._flights else 1
             if copies.get(name, 0) != want:
                 problems.append(f"vm {name} has {copies.get(name, 0)} copies, expected {want}")
             elif name not in self.cluster.vms[self.hosts[self.vm_host[v]].name]:
                 problems.append(f"vm {name} is not on {self.hosts[self.vm_host[v]].name}")
-        if len(copies) != len(self.vm_names):
-            problems.append(f"{len(copies)} VMs in the cluster, {len(self.vm_names)} expected")
+        if len(copies) != len(self.vm_names) - len(self.removed):
+            expected = len(self.vm_names) - len(self.removed)
+            problems.append(f"{len(copies)} VMs in the cluster, {expected} expected")
         return problems
 
     def run(self, progress: Callable[[float], None] | None = None, steps: int = 200) -> None:

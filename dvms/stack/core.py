@@ -25,7 +25,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from dvms.effects import Address
+from dvms.effects import Address, Emit
+from dvms.ha.core import HA_TYPES, HaCore, StartLaunch
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact
@@ -33,7 +34,7 @@ from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import PartitionCore
 from dvms.partition.directory import PREFIX, Directory, directory_validator
-from dvms.partition.events import RecordLocation
+from dvms.partition.events import EventDone, RecordLocation
 from dvms.partition.messages import PARTITION_MESSAGES, HostState, LaunchVm, WireConstraint
 from dvms.placement.config import PlacementConfig
 from dvms.vivaldi import VivaldiClient, VivaldiConfig
@@ -90,12 +91,17 @@ class NodeCore:
         partition: PartitionCore | None = None,
         *,
         identity: Identity | None = None,
+        ha: HaCore | None = None,
     ) -> None:
         """``identity`` signs this node's directory records (the daemon passes its own
         key pair). Without one, a key pair is derived from the node id: fine in a
         simulation, forgeable by anyone who knows the id, so not for a real cluster."""
         self.overlay = overlay
         self.partition = partition
+        #: High availability (``dvms.ha``): its restart launches go through this node's
+        #: partition core (``StartLaunch``), their ends come back to it.
+        self.ha = ha
+        self._ha_launches: dict[int, int] = {}  # launch event id -> HA token
         self._identity = identity
         self.directory: Directory | None = None
         if partition is not None:
@@ -119,6 +125,10 @@ class NodeCore:
     # -- inputs ------------------------------------------------------------------------
 
     def on_message(self, src: Address, sender: int, rid: int, msg: Any, *, now: float) -> list[Any]:
+        if type(msg) in HA_TYPES:
+            if self.ha is None:
+                return []
+            return self._glue(self.ha.on_message(src, sender, rid, msg, now=now), now)
         if type(msg) in _PARTITION_TYPES:
             if self.partition is None:
                 return []
@@ -126,7 +136,12 @@ class NodeCore:
         return self._glue(self.overlay.on_message(src, sender, rid, msg, now=now), now)
 
     def on_timer(self, *, now: float) -> list[Any]:
-        out: list[Any] = self.overlay.on_timer(now=now)
+        out: list[Any] = []
+        if self.ha is not None:
+            d = self.ha.next_deadline()
+            if d is not None and d <= now:
+                out += self.ha.on_timer(now=now)  # fences before anything else
+        out += self.overlay.on_timer(now=now)
         if self.partition is not None:
             d = self.partition.next_deadline()
             if d is not None and d <= now:
@@ -136,6 +151,10 @@ class NodeCore:
     def next_deadline(self) -> float | None:
         a = self.overlay.next_deadline()
         b = self.partition.next_deadline() if self.partition is not None else None
+        if self.ha is not None:
+            c = self.ha.next_deadline()
+            if c is not None and (b is None or c < b):
+                b = c
         if a is None:
             return b
         return a if b is None or a < b else b
@@ -153,9 +172,10 @@ class NodeCore:
         constraints: tuple[WireConstraint, ...],
         *,
         now: float,
+        claim: bool = True,
     ) -> tuple[int, list[Any]]:
         part = self._part()
-        event_id, out = part.launch(vms, constraints, now=now)
+        event_id, out = part.launch(vms, constraints, now=now, claim=claim)
         return event_id, self._glue(out + part.take_outbox(), now)
 
     def on_computed(self, token: int, outcome: Any, *, now: float) -> list[Any]:
@@ -185,6 +205,24 @@ class NodeCore:
         daemon's) is believed."""
         return self.overlay.leave(self.identity().sign_leave(at), now=now)
 
+    def ha_adopt(self, vm: LaunchVm, *, now: float) -> list[Any]:
+        """This host now runs HA VM ``vm`` (created, restarted or migrated in here)."""
+        if self.ha is None:
+            return []
+        return self._glue(self.ha.adopt(vm, now=now), now)
+
+    def ha_release(self, namespace: str, name: str, *, retire: bool, now: float) -> list[Any]:
+        """This host no longer runs HA VM ``namespace/name`` (``retire``: for good)."""
+        if self.ha is None:
+            return []
+        return self._glue(self.ha.release(namespace, name, retire=retire, now=now), now)
+
+    def ha_stopped(self, namespace: str, name: str, *, now: float) -> list[Any]:
+        """The host's watchdog stopped HA VM ``namespace/name``."""
+        if self.ha is None:
+            return []
+        return self._glue(self.ha.stopped(namespace, name, now=now), now)
+
     def located(
         self, namespace: str, name: str, host: str, node_id: int, *, now: float
     ) -> list[Any]:
@@ -202,6 +240,36 @@ class NodeCore:
 
     # -- glue --------------------------------------------------------------------------
 
+    def _ha_glue(self, effects: list[Any], now: float) -> list[Any]:
+        """HA restart launches become launch events here (no directory claim: the
+        generation decides which copy is the VM); their ends go back to the HA core."""
+        ha = self.ha
+        assert ha is not None
+        if not any(type(e) is StartLaunch for e in effects) and not self._ha_launches:
+            return effects
+        out: list[Any] = []
+        queue = list(effects)
+        i = 0
+        while i < len(queue):
+            eff = queue[i]
+            i += 1
+            if type(eff) is StartLaunch:
+                if self.partition is None:
+                    queue += ha.on_launch_done(eff.token, False, "no partition protocol", now=now)
+                    continue
+                part = self.partition
+                eid, more = part.launch(eff.vms, eff.constraints, now=now, claim=False)
+                self._ha_launches[eid] = eff.token
+                queue += more + part.take_outbox()
+                continue
+            if type(eff) is Emit and type(eff.event) is EventDone:
+                token = self._ha_launches.pop(eff.event.event_id, None)
+                if token is not None:
+                    ev = eff.event
+                    queue += ha.on_launch_done(token, ev.ok, ev.reason, now=now)
+            out.append(eff)
+        return out
+
     def _names_claimed(
         self,
         event_id: int,
@@ -215,6 +283,8 @@ class NodeCore:
     def _glue(self, effects: list[Any], now: float) -> list[Any]:
         """Carry out the overlay effects among ``effects`` (and everything they lead
         to), return the rest for the shell."""
+        if self.ha is not None:
+            effects = self._ha_glue(effects, now)
         d = self.directory
         if d is None or not any(d.wants(e) for e in effects):
             return effects

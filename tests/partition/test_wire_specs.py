@@ -19,9 +19,10 @@ def test_the_wire_types_mirror_their_specs_but_for_the_named_fields() -> None:
     # the host's business; the files a VM boots from travel with it, so that whichever host
     # a partition picks can fetch (file:NAME) and boot them
     local_only = {"tags"}
-    assert names(VmSpec) - names(LaunchVm) == local_only
+    # the user's HA policy travels as the HA tag the restart protocol keeps (dvms.ha)
+    assert names(VmSpec) - names(LaunchVm) == local_only | {"ha_policy"}
     # set on the way: the constraints by the leader, the images' roots by the entry node
-    assert names(LaunchVm) - names(VmSpec) == {"constraints", "images"}
+    assert names(LaunchVm) - names(VmSpec) == {"constraints", "images", "ha"}
 
 
 def test_a_spec_survives_the_wire_but_for_its_local_fields() -> None:

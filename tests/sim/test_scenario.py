@@ -65,7 +65,7 @@ def test_shipped_scenarios_keep_the_vmplaces_partition_settings() -> None:
             {"hosts": {"cnt": 3}},
             "[hosts] unknown key 'cnt' (known: count, cpu_capacity, memory_mib)",
         ),
-        ({"hostz": {}}, "unknown key 'hostz' (known: duration_s, faults, hosts, images, launches,"),
+        ({"hostz": {}}, "unknown key 'hostz' (known: duration_s, faults, ha, hosts, images,"),
         ({"hosts": {"count": 0}}, "hosts.count: must be > 0"),
         ({"load": {"mu": "high"}}, "[load] mu: expected a number"),
         ({"load": {"initial": "max"}}, "load.initial"),

@@ -64,6 +64,7 @@ from dvms.partition.messages import (
 from dvms.partition.solve import SolveOutcome
 from dvms.placement import PlacementConfig
 from dvms.sim.engine import SimNode
+from dvms.sim.ha import HaSim
 from dvms.sim.images import image_root
 from dvms.sim.invariants import InvariantChecker
 from dvms.sim.metrics import SUCCESS
@@ -109,6 +110,8 @@ class DvmsScheduler:
         self.crashed: list[str] = []  # what the fault hooks did
         self.restarts = 0
         self.seeds: list[tuple[str, int]] = []
+        #: High availability (``[ha]`` in the scenario; None without it)
+        self.ha: HaSim | None = None
 
     # -- building ----------------------------------------------------------------------
 
@@ -147,6 +150,9 @@ class DvmsScheduler:
         self.crashes = list(world.scenario.faults.partition_crash)
         self.checker = InvariantChecker(self.config, world.metrics.invariant_violation)
         world.every(self.params.check_period_s, self._check)
+        if world.scenario.ha.fraction > 0:
+            self.ha = HaSim(self, world)
+            self.ha.attach()
 
     def _make_node(self, h: int, name: str, rng: random.Random, node_id: int) -> SimNode:
         contact = Contact(node_id, f"h{h}", self.params.port)
@@ -222,6 +228,8 @@ class DvmsScheduler:
         rng = random.Random(f"{self.world.scenario.seed}:restart:{h}:{self.restarts}")
         node = self._make_node(h, self.world.hosts[h].name, rng, old.node_id)
         self.nodes[h] = node
+        if self.ha is not None:
+            self.ha.add_core(node, random.Random(rng.getrandbits(64)))
         self._start(node, [a for a in self.seeds if a != node.addr])
 
     def _freeze(self, h: int, frozen: bool, now: float) -> None:
@@ -312,14 +320,18 @@ class DvmsScheduler:
 
     def _boot(self, node: SimNode, eff: BootVm, done: Done) -> None:
         vm = eff.vm
+        ha = self.ha if vm.ha is not None else None
+        wname = ha.boot_name(vm) if ha is not None else vm.name
 
         def created(ok: bool, reason: str) -> None:
             if ok and vm.constraints:
-                self.carried[vm.name] = vm.constraints
+                self.carried[wname] = vm.constraints
+            if ok and ha is not None:
+                ha.booted(node, vm, wname)
             done(ok, reason)
 
         self.world.create_vm(
-            vm.name,
+            wname,
             self.world.hosts[node.pos].name,
             vcpus=vm.vcpus,
             memory_mib=vm.memory_mib,
@@ -332,7 +344,12 @@ class DvmsScheduler:
     def _migrate(self, node: SimNode, eff: MigrateVmTo, done: Done) -> None:
         name = eff.vm
 
+        src = node.pos
+
         def moved(ok: bool, duration: float) -> None:
+            if ok and self.ha is not None:
+                dst = self.world.host_index[eff.dst_host]
+                self.ha.migrated(name, src, dst)
             done(ok, "" if ok else f"migration of {name} refused")
 
         self.world.migrate(name, self.world.hosts[node.pos].name, eff.dst_host, moved)

@@ -1,0 +1,113 @@
+"""High-availability messages (type codes 112-119).
+
+    Renew(round, owner, vms)          -> RenewAck(round, stale)   owner -> each guardian
+    Propose(ns, name, generation)     -> Vote(ns, name, gen, yes)  guardian -> guardians
+    Release(ns, name, generation)     (one way) a proposer that lost gives its votes back
+    Retire(ns, name, generation)      (one way) the owner removed the VM for good
+
+A renewal carries the whole record of each VM (its ``LaunchVm`` with the ``HaTag``), so
+a guardian that joins the set learns everything from the next renewal. ``stale`` lists
+the VMs the guardian knows a newer generation of (or promised to restart): the owner
+fences those at once (``started``) or does not count the acknowledgement for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from dvms.overlay.messages import Contact
+from dvms.partition.messages import LaunchVm
+from dvms.wire.envelope import MessageRegistry
+from dvms.wire.schema import MaxLen, Range
+
+__all__ = [
+    "HA_MESSAGES",
+    "Propose",
+    "Release",
+    "Renew",
+    "RenewAck",
+    "Retire",
+    "StaleVm",
+    "Vote",
+    "register_ha_messages",
+]
+
+Name = Annotated[str, MaxLen(128)]
+U64 = Annotated[int, Range(0, 2**64 - 1)]
+Gen = Annotated[int, Range(0, 2**62)]
+
+
+@dataclass(frozen=True, slots=True)
+class Renew:
+    round: U64
+    owner: Contact
+    vms: Annotated[tuple[LaunchVm, ...], MaxLen(1024)]
+
+
+@dataclass(frozen=True, slots=True)
+class StaleVm:
+    namespace: Name
+    name: Name
+    #: The newest generation the guardian knows or promised.
+    generation: Gen
+    #: True: a copy of that generation was started, the owner's copy is stale (fence
+    #: it now). False: a restart is being agreed, this renewal does not count.
+    started: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RenewAck:
+    round: U64
+    stale: Annotated[tuple[StaleVm, ...], MaxLen(1024)] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    namespace: Name
+    name: Name
+    #: The generation the restarted copy will have (the record's + 1 or more).
+    generation: Gen
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    namespace: Name
+    name: Name
+    generation: Gen
+    yes: bool
+    #: With ``yes`` false: the newest generation the voter knows or promised (the
+    #: proposer retries above it), or 0 when it refuses because the lease still runs.
+    newest: Gen = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The proposer of ``generation`` will not start it: voters drop their promise."""
+
+    namespace: Name
+    name: Name
+    generation: Gen
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    namespace: Name
+    name: Name
+    generation: Gen
+
+
+HA_MESSAGES: dict[int, type] = {
+    112: Renew,
+    113: RenewAck,
+    114: Propose,
+    115: Vote,
+    116: Retire,
+    117: Release,
+}
+
+
+def register_ha_messages(registry: MessageRegistry) -> MessageRegistry:
+    for code, cls in HA_MESSAGES.items():
+        registry.register(code, cls)
+    return registry

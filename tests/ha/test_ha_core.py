@@ -1,0 +1,198 @@
+"""The HA core on an in-memory pump (``ha_harness``): leases, fencing, restarts by a
+majority of guardians, batches, back-off, and no double run under any fault schedule."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from ha_harness import World
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dvms.ha import HaConfig, HaEvent, tag_for
+from dvms.placement.hapolicy import HaPolicy, HaPolicyError, parse_policy
+
+
+def _events(w: World, kind: str) -> list[tuple[float, int, HaEvent]]:
+    return [(t, i, e) for t, i, e in w.events if isinstance(e, HaEvent) and e.kind == kind]
+
+
+def test_renewals_keep_a_healthy_vm_where_it_is() -> None:
+    w = World(6)
+    w.start(0, "a")
+    w.run_until(120.0)
+    assert w.copies("a") == [0]
+    assert not _events(w, "agreed") and not _events(w, "fenced")
+    st_ = w.hosts[0].core.status("", "a", now=w.now)
+    assert st_ is not None and st_.state == "ok" and st_.generation == 1
+
+
+def test_owner_crash_restarts_once_with_a_newer_generation() -> None:
+    w = World(6)
+    w.start(0, "a")
+    w.run_until(10.0)
+    w.crash(0)
+    w.run_until(40.0)
+    where = w.copies("a")
+    assert len(where) == 1 and where[0] != 0
+    assert w.hosts[where[0]].running["a"] == 2
+    launched = _events(w, "launched")
+    assert len(launched) == 1
+    # lease 10 s after the last renewal + stagger 0 + batch window + launch
+    assert launched[0][0] - 10.0 <= 10.0 + 0.5 + 0.5 + 0.1
+    assert not w.double
+
+
+def test_cut_off_owner_fences_before_the_guardians_restart() -> None:
+    w = World(6)
+    w.start(0, "a")
+    w.run_until(10.0)
+    w.cut = {0}
+    w.run_until(40.0)
+    fenced = _events(w, "fenced")
+    agreed = _events(w, "agreed")
+    assert fenced and agreed and fenced[0][0] < agreed[0][0]
+    w.cut = set()
+    w.run_until(80.0)
+    assert len(w.copies("a")) == 1 and w.copies("a") != [0]
+    assert not w.double
+
+
+def test_frozen_daemon_watchdog_stops_guests_and_wakes_up_stale() -> None:
+    w = World(6)
+    w.start(0, "a")
+    w.run_until(10.0)
+    w.freeze(0, True)
+    w.run_until(40.0)
+    assert 0 not in w.copies("a")  # the watchdog stopped it although the daemon slept
+    w.freeze(0, False)
+    w.run_until(60.0)
+    assert len(w.copies("a")) == 1 and w.copies("a") != [0]
+    st_ = w.hosts[0].core.status("", "a", now=w.now)
+    assert st_ is not None and st_.state == "fenced"
+    assert not w.double
+
+
+def test_minority_guardians_cannot_restart_a_live_owner() -> None:
+    """Two guardians of three cut off with the owner: the remaining one never gets a
+    majority, the owner keeps renewing."""
+    w = World(6)
+    vm = w.start(0, "a")
+    assert vm.ha is not None
+    w.run_until(5.0)
+    gs = w.hosts[0].core.owned[("", "a")].vm.ha.guardians  # type: ignore[union-attr]
+    index = {h.contact.node_id: h.i for h in w.hosts}
+    w.cut = {0, index[gs[0].node_id], index[gs[1].node_id]}
+    w.run_until(60.0)
+    assert w.copies("a") == [0]
+    assert not _events(w, "agreed")
+
+
+def test_failed_launches_back_off_then_give_up() -> None:
+    w = World(6, fail_launches=3)
+    w.start(0, "a", HaPolicy(mode="restart", restart_attempts=3, restart_backoff_s=2.0))
+    w.run_until(10.0)
+    w.crash(0)
+    w.run_until(60.0)
+    failed = [t for t, _, _ in _events(w, "launch_failed")]
+    gave_up = [t for t, _, _ in _events(w, "gave_up")]
+    assert len(failed) == 2 and len(gave_up) == 1
+    assert failed[1] - failed[0] >= 2.0 and gave_up[0] - failed[1] >= 4.0  # 2 s, then 4 s
+    assert w.copies("a") == []
+    st_ = w.hosts[_events(w, "gave_up")[0][1]].core.status("", "a", now=w.now)
+    assert st_ is not None and st_.state == "failed"
+    # after promise_s another round of attempts starts (here: the launches work again)
+    w.run_until(200.0)
+    assert len(w.copies("a")) == 1
+
+
+def test_a_dead_hosts_vms_go_out_in_batches_high_priority_first() -> None:
+    w = World(8, config=HaConfig(batch_max=32))
+    for k in range(40):
+        prio = "high" if k % 4 == 0 else "low"
+        w.start(0, f"vm{k:02d}", HaPolicy(mode="restart", priority=prio))
+    w.run_until(10.0)
+    w.crash(0)
+    w.run_until(60.0)
+    assert all(len(w.copies(f"vm{k:02d}")) == 1 for k in range(40))
+    # one launch per (restarter, batch window), not one per VM
+    assert len(w.launches) < 40 / 2
+    for _restarter, names in w.launches:
+        prios = ["high" if int(n[2:]) % 4 == 0 else "low" for n in names]
+        assert prios == sorted(prios)  # "high" < "low"
+    assert not w.double
+
+
+faults = st.lists(
+    st.tuples(
+        st.sampled_from(["crash", "cut", "freeze"]),
+        st.integers(0, 6),
+        st.floats(5.0, 80.0),
+        st.floats(1.0, 40.0),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(faults=faults, seed=st.integers(0, 10_000))
+def test_no_vm_ever_runs_twice(faults: list[tuple[str, int, float, float]], seed: int) -> None:
+    """Whatever crashes, cuts and freezes happen, at no instant do two hosts run a copy
+    of one VM; once faults end (and a majority of hosts lives), every VM runs."""
+    w = World(7, seed=seed)
+    for k in range(4):
+        w.start(k % 3, f"v{k}")
+    crashed = 0
+    for kind, host, at, length in sorted(faults, key=lambda f: f[2]):
+        w.run_until(at)
+        if kind == "crash":
+            if crashed < 2:
+                w.crash(host)
+                crashed += 1
+        elif kind == "cut":
+            w.cut = {host}
+            w.run_until(at + length)
+            w.cut = set()
+        else:
+            w.freeze(host, True)
+            w.run_until(at + length)
+            w.freeze(host, False)
+    w.run_until(w.now + 120.0)
+    assert not w.double, w.double[:3]
+    for k in range(4):
+        assert len(w.copies(f"v{k}")) <= 1
+
+
+def test_policy_values_and_errors() -> None:
+    p = parse_policy({"ha": "restart", "ha_priority": "high", "ha_restart_attempts": "5"})
+    assert p.enabled and p.priority == "high" and p.restart_attempts == 5
+    assert parse_policy({}).mode == "off"
+    assert p.backoff(1) == 5.0 and p.backoff(3) == 20.0
+    with pytest.raises(HaPolicyError, match="ha: expected one of off, restart, got 'yes'"):
+        parse_policy({"ha": "yes"})
+    with pytest.raises(HaPolicyError, match="ha_fence"):
+        parse_policy({"ha_fence": "kill"})
+    with pytest.raises(HaPolicyError, match="ha_restart_attempts"):
+        parse_policy({"ha_restart_attempts": "many"})
+    with pytest.raises(HaPolicyError, match="ha_restart_backoff_s"):
+        parse_policy({"ha_restart_backoff_s": -1})
+
+
+def test_ha_messages_cross_the_wire() -> None:
+    from dvms.ha import register_ha_messages
+    from dvms.ha.messages import Renew, RenewAck, StaleVm
+    from dvms.overlay.messages import Contact, register_overlay_messages
+    from dvms.partition.messages import LaunchVm, register_partition_messages
+    from dvms.wire.envelope import MessageRegistry, WireCodec, WireConfig
+
+    registry = register_ha_messages(
+        register_partition_messages(register_overlay_messages(MessageRegistry()))
+    )
+    codec = WireCodec(bytes(range(32)), registry, WireConfig())
+    g = Contact(5, "h1", 7400)
+    tag = replace(tag_for(HaPolicy(mode="restart"), 3), guardians=(g,))
+    vm = LaunchVm("a", "ns", 1, 512, ha=tag)
+    for msg in (Renew(7, g, (vm,)), RenewAck(7, (StaleVm("ns", "a", 4, False),))):
+        decoded = codec.decode(codec.encode(msg, sender=1, rid=2, now=0.0), now=0.0)
+        assert decoded is not None and decoded.msg == msg
