@@ -40,6 +40,7 @@ from dvms.runtime.node import NodeRunner
 from dvms.runtime.services.files import FileService
 from dvms.runtime.services.hostside import HostSide
 from dvms.runtime.services.http import open_http_listeners
+from dvms.runtime.services.keys import KeyService, load_node_keyring
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
 from dvms.runtime.services.observe import Observability
@@ -48,7 +49,7 @@ from dvms.runtime.services.vjobs import VjobConfig, VjobService
 from dvms.stack.core import NodeCore, build_cores
 from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
 from dvms.wire.envelope import MessageRegistry, WireCodec, WireConfig
-from dvms.wire.keys import load_key
+from dvms.wire.keys import Keyring
 
 __all__ = [
     "TEST_HOST_XML",
@@ -129,12 +130,13 @@ def write_test_host(cfg: NodeConfig) -> None:
 def build_runner(
     cfg: NodeConfig,
     ident: Identity,
-    key: bytes,
+    key: bytes | Keyring,
     transport: UdpTransport,
     hv: Hypervisor,
     rng: random.Random | None = None,
 ) -> NodeRunner:
     """The node's cores and their Trio runner (not started) on ``transport`` and ``hv``;
+    ``key``: the cluster keyring (or one key) its datagrams are signed and checked with;
     its random sources are drawn from ``rng`` (default: ``daemon_rng()``)."""
     rng = rng or daemon_rng()
     addr = transport.local_address
@@ -306,7 +308,8 @@ async def _run_node(
     cfg: NodeConfig, state: Path, task_status: trio.TaskStatus[tuple[str, int]]
 ) -> None:
     ident = load_identity(state)
-    key = load_key(cfg.key_path)
+    ring = load_node_keyring(cfg.key_path, state)
+    key = ring.primary
     host, port = parse_hostport(cfg.listen, what="listen")
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
     if not cfg.hypervisor:
@@ -321,7 +324,7 @@ async def _run_node(
     async with transport, hv:
         addr = transport.local_address
         rng = daemon_rng()
-        runner = build_runner(cfg, ident, key, transport, hv, rng)
+        runner = build_runner(cfg, ident, ring, transport, hv, rng)
         vjobs = build_vjobs(runner, state, cfg.vjobs, rng=random.Random(rng.getrandbits(64)))
         daemon = build_daemon(
             cfg, runner, vjobs, started=trio.current_time(), rng=random.Random(rng.getrandbits(64))
@@ -335,6 +338,15 @@ async def _run_node(
             return {"name": cfg.name, "leaving": True}
 
         daemon.commands["leave"] = leave
+        keys = KeyService(
+            runner.codec,
+            state,
+            host_name=cfg.name,
+            requests=runner,
+            peers=runner,
+            handlers=runner.handlers,
+        )
+        daemon.commands["keys"] = keys.command
         http: list[trio.SocketListener] = []
         files = build_files(cfg, runner, key, ident, random.Random(rng.getrandbits(64)))
         daemon.commands.update(files.commands())
