@@ -57,6 +57,7 @@ __all__ = [
     "build_daemon",
     "build_files",
     "build_observability",
+    "build_registry",
     "build_runner",
     "build_vjobs",
     "daemon_rng",
@@ -127,6 +128,13 @@ def write_test_host(cfg: NodeConfig) -> None:
     path.write_text(TEST_HOST_XML.format(cpus=host.cpus, kib=host.memory_mib * 1024))
 
 
+def build_registry() -> MessageRegistry:
+    """Every message type a daemon sends and answers, by type code."""
+    return register_node_messages(
+        register_partition_messages(register_overlay_messages(MessageRegistry()))
+    )
+
+
 def build_runner(
     cfg: NodeConfig,
     ident: Identity,
@@ -153,9 +161,7 @@ def build_runner(
         local_state=monitor.state,
         now=trio.current_time(),
     )
-    registry = register_node_messages(
-        register_partition_messages(register_overlay_messages(MessageRegistry()))
-    )
+    registry = build_registry()
     return NodeRunner(
         NodeCore(overlay, partition, identity=ident),
         transport,
