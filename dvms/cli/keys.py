@@ -108,3 +108,64 @@ def _print(result: dict[str, Any]) -> None:
         print(f"refused on {e}")
     if result["unreachable"]:
         print(f"(no answer from: {', '.join(result['unreachable'])})")
+
+
+def register_revoke(nsub: argparse._SubParsersAction) -> None:
+    p = nsub.add_parser(
+        "revoke",
+        help="revoke one node everywhere (operator key)",
+        description="Sign a revocation of NODE with the operator key and hand it to the "
+        "node you talk to, which stores it in the DHT and tells every node: each drops "
+        "NODE's traffic, ignores its records and leaves it out of partitions "
+        "(docs/security.md). Nodes honour it only if their operator_keys list the key.",
+    )
+    p.add_argument("node", metavar="NODE", help="node id (40 hex digits) or host name")
+    p.add_argument(
+        "--operator-key",
+        required=True,
+        metavar="FILE",
+        help="the operator's private key (dvms keygen --operator FILE)",
+    )
+    p.set_defaults(func=revoke)
+
+
+def _node_id(args: argparse.Namespace) -> int:
+    text = args.node.lower()
+    if len(text) == 40:
+        try:
+            return int(text, 16)
+        except ValueError:
+            pass
+    members = node_call(args, "members", {}, timeout=KEYS_TIMEOUT_S)["members"]
+    found = {m["node_id"] for m in members if m["name"] == args.node or m["node_id"] == text}
+    if len(found) != 1:
+        raise UserError(f"no node named {args.node} (give its node id: dvms members --json)")
+    return int(found.pop(), 16)
+
+
+def revoke(args: argparse.Namespace) -> int:
+    import time
+
+    from dvms.wire.revocation import RevocationError, sign_revocation
+
+    try:
+        private = bytes.fromhex(Path(args.operator_key).read_text().strip())
+        rev = sign_revocation(private, _node_id(args), time.time())
+    except OSError as exc:
+        raise UserError(f"cannot read operator key {args.operator_key}: {exc.strerror}") from None
+    except (ValueError, RevocationError) as exc:
+        raise UserError(f"operator key {args.operator_key}: {exc}") from None
+    result = node_call(args, "revoke", {"revocation": rev.encode()}, timeout=KEYS_TIMEOUT_S)
+    if args.json:
+        from dvms.cli.output import emit
+
+        emit(result)
+    else:
+        who = result["name"] or result["node_id"]
+        print(f"revoked {who} ({result['node_id']}): told {result['told']} nodes, "
+              f"stored on {result['stored']}")  # fmt: skip
+        for e in result["refused"]:
+            print(f"refused on {e}")
+        if result["unreachable"]:
+            print(f"(no answer from: {', '.join(result['unreachable'])})")
+    return 1 if result["refused"] else 0

@@ -515,7 +515,7 @@ def members_cmd(args: argparse.Namespace) -> int:
     crawl = result["crawl"]
     summary = ", ".join(
         f"{states.count(s)} {s}"
-        for s in ("alive", "suspect", "left", "failed", "clock_skew")
+        for s in ("alive", "suspect", "left", "failed", "clock_skew", "revoked")
         if s in states
     )
     print(

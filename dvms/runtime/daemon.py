@@ -44,6 +44,7 @@ from dvms.runtime.services.keys import KeyService, load_node_keyring
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
 from dvms.runtime.services.observe import Observability
+from dvms.runtime.services.revocations import RevocationService, revocation_validator
 from dvms.runtime.services.state import state_validators
 from dvms.runtime.services.vjobs import VjobConfig, VjobService
 from dvms.stack.core import NodeCore, build_cores
@@ -155,7 +156,9 @@ def build_runner(
         cfg.overlay,
         random.Random(rng.getrandbits(64)),
         vivaldi=cfg.vivaldi,
-        validators=state_validators(ValidatorRegistry()),
+        validators=state_validators(
+            ValidatorRegistry([revocation_validator(cfg.operator_public_keys)])
+        ),
         partition=cfg.partition,
         placement=cfg.placement,
         local_state=monitor.state,
@@ -353,6 +356,19 @@ async def _run_node(
             handlers=runner.handlers,
         )
         daemon.commands["keys"] = keys.command
+        revocations = RevocationService(
+            cfg.operator_public_keys,
+            state,
+            codec=runner.codec,
+            overlay=runner.core,
+            identity=ident,
+            requests=runner,
+            peers=runner,
+            dht=runner,
+            handlers=runner.handlers,
+            joined=runner.wait_joined,
+        )
+        daemon.commands["revoke"] = revocations.command
         http: list[trio.SocketListener] = []
         files = build_files(cfg, runner, key, ident, random.Random(rng.getrandbits(64)))
         daemon.commands.update(files.commands())
@@ -380,6 +396,7 @@ async def _run_node(
         async with trio.open_nursery() as nursery:
             await nursery.start(obs.run, http)
             await nursery.start(runner.run, seeds)
+            await nursery.start(revocations.run)
             await nursery.start(vjobs.run)
             await nursery.start(files.run)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)

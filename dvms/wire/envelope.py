@@ -34,6 +34,8 @@ Layout of a datagram (bytes), version 2::
   A stale datagram is authentic (its tag checked): ``last_stale`` keeps its sender and
   ``ts`` for the node to estimate that peer's clock offset and name it.
 - ``body``: the message's fields as a CBOR array (see schema.py), validated per type.
+- A sender in ``revoked`` (an operator revoked it: ``dvms/overlay/revocation.py``) is
+  dropped as ``revoked``, whatever it sends.
 
 Every failure is counted per reason in ``WireCodec.drops`` and the datagram is dropped;
 ``decode`` never raises for peer input.
@@ -89,6 +91,7 @@ DROP_REASONS = (
     "malformed",
     "unknown_type",
     "schema",
+    "revoked",
     "stale",
     "replayed",
 )
@@ -182,6 +185,8 @@ class WireCodec:
         self.accepted = 0
         #: Why the last datagram ``decode`` refused was dropped.
         self.last_drop = ""
+        #: Senders whose datagrams are dropped as ``revoked`` (authentic or not).
+        self.revoked: set[int] = set()
         #: The last datagram dropped as ``stale`` (authentic: its tag was checked).
         self.last_stale: StaleDatagram | None = None
         #: Source address -> key id of the last datagram signed with a key we lack.
@@ -261,6 +266,8 @@ class WireCodec:
         except SchemaError:
             return "schema"
         sender_id = int.from_bytes(sender, "big")
+        if sender_id in self.revoked:
+            return "revoked"
         if not abs(now - ts) <= self.config.replay_window_s:
             self.last_stale = StaleDatagram(sender_id, rid, ts, now)
             return "stale"

@@ -51,7 +51,7 @@ def start_on(row: dict, d: Path, seed: str) -> subprocess.Popen:
     (state / "node.json").unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "dvms", "node", "run", "--listen", row["address"],
            "--key", str(d / "cluster.key"), "--state-dir", str(state), "--hostname",
-           row["name"], "--log-level", "warning", "--seed", seed, "--profile", "local"]  # fmt: skip
+           row["name"], "--log-level", "warning", "--seed", seed, *row["extra"]]  # fmt: skip
     with open(state / "node.log", "ab") as log:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip

@@ -31,6 +31,8 @@ NOT_RUN = {
     "lab up": "starts real hypervisor hosts (root, ~20 s); emits through the same function",
     "lab status": "needs a lab (root); emits through the same function",
     "lab down": "needs a lab (root); emits through the same function",
+    "node revoke": "needs nodes configured with an operator key: tests/e2e/test_e2e_revoke.py "
+    "runs it with --json",
 }
 
 TINY = 'name = "tiny"\nseed = 4\nduration_s = 120\n[hosts]\ncount = 12\n'

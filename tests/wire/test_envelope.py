@@ -87,7 +87,9 @@ def test_each_drop_reason_is_counted_and_nothing_raises():
         "unknown_type": signed([999, b"\0" * 20, 1, 10.0, []]),
         "schema": signed([3, b"\0" * 20, 1, 10.0, [b"short"]]),
         "stale": codec().encode(Ping(), sender=SENDER, rid=8, now=10.0 - 1000),
+        "revoked": codec().encode(Ping(), sender=SENDER + 1, rid=9, now=10.0),
     }
+    rx.revoked.add(SENDER + 1)
     for reason, data in cases.items():
         assert rx.decode(data, now=10.0) is None, reason
         assert rx.drops[reason] == 1, (reason, rx.drops)

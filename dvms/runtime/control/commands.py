@@ -278,6 +278,9 @@ class Daemon:
         for node_id, (c, _) in left.items():
             if node_id not in rows:
                 row(c, "left")
+        for node_id in self.codec.revoked:  # an operator revoked it (docs/security.md)
+            if node_id in rows:
+                rows[node_id]["state"] = "revoked"
         # peers heard only through datagrams dropped for their clock: no crawl finds them
         for node_id, offset in core.clocks.offsets().items():
             if node_id not in rows and abs(offset) > core.clocks.warn_s:

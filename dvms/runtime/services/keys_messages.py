@@ -1,8 +1,10 @@
-"""Control-plane messages of the cluster keyring (type codes 96-98; ``dvms.runtime.
-messages`` registers them with the node's)::
+"""Control-plane messages of the cluster keyring and of revocations (type codes
+96-102; ``dvms.runtime.messages`` registers them with the node's)::
 
     KeysQuery()                       -> KeysReply(host, primary, keys, lacking, error)
     KeysChange(op, key_id, wrapped)   -> KeysReply                 install | use | remove
+    RevokeNotice(revocation)          -> RevokeAck(host, ok, error)   dvms node revoke
+    RevocationsQuery()                -> RevocationsReply(revocations)  on join
 
 A key to install travels sealed (``WrappedKey``: ChaCha20-Poly1305 under a key derived
 from each key of the sender's ring), never in the clear: the envelope authenticates
@@ -24,6 +26,10 @@ __all__ = [
     "KeysChange",
     "KeysQuery",
     "KeysReply",
+    "RevocationsQuery",
+    "RevocationsReply",
+    "RevokeAck",
+    "RevokeNotice",
     "WrappedKey",
 ]
 
@@ -67,6 +73,37 @@ class KeysReply:
     error: Annotated[str, MaxLen(256)] = ""
 
 
-KEY_MESSAGES: dict[int, type] = {96: KeysQuery, 97: KeysChange, 98: KeysReply}
-KEY_REQUESTS = (KeysQuery, KeysChange)
-KEY_RESPONSES = (KeysReply,)
+@dataclass(frozen=True, slots=True)
+class RevokeNotice:
+    #: an encoded revocation (``dvms/wire/revocation.py``), checked by the receiver
+    revocation: Annotated[bytes, MaxLen(256)]
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeAck:
+    host: Annotated[str, MaxLen(128)]
+    ok: bool
+    error: Annotated[str, MaxLen(256)] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationsQuery:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationsReply:
+    revocations: Annotated[tuple[Annotated[bytes, MaxLen(256)], ...], MaxLen(256)]
+
+
+KEY_MESSAGES: dict[int, type] = {
+    96: KeysQuery,
+    97: KeysChange,
+    98: KeysReply,
+    99: RevokeNotice,
+    100: RevokeAck,
+    101: RevocationsQuery,
+    102: RevocationsReply,
+}
+KEY_REQUESTS = (KeysQuery, KeysChange, RevokeNotice, RevocationsQuery)
+KEY_RESPONSES = (KeysReply, RevokeAck, RevocationsReply)
