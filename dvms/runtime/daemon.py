@@ -275,7 +275,11 @@ def build_daemon(
 
 
 def build_files(
-    cfg: NodeConfig, runner: NodeRunner, key: bytes, ident: Identity, rng: random.Random
+    cfg: NodeConfig,
+    runner: NodeRunner,
+    key: bytes | Keyring,
+    ident: Identity,
+    rng: random.Random,
 ) -> FileService:
     """The file service of ``runner`` (store under the state dir; not started)."""
     return FileService(
@@ -318,7 +322,6 @@ async def _run_node(
 ) -> None:
     ident = load_identity(state)
     ring = load_node_keyring(cfg.key_path, state)
-    key = ring.primary
     host, port = parse_hostport(cfg.listen, what="listen")
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
     if not cfg.hypervisor:
@@ -370,7 +373,8 @@ async def _run_node(
         )
         daemon.commands["revoke"] = revocations.command
         http: list[trio.SocketListener] = []
-        files = build_files(cfg, runner, key, ident, random.Random(rng.getrandbits(64)))
+        # the codec's keyring: file streams follow `dvms keys` changes too
+        files = build_files(cfg, runner, ring, ident, random.Random(rng.getrandbits(64)))
         daemon.commands.update(files.commands())
         runner.driver.prepare = files.prepare_vm
         runner.image_roots = files.with_images

@@ -116,8 +116,13 @@ def test_rotation_with_a_node_offline_then_a_node_holding_no_key(cluster, tmp_pa
     assert table(doc) == {new: (4, 4)} and not doc["unreachable"], doc
     # the ring survives a restart (the key file still holds the removed old key)
     stop(rows(d)["node3"]["pid"])
-    restart_node(d, "node3")
+    three = restart_node(d, "node3")["socket"]
     assert table(keys(one, "list")) == {new: (4, 4)}
+    # file streams follow the ring too (they authenticate with the primary key)
+    (tmp_path / "f.bin").write_bytes(bytes(range(256)) * 64)
+    dvms("file", "add", str(tmp_path / "f.bin"), "--name", "k/f", sock=one)
+    got = dvms_json("file", "get", "k/f", "--wait", sock=three)
+    assert Path(got["path"]).read_bytes() == (tmp_path / "f.bin").read_bytes(), got
 
     # node4 is down again while the cluster moves to a third key and drops the second
     r = rows(d)
