@@ -281,7 +281,11 @@ class WireCodec:
     def _check_frame(self, data: bytes, src: Any) -> str | None:
         if len(data) > self.config.max_datagram:
             return "oversized"
-        if len(data) == HEADER_BYTES and data[0] == WIRE_VERSION and data[1:5] == NO_KEY:
+        if (
+            len(data) == HEADER_BYTES
+            and data[0] == WIRE_VERSION
+            and data[1 : 1 + KEY_ID_BYTES] == NO_KEY
+        ):
             theirs = data[1 + KEY_ID_BYTES :]
             if src is not None and theirs not in self.keys:
                 _bounded_put(self.unknown_keys, src, theirs)
