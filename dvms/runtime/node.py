@@ -348,7 +348,9 @@ class NodeRunner:
 
     def _clock_notes(self, notes: list[ClockNote], src: Address) -> None:
         for n in notes:
-            who = f"{self.names.get(n.peer) or 'node'} ({src[0]}:{src[1]}, id {n.peer:040x})"
+            name = self.names.get(n.peer)
+            addr = f"{src[0]}:{src[1]}"
+            who = f"{name} ({addr}, id {n.peer:040x})" if name else f"{addr} (id {n.peer:040x})"
             if n.kind == "skewed":
                 log.warning(
                     "clock of peer %s is %+.1f s off this node's (warning at %.0f s; "
