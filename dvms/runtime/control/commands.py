@@ -197,6 +197,8 @@ class Daemon:
             "peers": len(core.table),
             "uptime_s": round(trio.current_time() - self.started, 1),
             "dropped": dict(self.codec.drops),
+            # peers whose datagrams are signed with a key this node lacks: address -> key id
+            "unknown_keys": {f"{a[0]}:{a[1]}": k.hex() for a, k in self.codec.unknown_keys.items()},
             "accepted": self.codec.accepted,
             "stats": dict(core.stats),
             "vivaldi_error": round(coord.error, 4) if coord is not None else None,
@@ -234,8 +236,9 @@ class Daemon:
         told this node it stopped cleanly, and has not been heard from since),
         ``failed`` (a routing table names it, or it answered this node before, and it
         does not answer), ``clock_skew`` (heard from only in datagrams dropped because
-        its clock is off by more than the replay window). With the Vivaldi-predicted RTT
-        from this node and the peer's estimated clock offset."""
+        its clock is off by more than the replay window), ``unknown_key`` (an address
+        whose datagrams are signed with a key this node lacks). With the
+        Vivaldi-predicted RTT from this node and the peer's estimated clock offset."""
         peers, core = self.known_peers, self.overlay
         found = await peers.crawl()
         unnamed = [c for c in found.answered if peers.host_name(c.node_id) is None]
@@ -278,6 +281,23 @@ class Daemon:
         for node_id, (c, _) in left.items():
             if node_id not in rows:
                 row(c, "left")
+        # addresses whose datagrams name a key this node lacks (docs/security.md): on the
+        # member's row when one has that address, else a row of their own (such a node
+        # cannot prove its id: a restarted member is often found at a new port)
+        by_addr = {str(r["address"]): r for r in rows.values()}
+        for (host, port), kid in self.codec.unknown_keys.items():
+            addr = f"{host}:{port}"
+            r = by_addr.get(addr)
+            if r is None:
+                r = rows[-len(rows) - 1] = {
+                    "name": "",
+                    "address": addr,
+                    "state": "unknown_key",
+                    "rtt_ms": None,
+                    "clock_offset_s": None,
+                    "node_id": "",
+                }
+            r["unknown_key"] = kid.hex()
         for node_id in self.codec.revoked:  # an operator revoked it (docs/security.md)
             if node_id in rows:
                 rows[node_id]["state"] = "revoked"
