@@ -78,6 +78,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "dvms.namespace.render",
         "dvms.namespace.effects",
         "dvms.wire.keys",
+        "dvms.wire.revocation",
         "dvms.names",
         "dvms.ranges",
         "dvms.accel",

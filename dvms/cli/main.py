@@ -18,6 +18,7 @@ from dvms import __version__
 # Command-group modules, in the order they appear in `dvms --help`.
 COMMAND_MODULES = (
     "dvms.cli.keygen",
+    "dvms.cli.keys",
     "dvms.cli.node",
     "dvms.cli.vm",
     "dvms.cli.files",

@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds to wait for the node to exit (60); it keeps stopping after that",
     )
     leave.set_defaults(func=leave_cmd)
+    from dvms.cli import keys
+
+    keys.register_revoke(nsub)
 
     for name, helptext in (("status", "show a node's status"), ("peers", "list a node's peers")):
         # `peers` names a peer once this node has heard from it (vm info, rtt, host)

@@ -510,15 +510,21 @@ def members_cmd(args: argparse.Namespace) -> int:
     if args.json:
         _json(result)
         return 0
-    print_table(result["members"], ("name", "address", "state", "rtt_ms"))
+    print_table(result["members"], ("name", "address", "state", "rtt_ms", "clock_offset_s"))
     states = [m["state"] for m in result["members"]]
     crawl = result["crawl"]
     summary = ", ".join(
-        f"{states.count(s)} {s}" for s in ("alive", "suspect", "left", "failed") if s in states
+        f"{states.count(s)} {s}"
+        for s in ("alive", "suspect", "left", "failed", "clock_skew", "revoked", "unknown_key")
+        if s in states
     )
     print(
         f"{len(states)} members ({summary}); crawl: {crawl['rpcs']} RPCs in {crawl['duration_s']} s"
     )
+    for m in result["members"]:
+        if m.get("unknown_key"):
+            print(f"{m['name'] or m['address']} signs with key {m['unknown_key']}, which this "
+                  "node does not hold (dvms keys list)")  # fmt: skip
     return 0
 
 

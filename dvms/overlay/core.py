@@ -44,6 +44,7 @@ from enum import IntEnum
 from typing import Any
 
 from dvms.effects import Address, Emit, Send
+from dvms.overlay.clock import ClockNote, ClockOffsets
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.crawl import Crawl, CrawlResult
 from dvms.overlay.lookup import Lookup, LookupResult
@@ -248,6 +249,8 @@ class OverlayCore:
         self.left: dict[int, tuple[Contact, float]] = {}
         #: Set once ``leave`` ran: [peers told, outcomes so far, acknowledged so far].
         self._leaving: list[int] | None = None
+        #: Each peer's clock offset, from the timestamps of its datagrams (``clock.py``).
+        self.clocks = ClockOffsets()
         self.requests: RequestTable[_Ask] = RequestTable(rng)
         self._lookups: dict[int, Lookup] = {}
         self._lookup_kind: dict[int, tuple[str, Any]] = {}
@@ -460,6 +463,16 @@ class OverlayCore:
                 scored.append((rtt, node_id, self.table.index[node_id].contact))
         scored.sort(key=lambda t: (t[0], t[1]))
         return [(c, rtt) for rtt, _, c in scored[:n]]
+
+    def clock_sample(
+        self, sender: int, sent: float, received: float, *, stale: bool = False, now: float
+    ) -> list[ClockNote]:
+        """A datagram of ``sender`` stamped ``sent`` (its wall clock) arrived at
+        ``received`` (ours): one sample of its clock offset, with half the smoothed RTT
+        to it as the one-way delay. Returns what to log (``ClockOffsets.sample``)."""
+        e = self.table.index.get(sender)
+        rtt = e.srtt if e is not None else None
+        return self.clocks.sample(sender, sent, received, rtt, stale=stale, now=now)
 
     # -- input: messages ---------------------------------------------------------------
 

@@ -159,6 +159,8 @@ class ValidatorRegistry:
 
     def __init__(self, validators: list[Validator] | None = None) -> None:
         self._by_prefix: dict[str, Validator] = {}
+        #: Node ids whose records are refused (revoked nodes: ``revocation.py``).
+        self.revoked: set[int] = set()
         for v in validators or []:
             self.register(v)
 
@@ -177,6 +179,8 @@ class ValidatorRegistry:
     def validate(self, rec: Record) -> Validator:
         v = self.for_name(rec.name)
         v.validate(rec)
+        if self.revoked and node_id_of(rec.publisher) in self.revoked:
+            raise RecordError(f"record {rec.name!r}: its publisher is revoked")
         return v
 
 

@@ -9,6 +9,7 @@ key with its default)::
     listen = "0.0.0.0:7400"         # UDP address for peers (host:port)
     seeds = ["10.1.0.1:7400"]       # peers to join through; empty = first node
     key_file = "/etc/dvms/cluster.key"  # default: this, as root (else ~/.config/dvms/)
+    operator_keys = []              # public operator keys (hex) whose revocations count
     state_dir = "/var/lib/dvms"     # identity, socket, journal; default: this, as root
     hostname = "node1"              # the name users see (default: the system host name)
     hypervisor = ""                 # libvirt URI; "" = a test:/// host of its own
@@ -127,6 +128,10 @@ class NodeConfig:
     #: Cluster key file written by ``dvms keygen``. "" (default): the platform's place,
     #: ``default_key_file()`` (``/etc/dvms/cluster.key`` as root).
     key_file: str = ""
+    #: Public operator keys (hex, 64 digits each; ``dvms keygen --operator`` prints one)
+    #: whose signed revocations this node honours (``dvms node revoke``). Empty
+    #: (default): no revocation is honoured. The same list on every node.
+    operator_keys: tuple[str, ...] = ()
     #: Directory for the node identity, control socket and journal (created 0700).
     #: "" (default): the platform's place, ``default_state_dir()`` (``/var/lib/dvms`` as
     #: root, the user's data directory otherwise); never the current directory.
@@ -188,6 +193,13 @@ class NodeConfig:
             parse_hostport(s, what="seed")
         if self.network not in NETWORKS:
             raise ConfigError(f"network must be pyroute2 or fake, not {self.network!r}")
+        for k in self.operator_keys:
+            try:
+                ok = len(bytes.fromhex(k)) == 32
+            except (ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise ConfigError(f"operator_keys: {k!r} is not a public key (64 hex digits)")
 
     # -- profiles: each composes the components' own profiles -------------------------
 
@@ -232,6 +244,10 @@ class NodeConfig:
     def key_path(self) -> Path:
         """The cluster key file: ``key_file``, else the platform's."""
         return Path(self.key_file) if self.key_file else default_key_file()
+
+    @property
+    def operator_public_keys(self) -> frozenset[bytes]:
+        return frozenset(bytes.fromhex(k) for k in self.operator_keys)
 
     @property
     def control_socket(self) -> Path:

@@ -40,15 +40,17 @@ from dvms.runtime.node import NodeRunner
 from dvms.runtime.services.files import FileService
 from dvms.runtime.services.hostside import HostSide
 from dvms.runtime.services.http import open_http_listeners
+from dvms.runtime.services.keys import KeyService, load_node_keyring
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
 from dvms.runtime.services.observe import Observability
+from dvms.runtime.services.revocations import RevocationService, revocation_validator
 from dvms.runtime.services.state import state_validators
 from dvms.runtime.services.vjobs import VjobConfig, VjobService
 from dvms.stack.core import NodeCore, build_cores
 from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
 from dvms.wire.envelope import MessageRegistry, WireCodec, WireConfig
-from dvms.wire.keys import load_key
+from dvms.wire.keys import Keyring
 
 __all__ = [
     "TEST_HOST_XML",
@@ -56,6 +58,7 @@ __all__ = [
     "build_daemon",
     "build_files",
     "build_observability",
+    "build_registry",
     "build_runner",
     "build_vjobs",
     "daemon_rng",
@@ -126,15 +129,23 @@ def write_test_host(cfg: NodeConfig) -> None:
     path.write_text(TEST_HOST_XML.format(cpus=host.cpus, kib=host.memory_mib * 1024))
 
 
+def build_registry() -> MessageRegistry:
+    """Every message type a daemon sends and answers, by type code."""
+    return register_node_messages(
+        register_partition_messages(register_overlay_messages(MessageRegistry()))
+    )
+
+
 def build_runner(
     cfg: NodeConfig,
     ident: Identity,
-    key: bytes,
+    key: bytes | Keyring,
     transport: UdpTransport,
     hv: Hypervisor,
     rng: random.Random | None = None,
 ) -> NodeRunner:
     """The node's cores and their Trio runner (not started) on ``transport`` and ``hv``;
+    ``key``: the cluster keyring (or one key) its datagrams are signed and checked with;
     its random sources are drawn from ``rng`` (default: ``daemon_rng()``)."""
     rng = rng or daemon_rng()
     addr = transport.local_address
@@ -145,15 +156,15 @@ def build_runner(
         cfg.overlay,
         random.Random(rng.getrandbits(64)),
         vivaldi=cfg.vivaldi,
-        validators=state_validators(ValidatorRegistry()),
+        validators=state_validators(
+            ValidatorRegistry([revocation_validator(cfg.operator_public_keys)])
+        ),
         partition=cfg.partition,
         placement=cfg.placement,
         local_state=monitor.state,
         now=trio.current_time(),
     )
-    registry = register_node_messages(
-        register_partition_messages(register_overlay_messages(MessageRegistry()))
-    )
+    registry = build_registry()
     return NodeRunner(
         NodeCore(overlay, partition, identity=ident),
         transport,
@@ -264,7 +275,11 @@ def build_daemon(
 
 
 def build_files(
-    cfg: NodeConfig, runner: NodeRunner, key: bytes, ident: Identity, rng: random.Random
+    cfg: NodeConfig,
+    runner: NodeRunner,
+    key: bytes | Keyring,
+    ident: Identity,
+    rng: random.Random,
 ) -> FileService:
     """The file service of ``runner`` (store under the state dir; not started)."""
     return FileService(
@@ -306,7 +321,7 @@ async def _run_node(
     cfg: NodeConfig, state: Path, task_status: trio.TaskStatus[tuple[str, int]]
 ) -> None:
     ident = load_identity(state)
-    key = load_key(cfg.key_path)
+    ring = load_node_keyring(cfg.key_path, state)
     host, port = parse_hostport(cfg.listen, what="listen")
     seeds = [parse_hostport(s, what="seed") for s in cfg.seeds]
     if not cfg.hypervisor:
@@ -321,7 +336,7 @@ async def _run_node(
     async with transport, hv:
         addr = transport.local_address
         rng = daemon_rng()
-        runner = build_runner(cfg, ident, key, transport, hv, rng)
+        runner = build_runner(cfg, ident, ring, transport, hv, rng)
         vjobs = build_vjobs(runner, state, cfg.vjobs, rng=random.Random(rng.getrandbits(64)))
         daemon = build_daemon(
             cfg, runner, vjobs, started=trio.current_time(), rng=random.Random(rng.getrandbits(64))
@@ -335,8 +350,31 @@ async def _run_node(
             return {"name": cfg.name, "leaving": True}
 
         daemon.commands["leave"] = leave
+        keys = KeyService(
+            runner.codec,
+            state,
+            host_name=cfg.name,
+            requests=runner,
+            peers=runner,
+            handlers=runner.handlers,
+        )
+        daemon.commands["keys"] = keys.command
+        revocations = RevocationService(
+            cfg.operator_public_keys,
+            state,
+            codec=runner.codec,
+            overlay=runner.core,
+            identity=ident,
+            requests=runner,
+            peers=runner,
+            dht=runner,
+            handlers=runner.handlers,
+            joined=runner.wait_joined,
+        )
+        daemon.commands["revoke"] = revocations.command
         http: list[trio.SocketListener] = []
-        files = build_files(cfg, runner, key, ident, random.Random(rng.getrandbits(64)))
+        # the codec's keyring: file streams follow `dvms keys` changes too
+        files = build_files(cfg, runner, ring, ident, random.Random(rng.getrandbits(64)))
         daemon.commands.update(files.commands())
         runner.driver.prepare = files.prepare_vm
         runner.image_roots = files.with_images
@@ -362,6 +400,7 @@ async def _run_node(
         async with trio.open_nursery() as nursery:
             await nursery.start(obs.run, http)
             await nursery.start(runner.run, seeds)
+            await nursery.start(revocations.run)
             await nursery.start(vjobs.run)
             await nursery.start(files.run)
             await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)

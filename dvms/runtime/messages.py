@@ -16,6 +16,7 @@ user's behalf. Unlike the protocol messages these are answered by the Trio layer
     NetOp(namespace, bridge, ...)   -> VmOpDone                  ``ns bridge``
     VjobsQuery()                    -> VjobsReply(rows)          ``vjob list``
     EventsQuery(since, limit)       -> EventsReply(host, rows)   ``events --all``
+    KeysQuery(), KeysChange(...)    -> KeysReply                 ``keys`` (keys_messages.py)
 
 ``namespace`` None means every namespace. Every request is retried by the asker until
 answered or given up; answering twice is harmless (``KillVms`` of a VM already gone is
@@ -31,6 +32,7 @@ from dvms.hypervisor.base import VmInfo
 from dvms.overlay.messages import Record
 from dvms.partition.messages import LaunchVm
 from dvms.runtime.services.files_messages import FILE_MESSAGES, FILE_REQUESTS, FILE_RESPONSES
+from dvms.runtime.services.keys_messages import KEY_MESSAGES, KEY_REQUESTS, KEY_RESPONSES
 from dvms.wire.envelope import MessageRegistry
 from dvms.wire.schema import MaxLen, Range
 
@@ -350,16 +352,16 @@ NODE_MESSAGES: dict[int, type] = {
 
 REQUESTS = (
     HostQuery, KillVms, AdoptVm, PartitionsQuery, StateRead, StateCas, VmOp, MoveVm, RunCmd, NetOp,
-    VjobsQuery, EventsQuery, *FILE_REQUESTS,
+    VjobsQuery, EventsQuery, *FILE_REQUESTS, *KEY_REQUESTS,
 )  # fmt: skip
 RESPONSES = (
     HostReply, Killed, Adopted, PartitionsReply, StateValue, StateCasReply, VmOpDone, RunOutput,
-    VjobsReply, EventsReply, *FILE_RESPONSES,
+    VjobsReply, EventsReply, *FILE_RESPONSES, *KEY_RESPONSES,
 )  # fmt: skip
 
 
 def register_node_messages(registry: MessageRegistry) -> MessageRegistry:
     # registered one by one: a code used twice is refused (ValueError), never overwritten
-    for code, cls in [*NODE_MESSAGES.items(), *FILE_MESSAGES.items()]:
+    for code, cls in [*NODE_MESSAGES.items(), *FILE_MESSAGES.items(), *KEY_MESSAGES.items()]:
         registry.register(code, cls)
     return registry

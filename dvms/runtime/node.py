@@ -38,6 +38,7 @@ from typing import Any
 import trio
 
 from dvms.effects import Address, Emit, Send
+from dvms.overlay.clock import ClockNote
 from dvms.overlay.core import (
     CrawlDone,
     Joined,
@@ -105,6 +106,13 @@ class RunnerConfig:
     leave_timeout_s: float = 3.0
     #: Rows of this node's partition log answered to a ``PartitionsQuery``.
     partition_rows: int = 256
+    #: Testing knob, seconds added to this node's wall clock (the timestamps its
+    #: datagrams carry and the clock it checks theirs against), to test how a cluster
+    #: names a node with a wrong clock. 0 (default) in any real deployment.
+    clock_offset_s: float = 0.0
+    #: A peer whose datagrams are signed with a key this node lacks is told which key
+    #: this node signs with (a key hint: 9 bytes, unauthenticated) at most this often, s.
+    key_hint_interval_s: float = 5.0
 
 
 class NodeRunner:
@@ -129,8 +137,14 @@ class NodeRunner:
         self.transport = transport
         self.codec = codec
         self.monitor = monitor
-        self.wall = wall
         self.config = config or RunnerConfig()
+        off = self.config.clock_offset_s
+        self.wall: Callable[[], float] = (lambda: wall() + off) if off else wall
+        self.core.clocks.replay_window_s = codec.config.replay_window_s
+        #: source address -> the key id of its datagrams this node lacks (logged once)
+        self._key_warned: dict[Address, bytes] = {}
+        #: source address -> when it was last sent a key hint (trio clock)
+        self._hinted: dict[Address, float] = {}
         self.rng = rng
         #: called with every event the core emits (after the node's own waiters)
         self.listeners: list[Callable[[Any], None]] = []
@@ -263,15 +277,94 @@ class NodeRunner:
     async def _receive_loop(self) -> None:
         while True:
             dgram = await self.transport.receive()
-            decoded = self.codec.decode(dgram.payload, now=self.wall())
+            src = (dgram.src[0], dgram.src[1])
+            received = self.wall()
+            decoded = self.codec.decode(dgram.payload, now=received, src=src)
             if decoded is None:
+                self._dropped(src)
                 continue
+            self._clock_notes(
+                self.core.clock_sample(
+                    decoded.sender, decoded.ts, received, now=trio.current_time()
+                ),
+                src,
+            )
             if self._control_message(dgram.src, decoded.sender, decoded.rid, decoded.msg):
                 continue
             effects = self.node.on_message(
                 dgram.src, decoded.sender, decoded.rid, decoded.msg, now=trio.current_time()
             )
             await self._apply(effects)
+
+    def _dropped(self, src: Address) -> None:
+        """A datagram from ``src`` was dropped: say so when it names a key this node
+        lacks (once per address and key; a peer signing with a key we lack is sent a
+        key hint, at most every ``key_hint_interval_s``) or came from a peer whose clock
+        is off."""
+        codec = self.codec
+        stale, codec.last_stale = codec.last_stale, None
+        if stale is not None:
+            notes = self.core.clock_sample(
+                stale.sender, stale.ts, stale.received, stale=True, now=trio.current_time()
+            )
+            self._clock_notes(notes, src)
+            return
+        reason = codec.last_drop
+        if reason not in ("unknown_key", "key_hint"):
+            return
+        if reason == "unknown_key":
+            now = trio.current_time()
+            last = self._hinted.get(src)
+            if last is None or now - last >= self.config.key_hint_interval_s:
+                if len(self._hinted) >= 4096:
+                    self._hinted.clear()
+                self._hinted[src] = now
+                self.spawn(self._send_raw, src, codec.key_hint())
+        kid = codec.unknown_keys.get(src)
+        if kid is not None and self._key_warned.get(src) != kid:
+            if len(self._key_warned) >= 4096:
+                self._key_warned.clear()
+            self._key_warned[src] = kid
+            if reason == "unknown_key":
+                what = (
+                    "datagrams from %s:%d are signed with key %s, which this node does not "
+                    "hold: install it here (dvms keys install), or make a key this node "
+                    "holds primary there"
+                )
+            else:
+                what = (
+                    "%s:%d signs with key %s, which this node does not hold, and holds none "
+                    "of this node's: datagrams between them are dropped until one installs "
+                    "a key of the other (dvms keys install)"
+                )
+            log.warning(what, src[0], src[1], kid.hex())
+
+    async def _send_raw(self, dst: Address, data: bytes) -> None:
+        try:
+            await self.transport.send(dst, data)
+        except TransportError as exc:
+            self.send_errors += 1
+            log.warning("cannot send a key hint to %s: %s", dst, exc)
+
+    def _clock_notes(self, notes: list[ClockNote], src: Address) -> None:
+        for n in notes:
+            name = self.names.get(n.peer)
+            addr = f"{src[0]}:{src[1]}"
+            who = f"{name} ({addr}, id {n.peer:040x})" if name else f"{addr} (id {n.peer:040x})"
+            if n.kind == "skewed":
+                log.warning(
+                    "clock of peer %s is %+.1f s off this node's (warning at %.0f s; "
+                    "datagrams beyond %.0f s are dropped): check NTP on both hosts",
+                    who, n.offset_s, n.threshold_s, self.codec.config.replay_window_s,
+                )  # fmt: skip
+            elif n.kind == "recovered":
+                log.info("clock of peer %s is back within range (%+.1f s)", who, n.offset_s)
+            else:
+                log.warning(
+                    "dropped %d datagrams from peer %s as stale: its clock is %+.1f s off "
+                    "this node's, beyond the replay window (%.0f s)",
+                    n.dropped, who, n.offset_s, n.threshold_s,
+                )  # fmt: skip
 
     async def _timer_loop(self) -> None:
         while True:
@@ -329,8 +422,9 @@ class NodeRunner:
 
     async def _send(self, eff: Send) -> None:
         try:
+            dst = (eff.dst[0], eff.dst[1])
             data = self.codec.encode(
-                eff.msg, sender=self.core.node_id, rid=eff.rid, now=self.wall()
+                eff.msg, sender=self.core.node_id, rid=eff.rid, now=self.wall(), dst=dst
             )
             await self.transport.send(eff.dst, data)
         except (TransportError, ValueError) as exc:

@@ -31,6 +31,8 @@ NOT_RUN = {
     "lab up": "starts real hypervisor hosts (root, ~20 s); emits through the same function",
     "lab status": "needs a lab (root); emits through the same function",
     "lab down": "needs a lab (root); emits through the same function",
+    "node revoke": "needs nodes configured with an operator key: tests/e2e/test_e2e_revoke.py "
+    "runs it with --json",
 }
 
 TINY = 'name = "tiny"\nseed = 4\nduration_s = 120\n[hosts]\ncount = 12\n'
@@ -109,6 +111,10 @@ def test_every_command_prints_one_object_with_iso_times(tmp_path: Path) -> None:
         "events": ["events", "--all"],
         "rtt": ["rtt", "node2"],
         "members": ["members"],
+        "keys list": ["keys", "list"],
+        "keys install": ["keys", "install", "k.key"],
+        "keys use": ["keys", "use", "k.key"],
+        "keys remove": ["keys", "remove", "c/cluster.key"],
         "cluster status": ["cluster", "status", "--dir", c],
         "debug load": ["debug", "load", "--dir", c, "j1", "0.5", "--namespace", "shape"],
         "debug loads": ["debug", "loads", "--dir", c],

@@ -20,12 +20,14 @@ from dvms.overlay.messages import (
 )
 from dvms.wire.envelope import (
     DROP_REASONS,
+    HEADER_BYTES,
     TAG_BYTES,
     WIRE_VERSION,
     MessageRegistry,
     WireCodec,
     WireConfig,
 )
+from dvms.wire.keys import key_id
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -36,11 +38,11 @@ def codec(key: bytes = KEY, **cfg) -> WireCodec:
     return WireCodec(key, register_overlay_messages(MessageRegistry()), WireConfig(**cfg))
 
 
-def signed(payload_obj) -> bytes:
+def signed(payload_obj, version: int = WIRE_VERSION) -> bytes:
     """A datagram with a valid MAC around an arbitrary CBOR payload."""
-    c = codec()
     payload = cbor2.dumps(payload_obj)
-    return c._tag(payload) + payload
+    header = bytes([version]) + key_id(KEY) * 2
+    return header + WireCodec._tag(KEY, header, payload) + payload
 
 
 RECORD = Record(name="vm/ns/a", value=b"x", publisher=b"p" * 32, seq=3, ttl_s=60.0, sig=b"s" * 64)
@@ -76,14 +78,18 @@ def test_each_drop_reason_is_counted_and_nothing_raises():
     good = codec().encode(Ping(), sender=SENDER, rid=7, now=10.0)
     cases = {
         "oversized": b"\0" * 513,
-        "truncated": good[:TAG_BYTES],
-        "bad_mac": codec(OTHER_KEY).encode(Ping(), sender=SENDER, rid=7, now=10.0),
+        "truncated": good[: HEADER_BYTES + TAG_BYTES],
+        "key_hint": codec(OTHER_KEY).key_hint(),
+        "bad_version": signed([1, b"\0" * 20, 1, 10.0, []], version=WIRE_VERSION + 1),
+        "unknown_key": codec(OTHER_KEY).encode(Ping(), sender=SENDER, rid=7, now=10.0),
+        "bad_mac": good[:HEADER_BYTES] + bytes(TAG_BYTES) + good[HEADER_BYTES + TAG_BYTES :],
         "malformed": signed({"not": "a list"}),
-        "bad_version": signed([WIRE_VERSION + 1, 1, b"\0" * 20, 1, 10.0, []]),
-        "unknown_type": signed([WIRE_VERSION, 999, b"\0" * 20, 1, 10.0, []]),
-        "schema": signed([WIRE_VERSION, 3, b"\0" * 20, 1, 10.0, [b"short"]]),
+        "unknown_type": signed([999, b"\0" * 20, 1, 10.0, []]),
+        "schema": signed([3, b"\0" * 20, 1, 10.0, [b"short"]]),
         "stale": codec().encode(Ping(), sender=SENDER, rid=8, now=10.0 - 1000),
+        "revoked": codec().encode(Ping(), sender=SENDER + 1, rid=9, now=10.0),
     }
+    rx.revoked.add(SENDER + 1)
     for reason, data in cases.items():
         assert rx.decode(data, now=10.0) is None, reason
         assert rx.drops[reason] == 1, (reason, rx.drops)
@@ -112,7 +118,9 @@ def test_flipping_any_bit_is_detected():
         bad[i] ^= 0x01
         rx = codec()
         assert rx.decode(bytes(bad), now=1.0) is None
-        assert rx.drops["bad_mac"] == 1
+        # the version byte and the signing key id name what to check the tag with
+        expected = "bad_version" if i == 0 else "unknown_key" if i < 5 else "bad_mac"
+        assert rx.drops[expected] == 1, (i, rx.drops)
 
 
 def test_replay_memory_is_bounded_by_the_window():
@@ -161,7 +169,7 @@ cbor_values = st.recursive(
 def test_fuzz_authenticated_garbage_never_raises(code, sender, rid, body):
     """Even a cluster member sending nonsense cannot crash the receive path."""
     rx = codec()
-    out = rx.decode(signed([WIRE_VERSION, code, sender, rid, 0.0, body]), now=0.0)
+    out = rx.decode(signed([code, sender, rid, 0.0, body]), now=0.0)
     assert (out is None) == (sum(rx.drops.values()) == 1)
 
 

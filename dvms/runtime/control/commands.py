@@ -197,6 +197,8 @@ class Daemon:
             "peers": len(core.table),
             "uptime_s": round(trio.current_time() - self.started, 1),
             "dropped": dict(self.codec.drops),
+            # peers whose datagrams are signed with a key this node lacks: address -> key id
+            "unknown_keys": {f"{a[0]}:{a[1]}": k.hex() for a, k in self.codec.unknown_keys.items()},
             "accepted": self.codec.accepted,
             "stats": dict(core.stats),
             "vivaldi_error": round(coord.error, 4) if coord is not None else None,
@@ -233,7 +235,10 @@ class Daemon:
         it failed; or found but not asked before the crawl's deadline), ``left`` (it
         told this node it stopped cleanly, and has not been heard from since),
         ``failed`` (a routing table names it, or it answered this node before, and it
-        does not answer). With the Vivaldi-predicted RTT from this node."""
+        does not answer), ``clock_skew`` (heard from only in datagrams dropped because
+        its clock is off by more than the replay window), ``unknown_key`` (an address
+        whose datagrams are signed with a key this node lacks). With the
+        Vivaldi-predicted RTT from this node and the peer's estimated clock offset."""
         peers, core = self.known_peers, self.overlay
         found = await peers.crawl()
         unnamed = [c for c in found.answered if peers.host_name(c.node_id) is None]
@@ -251,11 +256,14 @@ class Daemon:
 
         def row(c: Contact, state: str) -> None:
             rtt = core.rtt_to_coord(found.coords.get(c.node_id, ()))
+            offset = core.clocks.offset(c.node_id)
             rows[c.node_id] = {
                 "name": peers.host_name(c.node_id) or "",
                 "address": f"{c.host}:{c.port}",
                 "state": state,
                 "rtt_ms": round(rtt * 1000, 3) if rtt is not None and c.node_id != me else None,
+                # the peer's clock minus this node's, seconds (overlay/clock.py)
+                "clock_offset_s": round(offset, 3) if offset is not None else None,
                 "node_id": f"{c.node_id:040x}",
             }
 
@@ -273,6 +281,37 @@ class Daemon:
         for node_id, (c, _) in left.items():
             if node_id not in rows:
                 row(c, "left")
+        # addresses whose datagrams name a key this node lacks (docs/security.md): on the
+        # member's row when one has that address, else a row of their own (such a node
+        # cannot prove its id: a restarted member is often found at a new port)
+        by_addr = {str(r["address"]): r for r in rows.values()}
+        for (host, port), kid in self.codec.unknown_keys.items():
+            addr = f"{host}:{port}"
+            r = by_addr.get(addr)
+            if r is None:
+                r = rows[-len(rows) - 1] = {
+                    "name": "",
+                    "address": addr,
+                    "state": "unknown_key",
+                    "rtt_ms": None,
+                    "clock_offset_s": None,
+                    "node_id": "",
+                }
+            r["unknown_key"] = kid.hex()
+        for node_id in self.codec.revoked:  # an operator revoked it (docs/security.md)
+            if node_id in rows:
+                rows[node_id]["state"] = "revoked"
+        # peers heard only through datagrams dropped for their clock: no crawl finds them
+        for node_id, offset in core.clocks.offsets().items():
+            if node_id not in rows and abs(offset) > core.clocks.warn_s:
+                rows[node_id] = {
+                    "name": peers.host_name(node_id) or "",
+                    "address": "",
+                    "state": "clock_skew",
+                    "rtt_ms": None,
+                    "clock_offset_s": round(offset, 3),
+                    "node_id": f"{node_id:040x}",
+                }
         out = sorted(rows.values(), key=lambda r: natural_key(str(r["name"] or r["address"])))
         return {
             "members": out,

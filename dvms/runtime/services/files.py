@@ -70,6 +70,7 @@ from dvms.runtime.services.files_stream import (
     serve_file_stream,
 )
 from dvms.runtime.services.state import StateError
+from dvms.wire.keys import Keyring
 
 __all__ = ["FILE_PREFIX", "NAME_PREFIX", "FileError", "FileService", "Transfer"]
 
@@ -140,7 +141,7 @@ class FileService:
         self,
         state_dir: Path,
         *,
-        key: bytes,
+        key: bytes | Keyring,
         identity: Identity,
         dht: Dht,
         requests: Requester,

@@ -31,6 +31,8 @@ from typing import Any
 import cbor2
 import trio
 
+from dvms.wire.keys import Keyring
+
 __all__ = [
     "FileConn",
     "Limiter",
@@ -139,9 +141,15 @@ class Source:
         self.have = have
 
 
+def _ring_keys(key: bytes | Keyring) -> list[bytes]:
+    """The keys a stream may be authenticated with: every key of the cluster keyring
+    (the one the client signs with is its primary), or one key."""
+    return key.ordered_keys() if isinstance(key, Keyring) else [key]
+
+
 async def serve_file_stream(
     stream: trio.SocketStream,
-    key: bytes,
+    key: bytes | Keyring,
     source: Source,
     limiter: Limiter,
     *,
@@ -157,10 +165,18 @@ async def serve_file_stream(
                 await stream.send_all(MAGIC + nonce_s)
                 hello = await _recv_exact(stream, NONCE + MAC)
                 nonce_c, tag = hello[:NONCE], hello[NONCE:]
-                if not hmac.compare_digest(tag, _mac(key, b"c", nonce_s, nonce_c)):
+                used = next(
+                    (
+                        k
+                        for k in _ring_keys(key)
+                        if hmac.compare_digest(tag, _mac(k, b"c", nonce_s, nonce_c))
+                    ),
+                    None,
+                )
+                if used is None:
                     log.warning("file stream from %s: bad cluster key", _peer(stream))
                     return
-                await stream.send_all(_mac(key, b"s", nonce_c, nonce_s))
+                await stream.send_all(_mac(used, b"s", nonce_c, nonce_s))
             while True:
                 try:
                     req = await _recv_frame(stream, max_frame)
@@ -279,9 +295,12 @@ class FileConn:
 
 
 async def open_file_conn(
-    host: str, port: int, key: bytes, *, timeout: float, max_frame: int
+    host: str, port: int, key: bytes | Keyring, *, timeout: float, max_frame: int
 ) -> FileConn:
-    """Connect and authenticate (``StreamError`` if the peer is down or not ours)."""
+    """Connect and authenticate (``StreamError`` if the peer is down or not ours); with a
+    keyring, under its primary key."""
+    if isinstance(key, Keyring):
+        key = key.primary
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)

@@ -393,6 +393,13 @@ class _Live(Collector):
         for reason, n in sorted(self.codec.drops.items()):
             dropped.add_metric([reason], n)
         yield dropped
+        offsets = GaugeMetricFamily(
+            "dvms_peer_clock_offset_seconds", "Each peer's estimated clock offset (its clock "
+            "minus this node's), from the timestamps of its datagrams.", labels=["peer"],
+        )  # fmt: skip
+        for peer, offset in sorted(core.clocks.offsets().items()):
+            offsets.add_metric([f"{peer:040x}"], offset)
+        yield offsets
         yield CounterMetricFamily(
             "dvms_wire_accepted", "Datagrams the wire codec accepted.", value=self.codec.accepted
         )
