@@ -69,6 +69,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "dvms.namespace.render",
         "dvms.namespace.effects",
         "dvms.wire.keys",
+        "dvms.runtime.control.audit",  # `audit verify PATH` checks a log without a node
         "dvms.names",
         "dvms.ranges",
         "dvms.accel",

@@ -22,6 +22,7 @@ import os
 import random
 import secrets
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from dvms.wire.keys import load_key
 __all__ = [
     "TEST_HOST_XML",
     "StateDirInUse",
+    "attach_commands",
     "build_daemon",
     "build_files",
     "build_observability",
@@ -245,6 +247,20 @@ def build_daemon(
         handlers=runner.handlers,
         requests=runner,
     )
+    try:
+        return _daemon(cfg, runner, vjobs, started, namespaces, host_side)
+    except ValueError as exc:  # an unknown control group
+        raise ConfigError(f"[control] {exc}") from None
+
+
+def _daemon(
+    cfg: NodeConfig,
+    runner: NodeRunner,
+    vjobs: VjobService,
+    started: float,
+    namespaces: NamespaceService,
+    host_side: HostSide,
+) -> Daemon:
     return Daemon(
         cfg,
         started=started,
@@ -282,6 +298,21 @@ def build_files(
         defined=lambda: set(runner.monitor.specs) | {v.key for v in runner.monitor.vms},
         address_of=lambda node_id: _peer_host(runner, node_id),
     )
+
+
+def attach_commands(daemon: Daemon, obs: Observability, files: FileService) -> trio.Event:
+    """The control commands of the services built besides the daemon's own, and
+    ``leave``: the event it returns is set when a user asks the node to leave."""
+    daemon.commands["events"] = obs.command
+    daemon.commands.update(files.commands())
+    leave_asked = trio.Event()
+
+    async def leave(_args: dict[str, Any]) -> dict[str, Any]:
+        leave_asked.set()  # the stop runs beside, as on SIGTERM; this answer goes first
+        return {"name": daemon.cfg.name, "leaving": True}
+
+    daemon.commands["leave"] = leave
+    return leave_asked
 
 
 def _peer_host(runner: NodeRunner, node_id: int) -> str | None:
@@ -327,17 +358,9 @@ async def _run_node(
             cfg, runner, vjobs, started=trio.current_time(), rng=random.Random(rng.getrandbits(64))
         )
         obs = build_observability(cfg, runner, vjobs)
-        daemon.commands["events"] = obs.command
-        leave_asked = trio.Event()
-
-        async def leave(_args: dict[str, Any]) -> dict[str, Any]:
-            leave_asked.set()  # the stop runs beside, as on SIGTERM; this answer goes first
-            return {"name": cfg.name, "leaving": True}
-
-        daemon.commands["leave"] = leave
         http: list[trio.SocketListener] = []
         files = build_files(cfg, runner, key, ident, random.Random(rng.getrandbits(64)))
-        daemon.commands.update(files.commands())
+        leave_asked = attach_commands(daemon, obs, files)
         runner.driver.prepare = files.prepare_vm
         runner.image_roots = files.with_images
         files.on_held = runner.monitor.set_images
@@ -364,7 +387,11 @@ async def _run_node(
             await nursery.start(runner.run, seeds)
             await nursery.start(vjobs.run)
             await nursery.start(files.run)
-            await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)
+            await nursery.start(
+                partial(serve_control, access=daemon.access),
+                str(cfg.control_socket),
+                daemon.handle,
+            )
             await nursery.start(daemon.host_side.run)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner, leave_asked)
             task_status.started(addr)
