@@ -47,6 +47,7 @@ from dvms.runtime.services.observe import Observability
 from dvms.runtime.services.state import state_validators
 from dvms.runtime.services.vjobs import VjobConfig, VjobService
 from dvms.stack.core import NodeCore, build_cores
+from dvms.stack.limits import PeerLimiter
 from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
 from dvms.wire.envelope import MessageRegistry, WireCodec, WireConfig
 from dvms.wire.keys import load_key
@@ -156,12 +157,15 @@ def build_runner(
     registry = register_node_messages(
         register_partition_messages(register_overlay_messages(MessageRegistry()))
     )
+    # as large as the transport carries (64 KiB on UDP): a partition's messages carry
+    # their events' VMs and their members' host states
+    wire = WireConfig(max_datagram=transport.max_datagram, replay_entries=cfg.limits.replay_entries)
+    codec = WireCodec(key, registry, wire)
+    limits = PeerLimiter(cfg.limits, drops=codec.drops, now=trio.current_time())
     return NodeRunner(
-        NodeCore(overlay, partition, identity=ident),
+        NodeCore(overlay, partition, identity=ident, limits=limits),
         transport,
-        # as large as the transport carries (64 KiB on UDP): a partition's messages
-        # carry its events' VMs and its members' host states
-        WireCodec(key, registry, WireConfig(max_datagram=transport.max_datagram)),
+        codec,
         monitor,
         rng=random.Random(rng.getrandbits(64)),
         identity=ident,
@@ -248,9 +252,11 @@ def build_daemon(
         requests=runner,
     )
     try:
-        return _daemon(cfg, runner, vjobs, started, namespaces, host_side)
+        daemon = _daemon(cfg, runner, vjobs, started, namespaces, host_side)
     except ValueError as exc:  # an unknown control group
         raise ConfigError(f"[control] {exc}") from None
+    daemon.bounds = runner.bounds
+    return daemon
 
 
 def _daemon(

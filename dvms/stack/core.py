@@ -28,19 +28,38 @@ from typing import Any
 from dvms.effects import Address
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import OverlayCore
-from dvms.overlay.messages import Contact
+from dvms.overlay.messages import Contact, FindNode, FindValue, Store
 from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import PartitionCore
 from dvms.partition.directory import PREFIX, Directory, directory_validator
 from dvms.partition.events import RecordLocation
-from dvms.partition.messages import PARTITION_MESSAGES, HostState, LaunchVm, WireConstraint
+from dvms.partition.messages import (
+    PARTITION_MESSAGES,
+    CanMerge,
+    CreateVm,
+    HostState,
+    Isp,
+    LaunchVm,
+    MigrateVm,
+    SetPartition,
+    StillValid,
+    WireConstraint,
+)
 from dvms.placement.config import PlacementConfig
+from dvms.stack.limits import PeerLimiter
 from dvms.vivaldi import VivaldiClient, VivaldiConfig
 
 __all__ = ["NodeCore", "build_cores"]
 
 _PARTITION_TYPES = frozenset(PARTITION_MESSAGES.values())
+#: The requests that cost this node work, by rate-limit class (``limits.py``).
+_LIMITED: dict[type, str] = {
+    FindNode: "lookup",
+    FindValue: "lookup",
+    Store: "store",
+    **{t: "partition" for t in (Isp, SetPartition, CanMerge, StillValid, MigrateVm, CreateVm)},
+}
 
 
 def build_cores(
@@ -90,12 +109,15 @@ class NodeCore:
         partition: PartitionCore | None = None,
         *,
         identity: Identity | None = None,
+        limits: PeerLimiter | None = None,
     ) -> None:
         """``identity`` signs this node's directory records (the daemon passes its own
         key pair). Without one, a key pair is derived from the node id: fine in a
-        simulation, forgeable by anyone who knows the id, so not for a real cluster."""
+        simulation, forgeable by anyone who knows the id, so not for a real cluster.
+        ``limits``: per-peer rate limits on expensive requests (none: unlimited)."""
         self.overlay = overlay
         self.partition = partition
+        self.limits = limits
         self._identity = identity
         self.directory: Directory | None = None
         if partition is not None:
@@ -118,7 +140,14 @@ class NodeCore:
 
     # -- inputs ------------------------------------------------------------------------
 
+    def admit(self, src: Address, cls: str, *, now: float) -> bool:
+        """Whether a request of rate-limit class ``cls`` from ``src`` is served now."""
+        return self.limits is None or self.limits.admit(src, cls, now)
+
     def on_message(self, src: Address, sender: int, rid: int, msg: Any, *, now: float) -> list[Any]:
+        cls = _LIMITED.get(type(msg))
+        if cls is not None and not self.admit(src, cls, now=now):
+            return []
         if type(msg) in _PARTITION_TYPES:
             if self.partition is None:
                 return []

@@ -14,8 +14,10 @@ Layout of a datagram (bytes)::
 - ``rid`` (uint64): request id. A request carries a fresh random rid; its response echoes it.
 - ``ts`` (float, seconds): the sender's clock when sending. Receivers drop datagrams whose
   ``ts`` is further than ``replay_window_s`` from their own clock (``stale``), and remember
-  (sender, type, rid, ts) for twice that window to drop exact replays (``replayed``). Nodes of a
-  cluster therefore need clocks within ``replay_window_s`` of each other (NTP is plenty).
+  (sender, type, rid, ts) for twice that window to drop exact replays (``replayed``), in a
+  memory of at most ``replay_entries`` (``replay.py``: full, the oldest is forgotten and
+  datagrams as old are dropped, ``replay_horizon``). Nodes of a cluster therefore need
+  clocks within ``replay_window_s`` of each other (NTP is plenty).
 - ``body``: the message's fields as a CBOR array (see schema.py), validated per type.
 
 Every failure is counted per reason in ``WireCodec.drops`` and the datagram is dropped;
@@ -26,12 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 
+from dvms.wire.replay import ReplayMemory
 from dvms.wire.schema import SchemaError, compile_record
 
 __all__ = [
@@ -60,6 +63,7 @@ DROP_REASONS = (
     "unknown_type",
     "schema",
     "stale",
+    "replay_horizon",
     "replayed",
 )
 
@@ -75,6 +79,9 @@ class WireConfig:
     #: Accepted clock difference between sender and receiver, seconds; also the replay
     #: memory (kept for twice this long).
     replay_window_s: float = 60.0
+    #: Most datagrams the replay memory holds (``replay.py``; the daemon's:
+    #: ``[limits] replay_entries``).
+    replay_entries: int = 262144
 
 
 class MessageRegistry:
@@ -132,8 +139,7 @@ class WireCodec:
         self.drops: Counter[str] = Counter()
         self.accepted = 0
         #: Replay memory: (sender, type, rid, ts) of the datagrams accepted recently.
-        self._seen: set[tuple[int, int, int, float]] = set()
-        self._seen_order: deque[tuple[float, tuple[int, int, int, float]]] = deque()
+        self.replay = ReplayMemory(2 * self.config.replay_window_s, self.config.replay_entries)
 
     def _tag(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()
@@ -188,12 +194,13 @@ class WireCodec:
             return "schema"
         if not abs(now - ts) <= self.config.replay_window_s:
             return "stale"
-        sender_id = int.from_bytes(sender, "big")
         # ts is part of the key: one-way messages (keep-alives, Dissolve) all carry rid 0,
         # and keying on (sender, type, rid) alone dropped every one after the first as a
         # "replay" for two windows; an exact replay repeats ts too and is still caught.
-        if not self._remember((sender_id, code, rid, ts), now):
-            return "replayed"
+        replay = self.replay.check(sender, code, rid, ts, now)
+        if replay is not None:
+            return replay
+        sender_id = int.from_bytes(sender, "big")
         return Decoded(sender_id, rid, ts, msg)
 
     def _check_frame(self, data: bytes) -> str | None:
@@ -204,14 +211,3 @@ class WireCodec:
         if not hmac.compare_digest(data[:TAG_BYTES], self._tag(data[TAG_BYTES:])):
             return "bad_mac"
         return None
-
-    def _remember(self, key: tuple[int, int, int, float], now: float) -> bool:
-        order = self._seen_order
-        horizon = now - 2 * self.config.replay_window_s
-        while order and order[0][0] < horizon:
-            self._seen.discard(order.popleft()[1])
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        order.append((now, key))
-        return True

@@ -18,6 +18,7 @@ got. ``members`` shows the crawl itself.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,6 +178,8 @@ class Daemon:
             Path(self.config.audit_log) if self.config.audit_log else cfg.state_path / "audit.log"
         )
         self.audit_errors = 0
+        #: the sizes of the node's bounded tables, shown by ``status`` (set by the daemon)
+        self.bounds: Callable[[], dict[str, int]] | None = None
         self.commands: dict[str, debugcmd.Handler] = {
             "status": self.status,
             "peers": self.peers,
@@ -267,6 +270,7 @@ class Daemon:
             "uptime_s": round(trio.current_time() - self.started, 1),
             "dropped": dict(self.codec.drops),
             "control": {**self.access.counts(), "audit_errors": self.audit_errors},
+            "bounds": self.bounds() if self.bounds is not None else {},
             "accepted": self.codec.accepted,
             "stats": dict(core.stats),
             "vivaldi_error": round(coord.error, 4) if coord is not None else None,
