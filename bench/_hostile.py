@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import random
 import types
 import typing
@@ -51,9 +52,20 @@ class _RawRegistry(MessageRegistry):
         return super().encode(msg)
 
 
+@functools.cache
 def _hints(cls: type) -> list[tuple[str, Any]]:
     hints = typing.get_type_hints(cls, include_extras=True)
     return [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+@functools.cache
+def _parts(tp: Any) -> tuple[Any, tuple[Any, ...], Any, tuple[Any, ...]]:
+    """(bare type, its ``Annotated`` metadata, its origin, its args), memoised."""
+    meta: tuple[Any, ...] = ()
+    if typing.get_origin(tp) is typing.Annotated:
+        tp, *rest = typing.get_args(tp)
+        meta = tuple(rest)
+    return tp, meta, typing.get_origin(tp), typing.get_args(tp)
 
 
 class Hostile:
@@ -74,17 +86,14 @@ class Hostile:
     def value(self, tp: Any, depth: int = 0) -> Any:
         """A valid wire value of annotated type ``tp``."""
         rng = self.rng
-        meta: list[Any] = []
-        if typing.get_origin(tp) is typing.Annotated:
-            tp, *meta = typing.get_args(tp)
-        origin = typing.get_origin(tp)
+        tp, meta, origin, targs = _parts(tp)
         if origin in (typing.Union, types.UnionType):
-            inner = next(a for a in typing.get_args(tp) if a is not type(None))
+            inner = next(a for a in targs if a is not type(None))
             if rng.random() < 0.3:
                 return None
             return self.value(typing.Annotated[inner, *meta] if meta else inner, depth)
         if origin is tuple:
-            item = typing.get_args(tp)[0]
+            item = targs[0]
             n = rng.randint(0, 2 if depth < 2 else 0)
             return [self.value(item, depth + 1) for _ in range(n)]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
@@ -115,9 +124,7 @@ class Hostile:
     def wrong(self, tp: Any) -> Any:
         """A value of the wrong type, or out of its limits, for annotated type ``tp``."""
         rng = self.rng
-        meta: list[Any] = []
-        if typing.get_origin(tp) is typing.Annotated:
-            tp, *meta = typing.get_args(tp)
+        tp, meta, _, _ = _parts(tp)
         maxlen = next((m.n for m in meta if isinstance(m, MaxLen)), None)
         choices: list[Any] = [
             None,

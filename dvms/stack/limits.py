@@ -21,7 +21,7 @@ timers depend on them.
 The table of buckets holds at most ``peers`` of them (least recently used evicted), so
 the state kept per unknown sender is bounded; and a source address the table does not
 hold yet gets a bucket only while the *newcomers* bucket (``new_peers_per_s``) has a
-token: a flooder cycling through source addresses is held there (``new_peer``), and
+token: a flooder cycling through source addresses is held there (``new_peer_<class>``), and
 the peers already known -- which a flood does not touch -- keep their own buckets.
 """
 
@@ -129,7 +129,7 @@ class PeerLimiter:
         bucket = peers.get(key)
         if bucket is None:
             if not self._newcomers.take(now):
-                self.drops["new_peer"] += 1
+                self.drops[f"new_peer_{cls}"] += 1
                 return False
             rate, burst = self.config.rate(cls)
             bucket = peers[key] = TokenBucket(rate, burst, now)

@@ -170,7 +170,8 @@ def test_the_replay_memory_and_the_per_sender_state_stay_bounded(cluster: dict[s
     bounds, after = status["bounds"], status["dropped"]
     assert bounds["replay_memory"] <= 2000 and bounds["replay_evicted"] > 0, bounds
     assert bounds["rate_buckets"] <= 256, bounds
-    assert after.get("new_peer", 0) > before.get("new_peer", 0), after
+    new = "new_peer_datagram"
+    assert after.get(new, 0) > before.get(new, 0), after
     assert after.get("rate_datagram", 0) > before.get("rate_datagram", 0), after
     assert bounds["answered_peers"] <= 4096 and bounds["asking_names"] <= 64, bounds
     assert status["peers"] <= 160 * 20  # the routing table is bounded by its buckets
