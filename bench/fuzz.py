@@ -105,6 +105,8 @@ ARG_NAMES = ("id", "names", "namespace", "host", "target", "vms", "constraints",
 #: Drops of a datagram before the codec accepts it; the others (``rate_lookup``,
 #: ``busy``...) are of accepted datagrams, whose requests were then not served.
 BEFORE = frozenset(DROP_REASONS) | {"rate_datagram", "new_peer_datagram"}
+#: Control outcomes that are the daemon's failures, not refusals of bad input.
+BAD_OUTCOMES = ("error: internal error", "no answer", "timeout")
 #: Per-source datagram limit of the target during the run (lifted: see the docstring).
 TARGET_TOML = "[limits]\ndatagram_per_s = 1e9\ndatagram_burst = 1000000000\n"
 
@@ -448,10 +450,20 @@ def run(
             "crashes": int(crashed),
             "still_answers": True,
         }
+    except (ControlError, RuntimeError) as exc:
+        tail = _log_tail(d / "c" / "node1" / "node.log")
+        raise RuntimeError(f"{exc}; node1's log ends:\n{tail}") from None
     finally:
         with contextlib.suppress(Exception):
             cluster_down(d / "c")
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _log_tail(path: Path, lines: int = 80) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -478,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(res, indent=2))
     else:
         _print(res)
-    ok = not res["crashes"] and res["udp"]["others_read"] >= 0
+    bad = [k for k in res["control"]["outcomes"] if k.startswith(BAD_OUTCOMES)]
+    ok = not res["crashes"] and res["udp"]["others_read"] >= 0 and not bad
     return 0 if ok else 1
 
 

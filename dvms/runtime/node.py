@@ -346,7 +346,9 @@ class NodeRunner:
                 eff.msg, sender=self.core.node_id, rid=eff.rid, now=self.wall()
             )
             await self.transport.send(eff.dst, data)
-        except (TransportError, ValueError) as exc:
+        except (TransportError, ValueError, OverflowError, TypeError) as exc:
+            # a message that does not encode (our bug: a value beyond its schema) must
+            # not end the loop that sends it (the timer loop retransmits)
             self.send_errors += 1
             log.warning("cannot send %s to %s: %s", type(eff.msg).__name__, eff.dst, exc)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.fuzz import BEFORE, CONTROL_KINDS, KINDS, run
+from bench.fuzz import BAD_OUTCOMES, BEFORE, CONTROL_KINDS, KINDS, run
 
 pytest.importorskip("psutil")
 pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvirt-dev)")
@@ -25,8 +25,7 @@ def test_a_small_fuzz_run_finds_no_crash_and_counts_every_drop() -> None:
     assert set(udp["dropped"]) <= BEFORE | {"rate_request", "rate_lookup", "rate_store",
                                             "rate_partition", "busy"}  # fmt: skip
     outcomes = res["control"]["outcomes"]
-    assert "no answer" not in outcomes and "timeout" not in outcomes, outcomes
+    assert not [k for k in outcomes if k.startswith(BAD_OUTCOMES)], outcomes
     assert outcomes.get("error: bad request", 0) > 0
-    assert not any("internal error" in k for k in outcomes), outcomes
     rss = res["rss_mib"]
     assert rss["peak"] - rss["start"] < 64, rss

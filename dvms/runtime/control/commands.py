@@ -358,10 +358,13 @@ class Daemon:
         }
 
     async def lookup(self, args: dict[str, Any]) -> list[str]:
+        bits = self.overlay.config.id_bits
         try:
             target = int(str(args.get("target", "")), 16)
         except ValueError:
-            raise ControlError("lookup needs 'target', a hex node id") from None
+            target = -1
+        if not 0 <= target < 2**bits:
+            raise ControlError(f"lookup needs 'target', a hex node id of at most {bits} bits")
         res = await self.dht.lookup(target)
         return [f"{c.node_id:040x}" for c in res.contacts]
 
