@@ -22,6 +22,9 @@ __all__ = ["Handler", "serve_control"]
 
 log = logging.getLogger("dvms.control")
 
+#: Bytes of a refused caller's request read (and dropped) before the refusal is sent.
+MAX_REFUSED_READ = 65536
+
 #: ``handler(cmd, args, caller)``: the connecting process is ``caller``.
 Handler = Callable[[str, dict[str, Any], Caller], Awaitable[Any]]
 
@@ -72,6 +75,10 @@ async def serve_control(
                 return  # gone before we looked
             refusal = access.check(caller)
             if refusal is not None:
+                # take (and ignore) the start of the request first: an answer sent before
+                # it arrived would reset the caller's send, and it would see no refusal
+                with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError):
+                    await stream.receive_some(MAX_REFUSED_READ)
                 await _reply(stream, {"ok": False, "error": refusal})
                 return
             try:
