@@ -45,6 +45,7 @@ async def test_every_control_command_is_classified(tmp_path: Path) -> None:
     unclassified = names - audit.CHANGES - audit.READS
     assert not unclassified, f"add these to audit.CHANGES or audit.READS: {sorted(unclassified)}"
     assert not audit.CHANGES & audit.READS
+    assert audit.BEFORE <= audit.CHANGES
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BEFORE",
     "CHANGES",
     "GENESIS",
     "READS",
@@ -66,6 +67,10 @@ CHANGES = frozenset(
         "revoke",
     }
 )
+
+#: Changes that end the node (its answer must leave before the node stops): written
+#: before they run, with the result ``requested``.
+BEFORE = frozenset({"leave"})
 
 #: Control commands that only read: not written.
 READS = frozenset(

@@ -203,11 +203,15 @@ class Daemon:
     async def handle(self, cmd: str, args: dict[str, Any], caller: Caller | None = None) -> Any:
         """Run ``cmd`` for ``caller``; a command that changes something
         (``audit.changes``) is written to the audit log, with its outcome, before the
-        answer goes back (also when it fails or is cancelled)."""
+        answer goes back (also when it fails or is cancelled); one that ends the node
+        (``audit.BEFORE``) before it runs."""
         fn = self.commands.get(cmd)
         if fn is None:
             raise ControlError(f"unknown command {cmd!r}")
         if not audit.changes(cmd, args):
+            return await fn(args)
+        if cmd in audit.BEFORE:
+            await self._write_audit(cmd, args, caller, "requested")
             return await fn(args)
         outcome = "error: cancelled"
         try:
