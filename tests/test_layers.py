@@ -79,6 +79,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "dvms.namespace.effects",
         "dvms.wire.keys",
         "dvms.wire.revocation",
+        "dvms.runtime.control.audit",  # `audit verify PATH` checks a log without a node
         "dvms.names",
         "dvms.ranges",
         "dvms.accel",

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "dvms.cli.files",
     "dvms.cli.cluster",
     "dvms.cli.events",
+    "dvms.cli.audit",
     "dvms.cli.lab",
     "dvms.cli.debug",
     "dvms.cli.sim",

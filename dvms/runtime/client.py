@@ -1,16 +1,18 @@
 """The control-socket client: what the CLI (and any local tool) uses to talk to a node.
 
-The control socket carries CBOR request/response over a unix stream socket (mode 0600;
-the server is ``dvms.runtime.control.server``).
+The control socket carries CBOR request/response over a unix stream socket (mode 0600,
+or 0660 with a control group; the server is ``dvms.runtime.control.server``).
 
 Framing: each message is a 4-byte big-endian length followed by that many bytes of CBOR.
 A request is ``{"cmd": str, "args": map}``; a response is ``{"ok": true, "result": ...}``
 or ``{"ok": false, "error": str}``. One request per connection keeps the client trivial.
-Only local users who can open the socket file (its owner) can talk to a node.
+Only root, the daemon's user and the members of its control group can talk to a node
+(``dvms.runtime.control.access``); anyone else gets a one-line refusal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from dataclasses import asdict, replace
@@ -40,7 +42,9 @@ def call(path: str, cmd: str, args: dict[str, Any] | None = None, *, timeout: fl
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(path)
-            s.sendall(FRAME_HEADER.pack(len(data)) + data)
+            # the node may answer early (a refusal) and cut the send short: read it
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                s.sendall(FRAME_HEADER.pack(len(data)) + data)
             header = _recv_exact(s, 4)
             (size,) = FRAME_HEADER.unpack(header)
             if size > MAX_CONTROL_MESSAGE:

@@ -29,6 +29,7 @@ key with its default)::
     [control] [tunnels] [observe]   # the daemon's services (dvms/runtime/...)
     [files]                         # FilesConfig (dvms/files/config.py)
     [guests]                        # VM definitions on a real hypervisor (GuestSettings)
+    [limits]                        # LimitsConfig: against misbehaving peers (dvms/stack)
 
 Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
 naming the file, the table and the key.
@@ -59,6 +60,7 @@ from dvms.runtime.services.observe import ObserveConfig
 from dvms.runtime.services.state import StateConfig
 from dvms.runtime.services.vjobs import VjobConfig
 from dvms.runtime.services.vm_driver import VmDriverConfig
+from dvms.stack.limits import LimitsConfig
 from dvms.vivaldi.config import VivaldiConfig
 
 __all__ = [
@@ -184,6 +186,9 @@ class NodeConfig:
     #: How a real (QEMU) hypervisor defines VMs (``[guests]``): console log directory,
     #: TCG cache, domain type.
     guests: GuestSettings = field(default_factory=GuestSettings)
+    #: Limits against misbehaving peers (``[limits]``): per-peer request rates, pending
+    #: and served requests, replay memory (dvms/stack/limits.py).
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")

@@ -22,6 +22,7 @@ import os
 import random
 import secrets
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from dvms.runtime.services.revocations import RevocationService, revocation_vali
 from dvms.runtime.services.state import state_validators
 from dvms.runtime.services.vjobs import VjobConfig, VjobService
 from dvms.stack.core import NodeCore, build_cores
+from dvms.stack.limits import PeerLimiter
 from dvms.transport.udp import MAX_UDP_PAYLOAD, UdpConfig, UdpTransport
 from dvms.wire.envelope import MessageRegistry, WireCodec, WireConfig
 from dvms.wire.keys import Keyring
@@ -55,6 +57,7 @@ from dvms.wire.keys import Keyring
 __all__ = [
     "TEST_HOST_XML",
     "StateDirInUse",
+    "attach_commands",
     "build_daemon",
     "build_files",
     "build_observability",
@@ -165,12 +168,15 @@ def build_runner(
         now=trio.current_time(),
     )
     registry = build_registry()
+    # as large as the transport carries (64 KiB on UDP): a partition's messages carry
+    # their events' VMs and their members' host states
+    wire = WireConfig(max_datagram=transport.max_datagram, replay_entries=cfg.limits.replay_entries)
+    codec = WireCodec(key, registry, wire)
+    limits = PeerLimiter(cfg.limits, drops=codec.drops, now=trio.current_time())
     return NodeRunner(
-        NodeCore(overlay, partition, identity=ident),
+        NodeCore(overlay, partition, identity=ident, limits=limits),
         transport,
-        # as large as the transport carries (64 KiB on UDP): a partition's messages
-        # carry its events' VMs and its members' host states
-        WireCodec(key, registry, WireConfig(max_datagram=transport.max_datagram)),
+        codec,
         monitor,
         rng=random.Random(rng.getrandbits(64)),
         identity=ident,
@@ -256,6 +262,22 @@ def build_daemon(
         handlers=runner.handlers,
         requests=runner,
     )
+    try:
+        daemon = _daemon(cfg, runner, vjobs, started, namespaces, host_side)
+    except ValueError as exc:  # an unknown control group
+        raise ConfigError(f"[control] {exc}") from None
+    daemon.bounds = runner.bounds
+    return daemon
+
+
+def _daemon(
+    cfg: NodeConfig,
+    runner: NodeRunner,
+    vjobs: VjobService,
+    started: float,
+    namespaces: NamespaceService,
+    host_side: HostSide,
+) -> Daemon:
     return Daemon(
         cfg,
         started=started,
@@ -297,6 +319,21 @@ def build_files(
         defined=lambda: set(runner.monitor.specs) | {v.key for v in runner.monitor.vms},
         address_of=lambda node_id: _peer_host(runner, node_id),
     )
+
+
+def attach_commands(daemon: Daemon, obs: Observability, files: FileService) -> trio.Event:
+    """The control commands of the services built besides the daemon's own, and
+    ``leave``: the event it returns is set when a user asks the node to leave."""
+    daemon.commands["events"] = obs.command
+    daemon.commands.update(files.commands())
+    leave_asked = trio.Event()
+
+    async def leave(_args: dict[str, Any]) -> dict[str, Any]:
+        leave_asked.set()  # the stop runs beside, as on SIGTERM; this answer goes first
+        return {"name": daemon.cfg.name, "leaving": True}
+
+    daemon.commands["leave"] = leave
+    return leave_asked
 
 
 def _peer_host(runner: NodeRunner, node_id: int) -> str | None:
@@ -342,14 +379,10 @@ async def _run_node(
             cfg, runner, vjobs, started=trio.current_time(), rng=random.Random(rng.getrandbits(64))
         )
         obs = build_observability(cfg, runner, vjobs)
-        daemon.commands["events"] = obs.command
-        leave_asked = trio.Event()
-
-        async def leave(_args: dict[str, Any]) -> dict[str, Any]:
-            leave_asked.set()  # the stop runs beside, as on SIGTERM; this answer goes first
-            return {"name": cfg.name, "leaving": True}
-
-        daemon.commands["leave"] = leave
+        http: list[trio.SocketListener] = []
+        # the codec's keyring: file streams follow `dvms keys` changes too
+        files = build_files(cfg, runner, ring, ident, random.Random(rng.getrandbits(64)))
+        leave_asked = attach_commands(daemon, obs, files)
         keys = KeyService(
             runner.codec,
             state,
@@ -372,10 +405,6 @@ async def _run_node(
             joined=runner.wait_joined,
         )
         daemon.commands["revoke"] = revocations.command
-        http: list[trio.SocketListener] = []
-        # the codec's keyring: file streams follow `dvms keys` changes too
-        files = build_files(cfg, runner, ring, ident, random.Random(rng.getrandbits(64)))
-        daemon.commands.update(files.commands())
         runner.driver.prepare = files.prepare_vm
         runner.image_roots = files.with_images
         files.on_held = runner.monitor.set_images
@@ -403,7 +432,11 @@ async def _run_node(
             await nursery.start(revocations.run)
             await nursery.start(vjobs.run)
             await nursery.start(files.run)
-            await nursery.start(serve_control, str(cfg.control_socket), daemon.handle)
+            await nursery.start(
+                partial(serve_control, access=daemon.access),
+                str(cfg.control_socket),
+                daemon.handle,
+            )
             await nursery.start(daemon.host_side.run)
             nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner, leave_asked)
             task_status.started(addr)

@@ -23,6 +23,11 @@ Two clocks: the core runs on ``trio.current_time()`` (monotonic, virtual under
 ``MockClock``); envelopes carry ``wall()`` (``time.time`` by default) because replay
 windows compare clocks of different hosts. Peer input never raises out of the receive
 loop: the codec drops and counts bad datagrams, and the core counts bad messages.
+Against a peer that asks too much (``dvms.stack.limits``): node-to-node queries are
+rate-limited per peer and at most ``serving`` are answered at once, at most
+``pending_rpcs`` of our own await answers, and peers remembered for answering are
+bounded; each drop is counted in the codec's table (``busy``, ``rpc_table_full``,
+``rate_request``...).
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ from dvms.runtime.services.partition_log import PartitionLog
 from dvms.runtime.services.state import ReplicatedState, StateConfig
 from dvms.runtime.services.vm_driver import VmDriver, VmDriverConfig
 from dvms.stack.core import NodeCore
+from dvms.stack.limits import LimitsConfig
 from dvms.transport.base import Transport, TransportError
 from dvms.wire.envelope import WireCodec
 
@@ -155,6 +161,9 @@ class NodeRunner:
         #: more (crashed, evicted) is reported unreachable by cluster-wide commands
         self.answered: dict[int, Contact] = {}
         self.send_errors = 0
+        self.limits = node.limits.config if node.limits is not None else LimitsConfig()
+        #: node-to-node queries being answered now
+        self.serving = 0
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._joined = trio.Event()
@@ -277,6 +286,8 @@ class NodeRunner:
     async def _receive_loop(self) -> None:
         while True:
             dgram = await self.transport.receive()
+            if not self.node.admit(dgram.src, "datagram", now=trio.current_time()):
+                continue
             src = (dgram.src[0], dgram.src[1])
             received = self.wall()
             decoded = self.codec.decode(dgram.payload, now=received, src=src)
@@ -388,6 +399,8 @@ class NodeRunner:
             await self._unnamed.wait()
             self._unnamed = trio.Event()
             for c in self.peer_contacts():
+                if len(self._asking) >= self.config.gather_parallelism:
+                    break  # the rest after the next input finds them unnamed
                 if c.node_id not in self.names and c.node_id not in self._asking:
                     self._asking.add(c.node_id)
                     self.spawn(self._ask_name, c)
@@ -427,7 +440,9 @@ class NodeRunner:
                 eff.msg, sender=self.core.node_id, rid=eff.rid, now=self.wall(), dst=dst
             )
             await self.transport.send(eff.dst, data)
-        except (TransportError, ValueError) as exc:
+        except (TransportError, ValueError, OverflowError, TypeError) as exc:
+            # a message that does not encode (our bug: a value beyond its schema) must
+            # not end the loop that sends it (the timer loop retransmits)
             self.send_errors += 1
             log.warning("cannot send %s to %s: %s", type(eff.msg).__name__, eff.dst, exc)
 
@@ -632,6 +647,9 @@ class NodeRunner:
         """Send ``msg`` to ``dst`` until answered (timeout doubles per attempt); None if
         it never is."""
         dst = (dst[0], dst[1])
+        if len(self._rpcs) >= self.limits.pending_rpcs:
+            self.codec.drops["rpc_table_full"] += 1
+            return None
         first = self.config.request_timeout_s if timeout is None else timeout
         tries = self.config.request_attempts if attempts is None else attempts
         for attempt in range(tries):
@@ -704,18 +722,54 @@ class NodeRunner:
                 self.core.stats["unexpected_node_reply"] += 1
                 return True
             if isinstance(msg, HostReply):
-                self.names[sender] = msg.name
-                self.answered[sender] = Contact(sender, src[0], src[1])
+                self._answered(sender, msg.name, src)
             waiter[2].append(msg)
             waiter[1].set()
             return True
         if type(msg) in REQUESTS:
+            if not self.node.admit(src, "request", now=trio.current_time()):
+                return True
+            if self.serving >= self.limits.serving:
+                self.codec.drops["busy"] += 1
+                return True
+            self.serving += 1
             self.spawn(self._serve, src, rid, msg)
             return True
         return False
 
+    def _answered(self, sender: int, name: str, src: Address) -> None:
+        """Remember a peer's name and address; at most ``limits.peers`` peers outside
+        the routing table (the oldest forgotten first)."""
+        self.names[sender] = name
+        self.answered.pop(sender, None)
+        self.answered[sender] = Contact(sender, src[0], src[1])
+        if len(self.answered) > self.limits.peers:
+            table = self.core.table.index
+            old = next((i for i in self.answered if i not in table and i != sender), None)
+            if old is not None:
+                del self.answered[old]
+                self.names.pop(old, None)
+
     async def _serve(self, src: Address, rid: int, msg: Any) -> None:
-        await self._send(Send(src, rid, await self.handlers.answer(msg)))
+        try:
+            await self._send(Send(src, rid, await self.handlers.answer(msg)))
+        finally:
+            self.serving -= 1
+
+    def bounds(self) -> dict[str, int]:
+        """The sizes of the tables a misbehaving peer could try to grow (``status``)."""
+        limiter = self.node.limits
+        return {
+            "replay_memory": len(self.codec.replay),
+            "replay_evicted": self.codec.replay.evicted,
+            "rate_buckets": len(limiter) if limiter is not None else 0,
+            "pending_rpcs": len(self._rpcs),
+            "overlay_rpcs": len(self.core.requests),
+            "serving": self.serving,
+            "asking_names": len(self._asking),
+            "answered_peers": len(self.answered),
+            "records": len(self.core.store),
+        }
 
     async def _answer_partitions(self, _msg: PartitionsQuery) -> PartitionsReply:
         rows = self.partitions.rows(self.name_of)[-self.config.partition_rows :]

@@ -29,19 +29,38 @@ from dvms.effects import Address, Emit
 from dvms.ha.core import HA_TYPES, HaCore, StartLaunch
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import OverlayCore
-from dvms.overlay.messages import Contact
+from dvms.overlay.messages import Contact, FindNode, FindValue, Store
 from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.config import PartitionConfig
 from dvms.partition.core import PartitionCore
 from dvms.partition.directory import PREFIX, Directory, directory_validator
 from dvms.partition.events import EventDone, RecordLocation
-from dvms.partition.messages import PARTITION_MESSAGES, HostState, LaunchVm, WireConstraint
+from dvms.partition.messages import (
+    PARTITION_MESSAGES,
+    CanMerge,
+    CreateVm,
+    HostState,
+    Isp,
+    LaunchVm,
+    MigrateVm,
+    SetPartition,
+    StillValid,
+    WireConstraint,
+)
 from dvms.placement.config import PlacementConfig
+from dvms.stack.limits import PeerLimiter
 from dvms.vivaldi import VivaldiClient, VivaldiConfig
 
 __all__ = ["NodeCore", "build_cores"]
 
 _PARTITION_TYPES = frozenset(PARTITION_MESSAGES.values())
+#: The requests that cost this node work, by rate-limit class (``limits.py``).
+_LIMITED: dict[type, str] = {
+    FindNode: "lookup",
+    FindValue: "lookup",
+    Store: "store",
+    **{t: "partition" for t in (Isp, SetPartition, CanMerge, StillValid, MigrateVm, CreateVm)},
+}
 
 
 def build_cores(
@@ -92,16 +111,19 @@ class NodeCore:
         *,
         identity: Identity | None = None,
         ha: HaCore | None = None,
+        limits: PeerLimiter | None = None,
     ) -> None:
         """``identity`` signs this node's directory records (the daemon passes its own
         key pair). Without one, a key pair is derived from the node id: fine in a
-        simulation, forgeable by anyone who knows the id, so not for a real cluster."""
+        simulation, forgeable by anyone who knows the id, so not for a real cluster.
+        ``limits``: per-peer rate limits on expensive requests (none: unlimited)."""
         self.overlay = overlay
         self.partition = partition
         #: High availability (``dvms.ha``): its restart launches go through this node's
         #: partition core (``StartLaunch``), their ends come back to it.
         self.ha = ha
         self._ha_launches: dict[int, int] = {}  # launch event id -> HA token
+        self.limits = limits
         self._identity = identity
         self.directory: Directory | None = None
         if partition is not None:
@@ -124,7 +146,14 @@ class NodeCore:
 
     # -- inputs ------------------------------------------------------------------------
 
+    def admit(self, src: Address, cls: str, *, now: float) -> bool:
+        """Whether a request of rate-limit class ``cls`` from ``src`` is served now."""
+        return self.limits is None or self.limits.admit(src, cls, now)
+
     def on_message(self, src: Address, sender: int, rid: int, msg: Any, *, now: float) -> list[Any]:
+        cls = _LIMITED.get(type(msg))
+        if cls is not None and not self.admit(src, cls, now=now):
+            return []
         if type(msg) in HA_TYPES:
             if self.ha is None:
                 return []

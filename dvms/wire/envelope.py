@@ -29,10 +29,12 @@ Layout of a datagram (bytes), version 2::
 - ``rid`` (uint64): request id. A request carries a fresh random rid; its response echoes it.
 - ``ts`` (float, seconds): the sender's clock when sending. Receivers drop datagrams whose
   ``ts`` is further than ``replay_window_s`` from their own clock (``stale``), and remember
-  (sender, type, rid, ts) for twice that window to drop exact replays (``replayed``). Nodes of a
-  cluster therefore need clocks within ``replay_window_s`` of each other (NTP is plenty).
-  A stale datagram is authentic (its tag checked): ``last_stale`` keeps its sender and
-  ``ts`` for the node to estimate that peer's clock offset and name it.
+  (sender, type, rid, ts) for twice that window to drop exact replays (``replayed``), in a
+  memory of at most ``replay_entries`` (``replay.py``: full, the oldest is forgotten and
+  datagrams as old are dropped, ``replay_horizon``). Nodes of a cluster therefore need
+  clocks within ``replay_window_s`` of each other (NTP is plenty). A stale datagram is
+  authentic (its tag checked): ``last_stale`` keeps its sender and ``ts`` for the node
+  to estimate that peer's clock offset and name it.
 - ``body``: the message's fields as a CBOR array (see schema.py), validated per type.
 - A sender in ``revoked`` (an operator revoked it: ``dvms/overlay/revocation.py``) is
   dropped as ``revoked``, whatever it sends.
@@ -45,13 +47,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 
 from dvms.wire.keys import KEY_ID_BYTES, Keyring
+from dvms.wire.replay import ReplayMemory
 from dvms.wire.schema import SchemaError, compile_record
 
 __all__ = [
@@ -93,6 +96,7 @@ DROP_REASONS = (
     "schema",
     "revoked",
     "stale",
+    "replay_horizon",
     "replayed",
 )
 
@@ -108,6 +112,9 @@ class WireConfig:
     #: Accepted clock difference between sender and receiver, seconds; also the replay
     #: memory (kept for twice this long).
     replay_window_s: float = 60.0
+    #: Most datagrams the replay memory holds (``replay.py``; the daemon's:
+    #: ``[limits] replay_entries``).
+    replay_entries: int = 262144
 
 
 class MessageRegistry:
@@ -194,8 +201,7 @@ class WireCodec:
         #: Source address -> the primary key id its last authentic datagram named.
         self._peer_primary: OrderedDict[Any, bytes] = OrderedDict()
         #: Replay memory: (sender, type, rid, ts) of the datagrams accepted recently.
-        self._seen: set[tuple[int, int, int, float]] = set()
-        self._seen_order: deque[tuple[float, tuple[int, int, int, float]]] = deque()
+        self.replay = ReplayMemory(2 * self.config.replay_window_s, self.config.replay_entries)
 
     @staticmethod
     def _tag(key: bytes, header: bytes, payload: bytes) -> bytes:
@@ -274,8 +280,9 @@ class WireCodec:
         # ts is part of the key: one-way messages (keep-alives, Dissolve) all carry rid 0,
         # and keying on (sender, type, rid) alone dropped every one after the first as a
         # "replay" for two windows; an exact replay repeats ts too and is still caught.
-        if not self._remember((sender_id, code, rid, ts), now):
-            return "replayed"
+        replay = self.replay.check(sender, code, rid, ts, now)
+        if replay is not None:
+            return replay
         return Decoded(sender_id, rid, ts, msg)
 
     def _check_frame(self, data: bytes, src: Any) -> str | None:
@@ -308,17 +315,6 @@ class WireCodec:
             _bounded_put(self._peer_primary, src, header[1 + KEY_ID_BYTES :])
             self.unknown_keys.pop(src, None)
         return None
-
-    def _remember(self, key: tuple[int, int, int, float], now: float) -> bool:
-        order = self._seen_order
-        horizon = now - 2 * self.config.replay_window_s
-        while order and order[0][0] < horizon:
-            self._seen.discard(order.popleft()[1])
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        order.append((now, key))
-        return True
 
 
 def _bounded_put(memory: OrderedDict[Any, bytes], src: Any, kid: bytes) -> None:

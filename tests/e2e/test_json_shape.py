@@ -109,6 +109,8 @@ def test_every_command_prints_one_object_with_iso_times(tmp_path: Path) -> None:
         "host": ["host"],
         "partitions": ["partitions", "--all"],
         "events": ["events", "--all"],
+        "audit show": ["audit", "show"],
+        "audit verify": ["audit", "verify"],
         "rtt": ["rtt", "node2"],
         "members": ["members"],
         "keys list": ["keys", "list"],

@@ -96,7 +96,38 @@ def test_each_drop_reason_is_counted_and_nothing_raises():
     assert rx.decode(good, now=10.0) is not None
     assert rx.decode(good, now=10.5) is None
     assert rx.drops["replayed"] == 1
+    small = codec(replay_entries=1)  # a full replay memory forgets; its horizon holds
+    assert small.decode(good, now=10.0) is not None
+    assert small.decode(codec().encode(Ping(), sender=SENDER, rid=9, now=10.1), now=10.2)
+    assert small.decode(good, now=10.3) is None
+    rx.drops.update(small.drops)
     assert set(rx.drops) == set(DROP_REASONS)
+
+
+def test_the_replay_memory_is_bounded_under_a_flood_and_still_catches_replays():
+    rx = codec(replay_entries=1000)
+    tx = codec()
+    sent = []
+    for i in range(5000):  # 5,000 distinct datagrams in 5 s: the memory keeps 1,000
+        now = 10.0 + i / 1000
+        data = tx.encode(Ping(), sender=SENDER, rid=i + 1, now=now)
+        sent.append(data)
+        assert rx.decode(data, now=now) is not None
+        assert len(rx.replay) <= 1000
+    assert rx.replay.evicted == 4000
+    now = 15.0
+    for data in sent[::97]:  # every replay still dropped, remembered or past the horizon
+        assert rx.decode(data, now=now) is None
+    assert rx.drops["replayed"] + rx.drops["replay_horizon"] == len(sent[::97])
+    assert rx.drops["replay_horizon"] > 0 and rx.drops["replayed"] > 0
+    # honest traffic stamped now passes; a flood stamped in the future cannot move the
+    # horizon past the arrival times
+    for i in range(3000):
+        late = tx.encode(Ping(), sender=SENDER, rid=10**6 + i, now=now + 50.0)
+        assert rx.decode(late, now=now) is not None
+    assert rx.replay.horizon <= now
+    fresh = tx.encode(Ping(), sender=SENDER, rid=7, now=now + 0.001)
+    assert rx.decode(fresh, now=now + 0.002) is not None
 
 
 def test_one_way_messages_with_rid_0_are_not_replays_of_each_other():
@@ -128,7 +159,7 @@ def test_replay_memory_is_bounded_by_the_window():
     for i in range(100):
         data = codec().encode(Ping(), sender=SENDER, rid=i, now=float(i))
         assert rx.decode(data, now=float(i)) is not None
-    assert len(rx._seen) <= 12
+    assert len(rx.replay) <= 12
 
 
 def test_oversized_outgoing_message_is_refused():

@@ -17,7 +17,10 @@ got. ``members`` shows the crawl itself.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -30,7 +33,9 @@ from dvms.placement.spec import SpecError
 from dvms.ranges import RangeError, expand, natural_key
 from dvms.runtime.capabilities import Dht, PartitionStatus, Peers, Requester
 from dvms.runtime.client import ControlError
+from dvms.runtime.control import audit
 from dvms.runtime.control import debug as debugcmd
+from dvms.runtime.control.access import Caller, ControlAccess
 from dvms.runtime.messages import (
     HostQuery,
     HostReply,
@@ -54,6 +59,8 @@ if TYPE_CHECKING:  # config.py composes ControlConfig: a runtime import would be
 
 __all__ = ["ControlConfig", "Daemon", "launch_from_map"]
 
+log = logging.getLogger("dvms.control")
+
 
 @dataclass(frozen=True, slots=True)
 class ControlConfig:
@@ -66,6 +73,13 @@ class ControlConfig:
     vjob_wait_s: float = 300.0
     #: ``members``: nodes asked their host name at once (those that never told it).
     members_parallelism: int = 64
+    #: Group whose members may command this node besides root and the daemon's user
+    #: (checked with the caller's ``SO_PEERCRED``; the socket becomes 0660 with this
+    #: group). "" (default): nobody else, socket 0600.
+    group: str = ""
+    #: The audit log of commands that change something (JSON lines, hash-chained,
+    #: fsynced; ``dvms audit verify``). "" (default): ``<state_dir>/audit.log``.
+    audit_log: str = ""
 
     def __post_init__(self) -> None:
         if self.rtt_probes < 1:
@@ -158,6 +172,14 @@ class Daemon:
         self.namespaces = namespaces
         self.host_side = host_side
         self.config = config or ControlConfig()
+        #: who may connect (``access.py``); raises ValueError for an unknown group
+        self.access = ControlAccess(self.config.group)
+        self.audit = audit.AuditLog(
+            Path(self.config.audit_log) if self.config.audit_log else cfg.state_path / "audit.log"
+        )
+        self.audit_errors = 0
+        #: the sizes of the node's bounded tables, shown by ``status`` (set by the daemon)
+        self.bounds: Callable[[], dict[str, int]] | None = None
         self.commands: dict[str, debugcmd.Handler] = {
             "status": self.status,
             "peers": self.peers,
@@ -174,14 +196,68 @@ class Daemon:
             "partitions": self.partitions,
             "rtt": self.rtt,
             "ns": self.ns,
+            "audit_show": self.audit_show,
         }
         self.commands.update(debugcmd.commands(self))
 
-    async def handle(self, cmd: str, args: dict[str, Any]) -> Any:
+    async def handle(self, cmd: str, args: dict[str, Any], caller: Caller | None = None) -> Any:
+        """Run ``cmd`` for ``caller``; a command that changes something
+        (``audit.changes``) is written to the audit log, with its outcome, before the
+        answer goes back (also when it fails or is cancelled); one that ends the node
+        (``audit.BEFORE``) before it runs."""
         fn = self.commands.get(cmd)
         if fn is None:
             raise ControlError(f"unknown command {cmd!r}")
-        return await fn(args)
+        if not audit.changes(cmd, args):
+            return await fn(args)
+        if cmd in audit.BEFORE:
+            await self._write_audit(cmd, args, caller, "requested")
+            return await fn(args)
+        outcome = "error: cancelled"
+        try:
+            result = await fn(args)
+            outcome = _outcome(result)
+            return result
+        except ControlError as exc:
+            outcome = f"error: {exc}"
+            raise
+        except Exception as exc:
+            outcome = f"error: internal error: {exc!r}"
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._write_audit(cmd, args, caller, outcome)
+
+    async def _write_audit(
+        self, cmd: str, args: dict[str, Any], caller: Caller | None, outcome: str
+    ) -> None:
+        entry = {
+            "uid": caller.uid if caller else None,
+            "pid": caller.pid if caller else None,
+            "cmd": cmd,
+            "args": audit.summarize(args),
+            "result": outcome,
+        }
+        try:  # fsync off the event loop
+            await trio.to_thread.run_sync(self.audit.append, entry)
+        except OSError as exc:
+            self.audit_errors += 1
+            log.error("cannot write the audit log %s: %s", self.audit.path, exc)
+
+    async def audit_show(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The audit log's last ``count`` lines (default 20), and whether its chain holds
+        (``verify``: the problems found, each naming a line)."""
+        try:
+            count = int(args.get("count", 20))
+        except (TypeError, ValueError):
+            raise ControlError("audit show: count must be a number") from None
+        path = self.audit.path
+        lines = await trio.to_thread.run_sync(audit.tail, path, max(count, 0))
+        out: dict[str, Any] = {"path": str(path), "lines": lines}
+        if args.get("verify"):
+            n, problems = await trio.to_thread.run_sync(audit.verify, path)
+            out.update(checked=n, problems=[str(p) for p in problems], ok=not problems)
+        return out
 
     # -- the node itself ---------------------------------------------------------------
 
@@ -199,6 +275,8 @@ class Daemon:
             "dropped": dict(self.codec.drops),
             # peers whose datagrams are signed with a key this node lacks: address -> key id
             "unknown_keys": {f"{a[0]}:{a[1]}": k.hex() for a, k in self.codec.unknown_keys.items()},
+            "control": {**self.access.counts(), "audit_errors": self.audit_errors},
+            "bounds": self.bounds() if self.bounds is not None else {},
             "accepted": self.codec.accepted,
             "stats": dict(core.stats),
             "vivaldi_error": round(coord.error, 4) if coord is not None else None,
@@ -323,10 +401,13 @@ class Daemon:
         }
 
     async def lookup(self, args: dict[str, Any]) -> list[str]:
+        bits = self.overlay.config.id_bits
         try:
             target = int(str(args.get("target", "")), 16)
         except ValueError:
-            raise ControlError("lookup needs 'target', a hex node id") from None
+            target = -1
+        if not 0 <= target < 2**bits:
+            raise ControlError(f"lookup needs 'target', a hex node id of at most {bits} bits")
         res = await self.dht.lookup(target)
         return [f"{c.node_id:040x}" for c in res.contacts]
 
@@ -559,6 +640,14 @@ class Daemon:
     def _names(self, c: Contact) -> tuple[str | None, ...]:
         """What a user may call peer ``c``: its host name, address or node id."""
         return (self.known_peers.host_name(c.node_id), f"{c.host}:{c.port}", f"{c.node_id:040x}")
+
+
+def _outcome(result: Any) -> str:
+    """What the audit log says of a command that returned ``result``: ``ok``, or the
+    refusal a result carries (``{"ok": false, "error"|"reason": ...}``)."""
+    if isinstance(result, dict) and result.get("ok") is False:
+        return f"error: {result.get('error') or result.get('reason') or 'refused'}"
+    return "ok"
 
 
 def _vjob_out(rec: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""The control-socket server: one request per connection on a unix socket (mode 0600),
-answered by the daemon's command handler. Framing and errors are the client's
-(``dvms.runtime.client``)."""
+"""The control-socket server: one request per connection on a unix socket (mode 0600, or
+0660 with a control group), answered by the daemon's command handler. Who may connect is
+checked first, with the peer's credentials (``access.py``); framing and errors are the
+client's (``dvms.runtime.client``)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,17 @@ import cbor2
 import trio
 
 from dvms.runtime.client import FRAME_HEADER, MAX_CONTROL_MESSAGE, ControlError
+from dvms.runtime.control.access import Caller, ControlAccess, peer_credentials
 
 __all__ = ["Handler", "serve_control"]
 
 log = logging.getLogger("dvms.control")
 
-Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+#: Bytes of a refused caller's request read (and dropped) before the refusal is sent.
+MAX_REFUSED_READ = 65536
+
+#: ``handler(cmd, args, caller)``: the connecting process is ``caller``.
+Handler = Callable[[str, dict[str, Any], Caller], Awaitable[Any]]
 
 
 async def _read_exact(stream: trio.SocketStream, n: int) -> bytes:
@@ -34,9 +40,15 @@ async def _read_exact(stream: trio.SocketStream, n: int) -> bytes:
 
 
 async def serve_control(
-    path: str, handler: Handler, *, task_status: trio.TaskStatus[None] | None = None
+    path: str,
+    handler: Handler,
+    *,
+    access: ControlAccess | None = None,
+    task_status: trio.TaskStatus[None] | None = None,
 ) -> None:
-    """Listen on the unix socket ``path`` (replacing a stale one) until cancelled."""
+    """Listen on the unix socket ``path`` (replacing a stale one) until cancelled, for
+    the callers ``access`` allows (default: root and the daemon's user)."""
+    access = access or ControlAccess()
     if os.path.exists(path):
         os.unlink(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -45,12 +57,30 @@ async def serve_control(
         await sock.bind(path)
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
+    if access.gid is not None:
+        # the group reaches the socket: its directory (0700) becomes searchable by it
+        parent = os.path.dirname(os.path.abspath(path))
+        os.chown(parent, -1, access.gid)
+        os.chmod(parent, os.stat(parent).st_mode & 0o7777 | 0o010)
+        os.chown(path, -1, access.gid)
+    os.chmod(path, access.mode)
     sock.listen(64)
     listener = trio.SocketListener(sock)
 
     async def serve_one(stream: trio.SocketStream) -> None:
         async with stream:
+            try:
+                caller = peer_credentials(stream.socket)
+            except OSError:
+                return  # gone before we looked
+            refusal = access.check(caller)
+            if refusal is not None:
+                # take (and ignore) the start of the request first: an answer sent before
+                # it arrived would reset the caller's send, and it would see no refusal
+                with trio.move_on_after(1.0), contextlib.suppress(trio.BrokenResourceError):
+                    await stream.receive_some(MAX_REFUSED_READ)
+                await _reply(stream, {"ok": False, "error": refusal})
+                return
             try:
                 (size,) = FRAME_HEADER.unpack(await _read_exact(stream, 4))
                 if size > MAX_CONTROL_MESSAGE:
@@ -65,7 +95,7 @@ async def serve_control(
                 await _reply(stream, {"ok": False, "error": f"bad request: {exc}"})
                 return
             try:
-                result = await handler(req["cmd"], args)
+                result = await handler(req["cmd"], args, caller)
                 resp = {"ok": True, "result": result}
             except ControlError as exc:
                 resp = {"ok": False, "error": str(exc)}

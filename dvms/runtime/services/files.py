@@ -427,7 +427,11 @@ class FileService:
             except ValueError as exc:
                 raise FileError(str(exc)) from None
         src = Path(path)
-        if not src.is_file():
+        try:
+            is_file = src.is_file()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+            raise FileError(f"cannot read {path[:200]!r}: {exc}") from None
+        if not is_file:
             raise FileError(f"no such file: {path}")
         try:
             m = await trio.to_thread.run_sync(self.store.add, src, self.config.chunk_bytes, name)

@@ -81,7 +81,7 @@ log = logging.getLogger("dvms.node.state")
 BLOB_PREFIX = "blob/"
 #: Names of head records (values of the form described above); ``file/``: file names
 #: (``services/files.py``).
-HEAD_PREFIXES = ("ns/", "nsindex/", "vjob/", "file/")
+HEAD_PREFIXES = ("ns/", "nsindex/", "vjob/", "file/", "vmname/")
 HEAD_VERSION = 1
 #: Size of a chunk hash (SHA-256) in an index chunk, bytes.
 HASH_BYTES = 32

@@ -62,6 +62,7 @@ from dvms.runtime.messages import (
     VjobsReply,
 )
 from dvms.runtime.services.state import UNCHANGED, StateError, inline_value, is_deleted
+from dvms.runtime.services.vmnames import ClaimRefused, NameClaims
 
 __all__ = ["NamesInUse", "VjobConfig", "VjobRefused", "VjobService", "vjob_record"]
 
@@ -110,6 +111,9 @@ class VjobConfig:
     wait_timeout_s: float = 600.0
     #: ``vjob wait`` on a vjob another node owns reads its record this often, seconds.
     wait_poll_s: float = 0.25
+    #: A VM name claim whose vjob record does not exist this long after the claim is
+    #: stale (its submit died between the two writes), seconds (``vmnames.py``).
+    claim_grace_s: float = 30.0
 
 
 class Journal:
@@ -188,6 +192,8 @@ class VjobService:
         #: called with a vjob's record each time this node changes its state (accepted,
         #: done, failed): the event stream and the metrics
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        #: VM names claimed atomically at submit (``vmnames.py``)
+        self.claims = NameClaims(state, self._claim_alive)
         handlers.register(VjobsQuery, self._answer_rows)
 
     # -- service -----------------------------------------------------------------------
@@ -223,6 +229,10 @@ class VjobService:
                     f"{', '.join(used)} (`dvms namespace {namespace} vm info`)"
                 )
         vjob_id = f"{self._rng.getrandbits(64):016x}"
+        try:
+            await self.claims.claim(namespace, [v.name for v in vms], vjob_id, self.host_name)
+        except ClaimRefused as exc:
+            raise NamesInUse(str(exc)) from None
         body = {
             "vms": [asdict(v) for v in vms],
             "constraints": [asdict(c) for c in constraints],
@@ -266,6 +276,21 @@ class VjobService:
         self._changed(record)
         self.spawn(self._place, vjob_id, record, False)
         return {"id": vjob_id, "state": ACCEPTED, "vms": len(vms)}
+
+    async def _claim_alive(self, namespace: str, name: str, claim: dict[str, Any]) -> bool:
+        """Whether the vjob of a VM name ``claim`` still holds the name (``vmnames.py``)."""
+        cur = await self.state.read(vjob_record(str(claim.get("vjob", ""))))
+        rec = cur.value
+        if not isinstance(rec, dict):  # never written (yet?), or removed
+            at = claim.get("at")
+            young = isinstance(at, int | float) and time.time() - at < self.config.claim_grace_s
+            return cur.seq == 0 and young
+        if rec.get("state") in UNFINISHED:
+            return True
+        if rec.get("state") != DONE:
+            return False
+        loc = location_of(await self.dht.get(record_name(namespace, name)))
+        return loc is not None and loc.live()
 
     async def wait(self, vjob_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The record once the vjob is done or failed (polls the DHT when another node
