@@ -184,9 +184,25 @@ class Hostile:
         )
 
     def envelope(self, fields: list[Any]) -> bytes:
-        """Arbitrary envelope ``fields`` (version, type, sender, rid, ts, body), signed."""
-        payload = cbor2.dumps(fields, default=lambda enc, v: enc.encode(repr(v)))
-        return self.codec._tag(payload) + payload
+        """Arbitrary envelope ``fields`` (version, type, sender, rid, ts, body), signed
+        with the primary key: the version goes in the header byte (a value that is no
+        byte becomes 0), the rest is the CBOR payload (a non-list is the payload)."""
+        if isinstance(fields, list) and fields:
+            version, rest = fields[0], fields[1:]
+        else:
+            version, rest = WIRE_VERSION, fields
+        byte = version if isinstance(version, int) and 0 <= version <= 255 else 0
+        payload = cbor2.dumps(rest, default=lambda enc, v: enc.encode(repr(v)))
+        return self.signed(bytes([byte]), payload)
+
+    def signed(self, version: bytes, payload: bytes) -> bytes:
+        """``payload`` behind a version-``version`` header, tagged with the primary key."""
+        ring = self.codec.keys
+        kid = ring.primary_id
+        key = ring.get(kid)
+        assert key is not None
+        header = version + kid + kid
+        return header + self.codec._tag(key, header, payload) + payload
 
     def valid_fields(self, now: float) -> list[Any]:
         code = self.rng.choice(list(self.codes))

@@ -229,11 +229,11 @@ class DatagramFuzzer:
         head = rng.choice([0x5B, 0x7B, 0x9B, 0xBB])  # bytes/text/array/map, 8-byte length
         claim = struct.pack(">Q", rng.choice([2**32, 2**40, 2**62, 2**63 - 1]))
         inner = bytes([head]) + claim + rng.randbytes(rng.randint(0, 64))
-        f = self.h.valid_fields(now)
-        payload = bytes([0x86]) + b"".join(cbor2.dumps(x) for x in f[:-1]) + inner
+        f = self.h.valid_fields(now)[1:]  # the version is the header's byte
+        payload = bytes([0x85]) + b"".join(cbor2.dumps(x) for x in f[:-1]) + inner
         if rng.random() < 0.5:
             payload = inner
-        return self.h.codec._tag(payload) + payload
+        return self.h.signed(bytes([WIRE_VERSION]), payload)
 
     def _valid(self, now: float) -> bytes:
         return self._valid_msg(now)
