@@ -213,3 +213,16 @@ def test_cli_prints_totals_and_replay_commands(tmp_path: Path) -> None:
     assert f"replay: dvms sim faults --scenario {scn} --runs 1 --seed 2" in out.stdout
     bad = subprocess.run([*argv[:-1], "0"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode != 0 and "--runs: must be >= 1" in bad.stderr
+
+
+def test_sim_run_draws_the_same_faults_as_the_campaign() -> None:
+    """``dvms sim run S --seed X`` replays a campaign's run: run_scenario draws the
+    scenario's random faults from its seed, as the campaign does."""
+    from dvms.sim.run import run_scenario
+
+    scn = scenario_from_dict(
+        {**TINY, "duration_s": 20.0, "faults": {"random": {"crashes_per_run": 3.0}}}
+    )
+    _summary, world = run_scenario(scn, "dvms")
+    assert world.scenario.faults == with_random_faults(scn).faults
+    assert world.scenario.faults.crash
