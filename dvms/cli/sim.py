@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ov.set_defaults(func=run_overlay_cmd)
     __import__("dvms.cli.simrun", fromlist=["register"]).register(ssub)
+    __import__("dvms.cli.simfaults", fromlist=["register"]).register(ssub)
 
 
 def run_overlay_cmd(args: argparse.Namespace) -> int:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from dvms.sim.report import RunRecord, record_run
 from dvms.sim.scenario import Scenario
+
+R = TypeVar("R")
 
 #: Fields of a run's summary that measure the machine, not the simulation.
 WALL_FIELDS = ("wall_s", "virtual_per_wall")
@@ -56,33 +59,36 @@ def run_all(
     jobs: int = 1,
     dask: str | None = None,
     on_done: Callable[[int, Run], None] | None = None,
-) -> list[RunRecord]:
+    task: Callable[[Run], Any] = run_one,
+) -> list[Any]:
     """Every run's record, in the order of ``runs`` whatever order they finish in.
     ``on_done(finished, run)`` after each. ``jobs`` > 1: local worker processes;
-    ``dask``: the address of a running Dask scheduler (``tcp://host:8786``)."""
+    ``dask``: the address of a running Dask scheduler (``tcp://host:8786``). ``task``
+    turns a run into its record (``run_one``; a module-level function, so that worker
+    processes can import it)."""
     done = on_done or (lambda _n, _r: None)
     if dask:
-        return _on_dask(runs, dask, done)
+        return _on_dask(runs, dask, done, task)
     if jobs <= 1:
         out = []
         for i, run in enumerate(runs):
-            out.append(run_one(run))
+            out.append(task(run))
             done(i + 1, run)
         return out
-    return _on_processes(runs, jobs, done)
+    return _on_processes(runs, jobs, done, task)
 
 
 def _on_processes(
-    runs: Sequence[Run], jobs: int, done: Callable[[int, Run], None]
-) -> list[RunRecord]:
+    runs: Sequence[Run], jobs: int, done: Callable[[int, Run], None], task: Callable[[Run], R]
+) -> list[R]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    records: list[RunRecord | None] = [None] * len(runs)
+    records: list[R | None] = [None] * len(runs)
     # spawn: a fresh interpreter per worker, nothing inherited from this process
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_one, run): i for i, run in enumerate(runs)}
+        futures = {pool.submit(task, run): i for i, run in enumerate(runs)}
         for n, fut in enumerate(as_completed(futures), 1):
             i = futures[fut]
             records[i] = fut.result()
@@ -91,8 +97,8 @@ def _on_processes(
 
 
 def _on_dask(
-    runs: Sequence[Run], address: str, done: Callable[[int, Run], None]
-) -> list[RunRecord]:
+    runs: Sequence[Run], address: str, done: Callable[[int, Run], None], task: Callable[[Run], R]
+) -> list[R]:
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -103,9 +109,9 @@ def _on_dask(
         client = Client(address, timeout="10s")
     except OSError as exc:
         raise CampaignError(f"--dask {address}: cannot reach the scheduler ({exc})") from None
-    records: list[RunRecord | None] = [None] * len(runs)
+    records: list[R | None] = [None] * len(runs)
     with client:
-        futures = [client.submit(run_one, run, pure=False) for run in runs]
+        futures = [client.submit(task, run, pure=False) for run in runs]
         index = {f.key: i for i, f in enumerate(futures)}
         for n, fut in enumerate(as_completed(futures), 1):
             i = index[fut.key]

@@ -310,17 +310,19 @@ class Engine:
                     continue
                 target.timer_at = _INF
                 core = target.core
+                local = when + target.clock
                 due = core.next_deadline()
                 if due is not None:
-                    due -= target.clock
-                    if due > when:
+                    if due - target.clock > when:
                         # Woken for a deadline that went away (typically an RPC answered
                         # before its timeout): nothing is due, just wait for the next one.
-                        target.timer_at = due
+                        target.timer_at = due - target.clock
                         self._seq += 1
-                        heapq.heappush(heap, (due, self._seq, _TIMER, target, None))
+                        heapq.heappush(heap, (target.timer_at, self._seq, _TIMER, target, None))
                         continue
-                apply(target, core.on_timer(now=when + target.clock))
+                    if local < due:  # (when + clock) - clock rounded below: it is due
+                        local = due
+                apply(target, core.on_timer(now=local))
             else:
                 target(*payload)
             if self.events >= next_gc:

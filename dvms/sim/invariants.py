@@ -7,6 +7,10 @@ Shipped in the package (not only in tests) so every simulation can switch them o
 2. Every partition is released within ``lease + 1 s`` of its last update: a member that
    neither leads, nor holds the ISP, nor runs a migration for it must be free by then.
 
+A frozen node (a stopped daemon) is left out while it is frozen: it runs no timer and
+acts on nothing; its overdue timers fire as soon as it resumes, and from then on it is
+checked again.
+
 (Every VM on exactly one host is the world's invariant, ``World.check_invariants``; no
 host over capacity and no broken constraint after a plan are checked on the plan itself
 by the independent checker in ``dvms.placement.checker`` before the plan is applied.)
@@ -14,6 +18,7 @@ by the independent checker in ``dvms.placement.checker`` before the plan is appl
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,7 +26,11 @@ from dvms.partition.base import LeadPhase
 from dvms.partition.config import PartitionConfig
 from dvms.partition.messages import PartitionView
 
-__all__ = ["InvariantChecker"]
+__all__ = ["LEASE_FREED", "ONE_PARTITION", "InvariantChecker"]
+
+#: Names of the two invariants checked here (``InvariantChecker.by_kind``).
+ONE_PARTITION = "one_partition"
+LEASE_FREED = "lease_freed"
 
 
 class InvariantChecker:
@@ -30,6 +39,8 @@ class InvariantChecker:
         self.report = report
         self.busy: dict[int, tuple[int, float]] = {}  # position -> (pid, last update)
         self.violations = 0
+        #: violations per invariant (``ONE_PARTITION``, ``LEASE_FREED``)
+        self.by_kind: Counter[str] = Counter()
 
     def changed(self, pos: int, view: PartitionView, role: str, now: float) -> None:
         self.busy[pos] = (view.pid, now)
@@ -41,8 +52,9 @@ class InvariantChecker:
     def forget(self, pos: int) -> None:
         self.busy.pop(pos, None)
 
-    def _fail(self, what: str) -> None:
+    def _fail(self, kind: str, what: str) -> None:
         self.violations += 1
+        self.by_kind[kind] += 1
         self.report(what)
 
     def check(self, nodes: list[Any], now: float) -> None:
@@ -52,6 +64,8 @@ class InvariantChecker:
             part = node.core.partition
             if not node.alive or part.view is None:
                 self.busy.pop(pos, None)
+                continue
+            if node.frozen:  # a stopped daemon does nothing; checked again once it runs
                 continue
             self._check_lease(pos, part, node.local(now))
             lead = part.lead
@@ -65,12 +79,15 @@ class InvariantChecker:
         last = part.lease_until - self.config.lease_s
         if now > last + self.config.lease_s + 1.0:
             self._fail(
+                LEASE_FREED,
                 f"node at position {pos} still in partition {part.view.pid:x} "
-                f"{now - last:.1f} s after its last update (lease {self.config.lease_s} s)"
+                f"{now - last:.1f} s after its last update (lease {self.config.lease_s} s)",
             )
 
     def _check_disjoint(self, pid: int, members: Iterable[Any], claimed: dict[int, int]) -> None:
         for m in members:
             other = claimed.setdefault(m.node_id, pid)
             if other != pid:
-                self._fail(f"node {m.node_id:x} claimed by partitions {other:x} and {pid:x}")
+                self._fail(
+                    ONE_PARTITION, f"node {m.node_id:x} claimed by partitions {other:x} and {pid:x}"
+                )

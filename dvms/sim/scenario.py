@@ -19,7 +19,8 @@ values come from VMPlaceS's setup (docs/references.md).
                 [[faults.split]] hosts/at_s/heal_at_s,
                 [[faults.clock]] host/offset_s,
                 [[faults.site_cut]] site/at_s/heal_at_s,
-                [[faults.partition_crash]] role/phase/after_s
+                [[faults.partition_crash]] role/phase/after_s,
+                [faults.random] (seeded random faults: see ``RandomFaults``)
     [ha]        fraction, start_s, fence, [ha.protocol] any key of ``HaConfig``
     [[launches]] at_s, entries, entry_hosts, vjobs_per_entry, vms, spread, coschedule0,
                 vcpus, memory_mib, create_s
@@ -59,6 +60,7 @@ __all__ = [
     "LoadConfig",
     "LossBurst",
     "PartitionCrash",
+    "RandomFaults",
     "Scenario",
     "ScenarioError",
     "ScenarioParams",
@@ -276,6 +278,77 @@ class PartitionCrash:
 
 
 @dataclass(frozen=True, slots=True)
+class RandomFaults:
+    """Random faults drawn from the run's seed (``dvms.sim.faultgen``), added to the
+    scenario's own entries: same seed, same faults. Each ``*_per_run`` is the expected
+    number of faults of that kind in one run (a Poisson draw); each starts at a uniform
+    time in ``[start_s, duration_s)`` and lasts a uniform time within its ``*_s`` range
+    ``[low, high]`` (clipped to the run). ``split_hosts`` is the range of the share of
+    hosts a split cuts off (at least one host); ``clock_hosts`` the share of hosts
+    whose clock is off, each by a uniform offset in ``[-clock_max_s, clock_max_s]``."""
+
+    #: Faults begin after this, s (the overlay has joined).
+    start_s: float = 10.0
+    crashes_per_run: float = 0.0
+    #: A crashed host stays down this long, then its daemon restarts.
+    crash_down_s: tuple[float, ...] = (10.0, 60.0)
+    freezes_per_run: float = 0.0
+    freeze_s: tuple[float, ...] = (1.0, 30.0)
+    loss_bursts_per_run: float = 0.0
+    loss_burst_s: tuple[float, ...] = (1.0, 20.0)
+    #: Loss probability during a burst: uniform in this range.
+    burst_loss: tuple[float, ...] = (0.2, 0.8)
+    dup_reorders_per_run: float = 0.0
+    dup_reorder_s: tuple[float, ...] = (5.0, 60.0)
+    #: Duplication probability (uniform up to it) and the reordering delay's bound, s.
+    duplicate_max: float = 0.2
+    reorder_max_s: float = 0.05
+    splits_per_run: float = 0.0
+    split_s: tuple[float, ...] = (2.0, 30.0)
+    split_hosts: tuple[float, ...] = (0.0, 0.3)
+    clock_hosts: float = 0.0
+    clock_max_s: float = 30.0
+
+    def enabled(self) -> bool:
+        rates = (
+            self.crashes_per_run,
+            self.freezes_per_run,
+            self.loss_bursts_per_run,
+            self.dup_reorders_per_run,
+            self.splits_per_run,
+            self.clock_hosts,
+        )
+        return any(r > 0 for r in rates)
+
+    def check(self) -> None:
+        key = "faults.random"
+        _time(f"{key}.start_s", self.start_s)
+        for name in ("crash_down_s", "freeze_s", "loss_burst_s", "dup_reorder_s", "split_s"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] or not math.isfinite(lo_hi[1]):
+                raise ScenarioError(f"{key}.{name}: expected [low, high] with 0 < low <= high")
+        for name in ("burst_loss", "split_hosts"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or not 0 <= lo_hi[0] <= lo_hi[1] <= 1:
+                raise ScenarioError(f"{key}.{name}: expected [low, high] within [0, 1]")
+        for name in (
+            "crashes_per_run",
+            "freezes_per_run",
+            "loss_bursts_per_run",
+            "dup_reorders_per_run",
+            "splits_per_run",
+            "reorder_max_s",
+            "clock_max_s",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ScenarioError(f"{key}.{name}: must be a finite number >= 0, got {value!r}")
+        for name in ("duplicate_max", "clock_hosts"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ScenarioError(f"{key}.{name}: must be in [0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
 class FaultsConfig:
     #: Probability that a protocol datagram is lost (migrations are not affected).
     message_loss: float = 0.0
@@ -287,6 +360,7 @@ class FaultsConfig:
     clock: tuple[ClockOffset, ...] = ()
     site_cut: tuple[SiteCut, ...] = ()
     partition_crash: tuple[PartitionCrash, ...] = ()
+    random: RandomFaults = field(default_factory=RandomFaults)
 
     def counts(self) -> dict[str, int]:
         """Fault entries per kind (``message_loss`` is not one: it is a rate)."""
@@ -306,6 +380,7 @@ class FaultsConfig:
             raise ScenarioError("faults.message_loss: must be in [0, 1)")
         self._check_daemons(hosts)
         self._check_network(hosts)
+        self.random.check()
         for i, pc in enumerate(self.partition_crash):
             if (pc.role, pc.phase) not in CRASH_TARGETS:
                 known = ", ".join(f"{r}/{p}" for r, p in sorted(CRASH_TARGETS))

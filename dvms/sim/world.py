@@ -213,6 +213,8 @@ class World:
         self._schedule_launches()
         self.wall_s = 0.0
         self.scheduler_name = ""
+        #: the scheduler attached by ``run_scenario`` (for checks that read its state)
+        self.scheduler: Scheduler | None = None
         #: Scheduler-specific data for reports, e.g. ``"vivaldi_map"`` -> a callable
         #: returning (2-D coordinates, partitions) for ``figures.vivaldi_map``; each
         #: entry's shape is agreed between its scheduler and its reader.

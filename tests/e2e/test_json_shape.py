@@ -129,6 +129,7 @@ def test_every_command_prints_one_object_with_iso_times(tmp_path: Path) -> None:
         "sim run": ["sim", "run", "tiny.toml"],
         "sim compare": ["sim", "compare", "tiny.toml", "--seeds", "1", "--out", "cmp"],
         "sim scaling": ["sim", "scaling", "cmp/results.json", "--out", "s.png"],
+        "sim faults": ["sim", "faults", "--scenario", "tiny.toml", "--runs", "1"],
         "file add": ["file", "add", "f.bin", "--name", "shape/f"],
         "file get": ["file", "get", "shape/f", "--wait"],
         "file list": ["file", "list"],

@@ -217,6 +217,20 @@ def test_clock_offset_shifts_now_and_deadlines() -> None:
     assert eng.stale == 0
 
 
+def test_a_deadline_rounded_below_by_the_offset_still_fires_once() -> None:
+    """(d - c) + c can be one ulp below d: the engine woke the node at its deadline but
+    handed it a ``now`` just before it, so nothing was due and the same timer was
+    scheduled again at the same instant, forever (a campaign run hung on it)."""
+    offset, deadline = -35.951, 10.001
+    assert (deadline - offset) + offset < deadline
+    eng, _a, b = _pair()
+    eng.set_clock(b, offset)
+    b.core.deadline = deadline
+    eng.apply(b, [])
+    eng.run_until(60.0)  # engine time 45.952
+    assert b.core.ticks == [deadline] and eng.events == 1
+
+
 @pytest.mark.parametrize("offset", [59.0, 61.0, -61.0])
 def test_clocks_further_apart_than_the_replay_window_drop_datagrams(offset: float) -> None:
     eng, a, b = _pair()
