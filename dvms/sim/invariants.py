@@ -53,7 +53,8 @@ class InvariantChecker:
             if not node.alive or part.view is None:
                 self.busy.pop(pos, None)
                 continue
-            self._check_lease(pos, part, node.local(now))
+            if not getattr(node, "frozen", False):  # a frozen daemon cannot leave yet
+                self._check_lease(pos, part, node.local(now))
             lead = part.lead
             if lead is not None and lead.phase == LeadPhase.ACTING:
                 self._check_disjoint(part.view.pid, part.view.members, claimed)

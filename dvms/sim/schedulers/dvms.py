@@ -27,7 +27,7 @@ live origin, ``overloads_open`` those of them that started more than ``open_grac
 failed-and-released, nor being worked on: must be 0; a partition whose members' leases
 are stale counts in ``partitions_open``),
 ``overloads_lost_with_origin`` those whose origin crashed, and ``partitions_open`` live
-nodes still in a partition whose last update is older than the lease.
+nodes (not frozen) still in a partition whose last update is older than the lease.
 """
 
 from __future__ import annotations
@@ -410,7 +410,8 @@ class DvmsScheduler:
                     # sequential migrations legitimately runs for a minute)
                     held = part.view is not None or part._holding is not None
                     open_ += not held and own.started < local_end - self.params.open_grace_s
-            if node.alive and part.view is not None and part.lead is None and not part._driver:
+            running = node.alive and not node.frozen  # a frozen daemon cannot leave yet
+            if running and part.view is not None and part.lead is None and not part._driver:
                 last = part.lease_until - self.config.lease_s
                 stale += last < local_end - self.config.lease_s - 1.0
         self.world.metrics.extra.update(
