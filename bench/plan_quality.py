@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,7 +174,9 @@ def _config(local_search_evals: int) -> PlacementConfig:
     return cfg
 
 
-def run_one(snap, cons, cfg, time_limit: float, cache: dict, *, relief: bool = True) -> dict | None:
+def run_one(
+    snap, cons, cfg, time_limit: float, cache: dict, *, relief: bool = True, name: str = ""
+) -> dict | None:
     """Engine and oracle on one instance; ``cache`` keeps oracle answers across engine
     variants (the optimum does not depend on the engine; ``upper`` and ``hint`` from
     any engine plan only narrow the search)."""
@@ -182,6 +185,9 @@ def run_one(snap, cons, cfg, time_limit: float, cache: dict, *, relief: bool = T
     engine_s = time.perf_counter() - t0
     got = engine_cost(plan, snap) if plan.status == "solved" else {}
     hint = dict(plan.placement) if plan.status == "solved" else None
+    moves = [a for a in plan.actions if a.kind == "migrate"]
+    once = {k for k, n in Counter(a.vm for a in moves).items() if n == 1}  # no pivot
+    starts = {a.vm: a.start for a in moves if a.vm in once}
 
     def oracle_of(objective: str, cap: int | None = None):
         key = (objective, cap)
@@ -189,7 +195,7 @@ def run_one(snap, cons, cfg, time_limit: float, cache: dict, *, relief: bool = T
             upper = got.get(objective)
             cache[key] = solve(snap, cons, cfg, relief=relief, objective=objective,
                                time_limit_s=time_limit, upper=upper, max_migrations=cap,
-                               hint=hint)  # fmt: skip
+                               hint=hint, hint_starts=starts)  # fmt: skip
         return cache[key]
 
     oracle = {o: oracle_of(o) for o in OBJECTIVES}
@@ -206,6 +212,9 @@ def run_one(snap, cons, cfg, time_limit: float, cache: dict, *, relief: bool = T
     if problems:
         raise SystemExit(f"checker rejects an engine plan: {problems[0]}")
     row: dict = {"feasible": True, "engine": "solved", "engine_s": engine_s}
+    # for --show-worst (never in the JSON report)
+    row["_case"] = {"name": name, "snap": snap, "cfg": cfg, "relief": relief, "plan": plan,
+                    "oracle": oracle}  # fmt: skip
     for o in REPORTED:
         r = oracle[o]
         best = r.value if r.status == "optimal" else r.bound
@@ -276,6 +285,9 @@ def main() -> None:
     ap.add_argument("--tdsc-cuts", type=int, default=6, help="sub-problems per size (6)")
     ap.add_argument("--local-search-evals", type=int, default=0,
                     help="also run the engine with this local search budget (plans)")  # fmt: skip
+    ap.add_argument("--show-worst", type=int, default=0, metavar="N",
+                    help="print (to stderr) the N instances of each size and engine with the "
+                         "worst MTTR ratio, engine plan against the oracle's")  # fmt: skip
     args = ap.parse_args()
     per_mix = 2 if args.quick else args.per_mix
     limit = 5.0 if args.quick else args.time_limit
@@ -291,17 +303,22 @@ def main() -> None:
                 snap, cons = instance(size, mix, seed)
                 cache: dict = {}
                 for name, budget in variants.items():
-                    row = run_one(snap, cons, _config(budget), limit, cache)
+                    row = run_one(snap, cons, _config(budget), limit, cache,
+                                  name=f"{size}-{mix}-{seed}")  # fmt: skip
                     if row is not None:
                         rows[name].append(row)
         _report(report, args.json, size, "", rows)
+        if args.show_worst:
+            for name, found in rows.items():
+                show_worst(name, found, args.show_worst)
         if args.tdsc:
             rows = {name: [] for name in variants}
-            for snap, cons in tdsc_cuts(args.tdsc, size, args.tdsc_cuts):
+            for i, (snap, cons) in enumerate(tdsc_cuts(args.tdsc, size, args.tdsc_cuts)):
                 cache = {}
                 for name, budget in variants.items():
                     cfg = replace(PlacementConfig.btrplace(), local_search_evals=budget)
-                    row = run_one(snap, cons, cfg, limit, cache, relief=False)
+                    row = run_one(snap, cons, cfg, limit, cache, relief=False,
+                                  name=f"{size}-tdsc-{i}")  # fmt: skip
                     if row is not None:
                         rows[name].append(row)
             _report(report, args.json, size, " tdsc", rows)
@@ -309,6 +326,48 @@ def main() -> None:
         print(json.dumps(report, indent=2))
     else:
         print(report["stamp"])
+
+
+def show_worst(variant: str, rows: list[dict], n: int, out=sys.stderr) -> None:
+    """The ``n`` solved instances with the worst MTTR ratio (then migrations): the
+    engine's plan and the oracle's shortest one, with the CPU demand of every host
+    involved (now / limit), so a gap can be read off the two plans."""
+    solved = [r for r in rows if r.get("_case") and "mttr" in r]
+
+    def badness(r: dict) -> tuple:
+        return (_ratio(r["mttr"]["engine"], r["mttr"]["optimum"]),
+                _ratio(r["migrations"]["engine"], r["migrations"]["optimum"]),
+                r["_case"]["name"])  # fmt: skip
+
+    for r in sorted(solved, key=badness, reverse=True)[:n]:
+        case = r["_case"]
+        snap, cfg, plan = case["snap"], case["cfg"], case["plan"]
+        best = case["oracle"]["mttr"]
+        parts = [f"{o} {r[o]['engine']}/{r[o]['optimum']}" for o in REPORTED if o in r]
+        print(f"== {variant} {case['name']}: engine/optimum " + ", ".join(parts), file=out)
+        print("  engine:", file=out)
+        for a in plan.actions:
+            print(f"    {a}", file=out)
+        print(f"  oracle (shortest plan, {best.status}):", file=out)
+        where_now = {vm.key: vm for vm in snap.vms}
+        for key, start in sorted(best.starts.items(), key=lambda kv: (kv[1], kv[0])):
+            vm = where_now[key]
+            end = start + vm.duration("migrate", cfg)
+            print(f"    {start:>4}:{end:<4} migrate {key} {vm.host} -> {best.placement[key]}",
+                  file=out)  # fmt: skip
+        hosts = {a.src for a in plan.actions} | {a.dst for a in plan.actions}
+        hosts |= {where_now[k].host for k in best.starts} | {best.placement[k] for k in best.starts}
+        print("  hosts (cpu demand now / limit):", _loads(snap, cfg, hosts), file=out)
+
+
+def _loads(snap, cfg, names: set) -> str:
+    out = []
+    for h in sorted(n for n in names if n):
+        host = next(x for x in snap.hosts if x.name == h)
+        used = sum(vm.cpu_demand for vm in snap.vms if vm.host == h and vm.cpu_demand)
+        limit = host.cpus * cfg.overload_threshold
+        out.append(f"{h} {used:.1f}/{limit:.1f}")
+    return ", ".join(out)
 
 
 def _report(report: dict, quiet: bool, size: int, suffix: str, rows: dict) -> None:
