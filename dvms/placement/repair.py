@@ -52,13 +52,13 @@ def _target_states(snapshot: Snapshot, constraints: Sequence[c.Constraint]) -> d
     return {**states, **forced}
 
 
-def _initial(ws: Workspace, states: dict[str, str]) -> list[int]:
+def _initial(ws: Workspace, states: Sequence[str]) -> list[int]:
     """Host index of every VM that runs now (-1 otherwise); places the ones that stay."""
     origin = [-1] * len(ws.vms)
     for v, vm in enumerate(ws.vms):
         if vm.state == "running" and vm.host is not None:
             origin[v] = ws.h_index[vm.host]
-            if states[vm.key] == "running":
+            if states[v] == "running":
                 ws.place(v, origin[v], rekey=False)
     ws.resort()
     return origin
@@ -243,13 +243,16 @@ def solve_repair(
 def _solve_repair(
     snapshot: Snapshot, constraints: Sequence[c.Constraint], config: PlacementConfig, relief: bool
 ) -> Plan:
-    states = _target_states(snapshot, constraints)
+    by_key = _target_states(snapshot, constraints)
     ws = Workspace(snapshot, constraints, config, relief=relief)
+    states = [by_key[key] for key in ws.vkeys]
     suspend = frozenset(
-        v for v, vm in enumerate(ws.vms) if vm.state == "running" and states[vm.key] == "sleeping"
+        v for v, vm in enumerate(ws.vms) if vm.state == "running" and states[v] == "sleeping"
     )
     unready = sorted(
-        vm.key for vm in ws.vms if vm.state == "ready" and states[vm.key] == "sleeping"
+        key
+        for key, vm, state in zip(ws.vkeys, ws.vms, states, strict=True)
+        if vm.state == "ready" and state == "sleeping"
     )
     if unready:
         reason = f"vm {unready[0]} is ready: only a running VM can be suspended (sleeping)"
@@ -260,9 +263,7 @@ def _solve_repair(
     if broken:
         return Plan("infeasible", (), current, broken, proven=True)
     _freeze_continuous(ws)
-    boots = {
-        v for v, vm in enumerate(ws.vms) if vm.state == "ready" and states[vm.key] == "running"
-    }
+    boots = {v for v, vm in enumerate(ws.vms) if vm.state == "ready" and states[v] == "running"}
     first = _misplaced(ws)
     involved = {origin[v] for v in first if origin[v] != -1}
     second = first | {v for h in involved for v in ws.vms_on(h) if ws.movable[v]}
