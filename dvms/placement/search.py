@@ -5,7 +5,7 @@ Three passes, each only if the previous one failed:
 1. **greedy** in the given order (minimega's batch order for launches): every unit goes
    on the first host of the load order that passes the whole filter pipeline (a full
    scan ranked by soft score when the unit has preferences; the current host first when
-   repairing).
+   repairing, then a host where the VM would arrive at once: ``arrivals.py``).
 2. **greedy, most constrained first**: units with the fewest feasible hosts first
    (counted up to ``constrained_cap``; units with more are equally unconstrained).
 3. **backtracking** (depth first, most constrained unit next, forward checking, empty
