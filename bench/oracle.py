@@ -28,7 +28,8 @@ against it is conservative. ``solve`` returns the value and whether CP-SAT prove
 optimal within the time cap; when it did not, ``bound`` is a proven lower bound (CP-SAT's,
 or one known without search: the VMs that must leave each host for ``migrations``; for
 ``mttr`` those VMs in rounds of ``max_migrations_out``, each at least its shortest
-migration).
+migration, and one migration more when a VM that must leave fits now on none of the
+hosts it may go to).
 """
 
 from __future__ import annotations
@@ -211,6 +212,9 @@ def solve(
         floor = max(
             (-(-k // config.max_migrations_out) * cost_on[h] for h, k in leave.items()), default=0
         )
+        late = _forced_to_wait(hosts, vms, future, domain, h_of, resources, config)
+        if late and cost:
+            floor = max(floor, min(cost) + max(cost[v] for v in late))
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = workers
@@ -254,6 +258,29 @@ def _must_leave(hosts, vms, domain, h_of, resources, config) -> dict[int, int]:
             k = max(k, n)
         if forced or k:
             out[h] = len(forced) + k
+    return out
+
+
+def _forced_to_wait(hosts, vms, future, domain, h_of, resources, config) -> list[int]:
+    """VMs that must leave their host (it is outside their domain) and fit now on none
+    of the hosts they may go to: until a first migration ends every host holds at least
+    what it holds now, so such a VM starts after one migration (a bound for ``mttr``)."""
+    now = [[0] * len(resources) for _ in hosts]
+    for vm in vms:
+        if vm.host is not None and vm.state == "running":
+            for i, r in enumerate(resources):
+                now[h_of[vm.host]][i] += vm.demand(r)
+    limits = [[host.limit(r, config) for r in resources] for host in hosts]
+    out = []
+    for v, vm in enumerate(vms):
+        if vm.host is None or vm.state != "running" or h_of[vm.host] in domain[v]:
+            continue
+        need = [future[v].demand(r) for r in resources]
+        if not any(
+            all(u + d <= lim for u, d, lim in zip(now[h], need, limits[h], strict=True))
+            for h in domain[v]
+        ):
+            out.append(v)
     return out
 
 
