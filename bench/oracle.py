@@ -16,9 +16,11 @@ Objectives, one solve each (the engine optimises none of them explicitly):
 - ``memory``: MiB of the VMs that move;
 - ``mttr``: the plan's duration, scheduled exactly: each moved VM migrates once, at
   most ``max_migrations_out`` / ``max_migrations_in`` at once per host, a VM occupies
-  both hosts while it migrates and no capped resource is exceeded at any time (the
-  engine's rules, plan.py). Continuous constraints between steps are not modelled, a
-  relaxation: the engine can only be slower than this optimum, never faster.
+  both hosts while it migrates and no capped resource is exceeded at any time from a
+  host's first arrival on (the engine's rules, plan.py: an arrival waits for room, so a
+  host over its limit now takes nothing before it has shed enough). Continuous
+  constraints between steps are not modelled, a relaxation: the engine can only be
+  slower than this optimum, never faster.
 
 The optimum of the end-state model is itself a lower bound of what a plan can achieve
 (a plan may need extra pivot migrations to break cycles), so every ratio reported
@@ -26,7 +28,8 @@ against it is conservative. ``solve`` returns the value and whether CP-SAT prove
 optimal within the time cap; when it did not, ``bound`` is a proven lower bound (CP-SAT's,
 or one known without search: the VMs that must leave each host for ``migrations``; for
 ``mttr`` those VMs in rounds of ``max_migrations_out``, each at least its shortest
-migration).
+migration, and one migration more when a VM that must leave fits now on none of the
+hosts it may go to).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ortools.sat.python import cp_model
 
@@ -70,13 +73,15 @@ _KNOWN = (
 class OracleResult:
     """``status``: ``optimal``, ``feasible`` (time cap hit), ``infeasible`` (proven) or
     ``unknown`` (time cap hit, nothing found). ``value`` is the best objective found,
-    ``bound`` CP-SAT's proven lower bound; ``placement`` the end host of every VM."""
+    ``bound`` CP-SAT's proven lower bound; ``placement`` the end host of every VM;
+    ``starts`` (``mttr`` only) the second each moved VM starts migrating."""
 
     status: str
     value: int | None
     bound: int | None
     seconds: float
     placement: dict[str, str]
+    starts: dict[str, int] = field(default_factory=dict)
 
 
 def _resources(snapshot: Snapshot, relief: bool) -> list[str]:
@@ -95,11 +100,13 @@ def solve(
     upper: int | None = None,
     max_migrations: int | None = None,
     hint: dict[str, str] | None = None,
+    hint_starts: dict[str, int] | None = None,
 ) -> OracleResult:
     """The best end state for ``objective`` (see the module docstring). ``upper``, a
     known achievable value (the engine's), bounds the search: the plan horizon for
     ``mttr``. ``max_migrations`` caps the number of migrations (MTTR at no more
-    migrations than the engine's); ``hint`` is an end placement to start from."""
+    migrations than the engine's); ``hint`` is an end placement to start from and
+    ``hint_starts`` (``mttr``) when each of its migrations starts."""
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
     for k in constraints:
@@ -187,8 +194,12 @@ def solve(
         m.minimize(sum(moved.values()))
     elif objective == "memory":
         m.minimize(sum(vms[v].memory_mib * b for v, b in moved.items()))
-    else:
-        m.minimize(_mttr(m, x, vms, h_of, moved, cost, config, hosts, resources, upper))
+    starts: dict[int, cp_model.IntVar] = {}
+    if objective == "mttr":
+        m.minimize(_mttr(m, x, vms, h_of, moved, cost, config, hosts, resources, upper, starts))
+        for key, t in (hint_starts or {}).items():
+            if key in v_of and v_of[key] in starts:
+                m.add_hint(starts[v_of[key]], t)
     floor = 0  # a bound known without search, for when CP-SAT stops early
     if objective == "migrations":
         floor = sum(leave.values())
@@ -201,6 +212,9 @@ def solve(
         floor = max(
             (-(-k // config.max_migrations_out) * cost_on[h] for h, k in leave.items()), default=0
         )
+        late = _forced_to_wait(hosts, vms, future, domain, h_of, resources, config)
+        if late and cost:
+            floor = max(floor, min(cost) + max(cost[v] for v in late))
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = workers
@@ -215,7 +229,8 @@ def solve(
         where = {vms[v].key: hosts[h].name for (v, h), b in x.items() if solver.value(b)}
         value = round(solver.objective_value)
         bound = max(floor, math.ceil(solver.best_objective_bound - 1e-6))
-        return OracleResult(name, value, bound, secs, where)
+        began = {vms[v].key: solver.value(s) for v, s in starts.items() if solver.value(moved[v])}
+        return OracleResult(name, value, bound, secs, where, began)
     if name == "unknown":
         return OracleResult(name, None, floor, secs, {})
     return OracleResult(name, None, None, secs, {})
@@ -246,6 +261,29 @@ def _must_leave(hosts, vms, domain, h_of, resources, config) -> dict[int, int]:
     return out
 
 
+def _forced_to_wait(hosts, vms, future, domain, h_of, resources, config) -> list[int]:
+    """VMs that must leave their host (it is outside their domain) and fit now on none
+    of the hosts they may go to: until a first migration ends every host holds at least
+    what it holds now, so such a VM starts after one migration (a bound for ``mttr``)."""
+    now = [[0] * len(resources) for _ in hosts]
+    for vm in vms:
+        if vm.host is not None and vm.state == "running":
+            for i, r in enumerate(resources):
+                now[h_of[vm.host]][i] += vm.demand(r)
+    limits = [[host.limit(r, config) for r in resources] for host in hosts]
+    out = []
+    for v, vm in enumerate(vms):
+        if vm.host is None or vm.state != "running" or h_of[vm.host] in domain[v]:
+            continue
+        need = [future[v].demand(r) for r in resources]
+        if not any(
+            all(u + d <= lim for u, d, lim in zip(now[h], need, limits[h], strict=True))
+            for h in domain[v]
+        ):
+            out.append(v)
+    return out
+
+
 def _moved(m, x, vms, h_of) -> dict[int, cp_model.IntVar]:
     """1 when a VM running now ends elsewhere."""
     out = {}
@@ -261,21 +299,27 @@ def _moved(m, x, vms, h_of) -> dict[int, cp_model.IntVar]:
     return out
 
 
-def _mttr(m, x, vms, h_of, moved, cost, config, hosts, resources, upper) -> cp_model.IntVar:
+def _mttr(m, x, vms, h_of, moved, cost, config, hosts, resources, upper, starts) -> cp_model.IntVar:
     """The plan's duration, scheduled exactly: every moved VM migrates once in
     ``[s, s + cost)``; at most ``max_migrations_out`` (``_in``) at once per source
     (destination); a VM occupies its source until its migration ends and its
     destination from its migration's start, and no capped resource is ever exceeded on
-    any host. Continuous constraints between steps are not modelled (a relaxation)."""
+    any host from the first arrival on (a host over its limit now may stay over it
+    while it only sheds, as in the engine, where an arrival waits for room). Continuous
+    constraints between steps are not modelled (a relaxation). ``starts`` receives the
+    start variable of every moved VM."""
     horizon = sum(cost[v] for v in moved) + 1
     if upper is not None:
         horizon = min(horizon, upper + 1)
     d = m.new_int_var(0, horizon, "duration")
     start = {v: m.new_int_var(0, horizon, f"s{v}") for v in moved}
+    starts.update(start)
     n = len(hosts)
     outgoing: list[list] = [[] for _ in range(n)]
     incoming: list[list] = [[] for _ in range(n)]
-    occupancy: list[list] = [[] for _ in range(n)]  # (interval, VM)
+    occupancy: list[list] = [[] for _ in range(n)]  # (interval, VM) of arrivals, boots
+    staying: list[list] = [[] for _ in range(n)]  # (VM, end of its stay) on its host now
+    arriving: list[list] = [[] for _ in range(n)]  # (start, x) of VMs that may arrive
     for v, b in moved.items():
         src = h_of[vms[v].host]
         end = m.new_int_var(0, horizon, f"e{v}")
@@ -289,7 +333,7 @@ def _mttr(m, x, vms, h_of, moved, cost, config, hosts, resources, upper) -> cp_m
         stay_end = m.new_int_var(0, horizon, f"se{v}")
         m.add(stay_end == end).only_enforce_if(b)
         m.add(stay_end == horizon).only_enforce_if(b.Not())
-        occupancy[src].append((m.new_interval_var(0, stay_end, stay_end, f"o{v}"), v))
+        staying[src].append((v, stay_end))
         for h in range(n):
             if h != src and (v, h) in x:
                 incoming[h].append(
@@ -300,6 +344,7 @@ def _mttr(m, x, vms, h_of, moved, cost, config, hosts, resources, upper) -> cp_m
                 occupancy[h].append(
                     (m.new_optional_interval_var(start[v], size, horizon, x[v, h], ""), v)
                 )
+                arriving[h].append((start[v], x[v, h]))
     for v in range(len(vms)):
         if v not in moved:  # a ready VM booting: present from 0 (boots are not timed here)
             for h in range(n):
@@ -332,15 +377,43 @@ def _mttr(m, x, vms, h_of, moved, cost, config, hosts, resources, upper) -> cp_m
             m.add_cumulative(outgoing[h], [1] * len(outgoing[h]), config.max_migrations_out)
         if incoming[h]:
             m.add_cumulative(incoming[h], [1] * len(incoming[h]), config.max_migrations_in)
-        for r in resources:
-            lim = hosts[h].limit(r, config)
-            use = [(iv, vms[v].demand(r)) for iv, v in occupancy[h] if vms[v].demand(r)]
-            now = sum(vm.demand(r) for vm in vms if vm.host == hosts[h].name)
-            # a host over its limit now (overloaded) only sheds: the engine checks room on
-            # arrival, so there the constraint is relaxed (the oracle stays optimistic)
-            if lim != math.inf and now <= lim and sum(a for _, a in use) > lim:
+        limits = [hosts[h].limit(r, config) for r in resources]
+        now = [sum(vm.demand(r) for vm in vms if vm.host == hosts[h].name) for r in resources]
+        over = any(u > lim for u, lim in zip(now, limits, strict=True))
+        if over and not arriving[h]:
+            continue  # over its limit now and only sheds: nothing has to wait for room
+        # a host over its limit now is held to it from its first arrival on (the engine
+        # starts an arrival only when the host has room, and then keeps it within)
+        begin = _first_arrival(m, arriving[h], horizon) if over else 0
+        here = occupancy[h] + [(_stay(m, begin, end, horizon), v) for v, end in staying[h]]
+        for r, lim in zip(resources, limits, strict=True):
+            use = [(iv, vms[v].demand(r)) for iv, v in here if vms[v].demand(r)]
+            if lim != math.inf and sum(a for _, a in use) > lim:
                 m.add_cumulative([iv for iv, _ in use], [a for _, a in use], int(lim))
     return d
+
+
+def _first_arrival(m, arriving: list, horizon: int) -> cp_model.IntVar:
+    """The start of the first migration onto a host (``horizon`` when none arrives)."""
+    first = m.new_int_var(0, horizon, "")
+    starts = []
+    for start, chosen in arriving:
+        s = m.new_int_var(0, horizon, "")
+        m.add(s == start).only_enforce_if(chosen)
+        m.add(s == horizon).only_enforce_if(chosen.Not())
+        starts.append(s)
+    m.add_min_equality(first, starts)
+    return first
+
+
+def _stay(m, begin, end, horizon: int) -> cp_model.IntervalVar:
+    """A VM on its host now, counted from ``begin`` until ``end`` (empty if it has left
+    by then)."""
+    if isinstance(begin, int):
+        return m.new_interval_var(begin, end, end, "")
+    until = m.new_int_var(0, horizon, "")
+    m.add_max_equality(until, [begin, end])
+    return m.new_interval_var(begin, m.new_int_var(0, horizon, ""), until, "")
 
 
 def _constraint(m, k, x, v_of, h_of, hosts, vms, by_host) -> None:

@@ -18,9 +18,10 @@ moved, plan duration). The engine's value over the optimum is its ratio (1.0 = o
 an oracle solve that hits its time cap is compared with a proven lower bound, so ratios
 never flatter the engine (and an engine value equal to that bound counts as optimal).
 Times are wall seconds, both measured in the same run (the engine is single-threaded,
-CP-SAT runs 2 workers): on a loaded machine both grow. With ``--local-search-evals N``
-the engine also runs its local search pass (``PlacementConfig.local_search_evals``) and
-both rows are printed.
+CP-SAT runs 2 workers): on a loaded machine both grow. CPU times are reported too
+(``*_cpu_ms_mean``; the oracle's summed over its workers): they move less with the load.
+With ``--local-search-evals N`` the engine also runs its local search pass
+(``PlacementConfig.local_search_evals``) and both rows are printed.
 With ``--tdsc FILE`` each size also gets sub-problems cut from a TDSC instance
 (``tdsc_cuts``; repair, not relief; ``preserve`` raises demands). Only migrations are
 compared there: the engine times the ``allocate`` actions of growing VMs and the oracle
@@ -38,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,23 +175,30 @@ def _config(local_search_evals: int) -> PlacementConfig:
     return cfg
 
 
-def run_one(snap, cons, cfg, time_limit: float, cache: dict, *, relief: bool = True) -> dict | None:
+def run_one(
+    snap, cons, cfg, time_limit: float, cache: dict, *, relief: bool = True, name: str = ""
+) -> dict | None:
     """Engine and oracle on one instance; ``cache`` keeps oracle answers across engine
     variants (the optimum does not depend on the engine; ``upper`` and ``hint`` from
     any engine plan only narrow the search)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     plan = solve_repair(snap, cons, cfg, relief=relief)
-    engine_s = time.perf_counter() - t0
+    engine_s, engine_cpu = time.perf_counter() - t0, time.process_time() - c0
     got = engine_cost(plan, snap) if plan.status == "solved" else {}
     hint = dict(plan.placement) if plan.status == "solved" else None
+    moves = [a for a in plan.actions if a.kind == "migrate"]
+    once = {k for k, n in Counter(a.vm for a in moves).items() if n == 1}  # no pivot
+    starts = {a.vm: a.start for a in moves if a.vm in once}
 
     def oracle_of(objective: str, cap: int | None = None):
         key = (objective, cap)
         if key not in cache:
             upper = got.get(objective)
+            c0 = time.process_time()
             cache[key] = solve(snap, cons, cfg, relief=relief, objective=objective,
                                time_limit_s=time_limit, upper=upper, max_migrations=cap,
-                               hint=hint)  # fmt: skip
+                               hint=hint, hint_starts=starts)  # fmt: skip
+            cache["cpu", objective, cap] = time.process_time() - c0
         return cache[key]
 
     oracle = {o: oracle_of(o) for o in OBJECTIVES}
@@ -205,7 +214,12 @@ def run_one(snap, cons, cfg, time_limit: float, cache: dict, *, relief: bool = T
     problems = check_plan(snap, cons, plan.actions, cfg, relief=relief)
     if problems:
         raise SystemExit(f"checker rejects an engine plan: {problems[0]}")
-    row: dict = {"feasible": True, "engine": "solved", "engine_s": engine_s}
+    oracle_cpu = cache["cpu", "migrations", None]
+    row: dict = {"feasible": True, "engine": "solved", "engine_s": engine_s,
+                 "engine_cpu_s": engine_cpu, "oracle_cpu_s": oracle_cpu}  # fmt: skip
+    # for --show-worst (never in the JSON report)
+    row["_case"] = {"name": name, "snap": snap, "cfg": cfg, "relief": relief, "plan": plan,
+                    "oracle": oracle}  # fmt: skip
     for o in REPORTED:
         r = oracle[o]
         best = r.value if r.status == "optimal" else r.bound
@@ -240,6 +254,13 @@ def summarise(size: int, rows: list[dict]) -> dict:
         "engine_ms_mean": round(1e3 * statistics.mean(r["engine_s"] for r in rows), 2),
         "oracle_ms_mean": round(1e3 * statistics.mean(r["oracle_s"] for r in rows), 1),
     }
+    if solved:  # CPU seconds: the oracle's are summed over its worker threads
+        out["engine_cpu_ms_mean"] = round(
+            1e3 * statistics.mean(r["engine_cpu_s"] for r in solved), 3
+        )
+        out["oracle_cpu_ms_mean"] = round(
+            1e3 * statistics.mean(r["oracle_cpu_s"] for r in solved), 1
+        )
     mttr_s = [r["mttr"]["oracle_s"] for r in solved]
     out["oracle_mttr_ms_mean"] = round(1e3 * statistics.mean(mttr_s), 1) if mttr_s else None
     out["speedup"] = round(out["oracle_ms_mean"] / max(out["engine_ms_mean"], 1e-3), 1)
@@ -276,6 +297,9 @@ def main() -> None:
     ap.add_argument("--tdsc-cuts", type=int, default=6, help="sub-problems per size (6)")
     ap.add_argument("--local-search-evals", type=int, default=0,
                     help="also run the engine with this local search budget (plans)")  # fmt: skip
+    ap.add_argument("--show-worst", type=int, default=0, metavar="N",
+                    help="print (to stderr) the N instances of each size and engine with the "
+                         "worst MTTR ratio, engine plan against the oracle's")  # fmt: skip
     args = ap.parse_args()
     per_mix = 2 if args.quick else args.per_mix
     limit = 5.0 if args.quick else args.time_limit
@@ -291,17 +315,22 @@ def main() -> None:
                 snap, cons = instance(size, mix, seed)
                 cache: dict = {}
                 for name, budget in variants.items():
-                    row = run_one(snap, cons, _config(budget), limit, cache)
+                    row = run_one(snap, cons, _config(budget), limit, cache,
+                                  name=f"{size}-{mix}-{seed}")  # fmt: skip
                     if row is not None:
                         rows[name].append(row)
         _report(report, args.json, size, "", rows)
+        if args.show_worst:
+            for name, found in rows.items():
+                show_worst(name, found, args.show_worst)
         if args.tdsc:
             rows = {name: [] for name in variants}
-            for snap, cons in tdsc_cuts(args.tdsc, size, args.tdsc_cuts):
+            for i, (snap, cons) in enumerate(tdsc_cuts(args.tdsc, size, args.tdsc_cuts)):
                 cache = {}
                 for name, budget in variants.items():
                     cfg = replace(PlacementConfig.btrplace(), local_search_evals=budget)
-                    row = run_one(snap, cons, cfg, limit, cache, relief=False)
+                    row = run_one(snap, cons, cfg, limit, cache, relief=False,
+                                  name=f"{size}-tdsc-{i}")  # fmt: skip
                     if row is not None:
                         rows[name].append(row)
             _report(report, args.json, size, " tdsc", rows)
@@ -309,6 +338,48 @@ def main() -> None:
         print(json.dumps(report, indent=2))
     else:
         print(report["stamp"])
+
+
+def show_worst(variant: str, rows: list[dict], n: int, out=sys.stderr) -> None:
+    """The ``n`` solved instances with the worst MTTR ratio (then migrations): the
+    engine's plan and the oracle's shortest one, with the CPU demand of every host
+    involved (now / limit), so a gap can be read off the two plans."""
+    solved = [r for r in rows if r.get("_case") and "mttr" in r]
+
+    def badness(r: dict) -> tuple:
+        return (_ratio(r["mttr"]["engine"], r["mttr"]["optimum"]),
+                _ratio(r["migrations"]["engine"], r["migrations"]["optimum"]),
+                r["_case"]["name"])  # fmt: skip
+
+    for r in sorted(solved, key=badness, reverse=True)[:n]:
+        case = r["_case"]
+        snap, cfg, plan = case["snap"], case["cfg"], case["plan"]
+        best = case["oracle"]["mttr"]
+        parts = [f"{o} {r[o]['engine']}/{r[o]['optimum']}" for o in REPORTED if o in r]
+        print(f"== {variant} {case['name']}: engine/optimum " + ", ".join(parts), file=out)
+        print("  engine:", file=out)
+        for a in plan.actions:
+            print(f"    {a}", file=out)
+        print(f"  oracle (shortest plan, {best.status}):", file=out)
+        where_now = {vm.key: vm for vm in snap.vms}
+        for key, start in sorted(best.starts.items(), key=lambda kv: (kv[1], kv[0])):
+            vm = where_now[key]
+            end = start + vm.duration("migrate", cfg)
+            print(f"    {start:>4}:{end:<4} migrate {key} {vm.host} -> {best.placement[key]}",
+                  file=out)  # fmt: skip
+        hosts = {a.src for a in plan.actions} | {a.dst for a in plan.actions}
+        hosts |= {where_now[k].host for k in best.starts} | {best.placement[k] for k in best.starts}
+        print("  hosts (cpu demand now / limit):", _loads(snap, cfg, hosts), file=out)
+
+
+def _loads(snap, cfg, names: set) -> str:
+    out = []
+    for h in sorted(n for n in names if n):
+        host = next(x for x in snap.hosts if x.name == h)
+        used = sum(vm.cpu_demand for vm in snap.vms if vm.host == h and vm.cpu_demand)
+        limit = host.cpus * cfg.overload_threshold
+        out.append(f"{h} {used:.1f}/{limit:.1f}")
+    return ", ".join(out)
 
 
 def _report(report: dict, quiet: bool, size: int, suffix: str, rows: dict) -> None:

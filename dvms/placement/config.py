@@ -52,6 +52,10 @@ class PlacementConfig:
     #: a budget: "infeasible" is then a proof.
     exhaustive_hosts: int = 8
     exhaustive_vms: int = 12
+    #: Host checks (filter pipeline runs) a repair may spend moving arrivals that would
+    #: wait for room to hosts with room now (arrivals.py), when its plan has such waits;
+    #: bounds that pass in a datacenter-sized repair.
+    unchain_checks: int = 20_000
     #: Local search after a repair (localsearch.py): at most this many re-scheduled plans
     #: are evaluated to cut migrations, then plan duration. 0 = off (the greedy plan).
     #: A count, not seconds: the engine reads no clock and one seed gives one result.
@@ -78,8 +82,8 @@ class PlacementConfig:
         for name in ("max_migrations_out", "max_migrations_in", "constrained_cap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.local_search_evals < 0:
-            raise ValueError("local_search_evals must be >= 0")
+        if self.local_search_evals < 0 or self.unchain_checks < 0:
+            raise ValueError("local_search_evals and unchain_checks must be >= 0")
         if self.image_locality_weight < 0:
             raise ValueError("image_locality_weight must be >= 0")
         if not 0 <= self.image_locality_min_mib < self.image_locality_max_mib:

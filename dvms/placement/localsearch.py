@@ -52,7 +52,7 @@ class _Search:
         mem = {vm.key: vm.memory_mib for vm in self.ws.vms}
         moves = [a for a in actions if a.kind == "migrate"]
         end = max((a.end for a in actions), default=0)
-        return (end, len(moves), sum(mem[a.vm] for a in moves)), actions
+        return (len(moves), end, sum(mem[a.vm] for a in moves)), actions
 
     def moved(self) -> list[int]:
         ws, origin = self.ws, self.origin

@@ -249,7 +249,7 @@ class _Scheduler:
     def _priority(self, m: _Move, leaving: Counter[int]) -> tuple:
         """Arrivals on hosts nobody still has to leave first, then migrations, then the
         longest, then by VM key (deterministic)."""
-        return (leaving[m.dst] > 0, m.kind != "migrate", -m.dur, self.ws.vms[m.v].key)
+        return (leaving[m.dst] > 0, m.kind != "migrate", -m.dur, self.ws.vkeys[m.v])
 
     def _start_what_fits(self, t: int) -> None:
         while True:
@@ -318,8 +318,8 @@ def schedule_plan(
     be broken."""
     moves = _Scheduler(ws, target, origin, suspend).run()
     out = []
-    for m in sorted(moves, key=lambda m: (m.start, m.end, ws.vms[m.v].key, m.kind)):
-        key = ws.vms[m.v].key
+    for m in sorted(moves, key=lambda m: (m.start, m.end, ws.vkeys[m.v], m.kind)):
+        key = ws.vkeys[m.v]
         src = _name(ws, m.src) if m.src != -1 else None
         dst = _name(ws, m.dst) if m.dst != -1 else None
         if m.kind == "allocate":

@@ -9,7 +9,9 @@
     then, if a VM confined to some hosts (fence, continuous among...) found no room:
              ... plus every movable VM on those hosts
     stage 2: ... plus every movable VM
+    (in each stage a VM goes first to a host where it arrives at once: arrivals.py)
     schedule the moves into a timed plan (plan.py)
+    if a migration waits: move the arrivals that wait elsewhere, keep the shorter plan
 
 An already viable placement gives an empty plan. With ``relief=True`` the measured CPU
 demand (``cpu_demand``) is one more capacity: hosts above ``overload_threshold`` shed
@@ -21,11 +23,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dvms.placement import constraints as c
+from dvms.placement.arrivals import Arrivals, unchain
 from dvms.placement.config import PlacementConfig
 from dvms.placement.filters import AmongFilter, GatherFilter, SplitAmongFilter
 from dvms.placement.localsearch import improve_plan
 from dvms.placement.model import PlacementError, Snapshot, paused_gc
-from dvms.placement.plan import Plan, PlanError, schedule_plan
+from dvms.placement.plan import Action, Plan, PlanError, schedule_plan
 from dvms.placement.search import place_units
 from dvms.placement.workspace import Workspace
 
@@ -49,13 +52,13 @@ def _target_states(snapshot: Snapshot, constraints: Sequence[c.Constraint]) -> d
     return {**states, **forced}
 
 
-def _initial(ws: Workspace, states: dict[str, str]) -> list[int]:
+def _initial(ws: Workspace, states: Sequence[str]) -> list[int]:
     """Host index of every VM that runs now (-1 otherwise); places the ones that stay."""
     origin = [-1] * len(ws.vms)
     for v, vm in enumerate(ws.vms):
         if vm.state == "running" and vm.host is not None:
             origin[v] = ws.h_index[vm.host]
-            if states[vm.key] == "running":
+            if states[v] == "running":
                 ws.place(v, origin[v], rekey=False)
     ws.resort()
     return origin
@@ -195,6 +198,35 @@ def _units(ws: Workspace, vms: set[int]) -> list[tuple[int, ...]]:
     return [(v,) for v in sorted(vms, key=rank)]
 
 
+def _shorten(
+    ws: Workspace, origin: Sequence[int], actions: list[Action], suspend: frozenset[int]
+) -> list[Action]:
+    """When some migration of the plan waits, move the arrivals that wait to hosts with
+    room now (arrivals.py) and keep the shorter plan; ``ws`` holds its end state."""
+    if all(a.start == 0 for a in actions if a.kind == "migrate"):
+        return actions  # nothing waits: as short as its longest move
+    before = list(ws.assign)
+    if not unchain(ws, origin, ws.config.unchain_checks):
+        return actions
+    try:
+        shorter = schedule_plan(ws, origin, list(ws.assign), suspend)
+    except PlanError:
+        shorter = None
+    if shorter is not None and _duration(shorter) < _duration(actions):
+        return shorter
+    for v in range(len(ws.vms)):  # back to the first plan's end state
+        if ws.assign[v] != before[v] and ws.assign[v] != -1:
+            ws.remove(v)
+    for v, h in enumerate(before):
+        if ws.assign[v] != h and h != -1:
+            ws.place(v, h)
+    return actions
+
+
+def _duration(actions: Sequence[Action]) -> int:
+    return max((a.end for a in actions), default=0)
+
+
 def solve_repair(
     snapshot: Snapshot,
     constraints: Sequence[c.Constraint] = (),
@@ -211,13 +243,16 @@ def solve_repair(
 def _solve_repair(
     snapshot: Snapshot, constraints: Sequence[c.Constraint], config: PlacementConfig, relief: bool
 ) -> Plan:
-    states = _target_states(snapshot, constraints)
+    by_key = _target_states(snapshot, constraints)
     ws = Workspace(snapshot, constraints, config, relief=relief)
+    states = [by_key[key] for key in ws.vkeys]
     suspend = frozenset(
-        v for v, vm in enumerate(ws.vms) if vm.state == "running" and states[vm.key] == "sleeping"
+        v for v, vm in enumerate(ws.vms) if vm.state == "running" and states[v] == "sleeping"
     )
     unready = sorted(
-        vm.key for vm in ws.vms if vm.state == "ready" and states[vm.key] == "sleeping"
+        key
+        for key, vm, state in zip(ws.vkeys, ws.vms, states, strict=True)
+        if vm.state == "ready" and state == "sleeping"
     )
     if unready:
         reason = f"vm {unready[0]} is ready: only a running VM can be suspended (sleeping)"
@@ -228,9 +263,7 @@ def _solve_repair(
     if broken:
         return Plan("infeasible", (), current, broken, proven=True)
     _freeze_continuous(ws)
-    boots = {
-        v for v, vm in enumerate(ws.vms) if vm.state == "ready" and states[vm.key] == "running"
-    }
+    boots = {v for v, vm in enumerate(ws.vms) if vm.state == "ready" and states[v] == "running"}
     first = _misplaced(ws)
     involved = {origin[v] for v in first if origin[v] != -1}
     second = first | {v for h in involved for v in ws.vms_on(h) if ws.movable[v]}
@@ -249,7 +282,9 @@ def _solve_repair(
         _lift(ws, movable)
         departing = frozenset(origin[v] for v in movable if origin[v] != -1)
         units = _units(ws, movable | boots)
-        outcome = place_units(ws, units, prefer_current=True, departing=departing)
+        outcome = place_units(
+            ws, units, prefer_current=True, departing=departing, arrivals=Arrivals(ws, origin)
+        )
         if outcome.ok:
             residual = _residual(ws)
             if residual:
@@ -263,6 +298,7 @@ def _solve_repair(
                 last, proven = str(exc), False
                 _lift(ws, movable | boots)
                 continue
+            actions = _shorten(ws, origin, actions, suspend)
             if config.local_search_evals:
                 actions = improve_plan(ws, origin, actions, config.local_search_evals, suspend)
             return Plan("solved", tuple(actions), ws.placement())

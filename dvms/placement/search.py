@@ -5,7 +5,7 @@ Three passes, each only if the previous one failed:
 1. **greedy** in the given order (minimega's batch order for launches): every unit goes
    on the first host of the load order that passes the whole filter pipeline (a full
    scan ranked by soft score when the unit has preferences; the current host first when
-   repairing).
+   repairing, then a host where the VM would arrive at once: ``arrivals.py``).
 2. **greedy, most constrained first**: units with the fewest feasible hosts first
    (counted up to ``constrained_cap``; units with more are equally unconstrained).
 3. **backtracking** (depth first, most constrained unit next, forward checking, empty
@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from dvms.placement.arrivals import Arrivals
 from dvms.placement.explain import Refusal
 from dvms.placement.filters import AmongFilter, CapacityOnSet, SplitAmongFilter, StaticFilter
 from dvms.placement.workspace import Workspace
@@ -52,11 +53,14 @@ class Placer:
         *,
         prefer_current: bool = False,
         departing: frozenset[int] = frozenset(),
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.ws = ws
         self.prefer_current = prefer_current
         #: hosts some placed VM will leave (repair): tried after the others
         self.departing = departing
+        #: repair: hosts where a VM arrives without waiting are tried first
+        self.arrivals = arrivals
         self.nodes = 0
         self.budget: int | None = None
         self._anonymous = self._anonymous_hosts()
@@ -102,8 +106,14 @@ class Placer:
         """The least loaded host that takes the whole unit now (no soft score)."""
         ws = self.ws
         allowed = ws.allowed[unit[0]]
+        few = allowed is not None and len(allowed) * 8 < len(ws.order)
+        if self.arrivals is not None:  # a host with room now: the arrival waits for nobody
+            h = self._pick_free(unit, allowed if few else None)
+            if h is not None:
+                return h
         away = self.departing  # arrive where nobody has to leave first: fewer waits, no cycles
-        if allowed is not None and len(allowed) * 8 < len(ws.order):
+        if few:
+            assert allowed is not None
             hosts = sorted((h for h in allowed if ws.online[h]), key=lambda h: ws.keys[h])
             for h in hosts:
                 if h not in away and ws.try_unit(unit, h, keep=False) is None:
@@ -119,6 +129,20 @@ class Placer:
                 return h
         for _, h in ws.order_away:
             if (allowed is None or h in allowed) and ws.try_unit(unit, h, keep=False) is None:
+                return h
+        return None
+
+    def _pick_free(self, unit: Unit, allowed: frozenset[int] | None) -> int | None:
+        """The least loaded host that takes ``unit`` and where it would arrive at once
+        (room with the host's leavers still on it, under ``max_migrations_in``)."""
+        ws, arrivals = self.ws, self.arrivals
+        assert arrivals is not None
+        if allowed is not None:
+            hosts = sorted((h for h in allowed if ws.online[h]), key=lambda h: ws.keys[h])
+        else:
+            hosts = [h for _, h in ws.order]
+        for h in hosts:
+            if ws.try_unit(unit, h, keep=False) is None and arrivals.free(unit, h):
                 return h
         return None
 
@@ -332,12 +356,15 @@ def place_units(
     *,
     prefer_current: bool = False,
     departing: frozenset[int] = frozenset(),
+    arrivals: Arrivals | None = None,
 ) -> SearchOutcome:
     """Place every unit (greedy, then harder); on failure the workspace is unchanged.
-    ``departing`` hosts (repair: VMs will leave them) are tried after the others."""
+    ``departing`` hosts (repair: VMs will leave them) are tried after the others;
+    with ``arrivals`` (repair) the greedy passes try hosts with room now first."""
     ws.split_order(departing)
+    placer = Placer(ws, prefer_current=prefer_current, departing=departing, arrivals=arrivals)
     try:
-        return _place(ws, units, Placer(ws, prefer_current=prefer_current, departing=departing))
+        return _place(ws, units, placer)
     finally:
         ws.split_order(None)
 

@@ -77,12 +77,15 @@ class Workspace:
         self.hosts = list(snapshot.hosts)
         self.h_index = {h.name: i for i, h in enumerate(self.hosts)}
         self.vms = list(snapshot.vms) + list(launch)
+        #: VM keys by index (``Vm.key`` formats a string on every read)
+        self.vkeys = [vm.key for vm in self.vms]
         self.v_index: dict[str, int] = {}
-        for i, vm in enumerate(self.vms):
-            if vm.key in self.v_index:
-                raise PlacementError(f"duplicate vm {vm.key!r}")
-            self.v_index[vm.key] = i
-        names = set(snapshot.with_vms(launch).resources(relief=relief))
+        for i, key in enumerate(self.vkeys):
+            if key in self.v_index:
+                raise PlacementError(f"duplicate vm {key!r}")
+            self.v_index[key] = i
+        both = snapshot.with_vms(launch) if launch else snapshot
+        names = set(both.resources(relief=relief))
         names.update(k.resource for k in constraints if isinstance(k, c.ResourceCapacity))
         self.resources = tuple(sorted(names))
         self.r_index = {r: i for i, r in enumerate(self.resources)}
@@ -481,7 +484,8 @@ class Workspace:
         return ", ".join(names[:most]) + more
 
     def placement(self) -> dict[str, str]:
-        return {self.vms[v].key: self.hosts[h].name for v, h in enumerate(self.assign) if h != -1}
+        keys, hosts = self.vkeys, self.hosts
+        return {keys[v]: hosts[h].name for v, h in enumerate(self.assign) if h != -1}
 
     def overflow(self, h: int) -> list[float]:
         """How far each resource of ``h`` is over its limit (0 when within)."""

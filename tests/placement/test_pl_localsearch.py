@@ -33,7 +33,7 @@ def score(plan):
 def test_local_search_never_worse_and_checked() -> None:
     better = 0
     searched = replace(BASE, local_search_evals=100)
-    for seed in range(40):
+    for seed in range(60):
         snap, cons = partition(seed)
         greedy = solve_repair(snap, cons, BASE, relief=True)
         plan = solve_repair(snap, cons, searched, relief=True)
