@@ -134,10 +134,13 @@ def test_random_interleavings_keep_the_invariants(s):
 def test_an_outcome_lost_for_good() -> None:
     """Under 23 % loss the leader's every copy of the Outcome for n4's overload event
     was lost after the partition dissolved as solved: the origin waited for it forever
-    and the event never ended. It ends, as solved, once ``outcome_wait_s`` is over."""
+    and the event never ended. It ends, as solved, once ``outcome_wait_s`` is over.
+    The seed is one whose losses hit that Outcome with today's plans (a change of the
+    placement engine's plans moves the losses: the last assertions say whether the
+    path is still taken; another seed near it that takes it will do)."""
     s = {
         "n": 8,
-        "seed": 7089,
+        "seed": 7265,
         "strategy": "ring",
         "min_size": 1,
         "loads": [0, 1, 5, 3, 5, 4, 5, 0],
