@@ -7,7 +7,11 @@ from kind to handler), ``ref`` is that handler's argument.
 
 ``RequestTable``: the outstanding requests, by request id. A request is sent again until
 answered or out of attempts, each attempt under a fresh random id, so a late answer to an
-earlier attempt still counts and a duplicate cannot be mistaken for a new request::
+earlier attempt still counts and a duplicate cannot be mistaken for a new request. Each
+attempt's send time is kept with its id: an answer says which attempt it answers, so
+``Request.sent_time(rid)`` gives an unambiguous round-trip sample even after a
+retransmission (as QUIC's packet numbers do; TCP needs Karn's rule because its
+retransmissions reuse sequence numbers)::
 
     core: Request(addr, peer, msg, then, limit) --send()--> Send(addr, rid, msg)
           + a timer of its own kind (the core picks the timeout)
@@ -80,6 +84,7 @@ class Request(Generic[T]):
         "msg",
         "peer",
         "rids",
+        "sends",
         "sent_at",
         "then",
     )
@@ -105,10 +110,18 @@ class Request(Generic[T]):
         #: When the first and the latest attempt went out.
         self.first_sent = 0.0
         self.sent_at = 0.0
-        #: Every attempt's request id, the latest last.
+        #: Every attempt's request id, the latest last, and its send time (same order).
         self.rids: list[int] = []
+        self.sends: list[float] = []
         #: Answered or given up: its timers are stale.
         self.done = False
+
+    def sent_time(self, rid: int) -> float:
+        """When the attempt with id ``rid`` (one of ``rids``) was sent."""
+        rids = self.rids
+        if rid == rids[-1]:
+            return self.sent_at
+        return self.sends[rids.index(rid)]
 
 
 class RequestTable(Generic[T]):
@@ -130,6 +143,7 @@ class RequestTable(Generic[T]):
         req.attempts += 1
         req.sent_at = now
         req.rids.append(rid)
+        req.sends.append(now)
         pending[rid] = req
         return Send(req.addr, rid, req.msg)
 

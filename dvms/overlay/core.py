@@ -30,8 +30,14 @@ How it works::
 Requests and timers live in the kernel's ``RequestTable`` and ``TimerHeap``
 (``dvms.requests``), which the partition core uses too.
 
-RTT samples are taken only from RPCs answered on their first attempt (Karn's rule), so a
-retransmission never produces a false sample.
+Every answered RPC gives an RTT sample, measured from the send time of the attempt it
+answers: each attempt goes out under its own request id, so an answer is never ambiguous
+(as with QUIC's packet numbers; Karn's rule, which samples only first attempts, is for
+TCP's reused sequence numbers). Sampling retransmitted RPCs too lets the timeout grow to
+a peer that became slow (a busy daemon answering in 150 ms when its timeout was 20 ms):
+with first attempts only, the fast answers would be the only samples and nearly every
+RPC to that peer would be sent twice. An answer to an earlier attempt arriving after a
+later one was sent is measured from its own attempt.
 """
 
 from __future__ import annotations
@@ -584,7 +590,7 @@ class OverlayCore:
         if rpc is None:
             self.stats["unexpected_response"] += 1
             return
-        rtt = now - rpc.sent_at if rpc.attempts == 1 and rid == rpc.rids[-1] else None
+        rtt = now - rpc.sent_time(rid)  # this attempt's round trip (module docstring)
         self.rpc_stats.answered(rpc.msg, msg, now - rpc.first_sent)
         self._learn(src, sender, msg.coord, rtt, now, out, rpc.then.contact)
         self._rpc_result(rpc, msg, now, out)
