@@ -133,3 +133,35 @@ def test_the_held_summary_is_bounded_and_largest_first() -> None:
     got = held_images(entries, 2)
     assert [(i.root[-1], i.held, i.size) for i in got] == [(2, 500, 1000), (4, 400, 400)]
     assert len(held_images(entries, 8)) == 3  # nothing held: not reported
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_complete_files_are_readable_by_the_hypervisors_user(tmp_path: Path) -> None:
+    """QEMU runs as its own user and opens the kernel, initrd and disks a VM names in
+    the store. With the state dir and the store private (0700) and files 0600, every
+    `file:` image failed on a real host: "could not open kernel file ...: Permission
+    denied". Complete files are 0644 under directories others may pass, not list; files
+    being fetched stay private."""
+    src = _file(tmp_path, "a", 2 * CHUNK)
+    m = _store(tmp_path / "other").add(src, CHUNK)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)  # as the daemon makes it
+    store = _store(tmp_path)
+    for d in (state, store.dir, store.objects):
+        assert _mode(d) & 0o011 == 0o011 and _mode(d) & 0o044 == 0, (d, oct(_mode(d)))
+    assert _mode(store.partial) == 0o700
+    added = store.add(_file(tmp_path, "b", CHUNK), CHUNK, "b")
+    assert _mode(store.path(added.root)) == 0o644
+    p = store.begin(m)
+    assert _mode(store.partial / m.root.hex()) == 0o600
+    data = src.read_bytes()
+    for i in range(2):
+        store.write_chunk(p, i, data[i * CHUNK : (i + 1) * CHUNK])
+    assert _mode(store.finish(p)) == 0o644
+    # a store written before: its complete files are opened up at the next start
+    os.chmod(store.path(m.root), 0o600)
+    _store(tmp_path)
+    assert _mode(store.path(m.root)) == 0o644

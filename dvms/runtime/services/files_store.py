@@ -14,6 +14,12 @@ Space is checked before anything is written: the store's capacity (evicting unpi
 files least-recently-used between the watermarks) and the disk's free space; the data
 file is then preallocated (``posix_fallocate``), so a full disk is an error at the start,
 never a silently short file. Blocking calls: the service runs them in a worker thread.
+
+Who reads the files: QEMU runs as its own user (``libvirt-qemu`` on Debian) and opens the
+kernel, initrd, cdrom and disks a VM names. A complete file is therefore readable by all
+(``OBJECT_MODE``), and the state dir, ``files`` and ``objects`` let others through without
+letting them list (``TRAVERSE``): a file is reached only by its root, 64 hex digits.
+Files being fetched stay private (``partial``, 0700).
 """
 
 from __future__ import annotations
@@ -56,6 +62,19 @@ class Partial:
     resumed: int
 
 
+#: Mode of a complete file (QEMU's user reads it).
+OBJECT_MODE = 0o644
+#: Bits added to the directories above the complete files: others may pass, not list.
+TRAVERSE = 0o011
+
+
+def _let_through(d: Path) -> None:
+    with contextlib.suppress(OSError):  # not ours to change: the operator's choice
+        mode = d.stat().st_mode & 0o7777
+        if mode & TRAVERSE != TRAVERSE:
+            os.chmod(d, mode | TRAVERSE)
+
+
 class Store:
     def __init__(self, state_dir: Path, config: FilesConfig, clock: Any) -> None:
         """``clock()``: seconds, for least-recently-used order (wall clock: survives
@@ -67,6 +86,12 @@ class Store:
         self.partial = self.dir / "partial"
         for d in (self.dir, self.objects, self.partial):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for d in (state_dir, self.dir, self.objects):
+            _let_through(d)
+        for f in self.objects.iterdir():  # files completed by an earlier version
+            if not f.is_symlink() and f.is_file() and f.stat().st_mode & 0o777 != OBJECT_MODE:
+                with contextlib.suppress(OSError):
+                    os.chmod(f, OBJECT_MODE)
         self._lock = threading.Lock()
         self._index: dict[str, Any] = self._load_index()
 
@@ -312,6 +337,7 @@ class Store:
             tmp.unlink(missing_ok=True)
             raise
         (self.objects / f"{root.hex()}.mf").write_bytes(m.encode())
+        os.chmod(tmp, OBJECT_MODE)
         os.replace(tmp, self.path(root))
 
     def link_backing(self, root: bytes) -> str:
@@ -383,6 +409,7 @@ class Store:
         self.close(p)
         hexroot = p.root.hex()
         os.replace(self.partial / f"{hexroot}.mf", self.objects / f"{hexroot}.mf")
+        os.chmod(self.partial / hexroot, OBJECT_MODE)
         os.replace(self.partial / hexroot, self.path(p.root))
         (self.partial / f"{hexroot}.bits").unlink(missing_ok=True)
         self.touch(p.root)
