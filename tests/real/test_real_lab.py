@@ -67,13 +67,17 @@ def lab() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def guests(lab: Path) -> Path:
-    """The vjob of 4 lab guests in namespace ``lab``, submitted once, booted."""
+    """The vjob of 4 lab guests in namespace ``lab``, submitted once, booted. Their
+    kernel and initrd are files host1 added (``file:lab/kernel``, ``file:lab/initrd``):
+    every other host fetches them from its peers before it creates a guest."""
     from dvms.hypervisor.lab.guest import build_lab_guest
     from dvms.runtime.lab import console_text, lab_vjob, wait_until
 
     g = build_lab_guest()
+    for part, path in (("kernel", g.kernel), ("initrd", g.initrd)):
+        _dvms(lab, "host1", "--json", "file", "add", str(path), "--name", f"lab/{part}")
     vjob = lab / "vjob.toml"
-    vjob.write_text(lab_vjob(str(g.kernel), str(g.initrd), GUESTS, namespace=NS))
+    vjob.write_text(lab_vjob("file:lab/kernel", "file:lab/initrd", GUESTS, namespace=NS))
     t0 = time.monotonic()
     out = _dvms(lab, "host1", "--json", "submit", str(vjob))
     assert len(out["placed"]) == GUESTS, out
@@ -152,6 +156,18 @@ def test_1_spread_vjob_runs_and_every_guest_pings_every_other(guests: Path) -> N
     # the mesh spans exactly the hosts running the namespace: all three here
     for h in {f"host{i}" for i in range(1, HOSTS + 1)}:
         assert len(_dv_links(guests, h)) == 2, (h, _dv_links(guests, h))
+    # the guests booted from images fetched through `file:`: every host holds both
+    # files complete, pinned by its guests
+    roots = {
+        e["root"]
+        for e in _dvms(guests, "host1", "--json", "file", "list")["files"]
+        if set(e["names"]) & {"lab/kernel", "lab/initrd"}
+    }
+    assert len(roots) == 2, roots
+    for h in {f"host{i}" for i in range(2, HOSTS + 1)}:
+        held = {e["root"]: e for e in _dvms(guests, h, "--json", "file", "list")["files"]}
+        assert roots <= set(held), (h, sorted(held))
+        assert all(held[r]["complete"] and held[r]["pinned"] for r in roots), (h, held)
 
 
 # -- 2 -------------------------------------------------------------------------------------
