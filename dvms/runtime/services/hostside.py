@@ -44,6 +44,7 @@ from dvms.partition.events import MigrateVmTo
 from dvms.partition.messages import LaunchVm
 from dvms.ranges import natural_key
 from dvms.runtime.capabilities import Handlers, Launcher, Peers, Requester, VmDirectory
+from dvms.runtime.client import NO_HA
 from dvms.runtime.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.vm_driver import VmDriver
@@ -158,6 +159,11 @@ class EffectRunner:
         failed: dict[str, str] = {}
         errors: list[str] = []
         launched = []
+        ha = [vm for vm in recs if vm.config.ha != "off"]
+        if ha:  # refused rather than launched without the protection asked for
+            failed.update((vm.name, NO_HA) for vm in ha)
+            errors.append(f"vm launch: {NO_HA} ({', '.join(vm.name for vm in ha)})")
+            recs = [vm for vm in recs if vm.config.ha == "off"]
         for i in range(0, len(recs), step):
             batch = recs[i : i + step]
             vms = tuple(
