@@ -21,7 +21,6 @@ Usage: ``python bench/big_launch.py [--nodes 3] [--vms 2000] [--profile] [--top 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import pstats
 import shutil
@@ -36,6 +35,9 @@ from pathlib import Path
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.cluster import cpu_seconds
 from dvms.runtime.client import ControlError, call
 from dvms.runtime.localcluster import cluster_down, cluster_up
 
@@ -53,17 +55,6 @@ def wall_of(stamp: object) -> float:
     if isinstance(stamp, int | float):
         return float(stamp)
     return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
-
-
-def cpu_seconds(procs: list[psutil.Process]) -> list[float]:
-    out = []
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            out.append(t.user + t.system)
-        except psutil.Error:
-            out.append(math.nan)
-    return out
 
 
 #: Histograms summed over the nodes after the launch: (what, family).
