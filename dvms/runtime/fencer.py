@@ -196,17 +196,16 @@ def signal_guest(name: str, info: GuestInfo, run_dir: Path, action: str) -> str:
     """SIGKILL (destroy) or SIGSTOP (pause) the guest's QEMU: the remembered pid if it is
     still the same process naming the guest, else the one libvirt's pid file names."""
     target: tuple[int, int] | None = None
-    if (
-        info.pid is not None
-        and info.start is not None
-        and proc_start(info.pid) == info.start
-        and proc_names_guest(info.pid, name)
-    ):
-        target = (info.pid, info.start)
+    exited = False
+    if info.pid is not None and info.start is not None:
+        if proc_start(info.pid) != info.start:
+            exited = True
+        elif proc_names_guest(info.pid, name):
+            target = (info.pid, info.start)
     if target is None:
         target = qemu_pid(run_dir, name)
     if target is None:
-        return "no QEMU process found"
+        return f"its QEMU (pid {info.pid}) has exited" if exited else "no QEMU process found"
     sig = signal.SIGSTOP if action == PAUSE else signal.SIGKILL
     try:
         os.kill(target[0], sig)
@@ -220,7 +219,8 @@ def signal_guest(name: str, info: GuestInfo, run_dir: Path, action: str) -> str:
 
 class Hypervisor(Protocol):
     """What the fencer needs of the host. ``refresh`` and ``fence`` may block (they run
-    in worker threads); ``fence`` returns one line per guest saying what was done."""
+    in worker threads). ``fence`` stops one guest through the hypervisor and says how
+    (or raises); ``fallback`` signals its process when ``fence`` failed or hung."""
 
     def refresh(self, names: tuple[str, ...]) -> dict[str, GuestInfo]: ...
 
@@ -382,15 +382,19 @@ class Fencer:
 
     def expire(self) -> None:
         """The deadline passed: fence every armed guest, then nothing is armed."""
-        guests, late = self.guests, time.monotonic() - (self.deadline or 0.0)
+        guests, deadline = self.guests, self.deadline or time.monotonic()
+        late = time.monotonic() - deadline
         self.deadline, self.guests = None, ()
         self.log(f"deadline passed ({late * 1000:.0f} ms ago): fencing {len(guests)} guests")
         with self._info_lock:
             infos = {g: self.info.get(g, GuestInfo()) for g in guests}
-        results: dict[str, str] = {}
+        results: dict[str, tuple[bool, str]] = {}
+        gave_up: set[str] = set()
+        lock = threading.Lock()
         threads = []
         for g in guests:
-            t = threading.Thread(target=self._fence_one, args=(g, infos[g], results), daemon=True)
+            args = (g, infos[g], results, gave_up, lock)
+            t = threading.Thread(target=self._fence_one, args=args, daemon=True)
             t.start()
             threads.append(t)
         end = time.monotonic() + self.config.libvirt_timeout_s
@@ -398,20 +402,42 @@ class Fencer:
             t.join(max(0.0, end - time.monotonic()))
         for g in guests:
             info = infos[g]
-            how = results.get(g)
-            if how is None:
+            with lock:
+                ok, how = results.get(g, (False, ""))
+                if not how:
+                    gave_up.add(g)
+                    how = f"libvirt did not answer within {self.config.libvirt_timeout_s} s"
+            if not ok:
                 try:
-                    how = "libvirt did not answer; " + self.hv.fallback(g, info)
+                    how += "; " + self.hv.fallback(g, info)
                 except Exception as exc:
-                    how = f"fallback failed: {exc!r}"
-            event = {"guest": g, "fence": info.fence, "generation": info.generation, "how": how}
+                    how += f"; fallback failed: {exc!r}"
+            done_s = time.monotonic() - deadline
+            event: dict[str, Any] = {"guest": g, "fence": info.fence, "generation": info.generation}
+            event |= {"how": how, "after_deadline_s": round(done_s, 3)}
             self.events = [*self.events[-(MAX_EVENTS - 1) :], event]
-            self.log(f"fenced {g} ({info.fence}, generation {info.generation}): {how}")
+            self.log(
+                f"fenced {g} ({info.fence}, generation {info.generation}) "
+                f"{done_s:.3f} s after the deadline: {how}"
+            )
 
-    def _fence_one(self, name: str, info: GuestInfo, results: dict[str, str]) -> None:
-        # a failure leaves the guest out of results: the fallback signals the process
-        with contextlib.suppress(Exception):
-            results[name] = self.hv.fence(name, info)
+    def _fence_one(
+        self,
+        name: str,
+        info: GuestInfo,
+        results: dict[str, tuple[bool, str]],
+        gave_up: set[str],
+        lock: threading.Lock,
+    ) -> None:
+        try:
+            ok, how = True, self.hv.fence(name, info)
+        except Exception as exc:  # the fallback signals the process
+            ok, how = False, f"libvirt failed ({str(exc)[:120]})"
+        with lock:
+            if name not in gave_up:
+                results[name] = (ok, how)
+                return
+        self.log(f"libvirt answered late for {name}: {how}")
 
     # -- requests ------------------------------------------------------------------------
 
@@ -595,12 +621,14 @@ def _check_arm(req: dict[str, Any], now: float) -> tuple[float | None, tuple[str
 class ProcessWatchdog:
     """The daemon's handle on its host's fencer process (the runtime ``Watchdog``).
 
-    ``arm`` starts the process when no fencer answers on ``<state_dir>/fencer.sock``
-    (again when it died), sends the deadline, and gives up after
-    ``request_timeout_s`` (``spawn_timeout_s`` more when it started the process): it
-    never holds the daemon longer. A failed arming is logged and kept in
-    ``last_error``; the next ``arm`` tries again. ``aclose`` tells the fencer the daemon
-    is leaving: an armed fencer still fences at its deadline, then exits.
+    ``arm(remaining_s, guests)`` asks for ``guests`` to be stopped ``remaining_s`` from
+    now; the fencer's deadline is ``libvirt_timeout_s`` earlier, so a fence that falls
+    back to signalling QEMU is done in time too (None disarms). ``arm`` starts the
+    process when no fencer answers on ``<state_dir>/fencer.sock`` (again when it died),
+    and gives up after ``request_timeout_s`` (``spawn_timeout_s`` more when it started
+    the process): it never holds the daemon longer. A failed arming is logged and kept
+    in ``last_error``; the next ``arm`` tries again. ``aclose`` tells the fencer the
+    daemon is leaving: an armed fencer still fences at its deadline, then exits.
     """
 
     def __init__(
@@ -638,7 +666,10 @@ class ProcessWatchdog:
         return [*cmd, "--owner-poll", str(c.owner_poll_s)]
 
     async def arm(self, remaining_s: float | None, guests: tuple[str, ...]) -> None:
-        deadline = None if remaining_s is None else time.monotonic() + remaining_s
+        # libvirt may take libvirt_timeout_s before the fencer signals QEMU itself: the
+        # fence starts that much earlier, so the guests are stopped by the moment asked
+        lead = self.config.libvirt_timeout_s
+        deadline = None if remaining_s is None else time.monotonic() + remaining_s - lead
         req = {"v": PROTOCOL, "op": "arm", "deadline": deadline, "guests": list(guests)}
         try:
             answer = await self._request(req, spawn=deadline is not None)
