@@ -10,14 +10,15 @@ and, if it passes without a newer arming, fences every armed guest:
 ```
  daemon (trio)                              fencer process (own session, stdlib only)
  ProcessWatchdog.arm(remaining_s, guests)
-   deadline := monotonic() + remaining_s
+   deadline := clock() + remaining_s
+               - libvirt_timeout_s
    {"op": "arm", "deadline", "guests"} --->  unix socket <state>/fencer.sock (0600)
                                        <---  {"ok": true}
                                              every refresh_s while armed, libvirt (a
                                              worker thread): per guest the <dvms:ha fence
                                              generation> metadata, QEMU's pid (libvirt's
                                              pid file) and the pid's start time
-                                             monotonic() >= deadline:
+                                             clock() >= deadline:
                                                libvirt destroy / suspend, each guest,
                                                within libvirt_timeout_s; else
                                                SIGKILL / SIGSTOP of the remembered QEMU
@@ -26,9 +27,10 @@ and, if it passes without a newer arming, fences every armed guest:
                                              nothing armed and the daemon gone: exit
 ```
 
-The deadline is on ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process
-of the host), so the daemon converts "seconds from now" once and the message's own
-delay does not move it. The process imports only the standard library (libvirt lazily,
+The deadline is on the host's boot clock (``clock()``: CLOCK_BOOTTIME, one clock for
+every process of the host, which unlike CLOCK_MONOTONIC also runs while the machine is
+suspended), so the daemon converts "seconds from now" once and the message's own delay
+does not move it. The process imports only the standard library (libvirt lazily,
 in its worker thread), so it starts in a fraction of a second and does not depend on
 anything the daemon holds. Its own session keeps it alive through a kill of the
 daemon's process group. Requests are JSON lines of at most ``MAX_LINE`` bytes from the
@@ -70,6 +72,7 @@ __all__ = [
     "Hypervisor",
     "LibvirtHost",
     "ProcessWatchdog",
+    "clock",
     "main",
     "parse_ha_metadata",
     "run_dir_for",
@@ -127,6 +130,16 @@ class GuestInfo:
     generation: int | None = None
     pid: int | None = None
     start: int | None = None
+
+
+def clock() -> float:
+    """Seconds on the host's boot clock (CLOCK_BOOTTIME: one clock for every process of
+    the host, like CLOCK_MONOTONIC, but it also runs while the machine is suspended, as
+    the guardians' leases do). Deadlines between the daemon and its fencer are on it."""
+    return time.clock_gettime(_CLOCK)
+
+
+_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
 def parse_ha_metadata(xml: str) -> tuple[str, int | None]:
@@ -382,8 +395,8 @@ class Fencer:
 
     def expire(self) -> None:
         """The deadline passed: fence every armed guest, then nothing is armed."""
-        guests, deadline = self.guests, self.deadline or time.monotonic()
-        late = time.monotonic() - deadline
+        guests, deadline = self.guests, self.deadline or clock()
+        late = clock() - deadline
         self.deadline, self.guests = None, ()
         self.log(f"deadline passed ({late * 1000:.0f} ms ago): fencing {len(guests)} guests")
         with self._info_lock:
@@ -412,7 +425,7 @@ class Fencer:
                     how += "; " + self.hv.fallback(g, info)
                 except Exception as exc:
                     how += f"; fallback failed: {exc!r}"
-            done_s = time.monotonic() - deadline
+            done_s = clock() - deadline
             event: dict[str, Any] = {"guest": g, "fence": info.fence, "generation": info.generation}
             event |= {"how": how, "after_deadline_s": round(done_s, 3)}
             self.events = [*self.events[-(MAX_EVENTS - 1) :], event]
@@ -450,7 +463,7 @@ class Fencer:
                 raise ValueError(f"expected an object with v={PROTOCOL}")
             op = req.get("op")
             if op == "arm":
-                deadline, guests = _check_arm(req, time.monotonic())
+                deadline, guests = _check_arm(req, clock())
                 self.arm(deadline, guests)
                 return {"ok": True}
             if op == "hello":
@@ -471,7 +484,7 @@ class Fencer:
             return {"ok": False, "error": str(exc)[:200]}
 
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = clock()
         return {
             "ok": True,
             "pid": os.getpid(),
@@ -514,7 +527,7 @@ class Fencer:
         next_owner_check = 0.0
         try:
             while not self._stop.is_set():
-                now = time.monotonic()
+                now = clock()
                 if self.deadline is not None and now >= self.deadline:
                     self.expire()
                     continue
@@ -669,7 +682,7 @@ class ProcessWatchdog:
         # libvirt may take libvirt_timeout_s before the fencer signals QEMU itself: the
         # fence starts that much earlier, so the guests are stopped by the moment asked
         lead = self.config.libvirt_timeout_s
-        deadline = None if remaining_s is None else time.monotonic() + remaining_s - lead
+        deadline = None if remaining_s is None else clock() + remaining_s - lead
         req = {"v": PROTOCOL, "op": "arm", "deadline": deadline, "guests": list(guests)}
         try:
             answer = await self._request(req, spawn=deadline is not None)

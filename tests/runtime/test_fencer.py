@@ -30,6 +30,7 @@ from dvms.runtime.fencer import (
     FencerConfig,
     GuestInfo,
     ProcessWatchdog,
+    clock,
     parse_ha_metadata,
     proc_start,
     run_dir_for,
@@ -206,7 +207,7 @@ def test_bad_requests_are_answered_with_an_error_and_change_nothing(tmp_path: Pa
         s = socket.socket(socket.AF_UNIX)
         s.connect(str(tmp_path / "fencer.sock"))
         s.settimeout(5.0)
-        soon = time.monotonic() + 0.2
+        soon = clock() + 0.2
         bad = [
             b"not json",
             b"[1, 2]",
@@ -236,7 +237,7 @@ def test_bad_requests_are_answered_with_an_error_and_change_nothing(tmp_path: Pa
         s2.connect(str(tmp_path / "fencer.sock"))
         s2.settimeout(5.0)
         assert _ask(s2, json.dumps({"v": 1, "op": "status"}).encode())["ok"] is True
-        ok = {"v": 1, "op": "arm", "deadline": time.monotonic() + 0.1, "guests": ["ns:a"]}
+        ok = {"v": 1, "op": "arm", "deadline": clock() + 0.1, "guests": ["ns:a"]}
         assert _ask(s2, json.dumps(ok).encode())["ok"] is True
         s2.close()
         time.sleep(0.4)
