@@ -316,6 +316,7 @@ class LibvirtHost:
 @dataclass
 class _Client:
     sock: socket.socket
+    active: float
     buf: bytearray = field(default_factory=bytearray)
 
 
@@ -373,6 +374,8 @@ class Fencer:
             return
         if guests != self.guests:
             self._refreshed = -math.inf  # read the new guests' pids now
+            with self._info_lock:
+                self.info = {g: i for g, i in self.info.items() if g in guests}
         self.deadline, self.guests = deadline, guests
 
     def _refresh_worker(self, names: tuple[str, ...]) -> None:
@@ -556,14 +559,18 @@ class Fencer:
             return
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _pid, uid, _gid = struct.unpack("3i", creds)
-        clients = len(self._sel.get_map()) - 1
-        if uid not in (os.getuid(), 0) or clients >= MAX_CLIENTS:
+        if uid not in (os.getuid(), 0):
             self.dropped += 1
-            self.log(f"refused a connection (uid {uid}, {clients} clients)")
+            self.log(f"refused a connection from uid {uid}")
             conn.close()
             return
+        clients = [k.data for k in self._sel.get_map().values() if k.data is not None]
+        if len(clients) >= MAX_CLIENTS:  # the daemon must get in: drop the idlest
+            self.dropped += 1
+            self.log(f"{len(clients)} connections: closing the one idle longest")
+            self._drop(min(clients, key=lambda c: c.active))
         conn.setblocking(False)
-        self._sel.register(conn, selectors.EVENT_READ, _Client(conn))
+        self._sel.register(conn, selectors.EVENT_READ, _Client(conn, time.monotonic()))
 
     def _read(self, client: _Client) -> None:
         try:
@@ -576,12 +583,13 @@ class Fencer:
             self._drop(client)
             return
         client.buf += data
+        client.active = time.monotonic()
         while (nl := client.buf.find(b"\n")) >= 0:
             line = bytes(client.buf[:nl])
             del client.buf[: nl + 1]
             answer = self.handle(line) if len(line) <= MAX_LINE else self._too_long()
             try:
-                client.sock.settimeout(1.0)
+                client.sock.settimeout(0.1)  # a client that does not read is dropped
                 client.sock.sendall(json.dumps(answer).encode() + b"\n")
                 client.sock.setblocking(False)
             except OSError:

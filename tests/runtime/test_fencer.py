@@ -245,6 +245,24 @@ def test_bad_requests_are_answered_with_an_error_and_change_nothing(tmp_path: Pa
         assert math.isfinite(fencer.dropped)
 
 
+def test_idle_connections_cannot_lock_the_daemon_out(tmp_path: Path) -> None:
+    from dvms.runtime.fencer import MAX_CLIENTS
+
+    with serving(tmp_path, FakeHv({})) as fencer:
+        idle = []
+        for _ in range(MAX_CLIENTS + 3):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(tmp_path / "fencer.sock"))
+            idle.append(s)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(tmp_path / "fencer.sock"))
+        s.settimeout(5.0)
+        assert _ask(s, json.dumps({"v": 1, "op": "status"}).encode())["ok"] is True
+        assert fencer.dropped >= 3
+        for c in [*idle, s]:
+            c.close()
+
+
 def test_the_socket_is_private_to_its_user(tmp_path: Path) -> None:
     with serving(tmp_path, FakeHv({})):
         assert (tmp_path / "fencer.sock").stat().st_mode & 0o777 == 0o600
@@ -347,6 +365,38 @@ async def test_without_libvirt_the_process_kills_or_stops_qemu_by_pid(tmp_path: 
         await wd.aclose()
         a.wait()
         decoy.wait()
+
+
+async def test_a_restarted_daemon_takes_the_running_fencer_over_with_its_deadline(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", DAEMON, str(tmp_path / "state"), _uri(run), "30", "ns:a"],
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    fencer_pid = 0
+    wd = ProcessWatchdog(tmp_path / "state", _uri(run), FAST)
+    try:
+        assert daemon.stdout is not None
+        fencer_pid = int(daemon.stdout.readline())
+        daemon.kill()
+        daemon.wait()
+        await trio.sleep(3 * FAST.owner_poll_s)
+        st = await wd.status()  # the new daemon finds it: no second fencer
+        assert st is not None and st["pid"] == fencer_pid
+        assert st["armed"] and st["guests"] == ["ns:a"] and st["remaining_s"] > 20
+        assert st["owner_alive"]  # we are its daemon now
+        await wd.arm(None, ())
+        await wd.aclose()
+        _wait(lambda: _state(fencer_pid) in ("gone", "Z"), 5.0, "the fencer to exit")
+    finally:
+        _kill(daemon.pid, fencer_pid)
+        daemon.wait()
+        await wd.aclose()
 
 
 DAEMON = textwrap.dedent(
