@@ -215,8 +215,9 @@ async def test_a_fencer_that_is_not_rearmed_destroys_and_pauses_through_libvirt(
         await wd.aclose()
 
 
-async def test_with_libvirtd_killed_the_fencer_kills_or_stops_qemu_by_pid(
-    host: Any, tmp_path: Path
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+async def test_with_libvirtd_killed_or_hung_the_fencer_kills_or_stops_qemu_by_pid(
+    host: Any, tmp_path: Path, how: str
 ) -> None:
     import trio
 
@@ -227,14 +228,15 @@ async def test_with_libvirtd_killed_the_fencer_kills_or_stops_qemu_by_pid(
     try:
         await wd.arm(30.0, tuple(pids))
         await _armed_and_known(wd, set(pids))
-        os.kill(host.pid, signal.SIGKILL)  # libvirtd; QEMU runs on
-        _wait(lambda: _proc_state(host.pid) in ("gone", "Z"), 10.0, "libvirtd to die")
+        os.kill(host.pid, getattr(signal, how))  # libvirtd; QEMU runs on
+        down = ("T",) if how == "SIGSTOP" else ("gone", "Z")
+        _wait(lambda: _proc_state(host.pid) in down, 10.0, f"libvirtd to get {how}")
         assert all(_proc_state(p) in ("S", "R") for p in pids.values())
         t0 = time.monotonic()
         await wd.arm(ARM_S, tuple(pids))
         _wait(lambda: _proc_state(pids["ft:c"]) in ("gone", "Z"), 10.0, "ft:c's QEMU killed")
         _wait(lambda: _proc_state(pids["ft:d"]) == "T", 10.0, "ft:d's QEMU stopped")
-        print(f"libvirtd dead: QEMU killed/stopped {time.monotonic() - t0:.2f} s after arming")
+        print(f"libvirtd {how}: QEMU killed/stopped {time.monotonic() - t0:.2f} s after arming")
         st = await wd.status()
         assert st is not None
         hows = {e["guest"]: e["how"] for e in st["events"]}
@@ -244,6 +246,8 @@ async def test_with_libvirtd_killed_the_fencer_kills_or_stops_qemu_by_pid(
         assert _proc_state(pids["ft:d"]) == "T"  # paused, not killed
     finally:
         _kill(wd.pid, *pids.values())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(host.pid, signal.SIGCONT)
         await wd.aclose()
 
 
