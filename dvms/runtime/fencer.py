@@ -520,6 +520,11 @@ class Fencer:
         self._listener = listener
         self._sel.register(listener, selectors.EVENT_READ, None)
 
+    def leave(self) -> None:
+        """As if the daemon were gone: exit now when nothing is armed, else fence at the
+        deadline first (SIGTERM; a unit stop sends it to every process of the unit)."""
+        self._owner = None
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -850,7 +855,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     hv = LibvirtHost(args.uri, args.run_dir or run_dir_for(args.uri))
     fencer = Fencer(state / "fencer.sock", hv, config, owner=args.owner, log=log)
-    signal.signal(signal.SIGTERM, lambda *_: fencer.stop())
+    # SIGTERM (systemd sends it to the whole unit when the daemon stops or dies): an
+    # armed fencer keeps its deadline, fences, then exits; SIGKILL ends it at once
+    signal.signal(signal.SIGTERM, lambda *_: fencer.leave())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     fencer.listen()

@@ -367,6 +367,26 @@ async def test_without_libvirt_the_process_kills_or_stops_qemu_by_pid(tmp_path: 
         decoy.wait()
 
 
+async def test_sigterm_leaves_after_the_armed_fence_not_before(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    a = _fake_qemu(run, "ns:a")
+    wd = ProcessWatchdog(tmp_path / "state", _uri(run), FAST)
+    try:
+        await wd.arm(30.0, ("ns:a",))  # starts it (up to a second on a loaded machine)
+        await wd.arm(2.0, ("ns:a",))
+        assert wd.pid is not None
+        pid, started = wd.pid, proc_start(wd.pid)
+        os.kill(pid, signal.SIGTERM)  # what a systemd unit stop sends every process
+        await trio.sleep(0.5)
+        assert proc_start(pid) == started and a.poll() is None  # still armed, waiting
+        _wait(lambda: a.poll() is not None, 5.0, "the guest's QEMU to be killed")
+        _wait(lambda: proc_start(pid) != started, 5.0, "the fencer to exit after it")
+    finally:
+        _kill(wd.pid, a.pid)
+        await wd.aclose()
+        a.wait()
+
+
 async def test_a_restarted_daemon_takes_the_running_fencer_over_with_its_deadline(
     tmp_path: Path,
 ) -> None:
