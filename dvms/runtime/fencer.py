@@ -76,6 +76,7 @@ __all__ = [
     "main",
     "parse_ha_metadata",
     "run_dir_for",
+    "watchdog_factory",
 ]
 
 #: dvms' domain metadata namespace (``dvms.hypervisor.domxml.METADATA_NS``; repeated
@@ -675,7 +676,8 @@ class ProcessWatchdog:
         self.sock_path = self.state_dir / "fencer.sock"
         self.last_error: str | None = None
         self.pid: int | None = None
-        self._log = log or (lambda line: None)
+        self._log = log or _warn
+        self._info = log or _info
         self._stream: Any = None
         self._buf = bytearray()
         self._proc: Any = None
@@ -796,7 +798,7 @@ class ProcessWatchdog:
                 start_new_session=True,
                 close_fds=True,
             )
-        self._log(f"fencer: started pid {self._proc.pid}")
+        self._info(f"fencer: started pid {self._proc.pid}")
         end = trio.current_time() + self.config.spawn_timeout_s
         while trio.current_time() < end:
             if self._proc.poll() is not None and not self.sock_path.exists():
@@ -812,6 +814,26 @@ class ProcessWatchdog:
         if stream is not None:
             with contextlib.suppress(Exception):
                 await stream.aclose()
+
+
+def _warn(line: str) -> None:
+    import logging  # the daemon's logging; the fencer process does without
+
+    logging.getLogger("dvms.runtime.fencer").warning("%s", line)
+
+
+def _info(line: str) -> None:
+    import logging
+
+    logging.getLogger("dvms.runtime.fencer").info("%s", line)
+
+
+def watchdog_factory(
+    state_dir: Path | str, config: FencerConfig = FencerConfig()
+) -> Callable[[str], ProcessWatchdog]:
+    """A watchdog backend for the daemon's registry (hypervisor URI -> watchdog): the
+    fencer of the host at that URI, its socket and log in ``state_dir``."""
+    return lambda uri: ProcessWatchdog(state_dir, uri, config)
 
 
 # -- the process's entry point -----------------------------------------------------------

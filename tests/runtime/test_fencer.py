@@ -263,6 +263,15 @@ def test_idle_connections_cannot_lock_the_daemon_out(tmp_path: Path) -> None:
             c.close()
 
 
+def test_the_registry_factory_makes_a_fencer_client_per_host_uri(tmp_path: Path) -> None:
+    from dvms.runtime.fencer import watchdog_factory
+
+    wd = watchdog_factory(tmp_path, FAST)("qemu:///system")
+    assert isinstance(wd, ProcessWatchdog)
+    assert wd.sock_path == tmp_path / "fencer.sock" and wd.uri == "qemu:///system"
+    assert wd.config == FAST
+
+
 def test_the_socket_is_private_to_its_user(tmp_path: Path) -> None:
     with serving(tmp_path, FakeHv({})):
         assert (tmp_path / "fencer.sock").stat().st_mode & 0o777 == 0o600
