@@ -93,6 +93,8 @@ MAX_GUESTS = 4096
 MAX_ARM_S = 86400.0
 #: Connected clients at once (the daemon needs one; tests and tools a few more).
 MAX_CLIENTS = 8
+#: libvirt calls at once when fencing (each guest's destroy or suspend).
+FENCE_THREADS = 16
 #: Fence events kept for ``status``.
 MAX_EVENTS = 256
 #: libvirt domain names the fencer accepts: ``namespace:name`` of dvms, no commas (QEMU's
@@ -408,12 +410,22 @@ class Fencer:
         results: dict[str, tuple[bool, str]] = {}
         gave_up: set[str] = set()
         lock = threading.Lock()
-        threads = []
-        for g in guests:
-            args = (g, infos[g], results, gave_up, lock)
-            t = threading.Thread(target=self._fence_one, args=args, daemon=True)
+        todo = list(guests)
+
+        def work() -> None:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    g = todo.pop()
+                self._fence_one(g, infos[g], results, gave_up, lock)
+
+        threads = [
+            threading.Thread(target=work, daemon=True)
+            for _ in range(min(len(guests), FENCE_THREADS))
+        ]
+        for t in threads:
             t.start()
-            threads.append(t)
         end = time.monotonic() + self.config.libvirt_timeout_s
         for t in threads:
             t.join(max(0.0, end - time.monotonic()))

@@ -189,6 +189,19 @@ async def test_a_hung_libvirt_gives_way_to_the_pid_fallback(tmp_path: Path) -> N
         await wd.aclose()
 
 
+async def test_many_guests_with_a_hung_libvirt_are_all_fenced_in_time(tmp_path: Path) -> None:
+    names = tuple(f"ns:g{i}" for i in range(200))
+    hv = FakeHv({n: GuestInfo() for n in names}, hang=True)
+    with serving(tmp_path, hv):
+        wd = client(tmp_path)
+        t0 = time.monotonic()
+        await wd.arm(0.5, names)
+        await trio.sleep(0.9)
+        assert sorted(f[0] for f in hv.fenced if f[2] == "pid") == sorted(names)
+        assert max(f[3] for f in hv.fenced) - t0 < 0.5 + 0.2
+        await wd.aclose()
+
+
 def _ask(sock: socket.socket, line: bytes) -> dict[str, object]:
     sock.sendall(line + b"\n")
     buf = b""
