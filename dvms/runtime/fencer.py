@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -76,6 +77,7 @@ __all__ = [
     "main",
     "parse_ha_metadata",
     "run_dir_for",
+    "scan_qemus",
     "watchdog_factory",
 ]
 
@@ -208,9 +210,52 @@ def qemu_pid(run_dir: Path, name: str) -> tuple[int, int] | None:
     return pid, start
 
 
+def _guest_of(argv: list[bytes]) -> str | None:
+    """The guest name of QEMU's ``-name guest=NAME[,...]`` in ``argv``, if any."""
+    for flag, value in itertools.pairwise(argv):
+        if flag == b"-name" and value.startswith(b"guest="):
+            return value[6:].split(b",", 1)[0].decode(errors="replace")
+    return None
+
+
+def scan_qemus(names: set[str]) -> dict[str, tuple[int, int]]:
+    """(pid, start) of each guest in ``names`` whose QEMU (``-name guest=NAME``) runs in
+    this process's network namespace, found through /proc: the fallback when libvirt's
+    pid file is not where the fencer looks (a libvirtd with a private /run). A name
+    matched by two processes is left out: the fencer never signals a guess."""
+    try:
+        own = os.stat("/proc/self/ns/net").st_ino
+        entries = os.listdir("/proc")
+    except OSError:
+        return {}
+    found: dict[str, list[int]] = {}
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino != own:
+                continue
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        guest = _guest_of(argv)
+        if guest in names:
+            found.setdefault(guest, []).append(int(entry))
+    out = {}
+    for guest, pids in found.items():
+        if len(pids) == 1 and (start := proc_start(pids[0])) is not None:
+            out[guest] = (pids[0], start)
+    return out
+
+
+def find_qemu(run_dir: Path, name: str) -> tuple[int, int] | None:
+    """The guest's QEMU: libvirt's pid file, else a /proc scan of this network namespace."""
+    return qemu_pid(run_dir, name) or scan_qemus({name}).get(name)
+
+
 def signal_guest(name: str, info: GuestInfo, run_dir: Path, action: str) -> str:
     """SIGKILL (destroy) or SIGSTOP (pause) the guest's QEMU: the remembered pid if it is
-    still the same process naming the guest, else the one libvirt's pid file names."""
+    still the same process naming the guest, else the one ``find_qemu`` finds."""
     target: tuple[int, int] | None = None
     exited = False
     if info.pid is not None and info.start is not None:
@@ -219,7 +264,7 @@ def signal_guest(name: str, info: GuestInfo, run_dir: Path, action: str) -> str:
         elif proc_names_guest(info.pid, name):
             target = (info.pid, info.start)
     if target is None:
-        target = qemu_pid(run_dir, name)
+        target = find_qemu(run_dir, name)
     if target is None:
         return f"its QEMU (pid {info.pid}) has exited" if exited else "no QEMU process found"
     sig = signal.SIGSTOP if action == PAUSE else signal.SIGKILL
@@ -276,6 +321,7 @@ class LibvirtHost:
             conn = self._connect()
         except Exception:
             return out
+        running: set[str] = set()
         for name in names:
             try:
                 dom = conn.lookupByName(name)
@@ -288,6 +334,13 @@ class LibvirtHost:
             found = qemu_pid(self.run_dir, name)
             pid, start = found if found else (None, None)
             out[name] = GuestInfo(fence, generation, pid, start)
+            if found is None:
+                with contextlib.suppress(Exception):
+                    if dom.isActive():
+                        running.add(name)
+        if running:  # no pid file where we look: one /proc scan for all of them
+            for name, (pid, start) in scan_qemus(running).items():
+                out[name] = GuestInfo(out[name].fence, out[name].generation, pid, start)
         return out
 
     def fence(self, name: str, info: GuestInfo) -> str:

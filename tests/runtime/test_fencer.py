@@ -293,7 +293,9 @@ def test_the_socket_is_private_to_its_user(tmp_path: Path) -> None:
 # -- the real process ----------------------------------------------------------------------
 
 
-def _fake_qemu(run_dir: Path, name: str, *, names_guest: bool = True) -> subprocess.Popen[bytes]:
+def _fake_qemu(
+    run_dir: Path, name: str, *, names_guest: bool = True, pid_file: bool = True
+) -> subprocess.Popen[bytes]:
     """A process whose command line is QEMU's for ``name`` and libvirt's pid file for it."""
     arg = f"guest={name},debug-threads=on" if names_guest else "guest=other"
     p = subprocess.Popen(
@@ -301,7 +303,8 @@ def _fake_qemu(run_dir: Path, name: str, *, names_guest: bool = True) -> subproc
         start_new_session=True,
     )
     (run_dir / "qemu").mkdir(parents=True, exist_ok=True)
-    (run_dir / "qemu" / f"{name}.pid").write_text(f"{p.pid}\n")
+    if pid_file:
+        (run_dir / "qemu" / f"{name}.pid").write_text(f"{p.pid}\n")
     return p
 
 
@@ -369,24 +372,30 @@ async def test_without_libvirt_the_process_kills_or_stops_qemu_by_pid(tmp_path: 
     run = tmp_path / "run"
     a = _fake_qemu(run, "ns:a")
     decoy = _fake_qemu(run, "ns:c", names_guest=False)  # the pid file names another process
+    b = _fake_qemu(run, "ns:b", pid_file=False)  # found by its command line
+    twins = [_fake_qemu(run, "ns:d", pid_file=False) for _ in range(2)]  # ambiguous
     wd = ProcessWatchdog(tmp_path / "state", _uri(run), FAST)
     try:
-        await wd.arm(0.5, ("ns:a", "ns:c", "ns:missing"))
+        await wd.arm(0.5, ("ns:a", "ns:b", "ns:c", "ns:d", "ns:missing"))
         assert wd.last_error is None, wd.last_error
         await trio.sleep(0.5 + FAST.libvirt_timeout_s + 0.5)
         assert a.poll() == -signal.SIGKILL
+        assert b.poll() == -signal.SIGKILL
         assert decoy.poll() is None  # not the guest's QEMU: left alone
+        assert all(t.poll() is None for t in twins)  # two candidates: no guess
         st = await wd.status()
         assert st is not None
         hows = {e["guest"]: e["how"] for e in st["events"]}
         assert f"SIGKILL pid {a.pid}" in hows["ns:a"]
         assert "no QEMU process found" in hows["ns:c"]
+        assert "no QEMU process found" in hows["ns:d"]
+        assert f"SIGKILL pid {b.pid}" in hows["ns:b"]
         assert "no QEMU process found" in hows["ns:missing"]
     finally:
-        _kill(wd.pid, a.pid, decoy.pid)
+        _kill(wd.pid, *(p.pid for p in (a, b, decoy, *twins)))
         await wd.aclose()
-        a.wait()
-        decoy.wait()
+        for p in (a, b, decoy, *twins):
+            p.wait()
 
 
 async def test_sigterm_leaves_after_the_armed_fence_not_before(tmp_path: Path) -> None:
