@@ -305,3 +305,58 @@ def test_the_fencer_keeps_working_when_its_daemon_is_frozen_or_killed(
     finally:
         _kill(daemon.pid, fencer, *pids.values())
         daemon.wait()
+
+
+def test_a_lab_style_host_fences_by_pid_found_in_its_network_namespace(
+    host: Any, tmp_path: Path
+) -> None:
+    """Like a lab host: the daemon (and so its fencer) runs in the host's network
+    namespace and reaches libvirtd over ``qemu+tcp``; libvirtd's /run is private, so
+    there is no pid file where the fencer looks. It finds QEMU by its command line in
+    its own network namespace and kills it by pid once libvirtd is dead."""
+    pids = _start(host, {"ft:f": "destroy"})
+    uri = f"qemu+tcp://{host.ip}/system"
+    in_netns = ["ip", "netns", "exec", host.netns, sys.executable]
+    daemon = subprocess.Popen(
+        [*in_netns, "-c", DAEMON, str(tmp_path / "state"), uri, "30", "ft:f"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        start_new_session=True,
+    )
+    fencer = 0
+    try:
+        assert daemon.stdout is not None
+        fencer = int(daemon.stdout.readline())  # it knows ft:f's pid now
+        os.kill(host.pid, signal.SIGKILL)
+        _wait(lambda: _proc_state(host.pid) in ("gone", "Z"), 10.0, "libvirtd to die")
+        os.kill(daemon.pid, signal.SIGKILL)  # the daemon too; the fencer holds 30 s
+        # a new daemon of the host takes the fencer over and arms it for 1 s
+        again = subprocess.run(
+            [*in_netns, "-c", REARM, str(tmp_path / "state"), uri, "1.0", "ft:f"],
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 0, again.stderr
+        _wait(lambda: _proc_state(pids["ft:f"]) in ("gone", "Z"), 10.0, "ft:f's QEMU killed")
+        log = (tmp_path / "state" / "fencer.log").read_text()
+        assert f"SIGKILL pid {pids['ft:f']}" in log, log
+        _wait(lambda: _proc_state(fencer) in ("gone", "Z"), 10.0, "the fencer to exit")
+    finally:
+        _kill(daemon.pid, fencer, *pids.values())
+        daemon.wait()
+
+
+REARM = """
+import sys, trio
+from dvms.runtime.fencer import FencerConfig, ProcessWatchdog
+
+async def main():
+    wd = ProcessWatchdog(sys.argv[1], sys.argv[2], FencerConfig(refresh_s=0.5))
+    await wd.arm(float(sys.argv[3]), tuple(sys.argv[4:]))
+    assert wd.last_error is None, wd.last_error
+    await wd.aclose()
+
+trio.run(main)
+"""
