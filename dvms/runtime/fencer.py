@@ -17,7 +17,8 @@ and, if it passes without a newer arming, fences every armed guest:
                                              every refresh_s while armed, libvirt (a
                                              worker thread): per guest the <dvms:ha fence
                                              generation> metadata, QEMU's pid (libvirt's
-                                             pid file) and the pid's start time
+                                             pid file, else a /proc scan of this network
+                                             namespace) and the pid's start time
                                              clock() >= deadline:
                                                libvirt destroy / suspend, each guest,
                                                within libvirt_timeout_s; else
