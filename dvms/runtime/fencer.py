@@ -62,7 +62,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 __all__ = [
     "DESTROY",
@@ -534,11 +534,14 @@ class Fencer:
             op = req.get("op")
             if op == "arm":
                 deadline, guests = _check_arm(req, clock())
+                owner = req.get("owner")
+                if _is_pid(owner) and (self._owner is None or self._owner[0] != owner):
+                    self.set_owner(owner)  # the daemon that arms is the one to watch
                 self.arm(deadline, guests)
                 return {"ok": True}
             if op == "hello":
                 owner = req.get("owner")
-                if not isinstance(owner, int) or isinstance(owner, bool) or owner <= 1:
+                if not _is_pid(owner):
                     raise ValueError("hello: owner must be a pid")
                 self.set_owner(owner)
                 return {"ok": True, "pid": os.getpid()}
@@ -691,6 +694,10 @@ class Fencer:
                 self.sock_path.unlink()
 
 
+def _is_pid(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 < value < 1 << 22
+
+
 def _check_arm(req: dict[str, Any], now: float) -> tuple[float | None, tuple[str, ...]]:
     deadline = req.get("deadline")
     guests = req.get("guests")
@@ -765,6 +772,7 @@ class ProcessWatchdog:
         lead = self.config.libvirt_timeout_s
         deadline = None if remaining_s is None else clock() + remaining_s - lead
         req = {"v": PROTOCOL, "op": "arm", "deadline": deadline, "guests": list(guests)}
+        req["owner"] = os.getpid()
         try:
             answer = await self._request(req, spawn=deadline is not None)
         except Exception as exc:
@@ -793,6 +801,18 @@ class ProcessWatchdog:
 
         if self._lock is None:
             self._lock = trio.Lock()
+        c = self.config
+        # the whole exchange, a start of the process and one retry included, is bounded
+        with trio.fail_after(3 * c.request_timeout_s + c.spawn_timeout_s):
+            try:
+                return await self._exchange(req, spawn)
+            except trio.TooSlowError:
+                await self._disconnect()
+                raise
+
+    async def _exchange(self, req: dict[str, Any], spawn: bool) -> dict[str, Any] | None:
+        import trio
+
         async with self._lock:
             if self._stream is None and not await self._connect(spawn):
                 return None
@@ -867,10 +887,11 @@ class ProcessWatchdog:
         self._info(f"fencer: started pid {self._proc.pid}")
         end = trio.current_time() + self.config.spawn_timeout_s
         while trio.current_time() < end:
-            if self._proc.poll() is not None and not self.sock_path.exists():
-                raise OSError(f"the fencer exited with {self._proc.returncode} (fencer.log)")
+            exited = self._proc.poll() is not None
             if self.sock_path.exists() and await self._try_connect():
                 return True
+            if exited:  # 3: another fencer holds the lock but does not answer
+                raise OSError(f"the fencer exited with {self._proc.returncode} (fencer.log)")
             await trio.sleep(0.02)
         raise OSError(f"the fencer did not answer within {self.config.spawn_timeout_s} s")
 

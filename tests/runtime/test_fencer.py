@@ -398,6 +398,32 @@ async def test_without_libvirt_the_process_kills_or_stops_qemu_by_pid(tmp_path: 
             p.wait()
 
 
+async def test_a_hung_fencer_holds_arm_a_bounded_time_and_is_reported(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = FencerConfig(request_timeout_s=0.5, spawn_timeout_s=3.0, owner_poll_s=0.1)
+    wd = ProcessWatchdog(tmp_path / "state", _uri(run), cfg)
+    pid = None
+    try:
+        await wd.arm(30.0, ("ns:a",))
+        pid = wd.pid
+        assert pid is not None and wd.last_error is None
+        os.kill(pid, signal.SIGSTOP)  # alive, holds the lock and the socket, answers nothing
+        t0 = time.monotonic()
+        await wd.arm(30.0, ("ns:a",))
+        took = time.monotonic() - t0
+        assert took < 3 * cfg.request_timeout_s + cfg.spawn_timeout_s + 0.5, took
+        assert wd.last_error is not None and "arm failed" in wd.last_error
+        os.kill(pid, signal.SIGCONT)
+        await wd.arm(30.0, ("ns:a",))
+        assert wd.last_error is None and wd.pid == pid  # the same fencer, answering again
+        await wd.arm(None, ())
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+        _kill(wd.pid, pid)
+        await wd.aclose()
+
+
 async def test_sigterm_leaves_after_the_armed_fence_not_before(tmp_path: Path) -> None:
     run = tmp_path / "run"
     a = _fake_qemu(run, "ns:a")
