@@ -123,6 +123,7 @@ class NodeMetrics:
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.partitions = partitions
+        self.node_id = overlay.node_id
         r = self.registry
         # scheduling (kube-scheduler's names)
         self.attempts = Counter(
@@ -262,9 +263,9 @@ class NodeMetrics:
             self.attempt_s.labels(result).observe(max(0.0, e.finished - e.started))
 
     def _released(self, e: PartitionReleased) -> None:
-        rec = self.partitions.get(e.pid)
-        if rec is None or rec.role != "leader":
-            return  # counted once, by the node leading it at its end
+        rec = self.partitions.reported_here(e.pid, self.node_id)
+        if rec is None:
+            return  # counted once: by its leader at its end, or a leaderless end's deputy
         self.outcomes.labels(outcome_label(e.reason)).inc()
         self.partition_size.observe(len(rec.members))
         if rec.ended is not None:

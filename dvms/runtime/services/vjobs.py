@@ -190,7 +190,8 @@ class VjobService:
         #: join their namespace's table, and names it holds are refused.
         self.namespaces: NamespaceBook | None = None
         #: called with a vjob's record each time this node changes its state (accepted,
-        #: done, failed): the event stream and the metrics
+        #: done, failed, stopped; "removed" once forgotten): the event stream and the
+        #: metrics
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         #: VM names claimed atomically at submit (``vmnames.py``)
         self.claims = NameClaims(state, self._claim_alive)
@@ -385,6 +386,7 @@ class VjobService:
         if value is None:
             raise KeyError(vjob_id)
         self.known[vjob_id] = value
+        self._changed({**value, "reason": f"{len(killed)} of {len(placed)} VMs killed"})
         return {**value, "killed": sorted(killed)}
 
     async def remove(self, vjob_id: str) -> dict[str, Any]:
@@ -403,6 +405,7 @@ class VjobService:
             raise VjobRefused(f"vjob {vjob_id} changed meanwhile; try again")
         self.known.pop(vjob_id, None)
         self._finished.pop(vjob_id, None)
+        self._changed({**cur.value, "state": "removed", "reason": f"was {state}"})
         return cur.value
 
     async def _kill(self, placed: list[list[str]]) -> list[str]:
