@@ -265,7 +265,9 @@ class VjobService:
         }
         # a fresh random id: version 0, no read first (a clash fails the write)
         try:
-            if not await self.state.write(vjob_record(vjob_id), record, 0):
+            if not await self.state.write(vjob_record(vjob_id), record, 0) and not (
+                await self._written(vjob_id, record)
+            ):
                 raise StateError(f"vjob id {vjob_id} already in use")
         except StateError:
             # not acknowledged: a restart must not resume it
@@ -277,6 +279,16 @@ class VjobService:
         self._changed(record)
         self.spawn(self._place, vjob_id, record, False)
         return {"id": vjob_id, "state": ACCEPTED, "vms": len(vms)}
+
+    async def _written(self, vjob_id: str, record: dict[str, Any]) -> bool:
+        """Whether the record of ``vjob_id`` is ``record``: a write whose answer was lost
+        or late (the arbiter failed over) may have landed all the same."""
+        cur = (await self.state.read(vjob_record(vjob_id))).value
+        return (
+            isinstance(cur, dict)
+            and cur.get("submitted") == record["submitted"]
+            and cur.get("owner") == record["owner"]
+        )
 
     async def _claim_alive(self, namespace: str, name: str, claim: dict[str, Any]) -> bool:
         """Whether the vjob of a VM name ``claim`` still holds the name (``vmnames.py``)."""

@@ -18,7 +18,8 @@ vjob record was never written ``claim_grace_s`` after the claim (a submit that d
 between the two writes)::
 
     claim(ns, name) --write v1--> ok
-                    \\--lost--> read claim --live--> refused: "claimed by vjob V on H"
+                    \\--lost--> read claim --ours--> ok (our write landed, its answer did not)
+                                           \\--live--> refused: "claimed by vjob V on H"
                                            \\--stale--> write v(n+1) --> ok | lost: again
 """
 
@@ -92,6 +93,10 @@ class NameClaims:
                 return seq + 1
             cur = await self.state.read(record)
             holder = cur.value
+            if holder == mine:
+                # Ours: the write landed but its answer was lost or late (the arbiter
+                # failed over, or a retransmission found the version taken by itself).
+                return cur.seq
             if isinstance(holder, dict) and await self.alive(namespace, name, holder):
                 where = f"{namespace}/{name}" if namespace else name
                 raise ClaimRefused(
