@@ -447,6 +447,7 @@ def run(
             daemon_cpu_polled_s=polled,
             idle_cpu_s=idle_cpu if args.idle_s > 0 else 0.0,
             load_1min=load[0],
+            placed=n_accepted,
         )
         if spent:
             numbers["metrics_share"] = sum(spent.values()) / sum(cpu)
@@ -484,9 +485,10 @@ def metrics_cost(args: argparse.Namespace, d: Path) -> int:
             finally:
                 if (sub / "cluster" / "cluster.json").exists():
                     cluster_down(sub / "cluster")
-            if numbers and all(math.isfinite(v) for v in numbers.values()):
+            complete = numbers.pop("placed", 0) == args.vms
+            if complete and all(math.isfinite(v) for v in numbers.values()):
                 pair[on] = numbers
-            else:  # a daemon died or a VM never ran: no number to compare
+            else:  # a daemon died, a vjob was refused or a VM never ran: not comparable
                 print(f"pair {i + 1}, metrics {'on' if on else 'off'}: left out")
         if len(pair) == 2:
             pairs.append(pair)
