@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dvms.runtime.services.state import Versioned
+from dvms.runtime.services.state import StateError, Versioned
 from dvms.runtime.services.vmnames import ClaimRefused, NameClaims
 
 
@@ -50,3 +50,20 @@ async def test_a_claim_whose_answer_was_lost_is_ours():
     # a rival's live claim is still refused, naming it
     with pytest.raises(ClaimRefused, match="claimed by vjob v1 submitted on node1"):
         await claims.claim("ns", ["web1"], "v2", "node2")
+
+
+class SilentState(LossyState):
+    """No node holding ``vmname/ns/db1`` answers."""
+
+    async def write(self, name: str, value: Any, seq: int) -> bool:
+        if name.endswith("/db1"):
+            raise StateError(f"{name}: no node holding it answered")
+        return await super().write(name, value, seq)
+
+
+async def test_a_claim_nobody_answers_is_a_state_error_and_frees_the_others():
+    state = SilentState(lose=0)
+    claims = NameClaims(state, always_alive)  # type: ignore[arg-type]
+    with pytest.raises(StateError, match="no node holding it answered"):  # not a group
+        await claims.claim("ns", ["web1", "db1", "web2"], "v1", "node1")
+    assert all(v.value is None for v in state.records.values()), state.records

@@ -25,6 +25,7 @@ between the two writes)::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import trio
 
 from dvms.runtime.capabilities import StateStore
+from dvms.runtime.services.state import StateError
 
 __all__ = ["CLAIM_PREFIX", "ClaimRefused", "NameClaims", "claim_record"]
 
@@ -61,10 +63,11 @@ class NameClaims:
     async def claim(self, namespace: str, names: list[str], vjob_id: str, host: str) -> None:
         """Claim every one of ``names`` for vjob ``vjob_id`` submitted on ``host``
         (``parallelism`` at once), or none: on a refusal, the names claimed are freed
-        and ``ClaimRefused`` raised (the first refusal's)."""
+        and ``ClaimRefused`` raised (the first refusal's), or ``StateError`` when no
+        node holding a claim answered."""
         mine = {"vjob": vjob_id, "host": host, "at": time.time()}
         got: list[tuple[str, int]] = []
-        refused: list[ClaimRefused] = []
+        refused: list[ClaimRefused | StateError] = []
         limit = trio.CapacityLimiter(self.parallelism)
 
         async def one(name: str) -> None:
@@ -73,7 +76,7 @@ class NameClaims:
                     return
                 try:
                     got.append((name, await self._claim_one(namespace, name, mine)))
-                except ClaimRefused as exc:
+                except (ClaimRefused, StateError) as exc:  # raised below, not as a group
                     refused.append(exc)
 
         async with trio.open_nursery() as nursery:
@@ -81,7 +84,9 @@ class NameClaims:
                 nursery.start_soon(one, name)
         if refused:
             for name, seq in got:
-                await self.state.write(claim_record(namespace, name), None, seq)
+                # a claim not freed now is stale once claim_grace_s has passed
+                with contextlib.suppress(StateError):
+                    await self.state.write(claim_record(namespace, name), None, seq)
             raise refused[0]
 
     async def _claim_one(self, namespace: str, name: str, mine: dict[str, Any]) -> int:
