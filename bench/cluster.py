@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from dvms.runtime.client import ControlError, call
 from dvms.runtime.localcluster import ClusterError, cluster_down, cluster_up
@@ -281,6 +282,19 @@ class Scraper(threading.Thread):
             self.stop.wait(self.period_s)
 
 
+def metrics_spent(urls: list[str]) -> dict[str, float]:
+    """``dvms_metrics_seconds_total`` by part, summed over the nodes at ``urls``: the
+    time the daemons spent counting events and rendering scrapes, as they measure it."""
+    out: dict[str, float] = Counter()
+    for url in urls:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=10) as resp:
+            for family in text_string_to_metric_families(resp.read().decode()):
+                for s in family.samples:
+                    if s.name == "dvms_metrics_seconds_total":
+                        out[s.labels["part"]] += s.value
+    return dict(out)
+
+
 def run(
     args: argparse.Namespace,
     d: Path,
@@ -324,6 +338,7 @@ def run(
     sampler = Sampler(procs)
     sampler.start()
     cpu0 = cpu_seconds(procs)
+    spent0 = metrics_spent([r["metrics"] for r in rows]) if metrics else {}
     grams0 = datagrams(socks)
     machine0 = psutil.cpu_times()
     clis0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -335,6 +350,8 @@ def run(
         t.join()
     submitted = max(s.done_at for s in subs) - start
     cpu_submitted = cpu_seconds(procs)
+    spent = metrics_spent([r["metrics"] for r in rows]) if metrics else {}
+    spent = {k: v - spent0.get(k, 0.0) for k, v in spent.items()}
     grams = datagrams(socks) - grams0
     machine1 = psutil.cpu_times()
     clis1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -407,6 +424,13 @@ def run(
         f"| peak RSS per daemon | max {max(sampler.peak) / 2**20:.0f} MB, "
         f"mean {sum(sampler.peak) / len(procs) / 2**20:.0f} MB |"
     )
+    if spent:
+        own = sum(spent.values())
+        print(
+            f"| metrics code during submits, all daemons (their own measure) | {own:.3f} s "
+            f"({own / sum(cpu):.2%} of daemon CPU; counting {spent.get('observe', 0):.3f} s, "
+            f"scrapes {spent.get('scrape', 0):.3f} s) |"
+        )
     if args.idle_s > 0:
         print(f"| daemon CPU, {args.idle_s:g} s at rest after the launch | {idle_cpu:.2f} s |")
     print(f"| load average after (1, 5 min) | {load[0]:.2f}, {load[1]:.2f} |")
@@ -423,7 +447,10 @@ def run(
             daemon_cpu_polled_s=polled,
             idle_cpu_s=idle_cpu if args.idle_s > 0 else 0.0,
             load_1min=load[0],
+            placed=n_accepted,
         )
+        if spent:
+            numbers["metrics_share"] = sum(spent.values()) / sum(cpu)
     for p in problems[:20]:
         print(f"  violation: {p}")
     dead = [r["name"] for r, p in zip(rows, procs, strict=True) if not _alive(p)]
@@ -458,9 +485,10 @@ def metrics_cost(args: argparse.Namespace, d: Path) -> int:
             finally:
                 if (sub / "cluster" / "cluster.json").exists():
                     cluster_down(sub / "cluster")
-            if numbers and all(math.isfinite(v) for v in numbers.values()):
+            complete = numbers.pop("placed", 0) == args.vms
+            if complete and all(math.isfinite(v) for v in numbers.values()):
                 pair[on] = numbers
-            else:  # a daemon died or a VM never ran: no number to compare
+            else:  # a daemon died, a vjob was refused or a VM never ran: not comparable
                 print(f"pair {i + 1}, metrics {'on' if on else 'off'}: left out")
         if len(pair) == 2:
             pairs.append(pair)
@@ -476,6 +504,7 @@ def metrics_cost(args: argparse.Namespace, d: Path) -> int:
     print("\n| measure | metrics off, median | metrics on, median | on / off per pair: "
           "median (lowest-highest) |")  # fmt: skip
     print("|---|---:|---:|---:|")
+    every: dict[str, list[float]] = {}
     for key, what in (
         ("daemon_cpu_s", f"daemon CPU during submits, all {args.nodes} daemons, s"),
         ("daemon_cpu_polled_s", "daemon CPU until all RUNNING (vm info polling incl.), s"),
@@ -490,6 +519,16 @@ def metrics_cost(args: argparse.Namespace, d: Path) -> int:
             f"{statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})" if ratios else "-"
         )
         print(f"| {what} | {off:.2f} | {on:.2f} | {spread} |")
+        every[what] = ratios
+    for what, ratios in every.items():  # each pair's ratio, for the spread
+        print(f"{what}: on/off per pair {', '.join(f'{r:.3f}' for r in ratios)}")
+    shares = sorted(p[True]["metrics_share"] for p in pairs if "metrics_share" in p[True])
+    if shares:
+        print(
+            f"metrics code's own time during submits (dvms_metrics_seconds_total) / daemon "
+            f"CPU, runs with metrics on: median {statistics.median(shares):.3%} "
+            f"({shares[0]:.3%}-{shares[-1]:.3%})"
+        )
     return rc
 
 

@@ -91,7 +91,7 @@ def _start(
         cmd += ["-m", "cProfile", "-o", str(state / PROFILE)]
     cmd += ["-m", "dvms", "node", "run", "--listen", "127.0.0.1:0"]
     cmd += ["--key", str(d / "cluster.key"), "--state-dir", str(state)]
-    cmd += ["--hostname", name, "--log-level", "warning", *extra]
+    cmd += ["--hostname", name, "--log-level", "info", *extra]
     if seed:
         cmd += ["--seed", seed]
     with open(state / "node.log", "ab") as log:

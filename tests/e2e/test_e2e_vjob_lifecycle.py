@@ -1,7 +1,7 @@
 """``vjob show|stop|remove`` on real daemons: a vjob is named by its id, a unique prefix
 of it or its name (several matches: an error listing them); ``stop`` kills its VMs
 wherever they run and keeps it listed as stopped; ``remove`` forgets it everywhere, and
-only once it is stopped or failed."""
+only once it is stopped or failed. Both are entries of the asked node's ``dvms events``."""
 
 from __future__ import annotations
 
@@ -48,6 +48,11 @@ def test_show_by_prefix_and_name_stop_and_remove(socks, tmp_path):
     assert dvms_json("vjob", "remove", "lifecycle", sock=a)["removed"]
     for sock in socks:
         assert vid not in listed(sock)
+    # `dvms events` of the nodes asked shows the stop and the removal
+    stops = [e for e in dvms_json("events", sock=c)["events"] if e["subject"] == vid]
+    assert [e["message"] for e in stops] == ["vjob lifecycle (2 VMs) stopped: 2 of 2 VMs killed"]
+    gone_ev = [e for e in dvms_json("events", sock=a)["events"] if e["subject"] == vid]
+    assert gone_ev[-1]["message"] == "vjob lifecycle (2 VMs) removed: was stopped", gone_ev
     gone = dvms("vjob", "show", vid, sock=c, check=False)
     assert gone.returncode == 1 and f"no such vjob: {vid}" in gone.stderr
 

@@ -4,9 +4,10 @@ On `dvms cluster up --nodes 4` a vjob is launched and a `dvms debug load` overlo
 node1 is relieved by a migration (the scenario of test_overload.py, in a namespace).
 Then every node's /metrics, parsed with prometheus_client's own parser, must show the
 launch attempts, the overload event, the partition, the migration and the violation,
-in counts that match `partitions --all`; `dvms events --follow` must have printed the
-overload within a second of the node recording it; and once the namespace is cleared
-every gauge reads its idle value. No label may carry a VM name.
+in counts that match `partitions --all`; `dvms events --follow` (of node1, and of every
+node with `--all`) must have printed the overload within a second of the node recording
+it; each partition's leader logged its outcome line in its node.log; and once the
+namespace is cleared every gauge reads its idle value. No label may carry a VM name.
 
 A lone node whose seed is not up yet answers /readyz 503, and 200 once it has joined.
 """
@@ -109,10 +110,12 @@ def status_of(url: str) -> tuple[int, str]:
 
 
 class Follower:
-    """`dvms events --follow --json` in the background; each line with its arrival time."""
+    """`dvms events --follow --json [--all]` in the background; each line with its arrival
+    time."""
 
-    def __init__(self, sock: str) -> None:
+    def __init__(self, sock: str, *extra: str) -> None:
         cmd = [sys.executable, "-m", "dvms", "--socket", sock, "--json", "events", "--follow"]
+        cmd += extra
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         self.lines: list[tuple[float, dict]] = []
         self._t = threading.Thread(target=self._read, daemon=True)
@@ -176,21 +179,25 @@ def test_metrics_and_events_of_a_relieved_overload(cluster, tmp_path):
         assert dvms_json("submit", str(job), sock=socks[entry])["ok"]
 
     follower = Follower(socks["node1"])
+    gatherer = Follower(socks["node4"], "--all")  # polls every node through node4
     try:
-        time.sleep(1.0)  # the follower is listening
+        time.sleep(1.0)  # the followers are listening
         relieve(d, socks)
-        time.sleep(1.5)  # the follower's last poll, the sampler's overload edge
+        time.sleep(1.5)  # the followers' last polls, the sampler's overload edge
     finally:
         follower.stop()
+        gatherer.stop()
 
-    # events --follow printed node1's overload within a second of node1 recording it
-    overloads = [(seen, e) for seen, e in follower.lines if e["type"] == "overload"]
-    assert overloads, follower.lines
-    seen, event = overloads[0]
-    assert event["host"] == "node1" and event["time"].endswith("Z"), event
-    assert seen - datetime.fromisoformat(event["time"]).timestamp() < 1.0, (seen, event)
-    types = [e["type"] for _, e in follower.lines]
-    assert "overload-ended" in types, types
+    # events --follow printed node1's overload within a second of node1 recording it,
+    # on node1 itself (long-poll) and gathered through node4 (--all: polls)
+    for f in (follower, gatherer):
+        overloads = [(seen, e) for seen, e in f.lines if e["type"] == "overload"]
+        assert overloads, f.lines
+        seen, event = overloads[0]
+        assert event["host"] == "node1" and event["time"].endswith("Z"), event
+        assert seen - datetime.fromisoformat(event["time"]).timestamp() < 1.0, (seen, event)
+        types = [e["type"] for _, e in f.lines]
+        assert "overload-ended" in types, types
     every = dvms_json("events", "--all", sock=socks["node4"])["events"]
     assert {e["host"] for e in every} == set(socks), every
     assert {"vjob", "partition", "migration", "member"} <= {e["type"] for e in every}
@@ -221,6 +228,19 @@ def test_metrics_and_events_of_a_relieved_overload(cluster, tmp_path):
     assert total(samples["node1"], "dvms_migrations_total", result="ok") == migrated
     assert cluster_total("dvms_migration_duration_seconds_count") == migrated
     assert cluster_total("dvms_solver_duration_seconds_count") >= len(ended)
+    # the leader of each ended partition logged one INFO line with its outcome, events,
+    # members, actions and migrations (`cluster up` runs the daemons at info)
+    logs = {n: (d / n / "node.log").read_text() for n in socks}
+    for p in ended:
+        line = (
+            f" INFO {p['leader']} dvms.runtime.services.observe: partition {p['pid']} "
+            f"{p['outcome']}: events {','.join(p['events']) or '-'}, members "
+            f"{','.join(p['members'])}, actions {p['actions']}, migrations {p['migrations']}, "
+        )
+        assert sum(text.count(f"partition {p['pid']} ") for text in logs.values()) == 1, p
+        assert line in logs[p["leader"]], (line, logs[p["leader"]])
+    for n, text in logs.items():  # info, not a flood: a few lines per node and partition
+        assert len(text.splitlines()) <= 20 + 5 * len(parts), (n, text)
     # node1's violation: ended, timed, and no longer active
     assert total(samples["node1"], "dvms_violation_duration_seconds_count") >= 1
     assert total(samples["node1"], "dvms_violation_duration_seconds_sum") > 0

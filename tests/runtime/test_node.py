@@ -102,3 +102,36 @@ def test_partition_log_closes_left_partitions_and_merge_prefers_the_plan():
         [row(5, "member", 0, 2.0), row(5, "leader", 4, 2.0), row(6, "member", 0, None)]
     )
     assert [(r.pid, r.actions) for r in merged] == [(6, 0), (5, 4)]  # in flight first
+
+
+def test_each_partition_end_is_reported_by_its_leader_or_a_leaderless_ends_deputy():
+    a, b, c, d = (Contact(i, "127.0.0.1", i) for i in (1, 2, 3, 4))
+
+    def ended(pid: int, role: str, reason: str, *, leader: Contact = a) -> PartitionLog:
+        # views list the newest member first: the initiator b joined first, then c, d
+        # and a; the leader (a, or b itself) heads the list
+        others = tuple(m for m in (a, d, c, b) if m != leader)
+        view = PartitionView(pid, 3, b, leader, (leader, *others), GROWING, ())
+        log = PartitionLog()
+        log.on_event(PartitionChanged(view, role), 100.0)
+        log.on_event(PartitionReleased(pid, reason), 101.0)
+        return log
+
+    assert ended(1, "leader", "solved").reported_here(1, a.node_id) is not None
+    # the leader reports the ends it saw, members that heard them do not
+    assert ended(2, "member", "solved").reported_here(2, b.node_id) is None
+    assert ended(2, "member", "two laps without a solution").reported_here(2, b.node_id) is None
+    # the leader went silent: the oldest member but the leader (b) reports it, once
+    for me, reports in ((b, True), (c, False), (d, False)):
+        got = ended(3, "member", "lease expired").reported_here(3, me.node_id)
+        assert (got is not None) == reports, me
+    # the leader was the initiator and crashed: its oldest other member (c) reports it
+    crashed = ended(4, "member", "initiator crashed", leader=b)
+    assert crashed.reported_here(4, c.node_id) is not None
+    assert crashed.reported_here(4, a.node_id) is None
+    # the initiator (not the leader) crashed: the leader reports, not its members
+    assert ended(5, "member", "initiator crashed").reported_here(5, b.node_id) is None
+    # in flight or unknown: nothing to report
+    log = PartitionLog()
+    log.on_event(PartitionChanged(_view(6, (a, b)), "leader"), 100.0)
+    assert log.reported_here(6, a.node_id) is None and log.reported_here(7, a.node_id) is None

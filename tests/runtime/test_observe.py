@@ -147,3 +147,28 @@ def test_the_docs_list_every_family_and_the_dashboard_uses_only_real_ones():
     assert used <= families, used - families
     assert {"dvms_violation_active", "dvms_partition_outcome", "dvms_migration_duration_seconds",
             "dvms_overlay_routing_table_peers"} <= used  # fmt: skip
+
+
+def test_kept_families_render_as_the_librarys_own_counters_and_histograms():
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    from dvms.runtime.services.metrics import FAST_S, SIZES, _Family, _Kept
+
+    ours, lib = CollectorRegistry(), CollectorRegistry()
+    counter = _Family("dvms_x", "Help.", ("result",), start=[("ok",), ("failed",)])
+    hist = _Family("dvms_y_seconds", "Help.", ("result",), bounds=FAST_S)
+    sizes = _Family("dvms_z", "Help.", bounds=SIZES)
+    ours.register(_Kept([counter, hist, sizes]))
+    c = Counter("dvms_x", "Help.", ["result"], registry=lib)
+    h = Histogram("dvms_y_seconds", "Help.", ["result"], buckets=FAST_S, registry=lib)
+    z = Histogram("dvms_z", "Help.", buckets=SIZES, registry=lib)
+    c.labels("ok"), c.labels("failed")  # every series from the start, in our order
+    for v in (0.0, 0.005, 0.0051, 1.0, 59.9, 60.0, 61.0, 1e9):  # on, between, above bounds
+        counter.inc(("ok",), 2)
+        c.labels("ok").inc(2)
+        hist.observe(v, ("solved",))
+        h.labels("solved").observe(v)
+        sizes.observe(int(v) % 60)
+        z.observe(int(v) % 60)
+    assert generate_latest(ours) == generate_latest(lib)

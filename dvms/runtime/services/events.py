@@ -7,7 +7,7 @@ observability service (``observe.py``) feeds it::
     PartitionChanged (new pid)    -> partition        joined as leader or member
     PartitionReleased             -> partition        ended: outcome
     DriverCallDone                -> migration | boot
-    vjob record changes           -> vjob             accepted, done, failed
+    vjob record changes           -> vjob             accepted, done, failed, stopped, removed
     routing-table changes         -> member           joined, lost (observe.py)
     overload edges                -> overload-ended   (observe.py)
 

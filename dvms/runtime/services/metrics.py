@@ -22,10 +22,13 @@ name, ``_total`` on counters.
 
 from __future__ import annotations
 
+import math
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -34,6 +37,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from dvms.hypervisor.base import DomainState
 from dvms.overlay.core import LookupDone, OverlayCore
@@ -105,9 +109,96 @@ def reason_label(reason: str) -> str:
     return "other"
 
 
+class _Hist:
+    """One histogram series as plain numbers: ``buckets[i]`` counts values in
+    ``(bounds[i-1], bounds[i]]``, the last one those above every bound; cumulative at
+    scrape time, as Prometheus wants them."""
+
+    __slots__ = ("bounds", "buckets", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.buckets = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, n in zip((*self.bounds, math.inf), self.buckets, strict=True):
+            total += n
+            out.append((floatToGoString(bound), float(total)))
+        return out
+
+
+class _Family:
+    """A counter family (``bounds`` None) or a histogram family, kept as plain numbers
+    by label values and rendered by prometheus_client at scrape time. Counting is a dict
+    update: no lock (the node's event loop is the only writer), no label checks (the
+    label values come from the fixed tables above)."""
+
+    __slots__ = ("bounds", "doc", "hists", "labels", "name", "values")
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        labels: tuple[str, ...] = (),
+        *,
+        bounds: tuple[float, ...] | None = None,
+        start: Iterable[tuple[str, ...]] = (),
+    ) -> None:
+        self.name, self.doc, self.labels, self.bounds = name, doc, labels, bounds
+        self.values: dict[tuple[str, ...], float] = {}
+        self.hists: dict[tuple[str, ...], _Hist] = {}
+        for key in start if labels else [()]:
+            if bounds is None:
+                self.values[key] = 0.0
+            else:
+                self.hists[key] = _Hist(bounds)
+
+    def inc(self, key: tuple[str, ...] = (), n: float = 1.0) -> None:
+        self.values[key] = self.values.get(key, 0.0) + n
+
+    def observe(self, value: float, key: tuple[str, ...] = ()) -> None:
+        h = self.hists.get(key)
+        if h is None:
+            assert self.bounds is not None, self.name
+            h = self.hists[key] = _Hist(self.bounds)
+        h.observe(value)
+
+    def metric(self) -> Metric:
+        if self.bounds is None:
+            counter = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+            for key, n in self.values.items():
+                counter.add_metric(key, n)
+            return counter
+        hist = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, h in self.hists.items():
+            hist.add_metric(key, h.cumulative(), h.sum)
+        return hist
+
+
+class _Kept(Collector):
+    """The families a node counts as things happen, rendered at each scrape."""
+
+    def __init__(self, families: Iterable[_Family]) -> None:
+        self.families = tuple(families)
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.families:
+            yield family.metric()
+
+
 class NodeMetrics:
     """The metric families of one node, in their own registry (``exposition`` renders
-    it). ``vjob_pending`` and ``leading`` are read at each scrape."""
+    it). Events are counted into plain numbers (``_Family``) that the registry renders
+    at scrape time; ``vjob_pending`` and ``leading`` are read at each scrape.
+    ``spent_s`` keeps the CPU time (of the event loop's thread) spent counting events
+    and rendering scrapes, for the cost of metrics to be measured on a running node."""
 
     def __init__(
         self,
@@ -123,87 +214,84 @@ class NodeMetrics:
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.partitions = partitions
-        r = self.registry
+        self.node_id = overlay.node_id
+        #: CPU seconds spent counting events ("observe") and rendering /metrics ("scrape")
+        self.spent_s = {"observe": 0.0, "scrape": 0.0}
+        ok_failed = [("ok",), ("failed",)]
         # scheduling (kube-scheduler's names)
-        self.attempts = Counter(
+        self.attempts = _Family(
             "dvms_schedule_attempts", "Launch events this node originated, by result "
-            "(scheduled, unschedulable).", ["result"], registry=r,
+            "(scheduled, unschedulable).", ("result",),
+            start=[("scheduled",), ("unschedulable",)],
         )  # fmt: skip
-        self.attempt_s = Histogram(
+        self.attempt_s = _Family(
             "dvms_scheduling_attempt_duration_seconds", "From a launch event's start to "
-            "its end at its origin.", ["result"], buckets=FAST_S, registry=r,
+            "its end at its origin.", ("result",), bounds=FAST_S,
         )  # fmt: skip
-        self.unschedulable = Counter(
+        self.unschedulable = _Family(
             "dvms_unschedulable_vms", "VMs of vjobs refused, by the rule that refused "
-            "them.", ["reason"], registry=r,
+            "them.", ("reason",),
         )  # fmt: skip
-        self.vjob_launch_s = Histogram(
+        self.vjob_launch_s = _Family(
             "dvms_vjob_launch_duration_seconds", "Vjob launch SLI: from submit to every "
-            "VM running (vjobs owned by this node).", buckets=SLOW_S, registry=r,
+            "VM running (vjobs owned by this node).", bounds=SLOW_S,
         )  # fmt: skip
         # DVMS / VMPlaceS
-        self.events = Counter(
+        self.events = _Family(
             "dvms_events", "DVMS events this node raised, by type (launch, overload, "
-            "underload).", ["type"], registry=r,
+            "underload).", ("type",), start=[(k,) for k in EVENT_KINDS],
         )  # fmt: skip
-        self.events_done = Counter(
+        self.events_done = _Family(
             "dvms_events_done", "DVMS events this node raised that ended, by type and "
-            "result (solved, failed).", ["type", "result"], registry=r,
+            "result (solved, failed).", ("type", "result"),
         )  # fmt: skip
-        self.violation_s = Histogram(
+        self.violation_s = _Family(
             "dvms_violation_duration_seconds", "How long each overload of this host "
-            "lasted (the VMPlaceS violation time).", buckets=SLOW_S, registry=r,
+            "lasted (the VMPlaceS violation time).", bounds=SLOW_S,
         )  # fmt: skip
-        self.partition_size = Histogram(
-            "dvms_partition_size", "Members of each partition this node led at its end.",
-            buckets=SIZES, registry=r,
+        self.partition_size = _Family(
+            "dvms_partition_size", "Members of each partition this node reported the end "
+            "of (its leader, or a leaderless end's deputy).", bounds=SIZES,
         )  # fmt: skip
-        self.partition_s = Histogram(
+        self.partition_s = _Family(
             "dvms_partition_lifetime_seconds", "From a partition's start (as this node "
-            "saw it) to its end, partitions this node led at their end.",
-            buckets=SLOW_S, registry=r,
+            "saw it) to its end, partitions this node reported the end of.", bounds=SLOW_S,
         )  # fmt: skip
-        self.outcomes = Counter(
-            "dvms_partition_outcome", "Partitions this node led at their end, by outcome.",
-            ["outcome"], registry=r,
+        self.outcomes = _Family(
+            "dvms_partition_outcome", "Partitions this node reported the end of (its "
+            "leader, or a leaderless end's deputy), by outcome.", ("outcome",),
         )  # fmt: skip
-        self.solver_s = Histogram(
+        self.solver_s = _Family(
             "dvms_solver_duration_seconds", "Solver runs of partitions this node led.",
-            ["result"], buckets=FAST_S, registry=r,
+            ("result",), bounds=FAST_S,
         )  # fmt: skip
-        self.plan_actions = Counter(
+        self.plan_actions = _Family(
             "dvms_plan_actions", "Actions of plans this node applied as leader, by result.",
-            ["result"], registry=r,
+            ("result",), start=ok_failed,
         )  # fmt: skip
-        self.migrations = Counter(
+        self.migrations = _Family(
             "dvms_migrations", "Migrations from this host, by result (ok, failed).",
-            ["result"], registry=r,
+            ("result",), start=ok_failed,
         )  # fmt: skip
-        self.migration_s = Histogram(
+        self.migration_s = _Family(
             "dvms_migration_duration_seconds", "Migrations from this host, call to result.",
-            buckets=SLOW_S, registry=r,
+            bounds=SLOW_S,
         )  # fmt: skip
-        self.boots = Counter(
+        self.boots = _Family(
             "dvms_vm_boots", "VMs created on this host by partition plans, by result.",
-            ["result"], registry=r,
+            ("result",), start=ok_failed,
         )  # fmt: skip
         # overlay (memberlist / serf-like)
-        self.lookup_s = Histogram(
+        self.lookup_s = _Family(
             "dvms_overlay_lookup_duration_seconds", "Kademlia lookups, start to end.",
-            buckets=FAST_S, registry=r,
+            bounds=FAST_S,
         )  # fmt: skip
-        self.lookup_hops = Histogram(
+        self.lookup_hops = _Family(
             "dvms_overlay_lookup_hops", "Kademlia lookups: hops to the result.",
-            buckets=SIZES, registry=r,
+            bounds=SIZES,
         )  # fmt: skip
-        # every label value a family can take is there from the start, at 0
-        for result in ("ok", "failed"):
-            for family in (self.migrations, self.boots, self.plan_actions):
-                family.labels(result)
-        for result in ("scheduled", "unschedulable"):
-            self.attempts.labels(result)
-        for kind in EVENT_KINDS:
-            self.events.labels(kind)
+        r = self.registry
+        r.register(_Kept(f for f in vars(self).values() if isinstance(f, _Family)))
         r.register(
             _Live(
                 name=name,
@@ -214,6 +302,7 @@ class NodeMetrics:
                 monitor=monitor,
                 pending_vms=pending_vms,
                 loop_lag=loop_lag,
+                spent_s=self.spent_s,
             )
         )
         self._on: dict[type, Callable[[Any], None]] = {
@@ -228,14 +317,19 @@ class NodeMetrics:
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format (version 0.0.4)."""
-        return generate_latest(self.registry)
+        t0 = time.thread_time()
+        out = generate_latest(self.registry)
+        self.spent_s["scrape"] += time.thread_time() - t0
+        return out
 
     # -- observations ------------------------------------------------------------------
 
     def on_event(self, event: object) -> None:
         on = self._on.get(type(event))
         if on is not None:
+            t0 = time.thread_time()
             on(event)
+            self.spent_s["observe"] += time.thread_time() - t0
 
     def on_vjob(self, record: dict[str, Any]) -> None:
         state = record.get("state")
@@ -244,46 +338,46 @@ class NodeMetrics:
             self.vjob_launch_s.observe(max(0.0, took))
         elif state == "failed":
             reason = reason_label(str(record.get("reason", "")))
-            self.unschedulable.labels(reason).inc(int(record.get("vms", 0)))
+            self.unschedulable.inc((reason,), int(record.get("vms", 0)))
 
     def violation_ended(self, duration_s: float) -> None:
         self.violation_s.observe(duration_s)
 
     def _started(self, e: EventStarted) -> None:
         if e.kind in EVENT_KINDS:
-            self.events.labels(e.kind).inc()
+            self.events.inc((e.kind,))
 
     def _done(self, e: EventDone) -> None:
         if e.kind in EVENT_KINDS:
-            self.events_done.labels(e.kind, "solved" if e.ok else "failed").inc()
+            self.events_done.inc((e.kind, "solved" if e.ok else "failed"))
         if e.kind == "launch":
-            result = "scheduled" if e.ok else "unschedulable"
-            self.attempts.labels(result).inc()
-            self.attempt_s.labels(result).observe(max(0.0, e.finished - e.started))
+            result = ("scheduled",) if e.ok else ("unschedulable",)
+            self.attempts.inc(result)
+            self.attempt_s.observe(max(0.0, e.finished - e.started), result)
 
     def _released(self, e: PartitionReleased) -> None:
-        rec = self.partitions.get(e.pid)
-        if rec is None or rec.role != "leader":
-            return  # counted once, by the node leading it at its end
-        self.outcomes.labels(outcome_label(e.reason)).inc()
+        rec = self.partitions.reported_here(e.pid, self.node_id)
+        if rec is None:
+            return  # counted once: by its leader at its end, or a leaderless end's deputy
+        self.outcomes.inc((outcome_label(e.reason),))
         self.partition_size.observe(len(rec.members))
         if rec.ended is not None:
             self.partition_s.observe(max(0.0, rec.ended - rec.started))
 
     def _plan(self, e: PlanApplied) -> None:
-        self.plan_actions.labels("ok").inc(e.actions - e.failed)
-        self.plan_actions.labels("failed").inc(e.failed)
+        self.plan_actions.inc(("ok",), e.actions - e.failed)
+        self.plan_actions.inc(("failed",), e.failed)
 
     def _solver(self, e: SolverRan) -> None:
-        self.solver_s.labels("solved" if e.ok else "failed").observe(e.duration_s)
+        self.solver_s.observe(e.duration_s, ("solved",) if e.ok else ("failed",))
 
     def _driver(self, e: DriverCallDone) -> None:
-        result = "ok" if e.ok else "failed"
+        result = ("ok",) if e.ok else ("failed",)
         if e.call == "migrate":
-            self.migrations.labels(result).inc()
+            self.migrations.inc(result)
             self.migration_s.observe(e.duration_s)
         else:
-            self.boots.labels(result).inc()
+            self.boots.inc(result)
 
     def _lookup(self, e: LookupDone) -> None:
         res = e.result
@@ -305,8 +399,10 @@ class _Live(Collector):
         monitor: HostMonitor,
         pending_vms: Callable[[], int],
         loop_lag: Callable[[], float],
+        spent_s: dict[str, float],
     ) -> None:
         self.name = name
+        self.spent_s = spent_s
         self.overlay = overlay
         self.codec = codec
         self.partition = partition
@@ -330,6 +426,15 @@ class _Live(Collector):
             "How late the node's event loop last woke a periodic task.",
             value=self.loop_lag(),
         )
+        spent = CounterMetricFamily(
+            "dvms_metrics_seconds", "CPU time this node spent on its metrics, by part "
+            "(observe: counting events; scrape: rendering /metrics, up to the previous "
+            "scrape).",
+            labels=["part"],
+        )  # fmt: skip
+        for part, s in self.spent_s.items():
+            spent.add_metric([part], s)
+        yield spent
 
     def _scheduling(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(

@@ -153,9 +153,10 @@ class Observability:
             self.metrics.on_vjob(record)
 
     def _log_outcome(self, e: PartitionReleased) -> None:
-        """One INFO line per partition outcome, by the node leading it at its end."""
-        rec = self.partitions.get(e.pid)
-        if rec is None or rec.role != "leader":
+        """One INFO line per partition outcome, by the node that reports its end (its
+        leader, or a leaderless end's deputy: ``PartitionLog.reported_here``)."""
+        rec = self.partitions.reported_here(e.pid, self.overlay.node_id)
+        if rec is None:
             return
         took = (rec.ended or rec.started) - rec.started
         log.info(

@@ -36,6 +36,7 @@ class _Record:
     started: float
     role: str = "member"
     leader: Contact | None = None
+    initiator: Contact | None = None
     members: tuple[Contact, ...] = ()
     state: str = ""
     events: tuple[str, ...] = ()
@@ -84,6 +85,7 @@ class PartitionLog:
             rec.role = event.role
             rec.led = rec.led or event.role == "leader"
             rec.leader = view.leader
+            rec.initiator = view.initiator
             rec.members = view.members
             rec.state = STATE_NAMES.get(view.state, str(view.state))
             rec.events = tuple(f"{e.kind}:{e.event_id:x}" for e in view.events)
@@ -103,6 +105,33 @@ class PartitionLog:
     def get(self, pid: int) -> PartitionRecord | None:
         """What this node gathered about partition ``pid`` (None once trimmed)."""
         return self._records.get(pid)
+
+    def reported_here(self, pid: int, me: int) -> PartitionRecord | None:
+        """The record of ended partition ``pid`` if this node (id ``me``) is the one that
+        reports its end (metrics, the outcome log line), else None. Each end is reported
+        once: by the node leading the partition at its end, or, when the leader is gone
+        (no leader saw the end: this node's lease ran out, or the leader was the
+        initiator and was seen crashing), by its deputy: the oldest member of the last
+        view this node held that is not the leader (views list the newest first; the
+        oldest is usually the initiator, and every member's view agrees on it unless
+        it was dropped). Not reported: a leaderless end whose deputy is gone too.
+        Reported twice: a deputy cut off from a live leader (its lease runs out, the
+        leader reports its own end)."""
+        rec = self._records.get(pid)
+        if rec is None or rec.ended is None:
+            return None
+        if rec.role == "leader":
+            return rec
+        leader = rec.leader.node_id if rec.leader is not None else None
+        leaderless = rec.outcome == "lease expired" or (
+            rec.outcome.startswith("initiator crashed")
+            and rec.initiator is not None
+            and rec.initiator.node_id == leader
+        )
+        if not leaderless:
+            return None  # the leader ended it and reports it
+        deputy = next((m.node_id for m in reversed(rec.members) if m.node_id != leader), None)
+        return rec if deputy == me else None
 
     def leading(self) -> int:
         """Partitions in flight that this node leads now."""

@@ -190,7 +190,8 @@ class VjobService:
         #: join their namespace's table, and names it holds are refused.
         self.namespaces: NamespaceBook | None = None
         #: called with a vjob's record each time this node changes its state (accepted,
-        #: done, failed): the event stream and the metrics
+        #: done, failed, stopped; "removed" once forgotten): the event stream and the
+        #: metrics
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         #: VM names claimed atomically at submit (``vmnames.py``)
         self.claims = NameClaims(state, self._claim_alive)
@@ -264,7 +265,9 @@ class VjobService:
         }
         # a fresh random id: version 0, no read first (a clash fails the write)
         try:
-            if not await self.state.write(vjob_record(vjob_id), record, 0):
+            if not await self.state.write(vjob_record(vjob_id), record, 0) and not (
+                await self._written(vjob_id, record)
+            ):
                 raise StateError(f"vjob id {vjob_id} already in use")
         except StateError:
             # not acknowledged: a restart must not resume it
@@ -276,6 +279,16 @@ class VjobService:
         self._changed(record)
         self.spawn(self._place, vjob_id, record, False)
         return {"id": vjob_id, "state": ACCEPTED, "vms": len(vms)}
+
+    async def _written(self, vjob_id: str, record: dict[str, Any]) -> bool:
+        """Whether the record of ``vjob_id`` is ``record``: a write whose answer was lost
+        or late (the arbiter failed over) may have landed all the same."""
+        cur = (await self.state.read(vjob_record(vjob_id))).value
+        return (
+            isinstance(cur, dict)
+            and cur.get("submitted") == record["submitted"]
+            and cur.get("owner") == record["owner"]
+        )
 
     async def _claim_alive(self, namespace: str, name: str, claim: dict[str, Any]) -> bool:
         """Whether the vjob of a VM name ``claim`` still holds the name (``vmnames.py``)."""
@@ -385,6 +398,7 @@ class VjobService:
         if value is None:
             raise KeyError(vjob_id)
         self.known[vjob_id] = value
+        self._changed({**value, "reason": f"{len(killed)} of {len(placed)} VMs killed"})
         return {**value, "killed": sorted(killed)}
 
     async def remove(self, vjob_id: str) -> dict[str, Any]:
@@ -403,6 +417,7 @@ class VjobService:
             raise VjobRefused(f"vjob {vjob_id} changed meanwhile; try again")
         self.known.pop(vjob_id, None)
         self._finished.pop(vjob_id, None)
+        self._changed({**cur.value, "state": "removed", "reason": f"was {state}"})
         return cur.value
 
     async def _kill(self, placed: list[list[str]]) -> list[str]:

@@ -18,12 +18,14 @@ vjob record was never written ``claim_grace_s`` after the claim (a submit that d
 between the two writes)::
 
     claim(ns, name) --write v1--> ok
-                    \\--lost--> read claim --live--> refused: "claimed by vjob V on H"
+                    \\--lost--> read claim --ours--> ok (our write landed, its answer did not)
+                                           \\--live--> refused: "claimed by vjob V on H"
                                            \\--stale--> write v(n+1) --> ok | lost: again
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,6 +33,7 @@ from typing import Any
 import trio
 
 from dvms.runtime.capabilities import StateStore
+from dvms.runtime.services.state import StateError
 
 __all__ = ["CLAIM_PREFIX", "ClaimRefused", "NameClaims", "claim_record"]
 
@@ -60,10 +63,11 @@ class NameClaims:
     async def claim(self, namespace: str, names: list[str], vjob_id: str, host: str) -> None:
         """Claim every one of ``names`` for vjob ``vjob_id`` submitted on ``host``
         (``parallelism`` at once), or none: on a refusal, the names claimed are freed
-        and ``ClaimRefused`` raised (the first refusal's)."""
+        and ``ClaimRefused`` raised (the first refusal's), or ``StateError`` when no
+        node holding a claim answered."""
         mine = {"vjob": vjob_id, "host": host, "at": time.time()}
         got: list[tuple[str, int]] = []
-        refused: list[ClaimRefused] = []
+        refused: list[ClaimRefused | StateError] = []
         limit = trio.CapacityLimiter(self.parallelism)
 
         async def one(name: str) -> None:
@@ -72,7 +76,7 @@ class NameClaims:
                     return
                 try:
                     got.append((name, await self._claim_one(namespace, name, mine)))
-                except ClaimRefused as exc:
+                except (ClaimRefused, StateError) as exc:  # raised below, not as a group
                     refused.append(exc)
 
         async with trio.open_nursery() as nursery:
@@ -80,7 +84,9 @@ class NameClaims:
                 nursery.start_soon(one, name)
         if refused:
             for name, seq in got:
-                await self.state.write(claim_record(namespace, name), None, seq)
+                # a claim not freed now is stale once claim_grace_s has passed
+                with contextlib.suppress(StateError):
+                    await self.state.write(claim_record(namespace, name), None, seq)
             raise refused[0]
 
     async def _claim_one(self, namespace: str, name: str, mine: dict[str, Any]) -> int:
@@ -92,6 +98,10 @@ class NameClaims:
                 return seq + 1
             cur = await self.state.read(record)
             holder = cur.value
+            if holder == mine:
+                # Ours: the write landed but its answer was lost or late (the arbiter
+                # failed over, or a retransmission found the version taken by itself).
+                return cur.seq
             if isinstance(holder, dict) and await self.alive(namespace, name, holder):
                 where = f"{namespace}/{name}" if namespace else name
                 raise ClaimRefused(
