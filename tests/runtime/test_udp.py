@@ -16,6 +16,9 @@ from dvms.runtime.client import call
 from dvms.wire.keys import generate_key, write_key
 
 NODES = 5
+#: How long a daemon may take to start (import, key, socket): a bound for a machine
+#: loaded by other work, not a performance target.
+STARTUP_S = 90.0
 
 
 def start(tmp: Path, name: str, key: Path, seed: str | None = None) -> subprocess.Popen:
@@ -57,7 +60,7 @@ def cluster(tmp_path):
     procs: dict[str, subprocess.Popen] = {}
     try:
         procs["n0"] = start(tmp_path, "n0", key)
-        wait_for(lambda: (tmp_path / "n0" / "dvms.sock").exists(), 20, "seed node")
+        wait_for(lambda: (tmp_path / "n0" / "dvms.sock").exists(), STARTUP_S, "seed node")
         seed = info(tmp_path, "n0")["address"]
         for i in range(1, NODES):
             procs[f"n{i}"] = start(tmp_path, f"n{i}", key, seed)
@@ -77,7 +80,7 @@ def test_five_nodes_see_each_other_and_reject_outsiders(cluster):
     tmp, procs, seed = cluster
     names = [f"n{i}" for i in range(NODES)]
     for name in names:
-        wait_for(lambda name=name: os.path.exists(sock(tmp, name)), 20, f"{name} socket")
+        wait_for(lambda name=name: os.path.exists(sock(tmp, name)), STARTUP_S, f"{name} socket")
     ids = {name: info(tmp, name)["node_id"] for name in names}
 
     def everyone_sees_everyone():
@@ -95,7 +98,7 @@ def test_five_nodes_see_each_other_and_reject_outsiders(cluster):
     bad_key = tmp / "other.key"
     write_key(bad_key, generate_key())
     procs["evil"] = start(tmp, "evil", bad_key, seed)
-    wait_for(lambda: os.path.exists(sock(tmp, "evil")), 20, "outsider socket")
+    wait_for(lambda: os.path.exists(sock(tmp, "evil")), STARTUP_S, "outsider socket")
     wait_for(
         lambda: call(sock(tmp, "n0"), "status")["dropped"].get("unknown_key", 0) >= 2,
         20,
@@ -138,7 +141,7 @@ def test_sigterm_stops_a_node_cleanly(tmp_path):
     write_key(key, generate_key())
     p = start(tmp_path, "solo", key)
     try:
-        wait_for(lambda: (tmp_path / "solo" / "dvms.sock").exists(), 20, "node")
+        wait_for(lambda: (tmp_path / "solo" / "dvms.sock").exists(), STARTUP_S, "node")
         assert call(sock(tmp_path, "solo"), "status")["joined"] is True
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=10) == 0
@@ -172,7 +175,7 @@ def test_a_second_node_on_the_same_state_dir_is_refused(tmp_path):
     write_key(key, generate_key())
     first = start(tmp_path, "solo", key)
     try:
-        wait_for(lambda: (tmp_path / "solo" / "dvms.sock").exists(), 20, "node")
+        wait_for(lambda: (tmp_path / "solo" / "dvms.sock").exists(), STARTUP_S, "node")
         cmd = [sys.executable, "-m", "dvms", "node", "run", "--listen", "127.0.0.1:0"]
         cmd += ["--key", str(key), "--state-dir", str(tmp_path / "solo"), "--profile", "local"]
         second = subprocess.run(
