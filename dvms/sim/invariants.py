@@ -73,11 +73,11 @@ class InvariantChecker:
                 self._check_disjoint(part.view.pid, part.view.members, claimed)
 
     def _check_lease(self, pos: int, part: Any, now: float) -> None:
-        holding = part._holding is not None or part._driver or part.lead is not None
-        if holding:
-            return
         last = part.lease_until - self.config.lease_s
-        if now > last + self.config.lease_s + 1.0:
+        if now <= last + self.config.lease_s + 1.0:
+            return
+        if part._holding is not None or part.lead is not None or part.held_by_migration():
+            return
             self._fail(
                 LEASE_FREED,
                 f"node at position {pos} still in partition {part.view.pid:x} "

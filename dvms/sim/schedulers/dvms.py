@@ -203,7 +203,7 @@ class DvmsScheduler:
             cpus=max(1, -(-info.cpu_capacity // 100)),
             memory_mib=info.memory_mib - w.incoming_mib[h],
             vms=vms,
-            migrating=sum(w.migrating(w.vm_names[v]) for v in w.host_vms[h]),
+            migrating=w.flights_at(h),  # in or out of the host (HostState.migrating)
             cpu_milli=info.cpu_capacity * 10,
             images=w.images.reported(h) if w.images is not None else (),
         )
