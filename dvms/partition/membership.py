@@ -98,21 +98,32 @@ class Membership(CoreBase):
             self.lease_until = now + self.config.lease_s
             self._at(self.lease_until, PartitionTimer.LEASE, msg.pid)
             self._heard_from_partition(msg.pid, now)
-            # Only our leader's rounds are acknowledged: a stale copy's leader must not
-            # go on counting on us.
-            if msg.seq and self.lead is None and sender == self.view.leader.node_id:
-                out.append(Send(src, 0, KeepAliveAck(msg.pid, msg.seq)))
+            # Only our leader's rounds are acknowledged; another leader of this partition
+            # id (a copy of it whose ISP forked, a leader we saw taken over) is told we
+            # follow someone else (seq 0), so that it stops counting on us at once.
+            if msg.seq and self.lead is None:
+                ours = sender == self.view.leader.node_id
+                out.append(Send(src, 0, KeepAliveAck(msg.pid, msg.seq if ours else 0)))
 
     def _on_keepalive_ack(
         self, src: Address, sender: int, rid: int, msg: KeepAliveAck, now: float, out: Out
     ) -> None:
         """A member renewed its lease on our keep-alive round ``seq``: our lease on it
-        runs from that round's sending time (``_expire_members``)."""
+        runs from that round's sending time (``_expire_members``); seq 0: it follows
+        another leader of this partition id, we let go of it now."""
         lead, view = self.lead, self.view
         if lead is None or view is None or view.pid != msg.pid:
             return
+        if sender not in lead.renewed:
+            return
+        if msg.seq == 0:  # it follows another leader of this partition id
+            member = next((m for m in view.members if m.node_id == sender), None)
+            if member is not None:
+                self.stats["member_follows_another"] += 1
+                self._lease_lapsed(member, now, out)
+            return
         sent = lead.rounds.get(msg.seq)
-        if sent is not None and sender in lead.renewed:
+        if sent is not None:
             lead.renewed[sender] = max(lead.renewed[sender], sent)
 
     def _heard_from_partition(self, pid: int, now: float) -> None:

@@ -317,7 +317,7 @@ class KeepAliveAck:
     """Member -> leader: the keep-alive round ``seq`` of partition ``pid`` refreshed my
     lease. The leader knows from it that the member's lease runs at least until that
     round's sending time + ``lease_s`` (its own clock), and stops counting on a member
-    past that bound."""
+    past that bound. ``seq`` 0: I follow another leader of ``pid`` (let go of me)."""
 
     pid: U64
     seq: U64

@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from dvms.partition.config import PartitionConfig
-from dvms.partition.messages import Dissolve, KeepAliveAck, MigrateVm, SetPartition
+from dvms.partition.messages import Dissolve, KeepAlive, KeepAliveAck, MigrateVm, SetPartition
 from dvms.testing.cluster import FakeCluster
 
 CONFIG = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
@@ -122,3 +122,19 @@ def test_a_member_running_actions_follows_no_other_leader() -> None:
     c.run(10.0)
     assert source.view is None and not source._driver  # and leaves once it ended
     assert c.violations == [] and c.vm_problems() == []
+
+
+def test_a_member_tells_another_leader_of_its_partition_it_follows_someone_else() -> None:
+    """A fork's older leader learns at its next keep-alive round that a member follows
+    the newer one, instead of counting on it for the rest of its lease on it."""
+    c = acting_partition()
+    pid = c.core(LEADER).view.pid  # type: ignore[union-attr]
+    c.deliver(BYSTANDER, SOURCE, KeepAlive(pid, 40, 5))  # a leader n1 does not follow
+    c.run(0.01)
+    naks = [m for _, s, d, m in c.messages if isinstance(m, KeepAliveAck) and s == SOURCE]
+    assert KeepAliveAck(pid, 0) in naks and naks[-1].seq == 0
+    assert c.core(SOURCE).view is not None  # n1 stays with its own leader
+    c.deliver(DEST, LEADER, KeepAliveAck(pid, 0))  # n2 says it follows someone else
+    c.run(0.01)
+    assert DEST not in members(c, LEADER)
+    assert c.core(LEADER).stats["member_follows_another"] == 1
