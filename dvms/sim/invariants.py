@@ -84,11 +84,11 @@ class InvariantChecker:
             return
         if part._holding is not None or part.lead is not None or part.held_by_migration():
             return
-            self._fail(
-                LEASE_FREED,
-                f"node at position {pos} still in partition {part.view.pid:x} "
-                f"{now - last:.1f} s after its last update (lease {self.config.lease_s} s)",
-            )
+        self._fail(
+            LEASE_FREED,
+            f"node at position {pos} still in partition {part.view.pid:x} "
+            f"{now - last:.1f} s after its last update (lease {self.config.lease_s} s)",
+        )
 
     def _check_disjoint(
         self,
