@@ -9,7 +9,9 @@ Shipped in the package (not only in tests) so every simulation can switch them o
    Two leaders of one partition id (an ISP that forked under loss) are two partitions
    here. Each conflict (a node, two leaders) counts once however long it lasts.
 2. Every partition is released within ``lease + 1 s`` of its last update: a member that
-   neither leads, nor holds the ISP, nor runs a migration for it must be free by then.
+   neither leads, nor holds the ISP, nor has a migration into or out of its host running
+   must be free by then (one held by a migration: within ``lease_check_s + 1 s`` of the
+   last time it was seen held).
 
 A frozen node (a stopped daemon) is left out while it is frozen: it runs no timer and
 acts on nothing; its overdue timers fire as soon as it resumes, and from then on it is
@@ -43,6 +45,8 @@ class InvariantChecker:
         self.report = report
         self.busy: dict[int, tuple[int, float]] = {}  # position -> (pid, last update)
         self.violations = 0
+        #: position -> when it was last seen held in its partition by a migration
+        self._held: dict[int, float] = {}
         #: conflicts already counted: (node, one claim, the other claim)
         self._seen: set[tuple[int, tuple[int, int], tuple[int, int]]] = set()
         #: violations per invariant (``ONE_PARTITION``, ``LEASE_FREED``)
@@ -54,9 +58,11 @@ class InvariantChecker:
     def released(self, pos: int, pid: int, now: float) -> None:
         if self.busy.get(pos, (None,))[0] == pid:
             del self.busy[pos]
+            self._held.pop(pos, None)
 
     def forget(self, pos: int) -> None:
         self.busy.pop(pos, None)
+        self._held.pop(pos, None)
 
     def _fail(self, kind: str, what: str) -> None:
         self.violations += 1
@@ -80,9 +86,20 @@ class InvariantChecker:
 
     def _check_lease(self, pos: int, part: Any, now: float) -> None:
         last = part.lease_until - self.config.lease_s
+        if now <= last + self.config.lease_s:
+            return
+        if part._holding is not None or part.lead is not None:
+            return
+        if part.held_by_migration():
+            self._held[pos] = now
+            return
         if now <= last + self.config.lease_s + 1.0:
             return
-        if part._holding is not None or part.lead is not None or part.held_by_migration():
+        # A member held past its lease by a migration learns that it landed at its next
+        # lease check (a destination is not told): 1 s more from the last time it was
+        # seen held, plus that check's period.
+        held = self._held.get(pos)
+        if held is not None and now <= held + self.config.lease_check_s + 1.0:
             return
         self._fail(
             LEASE_FREED,
