@@ -58,6 +58,12 @@ class Acting(CoreBase):
     def _launch_ready(self, now: float, out: Out) -> None:
         lead = self.lead
         assert lead is not None
+        # No action goes to (or into) a host whose member's lease may have run out,
+        # even if the keep-alive timer that lets it go has not fired yet (a leader
+        # resuming from a pause runs its overdue timers in any order).
+        self._expire_members(now, out)
+        if self.lead is not lead:
+            return
         finished = {lead.index[op] for op in lead.done_ops}
         for op, a in list(lead.ops.items()):
             if op in lead.started or lead.blocked_by[op] - finished:
@@ -177,6 +183,15 @@ class Acting(CoreBase):
         if not self._member_of(pid):
             out.append(Send(src, rid, ActionAccepted(op, False, "not a member")))
             return False
+        assert self.view is not None
+        if sender != self.view.leader.node_id:
+            # A leader of another copy of our partition (the ISP forked under loss):
+            # only the leader we follow acts on this host.
+            # Why: tests/partition/test_member_lease.py::
+            # test_a_member_running_actions_follows_no_other_leader
+            self.stats["refused_other_leader"] += 1
+            out.append(Send(src, rid, ActionAccepted(op, False, "not my leader")))
+            return False
         self._driver[op] = (Contact(sender, src[0], src[1]), pid)
         out.append(Send(src, rid, ActionAccepted(op, True)))
         return True
@@ -221,13 +236,13 @@ class Acting(CoreBase):
             # test_random_interleavings_keep_the_invariants (held beyond lease + 1 s)
             if (
                 self.view is not None
-                and not self._driver
+                and not self.held_by_migration()
                 and self.lead is None
                 and self._holding is None
                 and now >= self.lease_until - 1e-9
             ):
                 self.stats["lease_expired"] += 1
-                self._dissolve("lease expired", now, out, notify=False)
+                self._dissolve(self._leaving or "lease expired", now, out, notify=False)
             if self.view is None:
                 self._start_if_free(now, out)
         return self._deferred(out, now)

@@ -91,6 +91,16 @@ class Lead:
     index: dict[int, int] = field(default_factory=dict)  # op id -> position in the plan
     outcome: SolveOutcome | None = None
     acting_since: float = 0.0
+    #: The leader's lease on each member: member -> the latest time (our clock) at
+    #: which we sent something the member is known to have renewed its lease on (its
+    #: ``SetPartition`` answered, a keep-alive round acknowledged, a probe answered).
+    #: The member's own lease runs at least until then + ``lease_s``.
+    renewed: dict[int, float] = field(default_factory=dict)
+    #: When this lead began (the first ``SetPartition`` to every member went out).
+    since: float = 0.0
+    #: Keep-alive rounds still within a lease: seq -> when it was sent.
+    rounds: dict[int, float] = field(default_factory=dict)
+    next_round: int = 1
 
 
 @dataclass
@@ -242,6 +252,9 @@ class CoreBase:
         self._heard = 0.0
         #: The pid whose leader we are probing (membership.py).
         self._probing: int | None = None
+        #: Our partition was dissolved (this reason) while a driver call of ours ran: we
+        #: leave when it ends (membership.py).
+        self._leaving: str | None = None
         #: An ISP we are passing on (or checking before we join).
         self._holding: PartitionView | None = None
         #: The ISP's skip set and hop count while we lead.
@@ -352,6 +365,16 @@ class CoreBase:
         if self._dead:
             self._dead.pop(sender, None)
 
+    def held_by_migration(self) -> bool:
+        """A driver call of ours runs, or a live migration into or out of our host does:
+        we stay in our partition past its lease and join no other until it ends, so that
+        no other partition plans with a host whose VMs are in flight (for a destination:
+        whose incoming VM is not in its reported CPU demand yet)."""
+        if self._driver:
+            return True
+        here = self.local_state()
+        return here is not None and here.migrating > 0
+
     def dead_peers(self, now: float) -> set[int]:
         """Peers that recently let a request time out (kept out of recruitment)."""
         if not self._dead:
@@ -380,6 +403,12 @@ class CoreBase:
         raise NotImplementedError
 
     def _heard_from_partition(self, pid: int, now: float) -> None:
+        raise NotImplementedError
+
+    def _drop_member(self, member: Contact, why: str, now: float, out: Out) -> None:
+        raise NotImplementedError
+
+    def _expire_members(self, now: float, out: Out) -> None:
         raise NotImplementedError
 
     def _outcome(self, msg: Any, now: float, out: Out) -> None:

@@ -405,7 +405,7 @@ class PartitionCore(Membership, Acting):
         self._skip = set(skip)
         self._hops = hops
         self._adopt(view, now, out, "leader")
-        lead = self.lead = Lead()
+        lead = self.lead = Lead(since=now)
         local = self.local_state()
         if local is not None:
             lead.states[self.me.node_id] = local
@@ -431,6 +431,7 @@ class PartitionCore(Membership, Acting):
             self._drop_member(member, "did not answer" if reply is None else "refused", now, out)
         else:
             lead.states[member.node_id] = reply.host
+            lead.renewed[member.node_id] = lead.since  # it adopted our SetPartition
         self._maybe_solve(now, out)
 
     def _drop_member(self, member: Contact, why: str, now: float, out: Out) -> None:
@@ -801,7 +802,11 @@ class PartitionCore(Membership, Acting):
         same = view is not None and view.pid == msg.pid
         if msg.leading:  # a member's probe: do we lead it or hold its ISP (any version)?
             holding = self._holding is not None and self._holding.pid == msg.pid
-            ok = holding or (same and self.lead is not None)
+            lead = self.lead if same else None
+            # A member we let go (its lease lapsed on our side) is told no: it leaves.
+            ok = holding or (lead is not None and sender in lead.renewed)
+            if lead is not None and ok:
+                lead.renewed[sender] = now  # it renews its lease on our answer
         else:
             ok = same and view is not None and msg.version >= view.version
         out.append(Send(src, rid, Valid(ok)))

@@ -13,11 +13,18 @@ from typing import Any
 from dvms.effects import Address, Emit, Send
 from dvms.overlay.messages import Contact
 from dvms.partition.base import CoreBase, LeaderProbed, LeadPhase, Out, OwnEvent
-from dvms.partition.events import EventDone, PartitionEffect, PartitionReleased, ReleaseNames
+from dvms.partition.events import (
+    EventDone,
+    PartitionChanged,
+    PartitionEffect,
+    PartitionReleased,
+    ReleaseNames,
+)
 from dvms.partition.messages import (
     FINISHING,
     Dissolve,
     KeepAlive,
+    KeepAliveAck,
     MemberState,
     Outcome,
     OutcomeAck,
@@ -51,6 +58,18 @@ class Membership(CoreBase):
             and {e.event_id for e in mine.events} <= {e.event_id for e in view.events}
         )
         if (mine is None and self._holding is None) or same or absorbs:
+            if (
+                mine is not None
+                and view.leader.node_id != mine.leader.node_id
+                and self.held_by_migration()
+            ):
+                # Actions of our leader run on this host: no other leader (a fork of our
+                # partition, a takeover, a merge) counts on it until they end, so that
+                # no two plans act on one host. Why: tests/partition/test_member_lease.py::
+                # test_a_member_running_actions_follows_no_other_leader
+                self.stats["refused_while_acting"] += 1
+                out.append(Send(src, rid, MemberState(view.pid, view.version, None)))
+                return
             if same and mine is not None and view.version < mine.version:
                 # An older view: a retransmission of our leader's is answered; one of
                 # another leader (a candidate the old leader handed the ISP to just as a
@@ -79,6 +98,33 @@ class Membership(CoreBase):
             self.lease_until = now + self.config.lease_s
             self._at(self.lease_until, PartitionTimer.LEASE, msg.pid)
             self._heard_from_partition(msg.pid, now)
+            # Only our leader's rounds are acknowledged; another leader of this partition
+            # id (a copy of it whose ISP forked, a leader we saw taken over) is told we
+            # follow someone else (seq 0), so that it stops counting on us at once.
+            if msg.seq and self.lead is None:
+                ours = sender == self.view.leader.node_id
+                out.append(Send(src, 0, KeepAliveAck(msg.pid, msg.seq if ours else 0)))
+
+    def _on_keepalive_ack(
+        self, src: Address, sender: int, rid: int, msg: KeepAliveAck, now: float, out: Out
+    ) -> None:
+        """A member renewed its lease on our keep-alive round ``seq``: our lease on it
+        runs from that round's sending time (``_expire_members``); seq 0: it follows
+        another leader of this partition id, we let go of it now."""
+        lead, view = self.lead, self.view
+        if lead is None or view is None or view.pid != msg.pid:
+            return
+        if sender not in lead.renewed:
+            return
+        if msg.seq == 0:  # it follows another leader of this partition id
+            member = next((m for m in view.members if m.node_id == sender), None)
+            if member is not None:
+                self.stats["member_follows_another"] += 1
+                self._lease_lapsed(member, now, out)
+            return
+        sent = lead.rounds.get(msg.seq)
+        if sent is not None:
+            lead.renewed[sender] = max(lead.renewed[sender], sent)
 
     def _heard_from_partition(self, pid: int, now: float) -> None:
         self._heard = now
@@ -149,17 +195,68 @@ class Membership(CoreBase):
         self._become_leader(new, {dead.node_id}, len(new.members), now, out)
 
     def _keepalive(self, pid: int, now: float, out: Out) -> None:
-        """Leaders and ISP holders keep members' leases fresh."""
-        view = self.view if self.lead is not None else self._holding
+        """Leaders and ISP holders keep members' leases fresh; a leader numbers its
+        rounds (members acknowledge them) and lets go of members whose lease may have
+        run out (``_expire_members``)."""
+        lead = self.lead
+        view = self.view if lead is not None else self._holding
         if view is None or view.pid != pid:
             return
+        seq = 0
+        if lead is not None:
+            self._expire_members(now, out)
+            if self.view is None or self.lead is not lead:
+                return  # the initiator's lease lapsed: the partition is dissolved
+            view = self.view
+            seq = lead.next_round
+            lead.next_round += 1
+            lead.rounds[seq] = now
+            horizon = now - self.config.lease_s
+            for old in [s for s, sent in lead.rounds.items() if sent < horizon]:
+                del lead.rounds[old]
+        msg = KeepAlive(view.pid, view.version, seq)
         for m in view.members:
             if m.node_id != self.me.node_id:
-                out.append(Send(m.addr, 0, KeepAlive(view.pid, view.version)))
+                out.append(Send(m.addr, 0, msg))
         if self.view is not None and self.view.pid == pid:
             self.lease_until = now + self.config.lease_s
             self._at(self.lease_until, PartitionTimer.LEASE, pid)
         self._at(now + self.config.keepalive_s, PartitionTimer.KEEPALIVE, pid)
+
+    def _expire_members(self, now: float, out: Out) -> None:
+        """The leader's side of the lease: a member we have not known to renew its lease
+        for ``lease_s - keepalive_s`` is let go before its own lease can end (this runs
+        every ``keepalive_s``), so that we never count on a member that may have freed
+        itself and joined another partition. Keep-alives alone are one way: a leader cut
+        off from a member (a split, a loss burst, its own pause) would otherwise go on
+        applying its plan to a host another partition already plans with. Members still
+        answering ``SetPartition`` are the state timeout's (``_states_timeout``).
+        Why: tests/partition/test_member_lease.py"""
+        lead, view = self.lead, self.view
+        assert lead is not None and view is not None
+        limit = now - (self.config.lease_s - self.config.keepalive_s)
+        for m in view.members:
+            if m.node_id == self.me.node_id or m.node_id in lead.waiting:
+                continue
+            if lead.renewed.get(m.node_id, lead.since) <= limit + 1e-9:
+                self._lease_lapsed(m, now, out)
+                if self.lead is not lead:
+                    return
+
+    def _lease_lapsed(self, member: Contact, now: float, out: Out) -> None:
+        lead, view = self.lead, self.view
+        assert lead is not None and view is not None
+        self.stats["member_lease_lapsed"] += 1
+        lead.renewed.pop(member.node_id, None)
+        if lead.phase != LeadPhase.ACTING:
+            self._drop_member(member, "lease lapsed", now, out)
+            return
+        # Applying a plan: the other actions go on (a Dissolve now would free members
+        # whose migrations run); actions on its host that have not started fail
+        # (``_member_for_host``), one that runs reports its end as usual.
+        members = tuple(m for m in view.members if m.node_id != member.node_id)
+        self.view = replace(view, members=members, version=view.version + 1)
+        out.append(Emit(PartitionChanged(self.view, "leader")))
 
     def _check_lease(self, pid: int, now: float, out: Out) -> None:
         view = self.view
@@ -167,13 +264,14 @@ class Membership(CoreBase):
             return
         if self.lead is not None or (self._holding is not None and self._holding.pid == pid):
             return  # we hold it: our own keep-alives run
-        if self._driver:
-            # A migration on this host is still running for this partition: stay busy
-            # until it ends, or another partition could plan with a host in flux.
+        if self.held_by_migration():
+            # A migration on this host is still running (ours, or one into this host for
+            # our partition's plan): stay busy until it ends, or another partition could
+            # plan with a host in flux.
             self._at(now + self.config.lease_check_s, PartitionTimer.LEASE, pid)
             return
         self.stats["lease_expired"] += 1
-        self._dissolve("lease expired", now, out, notify=False)
+        self._dissolve(self._leaving or "lease expired", now, out, notify=False)
 
     def _on_dissolve(
         self, src: Address, sender: int, rid: int, msg: Dissolve, now: float, out: Out
@@ -185,6 +283,13 @@ class Membership(CoreBase):
             # Not from the partition as we know it (a leader we already replaced, or a
             # candidate leading a stale copy of it): the lease covers a real end.
             self.stats["ignored_dissolve"] += 1
+            return
+        if self.held_by_migration():
+            # Our leader is done with us, but a migration it (or a leader before it) asked
+            # for still runs here: we leave when it ends (``on_driver_result``), not
+            # before, or another partition could plan with a host in flux.
+            self._leaving = msg.reason
+            self.lease_until = min(self.lease_until, now)
             return
         self._dissolve(msg.reason, now, out, notify=False)
 
@@ -202,6 +307,7 @@ class Membership(CoreBase):
                     out.append(Send(m.addr, 0, Dissolve(view.pid, reason[:256])))
         self.view = None
         self.lead = None
+        self._leaving = None
         self.locked_for_fusion = False
         out.append(Emit(PartitionReleased(view.pid, reason)))
         # Events we originated in it are now orphaned unless an Outcome arrives (over a

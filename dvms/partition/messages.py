@@ -12,7 +12,9 @@ Requests and responses (every request is retried until answered or given up)::
     ActionDone(pid, op, ok, reason)    -> ActionAck(op)        member -> leader, at the end
     Outcome(event_id, ok, ...)         -> OutcomeAck(event_id)  leader -> event origin
     Dissolve(pid, reason)              (one way; leases clean up if it is lost)
-    KeepAlive(pid, version)            (one way; refreshes members' leases)
+    KeepAlive(pid, version, seq)       (one way; refreshes members' leases)
+    KeepAliveAck(pid, seq)             (one way, member -> leader: the leader's lease on
+                                        the member, see membership.py)
 
 Names follow DVMS's published code where they have a counterpart.
 """
@@ -46,6 +48,7 @@ __all__ = [
     "Isp",
     "IspAck",
     "KeepAlive",
+    "KeepAliveAck",
     "LaunchVm",
     "MemberState",
     "MergeAnswer",
@@ -304,6 +307,20 @@ class MemberState:
 class KeepAlive:
     pid: U64
     version: U64
+    #: The leader's number for this round of keep-alives (0: sent by an ISP holder, not
+    #: to be acknowledged); members echo it in ``KeepAliveAck``.
+    seq: U64 = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAliveAck:
+    """Member -> leader: the keep-alive round ``seq`` of partition ``pid`` refreshed my
+    lease. The leader knows from it that the member's lease runs at least until that
+    round's sending time + ``lease_s`` (its own clock), and stops counting on a member
+    past that bound. ``seq`` 0: I follow another leader of ``pid`` (let go of me)."""
+
+    pid: U64
+    seq: U64
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,11 +440,12 @@ PARTITION_MESSAGES: dict[int, type] = {
     46: OutcomeAck,
     47: ActionAccepted,
     48: ActionAck,
+    49: KeepAliveAck,
 }
 
 REQUESTS = (Isp, SetPartition, StillValid, CanMerge, MigrateVm, CreateVm, Outcome, ActionDone)
 RESPONSES = (IspAck, MemberState, Valid, MergeAnswer, ActionAccepted, OutcomeAck, ActionAck)
-ONE_WAY = (KeepAlive, Dissolve)
+ONE_WAY = (KeepAlive, Dissolve, KeepAliveAck)
 
 
 def register_partition_messages(registry: MessageRegistry) -> MessageRegistry:

@@ -41,6 +41,7 @@ from dvms.partition.messages import (
     Dissolve,
     Isp,
     KeepAlive,
+    KeepAliveAck,
     MigrateVm,
     Outcome,
     SetPartition,
@@ -86,6 +87,8 @@ def _build() -> dict[tuple[NodeState, Input], str | None]:
     t |= _rows("_on_action_done", _ALL, ActionDone)  # acknowledged even when stale
     t |= _rows("_on_keepalive", (MEMBER, LEADING), KeepAlive)
     t |= _rows(IGNORED, _NO_PARTITION, KeepAlive)
+    t |= _rows("_on_keepalive_ack", (LEADING,), KeepAliveAck)
+    t |= _rows(IGNORED, (FREE, PASSING, MEMBER), KeepAliveAck)  # no longer leading
     t |= _rows("_on_dissolve", (MEMBER,), Dissolve)
     t |= _rows(IGNORED, (FREE, PASSING, LEADING), Dissolve)  # a leader dissolves itself
     t |= _rows("_on_reply", _ALL, *RESPONSES)

@@ -10,8 +10,9 @@ The invariants (``INVARIANTS``), each counted per run:
     vm_one_host    every VM on exactly one host (two while it migrates), where the
                    world believes it is                  (World.check_invariants)
     vm_lost        no VM lost: every VM of the run is still on some host
-    one_partition  no node claimed by two partitions that both apply a plan, checked
-                   every check_period_s while the run goes    (InvariantChecker)
+    one_partition  no node claimed by two leaders that both apply a plan (their views;
+                   two leaders of one partition id are two), checked every
+                   check_period_s, each conflict once          (InvariantChecker)
     lease_freed    every node out of a partition within lease + 1 s of its last
                    update, while the run goes and at its end  (InvariantChecker)
     event_ended    every overload event ended at its origin (resolved, or failed and

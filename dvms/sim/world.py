@@ -616,6 +616,10 @@ class World:
     def migrating(self, vm: str) -> bool:
         return vm in self._flights
 
+    def flights_at(self, h: int) -> int:
+        """Live migrations into or out of host ``h`` still running."""
+        return sum(1 for hs, hd, _, _ in self._flights.values() if h in (hs, hd))
+
     def snapshot(self, hosts: Iterable[int | str] | None = None) -> Snapshot:
         """Placement and measured CPU demand of ``hosts`` (indices or names; None = all).
 

@@ -27,7 +27,8 @@ live origin, ``overloads_open`` those of them that started more than ``open_grac
 failed-and-released, nor being worked on: must be 0; a partition whose members' leases
 are stale counts in ``partitions_open``),
 ``overloads_lost_with_origin`` those whose origin crashed, and ``partitions_open`` live
-nodes still in a partition whose last update is older than the lease. A node frozen at
+nodes still in a partition whose last update is older than the lease (but leaders and
+hosts with a migration in or out running). A node frozen at
 the end is left out of ``overloads_open`` and ``partitions_open``: it runs nothing.
 """
 
@@ -203,7 +204,7 @@ class DvmsScheduler:
             cpus=max(1, -(-info.cpu_capacity // 100)),
             memory_mib=info.memory_mib - w.incoming_mib[h],
             vms=vms,
-            migrating=sum(w.migrating(w.vm_names[v]) for v in w.host_vms[h]),
+            migrating=w.flights_at(h),  # in or out of the host (HostState.migrating)
             cpu_milli=info.cpu_capacity * 10,
             images=w.images.reported(h) if w.images is not None else (),
         )
@@ -414,7 +415,8 @@ class DvmsScheduler:
                     open_ += not held and old and not node.frozen
             # a daemon frozen at the end runs nothing: not stuck, stopped (like a crash)
             running = node.alive and not node.frozen
-            if running and part.view is not None and part.lead is None and not part._driver:
+            holds = part.lead is not None or part.held_by_migration()
+            if running and part.view is not None and not holds:
                 last = part.lease_until - self.config.lease_s
                 stale += last < local_end - self.config.lease_s - 1.0
         self.world.metrics.extra.update(

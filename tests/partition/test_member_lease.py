@@ -1,0 +1,140 @@
+"""The leader's side of the lease, and a destination that holds itself.
+
+Keep-alives alone are one way: a leader cut off from a member (a split, a loss burst, its
+own pause) cannot tell that the member's lease ran out, so it kept counting on the member
+(and could start actions on its host) while the member had freed itself and could join
+another partition. Members now acknowledge keep-alive rounds, and a leader lets go of a
+member it has not known to renew its lease for ``lease_s - keepalive_s``. A member whose
+host is the destination of a live migration stays in its partition until the migration
+lands, even past its lease and without its leader.
+
+A plan on a hand-made partition: leader n3 (full host), members n2 (room: the migration's
+destination), n1 (overloaded: the source and the event's origin) and n4 (full: takes no
+part in the plan). Ids 1..4 at positions 0..3, 4-CPU hosts, 10 s migrations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from dvms.partition.config import PartitionConfig
+from dvms.partition.messages import Dissolve, KeepAlive, KeepAliveAck, MigrateVm, SetPartition
+from dvms.testing.cluster import FakeCluster
+
+CONFIG = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
+LOADS = (5, 1, 4, 4)  # over, room, full, full
+LEADER, DEST, SOURCE, BYSTANDER = 2, 1, 0, 3
+
+
+def acting_partition() -> FakeCluster:
+    c = FakeCluster(
+        4,
+        seed=5,
+        config=CONFIG,
+        ids=range(1, 5),
+        driver_delay=10.0,
+        monitor=False,
+    )
+    for pos, n in enumerate(LOADS):
+        c.add_vms(pos, [1.0] * n)
+    view = c.install([LEADER, DEST, SOURCE, BYSTANDER], initiator=SOURCE, leader=LEADER)
+    out: list[Any] = []
+    c.core(LEADER)._become_leader(view, (), 0, c.engine.now, out)
+    c.engine.apply(c.nodes[LEADER], out)
+    c.run(0.5)
+    lead = c.core(LEADER).lead
+    assert lead is not None and lead.phase.value == "acting"
+    assert c.hosts[SOURCE].migrating == 1 and c.hosts[DEST].migrating == 1  # h0 -> h1
+    return c
+
+
+def members(c: FakeCluster, pos: int) -> set[int]:
+    view = c.core(pos).view
+    return set() if view is None else {c.by_id[m.node_id] for m in view.members}
+
+
+def test_members_acknowledge_keepalive_rounds() -> None:
+    c = acting_partition()
+    acks = {s for _, s, d, m in c.messages if isinstance(m, KeepAliveAck) and d == LEADER}
+    assert acks == {DEST, SOURCE, BYSTANDER}
+    c.run(5.0)
+    assert members(c, LEADER) == {LEADER, DEST, SOURCE, BYSTANDER}  # nobody let go
+    assert c.core(LEADER).stats["member_lease_lapsed"] == 0
+
+
+def test_a_leader_cut_off_from_a_member_lets_go_of_it_before_its_lease_ends() -> None:
+    """Before: n4 freed itself at its lease's end while n3, still applying its plan,
+    counted it as a member for the 10 s of the migration."""
+    c = acting_partition()
+    cut_at = c.engine.now
+    c.network.cut([LEADER], [BYSTANDER])
+    lease = CONFIG.lease_s
+    while c.core(BYSTANDER).view is not None:
+        assert c.engine.now < cut_at + lease + 1.0, "n4's lease never ended"
+        c.run(0.05)
+    assert BYSTANDER not in members(c, LEADER)  # let go before n4 was free
+    assert c.core(LEADER).stats["member_lease_lapsed"] == 1
+    assert c.core(LEADER).lead is not None  # the plan goes on without it
+    c.run(12.0)
+    (done,) = c.done.values()
+    assert done.ok, done.reason
+    assert c.violations == [] and c.vm_problems() == []
+
+
+def test_a_destination_cut_off_from_its_leader_holds_itself_until_the_vm_lands() -> None:
+    """Before: n2 freed itself at its lease's end, ~6 s before the VM migrating into its
+    host landed, and could be planned with by another partition meanwhile."""
+    c = acting_partition()
+    c.network.cut([LEADER], [DEST])
+    c.run(CONFIG.lease_s + 1.0)
+    assert DEST not in members(c, LEADER)  # the leader no longer counts on it
+    assert c.core(DEST).view is not None  # but it holds itself: the VM is in flight
+    assert c.hosts[DEST].migrating == 1
+    c.run(12.0 - c.engine.now)
+    assert c.hosts[DEST].migrating == 0
+    c.run(CONFIG.lease_check_s + 0.1)
+    assert c.core(DEST).view is None  # free once it landed
+    assert c.violations == [] and c.vm_problems() == []
+
+
+def test_a_member_running_actions_follows_no_other_leader() -> None:
+    """Under heavy loss an ISP can fork: two copies of one partition (same id) each grow,
+    and both reached a plan. Before: the source n1 adopted the second copy's view and
+    carried out both leaders' migrations at once, and the first copy's Dissolve freed it
+    while the second's migration ran (it then joined a third partition)."""
+    c = acting_partition()
+    source = c.core(SOURCE)
+    assert source._driver and source.view is not None
+    mine = source.view
+    other = c.contact(BYSTANDER)
+    fork = replace(mine, leader=other, version=mine.version + 3)
+    c.deliver(BYSTANDER, SOURCE, SetPartition(fork))
+    c.deliver(BYSTANDER, SOURCE, MigrateVm(mine.pid, 99, "v", "", c.contact(DEST), "h1"))
+    c.run(0.05)
+    assert source.view is not None and source.view.leader == mine.leader  # refused the fork
+    assert source.stats["refused_while_acting"] == 1
+    assert source.stats["refused_other_leader"] == 1
+    assert 99 not in source._driver
+    c.deliver(LEADER, SOURCE, Dissolve(mine.pid, "solved"))
+    c.run(0.05)
+    assert source.view is not None  # its migration still runs: it stays
+    c.run(10.0)
+    assert source.view is None and not source._driver  # and leaves once it ended
+    assert c.violations == [] and c.vm_problems() == []
+
+
+def test_a_member_tells_another_leader_of_its_partition_it_follows_someone_else() -> None:
+    """A fork's older leader learns at its next keep-alive round that a member follows
+    the newer one, instead of counting on it for the rest of its lease on it."""
+    c = acting_partition()
+    pid = c.core(LEADER).view.pid  # type: ignore[union-attr]
+    c.deliver(BYSTANDER, SOURCE, KeepAlive(pid, 40, 5))  # a leader n1 does not follow
+    c.run(0.01)
+    naks = [m for _, s, d, m in c.messages if isinstance(m, KeepAliveAck) and s == SOURCE]
+    assert KeepAliveAck(pid, 0) in naks and naks[-1].seq == 0
+    assert c.core(SOURCE).view is not None  # n1 stays with its own leader
+    c.deliver(DEST, LEADER, KeepAliveAck(pid, 0))  # n2 says it follows someone else
+    c.run(0.01)
+    assert DEST not in members(c, LEADER)
+    assert c.core(LEADER).stats["member_follows_another"] == 1
