@@ -221,9 +221,13 @@ def main(argv: list[str] | None = None) -> int:
         if not cleared.get("ok"):
             print(f"  clear error: {str(cleared.get('error'))[:300]}")
             rc = 1
-        left = sum(h["vms"] for h in call(one, "host", timeout=600.0)["hosts"])
-        print(f"| VMs left on the hosts after the clear | {left} | |")
-        rc = rc or int(left != 0 or listed != args.vms)
+        after = call(one, "vm_info", {"namespace": NAMESPACE}, timeout=600.0)
+        left = len(after["vms"])
+        print(
+            f"| VMs left on the hosts after the clear | {left} (hosts not answering: "
+            f"{', '.join(after['unreachable']) or 'none'}) | |"
+        )
+        rc = rc or int(left != 0 or bool(after["unreachable"]) or listed != args.vms)
         per = ((t1 - t0) / args.vms, t_clear / args.vms)
         print(f"\nper VM: launch {per[0] * 1000:.1f} ms, clear {per[1] * 1000:.1f} ms")
         if base is not None:
