@@ -435,7 +435,8 @@ class HostSide:
                 {k: n for k, n in self.networks.items() if k[0] != msg.namespace}
             )
             errors += self.vm_networks.forget(msg.namespace)
-        await mon.refresh()
+        if not more:  # a clear with more to do reads the host again at its next request
+            await mon.refresh()
         return VmOpDone(mon.name, tuple(done), tuple(errors[:64]), more)
 
     async def _apply(self, op: str, v: VmInfo) -> bool:
