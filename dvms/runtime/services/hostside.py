@@ -71,7 +71,7 @@ VERB_OF = {Start: "start", Stop: "stop", Kill: "kill", Flush: "flush"}
 CLEAR_MAX = 4096
 #: VMs a host acts on at once for one ``VmOp``: each waits on hypervisor calls and on a
 #: DHT put (freeing its name), mostly latency on a loaded machine (ours).
-OP_PARALLEL = 16
+OP_PARALLEL = 8
 
 #: Hypervisor state -> minimega's word (``vm info``).
 _MINIMEGA_STATE = {
