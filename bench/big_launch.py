@@ -2,8 +2,12 @@
 
 ``dvms cluster up --nodes N`` (libvirt ``test:///`` hosts large enough for every VM),
 then from node1 one namespace command ``vm launch kvm vm[1-V]`` (64 MiB, 1 vCPU each),
-then ``vm info`` and ``clear namespace``. The launch's wall time is cut from node1's
-partition log (``partitions``: every launch event's partition with its start and end)::
+then ``vm info``, ``vm info --all``, ``ns schedule status`` and ``clear namespace``.
+Before it, in the same cluster, a small launch (``--baseline``, 200 VMs) is launched and
+cleared: the per-VM costs of the big one are printed with their ratio to the small one's
+(1.0 = a cost per VM that does not grow with the namespace). The launch's wall time is
+cut from node1's partition log (``partitions``: every launch event's partition with its
+start and end)::
 
     before the first partition   gather the hosts, plan, write the namespace record
     inside partitions            the launch events (``[namespaces.effects] launch_batch``
@@ -15,7 +19,7 @@ With ``--profile`` the daemons run under cProfile (main thread) and the top func
 of node1 (which took the command) and of node2 are printed.
 
 Usage: ``python bench/big_launch.py [--nodes 3] [--vms 2000] [--profile] [--top 25]
-[--config NODE.toml] [--dir DIR]``
+[--config NODE.toml] [--dir DIR] [--baseline 200]``
 """
 
 from __future__ import annotations
@@ -47,8 +51,26 @@ VM_VCPUS = 1
 NAMESPACE = "big"
 
 
-def ns(sock: str, *words: str, timeout: float = 3600.0) -> dict:
-    return call(sock, "ns", {"words": ["namespace", NAMESPACE, *words]}, timeout=timeout)
+def ns(sock: str, *words: str, timeout: float = 3600.0, space: str = NAMESPACE) -> dict:
+    return call(sock, "ns", {"words": ["namespace", space, *words]}, timeout=timeout)
+
+
+def timed(fn: object, *args: object, **kw: object) -> tuple[dict, float]:
+    t = time.time()
+    out = fn(*args, **kw)  # type: ignore[operator]
+    return out, time.time() - t
+
+
+def baseline(sock: str, vms: int) -> tuple[float, float]:
+    """(launch s, clear s) of ``vms`` VMs in namespace ``base`` of the same cluster."""
+    ns(sock, "vm", "config", "memory", str(VM_MEMORY_MIB), space="base")
+    out, launch = timed(ns, sock, "vm", "launch", "kvm", f"b[1-{vms}]", space="base")
+    if not out.get("ok"):
+        raise ControlError(f"baseline launch: {str(out.get('error'))[:300]}")
+    out, clear = timed(call, sock, "ns", {"words": ["clear", "namespace", "base"]}, timeout=3600)
+    if not out.get("ok"):
+        raise ControlError(f"baseline clear: {str(out.get('error'))[:300]}")
+    return launch, clear
 
 
 def wall_of(stamp: object) -> float:
@@ -122,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25, help="functions printed per profile")
     ap.add_argument("--dir", help="work directory (default: a new temporary one)")
     ap.add_argument("--config", help="a node TOML every daemon reads (e.g. [overlay] keys)")
+    ap.add_argument(
+        "--baseline", type=int, default=200, help="VMs of the small launch measured first (0: none)"
+    )
     args = ap.parse_args(argv)
     d = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="dvms-biglaunch-"))
     per_host = -(-args.vms // args.nodes) * 2  # room for twice an even share
@@ -145,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns(one, "vm", "config", "memory", str(VM_MEMORY_MIB))
         ns(one, "vm", "config", "vcpus", str(VM_VCPUS))
+        base = baseline(one, args.baseline) if args.baseline else None
+        if base is not None:
+            print(f"baseline: {args.baseline} VMs launched in {base[0]:.1f} s, cleared in "
+                  f"{base[1]:.1f} s (same cluster, namespace base)")  # fmt: skip
         cpu0 = cpu_seconds(procs)
         t0 = time.time()
         out = ns(one, "vm", "launch", "kvm", f"vm[1-{args.vms}]")
@@ -175,15 +204,39 @@ def main(argv: list[str] | None = None) -> int:
             f"| daemon CPU during the launch, all {args.nodes} (node1) | "
             f"{sum(cpu):.1f} s ({cpu[0]:.1f} s) | |"
         )
-        t2 = time.time()
-        info = ns(one, "vm", "info")
-        t3 = time.time()
+        info, t_info = timed(ns, one, "vm", "info")
         listed = len(info.get("rows", info.get("vms", [])) or [])
-        print(f"| vm info ({listed} rows) | {t3 - t2:.1f} | |")
-        cleared = call(one, "ns", {"words": ["clear", "namespace", NAMESPACE]}, timeout=3600.0)
-        print(f"| clear namespace | {time.time() - t3:.1f} | |")
+        print(f"| vm info ({listed} rows; --json is the same answer) | {t_info:.1f} | |")
+        every, t_all = timed(call, one, "vm_info", {"namespace": None}, timeout=3600.0)
+        print(
+            f"| vm info --all ({len(every['vms'])} rows, truncated: "
+            f"{every['truncated'] or 'none'}) | {t_all:.1f} | |"
+        )
+        status, t_status = timed(ns, one, "ns", "schedule", "status")
+        print(f"| ns schedule status (ok={status.get('ok')}) | {t_status:.1f} | |")
+        cleared, t_clear = timed(
+            call, one, "ns", {"words": ["clear", "namespace", NAMESPACE]}, timeout=3600.0
+        )
+        print(f"| clear namespace (ok={cleared.get('ok')}) | {t_clear:.1f} | |")
         if not cleared.get("ok"):
             print(f"  clear error: {str(cleared.get('error'))[:300]}")
+            rc = 1
+        after = call(one, "vm_info", {"namespace": NAMESPACE}, timeout=600.0)
+        left = len(after["vms"])
+        print(
+            f"| VMs left on the hosts after the clear | {left} (hosts not answering: "
+            f"{', '.join(after['unreachable']) or 'none'}) | |"
+        )
+        rc = rc or int(left != 0 or bool(after["unreachable"]) or listed != args.vms)
+        per = ((t1 - t0) / args.vms, t_clear / args.vms)
+        print(f"\nper VM: launch {per[0] * 1000:.1f} ms, clear {per[1] * 1000:.1f} ms")
+        if base is not None:
+            b = (base[0] / args.baseline, base[1] / args.baseline)
+            print(
+                f"baseline ({args.baseline} VMs) per VM: launch {b[0] * 1000:.1f} ms, "
+                f"clear {b[1] * 1000:.1f} ms; ratio {args.vms} / {args.baseline}: "
+                f"launch {per[0] / b[0]:.2f}, clear {per[1] / b[1]:.2f}"
+            )
         print(f"load after: {os.getloadavg()[0]:.2f} (1 min)")
     except ControlError as exc:
         print(f"control: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ says what each becomes inside a partition): every plan, repair or launch, honour
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 from dvms.partition.carried import carried_by, running_constraints
@@ -211,6 +212,23 @@ def _with_images(vm: Vm, launch: LaunchVm, sizes: dict[str, int]) -> Vm:
     return replace(vm, images=images) if images else vm
 
 
+def _unmeasured(vm: Vm, config: PlacementConfig) -> Vm:
+    """A VM to launch, whose CPU demand nobody has measured yet, counts against its
+    host's CPU capacity at ``vcpus / cpu_overcommit`` CPUs: the share of a CPU each vCPU
+    is committed to by the same rule that admits it (the namespace interpreter and the
+    vCPU limit of every placement), so a launch the interpreter planned within
+    ``cpu_overcommit`` is not refused here for CPUs, while a host whose VMs do burn
+    their CPUs (measured demand) still refuses. Without overcommit (None): its vCPUs.
+    Why: tests/partition/test_solve.py::test_a_launch_within_the_vcpu_overcommit_fits"""
+    if vm.cpu_demand is not None:
+        return vm
+    ratio = config.cpu_overcommit
+    if not ratio:
+        return replace(vm, cpu_demand=float(vm.vcpus))
+    # whole milli-CPUs rounded down: the vCPU limit, not a rounding, is what binds
+    return replace(vm, cpu_demand=math.floor(vm.vcpus * 1000 / ratio) / 1000)
+
+
 def _launch(
     snap: Snapshot,
     launches: list[Event],
@@ -238,7 +256,10 @@ def _launch(
         if not event.vms:
             raise PlacementError("namespace must contain at least one queued VM to launch VMs")
         launch, built = vjob_parts(snap, vjob)
-        launch = [_with_images(vm, v, sizes) for vm, v in zip(launch, event.vms, strict=True)]
+        launch = [
+            _with_images(_unmeasured(vm, config), v, sizes)
+            for vm, v in zip(launch, event.vms, strict=True)
+        ]
         result = solve_launch(snap, launch, [*built, *running], config)
         if not result.ok:
             raise PlacementError(str(result.refusal) if result.refusal else "no placement")

@@ -105,6 +105,9 @@ class HostQuery:
     namespace: Name | None = None
     #: False: only the host's name and size (learning peers' names)
     vms: bool = True
+    #: The first VM row wanted: a host with more VMs than one reply carries answers
+    #: page by page (``HostReply.truncated``; ``hostpages.complete`` asks the rest).
+    offset: Annotated[int, Range(0, 2**32)] = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +117,7 @@ class HostReply:
     memory_mib: Annotated[int, Range(0, 2**40)]
     uri: Text
     vms: Annotated[tuple[VmRow, ...], MaxLen(MAX_ROWS)] = ()
-    #: True when the host has more VMs than one reply carries.
+    #: True when the host has more VMs after these (ask again from ``offset`` + rows).
     truncated: bool = False
     #: The namespace launches this node is carrying out (``launch_token``): a running
     #: ``ns schedule status`` row its launcher does not list here was interrupted.
@@ -213,6 +216,9 @@ class VmOp:
     namespace: Name
     op: Annotated[str, MaxLen(8)]
     names: Annotated[tuple[Name, ...], MaxLen(4096)] = ()
+    #: ``clear``: act on at most this many VMs, then answer (``VmOpDone.more`` says
+    #: whether some remain: the asker sends it again); 0 = the host's own limit.
+    limit: Annotated[int, Range(0, 4096)] = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +226,8 @@ class VmOpDone:
     host: Name
     done: Annotated[tuple[Name, ...], MaxLen(4096)]
     errors: Annotated[tuple[Text, ...], MaxLen(64)] = ()
+    #: VMs of the namespace remain on the host (a bounded ``clear``): ask again.
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)

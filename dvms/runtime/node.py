@@ -389,7 +389,7 @@ class NodeRunner:
 
     async def _monitor_loop(self) -> None:
         while True:
-            await trio.sleep(self.monitor.config.period_s)
+            await trio.sleep(self.monitor.next_period())
             await self.monitor.refresh()
 
     async def _names_loop(self) -> None:

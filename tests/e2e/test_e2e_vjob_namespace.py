@@ -89,16 +89,21 @@ def test_queued_names_are_refused_to_submit(socks, tmp_path):
 
 
 def test_partly_failed_launch_then_submit_then_clear(socks, tmp_path):
-    """A launch whose first event fails (50 one-vCPU VMs pinned to one 8-CPU host: the
-    namespace scheduler overcommits vCPUs, the partition does not) keeps what its other
-    event created; VMs a vjob places next to them join the table; ``clear namespace``
-    takes all of them."""
+    """A launch whose first event fails (50 VMs pinned to node1, whose CPU capacity is
+    set to 0.01 CPU by ``debug capacity``: the namespace scheduler plans by vCPUs, the
+    partition by the CPU capacity its host reports) keeps what its other event created;
+    VMs a vjob places next to them join the table; ``clear namespace`` takes all of
+    them."""
     a, b, c = socks
     queue = ["ns queueing true", "vm config memory 16", "vm config schedule node1"]
     queue += ["vm launch kvm 50", "vm config schedule node3", "vm launch kvm p[1-3]"]
     for line in queue:
         assert ns(a, f"namespace q4 {line}")["ok"], line
-    out = ns(b, "namespace q4 vm launch")
+    call(a, "debug_capacity", {"cpus": 0.01})
+    try:
+        out = ns(b, "namespace q4 vm launch")
+    finally:
+        call(a, "debug_capacity", {"cpus": 0})
     assert not out["ok"] and "node1" in out["error"], out
     assert table(c, "q4") == {"p1": "node3", "p2": "node3", "p3": "node3"}
     status = ns(a, ".columns launched,failures namespace q4 ns schedule status")["rows"]

@@ -88,7 +88,7 @@ def test_two_simultaneous_launches_of_one_name_place_it_once(seed):
 
 def test_a_failed_launch_frees_its_names():
     c = cluster(4)
-    too_big = [LaunchVm("huge", "shop", 64, 512)]  # 64 vCPUs on 4-CPU hosts
+    too_big = [LaunchVm("huge", "shop", 65, 512)]  # 65 vCPUs on 4-CPU hosts: 64 at most
     eid = c.launch(0, too_big)
     c.run(10.0)
     assert not c.done[(0, eid)].ok

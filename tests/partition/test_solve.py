@@ -111,3 +111,29 @@ def test_a_launch_prefers_the_member_that_holds_its_image_and_the_wire_carries_i
     register_partition_messages(reg)
     msg = MemberState(1, 2, states[1])
     assert reg.decode(*reg.encode(msg)) == msg
+
+
+def test_a_launch_within_the_vcpu_overcommit_fits() -> None:
+    """A VM to launch has no measured demand: it counts ``vcpus / cpu_overcommit`` CPUs
+    against its host's CPU capacity, as the vCPU limit the namespace interpreter plans
+    with. 40 one-vCPU VMs on an 8-CPU host fit under overcommit 16 (5 CPUs of 8); 140
+    do not (vCPUs 140 > 128); without overcommit a VM counts at its vCPUs (9 > 8); a
+    host whose VMs burn its CPUs (measured) still refuses."""
+    from dvms.partition.messages import Event
+    from dvms.partition.solve import solve_events
+
+    def launch(n: int, states: tuple[HostState, ...], config: PlacementConfig) -> str:
+        vms = tuple(LaunchVm(f"v{i}", "ns", 1, 64) for i in range(n))
+        event = Event("launch", Contact(1, "10.0.0.1", 7400), 7, vms)
+        out = solve_events(states, (event,), config)
+        return "ok" if out.ok else out.reason
+
+    idle = (HostState("h1", 8, 65536, ()),)
+    plain = PlacementConfig()
+    assert launch(40, idle, plain) == "ok"
+    assert "vCPUs" in launch(140, idle, plain)
+    no_overcommit = replace(plain, cpu_overcommit=None)
+    assert launch(8, idle, no_overcommit) == "ok"
+    assert "CPUs" in launch(9, idle, no_overcommit)
+    busy = (HostState("h1", 8, 65536, (VmState("burn", "ns", 8, 64, 7.9),)),)
+    assert "CPUs" in launch(2, busy, plain)

@@ -45,6 +45,7 @@ from dvms.runtime.messages import (
     PartitionsReply,
 )
 from dvms.runtime.services.files_messages import FetchesQuery, FetchesReply
+from dvms.runtime.services.hostpages import complete
 from dvms.runtime.services.hostside import HostSide
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.namespaces import NamespaceService
@@ -510,7 +511,8 @@ class Daemon:
 
     async def _hosts(self, namespace: str | None) -> tuple[list[HostReply], list[str]]:
         replies, silent = await self.requests.gather(HostQuery(namespace))
-        hosts = sorted((r for r in replies if isinstance(r, HostReply)), key=_by_name)
+        hosts = [r for r in replies if isinstance(r, HostReply)]
+        hosts = sorted(await complete(self.requests, hosts, namespace), key=_by_name)
         return hosts, sorted(self.known_peers.name_of(c) for c in silent)
 
     async def vm_info(self, args: dict[str, Any]) -> dict[str, Any]:

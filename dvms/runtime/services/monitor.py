@@ -80,8 +80,20 @@ class MonitorConfig:
     demand_hysteresis_cpus: float = 0.05
     #: CPU capacity the partitions compare demand with, CPUs; 0 = the host's CPUs.
     capacity_cpus: float = 0.0
+    #: The periodic refresh reads every domain of the host: on a host of thousands of VMs
+    #: one read takes seconds, so the next periodic one waits at least the last read's
+    #: duration divided by this (a fraction of wall time spent reading; ours). Refreshes
+    #: after a driver call are not delayed.
+    read_busy_max: float = 0.1
+    #: VM rows per ``HostReply`` (at most ``MAX_ROWS``, which fits one datagram); a
+    #: host with more answers page by page (ours).
+    reply_rows: int = MAX_ROWS
 
     def __post_init__(self) -> None:
+        if not 0 < self.read_busy_max <= 1:
+            raise ValueError("read_busy_max must be in (0, 1]")
+        if not 1 <= self.reply_rows <= MAX_ROWS:
+            raise ValueError(f"reply_rows must be in [1, {MAX_ROWS}]")
         if self.demand_window_s <= 0 or self.demand_min_span_s < 0:
             raise ValueError("demand_window_s must be > 0 and demand_min_span_s >= 0")
         if self.demand_hysteresis_cpus < 0 or self.capacity_cpus < 0:
@@ -105,6 +117,10 @@ class HostMonitor:
 
     def __post_init__(self) -> None:
         self._size_at = -math.inf  # trio time of the last stats() read
+        #: how long the last read of every domain took, seconds (``next_period``)
+        self.read_s = 0.0
+        #: (namespace, name) -> the VM, as the last read listed them (``find``)
+        self._by_name: dict[tuple[str, str], VmInfo] = {}
         # Refreshes asked while one runs share the next one (see refresh)
         self._reading = False
         self._next: trio.Event | None = None
@@ -174,7 +190,9 @@ class HostMonitor:
         except HypervisorError as exc:
             log.warning("host monitor: %s", exc)
             return
+        self.read_s = trio.current_time() - now
         self.vms = tuple(vms)
+        self._by_name = {(v.namespace, v.name): v for v in vms}
         if self._measure:
             self._sample(now, vms)
         for key in known - {v.key for v in vms}:
@@ -288,22 +306,31 @@ class HostMonitor:
                 )
         return None
 
+    def next_period(self) -> float:
+        """Seconds until the next periodic refresh: ``period_s``, longer when one read
+        of every domain takes more than ``read_busy_max`` of it."""
+        cfg = self.config
+        return max(cfg.period_s, self.read_s / cfg.read_busy_max)
+
     def find(self, name: str, namespace: str | None) -> VmInfo | None:
+        if namespace is not None:
+            return self._by_name.get((namespace, name))
         for v in self.vms:
             if v.name == name and (namespace is None or v.namespace == namespace):
                 return v
         return None
 
-    def reply(self, namespace: str | None, vms: bool = True) -> HostReply:
-        rows = [
-            VmRow.of(v) for v in self.vms if vms and (namespace is None or v.namespace == namespace)
-        ]
+    def reply(self, namespace: str | None, vms: bool = True, offset: int = 0) -> HostReply:
+        """This host as a peer asked: its VMs (of ``namespace``, None = all) from row
+        ``offset``, ``reply_rows`` at most (``truncated``: more follow)."""
+        rows = [v for v in self.vms if vms and (namespace is None or v.namespace == namespace)]
+        end = offset + self.config.reply_rows
         return HostReply(
             self.name,
             self.cpus,
             self.memory_mib,
             self.uri,
-            tuple(rows[:MAX_ROWS]),
-            len(rows) > MAX_ROWS,
+            tuple(VmRow.of(v) for v in rows[offset:end]),
+            len(rows) > end,
             tuple(sorted(self.launches)),
         )

@@ -48,6 +48,7 @@ from dvms.partition.messages import LaunchVm
 from dvms.placement import Host, PlacementConfig, Vm
 from dvms.runtime.capabilities import Launcher, Peers, Requester, StateStore
 from dvms.runtime.messages import HostQuery, HostReply
+from dvms.runtime.services.hostpages import complete
 from dvms.runtime.services.hostside import EffectRunner, EffectsConfig, minimega_state
 from dvms.runtime.services.state import UNCHANGED, Conflict, StateError
 
@@ -118,6 +119,7 @@ class NamespaceService:
         """(the cluster, names of the hosts that answered)."""
         replies, silent = await self.requests.gather(HostQuery(None))
         hosts = [r for r in replies if isinstance(r, HostReply)]
+        hosts = await complete(self.requests, hosts, None)
         answering = {h.name for h in hosts}
         cluster = Cluster(
             hosts=tuple(Host(h.name, cpus=h.cpus, memory_mib=h.memory_mib) for h in hosts),

@@ -61,6 +61,7 @@ from dvms.runtime.messages import (
     VjobsQuery,
     VjobsReply,
 )
+from dvms.runtime.services.hostpages import complete
 from dvms.runtime.services.state import UNCHANGED, StateError, inline_value, is_deleted
 from dvms.runtime.services.vmnames import ClaimRefused, NameClaims
 
@@ -552,10 +553,10 @@ class VjobService:
         checked = False
         wanted = {(v.namespace, v.name) for v in vms}
         replies, _ = await self.requests.gather(HostQuery(None))
+        hosts = [h for h in replies if isinstance(h, HostReply)]
         found = {
             (row.namespace, row.name): h.name
-            for h in replies
-            if isinstance(h, HostReply)
+            for h in await complete(self.requests, hosts, None)
             for row in h.vms
             if (row.namespace, row.name) in wanted
         }

@@ -200,9 +200,9 @@ class VmDriver:
     # -- peers' queries ----------------------------------------------------------------
 
     async def _answer_host(self, msg: HostQuery) -> HostReply:
-        if msg.vms:
+        if msg.vms and not msg.offset:  # later pages continue the same listing
             await self.monitor.refresh()
-        return self.monitor.reply(msg.namespace, msg.vms)
+        return self.monitor.reply(msg.namespace, msg.vms, msg.offset)
 
     async def _adopt(self, msg: AdoptVm) -> Adopted:
         ok, reason = await self.create(msg.vm)
