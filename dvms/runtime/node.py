@@ -77,6 +77,7 @@ from dvms.runtime.messages import (
     PartitionsQuery,
     PartitionsReply,
 )
+from dvms.runtime.services.ha import HaShell
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.observed import DriverCallDone, SolverRan
 from dvms.runtime.services.partition_log import PartitionLog
@@ -183,6 +184,8 @@ class NodeRunner:
         self.image_roots: (
             Callable[[tuple[LaunchVm, ...]], Awaitable[tuple[LaunchVm, ...]]] | None
         ) = None
+        #: high availability's shell (``services/ha.py``), set by ``daemon.attach_ha``
+        self.ha: HaShell | None = None
         self._rpcs: dict[int, tuple[Address, trio.Event, list[Any]]] = {}
         self._effects: dict[type, Callable[[Any], Awaitable[None]]] = {
             Send: self._send,
@@ -276,6 +279,14 @@ class NodeRunner:
     async def wait_joined(self) -> None:
         await self._joined.wait()
 
+    def carry_out(self, handlers: dict[type, Callable[[Any], Awaitable[None]]]) -> None:
+        """Let a service carry out effects of these types (``services/ha.py``)."""
+        self._effects.update(handlers)
+
+    async def apply(self, effects: list[Any]) -> None:
+        """Carry out effects a service got from the core (``NodeCore`` commands)."""
+        await self._apply(effects)
+
     def spawn(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
         """Run ``fn(*args)`` as a task of the running node (for the node's services)."""
         assert self._nursery is not None, "the runner is not running"
@@ -302,6 +313,7 @@ class NodeRunner:
             )
             if self._control_message(dgram.src, decoded.sender, decoded.rid, decoded.msg):
                 continue
+            await self._due_timers()
             effects = self.node.on_message(
                 dgram.src, decoded.sender, decoded.rid, decoded.msg, now=trio.current_time()
             )
@@ -376,6 +388,16 @@ class NodeRunner:
                     "this node's, beyond the replay window (%.0f s)",
                     n.dropped, who, n.offset_s, n.threshold_s,
                 )  # fmt: skip
+
+    async def _due_timers(self) -> None:
+        """Timers that are due go to the core before a datagram does. After a freeze
+        (SIGSTOP, a stalled VM) the receive loop and the timer loop wake together, in an
+        order Trio does not promise: this way an HA lease that ran out is fenced
+        (``HaCore.on_timer`` fences first) before any queued message is read."""
+        deadline = self.node.next_deadline()
+        now = trio.current_time()
+        if deadline is not None and now >= deadline:
+            await self._apply(self.node.on_timer(now=now))
 
     async def _timer_loop(self) -> None:
         while True:
