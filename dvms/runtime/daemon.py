@@ -295,6 +295,7 @@ def build_daemon(
     except ValueError as exc:  # an unknown control group
         raise ConfigError(f"[control] {exc}") from None
     daemon.bounds = runner.bounds
+    daemon.before = runner.due_timers
     return daemon
 
 

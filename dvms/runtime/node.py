@@ -167,6 +167,8 @@ class NodeRunner:
         self.serving = 0
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
+        #: held while due timers are taken and their effects carried out
+        self._timers_lock = trio.Lock()
         self._joined = trio.Event()
         #: set (and dropped) when the core has taken an input; created by a waiter
         self._input_taken: trio.Event | None = None
@@ -311,9 +313,9 @@ class NodeRunner:
                 ),
                 src,
             )
+            await self.due_timers()
             if self._control_message(dgram.src, decoded.sender, decoded.rid, decoded.msg):
                 continue
-            await self._due_timers()
             effects = self.node.on_message(
                 dgram.src, decoded.sender, decoded.rid, decoded.msg, now=trio.current_time()
             )
@@ -389,15 +391,17 @@ class NodeRunner:
                     n.dropped, who, n.offset_s, n.threshold_s,
                 )  # fmt: skip
 
-    async def _due_timers(self) -> None:
-        """Timers that are due go to the core before a datagram does. After a freeze
-        (SIGSTOP, a stalled VM) the receive loop and the timer loop wake together, in an
-        order Trio does not promise: this way an HA lease that ran out is fenced
-        (``HaCore.on_timer`` fences first) before any queued message is read."""
-        deadline = self.node.next_deadline()
-        now = trio.current_time()
-        if deadline is not None and now >= deadline:
-            await self._apply(self.node.on_timer(now=now))
+    async def due_timers(self) -> None:
+        """Timers that are due go to the core before any input: a datagram here, a
+        control command (``Daemon.before``). After a freeze (SIGSTOP, a stalled VM) the
+        loops wake together, in an order Trio does not promise: this way an HA lease
+        that ran out is fenced (``HaCore.on_timer`` fences first) before any queued
+        message or command is taken."""
+        async with self._timers_lock:  # and the timers' effects carried out (fences)
+            deadline = self.node.next_deadline()
+            now = trio.current_time()
+            if deadline is not None and now >= deadline:
+                await self._apply(self.node.on_timer(now=now))
 
     async def _timer_loop(self) -> None:
         while True:
@@ -405,9 +409,7 @@ class NodeRunner:
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await self._wake.wait()
             self._wake = trio.Event()
-            now = trio.current_time()
-            if deadline is not None and now >= deadline:
-                await self._apply(self.node.on_timer(now=now))
+            await self.due_timers()
 
     async def _monitor_loop(self) -> None:
         while True:

@@ -84,6 +84,7 @@ READS = frozenset(
         "rtt",
         "events",
         "debug_loads",
+        "debug_domains",
         "file_list",
         "file_status",
         "file_providers",

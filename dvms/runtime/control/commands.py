@@ -18,7 +18,7 @@ got. ``members`` shows the crawl itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,6 +192,8 @@ class Daemon:
         self.audit_errors = 0
         #: the sizes of the node's bounded tables, shown by ``status`` (set by the daemon)
         self.bounds: Callable[[], dict[str, int]] | None = None
+        #: awaited before each command: the node's due timers (``NodeRunner.due_timers``)
+        self.before: Callable[[], Awaitable[None]] | None = None
         self.commands: dict[str, debugcmd.Handler] = {
             "status": self.status,
             "peers": self.peers,
@@ -220,6 +222,8 @@ class Daemon:
         fn = self.commands.get(cmd)
         if fn is None:
             raise ControlError(f"unknown command {cmd!r}")
+        if self.before is not None:
+            await self.before()
         if not audit.changes(cmd, args):
             return await fn(args)
         if cmd in audit.BEFORE:
