@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import trio
@@ -203,6 +203,9 @@ class HaShell:
         """``vm`` now runs here (created, restarted or moved in): adopt it if HA."""
         if vm.ha is None or self.node.ha is None:
             return
+        # ``schedule`` said where to launch it (a pin travels as a constraint): a
+        # restart goes wherever the constraints allow
+        vm = replace(vm, schedule=None)
         await self._apply(self.node.ha_adopt(vm, now=trio.current_time()))
         owned = self.node.ha.owned.get((vm.namespace, vm.name))
         if owned is not None:  # with its guardians: a migration carries them
