@@ -31,6 +31,7 @@ import trio
 from dvms.ha import HaCore, register_ha_messages
 from dvms.hypervisor.base import Hypervisor, open_hypervisor
 from dvms.hypervisor.net import Reconciler, open_net_backend
+from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact, register_overlay_messages
 from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.messages import register_partition_messages
@@ -180,7 +181,7 @@ def build_runner(
     limits = PeerLimiter(cfg.limits, drops=codec.drops, now=trio.current_time())
     ha = HaCore(
         contact,
-        partial(overlay.table.closest, healthy=True),
+        partial(_guardian_candidates, overlay),
         cfg.ha,
         random.Random(rng.getrandbits(64)),
         now=trio.current_time(),
@@ -200,10 +201,22 @@ def build_runner(
     return runner
 
 
+def _guardian_candidates(overlay: OverlayCore, key: int, n: int) -> list[Contact]:
+    """The ``n`` contacts closest to ``key`` whose last RPC did not fail, then, if there
+    are fewer, the closest others: in a small cluster a peer that missed one RPC while
+    a host was busy is a better guardian than none (a silent one is replaced later)."""
+    table = overlay.table
+    out = table.closest(key, n, healthy=True)
+    if len(out) < n:
+        have = {c.node_id for c in out}
+        out += [c for c in table.closest(key, n + len(out)) if c.node_id not in have]
+    return out[:n]
+
+
 def attach_ha(runner: NodeRunner, watchdog: Watchdog) -> HaShell:
     """The HA shell of ``runner`` (whose ``NodeCore`` has an ``HaCore``): it carries out
     fences and the watchdog, adopts the HA VMs the host creates (``docs/ha.md``)."""
-    shell = HaShell(runner.node, runner.monitor, watchdog, apply=runner.apply)
+    shell = HaShell(runner.node, runner.monitor, watchdog, apply=runner.apply, spawn=runner.spawn)
     runner.carry_out(ha_effects(shell))
     runner.listeners.append(shell.on_event)
     runner.driver.ha = shell
@@ -296,6 +309,8 @@ def build_daemon(
         raise ConfigError(f"[control] {exc}") from None
     daemon.bounds = runner.bounds
     daemon.before = runner.due_timers
+    if runner.ha is not None:
+        daemon.commands["debug_ha"] = runner.ha.command
     return daemon
 
 

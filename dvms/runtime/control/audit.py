@@ -85,6 +85,7 @@ READS = frozenset(
         "events",
         "debug_loads",
         "debug_domains",
+        "debug_ha",
         "file_list",
         "file_status",
         "file_providers",

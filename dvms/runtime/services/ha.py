@@ -47,6 +47,7 @@ from dvms.runtime.services.monitor import HostMonitor
 from dvms.stack.core import NodeCore
 
 __all__ = [
+    "ADOPT_BATCH_S",
     "HA_EVENT_KINDS",
     "WATCHDOGS",
     "HaCollector",
@@ -60,6 +61,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("dvms.runtime.ha")
+
+#: VMs created on this host within this long are adopted together, seconds (ours: a
+#: launch event creates its VMs within a fraction of a second of each other).
+ADOPT_BATCH_S = 0.2
 
 #: Every ``HaEvent.kind`` the core emits (the metrics' label values).
 HA_EVENT_KINDS = (
@@ -138,11 +143,17 @@ class HaShell:
         watchdog: Watchdog,
         *,
         apply: Callable[[list[Any]], Awaitable[None]],
+        spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None,
     ) -> None:
+        """``apply`` carries out effects of the node core; ``spawn`` runs a task in the
+        node's nursery (the batched adoptions)."""
         self.node = node
         self.monitor = monitor
         self.watchdog = watchdog
         self._apply = apply
+        self._spawn_task = spawn
+        #: VMs created here and not adopted yet (``created``)
+        self._pending: dict[tuple[str, str], LaunchVm] = {}
         #: ``HaEvent`` kind -> count (the metrics read it; also ``status``)
         self.counts: dict[str, int] = dict.fromkeys(HA_EVENT_KINDS, 0)
         self.fence_errors = 0
@@ -200,21 +211,39 @@ class HaShell:
     # -- what the host did -------------------------------------------------------------
 
     async def created(self, vm: LaunchVm) -> None:
-        """``vm`` now runs here (created, restarted or moved in): adopt it if HA."""
+        """``vm`` now runs here (created, restarted or moved in): adopt it if HA, with
+        the others created within ``ADOPT_BATCH_S`` (one renewal round for all: a
+        launch of n VMs would otherwise send n rounds of up to n VMs each)."""
         if vm.ha is None or self.node.ha is None:
             return
         # ``schedule`` said where to launch it (a pin travels as a constraint): a
         # restart goes wherever the constraints allow
         vm = replace(vm, schedule=None)
-        await self._apply(self.node.ha_adopt(vm, now=trio.current_time()))
-        owned = self.node.ha.owned.get((vm.namespace, vm.name))
-        if owned is not None:  # with its guardians: a migration carries them
-            self.monitor.specs[vm_key(vm.name, vm.namespace)] = owned.vm
+        first = not self._pending
+        self._pending[(vm.namespace, vm.name)] = vm
+        if first:
+            self._spawn(self._adopt_pending)
+
+    def _spawn(self, fn: Callable[[], Awaitable[None]]) -> None:
+        if self._spawn_task is not None:
+            self._spawn_task(fn)
+        else:
+            raise RuntimeError("HaShell needs spawn to adopt VMs")
+
+    async def _adopt_pending(self) -> None:
+        await trio.sleep(ADOPT_BATCH_S)
+        pending, self._pending = self._pending, {}
+        now = trio.current_time()
+        out: list[Any] = []
+        for vm in pending.values():
+            out += self.node.ha_adopt(vm, now=now)
+        await self._apply(out)
 
     async def removed(self, namespace: str, name: str, *, retire: bool) -> None:
         """This host no longer runs ``namespace/name``: moved away, or removed for good
         (``retire``)."""
         ha = self.node.ha
+        self._pending.pop((namespace, name), None)
         if ha is None or (namespace, name) not in ha.owned:
             return
         now = trio.current_time()
@@ -246,6 +275,30 @@ class HaShell:
                 continue  # only proposed: the lease may still run
             out.append((ns, name, "failed" if r.state == "failed" else "restarting", r.gen))
         return out
+
+    async def command(self, _args: dict[str, Any]) -> dict[str, Any]:
+        """``debug_ha``: this node's HA core in numbers, and the leases it holds as an
+        owner (seconds left of the shortest and the longest)."""
+        ha = self.node.ha
+        if ha is None:
+            return {"enabled": False}
+        now = trio.current_time()
+        left = [o.lease_until - now for o in ha.owned.values() if not o.fenced]
+        return {
+            "enabled": True,
+            "owned": len(ha.owned),
+            "fenced": sum(o.fenced for o in ha.owned.values()),
+            "held": len(ha.held),
+            "restarts": len(ha.restarts),
+            "lease_left_s": [round(min(left), 2), round(max(left), 2)] if left else [],
+            # owned VMs by how many guardians they have: "3": 100
+            "guardians": _count(
+                len(o.vm.ha.guardians) if o.vm.ha else 0 for o in ha.owned.values()
+            ),
+            "stats": dict(ha.stats),
+            "events": dict(self.counts),
+            "fence_errors": self.fence_errors,
+        }
 
     # -- start -------------------------------------------------------------------------
 
@@ -280,6 +333,13 @@ class HaShell:
 
     async def aclose(self) -> None:
         await self.watchdog.aclose()
+
+
+def _count(values: Iterable[int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return out
 
 
 def ha_effects(shell: HaShell) -> dict[type, Callable[[Any], Awaitable[None]]]:
