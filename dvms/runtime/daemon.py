@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from dvms.ha import HaCore, register_ha_messages
+from dvms.ha import Fence, HaCore, register_ha_messages
 from dvms.hypervisor.base import Hypervisor, open_hypervisor
 from dvms.hypervisor.net import Reconciler, open_net_backend
 from dvms.overlay.core import OverlayCore
@@ -217,7 +217,9 @@ def attach_ha(runner: NodeRunner, watchdog: Watchdog) -> HaShell:
     """The HA shell of ``runner`` (whose ``NodeCore`` has an ``HaCore``): it carries out
     fences and the watchdog, adopts the HA VMs the host creates (``docs/ha.md``)."""
     shell = HaShell(runner.node, runner.monitor, watchdog, apply=runner.apply, spawn=runner.spawn)
-    runner.carry_out(ha_effects(shell))
+    effects = ha_effects(shell)
+    runner.carry_out({Fence: effects.pop(Fence)}, first=True)
+    runner.carry_out(effects)
     runner.listeners.append(shell.on_event)
     runner.driver.ha = shell
     runner.monitor.ha_status = shell.status

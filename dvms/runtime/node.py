@@ -167,8 +167,10 @@ class NodeRunner:
         self.serving = 0
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
-        #: held while due timers are taken and their effects carried out
-        self._timers_lock = trio.Lock()
+        #: held while the timers' urgent effects (``carry_out(first=True)``: fences) are
+        #: carried out; inputs wait for it (``due_timers``)
+        self._fencing = trio.Lock()
+        self._first: set[type] = set()
         self._joined = trio.Event()
         #: set (and dropped) when the core has taken an input; created by a waiter
         self._input_taken: trio.Event | None = None
@@ -281,9 +283,15 @@ class NodeRunner:
     async def wait_joined(self) -> None:
         await self._joined.wait()
 
-    def carry_out(self, handlers: dict[type, Callable[[Any], Awaitable[None]]]) -> None:
-        """Let a service carry out effects of these types (``services/ha.py``)."""
+    def carry_out(
+        self, handlers: dict[type, Callable[[Any], Awaitable[None]]], *, first: bool = False
+    ) -> None:
+        """Let a service carry out effects of these types (``services/ha.py``); with
+        ``first``, a timer's effects of these types are carried out before its others
+        and before any input is taken (fences)."""
         self._effects.update(handlers)
+        if first:
+            self._first.update(handlers)
 
     async def apply(self, effects: list[Any]) -> None:
         """Carry out effects a service got from the core (``NodeCore`` commands)."""
@@ -396,12 +404,21 @@ class NodeRunner:
         control command (``Daemon.before``). After a freeze (SIGSTOP, a stalled VM) the
         loops wake together, in an order Trio does not promise: this way an HA lease
         that ran out is fenced (``HaCore.on_timer`` fences first) before any queued
-        message or command is taken."""
-        async with self._timers_lock:  # and the timers' effects carried out (fences)
-            deadline = self.node.next_deadline()
-            now = trio.current_time()
-            if deadline is not None and now >= deadline:
-                await self._apply(self.node.on_timer(now=now))
+        message or command is taken, and an input that comes while another task carries
+        out fences waits for them. Costs no checkpoint when nothing is due."""
+        deadline = self.node.next_deadline()
+        now = trio.current_time()
+        if deadline is not None and now >= deadline:
+            effects = self.node.on_timer(now=now)
+            first = [e for e in effects if type(e) in self._first]
+            if first:
+                async with self._fencing:
+                    await self._apply(first)
+                effects = [e for e in effects if type(e) not in self._first]
+            await self._apply(effects)
+        elif self._fencing.locked():
+            async with self._fencing:
+                pass
 
     async def _timer_loop(self) -> None:
         while True:

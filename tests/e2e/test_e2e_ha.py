@@ -75,14 +75,16 @@ def _domains(sock: str, timeout: float = 2.0) -> list[dict] | None:
 
 
 def _running(nodes: dict, skip: set[str]) -> dict[str, list[str]]:
-    """VM -> the hosts whose hypervisor runs it now (every node but ``skip``)."""
+    """VM -> the hosts whose hypervisor runs it now (every node but ``skip``), each as
+    ``host/gGENERATION`` (a double run says whether the copies are of one generation)."""
     where: dict[str, list[str]] = {}
     for name, (sock, _pid) in nodes.items():
         if name in skip:
             continue
         for d in _domains(sock) or []:
             if d["state"] == "running":
-                where.setdefault(d["name"].rpartition(":")[2], []).append(name)
+                vm = d["name"].rpartition(":")[2]
+                where.setdefault(vm, []).append(f"{name}/g{d['generation']}")
     return where
 
 
@@ -96,7 +98,8 @@ def _hosts_of(sock: str) -> dict[str, str]:
 
 def _busiest(nodes: dict, avoid: set[str]) -> str:
     where = _running(nodes, avoid)
-    count = {n: sum(n in hs for hs in where.values()) for n in nodes if n not in avoid}
+    hosts = [h.partition("/")[0] for hs in where.values() for h in hs]
+    count = {n: hosts.count(n) for n in nodes if n not in avoid}
     return max(sorted(count), key=lambda n: count[n])
 
 
@@ -106,7 +109,7 @@ def test_a_frozen_node_is_replaced_and_fences_its_copies_when_it_wakes(ha_cluste
     assert sorted(where) == sorted(VMS) and not _twice(where), where
     victim = _busiest(nodes, {"node1"})
     sock, pid = nodes[victim]
-    mine = sorted(vm for vm, hs in where.items() if victim in hs)
+    mine = sorted(vm for vm, hs in where.items() if any(h.startswith(f"{victim}/") for h in hs))
     assert mine, where
     os.kill(pid, signal.SIGSTOP)
     try:

@@ -343,7 +343,7 @@ def _count(values: Iterable[int]) -> dict[str, int]:
 
 
 def ha_effects(shell: HaShell) -> dict[type, Callable[[Any], Awaitable[None]]]:
-    """The effect types ``shell`` carries out for the runner."""
+    """The effect types ``shell`` carries out for the runner (``Fence`` first)."""
     return {Fence: shell.fence, ArmWatchdog: shell.arm}
 
 
