@@ -1,7 +1,7 @@
 """High availability in the simulator: the ``ha-crash`` scenario over many seeds.
 
     python bench/ha.py [--scenario ha-crash] [--seeds 20] [--first-seed 23] [--jobs N]
-                       [--hosts N] [--duration S] [--json]
+                       [--hosts N] [--duration S] [--loopback SIZES] [--json]
 
 Each seed draws other HA VMs, node ids and load (the fault schedule is the scenario's).
 Printed per seed: HA VMs, restarts, restart p50 / p99 / max (from the host's failure to
@@ -9,7 +9,9 @@ the new copy running), VMs lost, seconds of double run, copies fenced; then the 
 seed (most lost, then most double run, then the slowest p99) and whether every seed
 meets the targets: ha_lost = 0, ha_double_run_s = 0, ha_restart_p99_s <= 20.
 ``--hosts`` / ``--duration`` shrink the scenario (faults on missing hosts or after the
-end are dropped) for a quick look. Loopback daemons are not measured here.
+end are dropped) for a quick look. ``--loopback 1,10,100`` adds the loopback daemons'
+rows (``bench/ha_loopback.py``: restart p50 / p99 of that many HA VMs lost at once, and
+p99 over the lease measured in the same run); ``--seeds 0`` measures only those.
 """
 
 from __future__ import annotations
@@ -80,8 +82,20 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (0: one per CPU)")
     ap.add_argument("--hosts", type=int, default=None)
     ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--loopback", default="", help="HA VMs lost at once on loopback daemons")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    loopback: list[dict[str, Any]] = []
+    if args.loopback:
+        from bench.ha_loopback import loopback_rows, print_rows
+
+        loopback = loopback_rows([int(x) for x in args.loopback.split(",")], nodes=6)
+        if not args.json:
+            print_rows(loopback)
+        if args.seeds == 0:
+            if args.json:
+                print(json.dumps({"loopback": loopback}))
+            return
     scn = shrink(load_scenario(args.scenario), args.hosts, args.duration)
     if args.first_seed is not None:
         scn = replace(scn, seed=args.first_seed)
@@ -103,6 +117,7 @@ def main() -> None:
         "worst": worst,
         "runs": rows,
         "wall_s": round(wall, 1),
+        "loopback": loopback,
     }
     if args.json:
         print(json.dumps(out))

@@ -48,7 +48,8 @@ def vm_show(args: argparse.Namespace) -> int:
     if args.json:
         emit(doc)
         return 0
-    _describe(vm, ("name", "namespace", "state", "host", "vcpus", "memory"))
+    ha = f"{vm['ha']}, generation {vm['generation']}" if vm.get("ha") else "off"
+    _describe({**vm, "ha": ha}, ("name", "namespace", "state", "host", "vcpus", "memory", "ha"))
     _print_events(events)
     _print_unreachable(doc["unreachable"])
     return 0

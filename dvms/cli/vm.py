@@ -13,7 +13,7 @@ from typing import Any
 from dvms.cli import output, plan, show
 from dvms.cli.main import UserError
 from dvms.cli.node import node_call, print_table
-from dvms.runtime.client import NO_HA, submit_body
+from dvms.runtime.client import submit_body
 
 #: How long the CLI waits for the node's answer, seconds, where that may take a
 #: partition (placing and creating VMs): ``submit``, ``vjob show --wait``, ``script`` (per
@@ -284,9 +284,6 @@ def submit(args: argparse.Namespace) -> int:
         vjob = load_vjob(args.vjob)
     except (VjobError, RangeError, OSError) as exc:
         raise UserError(str(exc)) from None
-    ha = [v.name for v in vjob.vms if v.ha_policy is not None]
-    if ha:
-        raise UserError(f"{args.vjob}: {NO_HA} ({', '.join(ha)})")
     body = submit_body(vjob, wait=args.wait)
     t0 = time.monotonic()
     result = _call(args, "submit", body, timeout=args.timeout)
@@ -383,9 +380,15 @@ def vm_info(args: argparse.Namespace) -> int:
     if args.json:
         _json(result)
         return 0
-    print_table(result["vms"], ("name", "state", "host", "namespace", "vcpus", "memory"))
+    rows = [{**v, "ha": _ha_cell(v)} for v in result["vms"]]
+    print_table(rows, ("name", "state", "host", "namespace", "vcpus", "memory", "ha"))
     _warn_unreachable(result)
     return 0
+
+
+def _ha_cell(vm: dict[str, Any]) -> str:
+    """``ok g2``: the HA state and the generation of this copy; "-" without HA."""
+    return f"{vm['ha']} g{vm['generation']}" if vm.get("ha") else "-"
 
 
 def vm_kill(args: argparse.Namespace) -> int:

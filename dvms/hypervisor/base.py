@@ -101,6 +101,9 @@ class VmInfo:
     nics: int = 0
     #: Disks backed by a file on the host (libvirt; 0 when unknown).
     disks: int = 0
+    #: An HA copy's generation and fence action from its metadata (0, "": not HA).
+    ha_generation: int = 0
+    ha_fence: str = ""
 
     @property
     def key(self) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "check_namespace_name",
     "check_vm_name",
     "domain_xml",
+    "parse_ha",
     "parse_metadata",
     "profile_for_test_uri",
     "vm_uuid",
@@ -240,6 +241,12 @@ def domain_xml(spec: VmSpec, cfg: DomainConfig | None = None) -> str:
         _check_text(key, "tag key", spec.name)
         _check_text(value, "tag value", spec.name)
         ET.SubElement(vm_meta, f"{{{METADATA_NS}}}tag", {"key": key, "value": value})
+    policy = spec.ha_policy
+    if policy is not None and policy.enabled:
+        # the fencing token: a daemon that finds this copy at its start, or whose lease
+        # ran out, compares this generation with its guardians' (docs/ha.md)
+        gen = str(max(1, spec.ha_generation))
+        ET.SubElement(vm_meta, f"{{{METADATA_NS}}}ha", {"generation": gen, "fence": policy.fence})
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
     _sub(dom, "vcpu", str(spec.vcpus))
     _os(dom, spec, cfg)
@@ -268,3 +275,19 @@ def parse_metadata(xml: str) -> tuple[str, tuple[tuple[str, str], ...]]:
         (t.get("key", ""), t.get("value", "")) for t in vm_meta.findall(f"{{{METADATA_NS}}}tag")
     )
     return vm_meta.get("namespace", ""), tags
+
+
+def parse_ha(xml: str) -> tuple[int, str] | None:
+    """(generation, fence action) of an HA copy from a domain XML written by
+    ``domain_xml`` (``<dvms:ha>`` in its ``<dvms:vm>``); None for a VM without HA or an
+    unreadable element."""
+    root = ET.fromstring(xml)
+    ha = root.find(f"metadata/{{{METADATA_NS}}}vm/{{{METADATA_NS}}}ha")
+    if ha is None:
+        return None
+    try:
+        gen = int(ha.get("generation", ""))
+    except ValueError:
+        return None
+    fence = ha.get("fence", "destroy")
+    return (gen, fence if fence in ("destroy", "pause") else "destroy") if gen >= 1 else None

@@ -43,7 +43,13 @@ from dvms.hypervisor.base import (
     MigrationResult,
     VmInfo,
 )
-from dvms.hypervisor.domxml import DomainConfig, domain_xml, parse_metadata, profile_for_test_uri
+from dvms.hypervisor.domxml import (
+    DomainConfig,
+    domain_xml,
+    parse_ha,
+    parse_metadata,
+    profile_for_test_uri,
+)
 from dvms.hypervisor.errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -290,6 +296,7 @@ class LibvirtHypervisor(Hypervisor):
         state, max_kib, _mem, vcpus, cpu_ns = dom.info()
         xml = dom.XMLDesc(0)
         namespace, _tags = parse_metadata(xml)
+        ha = parse_ha(xml)
         root = ET.fromstring(xml)
         nics = len(root.findall("devices/interface"))
         disks = len(root.findall("devices/disk[@device='disk'][@type='file']"))
@@ -307,6 +314,8 @@ class LibvirtHypervisor(Hypervisor):
             cpu_time_s=cpu_ns / 1e9,
             nics=nics,
             disks=disks,
+            ha_generation=ha[0] if ha else 0,
+            ha_fence=ha[1] if ha else "",
         )
 
     async def info(self, name: str) -> VmInfo:

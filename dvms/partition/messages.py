@@ -21,11 +21,12 @@ Names follow DVMS's published code where they have a counterpart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from enum import IntEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from dvms.overlay.messages import Contact
+from dvms.placement.hapolicy import HaPolicy
 from dvms.placement.spec import ConstraintSpec, VmSpec
 from dvms.wire.envelope import MessageRegistry
 from dvms.wire.schema import MaxLen, Range
@@ -230,10 +231,34 @@ class LaunchVm:
 
     @classmethod
     def from_spec(cls, spec: VmSpec) -> LaunchVm:
-        return _convert(spec, cls)
+        """The wire form of ``spec``; its HA policy (``ha = "restart"``) becomes the
+        ``HaTag`` of its first generation (or of ``spec.ha_generation``)."""
+        vm = _convert(spec, cls)
+        policy = spec.ha_policy
+        if policy is None or not policy.enabled:
+            return vm
+        tag = HaTag(
+            max(1, spec.ha_generation),
+            priority=policy.priority,
+            fence=policy.fence,
+            attempts=policy.restart_attempts,
+            backoff_s=float(policy.restart_backoff_s),
+        )
+        return replace(vm, ha=tag)
 
     def to_spec(self) -> VmSpec:
-        return _convert(self, VmSpec)
+        spec = _convert(self, VmSpec)
+        tag = self.ha
+        if tag is None:
+            return spec
+        policy = HaPolicy(
+            "restart",
+            priority=tag.priority,
+            restart_attempts=tag.attempts,
+            restart_backoff_s=tag.backoff_s,
+            fence=tag.fence,
+        )
+        return replace(spec, ha_policy=policy, ha_generation=tag.generation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,9 @@ class VmSpec:
     #: High availability (``ha = "restart"`` and its keys; None: off). See
     #: ``dvms.placement.hapolicy`` and docs/ha.md.
     ha_policy: HaPolicy | None = None
+    #: The generation of this copy of an HA VM (its fencing token, written into the
+    #: domain's metadata; 0: not an HA copy). Set by the daemon, never by a user.
+    ha_generation: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:

@@ -26,16 +26,10 @@ if TYPE_CHECKING:
 __all__ = [
     "FRAME_HEADER",
     "MAX_CONTROL_MESSAGE",
-    "NO_HA",
     "ControlError",
     "call",
     "submit_body",
 ]
-
-#: Why a daemon refuses a VM asking for high availability (``submit``, ``vm launch``):
-#: the protocol runs in the simulator, not yet in the daemon (docs/ha.md), and a VM
-#: launched without the protection asked for would be worse than a refusal.
-NO_HA = 'ha = "restart": the daemon does not run high availability yet (docs/ha.md)'
 
 #: Largest control message accepted either way, bytes.
 MAX_CONTROL_MESSAGE = 16 * 1024 * 1024

@@ -15,6 +15,7 @@ key with its default)::
     hypervisor = ""                 # libvirt URI; "" = a test:/// host of its own
     network = ""                    # ns bridge backend: pyroute2 | fake; "" = by hypervisor
     metrics = "127.0.0.1:9400"      # /metrics, /healthz, /readyz over HTTP; "" = off
+    watchdog = ""                   # stops HA guests of a frozen daemon; "" = none
 
     [host]                          # size of the default test:/// host
     cpus = 8
@@ -30,6 +31,7 @@ key with its default)::
     [files]                         # FilesConfig (dvms/files/config.py)
     [guests]                        # VM definitions on a real hypervisor (GuestSettings)
     [limits]                        # LimitsConfig: against misbehaving peers (dvms/stack)
+    [ha]                            # HaConfig: high availability (dvms/ha/config.py)
 
 Unknown keys, wrong types and values a component refuses are one-line ``ConfigError``s
 naming the file, the table and the key.
@@ -46,6 +48,7 @@ from typing import Any
 
 from dvms.configfile import ConfigError, load_table, read_toml
 from dvms.files.config import FilesConfig
+from dvms.ha.config import HaConfig
 from dvms.hypervisor.domxml import GuestSettings
 from dvms.hypervisor.net.model import NetConfig
 from dvms.overlay.config import KademliaConfig
@@ -54,6 +57,7 @@ from dvms.placement.config import PlacementConfig
 from dvms.runtime.choices import PROFILES, RECRUITMENT
 from dvms.runtime.control.commands import ControlConfig
 from dvms.runtime.node import RunnerConfig
+from dvms.runtime.services.ha import WATCHDOGS
 from dvms.runtime.services.monitor import MonitorConfig
 from dvms.runtime.services.namespaces import NamespaceConfig
 from dvms.runtime.services.observe import ObserveConfig
@@ -150,6 +154,10 @@ class NodeConfig:
     #: HTTP address ("host:port"; port 0 = any free port) of this node's Prometheus
     #: ``/metrics``, ``/healthz`` and ``/readyz``; "" (default): no metrics, no endpoint.
     metrics: str = ""
+    #: The watchdog that stops this host's HA guests when the daemon stops renewing
+    #: their leases (frozen, killed): a name of ``services.ha.WATCHDOGS``. "" (default):
+    #: ``none``, right for ``test:///`` hosts, whose guests die with the daemon.
+    watchdog: str = ""
     #: The default test host (``[host]``).
     host: HostConfig = field(default_factory=HostConfig)
     #: Kademlia (``[overlay]``): buckets, RPC timeouts, refresh, records, probes.
@@ -189,6 +197,9 @@ class NodeConfig:
     #: Limits against misbehaving peers (``[limits]``): per-peer request rates, pending
     #: and served requests, replay memory (dvms/stack/limits.py).
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    #: High availability (``[ha]``): guardians, renewal period, lease, fencing margin,
+    #: restart batching (dvms/ha/config.py, docs/ha.md).
+    ha: HaConfig = field(default_factory=HaConfig)
 
     def __post_init__(self) -> None:
         parse_hostport(self.listen, what="listen")
@@ -196,6 +207,9 @@ class NodeConfig:
             parse_hostport(self.metrics, what="metrics")
         for s in self.seeds:
             parse_hostport(s, what="seed")
+        if self.watchdog and self.watchdog not in WATCHDOGS:
+            names = ", ".join(sorted(WATCHDOGS))
+            raise ConfigError(f"watchdog must be one of {names}, not {self.watchdog!r}")
         if self.network not in NETWORKS:
             raise ConfigError(f"network must be pyroute2 or fake, not {self.network!r}")
         for k in self.operator_keys:

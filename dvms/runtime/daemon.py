@@ -28,8 +28,10 @@ from typing import Any
 
 import trio
 
+from dvms.ha import Fence, HaCore, register_ha_messages
 from dvms.hypervisor.base import Hypervisor, open_hypervisor
 from dvms.hypervisor.net import Reconciler, open_net_backend
+from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact, register_overlay_messages
 from dvms.overlay.records import Identity, ValidatorRegistry
 from dvms.partition.messages import register_partition_messages
@@ -39,6 +41,7 @@ from dvms.runtime.control.server import serve_control
 from dvms.runtime.messages import register_node_messages
 from dvms.runtime.node import NodeRunner
 from dvms.runtime.services.files import FileService
+from dvms.runtime.services.ha import HaCollector, HaShell, Watchdog, ha_effects, open_watchdog
 from dvms.runtime.services.hostside import HostSide
 from dvms.runtime.services.http import open_http_listeners
 from dvms.runtime.services.keys import KeyService, load_node_keyring
@@ -58,6 +61,7 @@ __all__ = [
     "TEST_HOST_XML",
     "StateDirInUse",
     "attach_commands",
+    "attach_ha",
     "build_daemon",
     "build_files",
     "build_observability",
@@ -134,8 +138,10 @@ def write_test_host(cfg: NodeConfig) -> None:
 
 def build_registry() -> MessageRegistry:
     """Every message type a daemon sends and answers, by type code."""
-    return register_node_messages(
-        register_partition_messages(register_overlay_messages(MessageRegistry()))
+    return register_ha_messages(
+        register_node_messages(
+            register_partition_messages(register_overlay_messages(MessageRegistry()))
+        )
     )
 
 
@@ -173,8 +179,15 @@ def build_runner(
     wire = WireConfig(max_datagram=transport.max_datagram, replay_entries=cfg.limits.replay_entries)
     codec = WireCodec(key, registry, wire)
     limits = PeerLimiter(cfg.limits, drops=codec.drops, now=trio.current_time())
-    return NodeRunner(
-        NodeCore(overlay, partition, identity=ident, limits=limits),
+    ha = HaCore(
+        contact,
+        partial(_guardian_candidates, overlay),
+        cfg.ha,
+        random.Random(rng.getrandbits(64)),
+        now=trio.current_time(),
+    )
+    runner = NodeRunner(
+        NodeCore(overlay, partition, identity=ident, ha=ha, limits=limits),
         transport,
         codec,
         monitor,
@@ -184,6 +197,34 @@ def build_runner(
         state_config=cfg.state,
         driver_config=cfg.vm_driver,
     )
+    attach_ha(runner, open_watchdog(cfg.watchdog, cfg.hypervisor_uri))
+    return runner
+
+
+def _guardian_candidates(overlay: OverlayCore, key: int, n: int) -> list[Contact]:
+    """The ``n`` contacts closest to ``key`` whose last RPC did not fail, then, if there
+    are fewer, the closest others: in a small cluster a peer that missed one RPC while
+    a host was busy is a better guardian than none (a silent one is replaced later)."""
+    table = overlay.table
+    out = table.closest(key, n, healthy=True)
+    if len(out) < n:
+        have = {c.node_id for c in out}
+        out += [c for c in table.closest(key, n + len(out)) if c.node_id not in have]
+    return out[:n]
+
+
+def attach_ha(runner: NodeRunner, watchdog: Watchdog) -> HaShell:
+    """The HA shell of ``runner`` (whose ``NodeCore`` has an ``HaCore``): it carries out
+    fences and the watchdog, adopts the HA VMs the host creates (``docs/ha.md``)."""
+    shell = HaShell(runner.node, runner.monitor, watchdog, apply=runner.apply, spawn=runner.spawn)
+    effects = ha_effects(shell)
+    runner.carry_out({Fence: effects.pop(Fence)}, first=True)
+    runner.carry_out(effects)
+    runner.listeners.append(shell.on_event)
+    runner.driver.ha = shell
+    runner.monitor.ha_status = shell.status
+    runner.ha = shell
+    return shell
 
 
 def build_vjobs(
@@ -228,6 +269,8 @@ def build_observability(cfg: NodeConfig, runner: NodeRunner, vjobs: VjobService)
     )
     runner.listeners.append(obs.on_event)
     vjobs.listeners.append(obs.on_vjob)
+    if obs.metrics is not None and runner.ha is not None:
+        obs.metrics.registry.register(HaCollector(runner.ha))
     return obs
 
 
@@ -267,6 +310,9 @@ def build_daemon(
     except ValueError as exc:  # an unknown control group
         raise ConfigError(f"[control] {exc}") from None
     daemon.bounds = runner.bounds
+    daemon.before = runner.due_timers
+    if runner.ha is not None:
+        daemon.commands["debug_ha"] = runner.ha.command
     return daemon
 
 
@@ -426,6 +472,8 @@ async def _run_node(
             log.info(
                 "metrics, /healthz and /readyz on %s", info["metrics"].removesuffix("/metrics")
             )
+        if runner.ha is not None:  # before the node joins: no outdated copy runs
+            await runner.ha.fence_at_start()
         async with trio.open_nursery() as nursery:
             await nursery.start(obs.run, http)
             await nursery.start(runner.run, seeds)

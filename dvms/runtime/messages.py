@@ -87,9 +87,13 @@ class VmRow:
     #: Network interfaces: a host with a VM of a namespace that has some is on the
     #: namespace's tunnel mesh.
     nics: Annotated[int, Range(0, 1024)] = 0
+    #: High availability: ``ok`` or ``fenced`` ("" for a VM without it), and the
+    #: generation of this copy (docs/ha.md).
+    ha: Annotated[str, MaxLen(16)] = ""
+    ha_generation: Annotated[int, Range(0, 2**62)] = 0
 
     @classmethod
-    def of(cls, info: VmInfo) -> VmRow:
+    def of(cls, info: VmInfo, ha: tuple[str, int] = ("", 0)) -> VmRow:
         return cls(
             info.name,
             info.namespace,
@@ -97,6 +101,8 @@ class VmRow:
             info.vcpus,
             info.memory_mib,
             min(info.nics, 1024),
+            ha[0],
+            ha[1],
         )
 
 

@@ -77,6 +77,7 @@ from dvms.runtime.messages import (
     PartitionsQuery,
     PartitionsReply,
 )
+from dvms.runtime.services.ha import HaShell
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.observed import DriverCallDone, SolverRan
 from dvms.runtime.services.partition_log import PartitionLog
@@ -166,6 +167,10 @@ class NodeRunner:
         self.serving = 0
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
+        #: held while the timers' urgent effects (``carry_out(first=True)``: fences) are
+        #: carried out; inputs wait for it (``due_timers``)
+        self._fencing = trio.Lock()
+        self._first: set[type] = set()
         self._joined = trio.Event()
         #: set (and dropped) when the core has taken an input; created by a waiter
         self._input_taken: trio.Event | None = None
@@ -183,6 +188,8 @@ class NodeRunner:
         self.image_roots: (
             Callable[[tuple[LaunchVm, ...]], Awaitable[tuple[LaunchVm, ...]]] | None
         ) = None
+        #: high availability's shell (``services/ha.py``), set by ``daemon.attach_ha``
+        self.ha: HaShell | None = None
         self._rpcs: dict[int, tuple[Address, trio.Event, list[Any]]] = {}
         self._effects: dict[type, Callable[[Any], Awaitable[None]]] = {
             Send: self._send,
@@ -276,6 +283,20 @@ class NodeRunner:
     async def wait_joined(self) -> None:
         await self._joined.wait()
 
+    def carry_out(
+        self, handlers: dict[type, Callable[[Any], Awaitable[None]]], *, first: bool = False
+    ) -> None:
+        """Let a service carry out effects of these types (``services/ha.py``); with
+        ``first``, a timer's effects of these types are carried out before its others
+        and before any input is taken (fences)."""
+        self._effects.update(handlers)
+        if first:
+            self._first.update(handlers)
+
+    async def apply(self, effects: list[Any]) -> None:
+        """Carry out effects a service got from the core (``NodeCore`` commands)."""
+        await self._apply(effects)
+
     def spawn(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
         """Run ``fn(*args)`` as a task of the running node (for the node's services)."""
         assert self._nursery is not None, "the runner is not running"
@@ -300,6 +321,7 @@ class NodeRunner:
                 ),
                 src,
             )
+            await self.due_timers()
             if self._control_message(dgram.src, decoded.sender, decoded.rid, decoded.msg):
                 continue
             effects = self.node.on_message(
@@ -377,15 +399,34 @@ class NodeRunner:
                     n.dropped, who, n.offset_s, n.threshold_s,
                 )  # fmt: skip
 
+    async def due_timers(self) -> None:
+        """Timers that are due go to the core before any input: a datagram here, a
+        control command (``Daemon.before``). After a freeze (SIGSTOP, a stalled VM) the
+        loops wake together, in an order Trio does not promise: this way an HA lease
+        that ran out is fenced (``HaCore.on_timer`` fences first) before any queued
+        message or command is taken, and an input that comes while another task carries
+        out fences waits for them. Costs no checkpoint when nothing is due."""
+        deadline = self.node.next_deadline()
+        now = trio.current_time()
+        if deadline is not None and now >= deadline:
+            effects = self.node.on_timer(now=now)
+            first = [e for e in effects if type(e) in self._first]
+            if first:
+                async with self._fencing:
+                    await self._apply(first)
+                effects = [e for e in effects if type(e) not in self._first]
+            await self._apply(effects)
+        elif self._fencing.locked():
+            async with self._fencing:
+                pass
+
     async def _timer_loop(self) -> None:
         while True:
             deadline = self.node.next_deadline()
             with trio.move_on_at(deadline if deadline is not None else math.inf):
                 await self._wake.wait()
             self._wake = trio.Event()
-            now = trio.current_time()
-            if deadline is not None and now >= deadline:
-                await self._apply(self.node.on_timer(now=now))
+            await self.due_timers()
 
     async def _monitor_loop(self) -> None:
         while True:

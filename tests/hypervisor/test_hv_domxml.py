@@ -10,11 +10,14 @@ from dvms.hypervisor.domxml import (
     DomainConfig,
     check_vm_name,
     domain_xml,
+    parse_ha,
     parse_metadata,
     profile_for_test_uri,
     vm_uuid,
 )
 from dvms.hypervisor.errors import InvalidSpec
+from dvms.partition.messages import LaunchVm
+from dvms.placement.hapolicy import HaPolicy
 from dvms.placement.spec import VmSpec
 
 HOSTILE_NAMES = [
@@ -152,3 +155,29 @@ def test_rule_is_the_project_rule_of_dvms_names():
         except InvalidSpec:
             ours = False
         assert ours == is_valid_vm_name(name), name
+
+
+@pytest.mark.parametrize("fence", ["destroy", "pause"])
+def test_an_ha_copy_carries_its_generation_and_fence_in_its_metadata(fence):
+    """The fencing token: a daemon reads back which generation a domain is and what
+    fencing it does, from the domain alone (docs/ha.md)."""
+    policy = HaPolicy("restart", fence=fence)
+    xml = domain_xml(VmSpec("w", namespace="n", ha_policy=policy, ha_generation=7))
+    assert parse_ha(xml) == (7, fence)
+    assert parse_metadata(xml)[0] == "n"
+    assert parse_ha(domain_xml(VmSpec("w", namespace="n"))) is None
+    off = domain_xml(VmSpec("w", ha_policy=HaPolicy("off"), ha_generation=3))
+    assert parse_ha(off) is None
+
+
+def test_the_wire_form_keeps_the_policy_and_the_generation():
+    policy = HaPolicy("restart", priority="high", restart_attempts=5, fence="pause")
+    vm = LaunchVm.from_spec(VmSpec("w", ha_policy=policy, ha_generation=4))
+    assert vm.ha is not None and (vm.ha.generation, vm.ha.priority, vm.ha.fence) == (
+        4,
+        "high",
+        "pause",
+    )
+    back = vm.to_spec()
+    assert back.ha_policy == policy and back.ha_generation == 4
+    assert LaunchVm.from_spec(VmSpec("w", ha_policy=HaPolicy("off"))).ha is None

@@ -110,7 +110,7 @@ def test_service_tables(tmp_path: Path) -> None:
         ("partition = 3\n", "node.toml: partition: expected a table, got 3"),
         ("seeds = 'a:1'\n", "node.toml: seeds: expected an array, got 'a:1'"),
         ("seeds = ['a']\n", "node.toml: seed 'a' must be host:port"),
-        ("nodes = 3\n", "node.toml: unknown key 'nodes' (known: control, files, guests, host,"),
+        ("nodes = 3\n", "node.toml: unknown key 'nodes' (known: control, files, guests, ha, host,"),
         ("recruitment = 'ring'\n", "node.toml: recruitment: now [partition] recruitment"),
         ("host_cpus = 4\n", "node.toml: host_cpus: now [host] cpus"),
         ("profile = 'moon'\n", "node.toml: profile must be one of lan, wan, local, not 'moon'"),

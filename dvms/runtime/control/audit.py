@@ -84,6 +84,8 @@ READS = frozenset(
         "rtt",
         "events",
         "debug_loads",
+        "debug_domains",
+        "debug_ha",
         "file_list",
         "file_status",
         "file_providers",

@@ -18,8 +18,8 @@ got. ``members`` shows the crawl itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ import trio
 from dvms.names import is_valid_namespace_name
 from dvms.overlay.core import OverlayCore
 from dvms.overlay.messages import Contact
-from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.partition.messages import HaTag, LaunchVm, WireConstraint
 from dvms.placement.spec import SpecError
 from dvms.ranges import RangeError, expand, natural_key
 from dvms.runtime.capabilities import Dht, PartitionStatus, Peers, Requester
@@ -95,7 +95,7 @@ def launch_from_map(
     args: dict[str, Any],
 ) -> tuple[tuple[LaunchVm, ...], tuple[WireConstraint, ...]]:
     try:
-        vms = tuple(LaunchVm(**_fields(d)) for d in args.get("vms") or ())
+        vms = tuple(_launch_vm(d) for d in args.get("vms") or ())
         constraints = tuple(
             WireConstraint(**_fields(d, nested="groups")) for d in args.get("constraints") or ()
         )
@@ -110,6 +110,18 @@ def launch_from_map(
     if not vms:
         raise ControlError("bad vjob: no VMs")
     return vms, constraints
+
+
+def _launch_vm(d: Any) -> LaunchVm:
+    """A VM of a ``submit``: with ``ha``, the policy of its first generation (a user
+    names no guardians; its host chooses them when it adopts the VM)."""
+    fields = _fields(d)
+    ha = fields.pop("ha", None)
+    vm = LaunchVm(**fields)
+    if ha is None:
+        return vm
+    tag = HaTag(**{k: v for k, v in _fields(ha).items() if k not in ("guardians", "previous")})
+    return replace(vm, ha=replace(tag, generation=1))
 
 
 def _fits_the_wire(item: LaunchVm | WireConstraint, what: str) -> None:
@@ -181,6 +193,8 @@ class Daemon:
         self.audit_errors = 0
         #: the sizes of the node's bounded tables, shown by ``status`` (set by the daemon)
         self.bounds: Callable[[], dict[str, int]] | None = None
+        #: awaited before each command: the node's due timers (``NodeRunner.due_timers``)
+        self.before: Callable[[], Awaitable[None]] | None = None
         self.commands: dict[str, debugcmd.Handler] = {
             "status": self.status,
             "peers": self.peers,
@@ -209,6 +223,8 @@ class Daemon:
         fn = self.commands.get(cmd)
         if fn is None:
             raise ControlError(f"unknown command {cmd!r}")
+        if self.before is not None:
+            await self.before()
         if not audit.changes(cmd, args):
             return await fn(args)
         if cmd in audit.BEFORE:
@@ -525,6 +541,9 @@ class Daemon:
                 "namespace": v.namespace,
                 "vcpus": v.vcpus,
                 "memory": v.memory_mib,
+                # high availability (docs/ha.md): ok | fenced, "" without it
+                "ha": v.ha,
+                "generation": v.ha_generation,
             }
             for h in hosts
             for v in h.vms

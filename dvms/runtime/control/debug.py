@@ -15,6 +15,9 @@ coroutines taking the request's ``args``, as ``Daemon.commands`` does.
 - ``debug_capacity {cpus}``: the CPU capacity this host reports to the partitions from
   now on, in CPUs (0: the host's own CPUs): an operator reserving CPU, or a lab host made
   small so that a guest burning CPU overloads it. Not a load: demand stays measured.
+- ``debug_domains``: the domains of this node's hypervisor as the hypervisor lists them
+  now (not dvms' records): name, state, HA generation. What a test samples to see that
+  no VM runs on two hosts at once.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from dvms.hypervisor.errors import HypervisorError
 from dvms.names import InvalidName, validate_namespace_name, validate_vm_name
 from dvms.runtime.client import ControlError
 
@@ -51,7 +55,20 @@ def commands(daemon: Daemon) -> dict[str, Handler]:
         daemon.monitor.set_capacity(float(cpus))
         return _summary(daemon)
 
-    return {"debug_load": load, "debug_loads": loads, "debug_capacity": capacity}
+    async def domains(args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            vms = await daemon.monitor.hv.list_vms()
+        except HypervisorError as exc:
+            raise ControlError(f"debug domains: {exc}") from None
+        rows = [{"name": v.key, "state": v.state.value, "generation": v.ha_generation} for v in vms]
+        return {"host": daemon.monitor.name, "domains": rows}
+
+    return {
+        "debug_load": load,
+        "debug_loads": loads,
+        "debug_capacity": capacity,
+        "debug_domains": domains,
+    }
 
 
 def _cpus(value: Any) -> float:

@@ -7,6 +7,7 @@ observability service (``observe.py``) feeds it::
     PartitionChanged (new pid)    -> partition        joined as leader or member
     PartitionReleased             -> partition        ended: outcome
     DriverCallDone                -> migration | boot
+    HaEvent (dvms.ha)             -> ha               adopted, fenced, agreed, launched...
     vjob record changes           -> vjob             accepted, done, failed, stopped, removed
     routing-table changes         -> member           joined, lost (observe.py)
     overload edges                -> overload-ended   (observe.py)
@@ -25,6 +26,7 @@ from typing import Any
 
 import trio
 
+from dvms.ha import HaEvent
 from dvms.partition.events import EventDone, EventStarted, PartitionChanged, PartitionReleased
 from dvms.runtime.messages import EventRow
 from dvms.runtime.services.observed import DriverCallDone
@@ -42,6 +44,7 @@ EVENT_TYPES = (
     "vjob",
     "member",
     "overload-ended",
+    "ha",
 )
 
 
@@ -104,6 +107,10 @@ class EventLog:
             self.add("partition", f"{event.pid:016x}", f"partition ended: {event.reason}")
         elif isinstance(event, DriverCallDone):
             self._driver(event)
+        elif isinstance(event, HaEvent):
+            vm = f"{event.namespace}/{event.name}" if event.namespace else event.name
+            why = f": {event.detail}" if event.detail else ""
+            self.add("ha", vm, f"{event.kind} generation {event.generation} on {self.host}{why}")
 
     def _event_done(self, e: EventDone) -> None:
         result = "solved" if e.ok else "failed"

@@ -44,16 +44,7 @@ from dvms.partition.events import MigrateVmTo
 from dvms.partition.messages import LaunchVm
 from dvms.ranges import natural_key
 from dvms.runtime.capabilities import Handlers, Launcher, Peers, Requester, VmDirectory
-from dvms.runtime.client import NO_HA
-from dvms.runtime.messages import (
-    Adopted,
-    MoveVm,
-    NetOp,
-    RunCmd,
-    RunOutput,
-    VmOp,
-    VmOpDone,
-)
+from dvms.runtime.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.vm_driver import VmDriver
 from dvms.runtime.services.vmnet import VM_BRIDGE, VmNetConfig, VmNetworks
@@ -189,11 +180,6 @@ class EffectRunner:
         failed: dict[str, str] = {}
         errors: list[str] = []
         launched = []
-        ha = [vm for vm in recs if vm.config.ha != "off"]
-        if ha:  # refused rather than launched without the protection asked for
-            failed.update((vm.name, NO_HA) for vm in ha)
-            errors.append(f"vm launch: {NO_HA} ({', '.join(vm.name for vm in ha)})")
-            recs = [vm for vm in recs if vm.config.ha == "off"]
         for i in range(0, len(recs), step):
             batch = recs[i : i + step]
             vms = tuple(
@@ -457,6 +443,7 @@ class HostSide:
             if state not in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BUILDING):
                 return False
             await hv.destroy(key)
+            await self.driver.forgotten(v.namespace, v.name)
         elif op == "flush":
             if state not in (DomainState.SHUTOFF, DomainState.CRASHED):
                 return False
@@ -470,6 +457,7 @@ class HostSide:
                 await hv.undefine(key)
             self.monitor.specs.pop(key, None)
             await self.directory.forget(v.namespace, v.name)
+            await self.driver.forgotten(v.namespace, v.name)
         else:
             raise HypervisorError(f"unknown vm operation {op!r}")
         return True

@@ -44,6 +44,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -144,6 +145,9 @@ class HostMonitor:
         self.launches: set[str] = set()
         #: the files this host holds (set by the file service; none without it)
         self.images: tuple[HeldImage, ...] = ()
+        #: (namespace, name) -> (HA state, generation) of an HA VM this host owns (set
+        #: by the HA shell; None: not one)
+        self.ha_status: Callable[[str, str], tuple[str, int] | None] = lambda _ns, _n: None
 
     def set_images(self, images: tuple[HeldImage, ...]) -> None:
         """What the file service holds now: reported to the partitions (image locality)."""
@@ -320,6 +324,14 @@ class HostMonitor:
                 return v
         return None
 
+    def _ha_of(self, v: VmInfo) -> tuple[str, int]:
+        """(HA state, generation) of ``v``: as its owner's core says, else ``fenced``
+        for an HA copy the core does not own (found at start), else ("", 0)."""
+        status = self.ha_status(v.namespace, v.name)
+        if status is not None:
+            return status
+        return ("fenced", v.ha_generation) if v.ha_generation > 0 else ("", 0)
+
     def reply(self, namespace: str | None, vms: bool = True, offset: int = 0) -> HostReply:
         """This host as a peer asked: its VMs (of ``namespace``, None = all) from row
         ``offset``, ``reply_rows`` at most (``truncated``: more follow)."""
@@ -330,7 +342,7 @@ class HostMonitor:
             self.cpus,
             self.memory_mib,
             self.uri,
-            tuple(VmRow.of(v) for v in rows[offset:end]),
+            tuple(VmRow.of(v, self._ha_of(v)) for v in rows[offset:end]),
             len(rows) > end,
             tuple(sorted(self.launches)),
         )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dvms.effects import Address
-from dvms.hypervisor.base import Hypervisor, open_hypervisor
+from dvms.hypervisor.base import DomainState, Hypervisor, open_hypervisor
 from dvms.hypervisor.errors import AlreadyExists, HypervisorError, InvalidState, VmNotFound
 from dvms.names import vm_key
 from dvms.partition.events import BootVm, MigrateVmTo
@@ -43,6 +43,16 @@ OpenHypervisor = Callable[..., Hypervisor]
 #: Makes the files a VM boots from local before it is created (``file:NAME``): the spec
 #: with local paths, or "" and the reason it cannot be.
 Prepare = Callable[[VmSpec], Awaitable[tuple[VmSpec | None, str]]]
+
+
+class HaHooks(Protocol):
+    """What high availability (``services/ha.py``) hears of the host's VMs."""
+
+    async def created(self, vm: LaunchVm) -> None: ...
+
+    async def removed(self, namespace: str, name: str, *, retire: bool) -> None: ...
+
+    def spec(self, namespace: str, name: str) -> LaunchVm | None: ...
 
 
 class NetworkHooks(Protocol):
@@ -89,6 +99,8 @@ class VmDriver:
         #: Set by the host side on real hypervisors: a VM's namespace bridge exists
         #: before the VM is created or migrated onto a host.
         self.networks: NetworkHooks | None = None
+        #: Set by the daemon: HA VMs created here are adopted, removed ones released.
+        self.ha: HaHooks | None = None
         handlers.register(HostQuery, self._answer_host)
         handlers.register(KillVms, self._kill)
         handlers.register(AdoptVm, self._adopt)
@@ -118,7 +130,10 @@ class VmDriver:
         return ok, reason
 
     async def create(self, vm: LaunchVm) -> tuple[bool, str]:
-        spec: VmSpec | None = vm.to_spec()
+        try:
+            spec: VmSpec | None = vm.to_spec()
+        except ValueError as exc:  # a peer's VM outside what a spec accepts
+            return False, f"vm {vm.name}: {exc}"
         if self.prepare is not None and spec is not None:
             spec, reason = await self.prepare(spec)
             if spec is None:
@@ -128,16 +143,38 @@ class VmDriver:
             errors = await self.networks.prepare(vm.namespace)
             if errors:
                 return False, f"vm {vm.name}: namespace network: {errors[0]}"
+        key = vm_key(vm.name, vm.namespace)
         try:
-            await self.hv.create(spec)
-        except AlreadyExists as exc:
-            if self.monitor.specs.get(vm_key(vm.name, vm.namespace)) == vm:
-                return True, ""  # a retransmitted AdoptVm: it is here already
-            return False, str(exc)
+            try:
+                await self.hv.create(spec)
+            except AlreadyExists:
+                if self.monitor.specs.get(key) == vm:
+                    return True, ""  # a retransmitted AdoptVm: it is here already
+                if not await self._replace_fenced(vm, key):
+                    raise
+                await self.hv.create(spec)
         except (HypervisorError, ValueError) as exc:
             return False, str(exc)
-        self.monitor.specs[vm_key(vm.name, vm.namespace)] = vm
+        self.monitor.specs[key] = vm
+        if self.ha is not None:
+            await self.ha.created(vm)
         return True, ""
+
+    async def _replace_fenced(self, vm: LaunchVm, key: str) -> bool:
+        """A newer generation of an HA VM comes to a host that keeps an older, stopped
+        copy (fenced by pausing it, or found at start): the old copy goes."""
+        if vm.ha is None:
+            return False
+        try:
+            old = await self.hv.info(key)
+        except HypervisorError:
+            return False
+        if old.ha_generation <= 0 or old.ha_generation >= vm.ha.generation:
+            return False
+        if old.state is DomainState.RUNNING:
+            return False  # a running copy is fenced by its own lease, not here
+        await self.remove(key)
+        return True
 
     async def migrate_vm(self, move: MigrateVmTo) -> tuple[bool, str]:
         """Move VM ``move.vm`` (of ``move.namespace``) from this host to the node at
@@ -146,9 +183,13 @@ class VmDriver:
         name, dst = move.vm, (move.dst_addr[0], move.dst_addr[1])
         key = vm_key(name, move.namespace)
         spec = self.monitor.spec_of(name, move.namespace)
+        ha = self.ha.spec(move.namespace, name) if self.ha is not None else None
         if spec is None:
             return False, f"vm {name!r} is not on {self.monitor.name}"
         if not self.monitor.uri.startswith("test:"):
+            if ha is not None or spec.ha is not None:
+                # the destination would not adopt it (libvirt moves it, not dvms)
+                return False, f"vm {name}: high-availability VMs are not live-migrated"
             if spec.networks and self.networks is not None:
                 await self.networks.before_migration(move.namespace, move.dst_host, dst[0])
             info = self.monitor.find(name, move.namespace)
@@ -156,7 +197,7 @@ class VmDriver:
             return await self._live_migrate(key, dst, copy_storage=local_disk)
         cfg = self.config
         reply = await self.requests.request(
-            dst, AdoptVm(spec), timeout=cfg.adopt_timeout_s, attempts=cfg.adopt_attempts
+            dst, AdoptVm(ha or spec), timeout=cfg.adopt_timeout_s, attempts=cfg.adopt_attempts
         )
         if not isinstance(reply, Adopted):
             return False, f"{move.dst_host} did not answer"
@@ -166,6 +207,8 @@ class VmDriver:
             await self.remove(key)
         except HypervisorError as exc:
             return False, f"{name} runs on {move.dst_host} but stays here: {exc}"
+        if self.ha is not None:
+            await self.ha.removed(move.namespace, name, retire=False)
         return True, ""
 
     async def _live_migrate(
@@ -197,6 +240,11 @@ class VmDriver:
         await self.hv.undefine(key)
         self.monitor.specs.pop(key, None)
 
+    async def forgotten(self, namespace: str, name: str) -> None:
+        """Its user stopped or removed VM ``namespace/name`` here: no HA restart."""
+        if self.ha is not None:
+            await self.ha.removed(namespace, name, retire=True)
+
     # -- peers' queries ----------------------------------------------------------------
 
     async def _answer_host(self, msg: HostQuery) -> HostReply:
@@ -220,6 +268,7 @@ class VmDriver:
             try:
                 await self.remove(info.key)
                 await self.directory.forget(info.namespace, name)
+                await self.forgotten(info.namespace, name)
                 killed.append(name)
             except VmNotFound:
                 pass  # gone meanwhile

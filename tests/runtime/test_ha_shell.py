@@ -1,0 +1,105 @@
+"""The daemon's HA shell: the watchdog registry, and ``ArmWatchdog``'s absolute time
+turned into seconds from now on the runtime's clock, with this host's HA guests."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import trio
+import trio.testing
+
+from dvms.ha import ArmWatchdog
+from dvms.hypervisor.base import DomainState, open_hypervisor
+from dvms.partition.messages import LaunchVm
+from dvms.placement.hapolicy import HaPolicy
+from dvms.placement.spec import VmSpec
+from dvms.runtime.capabilities import Handlers
+from dvms.runtime.services.ha import (
+    WATCHDOGS,
+    HaShell,
+    MemoryWatchdog,
+    NoWatchdog,
+    open_watchdog,
+)
+from dvms.runtime.services.monitor import HostMonitor
+from dvms.runtime.services.vm_driver import VmDriver
+
+
+def test_the_registry_opens_none_by_default_and_refuses_unknown_names():
+    assert isinstance(open_watchdog("", "test:///x"), NoWatchdog)
+    assert isinstance(open_watchdog("memory", "test:///x"), MemoryWatchdog)
+    with pytest.raises(ValueError, match="unknown watchdog 'nosuch'"):
+        open_watchdog("nosuch", "test:///x")
+    assert {"none", "memory"} <= set(WATCHDOGS)
+
+
+def _shell(watchdog: MemoryWatchdog) -> HaShell:
+    owned = {
+        ("ns", "a"): SimpleNamespace(fenced=False),
+        ("", "b"): SimpleNamespace(fenced=False),
+        ("ns", "c"): SimpleNamespace(fenced=True),  # fenced: no longer the watchdog's
+    }
+    node = SimpleNamespace(ha=SimpleNamespace(owned=owned))
+
+    async def apply(_effects: list) -> None:
+        return None
+
+    return HaShell(node, SimpleNamespace(), watchdog, apply=apply)  # type: ignore[arg-type]
+
+
+async def test_arm_gives_seconds_from_now_and_the_hosts_ha_domains(autojump_clock):
+    wd = MemoryWatchdog([])
+    shell = _shell(wd)
+    await trio.sleep(100.0)
+    now = trio.current_time()
+    await shell.arm(ArmWatchdog(now + 7.5))
+    await shell.arm(ArmWatchdog(None))
+    assert wd.calls == [(7.5, ("b", "ns:a")), (None, ())]
+    await shell.aclose()
+    assert wd.closed
+
+
+NODE_XML = """<node><cpu><mhz>2000</mhz><model>i686</model><active>4</active><nodes>1</nodes>
+  <sockets>1</sockets><cores>4</cores><threads>1</threads></cpu><memory>8388608</memory></node>"""
+
+
+@pytest.fixture
+async def host(tmp_path):
+    pytest.importorskip("libvirt", reason="libvirt-python not installed (needs libvirt-dev)")
+    path = tmp_path / "h.xml"
+    path.write_text(NODE_XML)
+    hv = open_hypervisor("libvirt", f"test://{path}", host="h")
+    yield hv
+    await hv.aclose()
+
+
+async def test_a_starting_daemon_fences_every_ha_domain_it_finds(host):
+    """Its leases may have ended while it was down: the HA copies go (destroyed or
+    paused as their metadata says), the others stay."""
+    await host.create(VmSpec("plain", namespace="n"))
+    await host.create(VmSpec("d", namespace="n", ha_policy=HaPolicy("restart"), ha_generation=3))
+    await host.create(VmSpec("p", ha_policy=HaPolicy("restart", fence="pause")))
+    mon = HostMonitor(host, "h", "test:///")
+    shell = HaShell(SimpleNamespace(ha=None), mon, NoWatchdog(), apply=None)  # type: ignore[arg-type]
+    assert sorted(await shell.fence_at_start()) == ["n:d", "p"]
+    state = {v.key: (v.state, v.ha_generation) for v in await host.list_vms()}
+    assert state == {"n:plain": (DomainState.RUNNING, 0), "p": (DomainState.PAUSED, 1)}
+
+
+async def test_a_newer_generation_replaces_a_stopped_older_copy(host, tmp_path):
+    """A copy fenced by pausing it stays; the VM restarted onto the same host later
+    replaces it instead of failing on the name."""
+    policy = HaPolicy("restart", fence="pause")
+    await host.create(VmSpec("p", ha_policy=policy))
+    await host.suspend("p")
+    mon = HostMonitor(host, "h", "test:///")
+    driver = VmDriver(mon, requests=None, directory=None, handlers=Handlers())  # type: ignore[arg-type]
+    newer = LaunchVm.from_spec(VmSpec("p", ha_policy=policy, ha_generation=2))
+    assert await driver.create(newer) == (True, "")
+    (v,) = await host.list_vms()
+    assert (v.state, v.ha_generation) == (DomainState.RUNNING, 2)
+    same = LaunchVm.from_spec(VmSpec("p", ha_policy=policy, ha_generation=2))
+    ok, why = await driver.create(replace(same, memory_mib=999))
+    assert not ok and why, "a running copy is never replaced here"
