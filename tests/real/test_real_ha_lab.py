@@ -181,6 +181,16 @@ class Sampler:
     def doubles(self) -> list[tuple[float, str, list[str]]]:
         return [(t, g, hs) for t, w in list(self.samples) for g, hs in w.items() if len(hs) > 1]
 
+    def timeline(self, t0: float) -> str:
+        """Every change of where the guests run since ``t0``, seconds after it."""
+        lines, last = [], None
+        for t, w in self.since(t0):
+            now = {g: sorted(hs) for g, hs in sorted(w.items())}
+            if now != last:
+                lines.append(f"  {t - t0:6.1f} s  {now}")
+                last = now
+        return "\n".join(lines)
+
     def max_gap(self, t0: float) -> float:
         ts = [t for t, _ in self.since(t0)]
         return max((b - a for a, b in itertools.pairwise(ts)), default=0.0)
@@ -196,7 +206,7 @@ def _wait(pred: Any, timeout: float, what: str, poll: float = 0.1) -> Any:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Path]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     _requirements()
     from dvms.runtime.lab import LabConfig, lab_down, lab_up
 
@@ -210,10 +220,21 @@ def lab() -> Iterator[Path]:
             for h in _manifest(d)["hosts"]:  # a frozen daemon, should a test fail mid-way
                 with contextlib.suppress(ProcessLookupError, KeyError):
                     os.kill(int(h["daemon_pid"]), signal.SIGCONT)
+        _keep_logs(d, tmp_path_factory.mktemp("halab-logs"))
         with contextlib.suppress(Exception):
             left = lab_down(d)
         shutil.rmtree(d, ignore_errors=True)
     assert left == [], f"lab down left {left}"
+
+
+def _keep_logs(d: Path, to: Path) -> None:
+    """The daemons' and fencers' logs, kept past ``lab down`` (pytest's temporary
+    directory): what a failure is read from."""
+    for i in range(1, HOSTS + 1):
+        for name in ("node.log", "fencer.log"):
+            with contextlib.suppress(OSError):
+                shutil.copy(d / f"host{i}" / "dvms" / name, to / f"host{i}-{name}")
+    print(f"lab logs: {to}")
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +356,7 @@ def test_1_a_frozen_daemons_guests_are_stopped_by_its_fencer_before_they_restart
         done = _restarts(sampler, t0, names, host, RESTART_BOUND_S)
         print(f"{host} daemon SIGSTOPped: its {names} stopped by its fencer {stopped:.1f} s after")
         _report(f"{host} frozen", done)
+        print(sampler.timeline(t0 - 1.0))
         time.sleep(max(0.0, t0 + FREEZE_S - time.monotonic()))
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -355,7 +377,7 @@ def test_1_a_frozen_daemons_guests_are_stopped_by_its_fencer_before_they_restart
 def test_2_a_killed_daemon_and_libvirtd_their_guests_boot_on_the_others(
     lab: Path, guests: Sampler
 ) -> None:
-    from dvms.runtime.lab import console_text, wait_until
+    from dvms.runtime.lab import console_text, lab_call, wait_until
 
     sampler = guests
     # the frozen host of test 1 is back and renews: every guest owned under a lease
@@ -379,6 +401,10 @@ def test_2_a_killed_daemon_and_libvirtd_their_guests_boot_on_the_others(
     done = _restarts(sampler, t0, names, host, RESTART_BOUND_S)
     print(f"{host} daemon + libvirtd SIGKILLed: its QEMUs {sorted(qemus)} gone {gone:.2f} s after")
     _report(f"{host} killed", done)
+    for h in sampler.hosts:
+        if h != host:
+            with contextlib.suppress(Exception):
+                print(f"{h} debug_ha: {lab_call(lab, h, 'debug_ha', timeout=10.0)}")
     assert gone <= LEASE_S, f"{host}'s QEMUs ran {gone:.1f} s, past the lease"
     assert all(s <= RESTART_BOUND_S for s, _ in done.values()), done
     fencer_log = (Path(row["state_dir"]) / "fencer.log").read_text()
@@ -392,6 +418,7 @@ def test_2_a_killed_daemon_and_libvirtd_their_guests_boot_on_the_others(
         poll=1.0,
     )
     print(f"{names} booted again {time.monotonic() - t1:.0f} s after running")
+    print(sampler.timeline(t0 - 1.0))
     assert not sampler.doubles(), sampler.doubles()[:5]
     final = sampler.last()
     assert sorted(final) == [f"g{i}" for i in range(1, GUESTS + 1)], final
