@@ -182,9 +182,9 @@ class Sampler:
         return [(t, g, hs) for t, w in list(self.samples) for g, hs in w.items() if len(hs) > 1]
 
     def timeline(self, t0: float) -> str:
-        """Every change of where the guests run since ``t0``, seconds after it."""
+        """Every change of where the guests run from 1 s before ``t0``, seconds after it."""
         lines, last = [], None
-        for t, w in self.since(t0):
+        for t, w in self.since(t0 - 1.0):
             now = {g: sorted(hs) for g, hs in sorted(w.items())}
             if now != last:
                 lines.append(f"  {t - t0:6.1f} s  {now}")
@@ -356,7 +356,7 @@ def test_1_a_frozen_daemons_guests_are_stopped_by_its_fencer_before_they_restart
         done = _restarts(sampler, t0, names, host, RESTART_BOUND_S)
         print(f"{host} daemon SIGSTOPped: its {names} stopped by its fencer {stopped:.1f} s after")
         _report(f"{host} frozen", done)
-        print(sampler.timeline(t0 - 1.0))
+        print(sampler.timeline(t0))
         time.sleep(max(0.0, t0 + FREEZE_S - time.monotonic()))
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -365,6 +365,10 @@ def test_1_a_frozen_daemons_guests_are_stopped_by_its_fencer_before_they_restart
     after = sampler.since(woke)
     back = [(t - woke, g) for t, w in after for g in names if host in w.get(g, [])]
     assert not back, f"copies came back on {host} after SIGCONT: {back}"
+    # the woken daemon fenced its stale copies too: destroyed by the fencer, undefined now
+    defined = _defined(sampler.hosts[host])
+    print(f"{host} after SIGCONT: domains defined there {defined}")
+    assert not [g for g in names if f"{NS}:{g}" in defined], defined
     assert all(len(after[-1][1].get(g, [])) == 1 for g in names), after[-1]
     fencer_log = (Path(row["state_dir"]) / "fencer.log").read_text()
     assert all(f"fenced {NS}:{g} " in fencer_log for g in names), fencer_log
@@ -418,12 +422,21 @@ def test_2_a_killed_daemon_and_libvirtd_their_guests_boot_on_the_others(
         poll=1.0,
     )
     print(f"{names} booted again {time.monotonic() - t1:.0f} s after running")
-    print(sampler.timeline(t0 - 1.0))
+    print(sampler.timeline(t0))
     assert not sampler.doubles(), sampler.doubles()[:5]
     final = sampler.last()
     assert sorted(final) == [f"g{i}" for i in range(1, GUESTS + 1)], final
     assert all(len(hs) == 1 and hs[0] != host for hs in final.values()), final
     print(f"sampler: {len(sampler.samples)} samples, largest gap {sampler.max_gap(t0):.2f} s")
+
+
+def _defined(uri: str) -> list[str]:
+    """Every domain the libvirtd at ``uri`` knows, running or not (virsh)."""
+    out = subprocess.run(
+        ["virsh", "-c", uri, "list", "--all", "--name"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return [n for n in out.stdout.split() if n]
 
 
 def _alive(pid: int) -> bool:
