@@ -358,16 +358,19 @@ def test_1_a_frozen_daemons_guests_are_stopped_by_its_fencer_before_they_restart
     t0 = time.monotonic()
     os.kill(pid, signal.SIGSTOP)
     try:
-        # the fencer stops them through libvirt (which runs on) by the lease's end
+        # the fencer stops them through libvirt (which runs on) by the lease's end: their
+        # QEMUs exit (the /proc sampler: libvirt's answers lag while it destroys them)
+        procs = sampler.twin
+        assert procs is not None
+
+        def off_host() -> float | None:
+            for t, w in procs.since(t0):
+                if not any(host in w.get(g, []) for g in names):
+                    return t - t0
+            return None
+
         stopped = _wait(
-            lambda: next(
-                (
-                    t - t0
-                    for t, w in sampler.since(t0)
-                    if not any(host in w.get(g, []) for g in names)
-                ),
-                None,
-            ),
+            off_host,
             LEASE_S + 20.0,
             f"{names} to stop on {host}",
         )
