@@ -442,6 +442,11 @@ class HaCore:
             return
         silent = frozenset(g.node_id for g in gs) - {g.node_id for g in keep}
         new = self._choose(key, keep, silent)
+        if len(new) < len(gs):
+            # no other node to take a silent guardian's place (a small cluster): it
+            # stays. A smaller set would need every guardian left for a majority (2 of
+            # 2) and is never grown again, so one more failure would lose the VM
+            new += tuple(g for g in gs if g.node_id in silent)[: len(gs) - len(new)]
         if {g.node_id for g in new} != {g.node_id for g in gs}:
             o.vm = replace(o.vm, ha=replace(tag, guardians=new, previous=gs))
             o.set_round = self.round

@@ -178,6 +178,13 @@ class LibvirtHypervisor(Hypervisor):
     # -- plumbing -------------------------------------------------------------------------
     def _connect(self) -> Any:
         with self._conn_lock:
+            if self._conn is not None and not _alive(self._conn):
+                # libvirtd closed it (restarted, or its keepalive gave up on a daemon
+                # that was stopped for longer than ~30 s): open a new one
+                dead, self._conn = self._conn, None
+                with contextlib.suppress(Exception):
+                    _close(dead, self._callback_id)
+                self._callback_id = None
             if self._conn is None:
                 _ensure_event_loop()
                 libvirt = _libvirt()
@@ -467,6 +474,14 @@ def _rollback_restore(src: Any, dst: Any, name: str, path: str) -> None:
     ):
         with contextlib.suppress(Exception):  # best effort: the original error is raised
             step()
+
+
+def _alive(conn: Any) -> bool:
+    """Whether ``conn`` still talks to libvirtd (a local check: no request is sent)."""
+    try:
+        return bool(conn.isAlive())
+    except Exception:
+        return False
 
 
 def _close(conn: Any, callback_id: int | None) -> None:

@@ -15,7 +15,8 @@ key with its default)::
     hypervisor = ""                 # libvirt URI; "" = a test:/// host of its own
     network = ""                    # ns bridge backend: pyroute2 | fake; "" = by hypervisor
     metrics = "127.0.0.1:9400"      # /metrics, /healthz, /readyz over HTTP; "" = off
-    watchdog = ""                   # stops HA guests of a frozen daemon; "" = none
+    watchdog = ""                   # stops HA guests of a frozen daemon: process | none
+                                    # | memory; "" = none on test:///, else process
 
     [host]                          # size of the default test:/// host
     cpus = 8
@@ -155,8 +156,10 @@ class NodeConfig:
     #: ``/metrics``, ``/healthz`` and ``/readyz``; "" (default): no metrics, no endpoint.
     metrics: str = ""
     #: The watchdog that stops this host's HA guests when the daemon stops renewing
-    #: their leases (frozen, killed): a name of ``services.ha.WATCHDOGS``. "" (default):
-    #: ``none``, right for ``test:///`` hosts, whose guests die with the daemon.
+    #: their leases (frozen, killed): a name of ``services.ha.WATCHDOGS``: ``process``
+    #: (the fencer process, ``dvms.runtime.fencer``), ``none`` or ``memory`` (tests).
+    #: "" (default): ``none`` on a ``test:///`` host, whose guests die with the daemon,
+    #: else ``process``.
     watchdog: str = ""
     #: The default test host (``[host]``).
     host: HostConfig = field(default_factory=HostConfig)

@@ -197,7 +197,7 @@ def build_runner(
         state_config=cfg.state,
         driver_config=cfg.vm_driver,
     )
-    attach_ha(runner, open_watchdog(cfg.watchdog, cfg.hypervisor_uri))
+    attach_ha(runner, open_watchdog(cfg.watchdog, cfg.hypervisor_uri, cfg.state_path))
     return runner
 
 

@@ -916,11 +916,12 @@ def _info(line: str) -> None:
 
 
 def watchdog_factory(
-    state_dir: Path | str, config: FencerConfig = FencerConfig()
-) -> Callable[[str], ProcessWatchdog]:
-    """A watchdog backend for the daemon's registry (hypervisor URI -> watchdog): the
-    fencer of the host at that URI, its socket and log in ``state_dir``."""
-    return lambda uri: ProcessWatchdog(state_dir, uri, config)
+    config: FencerConfig = FencerConfig(),
+) -> Callable[[str, Path], ProcessWatchdog]:
+    """A watchdog backend for the daemon's registry ((hypervisor URI, the daemon's state
+    directory) -> watchdog): the fencer of the host at that URI, its socket, lock and
+    log in the state directory."""
+    return lambda uri, state_dir: ProcessWatchdog(state_dir, uri, config)
 
 
 # -- the process's entry point -----------------------------------------------------------

@@ -15,15 +15,21 @@ the root namespace::
     DIR/cluster.key         one cluster key
     DIR/console/            every guest's serial console, <namespace>:<name>.log
     DIR/hostI/libvirt/      host I's libvirtd state (run, etc, log, varlib, cache)
-    DIR/hostI/dvms/         host I's dvms state dir: dvms.sock, node.json, node.log
+    DIR/hostI/dvms/         host I's dvms state dir: dvms.sock, node.json, node.log,
+                            fencer.sock and fencer.log (its HA fencer, once armed)
 
 ``<tag>`` is ``dvl`` plus a hash of DIR, so two labs in two directories never share a
 namespace. Inside the lab every daemon reaches every libvirtd over TCP (auth none: the
 underlay exists only in these namespaces); from the root namespace each libvirtd is
 reachable on its unix socket (``status`` prints the URI: ``virsh -c URI list``).
 
+Every daemon's HA watchdog is the fencer (``watchdog = "process"``): a process the
+daemon starts when it first owns an HA guest, in the host's network namespace, which
+finds the host's QEMUs there by their command line (libvirtd's pid files are in its
+private /run).
+
 ``down`` kills every process found in a lab namespace (by pid, from
-``/proc/PID/ns/net``: the daemons, libvirtd, virtlogd and QEMU), then the pids of
+``/proc/PID/ns/net``: the daemons, their fencers, libvirtd, virtlogd and QEMU), then the pids of
 lab.json, deletes the namespaces (which deletes their links) and every file ``up``
 made; ``leftovers`` lists what is still there (a test checks it is nothing).
 """
@@ -107,6 +113,9 @@ class LabConfig:
     log_level: str = "info"
     #: Partition/overlay profile of the daemons.
     profile: str = "local"
+    #: ``[ha]`` keys of every daemon that differ from ``HaConfig``'s defaults (lease,
+    #: renewal period, ...): (key, value) pairs.
+    ha: tuple[tuple[str, float | int], ...] = ()
 
 
 def lab_tag(d: Path) -> str:
@@ -170,12 +179,16 @@ def _node_toml(d: Path, i: int, ip: str, cfg: LabConfig) -> str:
         f'hostname = "host{i}"',
         f'hypervisor = "qemu+tcp://{ip}/system"',
         'network = "pyroute2"',
+        # the fencer stops the host's HA guests when its daemon freezes or dies
+        'watchdog = "process"',
         "[monitor]",
         f"capacity_cpus = {float(cfg.host_cpus)}",
         "[guests]",
         f'console_dir = "{d / "console"}"',
         f"tb_cache_mib = {cfg.tb_cache_mib}",
     ]
+    if cfg.ha:
+        lines += ["[ha]", *(f"{k} = {json.dumps(v)}" for k, v in cfg.ha)]
     return "\n".join(lines) + "\n"
 
 
@@ -498,10 +511,12 @@ def lab_vjob(
     memory_mib: int = 96,
     spread: bool = True,
     disk: str | None = None,
+    ha: bool = False,
 ) -> str:
     """A vjob file (TOML) of ``guests`` lab guests ``g1..gN`` on one network, guest I
     at ``guest_ip(I)`` pinging all the others. ``spread``: g1..g3 on three different
-    hosts and g4.. away from g1 (a strict spread of 4 VMs needs 4 hosts)."""
+    hosts and g4.. away from g1 (a strict spread of 4 VMs needs 4 hosts). ``ha``: every
+    guest is restarted elsewhere when its host fails (``ha = "restart"``)."""
     from dvms.hypervisor.lab.guest import lab_cmdline
 
     ips = [guest_ip(i) for i in range(1, guests + 1)]
@@ -521,6 +536,8 @@ def lab_vjob(
         ]
         if disk:
             lines.append(f'disk = "{disk}"')
+        if ha:
+            lines.append('ha = "restart"')
     if spread and guests > 1:
         first = [f"g{i}" for i in range(1, min(guests, 3) + 1)]
         lines += ["[[constraints]]", 'kind = "spread"', f"vms = {json.dumps(first)}"]

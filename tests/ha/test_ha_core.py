@@ -89,6 +89,30 @@ def test_minority_guardians_cannot_restart_a_live_owner() -> None:
     assert not _events(w, "agreed")
 
 
+def test_a_silent_guardian_nobody_can_replace_stays_so_one_more_failure_is_survived() -> None:
+    """Four hosts: the owner's three guardians are every other host. One of them is
+    frozen longer than ``replace_after_s``; with no fourth node to take its place the
+    set must not shrink to two (a majority of two is both): after it thaws, a crash of
+    another guardian leaves two of three, and the owner keeps its lease."""
+    w = World(4)
+    w.start(0, "a")
+    w.run_until(5.0)
+    owned = w.hosts[0].core.owned[("", "a")]
+    assert owned.vm.ha is not None and len(owned.vm.ha.guardians) == 3
+    index = {h.contact.node_id: h.i for h in w.hosts}
+    first, second = (index[g.node_id] for g in owned.vm.ha.guardians[:2])
+    w.freeze(first, True)
+    w.run_until(20.0)  # silent for 15 s > replace_after_s
+    assert w.copies("a") == [0]
+    w.freeze(first, False)
+    w.run_until(30.0)
+    assert owned.vm.ha is not None and len(owned.vm.ha.guardians) == 3
+    w.crash(second)
+    w.run_until(60.0)
+    assert w.copies("a") == [0]
+    assert not _events(w, "fenced") and not w.double
+
+
 def test_failed_launches_back_off_then_give_up() -> None:
     w = World(6, fail_launches=3)
     w.start(0, "a", HaPolicy(mode="restart", restart_attempts=3, restart_backoff_s=2.0))

@@ -163,3 +163,18 @@ async def test_pause_resume_and_boot_again(hosts):
     assert (await h0.info("a:vm1")).state is DomainState.SHUTOFF
     await h0.start("a:vm1")
     assert (await h0.info("a:vm1")).state is DomainState.RUNNING
+
+
+async def test_a_connection_libvirtd_closed_is_opened_again(hosts):
+    """libvirtd closes a client that did not answer its keepalives (a daemon stopped
+    for ~30 s) or that it lost on a restart: the next call opens a new connection
+    instead of failing forever ("client socket is closed")."""
+    h0, _ = hosts
+    await h0.create(VmSpec("a", memory_mib=64))
+    old = h0._conn
+    await trio.to_thread.run_sync(old.close)  # as libvirtd would have
+    # a test:/// connection is a host of its own: the new one starts empty
+    assert await h0.list_vms() == []
+    assert h0._conn is not old and h0._conn.isAlive()
+    await h0.create(VmSpec("b", memory_mib=64))
+    assert [v.name for v in await h0.list_vms()] == ["b"]

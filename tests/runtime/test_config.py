@@ -115,6 +115,10 @@ def test_service_tables(tmp_path: Path) -> None:
         ("host_cpus = 4\n", "node.toml: host_cpus: now [host] cpus"),
         ("profile = 'moon'\n", "node.toml: profile must be one of lan, wan, local, not 'moon'"),
         ("network = 'ovs'\n", "node.toml: network must be pyroute2 or fake"),
+        (
+            "watchdog = 'ipmi'\n",
+            "node.toml: watchdog must be one of memory, none, process, not 'ipmi'",
+        ),
         ("[partition\n", "node.toml: "),
     ],
 )

@@ -279,7 +279,7 @@ def test_idle_connections_cannot_lock_the_daemon_out(tmp_path: Path) -> None:
 def test_the_registry_factory_makes_a_fencer_client_per_host_uri(tmp_path: Path) -> None:
     from dvms.runtime.fencer import watchdog_factory
 
-    wd = watchdog_factory(tmp_path, FAST)("qemu:///system")
+    wd = watchdog_factory(FAST)("qemu:///system", tmp_path)
     assert isinstance(wd, ProcessWatchdog)
     assert wd.sock_path == tmp_path / "fencer.sock" and wd.uri == "qemu:///system"
     assert wd.config == FAST

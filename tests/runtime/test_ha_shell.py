@@ -16,23 +16,36 @@ from dvms.partition.messages import LaunchVm
 from dvms.placement.hapolicy import HaPolicy
 from dvms.placement.spec import VmSpec
 from dvms.runtime.capabilities import Handlers
+from dvms.runtime.fencer import ProcessWatchdog
 from dvms.runtime.services.ha import (
     WATCHDOGS,
     HaShell,
     MemoryWatchdog,
     NoWatchdog,
+    default_watchdog,
     open_watchdog,
 )
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.runtime.services.vm_driver import VmDriver
 
 
-def test_the_registry_opens_none_by_default_and_refuses_unknown_names():
-    assert isinstance(open_watchdog("", "test:///x"), NoWatchdog)
-    assert isinstance(open_watchdog("memory", "test:///x"), MemoryWatchdog)
+def test_the_registry_defaults_by_hypervisor_and_refuses_unknown_names(tmp_path):
+    # test:/// guests live in the daemon's process: nothing to stop
+    assert isinstance(open_watchdog("", "test:///x", tmp_path), NoWatchdog)
+    # a real hypervisor: the fencer process, its files in the state directory (it is
+    # started at the first arming, not here)
+    wd = open_watchdog("", "qemu+tcp://10.0.0.1/system", tmp_path)
+    assert isinstance(wd, ProcessWatchdog)
+    assert (wd.uri, wd.state_dir) == ("qemu+tcp://10.0.0.1/system", tmp_path)
+    assert wd.pid is None and not list(tmp_path.iterdir())
+    assert isinstance(open_watchdog("none", "qemu:///system", tmp_path), NoWatchdog)
+    assert isinstance(open_watchdog("memory", "test:///x", tmp_path), MemoryWatchdog)
+    assert isinstance(open_watchdog("process", "test:///x", tmp_path), ProcessWatchdog)
     with pytest.raises(ValueError, match="unknown watchdog 'nosuch'"):
-        open_watchdog("nosuch", "test:///x")
-    assert {"none", "memory"} <= set(WATCHDOGS)
+        open_watchdog("nosuch", "test:///x", tmp_path)
+    assert {"none", "memory", "process"} <= set(WATCHDOGS)
+    assert default_watchdog("test:///x") == "none"
+    assert default_watchdog("qemu:///system") == "process"
 
 
 def _shell(watchdog: MemoryWatchdog) -> HaShell:

@@ -22,8 +22,11 @@ The watchdog. A frozen or killed daemon does not stop QEMU: a watchdog beside th
 daemon stops the host's HA guests when the daemon stops arming it. ``Watchdog`` is that
 interface (``arm(remaining_s, guests)``: seconds from now until the guests must be
 stopped, None to disarm; ``guests``: their hypervisor domain names); backends register
-by name in ``WATCHDOGS``: ``none`` (test:/// hosts, whose guests die with the daemon)
-and ``memory`` (records its calls, for tests).
+by name in ``WATCHDOGS``, each a factory of (hypervisor URI, state directory):
+``process`` (the fencer, ``dvms.runtime.fencer``: a process of its own that stops the
+guests through libvirt, or signals their QEMU; the default on a real hypervisor),
+``none`` (the default on test:/// hosts, whose guests die with the daemon) and
+``memory`` (records its calls, for tests).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
@@ -43,6 +47,7 @@ from dvms.hypervisor.base import DomainState, Hypervisor
 from dvms.hypervisor.errors import HypervisorError, InvalidState, VmNotFound
 from dvms.names import vm_key
 from dvms.partition.messages import LaunchVm
+from dvms.runtime.fencer import watchdog_factory
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.stack.core import NodeCore
 
@@ -55,6 +60,8 @@ __all__ = [
     "MemoryWatchdog",
     "NoWatchdog",
     "Watchdog",
+    "WatchdogFactory",
+    "default_watchdog",
     "ha_effects",
     "open_watchdog",
     "register_watchdog",
@@ -114,23 +121,37 @@ class MemoryWatchdog:
         self.closed = True
 
 
-#: Watchdog backends by name: each makes one for a host from its hypervisor URI.
-WATCHDOGS: dict[str, Callable[[str], Watchdog]] = {
-    "none": lambda _uri: NoWatchdog(),
-    "memory": lambda _uri: MemoryWatchdog([]),
+#: A watchdog backend: (the host's hypervisor URI, the daemon's state directory) ->
+#: the host's watchdog.
+WatchdogFactory = Callable[[str, Path], Watchdog]
+
+#: Watchdog backends by name.
+WATCHDOGS: dict[str, WatchdogFactory] = {
+    "none": lambda _uri, _state: NoWatchdog(),
+    "memory": lambda _uri, _state: MemoryWatchdog([]),
+    # the fencer process; its socket, lock and log in the state directory
+    "process": watchdog_factory(),
 }
 
 
-def register_watchdog(name: str, factory: Callable[[str], Watchdog]) -> None:
+def register_watchdog(name: str, factory: WatchdogFactory) -> None:
     WATCHDOGS[name] = factory
 
 
-def open_watchdog(name: str, uri: str) -> Watchdog:
-    """The watchdog ``name`` for the host at ``uri`` ("": ``none``)."""
-    factory = WATCHDOGS.get(name or "none")
+def default_watchdog(uri: str) -> str:
+    """The backend used when none is configured: ``none`` on ``test:///`` hosts (their
+    guests live in the daemon's process and stop with it), else ``process``."""
+    return "none" if uri.startswith("test:") else "process"
+
+
+def open_watchdog(name: str, uri: str, state_dir: Path) -> Watchdog:
+    """The watchdog ``name`` for the host at ``uri`` ("": ``default_watchdog(uri)``),
+    its files in ``state_dir``."""
+    name = name or default_watchdog(uri)
+    factory = WATCHDOGS.get(name)
     if factory is None:
         raise ValueError(f"unknown watchdog {name!r}: one of {', '.join(sorted(WATCHDOGS))}")
-    return factory(uri)
+    return factory(uri, state_dir)
 
 
 class HaShell:
