@@ -101,11 +101,20 @@ def severity(row: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def replay(scn: Scenario, seed: int, guardians: int | None) -> str:
-    cmd = f"dvms sim run {scn.name} --scheduler dvms --seed {seed} --json"
-    if guardians is not None or scn.hosts.count != load_scenario(scn.name).hosts.count:
-        cmd = f"python bench/ha.py --scenario {scn.name} --seeds 1 --first-seed {seed}"
-    return cmd
+def replay(scn: Scenario, seed: int, args: argparse.Namespace) -> str:
+    """The command that runs seed ``seed`` alone again."""
+    if args.guardians is None and args.hosts is None and args.duration is None:
+        return f"dvms sim run {scn.name} --scheduler dvms --seed {seed} --json"
+    extra = "".join(
+        f" --{k} {v}"
+        for k, v in (
+            ("guardians", args.guardians),
+            ("hosts", args.hosts),
+            ("duration", args.duration),
+        )
+        if v is not None
+    )
+    return f"python bench/ha.py --scenario {scn.name} --seeds 1 --first-seed {seed}{extra}"
 
 
 COLS = ("seed", *KEYS, "cpu_s")
@@ -160,7 +169,7 @@ def main() -> None:
         "all_ok": not failing,
         "failing_seeds": failing,
         "worst": worst,
-        "replay": replay(scn, worst["seed"], args.guardians),
+        "replay": replay(scn, worst["seed"], args),
         "runs": rows,
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
