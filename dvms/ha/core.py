@@ -246,8 +246,6 @@ class HaCore:
         self._batch_at: float | None = None
         self._watchdog: float | None = None
         self._tokens: dict[int, tuple[Key, ...]] = {}
-        #: node id -> until when it is not chosen as a guardian (replaced for silence)
-        self._silent: dict[int, float] = {}
         self._next_token = 1
         self.stats: dict[str, int] = {
             "renewals_sent": 0,
@@ -267,7 +265,7 @@ class HaCore:
             raise ValueError(f"vm {vm.name}: adopt needs an HA tag")
         key = (vm.namespace, vm.name)
         if not vm.ha.guardians:
-            vm = replace(vm, ha=replace(vm.ha, guardians=self._choose(key, (), now=now)))
+            vm = replace(vm, ha=replace(vm.ha, guardians=self._choose(key, ())))
         self.owned[key] = _Owned(vm, now + self.config.lease_s, now, set_round=self.round + 1)
         out: list[Any] = [Emit(HaEvent("adopted", vm.namespace, vm.name, _gen(vm)))]
         self._fence_timer(key, now)
@@ -385,22 +383,12 @@ class HaCore:
         return self.rng.getrandbits(63)
 
     def _choose(
-        self,
-        key: Key,
-        keep: tuple[Contact, ...],
-        avoid: frozenset[int] = frozenset(),
-        *,
-        now: float,
+        self, key: Key, keep: tuple[Contact, ...], avoid: frozenset[int] = frozenset()
     ) -> tuple[Contact, ...]:
-        """``keep`` and the closest nodes to the VM's key up to ``guardians``, never a
-        node replaced for silence within ``avoid_silent_s``: the routing table may still
-        show a crashed node as healthy, and two dead nodes must not take turns."""
         k = self.config.guardians
         target = vm_key(*key)
         chosen = list(keep)
-        for node_id in [n for n, until in self._silent.items() if until <= now]:
-            del self._silent[node_id]
-        ids = {c.node_id for c in chosen} | {self.me.node_id} | avoid | self._silent.keys()
+        ids = {c.node_id for c in chosen} | {self.me.node_id} | avoid
         for c in self.closest(target, k + len(ids)):
             if len(chosen) >= k:
                 break
@@ -453,9 +441,7 @@ class HaCore:
         if len(keep) == len(gs):
             return
         silent = frozenset(g.node_id for g in gs) - {g.node_id for g in keep}
-        for node_id in silent:
-            self._silent[node_id] = now + self.config.avoid_silent_s
-        new = self._choose(key, keep, silent, now=now)
+        new = self._choose(key, keep, silent)
         if {g.node_id for g in new} != {g.node_id for g in gs}:
             o.vm = replace(o.vm, ha=replace(tag, guardians=new, previous=gs))
             o.set_round = self.round
@@ -483,7 +469,6 @@ class HaCore:
             if not any(g.node_id == sender for g in _guardians(o.vm)):
                 continue
             o.last_ack[sender] = now
-            self._silent.pop(sender, None)
             acks = o.acks.setdefault(msg.round, set())
             acks.add(sender)
             if _quorum(o.vm, acks):
