@@ -465,7 +465,7 @@ class PartitionCore(Membership, Acting):
         if lead is None or view is None or lead.phase != LeadPhase.COLLECTING or lead.waiting:
             return
         members = [m for m in view.members if m.node_id in lead.states]
-        if len(members) < self.config.min_partition_size:
+        if len(members) < self._min_size(view):
             self.stats["below_min_size"] += 1
             self._pass_on(now, out)
             return
@@ -510,6 +510,19 @@ class PartitionCore(Membership, Acting):
         return self._deferred(out, now)
 
     # -- passing the ISP on ------------------------------------------------------------
+
+    def _min_size(self, view: PartitionView) -> int:
+        """Members a partition needs before its leader solves: ``min_partition_size``,
+        but 1 when it holds only high-availability restarts (ours). A restart needs no
+        migration, only room, and its initiator is a guardian that may sit in a group
+        cut off from most of the overlay, where each unreachable recruitment candidate
+        costs seconds: it tries the hosts it already has first."""
+        if view.events and all(
+            e.kind == "launch" and e.vms and all(v.ha is not None for v in e.vms)
+            for e in view.events
+        ):
+            return 1
+        return self.config.min_partition_size
 
     def _pass_on(self, now: float, out: Out, reason: str = "") -> None:
         """No solution here: hand the ISP to the next candidate; we stay a member."""

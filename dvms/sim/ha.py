@@ -18,7 +18,9 @@ Metrics (in the run's summary when ``[ha]`` is on)::
     ha_restarts       copies started by a restart
     ha_restart_p50_s  from the failure (the owner host's fault, or the moment its last
     ha_restart_p99_s  copy stopped if no fault is known) to the new copy running
-    ha_lost           HA VMs with no running copy at the end
+    ha_lost           HA VMs with no running copy at the end, including by design a VM
+                      whose guardian majority died before the owner replaced them (no
+                      quorum, no restart: docs/ha.md)
     ha_double_run_s   total time two copies of one VM ran at once (hosts up)
     ha_fenced         copies stopped by their owner's fence or its host's watchdog
 """

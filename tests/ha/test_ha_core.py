@@ -77,7 +77,7 @@ def test_frozen_daemon_watchdog_stops_guests_and_wakes_up_stale() -> None:
 def test_minority_guardians_cannot_restart_a_live_owner() -> None:
     """Two guardians of three cut off with the owner: the remaining one never gets a
     majority, the owner keeps renewing."""
-    w = World(6)
+    w = World(6, config=HaConfig(guardians=3))
     vm = w.start(0, "a")
     assert vm.ha is not None
     w.run_until(5.0)
@@ -94,7 +94,7 @@ def test_a_silent_guardian_nobody_can_replace_stays_so_one_more_failure_is_survi
     frozen longer than ``replace_after_s``; with no fourth node to take its place the
     set must not shrink to two (a majority of two is both): after it thaws, a crash of
     another guardian leaves two of three, and the owner keeps its lease."""
-    w = World(4)
+    w = World(4, config=HaConfig(guardians=3))
     w.start(0, "a")
     w.run_until(5.0)
     owned = w.hosts[0].core.owned[("", "a")]
@@ -111,6 +111,29 @@ def test_a_silent_guardian_nobody_can_replace_stays_so_one_more_failure_is_survi
     w.run_until(60.0)
     assert w.copies("a") == [0]
     assert not _events(w, "fenced") and not w.double
+
+
+def test_two_guardians_crashing_1_s_apart_do_not_lose_the_vm() -> None:
+    """With the default 5 guardians, two of them crashing before the owner replaced the
+    first leave a majority: the owner keeps renewing, replaces both, and nothing
+    restarts. With 3 guardians the owner has to fence and the VM is lost (quorum)."""
+    for k, kept in ((5, True), (3, False)):
+        w = World(9, config=HaConfig(guardians=k))
+        w.start(0, "a")
+        w.run_until(5.0)
+        gs = w.hosts[0].core.owned[("", "a")].vm.ha.guardians  # type: ignore[union-attr]
+        index = {h.contact.node_id: h.i for h in w.hosts}
+        w.crash(index[gs[0].node_id])
+        w.run_until(6.0)
+        w.crash(index[gs[1].node_id])
+        w.run_until(60.0)
+        assert (w.copies("a") == [0]) is kept, k
+        assert not w.double
+        if kept:
+            now = w.hosts[0].core.owned[("", "a")].vm.ha  # type: ignore[union-attr]
+            assert now is not None and not now.previous
+            assert not {g.node_id for g in now.guardians} & {gs[0].node_id, gs[1].node_id}
+            assert not _events(w, "fenced")
 
 
 def test_failed_launches_back_off_then_give_up() -> None:

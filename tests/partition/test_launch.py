@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 
 from dvms.partition.config import PartitionConfig
-from dvms.partition.messages import LaunchVm, WireConstraint
+from dvms.partition.messages import HaTag, LaunchVm, WireConstraint
 from dvms.testing.cluster import FakeCluster
 
 LAN_RTT_S = 50e-6
@@ -153,3 +153,29 @@ def test_namespaced_vjob_resolves_its_constraint_names_in_its_namespace():
     assert out.ok, out.reason
     where = {p.vm: p.host for p in out.placed}
     assert where["a"] == where["b"] and where["c"] == "h2" and where["a"] != "h2"
+
+
+def test_a_restart_launch_cut_off_from_most_nodes_is_placed_on_the_nodes_it_has():
+    """A high-availability restart (every VM tagged) does not wait for
+    ``min_partition_size`` members: its initiator, a guardian that may sit in a group cut
+    off from most of the overlay, places it on itself when it has room, instead of
+    spending seconds on each unreachable recruitment candidate. An ordinary launch
+    still needs ``min_partition_size`` members."""
+    cfg = replace(PartitionConfig(), min_partition_size=4)
+    c = FakeCluster(6, seed=3, rtt_s=LAN_RTT_S, solve_delay=0.005, config=cfg)
+    for pos in range(1, 6):
+        c.crash(pos)  # unreachable from node 0
+    plain = [LaunchVm("plain", "", 1, 1024)]
+    restart = [LaunchVm("ha-vm", "", 1, 1024, ha=HaTag(2))]
+    c.expected_vms.add("ha-vm")
+    eid_ha, out = c.nodes[0].core.launch(tuple(restart), (), now=c.now, claim=False)
+    c.engine.apply(c.nodes[0], out)
+    c.run(1.0)
+    done = c.done.get((0, eid_ha))
+    assert done is not None and done.ok, done
+    assert c.host_of("ha-vm") == [0] and done.partition_size == 1
+    eid_plain, out = c.nodes[0].core.launch(tuple(plain), (), now=c.now, claim=False)
+    c.engine.apply(c.nodes[0], out)
+    c.run(5.0)
+    assert (0, eid_plain) not in c.done or not c.done[(0, eid_plain)].ok
+    assert c.host_of("plain") == []
