@@ -103,7 +103,7 @@ class _Search:
         if not any(x == v for x, _ in undo):
             undo.append((v, old))
         ws.remove(v)
-        if ws.try_unit((v,), h) is None:
+        if ws.try_place((v,), h):
             return True
         ws.place(v, old)
         return False
@@ -133,7 +133,7 @@ class _Search:
                 hosts = list(ws.ranked())
                 hosts.sort(key=lambda h: h in shedding)  # stable: least loaded first
                 for h in hosts:
-                    if h != o and ws.try_unit((u,), h) is None:
+                    if h != o and ws.try_place((u,), h):
                         return undo
             self._restore(undo)
             return None
@@ -186,7 +186,7 @@ class _Search:
                     if h not in shedding and self._move(u, h, undo):
                         left += 1
                         break
-                if left and ws.try_unit((v,), o) is None:
+                if left and ws.try_place((v,), o):
                     return undo
             self._restore(undo)
             return None
