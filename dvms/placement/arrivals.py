@@ -119,7 +119,7 @@ def _relocate(ws: Workspace, arr: Arrivals, v: int, h: int, budget: _Budget) -> 
             continue
         if not budget.spend():
             return 0
-        if arr.free((v,), h2) and ws.try_unit((v,), h2) is None:
+        if arr.free((v,), h2) and ws.try_place((v,), h2):
             return 1
     return 0
 
@@ -134,7 +134,7 @@ def _eject(ws: Workspace, arr: Arrivals, v: int, h: int, budget: _Budget) -> int
             if not budget.spend():
                 return 0
             ws.remove(w)
-            if arr.free((v,), h2) and ws.try_unit((v,), h2) is None:
+            if arr.free((v,), h2) and ws.try_place((v,), h2):
                 if _relocate(ws, arr, w, h2, budget):
                     return 2
                 ws.remove(v)

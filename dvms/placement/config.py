@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-__all__ = ["LOAD_FUNCTIONS", "PlacementConfig"]
+__all__ = ["LOAD_FUNCTIONS", "OBJECTIVES", "PlacementConfig"]
 
 #: Names accepted by ``PlacementConfig.load`` (see dvms/placement/load.py).
 LOAD_FUNCTIONS = ("cpucommit", "memcommit", "netcommit", "fill")
+#: Names accepted by ``PlacementConfig.objective``.
+OBJECTIVES = ("migrations", "mttr")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,12 @@ class PlacementConfig:
     #: are evaluated to cut migrations, then plan duration. 0 = off (the greedy plan).
     #: A count, not seconds: the engine reads no clock and one seed gives one result.
     local_search_evals: int = 0
+    #: What the local search ranks first: ``migrations`` (fewest migrations, then the
+    #: shortest plan; BtrPlace's minimizeMigrations) or ``mttr`` (the shortest plan,
+    #: then fewest migrations; minimizeMTTR), which may move more VMs for a plan that
+    #: ends sooner and also tries to split a waiting move into several that start at
+    #: once. The greedy repair itself is the same under both.
+    objective: str = "migrations"
     #: Image locality (kube-scheduler's ImageLocality score): at launch, a host already
     #: holding the images a VM boots from ranks as if its load were lower by up to this
     #: much, in the load function's units (``cpucommit``: vCPUs committed per CPU, so
@@ -78,6 +86,10 @@ class PlacementConfig:
         if self.load not in LOAD_FUNCTIONS:
             raise ValueError(
                 f"unknown load function {self.load!r}; expected one of {', '.join(LOAD_FUNCTIONS)}"
+            )
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}"
             )
         for name in ("max_migrations_out", "max_migrations_in", "constrained_cap"):
             if getattr(self, name) < 1:

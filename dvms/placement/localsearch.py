@@ -11,10 +11,18 @@ workspace's whole filter pipeline):
     trade     a VM staying on a host leaves instead of k >= 2 moved ones (k - 1 less)
     relocate  a moved VM goes to another host that sheds nothing     (shorter plan)
     eject     ... after the VM moved there goes on to a third such host (shorter plan)
+    split     (objective ``mttr`` only) a moved VM whose arrival waits stays home, and
+              up to three smaller VMs of its host leave at once instead  (shorter plan,
+              more migrations)
+    bump      (objective ``mttr`` only) a moved VM whose arrival waits goes to a host
+              that sheds nothing, after the smallest VM that makes room there leaves
+              for another such host                  (shorter plan, one more migration)
 
 and keeps a move when the re-scheduled plan (plan.py) is better on (migrations,
-duration, MiB moved). Deterministic, no clock: the budget is a number of plan
-evaluations (``PlacementConfig.local_search_evals``), so one seed gives one result.
+duration, MiB moved), or with ``PlacementConfig.objective = "mttr"`` on (duration,
+migrations, MiB moved): the two objectives conflict when the shortest plan moves more
+VMs. Deterministic, no clock: the budget is a number of plan evaluations
+(``PlacementConfig.local_search_evals``), so one seed gives one result.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from dvms.placement.workspace import Workspace
 __all__ = ["improve_plan"]
 
 Score = tuple[int, int, int]
+#: ``split``: at most this many smaller VMs leave instead of one whose arrival waits
+SPLIT_MOST = 3
 Undo = list[tuple[int, int]]
 Change = Callable[[], Undo | None]
 
@@ -39,6 +49,7 @@ class _Search:
         self.origin = list(origin)
         self.budget = budget
         self.suspend = suspend
+        self.mttr_first = ws.config.objective == "mttr"
 
     def score(self) -> tuple[Score, list[Action]] | None:
         """The plan of the workspace's current end state, or None (cycle, no budget)."""
@@ -52,7 +63,10 @@ class _Search:
         mem = {vm.key: vm.memory_mib for vm in self.ws.vms}
         moves = [a for a in actions if a.kind == "migrate"]
         end = max((a.end for a in actions), default=0)
-        return (len(moves), end, sum(mem[a.vm] for a in moves)), actions
+        mib = sum(mem[a.vm] for a in moves)
+        if self.mttr_first:
+            return (end, len(moves), mib), actions
+        return (len(moves), end, mib), actions
 
     def moved(self) -> list[int]:
         ws, origin = self.ws, self.origin
@@ -89,7 +103,7 @@ class _Search:
         if not any(x == v for x, _ in undo):
             undo.append((v, old))
         ws.remove(v)
-        if ws.try_unit((v,), h) is None:
+        if ws.try_place((v,), h):
             return True
         ws.place(v, old)
         return False
@@ -119,7 +133,7 @@ class _Search:
                 hosts = list(ws.ranked())
                 hosts.sort(key=lambda h: h in shedding)  # stable: least loaded first
                 for h in hosts:
-                    if h != o and ws.try_unit((u,), h) is None:
+                    if h != o and ws.try_place((u,), h):
                         return undo
             self._restore(undo)
             return None
@@ -146,6 +160,61 @@ class _Search:
 
         return change
 
+    def split(self, v: int) -> Change:
+        """``v`` (moved, its arrival waits) stays on its host; smaller VMs staying
+        there leave instead (most demanding first, each to the least loaded host that
+        sheds nothing and takes it) until ``v`` fits at home, at most ``SPLIT_MOST``."""
+
+        def change() -> Undo | None:
+            ws = self.ws
+            o = self.origin[v]
+            size = sum(ws.demand[v])
+            staying = [
+                u
+                for u in ws.vms_on(o)
+                if ws.movable[u] and self.origin[u] == o and sum(ws.demand[u]) < size
+            ]
+            staying.sort(key=lambda u: (-sum(ws.demand[u]), u))
+            undo: Undo = [(v, ws.assign[v])]
+            ws.remove(v)
+            shedding = self._shedding() | {o}
+            left = 0
+            for u in staying:
+                if left == SPLIT_MOST:
+                    break
+                for h in list(ws.ranked()):
+                    if h not in shedding and self._move(u, h, undo):
+                        left += 1
+                        break
+                if left and ws.try_place((v,), o):
+                    return undo
+            self._restore(undo)
+            return None
+
+        return change
+
+    def bump(self, v: int, h: int) -> Change:
+        """``v`` goes to ``h`` (which sheds nothing) once a VM staying on ``h`` leaves for
+        a third host that sheds nothing: the smallest such VM for which both moves pass."""
+
+        def change() -> Undo | None:
+            ws = self.ws
+            shedding = self._shedding()
+            staying = [u for u in ws.vms_on(h) if ws.movable[u] and self.origin[u] == h]
+            staying.sort(key=lambda u: (sum(ws.demand[u]), u))
+            targets = [x for x in ws.ranked() if x not in shedding and x != h]
+            for w in staying:
+                undo: Undo = []
+                for h2 in targets:
+                    if self._move(w, h2, undo):
+                        if self._move(v, h, undo):
+                            return undo
+                        break
+                self._restore(undo)
+            return None
+
+        return change
+
     def _shedding(self) -> set[int]:
         return {self.origin[v] for v in self.moved()}
 
@@ -168,7 +237,7 @@ def improve_plan(
     improved = True
     while improved and search.budget > 0:
         improved = False
-        for change in _candidates(search):
+        for change in _candidates(search, plan):
             got = search.attempt(change, best)
             if got is not None:
                 best, plan = got
@@ -179,8 +248,9 @@ def improve_plan(
     return plan
 
 
-def _candidates(search: _Search) -> Iterator[Change]:
-    """Moves in the order tried: home, trade, relocate (each over moved VMs by key)."""
+def _candidates(search: _Search, plan: Sequence[Action]) -> Iterator[Change]:
+    """Moves in the order tried: home, trade, relocate (each over moved VMs by key),
+    eject, then (objective ``mttr``) split; ``plan`` is the current best plan."""
     ws = search.ws
     moved = sorted(search.moved(), key=lambda v: ws.vms[v].key)
     for v in moved:
@@ -206,3 +276,13 @@ def _candidates(search: _Search) -> Iterator[Change]:
             h = ws.assign[w]
             if w != v and h not in shedding and h != search.origin[v]:
                 yield search.eject(v, h, w)
+    if not search.mttr_first:
+        return
+    waits = {a.vm for a in plan if a.kind == "migrate" and a.start > 0}
+    waiting = [v for v in moved if ws.vkeys[v] in waits]
+    for v in waiting:
+        yield search.split(v)
+    for v in waiting:
+        for h in ws.ranked():
+            if h not in shedding and h not in (ws.assign[v], search.origin[v]):
+                yield search.bump(v, h)

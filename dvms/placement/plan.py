@@ -118,15 +118,23 @@ class _Scheduler:
         cfg = ws.config
         self.cap_out, self.cap_in = cfg.max_migrations_out, cfg.max_migrations_in
         nh = len(ws.hosts)
-        self.occ = [[0.0] * len(ws.resources) for _ in range(nh)]
-        self.present: list[set[int]] = [set() for _ in range(nh)]
+        # occupancy before the plan: the same for every plan of one repair (the local
+        # search schedules up to ``local_search_evals`` of them), so built once
+        key = tuple(origin)
+        start = ws.plan_start
+        if start is None or start[0] != key:
+            self.occ = [[0.0] * len(ws.resources) for _ in range(nh)]
+            self.present: list[set[int]] = [set() for _ in range(nh)]
+            for v, h in enumerate(origin):
+                if h != -1:
+                    self._add(h, self.ws.cur[v], +1)
+                    self.present[h].add(v)
+            ws.plan_start = start = (key, self.occ, self.present)
+        self.occ = [list(row) for row in start[1]]
+        self.present = [set(vms) for vms in start[2]]
         self.out = [0] * nh
         self.inc = [0] * nh
         self.origin = list(origin)
-        for v, h in enumerate(origin):
-            if h != -1:
-                self._add(h, self.ws.cur[v], +1)
-                self.present[h].add(v)
         self._index_continuous()
         self.pending: list[_Move] = []
         self.running: list[_Move] = []

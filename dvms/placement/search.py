@@ -81,11 +81,11 @@ class Placer:
         ws = self.ws
         if self.prefer_current:
             cur = self._current(unit)
-            if cur != -1 and ws.try_unit(unit, cur, keep=False) is None:
+            if cur != -1 and ws.accepts(unit, cur):
                 return cur
         local = self._local(unit)
         if self._scored(unit):
-            ok = [h for h in ws.ranked() if ws.try_unit(unit, h, keep=False) is None]
+            ok = [h for h in ws.ranked() if ws.accepts(unit, h)]
             if not ok:
                 return None
             if local:
@@ -98,7 +98,7 @@ class Placer:
         key = self._rank(unit, local)
         best, best_key = least, key(least)
         for h in sorted(local):
-            if h != least and key(h) < best_key and ws.try_unit(unit, h, keep=False) is None:
+            if h != least and key(h) < best_key and ws.accepts(unit, h):
                 best, best_key = h, key(h)
         return self._note(unit, best, [least], local)
 
@@ -116,19 +116,19 @@ class Placer:
             assert allowed is not None
             hosts = sorted((h for h in allowed if ws.online[h]), key=lambda h: ws.keys[h])
             for h in hosts:
-                if h not in away and ws.try_unit(unit, h, keep=False) is None:
+                if h not in away and ws.accepts(unit, h):
                     return h
             for h in hosts:
-                if h in away and ws.try_unit(unit, h, keep=False) is None:
+                if h in away and ws.accepts(unit, h):
                     return h
             return None
         # the workspace keeps the load order split by ``departing`` (see place_units):
         # nothing moves while we look
         for _, h in ws.order_stay if away else ws.order:
-            if ws.try_unit(unit, h, keep=False) is None:
+            if ws.accepts(unit, h):
                 return h
         for _, h in ws.order_away:
-            if (allowed is None or h in allowed) and ws.try_unit(unit, h, keep=False) is None:
+            if (allowed is None or h in allowed) and ws.accepts(unit, h):
                 return h
         return None
 
@@ -142,7 +142,7 @@ class Placer:
         else:
             hosts = [h for _, h in ws.order]
         for h in hosts:
-            if ws.try_unit(unit, h, keep=False) is None and arrivals.free(unit, h):
+            if ws.accepts(unit, h) and arrivals.free(unit, h):
                 return h
         return None
 
@@ -195,7 +195,7 @@ class Placer:
             hosts = (h for _, h in ws.order)
         n = 0
         for h in hosts:
-            if ws.try_unit(unit, h, keep=False) is None:
+            if ws.accepts(unit, h):
                 n += 1
                 if n >= cap:
                     break
@@ -204,7 +204,7 @@ class Placer:
     def candidates(self, unit: Unit) -> list[int]:
         """Every host taking ``unit`` now, preferred first."""
         ws = self.ws
-        ok = [h for h in ws.ranked() if ws.try_unit(unit, h, keep=False) is None]
+        ok = [h for h in ws.ranked() if ws.accepts(unit, h)]
         local = self._local(unit)
         if local:
             ok.sort(key=self._rank(unit, local))

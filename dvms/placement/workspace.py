@@ -34,7 +34,7 @@ from dvms.placement.filters import (
 )
 from dvms.placement.load import make_key
 from dvms.placement.locality import LocalityNote, held_bytes, locality_score
-from dvms.placement.model import CPU_DEMAND, MEMORY, VCPUS, PlacementError, Snapshot, Vm
+from dvms.placement.model import CPU_DEMAND, MEMORY, NICS, VCPUS, PlacementError, Snapshot, Vm
 
 __all__ = ["Workspace", "rule_of", "shortage"]
 
@@ -61,6 +61,30 @@ def shortage(resource: str, used: float, demand: float, limit: float) -> str:
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:.3g}"
+
+
+def _demands(vms: Sequence[Vm], resources: Sequence[str]) -> list[list[float]]:
+    """``[[vm.demand(r) for r in resources] for vm in vms]``, a column at a time."""
+    cols: list[list[float]] = []
+    col: list[float]
+    for r in resources:
+        if r == VCPUS:
+            col = [vm.usage.get(r, vm.vcpus) for vm in vms]
+        elif r == MEMORY:
+            col = [vm.usage.get(r, vm.memory_mib) for vm in vms]
+        elif r == NICS:
+            col = [vm.usage.get(r, vm.nics) for vm in vms]
+        elif r == CPU_DEMAND:
+            col = [
+                vm.usage[r]
+                if r in vm.usage
+                else math.ceil((vm.vcpus if vm.cpu_demand is None else vm.cpu_demand) * 1000)
+                for vm in vms
+            ]
+        else:
+            col = [vm.usage.get(r, 0) for vm in vms]
+        cols.append(col)
+    return [list(row) for row in zip(*cols, strict=True)] if cols else [[] for _ in vms]
 
 
 class Workspace:
@@ -91,9 +115,15 @@ class Workspace:
         self.r_index = {r: i for i, r in enumerate(self.resources)}
         self.online = [h.online for h in self.hosts]
         self.limits = [[h.limit(r, config) for r in self.resources] for h in self.hosts]
-        self.cur = [[vm.demand(r) for r in self.resources] for vm in self.vms]
+        self.cur = _demands(self.vms, self.resources)
         self.demand = [list(row) for row in self.cur]
-        self.cost = [vm.duration("migrate", config) for vm in self.vms]
+        speed = config.migration_mib_per_s
+        self.cost = [
+            max(1, vm.durations["migrate"])
+            if "migrate" in vm.durations
+            else max(1, math.ceil(vm.memory_mib / speed))
+            for vm in self.vms
+        ]
         self.cos = [vm.coschedule + 1 if vm.coschedule != -1 else -1 for vm in self.vms]
         self.movable = [True] * len(self.vms)
         self._init_state()
@@ -103,6 +133,8 @@ class Workspace:
         self.keys = [self._key(h) for h in range(len(self.hosts))]
         self.order = sorted((self.keys[h], h) for h in range(len(self.hosts)) if self.online[h])
         self.departing: frozenset[int] | None = None
+        #: plan.py: (origin, occupancy per host, VMs per host) before any plan of it
+        self.plan_start: tuple[tuple[int, ...], list[list[float]], list[set[int]]] | None = None
         self.order_stay: list[tuple[tuple, int]] = []
         self.order_away: list[tuple[tuple, int]] = []
         #: image locality (locality.py): per VM, host -> score > 0 (empty: no image held)
@@ -399,6 +431,45 @@ class Workspace:
             if why:
                 return (f.rule, why)
         return None
+
+    def fits(self, v: int, h: int) -> bool:
+        """``first_failure(v, h) is None``, without writing the reason: the searches
+        ask this thousands of times and most refusals are only skipped."""
+        if not self.online[h]:
+            return False
+        allowed = self.allowed[v]
+        if allowed is not None and h not in allowed:
+            return False
+        used, lim, dem = self.used[h], self.limits[h], self.demand[v]
+        for r in self.active[v]:
+            if used[r] + dem[r] > lim[r]:
+                return False
+        limit, mine = self.host_limit(h), self.cos[v]
+        if mine != -1:
+            limit = mine if limit == -1 else min(limit, mine)
+        if limit != -1 and self.count[h] + 1 > limit:
+            return False
+        for f in self.vm_filters[v]:
+            if f.check(v, h):
+                return False
+        return all(not f.check(v, h) for f in self.global_checks)
+
+    def accepts(self, unit: Sequence[int], h: int) -> bool:
+        """Would ``h`` take every VM of ``unit`` now (``try_unit(unit, h, keep=False)``
+        is None)?"""
+        if len(unit) == 1:
+            return self.fits(unit[0], h)
+        return self.try_unit(unit, h, keep=False) is None
+
+    def try_place(self, unit: Sequence[int], h: int) -> bool:
+        """``try_unit(unit, h) is None``: place the whole unit on ``h`` or nothing."""
+        if len(unit) == 1:
+            v = unit[0]
+            if not self.fits(v, h):
+                return False
+            self.place(v, h)
+            return True
+        return self.try_unit(unit, h) is None
 
     def _coschedule(self, v: int, h: int) -> str | None:
         limit, mine = self.host_limit(h), self.cos[v]

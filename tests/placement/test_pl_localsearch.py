@@ -50,3 +50,29 @@ def test_off_by_default_and_validated() -> None:
     assert PlacementConfig().local_search_evals == 0
     with pytest.raises(ValueError, match="local_search_evals"):
         PlacementConfig(local_search_evals=-1)
+
+
+def test_mttr_objective_ranks_duration_first_and_checked() -> None:
+    """Under ``objective="mttr"`` no plan is longer than the greedy one, and on this
+    sample some are shorter than both the greedy plan and the migrations-first one."""
+    shorter = 0
+    by_migrations = replace(BASE, local_search_evals=100)
+    by_mttr = replace(by_migrations, objective="mttr")
+    for seed in range(60):
+        snap, cons = partition(seed)
+        greedy = solve_repair(snap, cons, BASE, relief=True)
+        first = solve_repair(snap, cons, by_migrations, relief=True)
+        plan = solve_repair(snap, cons, by_mttr, relief=True)
+        assert plan.status == greedy.status, seed
+        if plan.status != "solved":
+            continue
+        assert check_plan(snap, cons, plan.actions, by_mttr, relief=True) == [], seed
+        assert (plan.duration, plan.migrations) <= (greedy.duration, greedy.migrations), seed
+        shorter += plan.duration < min(greedy.duration, first.duration)
+    assert shorter >= 1
+
+
+def test_objective_validated() -> None:
+    assert PlacementConfig().objective == "migrations"
+    with pytest.raises(ValueError, match="unknown objective 'fast'"):
+        PlacementConfig(objective="fast")

@@ -5,6 +5,7 @@
     dvms         DVMS partitions (the real partition core on simulated nodes);
                  dvms-ring and dvms-random change only the recruitment order;
                  dvms-localsearch adds the local search after repairs;
+                 dvms-mttr the same, ranking the shortest plan first;
                  dvms-nolocality ignores where images are (no image-locality score)
 
 A scheduler is built from the scenario's ``[scheduler]`` table (``ScenarioParams``)
@@ -53,6 +54,13 @@ def _dvms_local_search(params: ScenarioParams) -> Scheduler:
     return DvmsScheduler(params, placement=placement, name="dvms-localsearch")
 
 
+def _dvms_mttr(params: ScenarioParams) -> Scheduler:
+    """DVMS whose leaders' local search ranks the shortest plan first
+    (``PlacementConfig.objective = "mttr"``): it may move more VMs to relieve sooner."""
+    placement = PlacementConfig(local_search_evals=LOCAL_SEARCH_EVALS, objective="mttr")
+    return DvmsScheduler(params, placement=placement, name="dvms-mttr")
+
+
 def _dvms_no_locality(params: ScenarioParams) -> Scheduler:
     """DVMS whose leaders ignore where images are (``image_locality_weight`` = 0): the
     baseline of the image-locality score (scenario ``image-launch``)."""
@@ -72,6 +80,7 @@ SCHEDULERS: dict[str, SchedulerFactory] = {
     "dvms-ring": _dvms("ring"),
     "dvms-random": _dvms("random"),
     "dvms-localsearch": _dvms_local_search,
+    "dvms-mttr": _dvms_mttr,
     "dvms-nolocality": _dvms_no_locality,
 }
 
