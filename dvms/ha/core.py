@@ -608,7 +608,10 @@ class HaCore:
         elif now < h.lease_until:
             newest = 0
         elif (
-            h.promised >= msg.generation
+            # a restart promised to another proposer is outstanding: whatever generation
+            # this one asks for, it waits (a higher one would start a second copy beside
+            # the promised one)
+            h.promised > _gen(h.vm)
             and h.promised_to != sender
             and now < h.promised_until
             and not self._give_way(key, h, sender, msg.generation, out)

@@ -3,6 +3,7 @@ majority of guardians, batches, back-off, and no double run under any fault sche
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -243,3 +244,29 @@ def test_ha_messages_cross_the_wire() -> None:
     for msg in (Renew(7, g, (vm,)), RenewAck(7, (StaleVm("ns", "a", 4, False),))):
         decoded = codec.decode(codec.encode(msg, sender=1, rid=2, now=0.0), now=0.0)
         assert decoded is not None and decoded.msg == msg
+
+
+def test_a_voter_holding_a_promise_refuses_a_higher_generation_from_another_proposer() -> None:
+    """Guardian A won the votes for generation 2 and is launching it; guardian B, refused
+    earlier (``newest`` = 2), proposes generation 3. A voter that promised 2 to A must
+    refuse 3 until A's promise ends: voting yes let B gather a majority too, and two
+    generations of the VM ran at once on loopback daemons (``ha5``: node2/g3 beside
+    node5/g2). A itself may still ask again."""
+    from dvms.ha.core import HaCore, _Held
+    from dvms.ha.messages import Propose, Vote
+    from dvms.overlay.messages import Contact
+    from dvms.partition.messages import LaunchVm
+
+    me, a, b = (Contact(i, "127.0.0.1", 7000 + i) for i in (1, 2, 3))
+    core = HaCore(me, lambda key, n: [], HaConfig(guardians=3), random.Random(0))
+    tag = replace(tag_for(parse_policy({"ha": "restart"})), guardians=(me, a, b))
+    vm = LaunchVm("v", "", 1, 256, ha=tag)
+    core.held[("", "v")] = _Held(vm, owner=Contact(9, "127.0.0.1", 7009), lease_until=1.0)
+    core.held[("", "v")].promised, core.held[("", "v")].promised_to = 2, a.node_id
+    core.held[("", "v")].promised_until = 60.0
+    out = core.on_message(b.addr, b.node_id, 7, Propose("", "v", 3), now=10.0)
+    votes = [e.msg for e in out if isinstance(getattr(e, "msg", None), Vote)]
+    assert votes == [Vote("", "v", 3, False, 2)], out
+    out = core.on_message(a.addr, a.node_id, 8, Propose("", "v", 2), now=11.0)
+    votes = [e.msg for e in out if isinstance(getattr(e, "msg", None), Vote)]
+    assert [v.yes for v in votes] == [True], out
