@@ -52,6 +52,8 @@ kind = "spread"
 vms = "{",".join(SPREAD)}"
 """
 STOP_S = 30.0
+#: ``renew_period_s`` of HA_TOML
+RENEW_S = 0.5
 SAMPLE_S = 0.5
 
 
@@ -64,9 +66,25 @@ def ha_cluster(tmp_path_factory):
     try:
         (d / "job.toml").write_text(VJOB)
         dvms("submit", str(d / "job.toml"), sock=nodes["node1"][0], timeout=120)
+        _wait_adopted(nodes["node1"][0])
         yield nodes
     finally:
         cluster_down(d / "c")
+
+
+def _wait_adopted(sock: str, timeout: float = 30.0) -> None:
+    """Every VM's owner has adopted it (``ha`` = ok), then two renewal rounds, so its
+    guardians hold its record: a node frozen before that has nothing to be restarted
+    from (its VMs' guardians never heard of them), which is not what is tested here."""
+    t0 = time.monotonic()
+    rows: list[dict] = []
+    while time.monotonic() - t0 < timeout:
+        rows = call(sock, "vm_info", {}, timeout=30)["vms"]
+        if sorted(r["name"] for r in rows if r["ha"] == "ok") == sorted(VMS):
+            time.sleep(2 * RENEW_S)
+            return
+        time.sleep(SAMPLE_S)
+    raise AssertionError(f"not every VM adopted in {timeout} s: {rows}")
 
 
 def _domains(sock: str, timeout: float = 2.0) -> list[dict] | None:

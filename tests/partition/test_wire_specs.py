@@ -19,8 +19,9 @@ def test_the_wire_types_mirror_their_specs_but_for_the_named_fields() -> None:
     # the host's business; the files a VM boots from travel with it, so that whichever host
     # a partition picks can fetch (file:NAME) and boot them
     local_only = {"tags"}
-    # the user's HA policy travels as the HA tag the restart protocol keeps (dvms.ha)
-    assert names(VmSpec) - names(LaunchVm) == local_only | {"ha_policy"}
+    # the user's HA policy and the copy's generation travel as the HA tag the restart
+    # protocol keeps (dvms.ha)
+    assert names(VmSpec) - names(LaunchVm) == local_only | {"ha_policy", "ha_generation"}
     # set on the way: the constraints by the leader, the images' roots by the entry node
     assert names(LaunchVm) - names(VmSpec) == {"constraints", "images", "ha"}
 

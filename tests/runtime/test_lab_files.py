@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from dvms.ha import HaConfig
 from dvms.placement.vjob import vjob_from_dict
 from dvms.runtime.config import load_config
 from dvms.runtime.lab import LabConfig, _node_toml, lab_vjob
@@ -20,7 +21,7 @@ def test_a_lab_host_runs_the_fencer_with_the_labs_ha_parameters(tmp_path: Path) 
     assert node.watchdog == "process"
     assert node.hypervisor_uri == "qemu+tcp://10.231.0.2/system"
     assert (node.ha.lease_s, node.ha.renew_period_s) == (6.0, 1.0)
-    assert node.ha.guardians == 3  # the rest at HaConfig's defaults
+    assert node.ha.guardians == HaConfig().guardians  # the rest at HaConfig's defaults
     path.write_text(_node_toml(tmp_path, 2, "10.231.0.2", LabConfig()))
     assert load_config(str(path)).ha.lease_s == 10.0
 
