@@ -23,3 +23,17 @@ def require_tools(*tools: str) -> None:
 def run_tag() -> str:
     """A short per-run prefix for namespaces and links, so parallel runs never collide."""
     return f"dv{os.getpid() % 100000:05d}"
+
+
+def require_lab() -> None:
+    """What ``dvms lab up`` needs: root, libvirtd and QEMU, the Debian tools that fetch
+    the guest, libvirt-python, pyroute2 and VXLAN in the kernel."""
+    require_root("network + mount namespaces, libvirtd")
+    require_tools("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "ip", "unshare", "apt-get")
+    pytest.importorskip("libvirt", reason="libvirt-python not installed")
+    pytest.importorskip("pyroute2", reason="pyroute2 not installed")
+    from dvms.hypervisor.net.pyroute2_backend import missing_tunnel_support
+
+    why = missing_tunnel_support("vxlan")
+    if why:
+        pytest.skip(why)

@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-from tests.real.conftest import require_root, require_tools
+from tests.real.conftest import require_lab
 
 pytestmark = pytest.mark.real
 
@@ -56,18 +56,6 @@ LEASE_S = 10.0
 FREEZE_S = 30.0
 #: The sampler's period, seconds.
 SAMPLE_S = 0.5
-
-
-def _requirements() -> None:
-    require_root("network + mount namespaces, libvirtd")
-    require_tools("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "ip", "unshare", "apt-get")
-    pytest.importorskip("libvirt", reason="libvirt-python not installed")
-    pytest.importorskip("pyroute2", reason="pyroute2 not installed")
-    from dvms.hypervisor.net.pyroute2_backend import missing_tunnel_support
-
-    why = missing_tunnel_support("vxlan")
-    if why:
-        pytest.skip(why)
 
 
 def _dvms(d: Path, host: str, *args: str, timeout: float = 180.0) -> Any:
@@ -222,7 +210,7 @@ def _wait(pred: Any, timeout: float, what: str, poll: float = 0.1) -> Any:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    _requirements()
+    require_lab()
     from dvms.runtime.lab import LabConfig, lab_down, lab_up
 
     d = Path(tempfile.mkdtemp(prefix="dvms-halab-"))

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.real.conftest import require_root, require_tools
+from tests.real.conftest import require_lab, require_tools
 
 pytestmark = pytest.mark.real
 
@@ -38,21 +38,9 @@ BOOT_TIMEOUT_S = 300.0
 OVERLOAD_TIMEOUT_S = 60.0
 
 
-def _requirements() -> None:
-    require_root("network + mount namespaces, libvirtd")
-    require_tools("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "ip", "unshare", "apt-get")
-    pytest.importorskip("libvirt", reason="libvirt-python not installed")
-    pytest.importorskip("pyroute2", reason="pyroute2 not installed")
-    from dvms.hypervisor.net.pyroute2_backend import missing_tunnel_support
-
-    why = missing_tunnel_support("vxlan")
-    if why:
-        pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Path]:
-    _requirements()
+    require_lab()
     from dvms.runtime.lab import LabConfig, lab_down, lab_up
 
     d = Path(tempfile.mkdtemp(prefix="dvms-lab-"))
@@ -399,7 +387,7 @@ def test_4_kill_9_of_a_daemon_is_reported_and_the_rest_keeps_working(lab: Path) 
 
 
 def test_6_lab_down_leaves_no_namespace_process_link_or_file() -> None:
-    _requirements()
+    require_lab()
     import json
 
     from dvms.runtime.lab import lab_down, lab_leftovers, lab_up
