@@ -192,18 +192,24 @@ class SimCluster:
             LifecycleEvent(host, spec.name, EventKind.STARTED, at=now),
         ]
 
-    def _stop(self, host: str, name: str, kind: EventKind, now: float) -> list[LifecycleEvent]:
+    def _stop(
+        self, host: str, name: str, kind: EventKind, now: float, *, paused_too: bool
+    ) -> list[LifecycleEvent]:
         vm = self._vm(host, name)
-        if vm.state is not DomainState.RUNNING:
+        if vm.state is not DomainState.RUNNING and not (
+            paused_too and vm.state is DomainState.PAUSED
+        ):
             raise InvalidState(f"vm {name!r} on {host}: not running ({vm.state.value})", vm=name)
         vm.state, vm.cpu_demand = DomainState.SHUTOFF, 0.0
         return [LifecycleEvent(host, name, kind, at=now)]
 
     def shutdown(self, host: str, name: str, *, now: float) -> list[LifecycleEvent]:
-        return self._stop(host, name, EventKind.SHUTDOWN, now)
+        """A guest's own shutdown: only a running guest can do it."""
+        return self._stop(host, name, EventKind.SHUTDOWN, now, paused_too=False)
 
     def destroy(self, host: str, name: str, *, now: float) -> list[LifecycleEvent]:
-        return self._stop(host, name, EventKind.STOPPED, now)
+        """Power off, as libvirt's destroy: a running or a paused guest."""
+        return self._stop(host, name, EventKind.STOPPED, now, paused_too=True)
 
     def undefine(self, host: str, name: str, *, now: float) -> list[LifecycleEvent]:
         vm = self._vm(host, name)

@@ -89,6 +89,21 @@ def test_cluster_refusals():
     assert c.list_vms("h1") == []
 
 
+def test_a_paused_vm_is_destroyed_as_libvirt_does_but_cannot_shut_itself_down():
+    # An emulated migration between test hosts pauses the source copy before the
+    # destination creates its own, then destroys it: the simulated hypervisor must take
+    # a paused guest there, as libvirt's destroy does.
+    c = SimCluster()
+    c.add_host("h1", SimHostConfig(cpus=2, memory_mib=2048))
+    c.create("h1", VmSpec("vm1", memory_mib=1024), now=0)
+    c.set_state("h1", "vm1", DomainState.PAUSED, now=1)
+    with pytest.raises(InvalidState, match="not running"):
+        c.shutdown("h1", "vm1", now=2)
+    assert [e.kind for e in c.destroy("h1", "vm1", now=3)] == [EventKind.STOPPED]
+    c.undefine("h1", "vm1", now=4)
+    assert c.list_vms("h1") == []
+
+
 async def test_trio_adapter_runs_in_virtual_time(autojump_clock):
     cluster = SimCluster()
     h1 = open_hypervisor("sim", "h1", cluster)

@@ -10,8 +10,9 @@ peers' queries about the host (``HostQuery``, ``KillVms``, ``AdoptVm``)::
 Migration. On real QEMU hosts the source live-migrates to the destination's advertised
 URI (``HostReply.uri``). Between ``test:///`` hosts in different processes no libvirt
 call can move a domain (the test driver's state lives in each process), so migration is
-*emulated*: the source sends ``AdoptVm(spec)``, the destination creates the VM from its
-spec, then the source destroys and undefines its copy. Guest state is not carried over
+*emulated*: the source pauses its copy and sends ``AdoptVm(spec)``, the destination
+creates the VM from its spec, then the source destroys and undefines its copy (or
+resumes it when the destination refuses). Guest state is not carried over
 (a cold re-creation); the placement effect, which is what a test host models, is exact.
 """
 
@@ -196,12 +197,19 @@ class VmDriver:
             local_disk = spec.disk is not None or (info is not None and info.disks > 0)
             return await self._live_migrate(key, dst, copy_storage=local_disk)
         cfg = self.config
+        # As at a live migration's switch-over, the copy here stops before the
+        # destination's starts, so no instant sees the VM running on two hosts; it runs
+        # on here when the destination does not take it.
+        paused = await self._pause(key)
         reply = await self.requests.request(
             dst, AdoptVm(ha or spec), timeout=cfg.adopt_timeout_s, attempts=cfg.adopt_attempts
         )
-        if not isinstance(reply, Adopted):
-            return False, f"{move.dst_host} did not answer"
-        if not reply.ok:
+        if not isinstance(reply, Adopted) or not reply.ok:
+            if paused:
+                with contextlib.suppress(HypervisorError):
+                    await self.hv.resume(key)
+            if not isinstance(reply, Adopted):
+                return False, f"{move.dst_host} did not answer"
             return False, reply.reason
         try:
             await self.remove(key)
@@ -232,6 +240,14 @@ class VmDriver:
             await dest.aclose()
         self.monitor.specs.pop(key, None)
         return True, ""
+
+    async def _pause(self, key: str) -> bool:
+        """Pause the running VM ``key`` before it moves; False if it was not running."""
+        try:
+            await self.hv.suspend(key)
+        except HypervisorError:  # not running (or already paused): nothing to stop
+            return False
+        return True
 
     async def remove(self, key: str) -> None:
         """Destroy and undefine the VM the hypervisor knows as ``key``."""
