@@ -76,6 +76,9 @@ _STATES = {
     6: DomainState.CRASHED,
     7: DomainState.PAUSED,  # PMSUSPENDED
 }
+#: virDomainPausedReason of a domain paused by a migration (MIGRATION; POSTCOPY and
+#: POSTCOPY_FAILED): the incoming copy on a destination waits so until it lands.
+_PAUSED_MIGRATING = frozenset({2, 12, 13})
 # virDomainEventType -> ours (detail refines STARTED/STOPPED for migration)
 _EVENTS = {
     0: EventKind.DEFINED,
@@ -301,6 +304,9 @@ class LibvirtHypervisor(Hypervisor):
     # -- queries --------------------------------------------------------------------------
     def _vm_info(self, dom: Any) -> VmInfo:
         state, max_kib, _mem, vcpus, cpu_ns = dom.info()
+        ours = _STATES.get(state, DomainState.UNKNOWN)
+        if state == 3 and dom.state()[1] in _PAUSED_MIGRATING:
+            ours = DomainState.MIGRATING
         xml = dom.XMLDesc(0)
         namespace, _tags = parse_metadata(xml)
         ha = parse_ha(xml)
@@ -313,7 +319,7 @@ class LibvirtHypervisor(Hypervisor):
         return VmInfo(
             name=name,
             host=self.host,
-            state=_STATES.get(state, DomainState.UNKNOWN),
+            state=ours,
             vcpus=int(vcpus),
             memory_mib=int(max_kib) // 1024,
             namespace=namespace,

@@ -253,7 +253,12 @@ class Engine:
         delays = self.network.route(node.pos, dst.pos, now)
         if not delays:
             return
-        if self._skewed and node.codec is None:
+        if (
+            self._skewed
+            and node.codec is None
+            # one copy between two equal clocks within the window: kept (_fresh's test)
+            and (node.clock != dst.clock or len(delays) != 1 or delays[0] > self.replay_window_s)
+        ):
             delays = self._fresh(node, dst, delays)
             if not delays:
                 return

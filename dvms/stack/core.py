@@ -315,7 +315,7 @@ class NodeCore:
         if self.ha is not None:
             effects = self._ha_glue(effects, now)
         d = self.directory
-        if d is None or not any(d.wants(e) for e in effects):
+        if d is None or not effects or not any(d.wants(e) for e in effects):
             return effects
         out: list[Any] = []
         queue = list(effects)

@@ -464,11 +464,8 @@ class HostSide:
 
     async def move(self, msg: MoveVm) -> Adopted:
         move = MigrateVmTo(0, msg.name, msg.namespace, msg.dst_host, (msg.dst_ip, msg.dst_port))
-        self.monitor.migrating += 1
-        try:
+        with self.monitor.in_flight():
             ok, reason = await self.driver.migrate_vm(move)
-        finally:
-            self.monitor.migrating -= 1
         await self.monitor.refresh()
         if ok:
             dst = self.peers.hosts().get(msg.dst_host)

@@ -41,10 +41,11 @@ small one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import trio
@@ -111,7 +112,8 @@ class HostMonitor:
     cpus: int = 0
     memory_mib: int = 0
     vms: tuple[VmInfo, ...] = ()
-    #: live migrations in or out of this host still running
+    #: live migrations in or out of this host that this daemon runs or receives
+    #: (``in_flight``); domains the hypervisor lists mid-migration count on top of them
     migrating: int = 0
     refreshed: int = 0
     config: MonitorConfig = MonitorConfig()
@@ -148,6 +150,23 @@ class HostMonitor:
         #: (namespace, name) -> (HA state, generation) of an HA VM this host owns (set
         #: by the HA shell; None: not one)
         self.ha_status: Callable[[str, str], tuple[str, int] | None] = lambda _ns, _n: None
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """A migration into or out of this host runs while the block does: the partition
+        core's local state counts it at once (not at the next refresh), so the node holds
+        itself in its partition until it ends, as the destination as well as the source."""
+        self.migrating += 1
+        self._restate()
+        try:
+            yield
+        finally:
+            self.migrating -= 1
+            self._restate()
+
+    def _restate(self) -> None:
+        if self._state is not None:
+            self._state = self._host_state()
 
     def set_images(self, images: tuple[HeldImage, ...]) -> None:
         """What the file service holds now: reported to the partitions (image locality)."""
@@ -289,7 +308,9 @@ class HostMonitor:
             self.cpus,
             self.memory_mib,
             tuple(rows),
-            self.migrating,
+            # an incoming live migration is driven by the source's daemon: here it shows
+            # as a domain the hypervisor lists as migrating
+            self.migrating + sum(1 for v in self.vms if v.state is DomainState.MIGRATING),
             cpu_milli=milli,
             images=self.images,
         )

@@ -117,14 +117,11 @@ class VmDriver:
         this returns, so the core (and the next leader) hears of the result after the
         host state shows it. Returns ``(ok, reason)``."""
         migrating = type(eff) is MigrateVmTo
-        self.monitor.migrating += migrating
-        try:
+        with self.monitor.in_flight() if migrating else contextlib.nullcontext():
             if isinstance(eff, BootVm):
                 ok, reason = await self.create(eff.vm)
             else:
                 ok, reason = await self.migrate_vm(eff)
-        finally:
-            self.monitor.migrating -= migrating
         await self.monitor.refresh()
         if not ok:
             log.warning("%s failed: %s", "migrate" if migrating else "create", reason)
@@ -269,7 +266,9 @@ class VmDriver:
         return self.monitor.reply(msg.namespace, msg.vms, msg.offset)
 
     async def _adopt(self, msg: AdoptVm) -> Adopted:
-        ok, reason = await self.create(msg.vm)
+        # the destination of an emulated migration: held like its source until it lands
+        with self.monitor.in_flight():
+            ok, reason = await self.create(msg.vm)
         await self.monitor.refresh()
         return Adopted(ok, reason[:512])
 
