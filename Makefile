@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers for `make test` (tests/conftest.py says how the suite is split)
+TEST_WORKERS ?= 2
 
 .PHONY: demo lab test test-real lint bench accel deps clean
 
@@ -28,7 +30,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check dvms tests bench
 	$(VENV)/bin/ruff format --check dvms tests bench
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q -rs --durations=25
+	$(PY) -m pytest -q -rs --durations=25 -n $(TEST_WORKERS)
 
 test-real: $(STAMP)
 	$(PY) -m pytest -q -rs tests/real
