@@ -138,7 +138,8 @@ def _load_everywhere(socks: dict[str, str], req: dict[str, Any]) -> list[dict[st
     if not socks:
         raise UserError("debug load: the cluster has no nodes")
     found = _call(next(iter(socks.values())), "vm_info", {"namespace": req["namespace"]})
-    rows = [v for v in found["vms"] if v["name"] == req["name"]]
+    # a restart under way has no host yet: nothing to load there
+    rows = [v for v in found["vms"] if v["name"] == req["name"] and v["host"]]
     if not rows:
         raise UserError(f"debug load: no vm {req['name']} in the cluster")
     if len({v["namespace"] for v in rows}) > 1:

@@ -65,7 +65,8 @@ def _gather(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[dict[s
     hosts = node_call(args, "host", {}, timeout=GATHER_TIMEOUT_S)
     vms = node_call(args, "vm_info", {}, timeout=GATHER_TIMEOUT_S)
     unreachable = sorted(set(hosts.get("unreachable", [])) | set(vms.get("unreachable", [])))
-    return hosts["hosts"], vms["vms"], unreachable
+    # an HA restart under way is listed without a host: it takes no room anywhere yet
+    return hosts["hosts"], [v for v in vms["vms"] if v["host"]], unreachable
 
 
 def dry_run(args: argparse.Namespace) -> int:

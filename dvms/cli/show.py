@@ -34,14 +34,17 @@ def vm_show(args: argparse.Namespace) -> int:
     if not matches:
         where = f" in namespace {args.namespace}" if args.namespace else ""
         raise UserError(f"no VM {args.name}{where} on any host that answered")
-    if len(matches) > 1:
-        spaces = ", ".join(sorted(v["namespace"] or "-" for v in matches))
-        raise UserError(f"VM {args.name} is in several namespaces ({spaces}): add --namespace")
-    vm = matches[0]
+    spaces = sorted({v["namespace"] for v in matches})
+    if len(spaces) > 1:
+        listed = ", ".join(ns or "-" for ns in spaces)
+        raise UserError(f"VM {args.name} is in several namespaces ({listed}): add --namespace")
+    # an HA VM can have more than one row: a fenced older copy, a restart under way
+    vm, *others = sorted(matches, key=_current_first)
     subjects = {vm["name"], f"{vm['namespace']}/{vm['name']}"}
     events, silent = _events(args, lambda e: e["subject"] in subjects)
     doc = {
         "vm": vm,
+        "other_copies": others,
         "events": events,
         "unreachable": sorted(set(found["unreachable"]) | set(silent)),
     }
@@ -50,9 +53,17 @@ def vm_show(args: argparse.Namespace) -> int:
         return 0
     ha = f"{vm['ha']}, generation {vm['generation']}" if vm.get("ha") else "off"
     _describe({**vm, "ha": ha}, ("name", "namespace", "state", "host", "vcpus", "memory", "ha"))
+    for other in others:
+        where = other["host"] or "no host"
+        print(f"also: {other['state'].lower()} on {where}, {other['ha']} g{other['generation']}")
     _print_events(events)
     _print_unreachable(doc["unreachable"])
     return 0
+
+
+def _current_first(vm: dict[str, Any]) -> tuple[bool, int]:
+    """The copy that runs first, then the newest generation."""
+    return (vm["state"] != "RUNNING", -int(vm.get("generation", 0)))
 
 
 def host_show(args: argparse.Namespace) -> int:

@@ -143,7 +143,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one VM: where it runs, its size and recent events",
         description="Describe one VM (kubectl describe-like), found on whichever host "
         "runs it: namespace, state, host, size, and the newest events about it from "
-        "every node (created, migrated...).",
+        "every node (created, migrated...). An HA VM can have other copies: a fenced "
+        "older one, or a restart under way (no host yet); they are listed after it "
+        "(JSON: other_copies).",
     )
     vshow.add_argument("name", metavar="NAME", help="the VM's name")
     vshow.add_argument("--namespace", help="the VM's namespace, when its name is in several")

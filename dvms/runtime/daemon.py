@@ -38,7 +38,7 @@ from dvms.partition.messages import register_partition_messages
 from dvms.runtime.config import ConfigError, NodeConfig, parse_hostport
 from dvms.runtime.control.commands import Daemon
 from dvms.runtime.control.server import serve_control
-from dvms.runtime.messages import register_node_messages
+from dvms.runtime.messages import HaQuery, register_node_messages
 from dvms.runtime.node import NodeRunner
 from dvms.runtime.services.files import FileService
 from dvms.runtime.services.ha import HaCollector, HaShell, Watchdog, ha_effects, open_watchdog
@@ -221,6 +221,7 @@ def attach_ha(runner: NodeRunner, watchdog: Watchdog) -> HaShell:
     runner.carry_out({Fence: effects.pop(Fence)}, first=True)
     runner.carry_out(effects)
     runner.listeners.append(shell.on_event)
+    runner.handlers.register(HaQuery, shell.answer)
     runner.driver.ha = shell
     runner.monitor.ha_status = shell.status
     runner.ha = shell

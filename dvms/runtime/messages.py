@@ -16,6 +16,7 @@ user's behalf. Unlike the protocol messages these are answered by the Trio layer
     NetOp(namespace, bridge, ...)   -> VmOpDone                  ``ns bridge``
     VjobsQuery()                    -> VjobsReply(rows)          ``vjob list``
     EventsQuery(since, limit)       -> EventsReply(host, rows)   ``events --all``
+    HaQuery(namespace)              -> HaReply(host, rows)       restarts, ``vm info``
     KeysQuery(), KeysChange(...)    -> KeysReply                 ``keys`` (keys_messages.py)
 
 ``namespace`` None means every namespace. Every request is retried by the asker until
@@ -43,6 +44,9 @@ __all__ = [
     "EventRow",
     "EventsQuery",
     "EventsReply",
+    "HaQuery",
+    "HaReply",
+    "HaRow",
     "HostQuery",
     "HostReply",
     "KillVms",
@@ -154,6 +158,32 @@ class AdoptVm:
 class Adopted:
     ok: bool
     reason: Text = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HaQuery:
+    """The HA restarts a node drives as a guardian (of ``namespace``; None: all)."""
+
+    namespace: Name | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HaRow:
+    """One VM a guardian is restarting (``restarting``) or gave up on (``failed``):
+    between its old copy's end and its new copy's adoption no host lists it."""
+
+    name: Name
+    namespace: Name
+    state: Annotated[str, MaxLen(16)]
+    generation: Annotated[int, Range(0, 2**62)]
+    vcpus: Annotated[int, Range(0, 4096)] = 0
+    memory_mib: Annotated[int, Range(0, 2**40)] = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HaReply:
+    host: Name
+    rows: Annotated[tuple[HaRow, ...], MaxLen(MAX_ROWS)] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,17 +390,19 @@ NODE_MESSAGES: dict[int, type] = {
     81: NetOp,
     82: VjobsQuery,
     83: VjobsReply,
+    86: HaQuery,
+    87: HaReply,
     94: EventsQuery,
     95: EventsReply,
 }
 
 REQUESTS = (
     HostQuery, KillVms, AdoptVm, PartitionsQuery, StateRead, StateCas, VmOp, MoveVm, RunCmd, NetOp,
-    VjobsQuery, EventsQuery, *FILE_REQUESTS, *KEY_REQUESTS,
+    VjobsQuery, EventsQuery, HaQuery, *FILE_REQUESTS, *KEY_REQUESTS,
 )  # fmt: skip
 RESPONSES = (
     HostReply, Killed, Adopted, PartitionsReply, StateValue, StateCasReply, VmOpDone, RunOutput,
-    VjobsReply, EventsReply, *FILE_RESPONSES, *KEY_RESPONSES,
+    VjobsReply, EventsReply, HaReply, *FILE_RESPONSES, *KEY_RESPONSES,
 )  # fmt: skip
 
 

@@ -16,7 +16,9 @@ from dvms.partition.messages import LaunchVm
 from dvms.placement.hapolicy import HaPolicy
 from dvms.placement.spec import VmSpec
 from dvms.runtime.capabilities import Handlers
+from dvms.runtime.control.commands import restarting_rows
 from dvms.runtime.fencer import ProcessWatchdog
+from dvms.runtime.messages import HaQuery, HaRow
 from dvms.runtime.services.ha import (
     WATCHDOGS,
     HaShell,
@@ -116,3 +118,62 @@ async def test_a_newer_generation_replaces_a_stopped_older_copy(host, tmp_path):
     same = LaunchVm.from_spec(VmSpec("p", ha_policy=policy, ha_generation=2))
     ok, why = await driver.create(replace(same, memory_mib=999))
     assert not ok and why, "a running copy is never replaced here"
+
+
+def _restart(state: str, gen: int, yes: int, vm: LaunchVm) -> SimpleNamespace:
+    return SimpleNamespace(state=state, gen=gen, yes=set(range(yes)), vm=vm)
+
+
+async def test_a_guardian_answers_vm_info_with_the_restarts_it_drives():
+    """Only restarts past the first vote (a proposal alone does not mean the owner is
+    gone), of the namespace asked, with the size the VM had."""
+    small = LaunchVm.from_spec(VmSpec("a", namespace="ns", vcpus=2, memory_mib=512))
+    restarts = {
+        ("ns", "a"): _restart("launching", 3, 3, small),
+        ("ns", "b"): _restart("voting", 2, 1, small),  # proposed only
+        ("ns", "c"): _restart("failed", 5, 3, small),
+        ("other", "d"): _restart("queued", 2, 3, small),
+    }
+    node = SimpleNamespace(ha=SimpleNamespace(restarts=restarts))
+    shell = HaShell(node, SimpleNamespace(name="h7"), NoWatchdog(), apply=None)  # type: ignore[arg-type]
+    reply = await shell.answer(HaQuery("ns"))
+    assert reply.host == "h7"
+    assert [(r.name, r.state, r.generation, r.vcpus, r.memory_mib) for r in reply.rows] == [
+        ("a", "restarting", 3, 2, 512),
+        ("c", "failed", 5, 2, 512),
+    ]
+    everywhere = await shell.answer(HaQuery(None))
+    assert sorted(r.name for r in everywhere.rows) == ["a", "c", "d"]
+
+
+def _row(name: str, state: str, gen: int, ha: str = "ok") -> dict:
+    return {"name": name, "namespace": "", "state": state, "generation": gen, "ha": ha}
+
+
+def test_vm_info_lists_a_vm_being_restarted_until_its_new_copy_runs():
+    rows = [
+        _row("up", "RUNNING", 4),  # restarted already: generation 4 runs
+        _row("old", "PAUSED", 1, "fenced"),  # its fenced copy is not the restart
+        _row("new", "RUNNING", 2, "fenced"),  # created, not adopted yet: it runs
+    ]
+    restarts = [
+        HaRow("up", "", "restarting", 4),
+        HaRow("old", "", "restarting", 2, 1, 256),
+        HaRow("old", "", "restarting", 2, 1, 256),  # two guardians report it
+        HaRow("new", "", "restarting", 2),
+        HaRow("gone", "", "failed", 3),
+        HaRow("gone", "", "restarting", 2),  # an older report
+    ]
+    out = {r["name"]: r for r in restarting_rows(rows, restarts)}
+    assert sorted(out) == ["gone", "old"]
+    assert out["old"] == {
+        "name": "old",
+        "state": "RESTARTING",
+        "host": "",
+        "namespace": "",
+        "vcpus": 1,
+        "memory": 256,
+        "ha": "restarting",
+        "generation": 2,
+    }
+    assert (out["gone"]["state"], out["gone"]["generation"]) == ("FAILED", 3)

@@ -37,6 +37,9 @@ from dvms.runtime.control import audit
 from dvms.runtime.control import debug as debugcmd
 from dvms.runtime.control.access import Caller, ControlAccess
 from dvms.runtime.messages import (
+    HaQuery,
+    HaReply,
+    HaRow,
     HostQuery,
     HostReply,
     Killed,
@@ -532,7 +535,17 @@ class Daemon:
         return hosts, sorted(self.known_peers.name_of(c) for c in silent)
 
     async def vm_info(self, args: dict[str, Any]) -> dict[str, Any]:
-        hosts, silent = await self._hosts(_namespace(args))
+        namespace = _namespace(args)
+        restarts: list[HaRow] = []
+
+        async def ask_guardians() -> None:
+            # a node that does not answer is named by the host query already
+            replies, _silent = await self.requests.gather(HaQuery(namespace))
+            restarts.extend(row for r in replies if isinstance(r, HaReply) for row in r.rows)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask_guardians)
+            hosts, silent = await self._hosts(namespace)
         rows = [
             {
                 "name": v.name,
@@ -548,6 +561,7 @@ class Daemon:
             for h in hosts
             for v in h.vms
         ]
+        rows += restarting_rows(rows, restarts)
         rows.sort(key=lambda r: (str(r["namespace"]), natural_key(str(r["name"]))))
         truncated = [h.name for h in hosts if h.truncated]
         return {"vms": rows, "unreachable": silent, "truncated": truncated}
@@ -698,3 +712,40 @@ def _namespace(args: dict[str, Any]) -> str | None:
 
 def _by_name(h: HostReply) -> tuple[object, ...]:
     return natural_key(h.name)
+
+
+def restarting_rows(rows: list[dict[str, Any]], restarts: list[HaRow]) -> list[dict[str, Any]]:
+    """``vm info`` rows for the HA VMs that guardians are restarting (``restarting``) or
+    gave up on (``failed``) and that no host runs at the restart's generation or a newer
+    one yet: between a copy's end and its restarted copy's start no host runs the VM,
+    and this row says so (``host`` empty, ``state`` as ``ha`` in capitals). One row per
+    VM, the newest generation's (two guardians may both report one restart)."""
+    running: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r["state"] == "RUNNING":  # adopted by its owner or about to be
+            key = (str(r["namespace"]), str(r["name"]))
+            running[key] = max(running.get(key, 0), int(r["generation"]))
+    newest: dict[tuple[str, str], HaRow] = {}
+    for row in restarts:
+        key = (row.namespace, row.name)
+        if running.get(key, -1) >= row.generation:
+            continue  # the restarted copy runs and its owner renews: done
+        seen = newest.get(key)
+        if seen is None or (row.generation, row.state == "restarting") > (
+            seen.generation,
+            seen.state == "restarting",
+        ):
+            newest[key] = row
+    return [
+        {
+            "name": row.name,
+            "state": row.state.upper(),
+            "host": "",
+            "namespace": row.namespace,
+            "vcpus": row.vcpus,
+            "memory": row.memory_mib,
+            "ha": row.state,
+            "generation": row.generation,
+        }
+        for row in newest.values()
+    ]

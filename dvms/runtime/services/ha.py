@@ -48,6 +48,7 @@ from dvms.hypervisor.errors import HypervisorError, InvalidState, VmNotFound
 from dvms.names import vm_key
 from dvms.partition.messages import LaunchVm
 from dvms.runtime.fencer import watchdog_factory
+from dvms.runtime.messages import MAX_ROWS, HaQuery, HaReply, HaRow
 from dvms.runtime.services.monitor import HostMonitor
 from dvms.stack.core import NodeCore
 
@@ -296,6 +297,28 @@ class HaShell:
                 continue  # only proposed: the lease may still run
             out.append((ns, name, "failed" if r.state == "failed" else "restarting", r.gen))
         return out
+
+    async def answer(self, msg: HaQuery) -> HaReply:
+        """A peer's ``vm info``: the restarts this node drives (``guarded``), with the
+        size each VM had."""
+        ha = self.node.ha
+        rows: list[HaRow] = []
+        for ns, name, state, gen in self.guarded():
+            if msg.namespace is not None and ns != msg.namespace:
+                continue
+            r = ha.restarts.get((ns, name)) if ha is not None else None
+            vm = r.vm if r is not None else None
+            rows.append(
+                HaRow(
+                    name,
+                    ns,
+                    state,
+                    gen,
+                    vm.vcpus if vm is not None else 0,
+                    vm.memory_mib if vm is not None else 0,
+                )
+            )
+        return HaReply(self.monitor.name, tuple(rows[:MAX_ROWS]))
 
     async def command(self, _args: dict[str, Any]) -> dict[str, Any]:
         """``debug_ha``: this node's HA core in numbers, and the leases it holds as an
