@@ -635,19 +635,21 @@ class OverlayCore:
         if rtt is not None:
             self._observe_rtt(rtt)
             if coord and self.vivaldi is not None:
-                self._vivaldi_sample(sender, coord, rtt)
+                self._vivaldi_sample(sender, coord, rtt, now)
         if to_ping is not None:
             self._request(
                 to_ping.addr, to_ping.node_id, _PING, Purpose.EVICT, None, now, out, to_ping
             )
 
-    def _vivaldi_sample(self, sender: int, coord: tuple[float, ...], rtt: float) -> None:
+    def _vivaldi_sample(
+        self, sender: int, coord: tuple[float, ...], rtt: float, now: float
+    ) -> None:
         viv = self.vivaldi
         if viv is None:
             return
         try:
             peer = decode_coord(coord, viv.config.dimensionality)
-            viv.update(sender, peer, rtt)
+            viv.update(sender, peer, rtt, now=now)
         except ValueError:
             self.stats["bad_coordinate"] += 1
             return
