@@ -291,6 +291,9 @@ class OverlayCore:
         self._seed_pending = 0
         self._seed_ok = False
         self._rtt_samples = 0
+        #: Fast probes left in the current error surge (``_probe``); refilled once the
+        #: error estimate falls to ``probe_fast_rearm_error``.
+        self._fast_left = config.probe_fast_burst
         self._gsrtt = 0.0
         self._grttvar = 0.0
         self._handlers: dict[type, _Handler] = {
@@ -632,19 +635,21 @@ class OverlayCore:
         if rtt is not None:
             self._observe_rtt(rtt)
             if coord and self.vivaldi is not None:
-                self._vivaldi_sample(sender, coord, rtt)
+                self._vivaldi_sample(sender, coord, rtt, now)
         if to_ping is not None:
             self._request(
                 to_ping.addr, to_ping.node_id, _PING, Purpose.EVICT, None, now, out, to_ping
             )
 
-    def _vivaldi_sample(self, sender: int, coord: tuple[float, ...], rtt: float) -> None:
+    def _vivaldi_sample(
+        self, sender: int, coord: tuple[float, ...], rtt: float, now: float
+    ) -> None:
         viv = self.vivaldi
         if viv is None:
             return
         try:
             peer = decode_coord(coord, viv.config.dimensionality)
-            viv.update(sender, peer, rtt)
+            viv.update(sender, peer, rtt, now=now)
         except ValueError:
             self.stats["bad_coordinate"] += 1
             return
@@ -983,11 +988,19 @@ class OverlayCore:
         cfg = self.config
         period = cfg.probe_interval_s
         viv = self.vivaldi
-        if viv is not None and (
-            self._rtt_samples < cfg.probe_fast_samples
-            or viv.coordinate.error > cfg.probe_fast_error
-        ):
-            period = cfg.probe_fast_interval_s
+        if viv is not None:
+            if self._rtt_samples < cfg.probe_fast_samples:
+                period = cfg.probe_fast_interval_s  # a new coordinate converging
+            else:
+                error = viv.coordinate.error
+                if error <= cfg.probe_fast_rearm_error:
+                    self._fast_left = cfg.probe_fast_burst
+                elif error > cfg.probe_fast_error and self._fast_left > 0:
+                    # The network changed under us: a bounded burst of fast probes. An
+                    # error still high after it is not one more probes would cure.
+                    # Why: tests/overlay/test_probe_rate.py
+                    self._fast_left -= 1
+                    period = cfg.probe_fast_interval_s
         self._timers.at(now + period * (0.9 + 0.2 * self.rng.random()), OverlayTimer.PROBE)
         e = self.table.random_entry(self.rng)
         if e is not None:

@@ -8,7 +8,8 @@ runs the serf pipeline::
         |          (else: count, raise SampleRejected, state untouched)
         v
     latency filter   per-peer moving median of the last `latency_filter_size` RTTs
-                     (history kept for the `latency_filter_peers` most recent peers)
+                     no older than `latency_filter_max_age_s` (when `now` is given;
+                     history kept for the `latency_filter_peers` most recent peers)
         v
     Vivaldi step     Dabek et al.: weight, error estimate, move along the unit vector
         v
@@ -33,7 +34,9 @@ Deviations from serf, all deliberate:
 * a peer coordinate with a negative error or height counts as invalid (see
   :meth:`Coordinate.is_valid`);
 * the latency-filter history is bounded (``latency_filter_peers``, least recently
-  sampled peer dropped first); serf relies on ``ForgetNode`` alone.
+  sampled peer dropped first); serf relies on ``ForgetNode`` alone;
+* a sample older than ``latency_filter_max_age_s`` leaves the filter window (serf keeps
+  the last samples however old).
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class VivaldiClient:
         "_dim",
         "_error_max",
         "_filter",
+        "_filter_age",
         "_filter_peers",
         "_filter_size",
         "_height_min",
@@ -128,8 +132,10 @@ class VivaldiClient:
         self._zero = config.zero_threshold
         self._filter_size = config.latency_filter_size
         self._filter_peers = config.latency_filter_peers
+        self._filter_age = config.latency_filter_max_age_s
         self._coord = Coordinate.origin(config)
-        self._filter: dict[Hashable, tuple[float, ...]] = {}
+        #: peer -> its last samples, oldest first, as (time taken or None, rtt)
+        self._filter: dict[Hashable, tuple[tuple[float | None, float], ...]] = {}
         self._adj_samples = [0.0] * config.adjustment_window
         self._adj_index = 0
         self._n_updates = 0
@@ -191,8 +197,19 @@ class VivaldiClient:
             float(coord.height),
         )
 
-    def update(self, peer_key: Hashable, peer_coord: Coordinate, rtt_s: float) -> Coordinate:
+    def update(
+        self,
+        peer_key: Hashable,
+        peer_coord: Coordinate,
+        rtt_s: float,
+        *,
+        now: float | None = None,
+    ) -> Coordinate:
         """Feed one RTT sample (seconds) to ``peer_key`` at ``peer_coord``.
+
+        ``now`` (seconds, any clock the caller keeps) dates the sample: the peer's earlier
+        samples older than ``latency_filter_max_age_s`` then leave its filter window.
+        Without it, samples never age (serf's behaviour).
 
         Returns the new coordinate, or raises :class:`SampleRejected` (state unchanged).
         """
@@ -218,7 +235,7 @@ class VivaldiClient:
 
         if rtt_s == 0.0:
             self._n_zero_rtts += 1
-        rtt = self._latency_filter(peer_key, float(rtt_s))
+        rtt = self._latency_filter(peer_key, float(rtt_s), now)
         vec, error, height = self._vivaldi_step(pvec, perr, pheight, padj, rtt)
         adjustment = self._adjust(vec, height, pvec, pheight, rtt)
         vec, height = self._gravity(vec, height, adjustment)
@@ -237,8 +254,9 @@ class VivaldiClient:
 
     # -- the steps (private; each mirrors one serf function) ----------------------
 
-    def _latency_filter(self, peer_key: Hashable, rtt: float) -> float:
-        """serf ``latencyFilter``: median of the peer's last few samples (upper median).
+    def _latency_filter(self, peer_key: Hashable, rtt: float, now: float | None) -> float:
+        """serf ``latencyFilter``: median of the peer's last few samples (upper median),
+        those older than ``latency_filter_max_age_s`` left out when ``now`` is known.
 
         The dict is kept in least-recently-sampled order (pop and re-insert) and bounded
         by ``latency_filter_peers``.
@@ -248,12 +266,20 @@ class VivaldiClient:
         if samples is None:
             if len(history) >= self._filter_peers:
                 del history[next(iter(history))]  # the least recently sampled peer
-            history[peer_key] = (rtt,)
+            history[peer_key] = ((now, rtt),)
             return rtt
         keep = self._filter_size - 1
-        samples = (samples[-keep:] if keep else ()) + (rtt,)
+        samples = samples[-keep:] if keep else ()
+        if now is not None and samples:
+            horizon = now - self._filter_age
+            # Samples are oldest first: drop a stale prefix (an undated one stays).
+            while samples and (t := samples[0][0]) is not None and t < horizon:
+                samples = samples[1:]
+        samples = (*samples, (now, rtt))
         history[peer_key] = samples
-        return sorted(samples)[len(samples) // 2]
+        if len(samples) == 1:
+            return rtt
+        return sorted(r for _, r in samples)[len(samples) // 2]
 
     def _random_unit(self, dim: int) -> list[float]:
         """A random unit vector, for when two positions coincide (serf ``unitVectorAt``)."""

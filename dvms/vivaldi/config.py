@@ -53,6 +53,15 @@ class VivaldiConfig:
     #: Count. serf ``LatencyFilterSize`` 3.
     latency_filter_size: int = 3
 
+    #: Age after which a raw RTT sample leaves its peer's filter window. Seconds (ours;
+    #: serf keeps the last samples however old). The median is there to drop a spike
+    #: among a peer's recent samples; a node of a large cluster samples each peer only
+    #: every few minutes, so without an age limit one burst of delayed answers (a
+    #: reordering or congestion episode) stays the median of its peers for two more
+    #: samples, that is minutes after the network is quiet again. Applies only when the
+    #: caller passes ``now`` to ``update``.
+    latency_filter_max_age_s: float = 60.0
+
     #: Most peers whose filter history is kept; the least recently sampled is dropped
     #: first. Count. Ours: serf keeps one entry per member until ``ForgetNode``; the
     #: bound keeps memory flat when a node samples thousands of distinct peers (10,000-node
@@ -97,7 +106,13 @@ class VivaldiConfig:
             raise ValueError("adjustment_window must be >= 0")
         if not 0.0 < self.ce <= 1.0 or not 0.0 < self.cc <= 1.0:
             raise ValueError("ce and cc must be in (0, 1]")
-        for name in ("error_max", "gravity_rho", "rtt_max", "zero_threshold"):
+        for name in (
+            "error_max",
+            "gravity_rho",
+            "rtt_max",
+            "zero_threshold",
+            "latency_filter_max_age_s",
+        ):
             if getattr(self, name) <= 0.0:
                 raise ValueError(f"{name} must be > 0")
         if self.height_min < 0.0:
