@@ -26,7 +26,9 @@ reported as not found, ``AdoptVm`` of a VM already here is refused by the hyperv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
+
+import cbor2
 
 from dvms.hypervisor.base import VmInfo
 from dvms.overlay.messages import Record
@@ -34,7 +36,7 @@ from dvms.partition.messages import LaunchVm
 from dvms.runtime.services.files_messages import FILE_MESSAGES, FILE_REQUESTS, FILE_RESPONSES
 from dvms.runtime.services.keys_messages import KEY_MESSAGES, KEY_REQUESTS, KEY_RESPONSES
 from dvms.wire.envelope import MessageRegistry
-from dvms.wire.schema import MaxLen, Range
+from dvms.wire.schema import MaxLen, Range, compile_record
 
 __all__ = [
     "NODE_MESSAGES",
@@ -64,14 +66,19 @@ __all__ = [
     "VmOp",
     "VmOpDone",
     "VmRow",
+    "encoded_size",
     "register_node_messages",
 ]
 
 Name = Annotated[str, MaxLen(128)]
 Text = Annotated[str, MaxLen(512)]
 U64 = Annotated[int, Range(0, 2**64 - 1)]
-#: Rows per reply: keeps a reply inside one datagram (the daemon's UDP limit is 64 KiB).
+#: Rows per reply at most; a host's reply is also bounded by its encoded size
+#: (``[monitor] reply_bytes``, at most ``MAX_REPLY_BYTES``).
 MAX_ROWS = 512
+#: Encoded bytes of a host's reply at most: under the daemon's UDP limit (65,507) less
+#: the envelope around it.
+MAX_REPLY_BYTES = 65000
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,3 +386,14 @@ def register_node_messages(registry: MessageRegistry) -> MessageRegistry:
     for code, cls in [*NODE_MESSAGES.items(), *FILE_MESSAGES.items(), *KEY_MESSAGES.items()]:
         registry.register(code, cls)
     return registry
+
+
+_ENCODERS: dict[type, Any] = {}
+
+
+def encoded_size(msg: Any) -> int:
+    """Bytes of ``msg``'s CBOR body on the wire (without the envelope around it)."""
+    cls = type(msg)
+    if cls not in _ENCODERS:
+        _ENCODERS[cls] = compile_record(cls)[0]
+    return len(cbor2.dumps(_ENCODERS[cls](msg)))

@@ -45,7 +45,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -53,7 +53,7 @@ from dvms.hypervisor.base import DomainState, Hypervisor, VmInfo
 from dvms.hypervisor.errors import HypervisorError
 from dvms.names import vm_key
 from dvms.partition.messages import HeldImage, HostState, LaunchVm, VmState
-from dvms.runtime.messages import MAX_ROWS, HostReply, VmRow
+from dvms.runtime.messages import MAX_REPLY_BYTES, MAX_ROWS, HostReply, VmRow, encoded_size
 
 __all__ = ["HostMonitor", "MonitorConfig", "uri_is_test"]
 
@@ -86,15 +86,22 @@ class MonitorConfig:
     #: duration divided by this (a fraction of wall time spent reading; ours). Refreshes
     #: after a driver call are not delayed.
     read_busy_max: float = 0.1
-    #: VM rows per ``HostReply`` (at most ``MAX_ROWS``, which fits one datagram); a
-    #: host with more answers page by page (ours).
+    #: VM rows per ``HostReply`` at most (at most ``MAX_ROWS``); a host with more
+    #: answers page by page (ours).
     reply_rows: int = MAX_ROWS
+    #: Encoded size of a ``HostReply`` at most, bytes: a page ends before the row that
+    #: would pass it (every page carries at least one row), so rows of long names stay
+    #: inside one datagram (the daemon's UDP limit is 65,507 bytes, the envelope around
+    #: a reply under 200; ours).
+    reply_bytes: int = 64000
 
     def __post_init__(self) -> None:
         if not 0 < self.read_busy_max <= 1:
             raise ValueError("read_busy_max must be in (0, 1]")
         if not 1 <= self.reply_rows <= MAX_ROWS:
             raise ValueError(f"reply_rows must be in [1, {MAX_ROWS}]")
+        if not 1024 <= self.reply_bytes <= MAX_REPLY_BYTES:
+            raise ValueError(f"reply_bytes must be in [1024, {MAX_REPLY_BYTES}]")
         if self.demand_window_s <= 0 or self.demand_min_span_s < 0:
             raise ValueError("demand_window_s must be > 0 and demand_min_span_s >= 0")
         if self.demand_hysteresis_cpus < 0 or self.capacity_cpus < 0:
@@ -336,13 +343,17 @@ class HostMonitor:
         """This host as a peer asked: its VMs (of ``namespace``, None = all) from row
         ``offset``, ``reply_rows`` at most (``truncated``: more follow)."""
         rows = [v for v in self.vms if vms and (namespace is None or v.namespace == namespace)]
-        end = offset + self.config.reply_rows
-        return HostReply(
-            self.name,
-            self.cpus,
-            self.memory_mib,
-            self.uri,
-            tuple(VmRow.of(v, self._ha_of(v)) for v in rows[offset:end]),
-            len(rows) > end,
-            tuple(sorted(self.launches)),
+        empty = HostReply(
+            self.name, self.cpus, self.memory_mib, self.uri, (), True, tuple(sorted(self.launches))
         )
+        # the rows' array header grows from 1 to 3 bytes past 23 rows
+        budget = self.config.reply_bytes - encoded_size(empty) - 2
+        page: list[VmRow] = []
+        for v in rows[offset : offset + self.config.reply_rows]:
+            row = VmRow.of(v, self._ha_of(v))
+            size = encoded_size(row)
+            if page and size > budget:
+                break
+            budget -= size
+            page.append(row)
+        return replace(empty, vms=tuple(page), truncated=offset + len(page) < len(rows))
