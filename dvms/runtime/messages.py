@@ -26,9 +26,7 @@ reported as not found, ``AdoptVm`` of a VM already here is refused by the hyperv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
-
-import cbor2
+from typing import Annotated
 
 from dvms.hypervisor.base import VmInfo
 from dvms.overlay.messages import Record
@@ -36,7 +34,7 @@ from dvms.partition.messages import LaunchVm
 from dvms.runtime.services.files_messages import FILE_MESSAGES, FILE_REQUESTS, FILE_RESPONSES
 from dvms.runtime.services.keys_messages import KEY_MESSAGES, KEY_REQUESTS, KEY_RESPONSES
 from dvms.wire.envelope import MessageRegistry
-from dvms.wire.schema import MaxLen, Range, compile_record
+from dvms.wire.schema import MaxLen, Range, encoded_size
 
 __all__ = [
     "NODE_MESSAGES",
@@ -386,14 +384,3 @@ def register_node_messages(registry: MessageRegistry) -> MessageRegistry:
     for code, cls in [*NODE_MESSAGES.items(), *FILE_MESSAGES.items(), *KEY_MESSAGES.items()]:
         registry.register(code, cls)
     return registry
-
-
-_ENCODERS: dict[type, Any] = {}
-
-
-def encoded_size(msg: Any) -> int:
-    """Bytes of ``msg``'s CBOR body on the wire (without the envelope around it)."""
-    cls = type(msg)
-    if cls not in _ENCODERS:
-        _ENCODERS[cls] = compile_record(cls)[0]
-    return len(cbor2.dumps(_ENCODERS[cls](msg)))
