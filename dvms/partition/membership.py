@@ -131,6 +131,7 @@ class Membership(CoreBase):
         if reported[0] != msg.pid or msg.offset >= len(reported[1].vms):
             out.append(Send(src, rid, MemberState(msg.pid, msg.version, None)))
             return
+        self.stats["state_pages_sent"] += 1
         out.append(Send(src, rid, self._page(msg.pid, msg.version, reported[1], msg.offset)))
 
     def _on_keepalive(
