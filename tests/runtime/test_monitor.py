@@ -194,3 +194,24 @@ async def test_a_small_byte_limit_pages_and_every_page_has_a_row(autojump_clock)
     assert [v.name for p in pages for v in p.vms] == [f"vm{i}" for i in range(100)]
     mon.launches.update(f"token-{i}-" + "t" * 500 for i in range(3))  # ~1.5 KB of launches
     assert len(mon.reply(None).vms) == 1  # over the limit with none: still one row
+
+
+async def test_a_created_vm_is_listed_without_a_read_and_kept_by_an_older_read(autojump_clock):
+    hv = FakeHv(vms=[vm("b")])
+    mon = HostMonitor(hv, "h1", "test:///")  # type: ignore[arg-type]
+    await mon.refresh()
+    reads = hv.lists
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mon.refresh)  # lists before "a" exists
+        await trio.sleep(0.1)
+        hv.vms.append(vm("a"))
+        mon.specs["a"] = LaunchVm("a", "", 4, 1024)
+        mon.add(vm("a"))
+        assert hv.lists == reads + 1  # no read of its own
+        assert [v.name for v in mon.vms] == ["b", "a"]  # at the end: pages stay in place
+        assert [v.name for v in mon.state().vms] == ["b", "a"]
+    assert [v.name for v in mon.vms] == ["b", "a"]  # the older read did not drop it
+    assert "a" in mon.specs
+    hv.vms.pop()  # "a" destroyed behind our back
+    await mon.refresh()  # a read that began after the add: it is gone
+    assert [v.name for v in mon.vms] == ["b"] and "a" not in mon.specs

@@ -129,6 +129,9 @@ class HostMonitor:
         self.read_s = 0.0
         #: (namespace, name) -> the VM, as the last read listed them (``find``)
         self._by_name: dict[tuple[str, str], VmInfo] = {}
+        #: vm_key -> (trio time, the VM) of the VMs ``add`` listed since the last read
+        #: began (a read that started earlier cannot show them)
+        self._added: dict[str, tuple[float, VmInfo]] = {}
         # Refreshes asked while one runs share the next one (see refresh)
         self._reading = False
         self._next: trio.Event | None = None
@@ -189,6 +192,21 @@ class HostMonitor:
                 self._next.set()
                 self._next = None
 
+    def add(self, vm: VmInfo) -> None:
+        """A VM this node just created (the driver's answer): listed at once, without
+        a read of every domain (on a host of thousands of VMs one read takes seconds,
+        and a launch creates them one after the other). A read that started before it
+        keeps it (``_read``)."""
+        self._added[vm.key] = (trio.current_time(), vm)
+        self._put([*(v for v in self.vms if v.key != vm.key), vm])
+        self._state = self._host_state()
+
+    def _put(self, vms: list[VmInfo]) -> None:
+        # in the driver's order, a VM added since at the end: the rows before it (the
+        # pages of a reply already sent) stay in place
+        self.vms = tuple(vms)
+        self._by_name = {(v.namespace, v.name): v for v in vms}
+
     async def _read(self) -> None:
         now = trio.current_time()
         known = set(self.specs)  # a VM created while we list keeps its spec
@@ -202,11 +220,13 @@ class HostMonitor:
             log.warning("host monitor: %s", exc)
             return
         self.read_s = trio.current_time() - now
-        self.vms = tuple(vms)
-        self._by_name = {(v.namespace, v.name): v for v in vms}
+        listed = {v.key for v in vms}
+        late = [v for t, v in self._added.values() if t >= now and v.key not in listed]
+        self._added = {k: a for k, a in self._added.items() if a[0] >= now}
+        self._put([*vms, *late])
         if self._measure:
             self._sample(now, vms)
-        for key in known - {v.key for v in vms}:
+        for key in known - listed - {v.key for v in late}:
             self.specs.pop(key, None)  # destroyed behind our back, or migrated away
         self._state = self._host_state()
         self.refreshed += 1
