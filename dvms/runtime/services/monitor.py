@@ -198,8 +198,15 @@ class HostMonitor:
         and a launch creates them one after the other). A read that started before it
         keeps it (``_read``)."""
         self._added[vm.key] = (trio.current_time(), vm)
-        self._put([*(v for v in self.vms if v.key != vm.key), vm])
-        self._state = self._host_state()
+        if (vm.namespace, vm.name) in self._by_name or self._state is None:
+            self._put([*(v for v in self.vms if v.key != vm.key), vm])
+            self._state = self._host_state()
+            return
+        # a new VM at the end: no rebuild of every row (one per creation, thousands)
+        self.vms += (vm,)
+        self._by_name[(vm.namespace, vm.name)] = vm
+        if vm.state is not DomainState.SHUTOFF:
+            self._state = replace(self._state, vms=(*self._state.vms, self._row(vm)))
 
     def _put(self, vms: list[VmInfo]) -> None:
         # in the driver's order, a VM added since at the end: the rows before it (the
@@ -291,25 +298,23 @@ class HostMonitor:
         # test:/// hosts measure nothing (the simulator's VMs carry their own demand)
         return v.cpu_demand * v.vcpus if v.cpu_demand is not None else 0.0
 
+    def _row(self, v: VmInfo) -> VmState:
+        spec = self.specs.get(v.key)
+        return VmState(
+            name=v.name,
+            namespace=v.namespace,
+            vcpus=v.vcpus,
+            memory_mib=v.memory_mib,
+            cpu_demand=self.demand(v),
+            coschedule=spec.coschedule if spec is not None else -1,
+            # the vjob's constraints travel with the spec (set by the leader at
+            # creation), so repairs here never break them
+            constraints=spec.constraints if spec is not None else (),
+        )
+
     def _host_state(self) -> HostState:
-        rows = []
-        for v in self.vms:
-            if v.state is DomainState.SHUTOFF:
-                continue  # defined but not running: uses nothing
-            spec = self.specs.get(v.key)
-            rows.append(
-                VmState(
-                    name=v.name,
-                    namespace=v.namespace,
-                    vcpus=v.vcpus,
-                    memory_mib=v.memory_mib,
-                    cpu_demand=self.demand(v),
-                    coschedule=spec.coschedule if spec is not None else -1,
-                    # the vjob's constraints travel with the spec (set by the leader at
-                    # creation), so repairs here never break them
-                    constraints=spec.constraints if spec is not None else (),
-                )
-            )
+        # SHUTOFF: defined but not running, uses nothing
+        rows = [self._row(v) for v in self.vms if v.state is not DomainState.SHUTOFF]
         milli = round(self.capacity_cpus * 1000)
         return HostState(
             self.name,
