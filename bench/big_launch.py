@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         out = ns(one, "vm", "launch", "kvm", f"vm[1-{args.vms}]")
         t1 = time.time()
         cpu1 = cpu_seconds(procs)
-        print(f"\nvm launch of {args.vms}: {t1 - t0:.1f} s, ok={out.get('ok')}")
+        print(
+            f"\nvm launch of {args.vms}: {t1 - t0:.1f} s ({args.vms / (t1 - t0):.1f} VMs/s), "
+            f"ok={out.get('ok')}"
+        )
         if not out.get("ok"):
             print(f"  error: {str(out.get('error'))[:300]}")
             rc = 1
@@ -227,9 +230,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| VMs left on the hosts after the clear | {left} (hosts not answering: "
             f"{', '.join(after['unreachable']) or 'none'}) | |"
         )
-        rc = rc or int(left != 0 or bool(after["unreachable"]) or listed != args.vms)
+        rc = rc or int(
+            left != 0
+            or bool(after["unreachable"])
+            or listed != args.vms
+            or sum(v["namespace"] == NAMESPACE for v in every["vms"]) != args.vms
+        )
         per = ((t1 - t0) / args.vms, t_clear / args.vms)
-        print(f"\nper VM: launch {per[0] * 1000:.1f} ms, clear {per[1] * 1000:.1f} ms")
+        print(
+            f"\nper VM: launch {per[0] * 1000:.1f} ms ({1 / per[0]:.1f} VMs/s), "
+            f"clear {per[1] * 1000:.1f} ms ({1 / per[1]:.1f} VMs/s)"
+        )
         if base is not None:
             b = (base[0] / args.baseline, base[1] / args.baseline)
             print(

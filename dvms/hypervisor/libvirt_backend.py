@@ -265,8 +265,9 @@ class LibvirtHypervisor(Hypervisor):
         where = f" in namespace {spec.namespace}" if spec.namespace else ""
 
         def create(conn: Any) -> None:
-            # defineXML would silently *redefine* an existing VM, so refuse first
-            if key in {d.name() for d in conn.listAllDomains(0)}:
+            # defineXML would silently *redefine* an existing VM, so refuse first (one
+            # lookup: listing every domain made each create O(VMs on the host))
+            if _exists(conn, key):
                 raise AlreadyExists(
                     f"create vm {spec.name!r} on {self.host}: a VM with this name already "
                     f"exists on this host{where}",
@@ -496,6 +497,17 @@ def _close(conn: Any, callback_id: int | None) -> None:
             conn.domainEventDeregisterAny(callback_id)
     finally:
         conn.close()
+
+
+def _exists(conn: Any, name: str) -> bool:
+    libvirt = _libvirt()
+    try:
+        conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise
+    return True
 
 
 def open_libvirt(config: LibvirtConfig | str | None = None, **kwargs: Any) -> LibvirtHypervisor:

@@ -82,6 +82,8 @@ class Lead:
     phase: LeadPhase = LeadPhase.COLLECTING
     states: dict[int, HostState] = field(default_factory=dict)
     waiting: set[int] = field(default_factory=set)
+    #: A member reporting its host in pages: its state so far (membership.py).
+    pages: dict[int, HostState] = field(default_factory=dict)
     token: int = 0
     ops: dict[int, PlanStep] = field(default_factory=dict)  # op id -> action
     blocked_by: dict[int, set[int]] = field(default_factory=dict)
@@ -257,6 +259,9 @@ class CoreBase:
         self._leaving: str | None = None
         #: An ISP we are passing on (or checking before we join).
         self._holding: PartitionView | None = None
+        #: The host state we last reported to a leader, with its partition's pid: the
+        #: pages its leader asks for (``StatePage``) are cut from it (membership.py).
+        self._reported: tuple[int, HostState] | None = None
         #: The ISP's skip set and hop count while we lead.
         self._skip: set[int] = set()
         self._hops = 0

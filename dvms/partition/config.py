@@ -72,6 +72,11 @@ class PartitionConfig:
     suspect_s: float = 1.0
     #: How long a leader waits for member states before dropping silent members, seconds.
     state_timeout_s: float = 2.0
+    #: Encoded bytes of a member's host state in one ``MemberState`` at most (ours): a
+    #: host whose VMs take more reports them in pages (``StatePage``), so a host of any
+    #: number of VMs can join a partition (the daemon's datagrams hold 65,507 bytes;
+    #: ~2,500 VMs of short names fit one page).
+    state_bytes: int = 60000
     #: How long a leader waits for a started action (a live migration, a VM creation) to
     #: report its end before counting it failed, seconds (a 1 GiB VM takes ~10 s).
     action_timeout_s: float = 300.0
@@ -124,6 +129,8 @@ class PartitionConfig:
             )
         if self.min_partition_size < 1 or self.max_partition_size < self.min_partition_size:
             raise ValueError("need 1 <= min_partition_size <= max_partition_size")
+        if not 1024 <= self.state_bytes <= 65000:
+            raise ValueError("state_bytes must be in [1024, 65000]")
         if not 0.0 < self.relief_target <= 1.0:
             raise ValueError("relief_target must be a fraction in (0, 1]")
         if not 0.0 <= self.underload_cpu < 1.0:

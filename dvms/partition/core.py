@@ -98,6 +98,7 @@ from dvms.partition.messages import (
     Outcome,
     PartitionView,
     SetPartition,
+    StatePage,
     StillValid,
     Valid,
     WireConstraint,
@@ -427,11 +428,23 @@ class PartitionCore(Membership, Acting):
             return
         member = then.member
         lead.waiting.discard(member.node_id)
+        earlier = lead.pages.pop(member.node_id, None)
         if reply is None or reply.host is None:
             self._drop_member(member, "did not answer" if reply is None else "refused", now, out)
         else:
-            lead.states[member.node_id] = reply.host
-            lead.renewed[member.node_id] = lead.since  # it adopted our SetPartition
+            host = reply.host
+            if earlier is not None:
+                host = replace(host, vms=earlier.vms + host.vms)
+            else:
+                lead.renewed[member.node_id] = lead.since  # it adopted our SetPartition
+            if reply.more:
+                # a host of many VMs reports them in pages: ask for the next one
+                lead.pages[member.node_id] = host
+                lead.waiting.add(member.node_id)
+                page = StatePage(then.pid, self.view.version, reply.more)
+                self._request(member, page, MemberAsked(then.pid, member), now, out)
+                return
+            lead.states[member.node_id] = host
         self._maybe_solve(now, out)
 
     def _drop_member(self, member: Contact, why: str, now: float, out: Out) -> None:

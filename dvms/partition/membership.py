@@ -23,6 +23,7 @@ from dvms.partition.events import (
 from dvms.partition.messages import (
     FINISHING,
     Dissolve,
+    HostState,
     KeepAlive,
     KeepAliveAck,
     MemberState,
@@ -30,10 +31,12 @@ from dvms.partition.messages import (
     OutcomeAck,
     PartitionView,
     SetPartition,
+    StatePage,
     StillValid,
     Valid,
 )
 from dvms.partition.timers import PartitionTimer
+from dvms.wire.schema import encoded_size
 
 __all__ = ["Membership"]
 
@@ -77,19 +80,59 @@ class Membership(CoreBase):
                 # Why: tests/partition/test_takeover.py::
                 # test_members_refuse_an_older_view_of_another_leader_and_its_dissolve
                 ours = view.leader.node_id == mine.leader.node_id
-                host = self.local_state() if ours else None
                 self.stats["refused_older_view"] += not ours
-                out.append(Send(src, rid, MemberState(view.pid, view.version, host)))
+                reply = self._report(view) if ours else MemberState(view.pid, view.version, None)
+                out.append(Send(src, rid, reply))
                 return
             if self.lead is not None and not same:
                 self.lead = None
             if same and self.lead is not None and view.leader.node_id != self.me.node_id:
                 self.lead = None
             self._adopt(view, now, out, "member")
-            out.append(Send(src, rid, MemberState(view.pid, view.version, self.local_state())))
+            out.append(Send(src, rid, self._report(view)))
             return
         self.stats["refused_membership"] += 1
         out.append(Send(src, rid, MemberState(view.pid, view.version, None)))
+
+    def _report(self, view: PartitionView) -> MemberState:
+        """Our answer to ``view``'s ``SetPartition``: our host, its VMs' first page."""
+        host = self.local_state()
+        self._reported = None if host is None else (view.pid, host)
+        return self._page(view.pid, view.version, host, 0)
+
+    def _page(self, pid: int, version: int, host: HostState | None, offset: int) -> MemberState:
+        """``host`` with its VMs from ``offset`` on that fit ``state_bytes`` (at least
+        one), and where the next page starts (0: none)."""
+        if host is None:
+            return MemberState(pid, version, None)
+        limit = self.config.state_bytes
+        if offset == 0 and encoded_size(host) <= limit:
+            return MemberState(pid, version, host)  # the usual case: one page
+        budget = limit - encoded_size(replace(host, vms=())) - 2  # array header: 3 bytes
+        end = offset
+        while end < len(host.vms):
+            size = encoded_size(host.vms[end])
+            if end > offset and size > budget:
+                break
+            budget -= size
+            end += 1
+        more = end if end < len(host.vms) else 0
+        return MemberState(pid, version, replace(host, vms=host.vms[offset:end]), more)
+
+    def _on_state_page(
+        self, src: Address, sender: int, rid: int, msg: StatePage, now: float, out: Out
+    ) -> None:
+        """A page of the state we reported to partition ``msg.pid``'s leader; refused
+        (``host`` None) once we are in no partition of that pid."""
+        reported = self._reported
+        if self.view is None or self.view.pid != msg.pid or reported is None:
+            out.append(Send(src, rid, MemberState(msg.pid, msg.version, None)))
+            return
+        if reported[0] != msg.pid or msg.offset >= len(reported[1].vms):
+            out.append(Send(src, rid, MemberState(msg.pid, msg.version, None)))
+            return
+        self.stats["state_pages_sent"] += 1
+        out.append(Send(src, rid, self._page(msg.pid, msg.version, reported[1], msg.offset)))
 
     def _on_keepalive(
         self, src: Address, sender: int, rid: int, msg: KeepAlive, now: float, out: Out

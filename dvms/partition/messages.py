@@ -4,6 +4,7 @@ Requests and responses (every request is retried until answered or given up)::
 
     Isp(view, skip, hops, returning)   -> IspAck(accepted)     the ISP token moves on
     SetPartition(view)                 -> MemberState(host)    new leader: adopt + report
+    StatePage(pid, version, offset)    -> MemberState(host)    the next page of its VMs
     StillValid(pid, version, leading)  -> Valid(ok)            staleness check (initiator),
                                                                leader-crash probe (leader)
     CanMerge(pid)                      -> MergeAnswer(ok)      Blocked/Blocked merge lock
@@ -60,6 +61,7 @@ __all__ = [
     "PartitionView",
     "Placed",
     "SetPartition",
+    "StatePage",
     "StillValid",
     "Valid",
     "VmState",
@@ -168,7 +170,9 @@ class HostState:
     name: Name
     cpus: Annotated[int, Range(0, 65536)]
     memory_mib: Annotated[int, Range(0, 2**40)]
-    vms: Annotated[tuple[VmState, ...], MaxLen(4096)]
+    #: On the wire: one page of them, bounded by ``[partition] state_bytes``
+    #: (``MemberState.more``); a leader joins the pages.
+    vms: Annotated[tuple[VmState, ...], MaxLen(65536)]
     #: Live migrations in or out of this host still running (it is not "settled").
     migrating: Annotated[int, Range(0, 4096)] = 0
     #: CPU capacity in milli-CPUs when it is not ``cpus * 1000`` (0 = cpus * 1000).
@@ -326,6 +330,20 @@ class MemberState:
     pid: U64
     version: U64
     host: HostState | None
+    #: 0: ``host`` holds every VM of the host (or its last page). Else the index of the
+    #: host's next VM: its leader asks for the rest with ``StatePage(offset=more)``.
+    more: U64 = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatePage:
+    """A leader asks a member for the VMs of its host from ``offset`` on: the page of
+    the state the member reported for partition ``pid`` (a snapshot taken at its
+    ``SetPartition``, so that pages do not shift under a VM that came or went)."""
+
+    pid: U64
+    version: U64
+    offset: U64
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,9 +484,20 @@ PARTITION_MESSAGES: dict[int, type] = {
     47: ActionAccepted,
     48: ActionAck,
     49: KeepAliveAck,
+    50: StatePage,
 }
 
-REQUESTS = (Isp, SetPartition, StillValid, CanMerge, MigrateVm, CreateVm, Outcome, ActionDone)
+REQUESTS = (
+    Isp,
+    SetPartition,
+    StatePage,
+    StillValid,
+    CanMerge,
+    MigrateVm,
+    CreateVm,
+    Outcome,
+    ActionDone,
+)
 RESPONSES = (IspAck, MemberState, Valid, MergeAnswer, ActionAccepted, OutcomeAck, ActionAck)
 ONE_WAY = (KeepAlive, Dissolve, KeepAliveAck)
 

@@ -229,6 +229,15 @@ def _unmeasured(vm: Vm, config: PlacementConfig) -> Vm:
     return replace(vm, cpu_demand=math.floor(vm.vcpus * 1000 / ratio) / 1000)
 
 
+def _runs_as_asked(v: LaunchVm, here: dict[str, Vm]) -> str | None:
+    """The host where ``v`` runs already with the size asked (on its ``schedule`` host
+    if it has one), else None."""
+    vm = here.get(f"{v.namespace}/{v.name}" if v.namespace else v.name)
+    if vm is None or vm.host is None or vm.vcpus != v.vcpus or vm.memory_mib != v.memory_mib:
+        return None
+    return vm.host if v.schedule is None or v.schedule == vm.host else None
+
+
 def _launch(
     snap: Snapshot,
     launches: list[Event],
@@ -245,27 +254,39 @@ def _launch(
     steps: list[PlanStep] = []
     placed: list[Placed] = []
     for event in launches:
-        namespaces = {v.namespace for v in event.vms}
+        if not event.vms:
+            raise PlacementError("namespace must contain at least one queued VM to launch VMs")
+        vms = event.vms
+        if not event.constraints:
+            # A VM of a retried launch whose creation landed before its partition ended
+            # runs already, as asked: placed where it runs, not created twice (a
+            # constrained vjob is placed whole, its constraints name every VM)
+            here = {vm.key: vm for vm in snap.vms}
+            vms = tuple(v for v in event.vms if _runs_as_asked(v, here) is None)
+            for v in event.vms:
+                if (host := _runs_as_asked(v, here)) is not None:
+                    placed.append(Placed(v.name, v.namespace, host))
+            if not vms:
+                continue
+        namespaces = {v.namespace for v in vms}
         namespace = namespaces.pop() if len(namespaces) == 1 else ""
         vjob = VjobSpec(
             name=f"launch-{event.event_id:x}",
-            vms=tuple(v.to_spec() for v in event.vms),
+            vms=tuple(v.to_spec() for v in vms),
             constraints=tuple(_restrict(c.to_spec(), hosts) for c in event.constraints),
             namespace=namespace,
         )
-        if not event.vms:
-            raise PlacementError("namespace must contain at least one queued VM to launch VMs")
         launch, built = vjob_parts(snap, vjob)
         launch = [
             _with_images(_unmeasured(vm, config), v, sizes)
-            for vm, v in zip(launch, event.vms, strict=True)
+            for vm, v in zip(launch, vms, strict=True)
         ]
         result = solve_launch(snap, launch, [*built, *running], config)
         if not result.ok:
             raise PlacementError(str(result.refusal) if result.refusal else "no placement")
         running += built
         new_vms = []
-        for v in event.vms:
+        for v in vms:
             key = f"{v.namespace}/{v.name}" if v.namespace else v.name
             host = result.placement[key]
             v = replace(v, constraints=carried_by(v, event.constraints))

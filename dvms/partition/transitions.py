@@ -45,6 +45,7 @@ from dvms.partition.messages import (
     MigrateVm,
     Outcome,
     SetPartition,
+    StatePage,
     StillValid,
 )
 from dvms.partition.timers import PartitionTimer
@@ -79,6 +80,7 @@ def _build() -> dict[tuple[NodeState, Input], str | None]:
     # -- messages ----------------------------------------------------------------------
     t |= _rows("_on_isp", _ALL, Isp)
     t |= _rows("_on_set_partition", _ALL, SetPartition)
+    t |= _rows("_on_state_page", _ALL, StatePage)  # refused outside the partition
     t |= _rows("_on_still_valid", _ALL, StillValid)
     t |= _rows("_on_can_merge", _ALL, CanMerge)
     t |= _rows("_on_migrate", _ALL, MigrateVm)  # a retransmission is re-accepted anywhere

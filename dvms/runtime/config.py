@@ -155,6 +155,12 @@ class NodeConfig:
     #: HTTP address ("host:port"; port 0 = any free port) of this node's Prometheus
     #: ``/metrics``, ``/healthz`` and ``/readyz``; "" (default): no metrics, no endpoint.
     metrics: str = ""
+    #: Receive buffer of the peer UDP socket, bytes (``SO_RCVBUF``; the kernel caps it
+    #: at ``net.core.rmem_max``). The node that took a big command gets bursts of
+    #: hundreds of answers at once (directory puts, name claims, action acks) while it
+    #: works: with the system default (208 KiB) its socket dropped tens of thousands
+    #: of datagrams in a launch of thousands of VMs, a partition's Dissolve among them.
+    udp_receive_buffer: int = 4 * 1024 * 1024
     #: The watchdog that stops this host's HA guests when the daemon stops renewing
     #: their leases (frozen, killed): a name of ``services.ha.WATCHDOGS``: ``process``
     #: (the fencer process, ``dvms.runtime.fencer``), ``none`` or ``memory`` (tests).
@@ -208,6 +214,8 @@ class NodeConfig:
         parse_hostport(self.listen, what="listen")
         if self.metrics:
             parse_hostport(self.metrics, what="metrics")
+        if self.udp_receive_buffer < 65536:
+            raise ConfigError("udp_receive_buffer must be at least 65536 bytes")
         for s in self.seeds:
             parse_hostport(s, what="seed")
         if self.watchdog and self.watchdog not in WATCHDOGS:

@@ -416,7 +416,8 @@ async def _run_node(
         domain = cfg.guests.domain_config()
         hv = open_hypervisor("libvirt", cfg.hypervisor_uri, host=cfg.name, domain=domain)
     # 64 KiB datagrams: a partition view carries its events' VMs, a HostReply 512 VMs.
-    transport = await UdpTransport.bind(host, port, config=UdpConfig(max_datagram=MAX_UDP_PAYLOAD))
+    udp = UdpConfig(max_datagram=MAX_UDP_PAYLOAD, receive_buffer_bytes=cfg.udp_receive_buffer)
+    transport = await UdpTransport.bind(host, port, config=udp)
     async with transport, hv:
         addr = transport.local_address
         rng = daemon_rng()

@@ -35,7 +35,7 @@ from dvms.partition.messages import LaunchVm
 from dvms.runtime.services.files_messages import FILE_MESSAGES, FILE_REQUESTS, FILE_RESPONSES
 from dvms.runtime.services.keys_messages import KEY_MESSAGES, KEY_REQUESTS, KEY_RESPONSES
 from dvms.wire.envelope import MessageRegistry
-from dvms.wire.schema import MaxLen, Range
+from dvms.wire.schema import MaxLen, Range, encoded_size
 
 __all__ = [
     "NODE_MESSAGES",
@@ -68,14 +68,19 @@ __all__ = [
     "VmOp",
     "VmOpDone",
     "VmRow",
+    "encoded_size",
     "register_node_messages",
 ]
 
 Name = Annotated[str, MaxLen(128)]
 Text = Annotated[str, MaxLen(512)]
 U64 = Annotated[int, Range(0, 2**64 - 1)]
-#: Rows per reply: keeps a reply inside one datagram (the daemon's UDP limit is 64 KiB).
+#: Rows per reply at most; a host's reply is also bounded by its encoded size
+#: (``[monitor] reply_bytes``, at most ``MAX_REPLY_BYTES``).
 MAX_ROWS = 512
+#: Encoded bytes of a host's reply at most: under the daemon's UDP limit (65,507) less
+#: the envelope around it.
+MAX_REPLY_BYTES = 65000
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from dvms.partition.messages import (
     LaunchVm,
     MigrateVm,
     SetPartition,
+    StatePage,
     StillValid,
     WireConstraint,
 )
@@ -59,7 +60,10 @@ _LIMITED: dict[type, str] = {
     FindNode: "lookup",
     FindValue: "lookup",
     Store: "store",
-    **{t: "partition" for t in (Isp, SetPartition, CanMerge, StillValid, MigrateVm, CreateVm)},
+    **{
+        t: "partition"
+        for t in (Isp, SetPartition, StatePage, CanMerge, StillValid, MigrateVm, CreateVm)
+    },
 }
 
 

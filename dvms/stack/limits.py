@@ -10,8 +10,8 @@ datagram still sends from one socket)::
     datagram   every datagram, before its MAC is checked      reading, MAC, decoding
     lookup     FindNode, FindValue                            a closest-k search
     store      Store                                          a signature check, memory
-    partition  Isp, SetPartition, CanMerge, StillValid,       partition work, driver
-               MigrateVm, CreateVm                            calls
+    partition  Isp, SetPartition, StatePage, CanMerge,        partition work, driver
+               StillValid, MigrateVm, CreateVm                calls
     request    node-to-node queries (runtime/messages.py)     a task, hypervisor reads
 
 A request over its peer's bucket is dropped and counted (``drops``: ``rate_<class>``).

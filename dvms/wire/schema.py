@@ -30,7 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["IdBytes", "MaxLen", "Range", "SchemaError", "compile_record"]
+import cbor2
+
+__all__ = ["IdBytes", "MaxLen", "Range", "SchemaError", "compile_record", "encoded_size"]
 
 
 class SchemaError(ValueError):
@@ -250,3 +252,8 @@ def compile_record(cls: type) -> tuple[Encoder, Decoder]:
 
     _RECORDS[cls] = (enc, dec)
     return enc, dec
+
+
+def encoded_size(record: Any) -> int:
+    """Bytes of a dataclass record's CBOR body on the wire (without an envelope)."""
+    return len(cbor2.dumps(compile_record(type(record))[0](record)))

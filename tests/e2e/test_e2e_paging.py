@@ -1,12 +1,15 @@
 """A namespace larger than one host reply and one host request, on 3 real daemons.
 
-The daemons run with small limits (``[monitor] reply_rows`` = 40 VMs per host reply,
-``[namespaces.effects] op_batch`` = 30 VMs per ``clear``/``stop`` request, launch
-events of 25 VMs), so a launch of 300 VMs (100 per host) needs every paging
-path that a namespace of thousands uses with the default limits: each host's VM list
-comes in 3 pages, the ``stop`` after the launch and the ``clear`` go to each host in 4
-requests. Without the pages ``vm info`` would list 120 VMs; without the repeated
-clear 210 would remain. About 30 s on 2 cores."""
+The daemons run with small limits (``[monitor] reply_rows`` = 40 VMs and
+``reply_bytes`` = 1,024 bytes per host reply, ``[partition] state_bytes`` = 1,024 bytes
+of a member's host state per message, ``[namespaces.effects] op_batch`` = 30 VMs per
+``clear``/``stop`` request, launch events of 25 VMs), so a launch of 300 VMs (100 per
+host) needs every paging path that a namespace of thousands uses with the default
+limits: each host's VM list comes in 3 pages of ~36 rows (the byte limit binds
+before the row limit), a host of more than ~35 VMs reports itself to a partition's leader in pages,
+the ``stop`` after the launch and the ``clear`` go to each host in 4 requests. Without
+the pages ``vm info`` would list fewer VMs; without the repeated clear 210 would remain.
+About 30 s on 2 cores."""
 
 from __future__ import annotations
 
@@ -21,6 +24,10 @@ VMS = 300
 LIMITS = """
 [monitor]
 reply_rows = 40
+reply_bytes = 1024
+
+[partition]
+state_bytes = 1024
 
 [namespaces.effects]
 op_batch = 30
@@ -58,6 +65,11 @@ def test_a_namespace_over_several_pages_launches_lists_and_clears(paged):
     assert {v["state"] for v in every["vms"]} == {"PAUSED"}
     per_host = {h["name"]: h["vms"] for h in call(socks["node3"], "host")["hosts"]}
     assert sum(per_host.values()) == VMS and min(per_host.values()) > 40, per_host
+    # later launch events met hosts whose state took several messages
+    pages = [
+        call(s, "status")["partition_stats"].get("state_pages_sent", 0) for s in socks.values()
+    ]
+    assert sum(pages) > 0, pages
     status = ns(socks["node2"], "ns schedule status")
     assert status["ok"] and "completed" in status["text"], status["text"]
 

@@ -137,3 +137,30 @@ def test_a_launch_within_the_vcpu_overcommit_fits() -> None:
     assert "CPUs" in launch(9, idle, no_overcommit)
     busy = (HostState("h1", 8, 65536, (VmState("burn", "ns", 8, 64, 7.9),)),)
     assert "CPUs" in launch(2, busy, plain)
+
+
+def test_a_retried_launch_places_the_vms_that_run_already_where_they_run() -> None:
+    """A launch retried after its partition created part of its VMs (its actions failed
+    or its leader went before the outcome) finds them running: each one that runs with
+    the size asked (on its ``schedule`` host) is placed where it runs and not created
+    again; one of another size is still a duplicate."""
+    from dvms.partition.messages import Event
+    from dvms.partition.solve import solve_events
+
+    def launch(vms: tuple[LaunchVm, ...], states: tuple[HostState, ...]):
+        return solve_events(states, (Event("launch", Contact(1, "10.0.0.1", 7400), 7, vms),))
+
+    ran = (
+        HostState("h1", 8, 65536, (VmState("a", "ns", 1, 64, 0.0),)),
+        HostState("h2", 8, 65536, ()),
+    )
+    out = launch(
+        (LaunchVm("a", "ns", 1, 64, schedule="h1"), LaunchVm("b", "ns", 1, 64, schedule="h1")), ran
+    )
+    assert out.ok, out.reason
+    assert sorted((p.vm, p.host) for p in out.placed) == [("a", "h1"), ("b", "h1")]
+    assert [(s.kind, s.vm) for s in out.actions] == [("boot", "ns/b")]
+    out = launch((LaunchVm("a", "ns", 1, 64),), ran)  # every VM runs: nothing to do
+    assert out.ok and out.actions == () and [p.host for p in out.placed] == ["h1"]
+    assert "duplicate" in launch((LaunchVm("a", "ns", 2, 64),), ran).reason
+    assert "duplicate" in launch((LaunchVm("a", "ns", 1, 64, schedule="h2"),), ran).reason

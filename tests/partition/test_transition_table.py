@@ -38,6 +38,7 @@ from dvms.partition.messages import (
     OutcomeAck,
     PartitionView,
     SetPartition,
+    StatePage,
     StillValid,
     Valid,
 )
@@ -92,6 +93,7 @@ def sample(kind: type) -> Any:
         Isp: Isp(v, (), 1, False),
         IspAck: IspAck(True),
         SetPartition: SetPartition(v),
+        StatePage: StatePage(7, 1, 1),
         MemberState: MemberState(7, 1, HOST),
         KeepAlive: KeepAlive(7, 1),
         KeepAliveAck: KeepAliveAck(7, 1),

@@ -10,6 +10,7 @@ import trio
 
 from dvms.hypervisor.base import DomainState, VmInfo
 from dvms.partition.messages import LaunchVm
+from dvms.runtime.messages import HostReply, encoded_size
 from dvms.runtime.services.monitor import HostMonitor, MonitorConfig
 
 
@@ -161,3 +162,56 @@ async def test_test_hosts_are_never_measured(autojump_clock):
     mon = HostMonitor(hv, "h1", "test:///h1.xml")  # type: ignore[arg-type]
     await _run_for(mon, 7)
     assert _demands(mon) == {"a": 0.0} and mon.measured == {}
+
+
+def _pages(mon: HostMonitor) -> list[HostReply]:
+    pages = [mon.reply(None)]
+    while pages[-1].truncated:
+        pages.append(mon.reply(None, offset=sum(len(p.vms) for p in pages)))
+    return pages
+
+
+async def test_a_reply_of_long_names_stays_inside_its_byte_limit(autojump_clock):
+    # 512 rows of 128-character names encode to ~140 KiB: more than one datagram
+    names = [f"{i:04d}" + "x" * 124 for i in range(512)]
+    hv = FakeHv(vms=[vm(n, namespace="n" * 128) for n in names])
+    mon = HostMonitor(hv, "h1", "test:///")  # type: ignore[arg-type]
+    await mon.refresh()
+    pages = _pages(mon)
+    limit = MonitorConfig().reply_bytes
+    assert all(encoded_size(p) <= limit for p in pages)
+    assert len(pages) == 3  # ~260 B a row: ~240 rows a page
+    assert [v.name for p in pages for v in p.vms] == names
+
+
+async def test_a_small_byte_limit_pages_and_every_page_has_a_row(autojump_clock):
+    hv = FakeHv(vms=[vm(f"vm{i}") for i in range(100)])
+    mon = HostMonitor(hv, "h1", "test:///", config=MonitorConfig(reply_bytes=1024))  # type: ignore[arg-type]
+    await mon.refresh()
+    pages = _pages(mon)
+    assert all(encoded_size(p) <= 1024 for p in pages)
+    assert len(pages) == 3
+    assert [v.name for p in pages for v in p.vms] == [f"vm{i}" for i in range(100)]
+    mon.launches.update(f"token-{i}-" + "t" * 500 for i in range(3))  # ~1.5 KB of launches
+    assert len(mon.reply(None).vms) == 1  # over the limit with none: still one row
+
+
+async def test_a_created_vm_is_listed_without_a_read_and_kept_by_an_older_read(autojump_clock):
+    hv = FakeHv(vms=[vm("b")])
+    mon = HostMonitor(hv, "h1", "test:///")  # type: ignore[arg-type]
+    await mon.refresh()
+    reads = hv.lists
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mon.refresh)  # lists before "a" exists
+        await trio.sleep(0.1)
+        hv.vms.append(vm("a"))
+        mon.specs["a"] = LaunchVm("a", "", 4, 1024)
+        mon.add(vm("a"))
+        assert hv.lists == reads + 1  # no read of its own
+        assert [v.name for v in mon.vms] == ["b", "a"]  # at the end: pages stay in place
+        assert [v.name for v in mon.state().vms] == ["b", "a"]
+    assert [v.name for v in mon.vms] == ["b", "a"]  # the older read did not drop it
+    assert "a" in mon.specs
+    hv.vms.pop()  # "a" destroyed behind our back
+    await mon.refresh()  # a read that began after the add: it is gone
+    assert [v.name for v in mon.vms] == ["b"] and "a" not in mon.specs

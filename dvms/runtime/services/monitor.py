@@ -46,7 +46,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -54,7 +54,7 @@ from dvms.hypervisor.base import DomainState, Hypervisor, VmInfo
 from dvms.hypervisor.errors import HypervisorError
 from dvms.names import vm_key
 from dvms.partition.messages import HeldImage, HostState, LaunchVm, VmState
-from dvms.runtime.messages import MAX_ROWS, HostReply, VmRow
+from dvms.runtime.messages import MAX_REPLY_BYTES, MAX_ROWS, HostReply, VmRow, encoded_size
 
 __all__ = ["HostMonitor", "MonitorConfig", "uri_is_test"]
 
@@ -87,15 +87,22 @@ class MonitorConfig:
     #: duration divided by this (a fraction of wall time spent reading; ours). Refreshes
     #: after a driver call are not delayed.
     read_busy_max: float = 0.1
-    #: VM rows per ``HostReply`` (at most ``MAX_ROWS``, which fits one datagram); a
-    #: host with more answers page by page (ours).
+    #: VM rows per ``HostReply`` at most (at most ``MAX_ROWS``); a host with more
+    #: answers page by page (ours).
     reply_rows: int = MAX_ROWS
+    #: Encoded size of a ``HostReply`` at most, bytes: a page ends before the row that
+    #: would pass it (every page carries at least one row), so rows of long names stay
+    #: inside one datagram (the daemon's UDP limit is 65,507 bytes, the envelope around
+    #: a reply under 200; ours).
+    reply_bytes: int = 64000
 
     def __post_init__(self) -> None:
         if not 0 < self.read_busy_max <= 1:
             raise ValueError("read_busy_max must be in (0, 1]")
         if not 1 <= self.reply_rows <= MAX_ROWS:
             raise ValueError(f"reply_rows must be in [1, {MAX_ROWS}]")
+        if not 1024 <= self.reply_bytes <= MAX_REPLY_BYTES:
+            raise ValueError(f"reply_bytes must be in [1024, {MAX_REPLY_BYTES}]")
         if self.demand_window_s <= 0 or self.demand_min_span_s < 0:
             raise ValueError("demand_window_s must be > 0 and demand_min_span_s >= 0")
         if self.demand_hysteresis_cpus < 0 or self.capacity_cpus < 0:
@@ -124,6 +131,9 @@ class HostMonitor:
         self.read_s = 0.0
         #: (namespace, name) -> the VM, as the last read listed them (``find``)
         self._by_name: dict[tuple[str, str], VmInfo] = {}
+        #: vm_key -> (trio time, the VM) of the VMs ``add`` listed since the last read
+        #: began (a read that started earlier cannot show them)
+        self._added: dict[str, tuple[float, VmInfo]] = {}
         # Refreshes asked while one runs share the next one (see refresh)
         self._reading = False
         self._next: trio.Event | None = None
@@ -201,6 +211,28 @@ class HostMonitor:
                 self._next.set()
                 self._next = None
 
+    def add(self, vm: VmInfo) -> None:
+        """A VM this node just created (the driver's answer): listed at once, without
+        a read of every domain (on a host of thousands of VMs one read takes seconds,
+        and a launch creates them one after the other). A read that started before it
+        keeps it (``_read``)."""
+        self._added[vm.key] = (trio.current_time(), vm)
+        if (vm.namespace, vm.name) in self._by_name or self._state is None:
+            self._put([*(v for v in self.vms if v.key != vm.key), vm])
+            self._state = self._host_state()
+            return
+        # a new VM at the end: no rebuild of every row (one per creation, thousands)
+        self.vms += (vm,)
+        self._by_name[(vm.namespace, vm.name)] = vm
+        if vm.state is not DomainState.SHUTOFF:
+            self._state = replace(self._state, vms=(*self._state.vms, self._row(vm)))
+
+    def _put(self, vms: list[VmInfo]) -> None:
+        # in the driver's order, a VM added since at the end: the rows before it (the
+        # pages of a reply already sent) stay in place
+        self.vms = tuple(vms)
+        self._by_name = {(v.namespace, v.name): v for v in vms}
+
     async def _read(self) -> None:
         now = trio.current_time()
         known = set(self.specs)  # a VM created while we list keeps its spec
@@ -214,11 +246,13 @@ class HostMonitor:
             log.warning("host monitor: %s", exc)
             return
         self.read_s = trio.current_time() - now
-        self.vms = tuple(vms)
-        self._by_name = {(v.namespace, v.name): v for v in vms}
+        listed = {v.key for v in vms}
+        late = [v for t, v in self._added.values() if t >= now and v.key not in listed]
+        self._added = {k: a for k, a in self._added.items() if a[0] >= now}
+        self._put([*vms, *late])
         if self._measure:
             self._sample(now, vms)
-        for key in known - {v.key for v in vms}:
+        for key in known - listed - {v.key for v in late}:
             self.specs.pop(key, None)  # destroyed behind our back, or migrated away
         self._state = self._host_state()
         self.refreshed += 1
@@ -283,25 +317,23 @@ class HostMonitor:
         # test:/// hosts measure nothing (the simulator's VMs carry their own demand)
         return v.cpu_demand * v.vcpus if v.cpu_demand is not None else 0.0
 
+    def _row(self, v: VmInfo) -> VmState:
+        spec = self.specs.get(v.key)
+        return VmState(
+            name=v.name,
+            namespace=v.namespace,
+            vcpus=v.vcpus,
+            memory_mib=v.memory_mib,
+            cpu_demand=self.demand(v),
+            coschedule=spec.coschedule if spec is not None else -1,
+            # the vjob's constraints travel with the spec (set by the leader at
+            # creation), so repairs here never break them
+            constraints=spec.constraints if spec is not None else (),
+        )
+
     def _host_state(self) -> HostState:
-        rows = []
-        for v in self.vms:
-            if v.state is DomainState.SHUTOFF:
-                continue  # defined but not running: uses nothing
-            spec = self.specs.get(v.key)
-            rows.append(
-                VmState(
-                    name=v.name,
-                    namespace=v.namespace,
-                    vcpus=v.vcpus,
-                    memory_mib=v.memory_mib,
-                    cpu_demand=self.demand(v),
-                    coschedule=spec.coschedule if spec is not None else -1,
-                    # the vjob's constraints travel with the spec (set by the leader at
-                    # creation), so repairs here never break them
-                    constraints=spec.constraints if spec is not None else (),
-                )
-            )
+        # SHUTOFF: defined but not running, uses nothing
+        rows = [self._row(v) for v in self.vms if v.state is not DomainState.SHUTOFF]
         milli = round(self.capacity_cpus * 1000)
         return HostState(
             self.name,
@@ -357,13 +389,17 @@ class HostMonitor:
         """This host as a peer asked: its VMs (of ``namespace``, None = all) from row
         ``offset``, ``reply_rows`` at most (``truncated``: more follow)."""
         rows = [v for v in self.vms if vms and (namespace is None or v.namespace == namespace)]
-        end = offset + self.config.reply_rows
-        return HostReply(
-            self.name,
-            self.cpus,
-            self.memory_mib,
-            self.uri,
-            tuple(VmRow.of(v, self._ha_of(v)) for v in rows[offset:end]),
-            len(rows) > end,
-            tuple(sorted(self.launches)),
+        empty = HostReply(
+            self.name, self.cpus, self.memory_mib, self.uri, (), True, tuple(sorted(self.launches))
         )
+        # the rows' array header grows from 1 to 3 bytes past 23 rows
+        budget = self.config.reply_bytes - encoded_size(empty) - 2
+        page: list[VmRow] = []
+        for v in rows[offset : offset + self.config.reply_rows]:
+            row = VmRow.of(v, self._ha_of(v))
+            size = encoded_size(row)
+            if page and size > budget:
+                break
+            budget -= size
+            page.append(row)
+        return replace(empty, vms=tuple(page), truncated=offset + len(page) < len(rows))

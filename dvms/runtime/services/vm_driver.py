@@ -1,7 +1,7 @@
 """This host's VMs as the protocols act on them: the partition core's driver calls, and the
 peers' queries about the host (``HostQuery``, ``KillVms``, ``AdoptVm``)::
 
-    BootVm(op, vm)           --hypervisor.create(spec)--> monitor.refresh --> (ok, reason)
+    BootVm(op, vm)           --hypervisor.create(spec)--> monitor.add --> (ok, reason)
     MigrateVmTo(op, ...)     --migrate_vm (below)-------------^
     HostQuery                --> the monitor's view of this host (its VMs if asked)
     KillVms(ns, names)       --> destroy + undefine here, names freed in the directory
@@ -122,7 +122,9 @@ class VmDriver:
                 ok, reason = await self.create(eff.vm)
             else:
                 ok, reason = await self.migrate_vm(eff)
-        await self.monitor.refresh()
+        if migrating or not ok:
+            await self.monitor.refresh()
+        # else: the created VM is listed already (``create``: ``monitor.add``)
         if not ok:
             log.warning("%s failed: %s", "migrate" if migrating else "create", reason)
         return ok, reason
@@ -144,16 +146,18 @@ class VmDriver:
         key = vm_key(vm.name, vm.namespace)
         try:
             try:
-                await self.hv.create(spec)
+                info = await self.hv.create(spec)
             except AlreadyExists:
                 if self.monitor.specs.get(key) == vm:
+                    await self.monitor.refresh()
                     return True, ""  # a retransmitted AdoptVm: it is here already
                 if not await self._replace_fenced(vm, key):
                     raise
-                await self.hv.create(spec)
+                info = await self.hv.create(spec)
         except (HypervisorError, ValueError) as exc:
             return False, str(exc)
         self.monitor.specs[key] = vm
+        self.monitor.add(info)
         if self.ha is not None:
             await self.ha.created(vm)
         return True, ""
