@@ -30,10 +30,12 @@ class SlowHost:
     async def list_vms(self) -> list[VmInfo]:
         return list(self.vms)
 
-    async def create(self, spec: VmSpec) -> None:
+    async def create(self, spec: VmSpec) -> VmInfo:
         self.creating.set()
         await self.go.wait()
-        self.vms.append(VmInfo(spec.name, "dst", DomainState.RUNNING, 1, 512))
+        info = VmInfo(spec.name, "dst", DomainState.RUNNING, 1, 512)
+        self.vms.append(info)
+        return info
 
 
 def _migrating(mon: HostMonitor) -> int:
