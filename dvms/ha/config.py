@@ -46,11 +46,16 @@ class HaConfig:
     #: The owner replaces a guardian that has not acknowledged a renewal for this long
     #: by the next closest node, seconds (ours).
     replace_after_s: float = 5.0
+    #: A guardian replaced for silence is not chosen again by this owner for this
+    #: long unless it acknowledges again, seconds (ours: the routing table can show a
+    #: crashed node as healthy for longer; without this, two dead nodes closest to a
+    #: key replace each other in turn and the VM keeps only the live rest).
+    avoid_silent_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.guardians < 1:
             raise ValueError("ha.guardians: must be >= 1")
-        for name in ("renew_period_s", "lease_s", "promise_s", "propose_retry_s"):
+        for name in ("renew_period_s", "lease_s", "promise_s", "propose_retry_s", "avoid_silent_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ha.{name}: must be > 0")
         if not 0 <= self.fence_margin_s < self.lease_s:

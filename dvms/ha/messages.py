@@ -1,7 +1,7 @@
 """High-availability messages (type codes 112-119).
 
     Renew(round, owner, vms)          -> RenewAck(round, stale)   owner -> each guardian
-    Propose(ns, name, generation)     -> Vote(ns, name, gen, yes)  guardian -> guardians
+    Propose(ns, name, gen, base, epoch) -> Vote(ns, name, gen, yes)  guardian -> guardians
     Release(ns, name, generation)     (one way) a proposer that lost gives its votes back
     Retire(ns, name, generation)      (one way) the owner removed the VM for good
 
@@ -68,6 +68,10 @@ class Propose:
     name: Name
     #: The generation the restarted copy will have (the record's + 1 or more).
     generation: Gen
+    #: The proposer's record: its generation and guardian-set epoch (``HaTag``). A
+    #: voter holding a newer epoch of that generation refuses.
+    base: Gen = 0
+    epoch: Gen = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,9 @@ class Vote:
     #: With ``yes`` false: the newest generation the voter knows or promised (the
     #: proposer retries above it), or 0 when it refuses because the lease still runs.
     newest: Gen = 0
+    #: With ``yes`` false: the voter holds a newer guardian set of the proposer's
+    #: generation (the proposer was dropped from the set, or has not heard of it yet).
+    stale_set: bool = False
 
 
 @dataclass(frozen=True, slots=True)
