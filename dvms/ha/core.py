@@ -45,6 +45,7 @@ from dvms.effects import Address, Emit, Send
 from dvms.ha.config import HaConfig
 from dvms.ha.messages import (
     HA_MESSAGES,
+    RENEW_MAX_VMS,
     Propose,
     Release,
     Renew,
@@ -52,6 +53,7 @@ from dvms.ha.messages import (
     Retire,
     StaleVm,
     Vote,
+    record_size,
 )
 from dvms.overlay.messages import Contact
 from dvms.partition.messages import HaTag, LaunchVm, WireConstraint
@@ -155,6 +157,9 @@ class _Owned:
     #: they were first asked: only one that answered joins the set
     candidates: dict[int, Contact] = field(default_factory=dict)
     probed: dict[int, float] = field(default_factory=dict)
+    #: the renewal size of ``sized`` (``record_size``), measured once per record
+    size: int = 0
+    sized: LaunchVm | None = None
 
 
 @dataclass(slots=True)
@@ -252,7 +257,8 @@ class HaCore:
         self.timers: TimerHeap[_T] = TimerHeap()
         self.round = 0
         self._round_sent: dict[int, float] = {}
-        self._round_vms: dict[tuple[int, int], tuple[Key, ...]] = {}
+        #: (round, guardian, page) -> the VMs of that renewal page
+        self._round_vms: dict[tuple[int, int, int], tuple[Key, ...]] = {}
         self._renew_at: float | None = None
         self._batch_at: float | None = None
         self._watchdog: float | None = None
@@ -437,18 +443,38 @@ class HaCore:
         self._round_sent[r] = now
         for old in [x for x, t in self._round_sent.items() if t < now - self.config.lease_s]:
             del self._round_sent[old]
-        by_guardian: dict[int, tuple[Contact, list[LaunchVm]]] = {}
+        by_guardian: dict[int, tuple[Contact, list[_Owned]]] = {}
         for key, o in live:
             self._replace_silent(key, o, now)
+            if o.sized is not o.vm:
+                o.size, o.sized = record_size(o.vm), o.vm
             for g in (*_guardians(o.vm), *o.candidates.values()):
-                by_guardian.setdefault(g.node_id, (g, []))[1].append(o.vm)
+                by_guardian.setdefault(g.node_id, (g, []))[1].append(o)
         self._round_vms = {k: v for k, v in self._round_vms.items() if k[0] in self._round_sent}
-        for gid, (g, vms) in by_guardian.items():
-            self._round_vms[(r, gid)] = tuple((v.namespace, v.name) for v in vms)
-            out.append(Send(g.addr, self._rid(), Renew(r, self.me, tuple(vms))))
-            self.stats["renewals_sent"] += 1
+        for gid, (g, owned) in by_guardian.items():
+            for page, chunk in enumerate(self._pages(owned)):
+                self._round_vms[(r, gid, page)] = tuple((v.namespace, v.name) for v in chunk)
+                out.append(Send(g.addr, self._rid(), Renew(r, self.me, chunk, page)))
+                self.stats["renewals_sent"] += 1
         self._renew_at = now + self.config.renew_period_s
         self.timers.at(self._renew_at, _T.RENEW)
+
+    def _pages(self, owned: list[_Owned]) -> list[tuple[LaunchVm, ...]]:
+        """The records for one guardian in pages of at most ``renew_max_bytes`` and
+        ``RENEW_MAX_VMS`` (a record larger than a page goes alone)."""
+        limit = self.config.renew_max_bytes
+        pages: list[tuple[LaunchVm, ...]] = []
+        page: list[LaunchVm] = []
+        used = 0
+        for o in owned:
+            if page and (used + o.size > limit or len(page) >= RENEW_MAX_VMS):
+                pages.append(tuple(page))
+                page, used = [], 0
+            page.append(o.vm)
+            used += o.size
+        if page:
+            pages.append(tuple(page))
+        return pages
 
     def _replace_silent(self, key: Key, o: _Owned, now: float) -> None:
         """Swap out guardians silent for ``replace_after_s`` for the next closest nodes
@@ -506,7 +532,7 @@ class HaCore:
 
     def _on_ack(self, sender: int, msg: RenewAck, now: float, out: list[Any]) -> None:
         sent = self._round_sent.get(msg.round)
-        keys = self._round_vms.get((msg.round, sender))
+        keys = self._round_vms.get((msg.round, sender, msg.page))
         if sent is None or keys is None:
             return
         refused = set()
@@ -609,7 +635,7 @@ class HaCore:
             r = self.restarts.get(key)
             if newer and r is not None and r.gen <= gen:
                 del self.restarts[key]  # the restarted copy's owner renews: done
-        out.append(Send(src, rid, RenewAck(msg.round, tuple(stale))))
+        out.append(Send(src, rid, RenewAck(msg.round, tuple(stale), msg.page)))
 
     def _rank(self, h: _Held) -> int | None:
         target = vm_key(h.vm.namespace, h.vm.name)

@@ -383,3 +383,58 @@ def test_no_vm_ever_runs_twice_while_guardians_are_replaced(
     assert not w.double, w.double[:3]
     for k in range(4):
         assert len(w.copies(f"v{k}")) <= 1
+
+
+def test_renewals_of_1000_ha_vms_on_one_host_are_paged_under_the_datagram_limit() -> None:
+    """One host, 1,000 HA VMs, 5 guardians: each guardian gets the round in pages that
+    each fit a 64 KiB datagram (one renewal of all 1,000 would not), every VM in exactly
+    one page, and the acknowledgements of all pages renew every VM's lease."""
+    from dvms.effects import Send
+    from dvms.ha import HaCore, register_ha_messages
+    from dvms.ha.messages import Renew
+    from dvms.overlay.messages import Contact, register_overlay_messages
+    from dvms.partition.messages import LaunchVm, register_partition_messages
+    from dvms.wire.envelope import MessageRegistry, WireCodec, WireConfig
+
+    registry = register_ha_messages(
+        register_partition_messages(register_overlay_messages(MessageRegistry()))
+    )
+    codec = WireCodec(bytes(range(32)), registry, WireConfig(max_datagram=65507))
+    me = Contact(1, "10.0.0.1", 7400)
+    guardians = [Contact(10 + i, f"10.0.0.{2 + i}", 7400) for i in range(5)]
+    owner = HaCore(me, lambda key, n: guardians[:n], HaConfig(), random.Random(0))
+    host = HaCore(guardians[0], lambda key, n: [], HaConfig(), random.Random(1))
+    for i in range(1000):
+        vm = LaunchVm(f"web-frontend-{i:04d}", "production", 2, 4096, ("net-a", "net-b"))
+        owner.adopt(replace(vm, ha=tag_for(HaPolicy(mode="restart"))), now=0.0)
+    owner.on_timer(now=0.0)  # the first round; the one checked is sent at 2 s
+    out = owner.on_timer(now=2.0)
+    sends = [e for e in out if isinstance(e, Send) and isinstance(e.msg, Renew)]
+    by_dst: dict[object, list[Renew]] = {}
+    for s in sends:
+        assert len(codec.encode(s.msg, sender=me.node_id, rid=s.rid, now=2.0)) <= 65507
+        by_dst.setdefault(s.dst, []).append(s.msg)
+    assert set(by_dst) == {g.addr for g in guardians}
+    for pages in by_dst.values():
+        assert len(pages) > 1 and [p.page for p in pages] == list(range(len(pages)))
+        names = [vm.name for p in pages for vm in p.vms]
+        assert sorted(names) == sorted(f"web-frontend-{i:04d}" for i in range(1000))
+    whole = Renew(2, me, tuple(vm for p in by_dst[guardians[0].addr] for vm in p.vms))
+    with pytest.raises(ValueError):
+        codec.encode(whole, sender=me.node_id, rid=1, now=2.0)
+
+    def ack(last: bool) -> None:
+        # a guardian's core makes the real answer to each page
+        for g in guardians:
+            pages = [s for s in sends if s.dst == g.addr]
+            for s in pages[-1:] if last else pages[:-1]:
+                (answer,) = host.on_message(me.addr, me.node_id, s.rid, s.msg, now=2.1)
+                owner.on_message(g.addr, g.node_id, 0, answer.msg, now=2.1)
+
+    lease = HaConfig().lease_s
+    ack(last=False)
+    last_page = {vm.name for vm in by_dst[guardians[0].addr][-1].vms}
+    for (_ns, name), o in owner.owned.items():
+        assert o.lease_until == (lease if name in last_page else 2.0 + lease), name
+    ack(last=True)
+    assert {o.lease_until for o in owner.owned.values()} == {2.0 + lease}
