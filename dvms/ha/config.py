@@ -46,17 +46,28 @@ class HaConfig:
     #: The owner replaces a guardian that has not acknowledged a renewal for this long
     #: by the next closest node, seconds (ours).
     replace_after_s: float = 5.0
+    #: One renewal datagram to a guardian carries at most this many bytes of VM records,
+    #: more go in further pages of the same round (ours: a record is ~160-250 bytes;
+    #: 48,000 leaves room for the envelope under UDP's 65,507-byte payload).
+    renew_max_bytes: int = 48_000
+    #: A guardian replaced for silence is not chosen again by this owner for this
+    #: long unless it acknowledges again, seconds (ours: the routing table can show a
+    #: crashed node as healthy for longer; without this, two dead nodes closest to a
+    #: key replace each other in turn and the VM keeps only the live rest).
+    avoid_silent_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.guardians < 1:
             raise ValueError("ha.guardians: must be >= 1")
-        for name in ("renew_period_s", "lease_s", "promise_s", "propose_retry_s"):
+        for name in ("renew_period_s", "lease_s", "promise_s", "propose_retry_s", "avoid_silent_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ha.{name}: must be > 0")
         if not 0 <= self.fence_margin_s < self.lease_s:
             raise ValueError("ha.fence_margin_s: must be >= 0 and below lease_s")
         if self.renew_period_s >= self.lease_s - self.fence_margin_s:
             raise ValueError("ha.renew_period_s: must be below lease_s - fence_margin_s")
+        if self.renew_max_bytes < 1024:
+            raise ValueError("ha.renew_max_bytes: must be >= 1024")
         if self.batch_max < 1 or self.batch_window_s < 0 or self.propose_stagger_s < 0:
             raise ValueError("ha.batch_max >= 1, batch_window_s and propose_stagger_s >= 0")
 

@@ -45,6 +45,7 @@ from dvms.effects import Address, Emit, Send
 from dvms.ha.config import HaConfig
 from dvms.ha.messages import (
     HA_MESSAGES,
+    RENEW_MAX_VMS,
     Propose,
     Release,
     Renew,
@@ -52,6 +53,7 @@ from dvms.ha.messages import (
     Retire,
     StaleVm,
     Vote,
+    record_size,
 )
 from dvms.overlay.messages import Contact
 from dvms.partition.messages import HaTag, LaunchVm, WireConstraint
@@ -151,6 +153,13 @@ class _Owned:
     fenced: bool = False
     #: the first round that carried the current guardian set (commits a replacement)
     set_round: int = 0
+    #: nodes asked to hold the record before they replace silent guardians, and when
+    #: they were first asked: only one that answered joins the set
+    candidates: dict[int, Contact] = field(default_factory=dict)
+    probed: dict[int, float] = field(default_factory=dict)
+    #: the renewal size of ``sized`` (``record_size``), measured once per record
+    size: int = 0
+    sized: LaunchVm | None = None
 
 
 @dataclass(slots=True)
@@ -174,10 +183,17 @@ class _Restart:
     no: set[int] = field(default_factory=set)
     newest: int = 0
     failures: int = 0
+    #: a voter holds a newer guardian set of this generation than the proposer
+    stale_set: bool = False
 
 
 def _gen(vm: LaunchVm) -> int:
     return vm.ha.generation if vm.ha is not None else 0
+
+
+def _version(vm: LaunchVm) -> tuple[int, int]:
+    """The record's generation and guardian-set epoch: records only move forward."""
+    return (vm.ha.generation, vm.ha.epoch) if vm.ha is not None else (0, 0)
 
 
 def _guardians(vm: LaunchVm) -> tuple[Contact, ...]:
@@ -241,11 +257,14 @@ class HaCore:
         self.timers: TimerHeap[_T] = TimerHeap()
         self.round = 0
         self._round_sent: dict[int, float] = {}
-        self._round_vms: dict[tuple[int, int], tuple[Key, ...]] = {}
+        #: (round, guardian, page) -> the VMs of that renewal page
+        self._round_vms: dict[tuple[int, int, int], tuple[Key, ...]] = {}
         self._renew_at: float | None = None
         self._batch_at: float | None = None
         self._watchdog: float | None = None
         self._tokens: dict[int, tuple[Key, ...]] = {}
+        #: node id -> until when it is not chosen as a guardian (replaced for silence)
+        self._silent: dict[int, float] = {}
         self._next_token = 1
         self.stats: dict[str, int] = {
             "renewals_sent": 0,
@@ -265,7 +284,7 @@ class HaCore:
             raise ValueError(f"vm {vm.name}: adopt needs an HA tag")
         key = (vm.namespace, vm.name)
         if not vm.ha.guardians:
-            vm = replace(vm, ha=replace(vm.ha, guardians=self._choose(key, ())))
+            vm = replace(vm, ha=replace(vm.ha, guardians=self._choose(key, (), now=now)))
         self.owned[key] = _Owned(vm, now + self.config.lease_s, now, set_round=self.round + 1)
         out: list[Any] = [Emit(HaEvent("adopted", vm.namespace, vm.name, _gen(vm)))]
         self._fence_timer(key, now)
@@ -383,12 +402,22 @@ class HaCore:
         return self.rng.getrandbits(63)
 
     def _choose(
-        self, key: Key, keep: tuple[Contact, ...], avoid: frozenset[int] = frozenset()
+        self,
+        key: Key,
+        keep: tuple[Contact, ...],
+        avoid: frozenset[int] = frozenset(),
+        *,
+        now: float,
     ) -> tuple[Contact, ...]:
+        """``keep`` and the closest nodes to the VM's key up to ``guardians``, never a
+        node replaced for silence within ``avoid_silent_s``: the routing table may still
+        show a crashed node as healthy, and two dead nodes must not take turns."""
         k = self.config.guardians
         target = vm_key(*key)
         chosen = list(keep)
-        ids = {c.node_id for c in chosen} | {self.me.node_id} | avoid
+        for node_id in [n for n, until in self._silent.items() if until <= now]:
+            del self._silent[node_id]
+        ids = {c.node_id for c in chosen} | {self.me.node_id} | avoid | self._silent.keys()
         for c in self.closest(target, k + len(ids)):
             if len(chosen) >= k:
                 break
@@ -414,48 +443,96 @@ class HaCore:
         self._round_sent[r] = now
         for old in [x for x, t in self._round_sent.items() if t < now - self.config.lease_s]:
             del self._round_sent[old]
-        by_guardian: dict[int, tuple[Contact, list[LaunchVm]]] = {}
+        by_guardian: dict[int, tuple[Contact, list[_Owned]]] = {}
         for key, o in live:
             self._replace_silent(key, o, now)
-            for g in _guardians(o.vm):
-                by_guardian.setdefault(g.node_id, (g, []))[1].append(o.vm)
+            if o.sized is not o.vm:
+                o.size, o.sized = record_size(o.vm), o.vm
+            for g in (*_guardians(o.vm), *o.candidates.values()):
+                by_guardian.setdefault(g.node_id, (g, []))[1].append(o)
         self._round_vms = {k: v for k, v in self._round_vms.items() if k[0] in self._round_sent}
-        for gid, (g, vms) in by_guardian.items():
-            self._round_vms[(r, gid)] = tuple((v.namespace, v.name) for v in vms)
-            out.append(Send(g.addr, self._rid(), Renew(r, self.me, tuple(vms))))
-            self.stats["renewals_sent"] += 1
+        for gid, (g, owned) in by_guardian.items():
+            for page, chunk in enumerate(self._pages(owned)):
+                self._round_vms[(r, gid, page)] = tuple((v.namespace, v.name) for v in chunk)
+                out.append(Send(g.addr, self._rid(), Renew(r, self.me, chunk, page)))
+                self.stats["renewals_sent"] += 1
         self._renew_at = now + self.config.renew_period_s
         self.timers.at(self._renew_at, _T.RENEW)
 
+    def _pages(self, owned: list[_Owned]) -> list[tuple[LaunchVm, ...]]:
+        """The records for one guardian in pages of at most ``renew_max_bytes`` and
+        ``RENEW_MAX_VMS`` (a record larger than a page goes alone)."""
+        limit = self.config.renew_max_bytes
+        pages: list[tuple[LaunchVm, ...]] = []
+        page: list[LaunchVm] = []
+        used = 0
+        for o in owned:
+            if page and (used + o.size > limit or len(page) >= RENEW_MAX_VMS):
+                pages.append(tuple(page))
+                page, used = [], 0
+            page.append(o.vm)
+            used += o.size
+        if page:
+            pages.append(tuple(page))
+        return pages
+
     def _replace_silent(self, key: Key, o: _Owned, now: float) -> None:
-        """Swap out guardians silent for ``replace_after_s`` for the next closest. The
-        old set stays in the tag (``previous``) until a majority of both sets has
-        acknowledged a renewal carrying the new one: an owner cut off from most of its
-        guardians cannot escape its lease by picking new ones."""
+        """Swap out guardians silent for ``replace_after_s`` for the next closest nodes
+        that answered. A candidate is sent the renewals from one period before the
+        guardian counts as silent and joins the set only once it acknowledged one: the
+        routing table may list a crashed or cut-off node as healthy, and a set that
+        names unreachable nodes can neither commit nor, once the owner is gone, restart
+        the VM. A candidate silent for ``replace_after_s`` is avoided like a replaced
+        guardian and the next one asked. The old set stays in
+        the tag (``previous``) until a majority of both sets has acknowledged a renewal
+        carrying the new one: an owner cut off from most of its guardians cannot
+        escape its lease by picking new ones."""
         tag = o.vm.ha
         if tag is None or tag.previous:
             return  # one replacement at a time
         limit = self.config.replace_after_s
         gs = tag.guardians
-        keep = tuple(g for g in gs if now - o.last_ack.get(g.node_id, o.since) <= limit)
-        if len(keep) == len(gs):
+        quiet = {g.node_id: now - o.last_ack.get(g.node_id, o.since) for g in gs}
+        suspect = [i for i, q in quiet.items() if q > limit - self.config.renew_period_s]
+        if not suspect:
+            o.candidates.clear()
+            o.probed.clear()
             return
+        keep = tuple(g for g in gs if quiet[g.node_id] <= limit)
         silent = frozenset(g.node_id for g in gs) - {g.node_id for g in keep}
-        new = self._choose(key, keep, silent)
-        if len(new) < len(gs):
-            # no other node to take a silent guardian's place (a small cluster): it
-            # stays. A smaller set would need every guardian left for a majority (2 of
-            # 2) and is never grown again, so one more failure would lose the VM
-            new += tuple(g for g in gs if g.node_id in silent)[: len(gs) - len(new)]
-        if {g.node_id for g in new} != {g.node_id for g in gs}:
-            o.vm = replace(o.vm, ha=replace(tag, guardians=new, previous=gs))
-            o.set_round = self.round
-            for g in new:
-                o.last_ack.setdefault(g.node_id, now)
+        avoid_until = now + self.config.avoid_silent_s
+        for node_id in silent:
+            self._silent[node_id] = avoid_until
+        ready: list[Contact] = []
+        asked = tuple(g for g in gs if g.node_id not in suspect)
+        for cid, c in list(o.candidates.items()):
+            if o.last_ack.get(cid, -1.0) >= o.probed[cid]:
+                ready.append(c)
+            elif now - o.probed[cid] > limit:
+                self._silent[cid] = avoid_until
+                del o.candidates[cid], o.probed[cid]
+        if len(o.candidates) < len(suspect):
+            asked += tuple(o.candidates.values())
+            for c in self._choose(key, asked, frozenset(suspect), now=now)[len(asked) :]:
+                o.candidates[c.node_id] = c
+                o.probed[c.node_id] = now
+        # with no candidate (a small cluster) a silent guardian stays: a smaller set
+        # would need every guardian left for a majority (2 of 2) and is never grown
+        # again, so one more failure would lose the VM
+        if not ready or not silent:
+            return
+        new = keep + tuple(ready[: len(silent)])
+        new += tuple(g for g in gs if g.node_id in silent)[: len(gs) - len(new)]
+        o.vm = replace(o.vm, ha=replace(tag, guardians=new, previous=gs, epoch=tag.epoch + 1))
+        o.set_round = self.round
+        for g in new:
+            o.candidates.pop(g.node_id, None)
+            o.probed.pop(g.node_id, None)
+            o.last_ack.setdefault(g.node_id, now)
 
     def _on_ack(self, sender: int, msg: RenewAck, now: float, out: list[Any]) -> None:
         sent = self._round_sent.get(msg.round)
-        keys = self._round_vms.get((msg.round, sender))
+        keys = self._round_vms.get((msg.round, sender, msg.page))
         if sent is None or keys is None:
             return
         refused = set()
@@ -471,9 +548,13 @@ class HaCore:
             o = self.owned.get(key)
             if key in refused or o is None or o.fenced:
                 continue
+            if sender in o.candidates:
+                o.last_ack[sender] = now  # ready to replace a silent guardian
+                continue
             if not any(g.node_id == sender for g in _guardians(o.vm)):
                 continue
             o.last_ack[sender] = now
+            self._silent.pop(sender, None)
             acks = o.acks.setdefault(msg.round, set())
             acks.add(sender)
             if _quorum(o.vm, acks):
@@ -483,6 +564,10 @@ class HaCore:
                 tag = o.vm.ha
                 if tag is not None and tag.previous and msg.round >= o.set_round:
                     o.vm = replace(o.vm, ha=replace(tag, previous=()))  # committed
+                    # tell the guardians now, not a period later: until they hear it,
+                    # their votes still need a majority of the set before, which may
+                    # hold the very nodes that were replaced
+                    self._renew_soon(now)
         self._arm(out)
 
     def _fence_timer(self, key: Key, now: float) -> None:
@@ -540,7 +625,9 @@ class HaCore:
                 stale.append(StaleVm(vm.namespace, vm.name, h.promised, False))
                 continue
             newer = gen > _gen(h.vm)
-            h.vm, h.owner, h.refused = vm, msg.owner, 0
+            if _version(vm) >= _version(h.vm):
+                h.vm = vm  # never back to an older guardian set (a late datagram)
+            h.owner, h.refused = msg.owner, 0
             h.newest_seen = max(h.newest_seen, gen)
             if h.lease_until <= now:
                 self.timers.at(now + lease, _T.EXPIRE, key)
@@ -548,7 +635,7 @@ class HaCore:
             r = self.restarts.get(key)
             if newer and r is not None and r.gen <= gen:
                 del self.restarts[key]  # the restarted copy's owner renews: done
-        out.append(Send(src, rid, RenewAck(msg.round, tuple(stale))))
+        out.append(Send(src, rid, RenewAck(msg.round, tuple(stale), msg.page)))
 
     def _rank(self, h: _Held) -> int | None:
         target = vm_key(h.vm.namespace, h.vm.name)
@@ -588,7 +675,7 @@ class HaCore:
         self.restarts[key] = r
         h.promised, h.promised_to = gen, self.me.node_id
         h.promised_until = now + self.config.promise_s
-        msg = Propose(key[0], key[1], gen)
+        msg = Propose(key[0], key[1], gen, *_version(h.vm))
         for g in _guardians(h.vm):
             if g.node_id != self.me.node_id:
                 out.append(Send(g.addr, self._rid(), msg))
@@ -600,11 +687,18 @@ class HaCore:
     ) -> None:
         key = (msg.namespace, msg.name)
         h = self.held.get(key)
-        yes, newest = False, 0
+        yes, newest, stale_set = False, 0, False
         if h is None:
             pass
         elif _gen(h.vm) >= msg.generation:
             newest = _gen(h.vm)
+        elif _version(h.vm) > (msg.base, msg.epoch):
+            # the proposer's record is older than ours: its guardian set may be one we
+            # were dropped from with others, whose majority is no quorum any more
+            if _gen(h.vm) == msg.base:
+                stale_set = True
+            else:
+                newest = _gen(h.vm)
         elif now < h.lease_until:
             newest = 0
         elif (
@@ -624,7 +718,8 @@ class HaCore:
             mine = self.restarts.get(key)
             if mine is not None and mine.state == "voting" and mine.gen <= msg.generation:
                 del self.restarts[key]  # we give way to the other proposal
-        out.append(Send(src, rid, Vote(msg.namespace, msg.name, msg.generation, yes, newest)))
+        vote = Vote(msg.namespace, msg.name, msg.generation, yes, newest, stale_set)
+        out.append(Send(src, rid, vote))
 
     def _give_way(self, key: Key, h: _Held, sender: int, gen: int, out: list[Any]) -> bool:
         """Two guardians propose at once: the one farther from the key withdraws its
@@ -658,6 +753,7 @@ class HaCore:
         else:
             r.no.add(sender)
             r.newest = max(r.newest, msg.newest)
+            r.stale_set = r.stale_set or msg.stale_set
         self._tally(key, r, now, out)
 
     def _tally(self, key: Key, r: _Restart, now: float, out: list[Any]) -> None:
@@ -680,8 +776,10 @@ class HaCore:
         if h.promised_to == self.me.node_id and h.promised == r.gen:
             h.promised, h.promised_to, h.promised_until = 0, 0, 0.0
         if r.newest == 0:
-            h.refused += 1  # the lease runs with the others
-            if h.refused >= 3 and self._rank(h) is None:
+            h.refused += 1  # the lease runs with the others, or under a newer set
+            if h.refused >= 3 and (r.stale_set or self._rank(h) is None):
+                # not one of its guardians any more (an owner that still counts on
+                # this node sends it the record again with its next renewal)
                 del self.held[key]
                 return
         delay = self.config.propose_retry_s * min(8, 2 ** max(0, h.refused - 1))

@@ -197,6 +197,11 @@ class HaTag:
     fence: Annotated[str, MaxLen(16)] = "destroy"
     attempts: Annotated[int, Range(1, 100)] = 3
     backoff_s: Annotated[float, Range(0.0, 3600.0)] = 5.0
+    #: The guardian set's version within this generation: the owner adds one at each
+    #: replacement. A guardian never takes an older epoch of a generation it holds, and
+    #: votes only for proposers whose record is not older than its own, so guardians
+    #: dropped from the set cannot form a majority of a set they were dropped from.
+    epoch: Annotated[int, Range(0, 2**62)] = 0
 
 
 @dataclass(frozen=True, slots=True)

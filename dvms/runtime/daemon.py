@@ -68,6 +68,7 @@ __all__ = [
     "build_registry",
     "build_runner",
     "build_vjobs",
+    "close_ha",
     "daemon_rng",
     "load_identity",
     "lock_state_dir",
@@ -474,23 +475,44 @@ async def _run_node(
             log.info(
                 "metrics, /healthz and /readyz on %s", info["metrics"].removesuffix("/metrics")
             )
-        if runner.ha is not None:  # before the node joins: no outdated copy runs
-            await runner.ha.fence_at_start()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(obs.run, http)
-            await nursery.start(runner.run, seeds)
-            await nursery.start(revocations.run)
-            await nursery.start(vjobs.run)
-            await nursery.start(files.run)
-            await nursery.start(
-                partial(serve_control, access=daemon.access),
-                str(cfg.control_socket),
-                daemon.handle,
-            )
-            await nursery.start(daemon.host_side.run)
-            nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner, leave_asked)
-            task_status.started(addr)
+        try:
+            if runner.ha is not None:  # before the node joins: no outdated copy runs
+                await runner.ha.fence_at_start()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(obs.run, http)
+                await nursery.start(runner.run, seeds)
+                await nursery.start(revocations.run)
+                await nursery.start(vjobs.run)
+                await nursery.start(files.run)
+                await nursery.start(
+                    partial(serve_control, access=daemon.access),
+                    str(cfg.control_socket),
+                    daemon.handle,
+                )
+                await nursery.start(daemon.host_side.run)
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope, runner, leave_asked)
+                task_status.started(addr)
+        finally:
+            await close_ha(runner)
     log.info("node stopped")
+
+
+#: How long a stopping daemon waits for its watchdog to say goodbye, seconds (ours: the
+#: fencer answers within its request timeout, 1 s).
+HA_CLOSE_TIMEOUT_S = 2.0
+
+
+async def close_ha(runner: NodeRunner) -> None:
+    """Tell the host's watchdog that the daemon leaves (``Watchdog.aclose``), also when
+    it stops by cancellation or an error: the fencer exits once nothing is armed, and
+    an armed one still fences the guests at its deadline first (docs/ha.md)."""
+    if runner.ha is None:
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(HA_CLOSE_TIMEOUT_S):
+        try:
+            await runner.ha.aclose()
+        except Exception as exc:  # a stopping daemon logs it and goes on stopping
+            log.warning("ha: closing the watchdog failed: %r", exc)
 
 
 async def _stop_on_signal(scope: trio.CancelScope, runner: NodeRunner, asked: trio.Event) -> None:

@@ -43,7 +43,11 @@ class World:
         config: HaConfig | None = None,
         launch_s: float = 0.5,
         fail_launches: int = 0,
+        stale_table: bool = False,
     ) -> None:
+        #: ``stale_table``: routing tables still list crashed hosts (as after a crash the
+        #: overlay has not noticed yet)
+        self.stale_table = stale_table
         self.rng = random.Random(seed)
         self.config = config or HaConfig()
         self.now = 0.0
@@ -64,7 +68,9 @@ class World:
 
     def _closest(self, i: int) -> Any:
         def closest(key: int, k: int) -> list[Contact]:
-            live = [h.contact for h in self.hosts if not h.crashed and h.i != i]
+            live = [
+                h.contact for h in self.hosts if (self.stale_table or not h.crashed) and h.i != i
+            ]
             live.sort(key=lambda c: c.node_id ^ key)
             return live[:k]
 

@@ -53,3 +53,34 @@ async def test_the_codec_carries_what_the_transport_does(tmp_path: Path) -> None
     vms = tuple(VmState(f"vm-{i}", "big", 1, 1, 0.0) for i in range(1000))
     msg = MemberState(1, 1, HostState("h0", 1024, 1 << 20, vms))
     assert 8192 < len(runner.codec.encode(msg, sender=1, rid=1, now=0.0)) <= 65507
+
+
+async def test_a_stopping_daemon_closes_its_ha_watchdog(tmp_path: Path) -> None:
+    """``HaShell.aclose`` reaches the watchdog when the daemon stops (here by
+    cancellation, the path every stop takes through ``run_node``): the fencer is told
+    the daemon leaves, and exits once nothing is armed."""
+    import trio
+
+    from dvms.runtime.daemon import run_node
+    from dvms.runtime.services.ha import WATCHDOGS, MemoryWatchdog, register_watchdog
+    from dvms.wire.keys import write_key
+
+    key = write_key(tmp_path / "cluster.key", bytes(range(32)))
+    wd = MemoryWatchdog([])
+    register_watchdog("test-close", lambda _uri, _state: wd)
+    try:
+        cfg = replace(
+            NodeConfig.local(),
+            state_dir=str(tmp_path),
+            hostname="h0",
+            listen="127.0.0.1:0",
+            key_file=str(key),
+            watchdog="test-close",
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_node, cfg)
+            assert not wd.closed
+            nursery.cancel_scope.cancel()
+        assert wd.closed
+    finally:
+        del WATCHDOGS["test-close"]

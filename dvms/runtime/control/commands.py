@@ -123,7 +123,8 @@ def _launch_vm(d: Any) -> LaunchVm:
     vm = LaunchVm(**fields)
     if ha is None:
         return vm
-    tag = HaTag(**{k: v for k, v in _fields(ha).items() if k not in ("guardians", "previous")})
+    own = ("guardians", "previous", "epoch")  # the host's, never the user's
+    tag = HaTag(**{k: v for k, v in _fields(ha).items() if k not in own})
     return replace(vm, ha=replace(tag, generation=1))
 
 
