@@ -104,6 +104,28 @@ class _Move:
     end: int = -1
 
 
+ContinuousIndex = tuple[dict[int, list[SpreadFilter]], list[LonelyFilter | CapacityOnSet]]
+_NO_SPREAD: list[SpreadFilter] = []
+
+
+def _continuous_index(ws: Workspace) -> ContinuousIndex:
+    """Continuous spreads by member (thousands of them, a VM is in few); lonely and set
+    capacities concern every VM. Built once per workspace (its continuous filters are
+    fixed when it is built)."""
+    found = ws.plan_index
+    if found is None:
+        spreads: dict[int, list[SpreadFilter]] = {}
+        everyone: list[LonelyFilter | CapacityOnSet] = []
+        for f in ws.continuous:
+            if isinstance(f, SpreadFilter):
+                for v in f.members:
+                    spreads.setdefault(v, []).append(f)
+            elif isinstance(f, LonelyFilter | CapacityOnSet):
+                everyone.append(f)
+        found = ws.plan_index = (spreads, everyone)
+    return found
+
+
 class _Scheduler:
     def __init__(
         self,
@@ -123,19 +145,22 @@ class _Scheduler:
         key = tuple(origin)
         start = ws.plan_start
         if start is None or start[0] != key:
-            self.occ = [[0.0] * len(ws.resources) for _ in range(nh)]
-            self.present: list[set[int]] = [set() for _ in range(nh)]
+            occ = [[0.0] * len(ws.resources) for _ in range(nh)]
+            present: list[set[int]] = [set() for _ in range(nh)]
+            cur = ws.cur
             for v, h in enumerate(origin):
                 if h != -1:
-                    self._add(h, self.ws.cur[v], +1)
-                    self.present[h].add(v)
-            ws.plan_start = start = (key, self.occ, self.present)
+                    row = occ[h]
+                    for r, a in enumerate(cur[v]):
+                        row[r] += a
+                    present[h].add(v)
+            ws.plan_start = start = (key, occ, present)
         self.occ = [list(row) for row in start[1]]
         self.present = [set(vms) for vms in start[2]]
         self.out = [0] * nh
         self.inc = [0] * nh
         self.origin = list(origin)
-        self._index_continuous()
+        self.spreads, self.everyone = _continuous_index(ws)
         self.pending: list[_Move] = []
         self.running: list[_Move] = []
         self.done: list[_Move] = []
@@ -151,7 +176,7 @@ class _Scheduler:
         for v, (src, dst) in enumerate(zip(origin, target, strict=True)):
             vm = ws.vms[v]
             if src == dst:
-                if src != -1 and ws.demand[v] != ws.cur[v]:
+                if src != -1 and v in ws.grown:
                     self.pending.append(
                         _Move("allocate", v, src, src, vm.duration("allocate", ws.config))
                     )
@@ -170,20 +195,8 @@ class _Scheduler:
         row, lim = self.occ[h], self.ws.limits[h]
         return all(row[r] + extra[r] <= lim[r] for r in range(len(row)))
 
-    def _index_continuous(self) -> None:
-        """Continuous spreads by member (thousands of them, a VM is in few); lonely and
-        set capacities concern every VM."""
-        self.spreads: list[list[SpreadFilter]] = [[] for _ in self.ws.vms]
-        self.everyone: list[LonelyFilter | CapacityOnSet] = []
-        for f in self.ws.continuous:
-            if isinstance(f, SpreadFilter):
-                for v in f.members:
-                    self.spreads[v].append(f)
-            elif isinstance(f, LonelyFilter | CapacityOnSet):
-                self.everyone.append(f)
-
     def _continuous_ok(self, v: int, h: int) -> bool:
-        for s in self.spreads[v]:
+        for s in self.spreads.get(v, _NO_SPREAD):
             if any(u in s.members and u != v for u in self.present[h]):
                 return False
         for f in self.everyone:
