@@ -25,6 +25,8 @@ With ``--local-search-evals N`` the engine also runs its local search pass
 ``migrations`` ranks fewest migrations first, ``mttr`` the shortest plan first), and the
 three rows are printed: the migrations ratio is the target of the first two, the MTTR
 ratio the target of the ``mttr`` one (the two optima can need different plans).
+The engine runs from the source, or from its compiled build with ``DVMS_ACCEL=1``
+(``make accel``); the output names the build measured (``build``, and in the stamp).
 With ``--tdsc FILE`` each size also gets sub-problems cut from a TDSC instance
 (``tdsc_cuts``; repair, not relief; ``preserve`` raises demands). Only migrations are
 compared there: the engine times the ``allocate`` actions of growing VMs and the oracle
@@ -48,6 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._builds import build_label
 from bench.oracle import OBJECTIVES, engine_cost, solve
 from dvms.placement import Host, PlacementConfig, Snapshot, Vm, check_plan, solve_repair
 from dvms.placement import constraints as c
@@ -286,6 +289,7 @@ def _stamp() -> str:
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
     return (
         f"commit {commit} · {platform.machine()} Python {platform.python_version()} · load {load}"
+        f" · engine build: {build_label()}"
     )
 
 
@@ -311,8 +315,10 @@ def main() -> None:
     if args.local_search_evals:
         variants["engine+local-search"] = (args.local_search_evals, "migrations")
         variants["engine+ls mttr"] = (args.local_search_evals, "mttr")
-    report: dict = {"stamp": _stamp(), "target_ratio_p95": TARGET_RATIO,
+    report: dict = {"stamp": _stamp(), "build": build_label(), "target_ratio_p95": TARGET_RATIO,
                     "target_speedup": TARGET_SPEEDUP, "rows": []}  # fmt: skip
+    if not args.json:
+        print(f"engine build: {report['build']}", flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
         rows: dict[str, list[dict]] = {name: [] for name in variants}
         for mix in MIXES:
