@@ -40,8 +40,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check dvms tests bench
 	$(VENV)/bin/mypy
 
-# Optional: the simulator's hot path compiled with mypyc (same source; used with
-# DVMS_ACCEL=1, see dvms/accel.py). The benchmarks build it themselves when needed.
+# Optional: the hot paths (simulator, placement engine) compiled with mypyc (same
+# source; used with DVMS_ACCEL=1, see dvms/accel.py). The benchmarks build it themselves
+# when needed.
 accel: $(STAMP)
 	$(PY) -m dvms.accel build
 

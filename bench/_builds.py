@@ -30,3 +30,21 @@ def env(build: str) -> dict[str, str]:
     out = dict(os.environ)
     out["DVMS_ACCEL"] = "1" if build == "compiled" else "0"
     return out
+
+
+def build_label() -> str:
+    """Which build of the placement engine this process runs: ``compiled`` when its
+    modules are served by the mypyc build (``DVMS_ACCEL=1`` and a current build),
+    else ``source`` (with the reason when the compiled build was asked for)."""
+    import importlib.machinery
+
+    from dvms import accel
+    from dvms.placement import workspace
+
+    if str(workspace.__file__).endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+        return "compiled (mypyc, DVMS_ACCEL=1)"
+    if os.environ.get(accel.ENV_ENABLE) == "1":
+        state = accel.check()
+        why = state.reason if not state.usable else "the placement engine is not compiled"
+        return f"source (DVMS_ACCEL=1 but {why})"
+    return "source"

@@ -86,6 +86,21 @@ def test_datacenter_simulation_identical_in_both_builds(build: Path) -> None:
     assert compiled == source
 
 
+def test_placement_plans_identical_in_both_builds(build: Path) -> None:
+    # the greedy repair and both local-search objectives on plan_quality's 8-host
+    # instances (one per constraint mix): every plan digested
+    root = Path(__file__).resolve().parent.parent
+    args = [str(root / "bench" / "plan_digest.py"), "--sizes", "8", "--per-mix", "1"]
+    args += ["--repeat", "1", "--evals", "30", "--json"]
+    source = json.loads(_run(args, build, "0").stdout)
+    compiled = json.loads(_run(args, build, "1").stdout)
+    assert source["build"] == "source"
+    assert compiled["build"].startswith("compiled")
+    digests = [[(r["engine"], r["digest"]) for r in out["rows"]] for out in (source, compiled)]
+    assert len(digests[0]) == 3
+    assert digests[1] == digests[0]
+
+
 PROBE = "import dvms.accel as a, dvms.overlay.core as c; print(a.active(), c.__file__)"
 
 

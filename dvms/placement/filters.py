@@ -33,10 +33,11 @@ __all__ = [
 
 
 class Filter:
-    """Base class. ``members`` = VMs it constrains (None: every VM is checked)."""
+    """Base class. ``members`` = VMs it constrains (empty for a filter that checks every
+    VM: ``check_all``)."""
 
     rule = "?"
-    members: frozenset[int] | None = None
+    members: frozenset[int] = frozenset()
     #: True when place/remove must be called for every VM, not only members.
     hooks_all = False
     #: True when ``check`` must run for every VM, not only members.
@@ -63,8 +64,6 @@ class Filter:
 
 class StaticFilter(Filter):
     """ban / fence / schedule / root: a fixed set of allowed (or banned) hosts per VM."""
-
-    members: frozenset[int]
 
     def __init__(
         self,
@@ -100,8 +99,6 @@ class StaticFilter(Filter):
 
 class _Counting(Filter):
     """Keeps ``on[h]`` = number of placed members on host h."""
-
-    members: frozenset[int]
 
     def __init__(self, ws: Workspace, rule: str, members: Iterable[int]) -> None:
         self.ws, self.rule = ws, rule
@@ -232,7 +229,6 @@ class SplitFilter(Filter):
     """No host holds VMs of two different parts."""
 
     rule = "split"
-    members: frozenset[int]
 
     def __init__(self, ws: Workspace, parts: list[list[int]]) -> None:
         self.ws = ws
@@ -268,7 +264,6 @@ class SplitAmongFilter(Filter):
     """Each part inside one host group, two parts never in the same group."""
 
     rule = "splitAmong"
-    members: frozenset[int]
 
     def __init__(self, ws: Workspace, parts: list[list[int]], group_of: dict[int, int]) -> None:
         self.ws = ws

@@ -75,6 +75,15 @@ def solve_launch(
         if isinstance(k, c.Schedule) and k.host not in online:
             raise PlacementError(f"VM scheduled on unknown host: `{k.host}`")
     ws = Workspace(snapshot, constraints, config, launch=vms)
+    try:
+        return _solve_launch(ws, vms, constraints, online)
+    finally:
+        ws.close()
+
+
+def _solve_launch(
+    ws: Workspace, vms: Sequence[Vm], constraints: Sequence[c.Constraint], online: set[str]
+) -> LaunchResult:
     too_few = _spread_needs_more_hosts(ws, constraints, online)
     if too_few is not None:
         return LaunchResult(False, {}, too_few, proven=True)

@@ -68,6 +68,60 @@ class _Search:
             return (end, len(moves), mib), actions
         return (len(moves), end, mib), actions
 
+    def floor(self) -> Score | None:
+        """A lower bound on the score of every plan this search can reach, in the
+        order it ranks them, or None when it finds none. Its end states all respect
+        the capacities, so each host must shed at least the fewest of its VMs whose
+        demands cover its overflow on every resource (a VM that may not stay leaves
+        anyway); each migration lasts at least the shortest one and moves at least
+        the smallest VM's memory."""
+        ws, origin = self.ws, self.origin
+        staying: list[list[int]] = [[] for _ in ws.hosts]
+        for v, h in enumerate(origin):
+            if h != -1 and ws.assign[v] != -1:  # runs before and after the plan
+                staying[h].append(v)
+        moves = 0
+        for h, here in enumerate(staying):
+            if not here:
+                continue
+            if not ws.online[h]:
+                moves += len(here)
+                continue
+            keep: list[int] = []
+            for v in here:
+                allowed = ws.allowed[v]
+                if ws.movable[v] and allowed is not None and h not in allowed:
+                    moves += 1
+                else:
+                    keep.append(v)
+            lim = ws.limits[h]
+            most = 0
+            for r in range(len(ws.resources)):
+                over = sum(ws.demand[v][r] for v in keep) - lim[r]
+                if over <= 0:
+                    continue
+                shed = sorted((ws.demand[v][r] for v in keep if ws.movable[v]), reverse=True)
+                n = 0
+                for d in shed:
+                    if over <= 0:
+                        break
+                    over -= d
+                    n += 1
+                if over > 0:
+                    return None  # no end state: nothing to compare with
+                most = max(most, n)
+            moves += most
+        if not moves:
+            return None
+        movers = [
+            v
+            for v in range(len(ws.vms))
+            if ws.movable[v] and origin[v] != -1 and ws.assign[v] != -1
+        ]
+        end = min(ws.cost[v] for v in movers)
+        mib = moves * min(ws.vms[v].memory_mib for v in movers)
+        return (end, moves, mib) if self.mttr_first else (moves, end, mib)
+
     def moved(self) -> list[int]:
         ws, origin = self.ws, self.origin
         return [
@@ -234,6 +288,8 @@ def improve_plan(
     if first is None:
         return actions
     best, plan = first
+    if best == search.floor():
+        return plan  # nothing can be better: every move would be undone
     improved = True
     while improved and search.budget > 0:
         improved = False

@@ -18,75 +18,14 @@ slices (as BtrPlace's plans):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from dvms.placement.actions import Action, Plan
 from dvms.placement.filters import CapacityOnSet, LonelyFilter, SpreadFilter
 from dvms.placement.workspace import Workspace
 
 __all__ = ["Action", "Plan", "PlanError", "schedule_plan"]
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One step: ``migrate`` (src -> dst), ``boot`` (on dst), ``shutdown`` (on src),
-    ``suspend`` (on src, where it then sleeps: src = dst), or ``allocate`` (``resource``
-    grows to ``amount`` on dst). Times in seconds."""
-
-    kind: str
-    vm: str
-    start: int
-    end: int
-    src: str | None = None
-    dst: str | None = None
-    resource: str | None = None
-    amount: int | None = None
-
-    def __str__(self) -> str:
-        where = {
-            "migrate": f"{self.src} -> {self.dst}",
-            "boot": f"on {self.dst}",
-            "shutdown": f"on {self.src}",
-            "suspend": f"on {self.src}",
-            "allocate": f"{self.resource}={self.amount} on {self.dst}",
-        }[self.kind]
-        return f"{self.start:>4}:{self.end:<4} {self.kind} {self.vm} {where}"
-
-    def to_dict(self) -> dict:
-        out = {"kind": self.kind, "vm": self.vm, "start": self.start, "end": self.end}
-        for key in ("src", "dst", "resource", "amount"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """``status`` is ``solved`` or ``infeasible``; ``placement`` is the final host of
-    every running VM (the current one when infeasible); ``reason`` explains a failure."""
-
-    status: str
-    actions: tuple[Action, ...] = ()
-    placement: Mapping[str, str] = field(default_factory=dict)
-    reason: str = ""
-    proven: bool = False
-    details: tuple[str, ...] = ()
-
-    @property
-    def migrations(self) -> int:
-        return sum(a.kind == "migrate" for a in self.actions)
-
-    @property
-    def duration(self) -> int:
-        return max((a.end for a in self.actions), default=0)
-
-    def __str__(self) -> str:
-        if self.status != "solved":
-            return f"infeasible: {self.reason}"
-        if not self.actions:
-            return "already viable: empty plan"
-        lines = [f"{len(self.actions)} actions, {self.migrations} migrations, {self.duration} s"]
-        return "\n".join([*lines, *map(str, self.actions)])
 
 
 class PlanError(Exception):
@@ -102,6 +41,28 @@ class _Move:
     dur: int
     start: int = -1
     end: int = -1
+
+
+ContinuousIndex = tuple[dict[int, list[SpreadFilter]], list[LonelyFilter | CapacityOnSet]]
+_NO_SPREAD: list[SpreadFilter] = []
+
+
+def _continuous_index(ws: Workspace) -> ContinuousIndex:
+    """Continuous spreads by member (thousands of them, a VM is in few); lonely and set
+    capacities concern every VM. Built once per workspace (its continuous filters are
+    fixed when it is built)."""
+    found = ws.plan_index
+    if found is None:
+        spreads: dict[int, list[SpreadFilter]] = {}
+        everyone: list[LonelyFilter | CapacityOnSet] = []
+        for f in ws.continuous:
+            if isinstance(f, SpreadFilter):
+                for v in f.members:
+                    spreads.setdefault(v, []).append(f)
+            elif isinstance(f, LonelyFilter | CapacityOnSet):
+                everyone.append(f)
+        found = ws.plan_index = (spreads, everyone)
+    return found
 
 
 class _Scheduler:
@@ -123,19 +84,22 @@ class _Scheduler:
         key = tuple(origin)
         start = ws.plan_start
         if start is None or start[0] != key:
-            self.occ = [[0.0] * len(ws.resources) for _ in range(nh)]
-            self.present: list[set[int]] = [set() for _ in range(nh)]
+            occ = [[0.0] * len(ws.resources) for _ in range(nh)]
+            present: list[set[int]] = [set() for _ in range(nh)]
+            cur = ws.cur
             for v, h in enumerate(origin):
                 if h != -1:
-                    self._add(h, self.ws.cur[v], +1)
-                    self.present[h].add(v)
-            ws.plan_start = start = (key, self.occ, self.present)
+                    row = occ[h]
+                    for r, a in enumerate(cur[v]):
+                        row[r] += a
+                    present[h].add(v)
+            ws.plan_start = start = (key, occ, present)
         self.occ = [list(row) for row in start[1]]
         self.present = [set(vms) for vms in start[2]]
         self.out = [0] * nh
         self.inc = [0] * nh
         self.origin = list(origin)
-        self._index_continuous()
+        self.spreads, self.everyone = _continuous_index(ws)
         self.pending: list[_Move] = []
         self.running: list[_Move] = []
         self.done: list[_Move] = []
@@ -151,7 +115,7 @@ class _Scheduler:
         for v, (src, dst) in enumerate(zip(origin, target, strict=True)):
             vm = ws.vms[v]
             if src == dst:
-                if src != -1 and ws.demand[v] != ws.cur[v]:
+                if src != -1 and v in ws.grown:
                     self.pending.append(
                         _Move("allocate", v, src, src, vm.duration("allocate", ws.config))
                     )
@@ -170,20 +134,8 @@ class _Scheduler:
         row, lim = self.occ[h], self.ws.limits[h]
         return all(row[r] + extra[r] <= lim[r] for r in range(len(row)))
 
-    def _index_continuous(self) -> None:
-        """Continuous spreads by member (thousands of them, a VM is in few); lonely and
-        set capacities concern every VM."""
-        self.spreads: list[list[SpreadFilter]] = [[] for _ in self.ws.vms]
-        self.everyone: list[LonelyFilter | CapacityOnSet] = []
-        for f in self.ws.continuous:
-            if isinstance(f, SpreadFilter):
-                for v in f.members:
-                    self.spreads[v].append(f)
-            elif isinstance(f, LonelyFilter | CapacityOnSet):
-                self.everyone.append(f)
-
     def _continuous_ok(self, v: int, h: int) -> bool:
-        for s in self.spreads[v]:
+        for s in self.spreads.get(v, _NO_SPREAD):
             if any(u in s.members and u != v for u in self.present[h]):
                 return False
         for f in self.everyone:

@@ -35,11 +35,15 @@ from dvms.placement.workspace import Workspace
 __all__ = ["solve_repair"]
 
 
-def _target_states(snapshot: Snapshot, constraints: Sequence[c.Constraint]) -> dict[str, str]:
-    states = {vm.key: vm.state for vm in snapshot.vms}
+def _forced_states(snapshot: Snapshot, constraints: Sequence[c.Constraint]) -> dict[str, str]:
+    """The target state of every VM a running/ready/sleeping constraint names (the
+    others keep theirs)."""
+    states: dict[str, str] | None = None
     forced: dict[str, str] = {}
     for k in constraints:
         if isinstance(k, c.Running | c.Ready | c.Sleeping):
+            if states is None:
+                states = {vm.key: vm.state for vm in snapshot.vms}
             want = k.kind
             for key in k.vms:
                 if key not in states:
@@ -49,19 +53,43 @@ def _target_states(snapshot: Snapshot, constraints: Sequence[c.Constraint]) -> d
                 if states[key] == "sleeping" and want != "sleeping":
                     raise PlacementError(f"vm {key} is sleeping: resume is not supported")
                 forced[key] = want
-    return {**states, **forced}
+    return forced
 
 
-def _initial(ws: Workspace, states: Sequence[str]) -> list[int]:
-    """Host index of every VM that runs now (-1 otherwise); places the ones that stay."""
+def _initial(ws: Workspace, states: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Host index of every VM that runs now (-1 otherwise), and of those that stay
+    (running in the target), which it places."""
     origin = [-1] * len(ws.vms)
+    stay = [-1] * len(ws.vms)
+    h_index = ws.h_index
     for v, vm in enumerate(ws.vms):
         if vm.state == "running" and vm.host is not None:
-            origin[v] = ws.h_index[vm.host]
+            origin[v] = h_index[vm.host]
             if states[v] == "running":
-                ws.place(v, origin[v], rekey=False)
-    ws.resort()
-    return origin
+                stay[v] = origin[v]
+    ws.place_all(stay)
+    return origin, stay
+
+
+def _named(ws: Workspace, hosts: Sequence[int]) -> dict[str, str]:
+    """VM key -> host name, for the VMs with a host in ``hosts`` (index per VM)."""
+    keys, names = ws.vkeys, ws.hosts
+    return {keys[v]: names[h].name for v, h in enumerate(hosts) if h != -1}
+
+
+def _later_stages(
+    ws: Workspace, origin: Sequence[int], first: set[int], queue: list[set[int]]
+) -> tuple[set[int], bool]:
+    """After the first stage failed: append the next stages to ``queue`` (the movable VMs
+    of the hosts involved, then every movable VM); returns the last one and whether it
+    frees more than the second (only then is its failure a proof)."""
+    involved = {origin[v] for v in first if origin[v] != -1}
+    second = first | {v for h in involved for v in ws.vms_on(h) if ws.movable[v]}
+    everyone = first | {v for v in range(len(ws.vms)) if ws.assign[v] != -1 and ws.movable[v]}
+    for s in (second, everyone):
+        if s != first and s not in queue:
+            queue.append(s)
+    return everyone, everyone != second
 
 
 def _freeze_continuous(ws: Workspace) -> None:
@@ -69,9 +97,9 @@ def _freeze_continuous(ws: Workspace) -> None:
     together never move; members inside one group stay inside it."""
     groups: dict[tuple[int, int], frozenset[int]] = {}  # among filters share group maps
     for f in ws.continuous:
-        placed = {ws.assign[v] for v in f.members or () if ws.assign[v] != -1}
+        placed = {ws.assign[v] for v in f.members if ws.assign[v] != -1}
         if isinstance(f, GatherFilter) and len(placed) == 1:
-            for v in f.members or ():
+            for v in f.members:
                 if ws.assign[v] != -1:
                     ws.movable[v] = False
         if isinstance(f, AmongFilter) and f.used:
@@ -80,7 +108,7 @@ def _freeze_continuous(ws: Workspace) -> None:
             if hosts is None:
                 hosts = frozenset(h for h, g in f.group_of.items() if g == group)
                 groups[(id(f.group_of), group)] = hosts
-            keys = [ws.vms[v].key for v in sorted(f.members or ())]
+            keys = [ws.vms[v].key for v in sorted(f.members)]
             ws.add_static("among", keys, allowed=hosts)
         if isinstance(f, SplitAmongFilter):
             for p, used in enumerate(f.used):
@@ -118,10 +146,11 @@ def _misplaced(ws: Workspace) -> set[int]:
     more: set[int] = set()
     for h in range(len(ws.hosts)):
         need = ws.overflow(h)
-        cands = [v for v in ws.vms_on(h) if ws.movable[v]]
         if any(need):
-            more |= ws.choose_evictions(cands, lambda v: ws.demand[v], need)
-        _lift(ws, more)
+            cands = [v for v in ws.vms_on(h) if ws.movable[v]]
+            evicted = ws.choose_evictions(cands, lambda v: ws.demand[v], need)
+            _lift(ws, evicted)
+            more |= evicted
         more |= _coschedule_evictions(ws, h)
     for f in ws.filters:  # set capacities, after the removals above
         more |= f.misplaced()
@@ -135,8 +164,10 @@ def _coschedule_evictions(ws: Workspace, h: int) -> set[int]:
     out: set[int] = set()
     while True:
         limit = ws.host_limit(h)
+        if limit == -1 or ws.count[h] <= limit:
+            return out
         cands = [v for v in ws.vms_on(h) if ws.movable[v]]
-        if limit == -1 or ws.count[h] <= limit or not cands:
+        if not cands:
             return out
         worst = min(cands, key=lambda v: (ws.cos[v] if ws.cos[v] != -1 else 1 << 30, ws.cost[v]))
         out.add(worst)
@@ -236,16 +267,21 @@ def solve_repair(
 ) -> Plan:
     """A plan that makes ``snapshot`` satisfy ``constraints`` (and, with ``relief``,
     takes every host below its measured-demand threshold); empty if already viable."""
+    config = config or PlacementConfig()
     with paused_gc():
-        return _solve_repair(snapshot, constraints, config or PlacementConfig(), relief)
+        forced = _forced_states(snapshot, constraints)
+        ws = Workspace(snapshot, constraints, config, relief=relief)
+        try:
+            return _solve_repair(ws, forced, config)
+        finally:
+            ws.close()
 
 
-def _solve_repair(
-    snapshot: Snapshot, constraints: Sequence[c.Constraint], config: PlacementConfig, relief: bool
-) -> Plan:
-    by_key = _target_states(snapshot, constraints)
-    ws = Workspace(snapshot, constraints, config, relief=relief)
-    states = [by_key[key] for key in ws.vkeys]
+def _solve_repair(ws: Workspace, forced: dict[str, str], config: PlacementConfig) -> Plan:
+    if forced:
+        states = [forced.get(key, vm.state) for key, vm in zip(ws.vkeys, ws.vms, strict=True)]
+    else:
+        states = [vm.state for vm in ws.vms]
     suspend = frozenset(
         v for v, vm in enumerate(ws.vms) if vm.state == "running" and states[v] == "sleeping"
     )
@@ -257,22 +293,18 @@ def _solve_repair(
     if unready:
         reason = f"vm {unready[0]} is ready: only a running VM can be suspended (sleeping)"
         return Plan("infeasible", (), ws.placement(), reason, proven=True)
-    origin = _initial(ws, states)
-    current = ws.placement()
+    origin, stay = _initial(ws, states)
     broken = _broken_continuous(ws)
     if broken:
-        return Plan("infeasible", (), current, broken, proven=True)
+        return Plan("infeasible", (), _named(ws, stay), broken, proven=True)
     _freeze_continuous(ws)
     boots = {v for v, vm in enumerate(ws.vms) if vm.state == "ready" and states[v] == "running"}
     first = _misplaced(ws)
-    involved = {origin[v] for v in first if origin[v] != -1}
-    second = first | {v for h in involved for v in ws.vms_on(h) if ws.movable[v]}
-    everyone = first | {v for v in range(len(ws.vms)) if ws.assign[v] != -1 and ws.movable[v]}
-    # stage 2 counts as the last resort (a proof of infeasibility) only when it frees more
-    # than stage 1 did
-    final = everyone != second
-    queue = [first] + [s for s in (second, everyone) if s != first]
-    queue = [s for i, s in enumerate(queue) if s not in queue[:i]]
+    queue = [first]
+    # the later stages, built when the first fails (the state is the same then); the
+    # last counts as the last resort (a proof of infeasibility) only when ``final``
+    everyone: set[int] | None = None
+    final = False
     last = ""
     proven = False
     details: tuple[str, ...] = ()
@@ -290,6 +322,8 @@ def _solve_repair(
             if residual:
                 last, proven = residual, True
                 _lift(ws, movable | boots)
+                if everyone is None:
+                    everyone, final = _later_stages(ws, origin, first, queue)
                 continue
             target = list(ws.assign)
             try:
@@ -297,12 +331,16 @@ def _solve_repair(
             except PlanError as exc:
                 last, proven = str(exc), False
                 _lift(ws, movable | boots)
+                if everyone is None:
+                    everyone, final = _later_stages(ws, origin, first, queue)
                 continue
             actions = _shorten(ws, origin, actions, suspend)
             if config.local_search_evals:
                 actions = improve_plan(ws, origin, actions, config.local_search_evals, suspend)
             return Plan("solved", tuple(actions), ws.placement())
         assert outcome.refusal is not None
+        if everyone is None:
+            everyone, final = _later_stages(ws, origin, first, queue)
         last, proven = str(outcome.refusal), outcome.proven and movable is everyone and final
         details = tuple(outcome.refusal.details())
         if queue == [everyone] and not widened:  # once
@@ -310,4 +348,4 @@ def _solve_repair(
             wider = _room_for(ws, outcome.refusal.vms, movable)
             if wider and wider != everyone and wider != movable:
                 queue.insert(0, wider)
-    return Plan("infeasible", (), current, last, proven, details)
+    return Plan("infeasible", (), _named(ws, stay), last, proven, details)

@@ -63,7 +63,8 @@ class Placer:
         self.arrivals = arrivals
         self.nodes = 0
         self.budget: int | None = None
-        self._anonymous = self._anonymous_hosts()
+        #: hosts no constraint names (``_anonymous_hosts``), found when a search needs it
+        self._anonymous: set[int] | None = None
         self._types: dict[Unit, tuple] = {}
         self._floor: dict[tuple, int] = {}
 
@@ -296,7 +297,10 @@ class Placer:
                 continue
             free = [max(0.0, ws.limits[h][r] - ws.used[h][r]) for h in online]
             smallest = min(need)
-            if sum(need) > sum(free) or sum(f // smallest for f in free) < len(need):
+            # named totals: mypyc miscompiles ``sum(a) > sum(b)`` (both ``float | 0``)
+            need_total: float = sum(need)
+            free_total: float = sum(free)
+            if need_total > free_total or sum(f // smallest for f in free) < len(need):
                 return False
         return True
 
@@ -312,7 +316,7 @@ class Placer:
                     tuple(ws.demand[v]), ws.cos[v], ws.movable[v], ws.allowed[v],
                     tuple(map(id, ws.vm_filters[v])), tuple(map(id, ws.vm_hooks[v])),
                     tuple(map(id, ws.prefer[v])), tuple(sorted(ws.locality[v].items())),
-                    tuple(v in (f.members or ()) for f in ws.global_checks),
+                    tuple(v in f.members for f in ws.global_checks),
                     vm.host if self.prefer_current else None,
                 ))  # fmt: skip
             kind = self._types[unit] = tuple(members)
@@ -344,6 +348,8 @@ class Placer:
 
     def _signature(self, h: int) -> tuple | None:
         ws = self.ws
+        if self._anonymous is None:
+            self._anonymous = self._anonymous_hosts()
         if h not in self._anonymous or ws.count[h]:
             return None
         host = ws.hosts[h]
