@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import trio
 
@@ -161,6 +161,26 @@ class LibvirtConfig:
         return self.uri.startswith("test:")
 
 
+class _FromXml(NamedTuple):
+    """What a listing reads from a domain's XML description."""
+
+    namespace: str
+    ha: tuple[int, str] | None
+    nics: int
+    disks: int
+
+    @classmethod
+    def parse(cls, xml: str) -> _FromXml:
+        namespace, _tags = parse_metadata(xml)
+        root = ET.fromstring(xml)
+        return cls(
+            namespace,
+            parse_ha(xml),
+            len(root.findall("devices/interface")),
+            len(root.findall("devices/disk[@device='disk'][@type='file']")),
+        )
+
+
 class LibvirtHypervisor(Hypervisor):
     """``Hypervisor`` over one libvirt connection (opened lazily, in a worker thread)."""
 
@@ -177,6 +197,11 @@ class LibvirtHypervisor(Hypervisor):
         self._subscribers: list[trio.MemorySendChannel[LifecycleEvent]] = []
         self._save_dir = config.save_dir
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        #: A domain's XML description -> what a listing reads from it (namespace, HA
+        #: generation and fence, NICs, disks), kept from the last listing: parsing is
+        #: most of a listing's cost (three parses a domain), and the description of a
+        #: domain rarely changes between two listings (any change is a new key).
+        self._parsed: dict[str, _FromXml] = {}
 
     # -- plumbing -------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -303,17 +328,20 @@ class LibvirtHypervisor(Hypervisor):
         await self._run(lambda c: c.lookupByName(name).create(), "start", name)
 
     # -- queries --------------------------------------------------------------------------
-    def _vm_info(self, dom: Any) -> VmInfo:
+    def _vm_info(self, dom: Any, keep: dict[str, _FromXml] | None = None) -> VmInfo:
+        """``dom`` as a ``VmInfo``; ``keep`` collects the parsed descriptions of a
+        listing (the next listing's cache)."""
         state, max_kib, _mem, vcpus, cpu_ns = dom.info()
         ours = _STATES.get(state, DomainState.UNKNOWN)
         if state == 3 and dom.state()[1] in _PAUSED_MIGRATING:
             ours = DomainState.MIGRATING
         xml = dom.XMLDesc(0)
-        namespace, _tags = parse_metadata(xml)
-        ha = parse_ha(xml)
-        root = ET.fromstring(xml)
-        nics = len(root.findall("devices/interface"))
-        disks = len(root.findall("devices/disk[@device='disk'][@type='file']"))
+        parsed = self._parsed.get(xml)
+        if parsed is None:
+            parsed = _FromXml.parse(xml)
+        if keep is not None:
+            keep[xml] = parsed
+        namespace, ha, nics, disks = parsed
         name = dom.name()
         if namespace and name.startswith(namespace + ":"):
             name = name[len(namespace) + 1 :]
@@ -337,7 +365,11 @@ class LibvirtHypervisor(Hypervisor):
 
     async def list_vms(self) -> list[VmInfo]:
         def list_all(conn: Any) -> list[VmInfo]:
-            return sorted((self._vm_info(d) for d in conn.listAllDomains(0)), key=lambda v: v.name)
+            keep: dict[str, _FromXml] = {}
+            vms = [self._vm_info(d, keep) for d in conn.listAllDomains(0)]
+            vms.sort(key=lambda v: v.name)
+            self._parsed = keep  # the domains of this listing only: the cache never grows
+            return vms
 
         return await self._run(list_all, "list")
 
@@ -347,7 +379,9 @@ class LibvirtHypervisor(Hypervisor):
             rows = []
             for dom in conn.listAllDomains(0):
                 state, max_kib, _m, vcpus, _t = dom.info()
-                nics = len(ET.fromstring(dom.XMLDesc(0)).findall("devices/interface"))
+                xml = dom.XMLDesc(0)
+                parsed = self._parsed.get(xml)  # as the last listing read it
+                nics = parsed.nics if parsed is not None else _FromXml.parse(xml).nics
                 rows.append((state == 1, int(vcpus), int(max_kib) // 1024, nics))
             commit = commitments(rows)
             use_psutil = self.config.local_stats

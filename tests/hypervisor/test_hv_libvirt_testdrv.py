@@ -178,3 +178,35 @@ async def test_a_connection_libvirtd_closed_is_opened_again(hosts):
     assert h0._conn is not old and h0._conn.isAlive()
     await h0.create(VmSpec("b", memory_mib=64))
     assert [v.name for v in await h0.list_vms()] == ["b"]
+
+
+async def test_a_listing_parses_each_domain_description_once_and_reads_changes(hosts, monkeypatch):
+    """A host of thousands of domains is listed for every query: the second listing
+    parses no description it parsed before, and what changed still reads right."""
+    from dataclasses import replace
+
+    from dvms.hypervisor import libvirt_backend
+    from dvms.placement.hapolicy import HaPolicy
+
+    hv = hosts[0]
+    await hv.create(VmSpec("a", namespace="n", networks=("n0",)))
+    await hv.create(VmSpec("b", ha_policy=HaPolicy("restart"), ha_generation=3))
+
+    def without_time(vms):  # the CPU time moves on between two listings
+        return [replace(v, cpu_time_s=0.0) for v in vms]
+
+    first = without_time(await hv.list_vms())
+    parses = []
+    real = libvirt_backend._FromXml.parse
+    monkeypatch.setattr(
+        libvirt_backend._FromXml, "parse", staticmethod(lambda xml: parses.append(1) or real(xml))
+    )
+    assert without_time(await hv.list_vms()) == first and not parses
+    await hv.suspend("b")  # state: read from libvirt at every listing, not the description
+    await hv.destroy("n:a")
+    await hv.undefine("n:a")
+    await hv.create(VmSpec("a", namespace="n", networks=("n0", "n1")))  # a new description
+    got = {v.key: (v.state, v.namespace, v.nics, v.ha_generation) for v in await hv.list_vms()}
+    assert got == {"n:a": (DomainState.RUNNING, "n", 2, 0), "b": (DomainState.PAUSED, "", 0, 3)}
+    assert parses  # the new domain's description (and a paused one's, if it differs)
+    assert len(hv._parsed) == 2  # only the domains of the last listing
