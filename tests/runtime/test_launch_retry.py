@@ -1,5 +1,5 @@
 """``vm launch``: a batch whose launch event failed is launched again (``[namespaces.effects]
-launch_attempts``, after ``launch_backoff_s``, doubled), and a batch that fails every
+batch_attempts``, after ``batch_backoff_s``, doubled), and a batch that fails every
 attempt is reported by its VMs, its host and the reason."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Service:
 
 
 def runner(launcher: Launcher, service: Service) -> EffectRunner:
-    cfg = EffectsConfig(launch_batch=2, launch_attempts=3, launch_backoff_s=1.0)
+    cfg = EffectsConfig(launch_batch=2, batch_attempts=3, batch_backoff_s=1.0)
     run = EffectRunner(service, requests=None, peers=None, launcher=launcher, config=cfg)  # type: ignore[arg-type]
 
     async def verb(namespace: str, verb: str, vms: Any) -> list[str]:
@@ -64,7 +64,7 @@ async def test_a_failed_batch_is_launched_again_after_a_back_off(autojump_clock)
     batches = [names for _, names in launcher.calls]
     assert batches == [("vm1", "vm2"), ("vm3", "vm4"), ("vm3", "vm4"), ("vm3", "vm4")]
     times = [t for t, _ in launcher.calls]
-    assert times[2] - times[1] == pytest.approx(1.0)  # launch_backoff_s
+    assert times[2] - times[1] == pytest.approx(1.0)  # batch_backoff_s
     assert times[3] - times[2] == pytest.approx(2.0)  # doubled
 
 
@@ -78,6 +78,6 @@ async def test_a_batch_that_fails_every_attempt_is_named_with_its_host_and_reaso
     assert service.failed == {n: "every node busy" for n in ("vm1", "vm2", "vm5")}
 
 
-def test_launch_attempts_must_be_positive():
-    with pytest.raises(ValueError, match="launch_attempts"):
-        EffectsConfig(launch_attempts=0)
+def test_batch_attempts_must_be_positive():
+    with pytest.raises(ValueError, match="batch_attempts"):
+        EffectsConfig(batch_attempts=0)

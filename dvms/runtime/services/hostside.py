@@ -124,16 +124,16 @@ class EffectsConfig:
     #: partition could not grow; a lease that expired on a loaded host), and launching
     #: it again is idempotent (the solver keeps a VM that already runs with the size
     #: asked where it runs; ours).
-    launch_attempts: int = 3
+    batch_attempts: int = 3
     #: Wait before the second attempt of a failed batch, seconds, doubled before each
     #: later one (ours: the partitions that kept the nodes busy end within seconds).
-    launch_backoff_s: float = 2.0
+    batch_backoff_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.launch_batch <= 1024:
             raise ValueError("launch_batch must be in [1, 1024]")
-        if self.launch_attempts < 1 or self.launch_backoff_s < 0:
-            raise ValueError("launch_attempts must be >= 1 and launch_backoff_s >= 0")
+        if self.batch_attempts < 1 or self.batch_backoff_s < 0:
+            raise ValueError("batch_attempts must be >= 1 and batch_backoff_s >= 0")
         if not 1 <= self.op_batch <= CLEAR_MAX:
             raise ValueError(f"op_batch must be in [1, {CLEAR_MAX}]")
         if self.clear_silences < 1:
@@ -210,7 +210,7 @@ class EffectRunner:
             errors.append(
                 f"vm launch: {compress(vm.name for vm in recs)} ({len(recs)} VMs, host "
                 f"{', '.join(sorted({vm.host for vm in recs}, key=natural_key))}) not "
-                f"launched after {self.config.launch_attempts} attempt(s): {reason}"
+                f"launched after {self.config.batch_attempts} attempt(s): {reason}"
             )
         if launched:  # minimega: launched VMs wait in BUILDING (paused) for `vm start`
             errors += await self._verb(eff.namespace, "stop", [(v.name, v.host) for v in launched])
@@ -218,15 +218,15 @@ class EffectRunner:
         return errors
 
     async def _launch_batch(self, vms: tuple[LaunchVm, ...]) -> str | None:
-        """Launch one batch, again after a failure (``launch_attempts``, waiting
-        ``launch_backoff_s``, doubled, between attempts); None once it is launched, else
+        """Launch one batch, again after a failure (``batch_attempts``, waiting
+        ``batch_backoff_s``, doubled, between attempts); None once it is launched, else
         the last attempt's reason."""
         cfg = self.config
         reason = ""
-        for attempt in range(cfg.launch_attempts):
+        for attempt in range(cfg.batch_attempts):
             if attempt:
                 log.info("vm launch: %d VMs again (%s)", len(vms), reason)
-                await trio.sleep(cfg.launch_backoff_s * 2 ** (attempt - 1))
+                await trio.sleep(cfg.batch_backoff_s * 2 ** (attempt - 1))
             done = await self.launcher.launch(vms, ())
             if done.ok:
                 return None
