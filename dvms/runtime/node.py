@@ -622,10 +622,18 @@ class NodeRunner:
     async def launch(
         self, vms: tuple[LaunchVm, ...], constraints: tuple[WireConstraint, ...]
     ) -> EventDone:
-        """Place and create ``vms``: a launch event from this node; returns when it ends."""
+        """Place and create ``vms``: a launch event from this node; returns when it ends.
+        The hosts the VMs are scheduled on (``LaunchVm.schedule``) whose contacts this
+        node knows are recruited into the event's partition first."""
         if self.image_roots is not None:
             vms = await self.image_roots(vms)
-        event_id, effects = self.node.launch(vms, constraints, now=trio.current_time())
+        hosts = self.hosts()
+        prefer = tuple(
+            dict.fromkeys(hosts[v.schedule] for v in vms if v.schedule and v.schedule in hosts)
+        )
+        event_id, effects = self.node.launch(
+            vms, constraints, now=trio.current_time(), prefer=prefer
+        )
         done = trio.Event()
         box: list[EventDone] = []
         self._events[event_id] = (done, box)
