@@ -270,7 +270,7 @@ class VmDriver:
         # waits, and each retransmission would queue one more read. The cache is what
         # this node's own driver calls left (each updates it before it answers) and
         # the periodic read (``MonitorConfig.period_s``) for changes made behind it.
-        return self.monitor.reply(msg.namespace, msg.vms, msg.offset)
+        return self.monitor.reply(msg.namespace, msg.vms, msg.offset, msg.listing)
 
     async def _adopt(self, msg: AdoptVm) -> Adopted:
         # the destination of an emulated migration: held like its source until it lands
