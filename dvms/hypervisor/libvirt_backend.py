@@ -55,6 +55,7 @@ from dvms.hypervisor.errors import (
     BackendUnavailable,
     HypervisorError,
     MigrationFailed,
+    VmNotFound,
     from_libvirt_exception,
 )
 from dvms.hypervisor.stats import HostStats, NodeInfo, commitments, local_stats
@@ -366,7 +367,16 @@ class LibvirtHypervisor(Hypervisor):
     async def list_vms(self) -> list[VmInfo]:
         def list_all(conn: Any) -> list[VmInfo]:
             keep: dict[str, _FromXml] = {}
-            vms = [self._vm_info(d, keep) for d in conn.listAllDomains(0)]
+            vms = []
+            for dom in conn.listAllDomains(0):
+                try:
+                    vms.append(self._vm_info(dom, keep))
+                except _libvirt().libvirtError as exc:
+                    # destroyed since the listing began (a clear runs beside the
+                    # periodic read): not listed, the rest of the listing stands
+                    mapped = from_libvirt_exception(exc, operation="list", host=self.host)
+                    if not isinstance(mapped, VmNotFound):
+                        raise
             vms.sort(key=lambda v: v.name)
             self._parsed = keep  # the domains of this listing only: the cache never grows
             return vms

@@ -113,6 +113,9 @@ class OwnEvent:
     started: float
     attempts: int = 0
     in_flight: bool = False
+    #: Nodes its partition recruits first, before the recruitment strategy chooses (the
+    #: hosts a launch's VMs are scheduled on: ``launch(prefer=...)``)
+    prefer: tuple[Contact, ...] = ()
 
 
 # -- continuation records: what a request's reply (or None) goes on with ---------------

@@ -252,6 +252,7 @@ class PartitionCore(Membership, Acting):
         *,
         now: float,
         claim: bool = True,
+        prefer: tuple[Contact, ...] = (),
     ) -> tuple[int, list[PartitionEffect]]:
         """Queue a vjob for placement; ends with ``Emit(EventDone)`` for its event id.
 
@@ -259,9 +260,12 @@ class PartitionCore(Membership, Acting):
         (``ClaimNames``; the glue answers ``on_names_claimed``): a name already in use in
         its namespace refuses the vjob before any partition is built. ``claim=False``
         skips the claim: a high-availability restart relaunches names its guardians
-        hold (the VM's generation, not the directory, decides which copy is the VM)."""
+        hold (the VM's generation, not the directory, decides which copy is the VM).
+        ``prefer``: nodes this node recruits into the event's partition first (the hosts
+        its VMs are scheduled on, whose contacts the caller knows); the recruitment
+        strategy chooses once they are members, busy or unreachable."""
         event = Event("launch", self.me, self.rng.getrandbits(63), vms, constraints)
-        self.own[event.event_id] = OwnEvent(event, now)
+        self.own[event.event_id] = OwnEvent(event, now, prefer=prefer)
         out: Out = [Emit(EventStarted(event.event_id, "launch"))]
         if self.config.directory and vms and claim:
             names = tuple(dict.fromkeys((v.namespace, v.name) for v in vms))
@@ -630,6 +634,8 @@ class PartitionCore(Membership, Acting):
     def _next_candidate(self, view: PartitionView, skip: set[int], now: float) -> Contact | None:
         cfg = self.config
         dead = self.dead_peers(now)
+        # the nodes this node's own events asked for (only their origin knows them)
+        prefer = [c for e in view.events if (own := self.own.get(e.event_id)) for c in own.prefer]
         return next_candidate(
             cfg.recruitment,
             self.overlay,
@@ -637,6 +643,7 @@ class PartitionCore(Membership, Acting):
             skip | dead if dead else skip,
             self.rng,
             resolution_s=cfg.locality_resolution_s,
+            prefer=prefer,
         )
 
     def _after_hold(self, now: float, out: Out) -> None:

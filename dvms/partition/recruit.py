@@ -16,12 +16,19 @@ or unreachable during this lap) or the holder itself.
   around): DVMS's successor order. A busy node forwarding an ISP skips its own partition's
   members, which is DVMS 2's one-hop "shortcut" past a foreign partition.
 - ``random``: a uniformly random known peer (VMPlaceS's ``SimpleOverlay``).
+
+Before any strategy, a node in ``prefer`` that is not excluded is chosen, in its order,
+whether the routing table holds it or not: the hosts a launch's VMs are scheduled on,
+which its origin names (``PartitionCore.launch(prefer=...)``). A launch of VMs for one
+host then forms a partition of its origin and that host, instead of growing through
+random nodes (on one LAN) until the host joins.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 
 from dvms.overlay.core import OverlayCore, decode_coord
 from dvms.overlay.messages import Contact
@@ -41,9 +48,13 @@ def next_candidate(
     rng: random.Random,
     *,
     resolution_s: float = 0.001,
+    prefer: Sequence[Contact] = (),
 ) -> Contact | None:
     excluded = view.member_ids() | skip
     excluded.add(overlay.node_id)
+    for c in prefer:
+        if c.node_id not in excluded:
+            return c
     entries = [e for node_id, e in overlay.table.index.items() if node_id not in excluded]
     if not entries:
         return None

@@ -123,6 +123,9 @@ class HostQuery:
     #: The first VM row wanted: a host with more VMs than one reply carries answers
     #: page by page (``HostReply.truncated``; ``hostpages.complete`` asks the rest).
     offset: Annotated[int, Range(0, 2**32)] = 0
+    #: The listing a later page is cut from (``HostReply.listing`` of the first page);
+    #: 0: the host's list as it is now.
+    listing: Annotated[int, Range(0, 2**64 - 1)] = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,9 @@ class HostReply:
     #: The namespace launches this node is carrying out (``launch_token``): a running
     #: ``ns schedule status`` row its launcher does not list here was interrupted.
     launches: Annotated[tuple[Text, ...], MaxLen(64)] = ()
+    #: A reply with more pages: the listing they are cut from (ask them with it), so
+    #: VMs that come, go or are read again in another order meanwhile shift no row.
+    listing: Annotated[int, Range(0, 2**64 - 1)] = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -622,10 +622,18 @@ class NodeRunner:
     async def launch(
         self, vms: tuple[LaunchVm, ...], constraints: tuple[WireConstraint, ...]
     ) -> EventDone:
-        """Place and create ``vms``: a launch event from this node; returns when it ends."""
+        """Place and create ``vms``: a launch event from this node; returns when it ends.
+        The hosts the VMs are scheduled on (``LaunchVm.schedule``) whose contacts this
+        node knows are recruited into the event's partition first."""
         if self.image_roots is not None:
             vms = await self.image_roots(vms)
-        event_id, effects = self.node.launch(vms, constraints, now=trio.current_time())
+        hosts = self.hosts()
+        prefer = tuple(
+            dict.fromkeys(hosts[v.schedule] for v in vms if v.schedule and v.schedule in hosts)
+        )
+        event_id, effects = self.node.launch(
+            vms, constraints, now=trio.current_time(), prefer=prefer
+        )
         done = trio.Event()
         box: list[EventDone] = []
         self._events[event_id] = (done, box)
@@ -686,26 +694,32 @@ class NodeRunner:
         attempts: int | None = None,
     ) -> Any | None:
         """Send ``msg`` to ``dst`` until answered (timeout doubles per attempt); None if
-        it never is."""
+        it never is. Each attempt carries its own request id, and an answer to any of
+        them counts until the last one times out: a peer that answers the first attempt
+        after its timeout (busy, or the work takes longer than the timeout) is not asked
+        to redo it from the start for every attempt."""
         dst = (dst[0], dst[1])
         if len(self._rpcs) >= self.limits.pending_rpcs:
             self.codec.drops["rpc_table_full"] += 1
             return None
         first = self.config.request_timeout_s if timeout is None else timeout
         tries = self.config.request_attempts if attempts is None else attempts
-        for attempt in range(tries):
-            rid = self.rng.getrandbits(64)
-            done = trio.Event()
-            box: list[Any] = []
-            self._rpcs[rid] = (dst, done, box)
-            try:
+        done = trio.Event()
+        box: list[Any] = []
+        rids: list[int] = []
+        try:
+            for attempt in range(tries):
+                rid = self.rng.getrandbits(64)
+                rids.append(rid)
+                self._rpcs[rid] = (dst, done, box)
                 await self._send(Send(dst, rid, msg))
                 with trio.move_on_after(first * 2**attempt):
                     await done.wait()
-            finally:
+                if box:
+                    return box[0]
+        finally:
+            for rid in rids:
                 self._rpcs.pop(rid, None)
-            if box:
-                return box[0]
         return None
 
     async def gather(
@@ -714,15 +728,18 @@ class NodeRunner:
         """Ask every node of the cluster and answer ``msg`` locally too; returns
         (replies, nodes that did not answer). The nodes are found by a crawl of the
         overlay (not this node's routing table, which holds only part of a large
-        cluster); nodes that a routing table names but that did not answer the crawl,
+        cluster). Nodes that a routing table names but that did not answer the crawl,
         and peers that answered before but that no table names any more (crashed,
-        evicted), count as silent without being asked."""
+        evicted), are asked too: a node too busy to answer the crawl in time (a host
+        of thousands of VMs on a loaded machine) still has its say; each is silent
+        only if it does not answer the query either."""
         first = self.config.gather_timeout_s if timeout is None else timeout
         found = await self.crawl()
         replies: list[Any] = [await self.handlers.answer(msg)]
-        silent = [*found.failed, *found.unfinished]
-        named = {c.node_id for c in (*found.answered, *silent)}
-        silent += [c for node_id, c in self.answered.items() if node_id not in named]
+        silent: list[Contact] = []
+        doubtful = [*found.failed, *found.unfinished]
+        named = {c.node_id for c in (*found.answered, *doubtful)}
+        doubtful += [c for node_id, c in self.answered.items() if node_id not in named]
         limit = trio.CapacityLimiter(self.config.gather_parallelism)
 
         async def ask(c: Contact) -> None:
@@ -734,7 +751,7 @@ class NodeRunner:
                 replies.append(reply)
 
         async with trio.open_nursery() as nursery:
-            for c in found.answered:
+            for c in (*found.answered, *doubtful):
                 if c.node_id != self.core.node_id:
                     nursery.start_soon(ask, c)
         return replies, silent

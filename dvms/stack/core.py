@@ -206,9 +206,10 @@ class NodeCore:
         *,
         now: float,
         claim: bool = True,
+        prefer: tuple[Contact, ...] = (),
     ) -> tuple[int, list[Any]]:
         part = self._part()
-        event_id, out = part.launch(vms, constraints, now=now, claim=claim)
+        event_id, out = part.launch(vms, constraints, now=now, claim=claim, prefer=prefer)
         return event_id, self._glue(out + part.take_outbox(), now)
 
     def on_computed(self, token: int, outcome: Any, *, now: float) -> list[Any]:

@@ -281,11 +281,17 @@ class FakeCluster:
         pos: int,
         vms: Iterable[LaunchVm],
         constraints: Iterable[WireConstraint] = (),
+        *,
+        prefer: Iterable[int] = (),
     ) -> int:
+        """A launch from node ``pos``; ``prefer``: positions it recruits first."""
         vms = tuple(vms)
         for v in vms:
             self.expected_vms.add(f"{v.namespace}/{v.name}" if v.namespace else v.name)
-        eid, out = self.nodes[pos].core.launch(vms, tuple(constraints), now=self.engine.now)
+        first = tuple(self.contact(i) for i in prefer)
+        eid, out = self.nodes[pos].core.launch(
+            vms, tuple(constraints), now=self.engine.now, prefer=first
+        )
         self.engine.apply(self.nodes[pos], out)
         return eid
 

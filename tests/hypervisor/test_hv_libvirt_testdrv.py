@@ -210,3 +210,33 @@ async def test_a_listing_parses_each_domain_description_once_and_reads_changes(h
     assert got == {"n:a": (DomainState.RUNNING, "n", 2, 0), "b": (DomainState.PAUSED, "", 0, 3)}
     assert parses  # the new domain's description (and a paused one's, if it differs)
     assert len(hv._parsed) == 2  # only the domains of the last listing
+
+
+async def test_a_domain_destroyed_while_the_host_is_listed_is_left_out(hosts, monkeypatch):
+    """A clear destroys domains while the periodic read lists them: the one gone between
+    ``listAllDomains`` and its description is not listed, and the listing stands."""
+    import libvirt
+
+    hv = hosts[0]
+    for name in ("a", "b", "c"):
+        await hv.create(VmSpec(name))
+    real = hv._vm_info
+
+    def vanishing(dom, keep=None):
+        if dom.name() == "b":  # destroyed by another thread since the listing began
+            exc = libvirt.libvirtError("Domain not found")
+            exc.err = (42, 0, "Domain not found: no domain with matching uuid", 0)
+            raise exc
+        return real(dom, keep)
+
+    monkeypatch.setattr(hv, "_vm_info", vanishing)
+    assert [v.name for v in await hv.list_vms()] == ["a", "c"]
+
+    def broken(dom, keep=None):  # any other error still fails the listing
+        exc = libvirt.libvirtError("internal error")
+        exc.err = (1, 0, "internal error", 0)
+        raise exc
+
+    monkeypatch.setattr(hv, "_vm_info", broken)
+    with pytest.raises(Exception, match="internal error"):
+        await hv.list_vms()

@@ -167,7 +167,8 @@ async def test_test_hosts_are_never_measured(autojump_clock):
 def _pages(mon: HostMonitor) -> list[HostReply]:
     pages = [mon.reply(None)]
     while pages[-1].truncated:
-        pages.append(mon.reply(None, offset=sum(len(p.vms) for p in pages)))
+        offset = sum(len(p.vms) for p in pages)
+        pages.append(mon.reply(None, offset=offset, listing=pages[0].listing))
     return pages
 
 
@@ -215,3 +216,32 @@ async def test_a_created_vm_is_listed_without_a_read_and_kept_by_an_older_read(a
     hv.vms.pop()  # "a" destroyed behind our back
     await mon.refresh()  # a read that began after the add: it is gone
     assert [v.name for v in mon.vms] == ["b"] and "a" not in mon.specs
+
+
+async def test_later_pages_come_from_the_first_pages_listing_whatever_changed(autojump_clock):
+    # a read lists the domains in another order (libvirt: by name; creations: appended),
+    # VMs come and go: rows asked by offset of the list as it is now would be skipped
+    hv = FakeHv(vms=[vm(f"vm{i}") for i in range(100)])
+    cfg = MonitorConfig(reply_bytes=1024, reply_listings=2)
+    mon = HostMonitor(hv, "h1", "test:///", config=cfg)  # type: ignore[arg-type]
+    await mon.refresh()
+    first = mon.reply(None)
+    assert first.truncated and first.listing
+    hv.vms = sorted(hv.vms[5:], key=lambda v: v.name, reverse=True)  # 5 gone, reordered
+    await mon.refresh()
+    mon.add(vm("new"))
+    rows = list(first.vms)
+    page = first
+    while page.truncated:
+        page = mon.reply(None, offset=len(rows), listing=first.listing)
+        rows += page.vms
+    assert [v.name for v in rows] == [f"vm{i}" for i in range(100)]
+    assert page.listing == 0  # the last page
+    # the list as it is now, in a listing of its own
+    now = _pages(mon)
+    assert sorted(v.name for p in now for v in p.vms) == sorted(v.name for v in mon.vms)
+    assert now[0].listing != first.listing
+    # two more multi-page queries: the first listing is forgotten, its pages are empty
+    mon.reply(None)
+    gone = mon.reply(None, offset=len(first.vms), listing=first.listing)
+    assert gone.vms == () and gone.truncated

@@ -8,11 +8,13 @@ list``) ask every node of the cluster with a control-plane query (``runtime/mess
 and answer locally too. The nodes are found by a crawl of the overlay
 (``dvms/overlay/crawl.py``: routing tables read bucket by bucket until no new node
 appears), so the answer is complete at any size, although a routing table holds only
-k = 20 contacts per distance. Nodes a routing table names that do not answer the crawl,
-nodes that do not answer the query within 3.5 s (``RunnerConfig.gather_timeout_s`` =
-0.5 s, doubled per retry, 3 attempts), and peers that answered once but that no table
-names any more are listed as ``unreachable``; the command still succeeds with what it
-got. ``members`` shows the crawl itself.
+k = 20 contacts per distance. Nodes a routing table names that do not answer the crawl
+and peers that answered once but that no table names any more are asked too; the nodes
+that do not answer the query within 3.5 s (``RunnerConfig.gather_timeout_s`` = 0.5 s,
+doubled per retry, 3 attempts, an answer to any attempt counts) are listed as
+``unreachable``; the command still succeeds with what it got. A host answers from its
+monitor's cached list (no read of every domain first). ``members`` shows the crawl
+itself.
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 carries (``MonitorConfig.reply_rows``) answers page by page, and ``complete`` asks each
 such host for the pages after its first reply, all hosts at once.
 
-A host that stops answering between pages keeps ``truncated`` set on its reply: the
-callers treat its VM list as partial (``vm info`` names it; the namespace service does
+The later pages are cut from the listing the first page came from (``HostReply.listing``),
+so VMs that come, go or are read again meanwhile shift no row. A host that stops
+answering between pages, or that forgot the listing, keeps ``truncated`` set on its
+reply: the callers treat its VM list as partial (``vm info`` names it; the namespace service does
 not forget VMs of a host whose list is partial).
 """
 
@@ -33,7 +35,8 @@ async def complete(
         offset = len(rows)
         truncated = True
         while truncated:
-            page = await requests.ask_host(first.name, HostQuery(namespace, offset=offset))
+            query = HostQuery(namespace, offset=offset, listing=first.listing)
+            page = await requests.ask_host(first.name, query)
             if not isinstance(page, HostReply) or not page.vms:
                 break  # gone or changed meanwhile: the list stays partial
             offset += len(page.vms)

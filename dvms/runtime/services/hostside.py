@@ -42,7 +42,7 @@ from dvms.namespace import (
 )
 from dvms.partition.events import MigrateVmTo
 from dvms.partition.messages import LaunchVm
-from dvms.ranges import natural_key
+from dvms.ranges import compress, natural_key
 from dvms.runtime.capabilities import Handlers, Launcher, Peers, Requester, VmDirectory
 from dvms.runtime.messages import Adopted, MoveVm, NetOp, RunCmd, RunOutput, VmOp, VmOpDone
 from dvms.runtime.services.monitor import HostMonitor
@@ -119,10 +119,21 @@ class EffectsConfig:
     #: the protocol takes at most 1,024 per event; on 3 daemons of a loaded 2-core
     #: machine events of 250 VMs failed, of 100 failed now and then, of 50 rarely).
     launch_batch: int = 50
+    #: ``vm launch``: times one batch is launched before its VMs are reported failed. A
+    #: batch fails for reasons that pass (every node busy in other partitions, so its
+    #: partition could not grow; a lease that expired on a loaded host), and launching
+    #: it again is idempotent (the solver keeps a VM that already runs with the size
+    #: asked where it runs; ours).
+    batch_attempts: int = 3
+    #: Wait before the second attempt of a failed batch, seconds, doubled before each
+    #: later one (ours: the partitions that kept the nodes busy end within seconds).
+    batch_backoff_s: float = 2.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.launch_batch <= 1024:
             raise ValueError("launch_batch must be in [1, 1024]")
+        if self.batch_attempts < 1 or self.batch_backoff_s < 0:
+            raise ValueError("batch_attempts must be >= 1 and batch_backoff_s >= 0")
         if not 1 <= self.op_batch <= CLEAR_MAX:
             raise ValueError(f"op_batch must be in [1, {CLEAR_MAX}]")
         if self.clear_silences < 1:
@@ -178,6 +189,7 @@ class EffectRunner:
         recs = sorted(eff.vms, key=lambda vm: (natural_key(vm.host), natural_key(vm.name)))
         step = self.config.launch_batch
         failed: dict[str, str] = {}
+        by_reason: dict[str, list[Any]] = {}
         errors: list[str] = []
         launched = []
         for i in range(0, len(recs), step):
@@ -188,17 +200,38 @@ class EffectRunner:
                 )
                 for vm in batch
             )
-            done = await self.launcher.launch(vms, ())
-            if done.ok:
+            reason = await self._launch_batch(vms)
+            if reason is None:
                 launched += batch
             else:
-                failed.update((vm.name, done.reason) for vm in batch)
-                if f"vm launch: {done.reason}" not in errors:
-                    errors.append(f"vm launch: {done.reason}")
+                failed.update((vm.name, reason) for vm in batch)
+                by_reason.setdefault(reason, []).extend(batch)
+        for reason, recs in by_reason.items():  # one line per reason, naming its VMs
+            errors.append(
+                f"vm launch: {compress(vm.name for vm in recs)} ({len(recs)} VMs, host "
+                f"{', '.join(sorted({vm.host for vm in recs}, key=natural_key))}) not "
+                f"launched after {self.config.batch_attempts} attempt(s): {reason}"
+            )
         if launched:  # minimega: launched VMs wait in BUILDING (paused) for `vm start`
             errors += await self._verb(eff.namespace, "stop", [(v.name, v.host) for v in launched])
         await self.service.launched(eff.namespace, eff.schedule, failed)
         return errors
+
+    async def _launch_batch(self, vms: tuple[LaunchVm, ...]) -> str | None:
+        """Launch one batch, again after a failure (``batch_attempts``, waiting
+        ``batch_backoff_s``, doubled, between attempts); None once it is launched, else
+        the last attempt's reason."""
+        cfg = self.config
+        reason = ""
+        for attempt in range(cfg.batch_attempts):
+            if attempt:
+                log.info("vm launch: %d VMs again (%s)", len(vms), reason)
+                await trio.sleep(cfg.batch_backoff_s * 2 ** (attempt - 1))
+            done = await self.launcher.launch(vms, ())
+            if done.ok:
+                return None
+            reason = done.reason
+        return reason
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
@@ -95,6 +95,12 @@ class MonitorConfig:
     #: inside one datagram (the daemon's UDP limit is 65,507 bytes, the envelope around
     #: a reply under 200; ours).
     reply_bytes: int = 64000
+    #: Listings a host keeps for the later pages of replies it answered in several
+    #: (``HostReply.listing``): one per query of every VM that needed pages, the oldest
+    #: forgotten first. A page asked of a forgotten listing comes back empty and
+    #: ``truncated``: the asker reports the host's rows as partial (ours: queries
+    #: running at once, each kept seconds).
+    reply_listings: int = 64
 
     def __post_init__(self) -> None:
         if not 0 < self.read_busy_max <= 1:
@@ -103,6 +109,8 @@ class MonitorConfig:
             raise ValueError(f"reply_rows must be in [1, {MAX_ROWS}]")
         if not 1024 <= self.reply_bytes <= MAX_REPLY_BYTES:
             raise ValueError(f"reply_bytes must be in [1024, {MAX_REPLY_BYTES}]")
+        if self.reply_listings < 1:
+            raise ValueError("reply_listings must be at least 1")
         if self.demand_window_s <= 0 or self.demand_min_span_s < 0:
             raise ValueError("demand_window_s must be > 0 and demand_min_span_s >= 0")
         if self.demand_hysteresis_cpus < 0 or self.capacity_cpus < 0:
@@ -160,6 +168,9 @@ class HostMonitor:
         #: (namespace, name) -> (HA state, generation) of an HA VM this host owns (set
         #: by the HA shell; None: not one)
         self.ha_status: Callable[[str, str], tuple[str, int] | None] = lambda _ns, _n: None
+        #: listing id -> the VMs as a reply in pages listed them (``reply``), oldest first
+        self._listings: OrderedDict[int, tuple[VmInfo, ...]] = OrderedDict()
+        self._listing_seq = 0
 
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
@@ -385,15 +396,28 @@ class HostMonitor:
             return status
         return ("fenced", v.ha_generation) if v.ha_generation > 0 else ("", 0)
 
-    def reply(self, namespace: str | None, vms: bool = True, offset: int = 0) -> HostReply:
+    def reply(
+        self, namespace: str | None, vms: bool = True, offset: int = 0, listing: int = 0
+    ) -> HostReply:
         """This host as a peer asked: its VMs (of ``namespace``, None = all) from row
-        ``offset``, ``reply_rows`` at most (``truncated``: more follow)."""
-        rows = [v for v in self.vms if vms and (namespace is None or v.namespace == namespace)]
+        ``offset``, ``reply_rows`` at most (``truncated``: more follow). A reply with
+        more pages names the listing it was cut from (``HostReply.listing``): the later
+        pages (``listing`` given) come from that same listing, whatever changed since;
+        a listing forgotten meanwhile (``reply_listings``) gives an empty, truncated
+        page."""
         empty = HostReply(
             self.name, self.cpus, self.memory_mib, self.uri, (), True, tuple(sorted(self.launches))
         )
-        # the rows' array header grows from 1 to 3 bytes past 23 rows
-        budget = self.config.reply_bytes - encoded_size(empty) - 2
+        listed = self.vms
+        if listing:
+            kept = self._listings.get(listing)
+            if kept is None:
+                return empty
+            listed = kept
+        rows = [v for v in listed if vms and (namespace is None or v.namespace == namespace)]
+        # the rows' array header grows from 1 to 3 bytes past 23 rows; the listing id
+        # takes up to 9 bytes
+        budget = self.config.reply_bytes - encoded_size(replace(empty, listing=2**64 - 1)) - 2
         page: list[VmRow] = []
         for v in rows[offset : offset + self.config.reply_rows]:
             row = VmRow.of(v, self._ha_of(v))
@@ -402,4 +426,11 @@ class HostMonitor:
                 break
             budget -= size
             page.append(row)
-        return replace(empty, vms=tuple(page), truncated=offset + len(page) < len(rows))
+        more = offset + len(page) < len(rows)
+        if more and not listing:  # the first page of several: keep what it was cut from
+            self._listing_seq += 1
+            listing = self._listing_seq
+            self._listings[listing] = listed
+            while len(self._listings) > self.config.reply_listings:
+                self._listings.popitem(last=False)
+        return replace(empty, vms=tuple(page), truncated=more, listing=listing if more else 0)

@@ -265,9 +265,12 @@ class VmDriver:
     # -- peers' queries ----------------------------------------------------------------
 
     async def _answer_host(self, msg: HostQuery) -> HostReply:
-        if msg.vms and not msg.offset:  # later pages continue the same listing
-            await self.monitor.refresh()
-        return self.monitor.reply(msg.namespace, msg.vms, msg.offset)
+        # From the monitor's cached list, never after a read of every domain: on a host
+        # of thousands of VMs one read takes seconds, longer than a cluster-wide query
+        # waits, and each retransmission would queue one more read. The cache is what
+        # this node's own driver calls left (each updates it before it answers) and
+        # the periodic read (``MonitorConfig.period_s``) for changes made behind it.
+        return self.monitor.reply(msg.namespace, msg.vms, msg.offset, msg.listing)
 
     async def _adopt(self, msg: AdoptVm) -> Adopted:
         # the destination of an emulated migration: held like its source until it lands
