@@ -20,6 +20,7 @@ VMs (overload relief, DVMS).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 
 from dvms.placement import constraints as c
@@ -27,7 +28,7 @@ from dvms.placement.arrivals import Arrivals, unchain
 from dvms.placement.config import PlacementConfig
 from dvms.placement.filters import AmongFilter, GatherFilter, SplitAmongFilter
 from dvms.placement.localsearch import improve_plan
-from dvms.placement.model import PlacementError, Snapshot, paused_gc
+from dvms.placement.model import PlacementError, Snapshot
 from dvms.placement.plan import Action, Plan, PlanError, schedule_plan
 from dvms.placement.search import place_units
 from dvms.placement.workspace import Workspace
@@ -268,13 +269,28 @@ def solve_repair(
     """A plan that makes ``snapshot`` satisfy ``constraints`` (and, with ``relief``,
     takes every host below its measured-demand threshold); empty if already viable."""
     config = config or PlacementConfig()
-    with paused_gc():
-        forced = _forced_states(snapshot, constraints)
-        ws = Workspace(snapshot, constraints, config, relief=relief)
-        try:
-            return _solve_repair(ws, forced, config)
-        finally:
-            ws.close()
+    # The cyclic collector is paused while the workspace lives (its thousands of lists
+    # would be walked for nothing: nothing they hold is garbage before the end), and
+    # resumed only once ``_solve`` has returned and freed it: resumed earlier, the
+    # first allocation would start a collection that walks the whole workspace.
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return _solve(snapshot, constraints, config, relief)
+    finally:
+        if was:
+            gc.enable()
+
+
+def _solve(
+    snapshot: Snapshot, constraints: Sequence[c.Constraint], config: PlacementConfig, relief: bool
+) -> Plan:
+    forced = _forced_states(snapshot, constraints)
+    ws = Workspace(snapshot, constraints, config, relief=relief)
+    try:
+        return _solve_repair(ws, forced, config)
+    finally:
+        ws.close()
 
 
 def _solve_repair(ws: Workspace, forced: dict[str, str], config: PlacementConfig) -> Plan:

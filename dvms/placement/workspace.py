@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from dvms.placement import constraints as c
@@ -34,7 +33,16 @@ from dvms.placement.filters import (
 )
 from dvms.placement.load import make_key
 from dvms.placement.locality import LocalityNote, held_bytes, locality_score
-from dvms.placement.model import CPU_DEMAND, MEMORY, NICS, VCPUS, PlacementError, Snapshot, Vm
+from dvms.placement.model import (
+    CPU_DEMAND,
+    MEMORY,
+    NICS,
+    VCPUS,
+    Host,
+    PlacementError,
+    Snapshot,
+    Vm,
+)
 
 __all__ = ["Workspace", "rule_of", "shortage"]
 
@@ -87,6 +95,56 @@ def _columns(vms: Sequence[Vm], resources: Sequence[str]) -> list[list[float]]:
     return cols
 
 
+def _resource_names(hosts: Sequence[Host], vms: Sequence[Vm], relief: bool) -> set[str]:
+    """``Snapshot.resources(relief=relief)`` of these hosts and VMs, as a set. Written
+    out here: the model's classes are interpreted, and a repair of a small partition
+    is mostly fixed cost (``tests/placement/test_pl_workspace.py`` checks they agree)."""
+    names = {VCPUS, MEMORY, NICS}
+    for host in hosts:
+        if host.capacity:
+            names.update(host.capacity)
+    for vm in vms:
+        if vm.usage:
+            names.update(vm.usage)
+    if relief:
+        names.add(CPU_DEMAND)
+    return names
+
+
+def _limits(
+    hosts: Sequence[Host], resources: Sequence[str], config: PlacementConfig
+) -> list[list[float]]:
+    """``[[h.limit(r, config) for r in resources] for h in hosts]``, without an
+    interpreted call per value (same rules as ``Host.limit``, checked by the tests)."""
+    out: list[list[float]] = []
+    inf = math.inf
+    for h in hosts:
+        row: list[float] = []
+        capacity, overcommit = h.capacity, h.overcommit
+        for r in resources:
+            if r in capacity:
+                row.append(math.floor(capacity[r] * overcommit.get(r, 1.0)))
+            elif r == VCPUS:
+                ratio = overcommit.get(VCPUS, config.cpu_overcommit)
+                row.append(inf if ratio is None or not h.cpus else math.floor(h.cpus * ratio))
+            elif r == MEMORY:
+                ratio = overcommit.get(MEMORY, config.memory_overcommit)
+                if ratio is None or not h.memory_mib:
+                    row.append(inf)
+                else:
+                    row.append(math.floor(h.memory_mib * ratio))
+            elif r == NICS:
+                row.append(inf if h.nics is None else h.nics)
+            elif r == CPU_DEMAND:
+                row.append(
+                    inf if not h.cpus else math.floor(h.cpus * 1000 * config.overload_threshold)
+                )
+            else:
+                row.append(inf)
+        out.append(row)
+    return out
+
+
 def _active(cols: Sequence[Sequence[float]], n: int) -> list[tuple[int, ...]]:
     """Per VM, the resources it uses (demand > 0). Most VMs use the same ones: they
     share one tuple, found a column at a time; only the others get their own."""
@@ -120,20 +178,20 @@ class Workspace:
         self.hosts = list(snapshot.hosts)
         self.h_index = {h.name: i for i, h in enumerate(self.hosts)}
         self.vms = list(snapshot.vms) + list(launch)
-        #: VM keys by index (``Vm.key`` formats a string on every read)
-        self.vkeys = [vm.key for vm in self.vms]
+        #: VM keys by index (``Vm.key`` formats a string on every read; as a property of
+        #: an interpreted class it is also a Python call per VM, hence written out here)
+        self.vkeys = [f"{vm.namespace}/{vm.name}" if vm.namespace else vm.name for vm in self.vms]
         self.v_index: dict[str, int] = {}
         for i, key in enumerate(self.vkeys):
             if key in self.v_index:
                 raise PlacementError(f"duplicate vm {key!r}")
             self.v_index[key] = i
-        both = snapshot.with_vms(launch) if launch else snapshot
-        names = set(both.resources(relief=relief))
+        names = _resource_names(self.hosts, self.vms, relief)
         names.update(k.resource for k in constraints if isinstance(k, c.ResourceCapacity))
         self.resources = tuple(sorted(names))
         self.r_index = {r: i for i, r in enumerate(self.resources)}
         self.online = [h.online for h in self.hosts]
-        self.limits = [[h.limit(r, config) for r in self.resources] for h in self.hosts]
+        self.limits = _limits(self.hosts, self.resources, config)
         cols = _columns(self.vms, self.resources)
         #: demand per VM and resource before the plan, then in the target (``preserve``
         #: raises it); a VM's two rows are one list until a ``preserve`` changes it
@@ -215,7 +273,8 @@ class Workspace:
         self.assign = [-1] * len(self.vms)
         self.count = [0] * nh
         self.used = [[0.0] * nr for _ in range(nh)]
-        self.cos_hist: list[Counter[int]] = [Counter() for _ in range(nh)]
+        #: per host, coschedule limit -> VMs with it (a dict: a Counter is interpreted)
+        self.cos_hist: list[dict[int, int]] = [{} for _ in range(nh)]
         self.host_vms: list[set[int]] = [set() for _ in range(nh)]
         self.allowed: list[frozenset[int] | None] = [None] * len(self.vms)
         self.statics: list[list[StaticFilter]] = [[] for _ in self.vms]
@@ -244,6 +303,7 @@ class Workspace:
         self.statics = []
         self.vm_filters = []
         self.vm_hooks = []
+        self.plan_index = None
 
     # -- construction -------------------------------------------------------------------
 
@@ -432,8 +492,10 @@ class Workspace:
         used, dem = self.used[h], self.demand[v]
         for r in self.active[v]:
             used[r] += dem[r]
-        if self.cos[v] != -1:
-            self.cos_hist[h][self.cos[v]] += 1
+        lim = self.cos[v]
+        if lim != -1:
+            hist = self.cos_hist[h]
+            hist[lim] = hist.get(lim, 0) + 1
         for f in self.vm_hooks[v]:
             f.place(v, h)
         for f in self.global_hooks:
@@ -456,8 +518,10 @@ class Workspace:
             row, dem = used[h], demand[v]
             for r in active[v]:
                 row[r] += dem[r]
-            if cos[v] != -1:
-                cos_hist[h][cos[v]] += 1
+            lim = cos[v]
+            if lim != -1:
+                hist = cos_hist[h]
+                hist[lim] = hist.get(lim, 0) + 1
             for f in vm_hooks[v]:
                 f.place(v, h)
             for f in global_hooks:
@@ -472,11 +536,14 @@ class Workspace:
         used, dem = self.used[h], self.demand[v]
         for r in self.active[v]:
             used[r] -= dem[r]
-        if self.cos[v] != -1:
+        lim = self.cos[v]
+        if lim != -1:
             hist = self.cos_hist[h]
-            hist[self.cos[v]] -= 1
-            if not hist[self.cos[v]]:
-                del hist[self.cos[v]]
+            n = hist[lim] - 1
+            if n:
+                hist[lim] = n
+            else:
+                del hist[lim]
         for f in self.vm_hooks[v]:
             f.remove(v, h)
         for f in self.global_hooks:
