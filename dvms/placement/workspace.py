@@ -72,27 +72,33 @@ def _num(x: float) -> str:
 
 
 def _columns(vms: Sequence[Vm], resources: Sequence[str]) -> list[list[float]]:
-    """``[[vm.demand(r) for vm in vms] for r in resources]``, without a call per value."""
-    cols: list[list[float]] = []
-    col: list[float]
-    for r in resources:
-        if r == VCPUS:
-            col = [vm.usage.get(r, vm.vcpus) for vm in vms]
-        elif r == MEMORY:
-            col = [vm.usage.get(r, vm.memory_mib) for vm in vms]
-        elif r == NICS:
-            col = [vm.usage.get(r, vm.nics) for vm in vms]
-        elif r == CPU_DEMAND:
-            col = [
-                vm.usage[r]
-                if r in vm.usage
-                else math.ceil((vm.vcpus if vm.cpu_demand is None else vm.cpu_demand) * 1000)
-                for vm in vms
-            ]
-        else:
-            col = [vm.usage.get(r, 0) for vm in vms]
-        cols.append(col)
+    """``[[vm.demand(r) for vm in vms] for r in resources]``, without a call per value,
+    reading each VM's attributes once (an attribute of an interpreted class costs a
+    generic lookup from compiled code): the same rules as ``Vm.demand``."""
+    cols: list[list[float]] = [[] for _ in resources]
+    kinds = [_KIND.get(r, 0) for r in resources]
+    for vm in vms:
+        usage = vm.usage
+        for r, kind in enumerate(kinds):
+            name = resources[r]
+            if usage and name in usage:
+                cols[r].append(usage[name])
+            elif kind == 1:
+                cols[r].append(vm.vcpus)
+            elif kind == 2:
+                cols[r].append(vm.memory_mib)
+            elif kind == 3:
+                cols[r].append(vm.nics)
+            elif kind == 4:
+                measured = vm.cpu_demand
+                cols[r].append(math.ceil((vm.vcpus if measured is None else measured) * 1000))
+            else:
+                cols[r].append(0)
     return cols
+
+
+#: ``_columns``: how a resource's demand is read when a VM's ``usage`` does not name it
+_KIND = {VCPUS: 1, MEMORY: 2, NICS: 3, CPU_DEMAND: 4}
 
 
 def _resource_names(hosts: Sequence[Host], vms: Sequence[Vm], relief: bool) -> set[str]:
@@ -277,15 +283,17 @@ class Workspace:
         self.cos_hist: list[dict[int, int]] = [{} for _ in range(nh)]
         self.host_vms: list[set[int]] = [set() for _ in range(nh)]
         self.allowed: list[frozenset[int] | None] = [None] * len(self.vms)
-        self.statics: list[list[StaticFilter]] = [[] for _ in self.vms]
-        self.vm_filters: list[list[Filter]] = [[] for _ in self.vms]
-        self.vm_hooks: list[list[Filter]] = [[] for _ in self.vms]
+        # per VM lists: most VMs have none, so they share one empty list until a first
+        # append gives a VM its own; nothing ever appends to the shared one
+        self.statics: list[list[StaticFilter]] = [[]] * len(self.vms)
+        self.vm_filters: list[list[Filter]] = [[]] * len(self.vms)
+        self.vm_hooks: list[list[Filter]] = [[]] * len(self.vms)
         self.global_checks: list[Filter] = []
         self.global_hooks: list[Filter] = []
         self.filters: list[Filter] = []
         #: filters of continuous constraints (checked at every step of a plan)
         self.continuous: list[Filter] = []
-        self.prefer: list[list[c.Prefer]] = [[] for _ in self.vms]
+        self.prefer: list[list[c.Prefer]] = [[]] * len(self.vms)
         #: online hosts an ``offline`` constraint empties (``online`` is False for them)
         self.closing: set[int] = set()
         self._every = frozenset(range(nh))
@@ -381,7 +389,10 @@ class Workspace:
                 self.cos[v] = lim if self.cos[v] == -1 else min(self.cos[v], lim)
         elif isinstance(k, c.Prefer):
             for key in k.vms:
-                self.prefer[self.vm(key)].append(k)
+                v = self.vm(key)
+                if not self.prefer[v]:
+                    self.prefer[v] = []
+                self.prefer[v].append(k)
         # Running / Ready only set target states: the solvers read them.
 
     def _groups(self, groups: tuple[frozenset[str], ...]) -> dict[int, int]:
@@ -421,6 +432,8 @@ class Workspace:
         # of VMs computes one set, not one per VM
         after: dict[int, frozenset[int]] = {}
         for v in members:
+            if not self.statics[v]:
+                self.statics[v] = []
             self.statics[v].append(f)
             before = self.allowed[v]
             cur = after.get(id(before))
@@ -439,8 +452,12 @@ class Workspace:
             self.global_hooks.append(f)
         for v in f.members:
             if not f.check_all:
+                if not self.vm_filters[v]:
+                    self.vm_filters[v] = []
                 self.vm_filters[v].append(f)
             if not f.hooks_all:
+                if not self.vm_hooks[v]:
+                    self.vm_hooks[v] = []
                 self.vm_hooks[v].append(f)
 
     # -- state --------------------------------------------------------------------------
