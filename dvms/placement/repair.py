@@ -149,7 +149,9 @@ def _misplaced(ws: Workspace) -> set[int]:
         need = ws.overflow(h)
         if any(need):
             cands = [v for v in ws.vms_on(h) if ws.movable[v]]
-            evicted = ws.choose_evictions(cands, lambda v: ws.demand[v], need)
+            # a bound method, not a lambda: compiled, a closure over ``ws`` would keep it
+            # in a reference cycle
+            evicted = ws.choose_evictions(cands, ws.demand.__getitem__, need)
             _lift(ws, evicted)
             more |= evicted
         more |= _coschedule_evictions(ws, h)

@@ -737,21 +737,26 @@ class Workspace:
         need: Sequence[float],
     ) -> set[int]:
         """Few cheap VMs whose removal brings every ``need`` (excess per dimension) to
-        zero: greedy on relief per second of migration."""
+        zero: greedy on relief per second of migration (ties: less overshoot, then
+        the lower index). Written without nested functions: compiled, a closure and
+        its environment form a cycle that would keep the workspace for the collector."""
         need = list(need)
         left = list(candidates)
         chosen: set[int] = set()
-
-        def gain(v: int, need: Sequence[float]) -> float:
-            relief = sum(min(u, n) / n for u, n in zip(use(v), need, strict=True) if n > 0)
-            return relief / self.cost[v] if relief else -math.inf
-
-        def overshoot(v: int, need: Sequence[float]) -> float:
-            return sum(max(0.0, u - n) / n for u, n in zip(use(v), need, strict=True) if n > 0)
-
         while any(n > 0 for n in need) and left:
-            best = max(left, key=lambda v: (gain(v, need), -overshoot(v, need), -v))
-            if gain(best, need) == -math.inf:
+            best = -1
+            best_key: tuple[float, float, int] | None = None
+            for v in left:
+                relief = 0.0
+                over = 0.0
+                for u, n in zip(use(v), need, strict=True):
+                    if n > 0:
+                        relief += min(u, n) / n
+                        over += max(0.0, u - n) / n
+                key = (relief / self.cost[v] if relief else -math.inf, -over, -v)
+                if best_key is None or key > best_key:
+                    best, best_key = v, key
+            if best_key is None or best_key[0] == -math.inf:
                 break
             left.remove(best)
             chosen.add(best)
