@@ -1,12 +1,15 @@
 """The workspace's written-out copies of the model's rules (keys, resources, limits,
-demands) agree with the model's own methods, for every kind of host and VM."""
+demands) agree with the model's own methods, for every kind of host and VM; a repair
+leaves no reference cycle behind."""
 
+import gc
 import math
 from dataclasses import replace
 
 import pytest
 
-from dvms.placement import Host, PlacementConfig, Snapshot, Vm
+from dvms.placement import Host, PlacementConfig, Snapshot, Vm, solve_repair
+from dvms.placement import constraints as c
 from dvms.placement.workspace import Workspace
 
 HOSTS = (
@@ -51,3 +54,34 @@ def test_launched_vms_count_in_resources_and_keys():
     ws = Workspace(snap, [], PlacementConfig(), launch=[extra])
     assert "fpga" in ws.resources
     assert ws.vkeys == ["e"]
+
+
+def _overloaded():
+    hosts = tuple(Host(f"h{i}", cpus=4, memory_mib=16384) for i in range(4))
+    demands = {0: [0.9, 0.9, 0.9, 0.9], 1: [0.5, 0.5], 2: [0.2], 3: [0.4, 0.3]}
+    vms = tuple(
+        Vm(f"v{h}-{k}", memory_mib=1024, host=f"h{h}", cpu_demand=d)
+        for h, ds in demands.items()
+        for k, d in enumerate(ds)
+    )
+    spread = c.Spread(("v0-0", "v1-0", "v3-0"), continuous=True)
+    ban = c.Ban(("v0-1",), frozenset({"h0"}))
+    return Snapshot(hosts, vms), [spread, ban]
+
+
+@pytest.mark.parametrize("evals", [0, 50])
+def test_a_repair_leaves_no_reference_cycle(evals):
+    """A repair frees its workspace by reference counting alone: left in a cycle, it
+    waits for the collector, which then walks every list of it."""
+    snap, cons = _overloaded()
+    config = PlacementConfig(overload_threshold=0.8, local_search_evals=evals)
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        plan = solve_repair(snap, cons, config, relief=True)
+        assert plan.status == "solved" and plan.actions
+        assert gc.collect() == 0
+    finally:
+        if was:
+            gc.enable()
