@@ -216,20 +216,23 @@ def _lift(ws: Workspace, vms: set[int]) -> None:
 
 
 def _units(ws: Workspace, vms: set[int]) -> list[tuple[int, ...]]:
-    """Biggest first (relative to the largest host), most constrained first."""
+    """Biggest first (relative to the largest host), most constrained first. Keys built
+    in a loop, not by nested functions: compiled, those and their environment form a
+    reference cycle holding the workspace."""
     tops = [
         max((lim[r] for lim in ws.limits if lim[r] != float("inf")), default=0)
         for r in range(len(ws.resources))
     ]
-
-    def weight(v: int) -> float:
-        return sum(d / t for d, t in zip(ws.demand[v], tops, strict=True) if t)
-
-    def rank(v: int) -> tuple:
+    keyed: list[tuple[int, float, int]] = []
+    for v in vms:
+        weight = 0.0
+        for d, t in zip(ws.demand[v], tops, strict=True):
+            if t:
+                weight += d / t
         allowed = ws.allowed[v]
-        return (len(allowed) if allowed is not None else len(ws.hosts), -weight(v), v)
-
-    return [(v,) for v in sorted(vms, key=rank)]
+        keyed.append((len(allowed) if allowed is not None else len(ws.hosts), -weight, v))
+    keyed.sort()
+    return [(v,) for _, _, v in keyed]
 
 
 def _shorten(
