@@ -103,15 +103,21 @@ class _Counting(Filter):
     def __init__(self, ws: Workspace, rule: str, members: Iterable[int]) -> None:
         self.ws, self.rule = ws, rule
         self.members = frozenset(members)
-        self.on: Counter[int] = Counter()
+        #: a plain dict, not a Counter: a Counter's constructor and its ``__missing__``
+        #: are interpreted code, called on every first placement on a host
+        self.on: dict[int, int] = {}
 
     def place(self, v: int, h: int) -> None:
-        self.on[h] += 1
+        on = self.on
+        on[h] = on.get(h, 0) + 1
 
     def remove(self, v: int, h: int) -> None:
-        self.on[h] -= 1
-        if not self.on[h]:
-            del self.on[h]
+        on = self.on
+        n = on[h] - 1
+        if n:
+            on[h] = n
+        else:
+            del on[h]
 
     def _on_host(self, h: int) -> list[int]:
         return [v for v in self.members if self.ws.assign[v] == h]
@@ -159,17 +165,20 @@ class AmongFilter(_Counting):
         super().__init__(ws, "among", members)
         #: host -> group number (shared between filters: never mutated)
         self.group_of = group_of
-        self.used: Counter[int] = Counter()
+        self.used: dict[int, int] = {}
 
     def place(self, v: int, h: int) -> None:
         super().place(v, h)
-        self.used[self.group_of.get(h, -1)] += 1
+        g = self.group_of.get(h, -1)
+        self.used[g] = self.used.get(g, 0) + 1
 
     def remove(self, v: int, h: int) -> None:
         super().remove(v, h)
         g = self.group_of.get(h, -1)
-        self.used[g] -= 1
-        if not self.used[g]:
+        n = self.used[g] - 1
+        if n:
+            self.used[g] = n
+        else:
             del self.used[g]
 
     def check(self, v: int, h: int) -> str | None:

@@ -105,34 +105,49 @@ KeyFn = Callable[[int, list[float], int, int], tuple]
 def make_key(
     load: str, hosts: Sequence[Host], resources: Sequence[str], limits: Sequence[Sequence[float]]
 ) -> KeyFn:
-    """A fast ``key(h, used, count, limit)`` over the solver's index-based arrays."""
+    """A fast ``key(h, used, count, limit)`` over the solver's index-based arrays (a
+    callable object, not a closure: compiled, a closure and its environment form a
+    reference cycle that only the collector frees)."""
     index = {r: i for i, r in enumerate(resources)}
     names = [h.name for h in hosts]
     if load == "fill":
         capped = [
             [i for i, lim in enumerate(limits[h]) if lim != math.inf] for h in range(len(hosts))
         ]
-
-        def fill_key(h: int, used: list[float], count: int, limit: int) -> tuple:
-            lims = limits[h]
-            worst = 0.0
-            for i in capped[h]:
-                ratio = used[i] / lims[i] if lims[i] else (math.inf if used[i] else 0.0)
-                worst = max(worst, ratio)
-            return (limit != -1 and count >= limit, worst, names[h])
-
-        return fill_key
+        return _FillKey(limits, capped, names)
     res, attr = {"cpucommit": (VCPUS, "cpus"), "memcommit": (MEMORY, "memory_mib")}.get(
         load, (NICS, "")
     )
-    i = index[res]
     denominators = [float(getattr(h, attr)) if attr else 1.0 for h in hosts]
+    return _CommitKey(index[res], denominators, names)
 
-    def key(h: int, used: list[float], count: int, limit: int) -> tuple:
-        d = denominators[h]
-        return (limit != -1 and count >= limit, used[i] / d if d else 0.0, names[h])
 
-    return key
+class _FillKey:
+    """``fill``: the fullest host first (its highest used / limit over capped resources)."""
+
+    def __init__(
+        self, limits: Sequence[Sequence[float]], capped: list[list[int]], names: list[str]
+    ) -> None:
+        self.limits, self.capped, self.names = limits, capped, names
+
+    def __call__(self, h: int, used: list[float], count: int, limit: int) -> tuple:
+        lims = self.limits[h]
+        worst = 0.0
+        for i in self.capped[h]:
+            ratio = used[i] / lims[i] if lims[i] else (math.inf if used[i] else 0.0)
+            worst = max(worst, ratio)
+        return (limit != -1 and count >= limit, worst, self.names[h])
+
+
+class _CommitKey:
+    """``cpucommit`` / ``memcommit`` / NICs: the least committed host first."""
+
+    def __init__(self, i: int, denominators: list[float], names: list[str]) -> None:
+        self.i, self.denominators, self.names = i, denominators, names
+
+    def __call__(self, h: int, used: list[float], count: int, limit: int) -> tuple:
+        d = self.denominators[h]
+        return (limit != -1 and count >= limit, used[self.i] / d if d else 0.0, self.names[h])
 
 
 def measured_load(snapshot: Snapshot) -> dict[str, float]:

@@ -17,7 +17,6 @@ slices (as BtrPlace's plans):
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -206,14 +205,15 @@ class _Scheduler:
             self.present[m.src].discard(v)
         self.done.append(m)
 
-    def _priority(self, m: _Move, leaving: Counter[int]) -> tuple:
+    def _priority(self, m: _Move, leaving: set[int]) -> tuple:
         """Arrivals on hosts nobody still has to leave first, then migrations, then the
         longest, then by VM key (deterministic)."""
-        return (leaving[m.dst] > 0, m.kind != "migrate", -m.dur, self.ws.vkeys[m.v])
+        return (m.dst in leaving, m.kind != "migrate", -m.dur, self.ws.vkeys[m.v])
 
     def _start_what_fits(self, t: int) -> None:
         while True:
-            leaving = Counter(p.src for p in self.pending if p.kind == "migrate")
+            # hosts some pending migration still leaves (a set: a Counter is interpreted)
+            leaving = {p.src for p in self.pending if p.kind == "migrate"}
             started: set[int] = set()
             for m in sorted(self.pending, key=lambda m: self._priority(m, leaving)):
                 if self.can_start(m):

@@ -20,6 +20,7 @@ VMs (overload relief, DVMS).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 
 from dvms.placement import constraints as c
@@ -27,7 +28,7 @@ from dvms.placement.arrivals import Arrivals, unchain
 from dvms.placement.config import PlacementConfig
 from dvms.placement.filters import AmongFilter, GatherFilter, SplitAmongFilter
 from dvms.placement.localsearch import improve_plan
-from dvms.placement.model import PlacementError, Snapshot, paused_gc
+from dvms.placement.model import PlacementError, Snapshot
 from dvms.placement.plan import Action, Plan, PlanError, schedule_plan
 from dvms.placement.search import place_units
 from dvms.placement.workspace import Workspace
@@ -148,7 +149,9 @@ def _misplaced(ws: Workspace) -> set[int]:
         need = ws.overflow(h)
         if any(need):
             cands = [v for v in ws.vms_on(h) if ws.movable[v]]
-            evicted = ws.choose_evictions(cands, lambda v: ws.demand[v], need)
+            # a bound method, not a lambda: compiled, a closure over ``ws`` would keep it
+            # in a reference cycle
+            evicted = ws.choose_evictions(cands, ws.demand.__getitem__, need)
             _lift(ws, evicted)
             more |= evicted
         more |= _coschedule_evictions(ws, h)
@@ -213,20 +216,23 @@ def _lift(ws: Workspace, vms: set[int]) -> None:
 
 
 def _units(ws: Workspace, vms: set[int]) -> list[tuple[int, ...]]:
-    """Biggest first (relative to the largest host), most constrained first."""
+    """Biggest first (relative to the largest host), most constrained first. Keys built
+    in a loop, not by nested functions: compiled, those and their environment form a
+    reference cycle holding the workspace."""
     tops = [
         max((lim[r] for lim in ws.limits if lim[r] != float("inf")), default=0)
         for r in range(len(ws.resources))
     ]
-
-    def weight(v: int) -> float:
-        return sum(d / t for d, t in zip(ws.demand[v], tops, strict=True) if t)
-
-    def rank(v: int) -> tuple:
+    keyed: list[tuple[int, float, int]] = []
+    for v in vms:
+        weight = 0.0
+        for d, t in zip(ws.demand[v], tops, strict=True):
+            if t:
+                weight += d / t
         allowed = ws.allowed[v]
-        return (len(allowed) if allowed is not None else len(ws.hosts), -weight(v), v)
-
-    return [(v,) for v in sorted(vms, key=rank)]
+        keyed.append((len(allowed) if allowed is not None else len(ws.hosts), -weight, v))
+    keyed.sort()
+    return [(v,) for _, _, v in keyed]
 
 
 def _shorten(
@@ -268,13 +274,28 @@ def solve_repair(
     """A plan that makes ``snapshot`` satisfy ``constraints`` (and, with ``relief``,
     takes every host below its measured-demand threshold); empty if already viable."""
     config = config or PlacementConfig()
-    with paused_gc():
-        forced = _forced_states(snapshot, constraints)
-        ws = Workspace(snapshot, constraints, config, relief=relief)
-        try:
-            return _solve_repair(ws, forced, config)
-        finally:
-            ws.close()
+    # The cyclic collector is paused while the workspace lives (its thousands of lists
+    # would be walked for nothing: nothing they hold is garbage before the end), and
+    # resumed only once ``_solve`` has returned and freed it: resumed earlier, the
+    # first allocation would start a collection that walks the whole workspace.
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return _solve(snapshot, constraints, config, relief)
+    finally:
+        if was:
+            gc.enable()
+
+
+def _solve(
+    snapshot: Snapshot, constraints: Sequence[c.Constraint], config: PlacementConfig, relief: bool
+) -> Plan:
+    forced = _forced_states(snapshot, constraints)
+    ws = Workspace(snapshot, constraints, config, relief=relief)
+    try:
+        return _solve_repair(ws, forced, config)
+    finally:
+        ws.close()
 
 
 def _solve_repair(ws: Workspace, forced: dict[str, str], config: PlacementConfig) -> Plan:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from dvms.placement import constraints as c
@@ -34,7 +33,16 @@ from dvms.placement.filters import (
 )
 from dvms.placement.load import make_key
 from dvms.placement.locality import LocalityNote, held_bytes, locality_score
-from dvms.placement.model import CPU_DEMAND, MEMORY, NICS, VCPUS, PlacementError, Snapshot, Vm
+from dvms.placement.model import (
+    CPU_DEMAND,
+    MEMORY,
+    NICS,
+    VCPUS,
+    Host,
+    PlacementError,
+    Snapshot,
+    Vm,
+)
 
 __all__ = ["Workspace", "rule_of", "shortage"]
 
@@ -64,27 +72,83 @@ def _num(x: float) -> str:
 
 
 def _columns(vms: Sequence[Vm], resources: Sequence[str]) -> list[list[float]]:
-    """``[[vm.demand(r) for vm in vms] for r in resources]``, without a call per value."""
-    cols: list[list[float]] = []
-    col: list[float]
-    for r in resources:
-        if r == VCPUS:
-            col = [vm.usage.get(r, vm.vcpus) for vm in vms]
-        elif r == MEMORY:
-            col = [vm.usage.get(r, vm.memory_mib) for vm in vms]
-        elif r == NICS:
-            col = [vm.usage.get(r, vm.nics) for vm in vms]
-        elif r == CPU_DEMAND:
-            col = [
-                vm.usage[r]
-                if r in vm.usage
-                else math.ceil((vm.vcpus if vm.cpu_demand is None else vm.cpu_demand) * 1000)
-                for vm in vms
-            ]
-        else:
-            col = [vm.usage.get(r, 0) for vm in vms]
-        cols.append(col)
+    """``[[vm.demand(r) for vm in vms] for r in resources]``, without a call per value,
+    reading each VM's attributes once (an attribute of an interpreted class costs a
+    generic lookup from compiled code): the same rules as ``Vm.demand``."""
+    cols: list[list[float]] = [[] for _ in resources]
+    kinds = [_KIND.get(r, 0) for r in resources]
+    for vm in vms:
+        usage = vm.usage
+        for r, kind in enumerate(kinds):
+            name = resources[r]
+            if usage and name in usage:
+                cols[r].append(usage[name])
+            elif kind == 1:
+                cols[r].append(vm.vcpus)
+            elif kind == 2:
+                cols[r].append(vm.memory_mib)
+            elif kind == 3:
+                cols[r].append(vm.nics)
+            elif kind == 4:
+                measured = vm.cpu_demand
+                cols[r].append(math.ceil((vm.vcpus if measured is None else measured) * 1000))
+            else:
+                cols[r].append(0)
     return cols
+
+
+#: ``_columns``: how a resource's demand is read when a VM's ``usage`` does not name it
+_KIND = {VCPUS: 1, MEMORY: 2, NICS: 3, CPU_DEMAND: 4}
+
+
+def _resource_names(hosts: Sequence[Host], vms: Sequence[Vm], relief: bool) -> set[str]:
+    """``Snapshot.resources(relief=relief)`` of these hosts and VMs, as a set. Written
+    out here: the model's classes are interpreted, and a repair of a small partition
+    is mostly fixed cost (``tests/placement/test_pl_workspace.py`` checks they agree)."""
+    names = {VCPUS, MEMORY, NICS}
+    for host in hosts:
+        if host.capacity:
+            names.update(host.capacity)
+    for vm in vms:
+        if vm.usage:
+            names.update(vm.usage)
+    if relief:
+        names.add(CPU_DEMAND)
+    return names
+
+
+def _limits(
+    hosts: Sequence[Host], resources: Sequence[str], config: PlacementConfig
+) -> list[list[float]]:
+    """``[[h.limit(r, config) for r in resources] for h in hosts]``, without an
+    interpreted call per value (same rules as ``Host.limit``, checked by the tests)."""
+    out: list[list[float]] = []
+    inf = math.inf
+    for h in hosts:
+        row: list[float] = []
+        capacity, overcommit = h.capacity, h.overcommit
+        for r in resources:
+            if r in capacity:
+                row.append(math.floor(capacity[r] * overcommit.get(r, 1.0)))
+            elif r == VCPUS:
+                ratio = overcommit.get(VCPUS, config.cpu_overcommit)
+                row.append(inf if ratio is None or not h.cpus else math.floor(h.cpus * ratio))
+            elif r == MEMORY:
+                ratio = overcommit.get(MEMORY, config.memory_overcommit)
+                if ratio is None or not h.memory_mib:
+                    row.append(inf)
+                else:
+                    row.append(math.floor(h.memory_mib * ratio))
+            elif r == NICS:
+                row.append(inf if h.nics is None else h.nics)
+            elif r == CPU_DEMAND:
+                row.append(
+                    inf if not h.cpus else math.floor(h.cpus * 1000 * config.overload_threshold)
+                )
+            else:
+                row.append(inf)
+        out.append(row)
+    return out
 
 
 def _active(cols: Sequence[Sequence[float]], n: int) -> list[tuple[int, ...]]:
@@ -120,20 +184,20 @@ class Workspace:
         self.hosts = list(snapshot.hosts)
         self.h_index = {h.name: i for i, h in enumerate(self.hosts)}
         self.vms = list(snapshot.vms) + list(launch)
-        #: VM keys by index (``Vm.key`` formats a string on every read)
-        self.vkeys = [vm.key for vm in self.vms]
+        #: VM keys by index (``Vm.key`` formats a string on every read; as a property of
+        #: an interpreted class it is also a Python call per VM, hence written out here)
+        self.vkeys = [f"{vm.namespace}/{vm.name}" if vm.namespace else vm.name for vm in self.vms]
         self.v_index: dict[str, int] = {}
         for i, key in enumerate(self.vkeys):
             if key in self.v_index:
                 raise PlacementError(f"duplicate vm {key!r}")
             self.v_index[key] = i
-        both = snapshot.with_vms(launch) if launch else snapshot
-        names = set(both.resources(relief=relief))
+        names = _resource_names(self.hosts, self.vms, relief)
         names.update(k.resource for k in constraints if isinstance(k, c.ResourceCapacity))
         self.resources = tuple(sorted(names))
         self.r_index = {r: i for i, r in enumerate(self.resources)}
         self.online = [h.online for h in self.hosts]
-        self.limits = [[h.limit(r, config) for r in self.resources] for h in self.hosts]
+        self.limits = _limits(self.hosts, self.resources, config)
         cols = _columns(self.vms, self.resources)
         #: demand per VM and resource before the plan, then in the target (``preserve``
         #: raises it); a VM's two rows are one list until a ``preserve`` changes it
@@ -215,18 +279,21 @@ class Workspace:
         self.assign = [-1] * len(self.vms)
         self.count = [0] * nh
         self.used = [[0.0] * nr for _ in range(nh)]
-        self.cos_hist: list[Counter[int]] = [Counter() for _ in range(nh)]
+        #: per host, coschedule limit -> VMs with it (a dict: a Counter is interpreted)
+        self.cos_hist: list[dict[int, int]] = [{} for _ in range(nh)]
         self.host_vms: list[set[int]] = [set() for _ in range(nh)]
         self.allowed: list[frozenset[int] | None] = [None] * len(self.vms)
-        self.statics: list[list[StaticFilter]] = [[] for _ in self.vms]
-        self.vm_filters: list[list[Filter]] = [[] for _ in self.vms]
-        self.vm_hooks: list[list[Filter]] = [[] for _ in self.vms]
+        # per VM lists: most VMs have none, so they share one empty list until a first
+        # append gives a VM its own; nothing ever appends to the shared one
+        self.statics: list[list[StaticFilter]] = [[]] * len(self.vms)
+        self.vm_filters: list[list[Filter]] = [[]] * len(self.vms)
+        self.vm_hooks: list[list[Filter]] = [[]] * len(self.vms)
         self.global_checks: list[Filter] = []
         self.global_hooks: list[Filter] = []
         self.filters: list[Filter] = []
         #: filters of continuous constraints (checked at every step of a plan)
         self.continuous: list[Filter] = []
-        self.prefer: list[list[c.Prefer]] = [[] for _ in self.vms]
+        self.prefer: list[list[c.Prefer]] = [[]] * len(self.vms)
         #: online hosts an ``offline`` constraint empties (``online`` is False for them)
         self.closing: set[int] = set()
         self._every = frozenset(range(nh))
@@ -244,6 +311,7 @@ class Workspace:
         self.statics = []
         self.vm_filters = []
         self.vm_hooks = []
+        self.plan_index = None
 
     # -- construction -------------------------------------------------------------------
 
@@ -321,7 +389,10 @@ class Workspace:
                 self.cos[v] = lim if self.cos[v] == -1 else min(self.cos[v], lim)
         elif isinstance(k, c.Prefer):
             for key in k.vms:
-                self.prefer[self.vm(key)].append(k)
+                v = self.vm(key)
+                if not self.prefer[v]:
+                    self.prefer[v] = []
+                self.prefer[v].append(k)
         # Running / Ready only set target states: the solvers read them.
 
     def _groups(self, groups: tuple[frozenset[str], ...]) -> dict[int, int]:
@@ -361,6 +432,8 @@ class Workspace:
         # of VMs computes one set, not one per VM
         after: dict[int, frozenset[int]] = {}
         for v in members:
+            if not self.statics[v]:
+                self.statics[v] = []
             self.statics[v].append(f)
             before = self.allowed[v]
             cur = after.get(id(before))
@@ -379,8 +452,12 @@ class Workspace:
             self.global_hooks.append(f)
         for v in f.members:
             if not f.check_all:
+                if not self.vm_filters[v]:
+                    self.vm_filters[v] = []
                 self.vm_filters[v].append(f)
             if not f.hooks_all:
+                if not self.vm_hooks[v]:
+                    self.vm_hooks[v] = []
                 self.vm_hooks[v].append(f)
 
     # -- state --------------------------------------------------------------------------
@@ -432,8 +509,10 @@ class Workspace:
         used, dem = self.used[h], self.demand[v]
         for r in self.active[v]:
             used[r] += dem[r]
-        if self.cos[v] != -1:
-            self.cos_hist[h][self.cos[v]] += 1
+        lim = self.cos[v]
+        if lim != -1:
+            hist = self.cos_hist[h]
+            hist[lim] = hist.get(lim, 0) + 1
         for f in self.vm_hooks[v]:
             f.place(v, h)
         for f in self.global_hooks:
@@ -456,8 +535,10 @@ class Workspace:
             row, dem = used[h], demand[v]
             for r in active[v]:
                 row[r] += dem[r]
-            if cos[v] != -1:
-                cos_hist[h][cos[v]] += 1
+            lim = cos[v]
+            if lim != -1:
+                hist = cos_hist[h]
+                hist[lim] = hist.get(lim, 0) + 1
             for f in vm_hooks[v]:
                 f.place(v, h)
             for f in global_hooks:
@@ -472,11 +553,14 @@ class Workspace:
         used, dem = self.used[h], self.demand[v]
         for r in self.active[v]:
             used[r] -= dem[r]
-        if self.cos[v] != -1:
+        lim = self.cos[v]
+        if lim != -1:
             hist = self.cos_hist[h]
-            hist[self.cos[v]] -= 1
-            if not hist[self.cos[v]]:
-                del hist[self.cos[v]]
+            n = hist[lim] - 1
+            if n:
+                hist[lim] = n
+            else:
+                del hist[lim]
         for f in self.vm_hooks[v]:
             f.remove(v, h)
         for f in self.global_hooks:
@@ -653,21 +737,26 @@ class Workspace:
         need: Sequence[float],
     ) -> set[int]:
         """Few cheap VMs whose removal brings every ``need`` (excess per dimension) to
-        zero: greedy on relief per second of migration."""
+        zero: greedy on relief per second of migration (ties: less overshoot, then
+        the lower index). Written without nested functions: compiled, a closure and
+        its environment form a cycle that would keep the workspace for the collector."""
         need = list(need)
         left = list(candidates)
         chosen: set[int] = set()
-
-        def gain(v: int, need: Sequence[float]) -> float:
-            relief = sum(min(u, n) / n for u, n in zip(use(v), need, strict=True) if n > 0)
-            return relief / self.cost[v] if relief else -math.inf
-
-        def overshoot(v: int, need: Sequence[float]) -> float:
-            return sum(max(0.0, u - n) / n for u, n in zip(use(v), need, strict=True) if n > 0)
-
         while any(n > 0 for n in need) and left:
-            best = max(left, key=lambda v: (gain(v, need), -overshoot(v, need), -v))
-            if gain(best, need) == -math.inf:
+            best = -1
+            best_key: tuple[float, float, int] | None = None
+            for v in left:
+                relief = 0.0
+                over = 0.0
+                for u, n in zip(use(v), need, strict=True):
+                    if n > 0:
+                        relief += min(u, n) / n
+                        over += max(0.0, u - n) / n
+                key = (relief / self.cost[v] if relief else -math.inf, -over, -v)
+                if best_key is None or key > best_key:
+                    best, best_key = v, key
+            if best_key is None or best_key[0] == -math.inf:
                 break
             left.remove(best)
             chosen.add(best)
