@@ -8,7 +8,16 @@ modules, unchanged and type-checked, to C extensions; a simulation then runs 1.4
 faster and gives byte-identical results (``tests/test_accel.py`` checks both builds
 against each other). The placement engine's solver modules (workspace, filters,
 search, plan scheduler, repair, local search) are compiled too: a repair of a small
-partition is mostly fixed per-call cost, and gives the same plans in both builds.
+partition is mostly fixed per-call cost, and gives the same plans in both builds. So
+are the partition protocol's recruitment and directory client, the overlay's RPC
+counters and the simulator's invariant checker, metrics and solver glue (hot in a
+fault campaign, ``dvms sim faults``).
+
+The partition core itself (``dvms.partition.core``, ``base``, ``membership``,
+``acting``) stays interpreted: it reads an attribute again after a call that may reset
+it (``if self.lead is not lead`` after sending an action). mypy keeps the type it
+narrowed the attribute to across the call, and compiled code checks that type at run
+time, so a plan ending inside the call failed with "Lead object expected; got None".
 
 Nothing changes unless asked for:
 
@@ -84,6 +93,12 @@ COMPILED_MODULES: tuple[str, ...] = (
     "dvms.placement.plan",
     "dvms.placement.localsearch",
     "dvms.placement.repair",
+    "dvms.overlay.rpcstats",
+    "dvms.partition.recruit",
+    "dvms.partition.directory",
+    "dvms.sim.invariants",
+    "dvms.sim.metrics",
+    "dvms.sim.partition_glue",
 )
 
 #: Environment variable turning the compiled build on: "1" on, "0" or unset off.

@@ -86,6 +86,28 @@ def test_datacenter_simulation_identical_in_both_builds(build: Path) -> None:
     assert compiled == source
 
 
+def test_fault_campaign_identical_in_both_builds(build: Path) -> None:
+    # crashes and restarts, freezes, loss bursts, duplication, splits and clock offsets
+    # on the partition protocol (compiled too): every record and total but the timings
+    args = ["sim", "faults", "--scenario", "faults-small", "--runs", "2", "--seed", "3"]
+    args += ["--json"]
+
+    def results(enabled: str) -> dict:
+        env = {**os.environ, accel.ENV_ENABLE: enabled, accel.ENV_DIR: str(build)}
+        cmd = [sys.executable, "-m", "dvms", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode in (0, 1), proc.stderr  # 1: an invariant was violated
+        out = json.loads(proc.stdout)
+        out["exit"] = proc.returncode
+        for rec in out["records"]:
+            del rec["wall_s"], rec["cpu_s"]
+        return {k: v for k, v in out.items() if "wall" not in k and "cpu" not in k}
+
+    source, compiled = results("0"), results("1")
+    assert sum(source["faults"].values()) > 0 and source["migrations"] > 0
+    assert compiled == source
+
+
 def test_placement_plans_identical_in_both_builds(build: Path) -> None:
     # the greedy repair and both local-search objectives on plan_quality's 8-host
     # instances (one per constraint mix): every plan digested

@@ -88,10 +88,11 @@ def _nearest_to_origin(
     best: tuple[float, float] | None = None
     choice = entries[0].contact
     for e in sorted(entries, key=lambda e: e.contact.node_id):
-        step = math.inf
+        step = math.inf  # a float throughout (one representation in the compiled build)
         if origin is not None and e.coord:
             try:
-                step = math.floor(origin.distance_to(decode_coord(e.coord, dim)) / resolution_s)
+                rtt = origin.distance_to(decode_coord(e.coord, dim))
+                step = float(math.floor(rtt / resolution_s))
             except ValueError:
                 step = math.inf
         key = (step, rng.random())

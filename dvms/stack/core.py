@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from dvms.effects import Address, Emit
+from dvms.effects import Address, Emit, Send
 from dvms.ha.core import HA_TYPES, HaCore, StartLaunch
 from dvms.overlay.config import KademliaConfig
 from dvms.overlay.core import OverlayCore
@@ -320,7 +320,12 @@ class NodeCore:
         if self.ha is not None:
             effects = self._ha_glue(effects, now)
         d = self.directory
-        if d is None or not effects or not any(d.wants(e) for e in effects):
+        if d is None:
+            return effects
+        for e in effects:  # mostly datagrams, which the directory never takes
+            if type(e) is not Send and d.wants(e):
+                break
+        else:
             return effects
         out: list[Any] = []
         queue = list(effects)

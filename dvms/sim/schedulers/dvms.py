@@ -114,6 +114,9 @@ class DvmsScheduler:
         self.seeds: list[tuple[str, int]] = []
         #: High availability (``[ha]`` in the scenario; None without it)
         self.ha: HaSim | None = None
+        #: VM index -> (its demand, ``_carried_version``, its VmState) when last reported
+        self._vm_states: dict[int, tuple[int, int, VmState]] = {}
+        self._carried_version = 0  # + 1 at every change of ``carried``
 
     # -- building ----------------------------------------------------------------------
 
@@ -185,25 +188,33 @@ class DvmsScheduler:
         w = self.world
         if not w.host_up[h]:
             return None
-        carried = self.carried
-        vms = tuple(
-            VmState(
-                w.vm_names[v],
-                "",
-                w.vm_vcpus[v],
-                w.vm_mem[v],
-                w.vm_units[v] / 100,
-                w.vm_cosched[v],
-                carried.get(w.vm_names[v], ()),
-            )
-            for v in w.host_vms[h]
-        )
+        # A VM's report is the same (immutable) object while its demand and the
+        # constraints known to the scheduler stay (its name and size never change):
+        # hosts report often (leases, SetPartition answers), and building every VmState
+        # anew was ~4 % of a compiled faults-200 run.
+        units, cache, version = w.vm_units, self._vm_states, self._carried_version
+        vms = []
+        for v in w.host_vms[h]:
+            hit = cache.get(v)
+            if hit is None or hit[0] != units[v] or hit[1] != version:
+                name_v = w.vm_names[v]
+                state = VmState(
+                    name_v,
+                    "",
+                    w.vm_vcpus[v],
+                    w.vm_mem[v],
+                    units[v] / 100,
+                    w.vm_cosched[v],
+                    self.carried.get(name_v, ()),
+                )
+                hit = cache[v] = (units[v], version, state)
+            vms.append(hit[2])
         info = w.hosts[h]
         return HostState(
             name=name,
             cpus=max(1, -(-info.cpu_capacity // 100)),
             memory_mib=info.memory_mib - w.incoming_mib[h],
-            vms=vms,
+            vms=tuple(vms),
             migrating=w.flights_at(h),  # in or out of the host (HostState.migrating)
             cpu_milli=info.cpu_capacity * 10,
             images=w.images.reported(h) if w.images is not None else (),
@@ -328,6 +339,7 @@ class DvmsScheduler:
         def created(ok: bool, reason: str) -> None:
             if ok and vm.constraints:
                 self.carried[wname] = vm.constraints
+                self._carried_version += 1
             if ok and ha is not None:
                 ha.booted(node, vm, wname)
             done(ok, reason)
