@@ -838,11 +838,16 @@ class PartitionCore(Membership, Acting):
             lead = self.lead if same else None
             # A member we let go (its lease lapsed on our side) is told no: it leaves.
             ok = holding or (lead is not None and sender in lead.renewed)
-            if lead is not None and ok:
-                lead.renewed[sender] = now  # it renews its lease on our answer
         else:
             ok = same and view is not None and msg.version >= view.version
         out.append(Send(src, rid, Valid(ok)))
+        if msg.leading and ok and lead is not None:
+            # The member renews its lease on our answer only if it still waits for it
+            # (a probe can reach us long after it was sent: we were paused, it left
+            # since), so the answer alone renews nothing on our side: a keep-alive round
+            # to it does, once it acknowledges it. Why: tests/partition/test_member_lease.py
+            # ::test_a_late_probe_answer_renews_no_lease_on_the_leaders_side
+            self._keepalive_round(lead, (src,), now, out)
 
     # -- merging -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from dvms.effects import Address, Emit, Send
 from dvms.overlay.messages import Contact
-from dvms.partition.base import CoreBase, LeaderProbed, LeadPhase, Out, OwnEvent
+from dvms.partition.base import CoreBase, Lead, LeaderProbed, LeadPhase, Out, OwnEvent
 from dvms.partition.events import (
     EventDone,
     PartitionChanged,
@@ -245,26 +245,40 @@ class Membership(CoreBase):
         view = self.view if lead is not None else self._holding
         if view is None or view.pid != pid:
             return
-        seq = 0
+        addrs = tuple(m.addr for m in view.members if m.node_id != self.me.node_id)
         if lead is not None:
             self._expire_members(now, out)
             if self.view is None or self.lead is not lead:
                 return  # the initiator's lease lapsed: the partition is dissolved
-            view = self.view
-            seq = lead.next_round
-            lead.next_round += 1
-            lead.rounds[seq] = now
-            horizon = now - self.config.lease_s
-            for old in [s for s, sent in lead.rounds.items() if sent < horizon]:
-                del lead.rounds[old]
-        msg = KeepAlive(view.pid, view.version, seq)
-        for m in view.members:
-            if m.node_id != self.me.node_id:
-                out.append(Send(m.addr, 0, msg))
+            self._keepalive_round(
+                lead,
+                tuple(m.addr for m in self.view.members if m.node_id != self.me.node_id),
+                now,
+                out,
+            )
+        else:
+            msg = KeepAlive(view.pid, view.version, 0)
+            out += [Send(addr, 0, msg) for addr in addrs]
         if self.view is not None and self.view.pid == pid:
             self.lease_until = now + self.config.lease_s
             self._at(self.lease_until, PartitionTimer.LEASE, pid)
         self._at(now + self.config.keepalive_s, PartitionTimer.KEEPALIVE, pid)
+
+    def _keepalive_round(
+        self, lead: Lead, addrs: tuple[Address, ...], now: float, out: Out
+    ) -> None:
+        """A numbered keep-alive round of the partition we lead to ``addrs``: a member
+        that acknowledges it renewed its lease on it (``_on_keepalive_ack``)."""
+        view = self.view
+        assert view is not None
+        seq = lead.next_round
+        lead.next_round += 1
+        lead.rounds[seq] = now
+        horizon = now - self.config.lease_s
+        for old in [s for s, sent in lead.rounds.items() if sent < horizon]:
+            del lead.rounds[old]
+        msg = KeepAlive(view.pid, view.version, seq)
+        out += [Send(addr, 0, msg) for addr in addrs]
 
     def _expire_members(self, now: float, out: Out) -> None:
         """The leader's side of the lease: a member we have not known to renew its lease

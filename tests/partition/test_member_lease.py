@@ -19,7 +19,14 @@ from dataclasses import replace
 from typing import Any
 
 from dvms.partition.config import PartitionConfig
-from dvms.partition.messages import Dissolve, KeepAlive, KeepAliveAck, MigrateVm, SetPartition
+from dvms.partition.messages import (
+    Dissolve,
+    KeepAlive,
+    KeepAliveAck,
+    MigrateVm,
+    SetPartition,
+    StillValid,
+)
 from dvms.testing.cluster import FakeCluster
 
 CONFIG = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
@@ -138,3 +145,27 @@ def test_a_member_tells_another_leader_of_its_partition_it_follows_someone_else(
     c.run(0.01)
     assert DEST not in members(c, LEADER)
     assert c.core(LEADER).stats["member_follows_another"] == 1
+
+
+def test_a_late_probe_answer_renews_no_lease_on_the_leaders_side() -> None:
+    """A paused leader answers, when it resumes, the probes a member sent while it was
+    paused. Before: each answer counted as a renewal of its lease on the member (as if
+    the member renewed its own lease on it), so the leader kept n4 in its plan's view
+    although n4 had freed itself long before (and could have joined another partition
+    and its plan). The member renews on the answer only if it still waits for it; the
+    leader now counts a renewal only when the member acknowledges a keep-alive round."""
+    c = acting_partition()
+    leader = c.nodes[LEADER]
+    pid, version = c.core(LEADER).view.pid, c.core(LEADER).view.version  # type: ignore[union-attr]
+    c.engine.freeze(leader)
+    c.run(1.0)
+    # n4 asks while the leader is paused (its datagrams wait in the leader's buffer)
+    for _ in range(4):
+        c.deliver(BYSTANDER, LEADER, StillValid(pid, version, leading=True))
+        c.run(0.5)
+    c.run(CONFIG.lease_s)
+    assert c.core(BYSTANDER).view is None  # n4's lease ended: it is free
+    c.engine.thaw(leader)
+    c.run(0.01)
+    assert BYSTANDER not in members(c, LEADER)
+    assert c.core(LEADER).lead is not None  # the plan goes on without it
