@@ -247,20 +247,16 @@ class Membership(CoreBase):
         view = self.view if lead is not None else self._holding
         if view is None or view.pid != pid:
             return
-        addrs = tuple(m.addr for m in view.members if m.node_id != self.me.node_id)
         if lead is not None:
             self._expire_members(now, out)
             if self.view is None or self.lead is not lead:
                 return  # the initiator's lease lapsed: the partition is dissolved
-            self._keepalive_round(
-                lead,
-                tuple(m.addr for m in self.view.members if m.node_id != self.me.node_id),
-                now,
-                out,
-            )
+            view = self.view
+            others = tuple(m.addr for m in view.members if m.node_id != self.me.node_id)
+            self._keepalive_round(lead, others, now, out)
         else:
             msg = KeepAlive(view.pid, view.version, 0)
-            out += [Send(addr, 0, msg) for addr in addrs]
+            out += [Send(m.addr, 0, msg) for m in view.members if m.node_id != self.me.node_id]
         if self.view is not None and self.view.pid == pid:
             self.lease_until = now + self.config.lease_s
             self._at(self.lease_until, PartitionTimer.LEASE, pid)
