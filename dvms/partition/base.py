@@ -47,6 +47,7 @@ from dvms.requests import Request, RequestTable, TimerHeap
 __all__ = [
     "ActionSent",
     "CoreBase",
+    "FinishSent",
     "ForeignIspChecked",
     "ForeignIspSent",
     "IspSent",
@@ -72,6 +73,7 @@ class LeadPhase(Enum):
 
     COLLECTING = "collecting"  # waiting for the members' MemberState answers
     SOLVING = "solving"  # a Solve effect is out
+    CONFIRMING = "confirming"  # a plan found: every member asked to adopt Finishing
     ACTING = "acting"  # applying the plan
 
 
@@ -85,6 +87,8 @@ class Lead:
     #: A member reporting its host in pages: its state so far (membership.py).
     pages: dict[int, HostState] = field(default_factory=dict)
     token: int = 0
+    #: Members asked to adopt the Finishing view that have not answered yet (CONFIRMING).
+    confirming: set[int] = field(default_factory=set)
     ops: dict[int, PlanStep] = field(default_factory=dict)  # op id -> action
     blocked_by: dict[int, set[int]] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
@@ -178,6 +182,14 @@ class MemberAsked:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishSent:
+    """Our plan's Finishing view went to ``member`` (``_finish_confirmed``)."""
+
+    pid: int
+    member: Contact
+
+
+@dataclass(frozen=True, slots=True)
 class ActionSent:
     """Action ``op`` of our plan went to the member that carries it out
     (``_action_accepted``)."""
@@ -203,6 +215,7 @@ Then = (
     | JoinChecked
     | MergeAsked
     | MemberAsked
+    | FinishSent
     | ActionSent
     | LeaderProbed
     | None

@@ -52,6 +52,7 @@ from dvms.overlay.messages import Contact
 from dvms.partition.acting import Acting
 from dvms.partition.base import (
     ActionSent,
+    FinishSent,
     ForeignIspChecked,
     ForeignIspSent,
     IspSent,
@@ -173,6 +174,7 @@ class PartitionCore(Membership, Acting):
             JoinChecked: self._join_checked,
             MergeAsked: self._merge_answered,
             MemberAsked: self._member_replied,
+            FinishSent: self._finish_confirmed,
             ActionSent: self._action_accepted,
             LeaderProbed: self._probe_answered,
         }
@@ -514,17 +516,52 @@ class PartitionCore(Membership, Acting):
             self._pass_on(now, out, reason=outcome.reason)
             return out
         lead.outcome = outcome
-        lead.phase = LeadPhase.ACTING
-        lead.acting_since = now
+        lead.phase = LeadPhase.CONFIRMING
         self.view = replace(view, state=FINISHING, version=view.version + 1)
         # Members learn the Finishing state (DVMS 2 broadcasts it): a Finishing member
-        # takes part in no merge. Why: tests/partition/test_transitions.py::test_transition
-        # [Blocked ISP meets a Finishing partition -> shortcut, the plan is not disturbed]
+        # takes part in no merge and follows no other leader until we dissolve it or its
+        # lease ends. No action starts before every member has adopted it (or is let go):
+        # under loss an ISP can fork into two copies of one partition, and a member both
+        # reported its host to could otherwise be counted on by both plans at once.
+        # Why: tests/partition/test_member_lease.py::
+        # test_two_forked_leaders_never_both_act_with_one_member
+        cfg = self.config
         for m in self.view.members:
             if m.node_id != self.me.node_id:
-                self._request(m, SetPartition(self.view), None, now, out)
-        self._start_actions(outcome, now, out)
+                lead.confirming.add(m.node_id)
+                then = FinishSent(self.view.pid, m)
+                msg = SetPartition(self.view)
+                self._request(m, msg, then, now, out, attempts=cfg.isp_attempts, backoff=False)
+        if not lead.confirming:
+            self._begin_acting(now, out)
         return self._deferred(out, now)
+
+    def _finish_confirmed(
+        self, then: FinishSent, reply: MemberState | None, now: float, out: Out
+    ) -> None:
+        """A member answered our Finishing view: adopted (its host), refused (it follows
+        another leader now) or silent; the last answer starts the plan."""
+        lead, view = self.lead, self.view
+        if lead is None or view is None or view.pid != then.pid:
+            return
+        if lead.phase != LeadPhase.CONFIRMING:
+            return
+        member = then.member
+        lead.confirming.discard(member.node_id)
+        refused = reply is None or reply.host is None
+        if refused and any(m.node_id == member.node_id for m in view.members):
+            self.stats["finish_refused"] += 1
+            lead.renewed.pop(member.node_id, None)
+            self._release_from_plan(member, out)
+        if not lead.confirming:
+            self._begin_acting(now, out)
+
+    def _begin_acting(self, now: float, out: Out) -> None:
+        lead = self.lead
+        assert lead is not None and lead.outcome is not None
+        lead.phase = LeadPhase.ACTING
+        lead.acting_since = now
+        self._start_actions(lead.outcome, now, out)
 
     # -- passing the ISP on ------------------------------------------------------------
 
@@ -654,6 +691,8 @@ class PartitionCore(Membership, Acting):
         """The ISP came back to us, its initiator."""
         if self.view is None or self.view.pid != view.pid:
             return  # stale: this partition is already gone
+        if self.view.state == FINISHING and self.lead is None:
+            return  # a forked copy's ISP: the leader applying its plan ends this one
         if view.state == BLOCKED or view.lap >= 2:
             self.stats["events_failed_two_laps"] += 1
             self._fail_events(view, self._why_refused(view), now, out)
@@ -838,11 +877,16 @@ class PartitionCore(Membership, Acting):
             lead = self.lead if same else None
             # A member we let go (its lease lapsed on our side) is told no: it leaves.
             ok = holding or (lead is not None and sender in lead.renewed)
-            if lead is not None and ok:
-                lead.renewed[sender] = now  # it renews its lease on our answer
         else:
             ok = same and view is not None and msg.version >= view.version
         out.append(Send(src, rid, Valid(ok)))
+        if msg.leading and ok and lead is not None:
+            # The member renews its lease on our answer only if it still waits for it
+            # (a probe can reach us long after it was sent: we were paused, it left
+            # since), so the answer alone renews nothing on our side: a keep-alive round
+            # to it does, once it acknowledges it. Why: tests/partition/test_member_lease.py
+            # ::test_a_late_probe_answer_renews_no_lease_on_the_leaders_side
+            self._keepalive_round(lead, (src,), now, out)
 
     # -- merging -----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from dvms.effects import Address, Emit, Send
 from dvms.overlay.messages import Contact
-from dvms.partition.base import CoreBase, LeaderProbed, LeadPhase, Out, OwnEvent
+from dvms.partition.base import CoreBase, Lead, LeaderProbed, LeadPhase, Out, OwnEvent
 from dvms.partition.events import (
     EventDone,
     PartitionChanged,
@@ -64,11 +64,13 @@ class Membership(CoreBase):
             if (
                 mine is not None
                 and view.leader.node_id != mine.leader.node_id
-                and self.held_by_migration()
+                and (mine.state == FINISHING or self.held_by_migration())
             ):
-                # Actions of our leader run on this host: no other leader (a fork of our
-                # partition, a takeover, a merge) counts on it until they end, so that
-                # no two plans act on one host. Why: tests/partition/test_member_lease.py::
+                # Our leader applies its plan, or actions of a leader run on this host:
+                # no other leader (a fork of our partition, a takeover, a merge) counts
+                # on it until our leader dissolves us or our lease ends (for a migration:
+                # until it ends), so that no two plans act with one host.
+                # Why: tests/partition/test_member_lease.py::
                 # test_a_member_running_actions_follows_no_other_leader
                 self.stats["refused_while_acting"] += 1
                 out.append(Send(src, rid, MemberState(view.pid, view.version, None)))
@@ -245,26 +247,36 @@ class Membership(CoreBase):
         view = self.view if lead is not None else self._holding
         if view is None or view.pid != pid:
             return
-        seq = 0
         if lead is not None:
             self._expire_members(now, out)
             if self.view is None or self.lead is not lead:
                 return  # the initiator's lease lapsed: the partition is dissolved
             view = self.view
-            seq = lead.next_round
-            lead.next_round += 1
-            lead.rounds[seq] = now
-            horizon = now - self.config.lease_s
-            for old in [s for s, sent in lead.rounds.items() if sent < horizon]:
-                del lead.rounds[old]
-        msg = KeepAlive(view.pid, view.version, seq)
-        for m in view.members:
-            if m.node_id != self.me.node_id:
-                out.append(Send(m.addr, 0, msg))
+            others = tuple(m.addr for m in view.members if m.node_id != self.me.node_id)
+            self._keepalive_round(lead, others, now, out)
+        else:
+            msg = KeepAlive(view.pid, view.version, 0)
+            out += [Send(m.addr, 0, msg) for m in view.members if m.node_id != self.me.node_id]
         if self.view is not None and self.view.pid == pid:
             self.lease_until = now + self.config.lease_s
             self._at(self.lease_until, PartitionTimer.LEASE, pid)
         self._at(now + self.config.keepalive_s, PartitionTimer.KEEPALIVE, pid)
+
+    def _keepalive_round(
+        self, lead: Lead, addrs: tuple[Address, ...], now: float, out: Out
+    ) -> None:
+        """A numbered keep-alive round of the partition we lead to ``addrs``: a member
+        that acknowledges it renewed its lease on it (``_on_keepalive_ack``)."""
+        view = self.view
+        assert view is not None
+        seq = lead.next_round
+        lead.next_round += 1
+        lead.rounds[seq] = now
+        horizon = now - self.config.lease_s
+        for old in [s for s, sent in lead.rounds.items() if sent < horizon]:
+            del lead.rounds[old]
+        msg = KeepAlive(view.pid, view.version, seq)
+        out += [Send(addr, 0, msg) for addr in addrs]
 
     def _expire_members(self, now: float, out: Out) -> None:
         """The leader's side of the lease: a member we have not known to renew its lease
@@ -291,12 +303,18 @@ class Membership(CoreBase):
         assert lead is not None and view is not None
         self.stats["member_lease_lapsed"] += 1
         lead.renewed.pop(member.node_id, None)
-        if lead.phase != LeadPhase.ACTING:
+        if lead.phase not in (LeadPhase.CONFIRMING, LeadPhase.ACTING):
             self._drop_member(member, "lease lapsed", now, out)
             return
-        # Applying a plan: the other actions go on (a Dissolve now would free members
-        # whose migrations run); actions on its host that have not started fail
-        # (``_member_for_host``), one that runs reports its end as usual.
+        self._release_from_plan(member, out)
+
+    def _release_from_plan(self, member: Contact, out: Out) -> None:
+        """Stop counting on ``member`` while our plan is (about to be) applied: the other
+        actions go on (a Dissolve now would free members whose migrations run); actions
+        on its host that have not started fail (``_member_for_host``), one that runs
+        reports its end as usual."""
+        view = self.view
+        assert view is not None
         members = tuple(m for m in view.members if m.node_id != member.node_id)
         self.view = replace(view, members=members, version=view.version + 1)
         out.append(Emit(PartitionChanged(self.view, "leader")))
@@ -322,9 +340,12 @@ class Membership(CoreBase):
         view = self.view
         if view is None or view.pid != msg.pid or self.lead is not None:
             return
-        if sender not in (view.leader.node_id, view.initiator.node_id):
+        finishing = view.state == FINISHING
+        if sender != view.leader.node_id and (finishing or sender != view.initiator.node_id):
             # Not from the partition as we know it (a leader we already replaced, or a
-            # candidate leading a stale copy of it): the lease covers a real end.
+            # candidate leading a stale copy of it): the lease covers a real end. Only
+            # the leader applying its plan ends a Finishing partition (it counts on us
+            # until it does, or until its lease on us lapses).
             self.stats["ignored_dissolve"] += 1
             return
         if self.held_by_migration():
@@ -337,8 +358,12 @@ class Membership(CoreBase):
         self._dissolve(msg.reason, now, out, notify=False)
 
     def _dissolve_view(self, view: PartitionView, reason: str, now: float, out: Out) -> None:
-        if self.view is not None and self.view.pid == view.pid:
-            self._dissolve(reason, now, out, notify=True)
+        mine = self.view
+        if mine is None or mine.pid != view.pid:
+            return
+        if mine.state == FINISHING and self.lead is None:
+            return  # a leader applies its plan with us: it ends the partition
+        self._dissolve(reason, now, out, notify=True)
 
     def _dissolve(self, reason: str, now: float, out: Out, *, notify: bool) -> None:
         view = self.view

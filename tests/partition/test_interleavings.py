@@ -140,7 +140,7 @@ def test_an_outcome_lost_for_good() -> None:
     path is still taken; another seed near it that takes it will do)."""
     s = {
         "n": 8,
-        "seed": 7674,
+        "seed": 7629,
         "strategy": "ring",
         "min_size": 1,
         "loads": [0, 1, 5, 3, 5, 4, 5, 0],

@@ -19,7 +19,14 @@ from dataclasses import replace
 from typing import Any
 
 from dvms.partition.config import PartitionConfig
-from dvms.partition.messages import Dissolve, KeepAlive, KeepAliveAck, MigrateVm, SetPartition
+from dvms.partition.messages import (
+    Dissolve,
+    KeepAlive,
+    KeepAliveAck,
+    MigrateVm,
+    SetPartition,
+    StillValid,
+)
 from dvms.testing.cluster import FakeCluster
 
 CONFIG = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
@@ -138,3 +145,67 @@ def test_a_member_tells_another_leader_of_its_partition_it_follows_someone_else(
     c.run(0.01)
     assert DEST not in members(c, LEADER)
     assert c.core(LEADER).stats["member_follows_another"] == 1
+
+
+def test_a_late_probe_answer_renews_no_lease_on_the_leaders_side() -> None:
+    """A paused leader answers, when it resumes, the probes a member sent while it was
+    paused. Before: each answer counted as a renewal of its lease on the member (as if
+    the member renewed its own lease on it), so the leader kept n4 in its plan's view
+    although n4 had freed itself long before (and could have joined another partition
+    and its plan). The member renews on the answer only if it still waits for it; the
+    leader now counts a renewal only when the member acknowledges a keep-alive round."""
+    c = acting_partition()
+    leader = c.nodes[LEADER]
+    pid, version = c.core(LEADER).view.pid, c.core(LEADER).view.version  # type: ignore[union-attr]
+    c.engine.freeze(leader)
+    c.run(1.0)
+    # n4 asks while the leader is paused (its datagrams wait in the leader's buffer)
+    for _ in range(4):
+        c.deliver(BYSTANDER, LEADER, StillValid(pid, version, leading=True))
+        c.run(0.5)
+    c.run(CONFIG.lease_s)
+    assert c.core(BYSTANDER).view is None  # n4's lease ended: it is free
+    c.engine.thaw(leader)
+    c.run(0.01)
+    assert BYSTANDER not in members(c, LEADER)
+    assert c.core(LEADER).lead is not None  # the plan goes on without it
+
+
+def test_two_forked_leaders_never_both_act_with_one_member() -> None:
+    """Under heavy loss a partition's ISP can fork (faults-200 seed 207: two takeovers
+    of leaders that were alive, every probe answer lost): two leaders of one partition
+    id each grow a copy, and a member that both reach reports its host to both. Before:
+    each leader went Finishing and started its plan at once, and the member (following
+    the first) was counted on by both plans while the second applied its own. Now a
+    leader starts no action before every member has adopted its Finishing view, and a
+    member in a Finishing view adopts no other leader's view: the second leader lets go
+    of the member first."""
+    m, a, b = 0, 1, 2
+    c = FakeCluster(
+        3,
+        seed=7,
+        config=CONFIG,
+        ids=range(1, 4),
+        rtt_s=0.02,
+        driver_delay=10.0,
+        monitor=False,
+        check_period_s=0.002,
+    )
+    c.add_vms(m, [1.0] * 5)  # over: the event's origin and the initiator
+    c.add_vms(a, [1.0])
+    c.add_vms(b, [1.0])
+    view = c.install([m], initiator=m, leader=m)
+    fork_a = replace(view, version=5, leader=c.contact(a), members=(c.contact(a), c.contact(m)))
+    fork_b = replace(view, version=5, leader=c.contact(b), members=(c.contact(b), c.contact(m)))
+    for pos, fork, at in ((a, fork_a, 0.0), (b, fork_b, 0.004)):
+        c.run(at)
+        out: list[Any] = []
+        c.core(pos)._become_leader(fork, (), 0, c.engine.now, out)
+        c.engine.apply(c.nodes[pos], out)
+    c.run(0.5)
+    assert c.violations == []
+    assert c.core(a).lead is not None and c.core(a).lead.phase.value == "acting"
+    assert m in members(c, a) and m not in members(c, b)
+    assert c.core(b).stats["finish_refused"] == 1
+    c.run(12.0)
+    assert c.violations == [] and c.vm_problems() == []

@@ -27,8 +27,10 @@ live origin, ``overloads_open`` those of them that started more than ``open_grac
 failed-and-released, nor being worked on: must be 0; a partition whose members' leases
 are stale counts in ``partitions_open``),
 ``overloads_lost_with_origin`` those whose origin crashed, and ``partitions_open`` live
-nodes still in a partition whose last update is older than the lease (but leaders and
-hosts with a migration in or out running). A node frozen at
+nodes still in a partition that the lease invariant says must be free by the end
+(``InvariantChecker.open_at_end``, the rule it applies while the run goes: last update
+older than lease + 1 s, but leaders, ISP holders, and hosts with a migration in or out
+running or seen running within ``lease_check_s`` + 1 s). A node frozen at
 the end is left out of ``overloads_open`` and ``partitions_open``: it runs nothing.
 """
 
@@ -409,7 +411,7 @@ class DvmsScheduler:
 
     def _finish(self, end: float) -> None:
         """Events and partitions still open at the end (see the module docstring)."""
-        open_, lost, stale, flying = 0, 0, 0, 0
+        open_, lost, flying = 0, 0, 0
         for node in self.nodes:
             part = node.core.partition
             local_end = node.local(end)
@@ -425,17 +427,12 @@ class DvmsScheduler:
                     held = part.view is not None or part._holding is not None
                     old = own.started < local_end - self.params.open_grace_s
                     open_ += not held and old and not node.frozen
-            # a daemon frozen at the end runs nothing: not stuck, stopped (like a crash)
-            running = node.alive and not node.frozen
-            holds = part.lead is not None or part.held_by_migration()
-            if running and part.view is not None and not holds:
-                last = part.lease_until - self.config.lease_s
-                stale += last < local_end - self.config.lease_s - 1.0
         self.world.metrics.extra.update(
             overloads_in_flight=flying,
             overloads_open=open_,
             overloads_lost_with_origin=lost,
-            partitions_open=stale,
+            # a daemon frozen at the end runs nothing: not stuck, stopped (like a crash)
+            partitions_open=self.checker.open_at_end(self.nodes, end),
             launches_open=sum(1 for (i, _eid) in self.launches if self.world.engine.nodes[i].alive),
             partition_crashes=list(self.crashed),
         )
