@@ -99,7 +99,8 @@ class Lead:
     acting_since: float = 0.0
     #: The leader's lease on each member: member -> the latest time (our clock) at
     #: which we sent something the member is known to have renewed its lease on (its
-    #: ``SetPartition`` answered, a keep-alive round acknowledged, a probe answered).
+    #: ``SetPartition`` answered, a keep-alive round acknowledged). A member dropped
+    #: or let go is removed.
     #: The member's own lease runs at least until then + ``lease_s``.
     renewed: dict[int, float] = field(default_factory=dict)
     #: When this lead began (the first ``SetPartition`` to every member went out).
@@ -430,6 +431,9 @@ class CoreBase:
         raise NotImplementedError
 
     def _expire_members(self, now: float, out: Out) -> None:
+        raise NotImplementedError
+
+    def _begin_acting(self, now: float, out: Out) -> None:
         raise NotImplementedError
 
     def _outcome(self, msg: Any, now: float, out: Out) -> None:

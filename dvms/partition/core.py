@@ -458,6 +458,14 @@ class PartitionCore(Membership, Acting):
         view = self.view
         assert view is not None
         self.stats["member_lost"] += 1
+        lead = self.lead
+        if lead is not None:
+            # Nothing of it is counted any more: no renewal answers its probe, no round
+            # goes to it. Why: tests/partition/test_confirming.py::
+            # test_a_dropped_member_is_told_no_and_gets_no_keepalive_round
+            for table in (lead.renewed, lead.pages, lead.states):
+                table.pop(member.node_id, None)
+            lead.waiting.discard(member.node_id)
         if member.node_id == view.initiator.node_id:
             self._dissolve(f"initiator {why}", now, out, notify=True)
             return
@@ -551,12 +559,12 @@ class PartitionCore(Membership, Acting):
         refused = reply is None or reply.host is None
         if refused and any(m.node_id == member.node_id for m in view.members):
             self.stats["finish_refused"] += 1
-            lead.renewed.pop(member.node_id, None)
-            self._release_from_plan(member, out)
-        if not lead.confirming:
-            self._begin_acting(now, out)
+            why = "did not answer" if reply is None else "refused"
+            self._let_go_of(member, f"{why} the Finishing view", now, out)
+        self._act_if_confirmed(lead, now, out)
 
     def _begin_acting(self, now: float, out: Out) -> None:
+        """Every member adopted our Finishing view or was let go: the plan starts."""
         lead = self.lead
         assert lead is not None and lead.outcome is not None
         lead.phase = LeadPhase.ACTING
@@ -691,8 +699,14 @@ class PartitionCore(Membership, Acting):
         """The ISP came back to us, its initiator."""
         if self.view is None or self.view.pid != view.pid:
             return  # stale: this partition is already gone
-        if self.view.state == FINISHING and self.lead is None:
-            return  # a forked copy's ISP: the leader applying its plan ends this one
+        if self.lead is not None or self.view.state == FINISHING:
+            # A forked copy's ISP: we lead this partition ourselves (a copy of it that
+            # we took over, or whose plan we confirm or apply), or follow the leader
+            # applying its plan; that lead ends the partition, not this lap.
+            # Why: tests/partition/test_confirming.py::
+            # test_an_initiator_leading_its_plan_ignores_a_forked_copys_returning_isp
+            self.stats["forked_isp_home"] += 1
+            return
         if view.state == BLOCKED or view.lap >= 2:
             self.stats["events_failed_two_laps"] += 1
             self._fail_events(view, self._why_refused(view), now, out)
@@ -875,8 +889,14 @@ class PartitionCore(Membership, Acting):
         if msg.leading:  # a member's probe: do we lead it or hold its ISP (any version)?
             holding = self._holding is not None and self._holding.pid == msg.pid
             lead = self.lead if same else None
-            # A member we let go (its lease lapsed on our side) is told no: it leaves.
-            ok = holding or (lead is not None and sender in lead.renewed)
+            # A member we let go (its lease lapsed on our side) or dropped is told no:
+            # it leaves.
+            ok = holding or (
+                lead is not None
+                and view is not None
+                and sender in lead.renewed
+                and sender in view.member_ids()
+            )
         else:
             ok = same and view is not None and msg.version >= view.version
         out.append(Send(src, rid, Valid(ok)))

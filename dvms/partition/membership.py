@@ -50,6 +50,15 @@ class Membership(CoreBase):
         view = msg.view
         mine = self.view
         same = mine is not None and mine.pid == view.pid
+        if view.state == FINISHING and not same:
+            # A leader's Finishing view of a partition we are not in (a retransmission
+            # reaching us after we left it): its plan no longer counts on us, so joining
+            # would only keep us from every other partition for a lease.
+            # Why: tests/partition/test_confirming.py::
+            # test_a_free_node_refuses_a_finishing_view_of_a_partition_it_is_not_in
+            self.stats["refused_finishing"] += 1
+            out.append(Send(src, rid, MemberState(view.pid, view.version, None)))
+            return
         # A new pid is adopted when we are free, or when it contains every member and
         # every event of our current partition (a merge absorbed it); a stale lineage is
         # refused. Why (events too: a late SetPartition must not absorb a partition we
@@ -166,6 +175,7 @@ class Membership(CoreBase):
             if member is not None:
                 self.stats["member_follows_another"] += 1
                 self._lease_lapsed(member, now, out)
+                self._act_if_confirmed(lead, now, out)
             return
         sent = lead.rounds.get(msg.seq)
         if sent is not None:
@@ -297,6 +307,7 @@ class Membership(CoreBase):
                 self._lease_lapsed(m, now, out)
                 if self.lead is not lead:
                     return
+        self._act_if_confirmed(lead, now, out)
 
     def _lease_lapsed(self, member: Contact, now: float, out: Out) -> None:
         lead, view = self.lead, self.view
@@ -306,7 +317,42 @@ class Membership(CoreBase):
         if lead.phase not in (LeadPhase.CONFIRMING, LeadPhase.ACTING):
             self._drop_member(member, "lease lapsed", now, out)
             return
+        self._let_go_of(member, "lease lapsed", now, out)
+
+    def _let_go_of(self, member: Contact, why: str, now: float, out: Out) -> None:
+        """Stop counting on ``member`` once our plan is found. While we confirm it
+        (nothing started yet), losing the initiator or an event's origin abandons the
+        plan: the partition is dissolved, every member told. That member may follow a
+        forked copy of this partition, which holds the same events and may apply a plan
+        for them too (a launch would create its VMs twice). Once actions run the plan
+        goes on without the member (``_release_from_plan``): a running action cannot be
+        called back, and the events' origins get the ``Outcome`` as usual.
+        Why: tests/partition/test_confirming.py::
+        test_forked_copies_never_both_apply_a_plan_for_one_launch"""
+        lead, view = self.lead, self.view
+        assert lead is not None and view is not None
+        lead.renewed.pop(member.node_id, None)
+        if lead.phase == LeadPhase.CONFIRMING:
+            # Its answer no longer holds the plan up (the caller starts it once nobody
+            # is left). Why: tests/partition/test_confirming.py::
+            # test_a_member_let_go_while_confirming_no_longer_holds_the_plan_up
+            lead.confirming.discard(member.node_id)
+            if member.node_id == view.initiator.node_id:
+                role = "initiator"
+            elif any(e.origin.node_id == member.node_id for e in view.events):
+                role = "event origin"
+            else:
+                role = ""
+            if role:
+                self.stats["plan_abandoned"] += 1
+                self._dissolve(f"{role} {why} before the plan started", now, out, notify=True)
+                return
         self._release_from_plan(member, out)
+
+    def _act_if_confirmed(self, lead: Lead, now: float, out: Out) -> None:
+        """Start our plan if ``lead`` still confirms it and nobody's answer is awaited."""
+        if self.lead is lead and lead.phase == LeadPhase.CONFIRMING and not lead.confirming:
+            self._begin_acting(now, out)
 
     def _release_from_plan(self, member: Contact, out: Out) -> None:
         """Stop counting on ``member`` while our plan is (about to be) applied: the other
@@ -460,10 +506,14 @@ class Membership(CoreBase):
     # -- stopping ----------------------------------------------------------------------
 
     def acting(self) -> bool:
-        """A plan of ours is being applied, or a driver call runs on this node: a
-        stopping daemon should let it finish (within a grace period) before ``shutdown``."""
+        """A plan of ours is being confirmed or applied, or a driver call runs on this
+        node: a stopping daemon should let it finish (within a grace period) before
+        ``shutdown``. Why (confirming): tests/partition/test_confirming.py::
+        test_a_leader_confirming_its_plan_is_acting_for_a_stopping_daemon"""
         lead = self.lead
-        return bool(self._driver) or (lead is not None and lead.phase == LeadPhase.ACTING)
+        if self._driver:
+            return True
+        return lead is not None and lead.phase in (LeadPhase.CONFIRMING, LeadPhase.ACTING)
 
     def shutdown(self, *, now: float) -> list[PartitionEffect]:
         """The node stops. A partition it leads or whose ISP it holds is dissolved with

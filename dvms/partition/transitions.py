@@ -7,7 +7,8 @@ The node's state (``NodeState``, from ``PartitionCore.node_state()``)::
     PASSING  in no partition, but holding an ISP it passes on (or checks before joining)
     MEMBER   in a partition led by another node (it may hold that partition's ISP too,
              after its own solver found nothing and it passed the ISP on)
-    LEADING  leads its partition: collecting states -> solving -> acting (``LeadPhase``)
+    LEADING  leads its partition: collecting states -> solving -> confirming (every
+             member asked to adopt the Finishing view) -> acting (``LeadPhase``)
 
     FREE --Isp (joins) / own event--> LEADING --no plan, ISP passed on--> MEMBER
     FREE --SetPartition--> MEMBER --leader gone (SUSPECT probe unanswered)--> LEADING
