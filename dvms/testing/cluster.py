@@ -225,6 +225,11 @@ class FakeCluster:
         assert part is not None
         return part
 
+    def members_of(self, pos: int) -> set[int]:
+        """The positions of the members of the view node ``pos`` holds (none: empty)."""
+        view = self.core(pos).view
+        return set() if view is None else {self.by_id[m.node_id] for m in view.members}
+
     def connect_all(self) -> None:
         """Seed every routing table with every other node (no Kademlia join)."""
         for a in self.nodes:

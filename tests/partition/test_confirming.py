@@ -75,11 +75,6 @@ def phase(c: FakeCluster, pos: int) -> str | None:
     return None if lead is None else lead.phase.value
 
 
-def members(c: FakeCluster, pos: int) -> set[int]:
-    view = c.core(pos).view
-    return set() if view is None else {c.by_id[m.node_id] for m in view.members}
-
-
 def sent(c: FakeCluster, src: int, dst: int, kind: type, since: float) -> list[Any]:
     return [
         m
@@ -203,7 +198,7 @@ def test_a_member_let_go_while_confirming_no_longer_holds_the_plan_up() -> None:
         c.run(0.01)
     assert phase(c, LEADER) == "acting"
     assert c.engine.now < 3.5
-    assert BYSTANDER not in members(c, LEADER)
+    assert BYSTANDER not in c.members_of(LEADER)
     assert c.core(LEADER).stats["member_lease_lapsed"] == 1
 
 
@@ -220,7 +215,7 @@ def test_a_member_following_another_leader_lets_the_plan_start_at_once() -> None
     )
     c.engine.apply(c.nodes[LEADER], out)
     assert phase(c, LEADER) == "acting"
-    assert BYSTANDER not in members(c, LEADER)
+    assert BYSTANDER not in c.members_of(LEADER)
 
 
 def test_a_free_node_refuses_a_finishing_view_of_a_partition_it_is_not_in() -> None:

@@ -56,17 +56,12 @@ def acting_partition() -> FakeCluster:
     return c
 
 
-def members(c: FakeCluster, pos: int) -> set[int]:
-    view = c.core(pos).view
-    return set() if view is None else {c.by_id[m.node_id] for m in view.members}
-
-
 def test_members_acknowledge_keepalive_rounds() -> None:
     c = acting_partition()
     acks = {s for _, s, d, m in c.messages if isinstance(m, KeepAliveAck) and d == LEADER}
     assert acks == {DEST, SOURCE, BYSTANDER}
     c.run(5.0)
-    assert members(c, LEADER) == {LEADER, DEST, SOURCE, BYSTANDER}  # nobody let go
+    assert c.members_of(LEADER) == {LEADER, DEST, SOURCE, BYSTANDER}  # nobody let go
     assert c.core(LEADER).stats["member_lease_lapsed"] == 0
 
 
@@ -80,7 +75,7 @@ def test_a_leader_cut_off_from_a_member_lets_go_of_it_before_its_lease_ends() ->
     while c.core(BYSTANDER).view is not None:
         assert c.engine.now < cut_at + lease + 1.0, "n4's lease never ended"
         c.run(0.05)
-    assert BYSTANDER not in members(c, LEADER)  # let go before n4 was free
+    assert BYSTANDER not in c.members_of(LEADER)  # let go before n4 was free
     assert c.core(LEADER).stats["member_lease_lapsed"] == 1
     assert c.core(LEADER).lead is not None  # the plan goes on without it
     c.run(12.0)
@@ -95,7 +90,7 @@ def test_a_destination_cut_off_from_its_leader_holds_itself_until_the_vm_lands()
     c = acting_partition()
     c.network.cut([LEADER], [DEST])
     c.run(CONFIG.lease_s + 1.0)
-    assert DEST not in members(c, LEADER)  # the leader no longer counts on it
+    assert DEST not in c.members_of(LEADER)  # the leader no longer counts on it
     assert c.core(DEST).view is not None  # but it holds itself: the VM is in flight
     assert c.hosts[DEST].migrating == 1
     c.run(12.0 - c.engine.now)
@@ -143,7 +138,7 @@ def test_a_member_tells_another_leader_of_its_partition_it_follows_someone_else(
     assert c.core(SOURCE).view is not None  # n1 stays with its own leader
     c.deliver(DEST, LEADER, KeepAliveAck(pid, 0))  # n2 says it follows someone else
     c.run(0.01)
-    assert DEST not in members(c, LEADER)
+    assert DEST not in c.members_of(LEADER)
     assert c.core(LEADER).stats["member_follows_another"] == 1
 
 
@@ -167,7 +162,7 @@ def test_a_late_probe_answer_renews_no_lease_on_the_leaders_side() -> None:
     assert c.core(BYSTANDER).view is None  # n4's lease ended: it is free
     c.engine.thaw(leader)
     c.run(0.01)
-    assert BYSTANDER not in members(c, LEADER)
+    assert BYSTANDER not in c.members_of(LEADER)
     assert c.core(LEADER).lead is not None  # the plan goes on without it
 
 
@@ -205,7 +200,7 @@ def test_two_forked_leaders_never_both_act_with_one_member() -> None:
     c.run(0.5)
     assert c.violations == []
     assert c.core(a).lead is not None and c.core(a).lead.phase.value == "acting"
-    assert m in members(c, a) and m not in members(c, b)
+    assert m in c.members_of(a) and m not in c.members_of(b)
     assert c.core(b).stats["finish_refused"] == 1
     c.run(12.0)
     assert c.violations == [] and c.vm_problems() == []
