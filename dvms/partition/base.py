@@ -95,6 +95,8 @@ class Lead:
     done_ops: set[int] = field(default_factory=set)
     started: set[int] = field(default_factory=set)
     index: dict[int, int] = field(default_factory=dict)  # op id -> position in the plan
+    #: The plan (CONFIRMING, ACTING); None while CONFIRMING: it is being solved again
+    #: without members let go (``core._begin_acting``).
     outcome: SolveOutcome | None = None
     acting_since: float = 0.0
     #: The leader's lease on each member: member -> the latest time (our clock) at

@@ -497,6 +497,10 @@ class PartitionCore(Membership, Acting):
             self._pass_on(now, out)
             return
         lead.phase = LeadPhase.SOLVING
+        self._solve(lead, view, members, out)
+
+    def _solve(self, lead: Lead, view: PartitionView, members: list[Contact], out: Out) -> None:
+        """Ask the solver for one plan for ``view``'s events on exactly ``members``' hosts."""
         lead.token = self._next_token
         self._next_token += 1
         states = tuple(lead.states[m.node_id] for m in members)
@@ -515,7 +519,12 @@ class PartitionCore(Membership, Acting):
     ) -> list[PartitionEffect]:
         out: Out = []
         lead, view = self.lead, self.view
-        if lead is None or view is None or lead.token != token or lead.phase != LeadPhase.SOLVING:
+        if lead is None or view is None or lead.token != token:
+            return out
+        if lead.phase == LeadPhase.CONFIRMING and lead.outcome is None:
+            self._resolved(lead, outcome, now, out)
+            return self._deferred(out, now)
+        if lead.phase != LeadPhase.SOLVING:
             return out
         self.stats["solver_runs"] += 1
         if not outcome.ok:
@@ -564,12 +573,46 @@ class PartitionCore(Membership, Acting):
         self._act_if_confirmed(lead, now, out)
 
     def _begin_acting(self, now: float, out: Out) -> None:
-        """Every member adopted our Finishing view or was let go: the plan starts."""
-        lead = self.lead
-        assert lead is not None and lead.outcome is not None
+        """Every member adopted our Finishing view or was let go: the plan starts, unless
+        it counts on the host of a member that is no longer in our view (let go while we
+        confirmed the plan, or dropped while we solved): then the plan is solved again on
+        the hosts of the members left, who all follow our Finishing view. The actions on
+        a host that left would fail, and the others may depend on them (a migration off
+        a host that made room for the next one), so keeping the rest is not safe either.
+        A relief or a launch alike gets a plan that counts only on members still here.
+        Why: tests/partition/test_confirming.py::
+        test_a_plan_counting_on_a_member_let_go_is_solved_again_without_it"""
+        lead, view = self.lead, self.view
+        assert lead is not None and view is not None and lead.outcome is not None
+        here = {lead.states[m.node_id].name for m in view.members if m.node_id in lead.states}
+        needed = {h for a in lead.outcome.actions for h in (a.src, a.dst) if h is not None}
+        if not needed <= here:
+            # Still CONFIRMING, with no plan: a member let go meanwhile is handled as
+            # while we confirmed (the initiator or an origin abandons the plan).
+            self.stats["plan_resolved"] += 1
+            lead.outcome = None
+            members = [m for m in view.members if m.node_id in lead.states]
+            self._solve(lead, view, members, out)
+            return
         lead.phase = LeadPhase.ACTING
         lead.acting_since = now
         self._start_actions(lead.outcome, now, out)
+
+    def _resolved(self, lead: Lead, outcome: SolveOutcome, now: float, out: Out) -> None:
+        """The plan solved again without the members let go (``_begin_acting``): it
+        starts, or, with no plan on the hosts left, the plan is abandoned (the partition
+        dissolved, every member told: a launch is retried by its origin, an overload
+        raised again by its monitor). The members left have all adopted our Finishing
+        view already, so no second confirmation is needed; the plan is checked again
+        against members let go meanwhile."""
+        self.stats["solver_runs"] += 1
+        if not outcome.ok:
+            self.stats["plan_abandoned"] += 1
+            reason = f"no plan without the members let go: {outcome.reason}"
+            self._dissolve(reason, now, out, notify=True)
+            return
+        lead.outcome = outcome
+        self._act_if_confirmed(lead, now, out)
 
     # -- passing the ISP on ------------------------------------------------------------
 

@@ -351,7 +351,12 @@ class Membership(CoreBase):
 
     def _act_if_confirmed(self, lead: Lead, now: float, out: Out) -> None:
         """Start our plan if ``lead`` still confirms it and nobody's answer is awaited."""
-        if self.lead is lead and lead.phase == LeadPhase.CONFIRMING and not lead.confirming:
+        if (
+            self.lead is lead
+            and lead.phase == LeadPhase.CONFIRMING
+            and not lead.confirming
+            and lead.outcome is not None  # None: solved again (core._begin_acting)
+        ):
             self._begin_acting(now, out)
 
     def _release_from_plan(self, member: Contact, out: Out) -> None:
