@@ -107,9 +107,10 @@ class Lead:
     renewed: dict[int, float] = field(default_factory=dict)
     #: When this lead began (the first ``SetPartition`` to every member went out).
     since: float = 0.0
-    #: Keep-alive rounds still within a lease: seq -> when it was sent.
+    #: Keep-alive rounds still within a lease: seq -> when it was sent. Round numbers
+    #: come from the node (``CoreBase._next_round``), never from the lead: a later lead
+    #: of the same partition id must not count a late ack of an earlier lead's round.
     rounds: dict[int, float] = field(default_factory=dict)
-    next_round: int = 1
 
 
 @dataclass
@@ -265,6 +266,10 @@ class CoreBase:
         self.timers: TimerHeap[PartitionTimer] = TimerHeap()
         self._continuations: dict[type, Continuation] = {}
         self._next_token = 1
+        #: The next keep-alive round number, over every lead of this node (membership.py).
+        #: Why: tests/partition/test_member_lease.py::
+        #: test_a_late_ack_of_an_earlier_leads_round_renews_nothing
+        self._next_round = 1
         #: Driver calls running on this node: op -> (leader, pid) (acting.py).
         self._driver: dict[int, tuple[Contact, int]] = {}
         #: Running op -> the directory record to write when it succeeds (acting.py).

@@ -279,8 +279,8 @@ class Membership(CoreBase):
         that acknowledges it renewed its lease on it (``_on_keepalive_ack``)."""
         view = self.view
         assert view is not None
-        seq = lead.next_round
-        lead.next_round += 1
+        seq = self._next_round
+        self._next_round += 1
         lead.rounds[seq] = now
         horizon = now - self.config.lease_s
         for old in [s for s, sent in lead.rounds.items() if sent < horizon]:
