@@ -101,8 +101,8 @@ class Lead:
     acting_since: float = 0.0
     #: The leader's lease on each member: member -> the latest time (our clock) at
     #: which we sent something the member is known to have renewed its lease on (its
-    #: ``SetPartition`` answered, a keep-alive round acknowledged). A member dropped
-    #: or let go is removed.
+    #: ``SetPartition`` answered, the Finishing one included, a keep-alive round
+    #: acknowledged). A member dropped or let go is removed.
     #: The member's own lease runs at least until then + ``lease_s``.
     renewed: dict[int, float] = field(default_factory=dict)
     #: When this lead began (the first ``SetPartition`` to every member went out).
@@ -187,10 +187,12 @@ class MemberAsked:
 
 @dataclass(frozen=True, slots=True)
 class FinishSent:
-    """Our plan's Finishing view went to ``member`` (``_finish_confirmed``)."""
+    """Our plan's Finishing view went to ``member`` (``_finish_confirmed``) first at
+    ``sent`` (our clock)."""
 
     pid: int
     member: Contact
+    sent: float
 
 
 @dataclass(frozen=True, slots=True)

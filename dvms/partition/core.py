@@ -546,7 +546,7 @@ class PartitionCore(Membership, Acting):
         for m in self.view.members:
             if m.node_id != self.me.node_id:
                 lead.confirming.add(m.node_id)
-                then = FinishSent(self.view.pid, m)
+                then = FinishSent(self.view.pid, m, now)
                 msg = SetPartition(self.view)
                 self._request(m, msg, then, now, out, attempts=cfg.isp_attempts, backoff=False)
         if not lead.confirming:
@@ -557,7 +557,15 @@ class PartitionCore(Membership, Acting):
         self, then: FinishSent, reply: MemberState | None, now: float, out: Out
     ) -> None:
         """A member answered our Finishing view: adopted (its host), refused (it follows
-        another leader now) or silent; the last answer starts the plan."""
+        another leader now) or silent; the last answer starts the plan.
+
+        An adopting answer renews our lease on the member from when we first sent the
+        view, as the answer to our first ``SetPartition`` does: the member renewed its
+        own lease on receiving it, at or after that time. It cannot be a stale renewal
+        (a probe answer can: the time counted there was when we answered, not when the
+        member renewed): the answer matches our own request, whose sending time we
+        count, however late the answer arrives. Why: tests/partition/
+        test_confirming.py::test_an_answer_to_the_finishing_view_renews_the_leaders_lease"""
         lead, view = self.lead, self.view
         if lead is None or view is None or view.pid != then.pid:
             return
@@ -566,6 +574,8 @@ class PartitionCore(Membership, Acting):
         member = then.member
         lead.confirming.discard(member.node_id)
         refused = reply is None or reply.host is None
+        if not refused and member.node_id in lead.renewed:
+            lead.renewed[member.node_id] = max(lead.renewed[member.node_id], then.sent)
         if refused and any(m.node_id == member.node_id for m in view.members):
             self.stats["finish_refused"] += 1
             why = "did not answer" if reply is None else "refused"

@@ -324,3 +324,25 @@ def test_a_launch_counting_on_a_member_let_go_is_placed_on_the_hosts_left() -> N
     assert c.core(LEADER).stats["plan_resolved"] == 1
     assert ini.stats["partitions_started"] == 0  # not retried in a new partition
     assert c.violations == [] and c.vm_problems() == []
+
+
+def test_an_answer_to_the_finishing_view_renews_the_leaders_lease() -> None:
+    """n1 (the source, initiator and origin) answers the Finishing view, then every
+    link of n3 is cut. Before: the answer renewed nothing, so n3 let go of n1 at its
+    3.5 s keep-alive tick (its last acknowledged round was sent at 0.5 s). The member
+    renewed its own lease on the Finishing view, sent later (~0.7 s): the leader now
+    counts on it until its 4.0 s tick, still before n1's own lease ends."""
+    c = partition(solve_delay=0.7)
+    while phase(c, LEADER) != "acting":
+        c.run(0.001)
+    lead = c.core(LEADER).lead
+    assert lead is not None
+    source = c.nodes[SOURCE].node_id
+    sent = c.engine.now - c.rtt_s  # the Finishing view went out one round trip ago
+    assert lead.renewed[source] >= sent - 1e-9
+    c.network.cut([LEADER], [DEST, SOURCE, BYSTANDER])
+    c.run_until(3.6)
+    assert SOURCE in c.members_of(LEADER)
+    c.run_until(4.1)
+    assert SOURCE not in c.members_of(LEADER)  # let go...
+    assert c.core(SOURCE).lease_until > 4.1  # ...before n1's own lease ended
