@@ -62,7 +62,7 @@ class Acting(CoreBase):
         # even if the keep-alive timer that lets it go has not fired yet (a leader
         # resuming from a pause runs its overdue timers in any order).
         self._expire_members(now, out)
-        if self.lead is not lead:
+        if not self._leading(lead):
             return
         finished = {lead.index[op] for op in lead.done_ops}
         for op, a in list(lead.ops.items()):
@@ -70,7 +70,7 @@ class Acting(CoreBase):
                 continue
             lead.started.add(op)
             self._send_action(op, a, now, out)
-            if self.lead is not lead:
+            if not self._leading(lead):
                 return  # the plan finished inside (an action failed synchronously)
         if len(lead.done_ops) == len(lead.ops):
             self._finish(now, out)
@@ -157,9 +157,10 @@ class Acting(CoreBase):
                 )
             )
         )
+        plan = lead.outcome  # a local: the loop's calls must not meet a narrowed attribute
         for event in view.events:
             names = {(v.namespace, v.name) for v in event.vms}
-            placed = tuple(p for p in lead.outcome.placed if (p.namespace, p.vm) in names)
+            placed = tuple(p for p in plan.placed if (p.namespace, p.vm) in names)
             msg = Outcome(event.event_id, ok, reason, placed, len(view.members), migrations)
             if event.origin.node_id == self.me.node_id:
                 self._outcome(msg, now, out)

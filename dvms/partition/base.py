@@ -396,6 +396,15 @@ class CoreBase:
         if self._dead:
             self._dead.pop(sender, None)
 
+    def _leading(self, lead: Lead) -> bool:
+        """``lead`` is still our lead: a call in between may have ended it (a plan
+        finished, the partition dissolved). A method, not ``self.lead is lead`` inline:
+        mypy keeps an attribute narrowed by a check across later calls that may reset
+        it, and compiled code (``dvms.accel``) checks the narrowed type when it reads the
+        attribute again, so a read after such a call must not see a narrowed
+        ``self.lead`` (or ``self.view``): re-read it here, or into a local."""
+        return self.lead is lead
+
     def held_by_migration(self) -> bool:
         """A driver call of ours runs, or a live migration into or out of our host does:
         we stay in our partition past its lease and join no other until it ends, so that

@@ -474,16 +474,17 @@ class PartitionCore(Membership, Acting):
         out.append(Emit(PartitionChanged(self.view, "leader")))
 
     def _states_timeout(self, pid: int, now: float, out: Out) -> None:
-        lead = self.lead
-        if lead is None or self.view is None or self.view.pid != pid:
+        lead, view = self.lead, self.view
+        if lead is None or view is None or view.pid != pid:
             return
         if lead.phase == LeadPhase.COLLECTING and lead.waiting:
             for node_id in list(lead.waiting):
-                if self.view is None or self.lead is not lead:
+                view = self.view  # re-read: dropping a member replaces it
+                if view is None or not self._leading(lead):
                     return  # dropping the initiator dissolved the partition
-                member = next((m for m in self.view.members if m.node_id == node_id), None)
+                member = next((m for m in view.members if m.node_id == node_id), None)
                 lead.waiting.discard(node_id)
-                if member is not None and self.view is not None:
+                if member is not None:
                     self._drop_member(member, "did not report", now, out)
             self._maybe_solve(now, out)
 
