@@ -2,7 +2,8 @@
 started once every earlier action on one of its hosts has ended) and the member's side
 (a driver call per accepted action, its end reported with a retried ``ActionDone``).
 
-Part of ``PartitionCore``, written against the state ``base.CoreBase`` declares; split
+Part of ``PartitionCore``, written against the state ``base.CoreBase`` declares (a
+subclass of ``Membership`` only to keep the class chain single: see ``base.py``); split
 out so that ``core.py`` reads as the ISP state machine alone.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 from dvms.effects import Address, Emit, Send
 from dvms.overlay.messages import Contact
-from dvms.partition.base import ActionSent, CoreBase, Out
+from dvms.partition.base import ActionSent, Out
 from dvms.partition.events import BootVm, MigrateVmTo, PartitionEffect, PlanApplied, RecordLocation
+from dvms.partition.membership import Membership
 from dvms.partition.messages import (
     ActionAccepted,
     ActionAck,
@@ -27,7 +29,7 @@ from dvms.partition.timers import PartitionTimer
 __all__ = ["Acting"]
 
 
-class Acting(CoreBase):
+class Acting(Membership):
     # -- acting (leader) ------------------------------------------------------------------------
 
     def _member_for_host(self, host: str) -> Contact | None:

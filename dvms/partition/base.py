@@ -2,15 +2,16 @@
 
 ``PartitionCore`` is one class written in three files: ``core.py`` (the ISP state
 machine), ``membership.py`` (views, leases, dissolving, the events a node originated)
-and ``acting.py`` (carrying a plan out). Each of the three is a subclass of ``CoreBase``,
-which declares every attribute they share, with its type, and the methods one file calls
-in another, so mypy checks each file on its own. ``CoreBase`` also holds the requests:
-each is sent again until answered or out of attempts (a fresh request id per attempt, a
-timeout from the overlay's RTT estimate of the peer, doubling), and has exactly one
-outcome, the reply or None, handed to the named method its continuation record selects
-(``PartitionCore._continuations``). A peer that let every attempt time out is reported
-(``PeerUnreachable``) and kept out of recruitment for ``dead_peer_s``; any message from
-it clears that.
+and ``acting.py`` (carrying a plan out), one chain of subclasses (``CoreBase`` <-
+``Membership`` <- ``Acting`` <- ``PartitionCore``: the compiled build, mypyc, supports
+no multiple inheritance). ``CoreBase`` declares every attribute they share, with its
+type, and the methods one file calls in another, so mypy checks each file on its own.
+``CoreBase`` also holds the requests: each is sent again until answered or out of
+attempts (a fresh request id per attempt, a timeout from the overlay's RTT estimate of
+the peer, doubling), and has exactly one outcome, the reply or None, handed to the
+named method its continuation record selects (``PartitionCore._continuations``). A peer
+that let every attempt time out is reported (``PeerUnreachable``) and kept out of
+recruitment for ``dead_peer_s``; any message from it clears that.
 """
 
 from __future__ import annotations

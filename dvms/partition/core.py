@@ -82,7 +82,6 @@ from dvms.partition.events import (
     ReleaseNames,
     Solve,
 )
-from dvms.partition.membership import Membership
 from dvms.partition.messages import (
     BLOCKED,
     FINISHING,
@@ -139,7 +138,7 @@ _REPLY_CACHE = 4096
 _Handler = Callable[..., None]
 
 
-class PartitionCore(Membership, Acting):
+class PartitionCore(Acting):
     def __init__(
         self,
         me: Contact,
