@@ -9,15 +9,17 @@ faster and gives byte-identical results (``tests/test_accel.py`` checks both bui
 against each other). The placement engine's solver modules (workspace, filters,
 search, plan scheduler, repair, local search) are compiled too: a repair of a small
 partition is mostly fixed per-call cost, and gives the same plans in both builds. So
-are the partition protocol's recruitment and directory client, the overlay's RPC
-counters and the simulator's invariant checker, metrics and solver glue (hot in a
-fault campaign, ``dvms sim faults``).
+are the partition protocol's core (``dvms.partition.core``, ``base``, ``membership``,
+``acting``), recruitment and directory client, the overlay's RPC counters and the
+simulator's invariant checker, metrics and solver glue (hot in a fault campaign,
+``dvms sim faults``).
 
-The partition core itself (``dvms.partition.core``, ``base``, ``membership``,
-``acting``) stays interpreted: it reads an attribute again after a call that may reset
-it (``if self.lead is not lead`` after sending an action). mypy keeps the type it
-narrowed the attribute to across the call, and compiled code checks that type at run
-time, so a plan ending inside the call failed with "Lead object expected; got None".
+One rule for compiled modules that mypy does not enforce: never read an attribute
+again after a call that may reset it while mypy still holds it narrowed by an earlier
+check (``if self.lead is not lead`` after sending an action, which may end the plan).
+mypy keeps the narrowed type across the call, and compiled code checks that type at
+run time ("Lead object expected; got None"). Re-read the attribute into a local, or
+check it through a method (the partition core's ``_leading``).
 
 Nothing changes unless asked for:
 
@@ -94,6 +96,10 @@ COMPILED_MODULES: tuple[str, ...] = (
     "dvms.placement.localsearch",
     "dvms.placement.repair",
     "dvms.overlay.rpcstats",
+    "dvms.partition.base",
+    "dvms.partition.membership",
+    "dvms.partition.acting",
+    "dvms.partition.core",
     "dvms.partition.recruit",
     "dvms.partition.directory",
     "dvms.sim.invariants",

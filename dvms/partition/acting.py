@@ -2,7 +2,8 @@
 started once every earlier action on one of its hosts has ended) and the member's side
 (a driver call per accepted action, its end reported with a retried ``ActionDone``).
 
-Part of ``PartitionCore``, written against the state ``base.CoreBase`` declares; split
+Part of ``PartitionCore``, written against the state ``base.CoreBase`` declares (a
+subclass of ``Membership`` only to keep the class chain single: see ``base.py``); split
 out so that ``core.py`` reads as the ISP state machine alone.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 from dvms.effects import Address, Emit, Send
 from dvms.overlay.messages import Contact
-from dvms.partition.base import ActionSent, CoreBase, Out
+from dvms.partition.base import ActionSent, Out
 from dvms.partition.events import BootVm, MigrateVmTo, PartitionEffect, PlanApplied, RecordLocation
+from dvms.partition.membership import Membership
 from dvms.partition.messages import (
     ActionAccepted,
     ActionAck,
@@ -27,7 +29,7 @@ from dvms.partition.timers import PartitionTimer
 __all__ = ["Acting"]
 
 
-class Acting(CoreBase):
+class Acting(Membership):
     # -- acting (leader) ------------------------------------------------------------------------
 
     def _member_for_host(self, host: str) -> Contact | None:
@@ -62,7 +64,7 @@ class Acting(CoreBase):
         # even if the keep-alive timer that lets it go has not fired yet (a leader
         # resuming from a pause runs its overdue timers in any order).
         self._expire_members(now, out)
-        if self.lead is not lead:
+        if not self._leading(lead):
             return
         finished = {lead.index[op] for op in lead.done_ops}
         for op, a in list(lead.ops.items()):
@@ -70,7 +72,7 @@ class Acting(CoreBase):
                 continue
             lead.started.add(op)
             self._send_action(op, a, now, out)
-            if self.lead is not lead:
+            if not self._leading(lead):
                 return  # the plan finished inside (an action failed synchronously)
         if len(lead.done_ops) == len(lead.ops):
             self._finish(now, out)
@@ -157,9 +159,10 @@ class Acting(CoreBase):
                 )
             )
         )
+        plan = lead.outcome  # a local: the loop's calls must not meet a narrowed attribute
         for event in view.events:
             names = {(v.namespace, v.name) for v in event.vms}
-            placed = tuple(p for p in lead.outcome.placed if (p.namespace, p.vm) in names)
+            placed = tuple(p for p in plan.placed if (p.namespace, p.vm) in names)
             msg = Outcome(event.event_id, ok, reason, placed, len(view.members), migrations)
             if event.origin.node_id == self.me.node_id:
                 self._outcome(msg, now, out)

@@ -2,15 +2,16 @@
 
 ``PartitionCore`` is one class written in three files: ``core.py`` (the ISP state
 machine), ``membership.py`` (views, leases, dissolving, the events a node originated)
-and ``acting.py`` (carrying a plan out). Each of the three is a subclass of ``CoreBase``,
-which declares every attribute they share, with its type, and the methods one file calls
-in another, so mypy checks each file on its own. ``CoreBase`` also holds the requests:
-each is sent again until answered or out of attempts (a fresh request id per attempt, a
-timeout from the overlay's RTT estimate of the peer, doubling), and has exactly one
-outcome, the reply or None, handed to the named method its continuation record selects
-(``PartitionCore._continuations``). A peer that let every attempt time out is reported
-(``PeerUnreachable``) and kept out of recruitment for ``dead_peer_s``; any message from
-it clears that.
+and ``acting.py`` (carrying a plan out), one chain of subclasses (``CoreBase`` <-
+``Membership`` <- ``Acting`` <- ``PartitionCore``: the compiled build, mypyc, supports
+no multiple inheritance). ``CoreBase`` declares every attribute they share, with its
+type, and the methods one file calls in another, so mypy checks each file on its own.
+``CoreBase`` also holds the requests: each is sent again until answered or out of
+attempts (a fresh request id per attempt, a timeout from the overlay's RTT estimate of
+the peer, doubling), and has exactly one outcome, the reply or None, handed to the
+named method its continuation record selects (``PartitionCore._continuations``). A peer
+that let every attempt time out is reported (``PeerUnreachable``) and kept out of
+recruitment for ``dead_peer_s``; any message from it clears that.
 """
 
 from __future__ import annotations
@@ -95,19 +96,22 @@ class Lead:
     done_ops: set[int] = field(default_factory=set)
     started: set[int] = field(default_factory=set)
     index: dict[int, int] = field(default_factory=dict)  # op id -> position in the plan
+    #: The plan (CONFIRMING, ACTING); None while CONFIRMING: it is being solved again
+    #: without members let go (``core._begin_acting``).
     outcome: SolveOutcome | None = None
     acting_since: float = 0.0
     #: The leader's lease on each member: member -> the latest time (our clock) at
     #: which we sent something the member is known to have renewed its lease on (its
-    #: ``SetPartition`` answered, a keep-alive round acknowledged). A member dropped
-    #: or let go is removed.
+    #: ``SetPartition`` answered, the Finishing one included, a keep-alive round
+    #: acknowledged). A member dropped or let go is removed.
     #: The member's own lease runs at least until then + ``lease_s``.
     renewed: dict[int, float] = field(default_factory=dict)
     #: When this lead began (the first ``SetPartition`` to every member went out).
     since: float = 0.0
-    #: Keep-alive rounds still within a lease: seq -> when it was sent.
+    #: Keep-alive rounds still within a lease: seq -> when it was sent. Round numbers
+    #: come from the node (``CoreBase._next_round``), never from the lead: a later lead
+    #: of the same partition id must not count a late ack of an earlier lead's round.
     rounds: dict[int, float] = field(default_factory=dict)
-    next_round: int = 1
 
 
 @dataclass
@@ -184,10 +188,12 @@ class MemberAsked:
 
 @dataclass(frozen=True, slots=True)
 class FinishSent:
-    """Our plan's Finishing view went to ``member`` (``_finish_confirmed``)."""
+    """Our plan's Finishing view went to ``member`` (``_finish_confirmed``) first at
+    ``sent`` (our clock)."""
 
     pid: int
     member: Contact
+    sent: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +269,10 @@ class CoreBase:
         self.timers: TimerHeap[PartitionTimer] = TimerHeap()
         self._continuations: dict[type, Continuation] = {}
         self._next_token = 1
+        #: The next keep-alive round number, over every lead of this node (membership.py).
+        #: Why: tests/partition/test_member_lease.py::
+        #: test_a_late_ack_of_an_earlier_leads_round_renews_nothing
+        self._next_round = 1
         #: Driver calls running on this node: op -> (leader, pid) (acting.py).
         self._driver: dict[int, tuple[Contact, int]] = {}
         #: Running op -> the directory record to write when it succeeds (acting.py).
@@ -386,6 +396,15 @@ class CoreBase:
         """Any message from ``sender`` proves it is up again."""
         if self._dead:
             self._dead.pop(sender, None)
+
+    def _leading(self, lead: Lead) -> bool:
+        """``lead`` is still our lead: a call in between may have ended it (a plan
+        finished, the partition dissolved). A method, not ``self.lead is lead`` inline:
+        mypy keeps an attribute narrowed by a check across later calls that may reset
+        it, and compiled code (``dvms.accel``) checks the narrowed type when it reads the
+        attribute again, so a read after such a call must not see a narrowed
+        ``self.lead`` (or ``self.view``): re-read it here, or into a local."""
+        return self.lead is lead
 
     def held_by_migration(self) -> bool:
         """A driver call of ours runs, or a live migration into or out of our host does:

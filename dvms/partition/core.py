@@ -82,7 +82,6 @@ from dvms.partition.events import (
     ReleaseNames,
     Solve,
 )
-from dvms.partition.membership import Membership
 from dvms.partition.messages import (
     BLOCKED,
     FINISHING,
@@ -139,7 +138,7 @@ _REPLY_CACHE = 4096
 _Handler = Callable[..., None]
 
 
-class PartitionCore(Membership, Acting):
+class PartitionCore(Acting):
     def __init__(
         self,
         me: Contact,
@@ -474,16 +473,17 @@ class PartitionCore(Membership, Acting):
         out.append(Emit(PartitionChanged(self.view, "leader")))
 
     def _states_timeout(self, pid: int, now: float, out: Out) -> None:
-        lead = self.lead
-        if lead is None or self.view is None or self.view.pid != pid:
+        lead, view = self.lead, self.view
+        if lead is None or view is None or view.pid != pid:
             return
         if lead.phase == LeadPhase.COLLECTING and lead.waiting:
             for node_id in list(lead.waiting):
-                if self.view is None or self.lead is not lead:
+                view = self.view  # re-read: dropping a member replaces it
+                if view is None or not self._leading(lead):
                     return  # dropping the initiator dissolved the partition
-                member = next((m for m in self.view.members if m.node_id == node_id), None)
+                member = next((m for m in view.members if m.node_id == node_id), None)
                 lead.waiting.discard(node_id)
-                if member is not None and self.view is not None:
+                if member is not None:
                     self._drop_member(member, "did not report", now, out)
             self._maybe_solve(now, out)
 
@@ -497,6 +497,10 @@ class PartitionCore(Membership, Acting):
             self._pass_on(now, out)
             return
         lead.phase = LeadPhase.SOLVING
+        self._solve(lead, view, members, out)
+
+    def _solve(self, lead: Lead, view: PartitionView, members: list[Contact], out: Out) -> None:
+        """Ask the solver for one plan for ``view``'s events on exactly ``members``' hosts."""
         lead.token = self._next_token
         self._next_token += 1
         states = tuple(lead.states[m.node_id] for m in members)
@@ -515,7 +519,12 @@ class PartitionCore(Membership, Acting):
     ) -> list[PartitionEffect]:
         out: Out = []
         lead, view = self.lead, self.view
-        if lead is None or view is None or lead.token != token or lead.phase != LeadPhase.SOLVING:
+        if lead is None or view is None or lead.token != token:
+            return out
+        if lead.phase == LeadPhase.CONFIRMING and lead.outcome is None:
+            self._resolved(lead, outcome, now, out)
+            return self._deferred(out, now)
+        if lead.phase != LeadPhase.SOLVING:
             return out
         self.stats["solver_runs"] += 1
         if not outcome.ok:
@@ -537,7 +546,7 @@ class PartitionCore(Membership, Acting):
         for m in self.view.members:
             if m.node_id != self.me.node_id:
                 lead.confirming.add(m.node_id)
-                then = FinishSent(self.view.pid, m)
+                then = FinishSent(self.view.pid, m, now)
                 msg = SetPartition(self.view)
                 self._request(m, msg, then, now, out, attempts=cfg.isp_attempts, backoff=False)
         if not lead.confirming:
@@ -548,7 +557,15 @@ class PartitionCore(Membership, Acting):
         self, then: FinishSent, reply: MemberState | None, now: float, out: Out
     ) -> None:
         """A member answered our Finishing view: adopted (its host), refused (it follows
-        another leader now) or silent; the last answer starts the plan."""
+        another leader now) or silent; the last answer starts the plan.
+
+        An adopting answer renews our lease on the member from when we first sent the
+        view, as the answer to our first ``SetPartition`` does: the member renewed its
+        own lease on receiving it, at or after that time. It cannot be a stale renewal
+        (a probe answer can: the time counted there was when we answered, not when the
+        member renewed): the answer matches our own request, whose sending time we
+        count, however late the answer arrives. Why: tests/partition/
+        test_confirming.py::test_an_answer_to_the_finishing_view_renews_the_leaders_lease"""
         lead, view = self.lead, self.view
         if lead is None or view is None or view.pid != then.pid:
             return
@@ -557,6 +574,8 @@ class PartitionCore(Membership, Acting):
         member = then.member
         lead.confirming.discard(member.node_id)
         refused = reply is None or reply.host is None
+        if not refused and member.node_id in lead.renewed:
+            lead.renewed[member.node_id] = max(lead.renewed[member.node_id], then.sent)
         if refused and any(m.node_id == member.node_id for m in view.members):
             self.stats["finish_refused"] += 1
             why = "did not answer" if reply is None else "refused"
@@ -564,12 +583,46 @@ class PartitionCore(Membership, Acting):
         self._act_if_confirmed(lead, now, out)
 
     def _begin_acting(self, now: float, out: Out) -> None:
-        """Every member adopted our Finishing view or was let go: the plan starts."""
-        lead = self.lead
-        assert lead is not None and lead.outcome is not None
+        """Every member adopted our Finishing view or was let go: the plan starts, unless
+        it counts on the host of a member that is no longer in our view (let go while we
+        confirmed the plan, or dropped while we solved): then the plan is solved again on
+        the hosts of the members left, who all follow our Finishing view. The actions on
+        a host that left would fail, and the others may depend on them (a migration off
+        a host that made room for the next one), so keeping the rest is not safe either.
+        A relief or a launch alike gets a plan that counts only on members still here.
+        Why: tests/partition/test_confirming.py::
+        test_a_plan_counting_on_a_member_let_go_is_solved_again_without_it"""
+        lead, view = self.lead, self.view
+        assert lead is not None and view is not None and lead.outcome is not None
+        here = {lead.states[m.node_id].name for m in view.members if m.node_id in lead.states}
+        needed = {h for a in lead.outcome.actions for h in (a.src, a.dst) if h is not None}
+        if not needed <= here:
+            # Still CONFIRMING, with no plan: a member let go meanwhile is handled as
+            # while we confirmed (the initiator or an origin abandons the plan).
+            self.stats["plan_resolved"] += 1
+            lead.outcome = None
+            members = [m for m in view.members if m.node_id in lead.states]
+            self._solve(lead, view, members, out)
+            return
         lead.phase = LeadPhase.ACTING
         lead.acting_since = now
         self._start_actions(lead.outcome, now, out)
+
+    def _resolved(self, lead: Lead, outcome: SolveOutcome, now: float, out: Out) -> None:
+        """The plan solved again without the members let go (``_begin_acting``): it
+        starts, or, with no plan on the hosts left, the plan is abandoned (the partition
+        dissolved, every member told: a launch is retried by its origin, an overload
+        raised again by its monitor). The members left have all adopted our Finishing
+        view already, so no second confirmation is needed; the plan is checked again
+        against members let go meanwhile."""
+        self.stats["solver_runs"] += 1
+        if not outcome.ok:
+            self.stats["plan_abandoned"] += 1
+            reason = f"no plan without the members let go: {outcome.reason}"
+            self._dissolve(reason, now, out, notify=True)
+            return
+        lead.outcome = outcome
+        self._act_if_confirmed(lead, now, out)
 
     # -- passing the ISP on ------------------------------------------------------------
 

@@ -148,7 +148,8 @@ class Membership(CoreBase):
     def _on_keepalive(
         self, src: Address, sender: int, rid: int, msg: KeepAlive, now: float, out: Out
     ) -> None:
-        if self.view is not None and self.view.pid == msg.pid:
+        view = self.view
+        if view is not None and view.pid == msg.pid:
             self.lease_until = now + self.config.lease_s
             self._at(self.lease_until, PartitionTimer.LEASE, msg.pid)
             self._heard_from_partition(msg.pid, now)
@@ -156,7 +157,7 @@ class Membership(CoreBase):
             # id (a copy of it whose ISP forked, a leader we saw taken over) is told we
             # follow someone else (seq 0), so that it stops counting on us at once.
             if msg.seq and self.lead is None:
-                ours = sender == self.view.leader.node_id
+                ours = sender == view.leader.node_id
                 out.append(Send(src, 0, KeepAliveAck(msg.pid, msg.seq if ours else 0)))
 
     def _on_keepalive_ack(
@@ -259,7 +260,7 @@ class Membership(CoreBase):
             return
         if lead is not None:
             self._expire_members(now, out)
-            if self.view is None or self.lead is not lead:
+            if self.view is None or not self._leading(lead):
                 return  # the initiator's lease lapsed: the partition is dissolved
             view = self.view
             others = tuple(m.addr for m in view.members if m.node_id != self.me.node_id)
@@ -279,8 +280,8 @@ class Membership(CoreBase):
         that acknowledges it renewed its lease on it (``_on_keepalive_ack``)."""
         view = self.view
         assert view is not None
-        seq = lead.next_round
-        lead.next_round += 1
+        seq = self._next_round
+        self._next_round += 1
         lead.rounds[seq] = now
         horizon = now - self.config.lease_s
         for old in [s for s, sent in lead.rounds.items() if sent < horizon]:
@@ -305,7 +306,7 @@ class Membership(CoreBase):
                 continue
             if lead.renewed.get(m.node_id, lead.since) <= limit + 1e-9:
                 self._lease_lapsed(m, now, out)
-                if self.lead is not lead:
+                if not self._leading(lead):
                     return
         self._act_if_confirmed(lead, now, out)
 
@@ -351,7 +352,12 @@ class Membership(CoreBase):
 
     def _act_if_confirmed(self, lead: Lead, now: float, out: Out) -> None:
         """Start our plan if ``lead`` still confirms it and nobody's answer is awaited."""
-        if self.lead is lead and lead.phase == LeadPhase.CONFIRMING and not lead.confirming:
+        if (
+            self._leading(lead)
+            and lead.phase == LeadPhase.CONFIRMING
+            and not lead.confirming
+            and lead.outcome is not None  # None: solved again (core._begin_acting)
+        ):
             self._begin_acting(now, out)
 
     def _release_from_plan(self, member: Contact, out: Out) -> None:

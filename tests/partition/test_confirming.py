@@ -36,8 +36,11 @@ CONFIG = replace(PartitionConfig(), recruitment="ring", min_partition_size=2)
 LEADER, DEST, SOURCE, BYSTANDER = 2, 1, 0, 3
 
 
-def partition(solve_delay: float = 0.01, *, initiator: int = SOURCE) -> FakeCluster:
-    """The partition of the module docstring, its leader collecting from now on."""
+def partition(
+    solve_delay: float = 0.01, *, initiator: int = SOURCE, bystander: int = 4
+) -> FakeCluster:
+    """The partition of the module docstring, its leader collecting from now on;
+    ``bystander``: the VMs on n4's host (4: full)."""
     c = FakeCluster(
         4,
         seed=5,
@@ -48,7 +51,7 @@ def partition(solve_delay: float = 0.01, *, initiator: int = SOURCE) -> FakeClus
         monitor=False,
     )
     # over, room, full, full; the initiator's host is the overloaded one
-    loads = (5, 1, 4, 4) if initiator == SOURCE else (4, 1, 5, 4)
+    loads = (5, 1, 4, bystander) if initiator == SOURCE else (4, 1, 5, bystander)
     for pos, n in enumerate(loads):
         c.add_vms(pos, [1.0] * n)
     view = c.install([LEADER, DEST, SOURCE, BYSTANDER], initiator=initiator, leader=LEADER)
@@ -236,3 +239,110 @@ def test_a_free_node_refuses_a_finishing_view_of_a_partition_it_is_not_in() -> N
     answers = sent(c, BYSTANDER, LEADER, MemberState, since)
     assert answers and all(a.host is None for a in answers)
     assert c.core(BYSTANDER).stats["refused_finishing"] == 1
+
+
+def _plan_hosts(c: FakeCluster) -> set[str]:
+    lead = c.core(LEADER).lead
+    assert lead is not None and lead.outcome is not None
+    return {h for a in lead.outcome.actions for h in (a.src, a.dst) if h is not None}
+
+
+def _cut_dest_while_confirming(c: FakeCluster) -> None:
+    """Cut n2 (the plan's destination) off from the leader once it reported its host:
+    it never answers the Finishing view and is let go while the plan is confirmed."""
+    while phase(c, LEADER) == "collecting":
+        c.run(0.01)
+    c.network.cut([LEADER], [DEST])
+    while phase(c, LEADER) == "solving":
+        c.run(0.01)
+    assert phase(c, LEADER) == "confirming"
+    assert c.hosts[DEST].name in _plan_hosts(c)  # the first plan counts on n2
+
+
+def test_a_plan_counting_on_a_member_let_go_is_solved_again_without_it() -> None:
+    """A relief: n2, the destination of the plan's migration, is let go while the leader
+    confirms the plan (cut off). Before: the plan ran with its migration failing ("host
+    left the partition"), and the overload event failed although n4 had room. Now the
+    plan is solved again on the hosts left and the VM goes to n4."""
+    c = partition(solve_delay=0.5, bystander=2)
+    _cut_dest_while_confirming(c)
+    c.run(20.0)
+    (done,) = c.done.values()
+    assert done.ok, done.reason
+    assert c.host_of("h0-vm0") == [BYSTANDER]
+    core = c.core(LEADER)
+    assert core.stats["plan_resolved"] == 1 and core.stats["action_failed"] == 0
+    assert c.violations == [] and c.vm_problems() == []
+
+
+def test_a_plan_with_no_solution_without_a_member_let_go_is_abandoned() -> None:
+    """As above with n4 full: without n2 there is no plan; it is abandoned before any
+    action starts (every member told), instead of running a migration bound to fail."""
+    c = partition(solve_delay=0.5)
+    _cut_dest_while_confirming(c)
+    c.run(20.0)
+    (done,) = c.done.values()
+    assert not done.ok and "no plan without the members let go" in done.reason
+    core = c.core(LEADER)
+    assert core.stats["plan_resolved"] == 1 and core.stats["plan_abandoned"] == 1
+    assert core.stats["actions"] == core.stats["action_failed"] == 0
+    assert c.violations == [] and c.vm_problems() == []
+
+
+def test_a_launch_counting_on_a_member_let_go_is_placed_on_the_hosts_left() -> None:
+    """A launch: the first plan boots the VM on n2, let go while the plan is confirmed.
+    Before: the boot failed ("host left the partition") and the origin had to retry the
+    whole launch; now the plan is solved again and the VM boots on n4, once."""
+    c = FakeCluster(
+        4,
+        seed=5,
+        config=CONFIG,
+        ids=range(1, 5),
+        driver_delay=1.0,
+        solve_delay=0.5,
+        monitor=False,
+    )
+    for pos, n in enumerate((4, 1, 4, 2)):
+        c.add_vms(pos, [1.0] * n)
+    vm = LaunchVm("web", "shop", 1, 512)
+    c.expected_vms.add("shop/web")
+    ini = c.core(SOURCE)
+    event = Event("launch", ini.me, ini.rng.getrandbits(63), (vm,), ())
+    ini.own[event.event_id] = OwnEvent(event, 0.0, attempts=1, in_flight=True)
+    view = c.install(
+        [LEADER, DEST, SOURCE, BYSTANDER], initiator=SOURCE, leader=LEADER, overload=False
+    )
+    view = replace(view, events=(event,))
+    out: list[Any] = []
+    c.core(LEADER)._become_leader(view, (), 0, c.engine.now, out)
+    c.engine.apply(c.nodes[LEADER], out)
+    _cut_dest_while_confirming(c)
+    c.run(20.0)
+    (done,) = c.done.values()
+    assert done.ok, done.reason
+    assert c.created == {"shop/web": 1} and c.host_of("shop/web") == [BYSTANDER]
+    assert c.core(LEADER).stats["plan_resolved"] == 1
+    assert ini.stats["partitions_started"] == 0  # not retried in a new partition
+    assert c.violations == [] and c.vm_problems() == []
+
+
+def test_an_answer_to_the_finishing_view_renews_the_leaders_lease() -> None:
+    """n1 (the source, initiator and origin) answers the Finishing view, then every
+    link of n3 is cut. Before: the answer renewed nothing, so n3 let go of n1 at its
+    3.5 s keep-alive tick (its last acknowledged round was sent at 0.5 s). The member
+    renewed its own lease on the Finishing view, sent later (~0.7 s): the leader now
+    counts on it until its 4.0 s tick, still before n1's own lease ends."""
+    c = partition(solve_delay=0.7)
+    while phase(c, LEADER) != "acting":
+        c.run(0.001)
+    lead = c.core(LEADER).lead
+    assert lead is not None
+    source = c.nodes[SOURCE].node_id
+    sent = c.engine.now - c.rtt_s  # the Finishing view went out one round trip ago
+    assert lead.renewed[source] >= sent - 1e-9
+    c.network.cut([LEADER], [DEST, SOURCE, BYSTANDER])
+    c.run_until(3.6)
+    assert SOURCE in c.members_of(LEADER)
+    c.run_until(4.1)
+    assert SOURCE not in c.members_of(LEADER)  # let go...
+    assert c.core(SOURCE).lease_until > 4.1  # ...before n1's own lease ended

@@ -204,3 +204,45 @@ def test_two_forked_leaders_never_both_act_with_one_member() -> None:
     assert c.core(b).stats["finish_refused"] == 1
     c.run(12.0)
     assert c.violations == [] and c.vm_problems() == []
+
+
+def test_a_late_ack_of_an_earlier_leads_round_renews_nothing() -> None:
+    """n3 leads the partition twice (a new lead of the same id, as after a takeover), and
+    an acknowledgement n4 sent for a round of the first lead arrives late, once n4 is
+    cut off from n3. Before: round numbers restarted with each lead, so the late ack
+    matched a round of the second lead sent long after n4 last heard from n3, and n3
+    counted on n4 past the end of n4's own lease. Round numbers are now unique on a
+    node across its leads."""
+    c = FakeCluster(4, seed=5, config=CONFIG, ids=range(1, 5), solve_delay=60.0, monitor=False)
+    for pos, n in enumerate(LOADS):
+        c.add_vms(pos, [1.0] * n)
+    view = c.install([LEADER, DEST, SOURCE, BYSTANDER], initiator=SOURCE, leader=LEADER)
+    core = c.core(LEADER)
+    out: list[Any] = []
+    core._become_leader(view, (), 0, c.engine.now, out)
+    c.engine.apply(c.nodes[LEADER], out)
+    c.run(2.0)
+    first = [
+        m.seq for _, s, d, m in c.messages if (s, d) == (LEADER, BYSTANDER) and type(m) is KeepAlive
+    ]
+    assert len(first) >= 4
+    # a second lead of the same partition id, at a later version
+    out = []
+    core._become_leader(replace(view, version=view.version + 2), (), 0, c.engine.now, out)
+    c.engine.apply(c.nodes[LEADER], out)
+    c.run(0.1)
+    lead = core.lead
+    assert lead is not None and BYSTANDER in c.positions(core.view.members)  # type: ignore[union-attr]
+    renewed = lead.renewed[c.nodes[BYSTANDER].node_id]
+    c.network.cut([LEADER], [BYSTANDER])
+    c.run(2.0)
+    assert max(lead.rounds) >= max(first)  # the second lead sent as many rounds
+    bystander = c.nodes[BYSTANDER]
+    for seq in first:  # n4's acks of the first lead's rounds, late
+        late = KeepAliveAck(view.pid, seq)
+        c.engine.apply(
+            c.nodes[LEADER], core.on_message(bystander.addr, bystander.node_id, 0, late, now=c.now)
+        )
+    assert lead.renewed.get(bystander.node_id, renewed) == renewed
+    c.run(CONFIG.lease_s)
+    assert BYSTANDER not in c.members_of(LEADER)  # let go before n4's lease could end
