@@ -220,10 +220,14 @@ class Workspace:
         self.cur = rows
         self.demand = list(self.cur)
         self.cost = self._costs()
-        self.cos = [vm.coschedule + 1 if vm.coschedule != -1 else -1 for vm in self.vms]
         #: each VM's state now (a repair reads it several times per VM: from compiled
         #: code, an attribute of the model's interpreted class is a generic lookup)
-        self.now = [vm.state for vm in self.vms]
+        self.now: list[str] = []
+        self.cos: list[int] = []
+        for vm in self.vms:
+            self.now.append(vm.state)
+            cos = vm.coschedule
+            self.cos.append(cos + 1 if cos != -1 else -1)
         self.movable = [True] * len(self.vms)
         self._init_state()
         self._build(constraints)
@@ -271,12 +275,14 @@ class Workspace:
         by_memory: dict[int, int] = {}
         out = []
         for vm in self.vms:
-            if "migrate" in vm.durations:
-                out.append(max(1, vm.durations["migrate"]))
+            durations = vm.durations
+            if durations and "migrate" in durations:
+                out.append(max(1, durations["migrate"]))
                 continue
-            cost = by_memory.get(vm.memory_mib)
+            memory = vm.memory_mib
+            cost = by_memory.get(memory)
             if cost is None:
-                cost = by_memory[vm.memory_mib] = max(1, math.ceil(vm.memory_mib / speed))
+                cost = by_memory[memory] = max(1, math.ceil(memory / speed))
             out.append(cost)
         return out
 
