@@ -18,7 +18,6 @@ slices (as BtrPlace's plans):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from dvms.placement.actions import Action, Plan
 from dvms.placement.filters import CapacityOnSet, LonelyFilter, SpreadFilter
@@ -31,15 +30,20 @@ class PlanError(Exception):
     """The target cannot be reached step by step (an unbreakable cycle)."""
 
 
-@dataclass(slots=True, eq=False)
 class _Move:
-    kind: str
-    v: int
-    src: int
-    dst: int
-    dur: int
-    start: int = -1
-    end: int = -1
+    """One action being scheduled. A plain class, not a dataclass: compiled, a
+    dataclass's ``__init__`` is generated Python code, run at every construction."""
+
+    __slots__ = ("dst", "dur", "end", "kind", "src", "start", "v")
+
+    def __init__(self, kind: str, v: int, src: int, dst: int, dur: int) -> None:
+        self.kind = kind
+        self.v = v
+        self.src = src
+        self.dst = dst
+        self.dur = dur
+        self.start = -1
+        self.end = -1
 
 
 ContinuousIndex = tuple[dict[int, list[SpreadFilter]], list[LonelyFilter | CapacityOnSet]]

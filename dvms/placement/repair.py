@@ -21,11 +21,13 @@ VMs (overload relief, DVMS).
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Sequence
 
 from dvms.placement import constraints as c
 from dvms.placement.arrivals import Arrivals, unchain
 from dvms.placement.config import PlacementConfig
+from dvms.placement.explain import Refusal
 from dvms.placement.filters import AmongFilter, GatherFilter, SplitAmongFilter
 from dvms.placement.localsearch import improve_plan
 from dvms.placement.model import PlacementError, Snapshot
@@ -36,13 +38,17 @@ from dvms.placement.workspace import Workspace
 __all__ = ["solve_repair"]
 
 
+#: constraints that set a VM's target state (a tuple: ``A | B`` builds a union per test)
+_STATE_RULES = (c.Running, c.Ready, c.Sleeping)
+
+
 def _forced_states(snapshot: Snapshot, constraints: Sequence[c.Constraint]) -> dict[str, str]:
     """The target state of every VM a running/ready/sleeping constraint names (the
     others keep theirs)."""
     states: dict[str, str] | None = None
     forced: dict[str, str] = {}
     for k in constraints:
-        if isinstance(k, c.Running | c.Ready | c.Sleeping):
+        if isinstance(k, _STATE_RULES):
             if states is None:
                 states = {vm.key: vm.state for vm in snapshot.vms}
             want = k.kind
@@ -62,13 +68,21 @@ def _initial(ws: Workspace, states: Sequence[str]) -> tuple[list[int], list[int]
     (running in the target), which it places."""
     origin = [-1] * len(ws.vms)
     stay = [-1] * len(ws.vms)
-    h_index = ws.h_index
+    h_index, now = ws.h_index, ws.now
     for v, vm in enumerate(ws.vms):
-        if vm.state == "running" and vm.host is not None:
+        if now[v] == "running" and vm.host is not None:
             origin[v] = h_index[vm.host]
             if states[v] == "running":
                 stay[v] = origin[v]
     ws.place_all(stay)
+    if stay == origin and not ws.grown:
+        # what plan.py's scheduler starts from (occupancy and VMs per host before any
+        # move) is the state just loaded: copied here, not summed again per plan
+        ws.plan_start = (
+            tuple(origin),
+            [list(row) for row in ws.used],
+            [set(vms) for vms in ws.host_vms],
+        )
     return origin, stay
 
 
@@ -219,16 +233,22 @@ def _units(ws: Workspace, vms: set[int]) -> list[tuple[int, ...]]:
     """Biggest first (relative to the largest host), most constrained first. Keys built
     in a loop, not by nested functions: compiled, those and their environment form a
     reference cycle holding the workspace."""
-    tops = [
-        max((lim[r] for lim in ws.limits if lim[r] != float("inf")), default=0)
-        for r in range(len(ws.resources))
-    ]
+    tops: list[float] = []
+    for r in range(len(ws.resources)):
+        top = 0.0
+        for lim in ws.limits:
+            x = lim[r]
+            if x != math.inf and x > top:
+                top = x
+        tops.append(top)
     keyed: list[tuple[int, float, int]] = []
     for v in vms:
         weight = 0.0
-        for d, t in zip(ws.demand[v], tops, strict=True):
+        row = ws.demand[v]
+        for r in range(len(tops)):
+            t = tops[r]
             if t:
-                weight += d / t
+                weight += row[r] / t
         allowed = ws.allowed[v]
         keyed.append((len(allowed) if allowed is not None else len(ws.hosts), -weight, v))
     keyed.sort()
@@ -299,17 +319,13 @@ def _solve(
 
 
 def _solve_repair(ws: Workspace, forced: dict[str, str], config: PlacementConfig) -> Plan:
-    if forced:
-        states = [forced.get(key, vm.state) for key, vm in zip(ws.vkeys, ws.vms, strict=True)]
-    else:
-        states = [vm.state for vm in ws.vms]
+    now = ws.now
+    states = [forced.get(key, now[v]) for v, key in enumerate(ws.vkeys)] if forced else list(now)
     suspend = frozenset(
-        v for v, vm in enumerate(ws.vms) if vm.state == "running" and states[v] == "sleeping"
+        v for v, state in enumerate(now) if state == "running" and states[v] == "sleeping"
     )
     unready = sorted(
-        key
-        for key, vm, state in zip(ws.vkeys, ws.vms, states, strict=True)
-        if vm.state == "ready" and state == "sleeping"
+        ws.vkeys[v] for v, state in enumerate(now) if state == "ready" and states[v] == "sleeping"
     )
     if unready:
         reason = f"vm {unready[0]} is ready: only a running VM can be suspended (sleeping)"
@@ -319,16 +335,18 @@ def _solve_repair(ws: Workspace, forced: dict[str, str], config: PlacementConfig
     if broken:
         return Plan("infeasible", (), _named(ws, stay), broken, proven=True)
     _freeze_continuous(ws)
-    boots = {v for v, vm in enumerate(ws.vms) if vm.state == "ready" and states[v] == "running"}
+    boots = {v for v, state in enumerate(now) if state == "ready" and states[v] == "running"}
     first = _misplaced(ws)
     queue = [first]
     # the later stages, built when the first fails (the state is the same then); the
     # last counts as the last resort (a proof of infeasibility) only when ``final``
     everyone: set[int] | None = None
     final = False
-    last = ""
+    # why the last stage failed, and the last refusal (its hosts are the details):
+    # written out only if no stage succeeds
+    last: str | Refusal = ""
+    refused: Refusal | None = None
     proven = False
-    details: tuple[str, ...] = ()
     widened = False
     while queue:
         movable = queue.pop(0)
@@ -362,11 +380,12 @@ def _solve_repair(ws: Workspace, forced: dict[str, str], config: PlacementConfig
         assert outcome.refusal is not None
         if everyone is None:
             everyone, final = _later_stages(ws, origin, first, queue)
-        last, proven = str(outcome.refusal), outcome.proven and movable is everyone and final
-        details = tuple(outcome.refusal.details())
+        last, proven = outcome.refusal, outcome.proven and movable is everyone and final
+        refused = outcome.refusal
         if queue == [everyone] and not widened:  # once
             widened = True
             wider = _room_for(ws, outcome.refusal.vms, movable)
             if wider and wider != everyone and wider != movable:
                 queue.insert(0, wider)
-    return Plan("infeasible", (), _named(ws, stay), last, proven, details)
+    details = tuple(refused.details()) if refused is not None else ()
+    return Plan("infeasible", (), _named(ws, stay), str(last), proven, details)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from dvms.placement.arrivals import Arrivals
 from dvms.placement.explain import Refusal
@@ -31,15 +30,20 @@ __all__ = ["SearchOutcome", "place_units"]
 Unit = tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
 class SearchOutcome:
     """What ``place_units`` found: ``ok``, or the ``refusal`` and whether the search
-    ``proven`` that no placement exists; ``nodes`` the backtracking visited."""
+    ``proven`` that no placement exists; ``nodes`` the backtracking visited. A plain
+    class: compiled, a dataclass's ``__init__`` is generated Python code."""
 
-    ok: bool
-    refusal: Refusal | None = None
-    proven: bool = False
-    nodes: int = 0
+    __slots__ = ("nodes", "ok", "proven", "refusal")
+
+    def __init__(
+        self, ok: bool, refusal: Refusal | None = None, proven: bool = False, nodes: int = 0
+    ) -> None:
+        self.ok = ok
+        self.refusal = refusal
+        self.proven = proven
+        self.nodes = nodes
 
 
 class _Budget(Exception):

@@ -71,33 +71,47 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:.3g}"
 
 
-def _columns(vms: Sequence[Vm], resources: Sequence[str]) -> list[list[float]]:
-    """``[[vm.demand(r) for vm in vms] for r in resources]``, without a call per value,
-    reading each VM's attributes once (an attribute of an interpreted class costs a
-    generic lookup from compiled code): the same rules as ``Vm.demand``."""
-    cols: list[list[float]] = [[] for _ in resources]
+def _rows(vms: Sequence[Vm], resources: Sequence[str]) -> tuple[list[list[float]], list[int]]:
+    """``[[vm.demand(r) for r in resources] for vm in vms]``, without a call per value,
+    reading each VM's attributes once: the same rules as ``Vm.demand``. Also, per VM,
+    the bit mask of the resources it uses (demand > 0)."""
     kinds = [_KIND.get(r, 0) for r in resources]
+    names = list(resources)
+    nr = len(kinds)
+    rows: list[list[float]] = []
+    masks: list[int] = []
     for vm in vms:
         usage = vm.usage
-        for r, kind in enumerate(kinds):
-            name = resources[r]
+        row: list[float] = []
+        mask = 0
+        for r in range(nr):
+            kind = kinds[r]
+            name = names[r]
+            # every demand is an int (usage and sizes are, cpu_demand is rounded up):
+            # compiled, tested as a native int, not unboxed as a float
+            x: int
             if usage and name in usage:
-                cols[r].append(usage[name])
+                x = usage[name]
             elif kind == 1:
-                cols[r].append(vm.vcpus)
+                x = vm.vcpus
             elif kind == 2:
-                cols[r].append(vm.memory_mib)
+                x = vm.memory_mib
             elif kind == 3:
-                cols[r].append(vm.nics)
+                x = vm.nics
             elif kind == 4:
                 measured = vm.cpu_demand
-                cols[r].append(math.ceil((vm.vcpus if measured is None else measured) * 1000))
+                x = vm.vcpus * 1000 if measured is None else math.ceil(measured * 1000)
             else:
-                cols[r].append(0)
-    return cols
+                x = 0
+            row.append(x)
+            if x > 0:
+                mask |= 1 << r
+        rows.append(row)
+        masks.append(mask)
+    return rows, masks
 
 
-#: ``_columns``: how a resource's demand is read when a VM's ``usage`` does not name it
+#: ``_rows``: how a resource's demand is read when a VM's ``usage`` does not name it
 _KIND = {VCPUS: 1, MEMORY: 2, NICS: 3, CPU_DEMAND: 4}
 
 
@@ -182,7 +196,9 @@ class Workspace:
     ) -> None:
         self.config = config
         self.hosts = list(snapshot.hosts)
-        self.h_index = {h.name: i for i, h in enumerate(self.hosts)}
+        #: host names by index (read once: see ``now``)
+        self.hnames = [h.name for h in self.hosts]
+        self.h_index = {name: i for i, name in enumerate(self.hnames)}
         self.vms = list(snapshot.vms) + list(launch)
         #: VM keys by index (``Vm.key`` formats a string on every read; as a property of
         #: an interpreted class it is also a Python call per VM, hence written out here)
@@ -198,22 +214,38 @@ class Workspace:
         self.r_index = {r: i for i, r in enumerate(self.resources)}
         self.online = [h.online for h in self.hosts]
         self.limits = _limits(self.hosts, self.resources, config)
-        cols = _columns(self.vms, self.resources)
+        rows, masks = _rows(self.vms, self.resources)
         #: demand per VM and resource before the plan, then in the target (``preserve``
         #: raises it); a VM's two rows are one list until a ``preserve`` changes it
-        self.cur = (
-            [list(row) for row in zip(*cols, strict=True)] if cols else [[] for _ in self.vms]
-        )
+        self.cur = rows
         self.demand = list(self.cur)
         self.cost = self._costs()
-        self.cos = [vm.coschedule + 1 if vm.coschedule != -1 else -1 for vm in self.vms]
+        #: each VM's state now (a repair reads it several times per VM: from compiled
+        #: code, an attribute of the model's interpreted class is a generic lookup)
+        self.now: list[str] = []
+        self.cos: list[int] = []
+        for vm in self.vms:
+            self.now.append(vm.state)
+            cos = vm.coschedule
+            self.cos.append(cos + 1 if cos != -1 else -1)
         self.movable = [True] * len(self.vms)
         self._init_state()
         self._build(constraints)
+        #: per VM, the resources its target demand uses (> 0)
         if any(row is not self.cur[v] for v, row in enumerate(self.demand)):
             cols = [[row[r] for row in self.demand] for r in range(len(self.resources))]
-        #: per VM, the resources its target demand uses (> 0)
-        self.active = _active(cols, len(self.vms))
+            self.active = _active(cols, len(self.vms))
+        else:  # one tuple per distinct mask, shared
+            used: dict[int, tuple[int, ...]] = {}
+            active: list[tuple[int, ...]] = []
+            for mask in masks:
+                found = used.get(mask)
+                if found is None:
+                    found = used[mask] = tuple(
+                        r for r in range(len(self.resources)) if mask >> r & 1
+                    )
+                active.append(found)
+            self.active = active
         #: VMs whose target demand differs from their current one (``preserve``)
         self.grown = frozenset(
             v for v, row in enumerate(self.demand) if row is not self.cur[v] and row != self.cur[v]
@@ -243,12 +275,14 @@ class Workspace:
         by_memory: dict[int, int] = {}
         out = []
         for vm in self.vms:
-            if "migrate" in vm.durations:
-                out.append(max(1, vm.durations["migrate"]))
+            durations = vm.durations
+            if durations and "migrate" in durations:
+                out.append(max(1, durations["migrate"]))
                 continue
-            cost = by_memory.get(vm.memory_mib)
+            memory = vm.memory_mib
+            cost = by_memory.get(memory)
             if cost is None:
-                cost = by_memory[vm.memory_mib] = max(1, math.ceil(vm.memory_mib / speed))
+                cost = by_memory[memory] = max(1, math.ceil(memory / speed))
             out.append(cost)
         return out
 
@@ -723,12 +757,18 @@ class Workspace:
         return ", ".join(names[:most]) + more
 
     def placement(self) -> dict[str, str]:
-        keys, hosts = self.vkeys, self.hosts
-        return {keys[v]: hosts[h].name for v, h in enumerate(self.assign) if h != -1}
+        keys, names = self.vkeys, self.hnames
+        return {keys[v]: names[h] for v, h in enumerate(self.assign) if h != -1}
 
     def overflow(self, h: int) -> list[float]:
-        """How far each resource of ``h`` is over its limit (0 when within)."""
-        return [max(0.0, u - lim) for u, lim in zip(self.used[h], self.limits[h], strict=True)]
+        """How far each resource of ``h`` is over its limit (0 when within). An index
+        loop: compiled, ``zip(..., strict=True)`` and ``max`` are generic calls."""
+        used, lim = self.used[h], self.limits[h]
+        out: list[float] = []
+        for r in range(len(used)):
+            x = used[r] - lim[r]
+            out.append(x if x > 0.0 else 0.0)
+        return out
 
     def choose_evictions(
         self,
@@ -749,8 +789,11 @@ class Workspace:
             for v in left:
                 relief = 0.0
                 over = 0.0
-                for u, n in zip(use(v), need, strict=True):
+                row = use(v)
+                for r in range(len(need)):
+                    n = need[r]
                     if n > 0:
+                        u = row[r]
                         relief += min(u, n) / n
                         over += max(0.0, u - n) / n
                 key = (relief / self.cost[v] if relief else -math.inf, -over, -v)
@@ -760,5 +803,6 @@ class Workspace:
                 break
             left.remove(best)
             chosen.add(best)
-            need = [n - u for n, u in zip(need, use(best), strict=True)]
+            row = use(best)
+            need = [need[r] - row[r] for r in range(len(need))]
         return chosen
