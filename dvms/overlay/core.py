@@ -294,6 +294,10 @@ class OverlayCore:
         #: Fast probes left in the current error surge (``_probe``); refilled once the
         #: error estimate falls to ``probe_fast_rearm_error``.
         self._fast_left = config.probe_fast_burst
+        #: Still in the fast period of a new coordinate (``_probe``): until
+        #: ``probe_fast_samples`` samples or an error estimate down to
+        #: ``probe_fast_settled_error``, whichever comes first.
+        self._new_coord = True
         self._gsrtt = 0.0
         self._grttvar = 0.0
         self._handlers: dict[type, _Handler] = {
@@ -989,18 +993,23 @@ class OverlayCore:
         period = cfg.probe_interval_s
         viv = self.vivaldi
         if viv is not None:
-            if self._rtt_samples < cfg.probe_fast_samples:
-                period = cfg.probe_fast_interval_s  # a new coordinate converging
-            else:
-                error = viv.coordinate.error
-                if error <= cfg.probe_fast_rearm_error:
-                    self._fast_left = cfg.probe_fast_burst
-                elif error > cfg.probe_fast_error and self._fast_left > 0:
-                    # The network changed under us: a bounded burst of fast probes. An
-                    # error still high after it is not one more probes would cure.
-                    # Why: tests/overlay/test_probe_rate.py
-                    self._fast_left -= 1
-                    period = cfg.probe_fast_interval_s
+            error = viv.coordinate.error
+            if self._new_coord and (
+                self._rtt_samples >= cfg.probe_fast_samples or error <= cfg.probe_fast_settled_error
+            ):
+                self._new_coord = False  # for good: a later surge gets a bounded burst
+            if self._new_coord:
+                # A new coordinate converging (a settled estimate ends it sooner).
+                # Why: tests/overlay/test_probe_rate.py
+                period = cfg.probe_fast_interval_s
+            elif error <= cfg.probe_fast_rearm_error:
+                self._fast_left = cfg.probe_fast_burst
+            elif error > cfg.probe_fast_error and self._fast_left > 0:
+                # The network changed under us: a bounded burst of fast probes. An
+                # error still high after it is not one more probes would cure.
+                # Why: tests/overlay/test_probe_rate.py
+                self._fast_left -= 1
+                period = cfg.probe_fast_interval_s
         self._timers.at(now + period * (0.9 + 0.2 * self.rng.random()), OverlayTimer.PROBE)
         e = self.table.random_entry(self.rng)
         if e is not None:

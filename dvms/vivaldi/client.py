@@ -7,7 +7,7 @@ runs the serf pipeline::
         |  sanity: 0 <= rtt_s <= rtt_max, peer_coord valid and same dimensionality
         |          (else: count, raise SampleRejected, state untouched)
         v
-    latency filter   per-peer moving median of the last `latency_filter_size` RTTs
+    latency filter   per-peer moving (lower) median of the last `latency_filter_size` RTTs
                      no older than `latency_filter_max_age_s` (when `now` is given;
                      history kept for the `latency_filter_peers` most recent peers)
         v
@@ -36,7 +36,8 @@ Deviations from serf, all deliberate:
 * the latency-filter history is bounded (``latency_filter_peers``, least recently
   sampled peer dropped first); serf relies on ``ForgetNode`` alone;
 * a sample older than ``latency_filter_max_age_s`` leaves the filter window (serf keeps
-  the last samples however old).
+  the last samples however old);
+* the latency filter takes the lower median (of two samples the shorter).
 """
 
 from __future__ import annotations
@@ -255,8 +256,14 @@ class VivaldiClient:
     # -- the steps (private; each mirrors one serf function) ----------------------
 
     def _latency_filter(self, peer_key: Hashable, rtt: float, now: float | None) -> float:
-        """serf ``latencyFilter``: median of the peer's last few samples (upper median),
-        those older than ``latency_filter_max_age_s`` left out when ``now`` is known.
+        """serf ``latencyFilter``: median of the peer's last few samples, those older than
+        ``latency_filter_max_age_s`` left out when ``now`` is known.
+
+        The lower median (ours; serf takes the upper one): queueing and reordering only
+        ever add delay, so of two samples the shorter is the better estimate. With the
+        upper median, one delayed answer stayed the filtered RTT of its peer for the next
+        sample as well, up to ``latency_filter_max_age_s`` later. Of three, it is the
+        middle one either way.
 
         The dict is kept in least-recently-sampled order (pop and re-insert) and bounded
         by ``latency_filter_peers``.
@@ -279,7 +286,7 @@ class VivaldiClient:
         history[peer_key] = samples
         if len(samples) == 1:
             return rtt
-        return sorted(r for _, r in samples)[len(samples) // 2]
+        return sorted(r for _, r in samples)[(len(samples) - 1) // 2]
 
     def _random_unit(self, dim: int) -> list[float]:
         """A random unit vector, for when two positions coincide (serf ``unitVectorAt``)."""

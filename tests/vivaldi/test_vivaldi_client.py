@@ -195,7 +195,7 @@ def test_latency_filter_median_and_ageing():
     filtered, plain = _filter_pair()
     raw_and_median = [
         (0.201, 0.201),
-        (0.200, 0.201),  # upper median of two, as serf
+        (0.200, 0.200),  # lower median of two (serf: upper; delays only add)
         (0.207, 0.201),
         (1.900, 0.207),  # the glitch is median-ed out and never reaches Vivaldi
         (0.203, 0.207),
@@ -210,7 +210,7 @@ def test_latency_filter_median_and_ageing():
 
 def test_latency_filter_peers_are_independent_and_forget_drops_history():
     filtered, plain = _filter_pair()
-    for raw, median in ((0.201, 0.201), (0.200, 0.201), (0.207, 0.201)):
+    for raw, median in ((0.201, 0.201), (0.200, 0.200), (0.207, 0.201)):
         filtered.update("alice", PEER, raw)
         plain.update("x", PEER, median)
     filtered.update("bob", PEER, 0.310)  # bob's first sample is used as is
@@ -231,11 +231,12 @@ def test_latency_filter_keeps_only_the_most_recently_sampled_peers():
     steps = [
         ("a", 0.300, 0.300),
         ("b", 0.100, 0.100),
-        ("a", 0.200, 0.300),  # a: (0.300, 0.200) -> upper median 0.300; a is now newest
+        ("a", 0.200, 0.200),  # a: (0.300, 0.200) -> lower median 0.200; a is now newest
         ("c", 0.150, 0.150),  # third peer: b, the least recently sampled, is dropped
         ("a", 0.900, 0.300),  # a kept its history: (0.300, 0.200, 0.900) -> 0.300
         ("b", 0.500, 0.500),  # b starts afresh (c is dropped now)
-        ("b", 0.110, 0.500),  # (0.500, 0.110) -> 0.500: b's old 0.100 is gone
+        ("b", 0.110, 0.110),  # (0.500, 0.110) -> 0.110: b's old 0.100 is gone
+        ("b", 0.120, 0.120),  # (0.500, 0.110, 0.120) -> 0.120
     ]
     for key, raw, median in steps:
         filtered.update(key, PEER, raw)

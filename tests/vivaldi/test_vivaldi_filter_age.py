@@ -79,3 +79,14 @@ def test_a_lan_cluster_leaves_the_error_clamp_sooner_when_samples_age_out():
     serf_minute, serf = median_error_after_window(False)
     assert dated_minute == serf_minute == CFG.error_max
     assert dated < 0.5 < serf
+
+
+def test_one_delayed_answer_of_two_is_not_the_filtered_rtt():
+    """Delays only add: of a delayed answer and a quiet one right after it, the filter
+    uses the quiet one (the lower median), so the coordinate comes back at once. With
+    the upper median (serf's) the delayed answer counted twice."""
+    client, peer = settled_pair()
+    client.update("q", peer, 0.03, now=100.0)  # q's first sample: used as it is
+    thrown = client.distance_to(peer)
+    client.update("q", peer, LAN_RTT, now=101.0)
+    assert client.distance_to(peer) < thrown
