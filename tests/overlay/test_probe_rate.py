@@ -82,7 +82,7 @@ def spread(rng: random.Random) -> Callable[[], tuple[float, ...]]:
 def noisy() -> OnePeer:
     """The settled peer answering after 10-150 µs: the error estimate stays well above
     probe_fast_settled_error, as most WAN nodes' does until their 150th sample (on the
-    WonderNetwork matrix, 131 of 222 nodes; the others reach 0.1 after 74-150 samples)."""
+    WonderNetwork matrix, the median estimate is still 0.15 after 150 samples)."""
     rng = random.Random(11)
     return OnePeer(jitter=lambda: LAN_RTT * rng.uniform(-0.8, 2.0))
 
