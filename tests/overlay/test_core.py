@@ -120,17 +120,23 @@ def test_a_validator_with_fewer_replicas_stores_on_the_closest_and_gets_find_it(
     sim.engine.on_emit = lambda n, ev, now: events.append((n, ev))
     writer = Identity.from_seed(b"w")
 
+    def sent() -> int:
+        """Datagrams the whole cluster sent so far, Vivaldi's probes left out: their
+        number depends on the probe schedule, not on the put."""
+        counts = sim.engine.messages
+        return sum(counts.values()) - counts["Ping"] - counts["Pong"]
+
     def put(name: str) -> int:
-        """RPCs the whole cluster sent for one put of ``name``."""
-        before = sum(n.core.stats["rpc"] for n in sim.engine.nodes)
+        """Datagrams the whole cluster sent for one put of ``name``."""
+        before = sent()
         rec = writer.sign_record(name, b"h", seq=1, ttl_s=3600.0)
         sim.engine.apply(a, a.core.put(rec, now=sim.engine.now))
         sim.engine.run_until(sim.engine.now + 30.0)
-        return sum(n.core.stats["rpc"] for n in sim.engine.nodes) - before
+        return sent() - before
 
     narrow, wide = put("vm/ns/db1"), put("all/x")
     assert [ev.stored for n, ev in events if isinstance(ev, PutDone)] == [3, CFG.k]
-    assert narrow < wide
+    assert narrow < wide, (narrow, wide)
     key = int.from_bytes(__import__("hashlib").sha1(b"vm/ns/db1").digest())
     holders = {n.node_id for n in sim.engine.nodes if n.core.store.get(key, sim.engine.now)}
     assert holders == set(true_closest(sim, key, 3))
