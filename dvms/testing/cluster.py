@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dvms.effects import Emit, Send
@@ -346,6 +346,23 @@ class FakeCluster:
             self.core(p)._adopt(view, now, out, "leader" if p == leader else "member")
             self.engine.apply(self.nodes[p], out)
         return view
+
+    def fork(self, view: PartitionView, member: int, leaders: dict[int, float]) -> None:
+        """Fork ``view`` as a lost ISP does under heavy loss: each of ``leaders``
+        (position: seconds to run first, in order) takes over a later version of the
+        same partition id holding itself and ``member``, as after a takeover of a leader
+        that was alive."""
+        for pos, wait in leaders.items():
+            copy = replace(
+                view,
+                version=view.version + 4,
+                leader=self.contact(pos),
+                members=(self.contact(pos), self.contact(member)),
+            )
+            self.run(wait)
+            out: list[Any] = []
+            self.core(pos)._become_leader(copy, (), 0, self.engine.now, out)
+            self.engine.apply(self.nodes[pos], out)
 
     def begin_transmission(self, pos: int) -> None:
         """The node at ``pos`` (in an installed partition) passes its ISP on to the first

@@ -115,13 +115,7 @@ def test_forked_copies_never_both_apply_a_plan_for_one_launch() -> None:
     out: list[Any] = []
     ini._adopt(view, c.engine.now, out, "leader")
     c.engine.apply(c.nodes[m], out)
-    fork_a = replace(view, version=5, leader=c.contact(a), members=(c.contact(a), c.contact(m)))
-    fork_b = replace(view, version=5, leader=c.contact(b), members=(c.contact(b), c.contact(m)))
-    for pos, fork, at in ((a, fork_a, 0.0), (b, fork_b, 0.004)):
-        c.run(at)
-        out = []
-        c.core(pos)._become_leader(fork, (), 0, c.engine.now, out)
-        c.engine.apply(c.nodes[pos], out)
+    c.fork(view, m, {a: 0.0, b: 0.004})
     c.run(0.5)
     assert c.core(b).stats["finish_refused"] == 1
     assert c.core(b).stats["plan_abandoned"] == 1

@@ -190,13 +190,7 @@ def test_two_forked_leaders_never_both_act_with_one_member() -> None:
     c.add_vms(a, [1.0])
     c.add_vms(b, [1.0])
     view = c.install([m], initiator=m, leader=m)
-    fork_a = replace(view, version=5, leader=c.contact(a), members=(c.contact(a), c.contact(m)))
-    fork_b = replace(view, version=5, leader=c.contact(b), members=(c.contact(b), c.contact(m)))
-    for pos, fork, at in ((a, fork_a, 0.0), (b, fork_b, 0.004)):
-        c.run(at)
-        out: list[Any] = []
-        c.core(pos)._become_leader(fork, (), 0, c.engine.now, out)
-        c.engine.apply(c.nodes[pos], out)
+    c.fork(view, m, {a: 0.0, b: 0.004})
     c.run(0.5)
     assert c.violations == []
     assert c.core(a).lead is not None and c.core(a).lead.phase.value == "acting"
