@@ -62,6 +62,8 @@ class _Search:
         # what most repairs never need (their first plan is proven best): built on use
         self._mib: list[int] = []
         self._occ: list[list[float]] = []
+        self._stops: set[int] | None = None
+        self.base: list[int] = []
 
     def mib(self) -> list[int]:
         """The memory of each VM (MiB), what its migration moves."""
@@ -87,26 +89,43 @@ class _Search:
             return None
         return self.rate(actions), actions
 
-    def bound(self) -> Score:
+    def changed(self) -> None:
+        """Note the VMs on another host than before the plan (``bound`` starts there)."""
+        origin, assign = self.origin, self.ws.assign
+        self.base = [v for v, o in enumerate(origin) if o != -1 and assign[v] not in (-1, o)]
+
+    def stops(self) -> set[int]:
+        """The hosts where a VM stops (its room frees at a time the bound does not
+        know). The search never stops nor starts a VM, so this never changes."""
+        if self._stops is None:
+            origin, assign = self.origin, self.ws.assign
+            self._stops = {o for v, o in enumerate(origin) if o != -1 and assign[v] == -1}
+        return self._stops
+
+    def bound(self, touched: Undo) -> Score:
         """A lower bound on the score of the plan of the current end state, without
         scheduling it. Each VM that changes hosts migrates at least once; the plan
         lasts at least its longest migration; and, per host, at least
         ``ceil(n / max_migrations_out)`` of its shortest departure (``_in`` for
         arrivals), and, when its arrivals do not all fit at once on what it held
         before the plan, its shortest departure then its shortest arrival (a host
-        makes room only when a migration away from it ends)."""
+        makes room only when a migration away from it ends).
+
+        ``touched``: the VMs a move changed, since the state where ``changed`` was
+        last called (only these and the VMs changed then may be on another host)."""
         ws, origin, assign, cost = self.ws, self.origin, self.ws.assign, self.ws.cost
         moves = mib = end = 0
         mib_of = self.mib()
         arrivals: dict[int, list[int]] = {}
         out: dict[int, list[int]] = {}
-        stops: set[int] = set()  # hosts where a VM shuts down: room at an unknown time
-        for v, o in enumerate(origin):
-            a = assign[v]
-            if o == a or o == -1:
+        stops = self.stops()
+        seen: set[int] = set()
+        for v in (*self.base, *(x for x, _ in touched)):
+            if v in seen:
                 continue
-            if a == -1:
-                stops.add(o)
+            seen.add(v)
+            o, a = origin[v], assign[v]
+            if o == a or a == -1:
                 continue
             moves += 1
             mib += mib_of[v]
@@ -217,7 +236,7 @@ class _Search:
         undo = change()
         if undo is None:
             return None
-        if self.bound() >= best:  # no better whatever its schedule: not worth one
+        if self.bound(undo) >= best:  # no better whatever its schedule: not worth one
             self._restore(undo)
             return None
         got = self.score()
@@ -412,6 +431,7 @@ def improve_plan(
     improved = True
     while improved and search.budget > 0:
         improved = False
+        search.changed()
         for change in _candidates(search, plan):
             got = search.attempt(change, best)
             if got is not None:
