@@ -68,6 +68,28 @@ def _continuous_index(ws: Workspace) -> ContinuousIndex:
     return found
 
 
+def plan_start(
+    ws: Workspace, origin: Sequence[int]
+) -> tuple[tuple[int, ...], list[list[float]], list[set[int]]]:
+    """``origin``, the occupancy of each host and the VMs on it before the plan: the
+    same for every plan of one repair (the local search schedules up to
+    ``local_search_evals`` of them), so built once and kept in ``ws.plan_start``."""
+    key = tuple(origin)
+    start = ws.plan_start
+    if start is None or start[0] != key:
+        occ = [[0.0] * len(ws.resources) for _ in ws.hosts]
+        present: list[set[int]] = [set() for _ in ws.hosts]
+        cur = ws.cur
+        for v, h in enumerate(origin):
+            if h != -1:
+                row = occ[h]
+                for r, a in enumerate(cur[v]):
+                    row[r] += a
+                present[h].add(v)
+        ws.plan_start = start = (key, occ, present)
+    return start
+
+
 class _Scheduler:
     def __init__(
         self,
@@ -82,21 +104,7 @@ class _Scheduler:
         cfg = ws.config
         self.cap_out, self.cap_in = cfg.max_migrations_out, cfg.max_migrations_in
         nh = len(ws.hosts)
-        # occupancy before the plan: the same for every plan of one repair (the local
-        # search schedules up to ``local_search_evals`` of them), so built once
-        key = tuple(origin)
-        start = ws.plan_start
-        if start is None or start[0] != key:
-            occ = [[0.0] * len(ws.resources) for _ in range(nh)]
-            present: list[set[int]] = [set() for _ in range(nh)]
-            cur = ws.cur
-            for v, h in enumerate(origin):
-                if h != -1:
-                    row = occ[h]
-                    for r, a in enumerate(cur[v]):
-                        row[r] += a
-                    present[h].add(v)
-            ws.plan_start = start = (key, occ, present)
+        start = plan_start(ws, origin)
         self.occ = [list(row) for row in start[1]]
         self.present = [set(vms) for vms in start[2]]
         self.out = [0] * nh

@@ -512,6 +512,13 @@ class Workspace:
             del side[bisect.bisect_left(side, old)]
             bisect.insort(side, (new, h))
 
+    def refresh(self, hosts: Iterable[int]) -> None:
+        """Bring the load order up to date for ``hosts`` after ``place``/``remove``
+        calls with ``rekey=False``; a host whose key is unchanged costs one key."""
+        for h in hosts:
+            if self.online[h] and self._key(h) != self.keys[h]:
+                self._rekey(h)
+
     def split_order(self, departing: frozenset[int] | None) -> None:
         """Keep two more load orders, of the online hosts in ``departing`` (hosts VMs
         will leave) and of the others, so a search can try the others first without
@@ -579,7 +586,8 @@ class Workspace:
                 f.place(v, h)
         self.resort()
 
-    def remove(self, v: int) -> None:
+    def remove(self, v: int, *, rekey: bool = True) -> None:
+        """Stop counting ``v`` on its host; ``rekey=False`` as for ``place``."""
         h = self.assign[v]
         self.assign[v] = -1
         self.count[h] -= 1
@@ -599,7 +607,8 @@ class Workspace:
             f.remove(v, h)
         for f in self.global_hooks:
             f.remove(v, h)
-        self._rekey(h)
+        if rekey:
+            self._rekey(h)
 
     # -- the filter pipeline ------------------------------------------------------------
 
@@ -655,6 +664,21 @@ class Workspace:
             if f.check(v, h):
                 return False
         return all(not f.check(v, h) for f in self.global_checks)
+
+    def could_take(self, v: int, h: int) -> bool:
+        """False when ``h`` refuses ``v`` on the rules that do not depend on where ``v``
+        is now (online, allowed hosts, capacity): ``fits(v, h)`` is then False for any
+        host of ``v`` other than ``h``. Reads only, so a search can skip the move."""
+        if not self.online[h]:
+            return False
+        allowed = self.allowed[v]
+        if allowed is not None and h not in allowed:
+            return False
+        used, lim, dem = self.used[h], self.limits[h], self.demand[v]
+        for r in self.active[v]:  # noqa: SIM110 (compiled: a loop, not a generator)
+            if used[r] + dem[r] > lim[r]:
+                return False
+        return True
 
     def accepts(self, unit: Sequence[int], h: int) -> bool:
         """Would ``h`` take every VM of ``unit`` now (``try_unit(unit, h, keep=False)``

@@ -76,3 +76,102 @@ def test_objective_validated() -> None:
     assert PlacementConfig().objective == "migrations"
     with pytest.raises(ValueError, match="unknown objective 'fast'"):
         PlacementConfig(objective="fast")
+
+
+def _searching(snap, cons, config, budget=10_000):
+    """A local search over ``snap`` as the repair starts it: every VM on its host."""
+    from dvms.placement.localsearch import _Search
+    from dvms.placement.workspace import Workspace
+
+    ws = Workspace(snap, cons, config, relief=True)
+    origin = [ws.h_index[vm.host] for vm in snap.vms]
+    ws.place_all(origin)
+    return _Search(ws, origin, budget, frozenset())
+
+
+@pytest.mark.parametrize("caps", [(1, 1), (2, 2), (1, 3)])
+@pytest.mark.parametrize("objective", ["migrations", "mttr"])
+def test_bound_never_exceeds_the_scheduled_plan(caps, objective) -> None:
+    """The bound that spares a plan's scheduling is, component by component, at most
+    what the scheduled plan scores: else the search would drop moves that improve.
+    Random end states reached by the search's own moves; the load order a move left
+    stale is up to date whenever it is read."""
+    config = replace(BASE, max_migrations_out=caps[0], max_migrations_in=caps[1],
+                     objective=objective)  # fmt: skip
+    rng = random.Random(7)
+    checked = tight = 0
+    for seed in range(25):
+        snap, cons = partition(seed, size=6)
+        search = _searching(snap, cons, config)
+        ws = search.ws
+        for _ in range(12):
+            undo: list = []
+            for _ in range(rng.randint(1, 6)):
+                search._move(rng.randrange(len(ws.vms)), rng.randrange(len(ws.hosts)), undo)
+            got = search.score()
+            if got is None:  # a cycle no pivot breaks
+                continue
+            bound = search.bound(undo)
+            assert all(b <= s for b, s in zip(bound, got[0], strict=True)), (seed, bound, got)
+            assert search.rate(got[1]) == got[0]
+            checked += 1
+            tight += bound == got[0]
+            assert ws.order == sorted((ws._key(h), h) for h in range(len(ws.hosts)))
+            if rng.random() < 0.5:
+                search._restore(undo)
+            else:  # the next moves start from this state
+                search.changed()
+    assert checked > 200 and 0 < tight < checked  # neither vacuous nor trivial
+
+
+def test_proven_only_at_the_best_reachable_score() -> None:
+    """Every end state of a small partition: ``proven(s)`` holds only for the least
+    score of them all, and for it on some instances (else the shortcut never runs)."""
+    import itertools
+
+    from dvms.placement.plan import PlanError, schedule_plan
+
+    hosts = tuple(Host(f"h{i}", cpus=2, memory_mib=32768) for i in range(3))
+    proved = 0
+    for seed in range(30):
+        rng = random.Random(seed)
+        # a third of the instances: every migration lasts the same, whatever it moves
+        durations = {"migrate": 10} if seed % 3 == 0 else {}
+        # h0 holds three VMs, often more than it may (1.8 cores)
+        vms = tuple(
+            Vm(
+                f"v{i}",
+                memory_mib=rng.choice([1024, 2048]),
+                host=f"h{i % 3 if i < 6 else 0}",
+                cpu_demand=rng.choice([0.3, 0.5, 0.7, 0.9]),
+                durations=durations,
+            )
+            for i in range(7)
+        )
+        cons = [c.Ban(("v0",), frozenset({"h0"}))] if seed % 2 else []
+        for objective in ("migrations", "mttr"):
+            config = replace(BASE, objective=objective)
+            search = _searching(Snapshot(hosts, vms), cons, config)
+            ws = search.ws
+            scores = []
+            for target in itertools.product(range(3), repeat=len(vms)):
+                for v in range(len(vms)):
+                    ws.remove(v)
+                if not all(ws.try_place((v,), h) for v, h in enumerate(target)):
+                    for v in range(len(vms)):
+                        if ws.assign[v] != -1:
+                            ws.remove(v)
+                    ws.place_all(search.origin)
+                    continue
+                try:
+                    actions = schedule_plan(ws, search.origin, target)
+                except PlanError:
+                    continue
+                scores.append(search.rate(actions))
+            if not scores:  # more load than the three hosts hold
+                continue
+            least = min(scores)
+            for s in set(scores):
+                assert not search.proven(s) or s == least, (seed, objective, s, least)
+            proved += search.proven(least)
+    assert proved >= 5
