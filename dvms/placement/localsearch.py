@@ -22,7 +22,8 @@ and keeps a move when the re-scheduled plan (plan.py) is better on (migrations,
 duration, MiB moved), or with ``PlacementConfig.objective = "mttr"`` on (duration,
 migrations, MiB moved): the two objectives conflict when the shortest plan moves more
 VMs. Deterministic, no clock: the budget is a number of plan evaluations
-(``PlacementConfig.local_search_evals``), so one seed gives one result.
+(``PlacementConfig.local_search_evals``: each move the filters accept), so one seed
+gives one result.
 
 What it costs is kept small for the common case, a repair whose greedy plan is
 already best: a lower bound over every end state the moves reach (``proven``) ends
@@ -232,11 +233,14 @@ class _Search:
 
     def attempt(self, change: Change, best: Score) -> tuple[Score, list[Action]] | None:
         """Apply ``change`` (returns the (vm, old host) it moved, or None when refused),
-        keep it if the plan improves on ``best``; else undo it."""
+        keep it if the plan improves on ``best``; else undo it. A move the filters
+        accept costs one evaluation of the budget, scheduled or not: the search goes
+        the same way as if every such move were scheduled, only faster."""
         undo = change()
         if undo is None:
             return None
-        if self.bound(undo) >= best:  # no better whatever its schedule: not worth one
+        if self.budget > 0 and self.bound(undo) >= best:  # no better whatever its schedule
+            self.budget -= 1
             self._restore(undo)
             return None
         got = self.score()
