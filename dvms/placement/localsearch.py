@@ -45,6 +45,8 @@ __all__ = ["improve_plan"]
 Score = tuple[int, int, int]
 #: ``split``: at most this many smaller VMs leave instead of one whose arrival waits
 SPLIT_MOST = 3
+#: relative slack when comparing sums of demands taken in different orders
+ROUNDING = 1e-9
 Undo = list[tuple[int, int]]
 Change = Callable[[], Undo | None]
 
@@ -146,9 +148,14 @@ class _Search:
         return (end, moves, mib) if self.mttr_first else (moves, end, mib)
 
     def _crowded(self, h: int, come: list[int]) -> bool:
-        """Do the VMs of ``come`` not all fit on ``h`` before any VM leaves it?"""
+        """Do the VMs of ``come`` not all fit on ``h`` before any VM leaves it? Only
+        when they miss by more than the rounding of a sum taken in another order than
+        the scheduler's: a bound must never be above the plan."""
         occ, lim, demand = self.occupancy()[h], self.ws.limits[h], self.ws.demand
-        return any(occ[r] + sum(demand[v][r] for v in come) > lim[r] for r in range(len(occ)))
+        return any(
+            occ[r] + sum(demand[v][r] for v in come) > lim[r] + ROUNDING * max(1.0, abs(lim[r]))
+            for r in range(len(occ))
+        )
 
     def rate(self, actions: list[Action]) -> Score:
         """The score of a plan, in the order the objective ranks plans."""
