@@ -58,8 +58,10 @@ class PlacementConfig:
     #: wait for room to hosts with room now (arrivals.py), when its plan has such waits;
     #: bounds that pass in a datacenter-sized repair.
     unchain_checks: int = 20_000
-    #: Local search after a repair (localsearch.py): at most this many re-scheduled plans
-    #: are evaluated to cut migrations, then plan duration. 0 = off (the greedy plan).
+    #: Local search after a repair (localsearch.py): at most this many candidate plans
+    #: (moves every filter accepts) are evaluated to cut migrations, then plan
+    #: duration; a plan is scheduled only if a lower bound says it could win. 0 = off
+    #: (the greedy plan).
     #: A count, not seconds: the engine reads no clock and one seed gives one result.
     local_search_evals: int = 0
     #: What the local search ranks first: ``migrations`` (fewest migrations, then the

@@ -22,7 +22,8 @@ and keeps a move when the re-scheduled plan (plan.py) is better on (migrations,
 duration, MiB moved), or with ``PlacementConfig.objective = "mttr"`` on (duration,
 migrations, MiB moved): the two objectives conflict when the shortest plan moves more
 VMs. Deterministic, no clock: the budget is a number of plan evaluations
-(``PlacementConfig.local_search_evals``), so one seed gives one result.
+(``PlacementConfig.local_search_evals``: each move the filters accept), so one seed
+gives one result.
 
 What it costs is kept small for the common case, a repair whose greedy plan is
 already best: a lower bound over every end state the moves reach (``proven``) ends
@@ -44,6 +45,8 @@ __all__ = ["improve_plan"]
 Score = tuple[int, int, int]
 #: ``split``: at most this many smaller VMs leave instead of one whose arrival waits
 SPLIT_MOST = 3
+#: relative slack when comparing sums of demands taken in different orders
+ROUNDING = 1e-9
 Undo = list[tuple[int, int]]
 Change = Callable[[], Undo | None]
 
@@ -145,9 +148,14 @@ class _Search:
         return (end, moves, mib) if self.mttr_first else (moves, end, mib)
 
     def _crowded(self, h: int, come: list[int]) -> bool:
-        """Do the VMs of ``come`` not all fit on ``h`` before any VM leaves it?"""
+        """Do the VMs of ``come`` not all fit on ``h`` before any VM leaves it? Only
+        when they miss by more than the rounding of a sum taken in another order than
+        the scheduler's: a bound must never be above the plan."""
         occ, lim, demand = self.occupancy()[h], self.ws.limits[h], self.ws.demand
-        return any(occ[r] + sum(demand[v][r] for v in come) > lim[r] for r in range(len(occ)))
+        return any(
+            occ[r] + sum(demand[v][r] for v in come) > lim[r] + ROUNDING * max(1.0, abs(lim[r]))
+            for r in range(len(occ))
+        )
 
     def rate(self, actions: list[Action]) -> Score:
         """The score of a plan, in the order the objective ranks plans."""
@@ -232,11 +240,14 @@ class _Search:
 
     def attempt(self, change: Change, best: Score) -> tuple[Score, list[Action]] | None:
         """Apply ``change`` (returns the (vm, old host) it moved, or None when refused),
-        keep it if the plan improves on ``best``; else undo it."""
+        keep it if the plan improves on ``best``; else undo it. A move the filters
+        accept costs one evaluation of the budget, scheduled or not: the search goes
+        the same way as if every such move were scheduled, only faster."""
         undo = change()
         if undo is None:
             return None
-        if self.bound(undo) >= best:  # no better whatever its schedule: not worth one
+        if self.budget > 0 and self.bound(undo) >= best:  # no better whatever its schedule
+            self.budget -= 1
             self._restore(undo)
             return None
         got = self.score()

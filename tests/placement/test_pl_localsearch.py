@@ -175,3 +175,18 @@ def test_proven_only_at_the_best_reachable_score() -> None:
                 assert not search.proven(s) or s == least, (seed, objective, s, least)
             proved += search.proven(least)
     assert proved >= 5
+
+
+@pytest.mark.parametrize("evals", [2, 5, 30])
+def test_screening_by_the_bound_changes_no_plan(evals, monkeypatch) -> None:
+    """A move the bound screens out costs its evaluation like a scheduled one: for
+    any budget, even one that runs out, the plans are those of a search that
+    schedules every move."""
+    from dvms.placement.localsearch import _Search
+
+    configs = [replace(BASE, local_search_evals=evals, objective=o) for o in ("migrations", "mttr")]
+    cases = [(partition(seed), config) for seed in range(40) for config in configs]
+    screened = [solve_repair(snap, cons, config, relief=True) for (snap, cons), config in cases]
+    monkeypatch.setattr(_Search, "bound", lambda self, touched: (0, 0, 0))
+    for ((snap, cons), config), plan in zip(cases, screened, strict=True):
+        assert solve_repair(snap, cons, config, relief=True) == plan
