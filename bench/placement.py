@@ -19,6 +19,8 @@ Prints one table row per case: the measured time, the target, and measured/targe
         whatever the machine's load.
 
 ``--tdsc only`` runs (f) alone, ``--tdsc no`` leaves it out (it takes a minute or two).
+``--local-search N`` runs the (f) rows a second time with the engine's local search
+(``dvms solve --local-search N``, ranking by the objective each instance declares).
 """
 
 from __future__ import annotations
@@ -201,13 +203,16 @@ _CHILD = (
 )
 
 
-def case_f(path: Path) -> dict:
-    """One TDSC instance through ``dvms solve --btrplace`` in a child process."""
+def case_f(path: Path, local_search: int = 0) -> dict:
+    """One TDSC instance through ``dvms solve --btrplace`` in a child process (with
+    ``--local-search`` when ``local_search`` > 0)."""
     t0 = time.perf_counter()
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         json.load(fh)
     read_s = time.perf_counter() - t0
     cmd = [sys.executable, "-c", _CHILD, "solve", "--btrplace", str(path), "--json"]
+    if local_search:
+        cmd += ["--local-search", str(local_search)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
     child = subprocess.run(cmd, capture_output=True, env=env, check=False)
@@ -236,11 +241,20 @@ def main() -> None:
     parser.add_argument(
         "--tdsc", choices=("yes", "no", "only"), default="yes", help="the TDSC rows (f)"
     )
+    parser.add_argument(
+        "--local-search",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the TDSC rows also with `dvms solve --local-search N` (the instance's objective)",
+    )
     args = parser.parse_args()
     if args.tdsc != "only":
         _main_cases(args)
     if args.tdsc != "no":
         _tdsc_rows()
+        if args.local_search:
+            _tdsc_rows(args.local_search)
 
 
 def _main_cases(args: argparse.Namespace) -> None:
@@ -261,12 +275,14 @@ def _main_cases(args: argparse.Namespace) -> None:
         print(f"{label:<50} {seconds * 1000:>7.1f} ms {t:>8} {ratio:>6}  {'yes' if ok else 'NO'}")
 
 
-def _tdsc_rows() -> None:
+def _tdsc_rows(local_search: int = 0) -> None:
     files = sorted(TDSC.glob("*.json.gz"))
     if not files:
         print(f"(f) no TDSC instance in {TDSC}")
         return
     print()
+    if local_search:
+        print(f"(f) with --local-search {local_search}")
     head = (
         f"{'(f) TDSC instance':<20} {'solve_s':>8} {'/10s':>5} {'total_s':>8} {'/60s':>5} "
         f"{'read_s':>7} {'tot/read':>8} {'RSS MB':>7} {'/2GB':>5} {'actions':>7} "
@@ -274,7 +290,7 @@ def _tdsc_rows() -> None:
     )
     print(head)
     for path in files:
-        r = case_f(path)
+        r = case_f(path, local_search)
         print(
             f"{r['instance']:<20} {r['solve_s']:>8.2f} {r['solve_s'] / TDSC_SOLVE_S:>5.2f} "
             f"{r['total_s']:>8.2f} {r['total_s'] / TDSC_TOTAL_S:>5.2f} {r['read_s']:>7.2f} "

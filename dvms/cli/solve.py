@@ -3,6 +3,11 @@
     dvms solve MODEL.toml [--json]          our model (hosts, their VMs, a vjob)
     dvms solve --btrplace FILE [--json]     a BtrPlace JSON instance (.json or .json.gz)
 
+``--local-search N`` runs the local search after the repair with a budget of N plans
+(``PlacementConfig.local_search_evals``), ranking plans by ``--objective``; for a
+BtrPlace instance the objective defaults to the one it declares (minimizeMTTR: ``mttr``,
+minimizeMigrations: ``migrations``). Both override a model's ``[config]``.
+
 Exit status: 0 solved, 3 infeasible, 1 bad input (one line on stderr).
 ``viable`` in the output comes from the independent checker, not from the solver.
 """
@@ -11,11 +16,22 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from dvms.cli.main import UserError
 
+if TYPE_CHECKING:
+    from dvms.placement.config import PlacementConfig
+
 INFEASIBLE = 3
+#: ``PlacementConfig.objective`` names (the engine's list, written here so that
+#: building the parser does not import the engine)
+OBJECTIVES = ("migrations", "mttr")
+#: a BtrPlace instance's objective -> the local search's
+BTRPLACE_OBJECTIVES = {"minimizeMTTR": "mttr", "minimizeMigrations": "migrations"}
+#: (``--local-search``, ``--objective``), None where not given
+Search = tuple[int | None, str | None]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                    help="print one JSON object")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true", help="list every refused host")
+    p.add_argument("--local-search", type=int, metavar="N", default=None,
+                   help="after the repair, evaluate up to N candidate plans to cut "
+                        "migrations or plan duration (0 = off; default: the model's "
+                        "[config], else off)")  # fmt: skip
+    p.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help="what the local search ranks first: fewest migrations or the shortest "
+                        "plan (default: the BtrPlace instance's objective, else the model's "
+                        "[config], else migrations)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -41,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.model) == bool(args.btrplace):
         raise UserError("solve: give either MODEL.toml or --btrplace FILE")
+    if args.local_search is not None and args.local_search < 0:
+        raise UserError(f"solve: --local-search must be >= 0, not {args.local_search}")
+    search = (args.local_search, args.objective)
     try:
-        out = _btrplace(args.btrplace) if args.btrplace else _model(args.model)
+        out = _btrplace(args.btrplace, search) if args.btrplace else _model(args.model, search)
     except (PlacementError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if getattr(args, "json", False):
@@ -54,13 +81,26 @@ def run(args: argparse.Namespace) -> int:
     return 0 if out["status"] == "solved" else INFEASIBLE
 
 
-def _btrplace(path: str) -> dict[str, Any]:
+def _searching(config: PlacementConfig, search: Search, declared: str | None) -> PlacementConfig:
+    """``config`` with the command line's local search settings (``declared``: the
+    objective a BtrPlace instance names, when it names one dvms has)."""
+    evals, objective = search
+    changes: dict[str, Any] = {}
+    if evals is not None:
+        changes["local_search_evals"] = evals
+    if objective or declared:
+        changes["objective"] = objective or declared
+    return replace(config, **changes)
+
+
+def _btrplace(path: str, search: Search) -> dict[str, Any]:
     from dvms.placement.btrplace import load_instance, plan_actions_json
     from dvms.placement.checker import check_plan
     from dvms.placement.config import PlacementConfig
 
     inst = load_instance(path)
-    config = PlacementConfig.btrplace()
+    declared = BTRPLACE_OBJECTIVES.get(inst.objective)
+    config = _searching(PlacementConfig.btrplace(), search, declared)
     from dvms.placement.repair import solve_repair
 
     t0 = time.perf_counter()
@@ -83,10 +123,11 @@ def _btrplace(path: str) -> dict[str, Any]:
     }
 
 
-def _model(path: str) -> dict[str, Any]:
+def _model(path: str, search: Search) -> dict[str, Any]:
     from dvms.placement.modelfile import load_model, solve_model
 
     model = load_model(path)
+    model = replace(model, config=_searching(model.config, search, None))
     t0 = time.perf_counter()
     outcome = solve_model(model)
     solve_s = time.perf_counter() - t0

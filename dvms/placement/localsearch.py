@@ -66,6 +66,7 @@ class _Search:
         self._mib: list[int] = []
         self._occ: list[list[float]] = []
         self._stops: set[int] | None = None
+        self._others: tuple[int, dict[int, list[tuple[int, int]]]] | None = None
         self.base: list[int] = []
 
     def mib(self) -> list[int]:
@@ -105,14 +106,36 @@ class _Search:
             self._stops = {o for v, o in enumerate(origin) if o != -1 and assign[v] == -1}
         return self._stops
 
+    def others(self) -> tuple[int, dict[int, list[tuple[int, int]]]]:
+        """The longest action the search never changes (a VM that starts or stops),
+        and per host the growing VMs that run there before the plan, each with its
+        allocation's duration (made if it stays home)."""
+        if self._others is None:
+            ws, origin, assign = self.ws, self.origin, self.ws.assign
+            cfg, suspend = ws.config, self.suspend
+            longest = 0
+            for v, o in enumerate(origin):
+                a = assign[v]
+                if (o == -1) != (a == -1):
+                    kind = "boot" if o == -1 else "suspend" if v in suspend else "shutdown"
+                    longest = max(longest, ws.vms[v].duration(kind, cfg))
+            grow: dict[int, list[tuple[int, int]]] = {}
+            for v in sorted(ws.grown):
+                if origin[v] != -1:
+                    grow.setdefault(origin[v], []).append((v, ws.vms[v].duration("allocate", cfg)))
+            self._others = (longest, grow)
+        return self._others
+
     def bound(self, touched: Undo) -> Score:
         """A lower bound on the score of the plan of the current end state, without
         scheduling it. Each VM that changes hosts migrates at least once; the plan
-        lasts at least its longest migration; and, per host, at least
+        lasts at least its longest action: a migration, a start or stop, a growing
+        VM's allocation if it stays home; per host, at least
         ``ceil(n / max_migrations_out)`` of its shortest departure (``_in`` for
-        arrivals), and, when its arrivals do not all fit at once on what it held
-        before the plan, its shortest departure then its shortest arrival (a host
-        makes room only when a migration away from it ends).
+        arrivals); and, when what arrives on a host (VMs, growth of the VMs that stay)
+        does not all fit at once on what it held before the plan, its shortest
+        departure then the shortest of what arrives (a host makes room only when a
+        migration away from it ends).
 
         ``touched``: the VMs a move changed, since the state where ``changed`` was
         last called (only these and the VMs changed then may be on another host)."""
@@ -135,27 +158,39 @@ class _Search:
             end = max(end, cost[v])
             arrivals.setdefault(a, []).append(v)
             out.setdefault(o, []).append(v)
+        longest, grow = self.others()
+        end = max(end, longest)
         cfg = ws.config
         first_out: dict[int, int] = {}  # host: when a migration away from it ends, soonest
         for h, gone in out.items():
             quickest = first_out[h] = min(cost[v] for v in gone)
             end = max(end, -(-len(gone) // cfg.max_migrations_out) * quickest)
-        for h, come in arrivals.items():
-            quickest = min(cost[v] for v in come)
-            end = max(end, -(-len(come) // cfg.max_migrations_in) * quickest)
-            if h in first_out and h not in stops and self._crowded(h, come):
+        for come in arrivals.values():
+            end = max(end, -(-len(come) // cfg.max_migrations_in) * min(cost[v] for v in come))
+        for h in set(arrivals) | set(grow):
+            come = arrivals.get(h, [])
+            growing = [(v, d) for v, d in grow.get(h, ()) if assign[v] == h]
+            if growing:
+                end = max(end, max(d for _, d in growing))
+            waits = (come or growing) and h in first_out and h not in stops
+            if waits and self._crowded(h, come, growing):
+                quickest = min([cost[v] for v in come] + [d for _, d in growing])
                 end = max(end, first_out[h] + quickest)
         return (end, moves, mib) if self.mttr_first else (moves, end, mib)
 
-    def _crowded(self, h: int, come: list[int]) -> bool:
-        """Do the VMs of ``come`` not all fit on ``h`` before any VM leaves it? Only
-        when they miss by more than the rounding of a sum taken in another order than
-        the scheduler's: a bound must never be above the plan."""
-        occ, lim, demand = self.occupancy()[h], self.ws.limits[h], self.ws.demand
-        return any(
-            occ[r] + sum(demand[v][r] for v in come) > lim[r] + ROUNDING * max(1.0, abs(lim[r]))
-            for r in range(len(occ))
-        )
+    def _crowded(self, h: int, come: list[int], growing: list[tuple[int, int]]) -> bool:
+        """Does what arrives on ``h`` (the VMs of ``come``, the growth of ``growing``)
+        not all fit before any VM leaves it? Only when it misses by more than the
+        rounding of a sum taken in another order than the scheduler's: a bound must
+        never be above the plan."""
+        occ, lim = self.occupancy()[h], self.ws.limits[h]
+        demand, cur = self.ws.demand, self.ws.cur
+        for r in range(len(occ)):
+            total = occ[r] + sum(demand[v][r] for v in come)
+            total += sum(max(0.0, demand[v][r] - cur[v][r]) for v, _ in growing)
+            if total > lim[r] + ROUNDING * max(1.0, abs(lim[r])):
+                return True
+        return False
 
     def rate(self, actions: list[Action]) -> Score:
         """The score of a plan, in the order the objective ranks plans."""

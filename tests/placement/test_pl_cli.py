@@ -200,3 +200,56 @@ def test_global_json_flag_works_too(capsys):
         pytest.skip("shared data not available")
     assert main(["--json", "solve", "--btrplace", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "solved"
+
+
+def test_local_search_flags_reach_the_engine(tmp_path, capsys, monkeypatch):
+    """``--local-search N`` and ``--objective`` set the engine's local search; a
+    BtrPlace instance's declared objective is the default, a model's [config] is
+    overridden."""
+    import dvms.placement.modelfile as modelfile
+    import dvms.placement.repair as repair
+
+    seen = []
+    solve, solve_model = repair.solve_repair, modelfile.solve_model
+
+    def spy(snapshot, constraints=(), config=None, **kw):
+        seen.append((config.local_search_evals, config.objective))
+        return solve(snapshot, constraints, config, **kw)
+
+    def spy_model(model):
+        seen.append((model.config.local_search_evals, model.config.objective))
+        return solve_model(model)
+
+    monkeypatch.setattr(repair, "solve_repair", spy)
+    monkeypatch.setattr(modelfile, "solve_model", spy_model)
+    path = DATA / "IssuesTest.testFoo.json"
+    if not path.exists():
+        pytest.skip("shared data not available")
+    assert json.loads(path.read_text())["objective"]["id"] == "minimizeMTTR"
+    code, out, _ = run_json(capsys, "--btrplace", str(path), "--local-search", "50")
+    assert code == 0 and out["viable"] is True and seen.pop() == (50, "mttr")
+    code, _, _ = run_json(capsys, "--btrplace", str(path), "--objective", "migrations")
+    assert code == 0 and seen.pop() == (0, "migrations")
+
+    model = tmp_path / "model.toml"
+    searched = 'load = "cpucommit"\nlocal_search_evals = 9'
+    model.write_text(MODEL.replace('load = "cpucommit"', searched))
+    code, out, _ = run_json(capsys, str(model))
+    assert code == 0 and seen.pop() == (9, "migrations")
+    code, out, _ = run_json(capsys, str(model), "--local-search", "0", "--objective", "mttr")
+    assert code == 0 and out["viable"] is True and seen.pop() == (0, "mttr")
+
+
+def test_local_search_flag_errors(capsys):
+    assert main(["solve", "--btrplace", "x.json", "--local-search", "-1"]) == 1
+    assert "--local-search must be >= 0, not -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["solve", "--btrplace", "x.json", "--objective", "fast"])
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_the_command_knows_the_engines_objectives():
+    from dvms.cli.solve import OBJECTIVES
+    from dvms.placement.config import OBJECTIVES as ENGINE
+
+    assert OBJECTIVES == ENGINE

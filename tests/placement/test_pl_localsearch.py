@@ -84,30 +84,51 @@ def _searching(snap, cons, config, budget=10_000):
     from dvms.placement.workspace import Workspace
 
     ws = Workspace(snap, cons, config, relief=True)
-    origin = [ws.h_index[vm.host] for vm in snap.vms]
+    origin = [ws.h_index[vm.host] if vm.host else -1 for vm in snap.vms]
     ws.place_all(origin)
     return _Search(ws, origin, budget, frozenset())
 
 
+def _with_starts_stops_and_growth(snap, cons, rng):
+    """The partition with VMs that grow (``preserve``), and timed boots, shutdowns
+    and allocations, so that every term of the bound has something to bound."""
+    timed = {"boot": 7, "shutdown": 5, "allocate": 2}
+    vms = [replace(vm, durations=timed) for vm in snap.vms]
+    vms += [Vm(f"new{i}", state="ready", memory_mib=1024, cpu_demand=0.3, durations=timed)
+            for i in range(2)]  # fmt: skip
+    grow = tuple(vm.name for vm in rng.sample(vms[:-2], 3))
+    return Snapshot(snap.hosts, tuple(vms)), [*cons, c.Preserve(grow, "cpu_demand", 1000)]
+
+
 @pytest.mark.parametrize("caps", [(1, 1), (2, 2), (1, 3)])
 @pytest.mark.parametrize("objective", ["migrations", "mttr"])
-def test_bound_never_exceeds_the_scheduled_plan(caps, objective) -> None:
+@pytest.mark.parametrize("extras", [False, True])
+def test_bound_never_exceeds_the_scheduled_plan(caps, objective, extras) -> None:
     """The bound that spares a plan's scheduling is, component by component, at most
     what the scheduled plan scores: else the search would drop moves that improve.
-    Random end states reached by the search's own moves; the load order a move left
-    stale is up to date whenever it is read."""
+    Random end states reached by the search's own moves, with (``extras``) VMs that
+    start, stop and grow; the load order a move left stale is up to date whenever it
+    is read."""
     config = replace(BASE, max_migrations_out=caps[0], max_migrations_in=caps[1],
                      objective=objective)  # fmt: skip
     rng = random.Random(7)
     checked = tight = 0
     for seed in range(25):
         snap, cons = partition(seed, size=6)
+        if extras:
+            snap, cons = _with_starts_stops_and_growth(snap, cons, rng)
         search = _searching(snap, cons, config)
         ws = search.ws
-        for _ in range(12):
+        if extras:  # the new VMs start on h0 and h1, two VMs of h5 stop
+            ws.place(ws.v_index["new0"], 0)
+            ws.place(ws.v_index["new1"], 1)
+            for vm in snap.vms[50:52]:
+                ws.remove(ws.v_index[vm.key])
+        runs = [v for v in range(len(ws.vms)) if search.origin[v] != -1 and ws.assign[v] != -1]
+        for _ in range(16):
             undo: list = []
             for _ in range(rng.randint(1, 6)):
-                search._move(rng.randrange(len(ws.vms)), rng.randrange(len(ws.hosts)), undo)
+                search._move(rng.choice(runs), rng.randrange(len(ws.hosts)), undo)
             got = search.score()
             if got is None:  # a cycle no pivot breaks
                 continue
@@ -121,7 +142,45 @@ def test_bound_never_exceeds_the_scheduled_plan(caps, objective) -> None:
                 search._restore(undo)
             else:  # the next moves start from this state
                 search.changed()
-    assert checked > 200 and 0 < tight < checked  # neither vacuous nor trivial
+    # neither vacuous nor trivial (growth leaves many states with no plan)
+    assert checked > (80 if extras else 200) and 0 < tight < checked
+
+
+@pytest.mark.parametrize(
+    ("moved", "end"),
+    [
+        # h0 makes room for A's growth only once B has left: 9 s, then 20 s
+        ({"B": "h2"}, 29),
+        # C's growth fits on h1 at once, to the last unit, even while D is there
+        ({"B": "h2", "D": "h2"}, 29),
+        ({"D": "h0", "A": "h2"}, 20),
+        # A and C leave instead of growing in place: C waits for A to leave h0
+        ({"A": "h2", "C": "h0"}, 18),
+    ],
+)
+def test_bound_of_growth_is_the_plan_where_it_decides(moved, end) -> None:
+    """Plans whose length is set by the allocations of growing VMs (``preserve``):
+    the bound equals the scheduled plan's length. A growth counts where the VM stays,
+    and waits for a departure only when it does not fit before one."""
+    from dvms.placement.plan import schedule_plan
+
+    hosts = tuple(Host(f"h{i}", cpus=2, memory_mib=32768) for i in range(3))
+    durations = {"allocate": 20}
+    demand = {"A": ("h0", 0.8), "B": ("h0", 0.8), "C": ("h1", 0.85), "D": ("h1", 0.8)}
+    vms = tuple(
+        Vm(name, memory_mib=1024, host=host, cpu_demand=d, durations=durations)
+        for name, (host, d) in demand.items()
+    )
+    grow = [c.Preserve(("A",), "cpu_demand", 1500), c.Preserve(("C",), "cpu_demand", 1000)]
+    search = _searching(Snapshot(hosts, vms), grow, BASE)
+    ws = search.ws
+    for name, host in moved.items():
+        ws.remove(ws.v_index[name])
+        ws.place(ws.v_index[name], ws.h_index[host])
+    search.changed()
+    plan = schedule_plan(ws, search.origin, list(ws.assign))
+    assert search.rate(plan)[1] == end
+    assert search.bound([])[1] == end
 
 
 def test_proven_only_at_the_best_reachable_score() -> None:
