@@ -646,15 +646,8 @@ class Workspace:
     def fits(self, v: int, h: int) -> bool:
         """``first_failure(v, h) is None``, without writing the reason: the searches
         ask this thousands of times and most refusals are only skipped."""
-        if not self.online[h]:
+        if not self.could_take(v, h):
             return False
-        allowed = self.allowed[v]
-        if allowed is not None and h not in allowed:
-            return False
-        used, lim, dem = self.used[h], self.limits[h], self.demand[v]
-        for r in self.active[v]:
-            if used[r] + dem[r] > lim[r]:
-                return False
         limit, mine = self.host_limit(h), self.cos[v]
         if mine != -1:
             limit = mine if limit == -1 else min(limit, mine)
