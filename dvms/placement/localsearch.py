@@ -48,6 +48,9 @@ SPLIT_MOST = 3
 #: relative slack when comparing sums of demands taken in different orders
 ROUNDING = 1e-9
 Undo = list[tuple[int, int]]
+#: see ``_Search.others``: (longest start or stop, hosts where a VM stops,
+#: host -> [(growing VM, its allocation's duration)])
+Others = tuple[int, set[int], dict[int, list[tuple[int, int]]]]
 Change = Callable[[], Undo | None]
 
 
@@ -65,8 +68,7 @@ class _Search:
         # what most repairs never need (their first plan is proven best): built on use
         self._mib: list[int] = []
         self._occ: list[list[float]] = []
-        self._stops: set[int] | None = None
-        self._others: tuple[int, dict[int, list[tuple[int, int]]]] | None = None
+        self._others: Others | None = None
         self.base: list[int] = []
 
     def mib(self) -> list[int]:
@@ -98,32 +100,28 @@ class _Search:
         origin, assign = self.origin, self.ws.assign
         self.base = [v for v, o in enumerate(origin) if o != -1 and assign[v] not in (-1, o)]
 
-    def stops(self) -> set[int]:
-        """The hosts where a VM stops (its room frees at a time the bound does not
-        know). The search never stops nor starts a VM, so this never changes."""
-        if self._stops is None:
-            origin, assign = self.origin, self.ws.assign
-            self._stops = {o for v, o in enumerate(origin) if o != -1 and assign[v] == -1}
-        return self._stops
-
-    def others(self) -> tuple[int, dict[int, list[tuple[int, int]]]]:
-        """The longest action the search never changes (a VM that starts or stops),
-        and per host the growing VMs that run there before the plan, each with its
-        allocation's duration (made if it stays home)."""
+    def others(self) -> Others:
+        """What the search never changes, since it never starts nor stops a VM: the
+        longest start or stop, the hosts where a VM stops (their room frees at a time
+        the bound does not know), and per host the growing VMs that run there before
+        the plan, each with its allocation's duration (made if it stays home)."""
         if self._others is None:
             ws, origin, assign = self.ws, self.origin, self.ws.assign
             cfg, suspend = ws.config, self.suspend
             longest = 0
+            stops: set[int] = set()
             for v, o in enumerate(origin):
                 a = assign[v]
                 if (o == -1) != (a == -1):
                     kind = "boot" if o == -1 else "suspend" if v in suspend else "shutdown"
                     longest = max(longest, ws.vms[v].duration(kind, cfg))
+                    if a == -1:
+                        stops.add(o)
             grow: dict[int, list[tuple[int, int]]] = {}
             for v in sorted(ws.grown):
                 if origin[v] != -1:
                     grow.setdefault(origin[v], []).append((v, ws.vms[v].duration("allocate", cfg)))
-            self._others = (longest, grow)
+            self._others = (longest, stops, grow)
         return self._others
 
     def bound(self, touched: Undo) -> Score:
@@ -144,7 +142,6 @@ class _Search:
         mib_of = self.mib()
         arrivals: dict[int, list[int]] = {}
         out: dict[int, list[int]] = {}
-        stops = self.stops()
         seen: set[int] = set()
         for v in (*self.base, *(x for x, _ in touched)):
             if v in seen:
@@ -158,7 +155,7 @@ class _Search:
             end = max(end, cost[v])
             arrivals.setdefault(a, []).append(v)
             out.setdefault(o, []).append(v)
-        longest, grow = self.others()
+        longest, stops, grow = self.others()
         end = max(end, longest)
         cfg = ws.config
         first_out: dict[int, int] = {}  # host: when a migration away from it ends, soonest
