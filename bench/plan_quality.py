@@ -2,7 +2,7 @@
 
     python bench/plan_quality.py [--json] [--quick] [--sizes 8,16,32,64] [--per-mix N]
                                  [--time-limit S] [--local-search-evals N] [--tdsc FILE]
-                                 [--engine-repeat N]
+                                 [--engine-rounds R] [--engine-repeat N]
 
 Instances are overload-relief repairs of one DVMS partition (8, 16, 32, 64 hosts) with
 VMPlaceS loads: hosts of 7 cores (700 units) and 32 GiB, 10 VMs of 1 vCPU / 1 GiB, each
@@ -28,19 +28,23 @@ the oracle's solve of the objective that engine ranks first (``oracle_objective`
 fewest migrations for the greedy engine and the first local search, the shortest
 plan for the ``mttr`` one (the exact model takes about ten times longer on that).
 CPU times are reported too (``*_cpu_ms_mean``): the oracle's are its process's,
-summed over its workers, the engine's its thread's own (CP-SAT's workers may still be
-winding down when its solve returns, and the process's time would count them); they
-move less with the load. Each engine solves every instance of a size in a pass
-of its own, before any oracle solve: ``engine_cpu_ms_mean`` (``cpu_speedup``) is its
-first solve of each instance (a new snapshot, the code warm from the instance before,
-as a daemon's next repair), and with ``--engine-repeat N`` ``engine_warm_cpu_ms_mean``
-(``cpu_warm_speedup``) the fastest of N solves in a row of the same instance. The
+summed over its workers, the engine's its own thread's (it is single-threaded); they
+move less with the load. Each engine solves the instances of a size in a pass of its
+own, before any oracle solve, in ``--engine-rounds R`` rounds (default 5) over all of
+them: ``engine_cpu_ms_mean`` (``cpu_speedup``) is the mean over instances of the median
+of an instance's R solves, each following solves of the other instances (its snapshot
+not the last one read, the code warm, as a daemon's next repair); the median keeps a
+burst of other load on the machine, which a pass of a few milliseconds cannot average
+out, from deciding the number. With ``--engine-repeat N``, ``engine_warm_cpu_ms_mean``
+(``cpu_warm_speedup``) is the fastest of N solves in a row of the same instance. The
 oracle's pass follows; there, ``engine_after_oracle_cpu_ms_mean``
 (``cpu_after_oracle_speedup``) is one more solve right after a CP-SAT solve of the
 instance, which evicts the engine's code and data from the CPU caches (the worst case:
-a repair after the machine did other heavy work). ``probe_cpu_ms`` times a fixed
-interpreter workload of about the 8-host repair's size (:func:`_probe`) the same two
-ways, so a reader sees what any Python code of that size pays for those cache misses.
+a repair right after other heavy work; the exact model's Python garbage is collected
+first, outside the timing, or the engine's solve would pay for it: up to 20 ms at 64
+hosts). ``probe_cpu_ms`` times a fixed interpreter workload of about the 8-host
+repair's size (:func:`_probe`) the same two ways, so a reader sees what any Python code
+of that size pays for those cache misses.
 With ``--local-search-evals N`` the engine also runs its local search pass
 (``PlacementConfig.local_search_evals``), once per objective (``PlacementConfig.objective``:
 ``migrations`` ranks fewest migrations first, ``mttr`` the shortest plan first), and the
@@ -203,18 +207,30 @@ def _config(local_search_evals: int, objective: str = "migrations") -> Placement
     return cfg
 
 
-def run_engine(snap, cons, cfg, *, relief: bool = True, repeat: int = 1) -> dict:
-    """The engine's first solve of an instance, timed (wall and CPU), then ``repeat`` - 1
-    more solves of it in a row, the fastest kept (``warm_cpu_s``)."""
-    t0, c0 = time.perf_counter(), time.thread_time()
-    plan = solve_repair(snap, cons, cfg, relief=relief)
-    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
-    warm = cpu
-    for _ in range(repeat - 1):
-        c0 = time.thread_time()
-        solve_repair(snap, cons, cfg, relief=relief)
-        warm = min(warm, time.thread_time() - c0)
-    return {"plan": plan, "s": wall, "cpu_s": cpu, "warm_cpu_s": warm}
+def engine_pass(cases: list, cfg, *, relief: bool, rounds: int, repeat: int) -> list[dict]:
+    """The engine on every case: ``rounds`` rounds over all of them, each solve of a case
+    following solves of the others (``cpu_s``, ``s``: the median over the rounds, so
+    that a burst of other load on the machine during one round does not decide it),
+    then ``repeat`` solves of each case in a row, the fastest kept (``warm_cpu_s``)."""
+    walls: list[list[float]] = [[] for _ in cases]
+    cpus: list[list[float]] = [[] for _ in cases]
+    plans = [None] * len(cases)
+    for _ in range(rounds):
+        for i, (_, snap, cons) in enumerate(cases):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            plans[i] = solve_repair(snap, cons, cfg, relief=relief)
+            walls[i].append(time.perf_counter() - t0)
+            cpus[i].append(time.thread_time() - c0)
+    out = []
+    for i, (_, snap, cons) in enumerate(cases):
+        warm = math.inf
+        for _ in range(repeat):
+            c0 = time.thread_time()
+            solve_repair(snap, cons, cfg, relief=relief)
+            warm = min(warm, time.thread_time() - c0)
+        out.append({"plan": plans[i], "s": statistics.median(walls[i]),
+                    "cpu_s": statistics.median(cpus[i]), "warm_cpu_s": warm})  # fmt: skip
+    return out
 
 
 def run_one(
@@ -228,7 +244,7 @@ def run_one(
     relief: bool = True,
     name: str = "",
 ) -> dict | None:
-    """The oracle on one instance the engine solved (``engine``: :func:`run_engine`'s
+    """The oracle on one instance the engine solved (``engine``: :func:`engine_pass`'s
     answer); ``cache`` keeps oracle answers across engine variants (the optimum does not
     depend on the engine; ``upper`` and ``hint`` from any engine plan only narrow the
     search). Also timed here: the exact model without the engine's plan as a hint and
@@ -393,6 +409,9 @@ def main() -> None:
     ap.add_argument("--tdsc-cuts", type=int, default=6, help="sub-problems per size (6)")
     ap.add_argument("--local-search-evals", type=int, default=0,
                     help="also run the engine with this local search budget (plans)")  # fmt: skip
+    ap.add_argument("--engine-rounds", type=int, default=5, metavar="R",
+                    help="solve every instance once per round, R rounds, and report the "
+                         "median of each instance's solves (engine_cpu_ms_mean)")  # fmt: skip
     ap.add_argument("--engine-repeat", type=int, default=1, metavar="N",
                     help="solve each instance N times in a row and also report the fastest "
                          "(engine_warm_cpu_ms_mean); the first solve is reported too")  # fmt: skip
@@ -415,7 +434,8 @@ def main() -> None:
         cases = [(f"{size}-{mix}-{seed}", *instance(size, mix, seed))
                  for mix in MIXES for seed in range(per_mix)]  # fmt: skip
         warm_up = ("warm-up", *instance(size, "mix", per_mix))  # another seed, not measured
-        rows = _run(cases, warm_up, variants, _config, True, limit, args.engine_repeat)
+        rows = _run(cases, warm_up, variants, _config, True, limit, args.engine_rounds,
+                    args.engine_repeat)  # fmt: skip
         _report(report, args.json, size, "", rows)
         if args.show_worst:
             for name, found in rows.items():
@@ -423,7 +443,7 @@ def main() -> None:
         if args.tdsc:
             cuts = tdsc_cuts(args.tdsc, size, args.tdsc_cuts)
             cases = [(f"{size}-tdsc-{i}", snap, cons) for i, (snap, cons) in enumerate(cuts)]
-            rows = _run(cases, warm_up, variants, _tdsc_config, False, limit, 1)
+            rows = _run(cases, warm_up, variants, _tdsc_config, False, limit, args.engine_rounds, 1)
             _report(report, args.json, size, " tdsc", rows)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -443,21 +463,20 @@ def _run(
     config,
     relief: bool,
     limit: float,
+    rounds: int,
     repeat: int,
 ) -> dict[str, list[dict]]:
     """Every engine variant over every case, then the oracle over every case.
 
     A variant's pass solves ``warm_up`` once (not measured: the process's first call
-    pays one-time costs), then each case once, its first solve (a new instance, as a
-    daemon's next repair), and ``repeat`` - 1 more times in a row (warm). The oracle's
-    pass comes after all of them, so no engine time follows a CP-SAT solve but
+    pays one-time costs), then runs :func:`engine_pass`. The oracle's pass comes after
+    all of them, so no engine time follows a CP-SAT solve but
     ``engine_after_oracle_cpu_s``, which :func:`run_one` measures so on purpose."""
     engine: dict[str, list[dict]] = {}
     for name, (budget, objective) in variants.items():
         cfg = config(budget, objective)
         solve_repair(warm_up[1], warm_up[2], cfg, relief=relief)
-        engine[name] = [run_engine(snap, cons, cfg, relief=relief, repeat=repeat)
-                        for _, snap, cons in cases]  # fmt: skip
+        engine[name] = engine_pass(cases, cfg, relief=relief, rounds=rounds, repeat=repeat)
     rows: dict[str, list[dict]] = {name: [] for name in variants}
     for i, (case, snap, cons) in enumerate(cases):
         cache: dict = {}

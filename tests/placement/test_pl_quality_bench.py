@@ -33,12 +33,15 @@ def test_engine_pass_precedes_the_oracle_and_one_solve_follows_cp_sat(monkeypatc
     cases = [(f"8-{mix}-0", *pq.instance(8, mix, 0)) for mix in ("none", "spread")]
     warm_up = ("warm-up", *pq.instance(8, "mix", 1))
     variants = {"engine": (0, "migrations"), "ls": (20, "mttr")}
-    rows = pq._run(cases, warm_up, variants, pq._config, True, 5.0, 3)
+    rows = pq._run(cases, warm_up, variants, pq._config, True, 5.0, 2, 3)
 
     first_oracle = next(i for i, (kind, _) in enumerate(calls) if kind == "oracle")
-    # engine pass: per variant, one warm-up solve, then 3 solves of each case in a row
+    # engine pass: per variant, one warm-up solve, 2 rounds over the 2 cases, then 3
+    # solves of each case in a row
+    each = 1 + 2 * 2 + 2 * 3
     assert (
-        calls[:first_oracle] == [("engine", "8-migrations-0")] * 7 + [("engine", "8-mttr-20")] * 7
+        calls[:first_oracle]
+        == [("engine", "8-migrations-0")] * each + [("engine", "8-mttr-20")] * each
     )
     after = calls[first_oracle:]
     # oracle pass: every engine solve there comes right after a CP-SAT solve without
