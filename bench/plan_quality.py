@@ -2,7 +2,7 @@
 
     python bench/plan_quality.py [--json] [--quick] [--sizes 8,16,32,64] [--per-mix N]
                                  [--time-limit S] [--local-search-evals N] [--tdsc FILE]
-                                 [--engine-rounds R] [--engine-repeat N]
+                                 [--engine-repeat N]
 
 Instances are overload-relief repairs of one DVMS partition (8, 16, 32, 64 hosts) with
 VMPlaceS loads: hosts of 7 cores (700 units) and 32 GiB, 10 VMs of 1 vCPU / 1 GiB, each
@@ -29,22 +29,23 @@ fewest migrations for the greedy engine and the first local search, the shortest
 plan for the ``mttr`` one (the exact model takes about ten times longer on that).
 CPU times are reported too (``*_cpu_ms_mean``): the oracle's are its process's,
 summed over its workers, the engine's its own thread's (it is single-threaded); they
-move less with the load. Each engine solves the instances of a size in a pass of its
-own, before any oracle solve, in ``--engine-rounds R`` rounds (default 5) over all of
-them: ``engine_cpu_ms_mean`` (``cpu_speedup``) is the mean over instances of the median
-of an instance's R solves, each following solves of the other instances (its snapshot
-not the last one read, the code warm, as a daemon's next repair); the median keeps a
-burst of other load on the machine, which a pass of a few milliseconds cannot average
-out, from deciding the number. With ``--engine-repeat N``, ``engine_warm_cpu_ms_mean``
-(``cpu_warm_speedup``) is the fastest of N solves in a row of the same instance. The
-oracle's pass follows; there, ``engine_after_oracle_cpu_ms_mean``
-(``cpu_after_oracle_speedup``) is one more solve right after a CP-SAT solve of the
-instance, which evicts the engine's code and data from the CPU caches (the worst case:
-a repair right after other heavy work; the exact model's Python garbage is collected
-first, outside the timing, or the engine's solve would pay for it: up to 20 ms at 64
-hosts). ``probe_cpu_ms`` times a fixed interpreter workload of about the 8-host
-repair's size (:func:`_probe`) the same two ways, so a reader sees what any Python code
-of that size pays for those cache misses.
+move less with the load. The engine's times are taken in rounds over all the instances
+of a size (every variant), one before the oracle's first solve and one after its work
+on each instance, so they span the same minutes as the oracle's (this machine's speed
+drifts with other tenants: one pass of a few milliseconds would land in one slow or
+fast period). Each round starts with an unmeasured solve, then solves every instance
+``--engine-repeat N`` times in a row: ``engine_cpu_ms_mean`` (``cpu_speedup``) is the
+mean over instances of the median over rounds of the first of those solves, which
+follows solves of the other instances (its snapshot not the last one read, the code
+warm, as a daemon's next repair); ``engine_warm_cpu_ms_mean`` (``cpu_warm_speedup``)
+the same of the fastest of the others (caches warm on that instance).
+``engine_after_oracle_cpu_ms_mean`` (``cpu_after_oracle_speedup``) is one more solve
+of each instance right after a CP-SAT solve of it, which evicts the engine's code and
+data from the CPU caches (the worst case: a repair right after other heavy work; the
+exact model's Python garbage is collected first, outside the timing, or the engine's
+solve would pay for it: up to 20 ms at 64 hosts). ``probe_cpu_ms`` times a fixed
+interpreter workload of about the 8-host repair's size (:func:`_probe`) the same two
+ways, so a reader sees what any Python code of that size pays for those cache misses.
 With ``--local-search-evals N`` the engine also runs its local search pass
 (``PlacementConfig.local_search_evals``), once per objective (``PlacementConfig.objective``:
 ``migrations`` ranks fewest migrations first, ``mttr`` the shortest plan first), and the
@@ -207,30 +208,23 @@ def _config(local_search_evals: int, objective: str = "migrations") -> Placement
     return cfg
 
 
-def engine_pass(cases: list, cfg, *, relief: bool, rounds: int, repeat: int) -> list[dict]:
-    """The engine on every case: ``rounds`` rounds over all of them, each solve of a case
-    following solves of the others (``cpu_s``, ``s``: the median over the rounds, so
-    that a burst of other load on the machine during one round does not decide it),
-    then ``repeat`` solves of each case in a row, the fastest kept (``warm_cpu_s``)."""
-    walls: list[list[float]] = [[] for _ in cases]
-    cpus: list[list[float]] = [[] for _ in cases]
-    plans = [None] * len(cases)
-    for _ in range(rounds):
-        for i, (_, snap, cons) in enumerate(cases):
-            t0, c0 = time.perf_counter(), time.thread_time()
-            plans[i] = solve_repair(snap, cons, cfg, relief=relief)
-            walls[i].append(time.perf_counter() - t0)
-            cpus[i].append(time.thread_time() - c0)
-    out = []
+def engine_round(cases: list, cfg, *, relief: bool, repeat: int, into: list[dict]) -> None:
+    """One round of the engine over every case: ``repeat`` solves of each in a row. The
+    first follows solves of the other cases (its snapshot not the last one read, the
+    code warm, as a daemon's next repair): appended to ``into[i]["turn"]`` (CPU) and
+    ``["turn_s"]`` (wall); the fastest of the others (caches warm on that instance) to
+    ``["warm"]``. ``into[i]["plan"]`` is the plan (the same in every round)."""
     for i, (_, snap, cons) in enumerate(cases):
-        warm = math.inf
-        for _ in range(repeat):
-            c0 = time.thread_time()
-            solve_repair(snap, cons, cfg, relief=relief)
-            warm = min(warm, time.thread_time() - c0)
-        out.append({"plan": plans[i], "s": statistics.median(walls[i]),
-                    "cpu_s": statistics.median(cpus[i]), "warm_cpu_s": warm})  # fmt: skip
-    return out
+        cpus = []
+        for k in range(max(1, repeat)):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            plan = solve_repair(snap, cons, cfg, relief=relief)
+            cpus.append(time.thread_time() - c0)
+            if k == 0:
+                into[i].setdefault("turn_s", []).append(time.perf_counter() - t0)
+        into[i]["plan"] = plan
+        into[i].setdefault("turn", []).append(cpus[0])
+        into[i].setdefault("warm", []).append(min(cpus[1:] or cpus))
 
 
 def run_one(
@@ -244,11 +238,11 @@ def run_one(
     relief: bool = True,
     name: str = "",
 ) -> dict | None:
-    """The oracle on one instance the engine solved (``engine``: :func:`engine_pass`'s
-    answer); ``cache`` keeps oracle answers across engine variants (the optimum does not
-    depend on the engine; ``upper`` and ``hint`` from any engine plan only narrow the
-    search). Also timed here: the exact model without the engine's plan as a hint and
-    upper bound, and the engine's solve right after it (caches evicted)."""
+    """The oracle on one instance the engine solved (``engine["plan"]``); ``cache``
+    keeps oracle answers across engine variants (the optimum does not depend on the
+    engine; ``upper`` and ``hint`` from any engine plan only narrow the search). Also
+    timed here: the exact model without the engine's plan as a hint and upper bound,
+    and the engine's solve right after it (caches evicted)."""
     c0 = time.process_time()
     solve(snap, cons, cfg, relief=relief, objective="migrations", time_limit_s=time_limit)
     alone_cpu = time.process_time() - c0
@@ -256,7 +250,7 @@ def run_one(
     c0 = time.thread_time()
     solve_repair(snap, cons, cfg, relief=relief)
     after_oracle_cpu = time.thread_time() - c0
-    plan, engine_s = engine["plan"], engine["s"]
+    plan = engine["plan"]
     got = engine_cost(plan, snap) if plan.status == "solved" else {}
     hint = dict(plan.placement) if plan.status == "solved" else None
     moves = [a for a in plan.actions if a.kind == "migrate"]
@@ -284,16 +278,13 @@ def run_one(
         gc.collect()
         cache["probe"] = (_timed(_probe), _timed(_probe))
     if oracle["migrations"].status == "infeasible":
-        return {"feasible": False, "engine": plan.status, "engine_s": engine_s,
-                "oracle_s": oracle[target].seconds}  # fmt: skip
+        return {"feasible": False, "engine": plan.status, "oracle_s": oracle[target].seconds}
     if plan.status != "solved":
-        return {"feasible": True, "engine": plan.status, "engine_s": engine_s,
-                "oracle_s": oracle[target].seconds}  # fmt: skip
+        return {"feasible": True, "engine": plan.status, "oracle_s": oracle[target].seconds}
     problems = check_plan(snap, cons, plan.actions, cfg, relief=relief)
     if problems:
         raise SystemExit(f"checker rejects an engine plan: {problems[0]}")
-    row: dict = {"feasible": True, "engine": "solved", "engine_s": engine_s,
-                 "engine_cpu_s": engine["cpu_s"], "engine_warm_cpu_s": engine["warm_cpu_s"],
+    row: dict = {"feasible": True, "engine": "solved",
                  "engine_after_oracle_cpu_s": after_oracle_cpu,
                  "oracle_cpu_s": cache["cpu", target, None], "oracle_objective": target,
                  "oracle_alone_cpu_s": alone_cpu, "probe_cpu_s": cache["probe"]}  # fmt: skip
@@ -409,9 +400,6 @@ def main() -> None:
     ap.add_argument("--tdsc-cuts", type=int, default=6, help="sub-problems per size (6)")
     ap.add_argument("--local-search-evals", type=int, default=0,
                     help="also run the engine with this local search budget (plans)")  # fmt: skip
-    ap.add_argument("--engine-rounds", type=int, default=5, metavar="R",
-                    help="solve every instance once per round, R rounds, and report the "
-                         "median of each instance's solves (engine_cpu_ms_mean)")  # fmt: skip
     ap.add_argument("--engine-repeat", type=int, default=1, metavar="N",
                     help="solve each instance N times in a row and also report the fastest "
                          "(engine_warm_cpu_ms_mean); the first solve is reported too")  # fmt: skip
@@ -434,8 +422,7 @@ def main() -> None:
         cases = [(f"{size}-{mix}-{seed}", *instance(size, mix, seed))
                  for mix in MIXES for seed in range(per_mix)]  # fmt: skip
         warm_up = ("warm-up", *instance(size, "mix", per_mix))  # another seed, not measured
-        rows = _run(cases, warm_up, variants, _config, True, limit, args.engine_rounds,
-                    args.engine_repeat)  # fmt: skip
+        rows = _run(cases, warm_up, variants, _config, True, limit, args.engine_repeat)
         _report(report, args.json, size, "", rows)
         if args.show_worst:
             for name, found in rows.items():
@@ -443,7 +430,7 @@ def main() -> None:
         if args.tdsc:
             cuts = tdsc_cuts(args.tdsc, size, args.tdsc_cuts)
             cases = [(f"{size}-tdsc-{i}", snap, cons) for i, (snap, cons) in enumerate(cuts)]
-            rows = _run(cases, warm_up, variants, _tdsc_config, False, limit, args.engine_rounds, 1)
+            rows = _run(cases, warm_up, variants, _tdsc_config, False, limit, 1)
             _report(report, args.json, size, " tdsc", rows)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -463,28 +450,44 @@ def _run(
     config,
     relief: bool,
     limit: float,
-    rounds: int,
     repeat: int,
 ) -> dict[str, list[dict]]:
-    """Every engine variant over every case, then the oracle over every case.
+    """The engine and the oracle over every case, the engine's times spread over the run.
 
-    A variant's pass solves ``warm_up`` once (not measured: the process's first call
-    pays one-time costs), then runs :func:`engine_pass`. The oracle's pass comes after
-    all of them, so no engine time follows a CP-SAT solve but
-    ``engine_after_oracle_cpu_s``, which :func:`run_one` measures so on purpose."""
-    engine: dict[str, list[dict]] = {}
-    for name, (budget, objective) in variants.items():
-        cfg = config(budget, objective)
-        solve_repair(warm_up[1], warm_up[2], cfg, relief=relief)
-        engine[name] = engine_pass(cases, cfg, relief=relief, rounds=rounds, repeat=repeat)
-    rows: dict[str, list[dict]] = {name: [] for name in variants}
+    The engine's rounds (:func:`engine_round`, every variant) run once before the
+    oracle's first solve, then again after the oracle's work on each case: a machine
+    whose speed drifts (other tenants) then slows the engine's samples and the
+    oracle's alike, where one pass of a few milliseconds would land in one period.
+    Each round starts with one solve of ``warm_up`` (not measured), so no measured
+    solve follows a CP-SAT solve but ``engine_after_oracle_cpu_s``, which
+    :func:`run_one` takes so on purpose. A case's times are the medians over rounds."""
+    engine: dict[str, list[dict]] = {name: [{} for _ in cases] for name in variants}
+
+    def engine_rounds() -> None:
+        gc.collect()  # the exact model's garbage: not the engine's to collect
+        for name, (budget, objective) in variants.items():
+            cfg = config(budget, objective)
+            solve_repair(warm_up[1], warm_up[2], cfg, relief=relief)
+            engine_round(cases, cfg, relief=relief, repeat=repeat, into=engine[name])
+
+    engine_rounds()
+    found: dict[str, list[tuple[int, dict]]] = {name: [] for name in variants}
     for i, (case, snap, cons) in enumerate(cases):
         cache: dict = {}
         for name, (budget, objective) in variants.items():
             row = run_one(snap, cons, config(budget, objective), engine[name][i], limit,
                           cache, relief=relief, name=case)  # fmt: skip
             if row is not None:
-                rows[name].append(row)
+                found[name].append((i, row))
+        engine_rounds()
+    rows: dict[str, list[dict]] = {name: [] for name in variants}
+    for name, got in found.items():
+        for i, row in got:
+            times = engine[name][i]
+            row["engine_s"] = statistics.median(times["turn_s"])
+            row["engine_cpu_s"] = statistics.median(times["turn"])
+            row["engine_warm_cpu_s"] = statistics.median(times["warm"])
+            rows[name].append(row)
     return rows
 
 
