@@ -27,16 +27,25 @@ CP-SAT runs 2 workers): on a loaded machine both grow. Each engine is timed agai
 the oracle's solve of the objective that engine ranks first (``oracle_objective``):
 fewest migrations for the greedy engine and the first local search, the shortest
 plan for the ``mttr`` one (the exact model takes about ten times longer on that).
-CPU times are reported too (``*_cpu_ms_mean``; the oracle's summed over its workers):
-they move less with the load. The engine's first solve of an instance
-(``engine_cpu_ms_mean``, ``cpu_speedup``) is the honest number: each engine's comes
-right after an oracle solve of the instance (fewest migrations, no hint) has
-evicted the engine's code and data from the CPU caches, as a daemon's repair follows
-other work (at 8 hosts the cache misses cost about as much as the solve itself; a
-sleep or a 32 MiB memory sweep between two solves does the same without the
-oracle). With ``--engine-repeat N`` it solves each instance N times in a row and
-``engine_warm_cpu_ms_mean`` is the mean of the fastest (caches warm, as in a tight
-loop of repairs), ``cpu_warm_speedup`` the oracle's CPU over it.
+CPU times are reported too (``*_cpu_ms_mean``): the oracle's are its process's,
+summed over its workers, the engine's its own thread's (it is single-threaded); they
+move less with the load. The engine's times are taken in rounds over all the instances
+of a size (every variant), one before the oracle's first solve and one after its work
+on each instance, so they span the same minutes as the oracle's (this machine's speed
+drifts with other tenants: one pass of a few milliseconds would land in one slow or
+fast period). Each round starts with an unmeasured solve, then solves every instance
+``--engine-repeat N`` times in a row: ``engine_cpu_ms_mean`` (``cpu_speedup``) is the
+mean over instances of the median over rounds of the first of those solves, which
+follows solves of the other instances (its snapshot not the last one read, the code
+warm, as a daemon's next repair); ``engine_warm_cpu_ms_mean`` (``cpu_warm_speedup``)
+the same of the fastest of the others (caches warm on that instance).
+``engine_after_oracle_cpu_ms_mean`` (``cpu_after_oracle_speedup``) is one more solve
+of each instance right after a CP-SAT solve of it, which evicts the engine's code and
+data from the CPU caches (the worst case: a repair right after other heavy work; the
+exact model's Python garbage is collected first, outside the timing, or the engine's
+solve would pay for it: up to 20 ms at 64 hosts). ``probe_cpu_ms`` times a fixed
+interpreter workload of about the 8-host repair's size (:func:`_probe`) the same two
+ways, so a reader sees what any Python code of that size pays for those cache misses.
 With ``--local-search-evals N`` the engine also runs its local search pass
 (``PlacementConfig.local_search_evals``), once per objective (``PlacementConfig.objective``:
 ``migrations`` ranks fewest migrations first, ``mttr`` the shortest plan first), and the
@@ -53,6 +62,7 @@ does not, and TDSC VMs carry memory as a BtrPlace view, not as MiB to move.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import platform
@@ -198,34 +208,49 @@ def _config(local_search_evals: int, objective: str = "migrations") -> Placement
     return cfg
 
 
+def engine_round(cases: list, cfg, *, relief: bool, repeat: int, into: list[dict]) -> None:
+    """One round of the engine over every case: ``repeat`` solves of each in a row. The
+    first follows solves of the other cases (its snapshot not the last one read, the
+    code warm, as a daemon's next repair): appended to ``into[i]["turn"]`` (CPU) and
+    ``["turn_s"]`` (wall); the fastest of the others (caches warm on that instance) to
+    ``["warm"]``. ``into[i]["plan"]`` is the plan (the same in every round)."""
+    for i, (_, snap, cons) in enumerate(cases):
+        cpus = []
+        for k in range(max(1, repeat)):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            plan = solve_repair(snap, cons, cfg, relief=relief)
+            cpus.append(time.thread_time() - c0)
+            if k == 0:
+                into[i].setdefault("turn_s", []).append(time.perf_counter() - t0)
+        into[i]["plan"] = plan
+        into[i].setdefault("turn", []).append(cpus[0])
+        into[i].setdefault("warm", []).append(min(cpus[1:] or cpus))
+
+
 def run_one(
     snap,
     cons,
     cfg,
+    engine: dict,
     time_limit: float,
     cache: dict,
     *,
     relief: bool = True,
     name: str = "",
-    repeat: int = 1,
 ) -> dict | None:
-    """Engine and oracle on one instance; ``cache`` keeps oracle answers across engine
-    variants (the optimum does not depend on the engine; ``upper`` and ``hint`` from
-    any engine plan only narrow the search). With ``repeat`` > 1 the engine solves the
-    instance that many times in a row and ``engine_warm_cpu_s`` is the fastest."""
-    # the same other work before every engine's first solve (see the module docstring);
-    # timed too: the exact model without the engine's plan as a hint and upper bound
+    """The oracle on one instance the engine solved (``engine["plan"]``); ``cache``
+    keeps oracle answers across engine variants (the optimum does not depend on the
+    engine; ``upper`` and ``hint`` from any engine plan only narrow the search). Also
+    timed here: the exact model without the engine's plan as a hint and upper bound,
+    and the engine's solve right after it (caches evicted)."""
     c0 = time.process_time()
     solve(snap, cons, cfg, relief=relief, objective="migrations", time_limit_s=time_limit)
     alone_cpu = time.process_time() - c0
-    t0, c0 = time.perf_counter(), time.process_time()
-    plan = solve_repair(snap, cons, cfg, relief=relief)
-    engine_s, engine_cpu = time.perf_counter() - t0, time.process_time() - c0
-    warm = engine_cpu
-    for _ in range(repeat - 1):
-        c0 = time.process_time()
-        solve_repair(snap, cons, cfg, relief=relief)
-        warm = min(warm, time.process_time() - c0)
+    gc.collect()  # the exact model's garbage: not the engine's to collect
+    c0 = time.thread_time()
+    solve_repair(snap, cons, cfg, relief=relief)
+    after_oracle_cpu = time.thread_time() - c0
+    plan = engine["plan"]
     got = engine_cost(plan, snap) if plan.status == "solved" else {}
     hint = dict(plan.placement) if plan.status == "solved" else None
     moves = [a for a in plan.actions if a.kind == "migrate"]
@@ -249,19 +274,20 @@ def run_one(
     if got:  # the plan duration at no more migrations than the engine's
         oracle["mttr_same_migrations"] = oracle_of("mttr", got["migrations"])
         got["mttr_same_migrations"] = got["mttr"]
+    if "probe" not in cache:  # the reference workload, right after CP-SAT and warm
+        gc.collect()
+        cache["probe"] = (_timed(_probe), _timed(_probe))
     if oracle["migrations"].status == "infeasible":
-        return {"feasible": False, "engine": plan.status, "engine_s": engine_s,
-                "oracle_s": oracle[target].seconds}  # fmt: skip
+        return {"feasible": False, "engine": plan.status, "oracle_s": oracle[target].seconds}
     if plan.status != "solved":
-        return {"feasible": True, "engine": plan.status, "engine_s": engine_s,
-                "oracle_s": oracle[target].seconds}  # fmt: skip
+        return {"feasible": True, "engine": plan.status, "oracle_s": oracle[target].seconds}
     problems = check_plan(snap, cons, plan.actions, cfg, relief=relief)
     if problems:
         raise SystemExit(f"checker rejects an engine plan: {problems[0]}")
-    row: dict = {"feasible": True, "engine": "solved", "engine_s": engine_s,
-                 "engine_cpu_s": engine_cpu, "engine_warm_cpu_s": warm,
+    row: dict = {"feasible": True, "engine": "solved",
+                 "engine_after_oracle_cpu_s": after_oracle_cpu,
                  "oracle_cpu_s": cache["cpu", target, None], "oracle_objective": target,
-                 "oracle_alone_cpu_s": alone_cpu}  # fmt: skip
+                 "oracle_alone_cpu_s": alone_cpu, "probe_cpu_s": cache["probe"]}  # fmt: skip
     # for --show-worst (never in the JSON report)
     row["_case"] = {"name": name, "snap": snap, "cfg": cfg, "relief": relief, "plan": plan,
                     "oracle": oracle}  # fmt: skip
@@ -275,6 +301,24 @@ def run_one(
                   "oracle_s": r.seconds}  # fmt: skip
     row["oracle_s"] = oracle[target].seconds
     return row
+
+
+def _probe() -> int:
+    """A fixed interpreter workload of about the 8-host repair's warm CPU time (sorting,
+    dicts, tuples, JSON): what any Python code of that size pays after a CP-SAT solve."""
+    rng = random.Random(7)
+    rows = {f"vm{i}": (rng.random(), i, f"host{i % 8}") for i in range(120)}
+    by_host: dict[str, list] = {}
+    for key, (load, i, host) in sorted(rows.items(), key=lambda kv: kv[1]):
+        by_host.setdefault(host, []).append((key, load, i))
+    text = json.dumps(by_host)
+    return len(json.loads(text)) + sum(len(v) for v in by_host.values())
+
+
+def _timed(fn) -> float:
+    c0 = time.thread_time()
+    fn()
+    return time.thread_time() - c0
 
 
 def _ratio(engine: int, optimum: int) -> float:
@@ -310,10 +354,13 @@ def summarise(size: int, rows: list[dict]) -> dict:
         out["oracle_alone_cpu_ms_mean"] = round(
             1e3 * statistics.mean(r["oracle_alone_cpu_s"] for r in solved), 1
         )
-        out["engine_warm_cpu_ms_mean"] = round(
-            1e3 * statistics.mean(r["engine_warm_cpu_s"] for r in solved), 3
-        )
-        for kind in ("", "warm_"):
+        for kind in ("warm_", "after_oracle_"):
+            out[f"engine_{kind}cpu_ms_mean"] = round(
+                1e3 * statistics.mean(r[f"engine_{kind}cpu_s"] for r in solved), 3
+            )
+        cold, warm = solved[0]["probe_cpu_s"]
+        out["probe_cpu_ms"] = {"after_oracle": round(1e3 * cold, 3), "warm": round(1e3 * warm, 3)}
+        for kind in ("", "warm_", "after_oracle_"):
             engine = out[f"engine_{kind}cpu_ms_mean"]
             out[f"cpu_{kind}speedup"] = round(out["oracle_cpu_ms_mean"] / max(engine, 1e-6), 1)
     mttr_s = [r["mttr"]["oracle_s"] for r in solved]
@@ -355,8 +402,7 @@ def main() -> None:
                     help="also run the engine with this local search budget (plans)")  # fmt: skip
     ap.add_argument("--engine-repeat", type=int, default=1, metavar="N",
                     help="solve each instance N times in a row and also report the fastest "
-                         "(engine_warm_cpu_ms_mean: caches warm, as in a loop; the first "
-                         "solve, on caches the oracle evicted, is the honest number)")  # fmt: skip
+                         "(engine_warm_cpu_ms_mean); the first solve is reported too")  # fmt: skip
     ap.add_argument("--show-worst", type=int, default=0, metavar="N",
                     help="print (to stderr) the N instances of each size and engine with the "
                          "worst MTTR ratio, engine plan against the oracle's")  # fmt: skip
@@ -373,37 +419,76 @@ def main() -> None:
     if not args.json:
         print(f"engine build: {report['build']}", flush=True)
     for size in (int(s) for s in args.sizes.split(",")):
-        rows: dict[str, list[dict]] = {name: [] for name in variants}
-        for mix in MIXES:
-            for seed in range(per_mix):
-                snap, cons = instance(size, mix, seed)
-                cache: dict = {}
-                for name, (budget, objective) in variants.items():
-                    row = run_one(snap, cons, _config(budget, objective), limit, cache,
-                                  name=f"{size}-{mix}-{seed}",
-                                  repeat=args.engine_repeat)  # fmt: skip
-                    if row is not None:
-                        rows[name].append(row)
+        cases = [(f"{size}-{mix}-{seed}", *instance(size, mix, seed))
+                 for mix in MIXES for seed in range(per_mix)]  # fmt: skip
+        warm_up = ("warm-up", *instance(size, "mix", per_mix))  # another seed, not measured
+        rows = _run(cases, warm_up, variants, _config, True, limit, args.engine_repeat)
         _report(report, args.json, size, "", rows)
         if args.show_worst:
             for name, found in rows.items():
                 show_worst(name, found, args.show_worst)
         if args.tdsc:
-            rows = {name: [] for name in variants}
-            for i, (snap, cons) in enumerate(tdsc_cuts(args.tdsc, size, args.tdsc_cuts)):
-                cache = {}
-                for name, (budget, objective) in variants.items():
-                    cfg = replace(PlacementConfig.btrplace(), local_search_evals=budget,
-                                  objective=objective)  # fmt: skip
-                    row = run_one(snap, cons, cfg, limit, cache, relief=False,
-                                  name=f"{size}-tdsc-{i}")  # fmt: skip
-                    if row is not None:
-                        rows[name].append(row)
+            cuts = tdsc_cuts(args.tdsc, size, args.tdsc_cuts)
+            cases = [(f"{size}-tdsc-{i}", snap, cons) for i, (snap, cons) in enumerate(cuts)]
+            rows = _run(cases, warm_up, variants, _tdsc_config, False, limit, 1)
             _report(report, args.json, size, " tdsc", rows)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(report["stamp"])
+
+
+def _tdsc_config(local_search_evals: int, objective: str) -> PlacementConfig:
+    return replace(PlacementConfig.btrplace(), local_search_evals=local_search_evals,
+                   objective=objective)  # fmt: skip
+
+
+def _run(
+    cases: list[tuple[str, Snapshot, list[c.Constraint]]],
+    warm_up: tuple[str, Snapshot, list[c.Constraint]],
+    variants: dict[str, tuple[int, str]],
+    config,
+    relief: bool,
+    limit: float,
+    repeat: int,
+) -> dict[str, list[dict]]:
+    """The engine and the oracle over every case, the engine's times spread over the run.
+
+    The engine's rounds (:func:`engine_round`, every variant) run once before the
+    oracle's first solve, then again after the oracle's work on each case: a machine
+    whose speed drifts (other tenants) then slows the engine's samples and the
+    oracle's alike, where one pass of a few milliseconds would land in one period.
+    Each round starts with one solve of ``warm_up`` (not measured), so no measured
+    solve follows a CP-SAT solve but ``engine_after_oracle_cpu_s``, which
+    :func:`run_one` takes so on purpose. A case's times are the medians over rounds."""
+    engine: dict[str, list[dict]] = {name: [{} for _ in cases] for name in variants}
+
+    def engine_rounds() -> None:
+        gc.collect()  # the exact model's garbage: not the engine's to collect
+        for name, (budget, objective) in variants.items():
+            cfg = config(budget, objective)
+            solve_repair(warm_up[1], warm_up[2], cfg, relief=relief)
+            engine_round(cases, cfg, relief=relief, repeat=repeat, into=engine[name])
+
+    engine_rounds()
+    found: dict[str, list[tuple[int, dict]]] = {name: [] for name in variants}
+    for i, (case, snap, cons) in enumerate(cases):
+        cache: dict = {}
+        for name, (budget, objective) in variants.items():
+            row = run_one(snap, cons, config(budget, objective), engine[name][i], limit,
+                          cache, relief=relief, name=case)  # fmt: skip
+            if row is not None:
+                found[name].append((i, row))
+        engine_rounds()
+    rows: dict[str, list[dict]] = {name: [] for name in variants}
+    for name, got in found.items():
+        for i, row in got:
+            times = engine[name][i]
+            row["engine_s"] = statistics.median(times["turn_s"])
+            row["engine_cpu_s"] = statistics.median(times["turn"])
+            row["engine_warm_cpu_s"] = statistics.median(times["warm"])
+            rows[name].append(row)
+    return rows
 
 
 def show_worst(variant: str, rows: list[dict], n: int, out=sys.stderr) -> None:
@@ -473,10 +558,14 @@ def _line(s: dict) -> str:
     parts.append(f"engine {s['engine_ms_mean']} ms {oracle} {s['oracle_ms_mean']} ms "
                  f"x{s['speedup']}")  # fmt: skip
     if "cpu_speedup" in s:
+        probe = s["probe_cpu_ms"]
         parts.append(f"CPU engine {s['engine_cpu_ms_mean']} ms (warm "
-                     f"{s['engine_warm_cpu_ms_mean']}) oracle {s['oracle_cpu_ms_mean']} ms "
-                     f"x{s['cpu_speedup']} (warm x{s['cpu_warm_speedup']}); oracle alone "
-                     f"(migrations, no hint) {s['oracle_alone_cpu_ms_mean']} ms")  # fmt: skip
+                     f"{s['engine_warm_cpu_ms_mean']}, after CP-SAT "
+                     f"{s['engine_after_oracle_cpu_ms_mean']}) oracle {s['oracle_cpu_ms_mean']}"
+                     f" ms x{s['cpu_speedup']} (warm x{s['cpu_warm_speedup']}, after CP-SAT "
+                     f"x{s['cpu_after_oracle_speedup']}); oracle alone (migrations, no hint) "
+                     f"{s['oracle_alone_cpu_ms_mean']} ms; probe {probe['warm']} ms, after "
+                     f"CP-SAT {probe['after_oracle']} ms")  # fmt: skip
     return " | ".join(parts)
 
 
