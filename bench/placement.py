@@ -19,8 +19,9 @@ Prints one table row per case: the measured time, the target, and measured/targe
         whatever the machine's load.
 
 ``--tdsc only`` runs (f) alone, ``--tdsc no`` leaves it out (it takes a minute or two).
-``--local-search N`` runs the (f) rows a second time with the engine's local search
-(``dvms solve --local-search N``, ranking by the objective each instance declares).
+``dvms solve`` runs the engine's local search on a BtrPlace instance by default (the
+instance names its objective); ``--local-search N`` runs the (f) rows a second time
+with ``dvms solve --local-search N`` (0: the greedy plan alone).
 """
 
 from __future__ import annotations
@@ -203,15 +204,15 @@ _CHILD = (
 )
 
 
-def case_f(path: Path, local_search: int = 0) -> dict:
+def case_f(path: Path, local_search: int | None = None) -> dict:
     """One TDSC instance through ``dvms solve --btrplace`` in a child process (with
-    ``--local-search`` when ``local_search`` > 0)."""
+    ``--local-search`` when ``local_search`` is given)."""
     t0 = time.perf_counter()
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         json.load(fh)
     read_s = time.perf_counter() - t0
     cmd = [sys.executable, "-c", _CHILD, "solve", "--btrplace", str(path), "--json"]
-    if local_search:
+    if local_search is not None:
         cmd += ["--local-search", str(local_search)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
@@ -244,16 +245,16 @@ def main() -> None:
     parser.add_argument(
         "--local-search",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
-        help="the TDSC rows also with `dvms solve --local-search N` (the instance's objective)",
+        help="the TDSC rows also with `dvms solve --local-search N` (0: the greedy plan)",
     )
     args = parser.parse_args()
     if args.tdsc != "only":
         _main_cases(args)
     if args.tdsc != "no":
         _tdsc_rows()
-        if args.local_search:
+        if args.local_search is not None:
             _tdsc_rows(args.local_search)
 
 
@@ -275,13 +276,13 @@ def _main_cases(args: argparse.Namespace) -> None:
         print(f"{label:<50} {seconds * 1000:>7.1f} ms {t:>8} {ratio:>6}  {'yes' if ok else 'NO'}")
 
 
-def _tdsc_rows(local_search: int = 0) -> None:
+def _tdsc_rows(local_search: int | None = None) -> None:
     files = sorted(TDSC.glob("*.json.gz"))
     if not files:
         print(f"(f) no TDSC instance in {TDSC}")
         return
     print()
-    if local_search:
+    if local_search is not None:
         print(f"(f) with --local-search {local_search}")
     head = (
         f"{'(f) TDSC instance':<20} {'solve_s':>8} {'/10s':>5} {'total_s':>8} {'/60s':>5} "

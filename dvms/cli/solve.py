@@ -4,9 +4,11 @@
     dvms solve --btrplace FILE [--json]     a BtrPlace JSON instance (.json or .json.gz)
 
 ``--local-search N`` runs the local search after the repair with a budget of N plans
-(``PlacementConfig.local_search_evals``), ranking plans by ``--objective``; for a
-BtrPlace instance the objective defaults to the one it declares (minimizeMTTR: ``mttr``,
-minimizeMigrations: ``migrations``). Both override a model's ``[config]``.
+(``PlacementConfig.local_search_evals``), ranking plans by ``--objective``. A BtrPlace
+instance names what to optimise (minimizeMTTR: ``mttr``, the default when it names
+nothing; minimizeMigrations: ``migrations``), so there the search runs unless
+``--local-search 0`` (budget: ``INSTANCE_OBJECTIVE_EVALS``). Both override a model's
+``[config]``.
 
 Exit status: 0 solved, 3 infeasible, 1 bad input (one line on stderr).
 ``viable`` in the output comes from the independent checker, not from the solver.
@@ -50,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="list every refused host")
     p.add_argument("--local-search", type=int, metavar="N", default=None,
                    help="after the repair, evaluate up to N candidate plans to cut "
-                        "migrations or plan duration (0 = off; default: the model's "
-                        "[config], else off)")  # fmt: skip
+                        "migrations or plan duration (0 = off; default: 100 for a BtrPlace "
+                        "instance, which names its objective; for a model, its [config], "
+                        "else off)")  # fmt: skip
     p.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="what the local search ranks first: fewest migrations or the shortest "
                         "plan (default: the BtrPlace instance's objective, else the model's "
@@ -83,11 +86,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _searching(config: PlacementConfig, search: Search, declared: str | None) -> PlacementConfig:
     """``config`` with the command line's local search settings (``declared``: the
-    objective a BtrPlace instance names, when it names one dvms has)."""
+    objective a BtrPlace instance names, when it names one dvms has; the search then
+    optimises it unless the command line sets a budget)."""
+    from dvms.placement.config import INSTANCE_OBJECTIVE_EVALS
+
     evals, objective = search
     changes: dict[str, Any] = {}
     if evals is not None:
         changes["local_search_evals"] = evals
+    elif declared and not config.local_search_evals:
+        changes["local_search_evals"] = INSTANCE_OBJECTIVE_EVALS
     if objective or declared:
         changes["objective"] = objective or declared
     return replace(config, **changes)

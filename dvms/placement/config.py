@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-__all__ = ["LOAD_FUNCTIONS", "OBJECTIVES", "PlacementConfig"]
+__all__ = ["INSTANCE_OBJECTIVE_EVALS", "LOAD_FUNCTIONS", "OBJECTIVES", "PlacementConfig"]
 
 #: Names accepted by ``PlacementConfig.load`` (see dvms/placement/load.py).
 LOAD_FUNCTIONS = ("cpucommit", "memcommit", "netcommit", "fill")
 #: Names accepted by ``PlacementConfig.objective``.
 OBJECTIVES = ("migrations", "mttr")
+#: The local search budget (plans) ``dvms solve`` gives a BtrPlace instance unless told
+#: otherwise: the instance names what to optimise (minimizeMTTR when it names nothing,
+#: as in BtrPlace), so the engine optimises it. On the TDSC instances it costs at most
+#: ~0.15 s (docs/results.md).
+INSTANCE_OBJECTIVE_EVALS = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,10 +204,13 @@ def test_global_json_flag_works_too(capsys):
 
 def test_local_search_flags_reach_the_engine(tmp_path, capsys, monkeypatch):
     """``--local-search N`` and ``--objective`` set the engine's local search; a
-    BtrPlace instance's declared objective is the default, a model's [config] is
-    overridden."""
+    BtrPlace instance's declared objective is the default and is optimised unless
+    ``--local-search 0``; a model's [config] is overridden."""
     import dvms.placement.modelfile as modelfile
     import dvms.placement.repair as repair
+    from dvms.placement.config import INSTANCE_OBJECTIVE_EVALS
+
+    assert INSTANCE_OBJECTIVE_EVALS > 0  # the default this test is about
 
     seen = []
     solve, solve_model = repair.solve_repair, modelfile.solve_model
@@ -229,7 +232,11 @@ def test_local_search_flags_reach_the_engine(tmp_path, capsys, monkeypatch):
     code, out, _ = run_json(capsys, "--btrplace", str(path), "--local-search", "50")
     assert code == 0 and out["viable"] is True and seen.pop() == (50, "mttr")
     code, _, _ = run_json(capsys, "--btrplace", str(path), "--objective", "migrations")
-    assert code == 0 and seen.pop() == (0, "migrations")
+    assert code == 0 and seen.pop() == (INSTANCE_OBJECTIVE_EVALS, "migrations")
+    code, _, _ = run_json(capsys, "--btrplace", str(path))
+    assert code == 0 and seen.pop() == (INSTANCE_OBJECTIVE_EVALS, "mttr")
+    code, _, _ = run_json(capsys, "--btrplace", str(path), "--local-search", "0")
+    assert code == 0 and seen.pop() == (0, "mttr")
 
     model = tmp_path / "model.toml"
     searched = 'load = "cpucommit"\nlocal_search_evals = 9'
