@@ -16,8 +16,8 @@ LOAD_FUNCTIONS = ("cpucommit", "memcommit", "netcommit", "fill")
 OBJECTIVES = ("migrations", "mttr")
 #: The local search budget (plans) ``dvms solve`` gives a BtrPlace instance unless told
 #: otherwise: the instance names what to optimise (minimizeMTTR when it names nothing,
-#: as in BtrPlace), so the engine optimises it. On the TDSC instances it costs at most
-#: ~0.15 s (docs/results.md).
+#: as in BtrPlace), so the engine optimises it. On the TDSC instances it adds at most
+#: ~0.3 s to the repair (0.15 s compiled; docs/results.md).
 INSTANCE_OBJECTIVE_EVALS = 100
 
 
