@@ -402,7 +402,7 @@ def main() -> None:
                     help="also run the engine with this local search budget (plans)")  # fmt: skip
     ap.add_argument("--engine-repeat", type=int, default=1, metavar="N",
                     help="solve each instance N times in a row and also report the fastest "
-                         "(engine_warm_cpu_ms_mean); the first solve is reported too")  # fmt: skip
+                         "(engine_warm_cpu_ms_mean); the first, in turn, as well")  # fmt: skip
     ap.add_argument("--show-worst", type=int, default=0, metavar="N",
                     help="print (to stderr) the N instances of each size and engine with the "
                          "worst MTTR ratio, engine plan against the oracle's")  # fmt: skip
