@@ -231,14 +231,14 @@ def run_one(
     snap,
     cons,
     cfg,
-    engine: dict,
+    plan,
     time_limit: float,
     cache: dict,
     *,
     relief: bool = True,
     name: str = "",
 ) -> dict | None:
-    """The oracle on one instance the engine solved (``engine["plan"]``); ``cache``
+    """The oracle on one instance and the engine's ``plan`` of it; ``cache``
     keeps oracle answers across engine variants (the optimum does not depend on the
     engine; ``upper`` and ``hint`` from any engine plan only narrow the search). Also
     timed here: the exact model without the engine's plan as a hint and upper bound,
@@ -250,7 +250,6 @@ def run_one(
     c0 = time.thread_time()
     solve_repair(snap, cons, cfg, relief=relief)
     after_oracle_cpu = time.thread_time() - c0
-    plan = engine["plan"]
     got = engine_cost(plan, snap) if plan.status == "solved" else {}
     hint = dict(plan.placement) if plan.status == "solved" else None
     moves = [a for a in plan.actions if a.kind == "migrate"]
@@ -475,7 +474,7 @@ def _run(
     for i, (case, snap, cons) in enumerate(cases):
         cache: dict = {}
         for name, (budget, objective) in variants.items():
-            row = run_one(snap, cons, config(budget, objective), engine[name][i], limit,
+            row = run_one(snap, cons, config(budget, objective), engine[name][i]["plan"], limit,
                           cache, relief=relief, name=case)  # fmt: skip
             if row is not None:
                 found[name].append((i, row))
